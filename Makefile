@@ -1,0 +1,178 @@
+# v4flash - one non-recursive Makefile.
+#
+#   make                      CPU build -> ./v4flash
+#   make CUDA=1 [CUDA_ARCH=sm_90]   CPU + CUDA backend
+#   make cuda-check [CUDA_ARCH=..]  compile the CUDA sources only (no GPU needed)
+#   make test                 build and run the unit/e2e tests
+#   make SAN=address,undefined test   sanitizer build of everything
+#   make DEBUG=1              -O0, V4F_DEBUG asserts
+#   make fuzz                 libFuzzer targets (clang) in build/fuzz/
+#   make fuzz-run FUZZ_TIME=60  run every fuzz target on its corpus
+#   make demo                 synthesize the tiny model, run a prompt end to end
+#   make check-deps           enforce the one-way module dependencies
+#   make clean
+#
+# Objects go to build/<config>/ with auto-generated dependencies (-MMD -MP).
+# Files named *_avx2.c / *_avx512.c get their ISA flags; everything else is
+# built for the baseline x86-64 ISA and the right kernels are picked at run
+# time from cpuid.
+
+CC      ?= cc
+NVCC    ?= nvcc
+CUDA_ARCH ?= sm_90
+WERROR  ?= 1
+
+CONFIG := release
+OPT    := -O2
+ifeq ($(DEBUG),1)
+  CONFIG := debug
+  OPT    := -O0 -DV4F_DEBUG
+endif
+ifneq ($(SAN),)
+  CONFIG := san-$(subst $(comma),-,$(SAN))
+  OPT    := -O1 -fno-omit-frame-pointer -fsanitize=$(SAN) -fno-sanitize-recover=all -DV4F_SANITIZE
+  SANLD  := -fsanitize=$(SAN)
+endif
+ifeq ($(CUDA),1)
+  CONFIG := $(CONFIG)-cuda
+endif
+comma := ,
+
+B ?= build/$(CONFIG)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
+        -Wno-unused-parameter
+ifeq ($(WERROR),1)
+  WARN += -Werror
+endif
+
+CPPFLAGS := -Iinclude -Isrc -D_GNU_SOURCE
+CFLAGS   := -std=c11 -g $(OPT) $(WARN) -pthread -fno-math-errno
+LDFLAGS  := -pthread $(SANLD)
+LDLIBS   := -lm
+
+# Optional libraries (never needed for the engine core; see README).
+# PCRE2 gives the tokenizer exact Unicode regexes; without it the built-in
+# Unicode tables are used.
+ifneq ($(NO_PCRE2),1)
+  HAVE_PCRE2 := $(shell pkg-config --exists libpcre2-8 2>/dev/null && echo 1)
+endif
+ifeq ($(HAVE_PCRE2),1)
+  CPPFLAGS += -DV4F_HAVE_PCRE2 $(shell pkg-config --cflags libpcre2-8)
+  LDLIBS   += $(shell pkg-config --libs libpcre2-8)
+endif
+
+ISA_AVX2   := -mavx2 -mfma -mf16c
+ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+
+# ---- sources ------------------------------------------------------------
+LIB_SRC  := $(shell find src -name '*.c' | sort)
+CLI_SRC  := $(sort $(wildcard tools/*.c))
+TEST_SRC := tests/run_tests.c $(sort $(wildcard tests/unit/*.c))
+CU_SRC   := $(sort $(wildcard src/backend/cuda/*.cu))
+
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= /usr/local/cuda
+  CPPFLAGS += -DV4F_CUDA
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++
+  LIB_OBJ_CU := $(CU_SRC:%.cu=$(B)/%.o)
+else
+  LIB_OBJ_CU :=
+endif
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(B)/%.o) $(LIB_OBJ_CU)
+CLI_OBJ  := $(CLI_SRC:%.c=$(B)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
+DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+LIB  := $(B)/libv4flash.a
+BIN  := $(B)/v4flash
+TBIN := $(B)/v4flash_tests
+
+.PHONY: all test clean fuzz fuzz-run demo check-deps cuda-check format
+all: v4flash
+
+v4flash: $(BIN)
+	cp $(BIN) $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(TBIN): $(TEST_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LDLIBS)
+
+$(B)/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(ISA_AVX2) -MMD -MP -c $< -o $@
+
+$(B)/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(ISA_AVX512) -MMD -MP -c $< -o $@
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+NVFLAGS := -std=c++17 -O3 -lineinfo -arch=$(CUDA_ARCH) -Iinclude -Isrc \
+           -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
+ifeq ($(WERROR),1)
+  NVFLAGS += -Werror all-warnings
+endif
+$(B)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -DV4F_CUDA -MMD -MP -c $< -o $@
+
+# Compile-only check of the CUDA sources for every supported architecture.
+cuda-check:
+	@set -e; for a in sm_80 sm_89 sm_90 sm_120; do \
+	  for f in $(CU_SRC); do \
+	    echo "nvcc $$a $$f"; \
+	    $(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=$$a,$(NVFLAGS)) -DV4F_CUDA -c $$f -o /dev/null; \
+	  done; \
+	done
+
+test: $(TBIN) v4flash
+	V4F_BIN=$(BIN) ./$(TBIN)
+
+# ---- fuzzing (clang + libFuzzer) ----------------------------------------
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_LIB_SRC := $(LIB_SRC)
+FUZZ_TIME ?= 60
+FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+               $(CPPFLAGS) -Wall -Wextra -Wno-unused-parameter
+
+fuzz: $(FUZZ_BIN)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+	@mkdir -p build/fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS) -pthread
+
+fuzz-run: $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do \
+	  n=$$(basename $$f); d=tests/fuzz/corpus/$${n#fuzz_}; mkdir -p $$d; \
+	  echo "== $$n ($(FUZZ_TIME)s, corpus $$d)"; \
+	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$d; \
+	done
+
+# ---- demo -----------------------------------------------------------------
+DEMO_MODEL := build/demo/tiny-demo.gguf
+demo: v4flash
+	@mkdir -p build/demo
+	@test -f $(DEMO_MODEL) || ./v4flash synth $(DEMO_MODEL) --preset tiny --seed 1
+	./v4flash run -m $(DEMO_MODEL) -p "Hello from the demo" -n 32 --temp 0
+
+# ---- hygiene --------------------------------------------------------------
+check-deps:
+	@sh tools/check_deps.sh
+
+format:
+	clang-format -i $$(find src tools tests include -name '*.[ch]' -o -name '*.cu' -o -name '*.cuh')
+
+clean:
+	rm -rf build v4flash
+
+-include $(DEPS)

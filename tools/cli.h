@@ -1,0 +1,13 @@
+/*
+ * cli.h - subcommand entry points of the v4flash front end (tools/cmd_*.c).
+ * Each returns the process exit code: 0 ok, 1 runtime failure (bad model
+ * file, I/O), 2 usage error (unknown flag, bad value).
+ */
+#ifndef V4F_CLI_H
+#define V4F_CLI_H
+
+#include "v4flash.h"
+
+int cmd_inspect(int argc, char **argv);
+
+#endif
