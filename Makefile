@@ -89,7 +89,7 @@ LIB  := $(B)/libv4flash.a
 BIN  := $(B)/v4flash
 TBIN := $(B)/v4flash_tests
 
-.PHONY: all test clean fuzz fuzz-run demo check-deps cuda-check format
+.PHONY: all test clean fuzz fuzz-run fuzz-replay demo check-deps cuda-check format
 all: v4flash
 
 v4flash: $(BIN)
@@ -136,7 +136,7 @@ cuda-check:
 	done
 
 test: $(TBIN) v4flash
-	V4F_BIN=$(BIN) ./$(TBIN)
+	V4F_BIN=$(BIN) ./$(TBIN) $(TEST_ARGS)
 
 # ---- fuzzing (clang + libFuzzer) ----------------------------------------
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -156,6 +156,13 @@ fuzz-run: $(FUZZ_BIN)
 	  n=$$(basename $$f); d=tests/fuzz/corpus/$${n#fuzz_}; mkdir -p $$d; \
 	  echo "== $$n ($(FUZZ_TIME)s, corpus $$d)"; \
 	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$d; \
+	done
+
+# Replay every checked-in corpus input once (CI regression check).
+fuzz-replay: $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do \
+	  n=$$(basename $$f); d=tests/fuzz/corpus/$${n#fuzz_}; \
+	  if [ -d $$d ]; then echo "== replay $$n ($$(ls $$d | wc -l) inputs)"; $$f -runs=0 $$d; fi; \
 	done
 
 # ---- demo -----------------------------------------------------------------

@@ -50,10 +50,13 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 int test_verbose(void) { return g_verbose; }
 
 const char *test_fixture_path(const char *rel) {
-    static _Thread_local char buf[4096];
+    /* a few rotating buffers so one expression may use several paths */
+    static _Thread_local char bufs[8][4096];
+    static _Thread_local unsigned next;
+    char *buf = bufs[next++ % 8];
     const char *dir = getenv("V4F_FIXTURE_DIR");
     if (!dir || !*dir) dir = "tests/fixtures";
-    snprintf(buf, sizeof buf, "%s/%s", dir, rel);
+    snprintf(buf, sizeof bufs[0], "%s/%s", dir, rel);
     return buf;
 }
 

@@ -21,7 +21,7 @@ void test_register(const char *name, const char *file, test_fn fn);
 void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int test_verbose(void);
-const char *test_fixture_path(const char *rel); /* static buffer, per call */
+const char *test_fixture_path(const char *rel); /* one of 8 rotating static buffers */
 const char *test_tmp_dir(void);                  /* per-run scratch dir */
 
 #define TEST(name)                                                         \
