@@ -9,7 +9,7 @@
 
 #include "core/ggml_type.h"
 #include "model/model.h"
-#include "test.h"
+#include "../test.h"
 
 static const char *k_models[] = {"tiny-f16", "tiny-q2", "tiny-q4"};
 

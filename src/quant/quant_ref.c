@@ -1,0 +1,325 @@
+/*
+ * quant_ref.c - the scalar reference ("generic") kernels: the oracle every
+ * SIMD kernel is tested against, and the fallback on CPUs without AVX2.
+ *
+ * Owns: dequant_row / dot_f32 for F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS;
+ * dot_act for Q8_0 (x Q8_0 activations) and Q2_K, Q4_K, IQ2_XXS (x Q8_K
+ * activations, as GGML pairs them); the activation quantizers Q8_0 / Q8_K.
+ *
+ * Invariants:
+ *  - dequantization follows MODEL.md section 10 and GGML exactly; every
+ *    dequantized weight is computed as a product of exact terms and at most
+ *    one rounding (dl*q - ml with dl*q exact), so the SIMD files can
+ *    reproduce it bit for bit.
+ *  - dot_f32 is literally the dot of the dequantized row with x, accumulated
+ *    in double (the oracle; the result is rounded to float once).
+ *  - dot_act expects activations produced by v4f_quantize_act (codes in
+ *    [-127, 127]); integer partial sums are exact, scales applied in double.
+ *
+ * Threading: pure functions, no state.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include "quant/quant_internal.h"
+
+#define QK V4F_QK_K
+
+/* ---- F32 / F16 / BF16 ---------------------------------------------------- */
+
+static void dequant_f32(const void *src, float *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static float dot_f32_f32(const void *w, const float *x, int64_t n) {
+    const uint8_t *p = w;
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v;
+        memcpy(&v, p + 4 * i, 4);
+        acc += (double)v * x[i];
+    }
+    return (float)acc;
+}
+
+static void dequant_f16(const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = v4f_f16_to_f32(v4f_quant_rd_u16(p + 2 * i));
+}
+
+static float dot_f32_f16(const void *w, const float *x, int64_t n) {
+    const uint8_t *p = w;
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++)
+        acc += (double)v4f_f16_to_f32(v4f_quant_rd_u16(p + 2 * i)) * x[i];
+    return (float)acc;
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = v4f_bf16_to_f32(v4f_quant_rd_u16(p + 2 * i));
+}
+
+static float dot_f32_bf16(const void *w, const float *x, int64_t n) {
+    const uint8_t *p = w;
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++)
+        acc += (double)v4f_bf16_to_f32(v4f_quant_rd_u16(p + 2 * i)) * x[i];
+    return (float)acc;
+}
+
+/* ---- one-block dequantizers (the format definitions) --------------------- */
+
+_Static_assert(offsetof(v4f_block_q8_0, qs) == V4F_Q8_0_QS, "q8_0 layout");
+_Static_assert(offsetof(v4f_block_q2_K, qs) == V4F_Q2K_QS && offsetof(v4f_block_q2_K, d) == V4F_Q2K_D &&
+                   offsetof(v4f_block_q2_K, dmin) == V4F_Q2K_DMIN,
+               "q2_K layout");
+_Static_assert(offsetof(v4f_block_q4_K, scales) == V4F_Q4K_SCALES && offsetof(v4f_block_q4_K, qs) == V4F_Q4K_QS,
+               "q4_K layout");
+_Static_assert(offsetof(v4f_block_iq2_xxs, qs) == V4F_IQ2_QS, "iq2_xxs layout");
+_Static_assert(offsetof(v4f_block_q8_K, qs) == V4F_Q8K_QS && offsetof(v4f_block_q8_K, bsums) == V4F_Q8K_BSUMS,
+               "q8_K layout");
+
+static void dequant_block_q8_0(const uint8_t *b, float *y) {
+    const float d = v4f_quant_rd_f16(b + V4F_Q8_0_D);
+    const int8_t *qs = (const int8_t *)(b + V4F_Q8_0_QS);
+    for (int i = 0; i < V4F_QK8_0; i++) y[i] = d * (float)qs[i];
+}
+
+/* Element 128h + 32s + l: code (qs[32h + l] >> 2s) & 3, scale byte
+ * scales[8h + 2s + (l >= 16)]. */
+static void dequant_block_q2_K(const uint8_t *b, float *y) {
+    const float d = v4f_quant_rd_f16(b + V4F_Q2K_D);
+    const float dmin = v4f_quant_rd_f16(b + V4F_Q2K_DMIN);
+    const uint8_t *scales = b + V4F_Q2K_SCALES, *qs = b + V4F_Q2K_QS;
+    for (int h = 0; h < 2; h++) {
+        for (int s = 0; s < 4; s++) {
+            for (int l = 0; l < 32; l++) {
+                const uint8_t sc = scales[8 * h + 2 * s + (l >= 16)];
+                const float dl = d * (float)(sc & 15);
+                const float ml = dmin * (float)(sc >> 4);
+                const int q = (qs[32 * h + l] >> (2 * s)) & 3;
+                y[128 * h + 32 * s + l] = dl * (float)q - ml;
+            }
+        }
+    }
+}
+
+/* Sub-block j (32 elements) uses nibble (j & 1) of qs[32 * (j / 2) + l]. */
+static void dequant_block_q4_K(const uint8_t *b, float *y) {
+    const float d = v4f_quant_rd_f16(b + V4F_Q4K_D);
+    const float dmin = v4f_quant_rd_f16(b + V4F_Q4K_DMIN);
+    const uint8_t *qs = b + V4F_Q4K_QS;
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        v4f_quant_q4k_scale_min(b + V4F_Q4K_SCALES, j, &sc, &m);
+        const float dl = d * (float)sc;
+        const float ml = dmin * (float)m;
+        const int shift = 4 * (j & 1);
+        for (int l = 0; l < 32; l++) {
+            const int q = (qs[32 * (j / 2) + l] >> shift) & 15;
+            y[32 * j + l] = dl * (float)q - ml;
+        }
+    }
+}
+
+static void dequant_block_iq2_xxs(const uint8_t *b, float *y) {
+    const float d = v4f_quant_rd_f16(b + V4F_IQ2_D);
+    const uint8_t *q = b + V4F_IQ2_QS;
+    for (int g = 0; g < 8; g++) {
+        const uint32_t aux = v4f_quant_rd_u32(q + 8 * g + 4);
+        const float db = d * (0.5f + (float)(aux >> 28)) * 0.25f;
+        for (int l = 0; l < 4; l++) {
+            const uint8_t *grid = (const uint8_t *)&v4f_quant_iq2xxs_grid[q[8 * g + l]];
+            const uint8_t signs = v4f_quant_ksigns[(aux >> (7 * l)) & 127];
+            for (int j = 0; j < 8; j++) {
+                const float v = db * (float)grid[j];
+                y[32 * g + 8 * l + j] = ((signs >> j) & 1) ? -v : v;
+            }
+        }
+    }
+}
+
+/* ---- row dequantizers and f32 dots over blocks --------------------------- */
+
+#define DEFINE_BLOCK_ROW(name, btype, nelem)                                   \
+    static void dequant_##name(const void *src, float *dst, int64_t n) {       \
+        const uint8_t *b = src;                                                \
+        for (int64_t i = 0; i < n / (nelem); i++)                              \
+            dequant_block_##name(b + i * sizeof(btype), dst + i * (nelem));    \
+    }                                                                          \
+    static float dot_f32_##name(const void *w, const float *x, int64_t n) {    \
+        const uint8_t *b = w;                                                  \
+        float tmp[nelem];                                                      \
+        double acc = 0;                                                        \
+        for (int64_t i = 0; i < n / (nelem); i++) {                            \
+            dequant_block_##name(b + i * sizeof(btype), tmp);                  \
+            const float *xb = x + i * (nelem);                                 \
+            for (int k = 0; k < (nelem); k++) acc += (double)tmp[k] * xb[k];   \
+        }                                                                      \
+        return (float)acc;                                                     \
+    }
+
+DEFINE_BLOCK_ROW(q8_0, v4f_block_q8_0, V4F_QK8_0)
+DEFINE_BLOCK_ROW(q2_K, v4f_block_q2_K, QK)
+DEFINE_BLOCK_ROW(q4_K, v4f_block_q4_K, QK)
+DEFINE_BLOCK_ROW(iq2_xxs, v4f_block_iq2_xxs, QK)
+
+/* ---- quantized-activation dots ------------------------------------------ */
+
+#define Q8_0_BYTES sizeof(v4f_block_q8_0)
+#define Q8_K_BYTES sizeof(v4f_block_q8_K)
+
+static int16_t q8k_bsum(const uint8_t *b, int g) {
+    return (int16_t)v4f_quant_rd_u16(b + V4F_Q8K_BSUMS + 2 * g);
+}
+
+static float dot_act_q8_0(const void *w, const void *xq, int64_t n) {
+    const uint8_t *a = w, *b = xq;
+    double acc = 0;
+    for (int64_t i = 0; i < n / V4F_QK8_0; i++, a += Q8_0_BYTES, b += Q8_0_BYTES) {
+        const int8_t *qa = (const int8_t *)(a + V4F_Q8_0_QS), *qb = (const int8_t *)(b + V4F_Q8_0_QS);
+        int32_t s = 0;
+        for (int k = 0; k < V4F_QK8_0; k++) s += (int32_t)qa[k] * qb[k];
+        acc += (double)(v4f_quant_rd_f16(a) * v4f_quant_rd_f16(b)) * s;
+    }
+    return (float)acc;
+}
+
+/* sum_e w_e x_e = xd * (d * sum_g sc_g <q, qx>_g - dmin * sum_g m_g bsum_g) */
+static float dot_act_q2_K(const void *w, const void *xq, int64_t n) {
+    const uint8_t *a = w, *b = xq;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += sizeof(v4f_block_q2_K), b += Q8_K_BYTES) {
+        const uint8_t *scales = a + V4F_Q2K_SCALES, *qs = a + V4F_Q2K_QS;
+        const int8_t *qx = (const int8_t *)(b + V4F_Q8K_QS);
+        int32_t isum = 0, msum = 0;
+        for (int e0 = 0; e0 < QK; e0 += 16) {
+            const int h = e0 / 128, s = (e0 % 128) / 32, g = e0 / 16;
+            int32_t t = 0;
+            for (int e = e0; e < e0 + 16; e++) t += ((qs[32 * h + e % 32] >> (2 * s)) & 3) * qx[e];
+            isum += (scales[g] & 15) * t;
+            msum += (scales[g] >> 4) * q8k_bsum(b, g);
+        }
+        const double xd = v4f_quant_rd_f32(b + V4F_Q8K_D);
+        acc += xd * v4f_quant_rd_f16(a + V4F_Q2K_D) * isum - xd * v4f_quant_rd_f16(a + V4F_Q2K_DMIN) * msum;
+    }
+    return (float)acc;
+}
+
+static float dot_act_q4_K(const void *w, const void *xq, int64_t n) {
+    const uint8_t *a = w, *b = xq;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += sizeof(v4f_block_q4_K), b += Q8_K_BYTES) {
+        const uint8_t *qs = a + V4F_Q4K_QS;
+        const int8_t *qx = (const int8_t *)(b + V4F_Q8K_QS);
+        int32_t isum = 0, msum = 0;
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            v4f_quant_q4k_scale_min(a + V4F_Q4K_SCALES, j, &sc, &m);
+            const int shift = 4 * (j & 1);
+            int32_t t = 0;
+            for (int l = 0; l < 32; l++) t += ((qs[32 * (j / 2) + l] >> shift) & 15) * qx[32 * j + l];
+            isum += sc * t;
+            msum += m * (q8k_bsum(b, 2 * j) + q8k_bsum(b, 2 * j + 1));
+        }
+        const double xd = v4f_quant_rd_f32(b + V4F_Q8K_D);
+        acc += xd * v4f_quant_rd_f16(a + V4F_Q4K_D) * isum - xd * v4f_quant_rd_f16(a + V4F_Q4K_DMIN) * msum;
+    }
+    return (float)acc;
+}
+
+/* w = d (0.5 + ls) / 4 * grid * sign = d / 8 * (2 ls + 1) * grid * sign */
+static float dot_act_iq2_xxs(const void *w, const void *xq, int64_t n) {
+    const uint8_t *a = w, *b = xq;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += sizeof(v4f_block_iq2_xxs), b += Q8_K_BYTES) {
+        const uint8_t *q = a + V4F_IQ2_QS;
+        const int8_t *qx = (const int8_t *)(b + V4F_Q8K_QS);
+        int32_t bsum = 0;
+        for (int g = 0; g < 8; g++) {
+            const uint32_t aux = v4f_quant_rd_u32(q + 8 * g + 4);
+            int32_t t = 0;
+            for (int l = 0; l < 4; l++) {
+                const uint8_t *grid = (const uint8_t *)&v4f_quant_iq2xxs_grid[q[8 * g + l]];
+                const uint8_t signs = v4f_quant_ksigns[(aux >> (7 * l)) & 127];
+                const int8_t *xv = qx + 32 * g + 8 * l;
+                for (int j = 0; j < 8; j++) t += (((signs >> j) & 1) ? -1 : 1) * grid[j] * xv[j];
+            }
+            bsum += t * (int32_t)(2 * (aux >> 28) + 1);
+        }
+        acc += (double)v4f_quant_rd_f16(a + V4F_IQ2_D) * v4f_quant_rd_f32(b + V4F_Q8K_D) * 0.125 * bsum;
+    }
+    return (float)acc;
+}
+
+/* ---- activation quantizers ----------------------------------------------- */
+
+/* Per 32: d = amax / 127 (stored as f16), q = round(x / d) half away from 0. */
+void v4f_quant_act_q8_0_ref(const float *x, void *dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / V4F_QK8_0; i++) {
+        const float *xb = x + i * V4F_QK8_0;
+        v4f_block_q8_0 y;
+        float amax = 0;
+        for (int k = 0; k < V4F_QK8_0; k++) amax = fmaxf(amax, fabsf(xb[k]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y.d = v4f_f32_to_f16(d);
+        for (int k = 0; k < V4F_QK8_0; k++) y.qs[k] = (int8_t)roundf(xb[k] * id);
+        memcpy(out + i * sizeof y, &y, sizeof y);
+    }
+}
+
+/* Per 256: the element of largest magnitude, max, maps to -127 (d = -max/127
+ * keeps its sign); codes rounded to nearest even; bsums per 16. */
+void v4f_quant_act_q8_K_ref(const float *x, void *dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const float *xb = x + i * QK;
+        v4f_block_q8_K y;
+        float amax = 0, max = 0;
+        for (int k = 0; k < QK; k++) {
+            if (fabsf(xb[k]) > amax) {
+                amax = fabsf(xb[k]);
+                max = xb[k];
+            }
+        }
+        memset(&y, 0, sizeof y);
+        if (amax == 0.0f) {
+            memcpy(out + i * sizeof y, &y, sizeof y);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int k = 0; k < QK; k++) {
+            const int v = v4f_quant_nearest_int(iscale * xb[k]);
+            y.qs[k] = (int8_t)(v > 127 ? 127 : v);
+        }
+        for (int g = 0; g < QK / 16; g++) {
+            int s = 0;
+            for (int k = 0; k < 16; k++) s += y.qs[16 * g + k];
+            y.bsums[g] = (int16_t)s;
+        }
+        y.d = 1.0f / iscale;
+        memcpy(out + i * sizeof y, &y, sizeof y);
+    }
+}
+
+/* ---- table ---------------------------------------------------------------- */
+
+void v4f_quant_fill_generic(v4f_quant_kernels *tab, v4f_quant_act_kernels *act) {
+    act->q8_0 = v4f_quant_act_q8_0_ref;
+    act->q8_K = v4f_quant_act_q8_K_ref;
+    tab[V4F_TYPE_F32] = (v4f_quant_kernels){V4F_TYPE_F32, dequant_f32, dot_f32_f32, V4F_TYPE_F32, NULL};
+    tab[V4F_TYPE_F16] = (v4f_quant_kernels){V4F_TYPE_F16, dequant_f16, dot_f32_f16, V4F_TYPE_F32, NULL};
+    tab[V4F_TYPE_BF16] =
+        (v4f_quant_kernels){V4F_TYPE_BF16, dequant_bf16, dot_f32_bf16, V4F_TYPE_F32, NULL};
+    tab[V4F_TYPE_Q8_0] =
+        (v4f_quant_kernels){V4F_TYPE_Q8_0, dequant_q8_0, dot_f32_q8_0, V4F_TYPE_Q8_0, dot_act_q8_0};
+    tab[V4F_TYPE_Q2_K] =
+        (v4f_quant_kernels){V4F_TYPE_Q2_K, dequant_q2_K, dot_f32_q2_K, V4F_TYPE_Q8_K, dot_act_q2_K};
+    tab[V4F_TYPE_Q4_K] =
+        (v4f_quant_kernels){V4F_TYPE_Q4_K, dequant_q4_K, dot_f32_q4_K, V4F_TYPE_Q8_K, dot_act_q4_K};
+    tab[V4F_TYPE_IQ2_XXS] = (v4f_quant_kernels){V4F_TYPE_IQ2_XXS, dequant_iq2_xxs, dot_f32_iq2_xxs,
+                                                V4F_TYPE_Q8_K, dot_act_iq2_xxs};
+}
