@@ -3,6 +3,8 @@
 #   make                      CPU build -> ./v4flash
 #   make CUDA=1 [CUDA_ARCH=sm_90]   CPU + CUDA backend
 #   make cuda-check [CUDA_ARCH=..]  compile the CUDA sources only (no GPU needed)
+#   make CUDA=1 test-cuda     CUDA kernels vs the CPU reference (needs a GPU)
+#   make CUDA=1 bench-cuda    copy and matvec bandwidth (needs a GPU)
 #   make test                 build and run the unit/e2e tests
 #   make SAN=address,undefined test   sanitizer build of everything
 #   make DEBUG=1              -O0, V4F_DEBUG asserts
@@ -74,7 +76,7 @@ CU_SRC   := $(sort $(wildcard src/backend/cuda/*.cu))
 ifeq ($(CUDA),1)
   CUDA_HOME ?= /usr/local/cuda
   CPPFLAGS += -DV4F_CUDA
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
   LIB_OBJ_CU := $(CU_SRC:%.cu=$(B)/%.o)
 else
   LIB_OBJ_CU :=
@@ -89,7 +91,7 @@ LIB  := $(B)/libv4flash.a
 BIN  := $(B)/v4flash
 TBIN := $(B)/v4flash_tests
 
-.PHONY: all test clean fuzz fuzz-run fuzz-replay demo check-deps cuda-check format
+.PHONY: all test clean fuzz fuzz-run fuzz-replay demo check-deps cuda-check format test-cuda bench-cuda
 all: v4flash
 
 v4flash: $(BIN)
@@ -137,6 +139,21 @@ cuda-check:
 
 test: $(TBIN) v4flash
 	V4F_BIN=$(BIN) ./$(TBIN) $(TEST_ARGS)
+
+# ---- CUDA conformance test and bandwidth benchmark (CUDA=1, need a GPU) ----
+CUDA_TEST := $(B)/tests/cuda/test_cuda_quant
+DEPS += $(CUDA_TEST).d
+$(CUDA_TEST): $(CUDA_TEST).o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+ifeq ($(CUDA),1)
+test-cuda: $(CUDA_TEST)
+	./$(CUDA_TEST)
+bench-cuda: $(CUDA_TEST)
+	./$(CUDA_TEST) --bench
+else
+test-cuda bench-cuda:
+	@echo "$@ needs the CUDA build: make CUDA=1 $@"; exit 1
+endif
 
 # ---- fuzzing (clang + libFuzzer) ----------------------------------------
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))

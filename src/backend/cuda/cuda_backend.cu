@@ -1,0 +1,156 @@
+/*
+ * cuda_backend.cu - device context, buffers, copies and timing of the CUDA
+ * backend (API in cuda_backend.h).
+ *
+ * Owns: the v4f_cuda context (device index, one non-blocking stream, two
+ * events) and the allocation rule for device buffers: plain cudaMalloc,
+ * size rounded up to 256 bytes, padding zeroed, so kernels may read whole
+ * 16-byte chunks at the end of a matrix (cuda_backend.h, invariants).
+ *
+ * Memory ownership: the context owns its stream and events (destroyed by
+ * v4f_cuda_close); buffers belong to their allocator's caller.
+ * Threading: one owner thread per context; every entry point calls
+ * cudaSetDevice first, so several contexts on several devices can be driven
+ * from different threads.
+ */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define V4F_CUDA_ALLOC_ALIGN 256
+
+int v4f_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); /* clear "no driver" etc. */
+        return 0;
+    }
+    return n;
+}
+
+static v4f_status ctx_init(v4f_cuda *c, int device, v4f_err *err) {
+    int n = 0;
+    CUDA_TRY(cudaGetDeviceCount(&n));
+    if (device < 0 || device >= n)
+        return v4f_err_set(err, V4F_STATUS_DEVICE, "cuda: device %d does not exist (%d visible)", device, n);
+    c->device = device;
+    CUDA_TRY(cudaSetDevice(device));
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaGetDeviceProperties(&prop, device));
+    snprintf(c->name, sizeof c->name, "%s", prop.name);
+    c->sm_count = prop.multiProcessorCount;
+    int bus_bits = 0, mem_khz = 0;
+    if (cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess)
+        c->peak_bw = 2.0 * (double)mem_khz * 1e3 * (double)bus_bits / 8.0; /* DDR: 2 transfers per clock */
+    else
+        (void)cudaGetLastError();
+    CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    CUDA_TRY(cudaEventCreate(&c->ev_start));
+    CUDA_TRY(cudaEventCreate(&c->ev_stop));
+    return v4f_cuda_quant_init(c, err);
+}
+
+v4f_status v4f_cuda_open(int device, v4f_cuda **out, v4f_err *err) {
+    *out = NULL;
+    v4f_cuda *c = (v4f_cuda *)v4f_xcalloc(1, sizeof *c);
+    const v4f_status st = ctx_init(c, device, err);
+    if (st != V4F_OK) {
+        v4f_cuda_close(c);
+        return st;
+    }
+    *out = c;
+    return V4F_OK;
+}
+
+void v4f_cuda_close(v4f_cuda *c) {
+    if (!c) return;
+    /* Teardown errors are not actionable; clear them so they do not leak
+     * into the next call on this thread. */
+    if (cudaSetDevice(c->device) == cudaSuccess && c->stream) (void)cudaStreamSynchronize(c->stream);
+    v4f_cuda_quant_deinit(c);
+    if (c->ev_start) (void)cudaEventDestroy(c->ev_start);
+    if (c->ev_stop) (void)cudaEventDestroy(c->ev_stop);
+    if (c->stream) (void)cudaStreamDestroy(c->stream);
+    (void)cudaGetLastError();
+    free(c);
+}
+
+const char *v4f_cuda_device_name(const v4f_cuda *c) { return c->name; }
+double v4f_cuda_peak_bw(const v4f_cuda *c) { return c->peak_bw; }
+int v4f_cuda_sm_count(const v4f_cuda *c) { return c->sm_count; }
+
+v4f_status v4f_cuda_sync(v4f_cuda *c, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_alloc(v4f_cuda *c, size_t bytes, void **out, v4f_err *err) {
+    *out = NULL;
+    if (bytes == 0) bytes = 1;
+    if (bytes > SIZE_MAX - V4F_CUDA_ALLOC_ALIGN)
+        return v4f_err_set(err, V4F_STATUS_OOM, "cuda: allocation of %zu bytes overflows", bytes);
+    const size_t padded = (bytes + V4F_CUDA_ALLOC_ALIGN - 1) / V4F_CUDA_ALLOC_ALIGN * V4F_CUDA_ALLOC_ALIGN;
+    CUDA_TRY_DEVICE(c);
+    void *p = NULL;
+    CUDA_TRY(cudaMalloc(&p, padded));
+    if (padded > bytes) {
+        const cudaError_t e = cudaMemsetAsync((uint8_t *)p + bytes, 0, padded - bytes, c->stream);
+        if (e != cudaSuccess) {
+            (void)cudaFree(p);
+            return v4f_cuda_fail(err, e, "cudaMemsetAsync(padding)", __FILE__, __LINE__);
+        }
+    }
+    *out = p;
+    return V4F_OK;
+}
+
+void v4f_cuda_free(v4f_cuda *c, void *p) {
+    if (!p) return;
+    /* cudaFree synchronizes the device; an error here is a sticky fault that
+     * the next synchronizing call reports. */
+    if (cudaSetDevice(c->device) == cudaSuccess) (void)cudaFree(p);
+}
+
+v4f_status v4f_cuda_upload(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_download(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_copy(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_memset(v4f_cuda *c, void *dst, int byte, size_t bytes, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemsetAsync(dst, byte, bytes, c->stream));
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_timer_start(v4f_cuda *c, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaEventRecord(c->ev_start, c->stream));
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_timer_stop(v4f_cuda *c, float *ms, v4f_err *err) {
+    *ms = 0;
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaEventRecord(c->ev_stop, c->stream));
+    CUDA_TRY(cudaEventSynchronize(c->ev_stop));
+    CUDA_TRY(cudaEventElapsedTime(ms, c->ev_start, c->ev_stop));
+    return V4F_OK;
+}

@@ -1,0 +1,67 @@
+/*
+ * cuda_common.cuh - private definitions shared by the .cu files of the CUDA
+ * backend: the context struct, the CUDA_TRY error macro and the internal
+ * init hooks of each op family.
+ *
+ * Invariants: every CUDA runtime call in the backend goes through CUDA_TRY
+ * (or CUDA_TRY_LAUNCH right after a kernel launch), which turns a failure
+ * into V4F_STATUS_DEVICE (V4F_STATUS_OOM for cudaErrorMemoryAllocation),
+ * writes "file:line: call: cuda error" into the caller's v4f_err, logs it at
+ * error level, and returns from the enclosing function.
+ * Ownership/threading: see cuda_backend.h (one owner thread per context).
+ */
+#ifndef V4F_CUDA_COMMON_CUH
+#define V4F_CUDA_COMMON_CUH
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "core/core.h"
+}
+#include "backend/cuda/cuda_backend.h"
+
+struct v4f_cuda {
+    int device;
+    cudaStream_t stream;
+    cudaEvent_t ev_start, ev_stop;
+    int sm_count;
+    double peak_bw; /* bytes/s from attributes, 0 if unknown */
+    char name[256];
+    /* cuda_quant.cu: scratch for activations split into int8 planes
+     * (V4F_CUDA_MATVEC_MAX_BATCH slots of qx_slot_bytes, for n_in <=
+     * qx_max_in), allocated at open so matvecs never allocate. */
+    uint8_t *qx;
+    int64_t qx_max_in;
+    size_t qx_slot_bytes;
+};
+
+/* Report a failed CUDA call: fills err, logs, returns the status. */
+static inline v4f_status v4f_cuda_fail(v4f_err *err, cudaError_t e, const char *expr, const char *file, int line) {
+    const v4f_status st = e == cudaErrorMemoryAllocation ? V4F_STATUS_OOM : V4F_STATUS_DEVICE;
+    v4f_log(V4F_LOG_ERROR, "%s:%d: %s: %s (%s)", file, line, expr, cudaGetErrorString(e), cudaGetErrorName(e));
+    return v4f_err_set(err, st, "%s:%d: %s: %s", file, line, expr, cudaGetErrorString(e));
+}
+
+#define CUDA_TRY(call)                                                            \
+    do {                                                                          \
+        const cudaError_t e_ = (call);                                            \
+        if (e_ != cudaSuccess) return v4f_cuda_fail(err, e_, #call, __FILE__, __LINE__); \
+    } while (0)
+
+/* After a <<<>>> launch: launch-configuration errors are synchronous. */
+#define CUDA_TRY_LAUNCH() CUDA_TRY(cudaGetLastError())
+
+/* Make the context's device current for this thread. */
+#define CUDA_TRY_DEVICE(c) CUDA_TRY(cudaSetDevice((c)->device))
+
+/* cuda_quant.cu: upload the format tables to the current device and
+ * allocate the activation scratch; deinit frees the scratch (NULL-safe). */
+v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err);
+void v4f_cuda_quant_deinit(v4f_cuda *c);
+
+#endif /* V4F_CUDA_COMMON_CUH */

@@ -1,0 +1,851 @@
+/*
+ * cuda_quant.cu - weight-format kernels: matrix-vector products y = W x
+ * (float32 x and y) for W in F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS, one
+ * matrix or a batch of (W, x, y) triples per launch, and row dequantization
+ * to float32 (API in cuda_backend.h).
+ *
+ * Fast matvec (k_matvec): one CTA computes R consecutive rows of one triple
+ * (blockIdx.y). The rows are streamed through shared memory in chunks of
+ * whole "superblocks" (the least run of blocks whose size is a multiple of
+ * 16 bytes: Q8_0 8 blocks = 272 B, Q2_K 4 = 336 B, Q4_K 1 = 144 B, IQ2_XXS
+ * 8 = 528 B, F16/BF16 8 elements, F32 4) with coalesced 16-byte cp.async
+ * copies that bypass L1; then each thread decodes "units" (4..32 elements of
+ * one block) from shared memory, loads the matching x values once into
+ * registers and applies them to all R rows (x is re-read from L1/L2 once per
+ * R rows, not once per row). Partial sums are reduced with warp shuffles and
+ * one shared-memory step. Many CTAs per SM (small shared footprint) keep
+ * enough bytes in flight to saturate DRAM.
+ * Two ways to multiply, chosen per type at compile time:
+ *  - f32 (F32, F16, BF16; quantized types with n_in > QX_MAX_IN): codes
+ *    become floats without the slow I2F path (a byte is placed in the
+ *    mantissa of 2^23 with one byte-permute, 2^23 subtracted, exact), FMA.
+ *  - int8 planes (Q8_0, Q2_K, Q4_K, IQ2_XXS): a pre-pass (k_quant_x) splits
+ *    each distinct x of the launch into three int8 planes per group of 32
+ *    (residual < 2.5e-7 max|x|, near f32 rounding), then __dp4a multiplies
+ *    4 codes per instruction with exact int32 sums. The f32 path is bound
+ *    by instruction issue for these types (measured in docs/PERF_NOTES.md,
+ *    "CUDA matvec"); the scratch for the planes is allocated at open.
+ *
+ * Slow matvec (k_matvec_slow): one warp per row reading single bytes; any
+ * alignment, any n_in that is a block multiple. Used only when a fast-path
+ * condition (cuda_backend.h) fails; same tolerance.
+ *
+ * Dequantization (k_dequant): one thread per output element, computed with
+ * the exact operation order of quant_ref.c (explicit __fmul_rn/__fsub_rn, no
+ * FMA contraction), so results are bit-identical to v4f_dequant_row_ref.
+ *
+ * Tables: the IQ2_XXS grid is copied from the CPU table
+ * (v4f_quant_iq2xxs_grid, quant_tables.c) into a __device__ array at
+ * v4f_cuda_open, never typed twice; the sign masks come from their
+ * definition (k | parity(k) << 7), checked against v4f_quant_ksigns at init.
+ * The grid is read with per-lane indices, so it lives in global memory
+ * rather than __constant__ (whose cache serializes divergent reads); the
+ * fast kernel copies it into shared memory per CTA (fewer wavefronts than
+ * divergent L1 reads), the byte-level path reads it through __ldg.
+ *
+ * Ownership: kernels read caller-owned device buffers and write only y/dst
+ * (and the context's int8-plane scratch, c->qx).
+ * Threading: launchers queue on the context's stream (one owner thread).
+ */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <cuda_fp16.h>
+
+extern "C" {
+#include "core/ggml_type.h"
+#include "quant/quant_internal.h"
+}
+
+__device__ uint64_t g_iq2xxs_grid[256];
+
+/* ---- small device helpers ------------------------------------------------ */
+
+__device__ __forceinline__ float f16_to_f32(uint32_t bits) {
+    return __half2float(__ushort_as_half((unsigned short)(bits & 0xffffu)));
+}
+
+/* Byte k (runtime 0..3) of w as an exact float: 2^23 + b, minus 2^23. */
+#define V4F_MAGIC_BITS 0x4B000000u
+__device__ __forceinline__ float byte_f(uint32_t w, int k) {
+    return __int_as_float((int)__byte_perm(w, V4F_MAGIC_BITS, 0x7540u | (uint32_t)k)) - 8388608.0f;
+}
+/* Same for a word whose bytes were xor-ed with 0x80 (signed codes): -128. */
+__device__ __forceinline__ float sbyte_f(uint32_t w_x80, int k) {
+    return __int_as_float((int)__byte_perm(w_x80, V4F_MAGIC_BITS, 0x7540u | (uint32_t)k)) - 8388736.0f;
+}
+
+__device__ __forceinline__ uint32_t ksign_mask(uint32_t k7) { return k7 | ((uint32_t)(__popc(k7) & 1) << 7); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ void cp_async16(void *smem_dst, const void *gmem_src) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem_src) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all(void) {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+
+/* 8 bytes starting at a 2-aligned shared-memory offset, as two words
+ * (reads up to 4 bytes past the 8: the smem buffer has slack). */
+__device__ __forceinline__ void lds_8at2(const uint8_t *s, uint32_t off, uint32_t *lo, uint32_t *hi) {
+    const uint32_t *w = (const uint32_t *)(s + (off & ~3u));
+    const uint32_t sh = (off & 3u) * 8u;
+    const uint32_t a0 = w[0], a1 = w[1], a2 = w[2];
+    *lo = __funnelshift_r(a0, a1, sh);
+    *hi = __funnelshift_r(a1, a2, sh);
+}
+
+/* ---- reference-order element access (slow matvec, dequant) --------------- */
+
+__device__ __forceinline__ uint32_t ldb(const uint8_t *p) { return __ldg(p); }
+__device__ __forceinline__ uint32_t ldb16(const uint8_t *p) { return ldb(p) | ldb(p + 1) << 8; }
+__device__ __forceinline__ uint32_t ldb32(const uint8_t *p) { return ldb16(p) | ldb16(p + 2) << 16; }
+
+/* Element e of a row, computed exactly as quant_ref.c does. */
+template <int T> __device__ __forceinline__ float elem(const uint8_t *row, int64_t e) {
+    if constexpr (T == V4F_TYPE_F32) {
+        return __uint_as_float(ldb32(row + 4 * e));
+    } else if constexpr (T == V4F_TYPE_F16) {
+        return f16_to_f32(ldb16(row + 2 * e));
+    } else if constexpr (T == V4F_TYPE_BF16) {
+        return __uint_as_float(ldb16(row + 2 * e) << 16);
+    } else if constexpr (T == V4F_TYPE_Q8_0) {
+        const uint8_t *b = row + (e / 32) * 34;
+        return __fmul_rn(f16_to_f32(ldb16(b)), (float)(int8_t)ldb(b + 2 + e % 32));
+    } else if constexpr (T == V4F_TYPE_Q2_K) {
+        const uint8_t *b = row + (e / 256) * 84;
+        const int k = (int)(e % 256), h = k / 128, s = (k % 128) / 32, l = k % 32;
+        const uint32_t sc = ldb(b + 8 * h + 2 * s + (l >= 16));
+        const float dl = __fmul_rn(f16_to_f32(ldb16(b + 80)), (float)(sc & 15));
+        const float ml = __fmul_rn(f16_to_f32(ldb16(b + 82)), (float)(sc >> 4));
+        const uint32_t q = (ldb(b + 16 + 32 * h + l) >> (2 * s)) & 3;
+        return __fsub_rn(__fmul_rn(dl, (float)q), ml);
+    } else if constexpr (T == V4F_TYPE_Q4_K) {
+        const uint8_t *b = row + (e / 256) * 144;
+        const int k = (int)(e % 256), j = k / 32, l = k % 32;
+        const uint8_t *s = b + 4;
+        uint32_t sc, m;
+        if (j < 4) {
+            sc = ldb(s + j) & 63;
+            m = ldb(s + j + 4) & 63;
+        } else {
+            sc = (ldb(s + j + 4) & 15) | ((ldb(s + j - 4) >> 6) << 4);
+            m = (ldb(s + j + 4) >> 4) | ((ldb(s + j) >> 6) << 4);
+        }
+        const float dl = __fmul_rn(f16_to_f32(ldb16(b)), (float)sc);
+        const float ml = __fmul_rn(f16_to_f32(ldb16(b + 2)), (float)m);
+        const uint32_t q = (ldb(b + 16 + 32 * (j / 2) + l) >> (4 * (j & 1))) & 15;
+        return __fsub_rn(__fmul_rn(dl, (float)q), ml);
+    } else { /* IQ2_XXS */
+        const uint8_t *b = row + (e / 256) * 66;
+        const int k = (int)(e % 256), g = k / 32, l = (k % 32) / 8, j = k % 8;
+        const uint32_t aux = ldb32(b + 2 + 8 * g + 4);
+        const float db = __fmul_rn(__fmul_rn(f16_to_f32(ldb16(b)), 0.5f + (float)(aux >> 28)), 0.25f);
+        const uint64_t grid = __ldg(&g_iq2xxs_grid[ldb(b + 2 + 8 * g + l)]);
+        const uint32_t signs = ksign_mask((aux >> (7 * l)) & 127);
+        const float v = __fmul_rn(db, (float)((grid >> (8 * j)) & 255));
+        return ((signs >> j) & 1) ? -v : v;
+    }
+}
+
+/* ---- fast-path formats ---------------------------------------------------- */
+
+/* SBB: superblock bytes (multiple of 16), SBE: its elements, UE: elements
+ * of one thread work unit, R: rows per CTA (x reuse). */
+template <int T> struct fmt;
+template <> struct fmt<V4F_TYPE_F32> { enum { SBB = 16, SBE = 4, UE = 4, R = 1, BE = 1 }; };
+template <> struct fmt<V4F_TYPE_F16> { enum { SBB = 16, SBE = 8, UE = 8, R = 2, BE = 1 }; };
+template <> struct fmt<V4F_TYPE_BF16> { enum { SBB = 16, SBE = 8, UE = 8, R = 2, BE = 1 }; };
+template <> struct fmt<V4F_TYPE_Q8_0> { enum { SBB = 272, SBE = 256, UE = 8, R = 4, BE = 32 }; };
+template <> struct fmt<V4F_TYPE_Q4_K> { enum { SBB = 144, SBE = 256, UE = 32, R = 4, BE = 256 }; };
+template <> struct fmt<V4F_TYPE_Q2_K> { enum { SBB = 336, SBE = 1024, UE = 32, R = 4, BE = 256 }; };
+template <> struct fmt<V4F_TYPE_IQ2_XXS> { enum { SBB = 528, SBE = 2048, UE = 32, R = 8, BE = 256 }; };
+
+__device__ __forceinline__ void ldx4(const float *p, float *r) {
+    const float4 v = __ldg((const float4 *)p);
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
+}
+
+/* x values of unit u (xc: x at the chunk start, 16-byte aligned), and the
+ * per-sub-block sums of x the K-quants need for their mins. */
+template <int T> __device__ __forceinline__ void load_x(const float *xc, int u, float *xr, float *xs) {
+    if constexpr (T == V4F_TYPE_F32) {
+        ldx4(xc + 4 * u, xr);
+    } else if constexpr (T == V4F_TYPE_F16 || T == V4F_TYPE_BF16 || T == V4F_TYPE_Q8_0) {
+        ldx4(xc + 8 * u, xr);
+        ldx4(xc + 8 * u + 4, xr + 4);
+    } else if constexpr (T == V4F_TYPE_Q4_K) {
+        /* unit = (block u/8, qs pair p, half hh): sub-blocks 2p and 2p+1,
+         * elements l in [16hh, 16hh + 16) of each */
+        const int b = u >> 3, p = (u >> 1) & 3, hh = u & 1;
+        const float *x0 = xc + 256 * b + 64 * p + 16 * hh;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            ldx4(x0 + 4 * i, xr + 4 * i);
+            ldx4(x0 + 32 + 4 * i, xr + 16 + 4 * i);
+        }
+        float s0 = 0, s1 = 0;
+#pragma unroll
+        for (int i = 0; i < 16; i++) s0 += xr[i], s1 += xr[16 + i];
+        xs[0] = s0, xs[1] = s1;
+    } else if constexpr (T == V4F_TYPE_Q2_K) {
+        /* unit = (block u/8, half h, scale half i, shift pair sp): elements
+         * 128h + 32s + 16i + l for the shifts s = 2sp + ss, ss in {0, 1},
+         * and l in [0, 16) */
+        const int b = u >> 3, h = (u >> 2) & 1, i = (u >> 1) & 1, sp = u & 1;
+        const float *x0 = xc + 256 * b + 128 * h + 16 * i + 64 * sp;
+#pragma unroll
+        for (int ss = 0; ss < 2; ss++) {
+#pragma unroll
+            for (int v = 0; v < 4; v++) ldx4(x0 + 32 * ss + 4 * v, xr + 16 * ss + 4 * v);
+            float t = 0;
+#pragma unroll
+            for (int l = 0; l < 16; l++) t += xr[16 * ss + l];
+            xs[ss] = t;
+        }
+    } else { /* IQ2_XXS: unit = (block u/8, group u%8) = 32 consecutive elements */
+#pragma unroll
+        for (int v = 0; v < 8; v++) ldx4(xc + 32 * u + 4 * v, xr + 4 * v);
+    }
+}
+
+/* Dot of unit u of one row (s: the row's chunk in shared memory, 16-byte
+ * aligned) with the unit's x values. grid_tab: the IQ2_XXS grid in shared
+ * memory (IQ2_XXS only). */
+template <int T>
+__device__ __forceinline__ float dot_unit(const uint8_t *s, int u, const float *xr, const float *xs,
+                                          const uint64_t *grid_tab) {
+    if constexpr (T == V4F_TYPE_F32) {
+        const float4 w = *(const float4 *)(s + 16 * u);
+        return w.x * xr[0] + w.y * xr[1] + w.z * xr[2] + w.w * xr[3];
+    } else if constexpr (T == V4F_TYPE_F16) {
+        const uint4 w = *(const uint4 *)(s + 16 * u);
+        const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+        float acc = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __half22float2(*(const __half2 *)&ws[i]);
+            acc = fmaf(f.x, xr[2 * i], acc);
+            acc = fmaf(f.y, xr[2 * i + 1], acc);
+        }
+        return acc;
+    } else if constexpr (T == V4F_TYPE_BF16) {
+        const uint4 w = *(const uint4 *)(s + 16 * u);
+        const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+        float acc = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            acc = fmaf(__uint_as_float(ws[i] << 16), xr[2 * i], acc);
+            acc = fmaf(__uint_as_float(ws[i] & 0xffff0000u), xr[2 * i + 1], acc);
+        }
+        return acc;
+    } else if constexpr (T == V4F_TYPE_Q8_0) {
+        const int b = u >> 2, q = u & 3;
+        const float d = f16_to_f32(*(const uint16_t *)(s + 34 * b));
+        uint32_t lo, hi;
+        lds_8at2(s, 34u * b + 2u + 8u * q, &lo, &hi);
+        lo ^= 0x80808080u, hi ^= 0x80808080u;
+        float acc = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) acc = fmaf(sbyte_f(lo, k), xr[k], acc);
+#pragma unroll
+        for (int k = 0; k < 4; k++) acc = fmaf(sbyte_f(hi, k), xr[4 + k], acc);
+        return d * acc;
+    } else if constexpr (T == V4F_TYPE_Q4_K) {
+        const int b = u >> 3, p = (u >> 1) & 3, hh = u & 1;
+        const uint8_t *blk = s + 144 * b;
+        const uint32_t dd = *(const uint32_t *)blk;
+        const uint32_t s0 = *(const uint32_t *)(blk + 4), s1 = *(const uint32_t *)(blk + 8),
+                       s2 = *(const uint32_t *)(blk + 12);
+        const uint4 qv = *(const uint4 *)(blk + 16 + 32 * p + 16 * hh);
+        /* 6-bit scale/min of sub-blocks j = 2p + t (MODEL.md 10, Q4_K) */
+        const int k = (2 * p) & 3, sh0 = 8 * k, sh1 = 8 * k + 8;
+        uint32_t sc0, sc1, m0, m1;
+        if (p < 2) {
+            sc0 = (s0 >> sh0) & 63, sc1 = (s0 >> sh1) & 63;
+            m0 = (s1 >> sh0) & 63, m1 = (s1 >> sh1) & 63;
+        } else {
+            sc0 = ((s2 >> sh0) & 15) | (((s0 >> sh0) & 0xc0) >> 2);
+            sc1 = ((s2 >> sh1) & 15) | (((s0 >> sh1) & 0xc0) >> 2);
+            m0 = ((s2 >> sh0) & 0xf0) >> 4 | (((s1 >> sh0) & 0xc0) >> 2);
+            m1 = ((s2 >> sh1) & 0xf0) >> 4 | (((s1 >> sh1) & 0xc0) >> 2);
+        }
+        const uint32_t qw[4] = {qv.x, qv.y, qv.z, qv.w};
+        float a0 = 0, a1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t lo = qw[i] & 0x0f0f0f0fu, hi = (qw[i] >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                a0 = fmaf(byte_f(lo, t), xr[4 * i + t], a0);
+                a1 = fmaf(byte_f(hi, t), xr[16 + 4 * i + t], a1);
+            }
+        }
+        const float d = f16_to_f32(dd), dmin = f16_to_f32(dd >> 16);
+        return d * ((float)sc0 * a0 + (float)sc1 * a1) - dmin * ((float)m0 * xs[0] + (float)m1 * xs[1]);
+    } else if constexpr (T == V4F_TYPE_Q2_K) {
+        const int b = u >> 3, h = (u >> 2) & 1, i = (u >> 1) & 1, sp = u & 1;
+        const uint8_t *blk = s + 84 * b; /* 4-byte aligned */
+        const uint32_t *qp = (const uint32_t *)(blk + 16 + 32 * h + 16 * i);
+        const uint32_t qw[4] = {qp[0], qp[1], qp[2], qp[3]};
+        /* scale bytes 8h + 2s + i for s = 2sp + ss: byte 2ss + i of word sp */
+        const uint32_t sw = *(const uint32_t *)(blk + 8 * h + 4 * sp);
+        const uint32_t dd = *(const uint32_t *)(blk + 80);
+        float dsum = 0, msum = 0;
+#pragma unroll
+        for (int ss = 0; ss < 2; ss++) {
+            const uint32_t sc = (sw >> (8 * (2 * ss + i))) & 255;
+            const int shift = 4 * sp + 2 * ss;
+            float a = 0;
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                const uint32_t c = (qw[v] >> shift) & 0x03030303u;
+#pragma unroll
+                for (int t = 0; t < 4; t++) a = fmaf(byte_f(c, t), xr[16 * ss + 4 * v + t], a);
+            }
+            dsum = fmaf((float)(sc & 15), a, dsum);
+            msum = fmaf((float)(sc >> 4), xs[ss], msum);
+        }
+        return f16_to_f32(dd) * dsum - f16_to_f32(dd >> 16) * msum;
+    } else { /* IQ2_XXS */
+        const int b = u >> 3, g = u & 7;
+        const float d = f16_to_f32(*(const uint16_t *)(s + 66 * b));
+        uint32_t A, B;
+        lds_8at2(s, 66u * b + 2u + 8u * g, &A, &B);
+        float acc = 0;
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const uint64_t grid = grid_tab[(A >> (8 * l)) & 255];
+            const uint32_t g0 = (uint32_t)grid, g1 = (uint32_t)(grid >> 32);
+            const uint32_t signs = ksign_mask((B >> (7 * l)) & 127);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const uint32_t flip = (signs << (31 - j)) & 0x80000000u;
+                const float xv = __uint_as_float(__float_as_uint(xr[8 * l + j]) ^ flip);
+                acc = fmaf(byte_f(j < 4 ? g0 : g1, j & 3), xv, acc);
+            }
+        }
+        return d * (0.5f + (float)(B >> 28)) * 0.25f * acc;
+    }
+}
+
+/* ---- int8-plane activations (Q2_K, Q4_K, IQ2_XXS) ------------------------- */
+
+/* For the low-bit types the f32 path is bound by instruction issue (about 3
+ * instructions per weight to turn a code into a float and multiply), not by
+ * DRAM. There, x is first split per group of 32 into three int8 planes,
+ * x ~= d (p1 + p2 / 128 + p3 / 16384) with d = max|x| / 127, so that the
+ * residual is below d / 32768 (about 2.4e-7 max|x|, near f32 rounding), and
+ * the codes are multiplied with __dp4a (4 products per instruction, exact
+ * int32 sums). Slot layout for n_in elements: planes p1, p2, p3 (n_in bytes
+ * each), d[n_in / 32] (float), s16[n_in / 16] (float sums of x over runs of
+ * 16, for the K-quant mins). A group containing a non-finite x gets d = NaN
+ * so that the result is NaN, as in the f32 path. */
+
+#define QX_MAX_IN 16384 /* n_in of the largest low-bit matrix the scratch fits */
+
+__host__ __device__ static inline size_t qx_slot_bytes(int64_t n_in) {
+    const size_t b = (size_t)n_in * 3 + (size_t)(n_in / 32) * 4 + (size_t)(n_in / 16) * 4;
+    return (b + 255) / 256 * 256;
+}
+
+typedef struct qx_args {
+    const float *x[V4F_CUDA_MATVEC_MAX_BATCH];
+    uint8_t *q[V4F_CUDA_MATVEC_MAX_BATCH];
+    int64_t n_in;
+} qx_args;
+
+/* One warp per group of 32 elements; blockIdx.y = slot. */
+__global__ void __launch_bounds__(256) k_quant_x(const __grid_constant__ qx_args a) {
+    const int64_t n = a.n_in;
+    const int64_t g = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (g >= n / 32) return; /* uniform over the warp */
+    const int lane = threadIdx.x & 31;
+    uint8_t *base = a.q[blockIdx.y];
+    const float v = a.x[blockIdx.y][32 * g + lane];
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const bool bad = __any_sync(0xffffffffu, !(fabsf(v) <= 3.402823466e38f));
+    float d1 = amax / 127.0f;
+    int q1 = 0, q2 = 0, q3 = 0;
+    if (amax > 0 && !bad) {
+        q1 = (int)rintf(v / d1);
+        q1 = max(-127, min(127, q1));
+        const float r1 = fmaf(-d1, (float)q1, v);
+        const float d2 = d1 * (1.0f / 128.0f);
+        q2 = max(-127, min(127, (int)rintf(r1 / d2)));
+        const float r2 = fmaf(-d2, (float)q2, r1);
+        const float d3 = d2 * (1.0f / 128.0f);
+        q3 = max(-127, min(127, (int)rintf(r2 / d3)));
+    }
+    if (bad) d1 = __int_as_float(0x7fc00000);
+    base[32 * g + lane] = (uint8_t)(int8_t)q1;
+    base[n + 32 * g + lane] = (uint8_t)(int8_t)q2;
+    base[2 * n + 32 * g + lane] = (uint8_t)(int8_t)q3;
+    float *d = (float *)(base + 3 * n);
+    float *s16 = d + n / 32;
+    if (lane == 0) d[g] = d1;
+    float sum = v;
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if ((lane & 15) == 0) s16[2 * g + (lane >> 4)] = sum;
+}
+
+/* The x planes of one unit of 32 consecutive elements starting at e0. */
+struct xq_unit {
+    uint32_t p[3][8]; /* 32 int8 per plane */
+    float d;          /* group scale */
+    float s0, s1;     /* sums of x over [e0, e0 + 16) and [e0 + 16, e0 + 32) */
+};
+
+__device__ __forceinline__ void load_xq(const uint8_t *xq, int64_t n_in, int64_t e0, xq_unit *x) {
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        const uint4 *src = (const uint4 *)(xq + k * n_in + e0);
+        const uint4 a = __ldg(src), b = __ldg(src + 1);
+        x->p[k][0] = a.x, x->p[k][1] = a.y, x->p[k][2] = a.z, x->p[k][3] = a.w;
+        x->p[k][4] = b.x, x->p[k][5] = b.y, x->p[k][6] = b.z, x->p[k][7] = b.w;
+    }
+    const float *d = (const float *)(xq + 3 * n_in);
+    x->d = __ldg(d + e0 / 32);
+    const float2 s = __ldg((const float2 *)(d + n_in / 32 + e0 / 16));
+    x->s0 = s.x, x->s1 = s.y;
+}
+
+/* sum over words [w0, w0 + nw) of codes . x planes, combined in float */
+template <int NW>
+__device__ __forceinline__ float dot_planes(const uint32_t *codes, const xq_unit *x, int w0) {
+    int s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        s1 = __dp4a((int)codes[w], (int)x->p[0][w0 + w], s1);
+        s2 = __dp4a((int)codes[w], (int)x->p[1][w0 + w], s2);
+        s3 = __dp4a((int)codes[w], (int)x->p[2][w0 + w], s3);
+    }
+    /* |s1| <= 32 * 127 * 127, so s1 * 128 + s2 is exact in int32 */
+    return (float)(s1 * 128 + s2) * (1.0f / 128.0f) + (float)s3 * (1.0f / 16384.0f);
+}
+
+/* 4 * NW bytes at a 2-aligned shared-memory offset as NW words (reads up to
+ * 4 bytes past the end: the smem buffer has slack). */
+template <int NW> __device__ __forceinline__ void lds_words_at2(const uint8_t *s, uint32_t off, uint32_t *out) {
+    const uint32_t *w = (const uint32_t *)(s + (off & ~3u));
+    const uint32_t sh = (off & 3u) * 8u;
+    uint32_t a[NW + 1];
+#pragma unroll
+    for (int i = 0; i <= NW; i++) a[i] = w[i];
+#pragma unroll
+    for (int i = 0; i < NW; i++) out[i] = __funnelshift_r(a[i], a[i + 1], sh);
+}
+
+/* Byte masks (0xff where the bit is set) of the low 4 bits of n and their
+ * 0x01 bits: n * 0x00204081 moves bit j to bit 8j without overlaps. */
+__device__ __forceinline__ void nibble_masks(uint32_t n, uint32_t *m, uint32_t *t) {
+    *t = ((n & 15u) * 0x00204081u) & 0x01010101u;
+    *m = *t * 0xffu;
+}
+
+/* Unit u (32 elements) of the int8-plane path:
+ *  Q8_0    u = block b:                    elements l
+ *  Q2_K    u = (block b, half h, shift s): elements 128h + 32s + l
+ *  Q4_K    u = (block b, sub-block j):     elements 32j + l
+ *  IQ2_XXS u = (block b, group g):         elements 32g + l
+ * so a unit is always one x group; unit_e0 gives its first element. */
+template <int T> __device__ __forceinline__ int unit_e0(int u) {
+    if constexpr (T == V4F_TYPE_Q2_K)
+        return 256 * (u >> 3) + 128 * ((u >> 2) & 1) + 32 * (u & 3);
+    else
+        return 32 * u;
+}
+
+template <int T>
+__device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint64_t *grid_tab) {
+    if constexpr (T == V4F_TYPE_Q8_0) {
+        const float d = f16_to_f32(*(const uint16_t *)(s + 34 * u));
+        uint32_t c[8];
+        lds_words_at2<8>(s, 34u * u + 2u, c);
+        return d * x->d * dot_planes<8>(c, x, 0);
+    } else if constexpr (T == V4F_TYPE_Q2_K) {
+        const int b = u >> 3, h = (u >> 2) & 1, sft = u & 3;
+        const uint8_t *blk = s + 84 * b; /* 4-byte aligned */
+        const uint32_t *qp = (const uint32_t *)(blk + 16 + 32 * h);
+        uint32_t c[8];
+#pragma unroll
+        for (int w = 0; w < 8; w++) c[w] = (qp[w] >> (2 * sft)) & 0x03030303u;
+        /* scale bytes 8h + 2s (l < 16) and 8h + 2s + 1 (l >= 16) */
+        const uint32_t sw = *(const uint32_t *)(blk + 8 * h + 4 * (sft >> 1)) >> (16 * (sft & 1));
+        const uint32_t sc0 = sw & 255, sc1 = (sw >> 8) & 255;
+        const uint32_t dd = *(const uint32_t *)(blk + 80);
+        const float lo = dot_planes<4>(c, x, 0), hi = dot_planes<4>(c + 4, x, 4);
+        const float dsum = (float)(sc0 & 15) * lo + (float)(sc1 & 15) * hi;
+        const float msum = (float)(sc0 >> 4) * x->s0 + (float)(sc1 >> 4) * x->s1;
+        return f16_to_f32(dd) * x->d * dsum - f16_to_f32(dd >> 16) * msum;
+    } else if constexpr (T == V4F_TYPE_Q4_K) {
+        const int b = u >> 3, j = u & 7;
+        const uint8_t *blk = s + 144 * b;
+        const uint32_t dd = *(const uint32_t *)blk;
+        const uint32_t s0 = *(const uint32_t *)(blk + 4), s1 = *(const uint32_t *)(blk + 8),
+                       s2 = *(const uint32_t *)(blk + 12);
+        const int k = j & 3, sh = 8 * k;
+        uint32_t sc, m;
+        if (j < 4) {
+            sc = (s0 >> sh) & 63, m = (s1 >> sh) & 63;
+        } else {
+            sc = ((s2 >> sh) & 15) | (((s0 >> sh) & 0xc0) >> 2);
+            m = ((s2 >> sh) & 0xf0) >> 4 | (((s1 >> sh) & 0xc0) >> 2);
+        }
+        const uint4 *qp = (const uint4 *)(blk + 16 + 32 * (j >> 1));
+        const uint4 qa = qp[0], qb = qp[1];
+        const uint32_t raw[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+        const int nsh = 4 * (j & 1);
+        uint32_t c[8];
+#pragma unroll
+        for (int w = 0; w < 8; w++) c[w] = (raw[w] >> nsh) & 0x0f0f0f0fu;
+        const float dot = dot_planes<8>(c, x, 0);
+        return f16_to_f32(dd) * (float)sc * x->d * dot - f16_to_f32(dd >> 16) * (float)m * (x->s0 + x->s1);
+    } else { /* IQ2_XXS */
+        const int b = u >> 3, g = u & 7;
+        const float d = f16_to_f32(*(const uint16_t *)(s + 66 * b));
+        uint32_t A, B;
+        lds_8at2(s, 66u * b + 2u + 8u * g, &A, &B);
+        uint32_t c[8];
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const uint64_t gr = grid_tab[(A >> (8 * l)) & 255];
+            /* sign byte from its definition (checked against the CPU table
+             * at init), expanded to byte masks arithmetically: a second
+             * random shared-memory lookup costs more than these 8 ops */
+            const uint32_t signs = ksign_mask((B >> (7 * l)) & 127);
+            uint32_t m0, t0, m1, t1;
+            nibble_masks(signs, &m0, &t0);
+            nibble_masks(signs >> 4, &m1, &t1);
+            /* negate the bytes under the mask: (v ^ 0xff) + 1 = -v, no carry
+             * out of a byte since v is 8, 25 or 43 */
+            c[2 * l] = (((uint32_t)gr) ^ m0) + t0;
+            c[2 * l + 1] = (((uint32_t)(gr >> 32)) ^ m1) + t1;
+        }
+        const float dot = dot_planes<8>(c, x, 0);
+        return d * (0.5f + (float)(B >> 28)) * 0.25f * x->d * dot;
+    }
+}
+
+/* ---- kernels -------------------------------------------------------------- */
+
+typedef struct mv_pair {
+    const uint8_t *w;
+    const float *x;
+    const uint8_t *xq; /* int8-plane slot of x (Q path only) */
+    float *y;
+    int64_t n_out;
+    uint64_t row_bytes;
+} mv_pair;
+
+typedef struct mv_args {
+    mv_pair p[V4F_CUDA_MATVEC_MAX_BATCH];
+    int64_t n_in;
+} mv_args;
+
+#define MV_THREADS 128 /* max threads of a fast-matvec CTA */
+#define MV_SMEM_BUDGET (32 * 1024)
+#define MV_SMEM_SLACK 16 /* lds_8at2 may read 4 bytes past a row chunk */
+
+template <int T, bool Q>
+__global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
+    /* the int8-plane path always uses units of 32 elements */
+    constexpr int R = fmt<T>::R, SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE, UPS = SBE / (Q ? 32 : UE);
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float red[MV_THREADS / 32][R];
+    /* IQ2_XXS: per-lane random grid reads; shared memory serves them with
+     * fewer wavefronts than L1 (filled before the first barrier below) */
+    __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
+
+    const mv_pair &p = a.p[blockIdx.y];
+    const int64_t row0 = (int64_t)blockIdx.x * R;
+    if (row0 >= p.n_out) return; /* uniform over the CTA */
+    const int nrows = (int)min((int64_t)R, p.n_out - row0);
+    const int64_t n_sb = a.n_in / SBE;
+    const int chunk_bytes = chunk_sb * SBB;
+
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0;
+    if constexpr (T == V4F_TYPE_IQ2_XXS)
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) s_grid[i] = g_iq2xxs_grid[i];
+
+    for (int64_t sb0 = 0; sb0 < n_sb; sb0 += chunk_sb) {
+        const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
+        const int nvec = nsb * (SBB / 16);
+        const uint8_t *src0 = p.w + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
+        for (int r = 0; r < nrows; r++) {
+            const uint8_t *src = src0 + (uint64_t)r * p.row_bytes;
+            uint8_t *dst = smem + r * chunk_bytes;
+            for (int v = threadIdx.x; v < nvec; v += blockDim.x) cp_async16(dst + 16 * v, src + 16 * v);
+        }
+        cp_async_wait_all();
+        __syncthreads();
+        const int nunits = nsb * UPS;
+        /* rows past the end recompute the last valid row (no branch, no
+         * unwritten shared memory); their sums are dropped */
+        if constexpr (Q) {
+            for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
+                xq_unit xu;
+                load_xq(p.xq, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    acc[r] += dot_unit_q<T>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_grid);
+            }
+        } else {
+            const float *xc = p.x + sb0 * SBE;
+            for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
+                float xr[UE], xs[4];
+                load_x<T>(xc, u, xr, xs);
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    acc[r] += dot_unit<T>(smem + min(r, nrows - 1) * chunk_bytes, u, xr, xs, s_grid);
+            }
+        }
+        __syncthreads(); /* smem is overwritten by the next chunk */
+    }
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) red[warp][r] = v;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nrows) {
+        float v = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][threadIdx.x];
+        p.y[row0 + threadIdx.x] = v;
+    }
+}
+
+#define MV_SLOW_WARPS 4
+
+template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_slow(const __grid_constant__ mv_args a) {
+    const mv_pair &p = a.p[blockIdx.y];
+    const int64_t row = (int64_t)blockIdx.x * MV_SLOW_WARPS + (threadIdx.x >> 5);
+    if (row >= p.n_out) return; /* uniform over the warp */
+    const uint8_t *w = p.w + (uint64_t)row * p.row_bytes;
+    float acc = 0;
+    for (int64_t e = threadIdx.x & 31; e < a.n_in; e += 32) acc = fmaf(elem<T>(w, e), p.x[e], acc);
+    acc = warp_sum(acc);
+    if ((threadIdx.x & 31) == 0) p.y[row] = acc;
+}
+
+template <int T>
+__global__ void k_dequant(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t n_total, float *dst) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / n_in, e = i - r * n_in;
+        dst[i] = elem<T>(w + (uint64_t)r * row_bytes, e);
+    }
+}
+
+/* ---- host side ------------------------------------------------------------- */
+
+v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
+    /* The sign table is computed on the device from its definition; make
+     * sure the CPU table agrees (both come from MODEL.md 10). */
+    for (uint32_t k = 0; k < 128; k++) {
+        const uint32_t want = k | ((uint32_t)(__builtin_popcount(k) & 1) << 7);
+        if (v4f_quant_ksigns[k] != want)
+            return v4f_err_set(err, V4F_STATUS_FORMAT, "cuda: ksigns[%u] = %u, expected %u", k, v4f_quant_ksigns[k],
+                               want);
+    }
+    CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2xxs_grid, v4f_quant_iq2xxs_grid, sizeof g_iq2xxs_grid, 0,
+                                     cudaMemcpyHostToDevice, c->stream));
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
+    c->qx_max_in = QX_MAX_IN;
+    c->qx_slot_bytes = qx_slot_bytes(QX_MAX_IN);
+    CUDA_TRY(cudaMalloc((void **)&c->qx, c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH));
+    return V4F_OK;
+}
+
+void v4f_cuda_quant_deinit(v4f_cuda *c) {
+    if (c->qx) (void)cudaFree(c->qx);
+    c->qx = NULL;
+}
+
+bool v4f_cuda_type_supported(uint32_t type) {
+    switch (type) {
+    case V4F_TYPE_F32: case V4F_TYPE_F16: case V4F_TYPE_BF16: case V4F_TYPE_Q8_0:
+    case V4F_TYPE_Q2_K: case V4F_TYPE_Q4_K: case V4F_TYPE_IQ2_XXS:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static constexpr bool uses_planes(int type) {
+    return type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K || type == V4F_TYPE_IQ2_XXS;
+}
+
+/* Split the distinct x of a batch into int8 planes (scratch slots) and point
+ * each pair at its slot. */
+static v4f_status prepare_planes(v4f_cuda *c, mv_args *a, int n, v4f_err *err) {
+    qx_args q;
+    memset(&q, 0, sizeof q);
+    q.n_in = a->n_in;
+    int n_uniq = 0;
+    for (int i = 0; i < n; i++) {
+        int k = 0;
+        while (k < n_uniq && q.x[k] != a->p[i].x) k++;
+        if (k == n_uniq) {
+            q.x[k] = a->p[i].x;
+            q.q[k] = c->qx + (size_t)k * c->qx_slot_bytes;
+            n_uniq++;
+        }
+        a->p[i].xq = q.q[k];
+    }
+    const int64_t groups = a->n_in / 32;
+    const dim3 grid((unsigned)((groups + 7) / 8), (unsigned)n_uniq);
+    k_quant_x<<<grid, 256, 0, c->stream>>>(q);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, v4f_err *err) {
+    int64_t max_out = 0;
+    for (int i = 0; i < n; i++) max_out = a->p[i].n_out > max_out ? a->p[i].n_out : max_out;
+    if (max_out == 0) return V4F_OK;
+    if (fast) {
+        constexpr bool kPlanes = uses_planes(T);
+        const bool planes = kPlanes && a->n_in <= c->qx_max_in;
+        if (planes) {
+            const v4f_status st = prepare_planes(c, a, n, err);
+            if (st != V4F_OK) return st;
+        }
+        constexpr int R = fmt<T>::R, SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE;
+        const int64_t n_sb = a->n_in / SBE;
+        int64_t chunk_sb = MV_SMEM_BUDGET / (R * SBB);
+        if (chunk_sb < 1) chunk_sb = 1;
+        if (chunk_sb > n_sb) chunk_sb = n_sb;
+        const int64_t units = chunk_sb * (SBE / (planes ? 32 : UE));
+        int threads = (int)((units + 31) / 32 * 32);
+        if (threads > MV_THREADS) threads = MV_THREADS;
+        const size_t smem = (size_t)R * (size_t)chunk_sb * SBB + MV_SMEM_SLACK;
+        const dim3 grid((unsigned)((max_out + R - 1) / R), (unsigned)n);
+        if constexpr (kPlanes) {
+            if (planes)
+                k_matvec<T, true><<<grid, threads, smem, c->stream>>>(*a, (int)chunk_sb);
+            else
+                k_matvec<T, false><<<grid, threads, smem, c->stream>>>(*a, (int)chunk_sb);
+        } else {
+            k_matvec<T, false><<<grid, threads, smem, c->stream>>>(*a, (int)chunk_sb);
+        }
+    } else {
+        const dim3 grid((unsigned)((max_out + MV_SLOW_WARPS - 1) / MV_SLOW_WARPS), (unsigned)n);
+        k_matvec_slow<T><<<grid, 32 * MV_SLOW_WARPS, 0, c->stream>>>(*a);
+    }
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+static int64_t fast_sbe(uint32_t type) {
+    switch (type) {
+    case V4F_TYPE_F32: return fmt<V4F_TYPE_F32>::SBE;
+    case V4F_TYPE_F16: return fmt<V4F_TYPE_F16>::SBE;
+    case V4F_TYPE_BF16: return fmt<V4F_TYPE_BF16>::SBE;
+    case V4F_TYPE_Q8_0: return fmt<V4F_TYPE_Q8_0>::SBE;
+    case V4F_TYPE_Q2_K: return fmt<V4F_TYPE_Q2_K>::SBE;
+    case V4F_TYPE_Q4_K: return fmt<V4F_TYPE_Q4_K>::SBE;
+    default: return fmt<V4F_TYPE_IQ2_XXS>::SBE;
+    }
+}
+
+/* Checks one matrix; *packed = bytes of one packed row. */
+static v4f_status check_mat(const v4f_cuda_mat *w, uint64_t *packed, v4f_err *err) {
+    if (!w || !w->data) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL matrix");
+    if (!v4f_cuda_type_supported(w->type))
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: no kernels for type %s", v4f_type_name(w->type));
+    if (w->n_in <= 0 || w->n_out < 0 || w->n_out > ((int64_t)1 << 31) ||
+        !v4f_type_row_bytes(w->type, (uint64_t)w->n_in, packed))
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: bad %s matrix shape n_in %lld n_out %lld",
+                           v4f_type_name(w->type), (long long)w->n_in, (long long)w->n_out);
+    if (w->row_bytes < *packed)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: row_bytes %llu < packed row %llu",
+                           (unsigned long long)w->row_bytes, (unsigned long long)*packed);
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x, float *const *y,
+                                 v4f_err *err) {
+    if (n < 1 || n > V4F_CUDA_MATVEC_MAX_BATCH)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec batch of %d (1..%d)", n,
+                           V4F_CUDA_MATVEC_MAX_BATCH);
+    mv_args a;
+    memset(&a, 0, sizeof a);
+    a.n_in = w[0].n_in;
+    const uint32_t type = w[0].type;
+    bool fast = a.n_in % fast_sbe(type) == 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t packed;
+        const v4f_status st = check_mat(&w[i], &packed, err);
+        if (st != V4F_OK) return st;
+        if (w[i].type != type || w[i].n_in != a.n_in)
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec batch mixes types or n_in");
+        if (!x[i] || !y[i]) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL x or y");
+        a.p[i].w = (const uint8_t *)w[i].data;
+        a.p[i].x = x[i];
+        a.p[i].y = y[i];
+        a.p[i].n_out = w[i].n_out;
+        a.p[i].row_bytes = w[i].row_bytes;
+        fast = fast && ((uintptr_t)w[i].data % 16 == 0) && (w[i].row_bytes % 16 == 0) && ((uintptr_t)x[i] % 16 == 0);
+    }
+    CUDA_TRY_DEVICE(c);
+    switch (type) {
+    case V4F_TYPE_F32: return launch_matvec<V4F_TYPE_F32>(c, &a, n, fast, err);
+    case V4F_TYPE_F16: return launch_matvec<V4F_TYPE_F16>(c, &a, n, fast, err);
+    case V4F_TYPE_BF16: return launch_matvec<V4F_TYPE_BF16>(c, &a, n, fast, err);
+    case V4F_TYPE_Q8_0: return launch_matvec<V4F_TYPE_Q8_0>(c, &a, n, fast, err);
+    case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, &a, n, fast, err);
+    case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, &a, n, fast, err);
+    default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, &a, n, fast, err);
+    }
+}
+
+v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err) {
+    return v4f_cuda_matvec_batch(c, 1, w, &x, &y, err);
+}
+
+template <int T>
+static v4f_status launch_dequant(v4f_cuda *c, const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t n_rows,
+                                 float *dst, v4f_err *err) {
+    const int64_t total = n_in * n_rows;
+    const int threads = 256;
+    int64_t blocks = (total + threads - 1) / threads;
+    const int64_t cap = (int64_t)c->sm_count * 32;
+    if (blocks > cap) blocks = cap;
+    k_dequant<T><<<(unsigned)blocks, threads, 0, c->stream>>>(w, row_bytes, n_in, total, dst);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_dequant_rows(v4f_cuda *c, const v4f_cuda_mat *w, int64_t row0, int64_t n_rows, float *dst,
+                                 v4f_err *err) {
+    uint64_t packed;
+    const v4f_status st = check_mat(w, &packed, err);
+    if (st != V4F_OK) return st;
+    if (row0 < 0 || n_rows < 0 || row0 > w->n_out - n_rows || !dst)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: dequant rows [%lld, +%lld) of %lld", (long long)row0,
+                           (long long)n_rows, (long long)w->n_out);
+    if (n_rows == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const uint8_t *base = (const uint8_t *)w->data + (uint64_t)row0 * w->row_bytes;
+    switch (w->type) {
+    case V4F_TYPE_F32: return launch_dequant<V4F_TYPE_F32>(c, base, w->row_bytes, w->n_in, n_rows, dst, err);
+    case V4F_TYPE_F16: return launch_dequant<V4F_TYPE_F16>(c, base, w->row_bytes, w->n_in, n_rows, dst, err);
+    case V4F_TYPE_BF16: return launch_dequant<V4F_TYPE_BF16>(c, base, w->row_bytes, w->n_in, n_rows, dst, err);
+    case V4F_TYPE_Q8_0: return launch_dequant<V4F_TYPE_Q8_0>(c, base, w->row_bytes, w->n_in, n_rows, dst, err);
+    case V4F_TYPE_Q2_K: return launch_dequant<V4F_TYPE_Q2_K>(c, base, w->row_bytes, w->n_in, n_rows, dst, err);
+    case V4F_TYPE_Q4_K: return launch_dequant<V4F_TYPE_Q4_K>(c, base, w->row_bytes, w->n_in, n_rows, dst, err);
+    default: return launch_dequant<V4F_TYPE_IQ2_XXS>(c, base, w->row_bytes, w->n_in, n_rows, dst, err);
+    }
+}

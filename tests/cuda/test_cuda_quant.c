@@ -1,0 +1,491 @@
+/*
+ * test_cuda_quant.c - conformance test and bandwidth benchmark of the CUDA
+ * weight-format kernels (src/backend/cuda/cuda_quant.cu), through the C API
+ * of cuda_backend.h. Built and run by `make CUDA=1 test-cuda` (conformance)
+ * and `make CUDA=1 bench-cuda` (--bench); needs a GPU.
+ *
+ * Conformance: every matvec (single and batched) and every row dequantizer
+ * is compared with the CPU scalar reference (v4f_dequant_row_ref, dot in
+ * double) on seeded random matrices: random block bytes with sane f16
+ * scales, awkward sizes (n_out not a multiple of the rows per CTA, n_in of
+ * 1..k blocks, F32/F16 n_in not a multiple of 8), padded row strides,
+ * misaligned weights and x (the slow path). Outputs are NaN-poisoned before
+ * every launch. Metric: |y - y_ref| / (max|w_row| * sum|x|) <=
+ * V4F_TOL_CUDA_MATVEC (docs/TOLERANCES.md, "## cuda"); dequantization must
+ * be bit-exact. Exit status 0 only if every check passes.
+ *
+ * Benchmark (--bench): device copy bandwidth (cudaMemcpy D2D, 1 GiB, bytes
+ * read + written), then per type the matvec bandwidth on 4096 x 32768
+ * matrices and on the decode expert shapes (6 of a pool of 64 experts per
+ * launch), rotating buffers so the 50 MB L2 cannot serve repeats; median of
+ * device-event times of bursts of launches queued behind a blocker (device
+ * throughput without host launch gaps), reported as a fraction of the copy
+ * bandwidth. --profile runs one 4096 x 32768 matvec per type (for ncu).
+ *
+ * Memory: host buffers malloc'd and freed per case; device buffers per case.
+ * Threading: single-threaded.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_backend.h"
+#include "core/core.h"
+#include "core/ggml_type.h"
+#include "quant/quant.h"
+
+/* f32 accumulation error bound relative to max|w| * sum|x|: see
+ * docs/TOLERANCES.md "## cuda". */
+#define V4F_TOL_CUDA_MATVEC 3e-5
+
+static int g_fail;
+static double g_max_err[V4F_TYPE_COUNT];
+static int g_cases[V4F_TYPE_COUNT];
+
+#define TRY(call)                                                                              \
+    do {                                                                                       \
+        v4f_err e_ = {0};                                                                      \
+        v4f_err *err = &e_;                                                                    \
+        if ((call) != V4F_OK) {                                                                \
+            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, err->msg);     \
+            exit(2);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+/* ---- random data ----------------------------------------------------------- */
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ULL;
+static uint64_t rnd_u64(void) {
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static float rnd_f(float lo, float hi) { return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)); }
+
+static uint64_t row_bytes_of(uint32_t type, int64_t n_in) {
+    uint64_t rb = 0;
+    if (!v4f_type_row_bytes(type, (uint64_t)n_in, &rb)) {
+        fprintf(stderr, "bad shape %s %lld\n", v4f_type_name(type), (long long)n_in);
+        exit(2);
+    }
+    return rb;
+}
+
+static void put_f16(uint8_t *p, float v) {
+    const uint16_t h = v4f_f32_to_f16(v);
+    memcpy(p, &h, 2);
+}
+
+/* Fill one packed row of n_in elements with random weights. */
+static void fill_row(uint32_t type, uint8_t *row, int64_t n_in) {
+    const uint64_t rb = row_bytes_of(type, n_in);
+    if (type == V4F_TYPE_F32) {
+        for (int64_t i = 0; i < n_in; i++) {
+            const float v = rnd_f(-1, 1);
+            memcpy(row + 4 * i, &v, 4);
+        }
+        return;
+    }
+    if (type == V4F_TYPE_F16 || type == V4F_TYPE_BF16) {
+        for (int64_t i = 0; i < n_in; i++) {
+            const float v = rnd_f(-1, 1);
+            const uint16_t h = type == V4F_TYPE_F16 ? v4f_f32_to_f16(v) : v4f_f32_to_bf16(v);
+            memcpy(row + 2 * i, &h, 2);
+        }
+        return;
+    }
+    for (uint64_t i = 0; i < rb; i += 8) {
+        const uint64_t r = rnd_u64();
+        memcpy(row + i, &r, rb - i < 8 ? rb - i : 8);
+    }
+    const v4f_type_info *ti = v4f_type_info_get(type);
+    for (int64_t b = 0; b < n_in / ti->blck_elems; b++) {
+        uint8_t *blk = row + b * ti->blck_bytes;
+        switch (type) {
+        case V4F_TYPE_Q8_0: put_f16(blk, rnd_f(-0.02f, 0.02f)); break;
+        case V4F_TYPE_Q2_K:
+            put_f16(blk + 80, rnd_f(0, 0.05f));
+            put_f16(blk + 82, rnd_f(0, 0.05f));
+            break;
+        case V4F_TYPE_Q4_K:
+            put_f16(blk, rnd_f(0, 0.01f));
+            put_f16(blk + 2, rnd_f(0, 0.01f));
+            break;
+        case V4F_TYPE_IQ2_XXS: put_f16(blk, rnd_f(-0.01f, 0.01f)); break;
+        default: break;
+        }
+    }
+}
+
+/* ---- conformance ------------------------------------------------------------- */
+
+typedef struct mcase {
+    uint32_t type;
+    int64_t n_in, n_out;
+    uint64_t row_bytes;      /* stride */
+    size_t w_off, x_off;     /* misalignment in bytes / floats */
+    uint8_t *hw;             /* host matrix (n_out * row_bytes) */
+    float *hx;               /* host x (n_in) */
+} mcase;
+
+static void mcase_make(mcase *m, uint32_t type, int64_t n_in, int64_t n_out, uint64_t pad, size_t w_off,
+                       size_t x_off) {
+    m->type = type, m->n_in = n_in, m->n_out = n_out;
+    m->row_bytes = row_bytes_of(type, n_in) + pad;
+    m->w_off = w_off, m->x_off = x_off;
+    m->hw = v4f_xcalloc((size_t)(n_out * m->row_bytes) + 1, 1);
+    for (int64_t r = 0; r < n_out; r++) fill_row(type, m->hw + r * m->row_bytes, n_in);
+    m->hx = v4f_xmalloc((size_t)n_in * sizeof(float));
+    for (int64_t i = 0; i < n_in; i++) m->hx[i] = rnd_f(-1, 1);
+}
+
+static void mcase_free(mcase *m) {
+    free(m->hw);
+    free(m->hx);
+}
+
+/* Compare y (n_out floats from the device) with the reference. */
+static void check_y(const mcase *m, const float *y, const char *what) {
+    float *w = v4f_xmalloc((size_t)m->n_in * sizeof(float));
+    double sx = 0;
+    for (int64_t i = 0; i < m->n_in; i++) sx += fabs(m->hx[i]);
+    double worst = 0;
+    for (int64_t r = 0; r < m->n_out; r++) {
+        v4f_dequant_row_ref(m->type, m->hw + r * m->row_bytes, w, m->n_in);
+        double ref = 0, amax = 0;
+        for (int64_t i = 0; i < m->n_in; i++) {
+            ref += (double)w[i] * m->hx[i];
+            if (fabs(w[i]) > amax) amax = fabs(w[i]);
+        }
+        const double scale = amax * sx > 1e-30 ? amax * sx : 1e-30;
+        const double e = isfinite(y[r]) ? fabs(y[r] - ref) / scale : INFINITY;
+        if (!(e <= V4F_TOL_CUDA_MATVEC)) {
+            if (g_fail < 20)
+                fprintf(stderr, "FAIL %s %s n_in %lld n_out %lld row %lld: got %.9g want %.9g (rel %.3g)\n", what,
+                        v4f_type_name(m->type), (long long)m->n_in, (long long)m->n_out, (long long)r, y[r], ref, e);
+            g_fail++;
+        }
+        if (e > worst) worst = e;
+    }
+    if (worst > g_max_err[m->type]) g_max_err[m->type] = worst;
+    g_cases[m->type]++;
+    free(w);
+}
+
+static void upload_case(v4f_cuda *c, const mcase *m, void **dw, float **dx) {
+    TRY(v4f_cuda_alloc(c, m->w_off + (size_t)(m->n_out * m->row_bytes), dw, err));
+    TRY(v4f_cuda_upload(c, (uint8_t *)*dw + m->w_off, m->hw, (size_t)(m->n_out * m->row_bytes), err));
+    void *x = NULL;
+    TRY(v4f_cuda_alloc(c, (m->x_off + (size_t)m->n_in) * sizeof(float), &x, err));
+    *dx = (float *)x + m->x_off;
+    TRY(v4f_cuda_upload(c, *dx, m->hx, (size_t)m->n_in * sizeof(float), err));
+}
+
+static void run_single(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, uint64_t pad, size_t w_off,
+                       size_t x_off) {
+    mcase m;
+    mcase_make(&m, type, n_in, n_out, pad, w_off, x_off);
+    void *dw;
+    float *dx;
+    upload_case(c, &m, &dw, &dx);
+    void *dy;
+    TRY(v4f_cuda_alloc(c, (size_t)n_out * sizeof(float), &dy, err));
+    TRY(v4f_cuda_memset(c, dy, 0xff, (size_t)n_out * sizeof(float), err)); /* NaN poison */
+    const v4f_cuda_mat w = {(uint8_t *)dw + w_off, type, n_in, n_out, m.row_bytes};
+    TRY(v4f_cuda_matvec(c, &w, dx, dy, err));
+    float *y = v4f_xmalloc((size_t)n_out * sizeof(float));
+    TRY(v4f_cuda_download(c, y, dy, (size_t)n_out * sizeof(float), err));
+    check_y(&m, y, "matvec");
+
+    /* dequantize rows [row0, n_out): bit-exact */
+    const int64_t row0 = n_out / 3, nr = n_out - row0;
+    void *dd;
+    TRY(v4f_cuda_alloc(c, (size_t)(nr * n_in) * sizeof(float), &dd, err));
+    TRY(v4f_cuda_memset(c, dd, 0xff, (size_t)(nr * n_in) * sizeof(float), err));
+    TRY(v4f_cuda_dequant_rows(c, &w, row0, nr, dd, err));
+    float *got = v4f_xmalloc((size_t)(nr * n_in) * sizeof(float));
+    float *want = v4f_xmalloc((size_t)n_in * sizeof(float));
+    TRY(v4f_cuda_download(c, got, dd, (size_t)(nr * n_in) * sizeof(float), err));
+    for (int64_t r = 0; r < nr; r++) {
+        v4f_dequant_row_ref(type, m.hw + (row0 + r) * m.row_bytes, want, n_in);
+        if (memcmp(want, got + r * n_in, (size_t)n_in * sizeof(float)) != 0) {
+            if (g_fail < 20)
+                fprintf(stderr, "FAIL dequant %s n_in %lld row %lld differs from the reference\n", v4f_type_name(type),
+                        (long long)n_in, (long long)(row0 + r));
+            g_fail++;
+            break;
+        }
+    }
+    free(got);
+    free(want);
+    free(y);
+    v4f_cuda_free(c, dd);
+    v4f_cuda_free(c, dy);
+    v4f_cuda_free(c, dw);
+    v4f_cuda_free(c, dx - m.x_off);
+    mcase_free(&m);
+}
+
+/* 12 pairs like decode's gate/up of 6 experts: distinct matrices, n_out
+ * varying per pair, x shared by pairs (2i, 2i+1). */
+static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n) {
+    mcase m[V4F_CUDA_MATVEC_MAX_BATCH];
+    void *dw[V4F_CUDA_MATVEC_MAX_BATCH], *dy[V4F_CUDA_MATVEC_MAX_BATCH];
+    float *dx[V4F_CUDA_MATVEC_MAX_BATCH];
+    const float *xs[V4F_CUDA_MATVEC_MAX_BATCH];
+    float *ys[V4F_CUDA_MATVEC_MAX_BATCH];
+    v4f_cuda_mat w[V4F_CUDA_MATVEC_MAX_BATCH];
+    for (int i = 0; i < n; i++) {
+        mcase_make(&m[i], type, n_in, 29 + 13 * i, 0, 0, 0);
+        if (i & 1) memcpy(m[i].hx, m[i - 1].hx, (size_t)n_in * sizeof(float));
+        upload_case(c, &m[i], &dw[i], &dx[i]);
+        TRY(v4f_cuda_alloc(c, (size_t)m[i].n_out * sizeof(float), &dy[i], err));
+        TRY(v4f_cuda_memset(c, dy[i], 0xff, (size_t)m[i].n_out * sizeof(float), err));
+        w[i] = (v4f_cuda_mat){dw[i], type, n_in, m[i].n_out, m[i].row_bytes};
+        xs[i] = (i & 1) ? dx[i - 1] : dx[i];
+        ys[i] = dy[i];
+    }
+    TRY(v4f_cuda_matvec_batch(c, n, w, xs, ys, err));
+    for (int i = 0; i < n; i++) {
+        float *y = v4f_xmalloc((size_t)m[i].n_out * sizeof(float));
+        TRY(v4f_cuda_download(c, y, dy[i], (size_t)m[i].n_out * sizeof(float), err));
+        check_y(&m[i], y, "matvec_batch");
+        free(y);
+    }
+    for (int i = 0; i < n; i++) {
+        v4f_cuda_free(c, dw[i]);
+        v4f_cuda_free(c, dx[i]);
+        v4f_cuda_free(c, dy[i]);
+        mcase_free(&m[i]);
+    }
+}
+
+static void conformance(v4f_cuda *c) {
+    static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
+                                     V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+    static const int64_t n_outs[] = {1, 5, 37, 130, 257};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const uint32_t type = types[t];
+        const int64_t be = v4f_type_info_get(type)->blck_elems;
+        int64_t nins[12];
+        int nn = 0;
+        if (be == 1) {
+            static const int64_t f[] = {1, 3, 4, 7, 8, 36, 100, 1000, 4096, 4100, 4104};
+            for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) nins[nn++] = f[i];
+        } else if (type == V4F_TYPE_Q8_0) {
+            static const int64_t k[] = {1, 2, 3, 7, 8, 9, 16, 24, 128, 512};
+            for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) nins[nn++] = 32 * k[i];
+        } else {
+            static const int64_t k[] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 24};
+            for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) nins[nn++] = 256 * k[i];
+        }
+        for (int i = 0; i < nn; i++)
+            for (size_t o = 0; o < sizeof n_outs / sizeof n_outs[0]; o++) run_single(c, type, nins[i], n_outs[o], 0, 0, 0);
+        /* a fast-path shape with: padded stride, misaligned weights, misaligned x */
+        const int64_t nf = be == 1 ? 4096 : (type == V4F_TYPE_Q8_0 ? 4096 : 2048);
+        run_single(c, type, nf, 77, 16, 0, 0);
+        run_single(c, type, nf, 77, 0, 2, 0);
+        run_single(c, type, nf, 77, 0, 0, 1);
+        run_batch(c, type, nf, 12);
+        run_batch(c, type, be == 1 ? 1001 : 3 * be, 6); /* slow path batched (Q4_K: fast) */
+        /* the quantized types switch from int8 activation planes to the f32
+         * path above n_in 16384: cover that path too */
+        if (type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K)
+            run_single(c, type, 17408, 37, 0, 0, 0);
+        if (type == V4F_TYPE_IQ2_XXS) run_single(c, type, 18432, 37, 0, 0, 0);
+    }
+}
+
+/* ---- benchmark ---------------------------------------------------------------- */
+
+static int cmp_f(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define BENCH_REPS 9
+#define BENCH_BURST 20
+
+static void *g_blocker;
+static size_t g_blocker_bytes = (size_t)1 << 30;
+
+static double bench_copy(v4f_cuda *c) {
+    const size_t bytes = (size_t)1 << 30;
+    void *a, *b;
+    TRY(v4f_cuda_alloc(c, bytes, &a, err));
+    TRY(v4f_cuda_alloc(c, bytes, &b, err));
+    TRY(v4f_cuda_memset(c, a, 0x5a, bytes, err));
+    float t[10];
+    for (int i = 0; i < 2; i++) TRY(v4f_cuda_copy(c, b, a, bytes, err));
+    for (int i = 0; i < 10; i++) {
+        TRY(v4f_cuda_timer_start(c, err));
+        TRY(v4f_cuda_copy(c, (i & 1) ? a : b, (i & 1) ? b : a, bytes, err));
+        TRY(v4f_cuda_timer_stop(c, &t[i], err));
+    }
+    qsort(t, 10, sizeof t[0], cmp_f);
+    v4f_cuda_free(c, a);
+    v4f_cuda_free(c, b);
+    const double bw = 2.0 * (double)bytes / (t[5] * 1e-3);
+    printf("copy D2D 1 GiB: median %.3f ms, min %.3f ms -> %.1f GB/s (read + write); attribute peak %.1f GB/s\n", t[5],
+           t[0], bw / 1e9, v4f_cuda_peak_bw(c) / 1e9);
+    return bw;
+}
+
+/* Bench one configuration: a pool of n_pool matrices (type, n_in, n_out);
+ * each launch runs `batch` of them (random distinct picks when batch > 1,
+ * round-robin when batch == 1). */
+static void bench_mv(v4f_cuda *c, double copy_bw, const char *label, uint32_t type, int64_t n_in, int64_t n_out,
+                     int n_pool, int batch) {
+    const uint64_t rb = row_bytes_of(type, n_in);
+    const size_t mbytes = (size_t)(rb * (uint64_t)n_out);
+    uint8_t *h = v4f_xmalloc(mbytes);
+    for (int64_t r = 0; r < n_out; r++) fill_row(type, h + r * rb, n_in);
+    void **pool = v4f_xcalloc((size_t)n_pool, sizeof *pool);
+    for (int i = 0; i < n_pool; i++) {
+        TRY(v4f_cuda_alloc(c, mbytes, &pool[i], err));
+        TRY(v4f_cuda_upload(c, pool[i], h, mbytes, err));
+    }
+    free(h);
+    float *hx = v4f_xmalloc((size_t)n_in * sizeof(float));
+    for (int64_t i = 0; i < n_in; i++) hx[i] = rnd_f(-1, 1);
+    void *dx, *dy;
+    TRY(v4f_cuda_alloc(c, (size_t)n_in * sizeof(float), &dx, err));
+    TRY(v4f_cuda_upload(c, dx, hx, (size_t)n_in * sizeof(float), err));
+    TRY(v4f_cuda_alloc(c, (size_t)(n_out * batch) * sizeof(float), &dy, err));
+    free(hx);
+
+    /* Each timed sample is BENCH_BURST launches queued behind a blocker
+     * (a memset of g_blocker_bytes), so the host is ahead of the GPU and the
+     * launches run back to back: device throughput, as under a CUDA graph,
+     * not host launch latency. */
+    float t[BENCH_REPS];
+    int rr = 0;
+    static v4f_cuda_mat w[BENCH_BURST][V4F_CUDA_MATVEC_MAX_BATCH];
+    static const float *xs[BENCH_BURST][V4F_CUDA_MATVEC_MAX_BATCH];
+    static float *ys[BENCH_BURST][V4F_CUDA_MATVEC_MAX_BATCH];
+    for (int it = -1; it < BENCH_REPS; it++) {
+        for (int q = 0; q < BENCH_BURST; q++) {
+            int used[V4F_CUDA_MATVEC_MAX_BATCH];
+            for (int b = 0; b < batch; b++) {
+                int k;
+                if (batch == 1) {
+                    k = rr++ % n_pool;
+                } else {
+                    for (;;) {
+                        k = (int)(rnd_u64() % (uint64_t)n_pool);
+                        int dup = 0;
+                        for (int j = 0; j < b; j++) dup |= used[j] == k;
+                        if (!dup) break;
+                    }
+                }
+                used[b] = k;
+                w[q][b] = (v4f_cuda_mat){pool[k], type, n_in, n_out, rb};
+                xs[q][b] = dx;
+                ys[q][b] = (float *)dy + b * n_out;
+            }
+        }
+        TRY(v4f_cuda_memset(c, g_blocker, it & 0xff, g_blocker_bytes, err));
+        TRY(v4f_cuda_timer_start(c, err));
+        for (int q = 0; q < BENCH_BURST; q++) TRY(v4f_cuda_matvec_batch(c, batch, w[q], xs[q], ys[q], err));
+        float ms;
+        TRY(v4f_cuda_timer_stop(c, &ms, err));
+        if (it >= 0) t[it] = ms / BENCH_BURST;
+    }
+    qsort(t, BENCH_REPS, sizeof t[0], cmp_f);
+    const double bytes = (double)mbytes * batch; /* weights read; x and y are < 0.5% */
+    const double bw = bytes / (t[BENCH_REPS / 2] * 1e-3);
+    printf("%-34s %-8s %9.2f MB  floor %8.1f us  median %8.1f us (min %8.1f)  %7.1f GB/s  %5.1f%% of copy\n", label,
+           v4f_type_name(type), bytes / 1e6, bytes / copy_bw * 1e6, t[BENCH_REPS / 2] * 1e3, t[0] * 1e3, bw / 1e9,
+           100.0 * bw / copy_bw);
+    fflush(stdout);
+    for (int i = 0; i < n_pool; i++) v4f_cuda_free(c, pool[i]);
+    free(pool);
+    v4f_cuda_free(c, dx);
+    v4f_cuda_free(c, dy);
+}
+
+/* Enough buffers that a round trip over them is >= 400 MB (L2 is 50 MB). */
+static int pool_for(uint32_t type, int64_t n_in, int64_t n_out) {
+    const double mb = (double)row_bytes_of(type, n_in) * (double)n_out;
+    int n = (int)(400e6 / mb) + 1;
+    return n < 2 ? 2 : n;
+}
+
+static void bench(v4f_cuda *c) {
+    const double copy_bw = bench_copy(c);
+    TRY(v4f_cuda_alloc(c, g_blocker_bytes, &g_blocker, err));
+    static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
+                                     V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        bench_mv(c, copy_bw, "matvec 4096 x 32768", types[t], 4096, 32768, pool_for(types[t], 4096, 32768), 1);
+    /* decode-shaped dense matrices (attention projections, shared expert) */
+    bench_mv(c, copy_bw, "matvec 4096 x 1024 (small)", V4F_TYPE_Q8_0, 4096, 1024, pool_for(V4F_TYPE_Q8_0, 4096, 1024), 1);
+    bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_Q8_0, 4096, 4096, pool_for(V4F_TYPE_Q8_0, 4096, 4096), 1);
+    bench_mv(c, copy_bw, "matvec 16384 x 4096", V4F_TYPE_Q8_0, 16384, 4096, pool_for(V4F_TYPE_Q8_0, 16384, 4096), 1);
+    bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_F16, 4096, 4096, pool_for(V4F_TYPE_F16, 4096, 4096), 1);
+    /* routed experts: 6 of 64 per launch; gate+up = 12 matrices 4096 -> 2048,
+     * down = 6 matrices 2048 -> 4096 */
+    bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
+    bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
+    bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_Q4_K, 4096, 2048, 128, 12);
+    bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q4_K, 2048, 4096, 64, 6);
+    v4f_cuda_free(c, g_blocker);
+}
+
+/* --profile: one 4096 x 32768 matvec per type, for ncu. */
+static void profile(v4f_cuda *c) {
+    static const uint32_t types[] = {V4F_TYPE_F16, V4F_TYPE_Q8_0, V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+    const int64_t n_in = 4096, n_out = 32768;
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        mcase m;
+        mcase_make(&m, types[t], n_in, n_out, 0, 0, 0);
+        void *dw, *dy;
+        float *dx;
+        upload_case(c, &m, &dw, &dx);
+        TRY(v4f_cuda_alloc(c, (size_t)n_out * sizeof(float), &dy, err));
+        const v4f_cuda_mat w = {dw, types[t], n_in, n_out, m.row_bytes};
+        TRY(v4f_cuda_matvec(c, &w, dx, dy, err));
+        TRY(v4f_cuda_sync(c, err));
+        v4f_cuda_free(c, dw);
+        v4f_cuda_free(c, dx);
+        v4f_cuda_free(c, dy);
+        mcase_free(&m);
+    }
+}
+
+int main(int argc, char **argv) {
+    int do_bench = 0, do_profile = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--bench")) do_bench = 1;
+        else if (!strcmp(argv[i], "--profile")) do_profile = 1;
+        else {
+            fprintf(stderr, "usage: %s [--bench | --profile]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (v4f_cuda_device_count() == 0) {
+        fprintf(stderr, "test_cuda_quant: no CUDA device\n");
+        return 2;
+    }
+    v4f_cuda *c;
+    TRY(v4f_cuda_open(0, &c, err));
+    printf("device: %s, %d SMs\n", v4f_cuda_device_name(c), v4f_cuda_sm_count(c));
+    if (do_bench || do_profile) {
+        if (do_bench) bench(c);
+        else profile(c);
+        v4f_cuda_close(c);
+        return 0;
+    }
+    conformance(c);
+    TRY(v4f_cuda_sync(c, err));
+    printf("%-8s %6s %12s  (tolerance %.1e of max|w| * sum|x|; dequant bit-exact)\n", "type", "cases", "max rel err",
+           V4F_TOL_CUDA_MATVEC);
+    for (int t = 0; t < V4F_TYPE_COUNT; t++)
+        if (g_cases[t]) printf("%-8s %6d %12.3e\n", v4f_type_name((uint32_t)t), g_cases[t], g_max_err[t]);
+    v4f_cuda_close(c);
+    printf("%s (%d failures)\n", g_fail ? "FAIL" : "PASS", g_fail);
+    return g_fail ? 1 : 0;
+}
