@@ -50,7 +50,11 @@ const char *v4f_gguf_vtype_name(uint32_t vtype);
 
 /* One metadata entry. For arrays, arr_type/arr_n describe the elements and
  * val points at the first element's encoding; val_bytes covers all of them.
- * Scalars are also decoded into the union for convenience. */
+ * Scalars are also decoded into the union for convenience: U8/U16/U32/U64
+ * into u64, I8/I16/I32/I64 into i64 (sign-extended), F32/F64 into f64, BOOL
+ * into b (any nonzero byte is true), STRING into str (val then points at the
+ * u64 length that precedes the bytes). Keys are valid UTF-8 without NUL;
+ * string values are not UTF-8 checked (token pieces may be raw bytes). */
 typedef struct v4f_gguf_kv {
     v4f_str key;
     uint32_t type;
@@ -116,7 +120,9 @@ v4f_status v4f_gguf_get_str(const v4f_gguf *g, const char *key, v4f_str *out, v4
  * (false if i out of range or the type is not numeric). For string arrays:
  * v4f_gguf_arr_str gives element i (O(1) after open: the reader indexes
  * string arrays). Nested arrays: v4f_gguf_arr_sub returns a kv-like view of
- * element i (its own arr_type/arr_n/val). */
+ * element i (its own arr_type/arr_n/val). Views and copies of a kv are not
+ * indexed: arr_str and arr_sub on them walk the encoding, O(i). Nesting is
+ * capped at 8 levels (deeper files are rejected at open). */
 bool v4f_gguf_arr_int(const v4f_gguf_kv *kv, uint64_t i, int64_t *out);
 bool v4f_gguf_arr_float(const v4f_gguf_kv *kv, uint64_t i, double *out);
 bool v4f_gguf_arr_str(const v4f_gguf *g, const v4f_gguf_kv *kv, uint64_t i, v4f_str *out);
@@ -149,6 +155,19 @@ void v4f_gguf_writer_set_arr(v4f_gguf_writer *w, const char *key, uint32_t vtype
                              const void *data, uint64_t n);
 void v4f_gguf_writer_set_arr_str(v4f_gguf_writer *w, const char *key,
                                  const char *const *strs, uint64_t n);
+/* Any value from its raw GGUF encoding (every type, including u8/i8/u16/i16/
+ * i64/f64 scalars and nested arrays): enc is what follows the value-type
+ * field in a file (for ARRAY: u32 element type, u64 count, elements). The
+ * encoding is validated (nesting depth <= 8). */
+void v4f_gguf_writer_set_raw(v4f_gguf_writer *w, const char *key, uint32_t vtype,
+                             const void *enc, uint64_t n_bytes);
+/* Copy one metadata entry from an open reader (any type). */
+void v4f_gguf_writer_set_kv(v4f_gguf_writer *w, const v4f_gguf_kv *kv);
+/* Setting an existing key replaces its value (keeps its position). Setter
+ * errors (bad key, bad encoding, set after begin_data) are sticky and are
+ * returned by the next add_tensor/begin_data/write_data/close. If
+ * general.alignment is not set and alignment != 32, begin_data adds it.
+ * alignment 0 in writer_open means the default (32). */
 /* Declare a tensor; ne has n_dims entries (ne[0] fastest). */
 v4f_status v4f_gguf_writer_add_tensor(v4f_gguf_writer *w, const char *name, uint32_t type,
                                       uint32_t n_dims, const uint64_t *ne, v4f_err *err);
@@ -158,8 +177,9 @@ v4f_status v4f_gguf_writer_begin_data(v4f_gguf_writer *w, v4f_err *err);
  * tensors is inserted automatically once a tensor's bytes are complete. */
 v4f_status v4f_gguf_writer_write_data(v4f_gguf_writer *w, const void *data, uint64_t n,
                                       v4f_err *err);
-/* Finish: checks every tensor was fully written, flushes and closes.
- * Always frees w. */
+/* Finish: checks every tensor was fully written, flushes, fsyncs and closes.
+ * Calls begin_data first if it was never called (metadata-only files).
+ * On any failure the partial file is deleted. Always frees w. */
 v4f_status v4f_gguf_writer_close(v4f_gguf_writer *w, v4f_err *err);
 /* Abort: close and delete the partial file. Accepts NULL. */
 void v4f_gguf_writer_abort(v4f_gguf_writer *w);
