@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/core.h"
 #include "test.h"
 
 #define MAX_TESTS 4096
@@ -85,6 +86,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < g_n_tests; i++) printf("%s\n", g_tests[i].name);
         return 0;
     }
+    /* library log lines are noise in test output unless asked for */
+    if (!g_verbose) v4f_log_set_sink(NULL, NULL, V4F_LOG_ERROR);
     snprintf(g_tmp, sizeof g_tmp, "/tmp/v4f-test-%d", (int)getpid());
     mkdir(g_tmp, 0700);
 

@@ -1,0 +1,264 @@
+/*
+ * test_cli_run.c - end-to-end tests of `v4flash run` and `v4flash bench` on
+ * the tiny-q2 fixture and the synthetic tiny preset (needs V4F_BIN, set by
+ * `make test`): exit codes, greedy / seeded determinism, EOS/-n stopping,
+ * and the --stats-json fields and their consistency.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "../test.h"
+
+static const char *bin(void) { return getenv("V4F_BIN"); }
+
+/* Run "BIN args", capture stdout into out (NUL-terminated); exit status. */
+static int run_capture(const char *args, char *out, size_t cap) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = 0, got;
+    while (out && n + 1 < cap && (got = fread(out + n, 1, cap - 1 - n, p)) > 0) n += got;
+    if (out) out[n] = 0;
+    else {
+        char sink[4096];
+        while (fread(sink, 1, sizeof sink, p) > 0) {}
+    }
+    int rc = pclose(p);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -2;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* numeric value of "key": in a flat JSON object (or -1 when absent) */
+static double json_num(const char *js, const char *key) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(js, pat);
+    if (!p) return -1;
+    return strtod(p + strlen(pat), NULL);
+}
+
+#define SKIP_NO_BIN()                                       \
+    do {                                                    \
+        if (!bin()) {                                       \
+            printf("    skip: V4F_BIN not set\n");          \
+            return;                                         \
+        }                                                   \
+    } while (0)
+
+TEST(cli_run_tiny_fixture_stats) {
+    SKIP_NO_BIN();
+    char args[1024], js_path[512];
+    snprintf(js_path, sizeof js_path, "%s/run-stats.json", test_tmp_dir());
+    snprintf(args, sizeof args,
+             "run -m %s -p 'Hello there' -n 8 --temp 0 -q --stats-json %s",
+             test_fixture_path("model/tiny-q2.gguf"), js_path);
+    static char out1[65536], out2[65536];
+    CHECK_EQ_INT(run_capture(args, out1, sizeof out1), 0);
+    CHECK_EQ_INT(run_capture(args, out2, sizeof out2), 0);
+    CHECK_STR(out1, out2); /* greedy is deterministic */
+    char *js = slurp(js_path);
+    REQUIRE(js);
+    const char *keys[] = {"load_s", "prompt_tokens", "prefill_tokens_computed",
+                          "prefill_tokens_reused", "prefill_tps", "gen_tokens", "decode_tps",
+                          "kv_bytes", "peak_rss_bytes", "backend"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char pat[64];
+        snprintf(pat, sizeof pat, "\"%s\": ", keys[i]);
+        CHECK_MSG(strstr(js, pat) != NULL, "stats JSON lacks %s: %s", keys[i], js);
+    }
+    CHECK(strstr(js, "\"backend\": \"cpu\"") != NULL);
+    double prompt = json_num(js, "prompt_tokens"), comp = json_num(js, "prefill_tokens_computed");
+    double reused = json_num(js, "prefill_tokens_reused"), gen = json_num(js, "gen_tokens");
+    CHECK(prompt > 5);
+    CHECK_NEAR(prompt, comp + reused, 0);
+    CHECK(gen >= 1 && gen <= 8);
+    CHECK(json_num(js, "prefill_tps") > 0);
+    CHECK(json_num(js, "decode_tps") > 0);
+    CHECK(json_num(js, "kv_bytes") > 0);
+    CHECK(json_num(js, "peak_rss_bytes") > 1e6);
+    CHECK(json_num(js, "load_s") >= 0);
+}
+
+TEST(cli_run_seeded_sampling) {
+    SKIP_NO_BIN();
+    char a[1024], b[1024];
+    const char *m = test_fixture_path("model/tiny-q2.gguf");
+    static char o1[65536], o2[65536], o3[65536];
+    snprintf(a, sizeof a, "run -m %s -p Hi -n 12 --temp 1.5 --min-p 0 --seed 7 -q --no-think", m);
+    snprintf(b, sizeof b, "run -m %s -p Hi -n 12 --temp 1.5 --min-p 0 --seed 8 -q --no-think", m);
+    CHECK_EQ_INT(run_capture(a, o1, sizeof o1), 0);
+    CHECK_EQ_INT(run_capture(a, o2, sizeof o2), 0);
+    CHECK_EQ_INT(run_capture(b, o3, sizeof o3), 0);
+    CHECK_STR(o1, o2);
+    CHECK(strcmp(o1, o3) != 0);
+}
+
+TEST(cli_run_raw_and_synthetic) {
+    SKIP_NO_BIN();
+    static char o[65536];
+    char args[1024];
+    snprintf(args, sizeof args, "run -m %s --raw -p 'int main' -n 4 --temp 0 -q",
+             test_fixture_path("model/tiny-q2.gguf"));
+    CHECK_EQ_INT(run_capture(args, o, sizeof o), 0);
+    CHECK_EQ_INT(run_capture("run --synthetic tiny:2 -p Hello -n 4 --temp 0 -q", o, sizeof o), 0);
+}
+
+TEST(cli_run_errors) {
+    SKIP_NO_BIN();
+    char args[1024];
+    const char *m = test_fixture_path("model/tiny-q2.gguf");
+    CHECK_EQ_INT(run_capture("run --help", NULL, 0), 0);
+    CHECK_EQ_INT(run_capture("run -m /nonexistent/model.gguf -p x", NULL, 0), 1);
+    snprintf(args, sizeof args, "run -m %s -p x", test_fixture_path("model/tiny-q2.golden.gguf"));
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 1); /* valid GGUF, not a model */
+    snprintf(args, sizeof args, "run -m %s -p x --bogus", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    snprintf(args, sizeof args, "run -m %s -p x --temp abc", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    snprintf(args, sizeof args, "run -m %s -p x --ctx 2000000", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    snprintf(args, sizeof args, "run -m %s", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2); /* no prompt */
+    snprintf(args, sizeof args, "run -m %s -p x --no-think --think-max", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    CHECK_EQ_INT(run_capture("run --synthetic nope -p x", NULL, 0), 2);
+    snprintf(args, sizeof args, "run -m %s -p x --ctx 16", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 1); /* prompt longer than the context */
+}
+
+TEST(cli_bench_tiny) {
+    SKIP_NO_BIN();
+    char args[1024], csv[512];
+    snprintf(csv, sizeof csv, "%s/bench.csv", test_tmp_dir());
+    snprintf(args, sizeof args,
+             "bench --synthetic tiny --ctx-start 32 --ctx-max 96 --step-incr 32 --gen 4 "
+             "--no-membw --csv %s",
+             csv);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 0);
+    char *c = slurp(csv);
+    REQUIRE(c);
+    const char *hdr = "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps";
+    CHECK(!strncmp(c, hdr, strlen(hdr)));
+    int lines = 0;
+    for (char *p = c; *p; p++) lines += *p == '\n';
+    CHECK_EQ_INT(lines, 4); /* header + frontiers 32, 64, 96 */
+    CHECK_EQ_INT(run_capture("bench --membw --membw-bytes 16M", NULL, 0), 0);
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --step-incr 8 --step-mul 2", NULL, 0), 2);
+    CHECK_EQ_INT(run_capture("bench -m /nonexistent.gguf --no-membw", NULL, 0), 1);
+}
+
+TEST(cli_chat_script) {
+    SKIP_NO_BIN();
+    char script[512], save[512], args[2048];
+    snprintf(script, sizeof script, "%s/chat-in.txt", test_tmp_dir());
+    snprintf(save, sizeof save, "%s/chat-save.txt", test_tmp_dir());
+    FILE *f = fopen(script, "w");
+    REQUIRE(f);
+    fprintf(f, "Hello\n/stats\nSecond turn\n/save %s\n/nothink\nThird\n/load %s\n/reset\n/bogus\n"
+               "After reset\n/quit\n",
+            save, save);
+    fclose(f);
+    snprintf(args, sizeof args, "chat -m %s -n 6 --temp 0 --reasoning hide < %s",
+             test_fixture_path("model/tiny-q2.gguf"), script);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 0);
+    char *s = slurp(save);
+    REQUIRE(s);
+    CHECK(!strncmp(s, "v4flash-chat-tokens 1 ", 22));
+    /* token 0 (BOS) first, EOS (1) closing turn 1 before turn 2's <｜User｜> */
+    CHECK(!strncmp(s + strcspn(s, "\n") + 1, "0 ", 2));
+    CHECK(strstr(s, " 1 ") != NULL);
+    CHECK_EQ_INT(run_capture("chat --help", NULL, 0), 0);
+    CHECK_EQ_INT(run_capture("chat -m /nonexistent.gguf", NULL, 0), 1);
+    CHECK_EQ_INT(run_capture("chat --temp x", NULL, 0), 2);
+}
+
+/* run, tokenize, logits and detokenize agree: the greedy first token of
+ * `run --raw` is the argmax of `logits` over the ids `tokenize` gives. */
+TEST(cli_run_matches_logits_argmax) {
+    SKIP_NO_BIN();
+    const char *m = test_fixture_path("model/tiny-q2.gguf");
+    const char *text = "int main(void) { return 0; }";
+    char args[2048], ids_path[512], out_path[512];
+    static char ids[8192], run_out[4096], detok[4096];
+    snprintf(args, sizeof args, "tokenize -m %s --text '%s'", m, text);
+    REQUIRE(run_capture(args, ids, sizeof ids) == 0);
+    snprintf(ids_path, sizeof ids_path, "%s/ids.txt", test_tmp_dir());
+    snprintf(out_path, sizeof out_path, "%s/logits.f32", test_tmp_dir());
+    FILE *f = fopen(ids_path, "w");
+    REQUIRE(f);
+    fputs(ids, f);
+    fclose(f);
+    int n_ids = 0;
+    for (char *p = strtok(ids, " \n"); p; p = strtok(NULL, " \n")) n_ids++;
+    REQUIRE(n_ids > 3);
+    snprintf(args, sizeof args, "logits -m %s --tokens-file %s --out %s", m, ids_path, out_path);
+    REQUIRE(run_capture(args, NULL, 0) == 0);
+    f = fopen(out_path, "rb");
+    REQUIRE(f);
+    fseek(f, 0, SEEK_END);
+    long bytes = ftell(f);
+    const int n_vocab = 640;
+    REQUIRE(bytes == (long)n_ids * n_vocab * 4);
+    static float row[640];
+    fseek(f, (long)(n_ids - 1) * n_vocab * 4, SEEK_SET);
+    REQUIRE(fread(row, 4, n_vocab, f) == (size_t)n_vocab);
+    fclose(f);
+    int best = 0;
+    for (int i = 1; i < n_vocab; i++)
+        if (row[i] > row[best]) best = i;
+    snprintf(args, sizeof args, "detokenize -m %s --ids %d", m, best);
+    REQUIRE(run_capture(args, detok, sizeof detok) == 0);
+    snprintf(args, sizeof args, "run -m %s --raw -p '%s' -n 1 --temp 0 -q", m, text);
+    REQUIRE(run_capture(args, run_out, sizeof run_out) == 0);
+    /* run prints the token's text then a newline (nothing for a special token) */
+    size_t rl = strlen(run_out);
+    REQUIRE(rl >= 1 && run_out[rl - 1] == '\n');
+    run_out[rl - 1] = 0;
+    if (best > 1 && best < 634) CHECK_STR(run_out, detok);
+}
+
+static long file_bytes(const char *path, char *buf, long cap) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    long n = (long)fread(buf, 1, (size_t)cap, f);
+    fclose(f);
+    return n;
+}
+
+/* `--synthetic tiny` (in memory) and `synth --preset tiny --seed 1` (file)
+ * are the same model: logits agree bit for bit. */
+TEST(cli_synthetic_equals_synth_file) {
+    SKIP_NO_BIN();
+    char args[2048], model[512], ids[512], a[512], b[512];
+    snprintf(model, sizeof model, "%s/syn-tiny.gguf", test_tmp_dir());
+    snprintf(ids, sizeof ids, "%s/syn-ids.txt", test_tmp_dir());
+    snprintf(a, sizeof a, "%s/syn-a.f32", test_tmp_dir());
+    snprintf(b, sizeof b, "%s/syn-b.f32", test_tmp_dir());
+    FILE *f = fopen(ids, "w");
+    REQUIRE(f);
+    fputs("0 634 300 301 302 635 636\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "synth %s --preset tiny --seed 1 -q", model);
+    REQUIRE(run_capture(args, NULL, 0) == 0);
+    snprintf(args, sizeof args, "logits -m %s --tokens-file %s --out %s", model, ids, a);
+    REQUIRE(run_capture(args, NULL, 0) == 0);
+    snprintf(args, sizeof args, "logits --synthetic tiny --tokens-file %s --out %s", ids, b);
+    REQUIRE(run_capture(args, NULL, 0) == 0);
+    static char ba[7 * 640 * 4 + 16], bb[7 * 640 * 4 + 16];
+    long na = file_bytes(a, ba, sizeof ba), nb = file_bytes(b, bb, sizeof bb);
+    CHECK_EQ_INT(na, 7 * 640 * 4);
+    CHECK_EQ_INT(nb, na);
+    CHECK(na > 0 && !memcmp(ba, bb, (size_t)na));
+}

@@ -1,0 +1,360 @@
+/*
+ * cmd_chat.c - `v4flash chat`: interactive multi-turn REPL. The session's
+ * KV cache lives across turns: each turn prefills only the new suffix
+ * (end of the previous assistant turn, <｜User｜>, the message,
+ * <｜Assistant｜> and <think> or </think>), the way ds4's REPL does, so
+ * earlier reasoning stays in context.
+ *
+ * Commands: /help, /reset, /think, /nothink, /think-max (changes the prompt
+ * prefix: resets), /stats, /save FILE, /load FILE, /quit (or Ctrl-D).
+ * Ctrl-C stops the current generation (or prefill) and returns to the
+ * prompt. /save writes the token ids of the conversation (the session has
+ * no KV snapshot API yet); /load re-prefills them.
+ *
+ * Input is read line by line from stdin (a pipe works too, for scripts).
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage error.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "cli.h"
+#include "cli_model.h"
+#include "generate.h"
+#include "tokenizer/chat.h"
+
+#define DEFAULT_SYSTEM "You are a helpful assistant"
+#define SAVE_MAGIC "v4flash-chat-tokens 1"
+#define THINK_MAX_MIN_CTX 393216 /* ds4 adds the max-effort prefix only from here */
+
+static volatile sig_atomic_t g_stop;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+typedef struct chat_state {
+    v4f_cli_model cm;
+    v4f_tok *tok;
+    v4f_session *s;
+    v4f_sampler *smp;
+    float *logits;
+    v4f_tok_ids hist; /* tokens in the KV */
+    bool think, think_max, open_turn; /* open_turn: an assistant turn awaits its EOS */
+    uint64_t n_ctx, n_max;
+    const char *system;
+    v4f_reason_mode rmode;
+    v4f_gen_result last;
+    uint64_t last_reused, turns;
+} chat_state;
+
+static void chat_reset(chat_state *c) {
+    v4f_session_reset(c->s);
+    c->hist.n = 0;
+    c->open_turn = false;
+}
+
+/* Text of a later turn's prompt suffix (the first turn goes through the
+ * official renderer). Caller frees. */
+static char *turn_text(const chat_state *c, const char *msg) {
+    size_t cap = strlen(msg) + 256;
+    char *t = v4f_xmalloc(cap);
+    t[0] = 0;
+    if (c->open_turn) strcat(t, V4F_CHAT_EOS);
+    strcat(t, V4F_CHAT_USER);
+    strcat(t, msg);
+    strcat(t, V4F_CHAT_ASSISTANT);
+    strcat(t, c->think ? V4F_CHAT_THINK : V4F_CHAT_THINK_END);
+    return t;
+}
+
+static int do_turn(chat_state *c, const char *msg) {
+    v4f_err err = {0};
+    char *text = NULL;
+    if (c->hist.n == 0) {
+        size_t tl = 0;
+        bool use_max = c->think && c->think_max && c->n_ctx >= THINK_MAX_MIN_CTX;
+        if (v4f_gen_render_prompt(c->system, msg, c->think, use_max, &text, &tl, &err)) {
+            fprintf(stderr, "prompt: %s\n", err.msg);
+            return 1;
+        }
+    } else {
+        text = turn_text(c, msg);
+    }
+    v4f_tok_ids ids = {0};
+    v4f_status st = v4f_tok_encode(c->tok, text, strlen(text), V4F_TOK_ENC_SPECIAL, &ids, &err);
+    free(text);
+    if (st) {
+        fprintf(stderr, "tokenize: %s\n", err.msg);
+        return 1;
+    }
+    if (v4f_session_pos(c->s) + ids.n + 1 >= c->n_ctx) {
+        fprintf(stderr, "(context full: %u + %zu tokens > %llu; /reset to start over)\n",
+                v4f_session_pos(c->s), ids.n, (unsigned long long)c->n_ctx);
+        v4f_tok_ids_free(&ids);
+        return 0;
+    }
+    c->last_reused = c->hist.n;
+    v4f_gen g = {.s = c->s, .smp = c->smp, .tok = c->tok, .logits = c->logits,
+                 .rmode = c->rmode, .stop = &g_stop, .history = &c->hist};
+    v4f_gen_result r = {0};
+    g_stop = 0;
+    st = v4f_gen_prefill(&g, ids.ids, ids.n, &r, &err);
+    v4f_tok_ids_free(&ids);
+    if (st == V4F_STATUS_INTERRUPTED) {
+        fprintf(stderr, "(interrupted during prefill: the context is now partial; /reset "
+                        "recommended)\n");
+        c->open_turn = false;
+        return 0;
+    }
+    if (st) {
+        fprintf(stderr, "prefill: %s\n", err.msg);
+        return 1;
+    }
+    uint64_t budget = c->n_ctx - v4f_session_pos(c->s) - 1;
+    if (c->n_max < budget) budget = c->n_max;
+    st = v4f_gen_generate(&g, budget, c->think, &r, &err);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (st) {
+        fprintf(stderr, "decode: %s\n", err.msg);
+        return 1;
+    }
+    /* the sampled final token (EOS, or the last one at the budget) is not
+     * in the KV; the next turn starts with EOS to close this one */
+    c->open_turn = true;
+    c->last = r;
+    c->turns++;
+    if (!strcmp(r.stop_reason, "interrupted")) fprintf(stderr, "(stopped)\n");
+    return 0;
+}
+
+static void print_stats(const chat_state *c) {
+    const v4f_gen_result *r = &c->last;
+    fprintf(stderr,
+            "turns %llu, position %u of %llu, kv %.1f MiB, last turn: reused %llu, prefilled %llu "
+            "(%.1f t/s), generated %llu (%.2f t/s, %s)\n",
+            (unsigned long long)c->turns, v4f_session_pos(c->s), (unsigned long long)c->n_ctx,
+            (double)v4f_session_kv_bytes(c->s) / (1 << 20), (unsigned long long)c->last_reused,
+            (unsigned long long)r->n_prefill, r->t_prefill > 0 ? r->n_prefill / r->t_prefill : 0.0,
+            (unsigned long long)r->n_gen, r->t_gen > 0 ? r->n_gen / r->t_gen : 0.0,
+            r->stop_reason ? r->stop_reason : "-");
+}
+
+static void do_save(const chat_state *c, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "/save: %s: %s\n", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "%s %d %d %d\n", SAVE_MAGIC, c->think, c->think_max, c->open_turn);
+    for (size_t i = 0; i < c->hist.n; i++) fprintf(f, "%d%c", c->hist.ids[i], i % 16 == 15 ? '\n' : ' ');
+    fputc('\n', f);
+    if (fclose(f) != 0) fprintf(stderr, "/save: %s: write failed\n", path);
+    else fprintf(stderr, "(saved %zu tokens to %s)\n", c->hist.n, path);
+}
+
+static void do_load(chat_state *c, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "/load: %s: %s\n", path, strerror(errno));
+        return;
+    }
+    char magic[64];
+    int think = 0, tmax = 0, open = 0;
+    if (fscanf(f, "v4flash-chat-tokens %63s %d %d %d", magic, &think, &tmax, &open) != 4 ||
+        strcmp(magic, "1")) {
+        fprintf(stderr, "/load: %s: not a v4flash chat file\n", path);
+        fclose(f);
+        return;
+    }
+    v4f_tok_ids ids = {0};
+    int v;
+    const uint32_t nv = v4f_tok_n_vocab(c->tok);
+    while (fscanf(f, "%d", &v) == 1) {
+        if (v < 0 || (uint32_t)v >= nv || ids.n + 2 >= c->n_ctx) {
+            fprintf(stderr, "/load: %s: bad token %d or too long for --ctx\n", path, v);
+            fclose(f);
+            free(ids.ids);
+            return;
+        }
+        if (ids.n == ids.cap) ids.ids = v4f_xrealloc(ids.ids, (ids.cap = ids.cap ? 2 * ids.cap : 256) * sizeof(int32_t));
+        ids.ids[ids.n++] = v;
+    }
+    fclose(f);
+    chat_reset(c);
+    c->think = think;
+    c->think_max = tmax;
+    v4f_err err = {0};
+    v4f_gen g = {.s = c->s, .smp = c->smp, .tok = c->tok, .logits = c->logits,
+                 .rmode = c->rmode, .stop = &g_stop, .history = &c->hist};
+    v4f_gen_result r = {0};
+    g_stop = 0;
+    if (ids.n && v4f_gen_prefill(&g, ids.ids, ids.n, &r, &err)) {
+        fprintf(stderr, "/load: %s (session reset)\n", err.msg);
+        chat_reset(c);
+    } else {
+        c->open_turn = open;
+        fprintf(stderr, "(loaded %zu tokens from %s: %.1f t/s)\n", ids.n, path,
+                r.t_prefill > 0 ? ids.n / r.t_prefill : 0.0);
+    }
+    free(ids.ids);
+}
+
+static void help(void) {
+    fprintf(stderr, "commands: /help /reset /think /nothink /think-max /stats /save FILE "
+                    "/load FILE /quit   (Ctrl-C stops a reply, Ctrl-D exits)\n");
+}
+
+int cmd_chat(int argc, char **argv) {
+    const char *model = "ds4flash.gguf", *synthetic = NULL, *system = DEFAULT_SYSTEM;
+    const char *reasoning = "auto", *precision = "default";
+    bool no_think = false, think_max = false, seed_given = false;
+    int64_t n_max = 50000, n_ctx = 32768;
+    float temp = 1.0f, top_p = 1.0f, min_p = 0.05f;
+    int top_k = 0, threads = 0;
+    uint64_t seed = 0, synth_seed = 1;
+    const v4f_opt opts[] = {
+        {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
+        {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory", NULL},
+        {"synth-seed", 0, V4F_ARG_U64, &synth_seed, 0, 0, "S", "weights seed for --synthetic (1)", NULL},
+        {"system", 's', V4F_ARG_STR, &system, 0, 0, "TEXT", "system prompt (\"" DEFAULT_SYSTEM "\"; \"\" for none)", NULL},
+        {"no-think", 0, V4F_ARG_FLAG, &no_think, 0, 0, NULL, "start without reasoning (/think toggles)", NULL},
+        {"think-max", 0, V4F_ARG_FLAG, &think_max, 0, 0, NULL, "maximum reasoning effort (needs --ctx >= 393216)", NULL},
+        {"tokens", 'n', V4F_ARG_INT, &n_max, 1, 1 << 30, "N", "maximum tokens per reply (50000)", NULL},
+        {"ctx", 'c', V4F_ARG_INT, &n_ctx, 16, 1048576, "N", "context size (32768, max 1048576)", NULL},
+        {"temp", 0, V4F_ARG_FLOAT, &temp, 0, 100, "T", "temperature (1; 0 = greedy)", NULL},
+        {"top-k", 0, V4F_ARG_INT32, &top_k, 0, 1 << 30, "K", "top-k (0 = off)", NULL},
+        {"top-p", 0, V4F_ARG_FLOAT, &top_p, 1e-6, 1, "P", "nucleus top-p (1 = off)", NULL},
+        {"min-p", 0, V4F_ARG_FLOAT, &min_p, 0, 1, "P", "min-p (0.05)", NULL},
+        {"seed", 0, V4F_ARG_U64, &seed, 0, 0, "S", "sampling seed (default: time-based)", &seed_given},
+        {"threads", 't', V4F_ARG_INT32, &threads, 0, 4096, "N", "CPU threads (default: all)", NULL},
+        {"precision", 0, V4F_ARG_STR, &precision, 0, 0, "MODE", "default | ref", NULL},
+        {"reasoning", 0, V4F_ARG_STR, &reasoning, 0, 0, "MODE", "auto | dim | plain | stderr | hide", NULL},
+        {0},
+    };
+    const v4f_args_spec spec = {
+        .cmd = "v4flash chat",
+        .synopsis = "[-m MODEL | --synthetic PRESET] [options]",
+        .about = "Interactive multi-turn chat; the KV cache is kept between turns.",
+        .opts = opts,
+        .epilog = "REPL commands: /help /reset /think /nothink /think-max /stats /save FILE /load FILE /quit",
+    };
+    int rc = v4f_args_parse(&spec, argc, argv, NULL, NULL);
+    if (rc == V4F_ARGS_HELP) return 0;
+    if (rc) return rc;
+    if (no_think && think_max) return v4f_args_fail(&spec, "--no-think and --think-max are exclusive");
+    chat_state c;
+    memset(&c, 0, sizeof c);
+    if (!v4f_reason_mode_parse(reasoning, &c.rmode))
+        return v4f_args_fail(&spec, "--reasoning: unknown mode '%s'", reasoning);
+    if (strcmp(precision, "default") && strcmp(precision, "ref"))
+        return v4f_args_fail(&spec, "--precision must be default or ref");
+    if (!seed_given) seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (think_max && n_ctx < THINK_MAX_MIN_CTX)
+        fprintf(stderr, "note: --think-max: the max-effort prefix needs --ctx >= %d; thinking "
+                        "normally\n", THINK_MAX_MIN_CTX);
+    rc = v4f_cli_model_open("v4flash chat", model, synthetic, synth_seed, threads, &c.cm);
+    if (rc) return rc;
+    v4f_err err = {0};
+    rc = 1;
+    if (v4f_tok_from_gguf(c.cm.m->gguf, &c.tok, &err)) {
+        fprintf(stderr, "v4flash chat: tokenizer: %s\n", err.msg);
+        goto out;
+    }
+    v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
+                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF};
+    if (v4f_session_new(c.cm.m, &so, &c.s, &err)) {
+        fprintf(stderr, "v4flash chat: session: %s\n", err.msg);
+        goto out;
+    }
+    v4f_sampler_params sp = {.temperature = temp, .top_k = top_k, .top_p = top_p, .min_p = min_p,
+                             .seed = seed};
+    if (v4f_sampler_new(&sp, c.cm.m->cfg.n_vocab, &c.smp, &err)) {
+        fprintf(stderr, "v4flash chat: %s\n", err.msg);
+        rc = 2;
+        goto out;
+    }
+    c.logits = v4f_xmalloc((size_t)c.cm.m->cfg.n_vocab * sizeof *c.logits);
+    c.think = !no_think;
+    c.think_max = think_max;
+    c.n_ctx = (uint64_t)n_ctx;
+    c.n_max = (uint64_t)n_max;
+    c.system = system && *system ? system : NULL;
+
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint; /* no SA_RESTART: Ctrl-C interrupts the line read too */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old);
+    const bool tty = isatty(0);
+    if (tty) fprintf(stderr, "v4flash chat: %s. /help for commands.\n", c.cm.desc);
+    char line[1 << 16];
+    rc = 0;
+    for (;;) {
+        if (tty) {
+            fputs(c.think ? "v4f> " : "v4f (no think)> ", stdout);
+            fflush(stdout);
+        }
+        g_stop = 0;
+        if (!fgets(line, sizeof line, stdin)) {
+            if (g_stop && !feof(stdin)) {
+                clearerr(stdin);
+                fputs("\n(Ctrl-D or /quit to exit)\n", stderr);
+                continue;
+            }
+            break;
+        }
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0]) continue;
+        if (line[0] == '/') {
+            char *arg = strchr(line, ' ');
+            if (arg) {
+                *arg++ = 0;
+                while (*arg == ' ') arg++;
+            }
+            if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
+            else if (!strcmp(line, "/help")) help();
+            else if (!strcmp(line, "/reset")) {
+                chat_reset(&c);
+                fprintf(stderr, "(new conversation)\n");
+            } else if (!strcmp(line, "/think")) {
+                c.think = true;
+                fprintf(stderr, "(thinking on)\n");
+            } else if (!strcmp(line, "/nothink")) {
+                c.think = false;
+                fprintf(stderr, "(thinking off)\n");
+            } else if (!strcmp(line, "/think-max")) {
+                c.think = c.think_max = true;
+                chat_reset(&c);
+                fprintf(stderr, "(think-max%s: new conversation)\n",
+                        c.n_ctx >= THINK_MAX_MIN_CTX ? "" : " without prefix, --ctx < 393216");
+            } else if (!strcmp(line, "/stats")) print_stats(&c);
+            else if (!strcmp(line, "/save") && arg && *arg) do_save(&c, arg);
+            else if (!strcmp(line, "/load") && arg && *arg) do_load(&c, arg);
+            else {
+                fprintf(stderr, "unknown command %s\n", line);
+                help();
+            }
+            continue;
+        }
+        if (do_turn(&c, line)) {
+            rc = 1;
+            break;
+        }
+    }
+    sigaction(SIGINT, &old, NULL);
+out:
+    free(c.logits);
+    free(c.hist.ids);
+    v4f_sampler_free(c.smp);
+    v4f_session_free(c.s);
+    v4f_tok_free(c.tok);
+    v4f_cli_model_close(&c.cm);
+    return rc;
+}

@@ -1,0 +1,152 @@
+/*
+ * generate.c - shared prefill + streaming generation loop (see generate.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "generate.h"
+#include "progress.h"
+#include "json/json.h"
+#include "tokenizer/chat.h"
+
+/* Prompt text through the official renderer: [system?] + user. */
+v4f_status v4f_gen_render_prompt(const char *system, const char *prompt, bool think, bool think_max,
+                                char **out, size_t *out_len, v4f_err *err) {
+    v4f_json_buf b;
+    v4f_json_buf_init(&b);
+    v4f_json_buf_putc(&b, '[');
+    if (system && *system) {
+        v4f_json_buf_puts(&b, "{\"role\": \"system\", \"content\": ");
+        v4f_json_write_string(&b, system, strlen(system), 0);
+        v4f_json_buf_puts(&b, "}, ");
+    }
+    v4f_json_buf_puts(&b, "{\"role\": \"user\", \"content\": ");
+    v4f_json_write_string(&b, prompt, strlen(prompt), 0);
+    v4f_json_buf_puts(&b, "}]");
+    size_t jl = 0;
+    char *js = v4f_json_buf_take(&b, &jl);
+    v4f_json_doc *doc = NULL;
+    v4f_status st = v4f_json_parse(js, jl, NULL, &doc, err);
+    if (!st) {
+        v4f_chat_opts o;
+        v4f_chat_opts_default(&o);
+        o.thinking = think;
+        o.effort = think && think_max ? V4F_CHAT_EFFORT_MAX : V4F_CHAT_EFFORT_NONE;
+        st = v4f_chat_render(v4f_json_doc_root(doc), NULL, &o, out, out_len, err);
+    }
+    v4f_json_doc_free(doc);
+    free(js);
+    return st;
+}
+
+bool v4f_reason_mode_parse(const char *s, v4f_reason_mode *out) {
+    if (!strcmp(s, "auto")) *out = isatty(1) ? V4F_REASON_DIM : V4F_REASON_PLAIN;
+    else if (!strcmp(s, "dim")) *out = V4F_REASON_DIM;
+    else if (!strcmp(s, "plain")) *out = V4F_REASON_PLAIN;
+    else if (!strcmp(s, "stderr")) *out = V4F_REASON_STDERR;
+    else if (!strcmp(s, "hide")) *out = V4F_REASON_HIDE;
+    else return false;
+    return true;
+}
+
+static void hist_push(v4f_tok_ids *h, const int32_t *ids, uint64_t n) {
+    if (!h) return;
+    if (h->n + n > h->cap) {
+        size_t cap = h->cap ? h->cap : 256;
+        while (cap < h->n + n) cap *= 2;
+        h->ids = v4f_xrealloc(h->ids, cap * sizeof *h->ids);
+        h->cap = cap;
+    }
+    memcpy(h->ids + h->n, ids, n * sizeof *ids);
+    h->n += n;
+}
+
+v4f_status v4f_gen_prefill(v4f_gen *g, const int32_t *ids, uint64_t n, v4f_gen_result *r,
+                           v4f_err *err) {
+    v4f_progress pr;
+    v4f_progress_begin(&pr, "prefill", n, V4F_PROGRESS_TOKENS);
+    uint32_t chunk = v4f_session_chunk(g->s);
+    if (chunk == 0 || chunk > 512) chunk = 512;
+    uint64_t done = 0;
+    v4f_status st = V4F_OK;
+    while (done < n) {
+        if (g->stop && *g->stop) {
+            st = V4F_STATUS_INTERRUPTED;
+            v4f_err_set(err, st, "prefill interrupted");
+            break;
+        }
+        uint32_t k = (uint32_t)(n - done < chunk ? n - done : chunk);
+        bool last = done + k == n;
+        st = v4f_session_eval(g->s, ids + done, k, last ? g->logits : NULL, V4F_EVAL_LOGITS_LAST,
+                              NULL, err);
+        if (st) break;
+        hist_push(g->history, ids + done, k);
+        done += k;
+        v4f_progress_update(&pr, done);
+    }
+    r->t_prefill = v4f_progress_end(&pr);
+    r->n_prefill = done;
+    return st;
+}
+
+static void out_text(v4f_reason_mode m, bool reasoning, const char *b, size_t n) {
+    if (reasoning && m == V4F_REASON_HIDE) return;
+    FILE *o = reasoning && m == V4F_REASON_STDERR ? stderr : stdout;
+    fwrite(b, 1, n, o);
+    fflush(o);
+}
+
+v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, bool reasoning, v4f_gen_result *r,
+                            v4f_err *err) {
+    const v4f_tok *tok = g->tok;
+    const int32_t eos = v4f_tok_eos(tok) >= 0 ? v4f_tok_eos(tok) : 1;
+    const int32_t think_end = v4f_tok_find(tok, V4F_CHAT_THINK_END, strlen(V4F_CHAT_THINK_END));
+    v4f_tok_stream *ts = v4f_tok_stream_new(tok);
+    /* the caller bounds n_max by the remaining context */
+    r->n_gen = 0;
+    r->stop_reason = "max_tokens";
+    r->ended_with_eos = false;
+    const double t0 = v4f_time_s();
+    if (reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[2m", stdout);
+    v4f_status st = V4F_OK;
+    while (r->n_gen < n_max) {
+        if (g->stop && *g->stop) {
+            r->stop_reason = "interrupted";
+            break;
+        }
+        int32_t t = v4f_sampler_sample(g->smp, g->logits);
+        r->n_gen++;
+        if (r->n_gen == 1) r->t_first = r->t_prefill + (v4f_time_s() - t0);
+        if (t == eos) {
+            r->stop_reason = "eos";
+            r->ended_with_eos = true;
+            break;
+        }
+        if (t == think_end && reasoning) {
+            reasoning = false;
+            if (g->rmode == V4F_REASON_DIM) fputs("\033[0m\n", stdout);
+            else if (g->rmode == V4F_REASON_PLAIN) fputs("\n", stdout);
+            else if (g->rmode == V4F_REASON_STDERR) fputs("\n", stderr);
+        } else if (!v4f_tok_is_special(tok, t)) {
+            const char *b = NULL;
+            size_t bl = 0;
+            if (v4f_tok_stream_push(ts, t, &b, &bl, NULL) == V4F_OK && bl)
+                out_text(g->rmode, reasoning, b, bl);
+        }
+        if (r->n_gen >= n_max) break;
+        st = v4f_session_decode(g->s, t, g->logits, err);
+        if (st) break;
+        hist_push(g->history, &t, 1);
+    }
+    const char *b = NULL;
+    size_t bl = 0;
+    v4f_tok_stream_flush(ts, &b, &bl);
+    if (bl) out_text(g->rmode, reasoning, b, bl);
+    if (reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[0m", stdout);
+    fflush(stdout);
+    r->t_gen = v4f_time_s() - t0;
+    v4f_tok_stream_free(ts);
+    return st;
+}
