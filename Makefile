@@ -145,9 +145,14 @@ CUDA_TEST := $(B)/tests/cuda/test_cuda_quant
 DEPS += $(CUDA_TEST).d
 $(CUDA_TEST): $(CUDA_TEST).o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+CUDA_OPS_TEST := $(B)/tests/cuda/test_cuda_ops
+DEPS += $(CUDA_OPS_TEST).d
+$(CUDA_OPS_TEST): $(CUDA_OPS_TEST).o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 ifeq ($(CUDA),1)
-test-cuda: $(CUDA_TEST)
+test-cuda: $(CUDA_TEST) $(CUDA_OPS_TEST)
 	./$(CUDA_TEST)
+	./$(CUDA_OPS_TEST)
 bench-cuda: $(CUDA_TEST)
 	./$(CUDA_TEST) --bench
 else

@@ -6,8 +6,11 @@
  * two timing events), device buffers, and the launchers of the weight-format
  * kernels: matrix-vector products y = W x with float32 activations for W in
  * F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS (one matrix, or a batch of
- * independent (W, x, y) triples in one launch), and row dequantization to
- * float32.
+ * independent (W, x, y) triples in one launch), row dequantization to
+ * float32, and the non-matmul model ops (cuda_ops.cu, cuda_attn.cu: norms,
+ * RoPE, FP8/FP4 simulations and codes, hyper-connections, attention with
+ * sink, indexer scores, top-k, router, SwiGLU, compressor pooling), each
+ * the twin of a CPU op in backend/cpu/ops.h.
  *
  * Invariants:
  *  - Matrices use the GGUF/GGML block layouts (quant/quant_blocks.h,
@@ -127,6 +130,139 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
  * with v4f_dequant_row_ref. dst is a device pointer. */
 v4f_status v4f_cuda_dequant_rows(v4f_cuda *c, const v4f_cuda_mat *w, int64_t row0, int64_t n_rows, float *dst,
                                  v4f_err *err);
+
+
+/* ---- model ops (cuda_ops.cu, cuda_attn.cu) --------------------------------
+ * The CUDA twins of the CPU ops in backend/cpu/ops.h (the reference). All
+ * pointers are device pointers unless said otherwise; dims are arguments
+ * (no model constants); launches are asynchronous on the context's stream
+ * and never synchronize the host. Rows are contiguous unless a stride is
+ * given. Argument errors return V4F_STATUS_INVALID_ARG before anything is
+ * queued. Tolerances against the CPU: docs/TOLERANCES.md "## cuda ops". */
+
+/* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for rows r < n_rows of n floats
+ * (sum of squares in double, as the CPU). w may be NULL (no weight); y may
+ * equal x. */
+v4f_status v4f_cuda_rmsnorm(v4f_cuda *c, const float *x, const float *w, float *y, int64_t n_rows, int64_t n,
+                            float eps, v4f_err *err);
+
+/* RoPE on the last n_rot dims of every head: x [n_tok][n_head][head_dim];
+ * token t is at position pos[t] (device int32, if pos != NULL) else
+ * pos0 + t * pos_step. freqs: n_rot/2 floats (v4f_rope_freqs, uploaded).
+ * inverse: conjugate rotation. n_rot even, <= head_dim. */
+v4f_status v4f_cuda_rope_tail(v4f_cuda *c, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int n_rot,
+                              const float *freqs, const int32_t *pos, int64_t pos0, int64_t pos_step, bool inverse,
+                              v4f_err *err);
+
+/* FP8 E4M3FN round-trip of x[r * row_stride + 0..n) for r < n_rows, in
+ * blocks of 64 (a shorter last block), as v4f_cpu_fp8_roundtrip. */
+v4f_status v4f_cuda_fp8_roundtrip(v4f_cuda *c, float *x, int64_t n_rows, int64_t row_stride, int64_t n,
+                                  v4f_err *err);
+
+/* FP8 storage form of the same round-trip: row r's block b (n a multiple
+ * of 64) becomes E4M3FN bytes codes[r * code_stride + 64 b + i] and the scale
+ * exponent exps[r * (n / 64) + b] (scale 2^e), bit-exact with
+ * v4f_fp8_encode_block64; decode writes y[r * row_stride + i] as
+ * v4f_fp8_decode_block64 (= the round-trip values). */
+v4f_status v4f_cuda_fp8_encode(v4f_cuda *c, const float *x, int64_t n_rows, int64_t row_stride, int64_t n,
+                               uint8_t *codes, int64_t code_stride, int8_t *exps, v4f_err *err);
+v4f_status v4f_cuda_fp8_decode(v4f_cuda *c, const uint8_t *codes, int64_t code_stride, const int8_t *exps,
+                               int64_t n_rows, int64_t n, float *y, int64_t row_stride, v4f_err *err);
+/* FP4 E2M1 likewise in blocks of 32 (n a multiple of 32): 16 bytes per
+ * block at codes[r * code_stride + 16 b] (low nibble first), exponent
+ * exps[r * (n / 32) + b]; bit-exact with v4f_fp4_encode_block32 /
+ * v4f_fp4_decode_block32. */
+v4f_status v4f_cuda_fp4_encode(v4f_cuda *c, const float *x, int64_t n_rows, int64_t row_stride, int64_t n,
+                               uint8_t *codes, int64_t code_stride, int8_t *exps, v4f_err *err);
+v4f_status v4f_cuda_fp4_decode(v4f_cuda *c, const uint8_t *codes, int64_t code_stride, const int8_t *exps,
+                               int64_t n_rows, int64_t n, float *y, int64_t row_stride, v4f_err *err);
+
+/* Per row x[r * row_stride + 0..n): if hadamard, the scaled Walsh-Hadamard
+ * transform (n a power of two, <= 4096; v4f_cpu_hadamard); then if fp4, the
+ * FP4 E2M1 round-trip in blocks of 32 (v4f_cpu_fp4_roundtrip; any n when
+ * !hadamard). */
+v4f_status v4f_cuda_hadamard_fp4(v4f_cuda *c, float *x, int64_t n_rows, int64_t row_stride, int64_t n,
+                                 bool hadamard, bool fp4, v4f_err *err);
+
+/* Hyper-connections, batched over n_tok tokens (n_hc <= 16):
+ * split+Sinkhorn: mix [n_tok][(2+n_hc)*n_hc], scale3 [3], base [(2+n_hc)*n_hc]
+ * -> pre [n_tok][n_hc], post [n_tok][n_hc], comb [n_tok][n_hc][n_hc]. */
+v4f_status v4f_cuda_hc_split_sinkhorn(v4f_cuda *c, const float *mix, const float *scale3, const float *base,
+                                      int64_t n_tok, int n_hc, int iters, float eps, float *pre, float *post,
+                                      float *comb, v4f_err *err);
+/* y[t][i] = sum_h w[t][h] * X[t][h][i]; X [n_tok][n_hc][d], w [n_tok][n_hc]. */
+v4f_status v4f_cuda_hc_weighted_sum(v4f_cuda *c, const float *X, const float *w, int64_t n_tok, int n_hc, int64_t d,
+                                    float *y, v4f_err *err);
+/* Xout[t][j] = post[t][j] * o[t] + sum_i comb[t][i][j] * X[t][i]; o [n_tok][d].
+ * Xout must not alias X. */
+v4f_status v4f_cuda_hc_post(v4f_cuda *c, const float *o, const float *X, const float *post, const float *comb,
+                            int64_t n_tok, int n_hc, int64_t d, float *Xout, v4f_err *err);
+/* w[t][h] = sigmoid(mix[t][h] * scale[0] + base[h]) + eps (scale: device). */
+v4f_status v4f_cuda_hc_head_weights(v4f_cuda *c, const float *mix, const float *scale, const float *base,
+                                    int64_t n_tok, int n_hc, float eps, float *w, v4f_err *err);
+
+/* Key set of sparse attention, per query t (all arrays device, [n_q]; a
+ * NULL array means the scalar *0 value for every query):
+ *  raw rows raw + ((raw_first[t] + i) mod raw_cap) * head_dim, i < raw_count[t]
+ *    (raw_cap 0: no wrap);
+ *  then compressed rows comp + row * head_dim for i < comp_count[t], row =
+ *    comp_idx[t * comp_idx_stride + i] (negative entries skipped) or i when
+ *    comp_idx is NULL. */
+typedef struct v4f_cuda_attn_keys {
+    const float *raw;
+    int64_t raw_cap;
+    const int32_t *raw_first, *raw_count;
+    int32_t raw_first0, raw_count0;
+    const float *comp;
+    const int32_t *comp_count;
+    int32_t comp_count0;
+    const int32_t *comp_idx;
+    int64_t comp_idx_stride;
+} v4f_cuda_attn_keys;
+
+/* Attention with sink (v4f_cpu_attn_sink) for n_q queries: q, out
+ * [n_q][n_head][head_dim], K = V rows of head_dim (head_dim % 32 == 0,
+ * <= 512), sinks [n_head], s_i = scale * q_h . k_i; online softmax. A query
+ * with no keys gets 0. out must not alias q or the keys. */
+v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
+                              const v4f_cuda_attn_keys *keys, const float *sinks, float scale, float *out,
+                              v4f_err *err);
+
+/* Indexer scores: score[t][c] = sum_h w[t][h] * max(0, q[t][h] . keys[c]) for
+ * c < n_keys; q [n_q][n_head][d], w [n_q][n_head], keys [n_keys][d],
+ * score rows of n_keys. d % 32 == 0, d <= 512, n_head * d <= 12288. */
+v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const float *w, int64_t n_q, int64_t n_head,
+                                   int64_t d, const float *keys, int64_t n_keys, float *score, v4f_err *err);
+
+/* Top-k per row (v4f_cpu_topk): row r is x[r * ld + 0..n_r), n_r = n[r]
+ * (device) or n0 when n is NULL; idx[r * k + 0..min(k, n_r)) gets the
+ * indices of the k largest (ties: lowest index) in ascending index order,
+ * the rest of the row -1; count[r] (optional) = min(k, n_r). Finite inputs;
+ * -0 equals +0. */
+v4f_status v4f_cuda_topk(v4f_cuda *c, const float *x, int64_t n_rows, int64_t ld, const int32_t *n, int64_t n0,
+                         int64_t k, int32_t *idx, int32_t *count, v4f_err *err);
+
+/* Router (v4f_cpu_router) for n_tok tokens: logits [n_tok][n_expert]
+ * (n_expert <= 4096), bias [n_expert] or NULL; hash routing when tid2eid is
+ * not NULL: ids[t] = tid2eid[tokens[t] * k + 0..k). ids, w [n_tok][k] in
+ * selection order (k <= 64). */
+v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok, int64_t n_expert,
+                           int k, const int32_t *tid2eid, const int32_t *tokens, bool norm, float scale, int32_t *ids,
+                           float *w, v4f_err *err);
+
+/* h[r][i] = weight[r] * SiLU(min(g, limit)) * clamp(u, -limit, limit) for
+ * rows r < n_rows of n (limit <= 0: no clamp; weight NULL: 1). */
+v4f_status v4f_cuda_swiglu(v4f_cuda *c, const float *g, const float *u, int64_t n_rows, int64_t n, float limit,
+                           const float *weight, float *h, v4f_err *err);
+
+/* Compressor pooling (v4f_cpu_compress_pool) for n_groups output rows:
+ * group g, candidate i < n_cand reads value and score rows at
+ * base + g * group_stride + i * ld + (i >= n_lo ? hi_off : 0) (floats) of
+ * vals and scores; out[g][j] = sum_i softmax_i(score_i[j]) * val_i[j],
+ * j < D; all scores -inf: 0. */
+v4f_status v4f_cuda_compress_pool(v4f_cuda *c, const float *vals, const float *scores, int64_t n_groups,
+                                  int64_t group_stride, int n_cand, int64_t ld, int n_lo, int64_t hi_off, int64_t D,
+                                  float *out, v4f_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,689 @@
+/*
+ * cuda_ops.cu - the row-wise and per-token model ops of the CUDA backend:
+ * RMSNorm, RoPE tail, FP8 E4M3 and Hadamard+FP4 E2M1 round-trips and
+ * storage codes (encode/decode),
+ * hyper-connection split/Sinkhorn, weighted sum, post and head weights,
+ * router, SwiGLU and compressor pooling (API in cuda_backend.h; attention,
+ * indexer scores and top-k are in cuda_attn.cu).
+ *
+ * Invariants: each kernel mirrors the CPU reference (backend/cpu/ops.c) in
+ * its order of operations; products and sums that the CPU evaluates as
+ * separate float operations are written with __fmul_rn / __fadd_rn so nvcc
+ * cannot contract them into FMAs. Then the ops without transcendentals
+ * (weighted sum, post, FP8/FP4 round-trips, Hadamard) are bit-exact, and
+ * the others differ only through expf/log1pf ulps (CUDA's are within 2 ulp).
+ * RMSNorm sums squares in double like the CPU.
+ *
+ * Memory ownership: no allocation; all buffers are the caller's device
+ * memory. Threading/streams: every launcher runs on the context's stream,
+ * asynchronously, from the context's owner thread.
+ */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <math.h>
+
+#define OPS_MAX_HC 16
+
+static inline unsigned grid1(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+#define ARG_CHECK(cond, ...)                                                                  \
+    do {                                                                                      \
+        if (!(cond)) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, __VA_ARGS__);            \
+    } while (0)
+
+/* ---- shared device helpers ---------------------------------------------------- */
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float sigmoid_ref(float x) {
+    return __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x)));
+}
+
+/* ceil(log2(v)) from the float's bits (kernel.py fast_log2_ceil). */
+__device__ __forceinline__ int fast_log2_ceil_d(float v) {
+    const uint32_t b = __float_as_uint(v);
+    const int e = (int)((b >> 23) & 0xFF);
+    return e - 127 + ((b & 0x7FFFFF) != 0 ? 1 : 0);
+}
+
+/* Nearest E4M3FN value of v (|v| <= 448 after clamping), ties to even. */
+__device__ __forceinline__ float e4m3_round_d(float v) {
+    float a = fabsf(v);
+    if (a > 448.0f) a = 448.0f;
+    float step;
+    if (a < 0x1p-6f) {
+        step = 0x1p-9f;
+    } else {
+        int ex;
+        frexpf(a, &ex);
+        step = ldexpf(1.0f, ex - 1 - 3);
+    }
+    const float r = __fmul_rn(rintf(__fdiv_rn(a, step)), step);
+    return signbit(v) ? -r : r;
+}
+
+__device__ __forceinline__ float e2m1_round_d(float v) {
+    float a = fabsf(v);
+    if (a > 6.0f) a = 6.0f;
+    const float step = a < 2.0f ? 0.5f : a < 4.0f ? 1.0f : 2.0f;
+    const float r = __fmul_rn(rintf(__fdiv_rn(a, step)), step);
+    return signbit(v) ? -r : r;
+}
+
+/* ---- RMSNorm -------------------------------------------------------------------- */
+
+#define RMS_THREADS 256
+
+/* One block per row; double sum of squares, then the CPU's float scaling. */
+__global__ void k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, float *y, int64_t n,
+                          float eps) {
+    __shared__ double part[RMS_THREADS / 32];
+    const float *xr = x + (int64_t)blockIdx.x * n;
+    float *yr = y + (int64_t)blockIdx.x * n;
+    double ss = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const double v = (double)xr[i];
+        ss += v * v;
+    }
+    ss = warp_sum_d(ss);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    double tot = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) tot += part[i];
+    const float r = (float)(1.0 / sqrt(tot / (double)n + (double)eps));
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = __fmul_rn(xr[i], r);
+        yr[i] = w ? __fmul_rn(w[i], v) : v;
+    }
+}
+
+extern "C" v4f_status v4f_cuda_rmsnorm(v4f_cuda *c, const float *x, const float *w, float *y, int64_t n_rows,
+                                       int64_t n, float eps, v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n > 0 && n_rows <= 0x7fffffff, "cuda rmsnorm: bad shape %lld x %lld",
+              (long long)n_rows, (long long)n);
+    if (n_rows == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_rmsnorm<<<(unsigned)n_rows, RMS_THREADS, 0, c->stream>>>(x, w, y, n, eps);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- RoPE tail -------------------------------------------------------------------- */
+
+/* One thread per (token, head, pair). cos/sin in double as the CPU, then
+ * float products without contraction. */
+__global__ void k_rope_tail(float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int n_rot,
+                            const float *__restrict__ freqs, const int32_t *__restrict__ pos, int64_t pos0,
+                            int64_t pos_step, int inverse) {
+    const int half = n_rot / 2;
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_tok * n_head * half) return;
+    const int i = (int)(gid % half);
+    const int64_t th = gid / half; /* token * n_head + head */
+    const int64_t t = th / n_head;
+    const int64_t p = pos ? (int64_t)pos[t] : pos0 + t * pos_step;
+    const float theta = __fmul_rn((float)p, freqs[i]);
+    const float cs = (float)cos((double)theta);
+    float sn = (float)sin((double)theta);
+    if (inverse) sn = -sn;
+    float *tail = x + th * head_dim + head_dim - n_rot;
+    const float a = tail[2 * i], b = tail[2 * i + 1];
+    tail[2 * i] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+    tail[2 * i + 1] = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs));
+}
+
+extern "C" v4f_status v4f_cuda_rope_tail(v4f_cuda *c, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                                         int n_rot, const float *freqs, const int32_t *pos, int64_t pos0,
+                                         int64_t pos_step, bool inverse, v4f_err *err) {
+    ARG_CHECK(n_tok >= 0 && n_head > 0 && n_rot > 0 && n_rot % 2 == 0 && n_rot <= head_dim,
+              "cuda rope: bad shape n_tok %lld n_head %lld head_dim %lld n_rot %d", (long long)n_tok,
+              (long long)n_head, (long long)head_dim, n_rot);
+    const int64_t n = n_tok * n_head * (n_rot / 2);
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_rope_tail<<<grid1(n, 256), 256, 0, c->stream>>>(x, n_tok, n_head, head_dim, n_rot, freqs, pos, pos0, pos_step,
+                                                      inverse ? 1 : 0);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- FP8 E4M3 round-trip ------------------------------------------------------------ */
+
+/* One warp per 64-block: lane handles elements lane and lane + 32. */
+__global__ void k_fp8_roundtrip(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int64_t n_blk) {
+    const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wid >= n_rows * n_blk) return; /* whole warp exits together */
+    const int64_t r = wid / n_blk, b = (wid % n_blk) * 64;
+    const int64_t bn = n - b < 64 ? n - b : 64;
+    float *xb = x + r * row_stride + b;
+    const float v0 = lane < bn ? xb[lane] : 0.0f;
+    const float v1 = lane + 32 < bn ? xb[lane + 32] : 0.0f;
+    float amax = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
+    amax = fmaxf(amax, 1e-4f);
+    const int e = fast_log2_ceil_d(__fmul_rn(amax, 1.0f / 448.0f));
+    const float s = ldexpf(1.0f, e), inv = ldexpf(1.0f, -e);
+    if (lane < bn) {
+        const float v = fminf(fmaxf(__fmul_rn(v0, inv), -448.0f), 448.0f);
+        xb[lane] = __fmul_rn(e4m3_round_d(v), s);
+    }
+    if (lane + 32 < bn) {
+        const float v = fminf(fmaxf(__fmul_rn(v1, inv), -448.0f), 448.0f);
+        xb[lane + 32] = __fmul_rn(e4m3_round_d(v), s);
+    }
+}
+
+extern "C" v4f_status v4f_cuda_fp8_roundtrip(v4f_cuda *c, float *x, int64_t n_rows, int64_t row_stride, int64_t n,
+                                             v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n >= 0 && (n_rows <= 1 || row_stride >= n), "cuda fp8: bad shape");
+    const int64_t n_blk = (n + 63) / 64;
+    if (n_rows == 0 || n_blk == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_fp8_roundtrip<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n, n_blk);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- FP8 / FP4 storage codes -------------------------------------------------------- */
+
+/* E4M3FN byte of an already rounded value r (|r| <= 448), as ops.c fp8_code. */
+__device__ __forceinline__ uint8_t e4m3_code_d(float r) {
+    const uint8_t s = signbit(r) ? 0x80 : 0;
+    const float a = fabsf(r);
+    if (a < 0x1p-6f) return (uint8_t)(s | (uint8_t)__fmul_rn(a, 512.0f));
+    int ex;
+    const float m = frexpf(a, &ex);
+    const int mant = (int)__fmul_rn(__fsub_rn(__fmul_rn(m, 2.0f), 1.0f), 8.0f);
+    return (uint8_t)(s | ((ex + 6) << 3) | mant);
+}
+
+__device__ __forceinline__ float e4m3_value_d(uint8_t code) {
+    const int e = (code >> 3) & 15, m = code & 7;
+    const float a = e == 0 ? ldexpf((float)m, -9) : ldexpf(1.0f + (float)m / 8.0f, e - 7);
+    return (code & 0x80) ? -a : a;
+}
+
+/* One warp per 64-block (elements lane, lane + 32). */
+__global__ void k_fp8_encode(const float *__restrict__ x, int64_t n_rows, int64_t row_stride, int64_t n_blk,
+                             uint8_t *codes, int64_t code_stride, int8_t *exps) {
+    const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wid >= n_rows * n_blk) return;
+    const int64_t r = wid / n_blk, b = wid % n_blk;
+    const float *xb = x + r * row_stride + b * 64;
+    const float v0 = xb[lane], v1 = xb[lane + 32];
+    const float amax = fmaxf(warp_max(fmaxf(fabsf(v0), fabsf(v1))), 1e-4f);
+    const int e = fast_log2_ceil_d(__fmul_rn(amax, 1.0f / 448.0f));
+    const float inv = ldexpf(1.0f, -e);
+    uint8_t *cb = codes + r * code_stride + b * 64;
+    cb[lane] = e4m3_code_d(e4m3_round_d(fminf(fmaxf(__fmul_rn(v0, inv), -448.0f), 448.0f)));
+    cb[lane + 32] = e4m3_code_d(e4m3_round_d(fminf(fmaxf(__fmul_rn(v1, inv), -448.0f), 448.0f)));
+    if (lane == 0) exps[wid] = (int8_t)e;
+}
+
+__global__ void k_fp8_decode(const uint8_t *__restrict__ codes, int64_t code_stride, const int8_t *__restrict__ exps,
+                             int64_t n_rows, int64_t n, float *y, int64_t row_stride) {
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_rows * n) return;
+    const int64_t r = gid / n, i = gid % n;
+    const float s = ldexpf(1.0f, exps[r * (n / 64) + i / 64]);
+    y[r * row_stride + i] = __fmul_rn(e4m3_value_d(codes[r * code_stride + i]), s);
+}
+
+extern "C" v4f_status v4f_cuda_fp8_encode(v4f_cuda *c, const float *x, int64_t n_rows, int64_t row_stride,
+                                          int64_t n, uint8_t *codes, int64_t code_stride, int8_t *exps,
+                                          v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n >= 0 && n % 64 == 0 && (n_rows <= 1 || (row_stride >= n && code_stride >= n)),
+              "cuda fp8 encode: bad shape (n %lld must be a multiple of 64)", (long long)n);
+    const int64_t n_blk = n / 64;
+    if (n_rows == 0 || n_blk == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_fp8_encode<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n_blk, codes,
+                                                                         code_stride, exps);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_fp8_decode(v4f_cuda *c, const uint8_t *codes, int64_t code_stride, const int8_t *exps,
+                                          int64_t n_rows, int64_t n, float *y, int64_t row_stride, v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n >= 0 && n % 64 == 0 && (n_rows <= 1 || (row_stride >= n && code_stride >= n)),
+              "cuda fp8 decode: bad shape (n %lld must be a multiple of 64)", (long long)n);
+    if (n_rows * n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_fp8_decode<<<grid1(n_rows * n, 256), 256, 0, c->stream>>>(codes, code_stride, exps, n_rows, n, y, row_stride);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__device__ __forceinline__ float e2m1_value_d(unsigned c) {
+    const unsigned m = c & 7;
+    const float a = m < 4 ? 0.5f * (float)m : m == 4 ? 2.0f : m == 5 ? 3.0f : m == 6 ? 4.0f : 6.0f;
+    return (c & 8) ? -a : a;
+}
+
+__device__ __forceinline__ unsigned e2m1_code_d(float r) { /* r already an E2M1 value */
+    const unsigned s = signbit(r) ? 8u : 0u;
+    const float a = fabsf(r);
+    const unsigned m = a < 2.0f ? (unsigned)__fmul_rn(a, 2.0f) : a == 2.0f ? 4u : a == 3.0f ? 5u : a == 4.0f ? 6u : 7u;
+    return s | m;
+}
+
+/* One warp per 32-block: lane i encodes element i; even lanes pack a byte. */
+__global__ void k_fp4_encode(const float *__restrict__ x, int64_t n_rows, int64_t row_stride, int64_t n_blk,
+                             uint8_t *codes, int64_t code_stride, int8_t *exps) {
+    const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wid >= n_rows * n_blk) return;
+    const int64_t r = wid / n_blk, b = wid % n_blk;
+    const float v = x[r * row_stride + b * 32 + lane];
+    const float amax = fmaxf(warp_max(fabsf(v)), 6.0f * 0x1p-126f);
+    const int e = fast_log2_ceil_d(__fmul_rn(amax, 1.0f / 6.0f));
+    const unsigned code = e2m1_code_d(e2m1_round_d(__fmul_rn(v, ldexpf(1.0f, -e))));
+    const unsigned hi = __shfl_down_sync(0xffffffffu, code, 1);
+    if ((lane & 1) == 0) codes[r * code_stride + b * 16 + lane / 2] = (uint8_t)(code | (hi << 4));
+    if (lane == 0) exps[wid] = (int8_t)e;
+}
+
+__global__ void k_fp4_decode(const uint8_t *__restrict__ codes, int64_t code_stride, const int8_t *__restrict__ exps,
+                             int64_t n_rows, int64_t n, float *y, int64_t row_stride) {
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_rows * n) return;
+    const int64_t r = gid / n, i = gid % n;
+    const float s = ldexpf(1.0f, exps[r * (n / 32) + i / 32]);
+    const unsigned c4 = (codes[r * code_stride + (i / 32) * 16 + (i % 32) / 2] >> (4 * (i & 1))) & 15u;
+    y[r * row_stride + i] = __fmul_rn(e2m1_value_d(c4), s);
+}
+
+extern "C" v4f_status v4f_cuda_fp4_encode(v4f_cuda *c, const float *x, int64_t n_rows, int64_t row_stride,
+                                          int64_t n, uint8_t *codes, int64_t code_stride, int8_t *exps,
+                                          v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n >= 0 && n % 32 == 0 && (n_rows <= 1 || (row_stride >= n && code_stride >= n / 2)),
+              "cuda fp4 encode: bad shape (n %lld must be a multiple of 32)", (long long)n);
+    const int64_t n_blk = n / 32;
+    if (n_rows == 0 || n_blk == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_fp4_encode<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n_blk, codes,
+                                                                         code_stride, exps);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_fp4_decode(v4f_cuda *c, const uint8_t *codes, int64_t code_stride, const int8_t *exps,
+                                          int64_t n_rows, int64_t n, float *y, int64_t row_stride, v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n >= 0 && n % 32 == 0 && (n_rows <= 1 || (row_stride >= n && code_stride >= n / 2)),
+              "cuda fp4 decode: bad shape (n %lld must be a multiple of 32)", (long long)n);
+    if (n_rows * n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_fp4_decode<<<grid1(n_rows * n, 256), 256, 0, c->stream>>>(codes, code_stride, exps, n_rows, n, y, row_stride);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- Hadamard + FP4 E2M1 round-trip ---------------------------------------------------- */
+
+/* FP4 round-trip of one 32-block held one element per lane (lane < bn). */
+__device__ __forceinline__ float fp4_warp_block(float v, int lane, int64_t bn) {
+    float amax = warp_max(lane < bn ? fabsf(v) : 0.0f);
+    amax = fmaxf(amax, 6.0f * 0x1p-126f);
+    const int e = fast_log2_ceil_d(__fmul_rn(amax, 1.0f / 6.0f));
+    const float s = ldexpf(1.0f, e), inv = ldexpf(1.0f, -e);
+    const float q = fminf(fmaxf(__fmul_rn(v, inv), -6.0f), 6.0f);
+    return __fmul_rn(e2m1_round_d(q), s);
+}
+
+__global__ void k_fp4_roundtrip(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int64_t n_blk) {
+    const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wid >= n_rows * n_blk) return;
+    const int64_t r = wid / n_blk, b = (wid % n_blk) * 32;
+    const int64_t bn = n - b < 32 ? n - b : 32;
+    float *xb = x + r * row_stride + b;
+    const float v = lane < bn ? xb[lane] : 0.0f;
+    const float o = fp4_warp_block(v, lane, bn);
+    if (lane < bn) xb[lane] = o;
+}
+
+/* One block per row, the row in shared memory; the CPU's butterfly order
+ * (stride 1, 2, 4, ...), then the scale, then optionally FP4 per 32-block. */
+__global__ void k_hadamard(float *x, int64_t row_stride, int n, float scale, int fp4) {
+    extern __shared__ float hs[];
+    float *xr = x + (int64_t)blockIdx.x * row_stride;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) hs[i] = xr[i];
+    __syncthreads();
+    for (int h = 1; h < n; h *= 2) {
+        for (int p = threadIdx.x; p < n / 2; p += blockDim.x) {
+            const int j = (p / h) * 2 * h + (p % h);
+            const float a = hs[j], b = hs[j + h];
+            hs[j] = __fadd_rn(a, b);
+            hs[j + h] = __fsub_rn(a, b);
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) hs[i] = __fmul_rn(hs[i], scale);
+    __syncthreads();
+    if (!fp4) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) xr[i] = hs[i];
+        return;
+    }
+    const int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    for (int b = (threadIdx.x >> 5) * 32; b < n; b += nw * 32) { /* n is a power of two: no short block beyond 32 */
+        const int bn = n - b < 32 ? n - b : 32;
+        const float v = lane < bn ? hs[b + lane] : 0.0f;
+        const float o = fp4_warp_block(v, lane, bn);
+        if (lane < bn) xr[b + lane] = o;
+    }
+}
+
+extern "C" v4f_status v4f_cuda_hadamard_fp4(v4f_cuda *c, float *x, int64_t n_rows, int64_t row_stride, int64_t n,
+                                            bool hadamard, bool fp4, v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n >= 0 && (n_rows <= 1 || row_stride >= n), "cuda hadamard/fp4: bad shape");
+    if (n_rows == 0 || n == 0 || (!hadamard && !fp4)) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    if (hadamard) {
+        ARG_CHECK(n <= 4096 && (n & (n - 1)) == 0 && n_rows <= 0x7fffffff,
+                  "cuda hadamard: n %lld is not a power of two <= 4096", (long long)n);
+        const float scale = (float)(1.0 / sqrt((double)n));
+        const int threads = n >= 256 ? 128 : 32;
+        k_hadamard<<<(unsigned)n_rows, threads, (size_t)n * sizeof(float), c->stream>>>(x, row_stride, (int)n, scale,
+                                                                                        fp4 ? 1 : 0);
+    } else {
+        const int64_t n_blk = (n + 31) / 32;
+        k_fp4_roundtrip<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n, n_blk);
+    }
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- hyper-connections -------------------------------------------------------------- */
+
+#define HC_WARPS 4
+
+/* One warp per token; comb in shared memory; row passes run one lane per
+ * row, column passes one lane per column, each summing in the CPU's order. */
+__global__ void k_hc_split_sinkhorn(const float *__restrict__ mix, const float *__restrict__ scale3,
+                                    const float *__restrict__ base, int64_t n_tok, int H, int iters, float eps,
+                                    float *pre, float *post, float *comb) {
+    __shared__ float cm[HC_WARPS][OPS_MAX_HC * OPS_MAX_HC];
+    const int wl = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t t = (int64_t)blockIdx.x * HC_WARPS + wl;
+    if (t >= n_tok) return;
+    const float *m = mix + t * (int64_t)(2 + H) * H;
+    float *C = cm[wl];
+    const float s0 = scale3[0], s1 = scale3[1], s2 = scale3[2];
+    if (lane < H) {
+        pre[t * H + lane] = __fadd_rn(sigmoid_ref(__fadd_rn(__fmul_rn(m[lane], s0), base[lane])), eps);
+        post[t * H + lane] = __fmul_rn(2.0f, sigmoid_ref(__fadd_rn(__fmul_rn(m[H + lane], s1), base[H + lane])));
+    }
+    for (int j = lane; j < H * H; j += 32) C[j] = __fadd_rn(__fmul_rn(m[2 * H + j], s2), base[2 * H + j]);
+    __syncwarp();
+    if (lane < H) { /* row softmax + eps */
+        float *row = C + lane * H;
+        float mx = -INFINITY;
+        for (int k = 0; k < H; k++) mx = fmaxf(mx, row[k]);
+        float s = 0;
+        for (int k = 0; k < H; k++) {
+            row[k] = expf(__fsub_rn(row[k], mx));
+            s = __fadd_rn(s, row[k]);
+        }
+        for (int k = 0; k < H; k++) row[k] = __fadd_rn(__fdiv_rn(row[k], s), eps);
+    }
+    __syncwarp();
+    for (int it = 0; it < iters; it++) {
+        if (it > 0) {
+            if (lane < H) {
+                float *row = C + lane * H;
+                float s = 0;
+                for (int k = 0; k < H; k++) s = __fadd_rn(s, row[k]);
+                const float d = __fadd_rn(s, eps);
+                for (int k = 0; k < H; k++) row[k] = __fdiv_rn(row[k], d);
+            }
+            __syncwarp();
+        }
+        if (lane < H) {
+            float s = 0;
+            for (int j = 0; j < H; j++) s = __fadd_rn(s, C[j * H + lane]);
+            const float d = __fadd_rn(s, eps);
+            for (int j = 0; j < H; j++) C[j * H + lane] = __fdiv_rn(C[j * H + lane], d);
+        }
+        __syncwarp();
+    }
+    for (int j = lane; j < H * H; j += 32) comb[t * H * H + j] = C[j];
+}
+
+extern "C" v4f_status v4f_cuda_hc_split_sinkhorn(v4f_cuda *c, const float *mix, const float *scale3,
+                                                 const float *base, int64_t n_tok, int n_hc, int iters, float eps,
+                                                 float *pre, float *post, float *comb, v4f_err *err) {
+    ARG_CHECK(n_tok >= 0 && n_hc > 0 && n_hc <= OPS_MAX_HC && iters >= 1, "cuda hc split: bad n_hc %d / iters %d",
+              n_hc, iters);
+    if (n_tok == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_hc_split_sinkhorn<<<grid1(n_tok, HC_WARPS), HC_WARPS * 32, 0, c->stream>>>(mix, scale3, base, n_tok, n_hc,
+                                                                                 iters, eps, pre, post, comb);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void k_hc_weighted_sum(const float *__restrict__ X, const float *__restrict__ w, int64_t n_tok, int H,
+                                  int64_t d, float *y) {
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_tok * d) return;
+    const int64_t t = gid / d, i = gid % d;
+    const float *xt = X + t * H * d + i;
+    const float *wt = w + t * H;
+    float s = 0;
+    for (int h = 0; h < H; h++) s = __fadd_rn(s, __fmul_rn(wt[h], xt[h * d]));
+    y[gid] = s;
+}
+
+extern "C" v4f_status v4f_cuda_hc_weighted_sum(v4f_cuda *c, const float *X, const float *w, int64_t n_tok, int n_hc,
+                                               int64_t d, float *y, v4f_err *err) {
+    ARG_CHECK(n_tok >= 0 && n_hc > 0 && d >= 0, "cuda hc weighted sum: bad shape");
+    if (n_tok * d == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_hc_weighted_sum<<<grid1(n_tok * d, 256), 256, 0, c->stream>>>(X, w, n_tok, n_hc, d, y);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void k_hc_post(const float *__restrict__ o, const float *__restrict__ X, const float *__restrict__ post,
+                          const float *__restrict__ comb, int64_t n_tok, int H, int64_t d, float *Xout) {
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_tok * H * d) return;
+    const int64_t i = gid % d, tj = gid / d;
+    const int j = (int)(tj % H);
+    const int64_t t = tj / H;
+    const float *xt = X + t * H * d + i;
+    const float *ct = comb + t * H * H;
+    float s = 0;
+    for (int k = 0; k < H; k++) s = __fadd_rn(s, __fmul_rn(ct[k * H + j], xt[k * d]));
+    Xout[gid] = __fadd_rn(__fmul_rn(post[t * H + j], o[t * d + i]), s);
+}
+
+extern "C" v4f_status v4f_cuda_hc_post(v4f_cuda *c, const float *o, const float *X, const float *post,
+                                       const float *comb, int64_t n_tok, int n_hc, int64_t d, float *Xout,
+                                       v4f_err *err) {
+    ARG_CHECK(n_tok >= 0 && n_hc > 0 && d >= 0, "cuda hc post: bad shape");
+    const int64_t n = n_tok * n_hc * d;
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_hc_post<<<grid1(n, 256), 256, 0, c->stream>>>(o, X, post, comb, n_tok, n_hc, d, Xout);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void k_hc_head_weights(const float *__restrict__ mix, const float *__restrict__ scale,
+                                  const float *__restrict__ base, int64_t n_tok, int H, float eps, float *w) {
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_tok * H) return;
+    const int h = (int)(gid % H);
+    w[gid] = __fadd_rn(sigmoid_ref(__fadd_rn(__fmul_rn(mix[gid], scale[0]), base[h])), eps);
+}
+
+extern "C" v4f_status v4f_cuda_hc_head_weights(v4f_cuda *c, const float *mix, const float *scale, const float *base,
+                                               int64_t n_tok, int n_hc, float eps, float *w, v4f_err *err) {
+    ARG_CHECK(n_tok >= 0 && n_hc > 0, "cuda hc head: bad shape");
+    if (n_tok == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_hc_head_weights<<<grid1(n_tok * n_hc, 128), 128, 0, c->stream>>>(mix, scale, base, n_tok, n_hc, eps, w);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- router ---------------------------------------------------------------------------- */
+
+#define ROUTER_MAX_EXPERT 4096
+#define ROUTER_MAX_K 64
+
+__device__ __forceinline__ float router_score(float l) {
+    return sqrtf(l > 20.0f ? l : log1pf(expf(l)));
+}
+
+/* One warp per token: scores (+bias) in shared memory, k rounds of a warp
+ * argmax (value desc, index asc) over the unchosen experts; lane 0 then
+ * forms the weights in selection order, as the CPU. */
+__global__ void k_router(const float *__restrict__ logits, const float *__restrict__ bias, int64_t n_expert, int k,
+                         const int32_t *__restrict__ tid2eid, const int32_t *__restrict__ tokens, int norm,
+                         float scale, int32_t *ids, float *w) {
+    extern __shared__ float rs[]; /* [n_expert] selection values, then [n_expert] chosen flags */
+    unsigned char *chosen = (unsigned char *)(rs + n_expert);
+    const int64_t t = blockIdx.x;
+    const int lane = threadIdx.x;
+    const float *lg = logits + t * n_expert;
+    int32_t *id = ids + t * k;
+    float *wt = w + t * k;
+    if (tid2eid) {
+        for (int i = lane; i < k; i += 32) id[i] = tid2eid[(int64_t)tokens[t] * k + i];
+    } else {
+        for (int64_t e = lane; e < n_expert; e += 32) {
+            rs[e] = __fadd_rn(router_score(lg[e]), bias ? bias[e] : 0.0f);
+            chosen[e] = 0;
+        }
+        __syncwarp();
+        for (int i = 0; i < k; i++) {
+            float bv = -INFINITY;
+            int bi = 0x7fffffff;
+            for (int64_t e = lane; e < n_expert; e += 32) {
+                if (chosen[e]) continue;
+                const float v = rs[e];
+                if (bi == 0x7fffffff || v > bv) { /* lanes scan ascending: first max wins */
+                    bv = v;
+                    bi = (int)e;
+                }
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+                const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+                if (oi != 0x7fffffff && (bi == 0x7fffffff || ov > bv || (ov == bv && oi < bi))) {
+                    bv = ov;
+                    bi = oi;
+                }
+            }
+            if (lane == 0) {
+                chosen[bi] = 1;
+                id[i] = bi;
+            }
+            __syncwarp();
+        }
+    }
+    __syncwarp();
+    if (lane == 0) {
+        float sum = 0;
+        for (int i = 0; i < k; i++) {
+            wt[i] = router_score(lg[id[i]]);
+            sum = __fadd_rn(sum, wt[i]);
+        }
+        for (int i = 0; i < k; i++) {
+            float v = wt[i];
+            if (norm) v = __fdiv_rn(v, sum);
+            wt[i] = __fmul_rn(v, scale);
+        }
+    }
+}
+
+extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok,
+                                      int64_t n_expert, int k, const int32_t *tid2eid, const int32_t *tokens,
+                                      bool norm, float scale, int32_t *ids, float *w, v4f_err *err) {
+    ARG_CHECK(n_tok >= 0 && n_tok <= 0x7fffffff && n_expert > 0 && n_expert <= ROUTER_MAX_EXPERT && k > 0 &&
+                  k <= ROUTER_MAX_K && k <= n_expert,
+              "cuda router: bad shape n_expert %lld k %d", (long long)n_expert, k);
+    ARG_CHECK(!tid2eid || tokens, "cuda router: hash routing needs tokens");
+    if (n_tok == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const size_t smem = (size_t)n_expert * (sizeof(float) + 1);
+    k_router<<<(unsigned)n_tok, 32, smem, c->stream>>>(logits, bias, n_expert, k, tid2eid, tokens, norm ? 1 : 0, scale,
+                                                       ids, w);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- SwiGLU ---------------------------------------------------------------------------- */
+
+__global__ void k_swiglu(const float *__restrict__ g, const float *__restrict__ u, int64_t n_rows, int64_t n,
+                         float limit, const float *__restrict__ weight, float *h) {
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_rows * n) return;
+    float gv = g[gid], uv = u[gid];
+    if (limit > 0) {
+        uv = uv < -limit ? -limit : uv > limit ? limit : uv;
+        gv = gv > limit ? limit : gv;
+    }
+    const float s = __fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)));
+    const float wt = weight ? weight[gid / n] : 1.0f;
+    h[gid] = __fmul_rn(wt, __fmul_rn(s, uv));
+}
+
+extern "C" v4f_status v4f_cuda_swiglu(v4f_cuda *c, const float *g, const float *u, int64_t n_rows, int64_t n,
+                                      float limit, const float *weight, float *h, v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n >= 0, "cuda swiglu: bad shape");
+    if (n_rows * n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_swiglu<<<grid1(n_rows * n, 256), 256, 0, c->stream>>>(g, u, n_rows, n, limit, weight, h);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- compressor pooling ----------------------------------------------------------------- */
+
+/* One thread per (group, dim): max, then the CPU's sequential softmax sums. */
+__global__ void k_compress_pool(const float *__restrict__ vals, const float *__restrict__ scores, int64_t n_groups,
+                                int64_t group_stride, int n_cand, int64_t ld, int n_lo, int64_t hi_off, int64_t D,
+                                float *out) {
+    const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= n_groups * D) return;
+    const int64_t g = gid / D, j = gid % D;
+    const int64_t base = g * group_stride + j;
+    float m = -INFINITY;
+    for (int i = 0; i < n_cand; i++) m = fmaxf(m, scores[base + i * ld + (i >= n_lo ? hi_off : 0)]);
+    if (m == -INFINITY) {
+        out[gid] = 0.0f;
+        return;
+    }
+    float den = 0, num = 0;
+    for (int i = 0; i < n_cand; i++) {
+        const int64_t o = base + i * ld + (i >= n_lo ? hi_off : 0);
+        const float e = expf(__fsub_rn(scores[o], m));
+        den = __fadd_rn(den, e);
+        num = __fadd_rn(num, __fmul_rn(e, vals[o]));
+    }
+    out[gid] = __fdiv_rn(num, den);
+}
+
+extern "C" v4f_status v4f_cuda_compress_pool(v4f_cuda *c, const float *vals, const float *scores, int64_t n_groups,
+                                             int64_t group_stride, int n_cand, int64_t ld, int n_lo, int64_t hi_off,
+                                             int64_t D, float *out, v4f_err *err) {
+    ARG_CHECK(n_groups >= 0 && n_cand >= 0 && D >= 0, "cuda compress pool: bad shape");
+    if (n_groups * D == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_compress_pool<<<grid1(n_groups * D, 256), 256, 0, c->stream>>>(vals, scores, n_groups, group_stride, n_cand, ld,
+                                                                     n_lo, hi_off, D, out);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}

@@ -1,0 +1,788 @@
+/*
+ * test_cuda_ops.c - conformance test of the CUDA model ops
+ * (src/backend/cuda/cuda_ops.cu, cuda_attn.cu) against the CPU reference
+ * ops (src/backend/cpu/ops.h), through the C API of cuda_backend.h. Built
+ * and run by `make CUDA=1 test-cuda`; needs a GPU.
+ *
+ * Every op runs on seeded random inputs with awkward sizes (n not a
+ * multiple of 32/64, head counts 3/5/64, head_dim 128 and 512, top-k with
+ * k > candidates and with exact ties, short FP8/FP4 blocks), outputs
+ * NaN-poisoned (bytes 0xff) before the launch; a non-finite output fails.
+ * Exact ops (FP8/FP4 round-trips, Hadamard, HC weighted sum and post, top-k
+ * index sets, router selections) must match bit for bit; the others meet
+ * the named V4F_TOL_CUDA_* tolerances below (reasons in docs/TOLERANCES.md,
+ * "## cuda ops"). Prints one line per op: cases, max error metric,
+ * tolerance, mismatches. Exit status 0 only if every check passes.
+ *
+ * --bench: median device-event times of attention (decode and 64 queries,
+ * 640 keys), indexer scores and top-512 over 250k compressed rows.
+ *
+ * Memory: host buffers malloc'd and freed per case, device buffers per case.
+ * Threading: single-threaded.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "backend/cuda/cuda_backend.h"
+#include "core/core.h"
+
+/* docs/TOLERANCES.md "## cuda ops" */
+#define V4F_TOL_CUDA_RMSNORM 5e-7  /* |dy| / |y_ref| */
+#define V4F_TOL_CUDA_ROPE 3e-7     /* |dx| / (|a| + |b|) of the pair */
+#define V4F_TOL_CUDA_HC_SPLIT 1e-5 /* abs, values in [0, 2] */
+#define V4F_TOL_CUDA_HC_HEAD 1e-6  /* abs, values in [0, 1] */
+#define V4F_TOL_CUDA_ATTN 2e-5     /* |do| / max|k| */
+#define V4F_TOL_CUDA_INDEXER 1e-5  /* |ds| / sum_h |w_h| sum_i |q_hi k_i| */
+#define V4F_TOL_CUDA_ROUTER_W 1e-6 /* |dw| / |w_ref| */
+#define V4F_TOL_CUDA_SWIGLU 1e-6   /* |dh| / (|w * g * u| + 1e-30) */
+#define V4F_TOL_CUDA_POOL 2e-6     /* |dout| / max|val| */
+
+#define TRY(call)                                                                              \
+    do {                                                                                       \
+        v4f_err e_ = {0};                                                                      \
+        v4f_err *err = &e_;                                                                    \
+        if ((call) != V4F_OK) {                                                                \
+            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, err->msg);     \
+            exit(2);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+/* ---- bookkeeping ------------------------------------------------------------- */
+
+enum {
+    OP_RMSNORM, OP_ROPE, OP_FP8, OP_HAD_FP4, OP_HC_SPLIT, OP_HC_WSUM, OP_HC_POST, OP_HC_HEAD, OP_ATTN, OP_INDEXER,
+    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_COUNT
+};
+static const char *const k_op_names[OP_COUNT] = {"rmsnorm", "rope_tail", "fp8_roundtrip", "hadamard_fp4",
+                                                 "hc_split_sinkhorn", "hc_weighted_sum", "hc_post", "hc_head_w",
+                                                 "attn_sink", "indexer_scores", "topk", "router", "swiglu",
+                                                 "compress_pool", "fp8_enc_dec", "fp4_enc_dec"};
+static const double k_op_tol[OP_COUNT] = {V4F_TOL_CUDA_RMSNORM, V4F_TOL_CUDA_ROPE, 0, 0, V4F_TOL_CUDA_HC_SPLIT, 0, 0,
+                                          V4F_TOL_CUDA_HC_HEAD, V4F_TOL_CUDA_ATTN, V4F_TOL_CUDA_INDEXER, 0,
+                                          V4F_TOL_CUDA_ROUTER_W, V4F_TOL_CUDA_SWIGLU, V4F_TOL_CUDA_POOL, 0, 0};
+static int g_cases[OP_COUNT];
+static double g_max[OP_COUNT];
+static long g_mismatch[OP_COUNT]; /* values not bit-identical (informative for toleranced ops) */
+static int g_fail;
+
+static void fail(int op, const char *what) {
+    fprintf(stderr, "FAIL %s: %s\n", k_op_names[op], what);
+    g_fail++;
+}
+
+/* Compare one value: metric = |got - ref| / denom against the op's tolerance. */
+static void cmp(int op, float got, float ref, double denom) {
+    if (!isfinite(got) && isfinite(ref)) {
+        char b[128];
+        snprintf(b, sizeof b, "non-finite output (ref %g)", (double)ref);
+        fail(op, b);
+        return;
+    }
+    if (memcmp(&got, &ref, sizeof got) != 0 && !(got == 0.0f && ref == 0.0f)) g_mismatch[op]++;
+    const double d = fabs((double)got - (double)ref);
+    const double m = denom > 0 ? d / denom : d;
+    if (m > g_max[op]) g_max[op] = m;
+    if (m > k_op_tol[op]) {
+        static int printed;
+        if (printed++ < 20)
+            fprintf(stderr, "FAIL %s: got %.9g ref %.9g metric %.3e > %.1e\n", k_op_names[op], (double)got,
+                    (double)ref, m, k_op_tol[op]);
+        g_fail++;
+    }
+}
+
+/* ---- random data and device helpers --------------------------------------------- */
+
+static uint64_t g_rng = 0x243f6a8885a308d3ULL;
+static uint64_t rnd_u64(void) {
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static float rnd_f(float lo, float hi) { return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)); }
+static float *rnd_vec(int64_t n, float lo, float hi) {
+    float *v = v4f_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = rnd_f(lo, hi);
+    return v;
+}
+
+static void *dev_from(v4f_cuda *c, const void *h, size_t bytes) {
+    void *d;
+    TRY(v4f_cuda_alloc(c, bytes, &d, err));
+    TRY(v4f_cuda_upload(c, d, h, bytes, err));
+    return d;
+}
+static void *dev_poisoned(v4f_cuda *c, size_t bytes) {
+    void *d;
+    TRY(v4f_cuda_alloc(c, bytes, &d, err));
+    TRY(v4f_cuda_memset(c, d, 0xff, bytes, err));
+    return d;
+}
+static void *host_from(v4f_cuda *c, const void *d, size_t bytes) {
+    void *h = v4f_xmalloc(bytes ? bytes : 1);
+    TRY(v4f_cuda_download(c, h, d, bytes, err));
+    return h;
+}
+#define FB(n) ((size_t)(n) * sizeof(float))
+
+/* ---- rmsnorm ----------------------------------------------------------------------- */
+
+static void t_rmsnorm(v4f_cuda *c, int64_t rows, int64_t n, int weighted, int in_place) {
+    float *x = rnd_vec(rows * n, -3, 3), *w = weighted ? rnd_vec(n, -2, 2) : NULL;
+    for (int64_t r = 0; r < rows; r++) /* rows of very different scales */
+        for (int64_t i = 0; i < n; i++) x[r * n + i] *= ldexpf(1.0f, (int)(r % 7) * 5 - 15);
+    float *dx = dev_from(c, x, FB(rows * n)), *dw = w ? dev_from(c, w, FB(n)) : NULL;
+    float *dy = in_place ? dx : dev_poisoned(c, FB(rows * n));
+    TRY(v4f_cuda_rmsnorm(c, dx, dw, dy, rows, n, 1e-6f, err));
+    float *y = host_from(c, dy, FB(rows * n));
+    float *ref = v4f_xmalloc(FB(n));
+    for (int64_t r = 0; r < rows; r++) {
+        v4f_cpu_rmsnorm(x + r * n, w, ref, n, 1e-6f);
+        for (int64_t i = 0; i < n; i++) cmp(OP_RMSNORM, y[r * n + i], ref[i], fabs((double)ref[i]) + 1e-30);
+    }
+    g_cases[OP_RMSNORM]++;
+    v4f_cuda_free(c, dx);
+    v4f_cuda_free(c, dw);
+    if (!in_place) v4f_cuda_free(c, dy);
+    free(x), free(w), free(y), free(ref);
+}
+
+/* ---- rope ------------------------------------------------------------------------------ */
+
+static void t_rope(v4f_cuda *c, int64_t n_tok, int64_t n_head, int64_t hd, int n_rot, int yarn, int64_t pos0,
+                   int64_t step, int use_pos_arr) {
+    v4f_rope_params p = {yarn ? 160000.0f : 10000.0f, yarn ? 65536u : 0u, 16.0f, 32.0f, 1.0f};
+    float *freqs = v4f_xmalloc(FB(n_rot / 2));
+    v4f_rope_freqs(&p, n_rot, freqs);
+    const int64_t n = n_tok * n_head * hd;
+    float *x = rnd_vec(n, -2, 2);
+    int32_t *pos = v4f_xmalloc((size_t)n_tok * sizeof(int32_t));
+    for (int64_t t = 0; t < n_tok; t++) pos[t] = (int32_t)(use_pos_arr ? (int64_t)(rnd_u64() % 1000000) : pos0 + t * step);
+    float *dfr = dev_from(c, freqs, FB(n_rot / 2));
+    int32_t *dpos = use_pos_arr ? dev_from(c, pos, (size_t)n_tok * sizeof(int32_t)) : NULL;
+    for (int inv = 0; inv < 2; inv++) {
+        float *dx = dev_from(c, x, FB(n));
+        TRY(v4f_cuda_rope_tail(c, dx, n_tok, n_head, hd, n_rot, dfr, dpos, pos0, step, inv != 0, err));
+        float *y = host_from(c, dx, FB(n));
+        float *ref = v4f_xmalloc(FB(n));
+        memcpy(ref, x, FB(n));
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t h = 0; h < n_head; h++) v4f_cpu_rope_tail(ref + (t * n_head + h) * hd, hd, n_rot, freqs, pos[t], inv != 0);
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t e = i % hd, pair = (e - (hd - n_rot)) & ~(int64_t)1;
+            const double den = e < hd - n_rot ? 1e-30
+                                              : fabs((double)x[i - e + hd - n_rot + pair]) +
+                                                    fabs((double)x[i - e + hd - n_rot + pair + 1]) + 1e-30;
+            cmp(OP_ROPE, y[i], ref[i], den);
+        }
+        g_cases[OP_ROPE]++;
+        v4f_cuda_free(c, dx);
+        free(y), free(ref);
+    }
+    v4f_cuda_free(c, dfr);
+    v4f_cuda_free(c, dpos);
+    free(freqs), free(x), free(pos);
+}
+
+/* ---- FP8 / Hadamard + FP4 --------------------------------------------------------------- */
+
+/* Random row data with per-64-block magnitudes from 2^-30 to 2^12, a zero
+ * block and a tiny block (amax floors). */
+static float *kv_like(int64_t rows, int64_t stride) {
+    float *x = rnd_vec(rows * stride, -1, 1);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b * 64 < stride; b++) {
+            const int kind = (int)(rnd_u64() % 10);
+            const float s = kind == 0 ? 0.0f : kind == 1 ? 1e-9f : ldexpf(1.0f, (int)(rnd_u64() % 43) - 30);
+            for (int64_t i = b * 64; i < stride && i < b * 64 + 64; i++) x[r * stride + i] *= s;
+        }
+    return x;
+}
+
+static void t_fp8(v4f_cuda *c, int64_t rows, int64_t stride, int64_t n) {
+    float *x = kv_like(rows, stride);
+    float *dx = dev_from(c, x, FB(rows * stride));
+    TRY(v4f_cuda_fp8_roundtrip(c, dx, rows, stride, n, err));
+    float *y = host_from(c, dx, FB(rows * stride));
+    for (int64_t r = 0; r < rows; r++) v4f_cpu_fp8_roundtrip(x + r * stride, n);
+    for (int64_t i = 0; i < rows * stride; i++) cmp(OP_FP8, y[i], x[i], 0); /* exact; the tail beyond n untouched */
+    g_cases[OP_FP8]++;
+    v4f_cuda_free(c, dx);
+    free(x), free(y);
+}
+
+static void t_had_fp4(v4f_cuda *c, int64_t rows, int64_t stride, int64_t n, int had, int fp4) {
+    float *x = kv_like(rows, stride);
+    float *dx = dev_from(c, x, FB(rows * stride));
+    TRY(v4f_cuda_hadamard_fp4(c, dx, rows, stride, n, had != 0, fp4 != 0, err));
+    float *y = host_from(c, dx, FB(rows * stride));
+    for (int64_t r = 0; r < rows; r++) {
+        if (had) v4f_cpu_hadamard(x + r * stride, n);
+        if (fp4) v4f_cpu_fp4_roundtrip(x + r * stride, n);
+    }
+    for (int64_t i = 0; i < rows * stride; i++) cmp(OP_HAD_FP4, y[i], x[i], 0);
+    g_cases[OP_HAD_FP4]++;
+    v4f_cuda_free(c, dx);
+    free(x), free(y);
+}
+
+/* Storage codes: GPU encode vs CPU encode (bytes and exponents), GPU
+ * decode of the GPU codes vs CPU decode of the CPU codes. fp4: blocks of
+ * 32, else FP8 blocks of 64. */
+static void t_codes(v4f_cuda *c, int fp4, int64_t rows, int64_t n, int64_t code_pad) {
+    const int op = fp4 ? OP_FP4_CODES : OP_FP8_CODES;
+    const int64_t blk = fp4 ? 32 : 64, blk_bytes = fp4 ? 16 : 64, n_blk = n / blk;
+    const int64_t cstride = n_blk * blk_bytes + code_pad;
+    float *x = kv_like(rows, n);
+    if (fp4)
+        for (int64_t i = 0; i < rows * n; i++) x[i] *= 0.01f; /* the indexer's scale of values */
+    float *dx = dev_from(c, x, FB(rows * n));
+    uint8_t *dcodes = dev_poisoned(c, (size_t)(rows * cstride));
+    int8_t *dexp = dev_poisoned(c, (size_t)(rows * n_blk));
+    float *dy = dev_poisoned(c, FB(rows * n));
+    if (fp4) {
+        TRY(v4f_cuda_fp4_encode(c, dx, rows, n, n, dcodes, cstride, dexp, err));
+        TRY(v4f_cuda_fp4_decode(c, dcodes, cstride, dexp, rows, n, dy, n, err));
+    } else {
+        TRY(v4f_cuda_fp8_encode(c, dx, rows, n, n, dcodes, cstride, dexp, err));
+        TRY(v4f_cuda_fp8_decode(c, dcodes, cstride, dexp, rows, n, dy, n, err));
+    }
+    uint8_t *codes = host_from(c, dcodes, (size_t)(rows * cstride));
+    int8_t *exps = host_from(c, dexp, (size_t)(rows * n_blk));
+    float *y = host_from(c, dy, FB(rows * n));
+    uint8_t rc[64];
+    int8_t re;
+    float ry[64];
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < n_blk; b++) {
+            const float *xb = x + r * n + b * blk;
+            if (fp4) {
+                v4f_fp4_encode_block32(xb, rc, &re);
+                v4f_fp4_decode_block32(rc, re, ry);
+            } else {
+                v4f_fp8_encode_block64(xb, rc, &re);
+                v4f_fp8_decode_block64(rc, re, ry);
+            }
+            if (memcmp(rc, codes + r * cstride + b * blk_bytes, (size_t)blk_bytes) != 0 ||
+                re != exps[r * n_blk + b]) {
+                g_mismatch[op]++;
+                fail(op, "codes or exponent differ");
+            }
+            for (int64_t i = 0; i < blk; i++) cmp(op, y[r * n + b * blk + i], ry[i], 0);
+        }
+    g_cases[op]++;
+    v4f_cuda_free(c, dx), v4f_cuda_free(c, dcodes), v4f_cuda_free(c, dexp), v4f_cuda_free(c, dy);
+    free(x), free(codes), free(exps), free(y);
+}
+
+/* ---- hyper-connections -------------------------------------------------------------------- */
+
+static void t_hc_split(v4f_cuda *c, int64_t n_tok, int H, int iters) {
+    const int nm = (2 + H) * H;
+    float *mix = rnd_vec(n_tok * nm, -3, 3), *s3 = rnd_vec(3, 0.2f, 2), *base = rnd_vec(nm, -1, 1);
+    float *dm = dev_from(c, mix, FB(n_tok * nm)), *ds = dev_from(c, s3, FB(3)), *db = dev_from(c, base, FB(nm));
+    float *dpre = dev_poisoned(c, FB(n_tok * H)), *dpost = dev_poisoned(c, FB(n_tok * H));
+    float *dcomb = dev_poisoned(c, FB(n_tok * H * H));
+    TRY(v4f_cuda_hc_split_sinkhorn(c, dm, ds, db, n_tok, H, iters, 1e-6f, dpre, dpost, dcomb, err));
+    float *pre = host_from(c, dpre, FB(n_tok * H)), *post = host_from(c, dpost, FB(n_tok * H));
+    float *comb = host_from(c, dcomb, FB(n_tok * H * H));
+    float rpre[16], rpost[16], rcomb[256];
+    for (int64_t t = 0; t < n_tok; t++) {
+        v4f_cpu_hc_split_sinkhorn(mix + t * nm, s3, base, H, iters, 1e-6f, rpre, rpost, rcomb);
+        for (int j = 0; j < H; j++) cmp(OP_HC_SPLIT, pre[t * H + j], rpre[j], 1);
+        for (int j = 0; j < H; j++) cmp(OP_HC_SPLIT, post[t * H + j], rpost[j], 1);
+        for (int j = 0; j < H * H; j++) cmp(OP_HC_SPLIT, comb[t * H * H + j], rcomb[j], 1);
+    }
+    g_cases[OP_HC_SPLIT]++;
+    v4f_cuda_free(c, dm), v4f_cuda_free(c, ds), v4f_cuda_free(c, db);
+    v4f_cuda_free(c, dpre), v4f_cuda_free(c, dpost), v4f_cuda_free(c, dcomb);
+    free(mix), free(s3), free(base), free(pre), free(post), free(comb);
+}
+
+static void t_hc_sum_post(v4f_cuda *c, int64_t n_tok, int H, int64_t d) {
+    float *X = rnd_vec(n_tok * H * d, -4, 4), *w = rnd_vec(n_tok * H, 0, 1.5f), *o = rnd_vec(n_tok * d, -4, 4);
+    float *post = rnd_vec(n_tok * H, 0, 2), *comb = rnd_vec(n_tok * H * H, 0, 1);
+    float *dX = dev_from(c, X, FB(n_tok * H * d)), *dw = dev_from(c, w, FB(n_tok * H));
+    float *dO = dev_from(c, o, FB(n_tok * d)), *dp = dev_from(c, post, FB(n_tok * H));
+    float *dc = dev_from(c, comb, FB(n_tok * H * H));
+    float *dy = dev_poisoned(c, FB(n_tok * d)), *dXo = dev_poisoned(c, FB(n_tok * H * d));
+    TRY(v4f_cuda_hc_weighted_sum(c, dX, dw, n_tok, H, d, dy, err));
+    TRY(v4f_cuda_hc_post(c, dO, dX, dp, dc, n_tok, H, d, dXo, err));
+    float *y = host_from(c, dy, FB(n_tok * d)), *Xo = host_from(c, dXo, FB(n_tok * H * d));
+    float *ry = v4f_xmalloc(FB(d)), *rX = v4f_xmalloc(FB(H * d));
+    for (int64_t t = 0; t < n_tok; t++) {
+        v4f_cpu_hc_weighted_sum(X + t * H * d, w + t * H, H, d, ry);
+        for (int64_t i = 0; i < d; i++) cmp(OP_HC_WSUM, y[t * d + i], ry[i], 0);
+        v4f_cpu_hc_post(o + t * d, X + t * H * d, post + t * H, comb + t * H * H, H, d, rX);
+        for (int64_t i = 0; i < H * d; i++) cmp(OP_HC_POST, Xo[t * H * d + i], rX[i], 0);
+    }
+    g_cases[OP_HC_WSUM]++, g_cases[OP_HC_POST]++;
+    v4f_cuda_free(c, dX), v4f_cuda_free(c, dw), v4f_cuda_free(c, dO), v4f_cuda_free(c, dp), v4f_cuda_free(c, dc);
+    v4f_cuda_free(c, dy), v4f_cuda_free(c, dXo);
+    free(X), free(w), free(o), free(post), free(comb), free(y), free(Xo), free(ry), free(rX);
+}
+
+static void t_hc_head(v4f_cuda *c, int64_t n_tok, int H) {
+    float *mix = rnd_vec(n_tok * H, -4, 4), *base = rnd_vec(H, -1, 1), scale = 0.7f;
+    float *dm = dev_from(c, mix, FB(n_tok * H)), *db = dev_from(c, base, FB(H)), *ds = dev_from(c, &scale, FB(1));
+    float *dw = dev_poisoned(c, FB(n_tok * H));
+    TRY(v4f_cuda_hc_head_weights(c, dm, ds, db, n_tok, H, 1e-6f, dw, err));
+    float *w = host_from(c, dw, FB(n_tok * H));
+    float rw[16];
+    for (int64_t t = 0; t < n_tok; t++) {
+        v4f_cpu_hc_head_weights(mix + t * H, scale, base, H, 1e-6f, rw);
+        for (int h = 0; h < H; h++) cmp(OP_HC_HEAD, w[t * H + h], rw[h], 1);
+    }
+    g_cases[OP_HC_HEAD]++;
+    v4f_cuda_free(c, dm), v4f_cuda_free(c, db), v4f_cuda_free(c, ds), v4f_cuda_free(c, dw);
+    free(mix), free(base), free(w);
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+typedef struct attn_case {
+    int64_t n_q, n_head, hd;
+    int64_t raw_cap, n_comp_rows;
+    int32_t *raw_first, *raw_count, *comp_count; /* [n_q] */
+    int32_t *comp_idx;                          /* [n_q][idx_stride] or NULL */
+    int64_t idx_stride;
+    int per_query_arrays; /* 1: pass the arrays; 0: use element 0 as the scalar */
+} attn_case;
+
+static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) {
+    const int64_t nq = ac->n_q, nh = ac->n_head, hd = ac->hd;
+    float *q = rnd_vec(nq * nh * hd, -q_amp, q_amp);
+    float *raw = rnd_vec(ac->raw_cap * hd, -1, 1), *comp = rnd_vec((ac->n_comp_rows > 0 ? ac->n_comp_rows : 1) * hd, -1.5f, 1.5f);
+    float *sinks = rnd_vec(nh, -2, 2);
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    float *dq = dev_from(c, q, FB(nq * nh * hd)), *draw = dev_from(c, raw, FB(ac->raw_cap * hd));
+    float *dcomp = dev_from(c, comp, FB((ac->n_comp_rows > 0 ? ac->n_comp_rows : 1) * hd)), *dsink = dev_from(c, sinks, FB(nh));
+    float *dout = dev_poisoned(c, FB(nq * nh * hd));
+    v4f_cuda_attn_keys k;
+    memset(&k, 0, sizeof k);
+    k.raw = draw;
+    k.raw_cap = ac->raw_cap;
+    k.comp = dcomp;
+    int32_t *d1 = NULL, *d2 = NULL, *d3 = NULL, *d4 = NULL;
+    if (ac->per_query_arrays) {
+        k.raw_first = d1 = dev_from(c, ac->raw_first, (size_t)nq * 4);
+        k.raw_count = d2 = dev_from(c, ac->raw_count, (size_t)nq * 4);
+        k.comp_count = d3 = dev_from(c, ac->comp_count, (size_t)nq * 4);
+    } else {
+        k.raw_first0 = ac->raw_first[0], k.raw_count0 = ac->raw_count[0], k.comp_count0 = ac->comp_count[0];
+    }
+    if (ac->comp_idx) {
+        k.comp_idx = d4 = dev_from(c, ac->comp_idx, (size_t)(nq * ac->idx_stride) * 4);
+        k.comp_idx_stride = ac->idx_stride;
+    }
+    TRY(v4f_cuda_attn_sink(c, dq, nq, nh, hd, &k, dsink, scale, dout, err));
+    float *out = host_from(c, dout, FB(nq * nh * hd));
+    float *keys = v4f_xmalloc(FB((ac->raw_cap + ac->idx_stride + ac->n_comp_rows + 1) * hd));
+    float *ref = v4f_xmalloc(FB(nh * hd));
+    for (int64_t t = 0; t < nq; t++) {
+        const int64_t tt = ac->per_query_arrays ? t : 0;
+        int64_t nk = 0;
+        for (int64_t i = 0; i < ac->raw_count[tt]; i++) {
+            int64_t r = ac->raw_first[tt] + i;
+            if (ac->raw_cap) r %= ac->raw_cap;
+            memcpy(keys + nk++ * hd, raw + r * hd, FB(hd));
+        }
+        for (int64_t j = 0; j < ac->comp_count[tt]; j++) {
+            const int64_t row = ac->comp_idx ? ac->comp_idx[t * ac->idx_stride + j] : j;
+            if (row < 0) continue;
+            memcpy(keys + nk++ * hd, comp + row * hd, FB(hd));
+        }
+        float *scr = v4f_xmalloc(FB((nk ? nk : 1) * nh));
+        v4f_cpu_attn_sink(q + t * nh * hd, 0, nh, hd, keys, nk, sinks, scale, ref, scr);
+        free(scr);
+        double kmax = 1e-30;
+        for (int64_t i = 0; i < nk * hd; i++) kmax = fmax(kmax, fabs((double)keys[i]));
+        for (int64_t i = 0; i < nh * hd; i++) cmp(OP_ATTN, out[t * nh * hd + i], ref[i], kmax);
+    }
+    g_cases[OP_ATTN]++;
+    v4f_cuda_free(c, dq), v4f_cuda_free(c, draw), v4f_cuda_free(c, dcomp), v4f_cuda_free(c, dsink);
+    v4f_cuda_free(c, dout), v4f_cuda_free(c, d1), v4f_cuda_free(c, d2), v4f_cuda_free(c, d3), v4f_cuda_free(c, d4);
+    free(q), free(raw), free(comp), free(sinks), free(out), free(keys), free(ref);
+}
+
+static void attn_cases(v4f_cuda *c) {
+    /* decode: 64 heads x 512, a full ring of 128 raw rows starting mid-ring,
+     * 300 compressed rows (scalar key description) */
+    int32_t rf = 77, rc = 128, cc = 300;
+    attn_case a = {1, 64, 512, 128, 300, &rf, &rc, &cc, NULL, 0, 0};
+    t_attn(c, &a, 1.0f);
+    t_attn(c, &a, 6.0f); /* sharper softmax */
+    /* 3 queries x 5 heads x 128: per-query windows, an index list with -1
+     * holes and k > available rows */
+    int32_t rf3[3] = {0, 10, 120}, rc3[3] = {1, 37, 20}, cc3[3] = {0, 5, 40};
+    int32_t idx3[3 * 40];
+    for (int i = 0; i < 3 * 40; i++) idx3[i] = (int32_t)(rnd_u64() % 70);
+    idx3[40 + 2] = -1, idx3[80 + 7] = -1, idx3[80 + 39] = -1;
+    attn_case b = {3, 5, 128, 128, 70, rf3, rc3, cc3, idx3, 40, 1};
+    t_attn(c, &b, 2.0f);
+    /* 2 queries x 3 heads x 512: one with no keys at all (out = 0) */
+    int32_t rf2[2] = {5, 0}, rc2[2] = {0, 3}, cc2[2] = {0, 9};
+    attn_case d = {2, 3, 512, 16, 9, rf2, rc2, cc2, NULL, 0, 1};
+    t_attn(c, &d, 1.0f);
+    /* prefill-like: 33 queries x 64 heads x 512, causal windows, linear raw (cap 0) */
+    enum { NQ = 33 };
+    int32_t rfp[NQ], rcp[NQ], ccp[NQ];
+    for (int t = 0; t < NQ; t++) {
+        const int p = 140 + t;
+        rfp[t] = p - 127 < 0 ? 0 : p - 127;
+        rcp[t] = p - rfp[t] + 1;
+        ccp[t] = (p + 1) / 4;
+    }
+    attn_case e = {NQ, 64, 512, 0, 200, rfp, rcp, ccp, NULL, 0, 1};
+    e.raw_cap = 0; /* the host copy below uses rows directly */
+    /* raw buffer holds positions 0..172 linearly */
+    {
+        attn_case e2 = e;
+        e2.raw_cap = 173; /* modulo is a no-op for these windows; exercises the path */
+        t_attn(c, &e2, 1.0f);
+    }
+}
+
+/* ---- indexer scores and top-k ------------------------------------------------------------------ */
+
+static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk) {
+    float *q = rnd_vec(nq * nh * d, -1, 1), *w = rnd_vec(nq * nh, -0.5f, 1), *keys = rnd_vec(nk * d, -1, 1);
+    float *dq = dev_from(c, q, FB(nq * nh * d)), *dw = dev_from(c, w, FB(nq * nh)), *dk = dev_from(c, keys, FB(nk * d));
+    float *ds = dev_poisoned(c, FB(nq * nk));
+    TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, ds, err));
+    float *s = host_from(c, ds, FB(nq * nk)), *ref = v4f_xmalloc(FB(nk));
+    for (int64_t t = 0; t < nq; t++) {
+        v4f_cpu_indexer_scores(q + t * nh * d, w + t * nh, nh, d, keys, nk, ref);
+        for (int64_t ci = 0; ci < nk; ci++) {
+            double den = 1e-30;
+            for (int64_t h = 0; h < nh; h++) {
+                double a = 0;
+                for (int64_t i = 0; i < d; i++) a += fabs((double)q[(t * nh + h) * d + i] * keys[ci * d + i]);
+                den += fabs((double)w[t * nh + h]) * a;
+            }
+            cmp(OP_INDEXER, s[t * nk + ci], ref[ci], den);
+        }
+    }
+    g_cases[OP_INDEXER]++;
+    v4f_cuda_free(c, dq), v4f_cuda_free(c, dw), v4f_cuda_free(c, dk), v4f_cuda_free(c, ds);
+    free(q), free(w), free(keys), free(s), free(ref);
+}
+
+/* kind 0: continuous, 1: few levels (many exact ties, +-0 mixed), 2: all equal */
+static void t_topk(v4f_cuda *c, int64_t rows, int64_t ld, const int32_t *nrow, int64_t n0, int64_t k, int kind) {
+    float *x = rnd_vec(rows * ld, -10, 10);
+    for (int64_t i = 0; i < rows * ld; i++) {
+        if (kind == 1) {
+            x[i] = rintf(x[i] * 0.5f);
+            if (x[i] == 0.0f && (rnd_u64() & 1)) x[i] = -0.0f;
+        } else if (kind == 2) {
+            x[i] = 1.25f;
+        }
+    }
+    float *dx = dev_from(c, x, FB(rows * ld));
+    int32_t *dn = nrow ? dev_from(c, nrow, (size_t)rows * 4) : NULL;
+    int32_t *di = dev_poisoned(c, (size_t)(rows * k) * 4), *dc = dev_poisoned(c, (size_t)rows * 4);
+    TRY(v4f_cuda_topk(c, dx, rows, ld, dn, n0, k, di, dc, err));
+    int32_t *idx = host_from(c, di, (size_t)(rows * k) * 4), *cnt = host_from(c, dc, (size_t)rows * 4);
+    int32_t *ref = v4f_xmalloc((size_t)(k + 1) * 4);
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t n = nrow ? nrow[r] : n0;
+        const int64_t m = v4f_cpu_topk(x + r * ld, n, k, ref);
+        if (cnt[r] != m) fail(OP_TOPK, "count differs");
+        for (int64_t i = 0; i < k; i++) {
+            const int32_t want = i < m ? ref[i] : -1;
+            if (idx[r * k + i] != want) {
+                g_mismatch[OP_TOPK]++;
+                if (g_mismatch[OP_TOPK] < 5)
+                    fprintf(stderr, "topk row %lld slot %lld: got %d want %d\n", (long long)r, (long long)i,
+                            idx[r * k + i], want);
+            }
+        }
+    }
+    g_cases[OP_TOPK]++;
+    v4f_cuda_free(c, dx), v4f_cuda_free(c, dn), v4f_cuda_free(c, di), v4f_cuda_free(c, dc);
+    free(x), free(idx), free(cnt), free(ref);
+}
+
+static void topk_cases(v4f_cuda *c) {
+    t_topk(c, 3, 1000, NULL, 1000, 512, 0);
+    t_topk(c, 2, 300, NULL, 300, 512, 0);   /* k > n */
+    t_topk(c, 4, 5000, NULL, 5000, 512, 1); /* exact ties, +-0 */
+    t_topk(c, 1, 777, NULL, 777, 100, 2);   /* all equal: lowest indices */
+    t_topk(c, 1, 100003, NULL, 100003, 512, 0);
+    t_topk(c, 2, 4099, NULL, 4099, 1, 1);
+    const int32_t nr[5] = {0, 1, 513, 2000, 1999};
+    t_topk(c, 5, 2000, nr, 0, 512, 1); /* per-row candidate counts */
+    t_topk(c, 5, 2000, nr, 0, 512, 0);
+}
+
+/* ---- router ------------------------------------------------------------------------------------- */
+
+static void t_router(v4f_cuda *c, int64_t n_tok, int64_t ne, int k, int with_bias, int ties, int hash, int norm,
+                     float scale) {
+    float *lg = rnd_vec(n_tok * ne, -6, 6), *bias = with_bias ? rnd_vec(ne, -0.5f, 0.5f) : NULL;
+    if (ties)
+        for (int64_t i = 0; i < n_tok * ne; i++) lg[i] = rintf(lg[i]); /* 13 levels: exact score ties */
+    if (n_tok > 1) lg[ne + 3] = 25.0f; /* the softplus(x) = x branch */
+    const int vocab = 50;
+    int32_t *tab = NULL, *tok = NULL;
+    if (hash) {
+        tab = v4f_xmalloc((size_t)vocab * (size_t)k * 4);
+        tok = v4f_xmalloc((size_t)n_tok * 4);
+        for (int i = 0; i < vocab * k; i++) tab[i] = (int32_t)(rnd_u64() % (uint64_t)ne);
+        for (int64_t t = 0; t < n_tok; t++) tok[t] = (int32_t)(rnd_u64() % vocab);
+    }
+    float *dl = dev_from(c, lg, FB(n_tok * ne)), *db = bias ? dev_from(c, bias, FB(ne)) : NULL;
+    int32_t *dtab = hash ? dev_from(c, tab, (size_t)vocab * (size_t)k * 4) : NULL;
+    int32_t *dtok = hash ? dev_from(c, tok, (size_t)n_tok * 4) : NULL;
+    int32_t *di = dev_poisoned(c, (size_t)(n_tok * k) * 4);
+    float *dw = dev_poisoned(c, FB(n_tok * k));
+    TRY(v4f_cuda_router(c, dl, db, n_tok, ne, k, dtab, dtok, norm != 0, scale, di, dw, err));
+    int32_t *ids = host_from(c, di, (size_t)(n_tok * k) * 4);
+    float *w = host_from(c, dw, FB(n_tok * k));
+    int32_t rid[64];
+    float rw[64];
+    for (int64_t t = 0; t < n_tok; t++) {
+        v4f_cpu_router(lg + t * ne, bias, ne, k, hash ? tab + (int64_t)tok[t] * k : NULL, norm != 0, scale, rid, rw);
+        int same = 1;
+        for (int i = 0; i < k; i++) same &= ids[t * k + i] == rid[i];
+        if (!same) {
+            g_mismatch[OP_ROUTER]++;
+            fail(OP_ROUTER, "expert ids differ");
+            continue;
+        }
+        for (int i = 0; i < k; i++) cmp(OP_ROUTER, w[t * k + i], rw[i], fabs((double)rw[i]) + 1e-30);
+    }
+    g_cases[OP_ROUTER]++;
+    v4f_cuda_free(c, dl), v4f_cuda_free(c, db), v4f_cuda_free(c, dtab), v4f_cuda_free(c, dtok);
+    v4f_cuda_free(c, di), v4f_cuda_free(c, dw);
+    free(lg), free(bias), free(tab), free(tok), free(ids), free(w);
+}
+
+/* ---- SwiGLU ---------------------------------------------------------------------------------------- */
+
+static void t_swiglu(v4f_cuda *c, int64_t rows, int64_t n, float limit, int weighted) {
+    float *g = rnd_vec(rows * n, -15, 15), *u = rnd_vec(rows * n, -15, 15);
+    float *wt = weighted ? rnd_vec(rows, 0, 1) : NULL;
+    float *dg = dev_from(c, g, FB(rows * n)), *du = dev_from(c, u, FB(rows * n));
+    float *dwt = wt ? dev_from(c, wt, FB(rows)) : NULL, *dh = dev_poisoned(c, FB(rows * n));
+    TRY(v4f_cuda_swiglu(c, dg, du, rows, n, limit, dwt, dh, err));
+    float *h = host_from(c, dh, FB(rows * n)), *ref = v4f_xmalloc(FB(n));
+    for (int64_t r = 0; r < rows; r++) {
+        const float wv = wt ? wt[r] : 1.0f;
+        v4f_cpu_swiglu(g + r * n, u + r * n, n, limit, wv, ref);
+        for (int64_t i = 0; i < n; i++) cmp(OP_SWIGLU, h[r * n + i], ref[i], fabs((double)ref[i]) + 1e-30);
+    }
+    g_cases[OP_SWIGLU]++;
+    v4f_cuda_free(c, dg), v4f_cuda_free(c, du), v4f_cuda_free(c, dwt), v4f_cuda_free(c, dh);
+    free(g), free(u), free(wt), free(h), free(ref);
+}
+
+/* ---- compressor pooling ------------------------------------------------------------------------------ */
+
+/* Buffer of n_rows rows of ld floats (values and scores); group g's
+ * candidate i is row g * gstride_rows + i, half (i >= n_lo ? hi_off : 0).
+ * Rows listed in ninf_rows get -inf scores (the k = 0 previous half). */
+static void t_pool(v4f_cuda *c, int64_t n_groups, int64_t gstride_rows, int n_cand, int64_t ld, int n_lo,
+                   int64_t hi_off, int64_t D, int n_ninf_rows, int all_ninf_col) {
+    const int64_t n_rows = (n_groups - 1) * gstride_rows + n_cand;
+    float *v = rnd_vec(n_rows * ld, -3, 3), *s = rnd_vec(n_rows * ld, -8, 8);
+    for (int64_t r = 0; r < n_ninf_rows; r++)
+        for (int64_t j = 0; j < ld; j++) s[r * ld + j] = -INFINITY;
+    if (all_ninf_col) /* column 5 of group 0: every candidate -inf */
+        for (int i = 0; i < n_cand; i++) s[i * ld + (i >= n_lo ? hi_off : 0) + 5] = -INFINITY;
+    float *dv = dev_from(c, v, FB(n_rows * ld)), *ds = dev_from(c, s, FB(n_rows * ld));
+    float *dout = dev_poisoned(c, FB(n_groups * D));
+    TRY(v4f_cuda_compress_pool(c, dv, ds, n_groups, gstride_rows * ld, n_cand, ld, n_lo, hi_off, D, dout, err));
+    float *out = host_from(c, dout, FB(n_groups * D)), *ref = v4f_xmalloc(FB(D));
+    const float **vp = v4f_xmalloc((size_t)n_cand * sizeof *vp), **sp = v4f_xmalloc((size_t)n_cand * sizeof *sp);
+    for (int64_t g = 0; g < n_groups; g++) {
+        double vmax = 1e-30;
+        for (int i = 0; i < n_cand; i++) {
+            const int64_t row = g * gstride_rows + i;
+            const int64_t off = row * ld + (i >= n_lo ? hi_off : 0);
+            vp[i] = v + off;
+            sp[i] = row < n_ninf_rows ? NULL : s + off; /* NULL: the CPU's -inf row */
+            for (int64_t j = 0; j < D; j++) vmax = fmax(vmax, fabs((double)vp[i][j]));
+        }
+        v4f_cpu_compress_pool(vp, sp, n_cand, D, ref);
+        for (int64_t j = 0; j < D; j++) cmp(OP_POOL, out[g * D + j], ref[j], vmax);
+    }
+    g_cases[OP_POOL]++;
+    v4f_cuda_free(c, dv), v4f_cuda_free(c, ds), v4f_cuda_free(c, dout);
+    free(v), free(s), free(out), free(ref), free(vp), free(sp);
+}
+
+/* ---- benchmark (--bench) ---------------------------------------------------------------------------------- */
+
+/* Median of 15 timed repetitions of `launch`, in ms. */
+typedef void (*bench_fn)(v4f_cuda *c, void *ctx);
+static double bench_ms(v4f_cuda *c, bench_fn fn, void *ctx) {
+    double t[15];
+    fn(c, ctx); /* warm-up */
+    for (int r = 0; r < 15; r++) {
+        float ms = 0;
+        TRY(v4f_cuda_timer_start(c, err));
+        fn(c, ctx);
+        TRY(v4f_cuda_timer_stop(c, &ms, err));
+        t[r] = ms;
+    }
+    for (int i = 1; i < 15; i++)
+        for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
+            const double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    return t[7];
+}
+
+typedef struct bctx {
+    float *q, *out, *sinks, *w, *score;
+    v4f_cuda_attn_keys k;
+    int64_t nq, nk;
+    int32_t *idx, *cnt;
+} bctx;
+
+static void b_attn(v4f_cuda *c, void *p) {
+    bctx *b = p;
+    TRY(v4f_cuda_attn_sink(c, b->q, b->nq, 64, 512, &b->k, b->sinks, 0.044f, b->out, err));
+}
+static void b_indexer(v4f_cuda *c, void *p) {
+    bctx *b = p;
+    TRY(v4f_cuda_indexer_scores(c, b->q, b->w, b->nq, 64, 128, b->k.comp, b->nk, b->score, err));
+}
+static void b_topk(v4f_cuda *c, void *p) {
+    bctx *b = p;
+    TRY(v4f_cuda_topk(c, b->score, b->nq, b->nk, NULL, b->nk, 512, b->idx, b->cnt, err));
+}
+
+static void bench(v4f_cuda *c) {
+    bctx b;
+    memset(&b, 0, sizeof b);
+    const int64_t n_comp = 250000; /* 1M context / 4 */
+    float *h = rnd_vec(n_comp * 512, -1, 1);
+    b.k.comp = dev_from(c, h, FB(n_comp * 512));
+    b.k.raw = b.k.comp;
+    b.k.raw_cap = 128;
+    b.k.raw_count0 = 128;
+    b.sinks = dev_from(c, h, FB(64));
+    b.q = dev_from(c, h, FB(64 * 64 * 512));
+    b.w = dev_from(c, h, FB(64 * 64));
+    b.out = dev_poisoned(c, FB(64 * 64 * 512));
+    b.score = dev_poisoned(c, FB(4 * n_comp));
+    b.idx = dev_poisoned(c, (size_t)4 * 512 * 4);
+    b.cnt = dev_poisoned(c, 16);
+    const int64_t nqs[2] = {1, 64};
+    for (int i = 0; i < 2; i++) {
+        b.nq = nqs[i];
+        b.k.comp_count0 = 512;
+        const double ms = bench_ms(c, b_attn, &b);
+        printf("attn_sink  n_q %3lld x 64 heads x 512, 640 keys: %8.4f ms (%.1f us/query)\n", (long long)b.nq, ms,
+               ms * 1e3 / (double)b.nq);
+    }
+    for (int i = 0; i < 2; i++) {
+        b.nq = i == 0 ? 1 : 4;
+        b.nk = n_comp;
+        double ms = bench_ms(c, b_indexer, &b);
+        printf("indexer    n_q %lld x 64 x 128 over %lld keys: %8.4f ms (%.0f GB/s of keys)\n", (long long)b.nq,
+               (long long)n_comp, ms, (double)FB(n_comp * 128) / (ms * 1e-3) / 1e9);
+        ms = bench_ms(c, b_topk, &b);
+        printf("topk 512   %lld rows of %lld: %8.4f ms\n", (long long)b.nq, (long long)n_comp, ms);
+    }
+    v4f_cuda_free(c, (void *)b.k.comp), v4f_cuda_free(c, b.sinks), v4f_cuda_free(c, b.q), v4f_cuda_free(c, b.w);
+    v4f_cuda_free(c, b.out), v4f_cuda_free(c, b.score), v4f_cuda_free(c, b.idx), v4f_cuda_free(c, b.cnt);
+    free(h);
+}
+
+/* ---- main ---------------------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv) {
+    const int do_bench = argc > 1 && !strcmp(argv[1], "--bench");
+    if (argc > 2 || (argc == 2 && !do_bench)) {
+        fprintf(stderr, "usage: %s [--bench]\n", argv[0]);
+        return 2;
+    }
+    if (v4f_cuda_device_count() == 0) {
+        fprintf(stderr, "test_cuda_ops: no CUDA device\n");
+        return 2;
+    }
+    v4f_cuda *c;
+    TRY(v4f_cuda_open(0, &c, err));
+    printf("device: %s, %d SMs\n", v4f_cuda_device_name(c), v4f_cuda_sm_count(c));
+    if (do_bench) {
+        bench(c);
+        v4f_cuda_close(c);
+        return 0;
+    }
+
+    t_rmsnorm(c, 1, 4096, 1, 0);
+    t_rmsnorm(c, 7, 1000, 1, 0);
+    t_rmsnorm(c, 64 * 3, 512, 0, 1); /* per-head q norm, in place */
+    t_rmsnorm(c, 5, 33, 1, 1);
+    t_rmsnorm(c, 3, 16384, 0, 0); /* HC flat norm */
+
+    t_rope(c, 1, 64, 512, 64, 1, 100003, 1, 0);
+    t_rope(c, 7, 3, 512, 64, 0, 5, 1, 0);
+    t_rope(c, 5, 64, 128, 64, 1, 0, 4, 0); /* indexer heads, compressed-row positions r*k */
+    t_rope(c, 9, 5, 128, 64, 1, 0, 0, 1);  /* per-token position array */
+    t_rope(c, 3, 1, 96, 32, 0, 77, 128, 0);
+
+    t_fp8(c, 5, 512, 448); /* KV rows: the non-RoPE part */
+    t_fp8(c, 3, 128, 100); /* short last block */
+    t_fp8(c, 1, 64, 64);
+    t_had_fp4(c, 5, 128, 128, 1, 1);
+    t_had_fp4(c, 64, 128, 128, 1, 1);
+    t_had_fp4(c, 3, 512, 512, 1, 1);
+    t_had_fp4(c, 2, 64, 16, 1, 1); /* n < 32 */
+    t_had_fp4(c, 3, 128, 100, 0, 1); /* FP4 only, short block */
+    t_had_fp4(c, 2, 256, 256, 1, 0); /* Hadamard only */
+
+    t_codes(c, 0, 5, 448, 0); /* KV rows: 7 blocks */
+    t_codes(c, 0, 3, 512, 17);
+    t_codes(c, 1, 64, 128, 0); /* indexer rows */
+    t_codes(c, 1, 3, 96, 5);
+
+    t_hc_split(c, 1, 4, 20);
+    t_hc_split(c, 37, 4, 20);
+    t_hc_split(c, 5, 3, 20);
+    t_hc_split(c, 6, 16, 7);
+    t_hc_sum_post(c, 1, 4, 4096);
+    t_hc_sum_post(c, 5, 3, 1000);
+    t_hc_head(c, 1, 4);
+    t_hc_head(c, 9, 5);
+
+    attn_cases(c);
+
+    t_indexer(c, 2, 64, 128, 1000);
+    t_indexer(c, 1, 3, 128, 37);
+    t_indexer(c, 3, 5, 512, 130);
+    topk_cases(c);
+
+    t_router(c, 7, 256, 6, 1, 0, 0, 1, 1.5f);
+    t_router(c, 9, 256, 6, 0, 1, 0, 1, 1.5f); /* exact ties -> lowest index */
+    t_router(c, 5, 64, 6, 0, 0, 0, 0, 1.0f);
+    t_router(c, 6, 256, 6, 0, 0, 1, 1, 1.5f); /* hash routing */
+    t_router(c, 3, 100, 64, 1, 1, 0, 1, 2.0f);
+
+    t_swiglu(c, 3, 2048 + 5, 10.0f, 1);
+    t_swiglu(c, 2, 1001, 0.0f, 0); /* shared expert: no clamp */
+    t_swiglu(c, 6, 77, 10.0f, 0);
+
+    t_pool(c, 3, 128, 128, 512, 128, 0, 512, 0, 1); /* ratio 128, D 512 */
+    t_pool(c, 1, 8, 8, 2 * 128, 4, 128, 128, 4, 0); /* ratio 4 decode, k = 0: previous half -inf */
+    t_pool(c, 6, 4, 8, 2 * 512, 4, 512, 512, 4, 1); /* ratio 4 prefill: overlapping groups */
+
+    TRY(v4f_cuda_sync(c, err));
+    v4f_cuda_close(c);
+    printf("%-18s %5s %12s %9s %10s\n", "op", "cases", "max metric", "tol", "not exact");
+    for (int i = 0; i < OP_COUNT; i++) {
+        printf("%-18s %5d %12.3e %9.1e %10ld\n", k_op_names[i], g_cases[i], g_max[i], k_op_tol[i], g_mismatch[i]);
+        if (k_op_tol[i] == 0 && g_mismatch[i]) g_fail++; /* exact ops */
+    }
+    printf("%s (%d failures)\n", g_fail ? "FAIL" : "PASS", g_fail);
+    return g_fail ? 1 : 0;
+}
