@@ -1,0 +1,128 @@
+/*
+ * gemm_avx2.c - AVX2+FMA f32 GEMM micro-kernel for the prefill matmul:
+ * Y[t][r] = W[r] . X[t] for a dequantized row tile W (nr rows of K floats,
+ * contiguous) and nt activation rows.
+ *
+ * Register blocking: 4 rows x 3 tokens = 12 accumulators of 8 lanes; each
+ * k-step loads 4 weight vectors and 3 activation vectors for 12 FMAs; cache
+ * blocking over tokens and K (see tile_block).
+ * Invariant: every output is computed with the same arithmetic whatever the
+ * blocking (8 lanes, FMA over k in steps of 8, the tail k into lane k % 8,
+ * the same final reduction), so results do not depend on tile sizes or
+ * thread counts.
+ *
+ * Ownership: none. Threading: pure function.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "backend/cpu/ops_internal.h"
+
+static inline float hsum8(__m256 v) {
+    /* the generic order: ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)) */
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    float a[4];
+    _mm_storeu_ps(a, s);
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+/* tail: elements k >= K8 go to lane k % 8 */
+static inline __m256 tail_fma(__m256 acc, const float *w, const float *x, int64_t K8, int64_t K) {
+    if (K8 == K) return acc;
+    float wa[8] = {0}, xa[8] = {0};
+    for (int64_t k = K8; k < K; k++) {
+        wa[k - K8] = w[k];
+        xa[k - K8] = x[k];
+    }
+    return _mm256_fmadd_ps(_mm256_loadu_ps(wa), _mm256_loadu_ps(xa), acc);
+}
+
+/* Blocking: tokens in groups of TG, K in chunks of KC, so that a chunk of
+ * the W tile (<= 16 rows) and of the token group stay in L1; the 8-lane
+ * partial sums of every (row, token) pair live in acc[] between chunks, so
+ * the per-lane FMA sequence (and the result) is the same as one pass over K. */
+#define TG 12
+#define KC 256
+#define RB 16 /* rows per call handled at once (the dequant tile height) */
+
+static void tile_block(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
+                       int64_t K, float *Y, int64_t ldy) {
+    int64_t K8 = K & ~(int64_t)7;
+    __m256 acc[TG * RB];
+    for (int64_t i = 0; i < nt * RB; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t k0 = 0; k0 < K8; k0 += KC) {
+        int64_t k1 = k0 + KC < K8 ? k0 + KC : K8;
+        int64_t t = 0;
+        for (; t + 3 <= nt; t += 3) {
+            const float *x0 = X + t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx;
+            int64_t r = 0;
+            for (; r + 4 <= nr; r += 4) {
+                const float *w0 = W + r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+                __m256 *A0 = acc + t * RB + r, *A1 = A0 + RB, *A2 = A1 + RB;
+                __m256 a00 = A0[0], a01 = A1[0], a02 = A2[0], a10 = A0[1], a11 = A1[1],
+                       a12 = A2[1], a20 = A0[2], a21 = A1[2], a22 = A2[2], a30 = A0[3],
+                       a31 = A1[3], a32 = A2[3];
+                for (int64_t k = k0; k < k1; k += 8) {
+                    __m256 v0 = _mm256_loadu_ps(x0 + k), v1 = _mm256_loadu_ps(x1 + k),
+                           v2 = _mm256_loadu_ps(x2 + k);
+                    __m256 w = _mm256_loadu_ps(w0 + k);
+                    a00 = _mm256_fmadd_ps(w, v0, a00);
+                    a01 = _mm256_fmadd_ps(w, v1, a01);
+                    a02 = _mm256_fmadd_ps(w, v2, a02);
+                    w = _mm256_loadu_ps(w1 + k);
+                    a10 = _mm256_fmadd_ps(w, v0, a10);
+                    a11 = _mm256_fmadd_ps(w, v1, a11);
+                    a12 = _mm256_fmadd_ps(w, v2, a12);
+                    w = _mm256_loadu_ps(w2 + k);
+                    a20 = _mm256_fmadd_ps(w, v0, a20);
+                    a21 = _mm256_fmadd_ps(w, v1, a21);
+                    a22 = _mm256_fmadd_ps(w, v2, a22);
+                    w = _mm256_loadu_ps(w3 + k);
+                    a30 = _mm256_fmadd_ps(w, v0, a30);
+                    a31 = _mm256_fmadd_ps(w, v1, a31);
+                    a32 = _mm256_fmadd_ps(w, v2, a32);
+                }
+                A0[0] = a00; A1[0] = a01; A2[0] = a02;
+                A0[1] = a10; A1[1] = a11; A2[1] = a12;
+                A0[2] = a20; A1[2] = a21; A2[2] = a22;
+                A0[3] = a30; A1[3] = a31; A2[3] = a32;
+            }
+            for (; r < nr; r++)
+                for (int64_t tt = t; tt < t + 3; tt++) {
+                    __m256 a = acc[tt * RB + r];
+                    for (int64_t k = k0; k < k1; k += 8)
+                        a = _mm256_fmadd_ps(_mm256_loadu_ps(W + r * K + k),
+                                            _mm256_loadu_ps(X + tt * ldx + k), a);
+                    acc[tt * RB + r] = a;
+                }
+        }
+        for (; t < nt; t++)
+            for (int64_t r = 0; r < nr; r++) {
+                __m256 a = acc[t * RB + r];
+                for (int64_t k = k0; k < k1; k += 8)
+                    a = _mm256_fmadd_ps(_mm256_loadu_ps(W + r * K + k),
+                                        _mm256_loadu_ps(X + t * ldx + k), a);
+                acc[t * RB + r] = a;
+            }
+    }
+    for (int64_t t = 0; t < nt; t++)
+        for (int64_t r = 0; r < nr; r++)
+            Y[t * ldy + r] = hsum8(tail_fma(acc[t * RB + r], W + r * K, X + t * ldx, K8, K));
+}
+
+void v4f_cpu_gemm_tile_avx2(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
+                            int64_t K, float *Y, int64_t ldy) {
+    for (int64_t r0 = 0; r0 < nr; r0 += RB)
+        for (int64_t t0 = 0; t0 < nt; t0 += TG)
+            tile_block(W + r0 * K, nr - r0 < RB ? nr - r0 : RB, X + t0 * ldx, ldx,
+                       nt - t0 < TG ? nt - t0 : TG, K, Y + t0 * ldy + r0, ldy);
+}
+
+void v4f_cpu_axpy_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+}

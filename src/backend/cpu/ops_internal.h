@@ -1,0 +1,31 @@
+/*
+ * ops_internal.h - private declarations shared by the CPU backend files:
+ * the per-ISA GEMM tile kernels (Y[t][r] = W[r] . X[t] for a float32 row
+ * tile W of nr rows x K, nt activation rows). Not for use outside
+ * src/backend/cpu/ and its tests.
+ */
+#ifndef V4F_CPU_OPS_INTERNAL_H
+#define V4F_CPU_OPS_INTERNAL_H
+
+#include <stdint.h>
+
+typedef void (*v4f_cpu_gemm_tile_fn)(const float *W, int64_t nr, const float *X, int64_t ldx,
+                                     int64_t nt, int64_t K, float *Y, int64_t ldy);
+
+void v4f_cpu_gemm_tile_generic(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
+                               int64_t K, float *Y, int64_t ldy);
+void v4f_cpu_gemm_tile_avx2(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
+                            int64_t K, float *Y, int64_t ldy);
+void v4f_cpu_gemm_tile_avx512(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
+                              int64_t K, float *Y, int64_t ldy);
+/* y[i] += a * x[i] */
+typedef void (*v4f_cpu_axpy_fn)(float *y, float a, const float *x, int64_t n);
+void v4f_cpu_axpy_generic(float *y, float a, const float *x, int64_t n);
+void v4f_cpu_axpy_avx2(float *y, float a, const float *x, int64_t n);
+void v4f_cpu_axpy_avx512(float *y, float a, const float *x, int64_t n);
+v4f_cpu_axpy_fn v4f_cpu_axpy_get(void);
+
+/* The kernel for this CPU (cpuid / V4F_ISA, chosen once). */
+v4f_cpu_gemm_tile_fn v4f_cpu_gemm_tile_get(void);
+
+#endif

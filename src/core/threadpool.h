@@ -1,0 +1,36 @@
+/*
+ * threadpool.h - a persistent pthread pool with a parallel-for primitive.
+ *
+ * v4f_pool_run(pool, n_tasks, fn, ctx) runs fn(ctx, task, thread) for every
+ * task in [0, n_tasks) on the pool's threads (the caller's thread is worker
+ * 0 and takes part) and returns when all tasks are done (a full barrier:
+ * every write made by a task is visible to the caller afterwards). Tasks are
+ * handed out dynamically (an atomic counter), so per-task work may vary.
+ * `thread` is in [0, v4f_pool_size(pool)) and is stable for the duration of
+ * one task: use it to index per-thread scratch.
+ *
+ * Latency: idle workers spin for a short while (a decode step issues many
+ * small parallel-fors back to back) and then sleep on a condition variable.
+ *
+ * Ownership: the pool owns its threads; v4f_pool_free joins them.
+ * Threading: v4f_pool_run must be called from one thread at a time (the
+ * owner); it is not re-entrant (fn must not call v4f_pool_run on the same
+ * pool). A NULL pool or a pool of size 1 runs everything inline.
+ */
+#ifndef V4F_THREADPOOL_H
+#define V4F_THREADPOOL_H
+
+#include <stdint.h>
+
+typedef struct v4f_pool v4f_pool;
+typedef void (*v4f_pool_fn)(void *ctx, int64_t task, int thread);
+
+/* n_threads <= 0: use the number of online CPUs. Returns NULL on failure. */
+v4f_pool *v4f_pool_new(int n_threads);
+void v4f_pool_free(v4f_pool *pool);
+int v4f_pool_size(const v4f_pool *pool); /* 1 for NULL */
+void v4f_pool_run(v4f_pool *pool, int64_t n_tasks, v4f_pool_fn fn, void *ctx);
+/* Number of online CPUs (>= 1). */
+int v4f_cpu_count(void);
+
+#endif /* V4F_THREADPOOL_H */

@@ -1,0 +1,104 @@
+/*
+ * forward.h - the inference session: KV cache + scratch + the forward pass
+ * (MODEL.md §4-§9) on the CPU backend.
+ *
+ * A session evaluates tokens at consecutive positions. Prefill runs n tokens
+ * layer-major in one batched call (chunked internally when n exceeds the
+ * scratch chunk; chunking is semantically invisible); decode is a prefill of
+ * one token. Both share the KV cache, so prefill(N) + decode(k) computes the
+ * same function as prefill(N + k).
+ *
+ * Precision: DEFAULT and REF run the same float32 math; REF keeps every KV
+ * row as float32, DEFAULT stores compressed/indexer rows in their exact
+ * FP8/FP4 code form (lossless, several times smaller).
+ *
+ * Ownership: the session borrows the model (which must outlive it) and owns
+ * its pool, KV cache and scratch, all allocated in v4f_session_new; prefill
+ * and decode never allocate. Outputs are caller-owned.
+ * Threading: a session is used by one thread at a time; it runs its own
+ * worker pool internally.
+ */
+#ifndef V4F_FORWARD_H
+#define V4F_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model/model.h"
+
+typedef enum { V4F_PRECISION_DEFAULT = 0, V4F_PRECISION_REF = 1 } v4f_precision;
+
+typedef struct v4f_session_opts {
+    uint32_t n_ctx;        /* maximum positions (0: 4096) */
+    int n_threads;         /* <= 0: all online CPUs */
+    v4f_precision precision;
+    bool enable_mtp;       /* allocate the MTP block's cache (model must have MTP) */
+    uint32_t max_chunk;    /* tokens per layer-major pass (0: automatic, from n_ctx up to 2048) */
+} v4f_session_opts;
+
+typedef struct v4f_session v4f_session;
+
+v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_session **out,
+                           v4f_err *err);
+void v4f_session_free(v4f_session *s);
+
+/* Evaluate n tokens at positions pos..pos+n-1 in one batched layer-major
+ * call. logits: NULL, or [n][n_vocab] (every position). */
+v4f_status v4f_session_prefill(v4f_session *s, const int32_t *tokens, uint32_t n, float *logits,
+                               v4f_err *err);
+/* One token at position pos. logits: NULL or [n_vocab]. */
+v4f_status v4f_session_decode(v4f_session *s, int32_t token, float *logits, v4f_err *err);
+
+#define V4F_EVAL_LOGITS_LAST 1u /* logits receives only the last position: [n_vocab] */
+/* General form: flags V4F_EVAL_*; hc_out (optional) receives the final HC
+ * state (before the head) of every position, [n][n_hc * n_embd]. */
+v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, float *logits,
+                            unsigned flags, float *hc_out, v4f_err *err);
+
+uint32_t v4f_session_pos(const v4f_session *s);
+uint64_t v4f_session_kv_bytes(const v4f_session *s);
+/* Bytes of KV that grow per token with this session's storage mode. */
+double v4f_session_kv_bytes_per_token(const v4f_session *s);
+uint32_t v4f_session_chunk(const v4f_session *s); /* max tokens per layer pass */
+void v4f_session_reset(v4f_session *s);
+
+/* ---- MTP (speculative draft block, fixture convention) ---------------------
+ * Runs the MTP block over n positions mtp_pos..mtp_pos+n-1 of its own cache:
+ * position i takes the main model's final HC state hc[i] ([n_hc*n_embd],
+ * before the head, for main position p) and the NEXT token tokens[i]
+ * (= token p+1); logits[i] is the draft for token p+2. */
+v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *tokens, uint32_t n,
+                                float *logits, v4f_err *err);
+uint32_t v4f_session_mtp_pos(const v4f_session *s);
+
+/* ---- tracing (tests, drift diagnosis) --------------------------------------
+ * Callbacks run on the calling thread during eval. layer == n_layer means
+ * the MTP block. */
+typedef struct v4f_trace {
+    void *ud;
+    /* HC state [n_hc*n_embd] after each layer, at the last position of a call */
+    void (*hc_after_layer)(void *ud, uint32_t layer, uint32_t pos, const float *hc);
+    /* routed experts of one position, selection order */
+    void (*experts)(void *ud, uint32_t layer, uint32_t pos, const int32_t *ids, uint32_t k);
+    /* compressed rows attended by a ratio-4 layer at one position
+     * (indexer selection, or every visible row), ascending */
+    void (*indexer)(void *ud, uint32_t layer, uint32_t pos, const int32_t *rows, uint32_t n);
+} v4f_trace;
+void v4f_session_set_trace(v4f_session *s, const v4f_trace *t); /* NULL: off */
+
+/* Debug knobs for feature-ablation checks (tests only; default all false). */
+typedef struct v4f_debug_flags {
+    bool no_sink;     /* drop the sink logit from the softmax denominator */
+    bool no_kv_fp8;   /* skip the FP8 round-trip of KV rows */
+} v4f_debug_flags;
+void v4f_session_set_debug(v4f_session *s, const v4f_debug_flags *f);
+
+/* ---- snapshot support (src/model/snapshot.c) --------------------------------
+ * The session's KV cache (owned by the session), and setting the positions
+ * after a snapshot restore filled the cache (the only state besides the KV
+ * cache that carries across tokens). RANGE if a position exceeds the ctx. */
+struct v4f_kv;
+struct v4f_kv *v4f_session_kv(v4f_session *s);
+v4f_status v4f_session_restore_pos(v4f_session *s, uint32_t pos, uint32_t mtp_pos, v4f_err *err);
+
+#endif /* V4F_FORWARD_H */

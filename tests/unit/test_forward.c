@@ -1,0 +1,295 @@
+/*
+ * test_forward.c - session-level properties of the forward pass: KV sizing
+ * formula (published config at 1M tokens), prefill+decode == prefill,
+ * chunked prefill == one call, thread-count independence, feature ablations
+ * that must break Tier A, and the `logits` CLI end to end (V4F_BIN).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../test.h"
+#include "golden_cmp.h"
+#include "gguf/gguf.h"
+#include "model/forward.h"
+#include "model/kv.h"
+#include "model/model.h"
+
+TEST(kv_published_projection) {
+    v4f_config c;
+    v4f_kv_published_config(&c);
+    /* float32 rows: ds4's 13,760 B/token; compact: FP8+exp+f32 RoPE = 711 B
+     * per compressed row, FP4+exp = 68 B per indexer row */
+    CHECK_NEAR(v4f_kv_bytes_per_token(&c, false), 13760.0, 1e-9);
+    CHECK_EQ_INT(v4f_kv_comp_row_bytes(512, 64, true), 711);
+    CHECK_EQ_INT(v4f_kv_idx_row_bytes(128, true), 68);
+    CHECK_NEAR(v4f_kv_bytes_per_token(&c, true), 21 * (711.0 + 68.0) / 4 + 20 * 711.0 / 128, 1e-9);
+    uint64_t f32 = v4f_kv_bytes_for_ctx(&c, 1048576, false);
+    uint64_t cmp = v4f_kv_bytes_for_ctx(&c, 1048576, true);
+    /* ds4 CPU sizing 14,439,867,392 + our float32 frontier state 12,206,080 */
+    CHECK_EQ_INT(f32, 14439867392ull + 12206080ull);
+    CHECK_MSG(cmp <= 4500000000ull, "compact KV at 1M tokens = %llu bytes > 4.5 GB",
+              (unsigned long long)cmp);
+    if (test_verbose())
+        printf("    published KV @1M: f32 %.3f GB, compact %.3f GB (%.1f B/token)\n", f32 / 1e9,
+               cmp / 1e9, v4f_kv_bytes_per_token(&c, true));
+}
+
+typedef struct fx {
+    v4f_model *m;
+    v4f_gguf *gold;
+    const int32_t *tokens;
+    int n, vocab;
+} fx;
+
+static bool fx_open(const char *name, fx *f) {
+    char p[512], g[512];
+    snprintf(p, sizeof p, "%smodel/%s.gguf", test_fixture_path(""), name);
+    snprintf(g, sizeof g, "%smodel/%s.golden.gguf", test_fixture_path(""), name);
+    v4f_err err = {0};
+    memset(f, 0, sizeof *f);
+    if (v4f_model_open(p, NULL, &f->m, NULL, &err) || v4f_gguf_open(g, &f->gold, &err)) {
+        test_fail(__FILE__, __LINE__, "%s", err.msg);
+        v4f_model_close(f->m);
+        return false;
+    }
+    const v4f_gguf_tensor *t = v4f_gguf_tensor_find(f->gold, "tokens");
+    f->tokens = t->data;
+    f->n = (int)t->ne[0];
+    f->vocab = (int)f->m->cfg.n_vocab;
+    return true;
+}
+
+static void fx_close(fx *f) {
+    v4f_gguf_close(f->gold);
+    v4f_model_close(f->m);
+}
+
+/* run n tokens: `split` in one call, then steps of `step` tokens */
+static bool run(const fx *f, const v4f_session_opts *o, const v4f_debug_flags *dbg, int n,
+                int split, int step, float *logits) {
+    v4f_session *s = NULL;
+    v4f_err err = {0};
+    if (v4f_session_new(f->m, o, &s, &err)) {
+        test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return false;
+    }
+    if (dbg) v4f_session_set_debug(s, dbg);
+    bool ok = v4f_session_prefill(s, f->tokens, (uint32_t)split, logits, &err) == V4F_OK;
+    for (int i = split; ok && i < n; i += step) {
+        int m = n - i < step ? n - i : step;
+        ok = v4f_session_prefill(s, f->tokens + i, (uint32_t)m, logits + (size_t)i * f->vocab,
+                                 &err) == V4F_OK;
+    }
+    if (ok) CHECK_EQ_INT(v4f_session_pos(s), n);
+    if (!ok) test_fail(__FILE__, __LINE__, "%s", err.msg);
+    v4f_session_free(s);
+    return ok;
+}
+
+static double max_rel_rms(const float *a, const float *b, int n, int vocab) {
+    double worst = 0;
+    for (int p = 0; p < n; p++) {
+        double num = 0, den = 0;
+        for (int i = 0; i < vocab; i++) {
+            double d = (double)a[(size_t)p * vocab + i] - b[(size_t)p * vocab + i];
+            num += d * d;
+            den += (double)b[(size_t)p * vocab + i] * b[(size_t)p * vocab + i];
+        }
+        double r = sqrt(num / den);
+        if (r > worst) worst = r;
+    }
+    return worst;
+}
+
+TEST(forward_prefill_decode_consistency) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    int n = 200; /* crosses the ratio-128 emission at 127 and many ratio-4 rows */
+    size_t sz = (size_t)n * f.vocab;
+    float *a = calloc(sz, 4), *b = calloc(sz, 4), *c = calloc(sz, 4), *d = calloc(sz, 4);
+    v4f_session_opts o = {.n_ctx = 256, .precision = V4F_PRECISION_REF};
+    if (run(&f, &o, NULL, n, n, 1, a) && run(&f, &o, NULL, n, 150, 1, b)) {
+        double r = max_rel_rms(b, a, n, f.vocab);
+        if (test_verbose()) printf("    prefill(150)+decode(50) vs prefill(200): max rel-RMS %.2e\n", r);
+        CHECK_MSG(r < 1e-4, "prefill+decode differs from prefill: max rel RMS %g", r);
+    }
+    /* chunked prefill (chunk 37) and 3-token steps (the few-token indexer path)
+     * equal the one-call prefill */
+    v4f_session_opts oc = o;
+    oc.max_chunk = 37;
+    if (run(&f, &oc, NULL, n, 100, 3, c)) {
+        double r = max_rel_rms(c, a, n, f.vocab);
+        if (test_verbose()) printf("    chunk 37 + steps of 3 vs one call: max rel-RMS %.2e\n", r);
+        CHECK_MSG(r < 1e-4, "chunked prefill differs: max rel RMS %g", r);
+    }
+    /* thread count does not change the arithmetic */
+    v4f_session_opts o1 = o, o3 = o;
+    o1.n_threads = 1;
+    o3.n_threads = 3;
+    if (run(&f, &o1, NULL, n, n, 1, c) && run(&f, &o3, NULL, n, n, 1, d))
+        CHECK_MSG(memcmp(c, d, sz * 4) == 0, "1 vs 3 threads: logits not bit-identical");
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    fx_close(&f);
+}
+
+/* Last-position logits and the HC output through a chunked prefill. */
+TEST(forward_logits_last_and_hc_out) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    int n = 100;
+    size_t HD = (size_t)f.m->cfg.n_hc * f.m->cfg.n_embd;
+    float *all = calloc((size_t)n * f.vocab, 4), *last = calloc(f.vocab, 4);
+    float *hc1 = calloc((size_t)n * HD, 4), *hc2 = calloc((size_t)n * HD, 4);
+    v4f_session_opts o = {.n_ctx = 128, .precision = V4F_PRECISION_REF};
+    v4f_session_opts oc = o;
+    oc.max_chunk = 37;
+    v4f_session *a = NULL, *b = NULL;
+    v4f_err err = {0};
+    if (v4f_session_new(f.m, &o, &a, &err) == V4F_OK && v4f_session_new(f.m, &oc, &b, &err) == V4F_OK) {
+        CHECK_EQ_INT(v4f_session_chunk(b), 37);
+        CHECK_STATUS(v4f_session_eval(a, f.tokens, (uint32_t)n, all, 0, hc1, &err), V4F_OK);
+        CHECK_STATUS(v4f_session_eval(b, f.tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, hc2, &err), V4F_OK);
+        double d = 0;
+        for (int i = 0; i < f.vocab; i++) d = fmax(d, fabs(last[i] - all[(size_t)(n - 1) * f.vocab + i]));
+        CHECK_MSG(d < 1e-3, "last-position logits differ by %g", d);
+        double dh = 0;
+        for (size_t i = 0; i < (size_t)n * HD; i++) dh = fmax(dh, fabs(hc1[i] - hc2[i]));
+        CHECK_MSG(dh < 1e-3, "HC output differs by %g", dh);
+    } else {
+        test_fail(__FILE__, __LINE__, "%s", err.msg);
+    }
+    v4f_session_free(a);
+    v4f_session_free(b);
+    free(all);
+    free(last);
+    free(hc1);
+    free(hc2);
+    fx_close(&f);
+}
+
+/* Decode over several head groups gathers the keys once (shared buffer);
+ * tiny-f16 (8 heads) takes that path with > 1 thread. Must equal 1 thread. */
+TEST(forward_decode_threads_f16) {
+    fx f;
+    if (!fx_open("tiny-f16", &f)) return;
+    int n = 160;
+    size_t sz = (size_t)n * f.vocab;
+    float *a = calloc(sz, 4), *b = calloc(sz, 4);
+    v4f_session_opts o1 = {.n_ctx = 256, .n_threads = 1}, o4 = {.n_ctx = 256, .n_threads = 4};
+    if (run(&f, &o1, NULL, n, 100, 1, a) && run(&f, &o4, NULL, n, 100, 1, b))
+        CHECK_MSG(memcmp(a, b, sz * 4) == 0, "decode: 1 vs 4 threads not bit-identical");
+    free(a);
+    free(b);
+    fx_close(&f);
+}
+
+/* A broken feature must fail Tier A (README feature table). */
+TEST(forward_ablations_fail_tier_a) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    size_t sz = (size_t)f.n * f.vocab;
+    float *a = calloc(sz, 4);
+    const float *gold = v4f_gguf_tensor_find(f.gold, "prefill.logits")->data;
+    v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF};
+    v4f_debug_flags flags[2] = {{.no_sink = true}, {.no_kv_fp8 = true}};
+    const char *names[2] = {"sink off", "KV FP8 round-trip off"};
+    for (int i = 0; i < 2; i++) {
+        if (!run(&f, &o, &flags[i], f.n, f.n, 1, a)) break;
+        golden_stats st;
+        golden_compare(a, gold, f.n, f.vocab, &st);
+        char buf[512];
+        golden_format(&st, buf, sizeof buf);
+        if (test_verbose()) printf("    %s: %s\n", names[i], buf);
+        CHECK_MSG(!golden_tier_a(&st), "%s still passes Tier A", names[i]);
+    }
+    free(a);
+    fx_close(&f);
+}
+
+TEST(forward_errors) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    v4f_session_opts o = {.n_ctx = 8, .precision = V4F_PRECISION_DEFAULT};
+    v4f_session *s = NULL;
+    v4f_err err = {0};
+    CHECK_STATUS(v4f_session_new(f.m, &o, &s, &err), V4F_OK);
+    if (s) {
+        int32_t bad = f.vocab;
+        CHECK_STATUS(v4f_session_decode(s, bad, NULL, &err), V4F_STATUS_INVALID_ARG);
+        CHECK_STATUS(v4f_session_prefill(s, f.tokens, 9, NULL, &err), V4F_STATUS_RANGE);
+        CHECK_STATUS(v4f_session_prefill(s, f.tokens, 8, NULL, &err), V4F_OK);
+        CHECK_EQ_INT(v4f_session_pos(s), 8);
+        CHECK_STATUS(v4f_session_decode(s, 0, NULL, &err), V4F_STATUS_RANGE);
+        v4f_session_reset(s);
+        CHECK_EQ_INT(v4f_session_pos(s), 0);
+        CHECK(v4f_session_kv_bytes(s) > 0);
+        CHECK_STATUS(v4f_session_mtp_eval(s, NULL, f.tokens, 1, NULL, &err), V4F_STATUS_INVALID_ARG);
+        v4f_session_free(s);
+    }
+    fx_close(&f);
+}
+
+static float *read_f32(const char *path, size_t n) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    float *x = malloc(n * 4 + 4);
+    size_t got = fread(x, 4, n + 1, fp);
+    fclose(fp);
+    if (got != n) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+TEST(cli_logits_end_to_end) {
+    const char *bin = getenv("V4F_BIN");
+    if (!bin || !*bin) {
+        if (test_verbose()) printf("    skipped: V4F_BIN not set\n");
+        return;
+    }
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    char out[512], cmd[2048];
+    snprintf(out, sizeof out, "%s/q2_logits.f32", test_tmp_dir());
+    const char *fix = test_fixture_path("");
+    snprintf(cmd, sizeof cmd,
+             "%s logits -m %smodel/tiny-q2.gguf --tokens-file %smodel/tiny-q2.tokens.txt "
+             "--prefill 260 --out %s --mtp %smodel/tiny-q2.mtp.gguf --threads 2 2>/dev/null",
+             bin, fix, fix, out, fix);
+    CHECK_EQ_INT(system(cmd), 0);
+    float *l = read_f32(out, (size_t)f.n * f.vocab);
+    char mout[600];
+    snprintf(mout, sizeof mout, "%s.mtp", out);
+    float *ml = read_f32(mout, (size_t)(f.n - 1) * f.vocab);
+    CHECK(l != NULL);
+    CHECK(ml != NULL);
+    if (l && ml) {
+        golden_stats st;
+        const float *gp = v4f_gguf_tensor_find(f.gold, "prefill.logits")->data;
+        const float *gd = v4f_gguf_tensor_find(f.gold, "decode.logits")->data;
+        const float *gm = v4f_gguf_tensor_find(f.gold, "mtp.logits")->data;
+        golden_compare(l, gp, 260, f.vocab, &st);
+        CHECK(golden_tier_a(&st));
+        golden_compare(l + (size_t)260 * f.vocab, gd, f.n - 260, f.vocab, &st);
+        CHECK(golden_tier_a(&st));
+        golden_compare(ml, gm, f.n - 1, f.vocab, &st);
+        CHECK(golden_tier_a(&st));
+    }
+    free(l);
+    free(ml);
+    /* usage errors exit 2, runtime failures 1 */
+    snprintf(cmd, sizeof cmd, "%s logits --bogus >/dev/null 2>&1", bin);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    snprintf(cmd, sizeof cmd, "%s logits -m /nonexistent.gguf --tokens-file %smodel/tiny-q2.tokens.txt --out %s >/dev/null 2>&1",
+             bin, fix, out);
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    fx_close(&f);
+}
