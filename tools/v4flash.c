@@ -14,6 +14,15 @@ typedef struct {
 
 static const command k_commands[] = {
     {"inspect", cmd_inspect, "print a GGUF file's metadata, tensors and layout verdict"},
+    {"run", cmd_run, "generate a reply to one prompt (chat template, streaming)"},
+    {"chat", cmd_chat, "interactive multi-turn chat keeping the KV cache"},
+    {"synth", cmd_synth, "write a random-weight model in the published layout"},
+    {"bench", cmd_bench, "prefill/decode speed at context frontiers; --membw: memory bandwidth"},
+    {"logits", cmd_logits, "evaluate token ids (prefill + decode) and write all logits"},
+    {"tokenize", cmd_tokenize, "text -> token ids (model or vocab-only GGUF); --bench: MB/s"},
+    {"detokenize", cmd_detokenize, "token ids -> the exact bytes they stand for"},
+    {"render", cmd_render, "print the chat prompt of a message list (official V4 template)"},
+    {"kv", cmd_kv, "disk KV cache: ls, show, rm, verify, gc, bench (--kv-dir DIR)"},
 };
 
 static void usage(FILE *f) {
