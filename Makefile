@@ -161,17 +161,25 @@ test-cuda bench-cuda:
 endif
 
 # ---- fuzzing (clang + libFuzzer) ----------------------------------------
+# The library is built once by a sub-make with clang and the fuzzer's
+# coverage instrumentation (per-ISA files keep their flags); each target in
+# tests/fuzz/fuzz_*.c links against it with the libFuzzer main.
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_LIB_SRC := $(LIB_SRC)
+FUZZ_SAN := fuzzer-no-link,address,undefined
+FUZZ_LIBDIR := build/fuzz/lib
+FUZZ_LIB := $(FUZZ_LIBDIR)/libv4flash.a
 FUZZ_TIME ?= 60
 FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                $(CPPFLAGS) -Wall -Wextra -Wno-unused-parameter
 
 fuzz: $(FUZZ_BIN)
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+.PHONY: fuzz-lib
+fuzz-lib:
+	$(MAKE) --no-print-directory CC=clang SAN=$(FUZZ_SAN) B=$(FUZZ_LIBDIR) $(FUZZ_LIB)
+build/fuzz/%: tests/fuzz/%.c fuzz-lib
 	@mkdir -p build/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS) -pthread
+	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB) $(LDLIBS) -pthread
 
 fuzz-run: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do \

@@ -14,6 +14,9 @@
  *
  * Threading: safe from any thread; the first call builds the tables.
  */
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <pthread.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -26,11 +29,22 @@ static v4f_quant_act_kernels g_act[V4F_ISA_COUNT];
 static bool g_avail[V4F_ISA_COUNT];
 static v4f_isa g_best;
 
+/* F16C from cpuid leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports
+ * does not know the "f16c" feature string). */
+static bool cpu_has_f16c(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    return (c >> 29) & 1u;
+#else
+    return false;
+#endif
+}
+
 static bool cpu_has_avx2(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #else
     return false;
 #endif
