@@ -63,6 +63,23 @@ const char *test_fixture_path(const char *rel) {
 
 const char *test_tmp_dir(void) { return g_tmp; }
 
+/* filter: comma-separated substrings; a test runs if any one matches */
+static int matches_filter(const char *name, const char *filter) {
+    const char *p = filter;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char part[128];
+        if (n >= sizeof part) n = sizeof part - 1;
+        memcpy(part, p, n);
+        part[n] = '\0';
+        if (n && strstr(name, part)) return 1;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
 static int cmp_entry(const void *a, const void *b) {
     const test_entry *x = a, *y = b;
     int c = strcmp(x->file, y->file);
@@ -77,7 +94,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-v")) g_verbose = 1;
         else if (!strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--list] [--filter SUBSTR] [-v]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--list] [--filter SUBSTR[,SUBSTR...]] [-v]\n", argv[0]);
             return 2;
         }
     }
@@ -93,7 +110,7 @@ int main(int argc, char **argv) {
 
     int passed = 0, failed = 0;
     for (int i = 0; i < g_n_tests; i++) {
-        if (filter && !strstr(g_tests[i].name, filter)) continue;
+        if (filter && !matches_filter(g_tests[i].name, filter)) continue;
         g_cur_failures = 0;
         if (g_verbose) {
             printf("RUN  %s\n", g_tests[i].name);

@@ -8,10 +8,16 @@
  *
  * Method: the model loads once; prefill is incremental, so each row times
  * only the tokens added since the previous frontier (one batched prefill
- * call). At each frontier N greedy tokens are decoded with EOS suppressed.
- * The session has no KV snapshot API yet, so the probe tokens stay in the
- * context (the next interval starts after them) instead of being rolled
- * back; the ctx_tokens column reports the real position of every probe.
+ * call). At each frontier N greedy tokens are decoded with EOS suppressed;
+ * the session is snapshotted in memory (src/model/snapshot.h) before the
+ * probe and restored after it, so the probe tokens do not stay in the
+ * context and every frontier is measured at exactly its position. The
+ * snapshot size and save / restore times are reported per frontier, and the
+ * last line compares restoring the last frontier's snapshot with the total
+ * prefill time that built it. With --kv-dir DIR the last frontier's snapshot
+ * is also saved to and restored from that disk KV store (src/engine/kvcache.h:
+ * write + fsync + rename, then lookup + checksum-verified load), reporting
+ * MB/s and the restore time against the prefill time.
  * Weight bytes per decoded token = every non-expert tensor + n_expert_used
  * experts per layer + one embedding row + one tid2eid row per hash layer;
  * achieved GB/s = that x decode t/s, shown against the streaming-read
@@ -33,6 +39,8 @@
 #include "gguf/gguf.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/snapshot.h"
+#include "engine/kvcache.h"
 #include "tokenizer/tokenizer.h"
 
 static void cpu_name(char *out, size_t n) {
@@ -145,6 +153,7 @@ int cmd_bench(int argc, char **argv) {
     int threads = 0;
     uint64_t seed = 1;
     bool membw_only = false, no_membw = false;
+    const char *kv_dir = NULL;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf unless --synthetic)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random weights built in memory: tiny | small | full-q2 | full-q4, optional layer count", NULL},
@@ -161,6 +170,7 @@ int cmd_bench(int argc, char **argv) {
         {"membw", 0, V4F_ARG_FLAG, &membw_only, 0, 0, NULL, "only measure the streaming-read bandwidth", NULL},
         {"membw-bytes", 0, V4F_ARG_INT, &membw_bytes, 1 << 20, 1LL << 40, "N", "bandwidth buffer size (1G)", NULL},
         {"no-membw", 0, V4F_ARG_FLAG, &no_membw, 0, 0, NULL, "skip the bandwidth measurement of a sweep", NULL},
+        {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "also time saving/restoring the last snapshot to/from a disk KV store in DIR", NULL},
         {0},
     };
     const v4f_args_spec spec = {
@@ -212,7 +222,7 @@ int cmd_bench(int argc, char **argv) {
         if (nx <= x) nx = x + 1;
         x = nx;
     }
-    uint64_t n_ctx = (uint64_t)ctx_max + (uint64_t)nf * (uint64_t)gen + 1;
+    uint64_t n_ctx = (uint64_t)ctx_max + (uint64_t)gen + 1; /* probes are rolled back */
     v4f_err err = {0};
     v4f_session *s = NULL;
     v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
@@ -232,6 +242,7 @@ int cmd_bench(int argc, char **argv) {
     }
     const uint64_t wbytes = decode_weight_bytes(bm.m);
     FILE *cf = NULL;
+    v4f_snapshot_mem snap = {0};
     if (csv) {
         cf = strcmp(csv, "-") ? fopen(csv, "w") : stdout;
         if (!cf) {
@@ -241,7 +252,7 @@ int cmd_bench(int argc, char **argv) {
         }
         fprintf(cf, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,gen_tps_ss,"
                     "first_token_sec,kvcache_bytes,weight_bytes_per_token,gen_gbs,membw_gbs,"
-                    "roofline_ratio\n");
+                    "roofline_ratio,snapshot_bytes,snapshot_save_s,snapshot_restore_s\n");
     }
     printf("machine: %s, %d threads, backend cpu\n", cpu, n_threads);
     if (bw.best_gbs > 0)
@@ -249,8 +260,11 @@ int cmd_bench(int argc, char **argv) {
     printf("model: %s, load %.2f s, precision %s\n", bm.desc, load_s, precision);
     printf("weights read per decoded token: %.3f GB (non-expert + %u of %u experts per layer)\n",
            (double)wbytes / 1e9, c->n_expert_used, c->n_expert);
-    printf("\n%10s %9s %11s %6s %9s %9s %9s %12s %8s %7s\n", "ctx", "prefill", "prefill t/s",
-           "gen", "gen t/s", "ss t/s", "1st tok s", "kv bytes", "GB/s", "roof");
+    printf("\n%10s %9s %11s %6s %9s %9s %9s %12s %8s %7s %9s %8s %8s\n", "ctx", "prefill",
+           "prefill t/s", "gen", "gen t/s", "ss t/s", "1st tok s", "kv bytes", "GB/s", "roof",
+           "snap MiB", "save ms", "rest ms");
+    double prefill_total = 0, last_restore = 0;
+    uint64_t last_snap = 0;
     const int32_t eos = 1;
     for (int f = 0; f < nf; f++) {
         uint32_t pos = v4f_session_pos(s);
@@ -264,8 +278,16 @@ int cmd_bench(int argc, char **argv) {
                 goto out;
             }
             tp = v4f_time_s() - t0;
+            prefill_total += tp;
         }
         uint32_t at = v4f_session_pos(s);
+        double ts0 = v4f_time_s();
+        if (v4f_snapshot_mem_save(s, logits, c->n_vocab, &snap, &err)) {
+            fprintf(stderr, "v4flash bench: snapshot: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        double t_save = v4f_time_s() - ts0;
         int32_t tok = argmax_no_eos(logits, c->n_vocab, eos);
         double t0 = v4f_time_s(), t_first = 0;
         for (int64_t i = 0; i < gen; i++) {
@@ -278,22 +300,71 @@ int cmd_bench(int argc, char **argv) {
             tok = argmax_no_eos(logits, c->n_vocab, eos);
         }
         double td = v4f_time_s() - t0;
+        ts0 = v4f_time_s();
+        if (v4f_snapshot_mem_load(s, &snap, logits, c->n_vocab, &err)) {
+            fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        double t_rest = v4f_time_s() - ts0;
+        last_restore = t_rest;
+        last_snap = snap.len;
         double ptps = tp > 0 ? n_new / tp : 0, gtps = gen / td;
         double ss = gen > 1 ? (double)(gen - 1) / (td - t_first) : gtps;
         double gbs = (double)wbytes * gtps / 1e9;
         double roof = bw.best_gbs > 0 ? gbs / bw.best_gbs : 0;
         uint64_t kvb = v4f_session_kv_bytes(s);
-        printf("%10u %9u %11.1f %6lld %9.2f %9.2f %9.4f %12llu %8.2f %6.1f%%\n", at, n_new, ptps,
-               (long long)gen, gtps, ss, t_first, (unsigned long long)kvb, gbs, 100 * roof);
+        printf("%10u %9u %11.1f %6lld %9.2f %9.2f %9.4f %12llu %8.2f %6.1f%% %9.2f %8.2f %8.2f\n", at,
+               n_new, ptps, (long long)gen, gtps, ss, t_first, (unsigned long long)kvb, gbs,
+               100 * roof, (double)snap.len / 1048576.0, 1e3 * t_save, 1e3 * t_rest);
         fflush(stdout);
         if (cf) {
-            fprintf(cf, "%u,%u,%.3f,%lld,%.3f,%.3f,%.6f,%llu,%llu,%.3f,%.3f,%.4f\n", at, n_new, ptps,
-                    (long long)gen, gtps, ss, t_first, (unsigned long long)kvb,
-                    (unsigned long long)wbytes, gbs, bw.best_gbs, roof);
+            fprintf(cf, "%u,%u,%.3f,%lld,%.3f,%.3f,%.6f,%llu,%llu,%.3f,%.3f,%.4f,%zu,%.6f,%.6f\n", at,
+                    n_new, ptps, (long long)gen, gtps, ss, t_first, (unsigned long long)kvb,
+                    (unsigned long long)wbytes, gbs, bw.best_gbs, roof, snap.len, t_save, t_rest);
             fflush(cf);
         }
     }
+    if (nf > 0 && prefill_total > 0)
+        printf("\nrestore of the %u-token snapshot (%.2f MiB, in memory): %.3f ms = %.2g%% of the "
+               "%.3f s of prefill that built it\n", v4f_session_pos(s),
+               (double)last_snap / 1048576.0, 1e3 * last_restore,
+               100.0 * last_restore / prefill_total, prefill_total);
+    if (kv_dir && nf > 0) {
+        v4f_kvstore *ks = NULL;
+        v4f_kvstore_opts ko;
+        v4f_kvstore_opts_default(&ko);
+        ko.create = true;
+        v4f_kv_ident kid;
+        v4f_kvcache_ident(bm.m, (uint32_t)n_ctx, so.precision != V4F_PRECISION_REF, false, &kid);
+        uint32_t at = v4f_session_pos(s);
+        double tsave = 0;
+        uint64_t bytes = 0;
+        char nm[V4F_KVSTORE_NAME_MAX];
+        v4f_kvcache_hit hit;
+        if (v4f_kvstore_open_opts(kv_dir, &ko, &ks, &err) ||
+            v4f_kvcache_save(ks, &kid, s, prompt, at, logits, c->n_vocab, NULL, 0,
+                             V4F_KV_REASON_MANUAL, NULL, nm, &tsave, &bytes, &err) ||
+            v4f_kvcache_restore_prefix(ks, &kid, false, 1, s, prompt, at, logits, c->n_vocab, &hit,
+                                       &err)) {
+            fprintf(stderr, "v4flash bench: --kv-dir: %s\n", err.msg);
+            rc = 1;
+        } else if (hit.n_tokens != at) {
+            fprintf(stderr, "v4flash bench: --kv-dir: the snapshot did not restore\n");
+            rc = 1;
+        } else {
+            printf("disk snapshot of %u tokens (%.2f MiB) in %s: save %.1f ms (%.0f MB/s incl. "
+                   "fsync), restore %.1f ms (%.0f MB/s incl. lookup + checksum) = %.2g%% of the "
+                   "prefill\n", at, (double)bytes / 1048576.0, kv_dir, 1e3 * tsave,
+                   (double)bytes / 1e6 / tsave, 1e3 * hit.seconds, (double)hit.bytes / 1e6 / hit.seconds,
+                   100.0 * hit.seconds / prefill_total);
+            v4f_err e2 = {0};
+            v4f_kvstore_remove(ks, nm, &e2);
+        }
+        v4f_kvstore_close(ks);
+    }
 out:
+    v4f_snapshot_mem_free(&snap);
     if (cf && cf != stdout) fclose(cf);
     free(prompt);
     free(logits);

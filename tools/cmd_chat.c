@@ -6,10 +6,21 @@
  * earlier reasoning stays in context.
  *
  * Commands: /help, /reset, /think, /nothink, /think-max (changes the prompt
- * prefix: resets), /stats, /save FILE, /load FILE, /quit (or Ctrl-D).
+ * prefix: resets), /stats, /save [NAME], /load NAME, /quit (or Ctrl-D).
  * Ctrl-C stops the current generation (or prefill) and returns to the
- * prompt. /save writes the token ids of the conversation (the session has
- * no KV snapshot API yet); /load re-prefills them.
+ * prompt.
+ *
+ * Named sessions (issue 6): --session NAME keeps the conversation in the
+ * disk KV store (--kv-dir, default $V4F_KV_DIR, $XDG_CACHE_HOME/v4flash/kv
+ * or ~/.cache/v4flash/kv) as a pinned session-NAME.v4kv snapshot: the KV
+ * cache, the token ids, the next-token logits and the chat flags. Starting
+ * with --session NAME restores it with zero recompute (printed, and shown
+ * by /stats); a clean exit (/quit, Ctrl-D) saves it. /save [NAME] saves a
+ * snapshot under NAME (default: the current session) and /load NAME
+ * restores one, both without recomputing; /load first saves the live
+ * conversation to its session and then makes NAME the current session. An argument containing '/' is a
+ * plain file instead: /save writes the token ids as text and /load
+ * re-prefills them (portable across models and builds).
  *
  * Input is read line by line from stdin (a pipe works too, for scripts).
  * Exit codes: 0 ok, 1 runtime failure, 2 usage error.
@@ -25,6 +36,7 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_model.h"
+#include "engine/kvcache.h"
 #include "generate.h"
 #include "tokenizer/chat.h"
 
@@ -51,7 +63,19 @@ typedef struct chat_state {
     v4f_reason_mode rmode;
     v4f_gen_result last;
     uint64_t last_reused, turns;
+    /* named sessions / disk KV store */
+    const char *session;   /* --session NAME (or the last /load NAME) or NULL */
+    char session_buf[V4F_KVSTORE_SESSION_NAME_MAX + 1];
+    const char *kv_dir;
+    uint64_t kv_budget;
+    v4f_kvstore *kvs;      /* opened on first use */
+    v4f_kv_ident kvid;
+    bool compact;
+    uint64_t restored;     /* tokens restored from a snapshot, 0 recomputed */
+    double restore_s;
 } chat_state;
+
+#define APP_VERSION 1 /* the chat flags blob stored in a session snapshot */
 
 static void chat_reset(chat_state *c) {
     v4f_session_reset(c->s);
@@ -134,8 +158,90 @@ static int do_turn(chat_state *c, const char *msg) {
     return 0;
 }
 
+/* Open the KV store on first use (err printed). */
+static bool kv_open(chat_state *c) {
+    if (c->kvs) return true;
+    v4f_kvstore_opts ko;
+    v4f_kvstore_opts_default(&ko);
+    ko.budget_bytes = c->kv_budget;
+    ko.create = true;
+    v4f_err err = {0};
+    if (v4f_kvstore_open_opts(c->kv_dir, &ko, &c->kvs, &err)) {
+        fprintf(stderr, "kv store %s: %s\n", c->kv_dir, err.msg);
+        c->kvs = NULL;
+        return false;
+    }
+    v4f_kvcache_ident(c->cm.m, (uint32_t)c->n_ctx, c->compact, false, &c->kvid);
+    return true;
+}
+
+static bool is_path(const char *arg) { return strchr(arg, '/') != NULL; }
+
+static void snap_save(chat_state *c, const char *name) {
+    if (!kv_open(c)) return;
+    if (c->hist.n == 0) {
+        fprintf(stderr, "(session %s: nothing to save yet)\n", name);
+        return;
+    }
+    uint8_t app[4] = {APP_VERSION, c->think, c->think_max, c->open_turn};
+    v4f_err err = {0};
+    double ts = 0;
+    uint64_t bytes = 0;
+    if (v4f_kvcache_save(c->kvs, &c->kvid, c->s, c->hist.ids, (uint32_t)c->hist.n, c->logits,
+                         c->cm.m->cfg.n_vocab, app, sizeof app, V4F_KV_REASON_SESSION, name, NULL,
+                         &ts, &bytes, &err))
+        fprintf(stderr, "(session %s: save failed: %s)\n", name, err.msg);
+    else
+        fprintf(stderr, "(session %s saved: %zu tokens, %.2f MiB in %.1f ms)\n", name, c->hist.n,
+                (double)bytes / 1048576.0, 1e3 * ts);
+}
+
+/* Restore a named session; false if it does not exist or failed (then the
+ * conversation is empty). */
+static bool snap_load(chat_state *c, const char *name, bool quiet_missing) {
+    if (!kv_open(c)) return false;
+    uint8_t app[4] = {0};
+    v4f_snapshot_info info;
+    int32_t *ids = NULL;
+    uint32_t n = 0;
+    v4f_err err = {0};
+    double t0 = v4f_time_s();
+    v4f_status st = v4f_kvcache_load_session(c->kvs, &c->kvid, false, name, c->s, c->logits,
+                                             c->cm.m->cfg.n_vocab, app, sizeof app, &info, &ids,
+                                             &n, &err);
+    double dt = v4f_time_s() - t0;
+    if (st) {
+        c->hist.n = 0;
+        c->open_turn = false;
+        if (st == V4F_STATUS_NOT_FOUND) {
+            if (!quiet_missing) fprintf(stderr, "(no saved session %s)\n", name);
+        } else {
+            fprintf(stderr, "warning: cannot restore session %s: %s; starting a new "
+                            "conversation\n", name, err.msg);
+        }
+        return false;
+    }
+    free(c->hist.ids);
+    c->hist.ids = ids;
+    c->hist.n = c->hist.cap = n;
+    if (info.app_bytes >= 4 && app[0] == APP_VERSION) {
+        c->think = app[1] != 0;
+        c->think_max = app[2] != 0;
+        c->open_turn = app[3] != 0;
+    } else {
+        c->open_turn = n > 0;
+    }
+    c->restored = n;
+    c->restore_s = dt;
+    fprintf(stderr, "(restored session %s: %u tokens, 0 recomputed, %.1f ms)\n", name, n, 1e3 * dt);
+    return true;
+}
+
 static void print_stats(const chat_state *c) {
     const v4f_gen_result *r = &c->last;
+    if (c->restored)
+        fprintf(stderr, "session %s: restored %llu tokens from disk (0 recomputed, %.1f ms)\n",
+                c->session ? c->session : "-", (unsigned long long)c->restored, 1e3 * c->restore_s);
     fprintf(stderr,
             "turns %llu, position %u of %llu, kv %.1f MiB, last turn: reused %llu, prefilled %llu "
             "(%.1f t/s), generated %llu (%.2f t/s, %s)\n",
@@ -207,8 +313,9 @@ static void do_load(chat_state *c, const char *path) {
 }
 
 static void help(void) {
-    fprintf(stderr, "commands: /help /reset /think /nothink /think-max /stats /save FILE "
-                    "/load FILE /quit   (Ctrl-C stops a reply, Ctrl-D exits)\n");
+    fprintf(stderr, "commands: /help /reset /think /nothink /think-max /stats /save [NAME|PATH] "
+                    "/load NAME|PATH /quit   (Ctrl-C stops a reply, Ctrl-D exits; a PATH contains "
+                    "'/')\n");
 }
 
 int cmd_chat(int argc, char **argv) {
@@ -219,6 +326,10 @@ int cmd_chat(int argc, char **argv) {
     float temp = 1.0f, top_p = 1.0f, min_p = 0.05f;
     int top_k = 0, threads = 0;
     uint64_t seed = 0, synth_seed = 1;
+    const char *session = NULL, *kv_dir = NULL;
+    int64_t kv_space_mb = 0;
+    char kv_default[1024];
+    v4f_kvcache_default_dir(kv_default, sizeof kv_default);
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory", NULL},
@@ -236,6 +347,9 @@ int cmd_chat(int argc, char **argv) {
         {"threads", 't', V4F_ARG_INT32, &threads, 0, 4096, "N", "CPU threads (default: all)", NULL},
         {"precision", 0, V4F_ARG_STR, &precision, 0, 0, "MODE", "default | ref", NULL},
         {"reasoning", 0, V4F_ARG_STR, &reasoning, 0, 0, "MODE", "auto | dim | plain | stderr | hide", NULL},
+        {"session", 0, V4F_ARG_STR, &session, 0, 0, "NAME", "resume / keep the named conversation in the disk KV store", NULL},
+        {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "disk KV store ($V4F_KV_DIR, else ~/.cache/v4flash/kv)", NULL},
+        {"kv-space-mb", 0, V4F_ARG_INT, &kv_space_mb, 0, 1LL << 40, "N", "disk KV store budget in MiB (0 = unlimited)", NULL},
         {0},
     };
     const v4f_args_spec spec = {
@@ -243,7 +357,7 @@ int cmd_chat(int argc, char **argv) {
         .synopsis = "[-m MODEL | --synthetic PRESET] [options]",
         .about = "Interactive multi-turn chat; the KV cache is kept between turns.",
         .opts = opts,
-        .epilog = "REPL commands: /help /reset /think /nothink /think-max /stats /save FILE /load FILE /quit",
+        .epilog = "REPL commands: /help /reset /think /nothink /think-max /stats /save [NAME|PATH] /load NAME|PATH /quit",
     };
     int rc = v4f_args_parse(&spec, argc, argv, NULL, NULL);
     if (rc == V4F_ARGS_HELP) return 0;
@@ -286,6 +400,19 @@ int cmd_chat(int argc, char **argv) {
     c.n_ctx = (uint64_t)n_ctx;
     c.n_max = (uint64_t)n_max;
     c.system = system && *system ? system : NULL;
+    c.session = session;
+    c.kv_dir = kv_dir ? kv_dir : kv_default;
+    c.kv_budget = (uint64_t)kv_space_mb << 20;
+    c.compact = so.precision != V4F_PRECISION_REF;
+    if (session) {
+        char fname[V4F_KVSTORE_NAME_MAX];
+        if (v4f_kvstore_session_file(session, fname, &err)) {
+            fprintf(stderr, "v4flash chat: --session: %s\n", err.msg);
+            rc = 2;
+            goto out;
+        }
+        if (!snap_load(&c, session, true)) fprintf(stderr, "(new session %s in %s)\n", session, c.kv_dir);
+    }
 
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
@@ -335,8 +462,19 @@ int cmd_chat(int argc, char **argv) {
                 fprintf(stderr, "(think-max%s: new conversation)\n",
                         c.n_ctx >= THINK_MAX_MIN_CTX ? "" : " without prefix, --ctx < 393216");
             } else if (!strcmp(line, "/stats")) print_stats(&c);
-            else if (!strcmp(line, "/save") && arg && *arg) do_save(&c, arg);
-            else if (!strcmp(line, "/load") && arg && *arg) do_load(&c, arg);
+            else if (!strcmp(line, "/save") && arg && *arg && is_path(arg)) do_save(&c, arg);
+            else if (!strcmp(line, "/load") && arg && *arg && is_path(arg)) do_load(&c, arg);
+            else if (!strcmp(line, "/save") && ((arg && *arg) || c.session))
+                snap_save(&c, arg && *arg ? arg : c.session);
+            else if (!strcmp(line, "/load") && arg && *arg) {
+                /* the live conversation is replaced: keep it in its session first */
+                if (c.session && c.hist.n && strcmp(c.session, arg)) snap_save(&c, c.session);
+                if (!snap_load(&c, arg, false)) chat_reset(&c);
+                else if (strlen(arg) < sizeof c.session_buf) {
+                    snprintf(c.session_buf, sizeof c.session_buf, "%s", arg);
+                    c.session = c.session_buf; /* later saves go to the loaded session */
+                }
+            }
             else {
                 fprintf(stderr, "unknown command %s\n", line);
                 help();
@@ -349,7 +487,9 @@ int cmd_chat(int argc, char **argv) {
         }
     }
     sigaction(SIGINT, &old, NULL);
+    if (rc == 0 && c.session) snap_save(&c, c.session);
 out:
+    v4f_kvstore_close(c.kvs);
     free(c.logits);
     free(c.hist.ids);
     v4f_sampler_free(c.smp);

@@ -10,6 +10,17 @@
  * ("prefill: X t/s, generation: Y t/s") goes to stderr; --stats-json writes
  * the run's statistics.
  *
+ * Disk KV cache (--kv-dir DIR, issue 6): the longest stored prefix of the
+ * rendered prompt's tokens is restored (src/engine/kvcache.h) and only the
+ * rest is prefilled (stats: prefill_tokens_reused); a checkpoint that fails
+ * to restore is reported and skipped (plain prefill). Saves follow ds4's
+ * policy (src/kvstore/kvpolicy.c): after a cold prefill of
+ * --kv-min-tokens..30000 tokens (trimmed by 32 and aligned down to 2048, so
+ * a re-tokenized continuation still hits), at every 10240-token frontier
+ * crossed by the prefill or the generation, and the live session on exit. --kv-space-mb caps
+ * the directory (eviction). The prompt must render to the same tokens (a
+ * fixed --system and the same thinking mode) to hit.
+ *
  * Exit codes: 0 ok (also after Ctrl-C), 1 runtime failure (missing or
  * invalid model, I/O), 2 usage error.
  */
@@ -25,6 +36,7 @@
 #include "cli.h"
 #include "cli_model.h"
 #include "core/threadpool.h"
+#include "engine/kvcache.h"
 #include "model/forward.h"
 #include "generate.h"
 #include "sampler/sampler.h"
@@ -39,6 +51,37 @@ static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) {
     (void)sig;
     g_stop = 1;
+}
+
+/* continued-frontier saves during generation (kv policy) */
+typedef struct kv_run {
+    v4f_kvstore *kvs;
+    const v4f_kv_ident *id;
+    const v4f_kv_policy *pol;
+    v4f_session *s;
+    const v4f_tok_ids *hist;
+    const float *logits;
+    uint32_t n_vocab, *last_saved;
+    bool quiet;
+} kv_run;
+
+static void kv_after_decode(void *ud, uint32_t pos) {
+    kv_run *k = ud;
+    if (v4f_kv_policy_next_frontier(k->pol, pos - 1, pos) != pos || pos <= *k->last_saved) return;
+    if (v4f_kvcache_has(k->kvs, k->id, k->hist->ids, pos)) { /* already stored */
+        *k->last_saved = pos;
+        return;
+    }
+    v4f_err err = {0};
+    char nm[V4F_KVSTORE_NAME_MAX];
+    double ts = 0;
+    if (v4f_kvcache_save(k->kvs, k->id, k->s, k->hist->ids, (uint32_t)k->hist->n, k->logits,
+                         k->n_vocab, NULL, 0, V4F_KV_REASON_CONTINUED, NULL, nm, &ts, NULL, &err)) {
+        fprintf(stderr, "\nv4flash run: warning: kv cache save: %s\n", err.msg);
+        return;
+    }
+    *k->last_saved = pos;
+    if (!k->quiet) fprintf(stderr, "\nkv cache: saved %u tokens (continued) as %s in %.1f ms\n", pos, nm, 1e3 * ts);
 }
 
 static char *read_file(const char *path, size_t *len) {
@@ -66,6 +109,9 @@ int cmd_run(int argc, char **argv) {
     float temp = 1.0f, top_p = 1.0f, min_p = 0.05f;
     int top_k = 0, threads = 0;
     uint64_t seed = 0, synth_seed = 1;
+    const char *kv_dir = NULL;
+    int64_t kv_space_mb = 0, kv_min_tokens = 512, kv_interval = 10000, kv_align = 2048;
+    bool kv_share_family = false;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory (tiny | small | full-q2 | full-q4)", NULL},
@@ -88,6 +134,12 @@ int cmd_run(int argc, char **argv) {
         {"reasoning", 0, V4F_ARG_STR, &reasoning, 0, 0, "MODE", "auto | dim | plain | stderr | hide (auto: dim on a TTY, else plain)", NULL},
         {"stats-json", 0, V4F_ARG_STR, &stats_json, 0, 0, "FILE", "write run statistics as one JSON object", NULL},
         {"quiet", 'q', V4F_ARG_FLAG, &quiet, 0, 0, NULL, "no speed line on stderr", NULL},
+        {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "disk KV cache: reuse the longest cached prompt prefix, save per policy", NULL},
+        {"kv-space-mb", 0, V4F_ARG_INT, &kv_space_mb, 0, 1LL << 40, "N", "disk KV cache budget in MiB (0 = unlimited)", NULL},
+        {"kv-min-tokens", 0, V4F_ARG_INT, &kv_min_tokens, 1, 1 << 30, "N", "shortest prefix saved / reused (512)", NULL},
+        {"kv-interval", 0, V4F_ARG_INT, &kv_interval, 0, 1 << 30, "N", "continued checkpoints every N tokens, rounded up to --kv-align (10000; 0 = off)", NULL},
+        {"kv-align", 0, V4F_ARG_INT, &kv_align, 1, 1 << 30, "N", "checkpoint alignment (2048)", NULL},
+        {"kv-share-family", 0, V4F_ARG_FLAG, &kv_share_family, 0, 0, NULL, "also reuse checkpoints of other quantizations of this model", NULL},
         {0},
     };
     const v4f_args_spec spec = {
@@ -137,7 +189,16 @@ int cmd_run(int argc, char **argv) {
     v4f_sampler *smp = NULL;
     char *rendered = NULL;
     float *logits = NULL;
-    v4f_tok_ids ids = {0};
+    v4f_tok_ids ids = {0}, hist = {0};
+    v4f_kvstore *kvs = NULL;
+    v4f_kv_ident kvid;
+    memset(&kvid, 0, sizeof kvid);
+    v4f_kv_policy pol;
+    v4f_kv_policy_default(&pol);
+    pol.min_tokens = (uint32_t)kv_min_tokens;
+    pol.continued_interval = (uint32_t)kv_interval;
+    pol.boundary_align = (uint32_t)kv_align;
+    uint32_t last_saved = 0;
     rc = 1;
     if (v4f_tok_from_gguf(cm.m->gguf, &tok, &err)) {
         fprintf(stderr, "v4flash run: tokenizer: %s\n", err.msg);
@@ -193,15 +254,96 @@ int cmd_run(int argc, char **argv) {
     sigaction(SIGINT, &sa, &old);
     g_stop = 0;
 
-    v4f_gen g = {.s = s, .smp = smp, .tok = tok, .logits = logits, .rmode = rmode, .stop = &g_stop};
+    v4f_gen g = {.s = s, .smp = smp, .tok = tok, .logits = logits, .rmode = rmode, .stop = &g_stop,
+                 .history = &hist};
     v4f_gen_result res = {0};
-    v4f_status st = v4f_gen_prefill(&g, ids.ids, ids.n, &res, &err);
+    uint32_t reused = 0;
+    double t_restore = 0;
+    if (kv_dir) {
+        v4f_err kerr = {0};
+        v4f_kvstore_opts ko;
+        v4f_kvstore_opts_default(&ko);
+        ko.budget_bytes = (uint64_t)kv_space_mb << 20;
+        ko.create = true;
+        if (v4f_kvstore_open_opts(kv_dir, &ko, &kvs, &kerr)) {
+            fprintf(stderr, "v4flash run: warning: --kv-dir %s: %s; running without the disk KV "
+                            "cache\n", kv_dir, kerr.msg);
+            kvs = NULL;
+        } else {
+            v4f_kvcache_ident(cm.m, (uint32_t)n_ctx, so.precision != V4F_PRECISION_REF, false, &kvid);
+            v4f_kvcache_hit hit;
+            if (v4f_kvcache_restore_prefix(kvs, &kvid, kv_share_family, pol.min_tokens, s, ids.ids,
+                                           (uint32_t)ids.n, logits, cm.m->cfg.n_vocab, &hit, &kerr))
+                fprintf(stderr, "v4flash run: warning: kv cache lookup: %s\n", kerr.msg);
+            t_restore = hit.seconds;
+            if (hit.n_tokens == ids.n && !hit.has_logits) {
+                v4f_session_reset(s); /* a full hit needs the stored logits */
+                hit.n_tokens = 0;
+            }
+            reused = hit.n_tokens;
+            last_saved = reused;
+            if (reused) {
+                hist.ids = v4f_xmalloc(reused * sizeof *hist.ids);
+                hist.cap = reused;
+                memcpy(hist.ids, ids.ids, reused * sizeof *hist.ids);
+                hist.n = reused;
+                if (!quiet)
+                    fprintf(stderr, "kv cache: reused %u of %zu prompt tokens from %s (%.1f ms, "
+                                    "%.2f MiB)\n", reused, ids.n, hit.name, 1e3 * hit.seconds,
+                            (double)hit.bytes / 1048576.0);
+            }
+        }
+    }
+    /* prefill the rest, stopping at the policy's save points */
+    v4f_status st = V4F_OK;
+    uint64_t n_computed = 0;
+    double t_computed = 0;
+    {
+        size_t np = kvs ? v4f_kv_policy_plan_prefill(&pol, (uint32_t)ids.n, reused, NULL, 0) : 0;
+        v4f_kv_save_point *pts = np ? v4f_xmalloc(np * sizeof *pts) : NULL;
+        if (np) v4f_kv_policy_plan_prefill(&pol, (uint32_t)ids.n, reused, pts, np);
+        uint32_t cur = reused;
+        for (size_t i = 0; i <= np && !st; i++) {
+            uint32_t end = i < np ? pts[i].pos : (uint32_t)ids.n;
+            if (end > cur) {
+                v4f_gen_result part = {0};
+                st = v4f_gen_prefill(&g, ids.ids + cur, end - cur, &part, &err);
+                n_computed += part.n_prefill;
+                t_computed += part.t_prefill;
+                cur += (uint32_t)part.n_prefill;
+            }
+            if (!st && i < np && cur == pts[i].pos && cur > last_saved &&
+                !v4f_kvcache_has(kvs, &kvid, hist.ids, cur)) {
+                v4f_err kerr = {0};
+                char nm[V4F_KVSTORE_NAME_MAX];
+                double ts = 0;
+                if (v4f_kvcache_save(kvs, &kvid, s, hist.ids, (uint32_t)hist.n, logits,
+                                     cm.m->cfg.n_vocab, NULL, 0, pts[i].reason, NULL, nm, &ts, NULL,
+                                     &kerr))
+                    fprintf(stderr, "v4flash run: warning: kv cache save: %s\n", kerr.msg);
+                else {
+                    last_saved = cur;
+                    if (!quiet)
+                        fprintf(stderr, "kv cache: saved %u tokens (%s) as %s in %.1f ms\n", cur,
+                                v4f_kv_reason_name(pts[i].reason), nm, 1e3 * ts);
+                }
+            }
+        }
+        free(pts);
+    }
+    res.n_prefill = n_computed;
+    res.t_prefill = t_computed + t_restore;
     if (st == V4F_STATUS_INTERRUPTED) {
         res.stop_reason = "interrupted";
     } else if (st) {
         fprintf(stderr, "v4flash run: prefill: %s\n", err.msg);
         goto restore;
     } else {
+        kv_run kr = {kvs, &kvid, &pol, s, &hist, logits, cm.m->cfg.n_vocab, &last_saved, quiet};
+        if (kvs) {
+            g.after_decode = kv_after_decode;
+            g.after_decode_ud = &kr;
+        }
         uint64_t budget = (uint64_t)n_ctx - v4f_session_pos(s);
         if ((uint64_t)n_max < budget) budget = (uint64_t)n_max;
         if (v4f_gen_generate(&g, budget, think, &res, &err)) {
@@ -211,10 +353,22 @@ int cmd_run(int argc, char **argv) {
         fputc('\n', stdout);
         fflush(stdout);
     }
+    if (kvs && !g_stop && v4f_kv_policy_save_live(&pol, v4f_session_pos(s)) &&
+        v4f_session_pos(s) > last_saved && !v4f_kvcache_has(kvs, &kvid, hist.ids, (uint32_t)hist.n)) {
+        v4f_err kerr = {0};
+        char nm[V4F_KVSTORE_NAME_MAX];
+        double ts = 0;
+        if (v4f_kvcache_save(kvs, &kvid, s, hist.ids, (uint32_t)hist.n, logits, cm.m->cfg.n_vocab,
+                             NULL, 0, V4F_KV_REASON_SHUTDOWN, NULL, nm, &ts, NULL, &kerr))
+            fprintf(stderr, "v4flash run: warning: kv cache save: %s\n", kerr.msg);
+        else if (!quiet)
+            fprintf(stderr, "kv cache: saved the session (%zu tokens) as %s in %.1f ms\n", hist.n,
+                    nm, 1e3 * ts);
+    }
     const uint64_t n_prefilled = res.n_prefill, n_gen = res.n_gen;
     const double t_prefill = res.t_prefill, t_gen = res.t_gen, t_first = res.t_first;
     const char *stop_reason = res.stop_reason;
-    double prefill_tps = t_prefill > 0 ? (double)n_prefilled / t_prefill : 0;
+    double prefill_tps = t_computed > 0 ? (double)n_prefilled / t_computed : 0;
     double decode_tps = t_gen > 0 ? (double)n_gen / t_gen : 0;
     if (!quiet)
         fprintf(stderr, "prefill: %.2f t/s (%llu tokens), generation: %.2f t/s (%llu tokens, %s)\n",
@@ -223,7 +377,7 @@ int cmd_run(int argc, char **argv) {
     if (stats_json) {
         v4f_run_stats rs = {
             .load_s = cm.load_s, .prompt_tokens = ids.n, .prefill_tokens_computed = n_prefilled,
-            .prefill_tokens_reused = 0, .prefill_s = t_prefill, .prefill_tps = prefill_tps,
+            .prefill_tokens_reused = reused, .prefill_s = t_prefill, .prefill_tps = prefill_tps,
             .gen_tokens = n_gen, .decode_s = t_gen, .decode_tps = decode_tps, .ttft_s = t_first,
             .kv_bytes = v4f_session_kv_bytes(s), .backend = "cpu",
             .model = synthetic ? synthetic : model, .n_ctx = (uint64_t)n_ctx,
@@ -238,6 +392,8 @@ restore:
     sigaction(SIGINT, &old, NULL);
 out:
     v4f_tok_ids_free(&ids);
+    free(hist.ids);
+    v4f_kvstore_close(kvs);
     free(logits);
     free(rendered);
     free(ptext);

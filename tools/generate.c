@@ -139,6 +139,7 @@ v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, bool reasoning, v4f_gen_
         st = v4f_session_decode(g->s, t, g->logits, err);
         if (st) break;
         hist_push(g->history, &t, 1);
+        if (g->after_decode) g->after_decode(g->after_decode_ud, v4f_session_pos(g->s));
     }
     const char *b = NULL;
     size_t bl = 0;

@@ -40,6 +40,11 @@ typedef struct v4f_gen {
     v4f_reason_mode rmode;
     volatile sig_atomic_t *stop; /* set asynchronously (SIGINT) to stop */
     v4f_tok_ids *history;        /* optional */
+    /* optional: called after each decoded token is in the KV (pos = new
+     * session position), e.g. to save a KV checkpoint at a frontier;
+     * g->logits then holds the next-token logits */
+    void (*after_decode)(void *ud, uint32_t pos);
+    void *after_decode_ud;
 } v4f_gen;
 
 typedef struct v4f_gen_result {
