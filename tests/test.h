@@ -23,6 +23,9 @@ void test_fail(const char *file, int line, const char *fmt, ...)
 int test_verbose(void);
 const char *test_fixture_path(const char *rel); /* one of 8 rotating static buffers */
 const char *test_tmp_dir(void);                  /* per-run scratch dir */
+/* Whole file as a malloc'd, NUL-terminated buffer (caller frees); *len (if
+ * non-NULL) gets the byte count. NULL if the file cannot be read. */
+char *test_read_file(const char *path, size_t *len);
 
 #define TEST(name)                                                         \
     static void test_##name(void);                                         \

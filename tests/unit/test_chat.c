@@ -9,26 +9,12 @@
 #include "../test.h"
 #include "tokenizer/chat.h"
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (n > 0 && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    b[n] = '\0';
-    if (len) *len = (size_t)n;
-    return b;
-}
-
 /* Render fixture `in` with opts (NULL: the doc decides) and compare with
  * `want`. Returns 1 on an exact match, -1 if the files are missing. */
 static int check_vector(const char *in, const char *want, const v4f_chat_opts *opts) {
     size_t jl, wl;
-    char *js = slurp(test_fixture_path(in), &jl);
-    char *w = slurp(test_fixture_path(want), &wl);
+    char *js = test_read_file(test_fixture_path(in), &jl);
+    char *w = test_read_file(test_fixture_path(want), &wl);
     if (!js || !w) {
         free(js);
         free(w);

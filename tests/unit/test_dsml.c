@@ -12,20 +12,6 @@
 #include "tokenizer/chat.h"
 #include "tokenizer/dsml.h"
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (n > 0 && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    b[n] = '\0';
-    if (len) *len = (size_t)n;
-    return b;
-}
-
 typedef struct expect {
     v4f_json_buf text;      /* the completion */
     v4f_json_buf reasoning; /* expected */
@@ -127,7 +113,7 @@ static bool parse_matches(const expect *e, const size_t *cuts, size_t n_cuts, co
 
 static int round_trip_file(const char *rel, bool thinking_default, int *n_turns, int *n_with_calls) {
     size_t jl;
-    char *js = slurp(test_fixture_path(rel), &jl);
+    char *js = test_read_file(test_fixture_path(rel), &jl);
     if (!js) return -1;
     v4f_json_doc *doc = NULL;
     v4f_err err = {0};
@@ -362,7 +348,7 @@ TEST(dsml_whole_equals_bytewise) {
  * completion: it must parse without flags and re-render to the same bytes. */
 static int turns_in_prompt(const char *rel, int *n_turns) {
     size_t len;
-    char *s = slurp(test_fixture_path(rel), &len);
+    char *s = test_read_file(test_fixture_path(rel), &len);
     if (!s) return -1;
     static const char A[] = V4F_CHAT_ASSISTANT, EOS[] = V4F_CHAT_EOS, USER[] = V4F_CHAT_USER;
     int ok = 0;

@@ -13,22 +13,6 @@
 
 static const char *k_models[] = {"tiny-f16", "tiny-q2", "tiny-q4"};
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)sz);
-    if (buf && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *n = (size_t)sz;
-    return buf;
-}
-
 /* Find a GGUF string (u64 length + bytes) and return the offset just past it. */
 static size_t find_gguf_string(const unsigned char *buf, size_t n, const char *s) {
     size_t len = strlen(s);
@@ -47,7 +31,7 @@ typedef void (*patch_fn)(unsigned char *buf, size_t n);
 static v4f_status open_patched(const char *fixture, patch_fn patch, v4f_err *err,
                                v4f_layout_report *rep) {
     size_t n;
-    unsigned char *buf = slurp(test_fixture_path(fixture), &n);
+    unsigned char *buf = (unsigned char *)test_read_file(test_fixture_path(fixture), &n);
     if (!buf) return V4F_STATUS_IO;
     patch(buf, n);
     char path[512];
@@ -194,7 +178,7 @@ TEST(model_bad_tid2eid) {
     uint64_t off = t->file_offset;
     v4f_gguf_close(g);
     size_t n;
-    unsigned char *buf = slurp(test_fixture_path("model/tiny-q2.gguf"), &n);
+    unsigned char *buf = (unsigned char *)test_read_file(test_fixture_path("model/tiny-q2.gguf"), &n);
     REQUIRE(buf != NULL);
     int32_t bad = 99;
     memcpy(buf + off + 4 * 7, &bad, 4);

@@ -44,20 +44,6 @@ static int run(const char *cmd, char **out, size_t *len) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (n > 0 && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    b[n] = '\0';
-    *len = (size_t)n;
-    return b;
-}
-
 TEST(tok_cli_render_vectors) {
     const char *b = bin();
     if (!b) return;
@@ -72,7 +58,7 @@ TEST(tok_cli_render_vectors) {
             snprintf(want, sizeof want, "%schat/gen_%02d.txt", test_fixture_path(""), i - 4);
         }
         size_t wl;
-        char *w = slurp(want, &wl);
+        char *w = test_read_file(want, &wl);
         if (!w) continue;
         n++;
         snprintf(cmd, sizeof cmd, "'%s' render --messages '%s' %s", b, in, i == 4 ? "--no-thinking" : "");
@@ -167,7 +153,7 @@ TEST(tok_cli_render_ids) {
     size_t il;
     CHECK_EQ_INT(run(cmd, &ids, &il), 0);
     size_t cl;
-    char *cases = slurp(test_fixture_path("chat/chat_token_cases.txt"), &cl);
+    char *cases = test_read_file(test_fixture_path("chat/chat_token_cases.txt"), &cl);
     REQUIRE(cases);
     char *line = strstr(cases, "\ngen_01\t");
     REQUIRE(line);

@@ -14,20 +14,6 @@
 
 /* ---- fixture helpers ---- */
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (n > 0 && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    b[n] = '\0';
-    if (len) *len = (size_t)n;
-    return b;
-}
-
 static int hexv(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -97,7 +83,7 @@ static int run_case_file(const char *rel, v4f_tok_splitter sp, int *n_cases) {
     v4f_err err = {0};
     if (v4f_tok_set_splitter(t, sp, &err) != V4F_OK) return 0;
     size_t len;
-    char *data = slurp(test_fixture_path(rel), &len);
+    char *data = test_read_file(test_fixture_path(rel), &len);
     CHECK_MSG(data != NULL, "cannot read %s", rel);
     if (!data) return 0;
     int passed = 0;
@@ -237,7 +223,7 @@ TEST(tok_chat_prompts) {
     v4f_tok *t = tiny();
     REQUIRE(t);
     size_t len;
-    char *data = slurp(test_fixture_path("chat/chat_token_cases.txt"), &len);
+    char *data = test_read_file(test_fixture_path("chat/chat_token_cases.txt"), &len);
     REQUIRE(data);
     int n = 0, ok = 0;
     char *save = NULL;
@@ -250,7 +236,7 @@ TEST(tok_chat_prompts) {
         char rel[128];
         snprintf(rel, sizeof rel, "chat/%s.txt", line);
         size_t tl;
-        char *text = slurp(test_fixture_path(rel), &tl);
+        char *text = test_read_file(test_fixture_path(rel), &tl);
         CHECK_MSG(text != NULL, "missing %s", rel);
         if (!text) continue;
         n++;
@@ -397,7 +383,7 @@ TEST(tok_large_input_cache) {
     v4f_tok *t = tiny();
     REQUIRE(t);
     size_t len;
-    char *text = slurp(test_fixture_path("tokenizer/train_corpus.txt"), &len);
+    char *text = test_read_file(test_fixture_path("tokenizer/train_corpus.txt"), &len);
     REQUIRE(text && len > 8192);
     for (int sp = 1; sp <= 2; sp++) {
         v4f_err err = {0};
