@@ -64,6 +64,16 @@ ifeq ($(HAVE_PCRE2),1)
   LDLIBS   += $(shell pkg-config --libs libpcre2-8)
 endif
 
+# libedit gives `chat` line editing and history; without it chat reads
+# plain lines (pipes and scripts work either way).
+ifneq ($(NO_LIBEDIT),1)
+  HAVE_LIBEDIT := $(shell pkg-config --exists libedit 2>/dev/null && echo 1)
+endif
+ifeq ($(HAVE_LIBEDIT),1)
+  CPPFLAGS += -DV4F_HAVE_LIBEDIT
+  LDLIBS   += $(shell pkg-config --libs libedit)
+endif
+
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
 

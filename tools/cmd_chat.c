@@ -27,11 +27,16 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef V4F_HAVE_LIBEDIT
+#include <editline/readline.h>
+#endif
 
 #include "args.h"
 #include "cli.h"
@@ -313,9 +318,64 @@ static void do_load(chat_state *c, const char *path) {
 }
 
 static void help(void) {
-    fprintf(stderr, "commands: /help /reset /think /nothink /think-max /stats /save [NAME|PATH] "
+    fprintf(stderr, "commands: /help /reset /think on|off|max /nothink /think-max /stats /save [NAME|PATH] "
                     "/load NAME|PATH /quit   (Ctrl-C stops a reply, Ctrl-D exits; a PATH contains "
                     "'/')\n");
+}
+
+/* One input line. On a terminal with libedit: line editing (arrows,
+ * Ctrl-A/E/K/W...) and history (up/down), kept across runs in
+ * ~/.cache/v4flash/chat_history. Otherwise a plain fgets (pipes, scripts).
+ * Returns 1 with a line, 0 at end of input, -1 when Ctrl-C interrupted the
+ * read (the caller prompts again). */
+#ifdef V4F_HAVE_LIBEDIT
+static char g_hist_path[4096];
+
+static void history_open(void) {
+    const char *home = getenv("HOME");
+    if (!home || !*home) return;
+    snprintf(g_hist_path, sizeof g_hist_path, "%s/.cache/v4flash/chat_history", home);
+    read_history(g_hist_path); /* absent on first use: fine */
+}
+
+static void history_close(void) {
+    if (!g_hist_path[0]) return;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", g_hist_path);
+    for (char *p = dir + 1; *p; p++) /* mkdir -p of the parent */
+        if (*p == '/') {
+            *p = 0;
+            mkdir(dir, 0700);
+            *p = '/';
+        }
+    stifle_history(1000);
+    write_history(g_hist_path);
+}
+#endif
+
+static int read_line(bool tty, const char *prompt, char *line, size_t cap) {
+#ifdef V4F_HAVE_LIBEDIT
+    if (tty) {
+        char *s = readline(prompt);
+        if (!s) return g_stop ? -1 : 0;
+        snprintf(line, cap, "%s", s);
+        if (*s) add_history(s);
+        free(s);
+        return 1;
+    }
+#endif
+    if (tty) {
+        fputs(prompt, stdout);
+        fflush(stdout);
+    }
+    if (!fgets(line, (int)cap, stdin)) {
+        if (g_stop && !feof(stdin)) {
+            clearerr(stdin);
+            return -1;
+        }
+        return 0;
+    }
+    return 1;
 }
 
 int cmd_chat(int argc, char **argv) {
@@ -326,7 +386,7 @@ int cmd_chat(int argc, char **argv) {
     float temp = 1.0f, top_p = 1.0f, min_p = 0.05f;
     int top_k = 0, threads = 0;
     uint64_t seed = 0, synth_seed = 1;
-    const char *session = NULL, *kv_dir = NULL;
+    const char *session = NULL, *kv_dir = NULL, *kv_page_dir = NULL;
     int64_t kv_space_mb = 0;
     char kv_default[1024];
     v4f_kvcache_default_dir(kv_default, sizeof kv_default);
@@ -349,6 +409,7 @@ int cmd_chat(int argc, char **argv) {
         {"reasoning", 0, V4F_ARG_STR, &reasoning, 0, 0, "MODE", "auto | dim | plain | stderr | hide", NULL},
         {"session", 0, V4F_ARG_STR, &session, 0, 0, "NAME", "resume / keep the named conversation in the disk KV store", NULL},
         {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "disk KV store ($V4F_KV_DIR, else ~/.cache/v4flash/kv)", NULL},
+        {"kv-page-dir", 0, V4F_ARG_STR, &kv_page_dir, 0, 0, "DIR", "page old compressed KV rows to an unlinked file in DIR (contexts beyond RAM)", NULL},
         {"kv-space-mb", 0, V4F_ARG_INT, &kv_space_mb, 0, 1LL << 40, "N", "disk KV store budget in MiB (0 = unlimited)", NULL},
         {0},
     };
@@ -382,7 +443,8 @@ int cmd_chat(int argc, char **argv) {
         goto out;
     }
     v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
-                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF};
+                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF,
+                           .kv_page_dir = kv_page_dir};
     if (v4f_session_new(c.cm.m, &so, &c.s, &err)) {
         fprintf(stderr, "v4flash chat: session: %s\n", err.msg);
         goto out;
@@ -423,20 +485,17 @@ int cmd_chat(int argc, char **argv) {
     if (tty) fprintf(stderr, "v4flash chat: %s. /help for commands.\n", c.cm.desc);
     char line[1 << 16];
     rc = 0;
+#ifdef V4F_HAVE_LIBEDIT
+    if (tty) history_open();
+#endif
     for (;;) {
-        if (tty) {
-            fputs(c.think ? "v4f> " : "v4f (no think)> ", stdout);
-            fflush(stdout);
-        }
         g_stop = 0;
-        if (!fgets(line, sizeof line, stdin)) {
-            if (g_stop && !feof(stdin)) {
-                clearerr(stdin);
-                fputs("\n(Ctrl-D or /quit to exit)\n", stderr);
-                continue;
-            }
-            break;
+        int got = read_line(tty, c.think ? "v4f> " : "v4f (no think)> ", line, sizeof line);
+        if (got < 0) {
+            fputs("\n(Ctrl-D or /quit to exit)\n", stderr);
+            continue;
         }
+        if (got == 0) break;
         line[strcspn(line, "\r\n")] = 0;
         if (!line[0]) continue;
         if (line[0] == '/') {
@@ -450,7 +509,15 @@ int cmd_chat(int argc, char **argv) {
             else if (!strcmp(line, "/reset")) {
                 chat_reset(&c);
                 fprintf(stderr, "(new conversation)\n");
-            } else if (!strcmp(line, "/think")) {
+            } else if (!strcmp(line, "/think") && arg && !strcmp(arg, "off")) {
+                c.think = false;
+                fprintf(stderr, "(thinking off)\n");
+            } else if (!strcmp(line, "/think") && arg && !strcmp(arg, "max")) {
+                c.think = c.think_max = true;
+                chat_reset(&c);
+                fprintf(stderr, "(think-max%s: new conversation)\n",
+                        c.n_ctx >= THINK_MAX_MIN_CTX ? "" : " without prefix, --ctx < 393216");
+            } else if (!strcmp(line, "/think") && (!arg || !*arg || !strcmp(arg, "on"))) {
                 c.think = true;
                 fprintf(stderr, "(thinking on)\n");
             } else if (!strcmp(line, "/nothink")) {
@@ -487,6 +554,9 @@ int cmd_chat(int argc, char **argv) {
         }
     }
     sigaction(SIGINT, &old, NULL);
+#ifdef V4F_HAVE_LIBEDIT
+    if (tty) history_close();
+#endif
     if (rc == 0 && c.session) snap_save(&c, c.session);
 out:
     v4f_kvstore_close(c.kvs);
