@@ -109,7 +109,7 @@ int cmd_run(int argc, char **argv) {
     float temp = 1.0f, top_p = 1.0f, min_p = 0.05f;
     int top_k = 0, threads = 0;
     uint64_t seed = 0, synth_seed = 1;
-    const char *kv_dir = NULL;
+    const char *kv_dir = NULL, *kv_page_dir = NULL;
     int64_t kv_space_mb = 0, kv_min_tokens = 512, kv_interval = 10000, kv_align = 2048;
     bool kv_share_family = false;
     const v4f_opt opts[] = {
@@ -135,6 +135,7 @@ int cmd_run(int argc, char **argv) {
         {"stats-json", 0, V4F_ARG_STR, &stats_json, 0, 0, "FILE", "write run statistics as one JSON object", NULL},
         {"quiet", 'q', V4F_ARG_FLAG, &quiet, 0, 0, NULL, "no speed line on stderr", NULL},
         {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "disk KV cache: reuse the longest cached prompt prefix, save per policy", NULL},
+        {"kv-page-dir", 0, V4F_ARG_STR, &kv_page_dir, 0, 0, "DIR", "page old compressed KV rows to an unlinked file in DIR (contexts beyond RAM)", NULL},
         {"kv-space-mb", 0, V4F_ARG_INT, &kv_space_mb, 0, 1LL << 40, "N", "disk KV cache budget in MiB (0 = unlimited)", NULL},
         {"kv-min-tokens", 0, V4F_ARG_INT, &kv_min_tokens, 1, 1 << 30, "N", "shortest prefix saved / reused (512)", NULL},
         {"kv-interval", 0, V4F_ARG_INT, &kv_interval, 0, 1 << 30, "N", "continued checkpoints every N tokens, rounded up to --kv-align (10000; 0 = off)", NULL},
@@ -233,7 +234,8 @@ int cmd_run(int argc, char **argv) {
         goto out;
     }
     v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
-                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF};
+                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF,
+                           .kv_page_dir = kv_page_dir};
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash run: session: %s\n", err.msg);
         goto out;

@@ -28,6 +28,7 @@
 #include "model/forward.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,18 @@
 #define MAX_GROUPS 64 /* output groups (8 in the published model) */
 #define IDX_BLOCK 64 /* indexer rows scored per GEMM tile */
 #define SCRATCH_BUDGET_BYTES (2048ull << 20)
+
+/* ---- phase profile (V4F_PROFILE=1: wall time per phase, printed at free) ---- */
+
+enum {
+    PH_EMBED, PH_HC, PH_ATTN_PROJ, PH_Q_ROPE, PH_COMP, PH_ATTN, PH_ATTN_OUT, PH_ROUTER,
+    PH_EXP_GU, PH_SWIGLU, PH_EXP_DOWN, PH_FFN_SUM, PH_HEAD, PH_COUNT
+};
+static const char *const PH_NAMES[PH_COUNT] = {
+    "embed", "hc pre/post (+F16 mix)", "attn q_a/kv/comp/idx + q_b", "q/idx-q norm+rope",
+    "compressors+indexer", "attention", "attn out_a/out_b", "router+gather",
+    "experts+shared gate/up", "swiglu", "experts+shared down", "ffn sum", "lm head"};
+enum { PROF_DECODE, PROF_PREFILL, PROF_MODES };
 
 /* ---- per-layer runtime views -------------------------------------------- */
 
@@ -133,7 +146,38 @@ struct v4f_session {
     v4f_trace trace;
     bool has_trace;
     v4f_debug_flags dbg;
+    struct {
+        bool on;      /* V4F_PROFILE set at session creation */
+        int mode;     /* PROF_DECODE / PROF_PREFILL for the current eval */
+        double t_last;
+        double acc[PROF_MODES][PH_COUNT];
+        uint64_t evals[PROF_MODES], tokens[PROF_MODES], regions[PROF_MODES];
+    } prof;
 };
+
+/* time since the previous mark goes to phase ph (no-op unless profiling) */
+static inline void prof_mark(v4f_session *s, int ph) {
+    if (!s->prof.on) return;
+    double t = v4f_time_s();
+    s->prof.acc[s->prof.mode][ph] += t - s->prof.t_last;
+    s->prof.t_last = t;
+}
+
+static void prof_print(const v4f_session *s) {
+    static const char *const mode_names[PROF_MODES] = {"decode", "prefill"};
+    for (int m = 0; m < PROF_MODES; m++) {
+        if (!s->prof.evals[m]) continue;
+        double tot = 0;
+        for (int p = 0; p < PH_COUNT; p++) tot += s->prof.acc[m][p];
+        double tok = (double)s->prof.tokens[m];
+        fprintf(stderr, "profile %s: %llu evals, %llu tokens, %.3f ms/token, %.1f parallel regions/eval\n",
+                mode_names[m], (unsigned long long)s->prof.evals[m], (unsigned long long)s->prof.tokens[m],
+                1e3 * tot / tok, (double)s->prof.regions[m] / (double)s->prof.evals[m]);
+        for (int p = 0; p < PH_COUNT; p++)
+            fprintf(stderr, "profile %s:   %-28s %8.3f ms/token %5.1f%%\n", mode_names[m], PH_NAMES[p],
+                    1e3 * s->prof.acc[m][p] / tok, tot > 0 ? 100.0 * s->prof.acc[m][p] / tot : 0.0);
+    }
+}
 
 /* ---- binding helpers -------------------------------------------------------- */
 
@@ -319,6 +363,7 @@ static uint64_t per_token_scratch(const v4f_session *s) {
 
 void v4f_session_free(v4f_session *s) {
     if (!s) return;
+    if (s->prof.on) prof_print(s);
     v4f_kv_free(s->kv);
     v4f_cpu_ctx_deinit(&s->cpu);
     v4f_pool_free(s->pool);
@@ -388,9 +433,12 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
     v4f_status cst = check_supported(&m->cfg, err);
     if (cst) return cst;
     v4f_session *s = v4f_xcalloc(1, sizeof *s);
+    const char *prof_env = getenv("V4F_PROFILE");
+    s->prof.on = prof_env && prof_env[0] && strcmp(prof_env, "0") != 0;
     s->m = m;
     s->cfg = m->cfg;
     s->opts = *o;
+    s->opts.kv_page_dir = NULL; /* borrowed: not kept past this call */
     if (s->opts.n_ctx == 0) s->opts.n_ctx = 4096;
     const v4f_config *c = &s->cfg;
     if (s->opts.enable_mtp && !m->has_mtp) {
@@ -420,7 +468,8 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
     v4f_rope_freqs(&rc, (int)c->n_rot, s->freq_comp);
     bind_all(s);
     /* KV */
-    st = v4f_kv_new(c, n_ctx, o->precision != V4F_PRECISION_REF, s->opts.enable_mtp, &s->kv, err);
+    st = v4f_kv_new_paged(c, n_ctx, o->precision != V4F_PRECISION_REF, s->opts.enable_mtp,
+                          o->kv_page_dir, &s->kv, err);
     if (st) goto fail;
     /* attention key capacity */
     s->cap4 = n_ctx / 4 + 2;
@@ -568,10 +617,13 @@ static void st_q_heads(void *ctx, int64_t t, int thread) {
     v4f_session *s = st->s;
     const v4f_config *c = &s->cfg;
     float *q = s->sc.q + t * (int64_t)c->n_head * c->head_dim;
+    float cs[V4F_ROPE_MAX_ROT];
+    V4F_ASSERT(c->n_rot <= V4F_ROPE_MAX_ROT);
+    v4f_cpu_rope_cs(st->r->rope_freqs, (int)c->n_rot, st->pos0 + t, cs);
     for (uint32_t h = 0; h < c->n_head; h++) {
         float *qh = q + (int64_t)h * c->head_dim;
         v4f_cpu_rmsnorm(qh, NULL, qh, c->head_dim, c->rms_eps);
-        v4f_cpu_rope_tail(qh, c->head_dim, (int)c->n_rot, st->r->rope_freqs, st->pos0 + t, false);
+        v4f_cpu_rope_tail_cs(qh, c->head_dim, (int)c->n_rot, cs, false);
     }
 }
 
@@ -582,9 +634,12 @@ static void st_idx_q(void *ctx, int64_t t, int thread) {
     const v4f_config *c = &s->cfg;
     int64_t ihd = c->idx_head_dim;
     float *q = s->sc.iq + t * (int64_t)c->n_idx_head * ihd;
+    float cs[V4F_ROPE_MAX_ROT];
+    V4F_ASSERT(c->n_rot <= V4F_ROPE_MAX_ROT);
+    v4f_cpu_rope_cs(st->r->rope_freqs, (int)c->n_rot, st->pos0 + t, cs);
     for (uint32_t h = 0; h < c->n_idx_head; h++) {
         float *qh = q + h * ihd;
-        v4f_cpu_rope_tail(qh, ihd, (int)c->n_rot, st->r->rope_freqs, st->pos0 + t, false);
+        v4f_cpu_rope_tail_cs(qh, ihd, (int)c->n_rot, cs, false);
         v4f_cpu_hadamard(qh, ihd);
         v4f_cpu_fp4_roundtrip(qh, ihd);
     }
@@ -814,8 +869,10 @@ static void st_attn(void *ctx, int64_t task, int thread) {
     }
     v4f_cpu_attn_sink2(q, h0, h1, hd, keys, nk, kb, nkb, sinks, (float)(1.0 / sqrt((double)hd)), o,
                        s->sc.ksc[thread]);
-    for (int64_t h = h0; h < h1; h++)
-        v4f_cpu_rope_tail(o + h * hd, hd, (int)c->n_rot, st->r->rope_freqs, p, true);
+    float cs[V4F_ROPE_MAX_ROT];
+    V4F_ASSERT(c->n_rot <= V4F_ROPE_MAX_ROT);
+    v4f_cpu_rope_cs(st->r->rope_freqs, (int)c->n_rot, p, cs);
+    for (int64_t h = h0; h < h1; h++) v4f_cpu_rope_tail_cs(o + h * hd, hd, (int)c->n_rot, cs, true);
 }
 
 #define DEC_ROWS 64
@@ -850,7 +907,9 @@ static void attention_block(v4f_session *s, stage *st) {
     uint32_t n = st->n;
     int64_t d = c->n_embd, hd = c->head_dim, nq = (int64_t)c->n_head * hd;
     scratch *x = &s->sc;
+    prof_mark(s, PH_EMBED);
     hc_pre(s, st, &r->hc_attn_fn, r->hc_attn_scale, r->hc_attn_base, r->attn_norm);
+    prof_mark(s, PH_HC);
     /* every projection of xn in one parallel region, then those of qr */
     int64_t W = (r->ratio == 4 ? 2 : 1) * hd, iW = 2 * (int64_t)c->idx_head_dim;
     v4f_cpu_mm mx[7] = {{&r->q_a, x->xn, d, n, x->qr, c->q_lora_rank},
@@ -871,7 +930,9 @@ static void attention_block(v4f_session *s, stage *st) {
                         {&r->idx_q_b, x->qr, c->q_lora_rank, n, x->iq,
                          (int64_t)c->n_idx_head * c->idx_head_dim}};
     v4f_cpu_matmul_multi(&s->cpu, mq, r->ratio == 4 ? 2 : 1);
+    prof_mark(s, PH_ATTN_PROJ);
     par_tokens(s, st, st_q_heads);
+    prof_mark(s, PH_Q_ROPE);
     if (r->ratio) compressor_run(s, r, L, false, x->ckv, x->cgate, st->pos0, n);
     if (r->ratio == 4) {
         compressor_run(s, r, L, true, x->ikv, x->igate, st->pos0, n);
@@ -879,6 +940,7 @@ static void attention_block(v4f_session *s, stage *st) {
         run_indexer(s, st);
     }
     if (r->ratio && r->ratio != 4) st->comp_rows = comp_rows_f32(s, st);
+    prof_mark(s, PH_COMP);
     int T = v4f_pool_size(s->pool);
     st->hgroups = (int)n >= T ? 1 : (T + (int)n - 1) / (int)n;
     /* small decode steps: not worth waking the pool */
@@ -909,6 +971,7 @@ static void attention_block(v4f_session *s, stage *st) {
     for (uint32_t t = first; t < n; t++)
         memcpy(L->raw + (int64_t)((st->pos0 + t) % c->n_swa) * hd, x->kv + (int64_t)t * hd,
                (size_t)hd * sizeof(float));
+    prof_mark(s, PH_ATTN);
     /* grouped low-rank output projection */
     int64_t gin = nq / c->o_groups, orank = c->o_lora_rank;
     v4f_cpu_mat sub[MAX_GROUPS];
@@ -920,7 +983,9 @@ static void attention_block(v4f_session *s, stage *st) {
     }
     v4f_cpu_matmul_multi(&s->cpu, mo, (int)c->o_groups);
     v4f_cpu_matmul(&s->cpu, &r->out_b, x->low, (int64_t)c->o_groups * orank, n, x->out, d);
+    prof_mark(s, PH_ATTN_OUT);
     hc_post(s, st);
+    prof_mark(s, PH_HC);
 }
 
 /* ---- MoE sublayer ----------------------------------------------------------------------- */
@@ -969,6 +1034,29 @@ static void st_swiglu(void *ctx, int64_t task, int thread) {
     }
 }
 
+/* decode (few rows): the same SwiGLU split into SWIGLU_CHUNK-element pieces
+ * so all threads share it (element-wise: results are identical). Tasks
+ * [0, nk * per_row) are routed rows, the rest the shared expert. */
+#define SWIGLU_CHUNK 512
+
+static void st_swiglu_chunks(void *ctx, int64_t task, int thread) {
+    stage *st = ctx;
+    v4f_session *s = st->s;
+    const v4f_config *c = &s->cfg;
+    int64_t nff = c->n_ff_exp, nk = (int64_t)st->n * c->n_expert_used;
+    int64_t per_row = (nff + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
+    if (task < nk * per_row) {
+        int64_t i = task / per_row, e0 = task % per_row * SWIGLU_CHUNK;
+        int64_t len = nff - e0 < SWIGLU_CHUNK ? nff - e0 : SWIGLU_CHUNK;
+        v4f_cpu_swiglu(s->sc.g + i * nff + e0, s->sc.u + i * nff + e0, len, st->r->swiglu_limit,
+                       s->sc.ew[s->sc.elist[i]], s->sc.g + i * nff + e0);
+        return;
+    }
+    int64_t tot = (int64_t)st->n * st->r->gate_sh.n_out, e0 = (task - nk * per_row) * SWIGLU_CHUNK;
+    int64_t len = tot - e0 < SWIGLU_CHUNK ? tot - e0 : SWIGLU_CHUNK;
+    v4f_cpu_swiglu(s->sc.sg + e0, s->sc.su + e0, len, 0.0f, 1.0f, s->sc.sg + e0);
+}
+
 static void route_tokens(v4f_session *s, stage *st) {
     const v4f_config *c = &s->cfg;
     const layer_rt *r = st->r;
@@ -1011,11 +1099,13 @@ static void ffn_block(v4f_session *s, stage *st) {
     int64_t d = c->n_embd, nff = c->n_ff_exp, k = c->n_expert_used, nk = (int64_t)n * k;
     int64_t nsh = r->gate_sh.n_out;
     hc_pre(s, st, &r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm);
+    prof_mark(s, PH_HC);
     v4f_cpu_matmul(&s->cpu, &r->gate_inp, x->xn, d, n, x->rlog, c->n_expert);
     route_tokens(s, st);
     int64_t n_blk = (nk + 15) / 16;
     if (nk <= 16) st_gather(st, 0, 0);
     else v4f_pool_run(s->pool, n_blk, st_gather, st);
+    prof_mark(s, PH_ROUTER);
     /* gate and up of every active expert + the shared expert: one region */
     v4f_cpu_mm *mm = x->mm;
     v4f_cpu_mat *mats = x->mats;
@@ -1032,8 +1122,15 @@ static void ffn_block(v4f_session *s, stage *st) {
     mm[nm++] = (v4f_cpu_mm){&r->gate_sh, x->xn, d, n, x->sg, nsh};
     mm[nm++] = (v4f_cpu_mm){&r->up_sh, x->xn, d, n, x->su, nsh};
     v4f_cpu_matmul_multi(&s->cpu, mm, nm);
-    if (n_blk <= 1) st_swiglu(st, 0, 0);
-    else v4f_pool_run(s->pool, n_blk, st_swiglu, st);
+    prof_mark(s, PH_EXP_GU);
+    if (n_blk <= 1) {
+        int64_t per_row = (nff + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
+        v4f_pool_run(s->pool, nk * per_row + ((int64_t)n * nsh + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK,
+                     st_swiglu_chunks, st);
+    } else {
+        v4f_pool_run(s->pool, n_blk, st_swiglu, st);
+    }
+    prof_mark(s, PH_SWIGLU);
     /* down projections: routed rows land in xg (free now), shared in ysh */
     nm = 0;
     for (uint32_t e = 0; e < c->n_expert; e++) {
@@ -1043,8 +1140,11 @@ static void ffn_block(v4f_session *s, stage *st) {
     }
     mm[nm++] = (v4f_cpu_mm){&r->down_sh, x->sg, nsh, n, x->ysh, d};
     v4f_cpu_matmul_multi(&s->cpu, mm, nm);
+    prof_mark(s, PH_EXP_DOWN);
     par_tokens(s, st, st_ffn_sum);
+    prof_mark(s, PH_FFN_SUM);
     hc_post(s, st);
+    prof_mark(s, PH_HC);
 }
 
 /* ---- layer / head / eval ------------------------------------------------------------------ */
@@ -1139,6 +1239,14 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)",
                                tokens[i], c->n_vocab);
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
+    uint64_t regions0 = 0;
+    if (s->prof.on) {
+        s->prof.mode = n == 1 ? PROF_DECODE : PROF_PREFILL;
+        s->prof.evals[s->prof.mode]++;
+        s->prof.tokens[s->prof.mode] += n;
+        s->prof.t_last = v4f_time_s();
+        regions0 = v4f_pool_regions(s->pool);
+    }
     for (uint32_t done = 0; done < n;) {
         uint32_t m = n - done < s->chunk ? n - done : s->chunk;
         const int32_t *tk = tokens + done;
@@ -1155,9 +1263,11 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
                 head_forward(s, &s->out_hc_fn, s->out_hc_base, s->out_hc_scale, s->out_norm, m - 1,
                              m, logits);
         }
+        prof_mark(s, PH_HEAD);
         s->pos += m;
         done += m;
     }
+    if (s->prof.on) s->prof.regions[s->prof.mode] += v4f_pool_regions(s->pool) - regions0;
     return V4F_OK;
 }
 

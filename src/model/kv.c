@@ -6,14 +6,23 @@
  *   [nope FP8 E4M3 codes][nope/64 exponent bytes (int8)][n_rot float32]
  * Compact indexer row layout: [idx_hd/2 FP4 code bytes][idx_hd/32 exponents].
  *
+ * Paged mode: one file in the page directory holds the ratio-4 compressed
+ * rows of every layer, each layer's region starting on a page boundary;
+ * mkstemp -> unlink -> posix_fallocate -> mmap(MAP_SHARED) -> close(fd).
+ *
  * Ownership: everything is allocated in v4f_kv_new and freed in v4f_kv_free.
  * Threading: see kv.h.
  */
 #include "model/kv.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "backend/cpu/ops.h"
 
@@ -92,8 +101,47 @@ static void *kv_alloc(v4f_kv *kv, uint64_t bytes, bool *ok) {
     return p;
 }
 
+#define KV_PAGE 4096ull
+
+static uint64_t page_round(uint64_t b) { return (b + KV_PAGE - 1) / KV_PAGE * KV_PAGE; }
+
+/* Create, reserve and map the backing file of `bytes` into *out. */
+static v4f_status page_map_create(const char *dir, uint64_t bytes, uint8_t **out, v4f_err *err) {
+    char path[4096];
+    *out = NULL;
+    if (snprintf(path, sizeof path, "%s/v4flash-kv-XXXXXX", dir) >= (int)sizeof path)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "KV page dir path too long: %s", dir);
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return v4f_err_set(err, V4F_STATUS_IO, "cannot create the KV page file in %s: %s", dir,
+                           strerror(errno));
+    unlink(path); /* anonymous from now on: freed at close/unmap or process death */
+    int e = posix_fallocate(fd, 0, (off_t)bytes);
+    if (e) {
+        close(fd);
+        return v4f_err_set(err, V4F_STATUS_IO,
+                           "cannot reserve %llu bytes (%.2f GiB) for the KV page file %s: %s",
+                           (unsigned long long)bytes, (double)bytes / (1024.0 * 1024 * 1024),
+                           path, strerror(e));
+    }
+    void *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    e = errno;
+    close(fd);
+    if (p == MAP_FAILED)
+        return v4f_err_set(err, V4F_STATUS_IO, "cannot map %llu bytes of the KV page file %s: %s",
+                           (unsigned long long)bytes, path, strerror(e));
+    madvise(p, (size_t)bytes, MADV_RANDOM); /* a step reads scattered rows: no readahead */
+    *out = p;
+    return V4F_OK;
+}
+
 v4f_status v4f_kv_new(const v4f_config *cfg, uint64_t n_ctx, bool compact, bool with_mtp,
                       v4f_kv **out, v4f_err *err) {
+    return v4f_kv_new_paged(cfg, n_ctx, compact, with_mtp, NULL, out, err);
+}
+
+v4f_status v4f_kv_new_paged(const v4f_config *cfg, uint64_t n_ctx, bool compact, bool with_mtp,
+                            const char *page_dir, v4f_kv **out, v4f_err *err) {
     *out = NULL;
     if (compact && !v4f_kv_compact_supported(cfg)) {
         v4f_log(V4F_LOG_WARN, "compact KV needs (head_dim - n_rot) %% 64 == 0 and indexer dim %% 32 "
@@ -113,7 +161,23 @@ v4f_status v4f_kv_new(const v4f_config *cfg, uint64_t n_ctx, bool compact, bool 
     kv->idx_row_bytes = v4f_kv_idx_row_bytes(kv->idx_hd, compact);
     uint32_t nl = cfg->n_layer + (with_mtp ? 1 : 0);
     kv->layers = v4f_xcalloc(nl, sizeof *kv->layers);
+    if (page_dir) {
+        uint64_t pb = 0;
+        for (uint32_t l = 0; l < cfg->n_layer; l++)
+            if (cfg->compress_ratio[l] == 4)
+                pb += page_round((n_ctx / 4 + 2) * kv->comp_row_bytes);
+        if (pb) {
+            v4f_status st = page_map_create(page_dir, pb, &kv->page_map, err);
+            if (st) {
+                free(kv->layers);
+                free(kv);
+                return st;
+            }
+            kv->page_bytes = pb;
+        }
+    }
     bool ok = true;
+    uint64_t page_off = 0;
     for (uint32_t l = 0; l < nl; l++) {
         v4f_kv_layer *L = &kv->layers[l];
         uint32_t r = l < cfg->n_layer ? cfg->compress_ratio[l] : 0;
@@ -121,7 +185,14 @@ v4f_status v4f_kv_new(const v4f_config *cfg, uint64_t n_ctx, bool compact, bool 
         L->raw = kv_alloc(kv, (uint64_t)kv->n_swa * kv->hd * 4, &ok);
         if (!r) continue;
         L->comp_cap = (uint32_t)(n_ctx / r + 2);
-        L->comp = kv_alloc(kv, (uint64_t)L->comp_cap * kv->comp_row_bytes, &ok);
+        uint64_t cb = (uint64_t)L->comp_cap * kv->comp_row_bytes;
+        if (r == 4 && kv->page_map) {
+            L->comp = kv->page_map + page_off;
+            page_off += page_round(cb);
+            kv->total_bytes += cb;
+        } else {
+            L->comp = kv_alloc(kv, cb, &ok);
+        }
         uint64_t ff = frontier_floats(r, kv->hd) / 2;
         L->c_kv = kv_alloc(kv, ff * 4, &ok);
         L->c_sc = kv_alloc(kv, ff * 4, &ok);
@@ -148,15 +219,89 @@ void v4f_kv_free(v4f_kv *kv) {
     for (uint32_t l = 0; l < nl; l++) {
         v4f_kv_layer *L = &kv->layers[l];
         v4f_aligned_free(L->raw);
-        v4f_aligned_free(L->comp);
+        if (!(kv->page_map && L->ratio == 4)) v4f_aligned_free(L->comp);
         v4f_aligned_free(L->idx);
         v4f_aligned_free(L->c_kv);
         v4f_aligned_free(L->c_sc);
         v4f_aligned_free(L->i_kv);
         v4f_aligned_free(L->i_sc);
     }
+    if (kv->page_map) munmap(kv->page_map, (size_t)kv->page_bytes);
     free(kv->layers);
     free(kv);
+}
+
+uint64_t v4f_kv_paged_resident(const v4f_kv *kv) {
+    if (!kv->page_map) return 0;
+    const uint64_t chunk = 1ull << 28; /* 256 MiB of pages per mincore call */
+    unsigned char *vec = v4f_xmalloc((size_t)(chunk / KV_PAGE));
+    uint64_t n = 0;
+    for (uint64_t off = 0; off < kv->page_bytes; off += chunk) {
+        uint64_t len = kv->page_bytes - off < chunk ? kv->page_bytes - off : chunk;
+        if (mincore(kv->page_map + off, (size_t)len, vec)) break;
+        for (uint64_t i = 0; i < len / KV_PAGE; i++) n += vec[i] & 1;
+    }
+    free(vec);
+    return n * KV_PAGE;
+}
+
+void v4f_kv_page_out(v4f_kv *kv) {
+    if (!kv->page_map) return;
+    msync(kv->page_map, (size_t)kv->page_bytes, MS_SYNC);
+#ifdef MADV_PAGEOUT
+    madvise(kv->page_map, (size_t)kv->page_bytes, MADV_PAGEOUT);
+#endif
+    madvise(kv->page_map, (size_t)kv->page_bytes, MADV_DONTNEED);
+}
+
+void v4f_kv_step_working_set(const v4f_config *cfg, uint64_t pos, bool compact, uint32_t topk,
+                             uint64_t *hot, uint64_t *cold) {
+    uint64_t h = 0, c = 0;
+    const uint64_t crb = v4f_kv_comp_row_bytes(cfg->head_dim, cfg->n_rot, compact);
+    const uint64_t irb = v4f_kv_idx_row_bytes(cfg->idx_head_dim, compact);
+    for (uint32_t l = 0; l < cfg->n_layer; l++) {
+        uint32_t r = cfg->compress_ratio[l];
+        h += (uint64_t)cfg->n_swa * cfg->head_dim * 4;
+        if (r == 4) {
+            uint64_t n = pos / 4, k = topk < n ? topk : n;
+            h += n * irb;
+            c += k * (KV_PAGE + crb - 1); /* expected page bytes a row of crb touches */
+        } else if (r) {
+            h += pos / r * crb;
+        }
+    }
+    *hot = h;
+    *cold = c;
+}
+
+static float rnd_unit(uint64_t *x) {
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return (float)((int64_t)(*x >> 11) - (1ll << 52)) / (float)(1ll << 52); /* [-1, 1) */
+}
+
+void v4f_kv_fill_synthetic(v4f_kv *kv, uint64_t pos, uint64_t seed) {
+    v4f_kv_reset(kv);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 0x1234567ULL;
+    float *row = v4f_xmalloc((size_t)(kv->hd > kv->idx_hd ? kv->hd : kv->idx_hd) * sizeof(float));
+    for (uint32_t l = 0; l < kv->n_layer; l++) {
+        v4f_kv_layer *L = &kv->layers[l];
+        uint64_t nr = (uint64_t)kv->n_swa * kv->hd;
+        for (uint64_t i = 0; i < nr; i++) L->raw[i] = rnd_unit(&x);
+        if (!L->ratio) continue;
+        uint64_t n = pos / L->ratio;
+        if (n > L->comp_cap) n = L->comp_cap;
+        for (uint64_t i = 0; i < n; i++) {
+            for (uint32_t d = 0; d < kv->hd; d++) row[d] = rnd_unit(&x);
+            v4f_kv_comp_put(kv, L, (uint32_t)i, row);
+            if (L->ratio == 4) {
+                for (uint32_t d = 0; d < kv->idx_hd; d++) row[d] = rnd_unit(&x);
+                v4f_kv_idx_put(kv, L, (uint32_t)i, row);
+            }
+        }
+        L->n_comp = (uint32_t)n;
+        L->n_idx = L->ratio == 4 ? (uint32_t)n : 0;
+    }
+    free(row);
 }
 
 static void frontier_reset(float *val, float *sc, uint64_t n) {

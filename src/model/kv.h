@@ -16,7 +16,20 @@
  *    byte per 32-block. Both are lossless: decoding gives the float32 row
  *    bit for bit.
  *
- * Ownership: v4f_kv owns all its buffers (allocated once in v4f_kv_new).
+ * Paging (long contexts beyond RAM, v4f_kv_new_paged with a directory):
+ * the compressed rows of the ratio-4 layers - 88% of the KV at 1M tokens,
+ * of which a decode step reads only the idx_topk selected rows per layer -
+ * live in one file mapped MAP_SHARED (madvise RANDOM), so the kernel writes
+ * cold rows back to the file under memory pressure and faults them in when
+ * attention reads them. Everything a step reads in full (indexer rows, the
+ * ratio-128 rows, raw rings, frontiers) stays in anonymous memory. The file
+ * is created with mkstemp in the directory, unlinked at once (nothing is left
+ * behind, even after a crash) and fully reserved with posix_fallocate, so a
+ * full disk is a clean error at creation instead of a SIGBUS while writing.
+ * Row bytes are identical in both backings, so results are bitwise equal.
+ *
+ * Ownership: v4f_kv owns all its buffers (allocated once in v4f_kv_new) and
+ * the mapping (unmapped in v4f_kv_free).
  * Threading: rows may be read concurrently; writes happen from one thread.
  */
 #ifndef V4F_KV_H
@@ -49,7 +62,10 @@ typedef struct v4f_kv {
     uint64_t n_ctx;
     uint64_t comp_row_bytes, idx_row_bytes;
     v4f_kv_layer *layers;
-    uint64_t total_bytes; /* everything allocated */
+    uint64_t total_bytes; /* everything allocated (RAM + file-backed) */
+    /* paging: the file mapping that holds the ratio-4 compressed rows */
+    uint8_t *page_map;    /* NULL when everything is in RAM */
+    uint64_t page_bytes;  /* mapping length (page-aligned per layer) */
 } v4f_kv;
 
 /* Whether the dims allow the compact form (FP8 blocks of 64 over the
@@ -73,7 +89,32 @@ void v4f_kv_published_config(v4f_config *c);
 
 v4f_status v4f_kv_new(const v4f_config *cfg, uint64_t n_ctx, bool compact, bool with_mtp,
                       v4f_kv **out, v4f_err *err);
+/* As v4f_kv_new; page_dir non-NULL places the ratio-4 compressed rows in a
+ * file-backed mapping created in that directory (see the banner). IO with
+ * the path and the byte count if the file cannot be created, reserved or
+ * mapped. */
+v4f_status v4f_kv_new_paged(const v4f_config *cfg, uint64_t n_ctx, bool compact, bool with_mtp,
+                            const char *page_dir, v4f_kv **out, v4f_err *err);
 void v4f_kv_free(v4f_kv *kv);
+
+/* Paging statistics: bytes of the file-backed part that are resident in the
+ * page cache now (mincore), and the bytes a decode step at position pos
+ * reads per layer kind: *hot = indexer rows + ratio-128 rows + raw rings
+ * (read in full every step), *cold = the ratio-4 rows selected by the
+ * indexer (topk per ratio-4 layer, each counted as the expected bytes of
+ * the 4 KiB pages a row at a random offset touches: 4095 + row bytes). */
+uint64_t v4f_kv_paged_resident(const v4f_kv *kv);
+void v4f_kv_step_working_set(const v4f_config *cfg, uint64_t pos, bool compact, uint32_t topk,
+                             uint64_t *hot, uint64_t *cold);
+/* Ask the kernel to drop the file-backed rows from RAM (written back first):
+ * the worst case for the next step, every selected row faulted in from the
+ * file. No-op without paging. */
+void v4f_kv_page_out(v4f_kv *kv);
+/* Benchmarks only: make the cache look like pos tokens were evaluated -
+ * n_comp / n_idx = pos / ratio rows of seeded random values (valid codes),
+ * random raw rings, reset frontiers. The values are meaningless; only the
+ * row counts and thus the cost of attending to them are real. */
+void v4f_kv_fill_synthetic(v4f_kv *kv, uint64_t pos, uint64_t seed);
 /* Forget every row and reset the frontier state. */
 void v4f_kv_reset(v4f_kv *kv);
 
