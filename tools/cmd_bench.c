@@ -25,8 +25,21 @@
  *
  * Prompt tokens: --prompt-file text tokenized with the model's tokenizer
  * (repeated to fill the context), else seeded random non-special ids.
+ *
+ * --fake-ctx N (synthetic-KV decode timing, for contexts too long to
+ * prefill here): the KV cache is filled with seeded random rows as if N
+ * tokens had been evaluated (v4f_kv_fill_synthetic: the row counts and
+ * access pattern are real, the values are not), the position set to N, and
+ * --gen tokens are decoded and timed one by one. With --kv-page-dir a RAM
+ * session and one whose ratio-4 compressed rows live in a file-backed
+ * mapping are timed step by step in turn; --kv-evict adds a third that
+ * drops those rows from RAM before every step (the worst case: every
+ * selected row is read back from the file). Reports per-token time, KV
+ * bytes (RAM / file), the file-backed bytes resident, and the per-step
+ * working set.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,14 +47,17 @@
 #include "args.h"
 #include "cli_model.h"
 #include "cli.h"
+#include "backend/cpu/ops.h"
 #include "core/membw.h"
 #include "core/threadpool.h"
 #include "gguf/gguf.h"
 #include "model/forward.h"
+#include "model/kv.h"
 #include "model/model.h"
 #include "model/snapshot.h"
 #include "engine/kvcache.h"
 #include "tokenizer/tokenizer.h"
+#include "core/ggml_type.h"
 
 static void cpu_name(char *out, size_t n) {
     snprintf(out, n, "unknown CPU");
@@ -136,6 +152,140 @@ static int32_t *make_prompt(const v4f_cli_model *bm, const char *prompt_file, ui
     return ids;
 }
 
+/* ---- --gemm: dense-projection GEMM vs the measured FMA peak ------------------- */
+
+/* The prefill's dense Q8_0 projections at the published shapes (MODEL.md):
+ * n_in -> n_out, `groups` independent matmuls of that shape in one call
+ * (attn_output_a: 8 groups, each reading its slice of the attention output). */
+typedef struct {
+    const char *name;
+    int64_t n_in, n_out, groups;
+} gemm_shape;
+
+static const gemm_shape GEMM_SHAPES[] = {
+    {"attn_q_a 4096->1024", 4096, 1024, 1},   {"attn_kv 4096->512", 4096, 512, 1},
+    {"attn_q_b 1024->32768", 1024, 32768, 1}, {"attn_out_a 8x 4096->1024", 4096, 1024, 8},
+    {"attn_out_b 8192->4096", 8192, 4096, 1}, {"shared gate 4096->2048", 4096, 2048, 1},
+    {"shared up 4096->2048", 4096, 2048, 1},  {"shared down 2048->4096", 2048, 4096, 1},
+};
+#define N_GEMM_SHAPES (sizeof GEMM_SHAPES / sizeof GEMM_SHAPES[0])
+#define GEMM_X_STRIDE 32768 /* floats per activation row (the widest input: attention output) */
+#define GEMM_Y_STRIDE 32768
+#define GEMM_Q8_SCALE_F16 0x2000 /* 2^-7: products stay in a normal range */
+#define GEMM_REPS 3
+
+static uint64_t xorshift(uint64_t *st) {
+    uint64_t x = *st;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *st = x;
+}
+
+#define POOL_PROBE_REGIONS 20000
+
+#define POOL_PROBE_TASK_US 2.0
+
+/* a task that keeps its thread busy for POOL_PROBE_TASK_US */
+static void busy_task(void *ctx, int64_t task, int thread) {
+    double end = v4f_time_s() + POOL_PROBE_TASK_US * 1e-6;
+    while (v4f_time_s() < end) {
+    }
+}
+
+static int run_gemm_bench(int threads, int64_t tokens_opt) {
+    v4f_pool *pool = v4f_pool_new(threads);
+    if (!pool) {
+        fprintf(stderr, "v4flash bench: cannot start the thread pool\n");
+        return 1;
+    }
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    int lanes = 0;
+    double peak = v4f_cpu_fma_peak_gflops(pool, 1.0, &lanes);
+    printf("machine: %s, %d threads\n", cpu, v4f_pool_size(pool));
+    printf("fma peak: %.1f GFLOP/s f32 (%d-lane FMA chains on every thread, best of ~1 s)\n", peak,
+           lanes);
+    /* cost of one parallel region (wake-up + claim + completion): T tasks of
+     * POOL_PROBE_TASK_US each take that long if every thread joins at once */
+    int T = v4f_pool_size(pool);
+    double tp = v4f_time_s();
+    for (int i = 0; i < POOL_PROBE_REGIONS; i++) v4f_pool_run(pool, T, busy_task, NULL);
+    double region_us = (v4f_time_s() - tp) / POOL_PROBE_REGIONS * 1e6;
+    printf("pool: %.2f us per parallel region of %d x %.0f us tasks (ideal %.0f us; %d regions)\n",
+           region_us, T, POOL_PROBE_TASK_US, POOL_PROBE_TASK_US, POOL_PROBE_REGIONS);
+    int64_t max_tok = tokens_opt > 0 ? tokens_opt : 2048;
+    v4f_cpu_ctx ctx;
+    v4f_err err = {0};
+    if (v4f_cpu_ctx_init(&ctx, pool, 8192, &err)) {
+        fprintf(stderr, "v4flash bench: %s\n", err.msg);
+        v4f_pool_free(pool);
+        return 1;
+    }
+    uint8_t *wdata[N_GEMM_SHAPES];
+    v4f_cpu_mat wm[N_GEMM_SHAPES];
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < N_GEMM_SHAPES; i++) {
+        const gemm_shape *g = &GEMM_SHAPES[i];
+        uint64_t rb = (uint64_t)g->n_in / 32 * 34, rows = (uint64_t)(g->n_out * g->groups);
+        wdata[i] = v4f_xmalloc(rb * rows);
+        for (uint64_t r = 0; r < rows; r++)
+            for (uint64_t b = 0; b < rb; b += 34) {
+                uint8_t *blk = wdata[i] + r * rb + b;
+                blk[0] = GEMM_Q8_SCALE_F16 & 0xff;
+                blk[1] = GEMM_Q8_SCALE_F16 >> 8;
+                for (int k = 0; k < 32; k++) blk[2 + k] = (uint8_t)xorshift(&seed);
+            }
+        wm[i] = (v4f_cpu_mat){.type = V4F_TYPE_Q8_0, .data = wdata[i], .n_in = g->n_in,
+                              .n_out = g->n_out * g->groups, .row_bytes = rb};
+    }
+    float *X = v4f_aligned_alloc((size_t)max_tok * GEMM_X_STRIDE * sizeof(float));
+    float *Y = v4f_aligned_alloc((size_t)max_tok * GEMM_Y_STRIDE * sizeof(float));
+    for (int64_t i = 0; i < max_tok * GEMM_X_STRIDE; i++)
+        X[i] = (float)((double)(xorshift(&seed) >> 11) * 0x1p-53 * 2.0 - 1.0);
+    int64_t toks[2] = {512, 2048};
+    int nt = 2;
+    if (tokens_opt > 0) {
+        toks[0] = tokens_opt;
+        nt = 1;
+    }
+    printf("\n%-28s %7s %10s %10s %8s\n", "projection (Q8_0)", "tokens", "ms", "GFLOP/s", "% peak");
+    for (int ti = 0; ti < nt; ti++) {
+        int64_t n = toks[ti];
+        double tot_flop = 0, tot_s = 0;
+        for (size_t i = 0; i < N_GEMM_SHAPES; i++) {
+            const gemm_shape *g = &GEMM_SHAPES[i];
+            v4f_cpu_mat sub[8];
+            v4f_cpu_mm mm[8];
+            for (int64_t k = 0; k < g->groups; k++) {
+                sub[k] = v4f_cpu_mat_rows(&wm[i], k * g->n_out, g->n_out);
+                mm[k] = (v4f_cpu_mm){&sub[k], X + k * g->n_in, GEMM_X_STRIDE, n, Y + k * g->n_out,
+                                     GEMM_Y_STRIDE};
+            }
+            double best = 1e30;
+            for (int rep = 0; rep <= GEMM_REPS; rep++) { /* rep 0: warm-up */
+                double t0 = v4f_time_s();
+                v4f_cpu_matmul_multi(&ctx, mm, (int)g->groups);
+                double dt = v4f_time_s() - t0;
+                if (rep && dt < best) best = dt;
+            }
+            double flop = 2.0 * (double)n * (double)g->n_in * (double)g->n_out * (double)g->groups;
+            tot_flop += flop;
+            tot_s += best;
+            printf("%-28s %7lld %10.3f %10.1f %7.1f%%\n", g->name, (long long)n, best * 1e3,
+                   flop / best * 1e-9, 100.0 * flop / best * 1e-9 / peak);
+        }
+        printf("%-28s %7lld %10.3f %10.1f %7.1f%%\n", "all dense projections", (long long)n,
+               tot_s * 1e3, tot_flop / tot_s * 1e-9, 100.0 * tot_flop / tot_s * 1e-9 / peak);
+    }
+    for (size_t i = 0; i < N_GEMM_SHAPES; i++) free(wdata[i]);
+    v4f_aligned_free(X);
+    v4f_aligned_free(Y);
+    v4f_cpu_ctx_deinit(&ctx);
+    v4f_pool_free(pool);
+    return 0;
+}
+
 static int run_membw(int64_t bytes, int threads, v4f_membw_result *r) {
     v4f_err err = {0};
     if (v4f_membw_measure((uint64_t)bytes, threads, 5, r, &err)) {
@@ -145,6 +295,109 @@ static int run_membw(int64_t bytes, int threads, v4f_membw_result *r) {
     return 0;
 }
 
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    double kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atof(line + 6);
+    fclose(f);
+    return kb / 1024.0;
+}
+
+/* --fake-ctx: decode timing at position `pos` over a synthetic KV (banner).
+ * Without a page dir one RAM session; with one, sessions with the KV in RAM,
+ * file-backed, and (--kv-evict) file-backed with the rows dropped from RAM
+ * before each step, filled identically and stepped in turn so that load
+ * fluctuations on the machine hit every mode alike. */
+#define FAKE_MODES 3
+static int bench_fake_ctx(const v4f_cli_model *bm, const char *cpu, int threads, bool ref,
+                          int64_t pos, int64_t gen, const char *page_dir, bool evict,
+                          uint64_t seed) {
+    static const char *const names[FAKE_MODES] = {"KV in RAM", "file-backed, resident",
+                                                  "file-backed, evicted before each step"};
+    const v4f_config *c = &bm->m->cfg;
+    const int nm = page_dir ? (evict ? 3 : 2) : 1;
+    v4f_err err = {0};
+    v4f_session *s[FAKE_MODES] = {0};
+    double *dt[FAKE_MODES] = {0};
+    int32_t tok[FAKE_MODES] = {2, 2, 2};
+    float *logits = v4f_xmalloc((size_t)c->n_vocab * sizeof *logits);
+    int rc = 0;
+    uint64_t n_ctx = (uint64_t)pos + (uint64_t)gen + 1;
+    printf("machine: %s, %d threads, backend cpu\n", cpu, threads > 0 ? threads : v4f_cpu_count());
+    printf("model: %s, precision %s\n", bm->desc, ref ? "ref" : "default");
+    for (int k = 0; k < nm; k++) {
+        v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
+                               .precision = ref ? V4F_PRECISION_REF : V4F_PRECISION_DEFAULT,
+                               .kv_page_dir = k ? page_dir : NULL};
+        if (n_ctx > 0xffffffffu || v4f_session_new(bm->m, &so, &s[k], &err)) {
+            fprintf(stderr, "v4flash bench: session: %s\n", err.msg[0] ? err.msg : "context too large");
+            rc = 1;
+            goto out;
+        }
+        struct v4f_kv *kv = v4f_session_kv(s[k]);
+        double t0 = v4f_time_s();
+        v4f_kv_fill_synthetic(kv, (uint64_t)pos, seed);
+        double t_fill = v4f_time_s() - t0;
+        if (v4f_session_restore_pos(s[k], (uint32_t)pos, 0, &err)) {
+            fprintf(stderr, "v4flash bench: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        if (k == 2) v4f_kv_page_out(kv);
+        printf("%-38s kv %.1f MiB: %.1f MiB in RAM + %.1f MiB file-backed (%.1f MiB of it resident); "
+               "filled in %.1f s\n", names[k], (double)kv->total_bytes / 1048576.0,
+               (double)(kv->total_bytes - (kv->page_map ? kv->page_bytes : 0)) / 1048576.0,
+               (double)kv->page_bytes / 1048576.0,
+               (double)v4f_kv_paged_resident(kv) / 1048576.0, t_fill);
+        dt[k] = v4f_xmalloc((size_t)gen * sizeof(double));
+    }
+    uint64_t hot = 0, cold = 0;
+    v4f_kv_step_working_set(c, (uint64_t)pos, v4f_session_kv(s[0])->compact, c->idx_topk, &hot, &cold);
+    printf("SYNTHETIC KV: %lld positions of seeded random rows (values meaningless; row counts and "
+           "access pattern real)\n", (long long)pos);
+    printf("step working set: %.1f MiB read in full (indexer + ratio-128 rows + windows) + %.2f "
+           "MiB of pages of the %u selected rows per ratio-4 layer\n", (double)hot / 1048576.0,
+           (double)cold / 1048576.0, c->idx_topk);
+    for (int64_t i = 0; i < gen && !rc; i++) {
+        for (int k = 0; k < nm; k++) {
+            if (k == 2) v4f_kv_page_out(v4f_session_kv(s[k]));
+            double a = v4f_time_s();
+            if (v4f_session_decode(s[k], tok[k], logits, &err)) {
+                fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
+                rc = 1;
+                break;
+            }
+            dt[k][i] = v4f_time_s() - a;
+            tok[k] = argmax_no_eos(logits, c->n_vocab, 1);
+        }
+    }
+    for (int k = 0; k < nm && !rc; k++) {
+        double sum = 0;
+        for (int64_t i = 0; i < gen; i++) sum += dt[k][i];
+        qsort(dt[k], (size_t)gen, sizeof(double), cmp_dbl);
+        printf("decode at %lld, %-38s %lld tokens: mean %.2f ms/token, median %.2f, min %.2f; "
+               "file-backed resident after: %.1f MiB\n", (long long)pos, names[k], (long long)gen,
+               1e3 * sum / (double)gen, 1e3 * dt[k][gen / 2], 1e3 * dt[k][0],
+               (double)v4f_kv_paged_resident(v4f_session_kv(s[k])) / 1048576.0);
+    }
+    printf("process RSS %.0f MiB\n", rss_mib());
+out:
+    for (int k = 0; k < FAKE_MODES; k++) {
+        free(dt[k]);
+        v4f_session_free(s[k]);
+    }
+    free(logits);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *synthetic = NULL, *csv = NULL, *prompt_file = NULL;
     const char *precision = "default";
@@ -152,8 +405,11 @@ int cmd_bench(int argc, char **argv) {
     double step_mul = 0;
     int threads = 0;
     uint64_t seed = 1;
-    bool membw_only = false, no_membw = false;
-    const char *kv_dir = NULL;
+    bool membw_only = false, no_membw = false, gemm = false;
+    int64_t gemm_tokens = 0;
+    const char *kv_dir = NULL, *kv_page_dir = NULL;
+    int64_t fake_ctx = 0;
+    bool kv_evict = false;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf unless --synthetic)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random weights built in memory: tiny | small | full-q2 | full-q4, optional layer count", NULL},
@@ -169,8 +425,13 @@ int cmd_bench(int argc, char **argv) {
         {"seed", 0, V4F_ARG_U64, &seed, 0, 0, "S", "synthetic weights / random prompt seed (1)", NULL},
         {"membw", 0, V4F_ARG_FLAG, &membw_only, 0, 0, NULL, "only measure the streaming-read bandwidth", NULL},
         {"membw-bytes", 0, V4F_ARG_INT, &membw_bytes, 1 << 20, 1LL << 40, "N", "bandwidth buffer size (1G)", NULL},
+        {"gemm", 0, V4F_ARG_FLAG, &gemm, 0, 0, NULL, "only measure the prefill's dense Q8_0 projections (GFLOP/s) against the f32 FMA peak", NULL},
+        {"gemm-tokens", 0, V4F_ARG_INT, &gemm_tokens, 1, 65536, "N", "tokens for --gemm (default: 512 and 2048)", NULL},
         {"no-membw", 0, V4F_ARG_FLAG, &no_membw, 0, 0, NULL, "skip the bandwidth measurement of a sweep", NULL},
         {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "also time saving/restoring the last snapshot to/from a disk KV store in DIR", NULL},
+        {"kv-page-dir", 0, V4F_ARG_STR, &kv_page_dir, 0, 0, "DIR", "page the ratio-4 compressed KV rows to an unlinked file in DIR", NULL},
+        {"fake-ctx", 0, V4F_ARG_INT, &fake_ctx, 1, 1048576, "N", "SYNTHETIC-KV decode timing: random rows as if N tokens were evaluated, no prefill", NULL},
+        {"kv-evict", 0, V4F_ARG_FLAG, &kv_evict, 0, 0, NULL, "with --fake-ctx and --kv-page-dir: drop the file-backed rows from RAM before every step", NULL},
         {0},
     };
     const v4f_args_spec spec = {
@@ -196,6 +457,7 @@ int cmd_bench(int argc, char **argv) {
     cpu_name(cpu, sizeof cpu);
     int n_threads = threads > 0 ? threads : v4f_cpu_count();
 
+    if (gemm) return run_gemm_bench(threads, gemm_tokens);
     v4f_membw_result bw = {0};
     if (membw_only) {
         if (run_membw(membw_bytes, threads, &bw)) return 1;
@@ -205,6 +467,17 @@ int cmd_bench(int argc, char **argv) {
         return 0;
     }
     if (!model && !synthetic) model = "ds4flash.gguf";
+    if (kv_evict && !(fake_ctx && kv_page_dir))
+        return v4f_args_fail(&spec, "--kv-evict needs --fake-ctx and --kv-page-dir");
+    if (fake_ctx) {
+        v4f_cli_model fm;
+        rc = v4f_cli_model_open("v4flash bench", model, synthetic, seed, threads, &fm);
+        if (rc) return rc;
+        rc = bench_fake_ctx(&fm, cpu, threads, !strcmp(precision, "ref"), fake_ctx, gen,
+                            kv_page_dir, kv_evict, seed);
+        v4f_cli_model_close(&fm);
+        return rc;
+    }
     if (!no_membw && run_membw(membw_bytes < (512 << 20) ? membw_bytes : (512 << 20), threads, &bw))
         return 1;
 
@@ -226,7 +499,8 @@ int cmd_bench(int argc, char **argv) {
     v4f_err err = {0};
     v4f_session *s = NULL;
     v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
-                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF};
+                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF,
+                           .kv_page_dir = kv_page_dir};
     if (n_ctx > 0xffffffffu || v4f_session_new(bm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash bench: session: %s\n", err.msg[0] ? err.msg : "context too large");
         v4f_cli_model_close(&bm);

@@ -49,6 +49,7 @@ struct v4f_pool {
     _Atomic int stop;
     job_slot slot[2];
     uint32_t gen; /* owner-only copy of the current generation */
+    uint64_t regions; /* owner-only: parallel regions started */
 };
 
 typedef struct {
@@ -173,6 +174,8 @@ void v4f_pool_free(v4f_pool *p) {
 
 int v4f_pool_size(const v4f_pool *p) { return p ? p->n_threads : 1; }
 
+uint64_t v4f_pool_regions(const v4f_pool *p) { return p ? p->regions : 0; }
+
 void v4f_pool_run(v4f_pool *p, int64_t n_tasks, v4f_pool_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     if (!p || p->n_threads == 1 || n_tasks == 1) {
@@ -183,6 +186,7 @@ void v4f_pool_run(v4f_pool *p, int64_t n_tasks, v4f_pool_fn fn, void *ctx) {
      * ticket) is "nothing yet" only before the first job, and wrapping keeps
      * the parity alternating */
     uint32_t g = ++p->gen;
+    p->regions++;
     job_slot *js = &p->slot[g & 1];
     atomic_store_explicit(&js->fn, fn, memory_order_release);
     atomic_store_explicit(&js->ctx, ctx, memory_order_release);

@@ -30,6 +30,9 @@ v4f_pool *v4f_pool_new(int n_threads);
 void v4f_pool_free(v4f_pool *pool);
 int v4f_pool_size(const v4f_pool *pool); /* 1 for NULL */
 void v4f_pool_run(v4f_pool *pool, int64_t n_tasks, v4f_pool_fn fn, void *ctx);
+/* Parallel regions started so far (v4f_pool_run calls that woke the pool);
+ * read by the owner thread only (profiling). 0 for NULL. */
+uint64_t v4f_pool_regions(const v4f_pool *pool);
 /* Number of online CPUs (>= 1). */
 int v4f_cpu_count(void);
 

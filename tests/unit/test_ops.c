@@ -389,6 +389,42 @@ static void check_matmul(uint32_t type, int64_t n_in, int64_t n_out, int64_t n) 
     free(y);
 }
 
+/* The GEMM micro-kernels (4x6, 4x3 and single register blocks, K chunks,
+ * the K % 16 tail) must give every (row, token) output bit-identically
+ * whatever the batch it is computed in: a token alone (n = 1 per call) and
+ * inside batches of awkward sizes, rows alone and in tiles. Also close to a
+ * double reference. */
+TEST(ops_gemm_blocking_invariant) {
+    const int64_t K = 301, NR = 21, NT = 41, LDX = 320, LDY = 24;
+    test_rng r = {4242};
+    float *W = malloc(sizeof(float) * K * NR), *X = malloc(sizeof(float) * LDX * NT);
+    float *Y = malloc(sizeof(float) * LDY * NT), *y1 = malloc(sizeof(float) * LDY);
+    for (int64_t i = 0; i < K * NR; i++) W[i] = test_rng_f32(&r);
+    for (int64_t i = 0; i < LDX * NT; i++) X[i] = test_rng_f32(&r);
+    const int64_t batches[] = {NT, 6, 7, 13, 1};
+    for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+        int64_t nb = batches[b];
+        for (int64_t t0 = 0; t0 < NT; t0 += nb)
+            v4f_cpu_gemm_f32(W, NR, X + t0 * LDX, LDX, NT - t0 < nb ? NT - t0 : nb, K, Y + t0 * LDY, LDY);
+        for (int64_t t = 0; t < NT; t++) {
+            for (int64_t o = 0; o < NR; o++) {
+                v4f_cpu_gemm_f32(W + o * K, 1, X + t * LDX, LDX, 1, K, y1, 1);
+                CHECK_MSG(memcmp(&y1[0], &Y[t * LDY + o], sizeof(float)) == 0,
+                          "batch %lld token %lld row %lld: %.9g vs alone %.9g", (long long)nb,
+                          (long long)t, (long long)o, Y[t * LDY + o], y1[0]);
+                double ref = 0;
+                for (int64_t i = 0; i < K; i++) ref += (double)W[o * K + i] * X[t * LDX + i];
+                CHECK_MSG(fabs(ref - Y[t * LDY + o]) < 1e-4, "token %lld row %lld: %.9g vs %.9g",
+                          (long long)t, (long long)o, Y[t * LDY + o], ref);
+            }
+        }
+    }
+    free(W);
+    free(X);
+    free(Y);
+    free(y1);
+}
+
 TEST(ops_matmul_types) {
     int64_t ns[] = {1, 3, 37, 130};
     for (size_t i = 0; i < 4; i++) {

@@ -46,6 +46,9 @@ static inline __m256 tail_fma(__m256 acc, const float *w, const float *x, int64_
 #define KC 256
 #define RB 16 /* rows per call handled at once (the dequant tile height) */
 
+/* Keep a vector in a register (see gemm_avx512.c). */
+#define IN_REG(v) __asm__("" : "+v"(v))
+
 static void tile_block(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
                        int64_t K, float *Y, int64_t ldy) {
     int64_t K8 = K & ~(int64_t)7;
@@ -67,18 +70,22 @@ static void tile_block(const float *W, int64_t nr, const float *X, int64_t ldx, 
                     __m256 v0 = _mm256_loadu_ps(x0 + k), v1 = _mm256_loadu_ps(x1 + k),
                            v2 = _mm256_loadu_ps(x2 + k);
                     __m256 w = _mm256_loadu_ps(w0 + k);
+                    IN_REG(w);
                     a00 = _mm256_fmadd_ps(w, v0, a00);
                     a01 = _mm256_fmadd_ps(w, v1, a01);
                     a02 = _mm256_fmadd_ps(w, v2, a02);
                     w = _mm256_loadu_ps(w1 + k);
+                    IN_REG(w);
                     a10 = _mm256_fmadd_ps(w, v0, a10);
                     a11 = _mm256_fmadd_ps(w, v1, a11);
                     a12 = _mm256_fmadd_ps(w, v2, a12);
                     w = _mm256_loadu_ps(w2 + k);
+                    IN_REG(w);
                     a20 = _mm256_fmadd_ps(w, v0, a20);
                     a21 = _mm256_fmadd_ps(w, v1, a21);
                     a22 = _mm256_fmadd_ps(w, v2, a22);
                     w = _mm256_loadu_ps(w3 + k);
+                    IN_REG(w);
                     a30 = _mm256_fmadd_ps(w, v0, a30);
                     a31 = _mm256_fmadd_ps(w, v1, a31);
                     a32 = _mm256_fmadd_ps(w, v2, a32);
@@ -125,4 +132,35 @@ void v4f_cpu_axpy_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+}
+
+/* FMA peak probe (see gemm_avx512.c): FMA_CHAINS independent 8-lane chains. */
+#define FMA_CHAINS 12
+/* FMA_CHAINS named accumulators (not an array: an array stays in memory at
+ * -O2 and the probe then measures store-to-load forwarding, not the FMAs). */
+float v4f_cpu_fma_loop_avx2(int64_t iters) {
+    __m256 a0 = _mm256_set1_ps(0.00f), a1 = _mm256_set1_ps(0.01f), a2 = _mm256_set1_ps(0.02f);
+    __m256 a3 = _mm256_set1_ps(0.03f), a4 = _mm256_set1_ps(0.04f), a5 = _mm256_set1_ps(0.05f);
+    __m256 a6 = _mm256_set1_ps(0.06f), a7 = _mm256_set1_ps(0.07f), a8 = _mm256_set1_ps(0.08f);
+    __m256 a9 = _mm256_set1_ps(0.09f), a10 = _mm256_set1_ps(0.10f), a11 = _mm256_set1_ps(0.11f);
+    const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
+    for (int64_t it = 0; it < iters; it++) {
+        a0 = _mm256_fmadd_ps(a0, m, c);
+        a1 = _mm256_fmadd_ps(a1, m, c);
+        a2 = _mm256_fmadd_ps(a2, m, c);
+        a3 = _mm256_fmadd_ps(a3, m, c);
+        a4 = _mm256_fmadd_ps(a4, m, c);
+        a5 = _mm256_fmadd_ps(a5, m, c);
+        a6 = _mm256_fmadd_ps(a6, m, c);
+        a7 = _mm256_fmadd_ps(a7, m, c);
+        a8 = _mm256_fmadd_ps(a8, m, c);
+        a9 = _mm256_fmadd_ps(a9, m, c);
+        a10 = _mm256_fmadd_ps(a10, m, c);
+        a11 = _mm256_fmadd_ps(a11, m, c);
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)), _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    float t[8];
+    _mm256_storeu_ps(t, s);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }

@@ -165,13 +165,26 @@ typedef struct {
     int n;
 } multi_job;
 
+/* Decode (n == 1) task sizing: DECODE_TASKS_PER_THREAD contiguous row runs
+ * per thread and matrix (load balance), each at least DECODE_MIN_ROWS rows or
+ * DECODE_MIN_TASK_BYTES, whichever is fewer rows: the wide-row HC mixers
+ * (24 rows of 32 KiB) then spread over 12 threads instead of 2, every other
+ * matrix keeps the 16-row minimum. (Sizing by equal bytes over a whole
+ * multi-matmul region, 8 tasks per thread, was tried: not better on the
+ * Xeon host, see docs/PERF_NOTES.md.) */
+#define DECODE_TASKS_PER_THREAD 4
+#define DECODE_MIN_ROWS 16
+#define DECODE_MIN_TASK_BYTES (64 * 1024)
+
 static void plan_mm(const v4f_cpu_mm *m, int64_t nt, int64_t task0, mm_plan *p) {
     p->mm = *m;
     int64_t n_out = m->W->n_out;
     if (m->n == 1) {
-        /* decode: a few contiguous row runs per thread (load balance) */
-        int64_t per = (n_out + nt * 4 - 1) / (nt * 4);
-        p->rows_per_task = per < 16 ? 16 : per;
+        int64_t per = (n_out + nt * DECODE_TASKS_PER_THREAD - 1) / (nt * DECODE_TASKS_PER_THREAD);
+        int64_t rb = m->W->row_bytes ? (int64_t)m->W->row_bytes : 1;
+        int64_t min_rows = (DECODE_MIN_TASK_BYTES + rb - 1) / rb;
+        if (min_rows > DECODE_MIN_ROWS) min_rows = DECODE_MIN_ROWS;
+        p->rows_per_task = per < min_rows ? min_rows : per;
     } else {
         /* prefill: row tiles x token blocks; a task dequantizes its rows once
          * per token block */
@@ -236,6 +249,58 @@ void v4f_cpu_matmul(v4f_cpu_ctx *c, const v4f_cpu_mat *W, const float *X, int64_
     v4f_cpu_matmul_multi(c, &m, 1);
 }
 
+/* ---- FMA peak probe ------------------------------------------------------- */
+
+#define FMA_PROBE_CHAINS 12
+#define FMA_PROBE_ITERS 100000 /* per task: 1.2M vector FMAs, ~0.5 ms */
+
+static float fma_loop_scalar(int64_t iters) {
+    float a[FMA_PROBE_CHAINS];
+    for (int i = 0; i < FMA_PROBE_CHAINS; i++) a[i] = (float)i * 0.01f;
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < FMA_PROBE_CHAINS; i++) a[i] = fmaf(a[i], 0.999f, 0.001f);
+    float s = 0;
+    for (int i = 0; i < FMA_PROBE_CHAINS; i++) s += a[i];
+    return s;
+}
+
+typedef struct {
+    float (*loop)(int64_t);
+    volatile float sink[256];
+} fma_probe;
+
+static void fma_probe_task(void *ctx, int64_t task, int thread) {
+    fma_probe *p = ctx;
+    p->sink[thread & 255] += p->loop(FMA_PROBE_ITERS);
+}
+
+double v4f_cpu_fma_peak_gflops(v4f_pool *pool, double seconds, int *lanes) {
+    v4f_isa isa = v4f_isa_best();
+    fma_probe p = {0};
+    int w = 1;
+    p.loop = fma_loop_scalar;
+    if (isa >= V4F_ISA_AVX512) {
+        p.loop = v4f_cpu_fma_loop_avx512;
+        w = 16;
+    } else if (isa >= V4F_ISA_AVX2) {
+        p.loop = v4f_cpu_fma_loop_avx2;
+        w = 8;
+    }
+    if (lanes) *lanes = w;
+    int T = v4f_pool_size(pool);
+    int64_t tasks = 4 * (int64_t)T; /* several per thread: dynamic claiming evens them out */
+    v4f_pool_run(pool, tasks, fma_probe_task, &p); /* warm-up (clocks, wake-up) */
+    double best = 0, t_end = v4f_time_s() + seconds;
+    do {
+        double t0 = v4f_time_s();
+        v4f_pool_run(pool, tasks, fma_probe_task, &p);
+        double dt = v4f_time_s() - t0;
+        double gf = (double)tasks * FMA_PROBE_ITERS * FMA_PROBE_CHAINS * w * 2.0 / dt * 1e-9;
+        if (gf > best) best = gf;
+    } while (v4f_time_s() < t_end);
+    return best;
+}
+
 /* ---- norms ----------------------------------------------------------------- */
 
 void v4f_cpu_rmsnorm(const float *x, const float *w, float *y, int64_t n, float eps) {
@@ -284,17 +349,30 @@ void v4f_rope_freqs(const v4f_rope_params *p, int n_rot, float *freqs) {
     }
 }
 
-void v4f_cpu_rope_tail(float *x, int64_t head_dim, int n_rot, const float *freqs, int64_t pos,
-                       bool inverse) {
-    float *t = x + head_dim - n_rot;
+void v4f_cpu_rope_cs(const float *freqs, int n_rot, int64_t pos, float *cs) {
     for (int i = 0; i < n_rot / 2; i++) {
         float theta = (float)pos * freqs[i];
-        float c = (float)cos((double)theta), s = (float)sin((double)theta);
-        if (inverse) s = -s;
+        cs[2 * i] = (float)cos((double)theta);
+        cs[2 * i + 1] = (float)sin((double)theta);
+    }
+}
+
+void v4f_cpu_rope_tail_cs(float *x, int64_t head_dim, int n_rot, const float *cs, bool inverse) {
+    float *t = x + head_dim - n_rot;
+    for (int i = 0; i < n_rot / 2; i++) {
+        float c = cs[2 * i], s = inverse ? -cs[2 * i + 1] : cs[2 * i + 1];
         float a = t[2 * i], b = t[2 * i + 1];
         t[2 * i] = a * c - b * s;
         t[2 * i + 1] = a * s + b * c;
     }
+}
+
+void v4f_cpu_rope_tail(float *x, int64_t head_dim, int n_rot, const float *freqs, int64_t pos,
+                       bool inverse) {
+    float cs[V4F_ROPE_MAX_ROT];
+    V4F_ASSERT(n_rot <= V4F_ROPE_MAX_ROT);
+    v4f_cpu_rope_cs(freqs, n_rot, pos, cs);
+    v4f_cpu_rope_tail_cs(x, head_dim, n_rot, cs, inverse);
 }
 
 /* ---- FP8 / FP4 ------------------------------------------------------------- */

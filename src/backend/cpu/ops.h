@@ -86,6 +86,11 @@ void v4f_cpu_matmul_st(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_
  * Each output's arithmetic is independent of nr/nt (no tiling effects). */
 void v4f_cpu_gemm_f32(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
                       int64_t K, float *Y, int64_t ldy);
+/* The machine's f32 FMA peak, measured: every pool thread runs independent
+ * vector FMA chains of the best ISA (AVX-512 16 lanes, AVX2 8, else scalar)
+ * for about `seconds`; returns GFLOP/s over all threads (2 flops per FMA
+ * lane) and the vector width used in *lanes. */
+double v4f_cpu_fma_peak_gflops(v4f_pool *pool, double seconds, int *lanes);
 /* f32 dot with a fixed summation order (8 lanes). */
 float v4f_cpu_dot_f32(const float *a, const float *b, int64_t n);
 
@@ -111,6 +116,12 @@ void v4f_rope_yarn_range(const v4f_rope_params *p, int n_rot, int *low, int *hig
  * pos, adjacent pairs; inverse = conjugate rotation. */
 void v4f_cpu_rope_tail(float *x, int64_t head_dim, int n_rot, const float *freqs, int64_t pos,
                        bool inverse);
+/* The same in two steps, so heads at one position share the trigonometry:
+ * cs[2i], cs[2i+1] = cos, sin of pos * freqs[i] (float of the double
+ * functions, as rope_tail), then the rotation (bit-identical to rope_tail). */
+#define V4F_ROPE_MAX_ROT 256
+void v4f_cpu_rope_cs(const float *freqs, int n_rot, int64_t pos, float *cs);
+void v4f_cpu_rope_tail_cs(float *x, int64_t head_dim, int n_rot, const float *cs, bool inverse);
 
 /* ---- KV quantizer simulations ------------------------------------------ */
 

@@ -25,6 +25,11 @@ void v4f_cpu_axpy_avx2(float *y, float a, const float *x, int64_t n);
 void v4f_cpu_axpy_avx512(float *y, float a, const float *x, int64_t n);
 v4f_cpu_axpy_fn v4f_cpu_axpy_get(void);
 
+/* FMA peak probes: iters x 12 independent vector FMAs (a = a*m + c); the
+ * return value only keeps the loop alive. Flops = iters * 12 * lanes * 2. */
+float v4f_cpu_fma_loop_avx2(int64_t iters);   /* 8 lanes */
+float v4f_cpu_fma_loop_avx512(int64_t iters); /* 16 lanes */
+
 /* The kernel for this CPU (cpuid / V4F_ISA, chosen once). */
 v4f_cpu_gemm_tile_fn v4f_cpu_gemm_tile_get(void);
 
