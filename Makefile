@@ -104,6 +104,9 @@ TBIN := $(B)/v4flash_tests
 .PHONY: all test clean fuzz fuzz-run fuzz-replay demo check-deps cuda-check format test-cuda bench-cuda
 all: v4flash
 
+# ./v4flash is always the binary of the configuration just built (a sanitizer
+# or CUDA build must not leave its copy behind for the next plain `make`).
+.PHONY: v4flash
 v4flash: $(BIN)
 	cp $(BIN) $@
 
