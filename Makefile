@@ -24,6 +24,7 @@ NVCC    ?= nvcc
 CUDA_ARCH ?= sm_90
 WERROR  ?= 1
 
+comma := ,
 CONFIG := release
 OPT    := -O2
 ifeq ($(DEBUG),1)
@@ -38,7 +39,6 @@ endif
 ifeq ($(CUDA),1)
   CONFIG := $(CONFIG)-cuda
 endif
-comma := ,
 
 B ?= build/$(CONFIG)
 
