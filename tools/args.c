@@ -186,3 +186,36 @@ int v4f_args_parse(const v4f_args_spec *spec, int argc, char **argv, const char 
     if (n_pos) *n_pos = np;
     return V4F_ARGS_OK;
 }
+
+char *v4f_cli_read_file(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        if (n + 1 >= cap) { /* keep room for the NUL */
+            char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+        size_t r = fread(b + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int saved = errno;
+    if (b && ferror(f)) {
+        free(b);
+        b = NULL;
+    }
+    if (f != stdin) fclose(f);
+    errno = saved;
+    if (!b) return NULL;
+    b[n] = '\0';
+    *len = n;
+    return b;
+}

@@ -69,6 +69,11 @@ void v4f_args_usage(const v4f_args_spec *spec, FILE *f);
 int v4f_args_fail(const v4f_args_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Read a whole file ("-" = stdin) into a malloc'd, NUL-terminated buffer
+ * (caller frees); *len gets the byte count (without the NUL). NULL on any
+ * open/read/allocation failure, with errno from the failing call. */
+char *v4f_cli_read_file(const char *path, size_t *len);
+
 /* Strict typed parsers (also used for "PRESET:LAYERS"-style sub-values). */
 bool v4f_parse_i64(const char *s, int64_t *out);
 bool v4f_parse_u64(const char *s, uint64_t *out);

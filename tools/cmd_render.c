@@ -16,28 +16,6 @@
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        if (n == cap) {
-            cap *= 2;
-            char *nb = realloc(b, cap);
-            if (!nb) { free(b); b = NULL; break; }
-            b = nb;
-        }
-        size_t r = fread(b + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    if (b && ferror(f)) { free(b); b = NULL; }
-    if (f != stdin) fclose(f);
-    *len = n;
-    return b;
-}
-
 int cmd_render(int argc, char **argv) {
     const char *file = NULL, *model = NULL;
     bool thinking = false, no_thinking = false, think_max = false, keep = false, ids = false,
@@ -71,7 +49,7 @@ int cmd_render(int argc, char **argv) {
     if (ids && !model) return v4f_args_fail(&spec, "--ids needs -m MODEL");
 
     size_t len = 0;
-    char *text = read_file(file, &len);
+    char *text = v4f_cli_read_file(file, &len);
     if (!text) {
         fprintf(stderr, "v4flash render: cannot read %s\n", file);
         return 1;

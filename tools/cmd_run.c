@@ -84,22 +84,6 @@ static void kv_after_decode(void *ud, uint32_t pos) {
     if (!k->quiet) fprintf(stderr, "\nkv cache: saved %u tokens (continued) as %s in %.1f ms\n", pos, nm, 1e3 * ts);
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *b = v4f_xmalloc(cap);
-    size_t got;
-    while ((got = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (n + 1 == cap) b = v4f_xrealloc(b, cap *= 2);
-    }
-    fclose(f);
-    b[n] = 0;
-    *len = n;
-    return b;
-}
-
 int cmd_run(int argc, char **argv) {
     const char *model = "ds4flash.gguf", *synthetic = NULL, *prompt = NULL, *prompt_file = NULL;
     const char *system = DEFAULT_SYSTEM, *stats_json = NULL, *reasoning = "auto";
@@ -164,7 +148,7 @@ int cmd_run(int argc, char **argv) {
     size_t plen = 0;
     char *ptext = NULL;
     if (prompt_file) {
-        ptext = read_file(prompt_file, &plen);
+        ptext = v4f_cli_read_file(prompt_file, &plen);
         if (!ptext) {
             fprintf(stderr, "v4flash run: cannot read %s: %s\n", prompt_file, strerror(errno));
             return 1;

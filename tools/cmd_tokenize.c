@@ -13,33 +13,6 @@
 #include "cli.h"
 #include "tokenizer/tokenizer.h"
 
-/* Read a whole file ("-" = stdin). Caller frees. */
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    for (;;) {
-        if (n == cap) {
-            cap *= 2;
-            char *nb = realloc(b, cap);
-            if (!nb) { free(b); b = NULL; break; }
-            b = nb;
-        }
-        size_t r = fread(b + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    bool bad = !b || ferror(f);
-    if (f != stdin) fclose(f);
-    if (bad) {
-        free(b);
-        return NULL;
-    }
-    *len = n;
-    return b;
-}
-
 static int load(const char *cmd, const char *model, v4f_tok **t) {
     v4f_err err = {0};
     if (v4f_tok_open(model, t, &err) != V4F_OK) {
@@ -122,7 +95,7 @@ int cmd_tokenize(int argc, char **argv) {
     size_t len = 0;
     char *buf = NULL;
     if (file) {
-        buf = read_all(file, &len);
+        buf = v4f_cli_read_file(file, &len);
         if (!buf) {
             fprintf(stderr, "v4flash tokenize: cannot read %s\n", file);
             return 1;
