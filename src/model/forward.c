@@ -549,6 +549,14 @@ static void par_tokens(v4f_session *s, stage *st, v4f_pool_fn fn) {
     v4f_pool_run(s->pool, st->n, fn, st);
 }
 
+/* 1/sqrt(mean(X^2) + eps) over the whole flattened HC state (HC_pre and
+ * HC_head both scale their mixer outputs by it); sum of squares in double. */
+static float hc_flat_rscale(const float *X, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)X[i] * X[i];
+    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+}
+
 /* mix *= rsqrt(mean X^2); split; a = sum pre X; xn = RMSNorm(a; w) */
 static void st_hc_pre(void *ctx, int64_t t, int thread) {
     stage *st = ctx;
@@ -558,9 +566,7 @@ static void st_hc_pre(void *ctx, int64_t t, int thread) {
     int64_t d = c->n_embd, HD = H * d, mixn = v4f_config_hc_mix(c);
     const float *X = s->sc.X + t * HD;
     float *mix = s->sc.mix + t * mixn;
-    double ss = 0;
-    for (int64_t i = 0; i < HD; i++) ss += (double)X[i] * X[i];
-    float r = (float)(1.0 / sqrt(ss / (double)HD + (double)c->rms_eps));
+    float r = hc_flat_rscale(X, HD, c->rms_eps);
     for (int64_t i = 0; i < mixn; i++) mix[i] *= r;
     float *pre = s->sc.pre + t * H, *post = s->sc.post + t * H, *comb = s->sc.comb + t * H * H;
     v4f_cpu_hc_split_sinkhorn(mix, st->hc_scale, st->hc_base, H, (int)c->hc_iters, c->hc_eps, pre,
@@ -1180,9 +1186,7 @@ static void st_head(void *ctx, int64_t t, int thread) {
     int64_t d = c->n_embd, HD = H * d, mixn = v4f_config_hc_mix(c);
     const float *X = s->sc.X + t * HD;
     float *mix = s->sc.mix + t * mixn;
-    double ss = 0;
-    for (int64_t i = 0; i < HD; i++) ss += (double)X[i] * X[i];
-    float r = (float)(1.0 / sqrt(ss / (double)HD + (double)c->rms_eps));
+    float r = hc_flat_rscale(X, HD, c->rms_eps);
     float w[64];
     for (int h = 0; h < H; h++) mix[h] *= r;
     v4f_cpu_hc_head_weights(mix, hs->scale[0], hs->base, H, c->hc_eps, w);
