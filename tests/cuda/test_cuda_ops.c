@@ -454,7 +454,7 @@ static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk
     float *q = rnd_vec(nq * nh * d, -1, 1), *w = rnd_vec(nq * nh, -0.5f, 1), *keys = rnd_vec(nk * d, -1, 1);
     float *dq = dev_from(c, q, FB(nq * nh * d)), *dw = dev_from(c, w, FB(nq * nh)), *dk = dev_from(c, keys, FB(nk * d));
     float *ds = dev_poisoned(c, FB(nq * nk));
-    TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, ds, err));
+    TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, NULL, ds, err));
     float *s = host_from(c, ds, FB(nq * nk)), *ref = v4f_xmalloc(FB(nk));
     for (int64_t t = 0; t < nq; t++) {
         v4f_cpu_indexer_scores(q + t * nh * d, w + t * nh, nh, d, keys, nk, ref);
@@ -653,7 +653,7 @@ static void b_attn(v4f_cuda *c, void *p) {
 }
 static void b_indexer(v4f_cuda *c, void *p) {
     bctx *b = p;
-    TRY(v4f_cuda_indexer_scores(c, b->q, b->w, b->nq, 64, 128, b->k.comp, b->nk, b->score, err));
+    TRY(v4f_cuda_indexer_scores(c, b->q, b->w, b->nq, 64, 128, b->k.comp, b->nk, NULL, b->score, err));
 }
 static void b_topk(v4f_cuda *c, void *p) {
     bctx *b = p;

@@ -164,16 +164,18 @@ template <int PER>
 __global__ void __launch_bounds__(IDX_WARPS * 32) k_indexer_scores(const float *__restrict__ q,
                                                                    const float *__restrict__ w, int64_t nh, int64_t d,
                                                                    const float *__restrict__ keys, int64_t nk,
-                                                                   float *score) {
+                                                                   const int32_t *__restrict__ n_valid, float *score) {
     extern __shared__ float qs[];
     const int64_t t = blockIdx.y;
+    const int64_t nv = n_valid ? min(nk, (int64_t)n_valid[t]) : nk;
+    if ((int64_t)blockIdx.x * IDX_KEYS_PER_BLOCK >= nv) return; /* uniform over the CTA */
     const float *qt = q + t * nh * d;
     for (int64_t i = threadIdx.x; i < nh * d; i += blockDim.x) qs[i] = qt[i];
     __syncthreads();
     const int wl = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const float *wt = w + t * nh;
     const int64_t c0 = (int64_t)blockIdx.x * IDX_KEYS_PER_BLOCK;
-    for (int64_t cidx = c0 + wl; cidx < c0 + IDX_KEYS_PER_BLOCK && cidx < nk; cidx += IDX_WARPS) {
+    for (int64_t cidx = c0 + wl; cidx < c0 + IDX_KEYS_PER_BLOCK && cidx < nv; cidx += IDX_WARPS) {
         const float *kr = keys + cidx * d;
         float kv[PER];
 #pragma unroll
@@ -199,7 +201,7 @@ __global__ void __launch_bounds__(IDX_WARPS * 32) k_indexer_scores(const float *
 
 extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const float *w, int64_t n_q,
                                               int64_t n_head, int64_t d, const float *keys, int64_t n_keys,
-                                              float *score, v4f_err *err) {
+                                              const int32_t *n_valid, float *score, v4f_err *err) {
     ARG_CHECK(n_q >= 0 && n_q <= 65535 && n_head > 0 && d > 0 && d % 32 == 0 && d <= 512 &&
                   n_head * d <= IDX_MAX_Q && n_keys >= 0,
               "cuda indexer scores: bad shape n_head %lld d %lld", (long long)n_head, (long long)d);
@@ -209,11 +211,14 @@ extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const
     const size_t smem = (size_t)(n_head * d) * sizeof(float);
     const int per = (int)(d / 32);
     if (per <= 4)
-        k_indexer_scores<4><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, score);
+        k_indexer_scores<4><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+                                                                          score);
     else if (per <= 8)
-        k_indexer_scores<8><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, score);
+        k_indexer_scores<8><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+                                                                          score);
     else
-        k_indexer_scores<16><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, score);
+        k_indexer_scores<16><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+                                                                          score);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

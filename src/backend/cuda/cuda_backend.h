@@ -126,6 +126,17 @@ v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, f
 v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x, float *const *y,
                                  v4f_err *err);
 
+/* Matvecs whose matrices are chosen on the device (routed experts; no host
+ * synchronisation, capturable in a graph): pair i multiplies the matrix at
+ * tab[tab_off[i] + ids[slot[i]]] (tab: device array of pointers to device or
+ * host-mapped memory, each 16-byte aligned; ids: device int32) of shape
+ * `shape` (data ignored) with x[i] into y[i]. tab_off and slot are host
+ * arrays of n entries; n <= V4F_CUDA_MATVEC_MAX_BATCH. Same results as
+ * v4f_cuda_matvec on the chosen matrix. */
+v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
+                                    const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
+                                    const float *const *x, float *const *y, v4f_err *err);
+
 /* dst[r * n_in + i] = element i of row row0 + r, r in [0, n_rows): bit-exact
  * with v4f_dequant_row_ref. dst is a device pointer. */
 v4f_status v4f_cuda_dequant_rows(v4f_cuda *c, const v4f_cuda_mat *w, int64_t row0, int64_t n_rows, float *dst,
@@ -229,10 +240,14 @@ v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t 
                               v4f_err *err);
 
 /* Indexer scores: score[t][c] = sum_h w[t][h] * max(0, q[t][h] . keys[c]) for
- * c < n_keys; q [n_q][n_head][d], w [n_q][n_head], keys [n_keys][d],
- * score rows of n_keys. d % 32 == 0, d <= 512, n_head * d <= 12288. */
+ * c < n_t; q [n_q][n_head][d], w [n_q][n_head], keys [n_keys][d], score rows
+ * of n_keys (entries c >= n_t untouched). n_t = min(n_keys, n_valid[t]) when
+ * n_valid (device int32 [n_q]) is given, else n_keys: with n_keys a
+ * capacity, the launch needs no host-known count (graphs). d % 32 == 0,
+ * d <= 512, n_head * d <= 12288. */
 v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const float *w, int64_t n_q, int64_t n_head,
-                                   int64_t d, const float *keys, int64_t n_keys, float *score, v4f_err *err);
+                                   int64_t d, const float *keys, int64_t n_keys, const int32_t *n_valid,
+                                   float *score, v4f_err *err);
 
 /* Top-k per row (v4f_cpu_topk): row r is x[r * ld + 0..n_r), n_r = n[r]
  * (device) or n0 when n is NULL; idx[r * k + 0..min(k, n_r)) gets the

@@ -544,12 +544,20 @@ typedef struct mv_pair {
     float *y;
     int64_t n_out;
     uint64_t row_bytes;
+    int32_t tab_off, slot; /* indirect launches: w = tab[tab_off + ids[slot]] */
 } mv_pair;
 
 typedef struct mv_args {
     mv_pair p[V4F_CUDA_MATVEC_MAX_BATCH];
     int64_t n_in;
+    const void *const *tab; /* NULL: direct (p[i].w) */
+    const int32_t *ids;
 } mv_args;
+
+/* The matrix of pair p: direct, or looked up on the device (routed experts). */
+__device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &p) {
+    return a.tab ? (const uint8_t *)a.tab[p.tab_off + a.ids[p.slot]] : p.w;
+}
 
 #define MV_THREADS 128 /* max threads of a fast-matvec CTA */
 #define MV_SMEM_BUDGET (32 * 1024)
@@ -571,6 +579,7 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     const int nrows = (int)min((int64_t)R, p.n_out - row0);
     const int64_t n_sb = a.n_in / SBE;
     const int chunk_bytes = chunk_sb * SBB;
+    const uint8_t *pw = mv_w(a, p);
 
     float acc[R];
 #pragma unroll
@@ -581,7 +590,7 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     for (int64_t sb0 = 0; sb0 < n_sb; sb0 += chunk_sb) {
         const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
         const int nvec = nsb * (SBB / 16);
-        const uint8_t *src0 = p.w + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
+        const uint8_t *src0 = pw + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
         for (int r = 0; r < nrows; r++) {
             const uint8_t *src = src0 + (uint64_t)r * p.row_bytes;
             uint8_t *dst = smem + r * chunk_bytes;
@@ -633,7 +642,7 @@ template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_
     const mv_pair &p = a.p[blockIdx.y];
     const int64_t row = (int64_t)blockIdx.x * MV_SLOW_WARPS + (threadIdx.x >> 5);
     if (row >= p.n_out) return; /* uniform over the warp */
-    const uint8_t *w = p.w + (uint64_t)row * p.row_bytes;
+    const uint8_t *w = mv_w(a, p) + (uint64_t)row * p.row_bytes;
     float acc = 0;
     for (int64_t e = threadIdx.x & 31; e < a.n_in; e += 32) acc = fmaf(elem<T>(w, e), p.x[e], acc);
     acc = warp_sum(acc);
@@ -813,6 +822,46 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
 
 v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err) {
     return v4f_cuda_matvec_batch(c, 1, w, &x, &y, err);
+}
+
+v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
+                                    const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
+                                    const float *const *x, float *const *y, v4f_err *err) {
+    if (n < 1 || n > V4F_CUDA_MATVEC_MAX_BATCH || !tab || !ids || !tab_off || !slot)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: indirect matvec of %d pairs (1..%d) or NULL table",
+                           n, V4F_CUDA_MATVEC_MAX_BATCH);
+    mv_args a;
+    memset(&a, 0, sizeof a);
+    v4f_cuda_mat probe = *shape;
+    probe.data = tab; /* any non-NULL pointer: check_mat looks at the shape */
+    uint64_t packed;
+    const v4f_status st = check_mat(&probe, &packed, err);
+    if (st != V4F_OK) return st;
+    a.n_in = shape->n_in;
+    a.tab = tab;
+    a.ids = ids;
+    bool fast = a.n_in % fast_sbe(shape->type) == 0 && shape->row_bytes % 16 == 0;
+    for (int i = 0; i < n; i++) {
+        if (!x[i] || !y[i] || tab_off[i] < 0 || slot[i] < 0)
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: indirect matvec pair %d: NULL x/y or bad slot", i);
+        a.p[i].x = x[i];
+        a.p[i].y = y[i];
+        a.p[i].n_out = shape->n_out;
+        a.p[i].row_bytes = shape->row_bytes;
+        a.p[i].tab_off = tab_off[i];
+        a.p[i].slot = slot[i];
+        fast = fast && ((uintptr_t)x[i] % 16 == 0);
+    }
+    CUDA_TRY_DEVICE(c);
+    switch (shape->type) {
+    case V4F_TYPE_F32: return launch_matvec<V4F_TYPE_F32>(c, &a, n, fast, err);
+    case V4F_TYPE_F16: return launch_matvec<V4F_TYPE_F16>(c, &a, n, fast, err);
+    case V4F_TYPE_BF16: return launch_matvec<V4F_TYPE_BF16>(c, &a, n, fast, err);
+    case V4F_TYPE_Q8_0: return launch_matvec<V4F_TYPE_Q8_0>(c, &a, n, fast, err);
+    case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, &a, n, fast, err);
+    case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, &a, n, fast, err);
+    default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, &a, n, fast, err);
+    }
 }
 
 template <int T>
