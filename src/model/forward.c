@@ -552,8 +552,7 @@ static void par_tokens(v4f_session *s, stage *st, v4f_pool_fn fn) {
 /* 1/sqrt(mean(X^2) + eps) over the whole flattened HC state (HC_pre and
  * HC_head both scale their mixer outputs by it); sum of squares in double. */
 static float hc_flat_rscale(const float *X, int64_t n, float eps) {
-    double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)X[i] * X[i];
+    double ss = v4f_cpu_sumsq_f64(X, n);
     return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
 }
 
@@ -1006,11 +1005,14 @@ static void st_ffn_sum(void *ctx, int64_t t, int thread) {
     const float *ysh = s->sc.ysh + t * d;
     const float *rows[64];
     for (int64_t j = 0; j < k; j++) rows[j] = s->sc.xg + (int64_t)s->sc.einv[t * k + j] * d;
-    for (int64_t i = 0; i < d; i++) {
-        float acc = 0;
-        for (int64_t j = 0; j < k; j++) acc += rows[j][i];
-        out[i] = acc + ysh[i];
+    /* per element ((0 + r0) + r1) + ... + shared, row by row (vectorizes) */
+    for (int64_t i = 0; i < d; i++) out[i] = 0.0f;
+    for (int64_t j = 0; j < k; j++) {
+        const float *restrict r = rows[j];
+        float *restrict o = out;
+        for (int64_t i = 0; i < d; i++) o[i] += r[i];
     }
+    for (int64_t i = 0; i < d; i++) out[i] += ysh[i];
 }
 
 /* gather: xg[i] = xn[token of elist[i]] for a block of 16 rows */

@@ -72,6 +72,7 @@ static v4f_isa env_isa_cap(void) {
 }
 
 static void build_tables(void) {
+    v4f_quant_iq2_gridf_init();
     v4f_quant_fill_generic(g_tab[V4F_ISA_GENERIC], &g_act[V4F_ISA_GENERIC]);
     g_avail[V4F_ISA_GENERIC] = true;
     g_avail[V4F_ISA_AVX2] = cpu_has_avx2();

@@ -12,6 +12,8 @@
  * Threading: pure functions; the filler runs once under the dispatch
  * pthread_once.
  */
+#include <stdlib.h>
+
 #include "quant/quant_x86.h"
 
 static inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -105,6 +107,38 @@ static float dot_f32_q8_0(const void *w, const float *x, int64_t n) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
     int64_t i = 0;
     for (; i + 2 <= n / 32; i += 2, b += 2 * X86_Q8_0_BYTES, x += 64) {
+        __m512 q0, q1, q2, q3;
+        q8_0_codes(b + 2, &q0, &q1);
+        q8_0_codes(b + X86_Q8_0_BYTES + 2, &q2, &q3);
+        const __m512 s0 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
+        const __m512 s1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(x + 48), _mm512_mul_ps(q2, _mm512_loadu_ps(x + 32)));
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(x86_f16(b)), s0, acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(x86_f16(b + X86_Q8_0_BYTES)), s1, acc1);
+    }
+    if (i < n / 32) {
+        __m512 q0, q1;
+        q8_0_codes(b + 2, &q0, &q1);
+        const __m512 s0 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(x86_f16(b)), s0, acc0);
+    }
+    return hsum512(_mm512_add_ps(acc0, acc1));
+}
+
+/* The same with a software prefetch g_q8_pf bytes ahead of the weights,
+ * one per two blocks (68 bytes). Decode matvecs stream every row once; on
+ * the 16-core Xeon host the 8-bit phases (lm head, attention out) ran
+ * 10-30% faster with a 1 KiB distance in an A/B of one (noisy) run, where
+ * 4-16 KiB had been slower (docs/PERF_NOTES.md, "CPU speed (session 3)").
+ * Set once by the filler (V4F_Q8_PF=bytes, 0: off). */
+#define Q8_PF_BYTES 1024
+static int64_t g_q8_pf;
+static float dot_f32_q8_0_pf(const void *w, const float *x, int64_t n) {
+    const uint8_t *b = w;
+    const int64_t pf = g_q8_pf;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    int64_t i = 0;
+    for (; i + 2 <= n / 32; i += 2, b += 2 * X86_Q8_0_BYTES, x += 64) {
+        _mm_prefetch((const char *)b + pf, _MM_HINT_T0);
         __m512 q0, q1, q2, q3;
         q8_0_codes(b + 2, &q0, &q1);
         q8_0_codes(b + X86_Q8_0_BYTES + 2, &q2, &q3);
@@ -322,5 +356,10 @@ void v4f_quant_fill_avx512(v4f_quant_kernels *tab, v4f_quant_act_kernels *act) {
     tab[V4F_TYPE_Q4_K].dot_act = dot_act_q4_K;
     tab[V4F_TYPE_IQ2_XXS].dequant_row = dequant_iq2_xxs;
     tab[V4F_TYPE_IQ2_XXS].dot_f32 = dot_f32_iq2_xxs;
+    /* Q8_0 decode matvec: software prefetch Q8_PF_BYTES ahead unless
+     * V4F_Q8_PF=0 (or another distance in bytes) */
+    const char *pf = getenv("V4F_Q8_PF");
+    g_q8_pf = pf && *pf ? atoi(pf) : Q8_PF_BYTES;
+    if (g_q8_pf > 0) tab[V4F_TYPE_Q8_0].dot_f32 = dot_f32_q8_0_pf;
     tab[V4F_TYPE_IQ2_XXS].dot_act = dot_act_iq2_xxs_avx2;
 }

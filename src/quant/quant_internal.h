@@ -27,6 +27,11 @@ extern const uint8_t v4f_quant_ksigns[128];
 extern const uint64_t v4f_quant_ksigns_pm1[128];
 /* ksigns[k] expanded: lane j = 0x80000000 if bit j is set, else 0. */
 extern const uint32_t v4f_quant_ksigns_f32[128][8];
+/* iq2xxs_grid as floats: gridf[k][j] = (float)(byte j of grid entry k).
+ * Filled once by v4f_quant_iq2_gridf_init (quant.c calls it before any
+ * kernel table is handed out); read-only afterwards. */
+extern float v4f_quant_iq2xxs_gridf[256][8];
+void v4f_quant_iq2_gridf_init(void);
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -113,8 +113,16 @@ const uint64_t v4f_quant_ksigns_pm1[128] = {
 #define SM8x8(b) SM8((b) + 0), SM8((b) + 1), SM8((b) + 2), SM8((b) + 3), \
                  SM8((b) + 4), SM8((b) + 5), SM8((b) + 6), SM8((b) + 7)
 
-const uint32_t v4f_quant_ksigns_f32[128][8] = {
+_Alignas(32) const uint32_t v4f_quant_ksigns_f32[128][8] = {
     SM8x8(0),  SM8x8(8),  SM8x8(16),  SM8x8(24),  SM8x8(32),  SM8x8(40),  SM8x8(48),  SM8x8(56),
     SM8x8(64), SM8x8(72), SM8x8(80),  SM8x8(88),  SM8x8(96),  SM8x8(104), SM8x8(112), SM8x8(120),
 };
 /* clang-format on */
+
+_Alignas(32) float v4f_quant_iq2xxs_gridf[256][8];
+
+void v4f_quant_iq2_gridf_init(void) {
+    for (int k = 0; k < 256; k++)
+        for (int j = 0; j < 8; j++)
+            v4f_quant_iq2xxs_gridf[k][j] = (float)(uint8_t)(v4f_quant_iq2xxs_grid[k] >> (8 * j));
+}

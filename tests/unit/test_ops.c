@@ -294,6 +294,19 @@ TEST(ops_rmsnorm) {
     CHECK_NEAR(y[3], 2 * r, 1e-6);
 }
 
+/* the eight-chain double sum of squares against a plain double loop, on
+ * lengths around its 8-element step (tails 0..7) */
+TEST(ops_sumsq_f64) {
+    float x[67];
+    for (int i = 0; i < 67; i++) x[i] = (float)((i * 37 % 23) - 11) * 0.37f + 1e-3f * (float)i;
+    for (int n = 0; n <= 67; n++) {
+        double want = 0;
+        for (int i = 0; i < n; i++) want += (double)x[i] * (double)x[i];
+        double got = v4f_cpu_sumsq_f64(x, n);
+        CHECK_MSG(fabs(got - want) <= 1e-14 * want, "n=%d: %.17g vs %.17g", n, got, want);
+    }
+}
+
 static void add_task(void *ctx, int64_t t, int thread) {
     int64_t *acc = ctx;
     acc[t] += t + 1;

@@ -151,7 +151,10 @@ void v4f_cpu_matmul_st(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_
     }
 }
 
-#define TOK_BLOCK 64
+/* Prefill: a task dequantizes its row tile once per TOK_BLOCK tokens (256:
+ * +10% GFLOP/s over 64 on the Xeon host's dense projections at 2048
+ * tokens, docs/PERF_NOTES.md; results do not depend on it). */
+#define TOK_BLOCK 256
 #define MULTI_BATCH 64
 
 typedef struct {
@@ -303,9 +306,30 @@ double v4f_cpu_fma_peak_gflops(v4f_pool *pool, double seconds, int *lanes) {
 
 /* ---- norms ----------------------------------------------------------------- */
 
+/* Eight independent double chains (element i into chain i % 8, combined
+ * pairwise at the end): the single-chain loop was bound by the add latency
+ * (4 cycles per element; 64 heads x 512 q norms and the 16K-element HC
+ * norms cost ~6 ms per decoded token at 43 layers). Fixed order, so every
+ * caller (prefill, decode, any thread count) gets the same value. */
+double v4f_cpu_sumsq_f64(const float *x, int64_t n) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a0 += (double)x[i + 0] * (double)x[i + 0];
+        a1 += (double)x[i + 1] * (double)x[i + 1];
+        a2 += (double)x[i + 2] * (double)x[i + 2];
+        a3 += (double)x[i + 3] * (double)x[i + 3];
+        a4 += (double)x[i + 4] * (double)x[i + 4];
+        a5 += (double)x[i + 5] * (double)x[i + 5];
+        a6 += (double)x[i + 6] * (double)x[i + 6];
+        a7 += (double)x[i + 7] * (double)x[i + 7];
+    }
+    for (; i < n; i++) a0 += (double)x[i] * (double)x[i];
+    return ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7));
+}
+
 void v4f_cpu_rmsnorm(const float *x, const float *w, float *y, int64_t n, float eps) {
-    double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    double ss = v4f_cpu_sumsq_f64(x, n);
     float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
     if (w)
         for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
@@ -575,14 +599,21 @@ void v4f_cpu_hc_split_sinkhorn(const float *mix, const float *scale3, const floa
     }
 }
 
+/* y[i] += a * x[i] with y and x not overlapping (restrict: GCC vectorizes
+ * it at -O2 without an alias check; per-element arithmetic unchanged) */
+static void axpy_nr(float *restrict y, float a, const float *restrict x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 void v4f_cpu_hc_weighted_sum(const float *X, const float *w, int H, int64_t d, float *y) {
     /* per element: ((0 + w0 x0) + w1 x1) + ..., stream by stream (vectorizes) */
     for (int64_t i = 0; i < d; i++) y[i] = 0.0f;
-    for (int h = 0; h < H; h++) {
-        const float *x = X + h * d;
-        float wh = w[h];
-        for (int64_t i = 0; i < d; i++) y[i] += wh * x[i];
-    }
+    for (int h = 0; h < H; h++) axpy_nr(y, w[h], X + h * d, d);
+}
+
+/* y[i] = a * o[i] + y[i] (no overlap; vectorizes) */
+static void axpy_post(float *restrict y, float a, const float *restrict o, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = a * o[i] + y[i];
 }
 
 void v4f_cpu_hc_post(const float *o, const float *X, const float *post, const float *comb, int H,
@@ -591,13 +622,8 @@ void v4f_cpu_hc_post(const float *o, const float *X, const float *post, const fl
     for (int j = 0; j < H; j++) {
         float *y = Xout + j * d;
         for (int64_t i = 0; i < d; i++) y[i] = 0.0f;
-        for (int k = 0; k < H; k++) {
-            const float *x = X + k * d;
-            float ck = comb[k * H + j];
-            for (int64_t i = 0; i < d; i++) y[i] += ck * x[i];
-        }
-        float pj = post[j];
-        for (int64_t i = 0; i < d; i++) y[i] = pj * o[i] + y[i];
+        for (int k = 0; k < H; k++) axpy_nr(y, comb[k * H + j], X + k * d, d);
+        axpy_post(y, post[j], o, d);
     }
 }
 

@@ -96,6 +96,9 @@ float v4f_cpu_dot_f32(const float *a, const float *b, int64_t n);
 
 /* ---- norms ------------------------------------------------------------ */
 
+/* sum of x[i]^2 in double, in a fixed order (eight interleaved partial
+ * sums); rmsnorm's sum of squares. */
+double v4f_cpu_sumsq_f64(const float *x, int64_t n);
 /* y = x / sqrt(mean(x^2) + eps) * w (w NULL: no weight). y may equal x. */
 void v4f_cpu_rmsnorm(const float *x, const float *w, float *y, int64_t n, float eps);
 
