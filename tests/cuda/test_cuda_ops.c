@@ -14,8 +14,11 @@
  * "## cuda ops"). Prints one line per op: cases, max error metric,
  * tolerance, mismatches. Exit status 0 only if every check passes.
  *
- * --bench: median device-event times of attention (decode and 64 queries,
- * 640 keys), indexer scores and top-512 over 250k compressed rows.
+ * --bench: median device-event times of one ratio-4 layer (indexer scores,
+ * top-512, attention over the window + the selected rows) and one ratio-128
+ * layer (attention over the window + all ctx/128 rows), decode at contexts
+ * 2K, 32K, 128K and 1M and a 2048-query prefill chunk at 8K context, with
+ * the model's shapes; prints a table and a 43-layer estimate.
  *
  * Memory: host buffers malloc'd and freed per case, device buffers per case.
  * Threading: single-threaded.
@@ -438,6 +441,29 @@ static void attn_cases(v4f_cuda *c) {
         rcp[t] = p - rfp[t] + 1;
         ccp[t] = (p + 1) / 4;
     }
+    /* tiled head_dim-512 kernel: 3 queries x 64 heads, per-query windows over
+     * a wrapping ring, index lists with -1 holes (one query's list empty) */
+    {
+        int32_t rfa[3] = {100, 0, 127}, rca[3] = {128, 5, 128}, cca[3] = {40, 0, 33};
+        int32_t idxa[3 * 40];
+        for (int i = 0; i < 3 * 40; i++) idxa[i] = (int32_t)(rnd_u64() % 900);
+        idxa[3] = -1, idxa[39] = -1, idxa[80 + 17] = -1;
+        attn_case fa = {3, 64, 512, 128, 900, rfa, rca, cca, idxa, 40, 1};
+        t_attn(c, &fa, 3.0f);
+    }
+    /* decode with many compressed rows (split key range): device counts with
+     * no host bound, and scalar counts; 2 queries (MTP-like); 40 heads (a
+     * partial head group) */
+    {
+        int32_t rf1 = 50, rc1 = 128, cc1 = 2000;
+        attn_case g1 = {1, 64, 512, 128, 2000, &rf1, &rc1, &cc1, NULL, 0, 1};
+        t_attn(c, &g1, 2.0f);
+        attn_case g0 = {1, 64, 512, 128, 2000, &rf1, &rc1, &cc1, NULL, 0, 0};
+        t_attn(c, &g0, 6.0f);
+        int32_t rf2b[2] = {3, 4}, rc2b[2] = {128, 128}, cc2b[2] = {1037, 1038};
+        attn_case g2 = {2, 40, 512, 128, 1038, rf2b, rc2b, cc2b, NULL, 0, 1};
+        t_attn(c, &g2, 1.0f);
+    }
     attn_case e = {NQ, 64, 512, 0, 200, rfp, rcp, ccp, NULL, 0, 1};
     e.raw_cap = 0; /* the host copy below uses rows directly */
     /* raw buffer holds positions 0..172 linearly */
@@ -450,15 +476,28 @@ static void attn_cases(v4f_cuda *c) {
 
 /* ---- indexer scores and top-k ------------------------------------------------------------------ */
 
-static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk) {
+/* nvalid (host, [nq], or NULL): per-query key counts passed as the device
+ * n_valid array; entries at or past a query's count must stay poisoned. */
+static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk, const int32_t *nvalid) {
     float *q = rnd_vec(nq * nh * d, -1, 1), *w = rnd_vec(nq * nh, -0.5f, 1), *keys = rnd_vec(nk * d, -1, 1);
     float *dq = dev_from(c, q, FB(nq * nh * d)), *dw = dev_from(c, w, FB(nq * nh)), *dk = dev_from(c, keys, FB(nk * d));
     float *ds = dev_poisoned(c, FB(nq * nk));
-    TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, NULL, ds, err));
+    int32_t *dn = nvalid ? dev_from(c, nvalid, (size_t)nq * 4) : NULL;
+    TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, dn, ds, err));
     float *s = host_from(c, ds, FB(nq * nk)), *ref = v4f_xmalloc(FB(nk));
     for (int64_t t = 0; t < nq; t++) {
-        v4f_cpu_indexer_scores(q + t * nh * d, w + t * nh, nh, d, keys, nk, ref);
-        for (int64_t ci = 0; ci < nk; ci++) {
+        int64_t nt = nk;
+        if (nvalid) nt = nvalid[t] < 0 ? 0 : nvalid[t] < nk ? nvalid[t] : nk;
+        for (int64_t ci = nt; ci < nk; ci++) {
+            uint32_t bits;
+            memcpy(&bits, &s[t * nk + ci], 4);
+            if (bits != 0xffffffffu) {
+                fail(OP_INDEXER, "score past n_valid written");
+                break;
+            }
+        }
+        v4f_cpu_indexer_scores(q + t * nh * d, w + t * nh, nh, d, keys, nt, ref);
+        for (int64_t ci = 0; ci < nt; ci++) {
             double den = 1e-30;
             for (int64_t h = 0; h < nh; h++) {
                 double a = 0;
@@ -469,11 +508,12 @@ static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk
         }
     }
     g_cases[OP_INDEXER]++;
-    v4f_cuda_free(c, dq), v4f_cuda_free(c, dw), v4f_cuda_free(c, dk), v4f_cuda_free(c, ds);
+    v4f_cuda_free(c, dq), v4f_cuda_free(c, dw), v4f_cuda_free(c, dk), v4f_cuda_free(c, ds), v4f_cuda_free(c, dn);
     free(q), free(w), free(keys), free(s), free(ref);
 }
 
-/* kind 0: continuous, 1: few levels (many exact ties, +-0 mixed), 2: all equal */
+/* kind 0: continuous, 1: few levels (many exact ties, +-0 mixed), 2: all
+ * equal, 3: values 1 + j * 2^-20 (ties and neighbours within 2^-16 relative) */
 static void t_topk(v4f_cuda *c, int64_t rows, int64_t ld, const int32_t *nrow, int64_t n0, int64_t k, int kind) {
     float *x = rnd_vec(rows * ld, -10, 10);
     for (int64_t i = 0; i < rows * ld; i++) {
@@ -482,6 +522,8 @@ static void t_topk(v4f_cuda *c, int64_t rows, int64_t ld, const int32_t *nrow, i
             if (x[i] == 0.0f && (rnd_u64() & 1)) x[i] = -0.0f;
         } else if (kind == 2) {
             x[i] = 1.25f;
+        } else if (kind == 3) {
+            x[i] = 1.0f + ldexpf((float)(rnd_u64() % 3000), -20);
         }
     }
     float *dx = dev_from(c, x, FB(rows * ld));
@@ -519,6 +561,16 @@ static void topk_cases(v4f_cuda *c) {
     const int32_t nr[5] = {0, 1, 513, 2000, 1999};
     t_topk(c, 5, 2000, nr, 0, 512, 1); /* per-row candidate counts */
     t_topk(c, 5, 2000, nr, 0, 512, 0);
+    /* long rows (multi-block select): continuous, near-ties sharing the
+     * 24-bit prefix (kind 3), heavy ties (candidate overflow -> one-block
+     * fallback), per-row counts below/above the k and the path threshold */
+    t_topk(c, 2, 262144, NULL, 262144, 512, 0);
+    t_topk(c, 1, 70001, NULL, 70001, 2048, 3);
+    t_topk(c, 1, 50000, NULL, 50000, 512, 1);
+    t_topk(c, 1, 40000, NULL, 40000, 300, 2);
+    const int32_t nrl[4] = {70000, 400, 16385, 0};
+    t_topk(c, 4, 70000, nrl, 0, 512, 0);
+    t_topk(c, 4, 70000, nrl, 0, 512, 3);
 }
 
 /* ---- router ------------------------------------------------------------------------------------- */
@@ -620,31 +672,42 @@ static void t_pool(v4f_cuda *c, int64_t n_groups, int64_t gstride_rows, int n_ca
 
 /* ---- benchmark (--bench) ---------------------------------------------------------------------------------- */
 
-/* Median of 15 timed repetitions of `launch`, in ms. */
+/* Median of timed repetitions of `fn` (device events), in ms per call. A
+ * repetition queues `fn` 20 times back to back (as a stream or graph would,
+ * so the host launch latency is hidden) when one call takes under 1 ms;
+ * 15 repetitions, 3 if one call takes over 20 ms, 1 over 200 ms. */
 typedef void (*bench_fn)(v4f_cuda *c, void *ctx);
 static double bench_ms(v4f_cuda *c, bench_fn fn, void *ctx) {
     double t[15];
+    float ms = 0;
+    TRY(v4f_cuda_timer_start(c, err));
     fn(c, ctx); /* warm-up */
-    for (int r = 0; r < 15; r++) {
-        float ms = 0;
+    TRY(v4f_cuda_timer_stop(c, &ms, err));
+    const int reps = ms > 200 ? 1 : ms > 20 ? 3 : 15, inner = ms < 1 ? 20 : 1;
+    for (int r = 0; r < reps; r++) {
         TRY(v4f_cuda_timer_start(c, err));
-        fn(c, ctx);
+        for (int i = 0; i < inner; i++) fn(c, ctx);
         TRY(v4f_cuda_timer_stop(c, &ms, err));
-        t[r] = ms;
+        t[r] = ms / inner;
     }
-    for (int i = 1; i < 15; i++)
+    for (int i = 1; i < reps; i++)
         for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
             const double x = t[j];
             t[j] = t[j - 1], t[j - 1] = x;
         }
-    return t[7];
+    return t[reps / 2];
 }
 
+/* One layer's attention-side work for the bench: the model's shapes (64
+ * heads x 512, indexer 64 x 128, top-512, 128-row raw window). */
 typedef struct bctx {
-    float *q, *out, *sinks, *w, *score;
-    v4f_cuda_attn_keys k;
-    int64_t nq, nk;
+    int64_t nq;
+    float *q, *qi, *w, *out, *sinks, *score;
+    const float *ikeys; /* indexer rows */
+    int64_t n_ikeys;    /* indexer rows (score row length) */
+    int32_t *n_valid;   /* [nq] or NULL */
     int32_t *idx, *cnt;
+    v4f_cuda_attn_keys k;
 } bctx;
 
 static void b_attn(v4f_cuda *c, void *p) {
@@ -653,49 +716,128 @@ static void b_attn(v4f_cuda *c, void *p) {
 }
 static void b_indexer(v4f_cuda *c, void *p) {
     bctx *b = p;
-    TRY(v4f_cuda_indexer_scores(c, b->q, b->w, b->nq, 64, 128, b->k.comp, b->nk, NULL, b->score, err));
+    TRY(v4f_cuda_indexer_scores(c, b->qi, b->w, b->nq, 64, 128, b->ikeys, b->n_ikeys, b->n_valid, b->score, err));
 }
 static void b_topk(v4f_cuda *c, void *p) {
     bctx *b = p;
-    TRY(v4f_cuda_topk(c, b->score, b->nq, b->nk, NULL, b->nk, 512, b->idx, b->cnt, err));
+    TRY(v4f_cuda_topk(c, b->score, b->nq, b->n_ikeys, b->n_valid, b->n_ikeys, 512, b->idx, b->cnt, err));
+}
+static void b_copy(v4f_cuda *c, void *p) {
+    bctx *b = p;
+    TRY(v4f_cuda_copy(c, b->out, b->q, FB(2048 * 64 * 512), err));
 }
 
 static void bench(v4f_cuda *c) {
+    enum { PQ = 2048, MAXI = 262144 };
     bctx b;
     memset(&b, 0, sizeof b);
-    const int64_t n_comp = 250000; /* 1M context / 4 */
-    float *h = rnd_vec(n_comp * 512, -1, 1);
-    b.k.comp = dev_from(c, h, FB(n_comp * 512));
-    b.k.raw = b.k.comp;
-    b.k.raw_cap = 128;
-    b.k.raw_count0 = 128;
-    b.sinks = dev_from(c, h, FB(64));
-    b.q = dev_from(c, h, FB(64 * 64 * 512));
-    b.w = dev_from(c, h, FB(64 * 64));
-    b.out = dev_poisoned(c, FB(64 * 64 * 512));
-    b.score = dev_poisoned(c, FB(4 * n_comp));
-    b.idx = dev_poisoned(c, (size_t)4 * 512 * 4);
-    b.cnt = dev_poisoned(c, 16);
-    const int64_t nqs[2] = {1, 64};
-    for (int i = 0; i < 2; i++) {
-        b.nq = nqs[i];
-        b.k.comp_count0 = 512;
-        const double ms = bench_ms(c, b_attn, &b);
-        printf("attn_sink  n_q %3lld x 64 heads x 512, 640 keys: %8.4f ms (%.1f us/query)\n", (long long)b.nq, ms,
-               ms * 1e3 / (double)b.nq);
-    }
-    for (int i = 0; i < 2; i++) {
-        b.nq = i == 0 ? 1 : 4;
-        b.nk = n_comp;
-        double ms = bench_ms(c, b_indexer, &b);
-        printf("indexer    n_q %lld x 64 x 128 over %lld keys: %8.4f ms (%.0f GB/s of keys)\n", (long long)b.nq,
-               (long long)n_comp, ms, (double)FB(n_comp * 128) / (ms * 1e-3) / 1e9);
-        ms = bench_ms(c, b_topk, &b);
-        printf("topk 512   %lld rows of %lld: %8.4f ms\n", (long long)b.nq, (long long)n_comp, ms);
-    }
-    v4f_cuda_free(c, (void *)b.k.comp), v4f_cuda_free(c, b.sinks), v4f_cuda_free(c, b.q), v4f_cuda_free(c, b.w);
-    v4f_cuda_free(c, b.out), v4f_cuda_free(c, b.score), v4f_cuda_free(c, b.idx), v4f_cuda_free(c, b.cnt);
+    /* ratio-4 compressed rows (MAXI x 512, gathered by the top-k) double as
+     * the raw rows of the prefill; tiled from 16 MB of random data */
+    float *h = rnd_vec((int64_t)8192 * 512, -1, 1);
+    float *comp4, *comp128, *raw, *ikeys;
+    TRY(v4f_cuda_alloc(c, FB((int64_t)MAXI * 512), (void **)&comp4, err));
+    for (int64_t r = 0; r < MAXI; r += 8192) TRY(v4f_cuda_upload(c, comp4 + r * 512, h, FB(8192 * 512), err));
+    comp128 = dev_from(c, h, FB(8192 * 512));
+    raw = dev_from(c, h + 1000 * 512, FB(128 * 512));
     free(h);
+    h = rnd_vec((int64_t)MAXI * 128, -1, 1); /* distinct indexer rows: realistic (tie-free) top-k */
+    ikeys = dev_from(c, h, FB((int64_t)MAXI * 128));
+    free(h);
+    h = rnd_vec((int64_t)PQ * 64 * 512, -1, 1);
+    b.q = dev_from(c, h, FB(PQ * 64 * 512));
+    b.qi = dev_from(c, h + 12345, FB(PQ * 64 * 128));
+    b.sinks = dev_from(c, h + 999, FB(64));
+    free(h);
+    h = rnd_vec(PQ * 64, 0, 1);
+    b.w = dev_from(c, h, FB(PQ * 64));
+    free(h);
+    b.out = dev_poisoned(c, FB(PQ * 64 * 512));
+    b.score = dev_poisoned(c, FB((int64_t)PQ * 2048 > MAXI ? (int64_t)PQ * 2048 : MAXI));
+    b.idx = dev_poisoned(c, (size_t)PQ * 512 * 4);
+    b.cnt = dev_poisoned(c, (size_t)PQ * 4);
+    b.ikeys = ikeys;
+
+    b.nq = 1;
+    const double copy_ms = bench_ms(c, b_copy, &b);
+    printf("device copy: %.0f GB/s (read + write of 256 MiB)\n", 2.0 * FB(PQ * 64 * 512) / (copy_ms * 1e-3) / 1e9);
+
+    /* decode: one query at position ctx - 1 */
+    printf("\ndecode, 1 query (us per call; median of device-event times over 20 back-to-back calls)\n");
+    printf("%8s | %9s %9s %9s %9s | %9s | %12s\n", "context", "r4 index", "r4 topk", "r4 attn", "r4 total",
+           "r128 attn", "43 layers");
+    const int64_t ctxs[4] = {2048, 32768, 131072, 1048576};
+    for (int ci = 0; ci < 4; ci++) {
+        const int64_t ctx = ctxs[ci], n4 = ctx / 4, n128 = ctx / 128;
+        b.nq = 1;
+        b.n_valid = NULL;
+        memset(&b.k, 0, sizeof b.k);
+        b.k.raw = raw;
+        b.k.raw_cap = 128;
+        b.k.raw_first0 = 77;
+        b.k.raw_count0 = 128;
+        double t_ix = 0, t_tk = 0, t_a4, t_a128;
+        b.k.comp = comp4;
+        if (n4 > 512) {
+            b.n_ikeys = n4;
+            t_ix = bench_ms(c, b_indexer, &b);
+            t_tk = bench_ms(c, b_topk, &b);
+            b.k.comp_idx = b.idx;
+            b.k.comp_idx_stride = 512;
+            b.k.comp_count0 = 512;
+        } else {
+            b.k.comp_count0 = (int32_t)n4;
+        }
+        t_a4 = bench_ms(c, b_attn, &b);
+        b.k.comp = comp128;
+        b.k.comp_idx = NULL;
+        b.k.comp_count0 = (int32_t)n128;
+        t_a128 = bench_ms(c, b_attn, &b);
+        const double r4 = t_ix + t_tk + t_a4;
+        printf("%8lld | %9.1f %9.1f %9.1f %9.1f | %9.1f | %12.1f\n", (long long)ctx, t_ix * 1e3, t_tk * 1e3,
+               t_a4 * 1e3, r4 * 1e3, t_a128 * 1e3, (21 * r4 + 22 * t_a128) * 1e3);
+    }
+
+    /* prefill: 2048 queries at positions 6144..8191 (8K context) */
+    {
+        int32_t *hf = v4f_xmalloc(PQ * 4), *hc = v4f_xmalloc(PQ * 4), *hn = v4f_xmalloc(PQ * 4),
+                *h128 = v4f_xmalloc(PQ * 4);
+        for (int t = 0; t < PQ; t++) {
+            const int p = 6144 + t;
+            hf[t] = p - 127, hc[t] = 128, hn[t] = (p + 1) / 4, h128[t] = (p + 1) / 128;
+        }
+        int32_t *df = dev_from(c, hf, PQ * 4), *dc = dev_from(c, hc, PQ * 4), *dn = dev_from(c, hn, PQ * 4);
+        int32_t *d128 = dev_from(c, h128, PQ * 4);
+        b.nq = PQ;
+        b.n_ikeys = 2048;
+        b.n_valid = dn;
+        memset(&b.k, 0, sizeof b.k);
+        b.k.raw = comp4; /* linear: positions 0..8191 */
+        b.k.raw_first = df;
+        b.k.raw_count = dc;
+        const double t_ix = bench_ms(c, b_indexer, &b);
+        const double t_tk = bench_ms(c, b_topk, &b);
+        b.k.comp = comp4;
+        b.k.comp_idx = b.idx;
+        b.k.comp_idx_stride = 512;
+        b.k.comp_count = b.cnt;
+        const double t_a4 = bench_ms(c, b_attn, &b);
+        b.k.comp = comp128;
+        b.k.comp_idx = NULL;
+        b.k.comp_count = d128;
+        const double t_a128 = bench_ms(c, b_attn, &b);
+        const double r4 = t_ix + t_tk + t_a4, all = 21 * r4 + 22 * t_a128;
+        printf("\nprefill, 2048 queries at 8K context (ms)\n");
+        printf("%9s %9s %9s %9s | %9s | %10s %12s\n", "r4 index", "r4 topk", "r4 attn", "r4 total", "r128 attn",
+               "43 layers", "tokens/s");
+        printf("%9.3f %9.3f %9.3f %9.3f | %9.3f | %10.2f %12.0f\n", t_ix, t_tk, t_a4, r4, t_a128, all,
+               PQ / (all * 1e-3));
+        v4f_cuda_free(c, df), v4f_cuda_free(c, dc), v4f_cuda_free(c, dn), v4f_cuda_free(c, d128);
+        free(hf), free(hc), free(hn), free(h128);
+    }
+    TRY(v4f_cuda_sync(c, err));
+    v4f_cuda_free(c, comp4), v4f_cuda_free(c, comp128), v4f_cuda_free(c, raw), v4f_cuda_free(c, ikeys);
+    v4f_cuda_free(c, b.q), v4f_cuda_free(c, b.qi), v4f_cuda_free(c, b.sinks), v4f_cuda_free(c, b.w);
+    v4f_cuda_free(c, b.out), v4f_cuda_free(c, b.score), v4f_cuda_free(c, b.idx), v4f_cuda_free(c, b.cnt);
 }
 
 /* ---- main ---------------------------------------------------------------------------------------------- */
@@ -757,9 +899,20 @@ int main(int argc, char **argv) {
 
     attn_cases(c);
 
-    t_indexer(c, 2, 64, 128, 1000);
-    t_indexer(c, 1, 3, 128, 37);
-    t_indexer(c, 3, 5, 512, 130);
+    t_indexer(c, 2, 64, 128, 1000, NULL);
+    t_indexer(c, 1, 3, 128, 37, NULL);
+    t_indexer(c, 3, 5, 512, 130, NULL);
+    {
+        const int32_t nv4[4] = {0, 1, 999, 5000}; /* none, one, all but one, past the capacity */
+        t_indexer(c, 4, 64, 128, 1000, nv4);
+        const int32_t nv3[3] = {7, 130, -3};
+        t_indexer(c, 3, 5, 512, 130, nv3); /* generic kernel */
+        const int32_t nv5[5] = {64, 65, 2999, 1, 3000};
+        t_indexer(c, 5, 64, 128, 3000, nv5);
+        t_indexer(c, 1, 64, 128, 40000, NULL); /* several key tiles per block */
+        const int32_t nv1[1] = {33333};
+        t_indexer(c, 1, 61, 128, 40000, nv1);
+    }
     topk_cases(c);
 
     t_router(c, 7, 256, 6, 1, 0, 0, 1, 1.5f);

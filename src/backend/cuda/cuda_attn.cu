@@ -2,19 +2,42 @@
  * cuda_attn.cu - sparse attention with sink, indexer scores and top-k
  * selection of the CUDA backend (API in cuda_backend.h).
  *
- * Owns: k_attn_sink (one block per (query, head): each warp runs an online
- * softmax over a strided share of the key rows, then the warps' partial
- * (max, denominator, accumulator) are merged with the sink logit in the
- * denominator), k_indexer_scores (the query's heads in shared memory, one
- * warp per key row) and k_topk (one block per row: 8-bit radix select of the
- * k-th largest value on order-preserving integer keys, then an in-order
- * compaction that takes every greater element and the lowest-index equal
- * ones, so ties go to the lowest index and the output is ascending).
+ * Owns:
+ *  - attention: k_fa_tile (head_dim 512, the model's shape): one CTA per
+ *    (key split, group of 16 heads, query). It streams tiles of 32 key rows
+ *    into shared memory (cp.async), computes the 16 x 32 score tile with
+ *    register tiling (4 heads x 2 keys per thread, the 512 dims in four
+ *    quarters), updates an online softmax per head and accumulates
+ *    P . K into registers (4 heads x 8 dims per thread). Decode (few
+ *    queries) splits the key range over several CTAs (flash decoding); each
+ *    split writes its unnormalised accumulator, max and denominator to a
+ *    static device buffer and k_fa_combine merges them with the sink logit.
+ *    k_attn_generic (one block per (query, head), per-warp online softmax)
+ *    covers other head sizes and devices without the shared memory.
+ *  - indexer scores: k_ix_tile (d = 128, up to 64 heads): one CTA holds the
+ *    query's heads in shared memory and loops over tiles of 64 key rows
+ *    (4 heads x 4 keys per thread, ReLU, weights, head sum in the
+ *    epilogue); k_indexer_generic for other shapes.
+ *  - top-k: rows up to 16K (and prefill's many rows) run k_topk (one block
+ *    per row: 8-bit radix select, then an in-order compaction). Long rows
+ *    (few rows, k <= 2048) run a multi-CTA radix select: k_tk_hist1 (top 12
+ *    key bits, all SMs), k_tk_hist2 (next 12 bits inside the threshold bin),
+ *    k_tk_collect (elements above the 24-bit threshold prefix, and the
+ *    candidates equal to it), k_tk_final (last 8 bits and ties by lowest
+ *    index among the candidates, bitonic sort to ascending order; a row
+ *    whose candidate list overflowed falls back to the one-block select).
  *
  * Invariants: attention and indexer scores are float32 with another
  * summation order than the CPU (tolerances in docs/TOLERANCES.md); top-k is
  * exact on its inputs (same index set as v4f_cpu_topk for identical x).
- * Memory ownership: no allocation; caller's device buffers only.
+ * Memory ownership: no allocation; caller's buffers plus static __device__
+ * scratch of this file (attention split partials, 8.1 MB; top-k histograms
+ * and candidate lists, 0.4 MB), reused by every launch on the device in
+ * stream order. Launches that use it must therefore not run concurrently on
+ * two streams of one device (the backend has one stream per context and one
+ * context per device); everything is capturable in a CUDA graph (no host
+ * synchronisation, no allocation, launch shapes depend on host arguments
+ * only).
  * Threading/streams: asynchronous launches on the context's stream.
  */
 #include "backend/cuda/cuda_common.cuh"
@@ -30,20 +53,32 @@ __device__ __forceinline__ float warp_sum_f(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+__device__ __forceinline__ float warp_max_f(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* 16-byte global -> shared copy (cp.async, L2 only); src_bytes 0 zero-fills. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+/* Largest dynamic shared memory per block of the current device (opt-in),
+ * cached per device; 0 on error. */
+static int max_smem_optin(int device) {
+    static int cache[64];
+    if (device < 0 || device >= 64) return 0;
+    if (!cache[device]) {
+        int v = 0;
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
+        cache[device] = v;
+    }
+    return cache[device];
+}
 
 /* ---- attention with sink ------------------------------------------------------------ */
-
-#define ATTN_WARPS 4
-#define ATTN_MAX_PER 16 /* head_dim / 32 <= 16: head_dim <= 512 */
-
-struct attn_args {
-    const float *q;
-    float *out;
-    int64_t n_head, hd;
-    const float *sinks;
-    float scale;
-    v4f_cuda_attn_keys k;
-};
 
 /* Row pointer of key i of query t, NULL to skip. */
 __device__ __forceinline__ const float *attn_key_row(const v4f_cuda_attn_keys *k, int64_t t, int64_t i, int64_t n_raw,
@@ -58,8 +93,246 @@ __device__ __forceinline__ const float *attn_key_row(const v4f_cuda_attn_keys *k
     return row < 0 ? NULL : k->comp + row * hd;
 }
 
+__device__ __forceinline__ void attn_counts(const v4f_cuda_attn_keys *k, int64_t t, int64_t *n_raw, int64_t *nk) {
+    int64_t r = k->raw_count ? k->raw_count[t] : k->raw_count0;
+    int64_t c = k->comp_count ? k->comp_count[t] : k->comp_count0;
+    r = r > 0 ? r : 0;
+    c = c > 0 ? c : 0;
+    *n_raw = r;
+    *nk = r + c;
+}
+
+/* -- tiled kernel for head_dim 512 -- */
+
+#define FA_HG 16                 /* heads per CTA */
+#define FA_KT 32                 /* keys per tile */
+#define FA_HD 512                /* head_dim */
+#define FA_LD (FA_HD + 4)        /* padded shared row (floats): conflict-free 16-byte column reads */
+#define FA_THREADS 256
+#define FA_MAX_SPLIT 128
+#define FA_PART_FLOATS (2 << 20) /* split partials: n_split * n_q * n_head * 512 floats */
+
+struct fa_smem {
+    float q[FA_HG][FA_LD];
+    float k[FA_KT][FA_LD];
+    float sp[4][FA_HG][FA_KT + 1]; /* score partials of the four dim quarters */
+    float p[FA_KT][FA_HG];         /* softmax weights of the tile */
+    float corr[FA_HG], m[FA_HG], l[FA_HG];
+    const float *rows[FA_KT];
+};
+
+static __device__ float g_fa_part[FA_PART_FLOATS];
+static __device__ float g_fa_ml[FA_PART_FLOATS / FA_HD * 2];
+
+struct fa_args {
+    const float *q;
+    float *out;
+    int n_head;
+    int n_split;
+    const float *sinks;
+    float scale;
+    v4f_cuda_attn_keys k;
+};
+
+__global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
+    extern __shared__ __align__(16) unsigned char fa_raw[];
+    fa_smem &S = *reinterpret_cast<fa_smem *>(fa_raw);
+    const int split = blockIdx.x, hg = blockIdx.y;
+    const int64_t t = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int h0 = hg * FA_HG;
+    const int64_t n_q = gridDim.z;
+
+    int64_t n_raw, nk;
+    attn_counts(&a.k, t, &n_raw, &nk);
+    const int64_t per = ((nk + a.n_split - 1) / a.n_split + FA_KT - 1) / FA_KT * FA_KT;
+    const int64_t kbeg = (int64_t)split * per;
+    const int64_t kend = min(nk, kbeg + per);
+
+    /* the query heads of this group (zero rows past n_head) */
+    for (int i = tid; i < FA_HG * (FA_HD / 4); i += FA_THREADS) {
+        const int h = i / (FA_HD / 4), c4 = i % (FA_HD / 4);
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (h0 + h < a.n_head) v = reinterpret_cast<const float4 *>(a.q + (t * a.n_head + h0 + h) * FA_HD)[c4];
+        *reinterpret_cast<float4 *>(&S.q[h][c4 * 4]) = v;
+    }
+
+    /* softmax state: warp w owns heads 2w, 2w+1 (all lanes hold it) */
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    /* P.K accumulator: heads 4*(w>>1)+a, dims (w&1)*256 + lane*4 + e (+128 for e >= 4) */
+    const int cq = w >> 1, chalf = w & 1;
+    float acc[4][8];
+#pragma unroll
+    for (int x = 0; x < 4; x++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[x][e] = 0.f;
+
+    /* score mapping: dim quarter aq = w>>1, head quad 2*(w&1) + (lane>>4), keys jj and jj+16 */
+    const int aq = w >> 1, ahq = 2 * (w & 1) + (lane >> 4), jj = lane & 15;
+
+    for (int64_t k0 = kbeg; k0 < kend; k0 += FA_KT) {
+        const int nt = (int)min((int64_t)FA_KT, kend - k0);
+        __syncthreads(); /* the previous tile's readers are done */
+        if (tid < FA_KT) S.rows[tid] = tid < nt ? attn_key_row(&a.k, t, k0 + tid, n_raw, FA_HD) : NULL;
+        __syncthreads();
+        for (int i = tid; i < FA_KT * (FA_HD / 4); i += FA_THREADS) {
+            const int j = i / (FA_HD / 4), c4 = i % (FA_HD / 4);
+            const float *src = S.rows[j];
+            cp_async16(&S.k[j][c4 * 4], src ? src + c4 * 4 : a.q, src ? 16 : 0);
+        }
+        cp_async_wait_all();
+        __syncthreads();
+
+        /* scores: partial dots over the quarter [128 aq, 128 aq + 128) */
+        {
+            float sa[4][2];
+#pragma unroll
+            for (int x = 0; x < 4; x++) sa[x][0] = sa[x][1] = 0.f;
+            const float *qb = &S.q[4 * ahq][128 * aq];
+            const float *kb0 = &S.k[jj][128 * aq], *kb1 = &S.k[jj + 16][128 * aq];
+#pragma unroll 4
+            for (int d = 0; d < 128; d += 4) {
+                const float4 k0v = *reinterpret_cast<const float4 *>(kb0 + d);
+                const float4 k1v = *reinterpret_cast<const float4 *>(kb1 + d);
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    const float4 qv = *reinterpret_cast<const float4 *>(qb + x * FA_LD + d);
+                    sa[x][0] = fmaf(qv.x, k0v.x, sa[x][0]);
+                    sa[x][0] = fmaf(qv.y, k0v.y, sa[x][0]);
+                    sa[x][0] = fmaf(qv.z, k0v.z, sa[x][0]);
+                    sa[x][0] = fmaf(qv.w, k0v.w, sa[x][0]);
+                    sa[x][1] = fmaf(qv.x, k1v.x, sa[x][1]);
+                    sa[x][1] = fmaf(qv.y, k1v.y, sa[x][1]);
+                    sa[x][1] = fmaf(qv.z, k1v.z, sa[x][1]);
+                    sa[x][1] = fmaf(qv.w, k1v.w, sa[x][1]);
+                }
+            }
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                S.sp[aq][4 * ahq + x][jj] = sa[x][0];
+                S.sp[aq][4 * ahq + x][jj + 16] = sa[x][1];
+            }
+        }
+        __syncthreads();
+
+        /* online softmax of the tile for heads 2w, 2w+1 (lane = key) */
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int hl = 2 * w + r;
+            float s = ((S.sp[0][hl][lane] + S.sp[1][hl][lane]) + S.sp[2][hl][lane]) + S.sp[3][hl][lane];
+            s = (lane < nt && S.rows[lane]) ? s * a.scale : -INFINITY;
+            const float mn = fmaxf(m_run[r], warp_max_f(s));
+            const float p = s == -INFINITY ? 0.f : expf(s - mn);
+            const float corr = m_run[r] == -INFINITY ? 0.f : expf(m_run[r] - mn);
+            l_run[r] = l_run[r] * corr + warp_sum_f(p);
+            m_run[r] = mn;
+            S.p[lane][hl] = p;
+            if (lane == 0) S.corr[hl] = corr;
+        }
+        __syncthreads();
+
+        /* acc = acc * corr + P . K */
+        {
+            float cr[4];
+#pragma unroll
+            for (int x = 0; x < 4; x++) cr[x] = S.corr[4 * cq + x];
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[x][e] *= cr[x];
+            const float *kb = &S.k[0][chalf * 256 + lane * 4];
+            for (int j = 0; j < nt; j++) {
+                const float4 p4 = *reinterpret_cast<const float4 *>(&S.p[j][4 * cq]);
+                const float4 ka = *reinterpret_cast<const float4 *>(kb + j * FA_LD);
+                const float4 kc = *reinterpret_cast<const float4 *>(kb + j * FA_LD + 128);
+                const float pv[4] = {p4.x, p4.y, p4.z, p4.w};
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    acc[x][0] = fmaf(pv[x], ka.x, acc[x][0]);
+                    acc[x][1] = fmaf(pv[x], ka.y, acc[x][1]);
+                    acc[x][2] = fmaf(pv[x], ka.z, acc[x][2]);
+                    acc[x][3] = fmaf(pv[x], ka.w, acc[x][3]);
+                    acc[x][4] = fmaf(pv[x], kc.x, acc[x][4]);
+                    acc[x][5] = fmaf(pv[x], kc.y, acc[x][5]);
+                    acc[x][6] = fmaf(pv[x], kc.z, acc[x][6]);
+                    acc[x][7] = fmaf(pv[x], kc.w, acc[x][7]);
+                }
+            }
+        }
+    }
+
+    if (lane == 0) {
+        S.m[2 * w] = m_run[0], S.m[2 * w + 1] = m_run[1];
+        S.l[2 * w] = l_run[0], S.l[2 * w + 1] = l_run[1];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int x = 0; x < 4; x++) {
+        const int hl = 4 * cq + x, h = h0 + hl;
+        if (h >= a.n_head) continue;
+        const float m = S.m[hl], l = S.l[hl];
+        float *dst;
+        float f;
+        if (a.n_split == 1) {
+            const float sink = a.sinks[h];
+            const float M = fmaxf(sink, m);
+            const float fm = m == -INFINITY ? 0.f : expf(m - M);
+            const float den = expf(sink - M) + l * fm;
+            f = fm / den;
+            dst = a.out + (t * a.n_head + h) * FA_HD;
+        } else {
+            const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h;
+            f = 1.0f;
+            dst = g_fa_part + slot * FA_HD;
+            if (lane == 0 && chalf == 0) g_fa_ml[2 * slot] = m, g_fa_ml[2 * slot + 1] = l;
+        }
+        float *d0 = dst + chalf * 256 + lane * 4;
+        *reinterpret_cast<float4 *>(d0) = make_float4(acc[x][0] * f, acc[x][1] * f, acc[x][2] * f, acc[x][3] * f);
+        *reinterpret_cast<float4 *>(d0 + 128) =
+            make_float4(acc[x][4] * f, acc[x][5] * f, acc[x][6] * f, acc[x][7] * f);
+    }
+}
+
+/* Merge the n_split partials of (query t, head h) with the sink: one block
+ * of 128 threads (4 dims each) per (h, t). */
+__global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_head, int n_split, float *out) {
+    const int h = blockIdx.x;
+    const int64_t t = blockIdx.y, n_q = gridDim.y;
+    const float sink = sinks[h];
+    float M = sink;
+    for (int s = 0; s < n_split; s++) M = fmaxf(M, g_fa_ml[2 * (((int64_t)s * n_q + t) * n_head + h)]);
+    float den = expf(sink - M);
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s = 0; s < n_split; s++) {
+        const int64_t slot = ((int64_t)s * n_q + t) * n_head + h;
+        const float m = g_fa_ml[2 * slot], l = g_fa_ml[2 * slot + 1];
+        if (m == -INFINITY) continue;
+        const float f = expf(m - M);
+        den += l * f;
+        const float4 v = reinterpret_cast<const float4 *>(g_fa_part + slot * FA_HD)[threadIdx.x];
+        o.x = fmaf(v.x, f, o.x), o.y = fmaf(v.y, f, o.y), o.z = fmaf(v.z, f, o.z), o.w = fmaf(v.w, f, o.w);
+    }
+    const float inv = 1.0f / den;
+    reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[threadIdx.x] =
+        make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+}
+
+
+#define ATTN_WARPS 4
+#define ATTN_MAX_PER 16 /* head_dim / 32 <= 16: head_dim <= 512 */
+
+struct attn_args {
+    const float *q;
+    float *out;
+    int64_t n_head, hd;
+    const float *sinks;
+    float scale;
+    v4f_cuda_attn_keys k;
+};
+
+
 template <int PER>
-__global__ void __launch_bounds__(ATTN_WARPS * 32) k_attn_sink(attn_args a) {
+__global__ void __launch_bounds__(ATTN_WARPS * 32) k_attn_generic(attn_args a) {
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][PER * 32];
     const int64_t h = blockIdx.x, t = blockIdx.y;
@@ -122,6 +395,20 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32) k_attn_sink(attn_args a) {
     }
 }
 
+
+/* Upper bound of the keys per query as far as the host knows (only tunes the
+ * split count; the kernels read the real counts on the device). */
+static int64_t attn_key_guess(const v4f_cuda_attn_keys *k) {
+    const int64_t big = (int64_t)1 << 40;
+    int64_t r = k->raw_count ? (k->raw_cap > 0 ? k->raw_cap : big) : (k->raw_count0 > 0 ? k->raw_count0 : 0);
+    int64_t c;
+    if (!k->comp_count)
+        c = k->comp_count0 > 0 ? k->comp_count0 : 0;
+    else
+        c = k->comp_idx ? k->comp_idx_stride : big;
+    return r + c;
+}
+
 extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
                                          const v4f_cuda_attn_keys *keys, const float *sinks, float scale, float *out,
                                          v4f_err *err) {
@@ -134,6 +421,43 @@ extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_
               "cuda attn: key rows missing");
     if (n_q == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
+    const size_t fa_bytes = sizeof(fa_smem);
+    const int64_t n_hg = (n_head + FA_HG - 1) / FA_HG;
+    if (head_dim == FA_HD && n_hg <= 65535 && (size_t)max_smem_optin(c->device) >= fa_bytes &&
+        ((uintptr_t)q & 15) == 0 && ((uintptr_t)out & 15) == 0 && (!keys->raw || ((uintptr_t)keys->raw & 15) == 0) &&
+        (!keys->comp || ((uintptr_t)keys->comp & 15) == 0)) {
+        static bool attr_set[64];
+        if (!attr_set[c->device & 63]) {
+            CUDA_TRY(cudaFuncSetAttribute(k_fa_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bytes));
+            attr_set[c->device & 63] = true;
+        }
+        /* split the key range until about two CTAs per SM, at least one tile
+         * per split, within the partial buffer */
+        const int64_t base = n_q * n_hg, target = 2 * (int64_t)c->sm_count;
+        int64_t n_split = (target + base - 1) / base;
+        const int64_t tiles = (attn_key_guess(keys) + FA_KT - 1) / FA_KT;
+        if (n_split > tiles) n_split = tiles;
+        if (n_split > FA_MAX_SPLIT) n_split = FA_MAX_SPLIT;
+        const int64_t cap = FA_PART_FLOATS / (n_q * n_head * FA_HD);
+        if (n_split > cap) n_split = cap;
+        if (n_split < 1) n_split = 1;
+        fa_args a;
+        a.q = q;
+        a.out = out;
+        a.n_head = (int)n_head;
+        a.n_split = (int)n_split;
+        a.sinks = sinks;
+        a.scale = scale;
+        a.k = *keys;
+        k_fa_tile<<<dim3((unsigned)n_split, (unsigned)n_hg, (unsigned)n_q), FA_THREADS, fa_bytes, c->stream>>>(a);
+        CUDA_TRY_LAUNCH();
+        if (n_split > 1) {
+            k_fa_combine<<<dim3((unsigned)n_head, (unsigned)n_q), FA_HD / 4, 0, c->stream>>>(sinks, (int)n_head,
+                                                                                             (int)n_split, out);
+            CUDA_TRY_LAUNCH();
+        }
+        return V4F_OK;
+    }
     attn_args a;
     a.q = q;
     a.out = out;
@@ -145,23 +469,113 @@ extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_
     const dim3 grid((unsigned)n_head, (unsigned)n_q);
     const int per = (int)(head_dim / 32);
     if (per <= 4)
-        k_attn_sink<4><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
+        k_attn_generic<4><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
     else if (per <= 8)
-        k_attn_sink<8><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
+        k_attn_generic<8><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
     else
-        k_attn_sink<16><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
+        k_attn_generic<16><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
 
 /* ---- indexer scores ----------------------------------------------------------------- */
 
+/* -- tiled kernel: d = 128, n_head <= 64 -- */
+
+#define IX_D 128
+#define IX_H 64
+#define IX_KT 64
+#define IX_LD (IX_D + 4)
+#define IX_THREADS 256
+
+struct ix_smem {
+    float q[IX_H][IX_LD];
+    float k[IX_KT][IX_LD];
+    float red[IX_THREADS / 32][IX_KT];
+    float w[IX_H];
+};
+
+__global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restrict__ q, const float *__restrict__ w,
+                                                          int nh, const float *__restrict__ keys, int64_t nk,
+                                                          const int32_t *__restrict__ n_valid, float *score) {
+    extern __shared__ __align__(16) unsigned char ix_raw[];
+    ix_smem &S = *reinterpret_cast<ix_smem *>(ix_raw);
+    const int64_t t = blockIdx.y;
+    const int64_t nv = n_valid ? min(nk, (int64_t)max(n_valid[t], 0)) : nk;
+    const int64_t n_tiles = (nv + IX_KT - 1) / IX_KT;
+    if ((int64_t)blockIdx.x >= n_tiles) return; /* uniform over the CTA */
+    const int tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
+    for (int i = tid; i < IX_H * (IX_D / 4); i += IX_THREADS) {
+        const int h = i / (IX_D / 4), c4 = i % (IX_D / 4);
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (h < nh) v = reinterpret_cast<const float4 *>(q + (t * nh + h) * IX_D)[c4];
+        *reinterpret_cast<float4 *>(&S.q[h][c4 * 4]) = v;
+    }
+    if (tid < IX_H) S.w[tid] = tid < nh ? w[t * nh + tid] : 0.f;
+    const int hq = 2 * wl + (lane >> 4), jj = lane & 15; /* heads 4hq..4hq+3, keys jj + 16m */
+    for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
+        const int64_t c0 = tile * IX_KT;
+        __syncthreads(); /* previous tile's readers done (and q, w stored) */
+        for (int i = tid; i < IX_KT * (IX_D / 4); i += IX_THREADS) {
+            const int j = i / (IX_D / 4), c4 = i % (IX_D / 4);
+            const bool ok = c0 + j < nv;
+            cp_async16(&S.k[j][c4 * 4], ok ? keys + (c0 + j) * IX_D + c4 * 4 : keys, ok ? 16 : 0);
+        }
+        cp_async_wait_all();
+        __syncthreads();
+        float acc[4][4];
+#pragma unroll
+        for (int x = 0; x < 4; x++)
+#pragma unroll
+            for (int m = 0; m < 4; m++) acc[x][m] = 0.f;
+        const float *qb = &S.q[4 * hq][0];
+        const float *kb = &S.k[jj][0];
+#pragma unroll 2
+        for (int d = 0; d < IX_D; d += 4) {
+            float4 kv[4];
+#pragma unroll
+            for (int m = 0; m < 4; m++) kv[m] = *reinterpret_cast<const float4 *>(kb + 16 * m * IX_LD + d);
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                const float4 qv = *reinterpret_cast<const float4 *>(qb + x * IX_LD + d);
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    acc[x][m] = fmaf(qv.x, kv[m].x, acc[x][m]);
+                    acc[x][m] = fmaf(qv.y, kv[m].y, acc[x][m]);
+                    acc[x][m] = fmaf(qv.z, kv[m].z, acc[x][m]);
+                    acc[x][m] = fmaf(qv.w, kv[m].w, acc[x][m]);
+                }
+            }
+        }
+        float part[4];
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            float s = 0.f;
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+                if (acc[x][m] > 0.f) s = fmaf(S.w[4 * hq + x], acc[x][m], s);
+            part[m] = s + __shfl_xor_sync(0xffffffffu, s, 16);
+        }
+        if (lane < 16)
+#pragma unroll
+            for (int m = 0; m < 4; m++) S.red[wl][jj + 16 * m] = part[m];
+        __syncthreads();
+        if (tid < IX_KT && c0 + tid < nv) {
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < IX_THREADS / 32; i++) s += S.red[i][tid];
+            score[t * nk + c0 + tid] = s;
+        }
+    }
+}
+
+
 #define IDX_WARPS 8
 #define IDX_KEYS_PER_BLOCK 64
 #define IDX_MAX_Q 12288 /* n_head * d floats in shared memory (48 KB) */
 
 template <int PER>
-__global__ void __launch_bounds__(IDX_WARPS * 32) k_indexer_scores(const float *__restrict__ q,
+__global__ void __launch_bounds__(IDX_WARPS * 32) k_indexer_generic(const float *__restrict__ q,
                                                                    const float *__restrict__ w, int64_t nh, int64_t d,
                                                                    const float *__restrict__ keys, int64_t nk,
                                                                    const int32_t *__restrict__ n_valid, float *score) {
@@ -199,6 +613,7 @@ __global__ void __launch_bounds__(IDX_WARPS * 32) k_indexer_scores(const float *
     }
 }
 
+
 extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const float *w, int64_t n_q,
                                               int64_t n_head, int64_t d, const float *keys, int64_t n_keys,
                                               const int32_t *n_valid, float *score, v4f_err *err) {
@@ -207,26 +622,42 @@ extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const
               "cuda indexer scores: bad shape n_head %lld d %lld", (long long)n_head, (long long)d);
     if (n_q == 0 || n_keys == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
+    const size_t ix_bytes = sizeof(ix_smem);
+    if (d == IX_D && n_head <= IX_H && (size_t)max_smem_optin(c->device) >= ix_bytes && ((uintptr_t)q & 15) == 0 &&
+        ((uintptr_t)keys & 15) == 0) {
+        static bool attr_set[64];
+        if (!attr_set[c->device & 63]) {
+            CUDA_TRY(cudaFuncSetAttribute(k_ix_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ix_bytes));
+            attr_set[c->device & 63] = true;
+        }
+        /* enough CTAs for two per SM; each loops over its share of the tiles
+         * (so the query load is amortised over several key tiles) */
+        const int64_t tiles = (n_keys + IX_KT - 1) / IX_KT;
+        int64_t gx = (2 * (int64_t)c->sm_count + n_q - 1) / n_q;
+        if (gx > tiles) gx = tiles;
+        if (gx < 1) gx = 1;
+        k_ix_tile<<<dim3((unsigned)gx, (unsigned)n_q), IX_THREADS, ix_bytes, c->stream>>>(q, w, (int)n_head, keys,
+                                                                                          n_keys, n_valid, score);
+        CUDA_TRY_LAUNCH();
+        return V4F_OK;
+    }
     const dim3 grid((unsigned)((n_keys + IDX_KEYS_PER_BLOCK - 1) / IDX_KEYS_PER_BLOCK), (unsigned)n_q);
     const size_t smem = (size_t)(n_head * d) * sizeof(float);
     const int per = (int)(d / 32);
     if (per <= 4)
-        k_indexer_scores<4><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
-                                                                          score);
+        k_indexer_generic<4><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+                                                                           score);
     else if (per <= 8)
-        k_indexer_scores<8><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
-                                                                          score);
+        k_indexer_generic<8><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+                                                                           score);
     else
-        k_indexer_scores<16><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
-                                                                          score);
+        k_indexer_generic<16><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+                                                                            score);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
 
 /* ---- top-k -------------------------------------------------------------------------- */
-
-#define TOPK_THREADS 512
-#define TOPK_WARPS (TOPK_THREADS / 32)
 
 /* Order-preserving map float -> uint32 (larger float, larger key); -0 is +0. */
 __device__ __forceinline__ uint32_t topk_key(float f) {
@@ -234,8 +665,9 @@ __device__ __forceinline__ uint32_t topk_key(float f) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-/* Exclusive prefix count of flag over the block (all threads call); returns
- * this thread's rank, *total the block's count. Uses s_w (TOPK_WARPS ints). */
+/* Exclusive prefix count of flag over the block (all NT threads call);
+ * returns this thread's rank, *total the block's count. s_w: NT/32 ints. */
+template <int NT>
 __device__ __forceinline__ int block_rank(bool flag, int *s_w, int *total) {
     const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
     const unsigned b = __ballot_sync(0xffffffffu, flag);
@@ -244,7 +676,7 @@ __device__ __forceinline__ int block_rank(bool flag, int *s_w, int *total) {
     if (lane == 0) s_w[wl] = __popc(b);
     __syncthreads();
     int before = 0, tot = 0;
-    for (int i = 0; i < TOPK_WARPS; i++) {
+    for (int i = 0; i < NT / 32; i++) {
         if (i < wl) before += s_w[i];
         tot += s_w[i];
     }
@@ -252,32 +684,27 @@ __device__ __forceinline__ int block_rank(bool flag, int *s_w, int *total) {
     return before + in_warp;
 }
 
-__global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *__restrict__ x, int64_t ld,
-                                                       const int32_t *__restrict__ nr, int64_t n0, int64_t k,
-                                                       int32_t *idx, int32_t *count) {
+/* One block (NT threads) selects the top k of row xr[0..n): radix select of
+ * the k-th largest key (8 bits a pass), then an in-order compaction. */
+template <int NT>
+__device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t k, int32_t *out, int32_t *count) {
     __shared__ unsigned hist[256];
     __shared__ uint32_t s_prefix;
     __shared__ int64_t s_need;
-    __shared__ int s_w[TOPK_WARPS];
-    const int64_t r = blockIdx.x;
-    const float *xr = x + r * ld;
-    int64_t n = nr ? (int64_t)nr[r] : n0;
+    __shared__ int s_w[NT / 32];
     if (n < 0) n = 0;
-    int32_t *out = idx + r * k;
     const int64_t kk = k < n ? k : n;
     if (kk == n) { /* everything is selected */
-        for (int64_t i = threadIdx.x; i < k; i += blockDim.x) out[i] = i < n ? (int32_t)i : -1;
-        if (count && threadIdx.x == 0) count[r] = (int32_t)kk;
+        for (int64_t i = threadIdx.x; i < k; i += NT) out[i] = i < n ? (int32_t)i : -1;
+        if (count && threadIdx.x == 0) *count = (int32_t)kk;
         return;
     }
-    /* radix select: find the key T of the kk-th largest and how many equal
-     * to T are needed (need), MSB byte first. */
     uint32_t prefix = 0, mask = 0;
     int64_t need = kk;
     for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+        for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
         __syncthreads();
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        for (int64_t i = threadIdx.x; i < n; i += NT) {
             const uint32_t key = topk_key(xr[i]);
             if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
@@ -299,23 +726,295 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *__restrict__
         __syncthreads();
     }
     const uint32_t T = prefix;
-    /* in-order compaction */
     int64_t eq_base = 0, out_base = 0;
-    for (int64_t c0 = 0; c0 < n; c0 += blockDim.x) {
+    for (int64_t c0 = 0; c0 < n; c0 += NT) {
         const int64_t i = c0 + threadIdx.x;
         const uint32_t key = i < n ? topk_key(xr[i]) : 0u;
         const bool eq = i < n && key == T;
         int eq_tot = 0, sel_tot = 0;
-        const int eq_rank = block_rank(eq, s_w, &eq_tot);
+        const int eq_rank = block_rank<NT>(eq, s_w, &eq_tot);
         const bool sel = i < n && (key > T || (eq && eq_base + eq_rank < need));
-        const int sel_rank = block_rank(sel, s_w, &sel_tot);
+        const int sel_rank = block_rank<NT>(sel, s_w, &sel_tot);
         if (sel) out[out_base + sel_rank] = (int32_t)i;
         eq_base += eq_tot;
         out_base += sel_tot;
         if (out_base >= kk) break; /* uniform across the block */
     }
-    for (int64_t i = kk + threadIdx.x; i < k; i += blockDim.x) out[i] = -1;
-    if (count && threadIdx.x == 0) count[r] = (int32_t)kk;
+    for (int64_t i = kk + threadIdx.x; i < k; i += NT) out[i] = -1;
+    if (count && threadIdx.x == 0) *count = (int32_t)kk;
+}
+
+#define TOPK_THREADS 512
+
+__global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *__restrict__ x, int64_t ld,
+                                                       const int32_t *__restrict__ nr, int64_t n0, int64_t k,
+                                                       int32_t *idx, int32_t *count) {
+    const int64_t r = blockIdx.x;
+    topk_row_block<TOPK_THREADS>(x + r * ld, nr ? (int64_t)nr[r] : n0, k, idx + r * k, count ? count + r : NULL);
+}
+
+/* -- multi-CTA radix select for long rows (few rows) -- */
+
+#define TK_ROWS 4       /* rows per launch of the multi-CTA path */
+#define TK_BINS 4096    /* 12-bit digits */
+#define TK_KMAX 2048    /* k limit of the path */
+#define TK_CAP 4096     /* candidates sharing the 24-bit threshold prefix */
+#define TK_THREADS 512
+#define TK_FIN_THREADS 1024
+#define TK_MIN_N 16384  /* shorter rows: one block per row */
+
+static __device__ unsigned g_tk_hist1[TK_ROWS][TK_BINS], g_tk_hist2[TK_ROWS][TK_BINS];
+static __device__ unsigned g_tk_ndef[TK_ROWS], g_tk_ncand[TK_ROWS];
+static __device__ int32_t g_tk_def[TK_ROWS][TK_KMAX];
+static __device__ uint2 g_tk_cand[TK_ROWS][TK_CAP]; /* (key, index) */
+
+__device__ __forceinline__ int64_t tk_row_n(const int32_t *nr, int64_t n0, int64_t r) {
+    const int64_t n = nr ? (int64_t)nr[r] : n0;
+    return n > 0 ? n : 0;
+}
+
+/* Shared-memory histogram add, aggregated over the lanes with the same bin. */
+__device__ __forceinline__ void hist_add(unsigned *h, unsigned bin, bool active) {
+    const unsigned am = __ballot_sync(0xffffffffu, active);
+    if (!active) return;
+    const unsigned peers = __match_any_sync(am, bin);
+    if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&h[bin], (unsigned)__popc(peers));
+}
+
+/* Warp-aggregated append: returns the slot of this active lane in the list
+ * whose counter is *ctr. */
+__device__ __forceinline__ unsigned warp_append(unsigned *ctr, bool active) {
+    const unsigned b = __ballot_sync(0xffffffffu, active);
+    const int lane = threadIdx.x & 31;
+    unsigned base = 0;
+    if (b && lane == __ffs(b) - 1) base = atomicAdd(ctr, (unsigned)__popc(b));
+    base = __shfl_sync(0xffffffffu, base, b ? __ffs(b) - 1 : 0);
+    return base + (unsigned)__popc(b & ((1u << lane) - 1u));
+}
+
+/* Block (NT threads) search of a TK_BINS histogram from the top bin down:
+ * the bin b where the count of bins > b is < need <= count of bins >= b
+ * (-1 if the total is < need); *above = count of bins > b. */
+template <int NT>
+__device__ void tk_find_bin(const unsigned *hist, int64_t need, int *bin, int64_t *above) {
+    constexpr int PER = TK_BINS / NT;
+    __shared__ unsigned s_ws[NT / 32];
+    __shared__ int s_bin;
+    __shared__ long long s_above;
+    const int tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
+    /* thread tid owns bins [TK_BINS - PER (tid + 1), TK_BINS - PER tid) */
+    const int hi = TK_BINS - PER * tid;
+    unsigned v[PER], sum = 0;
+#pragma unroll
+    for (int i = 0; i < PER; i++) sum += v[i] = hist[hi - 1 - i];
+    unsigned incl = sum;
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (tid == 0) s_bin = -1, s_above = 0;
+    if (lane == 31) s_ws[wl] = incl;
+    __syncthreads();
+    unsigned before = incl - sum;
+    for (int i = 0; i < wl; i++) before += s_ws[i];
+    if ((int64_t)before < need && (int64_t)before + sum >= need) {
+        int64_t acc = before;
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            if (acc + v[i] >= need) {
+                s_bin = hi - 1 - i;
+                s_above = acc;
+                break;
+            }
+            acc += v[i];
+        }
+    }
+    __syncthreads();
+    *bin = s_bin;
+    *above = s_above;
+    __syncthreads();
+}
+
+/* Slice of row r handled by CTA blockIdx.x of gridDim.x. */
+__device__ __forceinline__ void tk_slice(int64_t n, int64_t *b, int64_t *e) {
+    const int64_t per = (n + gridDim.x - 1) / gridDim.x;
+    *b = (int64_t)blockIdx.x * per;
+    *e = min(n, *b + per);
+}
+
+__global__ void __launch_bounds__(TK_THREADS) k_tk_hist1(const float *__restrict__ x, int64_t ld,
+                                                         const int32_t *__restrict__ nr, int64_t n0, int64_t k) {
+    __shared__ unsigned h[TK_BINS];
+    const int r = blockIdx.y;
+    const int64_t n = tk_row_n(nr, n0, r);
+    if (n <= k) return; /* everything selected: the final kernel does it */
+    int64_t b, e;
+    tk_slice(n, &b, &e);
+    for (int i = threadIdx.x; i < TK_BINS; i += TK_THREADS) h[i] = 0;
+    __syncthreads();
+    const float *xr = x + r * ld;
+    for (int64_t i0 = b; i0 < e; i0 += TK_THREADS) {
+        const int64_t i = i0 + threadIdx.x;
+        const bool ok = i < e;
+        hist_add(h, ok ? topk_key(xr[i]) >> 20 : 0u, ok);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < TK_BINS; i += TK_THREADS)
+        if (h[i]) atomicAdd(&g_tk_hist1[r][i], h[i]);
+}
+
+__global__ void __launch_bounds__(TK_THREADS) k_tk_hist2(const float *__restrict__ x, int64_t ld,
+                                                         const int32_t *__restrict__ nr, int64_t n0, int64_t k) {
+    __shared__ unsigned h[TK_BINS];
+    const int r = blockIdx.y;
+    const int64_t n = tk_row_n(nr, n0, r);
+    if (n <= k) return;
+    int b1;
+    int64_t a1;
+    tk_find_bin<TK_THREADS>(g_tk_hist1[r], k, &b1, &a1);
+    int64_t b, e;
+    tk_slice(n, &b, &e);
+    for (int i = threadIdx.x; i < TK_BINS; i += TK_THREADS) h[i] = 0;
+    __syncthreads();
+    const float *xr = x + r * ld;
+    for (int64_t i0 = b; i0 < e; i0 += TK_THREADS) {
+        const int64_t i = i0 + threadIdx.x;
+        const uint32_t key = i < e ? topk_key(xr[i]) : 0u;
+        const bool ok = i < e && (int)(key >> 20) == b1;
+        hist_add(h, ok ? (key >> 8) & (TK_BINS - 1) : 0u, ok);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < TK_BINS; i += TK_THREADS)
+        if (h[i]) atomicAdd(&g_tk_hist2[r][i], h[i]);
+}
+
+__global__ void __launch_bounds__(TK_THREADS) k_tk_collect(const float *__restrict__ x, int64_t ld,
+                                                           const int32_t *__restrict__ nr, int64_t n0, int64_t k) {
+    const int r = blockIdx.y;
+    const int64_t n = tk_row_n(nr, n0, r);
+    if (n <= k) return;
+    int b1, b2;
+    int64_t a1, a2;
+    tk_find_bin<TK_THREADS>(g_tk_hist1[r], k, &b1, &a1);
+    tk_find_bin<TK_THREADS>(g_tk_hist2[r], k - a1, &b2, &a2);
+    const uint32_t p24 = ((uint32_t)b1 << 12) | (uint32_t)b2;
+    int64_t b, e;
+    tk_slice(n, &b, &e);
+    const float *xr = x + r * ld;
+    for (int64_t i0 = b; i0 < e; i0 += TK_THREADS) {
+        const int64_t i = i0 + threadIdx.x;
+        const uint32_t key = i < e ? topk_key(xr[i]) : 0u;
+        const bool def = i < e && (key >> 8) > p24;
+        const bool cand = i < e && (key >> 8) == p24;
+        const unsigned sd = warp_append(&g_tk_ndef[r], def);
+        if (def && sd < TK_KMAX) g_tk_def[r][sd] = (int32_t)i;
+        const unsigned sc = warp_append(&g_tk_ncand[r], cand);
+        if (cand && sc < TK_CAP) g_tk_cand[r][sc] = make_uint2(key, (uint32_t)i);
+    }
+}
+
+/* Radix select over n_c smem candidates (value v(i) 32-bit, largest first):
+ * the value V of the need-th largest and how many equal to V are needed. */
+template <int NT, typename GetV>
+__device__ void tk_select_small(int n_c, int64_t need, GetV getv, uint32_t *V, int64_t *need_eq) {
+    __shared__ unsigned hist[256];
+    __shared__ uint32_t s_prefix;
+    __shared__ long long s_need;
+    uint32_t prefix = 0, mask = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < n_c; i += NT) {
+            const uint32_t v = getv(i);
+            if ((v & mask) == prefix) atomicAdd(&hist[(v >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int64_t acc = 0;
+            int b = 255;
+            for (; b > 0; b--) {
+                if (acc + (int64_t)hist[b] >= need) break;
+                acc += hist[b];
+            }
+            s_prefix = prefix | ((uint32_t)b << shift);
+            s_need = need - acc;
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        need = s_need;
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    *V = prefix;
+    *need_eq = need;
+}
+
+struct tk_final_smem {
+    uint2 cand[TK_CAP];
+    int32_t sel[TK_KMAX];
+    unsigned n_sel;
+};
+
+__global__ void __launch_bounds__(TK_FIN_THREADS) k_tk_final(const float *__restrict__ x, int64_t ld,
+                                                             const int32_t *__restrict__ nr, int64_t n0, int64_t k,
+                                                             int32_t *idx, int32_t *count) {
+    __shared__ tk_final_smem S;
+    const int r = blockIdx.x;
+    const int tid = threadIdx.x;
+    const int64_t n = tk_row_n(nr, n0, r);
+    int32_t *out = idx + (int64_t)r * k;
+    int32_t *cnt = count ? count + r : NULL;
+    if (n <= k) {
+        for (int64_t i = tid; i < k; i += TK_FIN_THREADS) out[i] = i < n ? (int32_t)i : -1;
+        if (cnt && tid == 0) *cnt = (int32_t)n;
+        return; /* nothing was accumulated for this row */
+    }
+    const unsigned ndef = g_tk_ndef[r], ncand = g_tk_ncand[r];
+    if (ncand > TK_CAP || ndef >= (unsigned)k) {
+        /* too many candidates share the 24-bit prefix: one-block select */
+        topk_row_block<TK_FIN_THREADS>(x + r * ld, n, k, out, cnt);
+    } else {
+        const int nc = (int)ncand;
+        for (int i = tid; i < nc; i += TK_FIN_THREADS) S.cand[i] = g_tk_cand[r][i];
+        for (int i = tid; i < (int)ndef; i += TK_FIN_THREADS) S.sel[i] = g_tk_def[r][i];
+        if (tid == 0) S.n_sel = ndef;
+        __syncthreads();
+        /* the value threshold among the candidates, then the lowest indices
+         * among the candidates equal to it (select the largest ~index) */
+        uint32_t T, V;
+        int64_t need_t, need_v;
+        tk_select_small<TK_FIN_THREADS>(nc, k - (int64_t)ndef, [&](int i) { return S.cand[i].x; }, &T, &need_t);
+        tk_select_small<TK_FIN_THREADS>(
+            nc, need_t, [&](int i) { return S.cand[i].x == T ? ~S.cand[i].y : 0u; }, &V, &need_v);
+        for (int i = tid; i < nc; i += TK_FIN_THREADS) {
+            const uint2 cv = S.cand[i];
+            if (cv.x > T || (cv.x == T && ~cv.y >= V)) S.sel[atomicAdd(&S.n_sel, 1u)] = (int32_t)cv.y;
+        }
+        __syncthreads();
+        /* bitonic sort of the k selected indices (ascending), padded */
+        int P = 1;
+        while (P < k) P <<= 1;
+        for (int i = (int)k + tid; i < P; i += TK_FIN_THREADS) S.sel[i] = 0x7fffffff;
+        __syncthreads();
+        for (int size = 2; size <= P; size <<= 1)
+            for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                for (int i = tid; i < P; i += TK_FIN_THREADS) {
+                    const int j = i ^ stride;
+                    if (j > i) {
+                        const bool up = (i & size) == 0;
+                        const int32_t a = S.sel[i], bb = S.sel[j];
+                        if ((a > bb) == up) S.sel[i] = bb, S.sel[j] = a;
+                    }
+                }
+                __syncthreads();
+            }
+        for (int64_t i = tid; i < k; i += TK_FIN_THREADS) out[i] = S.sel[i];
+        if (cnt && tid == 0) *cnt = (int32_t)k;
+    }
+    /* leave the scratch of this row zeroed for the next launch */
+    __syncthreads();
+    for (int i = tid; i < TK_BINS; i += TK_FIN_THREADS) g_tk_hist1[r][i] = 0, g_tk_hist2[r][i] = 0;
+    if (tid == 0) g_tk_ndef[r] = 0, g_tk_ncand[r] = 0;
 }
 
 extern "C" v4f_status v4f_cuda_topk(v4f_cuda *c, const float *x, int64_t n_rows, int64_t ld, const int32_t *n,
@@ -326,6 +1025,23 @@ extern "C" v4f_status v4f_cuda_topk(v4f_cuda *c, const float *x, int64_t n_rows,
               (long long)n0, (long long)k);
     if (n_rows == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
+    const int64_t n_guess = n ? ld : n0;
+    if (n_rows <= TK_ROWS && k <= TK_KMAX && n_guess >= TK_MIN_N) {
+        int64_t g = (n_guess + 4 * TK_THREADS - 1) / (4 * TK_THREADS); /* >= 4 elements per thread */
+        const int64_t gmax = (2 * (int64_t)c->sm_count + n_rows - 1) / n_rows;
+        if (g > gmax) g = gmax;
+        if (g < 1) g = 1;
+        const dim3 grid((unsigned)g, (unsigned)n_rows);
+        k_tk_hist1<<<grid, TK_THREADS, 0, c->stream>>>(x, ld, n, n0, k);
+        CUDA_TRY_LAUNCH();
+        k_tk_hist2<<<grid, TK_THREADS, 0, c->stream>>>(x, ld, n, n0, k);
+        CUDA_TRY_LAUNCH();
+        k_tk_collect<<<grid, TK_THREADS, 0, c->stream>>>(x, ld, n, n0, k);
+        CUDA_TRY_LAUNCH();
+        k_tk_final<<<(unsigned)n_rows, TK_FIN_THREADS, 0, c->stream>>>(x, ld, n, n0, k, idx, count);
+        CUDA_TRY_LAUNCH();
+        return V4F_OK;
+    }
     k_topk<<<(unsigned)n_rows, TOPK_THREADS, 0, c->stream>>>(x, ld, n, n0, k, idx, count);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
