@@ -279,6 +279,31 @@ v4f_status v4f_cuda_compress_pool(v4f_cuda *c, const float *vals, const float *s
                                   int64_t group_stride, int n_cand, int64_t ld, int n_lo, int64_t hi_off, int64_t D,
                                   float *out, v4f_err *err);
 
+/* ---- batched matmul (cuda_gemm.cu) ------------------------------------------
+ * Prefill GEMMs. Tolerances: docs/TOLERANCES.md "## cuda gemm". */
+
+/* Y[t * ldy + o] = sum_i W[o][i] * X[t * ldx + i] for t < n_tok, o < n_out. exact: float32 products
+   and accumulation (the reference mode); else tensor cores (X and dequantized W rounded to bf16,
+   float32 accumulation). W any of the 7 types (F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS; layouts as the
+   matvec kernels in cuda_quant.cu, v4f_cuda_mat). Asynchronous on the context stream, no allocation,
+   capturable in a CUDA graph. The tensor-core path needs n_in % 32 == 0, W data and row_bytes
+   multiples of 16, X 16-byte aligned and ldx % 4 == 0; otherwise the exact kernel runs. Y must not
+   overlap X or W. The first tensor-core launch of each (type, tile) configuration on a device raises
+   that kernel's shared-memory limit (cudaFuncSetAttribute, not a stream operation): warm up once per
+   weight type outside capture before capturing a graph (capture-time behaviour not verified). */
+v4f_status v4f_cuda_matmul(v4f_cuda *c, const v4f_cuda_mat *w, const float *X, int64_t ldx, int64_t n_tok,
+                           float *Y, int64_t ldy, bool exact, v4f_err *err);
+
+/* Grouped (routed-expert) matmul with device-side grouping: X holds rows sorted by expert; rows
+   [offs[e], offs[e+1]) (offs: device int32 [n_expert + 1], offs[0] = 0) are multiplied by the matrix at
+   tab[tab_off + e] (tab: device array of device or host-mapped pointers, 16-byte aligned) of shape
+   `shape` (data ignored): Y[r * ldy + o] = W_e[o] . X[r * ldx + ...]. max_rows (host) bounds offs[n_expert]
+   and sizes the grid (the grid may have idle CTAs); rows past it are not computed. Same exact/tensor-core
+   switch. Rows of Y outside [0, offs[n_expert]) are not written. */
+v4f_status v4f_cuda_matmul_grouped(v4f_cuda *c, const v4f_cuda_mat *shape, const void *const *tab,
+                                   int32_t tab_off, const int32_t *offs, int n_expert, int64_t max_rows,
+                                   const float *X, int64_t ldx, float *Y, int64_t ldy, bool exact, v4f_err *err);
+
 #ifdef __cplusplus
 }
 #endif
