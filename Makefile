@@ -162,10 +162,21 @@ CUDA_OPS_TEST := $(B)/tests/cuda/test_cuda_ops
 DEPS += $(CUDA_OPS_TEST).d
 $(CUDA_OPS_TEST): $(CUDA_OPS_TEST).o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+CUDA_GEMM_TEST := $(B)/tests/cuda/test_cuda_gemm
+DEPS += $(CUDA_GEMM_TEST).d
+$(CUDA_GEMM_TEST).o: CPPFLAGS += -I$(CUDA_HOME)/include
+$(CUDA_GEMM_TEST): $(CUDA_GEMM_TEST).o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+CUDA_MODEL_TEST := $(B)/tests/cuda/test_cuda_model
+DEPS += $(CUDA_MODEL_TEST).d
+$(CUDA_MODEL_TEST): $(CUDA_MODEL_TEST).o $(B)/tests/unit/golden_cmp.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(B)/tests/unit/golden_cmp.o $(LIB) $(LDLIBS)
 ifeq ($(CUDA),1)
-test-cuda: $(CUDA_TEST) $(CUDA_OPS_TEST)
+test-cuda: $(CUDA_TEST) $(CUDA_OPS_TEST) $(CUDA_GEMM_TEST) $(CUDA_MODEL_TEST)
 	./$(CUDA_TEST)
 	./$(CUDA_OPS_TEST)
+	./$(CUDA_GEMM_TEST)
+	./$(CUDA_MODEL_TEST)
 bench-cuda: $(CUDA_TEST)
 	./$(CUDA_TEST) --bench
 else

@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "backend_opts.h"
 #include "cli_model.h"
 #include "cli.h"
 #include "backend/cpu/ops.h"
@@ -52,12 +53,14 @@
 #include "core/threadpool.h"
 #include "gguf/gguf.h"
 #include "model/forward.h"
+#include "model/forward_cuda.h"
 #include "model/kv.h"
 #include "model/model.h"
 #include "model/snapshot.h"
 #include "engine/kvcache.h"
 #include "tokenizer/tokenizer.h"
 #include "core/ggml_type.h"
+#include "quant/quant.h"
 
 static void cpu_name(char *out, size_t n) {
     snprintf(out, n, "unknown CPU");
@@ -295,6 +298,113 @@ static int run_membw(int64_t bytes, int threads, v4f_membw_result *r) {
     return 0;
 }
 
+/* ---- --kernels: decode matvec kernels, in cache (1 thread) and streaming ---- */
+
+/* The weight types of the published layouts; each is timed as a 4096-wide
+ * matrix: one thread over a 192 KiB slice (in L2) per ISA table, then all
+ * threads over a 1 GiB matrix through v4f_cpu_matmul (the decode path). */
+static const struct {
+    uint32_t type;
+    const char *name;
+    int scale_off[2]; /* byte offsets of the f16 scales in a block (-1: none) */
+} KB_TYPES[] = {
+    {V4F_TYPE_F16, "F16", {-1, -1}},      {V4F_TYPE_Q8_0, "Q8_0", {0, -1}},
+    {V4F_TYPE_Q2_K, "Q2_K", {80, 82}},    {V4F_TYPE_Q4_K, "Q4_K", {0, 2}},
+    {V4F_TYPE_IQ2_XXS, "IQ2_XXS", {0, -1}},
+};
+#define KB_N_IN 4096
+#define KB_STREAM_BYTES (1ull << 30)
+#define KB_CACHE_BYTES (192u << 10)
+
+/* random codes with sane scales (no NaN / denormal f16) */
+static void kb_fill(int ti, uint8_t *p, uint64_t bytes, uint64_t *seed) {
+    for (uint64_t i = 0; i + 8 <= bytes; i += 8) {
+        uint64_t r = xorshift(seed);
+        memcpy(p + i, &r, 8);
+    }
+    uint32_t type = KB_TYPES[ti].type;
+    const v4f_type_info *info = v4f_type_info_get(type);
+    uint64_t bb = info->blck_bytes;
+    if (type == V4F_TYPE_F16) {
+        for (uint64_t i = 0; i + 2 <= bytes; i += 2) {
+            uint16_t h = (uint16_t)((p[i] | p[i + 1] << 8) & 0x83ff) | 0x3000;
+            memcpy(p + i, &h, 2);
+        }
+        return;
+    }
+    for (uint64_t b = 0; b + bb <= bytes; b += bb)
+        for (int k = 0; k < 2; k++)
+            if (KB_TYPES[ti].scale_off[k] >= 0) {
+                p[b + KB_TYPES[ti].scale_off[k]] = GEMM_Q8_SCALE_F16 & 0xff;
+                p[b + KB_TYPES[ti].scale_off[k] + 1] = GEMM_Q8_SCALE_F16 >> 8;
+            }
+}
+
+static int run_kernel_bench(int threads) {
+    v4f_pool *pool = v4f_pool_new(threads);
+    if (!pool) return 1;
+    v4f_membw_result bw = {0};
+    if (run_membw(KB_STREAM_BYTES, threads, &bw)) return 1;
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    printf("machine: %s, %d threads, membw %.2f GB/s (best of %d)\n", cpu, v4f_pool_size(pool),
+           bw.best_gbs, bw.runs);
+    v4f_cpu_ctx ctx;
+    v4f_err err = {0};
+    if (v4f_cpu_ctx_init(&ctx, pool, KB_N_IN, &err)) {
+        v4f_pool_free(pool);
+        return 1;
+    }
+    uint8_t *W = v4f_aligned_alloc(KB_STREAM_BYTES);
+    float *x = v4f_aligned_alloc(KB_N_IN * sizeof(float));
+    float *y = v4f_aligned_alloc((KB_STREAM_BYTES / 512) * sizeof(float));
+    uint64_t seed = 0x243f6a8885a308d3ull;
+    for (int i = 0; i < KB_N_IN; i++) x[i] = (float)((double)(xorshift(&seed) >> 11) * 0x1p-53 - 0.5);
+    printf("%-8s %-10s %12s %12s %8s\n", "type", "isa", "1T cache GB/s", "all-T GB/s", "% membw");
+    for (size_t ti = 0; ti < sizeof KB_TYPES / sizeof KB_TYPES[0]; ti++) {
+        uint32_t type = KB_TYPES[ti].type;
+        const char *only = getenv("V4F_KB_TYPE"); /* time one type only */
+        if (only && *only && strcmp(only, KB_TYPES[ti].name) != 0) continue;
+        uint64_t rb = 0;
+        v4f_type_row_bytes(type, KB_N_IN, &rb);
+        kb_fill((int)ti, W, KB_STREAM_BYTES, &seed);
+        int64_t rows_c = KB_CACHE_BYTES / rb;
+        for (int isa = 0; isa < V4F_ISA_COUNT; isa++) {
+            const v4f_quant_kernels *k = v4f_quant_kernels_isa(type, (v4f_isa)isa);
+            if (!k || !k->dot_f32) continue;
+            volatile float sink = 0;
+            int64_t reps = 0;
+            double t0 = v4f_time_s(), dt;
+            do {
+                for (int64_t r = 0; r < rows_c; r++) sink += k->dot_f32(W + r * rb, x, KB_N_IN);
+                reps++;
+                dt = v4f_time_s() - t0;
+            } while (dt < 0.25);
+            printf("%-8s %-10s %12.2f\n", KB_TYPES[ti].name, v4f_isa_name((v4f_isa)isa),
+                   (double)reps * rows_c * rb / dt * 1e-9);
+        }
+        v4f_cpu_mat m = {.data = W, .type = type, .n_in = KB_N_IN,
+                         .n_out = (int64_t)(KB_STREAM_BYTES / rb), .row_bytes = rb};
+        double best = 1e30;
+        for (int rep = 0; rep < 6; rep++) {
+            double t0 = v4f_time_s();
+            v4f_cpu_matmul(&ctx, &m, x, KB_N_IN, 1, y, m.n_out);
+            double dt = v4f_time_s() - t0;
+            if (rep && dt < best) best = dt;
+        }
+        double gbs = (double)m.n_out * rb / best * 1e-9;
+        printf("%-8s %-10s %12s %12.2f %7.1f%%\n", KB_TYPES[ti].name, v4f_isa_name(v4f_isa_best()),
+               "(stream)", gbs, 100.0 * gbs / bw.best_gbs);
+    }
+    v4f_aligned_free(W);
+    v4f_aligned_free(x);
+    v4f_aligned_free(y);
+    v4f_cpu_ctx_deinit(&ctx);
+    v4f_pool_free(pool);
+    return 0;
+}
+
+
 static int cmp_dbl(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -398,6 +508,64 @@ out:
     return rc;
 }
 
+/* CUDA: decode timing over synthetic KV at pos (and at 2048 for the
+ * long-context ratio) in one session sized for pos. */
+static int bench_fake_ctx_gpu(const v4f_cli_model *bm, v4f_session_opts so, int64_t pos, int64_t gen, uint64_t seed,
+                              double copy_gbs, uint64_t wbytes) {
+    const v4f_config *c = &bm->m->cfg;
+    v4f_err err = {0};
+    v4f_session *s = NULL;
+    uint64_t n_ctx = (uint64_t)pos + (uint64_t)gen + 1;
+    so.n_ctx = (uint32_t)n_ctx;
+    if (n_ctx > 0xffffffffu || v4f_session_new(bm->m, &so, &s, &err)) {
+        fprintf(stderr, "v4flash bench: session: %s\n", err.msg[0] ? err.msg : "context too large");
+        return 1;
+    }
+    v4f_cli_backend_report(s);
+    printf("model: %s, precision %s\n", bm->desc, so.precision == V4F_PRECISION_REF ? "ref" : "default");
+    printf("SYNTHETIC KV: seeded random rows as if the context were evaluated (values meaningless; row "
+           "counts and attention cost real)\n");
+    float *logits = v4f_xmalloc((size_t)c->n_vocab * sizeof *logits);
+    double *dt = v4f_xmalloc((size_t)gen * sizeof(double));
+    int64_t at[2] = {pos > 2048 ? 2048 : pos, pos};
+    double med[2] = {0, 0};
+    int rc = 0;
+    for (int k = (pos > 2048 ? 0 : 1); k < 2 && !rc; k++) {
+        if (v4f_session_fake_ctx(s, (uint32_t)at[k], seed, &err)) {
+            fprintf(stderr, "v4flash bench: %s\n", err.msg);
+            rc = 1;
+            break;
+        }
+        int32_t tok = 2;
+        for (int64_t i = 0; i < gen; i++) {
+            double a = v4f_time_s();
+            if (v4f_session_decode(s, tok, logits, &err)) {
+                fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
+                rc = 1;
+                break;
+            }
+            dt[i] = v4f_time_s() - a;
+            tok = argmax_no_eos(logits, c->n_vocab, 1);
+        }
+        if (rc) break;
+        double sum = 0;
+        for (int64_t i = 0; i < gen; i++) sum += dt[i];
+        qsort(dt, (size_t)gen, sizeof(double), cmp_dbl);
+        med[k] = dt[gen / 2];
+        double tps = 1.0 / med[k], gbs = (double)wbytes * tps / 1e9;
+        printf("decode at %lld: %lld tokens, mean %.3f ms/token, median %.3f (%.1f t/s), min %.3f; weights "
+               "%.1f GB/s = %.1f%% of the %.0f GB/s device copy\n",
+               (long long)at[k], (long long)gen, 1e3 * sum / (double)gen, 1e3 * med[k], tps, 1e3 * dt[0], gbs,
+               copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0, copy_gbs);
+    }
+    if (!rc && pos > 2048 && med[0] > 0 && med[1] > 0)
+        printf("decode at %lld = %.1f%% of decode at 2048 (tokens/s)\n", (long long)pos, 100.0 * med[0] / med[1]);
+    free(dt);
+    free(logits);
+    v4f_session_free(s);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *synthetic = NULL, *csv = NULL, *prompt_file = NULL;
     const char *precision = "default";
@@ -405,11 +573,12 @@ int cmd_bench(int argc, char **argv) {
     double step_mul = 0;
     int threads = 0;
     uint64_t seed = 1;
-    bool membw_only = false, no_membw = false, gemm = false;
+    bool membw_only = false, no_membw = false, gemm = false, kernels = false;
     int64_t gemm_tokens = 0;
     const char *kv_dir = NULL, *kv_page_dir = NULL;
     int64_t fake_ctx = 0;
     bool kv_evict = false;
+    v4f_cli_backend be = V4F_CLI_BACKEND_DEFAULT;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf unless --synthetic)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random weights built in memory: tiny | small | full-q2 | full-q4, optional layer count", NULL},
@@ -426,12 +595,14 @@ int cmd_bench(int argc, char **argv) {
         {"membw", 0, V4F_ARG_FLAG, &membw_only, 0, 0, NULL, "only measure the streaming-read bandwidth", NULL},
         {"membw-bytes", 0, V4F_ARG_INT, &membw_bytes, 1 << 20, 1LL << 40, "N", "bandwidth buffer size (1G)", NULL},
         {"gemm", 0, V4F_ARG_FLAG, &gemm, 0, 0, NULL, "only measure the prefill's dense Q8_0 projections (GFLOP/s) against the f32 FMA peak", NULL},
+        {"kernels", 0, V4F_ARG_FLAG, &kernels, 0, 0, NULL, "only time the decode matvec kernels per weight type (1 thread in cache, all threads streaming)", NULL},
         {"gemm-tokens", 0, V4F_ARG_INT, &gemm_tokens, 1, 65536, "N", "tokens for --gemm (default: 512 and 2048)", NULL},
         {"no-membw", 0, V4F_ARG_FLAG, &no_membw, 0, 0, NULL, "skip the bandwidth measurement of a sweep", NULL},
         {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "also time saving/restoring the last snapshot to/from a disk KV store in DIR", NULL},
         {"kv-page-dir", 0, V4F_ARG_STR, &kv_page_dir, 0, 0, "DIR", "page the ratio-4 compressed KV rows to an unlinked file in DIR", NULL},
         {"fake-ctx", 0, V4F_ARG_INT, &fake_ctx, 1, 1048576, "N", "SYNTHETIC-KV decode timing: random rows as if N tokens were evaluated, no prefill", NULL},
         {"kv-evict", 0, V4F_ARG_FLAG, &kv_evict, 0, 0, NULL, "with --fake-ctx and --kv-page-dir: drop the file-backed rows from RAM before every step", NULL},
+        V4F_CLI_BACKEND_OPTS(be),
         {0},
     };
     const v4f_args_spec spec = {
@@ -453,11 +624,17 @@ int cmd_bench(int argc, char **argv) {
     if (strcmp(precision, "default") && strcmp(precision, "ref"))
         return v4f_args_fail(&spec, "--precision must be default or ref");
     if (!step_incr && !step_mul) step_incr = 2048;
+    v4f_session_opts bso = {0};
+    if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
+    const bool gpu = bso.backend == V4F_BACKEND_CUDA;
+    if (gpu && (kv_page_dir || kv_dir))
+        return v4f_args_fail(&spec, "--kv-page-dir and --kv-dir apply to the CPU backend");
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     int n_threads = threads > 0 ? threads : v4f_cpu_count();
 
     if (gemm) return run_gemm_bench(threads, gemm_tokens);
+    if (kernels) return run_kernel_bench(threads);
     v4f_membw_result bw = {0};
     if (membw_only) {
         if (run_membw(membw_bytes, threads, &bw)) return 1;
@@ -469,6 +646,26 @@ int cmd_bench(int argc, char **argv) {
     if (!model && !synthetic) model = "ds4flash.gguf";
     if (kv_evict && !(fake_ctx && kv_page_dir))
         return v4f_args_fail(&spec, "--kv-evict needs --fake-ctx and --kv-page-dir");
+    double copy_gbs = 0;
+    if (gpu && !membw_only && !gemm && !kernels) {
+        /* the device's ceiling, measured before the model takes the memory */
+        v4f_err e2 = {0};
+        if (v4f_gpu_copy_bw(bso.gpu_device, &copy_gbs, &e2))
+            fprintf(stderr, "v4flash bench: device copy bandwidth: %s\n", e2.msg);
+        else
+            printf("device copy bandwidth: %.0f GB/s (read + write, 1 GiB copies, median)\n", copy_gbs);
+    }
+    if (fake_ctx && gpu) {
+        v4f_cli_model fm;
+        rc = v4f_cli_model_open("v4flash bench", model, synthetic, seed, threads, &fm);
+        if (rc) return rc;
+        bso.n_threads = threads;
+        bso.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
+        printf("weights read per decoded token: %.3f GB\n", (double)decode_weight_bytes(fm.m) / 1e9);
+        rc = bench_fake_ctx_gpu(&fm, bso, fake_ctx, gen, seed, copy_gbs, decode_weight_bytes(fm.m));
+        v4f_cli_model_close(&fm);
+        return rc;
+    }
     if (fake_ctx) {
         v4f_cli_model fm;
         rc = v4f_cli_model_open("v4flash bench", model, synthetic, seed, threads, &fm);
@@ -478,8 +675,9 @@ int cmd_bench(int argc, char **argv) {
         v4f_cli_model_close(&fm);
         return rc;
     }
-    if (!no_membw && run_membw(membw_bytes < (512 << 20) ? membw_bytes : (512 << 20), threads, &bw))
+    if (!gpu && !no_membw && run_membw(membw_bytes < (512 << 20) ? membw_bytes : (512 << 20), threads, &bw))
         return 1;
+    if (gpu) bw.best_gbs = copy_gbs; /* the roofline of a GPU run is the device copy bandwidth */
 
     v4f_cli_model bm;
     rc = v4f_cli_model_open("v4flash bench", model, synthetic, seed, threads, &bm);
@@ -498,14 +696,17 @@ int cmd_bench(int argc, char **argv) {
     uint64_t n_ctx = (uint64_t)ctx_max + (uint64_t)gen + 1; /* probes are rolled back */
     v4f_err err = {0};
     v4f_session *s = NULL;
-    v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
-                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF,
-                           .kv_page_dir = kv_page_dir};
+    v4f_session_opts so = bso;
+    so.n_ctx = (uint32_t)n_ctx;
+    so.n_threads = threads;
+    so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
+    so.kv_page_dir = kv_page_dir;
     if (n_ctx > 0xffffffffu || v4f_session_new(bm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash bench: session: %s\n", err.msg[0] ? err.msg : "context too large");
         v4f_cli_model_close(&bm);
         return 1;
     }
+    v4f_cli_backend_report(s);
     int32_t *prompt = make_prompt(&bm, prompt_file, (uint32_t)n_ctx, seed);
     float *logits = v4f_xmalloc((size_t)c->n_vocab * sizeof *logits);
     if (!prompt) {
@@ -528,9 +729,13 @@ int cmd_bench(int argc, char **argv) {
                     "first_token_sec,kvcache_bytes,weight_bytes_per_token,gen_gbs,membw_gbs,"
                     "roofline_ratio,snapshot_bytes,snapshot_save_s,snapshot_restore_s\n");
     }
-    printf("machine: %s, %d threads, backend cpu\n", cpu, n_threads);
-    if (bw.best_gbs > 0)
-        printf("membw: %.2f GB/s streaming read (best of %d)\n", bw.best_gbs, bw.runs);
+    if (gpu) {
+        printf("machine: %s, backend cuda (%s)\n", cpu, v4f_gpu_device_name(v4f_session_gpu(s)));
+    } else {
+        printf("machine: %s, %d threads, backend cpu\n", cpu, n_threads);
+        if (bw.best_gbs > 0)
+            printf("membw: %.2f GB/s streaming read (best of %d)\n", bw.best_gbs, bw.runs);
+    }
     printf("model: %s, load %.2f s, precision %s\n", bm.desc, load_s, precision);
     printf("weights read per decoded token: %.3f GB (non-expert + %u of %u experts per layer)\n",
            (double)wbytes / 1e9, c->n_expert_used, c->n_expert);
@@ -556,7 +761,7 @@ int cmd_bench(int argc, char **argv) {
         }
         uint32_t at = v4f_session_pos(s);
         double ts0 = v4f_time_s();
-        if (v4f_snapshot_mem_save(s, logits, c->n_vocab, &snap, &err)) {
+        if (!gpu && v4f_snapshot_mem_save(s, logits, c->n_vocab, &snap, &err)) {
             fprintf(stderr, "v4flash bench: snapshot: %s\n", err.msg);
             rc = 1;
             goto out;
@@ -575,7 +780,8 @@ int cmd_bench(int argc, char **argv) {
         }
         double td = v4f_time_s() - t0;
         ts0 = v4f_time_s();
-        if (v4f_snapshot_mem_load(s, &snap, logits, c->n_vocab, &err)) {
+        /* GPU state is position-indexed: rewinding drops the probe tokens */
+        if (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, &snap, logits, c->n_vocab, &err)) {
             fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
             rc = 1;
             goto out;
@@ -599,7 +805,7 @@ int cmd_bench(int argc, char **argv) {
             fflush(cf);
         }
     }
-    if (nf > 0 && prefill_total > 0)
+    if (!gpu && nf > 0 && prefill_total > 0)
         printf("\nrestore of the %u-token snapshot (%.2f MiB, in memory): %.3f ms = %.2g%% of the "
                "%.3f s of prefill that built it\n", v4f_session_pos(s),
                (double)last_snap / 1048576.0, 1e3 * last_restore,

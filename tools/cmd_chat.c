@@ -39,6 +39,7 @@
 #endif
 
 #include "args.h"
+#include "backend_opts.h"
 #include "cli.h"
 #include "cli_model.h"
 #include "engine/kvcache.h"
@@ -390,6 +391,7 @@ int cmd_chat(int argc, char **argv) {
     int64_t kv_space_mb = 0;
     char kv_default[1024];
     v4f_kvcache_default_dir(kv_default, sizeof kv_default);
+    v4f_cli_backend be = V4F_CLI_BACKEND_DEFAULT;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory", NULL},
@@ -411,6 +413,7 @@ int cmd_chat(int argc, char **argv) {
         {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "disk KV store ($V4F_KV_DIR, else ~/.cache/v4flash/kv)", NULL},
         {"kv-page-dir", 0, V4F_ARG_STR, &kv_page_dir, 0, 0, "DIR", "page old compressed KV rows to an unlinked file in DIR (contexts beyond RAM)", NULL},
         {"kv-space-mb", 0, V4F_ARG_INT, &kv_space_mb, 0, 1LL << 40, "N", "disk KV store budget in MiB (0 = unlimited)", NULL},
+        V4F_CLI_BACKEND_OPTS(be),
         {0},
     };
     const v4f_args_spec spec = {
@@ -423,6 +426,8 @@ int cmd_chat(int argc, char **argv) {
     int rc = v4f_args_parse(&spec, argc, argv, NULL, NULL);
     if (rc == V4F_ARGS_HELP) return 0;
     if (rc) return rc;
+    v4f_session_opts bso = {0};
+    if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
     if (no_think && think_max) return v4f_args_fail(&spec, "--no-think and --think-max are exclusive");
     chat_state c;
     memset(&c, 0, sizeof c);
@@ -445,10 +450,14 @@ int cmd_chat(int argc, char **argv) {
     v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
                            .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF,
                            .kv_page_dir = kv_page_dir};
+    so.backend = bso.backend;
+    so.gpu_device = bso.gpu_device;
+    so.gpu_mem_gb = bso.gpu_mem_gb;
     if (v4f_session_new(c.cm.m, &so, &c.s, &err)) {
         fprintf(stderr, "v4flash chat: session: %s\n", err.msg);
         goto out;
     }
+    v4f_cli_backend_report(c.s);
     v4f_sampler_params sp = {.temperature = temp, .top_k = top_k, .top_p = top_p, .min_p = min_p,
                              .seed = seed};
     if (v4f_sampler_new(&sp, c.cm.m->cfg.n_vocab, &c.smp, &err)) {

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "backend_opts.h"
 #include "cli.h"
 #include "cli_model.h"
 #include "core/core.h"
@@ -65,6 +66,7 @@ int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *tokens_file = NULL, *out = NULL, *precision = "default", *mtp = NULL;
     const char *synthetic = NULL;
     int64_t prefill = -1, threads = 0, ctx = 0;
+    v4f_cli_backend be = V4F_CLI_BACKEND_DEFAULT;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (required)", NULL},
         {"tokens-file", 0, V4F_ARG_STR, &tokens_file, 0, 0, "FILE", "whitespace-separated token ids (required)", NULL},
@@ -75,6 +77,7 @@ int cmd_logits(int argc, char **argv) {
         {"ctx", 'c', V4F_ARG_INT, &ctx, 0, 1 << 30, "C", "context size (default: number of tokens)", NULL},
         {"mtp", 0, V4F_ARG_STR, &mtp, 0, 0, "FILE", "MTP GGUF: also write draft logits to OUT.mtp", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "instead of -m: random-weight model built in memory (seed 1)", NULL},
+        V4F_CLI_BACKEND_OPTS(be),
         {NULL, 0, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
     const v4f_args_spec spec = {
@@ -90,6 +93,10 @@ int cmd_logits(int argc, char **argv) {
     if (!strcmp(precision, "ref")) prec = V4F_PRECISION_REF;
     else if (!strcmp(precision, "default")) prec = V4F_PRECISION_DEFAULT;
     else return v4f_args_fail(&spec, "--precision must be 'default' or 'ref'");
+    v4f_session_opts so = {0};
+    if (v4f_cli_backend_apply(&be, &spec, &so)) return 2;
+    /* the MTP block runs on the CPU only: auto falls back to it */
+    if (mtp && so.backend == V4F_BACKEND_CUDA && !be.cuda && strcmp(be.name, "cuda") != 0) so.backend = V4F_BACKEND_CPU;
 
     char why[512];
     uint32_t n = 0;
@@ -123,8 +130,10 @@ int cmd_logits(int argc, char **argv) {
         free(tok);
         return 1;
     }
-    v4f_session_opts so = {.n_ctx = ctx > 0 ? (uint32_t)ctx : n, .n_threads = (int)threads,
-                           .precision = prec, .enable_mtp = mtp != NULL};
+    so.n_ctx = ctx > 0 ? (uint32_t)ctx : n;
+    so.n_threads = (int)threads;
+    so.precision = prec;
+    so.enable_mtp = mtp != NULL;
     if (so.n_ctx < n) so.n_ctx = n;
     v4f_session *s = NULL;
     int ret = 1;
@@ -134,6 +143,7 @@ int cmd_logits(int argc, char **argv) {
         fprintf(stderr, "v4flash logits: %s\n", err.msg);
         goto done;
     }
+    v4f_cli_backend_report(s);
     v4f_config pub;
     v4f_kv_published_config(&pub);
     fprintf(stderr, "kv: %s storage, %.1f bytes/token (growing part), %" PRIu64

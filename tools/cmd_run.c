@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "backend_opts.h"
 #include "cli.h"
 #include "cli_model.h"
 #include "core/threadpool.h"
@@ -96,6 +97,7 @@ int cmd_run(int argc, char **argv) {
     const char *kv_dir = NULL, *kv_page_dir = NULL;
     int64_t kv_space_mb = 0, kv_min_tokens = 512, kv_interval = 10000, kv_align = 2048;
     bool kv_share_family = false;
+    v4f_cli_backend be = V4F_CLI_BACKEND_DEFAULT;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory (tiny | small | full-q2 | full-q4)", NULL},
@@ -125,6 +127,7 @@ int cmd_run(int argc, char **argv) {
         {"kv-interval", 0, V4F_ARG_INT, &kv_interval, 0, 1 << 30, "N", "continued checkpoints every N tokens, rounded up to --kv-align (10000; 0 = off)", NULL},
         {"kv-align", 0, V4F_ARG_INT, &kv_align, 1, 1 << 30, "N", "checkpoint alignment (2048)", NULL},
         {"kv-share-family", 0, V4F_ARG_FLAG, &kv_share_family, 0, 0, NULL, "also reuse checkpoints of other quantizations of this model", NULL},
+        V4F_CLI_BACKEND_OPTS(be),
         {0},
     };
     const v4f_args_spec spec = {
@@ -136,6 +139,14 @@ int cmd_run(int argc, char **argv) {
     int rc = v4f_args_parse(&spec, argc, argv, NULL, NULL);
     if (rc == V4F_ARGS_HELP) return 0;
     if (rc) return rc;
+    v4f_session_opts bso = {0};
+    if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
+    if (kv_dir && bso.backend == V4F_BACKEND_CUDA) {
+        /* KV snapshots are taken from the CPU session's cache only (for now) */
+        if (be.cuda || (be.name && !strcmp(be.name, "cuda")))
+            return v4f_args_fail(&spec, "--kv-dir needs the CPU backend (GPU sessions cannot snapshot yet)");
+        bso.backend = V4F_BACKEND_CPU;
+    }
     if (!prompt == !prompt_file) return v4f_args_fail(&spec, "give exactly one of -p and --prompt-file");
     if (no_think && think_max) return v4f_args_fail(&spec, "--no-think and --think-max are exclusive");
     v4f_reason_mode rmode;
@@ -220,10 +231,14 @@ int cmd_run(int argc, char **argv) {
     v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
                            .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF,
                            .kv_page_dir = kv_page_dir};
+    so.backend = bso.backend;
+    so.gpu_device = bso.gpu_device;
+    so.gpu_mem_gb = bso.gpu_mem_gb;
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash run: session: %s\n", err.msg);
         goto out;
     }
+    v4f_cli_backend_report(s);
     v4f_sampler_params sp = {.temperature = temp, .top_k = top_k, .top_p = top_p, .min_p = min_p,
                              .seed = seed};
     if (v4f_sampler_new(&sp, cm.m->cfg.n_vocab, &smp, &err)) {

@@ -34,6 +34,7 @@
 
 #include "backend/cpu/ops.h"
 #include "core/threadpool.h"
+#include "model/forward_cuda.h"
 #include "model/kv.h"
 #include "quant/quant.h"
 
@@ -146,6 +147,7 @@ struct v4f_session {
     v4f_trace trace;
     bool has_trace;
     v4f_debug_flags dbg;
+    v4f_gpu *gpu; /* CUDA sessions: everything above except pos/opts/cfg is unused */
     struct {
         bool on;      /* V4F_PROFILE set at session creation */
         int mode;     /* PROF_DECODE / PROF_PREFILL for the current eval */
@@ -363,6 +365,11 @@ static uint64_t per_token_scratch(const v4f_session *s) {
 
 void v4f_session_free(v4f_session *s) {
     if (!s) return;
+    if (s->gpu) {
+        v4f_gpu_free(s->gpu);
+        free(s);
+        return;
+    }
     if (s->prof.on) prof_print(s);
     v4f_kv_free(s->kv);
     v4f_cpu_ctx_deinit(&s->cpu);
@@ -446,6 +453,20 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "MTP requested but the model has no MTP block");
     }
     uint32_t n_ctx = s->opts.n_ctx;
+    if (o->backend == V4F_BACKEND_CUDA) {
+        v4f_status gst = v4f_gpu_new(m, &s->opts, &s->gpu, err);
+        if (gst) {
+            free(s);
+            return gst;
+        }
+        s->chunk = v4f_gpu_chunk(s->gpu);
+        *out = s;
+        return V4F_OK;
+    }
+    if (o->backend != V4F_BACKEND_CPU) {
+        free(s);
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "unknown backend %d", (int)o->backend);
+    }
     s->pool = v4f_pool_new(o->n_threads);
     if (!s->pool) {
         free(s);
@@ -505,13 +526,20 @@ fail:
 
 uint32_t v4f_session_pos(const v4f_session *s) { return s->pos; }
 uint32_t v4f_session_mtp_pos(const v4f_session *s) { return s->mtp_pos; }
-uint64_t v4f_session_kv_bytes(const v4f_session *s) { return s->kv->total_bytes; }
+uint64_t v4f_session_kv_bytes(const v4f_session *s) {
+    return s->gpu ? v4f_gpu_kv_bytes(s->gpu) : s->kv->total_bytes;
+}
 double v4f_session_kv_bytes_per_token(const v4f_session *s) {
-    return v4f_kv_bytes_per_token(&s->cfg, s->kv->compact);
+    /* the GPU keeps compressed and indexer rows as float32 */
+    return v4f_kv_bytes_per_token(&s->cfg, s->gpu ? false : s->kv->compact);
 }
 uint32_t v4f_session_chunk(const v4f_session *s) { return s->chunk; }
+v4f_backend v4f_session_backend(const v4f_session *s) { return s->gpu ? V4F_BACKEND_CUDA : V4F_BACKEND_CPU; }
+const char *v4f_session_gpu_report(const v4f_session *s) { return s->gpu ? v4f_gpu_report(s->gpu) : NULL; }
+struct v4f_gpu *v4f_session_gpu(v4f_session *s) { return s->gpu; }
 void v4f_session_reset(v4f_session *s) {
-    v4f_kv_reset(s->kv);
+    /* GPU state is position-indexed: resetting the position is enough */
+    if (s->kv) v4f_kv_reset(s->kv);
     s->pos = 0;
     s->mtp_pos = 0;
 }
@@ -1244,6 +1272,12 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->n_vocab)
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)",
                                tokens[i], c->n_vocab);
+    if (s->gpu) {
+        v4f_status gst = v4f_gpu_eval(s->gpu, tokens, n, s->pos, logits, flags, hc_out,
+                                      s->has_trace ? &s->trace : NULL, &s->dbg, err);
+        if (gst == V4F_OK) s->pos += n;
+        return gst;
+    }
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     uint64_t regions0 = 0;
     if (s->prof.on) {
@@ -1286,6 +1320,29 @@ v4f_status v4f_session_decode(v4f_session *s, int32_t token, float *logits, v4f_
     return v4f_session_eval(s, &token, 1, logits, 0, NULL, err);
 }
 
+v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err) {
+    if (!s->gpu)
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "the CPU session cannot rewind; restore a snapshot instead");
+    if (pos > s->pos)
+        return v4f_err_set(err, V4F_STATUS_RANGE, "rewind to %u past the current position %u", pos, s->pos);
+    s->pos = pos;
+    return V4F_OK;
+}
+
+v4f_status v4f_session_fake_ctx(v4f_session *s, uint32_t pos, uint64_t seed, v4f_err *err) {
+    if (pos > s->opts.n_ctx)
+        return v4f_err_set(err, V4F_STATUS_RANGE, "fake context %u exceeds ctx %u", pos, s->opts.n_ctx);
+    if (s->gpu) {
+        v4f_status st = v4f_gpu_fill_synthetic(s->gpu, seed, err);
+        if (st) return st;
+    } else {
+        v4f_kv_fill_synthetic(s->kv, pos, seed);
+    }
+    s->pos = pos;
+    s->mtp_pos = 0;
+    return V4F_OK;
+}
+
 /* ---- MTP ---------------------------------------------------------------------------------- */
 
 static void st_mtp_in(void *ctx, int64_t t, int thread) {
@@ -1318,7 +1375,7 @@ static void st_mtp_add(void *ctx, int64_t t, int thread) {
 v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *tokens, uint32_t n,
                                 float *logits, v4f_err *err) {
     const v4f_config *c = &s->cfg;
-    if (!s->opts.enable_mtp)
+    if (!s->opts.enable_mtp || s->gpu)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "session was created without MTP");
     if ((uint64_t)s->mtp_pos + n > s->opts.n_ctx)
         return v4f_err_set(err, V4F_STATUS_RANGE, "MTP context full");
@@ -1353,6 +1410,8 @@ v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *
 struct v4f_kv *v4f_session_kv(v4f_session *s) { return s->kv; }
 
 v4f_status v4f_session_restore_pos(v4f_session *s, uint32_t pos, uint32_t mtp_pos, v4f_err *err) {
+    if (s->gpu)
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "restoring a KV snapshot into a GPU session is not supported yet");
     if (pos > s->opts.n_ctx || mtp_pos > s->opts.n_ctx || (mtp_pos && !s->opts.enable_mtp))
         return v4f_err_set(err, V4F_STATUS_RANGE, "restored position %u / MTP %u does not fit ctx %u",
                            pos, mtp_pos, s->opts.n_ctx);

@@ -27,6 +27,7 @@
 #include "model/model.h"
 
 typedef enum { V4F_PRECISION_DEFAULT = 0, V4F_PRECISION_REF = 1 } v4f_precision;
+typedef enum { V4F_BACKEND_CPU = 0, V4F_BACKEND_CUDA = 1 } v4f_backend;
 
 typedef struct v4f_session_opts {
     uint32_t n_ctx;        /* maximum positions (0: 4096) */
@@ -37,6 +38,9 @@ typedef struct v4f_session_opts {
     const char *kv_page_dir; /* NULL: KV in RAM; else page the ratio-4 compressed rows to an
                               * unlinked file in this directory (kv.h); read only in
                               * v4f_session_new */
+    v4f_backend backend;   /* CPU (default) or CUDA (forward_cuda.h) */
+    int gpu_device;        /* CUDA device index */
+    double gpu_mem_gb;     /* CUDA memory budget in GiB (<= 0: free memory minus a reserve) */
 } v4f_session_opts;
 
 typedef struct v4f_session v4f_session;
@@ -63,7 +67,23 @@ uint64_t v4f_session_kv_bytes(const v4f_session *s);
 /* Bytes of KV that grow per token with this session's storage mode. */
 double v4f_session_kv_bytes_per_token(const v4f_session *s);
 uint32_t v4f_session_chunk(const v4f_session *s); /* max tokens per layer pass */
+/* The backend the session runs on, and for CUDA the placement report
+ * (forward_cuda.h; NULL on the CPU). */
+v4f_backend v4f_session_backend(const v4f_session *s);
+const char *v4f_session_gpu_report(const v4f_session *s);
+struct v4f_gpu *v4f_session_gpu(v4f_session *s); /* NULL on the CPU */
 void v4f_session_reset(v4f_session *s);
+
+/* Move the position back to pos <= the current one, dropping the tokens
+ * after it. CUDA sessions only: their device state is indexed by position,
+ * so the dropped positions are simply rewritten by the next tokens. The CPU
+ * session's compressor state cannot rewind (use a snapshot): UNSUPPORTED. */
+v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err);
+
+/* Benchmarks only: the KV cache filled with seeded random rows as if pos
+ * tokens had been evaluated (row counts and access pattern real, values
+ * meaningless), position set to pos. */
+v4f_status v4f_session_fake_ctx(v4f_session *s, uint32_t pos, uint64_t seed, v4f_err *err);
 
 /* ---- MTP (speculative draft block, fixture convention) ---------------------
  * Runs the MTP block over n positions mtp_pos..mtp_pos+n-1 of its own cache:
@@ -97,7 +117,8 @@ typedef struct v4f_debug_flags {
 void v4f_session_set_debug(v4f_session *s, const v4f_debug_flags *f);
 
 /* ---- snapshot support (src/model/snapshot.c) --------------------------------
- * The session's KV cache (owned by the session), and setting the positions
+ * The session's KV cache (owned by the session; NULL for a CUDA session,
+ * whose cache lives on the device), and setting the positions
  * after a snapshot restore filled the cache (the only state besides the KV
  * cache that carries across tokens). RANGE if a position exceeds the ctx. */
 struct v4f_kv;

@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "model/forward.h"
+#include "model/forward_cuda.h"
+#include "model/model.h"
 #include "../test.h"
 
 static const char *bin(void) { return getenv("V4F_BIN"); }
@@ -261,4 +264,44 @@ TEST(cli_synthetic_equals_synth_file) {
     CHECK_EQ_INT(na, 7 * 640 * 4);
     CHECK_EQ_INT(nb, na);
     CHECK(na > 0 && !memcmp(ba, bb, (size_t)na));
+}
+
+/* Backend selection: bad names and contradictions are usage errors; asking
+ * for CUDA where it is not built (or no GPU is visible) is a clean runtime
+ * error, and --cpu always works. */
+TEST(cli_backend_flags) {
+    SKIP_NO_BIN();
+    char args[1024];
+    const char *m = test_fixture_path("model/tiny-q2.gguf");
+    snprintf(args, sizeof args, "run -m %s -p x -n 2 --backend bogus", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    snprintf(args, sizeof args, "run -m %s -p x -n 2 --cpu --cuda", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    snprintf(args, sizeof args, "run -m %s -p x -n 2 --cpu --temp 0 -q", m);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 0);
+    if (!v4f_gpu_available()) {
+        snprintf(args, sizeof args, "run -m %s -p x -n 2 --cuda -q", m);
+        CHECK_EQ_INT(run_capture(args, NULL, 0), 1);
+    }
+}
+
+TEST(session_cuda_without_gpu) {
+    if (v4f_gpu_available()) return; /* covered by tests/cuda/test_cuda_model */
+    v4f_model *m = NULL;
+    v4f_err err = {0};
+    CHECK(v4f_model_open(test_fixture_path("model/tiny-q2.gguf"), NULL, &m, NULL, &err) == V4F_OK);
+    if (!m) return;
+    v4f_session_opts o = {.n_ctx = 64, .backend = V4F_BACKEND_CUDA};
+    v4f_session *s = NULL;
+    v4f_status st = v4f_session_new(m, &o, &s, &err);
+    CHECK(st != V4F_OK && s == NULL);
+    CHECK(strstr(err.msg, "CUDA") != NULL || strstr(err.msg, "cuda") != NULL);
+    /* rewind is a GPU-session feature: the CPU session refuses it cleanly */
+    o.backend = V4F_BACKEND_CPU;
+    CHECK(v4f_session_new(m, &o, &s, &err) == V4F_OK);
+    if (s) {
+        CHECK(v4f_session_rewind(s, 0, &err) == V4F_STATUS_UNSUPPORTED);
+        v4f_session_free(s);
+    }
+    v4f_model_close(m);
 }

@@ -10,20 +10,21 @@
  *
  *  - k_gemm_tc (tensor cores): a CTA computes a BM x BN tile of Y (BM token
  *    rows, BN output columns) with 8 warps in a 2 x 4 grid, each warp
- *    WM x WN through mma.sync m16n8k16 (bf16 operands, float32
+ *    WM x WN through mma.sync m16n8k16 (f16 operands, float32
  *    accumulators). The K loop steps by BK = 32. The float32 X tile runs
  *    through a 3-stage cp.async ring in shared memory (each thread later
  *    converts exactly the bytes it copied, so the ring needs no barrier);
  *    the raw weight bytes of step s+2 are loaded into registers right after
  *    the MMAs of step s (volatile loads, not sunk to their use). After the
- *    MMAs of step s, X of step s+1 is rounded to bf16 and W of step s+1 is
- *    dequantized (reference order of quant_ref.c, then rounded to bf16)
- *    into the other bf16 buffer; one barrier per step. Every weight element is dequantized once
+ *    MMAs of step s, X of step s+1 is rounded to f16 and W of step s+1 is
+ *    dequantized (reference order of quant_ref.c, then rounded to f16)
+ *    into the other f16 buffer; one barrier per step. Every weight element is dequantized once
  *    per CTA; fragments come from shared memory through ldmatrix (rows
  *    padded to 80 bytes: conflict-free). Tiles are ordered token-tile
  *    fastest, so the CTAs that share a weight tile run together and the
  *    weight matrix is streamed from DRAM about once.
- *    Fast-path conditions (else the exact kernel runs): n_in % 32 == 0,
+ *    Fast-path conditions (else the exact kernel runs): weights F16 or
+ *    quantized (F32 and BF16 values may exceed the f16 range), n_in % 32 == 0,
  *    weight data and row_bytes multiples of 16, X 16-byte aligned, ldx % 4
  *    == 0. All model shapes meet them.
  *
@@ -51,7 +52,6 @@
 
 #include <stdlib.h>
 
-#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 extern "C" {
@@ -63,7 +63,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kBK = 32;          /* K step of both kernels */
-constexpr int kLds = kBK + 8;    /* bf16 elements per shared row (80 bytes) */
+constexpr int kLds = kBK + 8;    /* f16 elements per shared row (80 bytes) */
 
 struct iq2_grid_t {
     uint64_t v[256];
@@ -139,8 +139,8 @@ __device__ __forceinline__ uint32_t lb16(const uint8_t *p) { return ld8(p) | ld8
 __device__ __forceinline__ uint32_t lb32(const uint8_t *p) { return lb16(p) | lb16(p + 2) << 16; }
 __device__ __forceinline__ uint32_t ksign(uint32_t k7) { return k7 | ((uint32_t)(__popc(k7) & 1) << 7); }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+__device__ __forceinline__ uint32_t pack_h16(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
     return *(const uint32_t *)&v;
 }
 
@@ -194,7 +194,7 @@ template <int T> __device__ __forceinline__ float ref_elem(const uint8_t *row, i
 /* ---- tensor-core path: raw weight units of 8 elements ------------------------
  * A unit is 8 consecutive elements [e0, e0 + 8) of one row (e0 % 8 == 0);
  * wload fetches its bytes (aligned loads, row 16-byte aligned), wdeq turns
- * them into 4 packed bf16 pairs (reference-order floats, then rounded). */
+ * them into 4 packed f16 pairs (reference-order floats, then rounded). */
 template <int T> struct wraw;
 template <> struct wraw<V4F_TYPE_F32> { float4 a, b; };
 template <> struct wraw<V4F_TYPE_F16> { uint4 v; };
@@ -247,8 +247,8 @@ template <int T> __device__ __forceinline__ void wload(const uint8_t *row, int64
 template <int T>
 __device__ __forceinline__ uint4 wdeq(const wraw<T> &r, int64_t e0, const uint64_t *grid) {
     if constexpr (T == V4F_TYPE_F32) {
-        return make_uint4(pack_bf16(r.a.x, r.a.y), pack_bf16(r.a.z, r.a.w), pack_bf16(r.b.x, r.b.y),
-                          pack_bf16(r.b.z, r.b.w));
+        return make_uint4(pack_h16(r.a.x, r.a.y), pack_h16(r.a.z, r.a.w), pack_h16(r.b.x, r.b.y),
+                          pack_h16(r.b.z, r.b.w));
     } else if constexpr (T == V4F_TYPE_BF16) {
         return r.v;
     } else if constexpr (T == V4F_TYPE_F16) {
@@ -257,7 +257,7 @@ __device__ __forceinline__ uint4 wdeq(const wraw<T> &r, int64_t e0, const uint64
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const float2 f = __half22float2(*(const __half2 *)&w[i]);
-            o[i] = pack_bf16(f.x, f.y);
+            o[i] = pack_h16(f.x, f.y);
         }
         return make_uint4(o[0], o[1], o[2], o[3]);
     } else {
@@ -311,7 +311,7 @@ __device__ __forceinline__ uint4 wdeq(const wraw<T> &r, int64_t e0, const uint64
                 v[j] = ((signs >> j) & 1) ? -a : a;
             }
         }
-        return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+        return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
     }
 }
 
@@ -388,8 +388,8 @@ __device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
                  : "r"(s));
 }
 
-__device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, const uint32_t *b) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+__device__ __forceinline__ void mma_f16(float *c, const uint32_t *a, const uint32_t *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
                  "{%8, %9}, {%0, %1, %2, %3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
@@ -413,8 +413,8 @@ __global__ void __launch_bounds__(kThreads, (BM * BN <= 128 * 128 && BN <= 128) 
 
     extern __shared__ __align__(16) uint8_t smem[];
     float *xraw = (float *)smem;                                      /* [kStages][BM * kBK] */
-    __nv_bfloat16 *sx = (__nv_bfloat16 *)(xraw + kStages * BM * kBK); /* [2][BM][kLds] */
-    __nv_bfloat16 *sw = sx + 2 * BM * kLds;                            /* [2][BN][kLds] */
+    __half *sx = (__half *)(xraw + kStages * BM * kBK); /* [2][BM][kLds] */
+    __half *sw = sx + 2 * BM * kLds;                            /* [2][BN][kLds] */
     __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
     if constexpr (T == V4F_TYPE_IQ2_XXS)
         for (int i = threadIdx.x; i < 256; i += kThreads) s_grid[i] = gt.v[i];
@@ -468,7 +468,7 @@ __global__ void __launch_bounds__(kThreads, (BM * BN <= 128 * 128 && BN <= 128) 
         for (int i = 0; i < XU; i++) {
             const int u = tid + i * kThreads;
             const float4 p = *(const float4 *)(st + 8 * u), q = *(const float4 *)(st + 8 * u + 4);
-            const uint4 v = make_uint4(pack_bf16(p.x, p.y), pack_bf16(p.z, p.w), pack_bf16(q.x, q.y), pack_bf16(q.z, q.w));
+            const uint4 v = make_uint4(pack_h16(p.x, p.y), pack_h16(p.z, p.w), pack_h16(q.x, q.y), pack_h16(q.z, q.w));
             *(uint4 *)(sx + (buf * BM + u / UPR) * kLds + 8 * (u % UPR)) = v;
         }
 #pragma unroll
@@ -498,7 +498,7 @@ __global__ void __launch_bounds__(kThreads, (BM * BN <= 128 * 128 && BN <= 128) 
     __syncthreads();
     for (int64_t s = 0; s < nsteps; s++) {
         const int buf = (int)(s & 1);
-        const __nv_bfloat16 *bx = sx + buf * BM * kLds, *bw = sw + buf * BN * kLds;
+        const __half *bx = sx + buf * BM * kLds, *bw = sw + buf * BN * kLds;
 #pragma unroll
         for (int kk = 0; kk < kBK; kk += 16) {
             uint32_t af[MT][4], bfr[NT][2];
@@ -515,7 +515,7 @@ __global__ void __launch_bounds__(kThreads, (BM * BN <= 128 * 128 && BN <= 128) 
 #pragma unroll
             for (int i = 0; i < MT; i++)
 #pragma unroll
-                for (int j = 0; j < NT; j++) mma_bf16(acc[i][j], af[i], bfr[j]);
+                for (int j = 0; j < NT; j++) mma_f16(acc[i][j], af[i], bfr[j]);
         }
         if (s + 1 < nsteps) {
             cp_async_wait<1>(); /* stage s + 1 (stage s + 2 may stay in flight) */
@@ -751,7 +751,9 @@ static v4f_status check_shape(const v4f_cuda_mat *w, v4f_err *err) {
 }
 
 static bool tc_ok(const v4f_cuda_mat *w, bool check_data, const float *X, int64_t ldx) {
-    return w->n_in % kBK == 0 && w->row_bytes % 16 == 0 && (!check_data || (uintptr_t)w->data % 16 == 0) &&
+    /* f16 operands: F32 and BF16 weights may lie outside the f16 range (no
+     * published tensor uses them for a matrix): exact kernel */
+    return w->type != V4F_TYPE_F32 && w->type != V4F_TYPE_BF16 && w->n_in % kBK == 0 && w->row_bytes % 16 == 0 && (!check_data || (uintptr_t)w->data % 16 == 0) &&
            (uintptr_t)X % 16 == 0 && ldx % 4 == 0;
 }
 

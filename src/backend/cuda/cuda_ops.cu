@@ -19,10 +19,10 @@
  * asynchronously, from the context's owner thread.
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_dev.cuh"
 
 #include <math.h>
 
-#define OPS_MAX_HC 16
 
 static inline unsigned grid1(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
@@ -31,78 +31,15 @@ static inline unsigned grid1(int64_t n, int threads) { return (unsigned)((n + th
         if (!(cond)) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, __VA_ARGS__);            \
     } while (0)
 
-/* ---- shared device helpers ---------------------------------------------------- */
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ __forceinline__ double warp_sum_d(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float sigmoid_ref(float x) {
-    return __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x)));
-}
-
-/* ceil(log2(v)) from the float's bits (kernel.py fast_log2_ceil). */
-__device__ __forceinline__ int fast_log2_ceil_d(float v) {
-    const uint32_t b = __float_as_uint(v);
-    const int e = (int)((b >> 23) & 0xFF);
-    return e - 127 + ((b & 0x7FFFFF) != 0 ? 1 : 0);
-}
-
-/* Nearest E4M3FN value of v (|v| <= 448 after clamping), ties to even. */
-__device__ __forceinline__ float e4m3_round_d(float v) {
-    float a = fabsf(v);
-    if (a > 448.0f) a = 448.0f;
-    float step;
-    if (a < 0x1p-6f) {
-        step = 0x1p-9f;
-    } else {
-        int ex;
-        frexpf(a, &ex);
-        step = ldexpf(1.0f, ex - 1 - 3);
-    }
-    const float r = __fmul_rn(rintf(__fdiv_rn(a, step)), step);
-    return signbit(v) ? -r : r;
-}
-
-__device__ __forceinline__ float e2m1_round_d(float v) {
-    float a = fabsf(v);
-    if (a > 6.0f) a = 6.0f;
-    const float step = a < 2.0f ? 0.5f : a < 4.0f ? 1.0f : 2.0f;
-    const float r = __fmul_rn(rintf(__fdiv_rn(a, step)), step);
-    return signbit(v) ? -r : r;
-}
-
 /* ---- RMSNorm -------------------------------------------------------------------- */
 
 #define RMS_THREADS 256
 
-/* One block per row; double sum of squares, then the CPU's float scaling. */
+/* One block per row (dev_rmsnorm_row). */
 __global__ void k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, float *y, int64_t n,
                           float eps) {
     __shared__ double part[RMS_THREADS / 32];
-    const float *xr = x + (int64_t)blockIdx.x * n;
-    float *yr = y + (int64_t)blockIdx.x * n;
-    double ss = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const double v = (double)xr[i];
-        ss += v * v;
-    }
-    ss = warp_sum_d(ss);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    double tot = 0;
-    for (int i = 0; i < (int)(blockDim.x >> 5); i++) tot += part[i];
-    const float r = (float)(1.0 / sqrt(tot / (double)n + (double)eps));
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = __fmul_rn(xr[i], r);
-        yr[i] = w ? __fmul_rn(w[i], v) : v;
-    }
+    dev_rmsnorm_row(x + (int64_t)blockIdx.x * n, w, y + (int64_t)blockIdx.x * n, n, eps, part);
 }
 
 extern "C" v4f_status v4f_cuda_rmsnorm(v4f_cuda *c, const float *x, const float *w, float *y, int64_t n_rows,
@@ -118,8 +55,7 @@ extern "C" v4f_status v4f_cuda_rmsnorm(v4f_cuda *c, const float *x, const float 
 
 /* ---- RoPE tail -------------------------------------------------------------------- */
 
-/* One thread per (token, head, pair). cos/sin in double as the CPU, then
- * float products without contraction. */
+/* One thread per (token, head, pair) (dev_rope_pair). */
 __global__ void k_rope_tail(float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int n_rot,
                             const float *__restrict__ freqs, const int32_t *__restrict__ pos, int64_t pos0,
                             int64_t pos_step, int inverse) {
@@ -130,14 +66,7 @@ __global__ void k_rope_tail(float *x, int64_t n_tok, int64_t n_head, int64_t hea
     const int64_t th = gid / half; /* token * n_head + head */
     const int64_t t = th / n_head;
     const int64_t p = pos ? (int64_t)pos[t] : pos0 + t * pos_step;
-    const float theta = __fmul_rn((float)p, freqs[i]);
-    const float cs = (float)cos((double)theta);
-    float sn = (float)sin((double)theta);
-    if (inverse) sn = -sn;
-    float *tail = x + th * head_dim + head_dim - n_rot;
-    const float a = tail[2 * i], b = tail[2 * i + 1];
-    tail[2 * i] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
-    tail[2 * i + 1] = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs));
+    dev_rope_pair(x + th * head_dim + head_dim - n_rot, i, freqs, p, inverse);
 }
 
 extern "C" v4f_status v4f_cuda_rope_tail(v4f_cuda *c, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
@@ -157,28 +86,14 @@ extern "C" v4f_status v4f_cuda_rope_tail(v4f_cuda *c, float *x, int64_t n_tok, i
 
 /* ---- FP8 E4M3 round-trip ------------------------------------------------------------ */
 
-/* One warp per 64-block: lane handles elements lane and lane + 32. */
+/* One warp per 64-block (dev_fp8_block64). */
 __global__ void k_fp8_roundtrip(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int64_t n_blk) {
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (wid >= n_rows * n_blk) return; /* whole warp exits together */
     const int64_t r = wid / n_blk, b = (wid % n_blk) * 64;
     const int64_t bn = n - b < 64 ? n - b : 64;
-    float *xb = x + r * row_stride + b;
-    const float v0 = lane < bn ? xb[lane] : 0.0f;
-    const float v1 = lane + 32 < bn ? xb[lane + 32] : 0.0f;
-    float amax = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
-    amax = fmaxf(amax, 1e-4f);
-    const int e = fast_log2_ceil_d(__fmul_rn(amax, 1.0f / 448.0f));
-    const float s = ldexpf(1.0f, e), inv = ldexpf(1.0f, -e);
-    if (lane < bn) {
-        const float v = fminf(fmaxf(__fmul_rn(v0, inv), -448.0f), 448.0f);
-        xb[lane] = __fmul_rn(e4m3_round_d(v), s);
-    }
-    if (lane + 32 < bn) {
-        const float v = fminf(fmaxf(__fmul_rn(v1, inv), -448.0f), 448.0f);
-        xb[lane + 32] = __fmul_rn(e4m3_round_d(v), s);
-    }
+    dev_fp8_block64(x + r * row_stride + b, bn, lane);
 }
 
 extern "C" v4f_status v4f_cuda_fp8_roundtrip(v4f_cuda *c, float *x, int64_t n_rows, int64_t row_stride, int64_t n,
@@ -329,16 +244,6 @@ extern "C" v4f_status v4f_cuda_fp4_decode(v4f_cuda *c, const uint8_t *codes, int
 
 /* ---- Hadamard + FP4 E2M1 round-trip ---------------------------------------------------- */
 
-/* FP4 round-trip of one 32-block held one element per lane (lane < bn). */
-__device__ __forceinline__ float fp4_warp_block(float v, int lane, int64_t bn) {
-    float amax = warp_max(lane < bn ? fabsf(v) : 0.0f);
-    amax = fmaxf(amax, 6.0f * 0x1p-126f);
-    const int e = fast_log2_ceil_d(__fmul_rn(amax, 1.0f / 6.0f));
-    const float s = ldexpf(1.0f, e), inv = ldexpf(1.0f, -e);
-    const float q = fminf(fmaxf(__fmul_rn(v, inv), -6.0f), 6.0f);
-    return __fmul_rn(e2m1_round_d(q), s);
-}
-
 __global__ void k_fp4_roundtrip(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int64_t n_blk) {
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -351,35 +256,10 @@ __global__ void k_fp4_roundtrip(float *x, int64_t n_rows, int64_t row_stride, in
     if (lane < bn) xb[lane] = o;
 }
 
-/* One block per row, the row in shared memory; the CPU's butterfly order
- * (stride 1, 2, 4, ...), then the scale, then optionally FP4 per 32-block. */
+/* One block per row (dev_hadamard_fp4_row). */
 __global__ void k_hadamard(float *x, int64_t row_stride, int n, float scale, int fp4) {
     extern __shared__ float hs[];
-    float *xr = x + (int64_t)blockIdx.x * row_stride;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) hs[i] = xr[i];
-    __syncthreads();
-    for (int h = 1; h < n; h *= 2) {
-        for (int p = threadIdx.x; p < n / 2; p += blockDim.x) {
-            const int j = (p / h) * 2 * h + (p % h);
-            const float a = hs[j], b = hs[j + h];
-            hs[j] = __fadd_rn(a, b);
-            hs[j + h] = __fsub_rn(a, b);
-        }
-        __syncthreads();
-    }
-    for (int i = threadIdx.x; i < n; i += blockDim.x) hs[i] = __fmul_rn(hs[i], scale);
-    __syncthreads();
-    if (!fp4) {
-        for (int i = threadIdx.x; i < n; i += blockDim.x) xr[i] = hs[i];
-        return;
-    }
-    const int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    for (int b = (threadIdx.x >> 5) * 32; b < n; b += nw * 32) { /* n is a power of two: no short block beyond 32 */
-        const int bn = n - b < 32 ? n - b : 32;
-        const float v = lane < bn ? hs[b + lane] : 0.0f;
-        const float o = fp4_warp_block(v, lane, bn);
-        if (lane < bn) xr[b + lane] = o;
-    }
+    dev_hadamard_fp4_row(x + (int64_t)blockIdx.x * row_stride, hs, n, scale, fp4);
 }
 
 extern "C" v4f_status v4f_cuda_hadamard_fp4(v4f_cuda *c, float *x, int64_t n_rows, int64_t row_stride, int64_t n,
@@ -406,8 +286,7 @@ extern "C" v4f_status v4f_cuda_hadamard_fp4(v4f_cuda *c, float *x, int64_t n_row
 
 #define HC_WARPS 4
 
-/* One warp per token; comb in shared memory; row passes run one lane per
- * row, column passes one lane per column, each summing in the CPU's order. */
+/* One warp per token (dev_hc_sinkhorn_warp). */
 __global__ void k_hc_split_sinkhorn(const float *__restrict__ mix, const float *__restrict__ scale3,
                                     const float *__restrict__ base, int64_t n_tok, int H, int iters, float eps,
                                     float *pre, float *post, float *comb) {
@@ -415,46 +294,9 @@ __global__ void k_hc_split_sinkhorn(const float *__restrict__ mix, const float *
     const int wl = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t t = (int64_t)blockIdx.x * HC_WARPS + wl;
     if (t >= n_tok) return;
-    const float *m = mix + t * (int64_t)(2 + H) * H;
     float *C = cm[wl];
-    const float s0 = scale3[0], s1 = scale3[1], s2 = scale3[2];
-    if (lane < H) {
-        pre[t * H + lane] = __fadd_rn(sigmoid_ref(__fadd_rn(__fmul_rn(m[lane], s0), base[lane])), eps);
-        post[t * H + lane] = __fmul_rn(2.0f, sigmoid_ref(__fadd_rn(__fmul_rn(m[H + lane], s1), base[H + lane])));
-    }
-    for (int j = lane; j < H * H; j += 32) C[j] = __fadd_rn(__fmul_rn(m[2 * H + j], s2), base[2 * H + j]);
-    __syncwarp();
-    if (lane < H) { /* row softmax + eps */
-        float *row = C + lane * H;
-        float mx = -INFINITY;
-        for (int k = 0; k < H; k++) mx = fmaxf(mx, row[k]);
-        float s = 0;
-        for (int k = 0; k < H; k++) {
-            row[k] = expf(__fsub_rn(row[k], mx));
-            s = __fadd_rn(s, row[k]);
-        }
-        for (int k = 0; k < H; k++) row[k] = __fadd_rn(__fdiv_rn(row[k], s), eps);
-    }
-    __syncwarp();
-    for (int it = 0; it < iters; it++) {
-        if (it > 0) {
-            if (lane < H) {
-                float *row = C + lane * H;
-                float s = 0;
-                for (int k = 0; k < H; k++) s = __fadd_rn(s, row[k]);
-                const float d = __fadd_rn(s, eps);
-                for (int k = 0; k < H; k++) row[k] = __fdiv_rn(row[k], d);
-            }
-            __syncwarp();
-        }
-        if (lane < H) {
-            float s = 0;
-            for (int j = 0; j < H; j++) s = __fadd_rn(s, C[j * H + lane]);
-            const float d = __fadd_rn(s, eps);
-            for (int j = 0; j < H; j++) C[j * H + lane] = __fdiv_rn(C[j * H + lane], d);
-        }
-        __syncwarp();
-    }
+    dev_hc_sinkhorn_warp(mix + t * (int64_t)(2 + H) * H, scale3, base, H, iters, eps, lane, C, pre + t * H,
+                         post + t * H);
     for (int j = lane; j < H * H; j += 32) comb[t * H * H + j] = C[j];
 }
 

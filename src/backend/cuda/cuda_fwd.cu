@@ -1,0 +1,781 @@
+/*
+ * cuda_fwd.cu - memory mapping, graphs and the glue kernels of the GPU
+ * forward pass (API and invariants in cuda_fwd.h).
+ *
+ * Each glue kernel mirrors the CPU code it replaces in forward.c (same
+ * order of float operations, products and sums written with __fmul_rn /
+ * __fadd_rn so nvcc does not contract them); the compressor kernels are the
+ * device form of forward.c's compressor_run state machine, with the state
+ * kept as position-indexed rings instead of shifting slots.
+ *
+ * Memory ownership: nothing is allocated except by the explicit
+ * host_alloc/graph entry points. Threading: the context's owner thread.
+ */
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_dev.cuh"
+
+extern "C" {
+#include "backend/cuda/cuda_fwd.h"
+#include "core/ggml_type.h"
+}
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+
+#define ARG_CHECK(cond, ...)                                                       \
+    do {                                                                           \
+        if (!(cond)) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, __VA_ARGS__); \
+    } while (0)
+
+static inline unsigned blocks_for(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > 65535 * 32) b = 65535 * 32;
+    return (unsigned)b;
+}
+
+/* ---- memory -------------------------------------------------------------------- */
+
+extern "C" v4f_status v4f_cuda_mem_info(v4f_cuda *c, size_t *free_bytes, size_t *total_bytes, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_host_register(v4f_cuda *c, void *p, size_t bytes, void **dev, v4f_err *err) {
+    ARG_CHECK(p && bytes > 0 && dev, "cuda host register: empty range");
+    CUDA_TRY_DEVICE(c);
+    cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterMapped | cudaHostRegisterReadOnly);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        /* older drivers: no read-only flag (the memory must then be writable) */
+        e = cudaHostRegister(p, bytes, cudaHostRegisterMapped);
+    }
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return v4f_err_set(err, V4F_STATUS_DEVICE, "cuda: cannot pin %zu bytes of host memory: %s", bytes,
+                           cudaGetErrorString(e));
+    }
+    CUDA_TRY(cudaHostGetDevicePointer(dev, p, 0));
+    return V4F_OK;
+}
+
+extern "C" void v4f_cuda_host_unregister(v4f_cuda *c, void *p) {
+    if (!p) return;
+    (void)cudaSetDevice(c->device);
+    if (cudaHostUnregister(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+extern "C" v4f_status v4f_cuda_host_alloc(v4f_cuda *c, size_t bytes, void **host, void **dev, v4f_err *err) {
+    *host = NULL;
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaHostAlloc(host, bytes ? bytes : 1, cudaHostAllocMapped));
+    if (dev) CUDA_TRY(cudaHostGetDevicePointer(dev, *host, 0));
+    return V4F_OK;
+}
+
+extern "C" void v4f_cuda_host_free(v4f_cuda *c, void *host) {
+    if (!host) return;
+    (void)cudaSetDevice(c->device);
+    if (cudaFreeHost(host) != cudaSuccess) (void)cudaGetLastError();
+}
+
+extern "C" v4f_status v4f_cuda_upload_async(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
+    if (!bytes) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_download_async(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
+    if (!bytes) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_measure_copy_bw(int device, size_t bytes, double *gbs, v4f_err *err) {
+    *gbs = 0;
+    v4f_cuda *c = NULL;
+    v4f_status st = v4f_cuda_open(device, &c, err);
+    if (st) return st;
+    void *a = NULL, *b = NULL;
+    st = v4f_cuda_alloc(c, bytes, &a, err);
+    if (!st) st = v4f_cuda_alloc(c, bytes, &b, err);
+    if (!st) st = v4f_cuda_memset(c, a, 0x3c, bytes, err);
+    float ms[7];
+    for (int i = 0; i < 7 && !st; i++) {
+        st = v4f_cuda_timer_start(c, err);
+        if (!st) st = v4f_cuda_copy(c, (i & 1) ? a : b, (i & 1) ? b : a, bytes, err);
+        if (!st) st = v4f_cuda_timer_stop(c, &ms[i], err);
+    }
+    if (!st) {
+        /* median of the last 6 (the first warms up) */
+        for (int i = 1; i < 7; i++)
+            for (int j = i + 1; j < 7; j++)
+                if (ms[j] < ms[i]) {
+                    float t = ms[i];
+                    ms[i] = ms[j];
+                    ms[j] = t;
+                }
+        double med = 0.5 * (ms[3] + ms[4]);
+        *gbs = 2.0 * (double)bytes / (med * 1e-3) / 1e9;
+    }
+    v4f_cuda_free(c, a);
+    v4f_cuda_free(c, b);
+    v4f_cuda_close(c);
+    return st;
+}
+
+__global__ void k_fill_random(float *x, int64_t n, uint64_t seed) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        x[i] = (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
+    }
+}
+
+extern "C" v4f_status v4f_cuda_fill_random(v4f_cuda *c, float *x, int64_t n, uint64_t seed, v4f_err *err) {
+    ARG_CHECK(n >= 0, "cuda fill: bad n");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_fill_random<<<blocks_for(n, 256) > 4096 ? 4096 : blocks_for(n, 256), 256, 0, c->stream>>>(x, n, seed);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- graphs ---------------------------------------------------------------------- */
+
+struct v4f_cuda_graph {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+};
+
+extern "C" v4f_status v4f_cuda_capture_begin(v4f_cuda *c, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_capture_end(v4f_cuda *c, bool ok, v4f_cuda_graph **out, v4f_err *err) {
+    *out = NULL;
+    cudaGraph_t g = NULL;
+    const cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (!ok || e != cudaSuccess) {
+        if (g) (void)cudaGraphDestroy(g);
+        (void)cudaGetLastError();
+        if (!ok) return V4F_OK;
+        return v4f_cuda_fail(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
+    }
+    cudaGraphExec_t x = NULL;
+    const cudaError_t e2 = cudaGraphInstantiate(&x, g, 0);
+    if (e2 != cudaSuccess) {
+        (void)cudaGraphDestroy(g);
+        return v4f_cuda_fail(err, e2, "cudaGraphInstantiate", __FILE__, __LINE__);
+    }
+    v4f_cuda_graph *r = (v4f_cuda_graph *)v4f_xcalloc(1, sizeof *r);
+    r->graph = g;
+    r->exec = x;
+    *out = r;
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_graph_launch(v4f_cuda *c, v4f_cuda_graph *g, v4f_err *err) {
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaGraphLaunch(g->exec, c->stream));
+    return V4F_OK;
+}
+
+extern "C" void v4f_cuda_graph_free(v4f_cuda_graph *g) {
+    if (!g) return;
+    if (g->exec) (void)cudaGraphExecDestroy(g->exec);
+    if (g->graph) (void)cudaGraphDestroy(g->graph);
+    free(g);
+}
+
+/* ---- phase timing --------------------------------------------------------------------- */
+
+struct v4f_cuda_marks {
+    int n;
+    cudaEvent_t *ev;
+};
+
+extern "C" v4f_status v4f_cuda_marks_new(v4f_cuda *c, int n, v4f_cuda_marks **out, v4f_err *err) {
+    *out = NULL;
+    CUDA_TRY_DEVICE(c);
+    v4f_cuda_marks *m = (v4f_cuda_marks *)v4f_xcalloc(1, sizeof *m);
+    m->ev = (cudaEvent_t *)v4f_xcalloc((size_t)n, sizeof *m->ev);
+    for (int i = 0; i < n; i++) {
+        const cudaError_t e = cudaEventCreate(&m->ev[i]);
+        if (e != cudaSuccess) {
+            m->n = i;
+            v4f_cuda_marks_free(m);
+            return v4f_cuda_fail(err, e, "cudaEventCreate", __FILE__, __LINE__);
+        }
+    }
+    m->n = n;
+    *out = m;
+    return V4F_OK;
+}
+
+extern "C" void v4f_cuda_marks_free(v4f_cuda_marks *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n; i++) (void)cudaEventDestroy(m->ev[i]);
+    free(m->ev);
+    free(m);
+}
+
+extern "C" v4f_status v4f_cuda_mark(v4f_cuda *c, v4f_cuda_marks *m, int i, v4f_err *err) {
+    ARG_CHECK(i >= 0 && i < m->n, "cuda mark %d of %d", i, m->n);
+    CUDA_TRY(cudaEventRecord(m->ev[i], c->stream));
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_marks_read(v4f_cuda_marks *m, int last, float *ms, v4f_err *err) {
+    ARG_CHECK(last >= 0 && last < m->n, "cuda marks: bad last %d", last);
+    CUDA_TRY(cudaEventSynchronize(m->ev[last]));
+    ms[0] = 0;
+    for (int i = 1; i <= last; i++) CUDA_TRY(cudaEventElapsedTime(&ms[i], m->ev[i - 1], m->ev[i]));
+    return V4F_OK;
+}
+
+/* ---- step preparation ---------------------------------------------------------------- */
+
+typedef struct ratio_set {
+    uint32_t r[V4F_CUDA_MAX_RATIOS];
+} ratio_set;
+
+__global__ void k_step_prep(const int32_t *pos0, int64_t n, int32_t n_swa, int nr, ratio_set rs, int32_t *pos,
+                            int32_t *rf, int32_t *rc, int32_t *nvis) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    const int32_t p = pos0[0] + (int32_t)t;
+    pos[t] = p;
+    const int32_t lo = p + 1 > n_swa ? p + 1 - n_swa : 0;
+    if (rf) rf[t] = lo;
+    if (rc) rc[t] = p + 1 - lo;
+    for (int r = 0; r < nr; r++) nvis[r * n + t] = (int32_t)((uint32_t)(p + 1) / rs.r[r]);
+}
+
+extern "C" v4f_status v4f_cuda_step_prep(v4f_cuda *c, const int32_t *pos0, int64_t n, int32_t n_swa, int n_ratios,
+                                         const uint32_t *ratios, int32_t *pos, int32_t *raw_first,
+                                         int32_t *raw_count, int32_t *nvis, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n_swa > 0 && n_ratios >= 0 && n_ratios <= V4F_CUDA_MAX_RATIOS && (n_ratios == 0 || nvis),
+              "cuda step prep: bad arguments");
+    ratio_set rs;
+    memset(&rs, 0, sizeof rs);
+    for (int r = 0; r < n_ratios; r++) {
+        ARG_CHECK(ratios[r] > 0, "cuda step prep: ratio 0");
+        rs.r[r] = ratios[r];
+    }
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_step_prep<<<blocks_for(n, 128), 128, 0, c->stream>>>(pos0, n, n_swa, n_ratios, rs, pos, raw_first, raw_count,
+                                                          nvis);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- embedding ------------------------------------------------------------------------- */
+
+template <int T> __device__ __forceinline__ float emb_elem(const uint8_t *row, int64_t i) {
+    if constexpr (T == V4F_TYPE_F32) return ((const float *)row)[i];
+    else if constexpr (T == V4F_TYPE_F16) return __half2float(((const __half *)row)[i]);
+    else return __bfloat162float(((const __nv_bfloat16 *)row)[i]);
+}
+
+template <int T>
+__global__ void k_embed(const uint8_t *E, uint64_t row_bytes, int64_t n_vocab, const int32_t *tokens, int64_t d,
+                        int n_hc, float *X) {
+    const int64_t t = blockIdx.y;
+    int32_t tok = tokens[t];
+    if (tok < 0 || tok >= n_vocab) tok = 0; /* validated on the host; never read out of bounds */
+    const uint8_t *row = E + (uint64_t)tok * row_bytes;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d; i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = emb_elem<T>(row, i);
+        for (int h = 0; h < n_hc; h++) X[(t * n_hc + h) * d + i] = v;
+    }
+}
+
+extern "C" v4f_status v4f_cuda_embed(v4f_cuda *c, const void *E, uint32_t type, uint64_t row_bytes, int64_t n_vocab,
+                                     const int32_t *tokens, int64_t n, int64_t d, int n_hc, float *X, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 65535 && d > 0 && n_hc > 0, "cuda embed: bad shape");
+    ARG_CHECK(type == V4F_TYPE_F32 || type == V4F_TYPE_F16 || type == V4F_TYPE_BF16,
+              "cuda embed: embedding type %s not supported (F32/F16/BF16)", v4f_type_name(type));
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
+    const uint8_t *e = (const uint8_t *)E;
+    if (type == V4F_TYPE_F32) k_embed<V4F_TYPE_F32><<<grid, 256, 0, c->stream>>>(e, row_bytes, n_vocab, tokens, d, n_hc, X);
+    else if (type == V4F_TYPE_F16) k_embed<V4F_TYPE_F16><<<grid, 256, 0, c->stream>>>(e, row_bytes, n_vocab, tokens, d, n_hc, X);
+    else k_embed<V4F_TYPE_BF16><<<grid, 256, 0, c->stream>>>(e, row_bytes, n_vocab, tokens, d, n_hc, X);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- HC mixer scale, scale ----------------------------------------------------------------- */
+
+#define RED_THREADS 256
+
+__global__ void __launch_bounds__(RED_THREADS) k_hc_mix_scale(const float *X, int64_t HD, float *mix, int64_t mixn,
+                                                              float eps) {
+    __shared__ double part[RED_THREADS / 32];
+    __shared__ float r_s;
+    const int64_t t = blockIdx.x;
+    const float *x = X + t * HD;
+    double ss = 0;
+    for (int64_t i = threadIdx.x; i < HD; i += blockDim.x) ss += (double)x[i] * (double)x[i];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) s += part[w];
+        r_s = (float)(1.0 / sqrt(s / (double)HD + (double)eps));
+    }
+    __syncthreads();
+    const float r = r_s;
+    for (int64_t i = threadIdx.x; i < mixn; i += blockDim.x) mix[t * mixn + i] = __fmul_rn(mix[t * mixn + i], r);
+}
+
+extern "C" v4f_status v4f_cuda_hc_mix_scale(v4f_cuda *c, const float *X, int64_t n, int64_t HD, float *mix,
+                                            int64_t mixn, float eps, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 0x7fffffff && HD > 0 && mixn >= 0, "cuda hc mix scale: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_hc_mix_scale<<<(unsigned)n, RED_THREADS, 0, c->stream>>>(X, HD, mix, mixn, eps);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- rings ------------------------------------------------------------------------------------ */
+
+__global__ void k_comp_store(const float *A, const float *B, const float *ape, int64_t W, int32_t ratio,
+                             const int32_t *pos, float *kv_ring, float *sc_ring, int64_t R) {
+    const int64_t t = blockIdx.y;
+    const int32_t p = pos[t];
+    const int64_t slot = (int64_t)p % R;
+    const float *ap = ape + (int64_t)(p % ratio) * W;
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < W; j += (int64_t)gridDim.x * blockDim.x) {
+        kv_ring[slot * W + j] = A[t * W + j];
+        sc_ring[slot * W + j] = __fadd_rn(B[t * W + j], ap[j]);
+    }
+}
+
+extern "C" v4f_status v4f_cuda_comp_store(v4f_cuda *c, const float *A, const float *B, const float *ape, int64_t n,
+                                          int64_t W, int32_t ratio, const int32_t *pos, float *kv_ring,
+                                          float *sc_ring, int64_t R, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 65535 && W > 0 && ratio > 0 && R > 0, "cuda comp store: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const dim3 grid((unsigned)((W + 255) / 256), (unsigned)n);
+    k_comp_store<<<grid, 256, 0, c->stream>>>(A, B, ape, W, ratio, pos, kv_ring, sc_ring, R);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* Pooled value of dim j of group k: the CPU's order (max, then sequential
+ * sums over the candidates in window order); positions < 0 skipped. */
+__device__ __forceinline__ float pool_dim(const float *kv_ring, const float *sc_ring, int64_t R, int64_t W, int64_t D,
+                                          int32_t ratio, bool overlap, int64_t k, int64_t j) {
+    const int64_t nhalf = overlap ? 2 : 1;
+    float m = -INFINITY;
+    for (int64_t h = 0; h < nhalf; h++) {
+        const int64_t first = overlap ? (k - 1 + h) * ratio : k * ratio;
+        const int64_t off = overlap ? h * D : 0;
+        for (int32_t i = 0; i < ratio; i++) {
+            const int64_t q = first + i;
+            if (q < 0) continue;
+            m = fmaxf(m, sc_ring[(q % R) * W + off + j]);
+        }
+    }
+    if (m == -INFINITY) return 0.0f;
+    float den = 0.0f, num = 0.0f;
+    for (int64_t h = 0; h < nhalf; h++) {
+        const int64_t first = overlap ? (k - 1 + h) * ratio : k * ratio;
+        const int64_t off = overlap ? h * D : 0;
+        for (int32_t i = 0; i < ratio; i++) {
+            const int64_t q = first + i;
+            if (q < 0) continue;
+            const int64_t o = (q % R) * W + off + j;
+            const float e = expf(__fsub_rn(sc_ring[o], m));
+            den = __fadd_rn(den, e);
+            num = __fadd_rn(num, __fmul_rn(e, kv_ring[o]));
+        }
+    }
+    return __fdiv_rn(num, den);
+}
+
+/* ---- MoE glue ----------------------------------------------------------------------------------- */
+
+#define BUCKET_THREADS 1024
+
+__global__ void __launch_bounds__(BUCKET_THREADS) k_moe_bucket(const int32_t *eids, const float *ew, int64_t nk,
+                                                               int n_expert, int32_t *offs, int32_t *elist,
+                                                               int32_t *einv, float *wrow) {
+    extern __shared__ int32_t sh[]; /* counts then cursors [n_expert] */
+    for (int e = threadIdx.x; e < n_expert; e += blockDim.x) sh[e] = 0;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < nk; i += blockDim.x) {
+        int32_t e = eids[i];
+        if (e < 0 || e >= n_expert) e = 0; /* router output is always in range */
+        atomicAdd(&sh[e], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int32_t acc = 0;
+        for (int e = 0; e < n_expert; e++) {
+            const int32_t cnt = sh[e];
+            offs[e] = acc;
+            sh[e] = acc;
+            acc += cnt;
+        }
+        offs[n_expert] = acc;
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < nk; i += blockDim.x) {
+        int32_t e = eids[i];
+        if (e < 0 || e >= n_expert) e = 0;
+        const int32_t at = atomicAdd(&sh[e], 1);
+        elist[at] = (int32_t)i;
+        einv[i] = at;
+        wrow[at] = ew[i];
+    }
+}
+
+extern "C" v4f_status v4f_cuda_moe_bucket(v4f_cuda *c, const int32_t *eids, const float *ew, int64_t n, int k,
+                                          int n_expert, int32_t *offs, int32_t *elist, int32_t *einv, float *wrow,
+                                          v4f_err *err) {
+    ARG_CHECK(n >= 0 && k > 0 && n * k <= 65536 && n_expert > 0 && n_expert <= 4096, "cuda moe bucket: bad shape");
+    CUDA_TRY_DEVICE(c);
+    k_moe_bucket<<<1, BUCKET_THREADS, (size_t)n_expert * sizeof(int32_t), c->stream>>>(eids, ew, n * k, n_expert,
+                                                                                      offs, elist, einv, wrow);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void k_gather_rows(const float *src, const int32_t *idx, int32_t div, int64_t d, float *dst) {
+    const int64_t i = blockIdx.y;
+    const int64_t s = idx[i] / div;
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < d; j += (int64_t)gridDim.x * blockDim.x)
+        dst[i * d + j] = src[s * d + j];
+}
+
+extern "C" v4f_status v4f_cuda_gather_rows(v4f_cuda *c, const float *src, const int32_t *idx, int32_t div, int64_t n,
+                                           int64_t d, float *dst, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 65535 && d > 0 && div > 0, "cuda gather rows: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
+    k_gather_rows<<<grid, 256, 0, c->stream>>>(src, idx, div, d, dst);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* ---- fused kernels ------------------------------------------------------------------------------- */
+
+#define FUSE_THREADS 512
+#define HC_PRE_MAX_SPLIT 128
+#define HC_PRE_MAX_PART (HC_PRE_MAX_SPLIT * (2 + 4) * 4) /* splits x mix floats for n_hc <= 4 */
+#define MIXP_THREADS 128
+#define MIXP_MAX_M 32
+
+template <int T>
+__global__ void __launch_bounds__(MIXP_THREADS) k_hc_mix_partial(const uint8_t *W, uint64_t row_bytes, int M, int64_t K,
+                                                                 const float *X, int n_split, float *part, double *ss) {
+    __shared__ float red[MIXP_THREADS / 32][MIXP_MAX_M];
+    __shared__ double red_ss[MIXP_THREADS / 32];
+    const int s = blockIdx.x;
+    const int64_t t = blockIdx.y, len = K / n_split, k0 = (int64_t)s * len;
+    const float *x = X + t * K;
+    float acc[MIXP_MAX_M];
+#pragma unroll
+    for (int j = 0; j < MIXP_MAX_M; j++) acc[j] = 0.0f;
+    double sq = 0;
+    for (int64_t i = k0 + threadIdx.x; i < k0 + len; i += blockDim.x) {
+        const float xv = x[i];
+        sq += (double)xv * (double)xv;
+#pragma unroll
+        for (int j = 0; j < MIXP_MAX_M; j++)
+            if (j < M) acc[j] = fmaf(emb_elem<T>(W + (uint64_t)j * row_bytes, i), xv, acc[j]);
+    }
+    const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < MIXP_MAX_M; j++) {
+        float v = acc[j];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) red[wl][j] = v;
+    }
+    sq = warp_sum_d(sq);
+    if (lane == 0) red_ss[wl] = sq;
+    __syncthreads();
+    if (threadIdx.x < M) {
+        float v = 0;
+        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red[w][threadIdx.x];
+        part[(t * n_split + s) * M + threadIdx.x] = v;
+    }
+    if (threadIdx.x == 0) {
+        double v = 0;
+        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_ss[w];
+        ss[t * n_split + s] = v;
+    }
+}
+
+extern "C" v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32_t type, uint64_t row_bytes, int M,
+                                              int64_t K, const float *X, int64_t n, int n_split, float *part,
+                                              double *ss, v4f_err *err) {
+    ARG_CHECK(M > 0 && M <= MIXP_MAX_M && K > 0 && n >= 0 && n <= 65535 && n_split > 0 && n_split <= 65535 &&
+                  K % n_split == 0,
+              "cuda hc mix partial: bad shape M %d K %lld splits %d", M, (long long)K, n_split);
+    ARG_CHECK(type == V4F_TYPE_F32 || type == V4F_TYPE_F16 || type == V4F_TYPE_BF16,
+              "cuda hc mix partial: type %s (F32/F16/BF16)", v4f_type_name(type));
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const dim3 grid((unsigned)n_split, (unsigned)n);
+    const uint8_t *w = (const uint8_t *)W;
+    if (type == V4F_TYPE_F32)
+        k_hc_mix_partial<V4F_TYPE_F32><<<grid, MIXP_THREADS, 0, c->stream>>>(w, row_bytes, M, K, X, n_split, part, ss);
+    else if (type == V4F_TYPE_F16)
+        k_hc_mix_partial<V4F_TYPE_F16><<<grid, MIXP_THREADS, 0, c->stream>>>(w, row_bytes, M, K, X, n_split, part, ss);
+    else
+        k_hc_mix_partial<V4F_TYPE_BF16><<<grid, MIXP_THREADS, 0, c->stream>>>(w, row_bytes, M, K, X, n_split, part, ss);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void __launch_bounds__(FUSE_THREADS) k_hc_pre_fused(const float *X, const float *part, const double *ssp,
+                                                               int n_split, const float *scale3, const float *base,
+                                                               int H, int64_t d, int iters, float hc_eps,
+                                                               float rms_eps, const float *norm_w, float *pre,
+                                                               float *post, float *comb, float *a, float *xn) {
+    __shared__ double part_d[FUSE_THREADS / 32];
+    __shared__ float ms[(2 + OPS_MAX_HC) * OPS_MAX_HC], C[OPS_MAX_HC * OPS_MAX_HC], pre_s[OPS_MAX_HC],
+        post_s[OPS_MAX_HC];
+    __shared__ float pp[HC_PRE_MAX_PART];
+    __shared__ double sp[HC_PRE_MAX_SPLIT];
+    const int64_t t = blockIdx.x, HD = (int64_t)H * d;
+    const int mixn = (2 + H) * H;
+    const float *x = X + t * HD;
+    /* all partials into shared memory at once (independent loads), then
+     * the sums in slice order */
+    for (int i = threadIdx.x; i < n_split * mixn; i += blockDim.x) pp[i] = part[t * n_split * mixn + i];
+    for (int i = threadIdx.x; i < n_split; i += blockDim.x) sp[i] = ssp[t * n_split + i];
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        double tot = 0;
+        for (int s = 0; s < n_split; s++) tot += sp[s];
+        const float r = (float)(1.0 / sqrt(tot / (double)HD + (double)rms_eps));
+        for (int j = lane; j < mixn; j += 32) {
+            float m = 0;
+            for (int s = 0; s < n_split; s++) m += pp[s * mixn + j];
+            ms[j] = __fmul_rn(m, r);
+        }
+        __syncwarp();
+        dev_hc_sinkhorn_warp(ms, scale3, base, H, iters, hc_eps, lane, C, pre_s, post_s);
+        __syncwarp();
+        if (lane < H) {
+            pre[t * H + lane] = pre_s[lane];
+            post[t * H + lane] = post_s[lane];
+        }
+        for (int j = lane; j < H * H; j += 32) comb[t * H * H + j] = C[j];
+    }
+    __syncthreads();
+    float *at = a + t * d;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        float s = 0;
+        for (int h = 0; h < H; h++) s = __fadd_rn(s, __fmul_rn(pre_s[h], x[h * d + i]));
+        at[i] = s;
+    }
+    __syncthreads();
+    dev_rmsnorm_row(at, norm_w, xn + t * d, d, rms_eps, part_d);
+}
+
+extern "C" v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const float *part, const double *ss,
+                                            int n_split, const float *scale3, const float *base, int64_t n, int H,
+                                            int64_t d, int iters, float hc_eps, float rms_eps, const float *norm_w,
+                                            float *pre, float *post, float *comb, float *a, float *xn, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 0x7fffffff && H > 0 && H <= OPS_MAX_HC && d > 0 && iters >= 1 && n_split > 0 &&
+                  n_split <= HC_PRE_MAX_SPLIT && n_split * (2 + H) * H <= HC_PRE_MAX_PART,
+              "cuda hc pre fused: bad shape (H %d, %d splits)", H, n_split);
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_hc_pre_fused<<<(unsigned)n, FUSE_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale3, base, H, d, iters,
+                                                                hc_eps, rms_eps, norm_w, pre, post, comb, a, xn);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+#define TAIL_THREADS 256
+
+__global__ void __launch_bounds__(TAIL_THREADS) k_qkv_tail(float *qr, int64_t q_rank, const float *q_norm, float *kv,
+                                                           int64_t hd, const float *kv_norm, const int32_t *pos,
+                                                           const float *freqs, int n_rot, int fp8, float eps,
+                                                           float *ring, int64_t R) {
+    __shared__ double part[TAIL_THREADS / 32];
+    const int64_t t = blockIdx.x;
+    float *q = qr + t * q_rank, *k = kv + t * hd;
+    dev_rmsnorm_row(q, q_norm, q, q_rank, eps, part);
+    dev_rmsnorm_row(k, kv_norm, k, hd, eps, part);
+    __syncthreads();
+    const int64_t p = pos[t];
+    for (int i = threadIdx.x; i < n_rot / 2; i += blockDim.x) dev_rope_pair(k + hd - n_rot, i, freqs, p, 0);
+    __syncthreads();
+    if (fp8) {
+        const int64_t nf = hd - n_rot, nb = (nf + 63) / 64;
+        const int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+        for (int64_t b = threadIdx.x >> 5; b < nb; b += nw) {
+            const int64_t bn = nf - b * 64 < 64 ? nf - b * 64 : 64;
+            dev_fp8_block64(k + b * 64, bn, lane);
+        }
+        __syncthreads();
+    }
+    float *dst = ring + ((int64_t)p % R) * hd;
+    for (int64_t i = threadIdx.x; i < hd; i += blockDim.x) dst[i] = k[i];
+}
+
+extern "C" v4f_status v4f_cuda_qkv_tail(v4f_cuda *c, float *qr, int64_t q_rank, const float *q_norm, float *kv,
+                                        int64_t hd, const float *kv_norm, int64_t n, const int32_t *pos,
+                                        const float *freqs, int n_rot, bool fp8, float eps, float *ring, int64_t R,
+                                        v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 0x7fffffff && q_rank > 0 && hd > 0 && n_rot >= 0 && n_rot <= hd && n_rot % 2 == 0 &&
+                  R > 0,
+              "cuda qkv tail: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_qkv_tail<<<(unsigned)n, TAIL_THREADS, 0, c->stream>>>(qr, q_rank, q_norm, kv, hd, kv_norm, pos, freqs, n_rot,
+                                                            fp8 ? 1 : 0, eps, ring, R);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void __launch_bounds__(128) k_q_heads(float *q, int64_t n_head, int64_t hd, const int32_t *pos,
+                                                 const float *freqs, int n_rot, float eps) {
+    __shared__ double part[4];
+    const int64_t th = blockIdx.x, t = th / n_head;
+    float *row = q + th * hd;
+    dev_rmsnorm_row(row, NULL, row, hd, eps, part);
+    __syncthreads();
+    const int64_t p = pos[t];
+    for (int i = threadIdx.x; i < n_rot / 2; i += blockDim.x) dev_rope_pair(row + hd - n_rot, i, freqs, p, 0);
+}
+
+extern "C" v4f_status v4f_cuda_q_heads(v4f_cuda *c, float *q, int64_t n, int64_t n_head, int64_t hd, const int32_t *pos,
+                                       const float *freqs, int n_rot, float eps, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n_head > 0 && n * n_head <= 0x7fffffff && hd > 0 && n_rot >= 0 && n_rot <= hd &&
+                  n_rot % 2 == 0,
+              "cuda q heads: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_q_heads<<<(unsigned)(n * n_head), 128, 0, c->stream>>>(q, n_head, hd, pos, freqs, n_rot, eps);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+#define EMIT_MAX_D 1024
+
+__global__ void __launch_bounds__(128) k_comp_emit(const float *kv_ring, const float *sc_ring, int64_t R, int64_t W,
+                                                   int64_t D, int32_t ratio, bool overlap, const int32_t *pos0,
+                                                   int64_t n, const float *norm_w, const float *freqs, int n_rot,
+                                                   int mode, float eps, float *rows) {
+    __shared__ float row[EMIT_MAX_D], hs[EMIT_MAX_D];
+    __shared__ double part[4];
+    const int64_t p0 = pos0[0];
+    const int64_t k = (p0 + ratio) / ratio - 1 + blockIdx.x, k_hi = (p0 + n) / ratio - 1;
+    if (k > k_hi) return; /* uniform over the CTA */
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+        row[j] = pool_dim(kv_ring, sc_ring, R, W, D, ratio, overlap, k, j);
+    __syncthreads();
+    dev_rmsnorm_row(row, norm_w, row, D, eps, part);
+    __syncthreads();
+    for (int i = threadIdx.x; i < n_rot / 2; i += blockDim.x) dev_rope_pair(row + D - n_rot, i, freqs, k * ratio, 0);
+    __syncthreads();
+    if (mode == 1) {
+        dev_hadamard_fp4_row(row, hs, (int)D, (float)(1.0 / sqrt((double)D)), 1);
+    } else if (mode == 0) {
+        const int64_t nf = D - n_rot, nb = (nf + 63) / 64;
+        const int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+        for (int64_t b = threadIdx.x >> 5; b < nb; b += nw) {
+            const int64_t bn = nf - b * 64 < 64 ? nf - b * 64 : 64;
+            dev_fp8_block64(row + b * 64, bn, lane);
+        }
+        __syncthreads();
+    }
+    float *dst = rows + k * D;
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x) dst[j] = row[j];
+}
+
+extern "C" v4f_status v4f_cuda_comp_emit(v4f_cuda *c, const float *kv_ring, const float *sc_ring, int64_t R, int64_t W,
+                                         int64_t D, int32_t ratio, bool overlap, const int32_t *pos0, int64_t n,
+                                         int64_t ng_max, const float *norm_w, const float *freqs, int n_rot, int mode,
+                                         float eps, float *rows, v4f_err *err) {
+    ARG_CHECK(R > 0 && D > 0 && D <= EMIT_MAX_D && ratio > 0 && W == (overlap ? 2 : 1) * D && n >= 0 &&
+                  ng_max >= 0 && ng_max <= 0x7fffffff && R >= n + 2 * (int64_t)ratio && n_rot >= 0 && n_rot <= D &&
+                  mode >= 0 && mode <= 2 && (mode != 1 || (D & (D - 1)) == 0),
+              "cuda comp emit: bad shape (R %lld, W %lld, D %lld, ratio %d, n %lld)", (long long)R, (long long)W,
+              (long long)D, ratio, (long long)n);
+    if (ng_max == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_comp_emit<<<(unsigned)ng_max, 128, 0, c->stream>>>(kv_ring, sc_ring, R, W, D, ratio, overlap, pos0, n, norm_w,
+                                                         freqs, n_rot, mode, eps, rows);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void __launch_bounds__(128) k_idx_q(float *iq, float *iw, int64_t n_head, int64_t d, const int32_t *pos,
+                                               const float *freqs, int n_rot, float w_scale) {
+    extern __shared__ float hs[];
+    const int64_t th = blockIdx.x, t = th / n_head;
+    float *row = iq + th * d;
+    const int64_t p = pos[t];
+    for (int i = threadIdx.x; i < n_rot / 2; i += blockDim.x) dev_rope_pair(row + d - n_rot, i, freqs, p, 0);
+    __syncthreads();
+    dev_hadamard_fp4_row(row, hs, (int)d, (float)(1.0 / sqrt((double)d)), 1);
+    if (threadIdx.x == 0) iw[th] = __fmul_rn(iw[th], w_scale);
+}
+
+extern "C" v4f_status v4f_cuda_idx_q(v4f_cuda *c, float *iq, float *iw, int64_t n, int64_t n_head, int64_t d,
+                                     const int32_t *pos, const float *freqs, int n_rot, float w_scale, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n_head > 0 && n * n_head <= 0x7fffffff && d > 0 && d <= 4096 && (d & (d - 1)) == 0 &&
+                  n_rot >= 0 && n_rot <= d && n_rot % 2 == 0,
+              "cuda idx q: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const int threads = d >= 256 ? 128 : 32;
+    k_idx_q<<<(unsigned)(n * n_head), threads, (size_t)d * sizeof(float), c->stream>>>(iq, iw, n_head, d, pos, freqs,
+                                                                                       n_rot, w_scale);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+__global__ void k_moe_sum_post(const float *y, const int32_t *einv, const float *ysh, int k, int64_t d, const float *X,
+                               const float *post, const float *comb, int H, float *Xout) {
+    const int64_t t = blockIdx.y;
+    const float *ct = comb + t * H * H, *pt = post + t * H;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d; i += (int64_t)gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < k; j++) acc = __fadd_rn(acc, y[(int64_t)einv[t * k + j] * d + i]);
+        const float o = __fadd_rn(acc, ysh[t * d + i]);
+        const float *xt = X + t * H * d + i;
+        for (int j = 0; j < H; j++) {
+            float s = 0;
+            for (int q = 0; q < H; q++) s = __fadd_rn(s, __fmul_rn(ct[q * H + j], xt[q * d]));
+            Xout[(t * H + j) * d + i] = __fadd_rn(__fmul_rn(pt[j], o), s);
+        }
+    }
+}
+
+extern "C" v4f_status v4f_cuda_moe_sum_post(v4f_cuda *c, const float *y, const int32_t *einv, const float *ysh,
+                                            int64_t n, int k, int64_t d, const float *X, const float *post,
+                                            const float *comb, int H, float *Xout, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 65535 && k > 0 && d > 0 && H > 0 && H <= OPS_MAX_HC, "cuda moe sum post: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
+    k_moe_sum_post<<<grid, 256, 0, c->stream>>>(y, einv, ysh, k, d, X, post, comb, H, Xout);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}

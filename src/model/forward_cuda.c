@@ -1,0 +1,1226 @@
+/*
+ * forward_cuda.c - the DeepSeek V4 Flash forward pass on one NVIDIA GPU
+ * (MODEL.md §4-§9), the device twin of forward.c (the reference).
+ *
+ * One code path serves prefill and decode: eval of a chunk of n tokens runs
+ * every layer over all n tokens (layer-major) with the ops of
+ * backend/cuda; decode (n == 1) is the same sequence, captured once as a
+ * CUDA graph and replayed for every later token. Nothing in a step depends
+ * on host-side positions: the chunk's first position and its tokens are
+ * copied to the device first, a prep kernel derives per-token positions,
+ * window bounds and visible compressed-row counts, and every kernel reads
+ * those.
+ *
+ * State on the device, per layer: the raw KV rows in a position ring of
+ * n_swa + chunk rows (the chunk's own rows are written before attention,
+ * so prefill and decode read keys the same way), compressed rows and
+ * indexer rows as float32 (capacity ctx / ratio + 2; their values are
+ * exactly the FP8/FP4-rounded values the CPU's compact cache stores), and
+ * the compressor inputs (values, scores + ape) in position rings of chunk +
+ * 2 * ratio rows, from which completed windows are pooled.
+ *
+ * Placement: dense weights, KV and scratch first; routed experts fill the
+ * rest of the budget (--gpu-mem-gb, default: free memory minus a reserve),
+ * the same number per layer; the others stay in the model's mapping,
+ * pinned and mapped for the device (falling back to a pinned copy if the
+ * system refuses to pin the mapping). Each layer has a device table of
+ * expert pointers, so the routed-expert kernels read device or host
+ * memory alike. When experts overflow, the embedding (read one row per
+ * token) moves to host memory first.
+ *
+ * Ownership and threading: see forward_cuda.h.
+ */
+#include "model/forward_cuda.h"
+
+#ifndef V4F_CUDA
+
+bool v4f_gpu_available(void) { return false; }
+v4f_status v4f_gpu_copy_bw(int device, double *gbs, v4f_err *err) {
+    (void)device;
+    *gbs = 0;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
+v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **out, v4f_err *err) {
+    (void)m;
+    (void)o;
+    *out = NULL;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "this binary was built without CUDA (rebuild with make CUDA=1)");
+}
+void v4f_gpu_free(v4f_gpu *g) { (void)g; }
+v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
+                        unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
+                        v4f_err *err) {
+    (void)g, (void)tokens, (void)n, (void)pos, (void)logits, (void)flags, (void)hc_out, (void)trace, (void)dbg;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
+uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g) { (void)g; return 0; }
+v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
+    (void)g, (void)seed;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
+uint32_t v4f_gpu_chunk(const v4f_gpu *g) { (void)g; return 0; }
+const char *v4f_gpu_report(const v4f_gpu *g) { (void)g; return ""; }
+void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *experts_host, uint64_t *dev_bytes,
+                       uint64_t *host_bytes) {
+    (void)g;
+    *experts_dev = *experts_host = 0;
+    *dev_bytes = *host_bytes = 0;
+}
+const char *v4f_gpu_device_name(const v4f_gpu *g) { (void)g; return ""; }
+void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_expert) {
+    (void)g;
+    *fixed = *per_expert = 0;
+}
+
+#else
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/cpu/ops.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_fwd.h"
+#include "quant/quant.h"
+
+#define GPU_CHUNK_CAP 2048
+#define GPU_CHUNK_TIGHT 512                   /* chunk when experts overflow to the host */
+#define GPU_RESERVE_BYTES (1536ull << 20)     /* left free for the CUDA context, graphs, cuBLAS-free slack */
+#define GPU_ISCORE_BUDGET (512ull << 20)      /* indexer score matrix [chunk][ctx/4] */
+#define GPU_HEAD_ROWS 64                      /* logits rows per head pass in prefill */
+#define GPU_MAX_GROUPS 64
+#define MV_BATCH V4F_CUDA_MATVEC_MAX_BATCH
+
+#define TRY(x)                        \
+    do {                              \
+        v4f_status st_ = (x);         \
+        if (st_ != V4F_OK) return st_; \
+    } while (0)
+
+typedef v4f_cuda_mat gmat;
+
+/* phase profile (V4F_PROFILE=1: device time per phase from events, decode
+ * without the graph; printed at free) */
+enum {
+    GP_PREP, GP_HC, GP_PROJ, GP_COMP, GP_INDEX, GP_ATTN, GP_OUT, GP_ROUTE, GP_EXP_GU, GP_SWIGLU, GP_EXP_DOWN,
+    GP_SUM, GP_HEAD, GP_COUNT
+};
+static const char *const GP_NAMES[GP_COUNT] = {
+    "prep+embed", "hc pre/post", "attn projections+norms+rope", "compressors", "indexer q+scores+top-k",
+    "attention (window+compressed)", "attn out_a/out_b", "router", "experts+shared gate/up", "swiglu",
+    "experts+shared down", "moe sum", "lm head"};
+#define GP_MAX_MARKS 8192
+
+typedef struct glayer {
+    uint32_t ratio;
+    int ratio_slot; /* index into the nvis arrays (ratio != 0) */
+    bool hash;
+    float limit;
+    const float *freqs;
+    gmat hc_attn_fn, hc_ffn_fn, q_a, q_b, kv, out_a, out_b;
+    gmat comp_kv, comp_gate, idx_q_b, idx_proj, idx_comp_kv, idx_comp_gate;
+    gmat gate_inp, gate_sh, up_sh, down_sh;
+    gmat exp_gate, exp_up, exp_down; /* shapes only (data: expert 0 or NULL) */
+    const float *hc_attn_scale, *hc_attn_base, *hc_ffn_scale, *hc_ffn_base;
+    const float *attn_norm, *q_a_norm, *kv_a_norm, *sinks, *ffn_norm;
+    const float *comp_ape, *comp_norm, *idx_comp_ape, *idx_comp_norm, *probs_b;
+    const int32_t *tid2eid;
+    const void *const *etab; /* device [3 * n_expert]: gate, up, down pointers */
+    /* KV state */
+    float *raw;          /* [R_raw][hd] */
+    float *comp;         /* [cap][hd] */
+    float *idx;          /* [cap4][ihd] */
+    float *c_kv, *c_sc;  /* [Rc][W] */
+    float *i_kv, *i_sc;  /* [Rc4][2 ihd] */
+    uint32_t cap, cap_i;
+    int64_t Rc, Rc_i;
+} glayer;
+
+typedef struct gscratch {
+    int32_t *tok, *pos0;           /* [N], [1] (uploaded per chunk) */
+    int32_t *pos, *rf, *rc, *nvis; /* [N], [N], [N], [n_ratios][N] */
+    float *X, *X2, *mix, *pre, *post, *comb, *a, *xn, *qr, *q, *o, *kv, *low, *out;
+    float *ckv, *cgate, *ikv, *igate, *iq, *iw, *iscore;
+    int32_t *isel, *icnt;
+    float *rlog, *ew, *wrow, *xg, *g, *u, *sg, *su, *yd, *ysh;
+    int32_t *eids, *offs, *elist, *einv, *ident;
+    float *hw;     /* head weights [N][n_hc] */
+    float *mixp;   /* HC mixer partials [N][splits][mix] */
+    double *mixss; /* [N][splits] */
+    float *logits; /* [GPU_HEAD_ROWS][vocab] */
+    float *no_sink;
+} gscratch;
+
+struct v4f_gpu {
+    const v4f_model *m;
+    v4f_config cfg;
+    v4f_cuda *c;
+    uint32_t n_ctx, N; /* context, chunk */
+    bool exact;        /* --precision ref: float32 everywhere */
+    glayer *L;
+    uint32_t n_ratios;
+    uint32_t ratios[V4F_CUDA_MAX_RATIOS];
+    /* head */
+    gmat out_hc_fn, output;
+    const float *out_hc_base, *out_hc_scale, *out_norm;
+    const void *embd;
+    uint32_t embd_type;
+    uint64_t embd_row_bytes;
+    /* device memory */
+    void *w_arena, *e_arena, *kv_arena, *s_arena;
+    size_t w_bytes, e_bytes, kv_bytes, s_bytes;
+    gscratch s;
+    /* host side */
+    int32_t *h_in;   /* pinned [N + 1]: tokens, then pos0 */
+    float *h_logits; /* pinned [GPU_HEAD_ROWS][vocab] */
+    void *reg[4 * V4F_MAX_LAYERS + 8]; /* registered host ranges */
+    int n_reg;
+    void *host_copy; /* pinned copy of host experts when pinning the mapping failed */
+    uint32_t e_dev, e_host; /* routed experts per layer on the device / host */
+    uint64_t per_expert;    /* one expert's bytes summed over the layers */
+    uint64_t host_expert_bytes;
+    bool embd_host;
+    v4f_cuda_graph *graph;
+    bool graph_failed;
+    struct {
+        bool on;
+        v4f_cuda_marks *marks;
+        int n;
+        uint8_t phase[GP_MAX_MARKS];
+        float ms[GP_MAX_MARKS];
+        double acc[2][GP_COUNT];
+        uint64_t tokens[2], evals[2];
+    } prof;
+    char report[2048];
+};
+
+static void pmark(v4f_gpu *g, int phase) {
+    if (!g->prof.on || g->prof.n >= GP_MAX_MARKS) return;
+    if (v4f_cuda_mark(g->c, g->prof.marks, g->prof.n, NULL) == V4F_OK) g->prof.phase[g->prof.n++] = (uint8_t)phase;
+}
+
+/* after the stream is synchronized: fold the marks of this eval into mode */
+static void prof_collect(v4f_gpu *g, int mode, uint32_t tokens) {
+    if (!g->prof.on || g->prof.n < 2) {
+        g->prof.n = 0;
+        return;
+    }
+    if (v4f_cuda_marks_read(g->prof.marks, g->prof.n - 1, g->prof.ms, NULL) == V4F_OK)
+        for (int i = 1; i < g->prof.n; i++) g->prof.acc[mode][g->prof.phase[i]] += g->prof.ms[i];
+    g->prof.tokens[mode] += tokens;
+    g->prof.evals[mode]++;
+    g->prof.n = 0;
+}
+
+static void prof_print(const v4f_gpu *g) {
+    static const char *const mode_names[2] = {"decode", "prefill"};
+    for (int m = 0; m < 2; m++) {
+        if (!g->prof.evals[m]) continue;
+        double tot = 0, tok = (double)g->prof.tokens[m];
+        for (int p = 0; p < GP_COUNT; p++) tot += g->prof.acc[m][p];
+        fprintf(stderr, "gpu profile %s: %llu evals, %llu tokens, %.3f ms/token of device time (no graph)\n",
+                mode_names[m], (unsigned long long)g->prof.evals[m], (unsigned long long)g->prof.tokens[m],
+                tot / tok);
+        for (int p = 0; p < GP_COUNT; p++)
+            fprintf(stderr, "gpu profile %s:   %-32s %8.4f ms/token %5.1f%%\n", mode_names[m], GP_NAMES[p],
+                    g->prof.acc[m][p] / tok, tot > 0 ? 100.0 * g->prof.acc[m][p] / tot : 0.0);
+    }
+}
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+typedef struct carver {
+    uint8_t *base;
+    size_t off;
+} carver;
+
+static void *carve(carver *c, size_t bytes) {
+    size_t o = (c->off + 255) & ~(size_t)255;
+    c->off = o + ((bytes + 255) & ~(size_t)255);
+    return c->base ? c->base + o : NULL;
+}
+
+static uint64_t mat_bytes_of(const v4f_wt *w) { return w->n_out * w->row_bytes; }
+
+/* Place a matrix (pass 1: measure; pass 2: upload). */
+static v4f_status up_mat(v4f_gpu *g, carver *cv, const v4f_wt *w, gmat *out, v4f_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!w->data) return V4F_OK;
+    uint64_t bytes = mat_bytes_of(w);
+    void *d = carve(cv, bytes);
+    out->type = w->type;
+    out->n_in = (int64_t)w->n_in;
+    out->n_out = (int64_t)w->n_out;
+    out->row_bytes = w->row_bytes;
+    out->data = d;
+    if (!cv->base) return V4F_OK;
+    if (!v4f_cuda_type_supported(w->type))
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: tensor %s has type %s without GPU kernels", w->name,
+                           v4f_type_name(w->type));
+    return v4f_cuda_upload(g->c, d, w->data, bytes, err);
+}
+
+/* Place a float vector (any float type converted to F32; NULL if absent). */
+static v4f_status up_vec(v4f_gpu *g, carver *cv, const v4f_wt *w, const float **out, v4f_err *err) {
+    *out = NULL;
+    if (!w->data) return V4F_OK;
+    uint64_t n = w->n_in * w->n_out * w->n_mat;
+    float *d = carve(cv, n * sizeof(float));
+    *out = d;
+    if (!cv->base) return V4F_OK;
+    float *tmp = v4f_xmalloc(n * sizeof(float));
+    for (uint64_t r = 0; r < w->n_out * w->n_mat; r++)
+        v4f_dequant_row_ref(w->type, (const uint8_t *)w->data + r * w->row_bytes, tmp + r * w->n_in,
+                            (int64_t)w->n_in);
+    v4f_status st = v4f_cuda_upload(g->c, d, tmp, n * sizeof(float), err);
+    free(tmp);
+    return st;
+}
+
+static v4f_status up_raw(v4f_gpu *g, carver *cv, const void *src, size_t bytes, const void **out, v4f_err *err) {
+    void *d = carve(cv, bytes);
+    *out = d;
+    if (!cv->base) return V4F_OK;
+    return v4f_cuda_upload(g->c, d, src, bytes, err);
+}
+
+static int ratio_slot(v4f_gpu *g, uint32_t ratio) {
+    for (uint32_t i = 0; i < g->n_ratios; i++)
+        if (g->ratios[i] == ratio) return (int)i;
+    return -1;
+}
+
+/* ---- weights --------------------------------------------------------------------------------- */
+
+static v4f_status place_layer(v4f_gpu *g, carver *cv, glayer *r, const v4f_layer_weights *w, uint32_t ratio,
+                              float limit, const float *fplain, const float *fcomp, v4f_err *err) {
+    v4f_status st = V4F_OK;
+#define M(field, wt) \
+    if ((st = up_mat(g, cv, &w->wt, &r->field, err))) return st
+#define V(field, wt) \
+    if ((st = up_vec(g, cv, &w->wt, &r->field, err))) return st
+    r->ratio = ratio;
+    r->hash = w->hash_routed;
+    r->limit = limit;
+    r->freqs = ratio ? fcomp : fplain;
+    M(hc_attn_fn, hc_attn_fn);
+    M(hc_ffn_fn, hc_ffn_fn);
+    M(q_a, attn_q_a);
+    M(q_b, attn_q_b);
+    M(kv, attn_kv);
+    M(out_a, attn_output_a);
+    M(out_b, attn_output_b);
+    M(gate_inp, ffn_gate_inp);
+    M(gate_sh, ffn_gate_shexp);
+    M(up_sh, ffn_up_shexp);
+    M(down_sh, ffn_down_shexp);
+    V(hc_attn_scale, hc_attn_scale);
+    V(hc_attn_base, hc_attn_base);
+    V(hc_ffn_scale, hc_ffn_scale);
+    V(hc_ffn_base, hc_ffn_base);
+    V(attn_norm, attn_norm);
+    V(q_a_norm, attn_q_a_norm);
+    V(kv_a_norm, attn_kv_a_norm);
+    V(sinks, attn_sinks);
+    V(ffn_norm, ffn_norm);
+    V(probs_b, exp_probs_b);
+    if (ratio) {
+        M(comp_kv, comp_kv);
+        M(comp_gate, comp_gate);
+        V(comp_ape, comp_ape);
+        V(comp_norm, comp_norm);
+    }
+    if (ratio == 4) {
+        M(idx_q_b, idx_q_b);
+        M(idx_proj, idx_proj);
+        M(idx_comp_kv, idx_comp_kv);
+        M(idx_comp_gate, idx_comp_gate);
+        V(idx_comp_ape, idx_comp_ape);
+        V(idx_comp_norm, idx_comp_norm);
+    }
+#undef M
+#undef V
+    r->tid2eid = NULL;
+    if (r->hash && w->ffn_gate_tid2eid.data) {
+        const v4f_wt *t = &w->ffn_gate_tid2eid;
+        if ((st = up_raw(g, cv, t->data, t->n_in * t->n_out * sizeof(int32_t), (const void **)&r->tid2eid, err)))
+            return st;
+    }
+    /* expert shapes */
+    const v4f_wt *ex[3] = {&w->ffn_gate_exps, &w->ffn_up_exps, &w->ffn_down_exps};
+    gmat *sh[3] = {&r->exp_gate, &r->exp_up, &r->exp_down};
+    for (int i = 0; i < 3; i++) {
+        sh[i]->type = ex[i]->type;
+        sh[i]->n_in = (int64_t)ex[i]->n_in;
+        sh[i]->n_out = (int64_t)ex[i]->n_out;
+        sh[i]->row_bytes = ex[i]->row_bytes;
+        sh[i]->data = NULL;
+        if (cv->base && !v4f_cuda_type_supported(ex[i]->type))
+            return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: tensor %s has type %s without GPU kernels",
+                               ex[i]->name, v4f_type_name(ex[i]->type));
+    }
+    return V4F_OK;
+}
+
+static uint64_t expert_bytes_one(const v4f_layer_weights *w) {
+    return ((w->ffn_gate_exps.mat_bytes + 255) & ~255ull) + ((w->ffn_up_exps.mat_bytes + 255) & ~255ull) +
+           ((w->ffn_down_exps.mat_bytes + 255) & ~255ull);
+}
+
+/* Dense weights: pass 1 (base NULL) measures. */
+static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err *err) {
+    const v4f_model *m = g->m;
+    const v4f_config *c = &g->cfg;
+    carver cv = {base, 0};
+    v4f_status st;
+    /* RoPE tables */
+    int half = (int)c->n_rot / 2;
+    float fp[V4F_ROPE_MAX_ROT], fc[V4F_ROPE_MAX_ROT];
+    v4f_rope_params rp = {c->rope_base, 0, 1, 0, 0};
+    v4f_rope_freqs(&rp, (int)c->n_rot, fp);
+    v4f_rope_params rc = {c->rope_base_compress, c->yarn_orig_ctx, c->yarn_factor, c->yarn_beta_fast,
+                          c->yarn_beta_slow};
+    v4f_rope_freqs(&rc, (int)c->n_rot, fc);
+    const float *dfp, *dfc;
+    if ((st = up_raw(g, &cv, fp, (size_t)half * sizeof(float), (const void **)&dfp, err))) return st;
+    if ((st = up_raw(g, &cv, fc, (size_t)half * sizeof(float), (const void **)&dfc, err))) return st;
+    for (uint32_t l = 0; l < c->n_layer; l++)
+        if ((st = place_layer(g, &cv, &g->L[l], &m->layers[l], c->compress_ratio[l], c->swiglu_limit[l], dfp, dfc,
+                              err)))
+            return st;
+    if ((st = up_mat(g, &cv, &m->output_hc_fn, &g->out_hc_fn, err))) return st;
+    if ((st = up_mat(g, &cv, &m->output, &g->output, err))) return st;
+    if ((st = up_vec(g, &cv, &m->output_hc_base, &g->out_hc_base, err))) return st;
+    if ((st = up_vec(g, &cv, &m->output_hc_scale, &g->out_hc_scale, err))) return st;
+    if ((st = up_vec(g, &cv, &m->output_norm, &g->out_norm, err))) return st;
+    /* embedding */
+    const v4f_wt *E = &m->token_embd;
+    g->embd_type = E->type;
+    g->embd_row_bytes = E->row_bytes;
+    if (!g->embd_host) {
+        if ((st = up_raw(g, &cv, E->data, mat_bytes_of(E), &g->embd, err))) return st;
+    }
+    /* expert pointer tables */
+    for (uint32_t l = 0; l < c->n_layer; l++)
+        g->L[l].etab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
+    *bytes = cv.off;
+    return V4F_OK;
+}
+
+/* Register the host-resident expert ranges [e_dev, n_expert) of every layer
+ * (merged, page-aligned) and fill the pointer tables. */
+typedef struct hrange {
+    uintptr_t lo, hi;
+    uint8_t *dev;
+} hrange;
+
+static int cmp_range(const void *a, const void *b) {
+    const hrange *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Look up the device address of host address a in the registered ranges. */
+static const void *host_dev_ptr(const hrange *rg, size_t nr, uintptr_t a) {
+    for (size_t k = 0; k < nr; k++)
+        if (a >= rg[k].lo && a < rg[k].hi) return rg[k].dev + (a - rg[k].lo);
+    return NULL;
+}
+
+/* Upload the device-resident experts, then pin + map what stays in host
+ * memory (experts [e_dev, n_expert) of every layer and, if chosen, the
+ * embedding) as merged page-aligned ranges, and fill the pointer tables.
+ * Uploads come first: a pageable copy whose source overlaps a pinned range
+ * is refused by the driver. */
+static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    const v4f_model *m = g->m;
+    uint32_t E = c->n_expert, ed = g->e_dev;
+    v4f_status st = V4F_OK;
+    const void **tab = v4f_xcalloc(3ull * E * c->n_layer, sizeof(void *));
+    carver ev = {g->e_arena, 0};
+    for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
+        const v4f_wt *ex[3] = {&m->layers[l].ffn_gate_exps, &m->layers[l].ffn_up_exps, &m->layers[l].ffn_down_exps};
+        for (int i = 0; i < 3 && st == V4F_OK; i++) {
+            uint64_t mb = ex[i]->mat_bytes, mba = (mb + 255) & ~255ull;
+            uint8_t *dbase = ed ? carve(&ev, (size_t)ed * mba) : NULL;
+            for (uint32_t e = 0; e < ed && st == V4F_OK; e++) {
+                uint8_t *d = dbase + (size_t)e * mba;
+                tab[((size_t)l * 3 + i) * E + e] = d;
+                st = v4f_cuda_upload(g->c, d, (const uint8_t *)ex[i]->data + (uint64_t)e * mb, mb, err);
+            }
+        }
+    }
+    /* host ranges */
+    size_t nr = 0;
+    hrange *rg = v4f_xcalloc(3ull * c->n_layer + 2, sizeof *rg);
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t pmask = (uintptr_t)(pg > 0 ? pg : 4096) - 1;
+    if (st == V4F_OK && ed < E) {
+        for (uint32_t l = 0; l < c->n_layer; l++) {
+            const v4f_wt *ex[3] = {&m->layers[l].ffn_gate_exps, &m->layers[l].ffn_up_exps,
+                                   &m->layers[l].ffn_down_exps};
+            for (int i = 0; i < 3; i++) {
+                rg[nr].lo = ((uintptr_t)ex[i]->data + (uintptr_t)ed * ex[i]->mat_bytes) & ~pmask;
+                rg[nr].hi = ((uintptr_t)ex[i]->data + (uintptr_t)E * ex[i]->mat_bytes + pmask) & ~pmask;
+                nr++;
+            }
+        }
+    }
+    if (st == V4F_OK && g->embd_host) {
+        rg[nr].lo = (uintptr_t)m->token_embd.data & ~pmask;
+        rg[nr].hi = ((uintptr_t)m->token_embd.data + mat_bytes_of(&m->token_embd) + pmask) & ~pmask;
+        nr++;
+    }
+    if (nr) {
+        qsort(rg, nr, sizeof *rg, cmp_range);
+        size_t k = 0;
+        for (size_t i = 0; i < nr; i++) {
+            if (k && rg[i].lo <= rg[k - 1].hi) {
+                if (rg[i].hi > rg[k - 1].hi) rg[k - 1].hi = rg[i].hi;
+            } else {
+                rg[k++] = rg[i];
+            }
+        }
+        nr = k;
+        for (size_t i = 0; i < nr && st == V4F_OK; i++) {
+            void *dev = NULL;
+            st = v4f_cuda_host_register(g->c, (void *)rg[i].lo, rg[i].hi - rg[i].lo, &dev, err);
+            if (st == V4F_OK) {
+                g->reg[g->n_reg++] = (void *)rg[i].lo;
+                rg[i].dev = dev;
+            }
+        }
+        if (st != V4F_OK) {
+            /* pinning the mapping was refused: one pinned copy of what stays on the host */
+            v4f_log(V4F_LOG_WARN, "cuda: %s; copying the host-resident weights to pinned memory", err->msg);
+            for (int i = 0; i < g->n_reg; i++) v4f_cuda_host_unregister(g->c, g->reg[i]);
+            g->n_reg = 0;
+            size_t tot = 0;
+            for (size_t i = 0; i < nr; i++) tot += rg[i].hi - rg[i].lo;
+            void *host = NULL, *dev = NULL;
+            st = v4f_cuda_host_alloc(g->c, tot, &host, &dev, err);
+            if (st == V4F_OK) {
+                g->host_copy = host;
+                size_t off = 0;
+                for (size_t i = 0; i < nr; i++) {
+                    memcpy((uint8_t *)host + off, (const void *)rg[i].lo, rg[i].hi - rg[i].lo);
+                    rg[i].dev = (uint8_t *)dev + off;
+                    off += rg[i].hi - rg[i].lo;
+                }
+            }
+        }
+    }
+    for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
+        const v4f_wt *ex[3] = {&m->layers[l].ffn_gate_exps, &m->layers[l].ffn_up_exps, &m->layers[l].ffn_down_exps};
+        for (int i = 0; i < 3; i++)
+            for (uint32_t e = ed; e < E; e++)
+                tab[((size_t)l * 3 + i) * E + e] =
+                    host_dev_ptr(rg, nr, (uintptr_t)ex[i]->data + (uintptr_t)e * ex[i]->mat_bytes);
+        st = v4f_cuda_upload(g->c, (void *)g->L[l].etab, tab + (size_t)l * 3 * E, 3ull * E * sizeof(void *), err);
+    }
+    if (st == V4F_OK && g->embd_host) {
+        g->embd = host_dev_ptr(rg, nr, (uintptr_t)m->token_embd.data);
+        if (!g->embd) st = v4f_err_set(err, V4F_STATUS_DEVICE, "cuda: embedding not mapped");
+    }
+    free(tab);
+    free(rg);
+    return st;
+}
+
+/* ---- KV and scratch layout ------------------------------------------------------------------------ */
+
+static size_t layout_kv(v4f_gpu *g, uint8_t *base) {
+    const v4f_config *c = &g->cfg;
+    carver cv = {base, 0};
+    uint64_t hd = c->head_dim, ihd = c->idx_head_dim, N = g->N;
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        glayer *r = &g->L[l];
+        uint32_t ratio = r->ratio;
+        r->raw = carve(&cv, (c->n_swa + N) * hd * sizeof(float));
+        if (ratio) {
+            uint64_t W = (ratio == 4 ? 2 : 1) * hd;
+            r->cap = g->n_ctx / ratio + 2;
+            r->comp = carve(&cv, (uint64_t)r->cap * hd * sizeof(float));
+            r->Rc = (int64_t)(N + 2 * ratio);
+            r->c_kv = carve(&cv, (uint64_t)r->Rc * W * sizeof(float));
+            r->c_sc = carve(&cv, (uint64_t)r->Rc * W * sizeof(float));
+        }
+        if (ratio == 4) {
+            r->cap_i = g->n_ctx / 4 + 2;
+            r->idx = carve(&cv, (uint64_t)r->cap_i * ihd * sizeof(float));
+            r->Rc_i = (int64_t)(N + 8);
+            r->i_kv = carve(&cv, (uint64_t)r->Rc_i * 2 * ihd * sizeof(float));
+            r->i_sc = carve(&cv, (uint64_t)r->Rc_i * 2 * ihd * sizeof(float));
+        }
+    }
+    return cv.off;
+}
+
+
+static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    carver cv = {base, 0};
+    size_t F = sizeof(float), I = sizeof(int32_t);
+    uint64_t HD = (uint64_t)c->n_hc * c->n_embd, d = c->n_embd, nq = (uint64_t)c->n_head * c->head_dim;
+    uint64_t mixn = v4f_config_hc_mix(c), k = c->n_expert_used, nk = N * k;
+    uint64_t nsh = (uint64_t)c->n_ff_exp * (c->n_expert_shared ? c->n_expert_shared : 1);
+    uint64_t cap4 = g->n_ctx / 4 + 2;
+#define C(field, n, sz) x->field = carve(&cv, (uint64_t)(n) * (sz))
+    C(tok, N, I);
+    C(pos0, 1, I);
+    C(pos, N, I);
+    C(rf, N, I);
+    C(rc, N, I);
+    C(nvis, (uint64_t)V4F_CUDA_MAX_RATIOS * N, I);
+    C(X, N * HD, F);
+    C(X2, N * HD, F);
+    C(mix, N * mixn, F);
+    C(pre, N * c->n_hc, F);
+    C(post, N * c->n_hc, F);
+    C(comb, N * c->n_hc * c->n_hc, F);
+    C(a, N * d, F);
+    C(xn, N * d, F);
+    C(qr, N * c->q_lora_rank, F);
+    C(q, N * nq, F);
+    C(o, N * nq, F);
+    C(kv, N * c->head_dim, F);
+    C(low, N * (uint64_t)c->o_groups * c->o_lora_rank, F);
+    C(out, N * d, F);
+    C(ckv, N * 2 * c->head_dim, F);
+    C(cgate, N * 2 * c->head_dim, F);
+    C(ikv, N * 2 * c->idx_head_dim, F);
+    C(igate, N * 2 * c->idx_head_dim, F);
+    C(iq, N * (uint64_t)c->n_idx_head * c->idx_head_dim, F);
+    C(iw, N * (uint64_t)c->n_idx_head, F);
+    C(iscore, N * cap4, F);
+    C(isel, N * (uint64_t)c->idx_topk, I);
+    C(icnt, N, I);
+    C(rlog, N * (uint64_t)c->n_expert, F);
+    C(eids, nk, I);
+    C(ew, nk, F);
+    C(wrow, nk, F);
+    C(offs, (uint64_t)c->n_expert + 1, I);
+    C(elist, nk, I);
+    C(einv, nk, I);
+    C(ident, nk, I);
+    C(xg, nk * d, F);
+    C(g, nk * c->n_ff_exp, F);
+    C(u, nk * c->n_ff_exp, F);
+    C(sg, N * nsh, F);
+    C(su, N * nsh, F);
+    C(yd, nk * d, F);
+    C(ysh, N * d, F);
+    C(hw, N * c->n_hc, F);
+    C(mixp, (uint64_t)N * 128 * mixn, F);
+    C(mixss, (uint64_t)N * 128, sizeof(double));
+    C(logits, (uint64_t)GPU_HEAD_ROWS * c->n_vocab, F);
+    C(no_sink, c->n_head, F);
+#undef C
+    return cv.off;
+}
+
+/* ---- creation ------------------------------------------------------------------------------------------ */
+
+bool v4f_gpu_available(void) { return v4f_cuda_device_count() > 0; }
+v4f_status v4f_gpu_copy_bw(int device, double *gbs, v4f_err *err) {
+    return v4f_cuda_measure_copy_bw(device, 1ull << 30, gbs, err);
+}
+
+void v4f_gpu_free(v4f_gpu *g) {
+    if (!g) return;
+    if (g->prof.on) prof_print(g);
+    v4f_cuda_marks_free(g->prof.marks);
+    if (g->c) {
+        (void)v4f_cuda_sync(g->c, NULL);
+        v4f_cuda_graph_free(g->graph);
+        for (int i = 0; i < g->n_reg; i++) v4f_cuda_host_unregister(g->c, g->reg[i]);
+        v4f_cuda_host_free(g->c, g->host_copy);
+        v4f_cuda_host_free(g->c, g->h_in);
+        v4f_cuda_host_free(g->c, g->h_logits);
+        v4f_cuda_free(g->c, g->w_arena);
+        v4f_cuda_free(g->c, g->e_arena);
+        v4f_cuda_free(g->c, g->kv_arena);
+        v4f_cuda_free(g->c, g->s_arena);
+        v4f_cuda_close(g->c);
+    }
+    free(g->L);
+    free(g);
+}
+
+static double gib(uint64_t b) { return (double)b / (double)(1ull << 30); }
+
+v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **out, v4f_err *err) {
+    *out = NULL;
+    const v4f_config *c = &m->cfg;
+    if (o->enable_mtp)
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: the MTP block is not supported on the GPU yet");
+    if (c->n_expert_used > 64 || c->n_hc > 16 || c->o_groups > GPU_MAX_GROUPS || c->n_expert > 4096)
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: unsupported sizes (experts used %u, HC %u, groups %u)",
+                           c->n_expert_used, c->n_hc, c->o_groups);
+    if (m->token_embd.type != V4F_TYPE_F32 && m->token_embd.type != V4F_TYPE_F16 &&
+        m->token_embd.type != V4F_TYPE_BF16)
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: embedding type %s (F32/F16/BF16 supported)",
+                           v4f_type_name(m->token_embd.type));
+    v4f_gpu *g = v4f_xcalloc(1, sizeof *g);
+    g->m = m;
+    g->cfg = *c;
+    g->n_ctx = o->n_ctx ? o->n_ctx : 4096;
+    g->exact = o->precision == V4F_PRECISION_REF;
+    g->L = v4f_xcalloc(c->n_layer, sizeof *g->L);
+    v4f_status st = v4f_cuda_open(o->gpu_device, &g->c, err);
+    if (st) goto fail;
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        uint32_t r = c->compress_ratio[l];
+        if (r && ratio_slot(g, r) < 0) {
+            if (g->n_ratios == V4F_CUDA_MAX_RATIOS) {
+                st = v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: more than %d distinct compress ratios",
+                                 V4F_CUDA_MAX_RATIOS);
+                goto fail;
+            }
+            g->ratios[g->n_ratios++] = r;
+        }
+        g->L[l].ratio = r;
+    }
+    for (uint32_t l = 0; l < c->n_layer; l++) g->L[l].ratio_slot = c->compress_ratio[l] ? ratio_slot(g, c->compress_ratio[l]) : -1;
+
+    /* budget */
+    size_t free_b = 0, total_b = 0;
+    if ((st = v4f_cuda_mem_info(g->c, &free_b, &total_b, err))) goto fail;
+    uint64_t budget = free_b > GPU_RESERVE_BYTES ? free_b - GPU_RESERVE_BYTES : 0;
+    if (o->gpu_mem_gb > 0) {
+        uint64_t want = (uint64_t)(o->gpu_mem_gb * (double)(1ull << 30));
+        if (want < budget) budget = want;
+    }
+    uint64_t per_layer_expert = 0, embd_bytes = (mat_bytes_of(&m->token_embd) + 255) & ~255ull;
+    for (uint32_t l = 0; l < c->n_layer; l++) per_layer_expert += expert_bytes_one(&m->layers[l]);
+    /* chunk: as large as allowed; tighter when experts overflow */
+    uint32_t N = g->n_ctx < GPU_CHUNK_CAP ? g->n_ctx : GPU_CHUNK_CAP;
+    if (o->max_chunk && o->max_chunk < N) N = o->max_chunk;
+    uint64_t cap4 = g->n_ctx / 4 + 2;
+    while (N > 16 && (uint64_t)N * cap4 * 4 > GPU_ISCORE_BUDGET) N /= 2;
+    size_t dense = 0, kvb = 0, scr = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        g->N = N;
+        g->embd_host = false;
+        if ((st = place_dense(g, NULL, &dense, err))) goto fail;
+        kvb = layout_kv(g, NULL);
+        scr = layout_scratch(g, NULL, N);
+        uint64_t fixed = dense + kvb + scr;
+        uint64_t all = fixed + per_layer_expert * c->n_expert;
+        if (all <= budget || pass == 1) break;
+        if (N > GPU_CHUNK_TIGHT && !o->max_chunk) N = GPU_CHUNK_TIGHT;
+        else break;
+    }
+    uint64_t fixed = dense + kvb + scr;
+    if (fixed + per_layer_expert * c->n_expert > budget && embd_bytes > (64ull << 20)) {
+        g->embd_host = true; /* one row per token: cheap over the bus */
+        if ((st = place_dense(g, NULL, &dense, err))) goto fail;
+        fixed = dense + kvb + scr;
+    }
+    if (fixed > budget) {
+        st = v4f_err_set(err, V4F_STATUS_OOM,
+                         "cuda: %.2f GiB of dense weights, KV and scratch (ctx %u) do not fit the %.2f GiB budget "
+                         "on %s (free %.2f GiB); lower --ctx or raise --gpu-mem-gb",
+                         gib(fixed), g->n_ctx, gib(budget), v4f_cuda_device_name(g->c), gib(free_b));
+        goto fail;
+    }
+    uint64_t rem = budget - fixed;
+    uint64_t ed = per_layer_expert ? rem / per_layer_expert : c->n_expert;
+    g->e_dev = ed > c->n_expert ? c->n_expert : (uint32_t)ed;
+    g->e_host = c->n_expert - g->e_dev;
+    g->e_bytes = (size_t)per_layer_expert * g->e_dev;
+    g->per_expert = per_layer_expert;
+    g->host_expert_bytes = per_layer_expert * g->e_host;
+
+    /* allocate and upload */
+    g->w_bytes = dense;
+    g->kv_bytes = kvb;
+    g->s_bytes = scr;
+    if ((st = v4f_cuda_alloc(g->c, dense, &g->w_arena, err))) goto fail;
+    if (g->e_bytes && (st = v4f_cuda_alloc(g->c, g->e_bytes, &g->e_arena, err))) goto fail;
+    if ((st = v4f_cuda_alloc(g->c, kvb, &g->kv_arena, err))) goto fail;
+    if ((st = v4f_cuda_alloc(g->c, scr, &g->s_arena, err))) goto fail;
+    if ((st = place_dense(g, g->w_arena, &dense, err))) goto fail;
+    layout_kv(g, g->kv_arena);
+    layout_scratch(g, g->s_arena, N);
+    if ((st = place_experts(g, err))) goto fail;
+    /* constant scratch: identity pair map, -inf sinks */
+    {
+        uint64_t nk = (uint64_t)N * c->n_expert_used;
+        int32_t *id = v4f_xmalloc(nk * sizeof(int32_t));
+        for (uint64_t i = 0; i < nk; i++) id[i] = (int32_t)i;
+        st = v4f_cuda_upload(g->c, g->s.ident, id, nk * sizeof(int32_t), err);
+        free(id);
+        if (st) goto fail;
+        float *ns = v4f_xmalloc(c->n_head * sizeof(float));
+        for (uint32_t h = 0; h < c->n_head; h++) ns[h] = -INFINITY;
+        st = v4f_cuda_upload(g->c, g->s.no_sink, ns, c->n_head * sizeof(float), err);
+        free(ns);
+        if (st) goto fail;
+    }
+    if ((st = v4f_cuda_host_alloc(g->c, ((size_t)N + 1) * sizeof(int32_t), (void **)&g->h_in, NULL, err))) goto fail;
+    if ((st = v4f_cuda_host_alloc(g->c, (size_t)GPU_HEAD_ROWS * c->n_vocab * sizeof(float), (void **)&g->h_logits,
+                                  NULL, err)))
+        goto fail;
+    {
+        const char *pe = getenv("V4F_PROFILE");
+        if (pe && pe[0] && strcmp(pe, "0") != 0 &&
+            v4f_cuda_marks_new(g->c, GP_MAX_MARKS, &g->prof.marks, NULL) == V4F_OK)
+            g->prof.on = true;
+    }
+    if ((st = v4f_cuda_sync(g->c, err))) goto fail;
+    snprintf(g->report, sizeof g->report,
+             "gpu: %s, budget %.2f GiB (free %.2f of %.2f GiB)\n"
+             "gpu: dense weights %.2f GiB%s, KV %.2f GiB (ctx %u), scratch %.2f GiB (chunk %u)\n"
+             "gpu: routed experts %u of %u per layer on the GPU (%.2f GiB), %u in host memory (%.2f GiB%s)\n",
+             v4f_cuda_device_name(g->c), gib(budget), gib(free_b), gib(total_b), gib(dense),
+             g->embd_host ? " (embedding in host memory)" : "", gib(kvb), g->n_ctx, gib(scr), N, g->e_dev,
+             c->n_expert, gib(g->e_bytes), g->e_host, gib(g->host_expert_bytes),
+             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "");
+    *out = g;
+    return V4F_OK;
+fail:
+    v4f_gpu_free(g);
+    return st;
+}
+
+uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g) { return g->kv_bytes; }
+v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
+    TRY(v4f_cuda_fill_random(g->c, (float *)g->kv_arena, (int64_t)(g->kv_bytes / sizeof(float)), seed, err));
+    return v4f_cuda_sync(g->c, err);
+}
+uint32_t v4f_gpu_chunk(const v4f_gpu *g) { return g->N; }
+const char *v4f_gpu_report(const v4f_gpu *g) { return g->report; }
+const char *v4f_gpu_device_name(const v4f_gpu *g) { return v4f_cuda_device_name(g->c); }
+void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_expert) {
+    *fixed = g->w_bytes + g->kv_bytes + g->s_bytes;
+    *per_expert = g->per_expert;
+}
+void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *experts_host, uint64_t *dev_bytes,
+                       uint64_t *host_bytes) {
+    *experts_dev = g->e_dev;
+    *experts_host = g->e_host;
+    *dev_bytes = g->w_bytes + g->e_bytes;
+    *host_bytes = g->host_expert_bytes;
+}
+
+/* ---- matmul dispatch ----------------------------------------------------------------------------------- */
+
+/* Y[t] = W X[t] for t < n (rows of ldx / ldy floats): matvec for one token,
+ * else the batched matmul (float32 in --precision ref, tensor cores
+ * otherwise). */
+static v4f_status mm(v4f_gpu *g, const gmat *w, const float *X, int64_t ldx, int64_t n, float *Y, int64_t ldy,
+                     v4f_err *err) {
+    if (n == 1) return v4f_cuda_matvec(g->c, w, X, Y, err);
+    return v4f_cuda_matmul(g->c, w, X, ldx, n, Y, ldy, g->exact, err);
+}
+
+/* The HC mixers read the raw residual state (not normalized, and feeding
+ * Sinkhorn): always float32. Their 24 or 4 outputs make this cheap. */
+static v4f_status mm_exact(v4f_gpu *g, const gmat *w, const float *X, int64_t ldx, int64_t n, float *Y, int64_t ldy,
+                           v4f_err *err) {
+    if (n == 1) return v4f_cuda_matvec(g->c, w, X, Y, err);
+    return v4f_cuda_matmul(g->c, w, X, ldx, n, Y, ldy, true, err);
+}
+
+/* Several matrices of one input: batched in one launch when decoding and
+ * they share type and n_in. */
+typedef struct mmjob {
+    const gmat *w;
+    const float *X;
+    int64_t ldx;
+    float *Y;
+    int64_t ldy;
+} mmjob;
+
+static v4f_status mm_multi(v4f_gpu *g, const mmjob *j, int nj, int64_t n, v4f_err *err) {
+    v4f_status st;
+    if (n != 1) {
+        for (int i = 0; i < nj; i++)
+            if ((st = mm(g, j[i].w, j[i].X, j[i].ldx, n, j[i].Y, j[i].ldy, err))) return st;
+        return V4F_OK;
+    }
+    bool done[MV_BATCH] = {0};
+    for (int i = 0; i < nj; i++) {
+        if (done[i]) continue;
+        gmat ws[MV_BATCH];
+        const float *xs[MV_BATCH];
+        float *ys[MV_BATCH];
+        int nb = 0;
+        for (int k = i; k < nj; k++) {
+            if (done[k] || j[k].w->type != j[i].w->type || j[k].w->n_in != j[i].w->n_in) continue;
+            ws[nb] = *j[k].w;
+            xs[nb] = j[k].X;
+            ys[nb] = j[k].Y;
+            nb++;
+            done[k] = true;
+        }
+        if ((st = v4f_cuda_matvec_batch(g->c, nb, ws, xs, ys, err))) return st;
+    }
+    return V4F_OK;
+}
+
+/* ---- the layer --------------------------------------------------------------------------------------------- */
+
+typedef struct stepctx {
+    int64_t n;
+    const v4f_debug_flags *dbg;
+} stepctx;
+
+
+/* split-K slices of the HC mixer: enough CTAs to fill the GPU for one
+ * token, few for a chunk (K / splits must stay whole) */
+static int hc_splits(int64_t K, int64_t n, int n_hc) {
+    int s = n >= 64 ? 4 : 128;
+    while (s > 1 && (K % s || s * (2 + n_hc) * n_hc > 128 * 24)) s /= 2; /* kernel's shared capacity */
+    return s;
+}
+
+static v4f_status hc_pre(v4f_gpu *g, int64_t n, const gmat *fn, const float *scale, const float *base,
+                         const float *norm_w, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    int64_t HD = (int64_t)c->n_hc * c->n_embd, mixn = v4f_config_hc_mix(c), d = c->n_embd;
+    int ns = hc_splits(HD, n, (int)c->n_hc);
+    TRY(v4f_cuda_hc_mix_partial(g->c, fn->data, fn->type, fn->row_bytes, (int)mixn, HD, x->X, n, ns, x->mixp, x->mixss,
+                                err));
+    return v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, scale, base, n, (int)c->n_hc, d, (int)c->hc_iters,
+                                 c->hc_eps, c->rms_eps, norm_w, x->pre, x->post, x->comb, x->a, x->xn, err);
+}
+
+static v4f_status hc_post(v4f_gpu *g, int64_t n, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    TRY(v4f_cuda_hc_post(g->c, x->out, x->X, x->post, x->comb, n, (int)c->n_hc, c->n_embd, x->X2, err));
+    float *t = x->X;
+    x->X = x->X2;
+    x->X2 = t;
+    return V4F_OK;
+}
+
+/* One compressor over the chunk: store inputs, pool completed windows,
+ * norm + RoPE + rounding, commit rows. */
+static v4f_status compressor(v4f_gpu *g, const glayer *r, bool indexer, const float *A, const float *B, int64_t n,
+                             const v4f_debug_flags *dbg, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    int64_t D = indexer ? c->idx_head_dim : c->head_dim;
+    int32_t ratio = (int32_t)r->ratio;
+    bool overlap = ratio == 4;
+    int64_t W = (overlap ? 2 : 1) * D;
+    float *kvr = indexer ? r->i_kv : r->c_kv, *scr = indexer ? r->i_sc : r->c_sc;
+    int64_t R = indexer ? r->Rc_i : r->Rc;
+    const float *ape = indexer ? r->idx_comp_ape : r->comp_ape;
+    const float *normw = indexer ? r->idx_comp_norm : r->comp_norm;
+    int64_t ng = n / ratio + 2;
+    TRY(v4f_cuda_comp_store(g->c, A, B, ape, n, W, ratio, x->pos, kvr, scr, R, err));
+    int mode = indexer ? 1 : dbg->no_kv_fp8 ? 2 : 0;
+    return v4f_cuda_comp_emit(g->c, kvr, scr, R, W, D, ratio, overlap, x->pos0, n, ng, normw, r->freqs, (int)c->n_rot,
+                              mode, c->rms_eps, indexer ? r->idx : r->comp, err);
+}
+
+static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_debug_flags *dbg, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    int64_t d = c->n_embd, hd = c->head_dim, nh = c->n_head, nq = nh * hd;
+    int64_t W = (r->ratio == 4 ? 2 : 1) * hd, iW = 2 * (int64_t)c->idx_head_dim;
+    int64_t nih = c->n_idx_head, ihd = c->idx_head_dim;
+    TRY(hc_pre(g, n, &r->hc_attn_fn, r->hc_attn_scale, r->hc_attn_base, r->attn_norm, err));
+    pmark(g, GP_HC);
+    mmjob jx[7] = {{&r->q_a, x->xn, d, x->qr, c->q_lora_rank}, {&r->kv, x->xn, d, x->kv, hd}};
+    int nj = 2;
+    if (r->ratio) {
+        jx[nj++] = (mmjob){&r->comp_kv, x->xn, d, x->ckv, W};
+        jx[nj++] = (mmjob){&r->comp_gate, x->xn, d, x->cgate, W};
+    }
+    if (r->ratio == 4) {
+        jx[nj++] = (mmjob){&r->idx_comp_kv, x->xn, d, x->ikv, iW};
+        jx[nj++] = (mmjob){&r->idx_comp_gate, x->xn, d, x->igate, iW};
+        jx[nj++] = (mmjob){&r->idx_proj, x->xn, d, x->iw, nih};
+    }
+    TRY(mm_multi(g, jx, nj, n, err));
+    /* q latent norm; KV norm + RoPE + FP8, into the raw ring */
+    int64_t Rraw = (int64_t)c->n_swa + g->N;
+    TRY(v4f_cuda_qkv_tail(g->c, x->qr, c->q_lora_rank, r->q_a_norm, x->kv, hd, r->kv_a_norm, n, x->pos, r->freqs,
+                          (int)c->n_rot, !dbg->no_kv_fp8, c->rms_eps, r->raw, Rraw, err));
+    mmjob jq[2] = {{&r->q_b, x->qr, c->q_lora_rank, x->q, nq}, {&r->idx_q_b, x->qr, c->q_lora_rank, x->iq, nih * ihd}};
+    TRY(mm_multi(g, jq, r->ratio == 4 ? 2 : 1, n, err));
+    /* per-head q norm + RoPE */
+    TRY(v4f_cuda_q_heads(g->c, x->q, n, nh, hd, x->pos, r->freqs, (int)c->n_rot, c->rms_eps, err));
+    pmark(g, GP_PROJ);
+    /* compressors, indexer */
+    if (r->ratio) TRY(compressor(g, r, false, x->ckv, x->cgate, n, dbg, err));
+    const int32_t *nvis = r->ratio ? x->nvis + (int64_t)r->ratio_slot * n : NULL;
+    if (r->ratio == 4) {
+        TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
+        pmark(g, GP_COMP);
+        float sc = (float)(1.0 / sqrt((double)ihd)) * (float)(1.0 / sqrt((double)nih));
+        TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, sc, err));
+        int64_t cap4 = r->cap_i;
+        TRY(v4f_cuda_indexer_scores(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
+        TRY(v4f_cuda_topk(g->c, x->iscore, n, cap4, nvis, 0, c->idx_topk, x->isel, x->icnt, err));
+        pmark(g, GP_INDEX);
+    } else {
+        pmark(g, GP_COMP);
+    }
+    /* attention over the ring (the chunk's rows were stored by qkv_tail) */
+    v4f_cuda_attn_keys keys;
+    memset(&keys, 0, sizeof keys);
+    keys.raw = r->raw;
+    keys.raw_cap = Rraw;
+    keys.raw_first = x->rf;
+    keys.raw_count = x->rc;
+    if (r->ratio == 4) {
+        keys.comp = r->comp;
+        keys.comp_count = x->icnt;
+        keys.comp_idx = x->isel;
+        keys.comp_idx_stride = c->idx_topk;
+    } else if (r->ratio) {
+        keys.comp = r->comp;
+        keys.comp_count = nvis;
+    }
+    const float *sinks = dbg->no_sink ? x->no_sink : r->sinks;
+    TRY(v4f_cuda_attn_sink(g->c, x->q, n, nh, hd, &keys, sinks, (float)(1.0 / sqrt((double)hd)), x->o, err));
+    TRY(v4f_cuda_rope_tail(g->c, x->o, n, nh, hd, (int)c->n_rot, r->freqs, x->pos, 0, 0, true, err));
+    pmark(g, GP_ATTN);
+    /* grouped low-rank output projection */
+    int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
+    if (n == 1) {
+        gmat ws[GPU_MAX_GROUPS];
+        const float *xs[GPU_MAX_GROUPS];
+        float *ys[GPU_MAX_GROUPS];
+        for (int64_t gi = 0; gi < og; gi++) {
+            ws[gi] = r->out_a;
+            ws[gi].data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
+            ws[gi].n_out = orank;
+            xs[gi] = x->o + gi * gin;
+            ys[gi] = x->low + gi * orank;
+        }
+        for (int64_t g0 = 0; g0 < og; g0 += MV_BATCH) {
+            int nb = (int)(og - g0 < MV_BATCH ? og - g0 : MV_BATCH);
+            TRY(v4f_cuda_matvec_batch(g->c, nb, ws + g0, xs + g0, ys + g0, err));
+        }
+    } else {
+        for (int64_t gi = 0; gi < og; gi++) {
+            gmat sub = r->out_a;
+            sub.data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
+            sub.n_out = orank;
+            TRY(mm(g, &sub, x->o + gi * gin, nq, n, x->low + gi * orank, og * orank, err));
+        }
+    }
+    TRY(mm(g, &r->out_b, x->low, og * orank, n, x->out, d, err));
+    pmark(g, GP_OUT);
+    TRY(hc_post(g, n, err));
+    pmark(g, GP_HC);
+    return V4F_OK;
+}
+
+static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    int64_t d = c->n_embd, nff = c->n_ff_exp, k = c->n_expert_used, E = c->n_expert;
+    int64_t nsh = r->gate_sh.n_out;
+    TRY(hc_pre(g, n, &r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm, err));
+    pmark(g, GP_HC);
+    TRY(mm(g, &r->gate_inp, x->xn, d, n, x->rlog, E, err));
+    TRY(v4f_cuda_router(g->c, x->rlog, r->probs_b, n, E, (int)k, r->hash ? r->tid2eid : NULL, x->tok,
+                        c->expert_weights_norm, c->expert_weights_scale, x->eids, x->ew, err));
+    pmark(g, GP_ROUTE);
+    int64_t np = n * k;
+    if (n > 1) {
+        /* chunk: bucket the (token, slot) pairs by expert, grouped matmuls */
+        TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow, err));
+        TRY(v4f_cuda_gather_rows(g->c, x->xn, x->elist, (int32_t)k, np, d, x->xg, err));
+        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_gate, r->etab, 0, x->offs, (int)E, np, x->xg, d, x->g, nff,
+                                    g->exact, err));
+        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_up, r->etab, (int32_t)E, x->offs, (int)E, np, x->xg, d, x->u, nff,
+                                    g->exact, err));
+    } else {
+        /* decode: pair j reads expert eids[j], selected on the device */
+        int32_t off[MV_BATCH], slot[MV_BATCH];
+        const float *xs[MV_BATCH];
+        float *ys[MV_BATCH];
+        for (int64_t p0 = 0; p0 < np; p0 += MV_BATCH / 2) {
+            int nb = (int)(np - p0 < MV_BATCH / 2 ? np - p0 : MV_BATCH / 2);
+            bool same = r->exp_gate.type == r->exp_up.type && r->exp_gate.n_in == r->exp_up.n_in &&
+                        r->exp_gate.n_out == r->exp_up.n_out && r->exp_gate.row_bytes == r->exp_up.row_bytes;
+            for (int h = 0; h < 2; h++) {
+                int m = 0;
+                for (int i = 0; i < nb; i++)
+                    for (int hh = same ? 0 : h; hh <= (same ? 1 : h); hh++) {
+                        int64_t p = p0 + i;
+                        off[m] = hh ? (int32_t)E : 0;
+                        slot[m] = (int32_t)p;
+                        xs[m] = x->xn;
+                        ys[m] = (hh ? x->u : x->g) + p * nff;
+                        m++;
+                    }
+                TRY(v4f_cuda_matvec_indirect(g->c, m, h ? &r->exp_up : &r->exp_gate, r->etab, x->eids, off, slot, xs,
+                                             ys, err));
+                if (same) break;
+            }
+        }
+    }
+    mmjob js[2] = {{&r->gate_sh, x->xn, d, x->sg, nsh}, {&r->up_sh, x->xn, d, x->su, nsh}};
+    TRY(mm_multi(g, js, 2, n, err));
+    pmark(g, GP_EXP_GU);
+    TRY(v4f_cuda_swiglu(g->c, x->g, x->u, np, nff, r->limit, n > 1 ? x->wrow : x->ew, x->g, err));
+    /* shared expert: no clamp (the official MoE builds it without swiglu_limit) */
+    TRY(v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err));
+    pmark(g, GP_SWIGLU);
+    if (n > 1) {
+        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_down, r->etab, (int32_t)(2 * E), x->offs, (int)E, np, x->g, nff,
+                                    x->yd, d, g->exact, err));
+    } else {
+        for (int64_t p0 = 0; p0 < np; p0 += MV_BATCH) {
+            int nb = (int)(np - p0 < MV_BATCH ? np - p0 : MV_BATCH);
+            int32_t off[MV_BATCH], slot[MV_BATCH];
+            const float *xs[MV_BATCH];
+            float *ys[MV_BATCH];
+            for (int i = 0; i < nb; i++) {
+                int64_t p = p0 + i;
+                off[i] = (int32_t)(2 * E);
+                slot[i] = (int32_t)p;
+                xs[i] = x->g + p * nff;
+                ys[i] = x->yd + p * d;
+            }
+            TRY(v4f_cuda_matvec_indirect(g->c, nb, &r->exp_down, r->etab, x->eids, off, slot, xs, ys, err));
+        }
+    }
+    TRY(mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err));
+    pmark(g, GP_EXP_DOWN);
+    TRY(v4f_cuda_moe_sum_post(g->c, x->yd, n > 1 ? x->einv : x->ident, x->ysh, n, (int)k, d, x->X, x->post, x->comb,
+                              (int)c->n_hc, x->X2, err));
+    float *t = x->X;
+    x->X = x->X2;
+    x->X2 = t;
+    pmark(g, GP_SUM);
+    return V4F_OK;
+}
+
+/* Head over rows [r0, r0 + m) of X into s.logits[0..m). */
+static v4f_status head(v4f_gpu *g, int64_t r0, int64_t m, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    int64_t HD = (int64_t)c->n_hc * c->n_embd, d = c->n_embd, H = c->n_hc;
+    const float *X = x->X + r0 * HD;
+    TRY(mm_exact(g, &g->out_hc_fn, X, HD, m, x->mix, H, err));
+    TRY(v4f_cuda_hc_mix_scale(g->c, X, m, HD, x->mix, H, c->rms_eps, err));
+    TRY(v4f_cuda_hc_head_weights(g->c, x->mix, g->out_hc_scale, g->out_hc_base, m, (int)H, c->hc_eps, x->hw, err));
+    TRY(v4f_cuda_hc_weighted_sum(g->c, X, x->hw, m, (int)H, d, x->a, err));
+    TRY(v4f_cuda_rmsnorm(g->c, x->a, g->out_norm, x->xn, m, d, c->rms_eps, err));
+    TRY(mm(g, &g->output, x->xn, d, m, x->logits, c->n_vocab, err));
+    pmark(g, GP_HEAD);
+    return V4F_OK;
+}
+
+/* The device work of one chunk whose tokens and pos0 are already on the
+ * device; with_head: logits of the last row into s.logits[0]. */
+static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_debug_flags *dbg, const v4f_trace *tr,
+                             uint32_t pos0_host, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    TRY(v4f_cuda_step_prep(g->c, x->pos0, n, (int32_t)c->n_swa, (int)g->n_ratios, g->ratios, x->pos, x->rf, x->rc,
+                           x->nvis, err));
+    TRY(v4f_cuda_embed(g->c, g->embd, g->embd_type, g->embd_row_bytes, c->n_vocab, x->tok, n, c->n_embd,
+                       (int)c->n_hc, x->X, err));
+    pmark(g, GP_PREP);
+    int64_t HD = (int64_t)c->n_hc * c->n_embd, k = c->n_expert_used;
+    float *hbuf = NULL;
+    int32_t *ebuf = NULL;
+    if (tr && tr->hc_after_layer) hbuf = v4f_xmalloc((size_t)HD * sizeof(float));
+    if (tr && tr->experts) ebuf = v4f_xmalloc((size_t)n * k * sizeof(int32_t));
+    v4f_status st = V4F_OK;
+    for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
+        st = attention(g, &g->L[l], n, dbg, err);
+        if (st == V4F_OK) st = ffn(g, &g->L[l], n, err);
+        if (st == V4F_OK && ebuf) {
+            st = v4f_cuda_download(g->c, ebuf, x->eids, (size_t)n * k * sizeof(int32_t), err);
+            for (int64_t t = 0; st == V4F_OK && t < n; t++)
+                tr->experts(tr->ud, l, pos0_host + (uint32_t)t, ebuf + t * k, (uint32_t)k);
+        }
+        if (st == V4F_OK && hbuf) {
+            st = v4f_cuda_download(g->c, hbuf, x->X + (n - 1) * HD, (size_t)HD * sizeof(float), err);
+            if (st == V4F_OK) tr->hc_after_layer(tr->ud, l, pos0_host + (uint32_t)n - 1, hbuf);
+        }
+    }
+    free(hbuf);
+    free(ebuf);
+    if (st == V4F_OK && head_last) st = head(g, n - 1, 1, err);
+    return st;
+}
+
+static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
+    static const v4f_debug_flags none = {0};
+    TRY(v4f_cuda_capture_begin(g->c, err));
+    v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, err);
+    v4f_status st2 = v4f_cuda_capture_end(g->c, st == V4F_OK, &g->graph, st == V4F_OK ? err : NULL);
+    return st ? st : st2;
+}
+
+v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
+                        unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
+                        v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    static const v4f_debug_flags none = {0};
+    if (!dbg) dbg = &none;
+    bool plain_dbg = !dbg->no_sink && !dbg->no_kv_fp8;
+    bool tracing = trace && (trace->hc_after_layer || trace->experts);
+    gscratch *x = &g->s;
+    int64_t HD = (int64_t)c->n_hc * c->n_embd;
+    bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
+    for (uint32_t done = 0; done < n;) {
+        uint32_t m = n - done < g->N ? n - done : g->N;
+        memcpy(g->h_in, tokens + done, (size_t)m * sizeof(int32_t));
+        g->h_in[g->N] = (int32_t)(pos + done);
+        TRY(v4f_cuda_upload_async(g->c, x->tok, g->h_in, (size_t)m * sizeof(int32_t), err));
+        TRY(v4f_cuda_upload_async(g->c, x->pos0, g->h_in + g->N, sizeof(int32_t), err));
+        bool want_logits = logits && (!last_only || done + m == n);
+        bool use_graph = m == 1 && plain_dbg && !tracing && !hc_out && !g->prof.on;
+        if (use_graph && !g->graph_failed) {
+            if (!g->graph) {
+                v4f_err e2 = {0};
+                if (capture_decode(g, &e2) != V4F_OK) {
+                    v4f_log(V4F_LOG_WARN, "cuda: decode graph capture failed (%s); running without a graph",
+                            e2.msg);
+                    g->graph_failed = true;
+                    g->graph = NULL;
+                }
+            }
+        }
+        if (use_graph && g->graph) {
+            TRY(v4f_cuda_graph_launch(g->c, g->graph, err));
+            if (want_logits)
+                TRY(v4f_cuda_download_async(g->c, g->h_logits, x->logits, (size_t)c->n_vocab * sizeof(float), err));
+            TRY(v4f_cuda_sync(g->c, err));
+            if (want_logits) memcpy(logits + (last_only ? 0 : (int64_t)done * c->n_vocab), g->h_logits,
+                                    (size_t)c->n_vocab * sizeof(float));
+            done += m;
+            continue;
+        }
+        pmark(g, GP_PREP);
+        TRY(chunk_body(g, m, false, dbg, tracing ? trace : NULL, pos + done, err));
+        if (hc_out) TRY(v4f_cuda_download(g->c, hc_out + (int64_t)done * HD, x->X, (size_t)m * HD * sizeof(float), err));
+        if (want_logits) {
+            uint32_t r0 = last_only ? m - 1 : 0;
+            for (uint32_t r = r0; r < m; r += GPU_HEAD_ROWS) {
+                uint32_t mr = m - r < GPU_HEAD_ROWS ? m - r : GPU_HEAD_ROWS;
+                TRY(head(g, r, mr, err));
+                TRY(v4f_cuda_download_async(g->c, g->h_logits, x->logits, (size_t)mr * c->n_vocab * sizeof(float),
+                                            err));
+                TRY(v4f_cuda_sync(g->c, err));
+                float *dst = last_only ? logits : logits + (int64_t)(done + r) * c->n_vocab;
+                memcpy(dst, g->h_logits, (size_t)mr * c->n_vocab * sizeof(float));
+            }
+        }
+        TRY(v4f_cuda_sync(g->c, err));
+        prof_collect(g, m == 1 ? 0 : 1, m);
+        done += m;
+    }
+    return V4F_OK;
+}
+
+#endif /* V4F_CUDA */

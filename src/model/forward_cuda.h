@@ -1,0 +1,66 @@
+/*
+ * forward_cuda.h - the forward pass on one NVIDIA GPU (forward_cuda.c),
+ * behind the session API of forward.h (a session created with
+ * backend = V4F_BACKEND_CUDA delegates here).
+ *
+ * Weights are uploaded once at creation; the KV cache, the compressor
+ * state and all scratch live on the GPU. Every token-dependent quantity
+ * (positions, counts, routed experts, indexer selections) stays in device
+ * memory, so a decode step runs with no host synchronisation and is
+ * replayed from one captured CUDA graph. Routed experts that do not fit the
+ * card's memory budget stay in host memory (the model's own pages, pinned
+ * and mapped for the GPU) and are read over the bus by the same kernels.
+ *
+ * Ownership: borrows the model (must outlive it); owns its device buffers,
+ * pinned staging buffers, host registrations and graph.
+ * Threading: one caller thread at a time.
+ * In a build without CUDA every entry point returns V4F_STATUS_UNSUPPORTED.
+ */
+#ifndef V4F_FORWARD_CUDA_H
+#define V4F_FORWARD_CUDA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model/forward.h"
+
+typedef struct v4f_gpu v4f_gpu;
+
+/* true when this binary was built with CUDA and a device is visible */
+bool v4f_gpu_available(void);
+/* Device-to-device copy bandwidth of a device (read + write bytes/s / 1e9,
+ * 1 GiB copies): the ceiling a GPU benchmark reports against. */
+v4f_status v4f_gpu_copy_bw(int device, double *gbs, v4f_err *err);
+
+v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **out, v4f_err *err);
+void v4f_gpu_free(v4f_gpu *g);
+
+/* Evaluate n tokens at positions pos..pos+n-1 (flags as v4f_session_eval;
+ * hc_out optional). trace (optional): hc_after_layer and experts are
+ * reported (copied back from the device; slow, for tests). */
+v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
+                        unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
+                        v4f_err *err);
+
+/* Benchmarks only: fill the KV state (raw rings, compressed and indexer
+ * rows, compressor rings) with seeded random values as if pos tokens had
+ * been evaluated; the caller then sets the position to pos. The values are
+ * meaningless; the row counts, and so the cost of attention, are real. */
+v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err);
+
+uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g);
+uint32_t v4f_gpu_chunk(const v4f_gpu *g);
+/* Human-readable placement report (device, budget, what lives where);
+ * valid until v4f_gpu_free. */
+const char *v4f_gpu_report(const v4f_gpu *g);
+/* Bytes of weights read over the bus (host-resident experts) per token if
+ * routing were uniform, and the numbers of device / host experts. */
+void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *experts_host, uint64_t *dev_bytes,
+                       uint64_t *host_bytes);
+const char *v4f_gpu_device_name(const v4f_gpu *g);
+/* Budget arithmetic (tests, reports): *fixed = dense weights + KV +
+ * scratch on the device, *per_expert = bytes of one routed expert (gate,
+ * up, down) summed over all layers. */
+void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_expert);
+
+#endif /* V4F_FORWARD_CUDA_H */

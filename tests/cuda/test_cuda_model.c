@@ -1,0 +1,269 @@
+/*
+ * test_cuda_model.c - the whole model on the GPU (model/forward_cuda.c)
+ * against the official reference's golden outputs for the tiny fixtures,
+ * with the same rules as the CPU golden test (tests/unit/test_golden.c,
+ * golden_cmp.h): Tier A in --precision ref for one-call prefill, prefill +
+ * decode at the golden split (decode replays the captured CUDA graph) and
+ * stepwise (--prefill 1, every token through the graph); at least Tier B in
+ * the default mode. Also: per-layer HC drift and routed-expert sets vs the
+ * golden traces, and placement: with a memory budget that leaves half the
+ * routed experts in host memory the logits must be bitwise equal to the
+ * all-on-device run (same kernels, other memory). Built and run by
+ * `make CUDA=1 test-cuda`; needs a GPU. Exit status 0 only if all pass.
+ *
+ * Memory: per case. Threading: single-threaded.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../unit/golden_cmp.h"
+#include "gguf/gguf.h"
+#include "model/forward.h"
+#include "model/forward_cuda.h"
+#include "model/model.h"
+
+/* docs/TOLERANCES.md "## golden (forward pass)": the CPU test's bound */
+#define GPU_HC_DRIFT_TOL 2e-2
+/* routed-expert sets may differ only where the router's top-k gap is tiny
+ * (fixtures README: at most 6 near-ties per run) */
+#define GPU_EXPERT_MISMATCH_MAX 8
+
+static int g_fail, g_pass;
+static const char *g_dir = "tests/fixtures/model";
+
+#define CHECK(cond, ...)                          \
+    do {                                          \
+        if (cond) {                               \
+            g_pass++;                             \
+        } else {                                  \
+            g_fail++;                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);         \
+            fputc('\n', stderr);                  \
+        }                                         \
+    } while (0)
+
+typedef struct fixture {
+    v4f_model *m;
+    v4f_gguf *gold;
+    const int32_t *tokens;
+    int n, vocab, split;
+} fixture;
+
+static int fixture_open(const char *name, fixture *f) {
+    char path[512], gpath[512];
+    snprintf(path, sizeof path, "%s/%s.gguf", g_dir, name);
+    snprintf(gpath, sizeof gpath, "%s/%s.golden.gguf", g_dir, name);
+    memset(f, 0, sizeof *f);
+    v4f_err err = {0};
+    if (v4f_model_open(path, NULL, &f->m, NULL, &err) != V4F_OK) {
+        fprintf(stderr, "open %s: %s\n", path, err.msg);
+        return 0;
+    }
+    if (v4f_gguf_open(gpath, &f->gold, &err) != V4F_OK) {
+        fprintf(stderr, "open %s: %s\n", gpath, err.msg);
+        v4f_model_close(f->m);
+        return 0;
+    }
+    const v4f_gguf_tensor *tk = v4f_gguf_tensor_find(f->gold, "tokens");
+    f->tokens = tk->data;
+    f->n = (int)tk->ne[0];
+    f->vocab = (int)f->m->cfg.n_vocab;
+    f->split = 260;
+    uint32_t sp;
+    if (v4f_gguf_get_u32(f->gold, "oracle.decode.prefill_tokens", &sp, NULL) == V4F_OK) f->split = (int)sp;
+    return 1;
+}
+
+static void fixture_close(fixture *f) {
+    v4f_gguf_close(f->gold);
+    v4f_model_close(f->m);
+}
+
+static const void *gold(const fixture *f, const char *name) {
+    const v4f_gguf_tensor *t = v4f_gguf_tensor_find(f->gold, name);
+    return t ? t->data : NULL;
+}
+
+typedef struct trace_rec {
+    uint32_t n_layer, HD, k, n_pos;
+    float *hc;         /* [L][HD] at the last position of the last call */
+    int32_t *experts;  /* [L][n_pos][k] */
+} trace_rec;
+
+static void tr_hc(void *ud, uint32_t layer, uint32_t pos, const float *hc) {
+    trace_rec *t = ud;
+    if (layer < t->n_layer) memcpy(t->hc + (size_t)layer * t->HD, hc, t->HD * sizeof(float));
+}
+static void tr_experts(void *ud, uint32_t layer, uint32_t pos, const int32_t *ids, uint32_t k) {
+    trace_rec *t = ud;
+    if (layer < t->n_layer && pos < t->n_pos) memcpy(t->experts + ((size_t)layer * t->n_pos + pos) * t->k, ids, k * 4);
+}
+
+/* tokens[0..n) with the first split in one call, the rest one by one. */
+static int run_gpu(const fixture *f, v4f_precision prec, int split, double mem_gb, float *logits, trace_rec *tr,
+                   char *report, size_t report_len) {
+    v4f_session_opts o = {.n_ctx = 512, .precision = prec, .backend = V4F_BACKEND_CUDA, .gpu_mem_gb = mem_gb};
+    v4f_session *s = NULL;
+    v4f_err err = {0};
+    if (v4f_session_new(f->m, &o, &s, &err) != V4F_OK) {
+        fprintf(stderr, "gpu session: %s\n", err.msg);
+        return 0;
+    }
+    if (report) snprintf(report, report_len, "%s", v4f_session_gpu_report(s));
+    if (tr) {
+        v4f_trace t = {tr, tr_hc, tr_experts, NULL};
+        v4f_session_set_trace(s, &t);
+    }
+    int ok = v4f_session_eval(s, f->tokens, (uint32_t)split, logits, 0, NULL, &err) == V4F_OK;
+    for (int i = split; ok && i < f->n; i++)
+        ok = v4f_session_eval(s, f->tokens + i, 1, logits + (size_t)i * f->vocab, 0, NULL, &err) == V4F_OK;
+    if (!ok) fprintf(stderr, "gpu eval: %s\n", err.msg);
+    v4f_session_free(s);
+    return ok;
+}
+
+static void report_cmp(const char *what, const golden_stats *st, int tier_ok) {
+    char buf[512];
+    golden_format(st, buf, sizeof buf);
+    printf("%-40s %s %s\n", what, buf, tier_ok ? "ok" : "FAIL");
+}
+
+static void test_fixture(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) {
+        g_fail++;
+        return;
+    }
+    size_t V = (size_t)f.vocab, n = (size_t)f.n;
+    float *lg = malloc(n * V * sizeof(float)), *lg2 = malloc(n * V * sizeof(float));
+    const float *gp = gold(&f, "prefill.logits"), *gd = gold(&f, "decode.logits"), *gs = gold(&f, "stepwise.logits");
+    char what[128];
+    golden_stats st;
+    /* 1. one-call prefill, reference precision, with traces */
+    const v4f_config *c = &f.m->cfg;
+    trace_rec tr = {c->n_layer, c->n_hc * c->n_embd, c->n_expert_used, (uint32_t)n, NULL, NULL};
+    tr.hc = calloc((size_t)c->n_layer * tr.HD, sizeof(float));
+    tr.experts = calloc((size_t)c->n_layer * n * tr.k, sizeof(int32_t));
+    if (run_gpu(&f, V4F_PRECISION_REF, f.n, 0, lg, &tr, NULL, 0)) {
+        golden_compare(lg, gp, f.n, f.vocab, &st);
+        snprintf(what, sizeof what, "%s prefill ref", name);
+        report_cmp(what, &st, golden_tier_a(&st));
+        CHECK(golden_tier_a(&st), "%s", what);
+        double worst = 0;
+        int worst_l = -1;
+        for (uint32_t l = 0; l < c->n_layer; l++) {
+            char hn[64];
+            snprintf(hn, sizeof hn, "prefill.hc.%u", l);
+            const float *ref = gold(&f, hn);
+            if (!ref) continue;
+            double num = 0, den = 0;
+            for (uint32_t i = 0; i < tr.HD; i++) {
+                double dlt = (double)tr.hc[(size_t)l * tr.HD + i] - ref[i];
+                num += dlt * dlt;
+                den += (double)ref[i] * ref[i];
+            }
+            double rel = sqrt(num / (den > 0 ? den : 1));
+            if (rel > worst) worst = rel, worst_l = (int)l;
+        }
+        printf("%-40s worst layer %d rel-RMS %.2e\n", "  HC drift", worst_l, worst);
+        CHECK(worst <= GPU_HC_DRIFT_TOL, "%s: HC drift %.3g at layer %d", name, worst, worst_l);
+        int mism = 0, tot = 0;
+        for (uint32_t l = 0; l < c->n_layer; l++) {
+            char en[64];
+            snprintf(en, sizeof en, "prefill.experts.%u", l);
+            const int32_t *ref = gold(&f, en);
+            if (!ref) continue;
+            for (size_t p = 0; p < n; p++) {
+                const int32_t *got = tr.experts + ((size_t)l * n + p) * tr.k;
+                int same = 1;
+                for (uint32_t a = 0; a < tr.k && same; a++) {
+                    int found = 0;
+                    for (uint32_t b = 0; b < tr.k; b++) found |= got[b] == ref[p * tr.k + a];
+                    same = found;
+                }
+                mism += !same;
+                tot++;
+            }
+        }
+        printf("%-40s %d/%d positions with the golden expert set\n", "  experts", tot - mism, tot);
+        CHECK(tot > 0 && mism <= GPU_EXPERT_MISMATCH_MAX, "%s: %d expert-set mismatches", name, mism);
+    } else {
+        g_fail++;
+    }
+    free(tr.hc);
+    free(tr.experts);
+    /* 2. prefill + decode at the golden split (decode through the graph) */
+    if (run_gpu(&f, V4F_PRECISION_REF, f.split, 0, lg, NULL, NULL, 0)) {
+        golden_compare(lg, gp, f.split, f.vocab, &st);
+        snprintf(what, sizeof what, "%s prefill %d ref", name, f.split);
+        report_cmp(what, &st, golden_tier_a(&st));
+        CHECK(golden_tier_a(&st), "%s", what);
+        if (gd) {
+            golden_compare(lg + (size_t)f.split * V, gd, f.n - f.split, f.vocab, &st);
+            snprintf(what, sizeof what, "%s decode %d ref (graph)", name, f.n - f.split);
+            report_cmp(what, &st, golden_tier_a(&st));
+            CHECK(golden_tier_a(&st), "%s", what);
+        }
+    } else {
+        g_fail++;
+    }
+    /* 3. stepwise: every token through the decode graph */
+    if (gs && run_gpu(&f, V4F_PRECISION_REF, 1, 0, lg, NULL, NULL, 0)) {
+        golden_compare(lg, gs, f.n, f.vocab, &st);
+        snprintf(what, sizeof what, "%s stepwise ref (graph)", name);
+        report_cmp(what, &st, golden_tier_a(&st));
+        CHECK(golden_tier_a(&st), "%s", what);
+    }
+    /* 4. default precision: at least Tier B */
+    if (run_gpu(&f, V4F_PRECISION_DEFAULT, f.n, 0, lg, NULL, NULL, 0)) {
+        golden_compare(lg, gp, f.n, f.vocab, &st);
+        snprintf(what, sizeof what, "%s prefill default", name);
+        report_cmp(what, &st, golden_tier_b(&st));
+        CHECK(golden_tier_b(&st), "%s (tier A: %s)", what, golden_tier_a(&st) ? "yes" : "no");
+    } else {
+        g_fail++;
+    }
+    /* 5. placement: half the routed experts in host memory -> bitwise equal */
+    {
+        v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = V4F_BACKEND_CUDA};
+        v4f_session *s = NULL;
+        v4f_err err = {0};
+        if (v4f_session_new(f.m, &o, &s, &err) == V4F_OK) {
+            uint64_t fixed = 0, per_expert = 0;
+            v4f_gpu_budget_parts(v4f_session_gpu(s), &fixed, &per_expert);
+            v4f_session_free(s);
+            double gb = ((double)fixed + (double)per_expert * (c->n_expert / 2) + 0.5 * per_expert) / (double)(1ull << 30);
+            char rep[2048];
+            int ok1 = run_gpu(&f, V4F_PRECISION_REF, f.split, 0, lg, NULL, NULL, 0);
+            int ok2 = run_gpu(&f, V4F_PRECISION_REF, f.split, gb, lg2, NULL, rep, sizeof rep);
+            printf("%s", rep);
+            CHECK(ok1 && ok2 && strstr(rep, "in host memory") && !strstr(rep, ", 0 in host memory"),
+                  "%s: placement did not put experts in host memory", name);
+            CHECK(ok1 && ok2 && memcmp(lg, lg2, n * V * sizeof(float)) == 0,
+                  "%s: logits with host-resident experts differ from the all-device run", name);
+            printf("%-40s %s\n", "  host-resident experts bitwise equal", ok1 && ok2 && !memcmp(lg, lg2, n * V * 4) ? "ok" : "FAIL");
+        } else {
+            fprintf(stderr, "session: %s\n", err.msg);
+            g_fail++;
+        }
+    }
+    free(lg);
+    free(lg2);
+    fixture_close(&f);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1) g_dir = argv[1];
+    if (!v4f_gpu_available()) {
+        fprintf(stderr, "test_cuda_model: no CUDA device\n");
+        return 1;
+    }
+    const char *names[] = {"tiny-f16", "tiny-q2", "tiny-q4"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (argc <= 2 || !strcmp(argv[2], names[i])) test_fixture(names[i]); /* [DIR [NAME]] */
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}

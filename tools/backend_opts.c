@@ -1,0 +1,33 @@
+/*
+ * backend_opts.c - resolution of the shared backend options (backend_opts.h).
+ */
+#include "backend_opts.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "model/forward_cuda.h"
+
+int v4f_cli_backend_apply(const v4f_cli_backend *b, const v4f_args_spec *spec, v4f_session_opts *so) {
+    const char *name = b->name ? b->name : "auto";
+    if (b->cpu && b->cuda) return v4f_args_fail(spec, "--cpu and --cuda exclude each other");
+    if (b->cpu) name = "cpu";
+    if (b->cuda) name = "cuda";
+    if (!strcmp(name, "cpu")) {
+        so->backend = V4F_BACKEND_CPU;
+    } else if (!strcmp(name, "cuda")) {
+        so->backend = V4F_BACKEND_CUDA;
+    } else if (!strcmp(name, "auto")) {
+        so->backend = v4f_gpu_available() ? V4F_BACKEND_CUDA : V4F_BACKEND_CPU;
+    } else {
+        return v4f_args_fail(spec, "--backend must be cpu, cuda or auto (got '%s')", name);
+    }
+    so->gpu_device = b->gpu;
+    so->gpu_mem_gb = b->gpu_mem_gb;
+    return 0;
+}
+
+void v4f_cli_backend_report(const v4f_session *s) {
+    const char *r = v4f_session_gpu_report(s);
+    if (r) fputs(r, stderr);
+}

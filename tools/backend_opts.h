@@ -1,0 +1,45 @@
+/*
+ * backend_opts.h - the backend options shared by the commands that run the
+ * model (logits, run, chat, bench): --backend cpu|cuda|auto, --cpu, --cuda,
+ * --gpu N, --gpu-mem-gb G.
+ *
+ * auto (the default) picks CUDA when the binary was built with CUDA and a
+ * device is visible, else the CPU.
+ * Ownership: strings point into argv. Not thread-safe (CLI only).
+ */
+#ifndef V4F_TOOLS_BACKEND_OPTS_H
+#define V4F_TOOLS_BACKEND_OPTS_H
+
+#include <stdbool.h>
+
+#include "args.h"
+#include "model/forward.h"
+
+typedef struct v4f_cli_backend {
+    const char *name; /* "auto", "cpu", "cuda" */
+    bool cpu, cuda;   /* shorthands */
+    int gpu;          /* device index */
+    double gpu_mem_gb;
+} v4f_cli_backend;
+
+#define V4F_CLI_BACKEND_DEFAULT {"auto", false, false, 0, 0.0}
+
+/* Table entries (five v4f_opt initializers) for a command's option table. */
+#define V4F_CLI_BACKEND_OPTS(b)                                                                                  \
+    {"backend", 0, V4F_ARG_STR, &(b).name, 0, 0, "NAME",                                                        \
+     "cpu, cuda or auto (default: cuda when built with CUDA and a GPU is visible, else cpu)", NULL},            \
+    {"cpu", 0, V4F_ARG_FLAG, &(b).cpu, 0, 0, NULL, "same as --backend cpu", NULL},                              \
+    {"cuda", 0, V4F_ARG_FLAG, &(b).cuda, 0, 0, NULL, "same as --backend cuda", NULL},                           \
+    {"gpu", 0, V4F_ARG_INT32, &(b).gpu, 0, 255, "N", "CUDA device index (default 0)", NULL},                     \
+    {"gpu-mem-gb", 0, V4F_ARG_DOUBLE, &(b).gpu_mem_gb, 0, 1e6, "G",                                              \
+     "GPU memory budget in GiB; routed experts beyond it stay in host memory (default: free memory)", NULL}
+
+/* Resolve the choice into so (backend, gpu_device, gpu_mem_gb). Returns 0,
+ * or 2 after printing a usage error through spec. */
+int v4f_cli_backend_apply(const v4f_cli_backend *b, const v4f_args_spec *spec, v4f_session_opts *so);
+
+/* After v4f_session_new: print the GPU placement report to stderr (CUDA
+ * sessions only). */
+void v4f_cli_backend_report(const v4f_session *s);
+
+#endif
