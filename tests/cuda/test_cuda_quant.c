@@ -9,7 +9,11 @@
  * double) on seeded random matrices: random block bytes with sane f16
  * scales, awkward sizes (n_out not a multiple of the rows per CTA, n_in of
  * 1..k blocks, F32/F16 n_in not a multiple of 8), padded row strides,
- * misaligned weights and x (the slow path). Outputs are NaN-poisoned before
+ * misaligned weights and x (the slow path), indirect matvecs through a
+ * device table of pointers with device ids (one entry in pinned host-mapped
+ * memory), and the decode shapes of the published model. The whole suite
+ * runs twice: default kernels, then V4F_CUDA_MV=2 (the pipelined k_mv2).
+ * Outputs are NaN-poisoned before
  * every launch. Metric: |y - y_ref| / (max|w_row| * sum|x|) <=
  * V4F_TOL_CUDA_MATVEC (docs/TOLERANCES.md, "## cuda"); dequantization must
  * be bit-exact. Exit status 0 only if every check passes.
@@ -20,7 +24,10 @@
  * launch), rotating buffers so the 50 MB L2 cannot serve repeats; median of
  * device-event times of bursts of launches queued behind a blocker (device
  * throughput without host launch gaps), reported as a fraction of the copy
- * bandwidth. --profile runs one 4096 x 32768 matvec per type (for ncu).
+ * bandwidth. First the per-layer decode set (bench_layer: every weight
+ * matvec of one layer, CUDA graphs over 3 weight copies) per kernel mode,
+ * then the single shapes. --profile runs one 4096 x 32768 matvec per type
+ * (for ncu).
  *
  * Memory: host buffers malloc'd and freed per case; device buffers per case.
  * Threading: single-threaded.
@@ -32,6 +39,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_fwd.h"
 #include "core/core.h"
 #include "core/ggml_type.h"
 #include "quant/quant.h"
@@ -263,6 +271,88 @@ static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n) {
     }
 }
 
+/* Indirect (device-selected) matvecs, as the routed experts use them: a
+ * table of NPOOL matrices per "layer" (two layers, the second a different
+ * permutation of the same pool), one pool entry in pinned host-mapped
+ * memory (overflow experts on small cards), device ids chosen so every
+ * entry is used, awkward n_out and a padded stride; pairs with shared and
+ * distinct x. The expected matrix is resolved on the host. */
+#define IND_POOL 5
+#define IND_PAIRS 9
+static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, uint64_t pad, size_t x_off) {
+    mcase m[IND_POOL];
+    void *dw[IND_POOL], *host = NULL, *hdev = NULL;
+    const void *ptrs[2 * IND_POOL];
+    for (int k = 0; k < IND_POOL; k++) {
+        mcase_make(&m[k], type, n_in, n_out, pad, 0, 0);
+        const size_t bytes = (size_t)(n_out * m[k].row_bytes);
+        if (k == 2) { /* host-mapped */
+            TRY(v4f_cuda_host_alloc(c, bytes, &host, &hdev, err));
+            memcpy(host, m[k].hw, bytes);
+            dw[k] = hdev;
+        } else {
+            TRY(v4f_cuda_alloc(c, bytes, &dw[k], err));
+            TRY(v4f_cuda_upload(c, dw[k], m[k].hw, bytes, err));
+        }
+    }
+    static const int perm2[IND_POOL] = {3, 0, 4, 2, 1};
+    for (int k = 0; k < IND_POOL; k++) ptrs[k] = dw[k], ptrs[IND_POOL + k] = dw[perm2[k]];
+    void *dtab, *dids;
+    TRY(v4f_cuda_alloc(c, sizeof ptrs, &dtab, err));
+    TRY(v4f_cuda_upload(c, dtab, ptrs, sizeof ptrs, err));
+    int32_t ids[6];
+    for (int s = 0; s < 6; s++) ids[s] = (int32_t)(rnd_u64() % IND_POOL);
+    ids[0] = 2, ids[3] = 2; /* the host-mapped one, in both layers' positions */
+    TRY(v4f_cuda_alloc(c, sizeof ids, &dids, err));
+    TRY(v4f_cuda_upload(c, dids, ids, sizeof ids, err));
+    /* x: 3 distinct vectors, pair i uses x[i % 3] */
+    float *hx[3], *dx[3];
+    for (int k = 0; k < 3; k++) {
+        hx[k] = v4f_xmalloc((size_t)n_in * sizeof(float));
+        for (int64_t i = 0; i < n_in; i++) hx[k][i] = rnd_f(-1, 1);
+        void *p;
+        TRY(v4f_cuda_alloc(c, (x_off + (size_t)n_in) * sizeof(float), &p, err));
+        dx[k] = (float *)p + x_off;
+        TRY(v4f_cuda_upload(c, dx[k], hx[k], (size_t)n_in * sizeof(float), err));
+    }
+    int32_t tab_off[IND_PAIRS], slot[IND_PAIRS];
+    const float *xs[IND_PAIRS];
+    float *ys[IND_PAIRS];
+    void *dy;
+    TRY(v4f_cuda_alloc(c, (size_t)(IND_PAIRS * n_out) * sizeof(float), &dy, err));
+    TRY(v4f_cuda_memset(c, dy, 0xff, (size_t)(IND_PAIRS * n_out) * sizeof(float), err));
+    for (int i = 0; i < IND_PAIRS; i++) {
+        tab_off[i] = (i & 1) ? IND_POOL : 0;
+        slot[i] = (i * 5) % 6;
+        xs[i] = dx[i % 3];
+        ys[i] = (float *)dy + i * n_out;
+    }
+    const v4f_cuda_mat shape = {NULL, type, n_in, n_out, m[0].row_bytes};
+    TRY(v4f_cuda_matvec_indirect(c, IND_PAIRS, &shape, (const void *const *)dtab, (const int32_t *)dids, tab_off,
+                                 slot, xs, ys, err));
+    float *y = v4f_xmalloc((size_t)(IND_PAIRS * n_out) * sizeof(float));
+    TRY(v4f_cuda_download(c, y, dy, (size_t)(IND_PAIRS * n_out) * sizeof(float), err));
+    for (int i = 0; i < IND_PAIRS; i++) {
+        const int e = tab_off[i] ? perm2[ids[slot[i]]] : ids[slot[i]];
+        mcase t = m[e];
+        t.hx = hx[i % 3];
+        check_y(&t, y + i * n_out, "matvec_indirect");
+    }
+    free(y);
+    v4f_cuda_free(c, dy);
+    for (int k = 0; k < 3; k++) {
+        v4f_cuda_free(c, dx[k] - x_off);
+        free(hx[k]);
+    }
+    v4f_cuda_free(c, dids);
+    v4f_cuda_free(c, dtab);
+    for (int k = 0; k < IND_POOL; k++) {
+        if (k != 2) v4f_cuda_free(c, dw[k]);
+        mcase_free(&m[k]);
+    }
+    v4f_cuda_host_free(c, host);
+}
+
 static void conformance(v4f_cuda *c) {
     static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
                                      V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
@@ -296,7 +386,25 @@ static void conformance(v4f_cuda *c) {
         if (type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K)
             run_single(c, type, 17408, 37, 0, 0, 0);
         if (type == V4F_TYPE_IQ2_XXS) run_single(c, type, 18432, 37, 0, 0, 0);
+        /* indirect: fast path (padded stride, decode-like and odd shapes),
+         * slow path (misaligned x) */
+        run_indirect(c, type, nf, 131, 0, 0);
+        run_indirect(c, type, nf, 37, 16, 0);
+        run_indirect(c, type, be == 1 ? 1000 : 3 * be, 19, 0, 0);
+        run_indirect(c, type, nf, 37, 0, 1);
     }
+    /* the decode shapes of the published model, including the split-K
+     * (few rows) and multi-chunk (long rows) plans of the fast kernel */
+    run_single(c, V4F_TYPE_F16, 16384, 24, 0, 0, 0);
+    run_single(c, V4F_TYPE_F16, 4096, 64, 0, 0, 0);
+    run_single(c, V4F_TYPE_F16, 1024, 517, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q8_0, 8192, 300, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q8_0, 1024, 1000, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q8_0, 4096, 512, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q2_K, 2048, 4096, 0, 0, 0);
+    run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q4_K, 4096, 2048, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q4_K, 2048, 4096, 0, 0, 0);
 }
 
 /* ---- benchmark ---------------------------------------------------------------- */
@@ -414,24 +522,288 @@ static int pool_for(uint32_t type, int64_t n_in, int64_t n_out) {
     return n < 2 ? 2 : n;
 }
 
+/* ---- per-layer decode set (--bench) --------------------------------------------
+ * Every weight matvec of one decode layer (43 per token) at the published
+ * shapes, launched as the forward would (shared-x matrices batched): Q8_0
+ * q_a+kv, q_b, out_a (8 groups), out_b, shared gate+up, shared down; F16
+ * compressor kv+gate (ratio-4 layer), indexer compressor kv+gate, indexer
+ * proj, indexer q_b, two HC mixers, router; routed experts through
+ * v4f_cuda_matvec_indirect (gate+up: 12 pairs, down: 6 pairs; IQ2_XXS/Q2_K
+ * for q2, Q4_K for q4). LAYER_COPIES copies of all weights (each > 200 MB,
+ * 50 MB L2) are captured as one CUDA graph each and replayed in turn. */
+#define LAYER_COPIES 3
+#define LAYER_POOL 16 /* experts per copy */
+enum { LG_QA_KV, LG_QB, LG_OUTA, LG_OUTB, LG_SH_GU, LG_SH_D, LG_CMP, LG_ICMP, LG_IPROJ, LG_IQB, LG_HC1, LG_HC2,
+       LG_ROUTER, LG_EXP_GU, LG_EXP_D, LG_N };
+static const char *const lg_name[LG_N] = {"q_a+kv 4096->1024+512 Q8_0", "q_b 1024->32768 Q8_0",
+                                          "out_a 8x 4096->1024 Q8_0",   "out_b 8192->4096 Q8_0",
+                                          "shared gate+up 2x 4096->2048", "shared down 2048->4096",
+                                          "compressor 2x 4096->1024 F16", "idx compressor 2x 4096->256 F16",
+                                          "idx proj 4096->64 F16",      "idx q_b 1024->8192 F16",
+                                          "HC mixer 16384->24 F16",     "HC mixer 16384->24 F16",
+                                          "router 4096->256 F16",       "experts gate+up 12x 4096->2048",
+                                          "experts down 6x 2048->4096"};
+
+typedef struct lmat {
+    uint32_t type;
+    int64_t n_in, n_out;
+} lmat;
+
+typedef struct lcopy {
+    void *q8[15]; /* qa kv qb outa0..7 outb sg su sd */
+    void *f16[9]; /* ckv cg ikv ig iproj iqb hc1 hc2 router */
+    void *exp[3 * LAYER_POOL];
+    void *tab;
+} lcopy;
+
+static const lmat l_q8[15] = {{V4F_TYPE_Q8_0, 4096, 1024}, {V4F_TYPE_Q8_0, 4096, 512}, {V4F_TYPE_Q8_0, 1024, 32768},
+                              {V4F_TYPE_Q8_0, 4096, 1024}, {V4F_TYPE_Q8_0, 4096, 1024}, {V4F_TYPE_Q8_0, 4096, 1024},
+                              {V4F_TYPE_Q8_0, 4096, 1024}, {V4F_TYPE_Q8_0, 4096, 1024}, {V4F_TYPE_Q8_0, 4096, 1024},
+                              {V4F_TYPE_Q8_0, 4096, 1024}, {V4F_TYPE_Q8_0, 4096, 1024}, {V4F_TYPE_Q8_0, 8192, 4096},
+                              {V4F_TYPE_Q8_0, 4096, 2048}, {V4F_TYPE_Q8_0, 4096, 2048}, {V4F_TYPE_Q8_0, 2048, 4096}};
+static const lmat l_f16[9] = {{V4F_TYPE_F16, 4096, 1024}, {V4F_TYPE_F16, 4096, 1024},  {V4F_TYPE_F16, 4096, 256},
+                              {V4F_TYPE_F16, 4096, 256},  {V4F_TYPE_F16, 4096, 64},    {V4F_TYPE_F16, 1024, 8192},
+                              {V4F_TYPE_F16, 16384, 24},  {V4F_TYPE_F16, 16384, 24},   {V4F_TYPE_F16, 4096, 256}};
+
+static size_t lmat_bytes(const lmat *m) { return (size_t)(row_bytes_of(m->type, m->n_in) * (uint64_t)m->n_out); }
+
+static void *upload_random(v4f_cuda *c, const lmat *m) {
+    const size_t bytes = lmat_bytes(m);
+    const uint64_t rb = row_bytes_of(m->type, m->n_in);
+    uint8_t *h = v4f_xmalloc(bytes);
+    for (int64_t r = 0; r < m->n_out; r++) fill_row(m->type, h + r * rb, m->n_in);
+    void *d;
+    TRY(v4f_cuda_alloc(c, bytes, &d, err));
+    TRY(v4f_cuda_upload(c, d, h, bytes, err));
+    free(h);
+    return d;
+}
+
+typedef struct lbufs {
+    float *xa, *x1024, *x8192, *xo[8], *xf, *x2048, *x16384, *h[6];
+    float *y; /* output area, 64K floats per group slot */
+    int32_t *ids;
+} lbufs;
+
+static float *dev_rand(v4f_cuda *c, int64_t n) {
+    float *h = v4f_xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) h[i] = rnd_f(-1, 1);
+    void *d;
+    TRY(v4f_cuda_alloc(c, (size_t)n * sizeof(float), &d, err));
+    TRY(v4f_cuda_upload(c, d, h, (size_t)n * sizeof(float), err));
+    free(h);
+    return d;
+}
+
+#define LY(g) (b->y + (size_t)(g) * 65536 * 2)
+/* Queue group g of copy cp. */
+static void layer_group(v4f_cuda *c, const lcopy *cp, const lbufs *b, int g, uint32_t et_gu, uint32_t et_d) {
+    v4f_cuda_mat w[12];
+    const float *xs[12];
+    float *ys[12];
+    int n = 0;
+#define ADDM(tab, i, arr, xx)                                                                              \
+    do {                                                                                                   \
+        w[n] = (v4f_cuda_mat){cp->tab[i], arr[i].type, arr[i].n_in, arr[i].n_out, row_bytes_of(arr[i].type, arr[i].n_in)}; \
+        xs[n] = (xx);                                                                                      \
+        ys[n] = LY(g) + (size_t)n * 8192;                                                                  \
+        n++;                                                                                               \
+    } while (0)
+    switch (g) {
+    case LG_QA_KV: ADDM(q8, 0, l_q8, b->xa); ADDM(q8, 1, l_q8, b->xa); break;
+    case LG_QB: ys[0] = LY(g); w[0] = (v4f_cuda_mat){cp->q8[2], V4F_TYPE_Q8_0, 1024, 32768, row_bytes_of(V4F_TYPE_Q8_0, 1024)};
+        xs[0] = b->x1024; n = 1; break;
+    case LG_OUTA: for (int i = 0; i < 8; i++) ADDM(q8, 3 + i, l_q8, b->xo[i]); break;
+    case LG_OUTB: ADDM(q8, 11, l_q8, b->x8192); break;
+    case LG_SH_GU: ADDM(q8, 12, l_q8, b->xf); ADDM(q8, 13, l_q8, b->xf); break;
+    case LG_SH_D: ADDM(q8, 14, l_q8, b->x2048); break;
+    case LG_CMP: ADDM(f16, 0, l_f16, b->xa); ADDM(f16, 1, l_f16, b->xa); break;
+    case LG_ICMP: ADDM(f16, 2, l_f16, b->xa); ADDM(f16, 3, l_f16, b->xa); break;
+    case LG_IPROJ: ADDM(f16, 4, l_f16, b->xa); break;
+    case LG_IQB: ADDM(f16, 5, l_f16, b->x1024); break;
+    case LG_HC1: ADDM(f16, 6, l_f16, b->x16384); break;
+    case LG_HC2: ADDM(f16, 7, l_f16, b->x16384); break;
+    case LG_ROUTER: ADDM(f16, 8, l_f16, b->xa); break;
+    case LG_EXP_GU: {
+        int32_t off[12], slot[12];
+        for (int i = 0; i < 12; i++) {
+            off[i] = (i & 1) ? LAYER_POOL : 0;
+            slot[i] = i >> 1;
+            xs[i] = b->xf;
+            ys[i] = LY(g) + (size_t)i * 2048;
+        }
+        const v4f_cuda_mat shape = {NULL, et_gu, 4096, 2048, row_bytes_of(et_gu, 4096)};
+        TRY(v4f_cuda_matvec_indirect(c, 12, &shape, (const void *const *)cp->tab, b->ids, off, slot, xs, ys, err));
+        return;
+    }
+    case LG_EXP_D: {
+        int32_t off[6], slot[6];
+        for (int i = 0; i < 6; i++) {
+            off[i] = 2 * LAYER_POOL;
+            slot[i] = i;
+            xs[i] = b->h[i];
+            ys[i] = LY(g) + (size_t)i * 4096;
+        }
+        const v4f_cuda_mat shape = {NULL, et_d, 2048, 4096, row_bytes_of(et_d, 2048)};
+        TRY(v4f_cuda_matvec_indirect(c, 6, &shape, (const void *const *)cp->tab, b->ids, off, slot, xs, ys, err));
+        return;
+    }
+    default: break;
+    }
+#undef ADDM
+    TRY(v4f_cuda_matvec_batch(c, n, w, xs, ys, err));
+}
+
+static double group_bytes(int g, uint32_t et_gu, uint32_t et_d) {
+    double s = 0;
+    switch (g) {
+    case LG_QA_KV: s = lmat_bytes(&l_q8[0]) + lmat_bytes(&l_q8[1]); break;
+    case LG_QB: s = lmat_bytes(&l_q8[2]); break;
+    case LG_OUTA: s = 8.0 * lmat_bytes(&l_q8[3]); break;
+    case LG_OUTB: s = lmat_bytes(&l_q8[11]); break;
+    case LG_SH_GU: s = 2.0 * lmat_bytes(&l_q8[12]); break;
+    case LG_SH_D: s = lmat_bytes(&l_q8[14]); break;
+    case LG_CMP: s = 2.0 * lmat_bytes(&l_f16[0]); break;
+    case LG_ICMP: s = 2.0 * lmat_bytes(&l_f16[2]); break;
+    case LG_IPROJ: s = lmat_bytes(&l_f16[4]); break;
+    case LG_IQB: s = lmat_bytes(&l_f16[5]); break;
+    case LG_HC1: case LG_HC2: s = lmat_bytes(&l_f16[6]); break;
+    case LG_ROUTER: s = lmat_bytes(&l_f16[8]); break;
+    case LG_EXP_GU: { const lmat m = {et_gu, 4096, 2048}; s = 12.0 * lmat_bytes(&m); break; }
+    case LG_EXP_D: { const lmat m = {et_d, 2048, 4096}; s = 6.0 * lmat_bytes(&m); break; }
+    default: break;
+    }
+    return s;
+}
+
+/* Median ms of one replay of graphs[0..ng) in turn (rounds of all). */
+static float time_graphs(v4f_cuda *c, v4f_cuda_graph **gs, int ng, int rounds) {
+    float t[BENCH_REPS];
+    for (int k = 0; k < ng; k++) TRY(v4f_cuda_graph_launch(c, gs[k], err));
+    for (int it = 0; it < BENCH_REPS; it++) {
+        TRY(v4f_cuda_memset(c, g_blocker, it & 0xff, g_blocker_bytes, err));
+        TRY(v4f_cuda_timer_start(c, err));
+        for (int r = 0; r < rounds; r++)
+            for (int k = 0; k < ng; k++) TRY(v4f_cuda_graph_launch(c, gs[k], err));
+        float ms;
+        TRY(v4f_cuda_timer_stop(c, &ms, err));
+        t[it] = ms / (float)(rounds * ng);
+    }
+    qsort(t, BENCH_REPS, sizeof t[0], cmp_f);
+    return t[BENCH_REPS / 2];
+}
+
+static void bench_layer(v4f_cuda *c, double copy_bw, bool q4, const char *const *modes, int n_modes) {
+    const uint32_t et_gu = q4 ? V4F_TYPE_Q4_K : V4F_TYPE_IQ2_XXS, et_d = q4 ? V4F_TYPE_Q4_K : V4F_TYPE_Q2_K;
+    lcopy cp[LAYER_COPIES];
+    const lmat egu = {et_gu, 4096, 2048}, ed = {et_d, 2048, 4096};
+    for (int k = 0; k < LAYER_COPIES; k++) {
+        for (int i = 0; i < 15; i++) cp[k].q8[i] = upload_random(c, &l_q8[i]);
+        for (int i = 0; i < 9; i++) cp[k].f16[i] = upload_random(c, &l_f16[i]);
+        for (int i = 0; i < 3 * LAYER_POOL; i++) cp[k].exp[i] = upload_random(c, i < 2 * LAYER_POOL ? &egu : &ed);
+        TRY(v4f_cuda_alloc(c, sizeof cp[k].exp, &cp[k].tab, err));
+        TRY(v4f_cuda_upload(c, cp[k].tab, cp[k].exp, sizeof cp[k].exp, err));
+    }
+    lbufs b;
+    b.xa = dev_rand(c, 4096), b.x1024 = dev_rand(c, 1024), b.x8192 = dev_rand(c, 8192), b.xf = dev_rand(c, 4096);
+    b.x2048 = dev_rand(c, 2048), b.x16384 = dev_rand(c, 16384);
+    for (int i = 0; i < 8; i++) b.xo[i] = dev_rand(c, 4096);
+    for (int i = 0; i < 6; i++) b.h[i] = dev_rand(c, 2048);
+    void *y;
+    TRY(v4f_cuda_alloc(c, (size_t)LG_N * 65536 * 2 * sizeof(float), &y, err));
+    b.y = y;
+    int32_t ids[6] = {3, 14, 7, 0, 9, 12};
+    void *dids;
+    TRY(v4f_cuda_alloc(c, sizeof ids, &dids, err));
+    TRY(v4f_cuda_upload(c, dids, ids, sizeof ids, err));
+    b.ids = dids;
+    double total = 0;
+    for (int g = 0; g < LG_N; g++) total += group_bytes(g, et_gu, et_d);
+
+    printf("\nper-layer decode set (%s experts), %.2f MB of weights per layer, %d copies rotated:\n",
+           q4 ? "q4: Q4_K" : "q2: IQ2_XXS/Q2_K", total / 1e6, LAYER_COPIES);
+    float tg[8][LG_N], tall[8];
+    for (int md = 0; md < n_modes; md++) {
+        setenv("V4F_CUDA_MV", modes[md], 1);
+        v4f_cuda_graph *gs[LAYER_COPIES];
+        for (int k = 0; k < LAYER_COPIES; k++) {
+            TRY(v4f_cuda_capture_begin(c, err));
+            for (int g = 0; g < LG_N; g++) layer_group(c, &cp[k], &b, g, et_gu, et_d);
+            TRY(v4f_cuda_capture_end(c, true, &gs[k], err));
+        }
+        tall[md] = time_graphs(c, gs, LAYER_COPIES, 10);
+        for (int k = 0; k < LAYER_COPIES; k++) v4f_cuda_graph_free(gs[k]);
+        for (int g = 0; g < LG_N; g++) {
+            /* one group: a graph of 4 launches over the copies in turn */
+            TRY(v4f_cuda_capture_begin(c, err));
+            for (int r = 0; r < 4; r++) layer_group(c, &cp[r % LAYER_COPIES], &b, g, et_gu, et_d);
+            v4f_cuda_graph *g1;
+            TRY(v4f_cuda_capture_end(c, true, &g1, err));
+            tg[md][g] = time_graphs(c, &g1, 1, 10) / 4.0f;
+            v4f_cuda_graph_free(g1);
+        }
+    }
+    unsetenv("V4F_CUDA_MV");
+    printf("%-34s %9s", "group", "MB");
+    for (int md = 0; md < n_modes; md++) printf("  mode %-2s us   GB/s  %%copy", modes[md]);
+    printf("\n");
+    for (int g = 0; g < LG_N; g++) {
+        const double by = group_bytes(g, et_gu, et_d);
+        printf("%-34s %9.2f", lg_name[g], by / 1e6);
+        for (int md = 0; md < n_modes; md++)
+            printf("  %10.1f %6.0f %5.1f%%", tg[md][g] * 1e3, by / (tg[md][g] * 1e-3) / 1e9,
+                   100.0 * by / (tg[md][g] * 1e-3) / copy_bw);
+        printf("\n");
+    }
+    printf("%-34s %9.2f", "WHOLE LAYER (one graph)", total / 1e6);
+    for (int md = 0; md < n_modes; md++)
+        printf("  %10.1f %6.0f %5.1f%%", tall[md] * 1e3, total / (tall[md] * 1e-3) / 1e9,
+               100.0 * total / (tall[md] * 1e-3) / copy_bw);
+    printf("\n(copy bandwidth %.1f GB/s; floor per layer %.1f us; x 43 layers: %.2f ms/token)\n", copy_bw / 1e9,
+           total / copy_bw * 1e6, tall[0] * 43.0);
+    fflush(stdout);
+    for (int k = 0; k < LAYER_COPIES; k++) {
+        for (int i = 0; i < 15; i++) v4f_cuda_free(c, cp[k].q8[i]);
+        for (int i = 0; i < 9; i++) v4f_cuda_free(c, cp[k].f16[i]);
+        for (int i = 0; i < 3 * LAYER_POOL; i++) v4f_cuda_free(c, cp[k].exp[i]);
+        v4f_cuda_free(c, cp[k].tab);
+    }
+    v4f_cuda_free(c, dids);
+    v4f_cuda_free(c, y);
+    v4f_cuda_free(c, b.xa), v4f_cuda_free(c, b.x1024), v4f_cuda_free(c, b.x8192), v4f_cuda_free(c, b.xf);
+    v4f_cuda_free(c, b.x2048), v4f_cuda_free(c, b.x16384);
+    for (int i = 0; i < 8; i++) v4f_cuda_free(c, b.xo[i]);
+    for (int i = 0; i < 6; i++) v4f_cuda_free(c, b.h[i]);
+}
+
 static void bench(v4f_cuda *c) {
     const double copy_bw = bench_copy(c);
     TRY(v4f_cuda_alloc(c, g_blocker_bytes, &g_blocker, err));
-    static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
-                                     V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
-    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
-        bench_mv(c, copy_bw, "matvec 4096 x 32768", types[t], 4096, 32768, pool_for(types[t], 4096, 32768), 1);
-    /* decode-shaped dense matrices (attention projections, shared expert) */
-    bench_mv(c, copy_bw, "matvec 4096 x 1024 (small)", V4F_TYPE_Q8_0, 4096, 1024, pool_for(V4F_TYPE_Q8_0, 4096, 1024), 1);
-    bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_Q8_0, 4096, 4096, pool_for(V4F_TYPE_Q8_0, 4096, 4096), 1);
-    bench_mv(c, copy_bw, "matvec 16384 x 4096", V4F_TYPE_Q8_0, 16384, 4096, pool_for(V4F_TYPE_Q8_0, 16384, 4096), 1);
-    bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_F16, 4096, 4096, pool_for(V4F_TYPE_F16, 4096, 4096), 1);
-    /* routed experts: 6 of 64 per launch; gate+up = 12 matrices 4096 -> 2048,
-     * down = 6 matrices 2048 -> 4096 */
-    bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
-    bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
-    bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_Q4_K, 4096, 2048, 128, 12);
-    bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q4_K, 2048, 4096, 64, 6);
+    /* V4F_CUDA_MV: 0 = default kernel (k_matvec), 2 = pipelined k_mv2,
+     * 3 = k_mv2 with Q8_0 on int8 planes */
+    static const char *const modes[] = {"0", "2", "3"};
+    bench_layer(c, copy_bw, false, modes, 3);
+    bench_layer(c, copy_bw, true, modes, 2);
+    for (int md = 0; md < 2; md++) {
+        setenv("V4F_CUDA_MV", modes[md], 1);
+        printf("\nsingle matvecs, V4F_CUDA_MV=%s (%s):\n", modes[md], md ? "k_mv2" : "default k_matvec");
+        static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
+                                         V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+            bench_mv(c, copy_bw, "matvec 4096 x 32768", types[t], 4096, 32768, pool_for(types[t], 4096, 32768), 1);
+        /* decode-shaped dense matrices (attention projections, shared expert) */
+        bench_mv(c, copy_bw, "matvec 4096 x 1024 (small)", V4F_TYPE_Q8_0, 4096, 1024, pool_for(V4F_TYPE_Q8_0, 4096, 1024), 1);
+        bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_Q8_0, 4096, 4096, pool_for(V4F_TYPE_Q8_0, 4096, 4096), 1);
+        bench_mv(c, copy_bw, "matvec 16384 x 4096", V4F_TYPE_Q8_0, 16384, 4096, pool_for(V4F_TYPE_Q8_0, 16384, 4096), 1);
+        bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_F16, 4096, 4096, pool_for(V4F_TYPE_F16, 4096, 4096), 1);
+        /* routed experts: 6 of 64 per launch; gate+up = 12 matrices 4096 -> 2048,
+         * down = 6 matrices 2048 -> 4096 */
+        bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
+        bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
+        bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_Q4_K, 4096, 2048, 128, 12);
+        bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q4_K, 2048, 4096, 64, 6);
+    }
+    unsetenv("V4F_CUDA_MV");
     v4f_cuda_free(c, g_blocker);
 }
 
@@ -480,6 +852,11 @@ int main(int argc, char **argv) {
         return 0;
     }
     conformance(c);
+    /* the experimental pipelined kernel (V4F_CUDA_MV=2, cuda_quant.cu k_mv2)
+     * must stay correct too */
+    setenv("V4F_CUDA_MV", "2", 1);
+    conformance(c);
+    unsetenv("V4F_CUDA_MV");
     TRY(v4f_cuda_sync(c, err));
     printf("%-8s %6s %12s  (tolerance %.1e of max|w| * sum|x|; dequant bit-exact)\n", "type", "cases", "max rel err",
            V4F_TOL_CUDA_MATVEC);

@@ -50,6 +50,7 @@
 #include "backend/cuda/cuda_common.cuh"
 
 #include <cuda_fp16.h>
+#include <stdlib.h>
 
 extern "C" {
 #include "core/ggml_type.h"
@@ -636,6 +637,305 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     }
 }
 
+/* ---- pipelined persistent matvec (k_mv2, experimental: V4F_CUDA_MV=2) ---- *
+ * Work: the rows of all pairs of a launch are cut into tiles of R rows
+ * (fmt2<T>::R); the row is cut into nch chunks of CH superblocks; with few
+ * tiles (fewer than SMs) each tile is further split over K CTAs along the
+ * row (split-K, deterministic: partial sums go to the context scratch and
+ * the last CTA of a tile adds them in split order). Each CTA takes the
+ * items blockIdx.x, + gridDim.x, ... (grid = resident CTAs) and streams
+ * their chunks through S shared-memory stages (about MV2_INFLIGHT bytes) with 16-byte
+ * cp.async copies, the next chunks in flight while one is computed, so the
+ * per-CTA prologue (IQ2_XXS tables) is paid once per CTA, not per tile.
+ * Thread layout: TU threads per row group take units ut, ut + TU, ... of a
+ * chunk; RG row groups split the R rows (r % RG) when a chunk has fewer
+ * units than threads. x: float32 from L1/L2 (F32, F16, BF16, Q8_0) or the
+ * int8 planes of k_quant_x (Q2_K, Q4_K, IQ2_XXS).
+ * IQ2_XXS decode: each grid entry is stored as 8 nibbles of 2-bit codes
+ * (values 8, 25, 43 -> 0, 1, 2), each sign byte as the matching nibbles
+ * with bit 2 set for a negative weight; OR-ing both gives byte-permute
+ * selectors that pick the signed code bytes from {8, 25, 43, -8, -25, -43}
+ * in one PRMT per 4 weights. Both tables are replicated 32 times in shared
+ * memory (word = entry * 32 + lane) so the random lookups of a warp never
+ * conflict on a bank. */
+
+#define MV2_MAX_STAGES 8
+#define MV2_STAGE_BUDGET (16 * 1024)
+#define MV2_INFLIGHT (48 * 1024) /* stage bytes per CTA (all stages) */
+#define MV2_MAX_THREADS 256
+#define MV2_SPLIT_FLOATS 65536 /* split-K partial sums (context scratch) */
+#define MV2_SPLIT_TILES 4096   /* split-K tile counters */
+#define MV2_IQ2_TAB_BYTES ((256 + 128) * 32 * 4)
+
+template <int T> struct fmt2;
+template <> struct fmt2<V4F_TYPE_F32> { enum { R = 2 }; };
+template <> struct fmt2<V4F_TYPE_F16> { enum { R = 4 }; };
+template <> struct fmt2<V4F_TYPE_BF16> { enum { R = 4 }; };
+template <> struct fmt2<V4F_TYPE_Q8_0> { enum { R = 4 }; };
+template <> struct fmt2<V4F_TYPE_Q4_K> { enum { R = 8 }; };
+template <> struct fmt2<V4F_TYPE_Q2_K> { enum { R = 16 }; };
+template <> struct fmt2<V4F_TYPE_IQ2_XXS> { enum { R = 16 }; };
+
+__device__ uint32_t g_iq2_sel[256]; /* grid entry -> code nibbles */
+__device__ uint32_t g_iq2_sgn[128]; /* 7 sign bits -> sign nibbles (bit 2) */
+
+typedef struct mv2_plan {
+    int32_t tstart[V4F_CUDA_MATVEC_MAX_BATCH + 1]; /* first tile of each pair */
+    int32_t n_tiles, K, CH, nch, TU, RG, S;
+    int32_t stage_bytes, tab_bytes;
+    float *part;       /* split-K partial sums [tile * K + k][R] */
+    unsigned *cnt;     /* split-K arrival counters [tile], 0 between launches */
+} mv2_plan;
+
+__device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* Unsigned codes (any byte values < 256) . x planes; exact int sums
+ * (|s1| <= 32 * 255 * 127, so s1 * 128 + s2 fits int32), combined in float. */
+template <int NW> __device__ __forceinline__ float dot_planes_u(const uint32_t *codes, const xq_unit *x, int w0) {
+    int s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        s1 = dp4a_us(codes[w], (int)x->p[0][w0 + w], s1);
+        s2 = dp4a_us(codes[w], (int)x->p[1][w0 + w], s2);
+        s3 = dp4a_us(codes[w], (int)x->p[2][w0 + w], s3);
+    }
+    return (float)(s1 * 128 + s2) * (1.0f / 128.0f) + (float)s3 * (1.0f / 16384.0f);
+}
+
+/* Unit u (32 elements, same unit mapping as dot_unit_q) of one row. */
+template <int T>
+__device__ __forceinline__ float dot_unit_q2(const uint8_t *s, int u, const xq_unit *x, const uint32_t *tsel,
+                                             const uint32_t *tsgn) {
+    if constexpr (T == V4F_TYPE_Q2_K) {
+        const int b = u >> 3, h = (u >> 2) & 1, sft = u & 3;
+        const uint8_t *blk = s + 84 * b; /* 4-byte aligned */
+        const uint32_t *qp = (const uint32_t *)(blk + 16 + 32 * h);
+        const uint32_t mask = 0x03030303u << (2 * sft);
+        uint32_t c[8];
+#pragma unroll
+        for (int w = 0; w < 8; w++) c[w] = qp[w] & mask; /* code << 2 sft */
+        const uint32_t sw = *(const uint32_t *)(blk + 8 * h + 4 * (sft >> 1)) >> (16 * (sft & 1));
+        const uint32_t sc0 = sw & 255, sc1 = (sw >> 8) & 255;
+        const uint32_t dd = *(const uint32_t *)(blk + 80);
+        const float lo = dot_planes_u<4>(c, x, 0), hi = dot_planes_u<4>(c + 4, x, 4);
+        const float inv = __int_as_float((127 - 2 * sft) << 23); /* 4^-sft, exact */
+        const float dsum = (float)(sc0 & 15) * lo + (float)(sc1 & 15) * hi;
+        const float msum = (float)(sc0 >> 4) * x->s0 + (float)(sc1 >> 4) * x->s1;
+        return f16_to_f32(dd) * x->d * inv * dsum - f16_to_f32(dd >> 16) * msum;
+    } else if constexpr (T == V4F_TYPE_Q4_K) {
+        const int b = u >> 3, j = u & 7;
+        const uint8_t *blk = s + 144 * b;
+        const uint32_t dd = *(const uint32_t *)blk;
+        const uint32_t s0 = *(const uint32_t *)(blk + 4), s1 = *(const uint32_t *)(blk + 8),
+                       s2 = *(const uint32_t *)(blk + 12);
+        const int k = j & 3, sh = 8 * k;
+        uint32_t sc, m;
+        if (j < 4) {
+            sc = (s0 >> sh) & 63, m = (s1 >> sh) & 63;
+        } else {
+            sc = ((s2 >> sh) & 15) | (((s0 >> sh) & 0xc0) >> 2);
+            m = ((s2 >> sh) & 0xf0) >> 4 | (((s1 >> sh) & 0xc0) >> 2);
+        }
+        const uint4 *qp = (const uint4 *)(blk + 16 + 32 * (j >> 1));
+        const uint4 qa = qp[0], qb = qp[1];
+        const uint32_t raw[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+        const uint32_t mask = (j & 1) ? 0xf0f0f0f0u : 0x0f0f0f0fu;
+        uint32_t c[8];
+#pragma unroll
+        for (int w = 0; w < 8; w++) c[w] = raw[w] & mask;
+        const float inv = (j & 1) ? (1.0f / 16.0f) : 1.0f;
+        const float dot = dot_planes_u<8>(c, x, 0) * inv;
+        return f16_to_f32(dd) * (float)sc * x->d * dot - f16_to_f32(dd >> 16) * (float)m * (x->s0 + x->s1);
+    } else if constexpr (T == V4F_TYPE_IQ2_XXS) {
+        const int b = u >> 3, g = u & 7;
+        const float d = f16_to_f32(*(const uint16_t *)(s + 66 * b));
+        uint32_t A, B;
+        lds_8at2(s, 66u * b + 2u + 8u * g, &A, &B);
+        int s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const uint32_t gi = __byte_perm(A, 0, 0x4440u | (uint32_t)l);
+            const uint32_t sel = tsel[gi << 5] | tsgn[((B >> (7 * l)) & 127u) << 5];
+            const uint32_t lo = __byte_perm(0x002b1908u, 0x00d5e7f8u, sel);
+            const uint32_t hi = __byte_perm(0x002b1908u, 0x00d5e7f8u, sel >> 16);
+            s1 = __dp4a((int)lo, (int)x->p[0][2 * l], s1);
+            s2 = __dp4a((int)lo, (int)x->p[1][2 * l], s2);
+            s3 = __dp4a((int)lo, (int)x->p[2][2 * l], s3);
+            s1 = __dp4a((int)hi, (int)x->p[0][2 * l + 1], s1);
+            s2 = __dp4a((int)hi, (int)x->p[1][2 * l + 1], s2);
+            s3 = __dp4a((int)hi, (int)x->p[2][2 * l + 1], s3);
+        }
+        const float dot = (float)(s1 * 128 + s2) * (1.0f / 128.0f) + (float)s3 * (1.0f / 16384.0f);
+        /* d (0.5 + s4) / 4 = d (2 s4 + 1) / 8 */
+        return d * (float)((B >> 27) | 1u) * 0.125f * x->d * dot;
+    } else { /* Q8_0 planes (not used by default) */
+        const float d = f16_to_f32(*(const uint16_t *)(s + 34 * u));
+        uint32_t c[8];
+        lds_words_at2<8>(s, 34u * u + 2u, c);
+        return d * x->d * dot_planes<8>(c, x, 0);
+    }
+}
+
+template <int T, bool Q>
+__global__ void __launch_bounds__(MV2_MAX_THREADS) k_mv2(const __grid_constant__ mv_args a,
+                                                         const __grid_constant__ mv2_plan pl) {
+    constexpr int R = fmt2<T>::R, SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE;
+    constexpr int UPS = SBE / (Q ? 32 : UE);
+    constexpr bool IQ2 = Q && T == V4F_TYPE_IQ2_XXS;
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int tid = threadIdx.x, NT = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    const int K = pl.K, CH = pl.CH, nch = pl.nch, TU = pl.TU, RG = pl.RG;
+    const int n_items = pl.n_tiles * K;
+    const int64_t n_sb = a.n_in / SBE;
+    const int row_stride = CH * SBB; /* bytes of one row's chunk in a stage */
+    uint8_t *stages = smem + pl.tab_bytes;
+    const int S = pl.S;
+    float *red = (float *)(stages + S * pl.stage_bytes); /* [NT / 32][R] */
+    __shared__ int s_last;
+
+    const uint32_t *tsel = NULL, *tsgn = NULL;
+    if constexpr (IQ2) {
+        uint32_t *ts = (uint32_t *)smem;
+        for (int i = tid; i < (256 + 128) * 32; i += NT) ts[i] = i < 256 * 32 ? g_iq2_sel[i >> 5] : g_iq2_sgn[(i >> 5) - 256];
+        tsel = ts + lane;
+        tsgn = ts + 256 * 32 + lane;
+    }
+
+    /* copy cursor (item, chunk) and compute cursor advance identically */
+    int l_it = blockIdx.x, l_c = 0, l_c1 = 0;
+    int c_it = blockIdx.x, c_c = 0, c_c1 = 0;
+    auto range = [&](int it, int *c0, int *c1) {
+        const int k = it % K;
+        *c0 = (int)((int64_t)k * nch / K);
+        *c1 = (int)((int64_t)(k + 1) * nch / K);
+    };
+    auto tile_of = [&](int it, int *pi, int64_t *row0, int *nrows) {
+        const int tile = it / K;
+        int i = 0;
+        while (tile >= pl.tstart[i + 1]) i++;
+        *pi = i;
+        *row0 = (int64_t)(tile - pl.tstart[i]) * R;
+        *nrows = (int)min((int64_t)R, a.p[i].n_out - *row0);
+    };
+    if (l_it < n_items) range(l_it, &l_c, &l_c1);
+    if (c_it < n_items) range(c_it, &c_c, &c_c1);
+
+    const int nvec_full = row_stride / 16;
+    auto issue = [&](int buf) {
+        if (l_it < n_items) {
+            int pi, nrows;
+            int64_t row0;
+            tile_of(l_it, &pi, &row0, &nrows);
+            const mv_pair &p = a.p[pi];
+            const int64_t sb0 = (int64_t)l_c * CH;
+            const int nvalid = (int)min((int64_t)CH, n_sb - sb0) * (SBB / 16);
+            const uint8_t *src = mv_w(a, p) + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
+            uint8_t *dst = stages + buf * pl.stage_bytes;
+            const int total = R * nvec_full;
+            for (int i = tid; i < total; i += NT) {
+                const int r = i / nvec_full, v = i - r * nvec_full;
+                /* rows past the end and vectors past the row repeat the last
+                 * valid ones (read, never used) */
+                const int rr = min(r, nrows - 1), vv = min(v, nvalid - 1);
+                cp_async16(dst + r * row_stride + 16 * v, src + (uint64_t)rr * p.row_bytes + 16 * vv);
+            }
+            if (++l_c == l_c1) {
+                l_it += gridDim.x;
+                if (l_it < n_items) range(l_it, &l_c, &l_c1);
+            }
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+
+    for (int s = 0; s < S - 1; s++) issue(s);
+
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0;
+    const int ut = tid % TU, rg = tid / TU;
+
+    for (int j = 0; c_it < n_items; j++) {
+        switch (S) { /* wait for stage j: S - 2 later groups may still be in flight */
+        case 2: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
+        case 3: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
+        case 4: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
+        case 5: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
+        case 6: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
+        case 7: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
+        default: asm volatile("cp.async.wait_group 6;\n" ::: "memory"); break;
+        }
+        __syncthreads();
+        issue((j + S - 1) % S);
+        int pi, nrows;
+        int64_t row0;
+        tile_of(c_it, &pi, &row0, &nrows);
+        const mv_pair &p = a.p[pi];
+        const uint8_t *st = stages + (j % S) * pl.stage_bytes;
+        const int64_t sb0 = (int64_t)c_c * CH;
+        const int nunits = (int)min((int64_t)CH, n_sb - sb0) * UPS;
+        if (rg < RG) {
+            if constexpr (Q) {
+                for (int u = ut; u < nunits; u += TU) {
+                    xq_unit xu;
+                    load_xq(p.xq, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
+#pragma unroll
+                    for (int r = 0; r < R; r++)
+                        if ((r & (RG - 1)) == rg) acc[r] += dot_unit_q2<T>(st + r * row_stride, u, &xu, tsel, tsgn);
+                }
+            } else {
+                const float *xc = p.x + sb0 * SBE;
+                for (int u = ut; u < nunits; u += TU) {
+                    float xr[UE], xs[4];
+                    load_x<T>(xc, u, xr, xs);
+#pragma unroll
+                    for (int r = 0; r < R; r++)
+                        if ((r & (RG - 1)) == rg) acc[r] += dot_unit<T>(st + r * row_stride, u, xr, xs, NULL);
+                }
+            }
+        }
+        if (++c_c == c_c1) { /* item done: reduce its R rows */
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float v = warp_sum(acc[r]);
+                if (lane == 0) red[warp * R + r] = v;
+                acc[r] = 0;
+            }
+            __syncthreads();
+            float v = 0;
+            if (tid < nrows)
+                for (int w = 0; w < (NT >> 5); w++) v += red[w * R + tid];
+            if (K == 1) {
+                if (tid < nrows) p.y[row0 + tid] = v;
+            } else {
+                const int tile = c_it / K, k = c_it % K;
+                if (tid < nrows) {
+                    pl.part[((int64_t)tile * K + k) * R + tid] = v;
+                    __threadfence();
+                }
+                __syncthreads();
+                if (tid == 0) s_last = atomicAdd(&pl.cnt[tile], 1u) == (unsigned)(K - 1);
+                __syncthreads();
+                if (s_last) {
+                    __threadfence();
+                    if (tid < nrows) {
+                        float t = 0;
+                        for (int q = 0; q < K; q++) t += __ldcg(&pl.part[((int64_t)tile * K + q) * R + tid]);
+                        p.y[row0 + tid] = t;
+                    }
+                    if (tid == 0) pl.cnt[tile] = 0;
+                }
+            }
+            c_it += gridDim.x;
+            if (c_it < n_items) range(c_it, &c_c, &c_c1);
+        }
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
 #define MV_SLOW_WARPS 4
 
 template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_slow(const __grid_constant__ mv_args a) {
@@ -671,9 +971,32 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
     CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2xxs_grid, v4f_quant_iq2xxs_grid, sizeof g_iq2xxs_grid, 0,
                                      cudaMemcpyHostToDevice, c->stream));
     CUDA_TRY(cudaStreamSynchronize(c->stream));
+    /* k_mv2's IQ2_XXS selector tables, from the same CPU grid */
+    uint32_t sel[256], sgn[128];
+    for (int e = 0; e < 256; e++) {
+        sel[e] = 0;
+        for (int j = 0; j < 8; j++) {
+            const uint32_t v = (uint32_t)(v4f_quant_iq2xxs_grid[e] >> (8 * j)) & 255u;
+            const uint32_t code = v == 8 ? 0u : v == 25 ? 1u : v == 43 ? 2u : 3u;
+            if (code == 3u)
+                return v4f_err_set(err, V4F_STATUS_FORMAT, "cuda: iq2xxs grid[%d] byte %d = %u (not 8/25/43)", e, j, v);
+            sel[e] |= code << (4 * j);
+        }
+    }
+    for (uint32_t k = 0; k < 128; k++) {
+        const uint32_t s8 = v4f_quant_ksigns[k];
+        sgn[k] = 0;
+        for (int j = 0; j < 8; j++) sgn[k] |= ((s8 >> j) & 1u) << (4 * j + 2);
+    }
+    CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2_sel, sel, sizeof sel, 0, cudaMemcpyHostToDevice, c->stream));
+    CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2_sgn, sgn, sizeof sgn, 0, cudaMemcpyHostToDevice, c->stream));
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
     c->qx_max_in = QX_MAX_IN;
     c->qx_slot_bytes = qx_slot_bytes(QX_MAX_IN);
-    CUDA_TRY(cudaMalloc((void **)&c->qx, c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH));
+    /* after the plane slots: k_mv2's split-K partial sums and tile counters */
+    const size_t planes = c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH;
+    CUDA_TRY(cudaMalloc((void **)&c->qx, planes + MV2_SPLIT_FLOATS * sizeof(float) + MV2_SPLIT_TILES * sizeof(unsigned)));
+    CUDA_TRY(cudaMemset(c->qx + planes + MV2_SPLIT_FLOATS * sizeof(float), 0, MV2_SPLIT_TILES * sizeof(unsigned)));
     return V4F_OK;
 }
 
@@ -720,13 +1043,130 @@ static v4f_status prepare_planes(v4f_cuda *c, mv_args *a, int n, v4f_err *err) {
     return V4F_OK;
 }
 
+/* V4F_CUDA_MV (experiments, read at each launch): 0 or unset = k_matvec (the
+ * default: measured faster, docs/PERF_NOTES.md "CUDA decode matvec (session
+ * 3)"), 2 = k_mv2 (Q8_0 in f32), 3 = k_mv2 with Q8_0 on int8 planes;
+ * V4F_CUDA_MV_DEBUG=1 logs each k_mv2 plan at warning level. */
+static int mv_mode(void) {
+    const char *e = getenv("V4F_CUDA_MV");
+    return e ? atoi(e) : 0;
+}
+
+/* V4F_CUDA_Q8_F32=1 (experiment): Q8_0 matvecs multiply float32 x directly
+ * instead of splitting x into int8 planes first (one launch instead of two). */
+static bool q8_f32(void) {
+    const char *e = getenv("V4F_CUDA_Q8_F32");
+    return e && e[0] == '1';
+}
+
+static int pow2_ceil(int v) {
+    int p = 1;
+    while (p < v) p <<= 1;
+    return p;
+}
+
+/* Plans and queues k_mv2; *ran = false (nothing queued) when the plan does
+ * not fit this device's shared memory. */
+template <int T, bool Q> static v4f_status launch_mv2(v4f_cuda *c, mv_args *a, int n, bool *ran, v4f_err *err) {
+    constexpr int R = fmt2<T>::R, SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE;
+    constexpr int UPS = SBE / (Q ? 32 : UE);
+    *ran = false;
+    mv2_plan pl;
+    memset(&pl, 0, sizeof pl);
+    int64_t tiles = 0;
+    for (int i = 0; i < n; i++) {
+        pl.tstart[i] = (int32_t)tiles;
+        tiles += (a->p[i].n_out + R - 1) / R;
+    }
+    for (int i = n; i <= V4F_CUDA_MATVEC_MAX_BATCH; i++) pl.tstart[i] = (int32_t)tiles;
+    if (tiles == 0) {
+        *ran = true;
+        return V4F_OK;
+    }
+    if (tiles > ((int64_t)1 << 30)) return V4F_OK;
+    const int64_t n_sb = a->n_in / SBE;
+    const int sm = c->sm_count > 0 ? c->sm_count : 1;
+    int64_t CH = MV2_STAGE_BUDGET / (R * SBB);
+    if (CH < 1) CH = 1;
+    if (CH > n_sb) CH = n_sb;
+    int64_t K_want = 1;
+    if (tiles < sm && n_sb > 1) { /* few tiles: split rows over CTAs */
+        K_want = (2 * sm + tiles - 1) / tiles;
+        const int64_t ch_min = (32 + UPS - 1) / UPS;
+        int64_t ch_s = (n_sb + K_want - 1) / K_want;
+        if (ch_s < ch_min) ch_s = ch_min;
+        if (ch_s < CH) CH = ch_s;
+    }
+    const int64_t nch = (n_sb + CH - 1) / CH;
+    CH = (n_sb + nch - 1) / nch;
+    int64_t K = K_want < nch ? K_want : nch;
+    while (K > 1 && (tiles * K * R > MV2_SPLIT_FLOATS || tiles > MV2_SPLIT_TILES)) K--;
+    const int TU = pow2_ceil((int)(CH * UPS)) < MV2_MAX_THREADS ? pow2_ceil((int)(CH * UPS)) : MV2_MAX_THREADS;
+    const int RG = MV2_MAX_THREADS / TU < R ? MV2_MAX_THREADS / TU : R;
+    const int NT = TU * RG < 32 ? 32 : TU * RG;
+    pl.n_tiles = (int32_t)tiles;
+    pl.K = (int32_t)K;
+    pl.CH = (int32_t)CH;
+    pl.nch = (int32_t)nch;
+    pl.TU = TU;
+    pl.RG = RG;
+    pl.stage_bytes = (int32_t)((R * CH * SBB + 15) / 16 * 16 + MV_SMEM_SLACK);
+    pl.tab_bytes = (Q && T == V4F_TYPE_IQ2_XXS) ? MV2_IQ2_TAB_BYTES : 0;
+    const size_t planes = c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH;
+    pl.part = (float *)(c->qx + planes);
+    pl.cnt = (unsigned *)(c->qx + planes + MV2_SPLIT_FLOATS * sizeof(float));
+    /* enough stages that about MV2_INFLIGHT bytes per CTA are in flight */
+    int S = (int)(MV2_INFLIGHT / pl.stage_bytes);
+    S = S < 3 ? 3 : S > MV2_MAX_STAGES ? MV2_MAX_STAGES : S;
+    pl.S = S;
+    const size_t smem = (size_t)pl.tab_bytes + (size_t)S * (size_t)pl.stage_bytes + (size_t)(NT / 32) * R * sizeof(float);
+    int max_smem = 0;
+    CUDA_TRY(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
+    if (smem + 1024 > (size_t)max_smem) return V4F_OK;
+    if (smem > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(k_mv2<T, Q>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    /* the grid is sized to the resident CTAs: the carveout must give them
+     * the shared memory the occupancy count assumes */
+    CUDA_TRY(cudaFuncSetAttribute(k_mv2<T, Q>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+    int occ = 0;
+    CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_mv2<T, Q>, NT, smem));
+    if (occ < 1) return V4F_OK;
+    const int64_t items = tiles * K;
+    const int64_t G = items < (int64_t)occ * sm ? items : (int64_t)occ * sm;
+    if (getenv("V4F_CUDA_MV_DEBUG"))
+        v4f_log(V4F_LOG_WARN, "k_mv2 %s%s n_in %lld tiles %lld K %lld CH %lld nch %lld TU %d RG %d NT %d S %d smem %zu occ %d grid %lld",
+                v4f_type_name((uint32_t)T), Q ? " planes" : "", (long long)a->n_in, (long long)tiles, (long long)K,
+                (long long)CH, (long long)nch, TU, RG, NT, S, smem, occ, (long long)G);
+    k_mv2<T, Q><<<(unsigned)G, NT, smem, c->stream>>>(*a, pl);
+    CUDA_TRY_LAUNCH();
+    *ran = true;
+    return V4F_OK;
+}
+
 template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, v4f_err *err) {
     int64_t max_out = 0;
     for (int i = 0; i < n; i++) max_out = a->p[i].n_out > max_out ? a->p[i].n_out : max_out;
     if (max_out == 0) return V4F_OK;
+    const int mode = mv_mode();
+    if (fast && (mode == 2 || mode == 3)) {
+        constexpr bool kPlanes = uses_planes(T);
+        const bool planes = kPlanes && a->n_in <= c->qx_max_in && (T != V4F_TYPE_Q8_0 || mode == 3);
+        bool ran = false;
+        if (planes) {
+            const v4f_status st = prepare_planes(c, a, n, err);
+            if (st != V4F_OK) return st;
+            if constexpr (kPlanes) {
+                const v4f_status s2 = launch_mv2<T, true>(c, a, n, &ran, err);
+                if (s2 != V4F_OK) return s2;
+            }
+        } else if constexpr (T != V4F_TYPE_IQ2_XXS) {
+            const v4f_status s2 = launch_mv2<T, false>(c, a, n, &ran, err);
+            if (s2 != V4F_OK) return s2;
+        }
+        if (ran) return V4F_OK;
+    }
     if (fast) {
         constexpr bool kPlanes = uses_planes(T);
-        const bool planes = kPlanes && a->n_in <= c->qx_max_in;
+        const bool planes = kPlanes && a->n_in <= c->qx_max_in && !(T == V4F_TYPE_Q8_0 && q8_f32());
         if (planes) {
             const v4f_status st = prepare_planes(c, a, n, err);
             if (st != V4F_OK) return st;
