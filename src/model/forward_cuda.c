@@ -128,6 +128,9 @@ typedef struct glayer {
     const float *comp_ape, *comp_norm, *idx_comp_ape, *idx_comp_norm, *probs_b;
     const int32_t *tid2eid;
     const void *const *etab; /* device [3 * n_expert]: gate, up, down pointers */
+    const void *const *ptab; /* prefill: host-resident experts read from the staging buffer */
+    const void *hsrc[3];     /* mapped address of the first host-resident expert per tensor */
+    uint64_t hbytes[3];      /* bytes of the host-resident experts per tensor */
     /* KV state */
     float *raw;          /* [R_raw][hd] */
     float *comp;         /* [cap][hd] */
@@ -178,6 +181,8 @@ struct v4f_gpu {
     void *reg[4 * V4F_MAX_LAYERS + 8]; /* registered host ranges */
     int n_reg;
     void *host_copy; /* pinned copy of host experts when pinning the mapping failed */
+    void *stage;     /* device staging for one layer's host-resident experts (prefill) */
+    uint64_t stage_bytes;
     uint32_t e_dev, e_host; /* routed experts per layer on the device / host */
     uint64_t per_expert;    /* one expert's bytes summed over the layers */
     uint64_t host_expert_bytes;
@@ -403,8 +408,10 @@ static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err 
         if ((st = up_raw(g, &cv, E->data, mat_bytes_of(E), &g->embd, err))) return st;
     }
     /* expert pointer tables */
-    for (uint32_t l = 0; l < c->n_layer; l++)
+    for (uint32_t l = 0; l < c->n_layer; l++) {
         g->L[l].etab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
+        g->L[l].ptab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
+    }
     *bytes = cv.off;
     return V4F_OK;
 }
@@ -519,6 +526,22 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
                 tab[((size_t)l * 3 + i) * E + e] =
                     host_dev_ptr(rg, nr, (uintptr_t)ex[i]->data + (uintptr_t)e * ex[i]->mat_bytes);
         st = v4f_cuda_upload(g->c, (void *)g->L[l].etab, tab + (size_t)l * 3 * E, 3ull * E * sizeof(void *), err);
+        if (st == V4F_OK && ed < E) {
+            /* prefill table: host experts at their place in the staging buffer
+             * (tensor i's host experts copied contiguously, as in the file) */
+            const void **pt = v4f_xmalloc(3ull * E * sizeof(void *));
+            memcpy(pt, tab + (size_t)l * 3 * E, 3ull * E * sizeof(void *));
+            uint64_t off = 0;
+            for (int i = 0; i < 3; i++) {
+                g->L[l].hsrc[i] = tab[((size_t)l * 3 + i) * E + ed];
+                g->L[l].hbytes[i] = (uint64_t)(E - ed) * ex[i]->mat_bytes;
+                for (uint32_t e = ed; e < E; e++)
+                    pt[(size_t)i * E + e] = (uint8_t *)g->stage + off + (uint64_t)(e - ed) * ex[i]->mat_bytes;
+                off += (g->L[l].hbytes[i] + 255) & ~255ull;
+            }
+            st = v4f_cuda_upload(g->c, (void *)g->L[l].ptab, pt, 3ull * E * sizeof(void *), err);
+            free(pt);
+        }
     }
     if (st == V4F_OK && g->embd_host) {
         g->embd = host_dev_ptr(rg, nr, (uintptr_t)m->token_embd.data);
@@ -644,6 +667,7 @@ void v4f_gpu_free(v4f_gpu *g) {
         v4f_cuda_free(g->c, g->e_arena);
         v4f_cuda_free(g->c, g->kv_arena);
         v4f_cuda_free(g->c, g->s_arena);
+        v4f_cuda_free(g->c, g->stage);
         v4f_cuda_close(g->c);
     }
     free(g->L);
@@ -729,7 +753,16 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     }
     uint64_t rem = budget - fixed;
     uint64_t ed = per_layer_expert ? rem / per_layer_expert : c->n_expert;
+    /* prefill stages one layer's host-resident experts on the device (one
+     * copy per layer instead of re-reading them over the bus per tile) */
+    uint64_t one_layer = 0;
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        uint64_t b = expert_bytes_one(&m->layers[l]);
+        if (b > one_layer) one_layer = b;
+    }
+    while (ed < c->n_expert && ed > 0 && ed * per_layer_expert + (c->n_expert - ed) * one_layer > rem) ed--;
     g->e_dev = ed > c->n_expert ? c->n_expert : (uint32_t)ed;
+    g->stage_bytes = (uint64_t)(c->n_expert - g->e_dev) * one_layer;
     g->e_host = c->n_expert - g->e_dev;
     g->e_bytes = (size_t)per_layer_expert * g->e_dev;
     g->per_expert = per_layer_expert;
@@ -743,6 +776,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     if (g->e_bytes && (st = v4f_cuda_alloc(g->c, g->e_bytes, &g->e_arena, err))) goto fail;
     if ((st = v4f_cuda_alloc(g->c, kvb, &g->kv_arena, err))) goto fail;
     if ((st = v4f_cuda_alloc(g->c, scr, &g->s_arena, err))) goto fail;
+    if (g->stage_bytes && (st = v4f_cuda_alloc(g->c, g->stage_bytes, &g->stage, err))) goto fail;
     if ((st = place_dense(g, g->w_arena, &dense, err))) goto fail;
     layout_kv(g, g->kv_arena);
     layout_scratch(g, g->s_arena, N);
@@ -775,11 +809,14 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     snprintf(g->report, sizeof g->report,
              "gpu: %s, budget %.2f GiB (free %.2f of %.2f GiB)\n"
              "gpu: dense weights %.2f GiB%s, KV %.2f GiB (ctx %u), scratch %.2f GiB (chunk %u)\n"
-             "gpu: routed experts %u of %u per layer on the GPU (%.2f GiB), %u in host memory (%.2f GiB%s)\n",
+             "gpu: routed experts %u of %u per layer on the GPU (%.2f GiB), %u in host memory (%.2f GiB%s)\n"
+             "gpu: %s\n",
              v4f_cuda_device_name(g->c), gib(budget), gib(free_b), gib(total_b), gib(dense),
              g->embd_host ? " (embedding in host memory)" : "", gib(kvb), g->n_ctx, gib(scr), N, g->e_dev,
              c->n_expert, gib(g->e_bytes), g->e_host, gib(g->host_expert_bytes),
-             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "");
+             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "",
+             g->e_host ? "decode reads host-resident experts over the bus; prefill stages each layer's (copy engine)"
+                       : "all weights on the GPU");
     *out = g;
     return V4F_OK;
 fail:
@@ -1030,13 +1067,24 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
                         c->expert_weights_norm, c->expert_weights_scale, x->eids, x->ew, err));
     pmark(g, GP_ROUTE);
     int64_t np = n * k;
+    const void *const *tabp = r->etab;
+    if (n > 1 && g->e_host) {
+        /* stage this layer's host-resident experts (copy engine, full bus
+         * speed) so the grouped matmuls read device memory */
+        uint64_t off = 0;
+        for (int i = 0; i < 3; i++) {
+            TRY(v4f_cuda_copy_any(g->c, (uint8_t *)g->stage + off, r->hsrc[i], r->hbytes[i], err));
+            off += (r->hbytes[i] + 255) & ~255ull;
+        }
+        tabp = r->ptab;
+    }
     if (n > 1) {
         /* chunk: bucket the (token, slot) pairs by expert, grouped matmuls */
         TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow, err));
         TRY(v4f_cuda_gather_rows(g->c, x->xn, x->elist, (int32_t)k, np, d, x->xg, err));
-        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_gate, r->etab, 0, x->offs, (int)E, np, x->xg, d, x->g, nff,
-                                    g->exact, err));
-        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_up, r->etab, (int32_t)E, x->offs, (int)E, np, x->xg, d, x->u, nff,
+        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_gate, tabp, 0, x->offs, (int)E, np, x->xg, d, x->g, nff, g->exact,
+                                    err));
+        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_up, tabp, (int32_t)E, x->offs, (int)E, np, x->xg, d, x->u, nff,
                                     g->exact, err));
     } else {
         /* decode: pair j reads expert eids[j], selected on the device */
@@ -1072,8 +1120,8 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
     TRY(v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err));
     pmark(g, GP_SWIGLU);
     if (n > 1) {
-        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_down, r->etab, (int32_t)(2 * E), x->offs, (int)E, np, x->g, nff,
-                                    x->yd, d, g->exact, err));
+        TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_down, tabp, (int32_t)(2 * E), x->offs, (int)E, np, x->g, nff, x->yd,
+                                    d, g->exact, err));
     } else {
         for (int64_t p0 = 0; p0 < np; p0 += MV_BATCH) {
             int nb = (int)(np - p0 < MV_BATCH ? np - p0 : MV_BATCH);

@@ -147,6 +147,13 @@ extern "C" v4f_status v4f_cuda_fill_random(v4f_cuda *c, float *x, int64_t n, uin
     return V4F_OK;
 }
 
+extern "C" v4f_status v4f_cuda_copy_any(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
+    if (!bytes) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream));
+    return V4F_OK;
+}
+
 /* ---- graphs ---------------------------------------------------------------------- */
 
 struct v4f_cuda_graph {

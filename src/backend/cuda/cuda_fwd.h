@@ -54,6 +54,10 @@ v4f_status v4f_cuda_measure_copy_bw(int device, size_t bytes, double *gbs, v4f_e
 /* Fill n floats with seeded uniform values in [-1, 1) (benchmarks only). */
 v4f_status v4f_cuda_fill_random(v4f_cuda *c, float *x, int64_t n, uint64_t seed, v4f_err *err);
 
+/* Copy queued on the stream between any two addresses the device can reach
+ * (device, pinned or host-mapped memory; the copy engine picks the route). */
+v4f_status v4f_cuda_copy_any(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err);
+
 /* ---- graphs --------------------------------------------------------------------
  * Everything queued on the context's stream between begin and end becomes
  * one graph (nothing runs at capture time). */
