@@ -143,12 +143,9 @@ $(B)/%.o: %.cu
 
 # Compile-only check of the CUDA sources for every supported architecture.
 cuda-check:
-	@set -e; for a in sm_80 sm_89 sm_90 sm_120; do \
-	  for f in $(CU_SRC); do \
-	    echo "nvcc $$a $$f"; \
-	    $(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=$$a,$(NVFLAGS)) -DV4F_CUDA -c $$f -o /dev/null; \
-	  done; \
-	done
+	@for a in sm_80 sm_89 sm_90 sm_120; do for f in $(CU_SRC); do echo "$$a $$f"; done; done | \
+	  xargs -P $$(nproc) -n 2 sh -c 'echo "nvcc $$0 $$1"; \
+	    $(NVCC) $$(echo "$(NVFLAGS)" | sed "s/-arch=$(CUDA_ARCH)/-arch=$$0/") -DV4F_CUDA -c $$1 -o /dev/null'
 
 test: $(TBIN) v4flash
 	V4F_BIN=$(BIN) ./$(TBIN) $(TEST_ARGS)
