@@ -189,6 +189,7 @@ struct v4f_gpu {
     bool embd_host;
     v4f_cuda_graph *graph;
     bool graph_failed;
+    bool fork; /* independent chains on a second stream (V4F_CUDA_FORK=0 turns it off) */
     struct {
         bool on;
         v4f_cuda_marks *marks;
@@ -681,13 +682,20 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     const v4f_config *c = &m->cfg;
     if (o->enable_mtp)
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: the MTP block is not supported on the GPU yet");
-    if (c->n_expert_used > 64 || c->n_hc > 16 || c->o_groups > GPU_MAX_GROUPS || c->n_expert > 4096)
+    if (c->n_expert_used > 16 || c->n_hc > 16 || c->o_groups > GPU_MAX_GROUPS || c->n_expert > 4096)
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: unsupported sizes (experts used %u, HC %u, groups %u)",
                            c->n_expert_used, c->n_hc, c->o_groups);
     if (m->token_embd.type != V4F_TYPE_F32 && m->token_embd.type != V4F_TYPE_F16 &&
         m->token_embd.type != V4F_TYPE_BF16)
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: embedding type %s (F32/F16/BF16 supported)",
                            v4f_type_name(m->token_embd.type));
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        const v4f_wt *f[2] = {&m->layers[l].hc_attn_fn, &m->layers[l].hc_ffn_fn};
+        for (int i = 0; i < 2; i++)
+            if (f[i]->type != V4F_TYPE_F32 && f[i]->type != V4F_TYPE_F16 && f[i]->type != V4F_TYPE_BF16)
+                return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: HC mixer %s is %s (F32/F16/BF16 supported)",
+                                   f[i]->name, v4f_type_name(f[i]->type));
+    }
     v4f_gpu *g = v4f_xcalloc(1, sizeof *g);
     g->m = m;
     g->cfg = *c;
@@ -794,6 +802,14 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         st = v4f_cuda_upload(g->c, g->s.no_sink, ns, c->n_head * sizeof(float), err);
         free(ns);
         if (st) goto fail;
+    }
+    {
+        const char *fe = getenv("V4F_CUDA_FORK");
+        if (!(fe && fe[0] == '0')) {
+            v4f_err e2 = {0};
+            g->fork = v4f_cuda_fork_init(g->c, &e2) == V4F_OK;
+            if (!g->fork) v4f_log(V4F_LOG_WARN, "cuda: no second stream (%s); running one chain", e2.msg);
+        }
     }
     if ((st = v4f_cuda_host_alloc(g->c, ((size_t)N + 1) * sizeof(int32_t), (void **)&g->h_in, NULL, err))) goto fail;
     if ((st = v4f_cuda_host_alloc(g->c, (size_t)GPU_HEAD_ROWS * c->n_vocab * sizeof(float), (void **)&g->h_logits,
@@ -979,6 +995,16 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
         jx[nj++] = (mmjob){&r->idx_proj, x->xn, d, x->iw, nih};
     }
     TRY(mm_multi(g, jx, nj, n, err));
+    /* the compressors depend only on the projections above: beside the q path */
+    bool fk = g->fork && r->ratio;
+    if (fk) {
+        TRY(v4f_cuda_fork(g->c, err));
+        v4f_status st = compressor(g, r, false, x->ckv, x->cgate, n, dbg, err);
+        if (st == V4F_OK && r->ratio == 4) st = compressor(g, r, true, x->ikv, x->igate, n, dbg, err);
+        v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
+        if (st) return st;
+        if (se) return se;
+    }
     /* q latent norm; KV norm + RoPE + FP8, into the raw ring */
     int64_t Rraw = (int64_t)c->n_swa + g->N;
     TRY(v4f_cuda_qkv_tail(g->c, x->qr, c->q_lora_rank, r->q_a_norm, x->kv, hd, r->kv_a_norm, n, x->pos, r->freqs,
@@ -988,19 +1014,21 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     /* per-head q norm + RoPE */
     TRY(v4f_cuda_q_heads(g->c, x->q, n, nh, hd, x->pos, r->freqs, (int)c->n_rot, c->rms_eps, err));
     pmark(g, GP_PROJ);
-    /* compressors, indexer */
-    if (r->ratio) TRY(compressor(g, r, false, x->ckv, x->cgate, n, dbg, err));
+    /* compressors (unless forked above), indexer */
+    if (r->ratio && !fk) TRY(compressor(g, r, false, x->ckv, x->cgate, n, dbg, err));
     const int32_t *nvis = r->ratio ? x->nvis + (int64_t)r->ratio_slot * n : NULL;
     if (r->ratio == 4) {
-        TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
-        pmark(g, GP_COMP);
+        if (!fk) TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
         float sc = (float)(1.0 / sqrt((double)ihd)) * (float)(1.0 / sqrt((double)nih));
         TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, sc, err));
+        if (fk) TRY(v4f_cuda_join(g->c, err));
+        pmark(g, GP_COMP);
         int64_t cap4 = r->cap_i;
         TRY(v4f_cuda_indexer_scores(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
         TRY(v4f_cuda_topk(g->c, x->iscore, n, cap4, nvis, 0, c->idx_topk, x->isel, x->icnt, err));
         pmark(g, GP_INDEX);
     } else {
+        if (fk) TRY(v4f_cuda_join(g->c, err));
         pmark(g, GP_COMP);
     }
     /* attention over the ring (the chunk's rows were stored by qkv_tail) */
@@ -1062,6 +1090,18 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
     int64_t nsh = r->gate_sh.n_out;
     TRY(hc_pre(g, n, &r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm, err));
     pmark(g, GP_HC);
+    /* the shared expert depends only on xn: beside the routed path */
+    if (g->fork) {
+        TRY(v4f_cuda_fork(g->c, err));
+        mmjob js[2] = {{&r->gate_sh, x->xn, d, x->sg, nsh}, {&r->up_sh, x->xn, d, x->su, nsh}};
+        v4f_status st = mm_multi(g, js, 2, n, err);
+        /* no clamp (the official MoE builds the shared expert without swiglu_limit) */
+        if (st == V4F_OK) st = v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err);
+        if (st == V4F_OK) st = mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err);
+        v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
+        if (st) return st;
+        if (se) return se;
+    }
     TRY(mm(g, &r->gate_inp, x->xn, d, n, x->rlog, E, err));
     TRY(v4f_cuda_router(g->c, x->rlog, r->probs_b, n, E, (int)k, r->hash ? r->tid2eid : NULL, x->tok,
                         c->expert_weights_norm, c->expert_weights_scale, x->eids, x->ew, err));
@@ -1112,12 +1152,14 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
             }
         }
     }
-    mmjob js[2] = {{&r->gate_sh, x->xn, d, x->sg, nsh}, {&r->up_sh, x->xn, d, x->su, nsh}};
-    TRY(mm_multi(g, js, 2, n, err));
+    if (!g->fork) {
+        mmjob js[2] = {{&r->gate_sh, x->xn, d, x->sg, nsh}, {&r->up_sh, x->xn, d, x->su, nsh}};
+        TRY(mm_multi(g, js, 2, n, err));
+    }
     pmark(g, GP_EXP_GU);
     TRY(v4f_cuda_swiglu(g->c, x->g, x->u, np, nff, r->limit, n > 1 ? x->wrow : x->ew, x->g, err));
     /* shared expert: no clamp (the official MoE builds it without swiglu_limit) */
-    TRY(v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err));
+    if (!g->fork) TRY(v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err));
     pmark(g, GP_SWIGLU);
     if (n > 1) {
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_down, tabp, (int32_t)(2 * E), x->offs, (int)E, np, x->g, nff, x->yd,
@@ -1138,7 +1180,8 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
             TRY(v4f_cuda_matvec_indirect(g->c, nb, &r->exp_down, r->etab, x->eids, off, slot, xs, ys, err));
         }
     }
-    TRY(mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err));
+    if (g->fork) TRY(v4f_cuda_join(g->c, err));
+    else TRY(mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err));
     pmark(g, GP_EXP_DOWN);
     TRY(v4f_cuda_moe_sum_post(g->c, x->yd, n > 1 ? x->einv : x->ident, x->ysh, n, (int)k, d, x->X, x->post, x->comb,
                               (int)c->n_hc, x->X2, err));
@@ -1155,11 +1198,21 @@ static v4f_status head(v4f_gpu *g, int64_t r0, int64_t m, v4f_err *err) {
     gscratch *x = &g->s;
     int64_t HD = (int64_t)c->n_hc * c->n_embd, d = c->n_embd, H = c->n_hc;
     const float *X = x->X + r0 * HD;
-    TRY(mm_exact(g, &g->out_hc_fn, X, HD, m, x->mix, H, err));
-    TRY(v4f_cuda_hc_mix_scale(g->c, X, m, HD, x->mix, H, c->rms_eps, err));
-    TRY(v4f_cuda_hc_head_weights(g->c, x->mix, g->out_hc_scale, g->out_hc_base, m, (int)H, c->hc_eps, x->hw, err));
-    TRY(v4f_cuda_hc_weighted_sum(g->c, X, x->hw, m, (int)H, d, x->a, err));
-    TRY(v4f_cuda_rmsnorm(g->c, x->a, g->out_norm, x->xn, m, d, c->rms_eps, err));
+    if (H <= 4 && d <= 4096 && (g->out_hc_fn.type == V4F_TYPE_F32 || g->out_hc_fn.type == V4F_TYPE_F16 ||
+                                g->out_hc_fn.type == V4F_TYPE_BF16)) {
+        int ns = hc_splits(HD, m, (int)H);
+        TRY(v4f_cuda_hc_mix_partial(g->c, g->out_hc_fn.data, g->out_hc_fn.type, g->out_hc_fn.row_bytes, (int)H, HD, X,
+                                    m, ns, x->mixp, x->mixss, err));
+        TRY(v4f_cuda_hc_head_fused(g->c, X, x->mixp, x->mixss, ns, g->out_hc_scale, g->out_hc_base, m, (int)H, d,
+                                   c->hc_eps, c->rms_eps, g->out_norm, x->xn, err));
+    } else {
+        TRY(mm_exact(g, &g->out_hc_fn, X, HD, m, x->mix, H, err));
+        TRY(v4f_cuda_hc_mix_scale(g->c, X, m, HD, x->mix, H, c->rms_eps, err));
+        TRY(v4f_cuda_hc_head_weights(g->c, x->mix, g->out_hc_scale, g->out_hc_base, m, (int)H, c->hc_eps, x->hw,
+                                     err));
+        TRY(v4f_cuda_hc_weighted_sum(g->c, X, x->hw, m, (int)H, d, x->a, err));
+        TRY(v4f_cuda_rmsnorm(g->c, x->a, g->out_norm, x->xn, m, d, c->rms_eps, err));
+    }
     TRY(mm(g, &g->output, x->xn, d, m, x->logits, c->n_vocab, err));
     pmark(g, GP_HEAD);
     return V4F_OK;

@@ -69,6 +69,7 @@ void v4f_cuda_close(v4f_cuda *c) {
     /* Teardown errors are not actionable; clear them so they do not leak
      * into the next call on this thread. */
     if (cudaSetDevice(c->device) == cudaSuccess && c->stream) (void)cudaStreamSynchronize(c->stream);
+    v4f_cuda_fork_deinit(c);
     v4f_cuda_quant_deinit(c);
     if (c->ev_start) (void)cudaEventDestroy(c->ev_start);
     if (c->ev_stop) (void)cudaEventDestroy(c->ev_stop);

@@ -38,6 +38,14 @@ struct v4f_cuda {
     uint8_t *qx;
     int64_t qx_max_in;
     size_t qx_slot_bytes;
+    size_t qx_bytes; /* whole scratch (planes + k_mv2 partials) */
+    /* cuda_fwd.cu fork/join: a second stream with its own scratch, so two
+     * independent chains of launches can run side by side (and appear as
+     * parallel branches in a captured graph). stream/qx point at the pair
+     * in use; main_stream/qx_main are the context's own. */
+    cudaStream_t main_stream, aux_stream;
+    cudaEvent_t ev_fork, ev_join;
+    uint8_t *qx_main, *qx_aux;
 };
 
 /* Report a failed CUDA call: fills err, logs, returns the status. */
@@ -63,5 +71,7 @@ static inline v4f_status v4f_cuda_fail(v4f_err *err, cudaError_t e, const char *
  * allocate the activation scratch; deinit frees the scratch (NULL-safe). */
 v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err);
 void v4f_cuda_quant_deinit(v4f_cuda *c);
+/* cuda_fwd.cu: free the fork/join stream, events and scratch (NULL-safe). */
+void v4f_cuda_fork_deinit(v4f_cuda *c);
 
 #endif /* V4F_CUDA_COMMON_CUH */

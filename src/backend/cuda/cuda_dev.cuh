@@ -137,6 +137,34 @@ __device__ __forceinline__ void dev_hc_sinkhorn_warp(const float *m, const float
         pre[lane] = __fadd_rn(sigmoid_ref(__fadd_rn(__fmul_rn(m[lane], s0), base[lane])), eps);
         post[lane] = __fmul_rn(2.0f, sigmoid_ref(__fadd_rn(__fmul_rn(m[H + lane], s1), base[H + lane])));
     }
+    if (H * H <= 32) {
+        /* register form: lane i*H + j holds C[i][j]; every sum reads the
+         * other lanes' values through shuffles in the same order as below
+         * (bit-identical), without the shared-memory round trips */
+        const unsigned full = 0xffffffffu;
+        const int i = lane / H, j = lane % H;
+        const bool act = lane < H * H;
+        float c = act ? __fadd_rn(__fmul_rn(m[2 * H + lane], s2), base[2 * H + lane]) : 0.0f;
+        float mx = -INFINITY;
+        for (int k = 0; k < H; k++) mx = fmaxf(mx, __shfl_sync(full, c, (i * H + k) & 31));
+        const float e = expf(__fsub_rn(c, mx));
+        float s = 0;
+        for (int k = 0; k < H; k++) s = __fadd_rn(s, __shfl_sync(full, e, (i * H + k) & 31));
+        c = __fadd_rn(__fdiv_rn(e, s), eps);
+        for (int it = 0; it < iters; it++) {
+            if (it > 0) {
+                float rs = 0;
+                for (int k = 0; k < H; k++) rs = __fadd_rn(rs, __shfl_sync(full, c, (i * H + k) & 31));
+                c = __fdiv_rn(c, __fadd_rn(rs, eps));
+            }
+            float cs = 0;
+            for (int r = 0; r < H; r++) cs = __fadd_rn(cs, __shfl_sync(full, c, (r * H + j) & 31));
+            c = __fdiv_rn(c, __fadd_rn(cs, eps));
+        }
+        if (act) C[lane] = c;
+        __syncwarp();
+        return;
+    }
     for (int j = lane; j < H * H; j += 32) C[j] = __fadd_rn(__fmul_rn(m[2 * H + j], s2), base[2 * H + j]);
     __syncwarp();
     if (lane < H) { /* row softmax + eps */

@@ -154,6 +154,65 @@ extern "C" v4f_status v4f_cuda_copy_any(v4f_cuda *c, void *dst, const void *src,
     return V4F_OK;
 }
 
+/* ---- fork / join ------------------------------------------------------------------------ */
+
+extern "C" v4f_status v4f_cuda_fork_init(v4f_cuda *c, v4f_err *err) {
+    if (c->aux_stream) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    c->main_stream = c->stream;
+    c->qx_main = c->qx;
+    CUDA_TRY(cudaStreamCreateWithFlags(&c->aux_stream, cudaStreamNonBlocking));
+    CUDA_TRY(cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming));
+    CUDA_TRY(cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming));
+    CUDA_TRY(cudaMalloc((void **)&c->qx_aux, c->qx_bytes));
+    CUDA_TRY(cudaMemset(c->qx_aux, 0, c->qx_bytes));
+    return V4F_OK;
+}
+
+void v4f_cuda_fork_deinit(v4f_cuda *c) {
+    if (c->main_stream) {
+        c->stream = c->main_stream;
+        c->qx = c->qx_main;
+    }
+    if (c->aux_stream) {
+        (void)cudaStreamSynchronize(c->aux_stream);
+        (void)cudaStreamDestroy(c->aux_stream);
+    }
+    if (c->ev_fork) (void)cudaEventDestroy(c->ev_fork);
+    if (c->ev_join) (void)cudaEventDestroy(c->ev_join);
+    if (c->qx_aux) (void)cudaFree(c->qx_aux);
+    c->aux_stream = NULL;
+    c->ev_fork = c->ev_join = NULL;
+    c->qx_aux = NULL;
+    (void)cudaGetLastError();
+}
+
+extern "C" v4f_status v4f_cuda_fork(v4f_cuda *c, v4f_err *err) {
+    ARG_CHECK(c->aux_stream && c->stream == c->main_stream, "cuda fork: not initialised or already forked");
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaEventRecord(c->ev_fork, c->main_stream));
+    CUDA_TRY(cudaStreamWaitEvent(c->aux_stream, c->ev_fork, 0));
+    c->stream = c->aux_stream;
+    c->qx = c->qx_aux;
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_fork_end(v4f_cuda *c, v4f_err *err) {
+    ARG_CHECK(c->aux_stream && c->stream == c->aux_stream, "cuda fork end: not forked");
+    CUDA_TRY_DEVICE(c);
+    c->stream = c->main_stream;
+    c->qx = c->qx_main;
+    CUDA_TRY(cudaEventRecord(c->ev_join, c->aux_stream));
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_join(v4f_cuda *c, v4f_err *err) {
+    ARG_CHECK(c->aux_stream && c->stream == c->main_stream, "cuda join: still on the second stream");
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaStreamWaitEvent(c->main_stream, c->ev_join, 0));
+    return V4F_OK;
+}
+
 /* ---- graphs ---------------------------------------------------------------------- */
 
 struct v4f_cuda_graph {
@@ -601,6 +660,103 @@ __global__ void __launch_bounds__(FUSE_THREADS) k_hc_pre_fused(const float *X, c
     dev_rmsnorm_row(at, norm_w, xn + t * d, d, rms_eps, part_d);
 }
 
+/* The same for n_hc <= 4 and d <= HCP_THREADS * HCP_PER (the published
+ * model): 512 threads, loads issued before they are needed (the X values
+ * of the weighted sum are read while warp 0 runs Sinkhorn), a kept in
+ * registers, tree reductions (512 threads: no register spills). Single-CTA kernels with long serial load
+ * loops were the decode's slowest small kernels (~37 us per HC_pre). */
+#define HCP_THREADS 512
+#define HCP_PER 8
+#define HCP_MAXH 4
+
+__global__ void __launch_bounds__(HCP_THREADS) k_hc_pre_fast(const float *X, const float *part, const double *ssp,
+                                                             int n_split, const float *scale3, const float *base,
+                                                             int H, int64_t d, int iters, float hc_eps,
+                                                             float rms_eps, const float *norm_w, float *pre,
+                                                             float *post, float *comb, float *xn, int head) {
+    __shared__ float pp[HC_PRE_MAX_PART];
+    __shared__ double sp[HC_PRE_MAX_SPLIT];
+    __shared__ float ms[(2 + HCP_MAXH) * HCP_MAXH], C[HCP_MAXH * HCP_MAXH], pre_s[HCP_MAXH], post_s[HCP_MAXH];
+    __shared__ double red[HCP_THREADS / 32];
+    __shared__ float r_s, r2_s;
+    const int64_t t = blockIdx.x, HD = (int64_t)H * d;
+    const int mixn = head ? H : (2 + H) * H, tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
+    const float *x = X + t * HD;
+    const int np = n_split * mixn;
+    for (int i = tid; i < np; i += HCP_THREADS) pp[i] = part[t * np + i];
+    for (int i = tid; i < n_split; i += HCP_THREADS) sp[i] = ssp[t * n_split + i];
+    /* the X values of the weighted sum, in flight during the reductions */
+    float xv[HCP_MAXH][HCP_PER];
+#pragma unroll
+    for (int e = 0; e < HCP_PER; e++) {
+        const int64_t i = tid + (int64_t)e * HCP_THREADS;
+#pragma unroll
+        for (int h = 0; h < HCP_MAXH; h++) xv[h][e] = (h < H && i < d) ? x[h * d + i] : 0.0f;
+    }
+    __syncthreads();
+    for (int j = wl; j <= mixn; j += HCP_THREADS / 32) { /* warp per mixer output, then the scale */
+        if (j < mixn) {
+            float m = 0;
+            for (int s = lane; s < n_split; s += 32) m += pp[s * mixn + j];
+            for (int o = 16; o > 0; o >>= 1) m += __shfl_xor_sync(0xffffffffu, m, o);
+            if (lane == 0) ms[j] = m;
+        } else {
+            double v = 0;
+            for (int s = lane; s < n_split; s += 32) v += sp[s];
+            v = warp_sum_d(v);
+            if (lane == 0) r_s = (float)(1.0 / sqrt(v / (double)HD + (double)rms_eps));
+        }
+    }
+    __syncthreads();
+    if (wl == 0 && head) {
+        /* HC head: w_h = sigmoid(mix_h * scale + base_h) + eps (v4f_cpu_hc_head_weights) */
+        if (lane < H)
+            pre_s[lane] = __fadd_rn(
+                sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(ms[lane], r_s), scale3[0]), base[lane])), hc_eps);
+    } else if (wl == 0) {
+        for (int j = lane; j < mixn; j += 32) ms[j] = __fmul_rn(ms[j], r_s);
+        __syncwarp();
+        dev_hc_sinkhorn_warp(ms, scale3, base, H, iters, hc_eps, lane, C, pre_s, post_s);
+        __syncwarp();
+        if (lane < H) {
+            pre[t * H + lane] = pre_s[lane];
+            post[t * H + lane] = post_s[lane];
+        }
+        for (int j = lane; j < H * H; j += 32) comb[t * H * H + j] = C[j];
+    }
+    __syncthreads();
+    float av[HCP_PER];
+    double ss = 0;
+#pragma unroll
+    for (int e = 0; e < HCP_PER; e++) {
+        float sum = 0;
+#pragma unroll
+        for (int h = 0; h < HCP_MAXH; h++)
+            if (h < H) sum = __fadd_rn(sum, __fmul_rn(pre_s[h], xv[h][e]));
+        av[e] = sum;
+        ss += (double)sum * (double)sum; /* zero for i >= d */
+    }
+    ss = warp_sum_d(ss);
+    if (lane == 0) red[wl] = ss;
+    __syncthreads();
+    if (wl == 0) {
+        double v = lane < HCP_THREADS / 32 ? red[lane] : 0.0;
+        v = warp_sum_d(v);
+        if (lane == 0) r2_s = (float)(1.0 / sqrt(v / (double)d + (double)rms_eps));
+    }
+    __syncthreads();
+    const float r2 = r2_s;
+    float *y = xn + t * d;
+#pragma unroll
+    for (int e = 0; e < HCP_PER; e++) {
+        const int64_t i = tid + (int64_t)e * HCP_THREADS;
+        if (i < d) {
+            const float v = __fmul_rn(av[e], r2);
+            y[i] = norm_w ? __fmul_rn(norm_w[i], v) : v;
+        }
+    }
+}
+
 extern "C" v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const float *part, const double *ss,
                                             int n_split, const float *scale3, const float *base, int64_t n, int H,
                                             int64_t d, int iters, float hc_eps, float rms_eps, const float *norm_w,
@@ -610,8 +766,27 @@ extern "C" v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const f
               "cuda hc pre fused: bad shape (H %d, %d splits)", H, n_split);
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_hc_pre_fused<<<(unsigned)n, FUSE_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale3, base, H, d, iters,
-                                                                hc_eps, rms_eps, norm_w, pre, post, comb, a, xn);
+    if (H <= HCP_MAXH && d <= (int64_t)HCP_THREADS * HCP_PER)
+        k_hc_pre_fast<<<(unsigned)n, HCP_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale3, base, H, d, iters,
+                                                                  hc_eps, rms_eps, norm_w, pre, post, comb, xn, 0);
+    else
+        k_hc_pre_fused<<<(unsigned)n, FUSE_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale3, base, H, d, iters,
+                                                                    hc_eps, rms_eps, norm_w, pre, post, comb, a, xn);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_hc_head_fused(v4f_cuda *c, const float *X, const float *part, const double *ss,
+                                             int n_split, const float *scale, const float *base, int64_t n, int H,
+                                             int64_t d, float hc_eps, float rms_eps, const float *norm_w, float *xn,
+                                             v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 0x7fffffff && H > 0 && H <= HCP_MAXH && d > 0 && d <= (int64_t)HCP_THREADS * HCP_PER &&
+                  n_split > 0 && n_split <= HC_PRE_MAX_SPLIT,
+              "cuda hc head fused: bad shape (H %d, d %lld, %d splits)", H, (long long)d, n_split);
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    k_hc_pre_fast<<<(unsigned)n, HCP_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale, base, H, d, 1, hc_eps,
+                                                              rms_eps, norm_w, NULL, NULL, NULL, xn, 1);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -758,19 +933,36 @@ extern "C" v4f_status v4f_cuda_idx_q(v4f_cuda *c, float *iq, float *iw, int64_t 
     return V4F_OK;
 }
 
+#define MSP_MAXK 16
+
+/* The k rows' places are read once per CTA; every thread then issues all
+ * its loads before the sums (they were a serial latency chain). */
 __global__ void k_moe_sum_post(const float *y, const int32_t *einv, const float *ysh, int k, int64_t d, const float *X,
                                const float *post, const float *comb, int H, float *Xout) {
+    __shared__ int32_t pl[MSP_MAXK];
+    __shared__ float cs[OPS_MAX_HC * OPS_MAX_HC], ps[OPS_MAX_HC];
     const int64_t t = blockIdx.y;
-    const float *ct = comb + t * H * H, *pt = post + t * H;
+    if (threadIdx.x < k) pl[threadIdx.x] = einv[t * k + threadIdx.x];
+    if (threadIdx.x < H * H) cs[threadIdx.x] = comb[t * H * H + threadIdx.x];
+    if (threadIdx.x < H) ps[threadIdx.x] = post[t * H + threadIdx.x];
+    __syncthreads();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d; i += (int64_t)gridDim.x * blockDim.x) {
-        float acc = 0.0f;
-        for (int j = 0; j < k; j++) acc = __fadd_rn(acc, y[(int64_t)einv[t * k + j] * d + i]);
-        const float o = __fadd_rn(acc, ysh[t * d + i]);
+        float yv[MSP_MAXK], xv[OPS_MAX_HC];
+#pragma unroll
+        for (int j = 0; j < MSP_MAXK; j++) yv[j] = j < k ? y[(int64_t)pl[j] * d + i] : 0.0f;
+        const float sh = ysh[t * d + i];
         const float *xt = X + t * H * d + i;
+#pragma unroll
+        for (int q = 0; q < OPS_MAX_HC; q++) xv[q] = q < H ? xt[q * d] : 0.0f;
+        float acc = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MSP_MAXK; j++)
+            if (j < k) acc = __fadd_rn(acc, yv[j]);
+        const float o = __fadd_rn(acc, sh);
         for (int j = 0; j < H; j++) {
             float s = 0;
-            for (int q = 0; q < H; q++) s = __fadd_rn(s, __fmul_rn(ct[q * H + j], xt[q * d]));
-            Xout[(t * H + j) * d + i] = __fadd_rn(__fmul_rn(pt[j], o), s);
+            for (int q = 0; q < H; q++) s = __fadd_rn(s, __fmul_rn(cs[q * H + j], xv[q]));
+            Xout[(t * H + j) * d + i] = __fadd_rn(__fmul_rn(ps[j], o), s);
         }
     }
 }
@@ -778,11 +970,12 @@ __global__ void k_moe_sum_post(const float *y, const int32_t *einv, const float 
 extern "C" v4f_status v4f_cuda_moe_sum_post(v4f_cuda *c, const float *y, const int32_t *einv, const float *ysh,
                                             int64_t n, int k, int64_t d, const float *X, const float *post,
                                             const float *comb, int H, float *Xout, v4f_err *err) {
-    ARG_CHECK(n >= 0 && n <= 65535 && k > 0 && d > 0 && H > 0 && H <= OPS_MAX_HC, "cuda moe sum post: bad shape");
+    ARG_CHECK(n >= 0 && n <= 65535 && k > 0 && k <= MSP_MAXK && d > 0 && H > 0 && H <= OPS_MAX_HC,
+              "cuda moe sum post: bad shape (k %d <= %d, H %d)", k, MSP_MAXK, H);
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
-    k_moe_sum_post<<<grid, 256, 0, c->stream>>>(y, einv, ysh, k, d, X, post, comb, H, Xout);
+    const dim3 grid((unsigned)((d + 127) / 128), (unsigned)n);
+    k_moe_sum_post<<<grid, 128, 0, c->stream>>>(y, einv, ysh, k, d, X, post, comb, H, Xout);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

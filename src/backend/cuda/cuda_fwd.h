@@ -58,6 +58,20 @@ v4f_status v4f_cuda_fill_random(v4f_cuda *c, float *x, int64_t n, uint64_t seed,
  * (device, pinned or host-mapped memory; the copy engine picks the route). */
 v4f_status v4f_cuda_copy_any(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err);
 
+/* ---- fork / join ------------------------------------------------------------------
+ * fork: later launches go to a second stream (with its own matvec scratch)
+ * that first waits for the work queued so far on the main stream;
+ * fork_end: back to the main stream (launches run beside the second
+ * stream's); join: the main stream waits for everything queued on the
+ * second one. In a capture these become parallel graph branches. Launches
+ * on the second stream must not use the attention/top-k kernels (their
+ * scratch is per device). fork_init allocates the stream, events and
+ * scratch once. */
+v4f_status v4f_cuda_fork_init(v4f_cuda *c, v4f_err *err);
+v4f_status v4f_cuda_fork(v4f_cuda *c, v4f_err *err);
+v4f_status v4f_cuda_fork_end(v4f_cuda *c, v4f_err *err);
+v4f_status v4f_cuda_join(v4f_cuda *c, v4f_err *err);
+
 /* ---- graphs --------------------------------------------------------------------
  * Everything queued on the context's stream between begin and end becomes
  * one graph (nothing runs at capture time). */
@@ -137,6 +151,13 @@ v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const float *part,
                                  const float *scale3, const float *base, int64_t n, int H, int64_t d, int iters,
                                  float hc_eps, float rms_eps, const float *norm_w, float *pre, float *post,
                                  float *comb, float *a, float *xn, v4f_err *err);
+
+/* HC head per token from the mixer partials (M = H): w_h = sigmoid(mix_h *
+ * r * scale[0] + base_h) + hc_eps with r as above; xn = RMSNorm(sum_h w_h
+ * X_h) * norm_w. H <= 4, d <= 4096. */
+v4f_status v4f_cuda_hc_head_fused(v4f_cuda *c, const float *X, const float *part, const double *ss, int n_split,
+                                  const float *scale, const float *base, int64_t n, int H, int64_t d, float hc_eps,
+                                  float rms_eps, const float *norm_w, float *xn, v4f_err *err);
 
 /* Per token: qr = RMSNorm(qr) * q_norm; kv = RMSNorm(kv) * kv_norm, RoPE
  * on its last n_rot dims at pos[t], FP8 round-trip of the other dims (if

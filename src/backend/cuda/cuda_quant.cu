@@ -162,7 +162,7 @@ template <int T> struct fmt;
 template <> struct fmt<V4F_TYPE_F32> { enum { SBB = 16, SBE = 4, UE = 4, R = 1, BE = 1 }; };
 template <> struct fmt<V4F_TYPE_F16> { enum { SBB = 16, SBE = 8, UE = 8, R = 2, BE = 1 }; };
 template <> struct fmt<V4F_TYPE_BF16> { enum { SBB = 16, SBE = 8, UE = 8, R = 2, BE = 1 }; };
-template <> struct fmt<V4F_TYPE_Q8_0> { enum { SBB = 272, SBE = 256, UE = 8, R = 4, BE = 32 }; };
+template <> struct fmt<V4F_TYPE_Q8_0> { enum { SBB = 272, SBE = 256, UE = 8, R = 2, BE = 32 }; }; /* R 2: ~2 waves on the decode shapes (R 4 left one wave: load and compute phases never overlapped) */
 template <> struct fmt<V4F_TYPE_Q4_K> { enum { SBB = 144, SBE = 256, UE = 32, R = 4, BE = 256 }; };
 template <> struct fmt<V4F_TYPE_Q2_K> { enum { SBB = 336, SBE = 1024, UE = 32, R = 4, BE = 256 }; };
 template <> struct fmt<V4F_TYPE_IQ2_XXS> { enum { SBB = 528, SBE = 2048, UE = 32, R = 8, BE = 256 }; };
@@ -995,7 +995,8 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
     c->qx_slot_bytes = qx_slot_bytes(QX_MAX_IN);
     /* after the plane slots: k_mv2's split-K partial sums and tile counters */
     const size_t planes = c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH;
-    CUDA_TRY(cudaMalloc((void **)&c->qx, planes + MV2_SPLIT_FLOATS * sizeof(float) + MV2_SPLIT_TILES * sizeof(unsigned)));
+    c->qx_bytes = planes + MV2_SPLIT_FLOATS * sizeof(float) + MV2_SPLIT_TILES * sizeof(unsigned);
+    CUDA_TRY(cudaMalloc((void **)&c->qx, c->qx_bytes));
     CUDA_TRY(cudaMemset(c->qx + planes + MV2_SPLIT_FLOATS * sizeof(float), 0, MV2_SPLIT_TILES * sizeof(unsigned)));
     return V4F_OK;
 }
