@@ -162,7 +162,10 @@ template <int T> struct fmt;
 template <> struct fmt<V4F_TYPE_F32> { enum { SBB = 16, SBE = 4, UE = 4, R = 1, BE = 1 }; };
 template <> struct fmt<V4F_TYPE_F16> { enum { SBB = 16, SBE = 8, UE = 8, R = 2, BE = 1 }; };
 template <> struct fmt<V4F_TYPE_BF16> { enum { SBB = 16, SBE = 8, UE = 8, R = 2, BE = 1 }; };
-template <> struct fmt<V4F_TYPE_Q8_0> { enum { SBB = 272, SBE = 256, UE = 8, R = 2, BE = 32 }; }; /* R 2: ~2 waves on the decode shapes (R 4 left one wave: load and compute phases never overlapped) */
+#ifndef V4F_Q8_ROWS
+#define V4F_Q8_ROWS 2 /* 2: ~2 waves on the decode shapes (4 left one wave: load and compute never overlapped) */
+#endif
+template <> struct fmt<V4F_TYPE_Q8_0> { enum { SBB = 272, SBE = 256, UE = 8, R = V4F_Q8_ROWS, BE = 32 }; };
 template <> struct fmt<V4F_TYPE_Q4_K> { enum { SBB = 144, SBE = 256, UE = 32, R = 4, BE = 256 }; };
 template <> struct fmt<V4F_TYPE_Q2_K> { enum { SBB = 336, SBE = 1024, UE = 32, R = 4, BE = 256 }; };
 template <> struct fmt<V4F_TYPE_IQ2_XXS> { enum { SBB = 528, SBE = 2048, UE = 32, R = 8, BE = 256 }; };
