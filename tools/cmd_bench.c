@@ -627,8 +627,7 @@ int cmd_bench(int argc, char **argv) {
     v4f_session_opts bso = {0};
     if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
     const bool gpu = bso.backend == V4F_BACKEND_CUDA;
-    if (gpu && (kv_page_dir || kv_dir))
-        return v4f_args_fail(&spec, "--kv-page-dir and --kv-dir apply to the CPU backend");
+    if (gpu && kv_page_dir) return v4f_args_fail(&spec, "--kv-page-dir applies to the CPU backend");
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     int n_threads = threads > 0 ? threads : v4f_cpu_count();

@@ -428,12 +428,6 @@ int cmd_chat(int argc, char **argv) {
     if (rc) return rc;
     v4f_session_opts bso = {0};
     if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
-    if (session && bso.backend == V4F_BACKEND_CUDA) {
-        /* --session keeps the conversation as KV snapshots: CPU sessions only (for now) */
-        if (be.cuda || (be.name && !strcmp(be.name, "cuda")))
-            return v4f_args_fail(&spec, "--session needs the CPU backend (GPU sessions cannot snapshot yet)");
-        bso.backend = V4F_BACKEND_CPU;
-    }
     if (no_think && think_max) return v4f_args_fail(&spec, "--no-think and --think-max are exclusive");
     chat_state c;
     memset(&c, 0, sizeof c);

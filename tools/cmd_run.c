@@ -141,12 +141,6 @@ int cmd_run(int argc, char **argv) {
     if (rc) return rc;
     v4f_session_opts bso = {0};
     if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
-    if (kv_dir && bso.backend == V4F_BACKEND_CUDA) {
-        /* KV snapshots are taken from the CPU session's cache only (for now) */
-        if (be.cuda || (be.name && !strcmp(be.name, "cuda")))
-            return v4f_args_fail(&spec, "--kv-dir needs the CPU backend (GPU sessions cannot snapshot yet)");
-        bso.backend = V4F_BACKEND_CPU;
-    }
     if (!prompt == !prompt_file) return v4f_args_fail(&spec, "give exactly one of -p and --prompt-file");
     if (no_think && think_max) return v4f_args_fail(&spec, "--no-think and --think-max are exclusive");
     v4f_reason_mode rmode;

@@ -367,6 +367,7 @@ void v4f_session_free(v4f_session *s) {
     if (!s) return;
     if (s->gpu) {
         v4f_gpu_free(s->gpu);
+        v4f_kv_free(s->kv);
         free(s);
         return;
     }
@@ -1407,11 +1408,35 @@ v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *
 
 /* ---- snapshot support (src/model/snapshot.c) ---------------------------------------------- */
 
-struct v4f_kv *v4f_session_kv(v4f_session *s) { return s->kv; }
+struct v4f_kv *v4f_session_kv(v4f_session *s) {
+    if (s->gpu && !s->kv) {
+        /* host mirror of the device cache for snapshots, made on first use */
+        v4f_err e = {0};
+        if (v4f_kv_new(&s->cfg, s->opts.n_ctx, s->opts.precision != V4F_PRECISION_REF, false, &s->kv, &e))
+            v4f_log(V4F_LOG_ERROR, "snapshot: %s", e.msg);
+    }
+    return s->kv;
+}
+
+v4f_status v4f_session_kv_sync(v4f_session *s, bool to_host, v4f_err *err) {
+    if (!s->gpu) return V4F_OK;
+    if (!v4f_session_kv(s)) return v4f_err_set(err, V4F_STATUS_OOM, "cannot allocate the host copy of the GPU KV cache");
+    return to_host ? v4f_gpu_kv_download(s->gpu, s->kv, s->pos, err) : v4f_gpu_kv_upload(s->gpu, s->kv, s->pos, err);
+}
 
 v4f_status v4f_session_restore_pos(v4f_session *s, uint32_t pos, uint32_t mtp_pos, v4f_err *err) {
-    if (s->gpu)
-        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "restoring a KV snapshot into a GPU session is not supported yet");
+    if (s->gpu) {
+        /* the snapshot reader filled the host mirror: move it to the device */
+        if (pos > s->opts.n_ctx || mtp_pos)
+            return v4f_err_set(err, V4F_STATUS_RANGE, "restored position %u / MTP %u does not fit ctx %u", pos,
+                               mtp_pos, s->opts.n_ctx);
+        if (!s->kv) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "GPU session: nothing to restore");
+        v4f_status st = v4f_gpu_kv_upload(s->gpu, s->kv, pos, err);
+        if (st) return st;
+        s->pos = pos;
+        s->mtp_pos = 0;
+        return V4F_OK;
+    }
     if (pos > s->opts.n_ctx || mtp_pos > s->opts.n_ctx || (mtp_pos && !s->opts.enable_mtp))
         return v4f_err_set(err, V4F_STATUS_RANGE, "restored position %u / MTP %u does not fit ctx %u",
                            pos, mtp_pos, s->opts.n_ctx);

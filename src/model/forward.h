@@ -117,12 +117,17 @@ typedef struct v4f_debug_flags {
 void v4f_session_set_debug(v4f_session *s, const v4f_debug_flags *f);
 
 /* ---- snapshot support (src/model/snapshot.c) --------------------------------
- * The session's KV cache (owned by the session; NULL for a CUDA session,
- * whose cache lives on the device), and setting the positions
+ * The session's KV cache (owned by the session; for a CUDA session a host
+ * mirror of the device cache, NULL if it cannot be allocated), and setting the positions
  * after a snapshot restore filled the cache (the only state besides the KV
  * cache that carries across tokens). RANGE if a position exceeds the ctx. */
 struct v4f_kv;
 struct v4f_kv *v4f_session_kv(v4f_session *s);
+/* CUDA sessions keep the cache on the device; v4f_session_kv returns a
+ * host mirror (allocated on first use) that this copies from (to_host) or
+ * to the device at the current position. No-op for the CPU. The snapshot
+ * writer syncs to the host first; restore_pos uploads the mirror. */
+v4f_status v4f_session_kv_sync(v4f_session *s, bool to_host, v4f_err *err);
 v4f_status v4f_session_restore_pos(v4f_session *s, uint32_t pos, uint32_t mtp_pos, v4f_err *err);
 
 #endif /* V4F_FORWARD_H */

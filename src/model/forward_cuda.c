@@ -54,6 +54,14 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g) { (void)g; return 0; }
+v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
+    (void)g, (void)kv, (void)pos;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
+v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
+    (void)g, (void)kv, (void)pos;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
 v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
     (void)g, (void)seed;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
@@ -83,6 +91,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #include "backend/cpu/ops.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_fwd.h"
+#include "model/kv.h"
 #include "quant/quant.h"
 
 #define GPU_CHUNK_CAP 2048
@@ -841,6 +850,108 @@ fail:
 }
 
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g) { return g->kv_bytes; }
+
+/* Position of CPU frontier slot sl at pos (compressor_run's layout: with
+ * overlap, slots [0, r) hold the previous window, [r, r + m) the current
+ * one; without, [0, m)); m = pos mod r tokens of the current window. */
+static int64_t frontier_pos(uint32_t ratio, uint32_t pos, uint32_t sl) {
+    int64_t m = pos % ratio;
+    if (ratio == 4) return sl < ratio ? (int64_t)pos - m - ratio + sl : (int64_t)pos - m + (sl - ratio);
+    return (int64_t)pos - m + sl;
+}
+
+/* dir 0: device -> host, 1: host -> device, for the frontier of one compressor */
+static v4f_status frontier_xfer(v4f_gpu *g, int dir, uint32_t ratio, uint32_t pos, float *h_kv, float *h_sc,
+                                float *d_kv, float *d_sc, int64_t R, int64_t W, v4f_err *err) {
+    uint32_t slots = (ratio == 4 ? ratio : 0) + pos % ratio;
+    size_t rb = (size_t)W * sizeof(float);
+    for (uint32_t sl = 0; sl < slots; sl++) {
+        int64_t q = frontier_pos(ratio, pos, sl);
+        float *hk = h_kv + (size_t)sl * W, *hs = h_sc + (size_t)sl * W;
+        if (q < 0) {
+            if (dir == 0) {
+                for (int64_t j = 0; j < W; j++) {
+                    hk[j] = 0.0f;
+                    hs[j] = -INFINITY;
+                }
+            }
+            continue; /* the device skips positions < 0 */
+        }
+        size_t off = (size_t)(q % R) * W;
+        if (dir == 0) {
+            TRY(v4f_cuda_download(g->c, hk, d_kv + off, rb, err));
+            TRY(v4f_cuda_download(g->c, hs, d_sc + off, rb, err));
+        } else {
+            TRY(v4f_cuda_upload(g->c, d_kv + off, hk, rb, err));
+            TRY(v4f_cuda_upload(g->c, d_sc + off, hs, rb, err));
+        }
+    }
+    return V4F_OK;
+}
+
+static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    if (kv->n_layer != c->n_layer || kv->hd != c->head_dim || kv->n_swa != c->n_swa || kv->idx_hd != c->idx_head_dim)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "gpu kv transfer: host cache of another shape");
+    if (pos > g->n_ctx) return v4f_err_set(err, V4F_STATUS_RANGE, "gpu kv transfer: position %u > ctx %u", pos, g->n_ctx);
+    TRY(v4f_cuda_sync(g->c, err));
+    uint64_t hd = c->head_dim, ihd = c->idx_head_dim;
+    int64_t Rraw = (int64_t)c->n_swa + g->N;
+    uint32_t maxrows = g->n_ctx / 4 + 2;
+    float *buf = v4f_xmalloc((size_t)maxrows * (hd > ihd ? hd : ihd) * sizeof(float));
+    v4f_status st = V4F_OK;
+    for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
+        glayer *r = &g->L[l];
+        v4f_kv_layer *L = &kv->layers[l];
+        /* raw window: positions [pos - n_raw, pos) */
+        uint32_t n_raw = pos < c->n_swa ? pos : c->n_swa;
+        for (uint32_t q = pos - n_raw; q < pos && st == V4F_OK; q++) {
+            float *h = L->raw + (size_t)(q % c->n_swa) * hd;
+            float *d = r->raw + (size_t)(q % Rraw) * hd;
+            st = dir == 0 ? v4f_cuda_download(g->c, h, d, hd * sizeof(float), err)
+                          : v4f_cuda_upload(g->c, d, h, hd * sizeof(float), err);
+        }
+        if (st || !r->ratio) continue;
+        uint32_t nc = pos / r->ratio;
+        if (nc > L->comp_cap || nc > r->cap) {
+            st = v4f_err_set(err, V4F_STATUS_RANGE, "gpu kv transfer: %u compressed rows exceed the capacity", nc);
+            break;
+        }
+        if (dir == 0) {
+            st = v4f_cuda_download(g->c, buf, r->comp, (size_t)nc * hd * sizeof(float), err);
+            for (uint32_t i = 0; st == V4F_OK && i < nc; i++) v4f_kv_comp_put(kv, L, i, buf + (size_t)i * hd);
+            L->n_comp = nc;
+        } else {
+            for (uint32_t i = 0; i < nc; i++) v4f_kv_comp_get(kv, L, i, buf + (size_t)i * hd);
+            st = v4f_cuda_upload(g->c, r->comp, buf, (size_t)nc * hd * sizeof(float), err);
+        }
+        if (st == V4F_OK)
+            st = frontier_xfer(g, dir, r->ratio, pos, L->c_kv, L->c_sc, r->c_kv, r->c_sc, r->Rc,
+                               (r->ratio == 4 ? 2 : 1) * (int64_t)hd, err);
+        if (st || r->ratio != 4) continue;
+        uint32_t ni = pos / 4;
+        if (dir == 0) {
+            st = v4f_cuda_download(g->c, buf, r->idx, (size_t)ni * ihd * sizeof(float), err);
+            for (uint32_t i = 0; st == V4F_OK && i < ni; i++) v4f_kv_idx_put(kv, L, i, buf + (size_t)i * ihd);
+            L->n_idx = ni;
+        } else {
+            for (uint32_t i = 0; i < ni; i++) v4f_kv_idx_get(kv, L, i, buf + (size_t)i * ihd);
+            st = v4f_cuda_upload(g->c, r->idx, buf, (size_t)ni * ihd * sizeof(float), err);
+        }
+        if (st == V4F_OK)
+            st = frontier_xfer(g, dir, 4, pos, L->i_kv, L->i_sc, r->i_kv, r->i_sc, r->Rc_i, 2 * (int64_t)ihd, err);
+    }
+    free(buf);
+    return st;
+}
+
+v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
+    return kv_xfer(g, 0, kv, pos, err);
+}
+
+v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
+    return kv_xfer(g, 1, (v4f_kv *)kv, pos, err);
+}
 v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
     TRY(v4f_cuda_fill_random(g->c, (float *)g->kv_arena, (int64_t)(g->kv_bytes / sizeof(float)), seed, err));
     return v4f_cuda_sync(g->c, err);

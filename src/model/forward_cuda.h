@@ -48,6 +48,15 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
  * meaningless; the row counts, and so the cost of attention, are real. */
 v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err);
 
+/* Snapshot support: copy the device state at position pos into a host
+ * v4f_kv (the CPU session's layout; compact or not) or back. Raw window
+ * rows, compressed and indexer rows (exact: they hold FP8/FP4-rounded
+ * values) and the compressor frontier slots the CPU layout keeps (the
+ * previous window's positions < 0 as the reset state). Both synchronize. */
+struct v4f_kv;
+v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err);
+v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, v4f_err *err);
+
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g);
 uint32_t v4f_gpu_chunk(const v4f_gpu *g);
 /* Human-readable placement report (device, budget, what lives where);

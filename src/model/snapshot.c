@@ -78,7 +78,7 @@ static uint32_t get32(const uint8_t *p) {
 
 uint64_t v4f_snapshot_size(v4f_session *s, uint32_t n_logits, uint32_t app_bytes) {
     const v4f_kv *kv = v4f_session_kv(s);
-    if (!kv) return 0; /* GPU session: no host cache to snapshot */
+    if (!kv) return 0; /* GPU session whose host mirror could not be allocated */
     uint32_t pos = v4f_session_pos(s), mpos = v4f_session_mtp_pos(s);
     uint64_t t = V4F_SNAPSHOT_HEADER_BYTES + 8 + app_bytes;
     for (uint32_t l = 0; l < n_layers_of(kv); l++) {
@@ -137,8 +137,9 @@ v4f_status v4f_snapshot_write(v4f_session *s, const float *logits, uint32_t n_lo
                               const void *app, uint32_t app_bytes, v4f_snapshot_write_fn wr,
                               void *ud, v4f_err *err) {
     const v4f_kv *kv = v4f_session_kv(s);
-    if (!kv)
-        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "snapshots of GPU sessions are not supported yet");
+    if (!kv) return v4f_err_set(err, V4F_STATUS_OOM, "snapshot: no host copy of the KV cache");
+    v4f_status sst = v4f_session_kv_sync(s, true, err); /* GPU sessions: device -> host mirror */
+    if (sst) return sst;
     if (!logits) n_logits = 0;
     if (n_logits > V4F_SNAPSHOT_LOGITS_MAX || app_bytes > V4F_SNAPSHOT_APP_MAX ||
         (app_bytes && !app))
@@ -241,8 +242,7 @@ static v4f_status read_body(v4f_session *s, const uint8_t *h, float *logits, uin
                             void *app, uint32_t app_cap, v4f_snapshot_info *info, reader *r,
                             v4f_err *err) {
     v4f_kv *kv = v4f_session_kv(s);
-    if (!kv)
-        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "snapshots of GPU sessions are not supported yet");
+    if (!kv) return v4f_err_set(err, V4F_STATUS_OOM, "snapshot: no host copy of the KV cache");
     /* header fields (after the 8-byte magic) */
     uint32_t version = get32(h + 8), hbytes = get32(h + 12), flags = get32(h + 16);
     uint32_t n_layer = get32(h + 20), n_swa = get32(h + 24), hd = get32(h + 28);

@@ -23,6 +23,7 @@
 #include "model/forward.h"
 #include "model/forward_cuda.h"
 #include "model/model.h"
+#include "model/snapshot.h"
 
 /* docs/TOLERANCES.md "## golden (forward pass)": the CPU test's bound */
 #define GPU_HC_DRIFT_TOL 2e-2
@@ -255,6 +256,85 @@ static void test_fixture(const char *name) {
     fixture_close(&f);
 }
 
+/* Snapshots: a GPU session saved after the golden split and restored into
+ * a fresh GPU session decodes bitwise the same; the same snapshot restored
+ * into a CPU session, and a CPU snapshot restored into a GPU session, decode
+ * the golden tail within Tier A. */
+static v4f_session *new_sess(const fixture *f, v4f_backend be) {
+    v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = be};
+    v4f_session *s = NULL;
+    v4f_err err = {0};
+    if (v4f_session_new(f->m, &o, &s, &err) != V4F_OK) fprintf(stderr, "session: %s\n", err.msg);
+    return s;
+}
+
+static int decode_tail(const fixture *f, v4f_session *s, float *lg) {
+    v4f_err err = {0};
+    for (int i = f->split; i < f->n; i++)
+        if (v4f_session_eval(s, f->tokens + i, 1, lg + (size_t)(i - f->split) * f->vocab, 0, NULL, &err) != V4F_OK) {
+            fprintf(stderr, "decode: %s\n", err.msg);
+            return 0;
+        }
+    return 1;
+}
+
+static void test_snapshots(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) {
+        g_fail++;
+        return;
+    }
+    size_t nt = (size_t)(f.n - f.split) * f.vocab;
+    float *a = malloc(nt * sizeof(float)), *b = malloc(nt * sizeof(float)), *cc = malloc(nt * sizeof(float));
+    const float *gd = gold(&f, "decode.logits");
+    v4f_err err = {0};
+    v4f_snapshot_mem snap = {0}, snap_cpu = {0};
+    v4f_session *g1 = new_sess(&f, V4F_BACKEND_CUDA), *g2 = new_sess(&f, V4F_BACKEND_CUDA);
+    v4f_session *c1 = new_sess(&f, V4F_BACKEND_CPU), *c2 = new_sess(&f, V4F_BACKEND_CPU);
+    int ok = g1 && g2 && c1 && c2;
+    ok = ok && v4f_session_eval(g1, f.tokens, (uint32_t)f.split, NULL, 0, NULL, &err) == V4F_OK;
+    ok = ok && v4f_snapshot_mem_save(g1, NULL, 0, &snap, &err) == V4F_OK;
+    ok = ok && decode_tail(&f, g1, a);
+    ok = ok && v4f_snapshot_mem_load(g2, &snap, NULL, 0, &err) == V4F_OK && v4f_session_pos(g2) == (uint32_t)f.split;
+    ok = ok && decode_tail(&f, g2, b);
+    CHECK(ok, "%s: GPU snapshot round trip failed: %s", name, err.msg);
+    if (ok) {
+        CHECK(memcmp(a, b, nt * sizeof(float)) == 0, "%s: GPU decode after a GPU snapshot restore differs", name);
+        printf("%-40s %s\n", "  GPU snapshot -> GPU: bitwise equal", memcmp(a, b, nt * 4) ? "FAIL" : "ok");
+    }
+    /* GPU snapshot into a CPU session */
+    golden_stats st;
+    int ok2 = ok && v4f_snapshot_mem_load(c1, &snap, NULL, 0, &err) == V4F_OK && decode_tail(&f, c1, cc);
+    CHECK(ok2, "%s: GPU snapshot into a CPU session failed: %s", name, err.msg);
+    if (ok2 && gd) {
+        golden_compare(cc, gd, f.n - f.split, f.vocab, &st);
+        report_cmp("  GPU snapshot -> CPU decode", &st, golden_tier_a(&st));
+        CHECK(golden_tier_a(&st), "%s: CPU decode from a GPU snapshot misses Tier A", name);
+    }
+    /* CPU snapshot into a GPU session */
+    int ok3 = c2 && v4f_session_eval(c2, f.tokens, (uint32_t)f.split, NULL, 0, NULL, &err) == V4F_OK &&
+              v4f_snapshot_mem_save(c2, NULL, 0, &snap_cpu, &err) == V4F_OK;
+    v4f_session *g3 = ok3 ? new_sess(&f, V4F_BACKEND_CUDA) : NULL;
+    ok3 = ok3 && g3 && v4f_snapshot_mem_load(g3, &snap_cpu, NULL, 0, &err) == V4F_OK && decode_tail(&f, g3, cc);
+    CHECK(ok3, "%s: CPU snapshot into a GPU session failed: %s", name, err.msg);
+    if (ok3 && gd) {
+        golden_compare(cc, gd, f.n - f.split, f.vocab, &st);
+        report_cmp("  CPU snapshot -> GPU decode (graph)", &st, golden_tier_a(&st));
+        CHECK(golden_tier_a(&st), "%s: GPU decode from a CPU snapshot misses Tier A", name);
+    }
+    v4f_session_free(g3);
+    v4f_session_free(g1);
+    v4f_session_free(g2);
+    v4f_session_free(c1);
+    v4f_session_free(c2);
+    v4f_snapshot_mem_free(&snap);
+    v4f_snapshot_mem_free(&snap_cpu);
+    free(a);
+    free(b);
+    free(cc);
+    fixture_close(&f);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_dir = argv[1];
     if (!v4f_gpu_available()) {
@@ -263,7 +343,10 @@ int main(int argc, char **argv) {
     }
     const char *names[] = {"tiny-f16", "tiny-q2", "tiny-q4"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (argc <= 2 || !strcmp(argv[2], names[i])) test_fixture(names[i]); /* [DIR [NAME]] */
+        if (argc <= 2 || !strcmp(argv[2], names[i])) { /* [DIR [NAME]] */
+            test_fixture(names[i]);
+            test_snapshots(names[i]);
+        }
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
