@@ -95,8 +95,6 @@ int cmd_logits(int argc, char **argv) {
     else return v4f_args_fail(&spec, "--precision must be 'default' or 'ref'");
     v4f_session_opts so = {0};
     if (v4f_cli_backend_apply(&be, &spec, &so)) return 2;
-    /* the MTP block runs on the CPU only: auto falls back to it */
-    if (mtp && so.backend == V4F_BACKEND_CUDA && !be.cuda && strcmp(be.name, "cuda") != 0) so.backend = V4F_BACKEND_CPU;
 
     char why[512];
     uint32_t n = 0;

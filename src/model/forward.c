@@ -1376,8 +1376,17 @@ static void st_mtp_add(void *ctx, int64_t t, int thread) {
 v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *tokens, uint32_t n,
                                 float *logits, v4f_err *err) {
     const v4f_config *c = &s->cfg;
-    if (!s->opts.enable_mtp || s->gpu)
+    if (!s->opts.enable_mtp)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "session was created without MTP");
+    if (s->gpu) {
+        if ((uint64_t)s->mtp_pos + n > s->opts.n_ctx) return v4f_err_set(err, V4F_STATUS_RANGE, "MTP context full");
+        for (uint32_t i = 0; i < n; i++)
+            if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->n_vocab)
+                return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range", tokens[i]);
+        v4f_status gst = v4f_gpu_mtp_eval(s->gpu, hc, tokens, n, s->mtp_pos, logits, err);
+        if (gst == V4F_OK) s->mtp_pos += n;
+        return gst;
+    }
     if ((uint64_t)s->mtp_pos + n > s->opts.n_ctx)
         return v4f_err_set(err, V4F_STATUS_RANGE, "MTP context full");
     for (uint32_t i = 0; i < n; i++)

@@ -54,6 +54,11 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g) { (void)g; return 0; }
+v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
+                            float *logits, v4f_err *err) {
+    (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
 v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
     (void)g, (void)kv, (void)pos;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
@@ -174,6 +179,10 @@ struct v4f_gpu {
     glayer *L;
     uint32_t n_ratios;
     uint32_t ratios[V4F_CUDA_MAX_RATIOS];
+    /* MTP block (L[n_layer] when enabled) */
+    bool mtp;
+    gmat mtp_e_proj, mtp_h_proj, mtp_hc_fn;
+    const float *mtp_enorm, *mtp_hnorm, *mtp_norm, *mtp_hc_base, *mtp_hc_scale;
     /* head */
     gmat out_hc_fn, output;
     const float *out_hc_base, *out_hc_scale, *out_norm;
@@ -405,6 +414,38 @@ static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err 
         if ((st = place_layer(g, &cv, &g->L[l], &m->layers[l], c->compress_ratio[l], c->swiglu_limit[l], dfp, dfc,
                               err)))
             return st;
+    if (g->mtp) {
+        /* the MTP block: a ratio-0 layer with biased top-k routing; its routed
+         * experts are uploaded whole (one layer's worth) */
+        const v4f_mtp_weights *w = &m->mtp;
+        glayer *r = &g->L[c->n_layer];
+        if ((st = place_layer(g, &cv, r, &w->block, 0, c->swiglu_limit[c->n_layer], dfp, dfc, err))) return st;
+        r->hash = false;
+        r->tid2eid = NULL;
+        if ((st = up_mat(g, &cv, &w->e_proj, &g->mtp_e_proj, err))) return st;
+        if ((st = up_mat(g, &cv, &w->h_proj, &g->mtp_h_proj, err))) return st;
+        if ((st = up_mat(g, &cv, &w->hc_head_fn, &g->mtp_hc_fn, err))) return st;
+        if ((st = up_vec(g, &cv, &w->enorm, &g->mtp_enorm, err))) return st;
+        if ((st = up_vec(g, &cv, &w->hnorm, &g->mtp_hnorm, err))) return st;
+        if ((st = up_vec(g, &cv, &w->norm, &g->mtp_norm, err))) return st;
+        if ((st = up_vec(g, &cv, &w->hc_head_base, &g->mtp_hc_base, err))) return st;
+        if ((st = up_vec(g, &cv, &w->hc_head_scale, &g->mtp_hc_scale, err))) return st;
+        const v4f_wt *ex[3] = {&w->block.ffn_gate_exps, &w->block.ffn_up_exps, &w->block.ffn_down_exps};
+        const void *ebase[3];
+        for (int i = 0; i < 3; i++)
+            if ((st = up_raw(g, &cv, ex[i]->data, ex[i]->n_mat * ex[i]->mat_bytes, &ebase[i], err))) return st;
+        r->etab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
+        r->ptab = r->etab;
+        if (cv.base) {
+            const void **tab = v4f_xmalloc(3ull * c->n_expert * sizeof(void *));
+            for (int i = 0; i < 3; i++)
+                for (uint32_t e = 0; e < c->n_expert; e++)
+                    tab[(size_t)i * c->n_expert + e] = (const uint8_t *)ebase[i] + (uint64_t)e * ex[i]->mat_bytes;
+            st = v4f_cuda_upload(g->c, (void *)r->etab, tab, 3ull * c->n_expert * sizeof(void *), err);
+            free(tab);
+            if (st) return st;
+        }
+    }
     if ((st = up_mat(g, &cv, &m->output_hc_fn, &g->out_hc_fn, err))) return st;
     if ((st = up_mat(g, &cv, &m->output, &g->output, err))) return st;
     if ((st = up_vec(g, &cv, &m->output_hc_base, &g->out_hc_base, err))) return st;
@@ -568,7 +609,7 @@ static size_t layout_kv(v4f_gpu *g, uint8_t *base) {
     const v4f_config *c = &g->cfg;
     carver cv = {base, 0};
     uint64_t hd = c->head_dim, ihd = c->idx_head_dim, N = g->N;
-    for (uint32_t l = 0; l < c->n_layer; l++) {
+    for (uint32_t l = 0; l < c->n_layer + (g->mtp ? 1 : 0); l++) {
         glayer *r = &g->L[l];
         uint32_t ratio = r->ratio;
         r->raw = carve(&cv, (c->n_swa + N) * hd * sizeof(float));
@@ -689,8 +730,8 @@ static double gib(uint64_t b) { return (double)b / (double)(1ull << 30); }
 v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **out, v4f_err *err) {
     *out = NULL;
     const v4f_config *c = &m->cfg;
-    if (o->enable_mtp)
-        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: the MTP block is not supported on the GPU yet");
+    if (o->enable_mtp && !m->has_mtp)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "MTP requested but the model has no MTP block");
     if (c->n_expert_used > 16 || c->n_hc > 16 || c->o_groups > GPU_MAX_GROUPS || c->n_expert > 4096)
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda: unsupported sizes (experts used %u, HC %u, groups %u)",
                            c->n_expert_used, c->n_hc, c->o_groups);
@@ -710,7 +751,9 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     g->cfg = *c;
     g->n_ctx = o->n_ctx ? o->n_ctx : 4096;
     g->exact = o->precision == V4F_PRECISION_REF;
-    g->L = v4f_xcalloc(c->n_layer, sizeof *g->L);
+    g->mtp = o->enable_mtp;
+    g->L = v4f_xcalloc(c->n_layer + 1, sizeof *g->L);
+    g->L[c->n_layer].ratio_slot = -1;
     v4f_status st = v4f_cuda_open(o->gpu_device, &g->c, err);
     if (st) goto fail;
     for (uint32_t l = 0; l < c->n_layer; l++) {
@@ -1304,29 +1347,32 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
 }
 
 /* Head over rows [r0, r0 + m) of X into s.logits[0..m). */
-static v4f_status head(v4f_gpu *g, int64_t r0, int64_t m, v4f_err *err) {
+static v4f_status head_with(v4f_gpu *g, int64_t r0, int64_t m, const gmat *fn, const float *hbase,
+                            const float *hscale, const float *norm, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
     int64_t HD = (int64_t)c->n_hc * c->n_embd, d = c->n_embd, H = c->n_hc;
     const float *X = x->X + r0 * HD;
-    if (H <= 4 && d <= 4096 && (g->out_hc_fn.type == V4F_TYPE_F32 || g->out_hc_fn.type == V4F_TYPE_F16 ||
-                                g->out_hc_fn.type == V4F_TYPE_BF16)) {
+    if (H <= 4 && d <= 4096 && (fn->type == V4F_TYPE_F32 || fn->type == V4F_TYPE_F16 || fn->type == V4F_TYPE_BF16)) {
         int ns = hc_splits(HD, m, (int)H);
-        TRY(v4f_cuda_hc_mix_partial(g->c, g->out_hc_fn.data, g->out_hc_fn.type, g->out_hc_fn.row_bytes, (int)H, HD, X,
-                                    m, ns, x->mixp, x->mixss, err));
-        TRY(v4f_cuda_hc_head_fused(g->c, X, x->mixp, x->mixss, ns, g->out_hc_scale, g->out_hc_base, m, (int)H, d,
-                                   c->hc_eps, c->rms_eps, g->out_norm, x->xn, err));
+        TRY(v4f_cuda_hc_mix_partial(g->c, fn->data, fn->type, fn->row_bytes, (int)H, HD, X, m, ns, x->mixp, x->mixss,
+                                    err));
+        TRY(v4f_cuda_hc_head_fused(g->c, X, x->mixp, x->mixss, ns, hscale, hbase, m, (int)H, d, c->hc_eps, c->rms_eps,
+                                   norm, x->xn, err));
     } else {
-        TRY(mm_exact(g, &g->out_hc_fn, X, HD, m, x->mix, H, err));
+        TRY(mm_exact(g, fn, X, HD, m, x->mix, H, err));
         TRY(v4f_cuda_hc_mix_scale(g->c, X, m, HD, x->mix, H, c->rms_eps, err));
-        TRY(v4f_cuda_hc_head_weights(g->c, x->mix, g->out_hc_scale, g->out_hc_base, m, (int)H, c->hc_eps, x->hw,
-                                     err));
+        TRY(v4f_cuda_hc_head_weights(g->c, x->mix, hscale, hbase, m, (int)H, c->hc_eps, x->hw, err));
         TRY(v4f_cuda_hc_weighted_sum(g->c, X, x->hw, m, (int)H, d, x->a, err));
-        TRY(v4f_cuda_rmsnorm(g->c, x->a, g->out_norm, x->xn, m, d, c->rms_eps, err));
+        TRY(v4f_cuda_rmsnorm(g->c, x->a, norm, x->xn, m, d, c->rms_eps, err));
     }
     TRY(mm(g, &g->output, x->xn, d, m, x->logits, c->n_vocab, err));
     pmark(g, GP_HEAD);
     return V4F_OK;
+}
+
+static v4f_status head(v4f_gpu *g, int64_t r0, int64_t m, v4f_err *err) {
+    return head_with(g, r0, m, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, err);
 }
 
 /* The device work of one chunk whose tokens and pos0 are already on the
@@ -1430,6 +1476,48 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
         }
         TRY(v4f_cuda_sync(g->c, err));
         prof_collect(g, m == 1 ? 0 : 1, m);
+        done += m;
+    }
+    return V4F_OK;
+}
+
+v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
+                            float *logits, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    static const v4f_debug_flags none = {0};
+    if (!g->mtp) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "session was created without MTP");
+    gscratch *x = &g->s;
+    int64_t d = c->n_embd, H = c->n_hc, HD = H * d;
+    const glayer *r = &g->L[c->n_layer];
+    for (uint32_t done = 0; done < n;) {
+        uint32_t m = n - done < g->N ? n - done : g->N;
+        memcpy(g->h_in, tokens + done, (size_t)m * sizeof(int32_t));
+        g->h_in[g->N] = (int32_t)(pos + done);
+        TRY(v4f_cuda_upload_async(g->c, x->tok, g->h_in, (size_t)m * sizeof(int32_t), err));
+        TRY(v4f_cuda_upload_async(g->c, x->pos0, g->h_in + g->N, sizeof(int32_t), err));
+        TRY(v4f_cuda_upload(g->c, x->X2, hc + (int64_t)done * HD, (size_t)m * HD * sizeof(float), err));
+        TRY(v4f_cuda_step_prep(g->c, x->pos0, m, (int32_t)c->n_swa, (int)g->n_ratios, g->ratios, x->pos, x->rf,
+                               x->rc, x->nvis, err));
+        /* X[t][h] = h_proj(hnorm(hc[t][h])) + e_proj(enorm(embed(token))) */
+        TRY(v4f_cuda_rmsnorm(g->c, x->X2, g->mtp_hnorm, x->X2, (int64_t)m * H, d, c->rms_eps, err));
+        TRY(v4f_cuda_embed(g->c, g->embd, g->embd_type, g->embd_row_bytes, c->n_vocab, x->tok, m, d, 1, x->a, err));
+        TRY(v4f_cuda_rmsnorm(g->c, x->a, g->mtp_enorm, x->xn, m, d, c->rms_eps, err));
+        TRY(mm(g, &g->mtp_h_proj, x->X2, d, (int64_t)m * H, x->X, d, err));
+        TRY(mm(g, &g->mtp_e_proj, x->xn, d, m, x->out, d, err));
+        TRY(v4f_cuda_add_streams(g->c, x->out, m, (int)H, d, x->X, err));
+        TRY(attention(g, r, m, &none, err));
+        TRY(ffn(g, r, m, err));
+        if (logits) {
+            for (uint32_t q = 0; q < m; q += GPU_HEAD_ROWS) {
+                uint32_t mr = m - q < GPU_HEAD_ROWS ? m - q : GPU_HEAD_ROWS;
+                TRY(head_with(g, q, mr, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, err));
+                TRY(v4f_cuda_download_async(g->c, g->h_logits, x->logits, (size_t)mr * c->n_vocab * sizeof(float),
+                                            err));
+                TRY(v4f_cuda_sync(g->c, err));
+                memcpy(logits + (int64_t)(done + q) * c->n_vocab, g->h_logits, (size_t)mr * c->n_vocab * sizeof(float));
+            }
+        }
+        TRY(v4f_cuda_sync(g->c, err));
         done += m;
     }
     return V4F_OK;

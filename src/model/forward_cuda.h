@@ -57,6 +57,11 @@ struct v4f_kv;
 v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err);
 v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, v4f_err *err);
 
+/* The MTP block (fixture convention, as v4f_session_mtp_eval) over n
+ * positions pos.. of its own cache; hc: host [n][n_hc * n_embd]. */
+v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
+                            float *logits, v4f_err *err);
+
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g);
 uint32_t v4f_gpu_chunk(const v4f_gpu *g);
 /* Human-readable placement report (device, budget, what lives where);

@@ -335,6 +335,50 @@ static void test_snapshots(const char *name) {
     fixture_close(&f);
 }
 
+/* The MTP block on the GPU (fixture convention): the final HC states of a
+ * one-call prefill and the next tokens give the draft logits; Tier A vs
+ * the golden mtp.logits in ref precision, Tier B in the default mode. */
+static void test_mtp(const char *name, v4f_precision prec) {
+    char path[512], mpath[512], gpath[512];
+    snprintf(path, sizeof path, "%s/%s.gguf", g_dir, name);
+    snprintf(mpath, sizeof mpath, "%s/%s.mtp.gguf", g_dir, name);
+    snprintf(gpath, sizeof gpath, "%s/%s.golden.gguf", g_dir, name);
+    v4f_model *m = NULL;
+    v4f_gguf *gold_f = NULL;
+    v4f_err err = {0};
+    if (v4f_model_open(path, mpath, &m, NULL, &err) != V4F_OK || v4f_gguf_open(gpath, &gold_f, &err) != V4F_OK) {
+        fprintf(stderr, "mtp open: %s\n", err.msg);
+        g_fail++;
+        v4f_model_close(m);
+        return;
+    }
+    const v4f_gguf_tensor *tk = v4f_gguf_tensor_find(gold_f, "tokens"), *gm = v4f_gguf_tensor_find(gold_f, "mtp.logits");
+    int n = (int)tk->ne[0], V = (int)m->cfg.n_vocab;
+    size_t HD = (size_t)m->cfg.n_hc * m->cfg.n_embd;
+    float *hc = calloc((size_t)n * HD, sizeof(float)), *lg = calloc((size_t)n * V, sizeof(float));
+    v4f_session_opts o = {.n_ctx = 512, .precision = prec, .enable_mtp = true, .backend = V4F_BACKEND_CUDA};
+    v4f_session *s = NULL;
+    int ok = v4f_session_new(m, &o, &s, &err) == V4F_OK;
+    ok = ok && v4f_session_eval(s, tk->data, (uint32_t)n, NULL, 0, hc, &err) == V4F_OK;
+    ok = ok && v4f_session_mtp_eval(s, hc, (const int32_t *)tk->data + 1, (uint32_t)n - 1, lg, &err) == V4F_OK;
+    CHECK(ok && gm, "%s: GPU MTP failed: %s", name, err.msg);
+    if (ok && gm) {
+        golden_stats st;
+        golden_compare(lg, gm->data, n - 1, V, &st);
+        char what[128];
+        bool ref = prec == V4F_PRECISION_REF;
+        snprintf(what, sizeof what, "%s mtp %s", name, ref ? "ref" : "default");
+        bool pass = ref ? golden_tier_a(&st) : golden_tier_b(&st);
+        report_cmp(what, &st, pass);
+        CHECK(pass, "%s", what);
+    }
+    v4f_session_free(s);
+    free(hc);
+    free(lg);
+    v4f_gguf_close(gold_f);
+    v4f_model_close(m);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_dir = argv[1];
     if (!v4f_gpu_available()) {
@@ -346,6 +390,8 @@ int main(int argc, char **argv) {
         if (argc <= 2 || !strcmp(argv[2], names[i])) { /* [DIR [NAME]] */
             test_fixture(names[i]);
             test_snapshots(names[i]);
+            test_mtp(names[i], V4F_PRECISION_REF);
+            test_mtp(names[i], V4F_PRECISION_DEFAULT);
         }
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

@@ -541,6 +541,28 @@ extern "C" v4f_status v4f_cuda_gather_rows(v4f_cuda *c, const float *src, const 
     return V4F_OK;
 }
 
+__global__ void k_add_streams(const float *E, int n_hc, int64_t d, float *X) {
+    const int64_t t = blockIdx.y;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d; i += (int64_t)gridDim.x * blockDim.x) {
+        const float e = E[t * d + i];
+        for (int h = 0; h < n_hc; h++) {
+            float *x = X + (t * n_hc + h) * d + i;
+            *x = __fadd_rn(e, *x);
+        }
+    }
+}
+
+extern "C" v4f_status v4f_cuda_add_streams(v4f_cuda *c, const float *E, int64_t n, int n_hc, int64_t d, float *X,
+                                           v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 65535 && n_hc > 0 && d > 0, "cuda add streams: bad shape");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
+    k_add_streams<<<grid, 256, 0, c->stream>>>(E, n_hc, d, X);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
 /* ---- fused kernels ------------------------------------------------------------------------------- */
 
 #define FUSE_THREADS 512

@@ -132,6 +132,9 @@ v4f_status v4f_cuda_moe_bucket(v4f_cuda *c, const int32_t *eids, const float *ew
 v4f_status v4f_cuda_gather_rows(v4f_cuda *c, const float *src, const int32_t *idx, int32_t div, int64_t n, int64_t d,
                                 float *dst, v4f_err *err);
 
+/* X[t][h][i] = E[t][i] + X[t][h][i] (the MTP block's input). */
+v4f_status v4f_cuda_add_streams(v4f_cuda *c, const float *E, int64_t n, int n_hc, int64_t d, float *X, v4f_err *err);
+
 /* ---- fused kernels (one launch where the unfused ops of cuda_backend.h
  * would take several; same math and order, validated end to end by the
  * golden model test) ---------------------------------------------------------- */
