@@ -932,6 +932,24 @@ static v4f_status frontier_xfer(v4f_gpu *g, int dir, uint32_t ratio, uint32_t po
     return V4F_OK;
 }
 
+/* The first n compressed or indexer rows of one layer: device float32 rows
+ * of width floats <-> the host cache's row form (put/get encode/decode the
+ * compact codes exactly). buf holds n rows. */
+typedef void (*row_put_fn)(const v4f_kv *, v4f_kv_layer *, uint32_t, const float *);
+typedef void (*row_get_fn)(const v4f_kv *, const v4f_kv_layer *, uint32_t, float *);
+
+static v4f_status rows_xfer(v4f_gpu *g, int dir, v4f_kv *kv, v4f_kv_layer *L, float *dev, uint32_t n, uint64_t width,
+                            float *buf, row_put_fn put, row_get_fn get, v4f_err *err) {
+    size_t bytes = (size_t)n * width * sizeof(float);
+    if (dir == 0) {
+        TRY(v4f_cuda_download(g->c, buf, dev, bytes, err));
+        for (uint32_t i = 0; i < n; i++) put(kv, L, i, buf + (size_t)i * width);
+        return V4F_OK;
+    }
+    for (uint32_t i = 0; i < n; i++) get(kv, L, i, buf + (size_t)i * width);
+    return v4f_cuda_upload(g->c, dev, buf, bytes, err);
+}
+
 static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     if (kv->n_layer != c->n_layer || kv->hd != c->head_dim || kv->n_swa != c->n_swa || kv->idx_hd != c->idx_head_dim)
@@ -960,27 +978,15 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
             st = v4f_err_set(err, V4F_STATUS_RANGE, "gpu kv transfer: %u compressed rows exceed the capacity", nc);
             break;
         }
-        if (dir == 0) {
-            st = v4f_cuda_download(g->c, buf, r->comp, (size_t)nc * hd * sizeof(float), err);
-            for (uint32_t i = 0; st == V4F_OK && i < nc; i++) v4f_kv_comp_put(kv, L, i, buf + (size_t)i * hd);
-            L->n_comp = nc;
-        } else {
-            for (uint32_t i = 0; i < nc; i++) v4f_kv_comp_get(kv, L, i, buf + (size_t)i * hd);
-            st = v4f_cuda_upload(g->c, r->comp, buf, (size_t)nc * hd * sizeof(float), err);
-        }
+        st = rows_xfer(g, dir, kv, L, r->comp, nc, hd, buf, v4f_kv_comp_put, v4f_kv_comp_get, err);
+        if (st == V4F_OK && dir == 0) L->n_comp = nc;
         if (st == V4F_OK)
             st = frontier_xfer(g, dir, r->ratio, pos, L->c_kv, L->c_sc, r->c_kv, r->c_sc, r->Rc,
                                (r->ratio == 4 ? 2 : 1) * (int64_t)hd, err);
         if (st || r->ratio != 4) continue;
         uint32_t ni = pos / 4;
-        if (dir == 0) {
-            st = v4f_cuda_download(g->c, buf, r->idx, (size_t)ni * ihd * sizeof(float), err);
-            for (uint32_t i = 0; st == V4F_OK && i < ni; i++) v4f_kv_idx_put(kv, L, i, buf + (size_t)i * ihd);
-            L->n_idx = ni;
-        } else {
-            for (uint32_t i = 0; i < ni; i++) v4f_kv_idx_get(kv, L, i, buf + (size_t)i * ihd);
-            st = v4f_cuda_upload(g->c, r->idx, buf, (size_t)ni * ihd * sizeof(float), err);
-        }
+        st = rows_xfer(g, dir, kv, L, r->idx, ni, ihd, buf, v4f_kv_idx_put, v4f_kv_idx_get, err);
+        if (st == V4F_OK && dir == 0) L->n_idx = ni;
         if (st == V4F_OK)
             st = frontier_xfer(g, dir, 4, pos, L->i_kv, L->i_sc, r->i_kv, r->i_sc, r->Rc_i, 2 * (int64_t)ihd, err);
     }
