@@ -1359,12 +1359,12 @@ static v4f_status head_with(v4f_gpu *g, int64_t r0, int64_t m, const gmat *fn, c
     gscratch *x = &g->s;
     int64_t HD = (int64_t)c->n_hc * c->n_embd, d = c->n_embd, H = c->n_hc;
     const float *X = x->X + r0 * HD;
-    if (H <= 4 && d <= 4096 && (fn->type == V4F_TYPE_F32 || fn->type == V4F_TYPE_F16 || fn->type == V4F_TYPE_BF16)) {
+    if (fn->type == V4F_TYPE_F32 || fn->type == V4F_TYPE_F16 || fn->type == V4F_TYPE_BF16) {
         int ns = hc_splits(HD, m, (int)H);
         TRY(v4f_cuda_hc_mix_partial(g->c, fn->data, fn->type, fn->row_bytes, (int)H, HD, X, m, ns, x->mixp, x->mixss,
                                     err));
         TRY(v4f_cuda_hc_head_fused(g->c, X, x->mixp, x->mixss, ns, hscale, hbase, m, (int)H, d, c->hc_eps, c->rms_eps,
-                                   norm, x->xn, err));
+                                   norm, x->a, x->xn, err));
     } else {
         TRY(mm_exact(g, fn, X, HD, m, x->mix, H, err));
         TRY(v4f_cuda_hc_mix_scale(g->c, X, m, HD, x->mix, H, c->rms_eps, err));
@@ -1425,6 +1425,31 @@ static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
     return st ? st : st2;
 }
 
+/* Tokens and first position of a chunk to the device (through the pinned
+ * staging buffer; queued, not waited for). */
+static v4f_status stage_chunk(v4f_gpu *g, const int32_t *tokens, uint32_t m, uint32_t pos0, v4f_err *err) {
+    memcpy(g->h_in, tokens, (size_t)m * sizeof(int32_t));
+    g->h_in[g->N] = (int32_t)pos0;
+    TRY(v4f_cuda_upload_async(g->c, g->s.tok, g->h_in, (size_t)m * sizeof(int32_t), err));
+    return v4f_cuda_upload_async(g->c, g->s.pos0, g->h_in + g->N, sizeof(int32_t), err);
+}
+
+/* Logits of chunk rows [r0, m) through a head (the model's or the MTP
+ * block's) into dst, row r at dst + (r - r0) * n_vocab, GPU_HEAD_ROWS rows
+ * per pass. */
+static v4f_status head_logits(v4f_gpu *g, const gmat *fn, const float *hbase, const float *hscale, const float *norm,
+                              uint32_t r0, uint32_t m, float *dst, v4f_err *err) {
+    size_t V = g->cfg.n_vocab;
+    for (uint32_t r = r0; r < m; r += GPU_HEAD_ROWS) {
+        uint32_t mr = m - r < GPU_HEAD_ROWS ? m - r : GPU_HEAD_ROWS;
+        TRY(head_with(g, r, mr, fn, hbase, hscale, norm, err));
+        TRY(v4f_cuda_download_async(g->c, g->h_logits, g->s.logits, (size_t)mr * V * sizeof(float), err));
+        TRY(v4f_cuda_sync(g->c, err));
+        memcpy(dst + (size_t)(r - r0) * V, g->h_logits, (size_t)mr * V * sizeof(float));
+    }
+    return V4F_OK;
+}
+
 v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
                         unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
                         v4f_err *err) {
@@ -1438,10 +1463,7 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
     for (uint32_t done = 0; done < n;) {
         uint32_t m = n - done < g->N ? n - done : g->N;
-        memcpy(g->h_in, tokens + done, (size_t)m * sizeof(int32_t));
-        g->h_in[g->N] = (int32_t)(pos + done);
-        TRY(v4f_cuda_upload_async(g->c, x->tok, g->h_in, (size_t)m * sizeof(int32_t), err));
-        TRY(v4f_cuda_upload_async(g->c, x->pos0, g->h_in + g->N, sizeof(int32_t), err));
+        TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         bool want_logits = logits && (!last_only || done + m == n);
         bool use_graph = m == 1 && plain_dbg && !tracing && !hc_out && !g->prof.on;
         if (use_graph && !g->graph_failed) {
@@ -1468,18 +1490,9 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
         pmark(g, GP_PREP);
         TRY(chunk_body(g, m, false, dbg, tracing ? trace : NULL, pos + done, err));
         if (hc_out) TRY(v4f_cuda_download(g->c, hc_out + (int64_t)done * HD, x->X, (size_t)m * HD * sizeof(float), err));
-        if (want_logits) {
-            uint32_t r0 = last_only ? m - 1 : 0;
-            for (uint32_t r = r0; r < m; r += GPU_HEAD_ROWS) {
-                uint32_t mr = m - r < GPU_HEAD_ROWS ? m - r : GPU_HEAD_ROWS;
-                TRY(head(g, r, mr, err));
-                TRY(v4f_cuda_download_async(g->c, g->h_logits, x->logits, (size_t)mr * c->n_vocab * sizeof(float),
-                                            err));
-                TRY(v4f_cuda_sync(g->c, err));
-                float *dst = last_only ? logits : logits + (int64_t)(done + r) * c->n_vocab;
-                memcpy(dst, g->h_logits, (size_t)mr * c->n_vocab * sizeof(float));
-            }
-        }
+        if (want_logits)
+            TRY(head_logits(g, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, last_only ? m - 1 : 0, m,
+                            last_only ? logits : logits + (int64_t)done * c->n_vocab, err));
         TRY(v4f_cuda_sync(g->c, err));
         prof_collect(g, m == 1 ? 0 : 1, m);
         done += m;
@@ -1497,10 +1510,7 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
     const glayer *r = &g->L[c->n_layer];
     for (uint32_t done = 0; done < n;) {
         uint32_t m = n - done < g->N ? n - done : g->N;
-        memcpy(g->h_in, tokens + done, (size_t)m * sizeof(int32_t));
-        g->h_in[g->N] = (int32_t)(pos + done);
-        TRY(v4f_cuda_upload_async(g->c, x->tok, g->h_in, (size_t)m * sizeof(int32_t), err));
-        TRY(v4f_cuda_upload_async(g->c, x->pos0, g->h_in + g->N, sizeof(int32_t), err));
+        TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         TRY(v4f_cuda_upload(g->c, x->X2, hc + (int64_t)done * HD, (size_t)m * HD * sizeof(float), err));
         TRY(v4f_cuda_step_prep(g->c, x->pos0, m, (int32_t)c->n_swa, (int)g->n_ratios, g->ratios, x->pos, x->rf,
                                x->rc, x->nvis, err));
@@ -1513,16 +1523,9 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
         TRY(v4f_cuda_add_streams(g->c, x->out, m, (int)H, d, x->X, err));
         TRY(attention(g, r, m, &none, err));
         TRY(ffn(g, r, m, err));
-        if (logits) {
-            for (uint32_t q = 0; q < m; q += GPU_HEAD_ROWS) {
-                uint32_t mr = m - q < GPU_HEAD_ROWS ? m - q : GPU_HEAD_ROWS;
-                TRY(head_with(g, q, mr, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, err));
-                TRY(v4f_cuda_download_async(g->c, g->h_logits, x->logits, (size_t)mr * c->n_vocab * sizeof(float),
-                                            err));
-                TRY(v4f_cuda_sync(g->c, err));
-                memcpy(logits + (int64_t)(done + q) * c->n_vocab, g->h_logits, (size_t)mr * c->n_vocab * sizeof(float));
-            }
-        }
+        if (logits)
+            TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, 0, m,
+                            logits + (int64_t)done * c->n_vocab, err));
         TRY(v4f_cuda_sync(g->c, err));
         done += m;
     }

@@ -565,9 +565,8 @@ extern "C" v4f_status v4f_cuda_add_streams(v4f_cuda *c, const float *E, int64_t 
 
 /* ---- fused kernels ------------------------------------------------------------------------------- */
 
-#define FUSE_THREADS 512
 #define HC_PRE_MAX_SPLIT 128
-#define HC_PRE_MAX_PART (HC_PRE_MAX_SPLIT * (2 + 4) * 4) /* splits x mix floats for n_hc <= 4 */
+#define HC_PRE_MAX_PART (HC_PRE_MAX_SPLIT * (2 + 4) * 4) /* partial floats: 128 splits x 24 (hc_splits lowers the splits for more streams) */
 #define MIXP_THREADS 128
 #define MIXP_MAX_M 32
 
@@ -634,71 +633,30 @@ extern "C" v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32
     return V4F_OK;
 }
 
-__global__ void __launch_bounds__(FUSE_THREADS) k_hc_pre_fused(const float *X, const float *part, const double *ssp,
-                                                               int n_split, const float *scale3, const float *base,
-                                                               int H, int64_t d, int iters, float hc_eps,
-                                                               float rms_eps, const float *norm_w, float *pre,
-                                                               float *post, float *comb, float *a, float *xn) {
-    __shared__ double part_d[FUSE_THREADS / 32];
-    __shared__ float ms[(2 + OPS_MAX_HC) * OPS_MAX_HC], C[OPS_MAX_HC * OPS_MAX_HC], pre_s[OPS_MAX_HC],
-        post_s[OPS_MAX_HC];
-    __shared__ float pp[HC_PRE_MAX_PART];
-    __shared__ double sp[HC_PRE_MAX_SPLIT];
-    const int64_t t = blockIdx.x, HD = (int64_t)H * d;
-    const int mixn = (2 + H) * H;
-    const float *x = X + t * HD;
-    /* all partials into shared memory at once (independent loads), then
-     * the sums in slice order */
-    for (int i = threadIdx.x; i < n_split * mixn; i += blockDim.x) pp[i] = part[t * n_split * mixn + i];
-    for (int i = threadIdx.x; i < n_split; i += blockDim.x) sp[i] = ssp[t * n_split + i];
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        const int lane = threadIdx.x;
-        double tot = 0;
-        for (int s = 0; s < n_split; s++) tot += sp[s];
-        const float r = (float)(1.0 / sqrt(tot / (double)HD + (double)rms_eps));
-        for (int j = lane; j < mixn; j += 32) {
-            float m = 0;
-            for (int s = 0; s < n_split; s++) m += pp[s * mixn + j];
-            ms[j] = __fmul_rn(m, r);
-        }
-        __syncwarp();
-        dev_hc_sinkhorn_warp(ms, scale3, base, H, iters, hc_eps, lane, C, pre_s, post_s);
-        __syncwarp();
-        if (lane < H) {
-            pre[t * H + lane] = pre_s[lane];
-            post[t * H + lane] = post_s[lane];
-        }
-        for (int j = lane; j < H * H; j += 32) comb[t * H * H + j] = C[j];
-    }
-    __syncthreads();
-    float *at = a + t * d;
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-        float s = 0;
-        for (int h = 0; h < H; h++) s = __fadd_rn(s, __fmul_rn(pre_s[h], x[h * d + i]));
-        at[i] = s;
-    }
-    __syncthreads();
-    dev_rmsnorm_row(at, norm_w, xn + t * d, d, rms_eps, part_d);
-}
-
-/* The same for n_hc <= 4 and d <= HCP_THREADS * HCP_PER (the published
- * model): 512 threads, loads issued before they are needed (the X values
- * of the weighted sum are read while warp 0 runs Sinkhorn), a kept in
- * registers, tree reductions (512 threads: no register spills). Single-CTA kernels with long serial load
- * loops were the decode's slowest small kernels (~37 us per HC_pre). */
+/* HC_pre (or, head = 1, the HC head) of one token per CTA from the mixer
+ * partials: loads are issued before they are needed (the X values of the
+ * weighted sum are read while warp 0 runs Sinkhorn), reductions are trees.
+ * REG (n_hc <= HCP_MAXH, d <= HCP_THREADS * HCP_PER, the published model):
+ * X and a stay in registers; else a goes through the caller's scratch.
+ * Single-CTA kernels with serial load loops were the decode's slowest small
+ * kernels (~37 us per HC_pre before). 512 threads: no register spills. */
 #define HCP_THREADS 512
 #define HCP_PER 8
 #define HCP_MAXH 4
+#ifndef V4F_HCP_REG
+#define V4F_HCP_REG 1 /* build with 0 to run the scratch path on the published shapes (testing) */
+#endif
 
-__global__ void __launch_bounds__(HCP_THREADS) k_hc_pre_fast(const float *X, const float *part, const double *ssp,
-                                                             int n_split, const float *scale3, const float *base,
-                                                             int H, int64_t d, int iters, float hc_eps,
-                                                             float rms_eps, const float *norm_w, float *pre,
-                                                             float *post, float *comb, float *xn, int head) {
+template <bool REG>
+__global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const float *part, const double *ssp,
+                                                        int n_split, const float *scale3, const float *base, int H,
+                                                        int64_t d, int iters, float hc_eps, float rms_eps,
+                                                        const float *norm_w, float *pre, float *post, float *comb,
+                                                        float *a, float *xn, int head) {
     __shared__ float pp[HC_PRE_MAX_PART];
     __shared__ double sp[HC_PRE_MAX_SPLIT];
-    __shared__ float ms[(2 + HCP_MAXH) * HCP_MAXH], C[HCP_MAXH * HCP_MAXH], pre_s[HCP_MAXH], post_s[HCP_MAXH];
+    __shared__ float ms[(2 + OPS_MAX_HC) * OPS_MAX_HC], C[OPS_MAX_HC * OPS_MAX_HC], pre_s[OPS_MAX_HC],
+        post_s[OPS_MAX_HC];
     __shared__ double red[HCP_THREADS / 32];
     __shared__ float r_s, r2_s;
     const int64_t t = blockIdx.x, HD = (int64_t)H * d;
@@ -707,13 +665,14 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre_fast(const float *X, con
     const int np = n_split * mixn;
     for (int i = tid; i < np; i += HCP_THREADS) pp[i] = part[t * np + i];
     for (int i = tid; i < n_split; i += HCP_THREADS) sp[i] = ssp[t * n_split + i];
-    /* the X values of the weighted sum, in flight during the reductions */
-    float xv[HCP_MAXH][HCP_PER];
+    float xv[REG ? HCP_MAXH : 1][REG ? HCP_PER : 1];
+    if constexpr (REG) {
 #pragma unroll
-    for (int e = 0; e < HCP_PER; e++) {
-        const int64_t i = tid + (int64_t)e * HCP_THREADS;
+        for (int e = 0; e < HCP_PER; e++) {
+            const int64_t i = tid + (int64_t)e * HCP_THREADS;
 #pragma unroll
-        for (int h = 0; h < HCP_MAXH; h++) xv[h][e] = (h < H && i < d) ? x[h * d + i] : 0.0f;
+            for (int h = 0; h < HCP_MAXH; h++) xv[h][e] = (h < H && i < d) ? x[h * d + i] : 0.0f;
+        }
     }
     __syncthreads();
     for (int j = wl; j <= mixn; j += HCP_THREADS / 32) { /* warp per mixer output, then the scale */
@@ -747,6 +706,18 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre_fast(const float *X, con
         for (int j = lane; j < H * H; j += 32) comb[t * H * H + j] = C[j];
     }
     __syncthreads();
+    if constexpr (!REG) {
+        /* a = sum_h w_h X_h through the scratch, then RMSNorm */
+        float *at = a + t * d;
+        for (int64_t i = tid; i < d; i += HCP_THREADS) {
+            float sum = 0;
+            for (int h = 0; h < H; h++) sum = __fadd_rn(sum, __fmul_rn(pre_s[h], x[h * d + i]));
+            at[i] = sum;
+        }
+        __syncthreads();
+        dev_rmsnorm_row(at, norm_w, xn + t * d, d, rms_eps, red);
+        return;
+    }
     float av[HCP_PER];
     double ss = 0;
 #pragma unroll
@@ -779,6 +750,18 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre_fast(const float *X, con
     }
 }
 
+static void launch_hc_pre(cudaStream_t st, int64_t n, const float *X, const float *part, const double *ss,
+                          int n_split, const float *scale3, const float *base, int H, int64_t d, int iters,
+                          float hc_eps, float rms_eps, const float *norm_w, float *pre, float *post, float *comb,
+                          float *a, float *xn, int head) {
+    if (V4F_HCP_REG && H <= HCP_MAXH && d <= (int64_t)HCP_THREADS * HCP_PER)
+        k_hc_pre<true><<<(unsigned)n, HCP_THREADS, 0, st>>>(X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
+                                                             rms_eps, norm_w, pre, post, comb, a, xn, head);
+    else
+        k_hc_pre<false><<<(unsigned)n, HCP_THREADS, 0, st>>>(X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
+                                                              rms_eps, norm_w, pre, post, comb, a, xn, head);
+}
+
 extern "C" v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const float *part, const double *ss,
                                             int n_split, const float *scale3, const float *base, int64_t n, int H,
                                             int64_t d, int iters, float hc_eps, float rms_eps, const float *norm_w,
@@ -788,27 +771,23 @@ extern "C" v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const f
               "cuda hc pre fused: bad shape (H %d, %d splits)", H, n_split);
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    if (H <= HCP_MAXH && d <= (int64_t)HCP_THREADS * HCP_PER)
-        k_hc_pre_fast<<<(unsigned)n, HCP_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale3, base, H, d, iters,
-                                                                  hc_eps, rms_eps, norm_w, pre, post, comb, xn, 0);
-    else
-        k_hc_pre_fused<<<(unsigned)n, FUSE_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale3, base, H, d, iters,
-                                                                    hc_eps, rms_eps, norm_w, pre, post, comb, a, xn);
+    launch_hc_pre(c->stream, n, X, part, ss, n_split, scale3, base, H, d, iters, hc_eps, rms_eps, norm_w, pre, post,
+                  comb, a, xn, 0);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
 
 extern "C" v4f_status v4f_cuda_hc_head_fused(v4f_cuda *c, const float *X, const float *part, const double *ss,
                                              int n_split, const float *scale, const float *base, int64_t n, int H,
-                                             int64_t d, float hc_eps, float rms_eps, const float *norm_w, float *xn,
-                                             v4f_err *err) {
-    ARG_CHECK(n >= 0 && n <= 0x7fffffff && H > 0 && H <= HCP_MAXH && d > 0 && d <= (int64_t)HCP_THREADS * HCP_PER &&
-                  n_split > 0 && n_split <= HC_PRE_MAX_SPLIT,
-              "cuda hc head fused: bad shape (H %d, d %lld, %d splits)", H, (long long)d, n_split);
+                                             int64_t d, float hc_eps, float rms_eps, const float *norm_w, float *a,
+                                             float *xn, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 0x7fffffff && H > 0 && H <= OPS_MAX_HC && d > 0 && n_split > 0 &&
+                  n_split <= HC_PRE_MAX_SPLIT && n_split * H <= HC_PRE_MAX_PART,
+              "cuda hc head fused: bad shape (H %d, %d splits)", H, n_split);
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_hc_pre_fast<<<(unsigned)n, HCP_THREADS, 0, c->stream>>>(X, part, ss, n_split, scale, base, H, d, 1, hc_eps,
-                                                              rms_eps, norm_w, NULL, NULL, NULL, xn, 1);
+    launch_hc_pre(c->stream, n, X, part, ss, n_split, scale, base, H, d, 1, hc_eps, rms_eps, norm_w, NULL, NULL, NULL,
+                  a, xn, 1);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

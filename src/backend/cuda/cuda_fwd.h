@@ -157,10 +157,10 @@ v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const float *part,
 
 /* HC head per token from the mixer partials (M = H): w_h = sigmoid(mix_h *
  * r * scale[0] + base_h) + hc_eps with r as above; xn = RMSNorm(sum_h w_h
- * X_h) * norm_w. H <= 4, d <= 4096. */
+ * X_h) * norm_w; a: scratch [n][d] (used when H > 4 or d > 4096). */
 v4f_status v4f_cuda_hc_head_fused(v4f_cuda *c, const float *X, const float *part, const double *ss, int n_split,
                                   const float *scale, const float *base, int64_t n, int H, int64_t d, float hc_eps,
-                                  float rms_eps, const float *norm_w, float *xn, v4f_err *err);
+                                  float rms_eps, const float *norm_w, float *a, float *xn, v4f_err *err);
 
 /* Per token: qr = RMSNorm(qr) * q_norm; kv = RMSNorm(kv) * kv_norm, RoPE
  * on its last n_rot dims at pos[t], FP8 round-trip of the other dims (if
