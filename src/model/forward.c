@@ -455,6 +455,11 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
     }
     uint32_t n_ctx = s->opts.n_ctx;
     if (o->backend == V4F_BACKEND_CUDA) {
+        if (o->kv_page_dir) {
+            free(s);
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG,
+                               "KV paging (--kv-page-dir) applies to the CPU backend; the GPU keeps the KV on the device");
+        }
         v4f_status gst = v4f_gpu_new(m, &s->opts, &s->gpu, err);
         if (gst) {
             free(s);
