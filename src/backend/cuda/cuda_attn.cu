@@ -135,6 +135,7 @@ struct fa_args {
 };
 
 __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
+    V4F_PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char fa_raw[];
     fa_smem &S = *reinterpret_cast<fa_smem *>(fa_raw);
     const int split = blockIdx.x, hg = blockIdx.y;
@@ -296,6 +297,7 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
 /* Merge the n_split partials of (query t, head h) with the sink: one block
  * of 128 threads (4 dims each) per (h, t). */
 __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_head, int n_split, float *out) {
+    V4F_PDL_ENTRY();
     const int h = blockIdx.x;
     const int64_t t = blockIdx.y, n_q = gridDim.y;
     const float sink = sinks[h];
@@ -333,6 +335,7 @@ struct attn_args {
 
 template <int PER>
 __global__ void __launch_bounds__(ATTN_WARPS * 32) k_attn_generic(attn_args a) {
+    V4F_PDL_ENTRY();
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][PER * 32];
     const int64_t h = blockIdx.x, t = blockIdx.y;
@@ -449,10 +452,10 @@ extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_
         a.sinks = sinks;
         a.scale = scale;
         a.k = *keys;
-        k_fa_tile<<<dim3((unsigned)n_split, (unsigned)n_hg, (unsigned)n_q), FA_THREADS, fa_bytes, c->stream>>>(a);
+        v4f_launch(k_fa_tile, dim3((unsigned)n_split, (unsigned)n_hg, (unsigned)n_q), FA_THREADS, fa_bytes, c->stream, a);
         CUDA_TRY_LAUNCH();
         if (n_split > 1) {
-            k_fa_combine<<<dim3((unsigned)n_head, (unsigned)n_q), FA_HD / 4, 0, c->stream>>>(sinks, (int)n_head,
+            v4f_launch(k_fa_combine, dim3((unsigned)n_head, (unsigned)n_q), FA_HD / 4, 0, c->stream, sinks, (int)n_head,
                                                                                              (int)n_split, out);
             CUDA_TRY_LAUNCH();
         }
@@ -469,11 +472,11 @@ extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_
     const dim3 grid((unsigned)n_head, (unsigned)n_q);
     const int per = (int)(head_dim / 32);
     if (per <= 4)
-        k_attn_generic<4><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
+        v4f_launch(k_attn_generic<4>, grid, ATTN_WARPS * 32, 0, c->stream, a);
     else if (per <= 8)
-        k_attn_generic<8><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
+        v4f_launch(k_attn_generic<8>, grid, ATTN_WARPS * 32, 0, c->stream, a);
     else
-        k_attn_generic<16><<<grid, ATTN_WARPS * 32, 0, c->stream>>>(a);
+        v4f_launch(k_attn_generic<16>, grid, ATTN_WARPS * 32, 0, c->stream, a);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -498,6 +501,7 @@ struct ix_smem {
 __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restrict__ q, const float *__restrict__ w,
                                                           int nh, const float *__restrict__ keys, int64_t nk,
                                                           const int32_t *__restrict__ n_valid, float *score) {
+    V4F_PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char ix_raw[];
     ix_smem &S = *reinterpret_cast<ix_smem *>(ix_raw);
     const int64_t t = blockIdx.y;
@@ -579,6 +583,7 @@ __global__ void __launch_bounds__(IDX_WARPS * 32) k_indexer_generic(const float 
                                                                    const float *__restrict__ w, int64_t nh, int64_t d,
                                                                    const float *__restrict__ keys, int64_t nk,
                                                                    const int32_t *__restrict__ n_valid, float *score) {
+    V4F_PDL_ENTRY();
     extern __shared__ float qs[];
     const int64_t t = blockIdx.y;
     const int64_t nv = n_valid ? min(nk, (int64_t)n_valid[t]) : nk;
@@ -636,7 +641,7 @@ extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const
         int64_t gx = (2 * (int64_t)c->sm_count + n_q - 1) / n_q;
         if (gx > tiles) gx = tiles;
         if (gx < 1) gx = 1;
-        k_ix_tile<<<dim3((unsigned)gx, (unsigned)n_q), IX_THREADS, ix_bytes, c->stream>>>(q, w, (int)n_head, keys,
+        v4f_launch(k_ix_tile, dim3((unsigned)gx, (unsigned)n_q), IX_THREADS, ix_bytes, c->stream, q, w, (int)n_head, keys,
                                                                                           n_keys, n_valid, score);
         CUDA_TRY_LAUNCH();
         return V4F_OK;
@@ -645,13 +650,13 @@ extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const
     const size_t smem = (size_t)(n_head * d) * sizeof(float);
     const int per = (int)(d / 32);
     if (per <= 4)
-        k_indexer_generic<4><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+        v4f_launch(k_indexer_generic<4>, grid, IDX_WARPS * 32, smem, c->stream, q, w, n_head, d, keys, n_keys, n_valid,
                                                                            score);
     else if (per <= 8)
-        k_indexer_generic<8><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+        v4f_launch(k_indexer_generic<8>, grid, IDX_WARPS * 32, smem, c->stream, q, w, n_head, d, keys, n_keys, n_valid,
                                                                            score);
     else
-        k_indexer_generic<16><<<grid, IDX_WARPS * 32, smem, c->stream>>>(q, w, n_head, d, keys, n_keys, n_valid,
+        v4f_launch(k_indexer_generic<16>, grid, IDX_WARPS * 32, smem, c->stream, q, w, n_head, d, keys, n_keys, n_valid,
                                                                             score);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -749,6 +754,7 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
 __global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *__restrict__ x, int64_t ld,
                                                        const int32_t *__restrict__ nr, int64_t n0, int64_t k,
                                                        int32_t *idx, int32_t *count) {
+    V4F_PDL_ENTRY();
     const int64_t r = blockIdx.x;
     topk_row_block<TOPK_THREADS>(x + r * ld, nr ? (int64_t)nr[r] : n0, k, idx + r * k, count ? count + r : NULL);
 }
@@ -844,6 +850,7 @@ __device__ __forceinline__ void tk_slice(int64_t n, int64_t *b, int64_t *e) {
 
 __global__ void __launch_bounds__(TK_THREADS) k_tk_hist1(const float *__restrict__ x, int64_t ld,
                                                          const int32_t *__restrict__ nr, int64_t n0, int64_t k) {
+    V4F_PDL_ENTRY();
     __shared__ unsigned h[TK_BINS];
     const int r = blockIdx.y;
     const int64_t n = tk_row_n(nr, n0, r);
@@ -865,6 +872,7 @@ __global__ void __launch_bounds__(TK_THREADS) k_tk_hist1(const float *__restrict
 
 __global__ void __launch_bounds__(TK_THREADS) k_tk_hist2(const float *__restrict__ x, int64_t ld,
                                                          const int32_t *__restrict__ nr, int64_t n0, int64_t k) {
+    V4F_PDL_ENTRY();
     __shared__ unsigned h[TK_BINS];
     const int r = blockIdx.y;
     const int64_t n = tk_row_n(nr, n0, r);
@@ -890,6 +898,7 @@ __global__ void __launch_bounds__(TK_THREADS) k_tk_hist2(const float *__restrict
 
 __global__ void __launch_bounds__(TK_THREADS) k_tk_collect(const float *__restrict__ x, int64_t ld,
                                                            const int32_t *__restrict__ nr, int64_t n0, int64_t k) {
+    V4F_PDL_ENTRY();
     const int r = blockIdx.y;
     const int64_t n = tk_row_n(nr, n0, r);
     if (n <= k) return;
@@ -958,6 +967,7 @@ struct tk_final_smem {
 __global__ void __launch_bounds__(TK_FIN_THREADS) k_tk_final(const float *__restrict__ x, int64_t ld,
                                                              const int32_t *__restrict__ nr, int64_t n0, int64_t k,
                                                              int32_t *idx, int32_t *count) {
+    V4F_PDL_ENTRY();
     __shared__ tk_final_smem S;
     const int r = blockIdx.x;
     const int tid = threadIdx.x;
@@ -1032,17 +1042,17 @@ extern "C" v4f_status v4f_cuda_topk(v4f_cuda *c, const float *x, int64_t n_rows,
         if (g > gmax) g = gmax;
         if (g < 1) g = 1;
         const dim3 grid((unsigned)g, (unsigned)n_rows);
-        k_tk_hist1<<<grid, TK_THREADS, 0, c->stream>>>(x, ld, n, n0, k);
+        v4f_launch(k_tk_hist1, grid, TK_THREADS, 0, c->stream, x, ld, n, n0, k);
         CUDA_TRY_LAUNCH();
-        k_tk_hist2<<<grid, TK_THREADS, 0, c->stream>>>(x, ld, n, n0, k);
+        v4f_launch(k_tk_hist2, grid, TK_THREADS, 0, c->stream, x, ld, n, n0, k);
         CUDA_TRY_LAUNCH();
-        k_tk_collect<<<grid, TK_THREADS, 0, c->stream>>>(x, ld, n, n0, k);
+        v4f_launch(k_tk_collect, grid, TK_THREADS, 0, c->stream, x, ld, n, n0, k);
         CUDA_TRY_LAUNCH();
-        k_tk_final<<<(unsigned)n_rows, TK_FIN_THREADS, 0, c->stream>>>(x, ld, n, n0, k, idx, count);
+        v4f_launch(k_tk_final, (unsigned)n_rows, TK_FIN_THREADS, 0, c->stream, x, ld, n, n0, k, idx, count);
         CUDA_TRY_LAUNCH();
         return V4F_OK;
     }
-    k_topk<<<(unsigned)n_rows, TOPK_THREADS, 0, c->stream>>>(x, ld, n, n0, k, idx, count);
+    v4f_launch(k_topk, (unsigned)n_rows, TOPK_THREADS, 0, c->stream, x, ld, n, n0, k, idx, count);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

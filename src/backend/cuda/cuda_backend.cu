@@ -20,6 +20,32 @@
 
 #define V4F_CUDA_ALLOC_ALIGN 256
 
+int v4f_cuda_pdl;
+
+/* A kernel whose code reveals the architecture it was compiled for: PDL is
+ * used only when the code that runs has the griddepcontrol instructions. */
+__global__ void k_pdl_probe(void) {}
+
+/* PDL on: the device is sm_90+ and runs sm_90+ code, unless V4F_PDL=0.
+ * A process-wide switch (the kernels are shared by all contexts): the
+ * first context decides it, an older device opened later turns it off. */
+static void pdl_decide(int device, int cc_major, bool first) {
+    const char *e = getenv("V4F_PDL");
+    cudaFuncAttributes fa;
+    bool ok = cc_major >= 9 && !(e && strcmp(e, "0") == 0);
+    if (ok) {
+        if (cudaFuncGetAttributes(&fa, k_pdl_probe) == cudaSuccess) {
+            ok = fa.binaryVersion >= 90;
+        } else {
+            (void)cudaGetLastError();
+            ok = false;
+        }
+    }
+    if (first) v4f_cuda_pdl = ok ? 1 : 0;
+    else if (!ok) v4f_cuda_pdl = 0;
+    v4f_log(V4F_LOG_DEBUG, "cuda: device %d programmatic dependent launch %s", device, v4f_cuda_pdl ? "on" : "off");
+}
+
 int v4f_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -40,6 +66,8 @@ static v4f_status ctx_init(v4f_cuda *c, int device, v4f_err *err) {
     CUDA_TRY(cudaGetDeviceProperties(&prop, device));
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->sm_count = prop.multiProcessorCount;
+    static int opened;
+    pdl_decide(device, prop.major, __sync_fetch_and_add(&opened, 1) == 0);
     int bus_bits = 0, mem_khz = 0;
     if (cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess &&
         cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess)

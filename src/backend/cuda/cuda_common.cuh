@@ -48,6 +48,51 @@ struct v4f_cuda {
     uint8_t *qx_main, *qx_aux;
 };
 
+/* ---- programmatic dependent launch (PDL) ------------------------------------
+ * Every kernel of the backend starts with V4F_PDL_ENTRY(): wait until the
+ * kernels before it on the stream have completed and their writes are
+ * visible (griddepcontrol.wait), then let the next kernel be launched
+ * (griddepcontrol.launch_dependents). Kernels are launched with
+ * v4f_launch, which asks for programmatic stream serialization when
+ * v4f_cuda_pdl is set: the next kernel's CTAs are then scheduled while the
+ * current one still runs and sit at their wait, so the launch latency
+ * between dependent kernels (the gaps of a decode graph) overlaps the work.
+ * Rule: before V4F_PDL_ENTRY a kernel may read only its parameters and
+ * memory no kernel writes (weights), and may write nothing global; every
+ * CTA that touches memory passes the wait, so "kernel done" still implies
+ * "all kernels before it done". Without the launch attribute (sm < 90, or
+ * V4F_PDL=0) the wait returns at once and launches are ordinary. */
+extern int v4f_cuda_pdl; /* set by v4f_cuda_open: sm_90+ code on an sm_90+ device */
+
+__device__ __forceinline__ void v4f_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void v4f_pdl_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+#define V4F_PDL_ENTRY() (v4f_pdl_wait(), v4f_pdl_trigger())
+
+/* kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute
+ * when enabled; errors surface through CUDA_TRY_LAUNCH as for <<<>>>. */
+template <typename... P, typename... A>
+static inline void v4f_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A... args) {
+    cudaLaunchAttribute at = {};
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = &at;
+    cfg.numAttrs = v4f_cuda_pdl ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 /* Report a failed CUDA call: fills err, logs, returns the status. */
 static inline v4f_status v4f_cuda_fail(v4f_err *err, cudaError_t e, const char *expr, const char *file, int line) {
     const v4f_status st = e == cudaErrorMemoryAllocation ? V4F_STATUS_OOM : V4F_STATUS_DEVICE;

@@ -129,6 +129,7 @@ extern "C" v4f_status v4f_cuda_measure_copy_bw(int device, size_t bytes, double 
 }
 
 __global__ void k_fill_random(float *x, int64_t n, uint64_t seed) {
+    V4F_PDL_ENTRY();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -142,7 +143,7 @@ extern "C" v4f_status v4f_cuda_fill_random(v4f_cuda *c, float *x, int64_t n, uin
     ARG_CHECK(n >= 0, "cuda fill: bad n");
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_fill_random<<<blocks_for(n, 256) > 4096 ? 4096 : blocks_for(n, 256), 256, 0, c->stream>>>(x, n, seed);
+    v4f_launch(k_fill_random, blocks_for(n, 256) > 4096 ? 4096 : blocks_for(n, 256), 256, 0, c->stream, x, n, seed);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -316,6 +317,7 @@ typedef struct ratio_set {
 
 __global__ void k_step_prep(const int32_t *pos0, int64_t n, int32_t n_swa, int nr, ratio_set rs, int32_t *pos,
                             int32_t *rf, int32_t *rc, int32_t *nvis) {
+    V4F_PDL_ENTRY();
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n) return;
     const int32_t p = pos0[0] + (int32_t)t;
@@ -339,7 +341,7 @@ extern "C" v4f_status v4f_cuda_step_prep(v4f_cuda *c, const int32_t *pos0, int64
     }
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_step_prep<<<blocks_for(n, 128), 128, 0, c->stream>>>(pos0, n, n_swa, n_ratios, rs, pos, raw_first, raw_count,
+    v4f_launch(k_step_prep, blocks_for(n, 128), 128, 0, c->stream, pos0, n, n_swa, n_ratios, rs, pos, raw_first, raw_count,
                                                           nvis);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -356,6 +358,7 @@ template <int T> __device__ __forceinline__ float emb_elem(const uint8_t *row, i
 template <int T>
 __global__ void k_embed(const uint8_t *E, uint64_t row_bytes, int64_t n_vocab, const int32_t *tokens, int64_t d,
                         int n_hc, float *X) {
+    V4F_PDL_ENTRY();
     const int64_t t = blockIdx.y;
     int32_t tok = tokens[t];
     if (tok < 0 || tok >= n_vocab) tok = 0; /* validated on the host; never read out of bounds */
@@ -375,9 +378,9 @@ extern "C" v4f_status v4f_cuda_embed(v4f_cuda *c, const void *E, uint32_t type, 
     CUDA_TRY_DEVICE(c);
     const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
     const uint8_t *e = (const uint8_t *)E;
-    if (type == V4F_TYPE_F32) k_embed<V4F_TYPE_F32><<<grid, 256, 0, c->stream>>>(e, row_bytes, n_vocab, tokens, d, n_hc, X);
-    else if (type == V4F_TYPE_F16) k_embed<V4F_TYPE_F16><<<grid, 256, 0, c->stream>>>(e, row_bytes, n_vocab, tokens, d, n_hc, X);
-    else k_embed<V4F_TYPE_BF16><<<grid, 256, 0, c->stream>>>(e, row_bytes, n_vocab, tokens, d, n_hc, X);
+    if (type == V4F_TYPE_F32) v4f_launch(k_embed<V4F_TYPE_F32>, grid, 256, 0, c->stream, e, row_bytes, n_vocab, tokens, d, n_hc, X);
+    else if (type == V4F_TYPE_F16) v4f_launch(k_embed<V4F_TYPE_F16>, grid, 256, 0, c->stream, e, row_bytes, n_vocab, tokens, d, n_hc, X);
+    else v4f_launch(k_embed<V4F_TYPE_BF16>, grid, 256, 0, c->stream, e, row_bytes, n_vocab, tokens, d, n_hc, X);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -388,6 +391,7 @@ extern "C" v4f_status v4f_cuda_embed(v4f_cuda *c, const void *E, uint32_t type, 
 
 __global__ void __launch_bounds__(RED_THREADS) k_hc_mix_scale(const float *X, int64_t HD, float *mix, int64_t mixn,
                                                               float eps) {
+    V4F_PDL_ENTRY();
     __shared__ double part[RED_THREADS / 32];
     __shared__ float r_s;
     const int64_t t = blockIdx.x;
@@ -412,7 +416,7 @@ extern "C" v4f_status v4f_cuda_hc_mix_scale(v4f_cuda *c, const float *X, int64_t
     ARG_CHECK(n >= 0 && n <= 0x7fffffff && HD > 0 && mixn >= 0, "cuda hc mix scale: bad shape");
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_hc_mix_scale<<<(unsigned)n, RED_THREADS, 0, c->stream>>>(X, HD, mix, mixn, eps);
+    v4f_launch(k_hc_mix_scale, (unsigned)n, RED_THREADS, 0, c->stream, X, HD, mix, mixn, eps);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -421,6 +425,7 @@ extern "C" v4f_status v4f_cuda_hc_mix_scale(v4f_cuda *c, const float *X, int64_t
 
 __global__ void k_comp_store(const float *A, const float *B, const float *ape, int64_t W, int32_t ratio,
                              const int32_t *pos, float *kv_ring, float *sc_ring, int64_t R) {
+    V4F_PDL_ENTRY();
     const int64_t t = blockIdx.y;
     const int32_t p = pos[t];
     const int64_t slot = (int64_t)p % R;
@@ -438,7 +443,7 @@ extern "C" v4f_status v4f_cuda_comp_store(v4f_cuda *c, const float *A, const flo
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     const dim3 grid((unsigned)((W + 255) / 256), (unsigned)n);
-    k_comp_store<<<grid, 256, 0, c->stream>>>(A, B, ape, W, ratio, pos, kv_ring, sc_ring, R);
+    v4f_launch(k_comp_store, grid, 256, 0, c->stream, A, B, ape, W, ratio, pos, kv_ring, sc_ring, R);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -482,6 +487,7 @@ __device__ __forceinline__ float pool_dim(const float *kv_ring, const float *sc_
 __global__ void __launch_bounds__(BUCKET_THREADS) k_moe_bucket(const int32_t *eids, const float *ew, int64_t nk,
                                                                int n_expert, int32_t *offs, int32_t *elist,
                                                                int32_t *einv, float *wrow) {
+    V4F_PDL_ENTRY();
     extern __shared__ int32_t sh[]; /* counts then cursors [n_expert] */
     for (int e = threadIdx.x; e < n_expert; e += blockDim.x) sh[e] = 0;
     __syncthreads();
@@ -517,13 +523,14 @@ extern "C" v4f_status v4f_cuda_moe_bucket(v4f_cuda *c, const int32_t *eids, cons
                                           v4f_err *err) {
     ARG_CHECK(n >= 0 && k > 0 && n * k <= 65536 && n_expert > 0 && n_expert <= 4096, "cuda moe bucket: bad shape");
     CUDA_TRY_DEVICE(c);
-    k_moe_bucket<<<1, BUCKET_THREADS, (size_t)n_expert * sizeof(int32_t), c->stream>>>(eids, ew, n * k, n_expert,
+    v4f_launch(k_moe_bucket, 1, BUCKET_THREADS, (size_t)n_expert * sizeof(int32_t), c->stream, eids, ew, n * k, n_expert,
                                                                                       offs, elist, einv, wrow);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
 
 __global__ void k_gather_rows(const float *src, const int32_t *idx, int32_t div, int64_t d, float *dst) {
+    V4F_PDL_ENTRY();
     const int64_t i = blockIdx.y;
     const int64_t s = idx[i] / div;
     for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < d; j += (int64_t)gridDim.x * blockDim.x)
@@ -536,12 +543,13 @@ extern "C" v4f_status v4f_cuda_gather_rows(v4f_cuda *c, const float *src, const 
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
-    k_gather_rows<<<grid, 256, 0, c->stream>>>(src, idx, div, d, dst);
+    v4f_launch(k_gather_rows, grid, 256, 0, c->stream, src, idx, div, d, dst);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
 
 __global__ void k_add_streams(const float *E, int n_hc, int64_t d, float *X) {
+    V4F_PDL_ENTRY();
     const int64_t t = blockIdx.y;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d; i += (int64_t)gridDim.x * blockDim.x) {
         const float e = E[t * d + i];
@@ -558,7 +566,7 @@ extern "C" v4f_status v4f_cuda_add_streams(v4f_cuda *c, const float *E, int64_t 
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
-    k_add_streams<<<grid, 256, 0, c->stream>>>(E, n_hc, d, X);
+    v4f_launch(k_add_streams, grid, 256, 0, c->stream, E, n_hc, d, X);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -573,6 +581,7 @@ extern "C" v4f_status v4f_cuda_add_streams(v4f_cuda *c, const float *E, int64_t 
 template <int T>
 __global__ void __launch_bounds__(MIXP_THREADS) k_hc_mix_partial(const uint8_t *W, uint64_t row_bytes, int M, int64_t K,
                                                                  const float *X, int n_split, float *part, double *ss) {
+    V4F_PDL_ENTRY();
     __shared__ float red[MIXP_THREADS / 32][MIXP_MAX_M];
     __shared__ double red_ss[MIXP_THREADS / 32];
     const int s = blockIdx.x;
@@ -624,11 +633,11 @@ extern "C" v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32
     const dim3 grid((unsigned)n_split, (unsigned)n);
     const uint8_t *w = (const uint8_t *)W;
     if (type == V4F_TYPE_F32)
-        k_hc_mix_partial<V4F_TYPE_F32><<<grid, MIXP_THREADS, 0, c->stream>>>(w, row_bytes, M, K, X, n_split, part, ss);
+        v4f_launch(k_hc_mix_partial<V4F_TYPE_F32>, grid, MIXP_THREADS, 0, c->stream, w, row_bytes, M, K, X, n_split, part, ss);
     else if (type == V4F_TYPE_F16)
-        k_hc_mix_partial<V4F_TYPE_F16><<<grid, MIXP_THREADS, 0, c->stream>>>(w, row_bytes, M, K, X, n_split, part, ss);
+        v4f_launch(k_hc_mix_partial<V4F_TYPE_F16>, grid, MIXP_THREADS, 0, c->stream, w, row_bytes, M, K, X, n_split, part, ss);
     else
-        k_hc_mix_partial<V4F_TYPE_BF16><<<grid, MIXP_THREADS, 0, c->stream>>>(w, row_bytes, M, K, X, n_split, part, ss);
+        v4f_launch(k_hc_mix_partial<V4F_TYPE_BF16>, grid, MIXP_THREADS, 0, c->stream, w, row_bytes, M, K, X, n_split, part, ss);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -653,6 +662,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
                                                         int64_t d, int iters, float hc_eps, float rms_eps,
                                                         const float *norm_w, float *pre, float *post, float *comb,
                                                         float *a, float *xn, int head) {
+    V4F_PDL_ENTRY();
     __shared__ float pp[HC_PRE_MAX_PART];
     __shared__ double sp[HC_PRE_MAX_SPLIT];
     __shared__ float ms[(2 + OPS_MAX_HC) * OPS_MAX_HC], C[OPS_MAX_HC * OPS_MAX_HC], pre_s[OPS_MAX_HC],
@@ -755,10 +765,10 @@ static void launch_hc_pre(cudaStream_t st, int64_t n, const float *X, const floa
                           float hc_eps, float rms_eps, const float *norm_w, float *pre, float *post, float *comb,
                           float *a, float *xn, int head) {
     if (V4F_HCP_REG && H <= HCP_MAXH && d <= (int64_t)HCP_THREADS * HCP_PER)
-        k_hc_pre<true><<<(unsigned)n, HCP_THREADS, 0, st>>>(X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
+        v4f_launch(k_hc_pre<true>, (unsigned)n, HCP_THREADS, 0, st, X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
                                                              rms_eps, norm_w, pre, post, comb, a, xn, head);
     else
-        k_hc_pre<false><<<(unsigned)n, HCP_THREADS, 0, st>>>(X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
+        v4f_launch(k_hc_pre<false>, (unsigned)n, HCP_THREADS, 0, st, X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
                                                               rms_eps, norm_w, pre, post, comb, a, xn, head);
 }
 
@@ -798,6 +808,7 @@ __global__ void __launch_bounds__(TAIL_THREADS) k_qkv_tail(float *qr, int64_t q_
                                                            int64_t hd, const float *kv_norm, const int32_t *pos,
                                                            const float *freqs, int n_rot, int fp8, float eps,
                                                            float *ring, int64_t R) {
+    V4F_PDL_ENTRY();
     __shared__ double part[TAIL_THREADS / 32];
     const int64_t t = blockIdx.x;
     float *q = qr + t * q_rank, *k = kv + t * hd;
@@ -829,7 +840,7 @@ extern "C" v4f_status v4f_cuda_qkv_tail(v4f_cuda *c, float *qr, int64_t q_rank, 
               "cuda qkv tail: bad shape");
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_qkv_tail<<<(unsigned)n, TAIL_THREADS, 0, c->stream>>>(qr, q_rank, q_norm, kv, hd, kv_norm, pos, freqs, n_rot,
+    v4f_launch(k_qkv_tail, (unsigned)n, TAIL_THREADS, 0, c->stream, qr, q_rank, q_norm, kv, hd, kv_norm, pos, freqs, n_rot,
                                                             fp8 ? 1 : 0, eps, ring, R);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -837,6 +848,7 @@ extern "C" v4f_status v4f_cuda_qkv_tail(v4f_cuda *c, float *qr, int64_t q_rank, 
 
 __global__ void __launch_bounds__(128) k_q_heads(float *q, int64_t n_head, int64_t hd, const int32_t *pos,
                                                  const float *freqs, int n_rot, float eps) {
+    V4F_PDL_ENTRY();
     __shared__ double part[4];
     const int64_t th = blockIdx.x, t = th / n_head;
     float *row = q + th * hd;
@@ -853,7 +865,7 @@ extern "C" v4f_status v4f_cuda_q_heads(v4f_cuda *c, float *q, int64_t n, int64_t
               "cuda q heads: bad shape");
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_q_heads<<<(unsigned)(n * n_head), 128, 0, c->stream>>>(q, n_head, hd, pos, freqs, n_rot, eps);
+    v4f_launch(k_q_heads, (unsigned)(n * n_head), 128, 0, c->stream, q, n_head, hd, pos, freqs, n_rot, eps);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -864,6 +876,7 @@ __global__ void __launch_bounds__(128) k_comp_emit(const float *kv_ring, const f
                                                    int64_t D, int32_t ratio, bool overlap, const int32_t *pos0,
                                                    int64_t n, const float *norm_w, const float *freqs, int n_rot,
                                                    int mode, float eps, float *rows) {
+    V4F_PDL_ENTRY();
     __shared__ float row[EMIT_MAX_D], hs[EMIT_MAX_D];
     __shared__ double part[4];
     const int64_t p0 = pos0[0];
@@ -902,7 +915,7 @@ extern "C" v4f_status v4f_cuda_comp_emit(v4f_cuda *c, const float *kv_ring, cons
               (long long)D, ratio, (long long)n);
     if (ng_max == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_comp_emit<<<(unsigned)ng_max, 128, 0, c->stream>>>(kv_ring, sc_ring, R, W, D, ratio, overlap, pos0, n, norm_w,
+    v4f_launch(k_comp_emit, (unsigned)ng_max, 128, 0, c->stream, kv_ring, sc_ring, R, W, D, ratio, overlap, pos0, n, norm_w,
                                                          freqs, n_rot, mode, eps, rows);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -910,6 +923,7 @@ extern "C" v4f_status v4f_cuda_comp_emit(v4f_cuda *c, const float *kv_ring, cons
 
 __global__ void __launch_bounds__(128) k_idx_q(float *iq, float *iw, int64_t n_head, int64_t d, const int32_t *pos,
                                                const float *freqs, int n_rot, float w_scale) {
+    V4F_PDL_ENTRY();
     extern __shared__ float hs[];
     const int64_t th = blockIdx.x, t = th / n_head;
     float *row = iq + th * d;
@@ -928,7 +942,7 @@ extern "C" v4f_status v4f_cuda_idx_q(v4f_cuda *c, float *iq, float *iw, int64_t 
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     const int threads = d >= 256 ? 128 : 32;
-    k_idx_q<<<(unsigned)(n * n_head), threads, (size_t)d * sizeof(float), c->stream>>>(iq, iw, n_head, d, pos, freqs,
+    v4f_launch(k_idx_q, (unsigned)(n * n_head), threads, (size_t)d * sizeof(float), c->stream, iq, iw, n_head, d, pos, freqs,
                                                                                        n_rot, w_scale);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -940,6 +954,7 @@ extern "C" v4f_status v4f_cuda_idx_q(v4f_cuda *c, float *iq, float *iw, int64_t 
  * its loads before the sums (they were a serial latency chain). */
 __global__ void k_moe_sum_post(const float *y, const int32_t *einv, const float *ysh, int k, int64_t d, const float *X,
                                const float *post, const float *comb, int H, float *Xout) {
+    V4F_PDL_ENTRY();
     __shared__ int32_t pl[MSP_MAXK];
     __shared__ float cs[OPS_MAX_HC * OPS_MAX_HC], ps[OPS_MAX_HC];
     const int64_t t = blockIdx.y;
@@ -976,7 +991,7 @@ extern "C" v4f_status v4f_cuda_moe_sum_post(v4f_cuda *c, const float *y, const i
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     const dim3 grid((unsigned)((d + 127) / 128), (unsigned)n);
-    k_moe_sum_post<<<grid, 128, 0, c->stream>>>(y, einv, ysh, k, d, X, post, comb, H, Xout);
+    v4f_launch(k_moe_sum_post, grid, 128, 0, c->stream, y, einv, ysh, k, d, X, post, comb, H, Xout);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

@@ -403,6 +403,7 @@ template <int BM, int BN> constexpr size_t tc_smem() {
 template <int T, int BM, int BN, bool G>
 __global__ void __launch_bounds__(kThreads, (BM * BN <= 128 * 128 && BN <= 128) ? 2 : 1)
     k_gemm_tc(const __grid_constant__ gemm_args a, const __grid_constant__ typename grid_of<T>::type gt) {
+    V4F_PDL_ENTRY();
     constexpr int WARPS_M = 2, WARPS_N = 4;
     constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
     constexpr int MT = WM / 16, NT = WN / 8;
@@ -557,6 +558,7 @@ constexpr int kEM = 64, kEN = 64;
 template <int T, bool G>
 __global__ void __launch_bounds__(kThreads)
     k_gemm_exact(const __grid_constant__ gemm_args a, const __grid_constant__ typename grid_of<T>::type gt) {
+    V4F_PDL_ENTRY();
     __shared__ __align__(16) float sx[kBK][kEM + 4];
     __shared__ __align__(16) float sw[kBK][kEN + 4];
     __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
@@ -655,7 +657,7 @@ static v4f_status launch_tc(v4f_cuda *c, const gemm_args &a, const typename grid
         __atomic_fetch_or(&done, bit, __ATOMIC_RELAXED);
     }
     const dim3 grid((unsigned)m_tiles, (unsigned)((a.n_out + BN - 1) / BN));
-    k_gemm_tc<T, BM, BN, G><<<grid, kThreads, smem, c->stream>>>(a, gt);
+    v4f_launch(k_gemm_tc<T, BM, BN, G>, grid, kThreads, smem, c->stream, a, gt);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -679,9 +681,9 @@ static v4f_status launch_type(v4f_cuda *c, const gemm_args &a, bool grouped, int
         const int64_t mt = grouped ? grouped_tiles(rows, a.n_expert, kEM) : (rows + kEM - 1) / kEM;
         const dim3 grid((unsigned)mt, (unsigned)((a.n_out + kEN - 1) / kEN));
         if (grouped)
-            k_gemm_exact<T, true><<<grid, kThreads, 0, c->stream>>>(a, gt);
+            v4f_launch(k_gemm_exact<T, true>, grid, kThreads, 0, c->stream, a, gt);
         else
-            k_gemm_exact<T, false><<<grid, kThreads, 0, c->stream>>>(a, gt);
+            v4f_launch(k_gemm_exact<T, false>, grid, kThreads, 0, c->stream, a, gt);
         CUDA_TRY_LAUNCH();
         return V4F_OK;
     }

@@ -38,6 +38,7 @@ static inline unsigned grid1(int64_t n, int threads) { return (unsigned)((n + th
 /* One block per row (dev_rmsnorm_row). */
 __global__ void k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, float *y, int64_t n,
                           float eps) {
+    V4F_PDL_ENTRY();
     __shared__ double part[RMS_THREADS / 32];
     dev_rmsnorm_row(x + (int64_t)blockIdx.x * n, w, y + (int64_t)blockIdx.x * n, n, eps, part);
 }
@@ -48,7 +49,7 @@ extern "C" v4f_status v4f_cuda_rmsnorm(v4f_cuda *c, const float *x, const float 
               (long long)n_rows, (long long)n);
     if (n_rows == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_rmsnorm<<<(unsigned)n_rows, RMS_THREADS, 0, c->stream>>>(x, w, y, n, eps);
+    v4f_launch(k_rmsnorm, (unsigned)n_rows, RMS_THREADS, 0, c->stream, x, w, y, n, eps);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -59,6 +60,7 @@ extern "C" v4f_status v4f_cuda_rmsnorm(v4f_cuda *c, const float *x, const float 
 __global__ void k_rope_tail(float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int n_rot,
                             const float *__restrict__ freqs, const int32_t *__restrict__ pos, int64_t pos0,
                             int64_t pos_step, int inverse) {
+    V4F_PDL_ENTRY();
     const int half = n_rot / 2;
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_tok * n_head * half) return;
@@ -78,7 +80,7 @@ extern "C" v4f_status v4f_cuda_rope_tail(v4f_cuda *c, float *x, int64_t n_tok, i
     const int64_t n = n_tok * n_head * (n_rot / 2);
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_rope_tail<<<grid1(n, 256), 256, 0, c->stream>>>(x, n_tok, n_head, head_dim, n_rot, freqs, pos, pos0, pos_step,
+    v4f_launch(k_rope_tail, grid1(n, 256), 256, 0, c->stream, x, n_tok, n_head, head_dim, n_rot, freqs, pos, pos0, pos_step,
                                                       inverse ? 1 : 0);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -88,6 +90,7 @@ extern "C" v4f_status v4f_cuda_rope_tail(v4f_cuda *c, float *x, int64_t n_tok, i
 
 /* One warp per 64-block (dev_fp8_block64). */
 __global__ void k_fp8_roundtrip(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int64_t n_blk) {
+    V4F_PDL_ENTRY();
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (wid >= n_rows * n_blk) return; /* whole warp exits together */
@@ -102,7 +105,7 @@ extern "C" v4f_status v4f_cuda_fp8_roundtrip(v4f_cuda *c, float *x, int64_t n_ro
     const int64_t n_blk = (n + 63) / 64;
     if (n_rows == 0 || n_blk == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_fp8_roundtrip<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n, n_blk);
+    v4f_launch(k_fp8_roundtrip, grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream, x, n_rows, row_stride, n, n_blk);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -129,6 +132,7 @@ __device__ __forceinline__ float e4m3_value_d(uint8_t code) {
 /* One warp per 64-block (elements lane, lane + 32). */
 __global__ void k_fp8_encode(const float *__restrict__ x, int64_t n_rows, int64_t row_stride, int64_t n_blk,
                              uint8_t *codes, int64_t code_stride, int8_t *exps) {
+    V4F_PDL_ENTRY();
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (wid >= n_rows * n_blk) return;
@@ -146,6 +150,7 @@ __global__ void k_fp8_encode(const float *__restrict__ x, int64_t n_rows, int64_
 
 __global__ void k_fp8_decode(const uint8_t *__restrict__ codes, int64_t code_stride, const int8_t *__restrict__ exps,
                              int64_t n_rows, int64_t n, float *y, int64_t row_stride) {
+    V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_rows * n) return;
     const int64_t r = gid / n, i = gid % n;
@@ -161,7 +166,7 @@ extern "C" v4f_status v4f_cuda_fp8_encode(v4f_cuda *c, const float *x, int64_t n
     const int64_t n_blk = n / 64;
     if (n_rows == 0 || n_blk == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_fp8_encode<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n_blk, codes,
+    v4f_launch(k_fp8_encode, grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream, x, n_rows, row_stride, n_blk, codes,
                                                                          code_stride, exps);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -173,7 +178,7 @@ extern "C" v4f_status v4f_cuda_fp8_decode(v4f_cuda *c, const uint8_t *codes, int
               "cuda fp8 decode: bad shape (n %lld must be a multiple of 64)", (long long)n);
     if (n_rows * n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_fp8_decode<<<grid1(n_rows * n, 256), 256, 0, c->stream>>>(codes, code_stride, exps, n_rows, n, y, row_stride);
+    v4f_launch(k_fp8_decode, grid1(n_rows * n, 256), 256, 0, c->stream, codes, code_stride, exps, n_rows, n, y, row_stride);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -194,6 +199,7 @@ __device__ __forceinline__ unsigned e2m1_code_d(float r) { /* r already an E2M1 
 /* One warp per 32-block: lane i encodes element i; even lanes pack a byte. */
 __global__ void k_fp4_encode(const float *__restrict__ x, int64_t n_rows, int64_t row_stride, int64_t n_blk,
                              uint8_t *codes, int64_t code_stride, int8_t *exps) {
+    V4F_PDL_ENTRY();
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (wid >= n_rows * n_blk) return;
@@ -209,6 +215,7 @@ __global__ void k_fp4_encode(const float *__restrict__ x, int64_t n_rows, int64_
 
 __global__ void k_fp4_decode(const uint8_t *__restrict__ codes, int64_t code_stride, const int8_t *__restrict__ exps,
                              int64_t n_rows, int64_t n, float *y, int64_t row_stride) {
+    V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_rows * n) return;
     const int64_t r = gid / n, i = gid % n;
@@ -225,7 +232,7 @@ extern "C" v4f_status v4f_cuda_fp4_encode(v4f_cuda *c, const float *x, int64_t n
     const int64_t n_blk = n / 32;
     if (n_rows == 0 || n_blk == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_fp4_encode<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n_blk, codes,
+    v4f_launch(k_fp4_encode, grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream, x, n_rows, row_stride, n_blk, codes,
                                                                          code_stride, exps);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -237,7 +244,7 @@ extern "C" v4f_status v4f_cuda_fp4_decode(v4f_cuda *c, const uint8_t *codes, int
               "cuda fp4 decode: bad shape (n %lld must be a multiple of 32)", (long long)n);
     if (n_rows * n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_fp4_decode<<<grid1(n_rows * n, 256), 256, 0, c->stream>>>(codes, code_stride, exps, n_rows, n, y, row_stride);
+    v4f_launch(k_fp4_decode, grid1(n_rows * n, 256), 256, 0, c->stream, codes, code_stride, exps, n_rows, n, y, row_stride);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -245,6 +252,7 @@ extern "C" v4f_status v4f_cuda_fp4_decode(v4f_cuda *c, const uint8_t *codes, int
 /* ---- Hadamard + FP4 E2M1 round-trip ---------------------------------------------------- */
 
 __global__ void k_fp4_roundtrip(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int64_t n_blk) {
+    V4F_PDL_ENTRY();
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (wid >= n_rows * n_blk) return;
@@ -258,6 +266,7 @@ __global__ void k_fp4_roundtrip(float *x, int64_t n_rows, int64_t row_stride, in
 
 /* One block per row (dev_hadamard_fp4_row). */
 __global__ void k_hadamard(float *x, int64_t row_stride, int n, float scale, int fp4) {
+    V4F_PDL_ENTRY();
     extern __shared__ float hs[];
     dev_hadamard_fp4_row(x + (int64_t)blockIdx.x * row_stride, hs, n, scale, fp4);
 }
@@ -272,11 +281,11 @@ extern "C" v4f_status v4f_cuda_hadamard_fp4(v4f_cuda *c, float *x, int64_t n_row
                   "cuda hadamard: n %lld is not a power of two <= 4096", (long long)n);
         const float scale = (float)(1.0 / sqrt((double)n));
         const int threads = n >= 256 ? 128 : 32;
-        k_hadamard<<<(unsigned)n_rows, threads, (size_t)n * sizeof(float), c->stream>>>(x, row_stride, (int)n, scale,
+        v4f_launch(k_hadamard, (unsigned)n_rows, threads, (size_t)n * sizeof(float), c->stream, x, row_stride, (int)n, scale,
                                                                                         fp4 ? 1 : 0);
     } else {
         const int64_t n_blk = (n + 31) / 32;
-        k_fp4_roundtrip<<<grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream>>>(x, n_rows, row_stride, n, n_blk);
+        v4f_launch(k_fp4_roundtrip, grid1(n_rows * n_blk * 32, 256), 256, 0, c->stream, x, n_rows, row_stride, n, n_blk);
     }
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -290,6 +299,7 @@ extern "C" v4f_status v4f_cuda_hadamard_fp4(v4f_cuda *c, float *x, int64_t n_row
 __global__ void k_hc_split_sinkhorn(const float *__restrict__ mix, const float *__restrict__ scale3,
                                     const float *__restrict__ base, int64_t n_tok, int H, int iters, float eps,
                                     float *pre, float *post, float *comb) {
+    V4F_PDL_ENTRY();
     __shared__ float cm[HC_WARPS][OPS_MAX_HC * OPS_MAX_HC];
     const int wl = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t t = (int64_t)blockIdx.x * HC_WARPS + wl;
@@ -307,7 +317,7 @@ extern "C" v4f_status v4f_cuda_hc_split_sinkhorn(v4f_cuda *c, const float *mix, 
               n_hc, iters);
     if (n_tok == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_hc_split_sinkhorn<<<grid1(n_tok, HC_WARPS), HC_WARPS * 32, 0, c->stream>>>(mix, scale3, base, n_tok, n_hc,
+    v4f_launch(k_hc_split_sinkhorn, grid1(n_tok, HC_WARPS), HC_WARPS * 32, 0, c->stream, mix, scale3, base, n_tok, n_hc,
                                                                                  iters, eps, pre, post, comb);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -315,6 +325,7 @@ extern "C" v4f_status v4f_cuda_hc_split_sinkhorn(v4f_cuda *c, const float *mix, 
 
 __global__ void k_hc_weighted_sum(const float *__restrict__ X, const float *__restrict__ w, int64_t n_tok, int H,
                                   int64_t d, float *y) {
+    V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_tok * d) return;
     const int64_t t = gid / d, i = gid % d;
@@ -330,13 +341,14 @@ extern "C" v4f_status v4f_cuda_hc_weighted_sum(v4f_cuda *c, const float *X, cons
     ARG_CHECK(n_tok >= 0 && n_hc > 0 && d >= 0, "cuda hc weighted sum: bad shape");
     if (n_tok * d == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_hc_weighted_sum<<<grid1(n_tok * d, 256), 256, 0, c->stream>>>(X, w, n_tok, n_hc, d, y);
+    v4f_launch(k_hc_weighted_sum, grid1(n_tok * d, 256), 256, 0, c->stream, X, w, n_tok, n_hc, d, y);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
 
 __global__ void k_hc_post(const float *__restrict__ o, const float *__restrict__ X, const float *__restrict__ post,
                           const float *__restrict__ comb, int64_t n_tok, int H, int64_t d, float *Xout) {
+    V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_tok * H * d) return;
     const int64_t i = gid % d, tj = gid / d;
@@ -356,13 +368,14 @@ extern "C" v4f_status v4f_cuda_hc_post(v4f_cuda *c, const float *o, const float 
     const int64_t n = n_tok * n_hc * d;
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_hc_post<<<grid1(n, 256), 256, 0, c->stream>>>(o, X, post, comb, n_tok, n_hc, d, Xout);
+    v4f_launch(k_hc_post, grid1(n, 256), 256, 0, c->stream, o, X, post, comb, n_tok, n_hc, d, Xout);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
 
 __global__ void k_hc_head_weights(const float *__restrict__ mix, const float *__restrict__ scale,
                                   const float *__restrict__ base, int64_t n_tok, int H, float eps, float *w) {
+    V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_tok * H) return;
     const int h = (int)(gid % H);
@@ -374,7 +387,7 @@ extern "C" v4f_status v4f_cuda_hc_head_weights(v4f_cuda *c, const float *mix, co
     ARG_CHECK(n_tok >= 0 && n_hc > 0, "cuda hc head: bad shape");
     if (n_tok == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_hc_head_weights<<<grid1(n_tok * n_hc, 128), 128, 0, c->stream>>>(mix, scale, base, n_tok, n_hc, eps, w);
+    v4f_launch(k_hc_head_weights, grid1(n_tok * n_hc, 128), 128, 0, c->stream, mix, scale, base, n_tok, n_hc, eps, w);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -394,6 +407,7 @@ __device__ __forceinline__ float router_score(float l) {
 __global__ void k_router(const float *__restrict__ logits, const float *__restrict__ bias, int64_t n_expert, int k,
                          const int32_t *__restrict__ tid2eid, const int32_t *__restrict__ tokens, int norm,
                          float scale, int32_t *ids, float *w) {
+    V4F_PDL_ENTRY();
     extern __shared__ float rs[]; /* [n_expert] selection values, then [n_expert] chosen flags */
     unsigned char *chosen = (unsigned char *)(rs + n_expert);
     const int64_t t = blockIdx.x;
@@ -460,7 +474,7 @@ extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const fl
     if (n_tok == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     const size_t smem = (size_t)n_expert * (sizeof(float) + 1);
-    k_router<<<(unsigned)n_tok, 32, smem, c->stream>>>(logits, bias, n_expert, k, tid2eid, tokens, norm ? 1 : 0, scale,
+    v4f_launch(k_router, (unsigned)n_tok, 32, smem, c->stream, logits, bias, n_expert, k, tid2eid, tokens, norm ? 1 : 0, scale,
                                                        ids, w);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -470,6 +484,7 @@ extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const fl
 
 __global__ void k_swiglu(const float *__restrict__ g, const float *__restrict__ u, int64_t n_rows, int64_t n,
                          float limit, const float *__restrict__ weight, float *h) {
+    V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_rows * n) return;
     float gv = g[gid], uv = u[gid];
@@ -487,7 +502,7 @@ extern "C" v4f_status v4f_cuda_swiglu(v4f_cuda *c, const float *g, const float *
     ARG_CHECK(n_rows >= 0 && n >= 0, "cuda swiglu: bad shape");
     if (n_rows * n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_swiglu<<<grid1(n_rows * n, 256), 256, 0, c->stream>>>(g, u, n_rows, n, limit, weight, h);
+    v4f_launch(k_swiglu, grid1(n_rows * n, 256), 256, 0, c->stream, g, u, n_rows, n, limit, weight, h);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -498,6 +513,7 @@ extern "C" v4f_status v4f_cuda_swiglu(v4f_cuda *c, const float *g, const float *
 __global__ void k_compress_pool(const float *__restrict__ vals, const float *__restrict__ scores, int64_t n_groups,
                                 int64_t group_stride, int n_cand, int64_t ld, int n_lo, int64_t hi_off, int64_t D,
                                 float *out) {
+    V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_groups * D) return;
     const int64_t g = gid / D, j = gid % D;
@@ -524,7 +540,7 @@ extern "C" v4f_status v4f_cuda_compress_pool(v4f_cuda *c, const float *vals, con
     ARG_CHECK(n_groups >= 0 && n_cand >= 0 && D >= 0, "cuda compress pool: bad shape");
     if (n_groups * D == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    k_compress_pool<<<grid1(n_groups * D, 256), 256, 0, c->stream>>>(vals, scores, n_groups, group_stride, n_cand, ld,
+    v4f_launch(k_compress_pool, grid1(n_groups * D, 256), 256, 0, c->stream, vals, scores, n_groups, group_stride, n_cand, ld,
                                                                      n_lo, hi_off, D, out);
     CUDA_TRY_LAUNCH();
     return V4F_OK;

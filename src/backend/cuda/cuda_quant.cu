@@ -366,6 +366,7 @@ typedef struct qx_args {
 
 /* One warp per group of 32 elements; blockIdx.y = slot. */
 __global__ void __launch_bounds__(256) k_quant_x(const __grid_constant__ qx_args a) {
+    V4F_PDL_ENTRY();
     const int64_t n = a.n_in;
     const int64_t g = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (g >= n / 32) return; /* uniform over the warp */
@@ -583,6 +584,22 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     const int nrows = (int)min((int64_t)R, p.n_out - row0);
     const int64_t n_sb = a.n_in / SBE;
     const int chunk_bytes = chunk_sb * SBB;
+    /* A direct matrix does not depend on earlier kernels: its first chunk
+     * is requested before waiting for them (programmatic dependent launch,
+     * cuda_common.cuh); an indirect one is picked by an earlier kernel. */
+    auto issue = [&](const uint8_t *pw, int64_t sb0) {
+        const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
+        const int nvec = nsb * (SBB / 16);
+        const uint8_t *src0 = pw + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
+        for (int r = 0; r < nrows; r++) {
+            const uint8_t *src = src0 + (uint64_t)r * p.row_bytes;
+            uint8_t *dst = smem + r * chunk_bytes;
+            for (int v = threadIdx.x; v < nvec; v += blockDim.x) cp_async16(dst + 16 * v, src + 16 * v);
+        }
+    };
+    const bool early = a.tab == NULL;
+    if (early) issue(p.w, 0);
+    V4F_PDL_ENTRY();
     const uint8_t *pw = mv_w(a, p);
 
     float acc[R];
@@ -593,13 +610,7 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
 
     for (int64_t sb0 = 0; sb0 < n_sb; sb0 += chunk_sb) {
         const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
-        const int nvec = nsb * (SBB / 16);
-        const uint8_t *src0 = pw + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
-        for (int r = 0; r < nrows; r++) {
-            const uint8_t *src = src0 + (uint64_t)r * p.row_bytes;
-            uint8_t *dst = smem + r * chunk_bytes;
-            for (int v = threadIdx.x; v < nvec; v += blockDim.x) cp_async16(dst + 16 * v, src + 16 * v);
-        }
+        if (!early || sb0 > 0) issue(pw, sb0);
         cp_async_wait_all();
         __syncthreads();
         const int nunits = nsb * UPS;
@@ -786,6 +797,7 @@ __device__ __forceinline__ float dot_unit_q2(const uint8_t *s, int u, const xq_u
 template <int T, bool Q>
 __global__ void __launch_bounds__(MV2_MAX_THREADS) k_mv2(const __grid_constant__ mv_args a,
                                                          const __grid_constant__ mv2_plan pl) {
+    V4F_PDL_ENTRY();
     constexpr int R = fmt2<T>::R, SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE;
     constexpr int UPS = SBE / (Q ? 32 : UE);
     constexpr bool IQ2 = Q && T == V4F_TYPE_IQ2_XXS;
@@ -942,6 +954,7 @@ __global__ void __launch_bounds__(MV2_MAX_THREADS) k_mv2(const __grid_constant__
 #define MV_SLOW_WARPS 4
 
 template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_slow(const __grid_constant__ mv_args a) {
+    V4F_PDL_ENTRY();
     const mv_pair &p = a.p[blockIdx.y];
     const int64_t row = (int64_t)blockIdx.x * MV_SLOW_WARPS + (threadIdx.x >> 5);
     if (row >= p.n_out) return; /* uniform over the warp */
@@ -954,6 +967,7 @@ template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_
 
 template <int T>
 __global__ void k_dequant(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t n_total, float *dst) {
+    V4F_PDL_ENTRY();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / n_in, e = i - r * n_in;
         dst[i] = elem<T>(w + (uint64_t)r * row_bytes, e);
@@ -1042,7 +1056,7 @@ static v4f_status prepare_planes(v4f_cuda *c, mv_args *a, int n, v4f_err *err) {
     }
     const int64_t groups = a->n_in / 32;
     const dim3 grid((unsigned)((groups + 7) / 8), (unsigned)n_uniq);
-    k_quant_x<<<grid, 256, 0, c->stream>>>(q);
+    v4f_launch(k_quant_x, grid, 256, 0, c->stream, q);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -1140,7 +1154,7 @@ template <int T, bool Q> static v4f_status launch_mv2(v4f_cuda *c, mv_args *a, i
         v4f_log(V4F_LOG_WARN, "k_mv2 %s%s n_in %lld tiles %lld K %lld CH %lld nch %lld TU %d RG %d NT %d S %d smem %zu occ %d grid %lld",
                 v4f_type_name((uint32_t)T), Q ? " planes" : "", (long long)a->n_in, (long long)tiles, (long long)K,
                 (long long)CH, (long long)nch, TU, RG, NT, S, smem, occ, (long long)G);
-    k_mv2<T, Q><<<(unsigned)G, NT, smem, c->stream>>>(*a, pl);
+    v4f_launch(k_mv2<T, Q>, (unsigned)G, NT, smem, c->stream, *a, pl);
     CUDA_TRY_LAUNCH();
     *ran = true;
     return V4F_OK;
@@ -1187,15 +1201,15 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
         const dim3 grid((unsigned)((max_out + R - 1) / R), (unsigned)n);
         if constexpr (kPlanes) {
             if (planes)
-                k_matvec<T, true><<<grid, threads, smem, c->stream>>>(*a, (int)chunk_sb);
+                v4f_launch(k_matvec<T, true>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
             else
-                k_matvec<T, false><<<grid, threads, smem, c->stream>>>(*a, (int)chunk_sb);
+                v4f_launch(k_matvec<T, false>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
         } else {
-            k_matvec<T, false><<<grid, threads, smem, c->stream>>>(*a, (int)chunk_sb);
+            v4f_launch(k_matvec<T, false>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
         }
     } else {
         const dim3 grid((unsigned)((max_out + MV_SLOW_WARPS - 1) / MV_SLOW_WARPS), (unsigned)n);
-        k_matvec_slow<T><<<grid, 32 * MV_SLOW_WARPS, 0, c->stream>>>(*a);
+        v4f_launch(k_matvec_slow<T>, grid, 32 * MV_SLOW_WARPS, 0, c->stream, *a);
     }
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -1316,7 +1330,7 @@ static v4f_status launch_dequant(v4f_cuda *c, const uint8_t *w, uint64_t row_byt
     int64_t blocks = (total + threads - 1) / threads;
     const int64_t cap = (int64_t)c->sm_count * 32;
     if (blocks > cap) blocks = cap;
-    k_dequant<T><<<(unsigned)blocks, threads, 0, c->stream>>>(w, row_bytes, n_in, total, dst);
+    v4f_launch(k_dequant<T>, (unsigned)blocks, threads, 0, c->stream, w, row_bytes, n_in, total, dst);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
