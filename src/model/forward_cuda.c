@@ -1100,8 +1100,21 @@ static v4f_status hc_pre(v4f_gpu *g, int64_t n, const gmat *fn, const float *sca
     int ns = hc_splits(HD, n, (int)c->n_hc);
     TRY(v4f_cuda_hc_mix_partial(g->c, fn->data, fn->type, fn->row_bytes, (int)mixn, HD, x->X, n, ns, x->mixp, x->mixss,
                                 err));
+    int sel = HCP_ALL;
+    if (g->fork) {
+        /* Sinkhorn (post, comb: needed at HC_post, after a join) on the
+         * second stream; the path to xn goes on without it */
+        TRY(v4f_cuda_fork(g->c, err));
+        v4f_status st = v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, scale, base, n, (int)c->n_hc, d,
+                                              (int)c->hc_iters, c->hc_eps, c->rms_eps, norm_w, x->pre, x->post,
+                                              x->comb, x->a, x->xn, HCP_SINKHORN, err);
+        v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
+        if (st) return st;
+        if (se) return se;
+        sel = HCP_NORM;
+    }
     return v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, scale, base, n, (int)c->n_hc, d, (int)c->hc_iters,
-                                 c->hc_eps, c->rms_eps, norm_w, x->pre, x->post, x->comb, x->a, x->xn, err);
+                                 c->hc_eps, c->rms_eps, norm_w, x->pre, x->post, x->comb, x->a, x->xn, sel, err);
 }
 
 static v4f_status hc_post(v4f_gpu *g, int64_t n, v4f_err *err) {
@@ -1238,6 +1251,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     }
     TRY(mm(g, &r->out_b, x->low, og * orank, n, x->out, d, err));
     pmark(g, GP_OUT);
+    if (g->fork) TRY(v4f_cuda_join(g->c, err)); /* Sinkhorn of hc_pre */
     TRY(hc_post(g, n, err));
     pmark(g, GP_HC);
     return V4F_OK;

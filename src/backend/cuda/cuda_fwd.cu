@@ -642,7 +642,8 @@ extern "C" v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32
     return V4F_OK;
 }
 
-/* HC_pre (or, head = 1, the HC head) of one token per CTA from the mixer
+/* HC_pre (mode HCP_ALL, or one half: HCP_NORM / HCP_SINKHORN, see
+ * cuda_fwd.h), or the HC head (HCP_HEAD), of one token per CTA from the mixer
  * partials: loads are issued before they are needed (the X values of the
  * weighted sum are read while warp 0 runs Sinkhorn), reductions are trees.
  * REG (n_hc <= HCP_MAXH, d <= HCP_THREADS * HCP_PER, the published model):
@@ -661,7 +662,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
                                                         int n_split, const float *scale3, const float *base, int H,
                                                         int64_t d, int iters, float hc_eps, float rms_eps,
                                                         const float *norm_w, float *pre, float *post, float *comb,
-                                                        float *a, float *xn, int head) {
+                                                        float *a, float *xn, int mode) {
     V4F_PDL_ENTRY();
     __shared__ float pp[HC_PRE_MAX_PART];
     __shared__ double sp[HC_PRE_MAX_SPLIT];
@@ -670,13 +671,17 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
     __shared__ double red[HCP_THREADS / 32];
     __shared__ float r_s, r2_s;
     const int64_t t = blockIdx.x, HD = (int64_t)H * d;
-    const int mixn = head ? H : (2 + H) * H, tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
+    const bool head = mode == HCP_HEAD, sk = mode == HCP_ALL || mode == HCP_SINKHORN, ws = mode != HCP_SINKHORN;
+    /* mixn: mixer outputs per split in part; nsum: those this mode needs
+     * (HCP_NORM: only the H pre weights, not the post/comb ones) */
+    const int mixn = head ? H : (2 + H) * H, nsum = sk ? mixn : H;
+    const int tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
     const float *x = X + t * HD;
     const int np = n_split * mixn;
     for (int i = tid; i < np; i += HCP_THREADS) pp[i] = part[t * np + i];
     for (int i = tid; i < n_split; i += HCP_THREADS) sp[i] = ssp[t * n_split + i];
     float xv[REG ? HCP_MAXH : 1][REG ? HCP_PER : 1];
-    if constexpr (REG) {
+    if (REG && ws) {
 #pragma unroll
         for (int e = 0; e < HCP_PER; e++) {
             const int64_t i = tid + (int64_t)e * HCP_THREADS;
@@ -685,8 +690,8 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
         }
     }
     __syncthreads();
-    for (int j = wl; j <= mixn; j += HCP_THREADS / 32) { /* warp per mixer output, then the scale */
-        if (j < mixn) {
+    for (int j = wl; j <= nsum; j += HCP_THREADS / 32) { /* warp per mixer output, then the scale */
+        if (j < nsum) {
             float m = 0;
             for (int s = lane; s < n_split; s += 32) m += pp[s * mixn + j];
             for (int o = 16; o > 0; o >>= 1) m += __shfl_xor_sync(0xffffffffu, m, o);
@@ -704,6 +709,11 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
         if (lane < H)
             pre_s[lane] = __fadd_rn(
                 sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(ms[lane], r_s), scale3[0]), base[lane])), hc_eps);
+    } else if (wl == 0 && !sk) {
+        /* pre only, the same operations as dev_hc_sinkhorn_warp */
+        if (lane < H)
+            pre_s[lane] = __fadd_rn(
+                sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(ms[lane], r_s), scale3[0]), base[lane])), hc_eps);
     } else if (wl == 0) {
         for (int j = lane; j < mixn; j += 32) ms[j] = __fmul_rn(ms[j], r_s);
         __syncwarp();
@@ -715,6 +725,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
         }
         for (int j = lane; j < H * H; j += 32) comb[t * H * H + j] = C[j];
     }
+    if (!ws) return; /* uniform: Sinkhorn only */
     __syncthreads();
     if constexpr (!REG) {
         /* a = sum_h w_h X_h through the scratch, then RMSNorm */
@@ -763,26 +774,29 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
 static void launch_hc_pre(cudaStream_t st, int64_t n, const float *X, const float *part, const double *ss,
                           int n_split, const float *scale3, const float *base, int H, int64_t d, int iters,
                           float hc_eps, float rms_eps, const float *norm_w, float *pre, float *post, float *comb,
-                          float *a, float *xn, int head) {
+                          float *a, float *xn, int mode) {
     if (V4F_HCP_REG && H <= HCP_MAXH && d <= (int64_t)HCP_THREADS * HCP_PER)
         v4f_launch(k_hc_pre<true>, (unsigned)n, HCP_THREADS, 0, st, X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
-                                                             rms_eps, norm_w, pre, post, comb, a, xn, head);
+                                                             rms_eps, norm_w, pre, post, comb, a, xn, mode);
     else
         v4f_launch(k_hc_pre<false>, (unsigned)n, HCP_THREADS, 0, st, X, part, ss, n_split, scale3, base, H, d, iters, hc_eps,
-                                                              rms_eps, norm_w, pre, post, comb, a, xn, head);
+                                                              rms_eps, norm_w, pre, post, comb, a, xn, mode);
 }
 
 extern "C" v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const float *part, const double *ss,
                                             int n_split, const float *scale3, const float *base, int64_t n, int H,
                                             int64_t d, int iters, float hc_eps, float rms_eps, const float *norm_w,
-                                            float *pre, float *post, float *comb, float *a, float *xn, v4f_err *err) {
+                                            float *pre, float *post, float *comb, float *a, float *xn, int part_sel,
+                                            v4f_err *err) {
+    ARG_CHECK(part_sel == HCP_ALL || part_sel == HCP_NORM || part_sel == HCP_SINKHORN,
+              "cuda hc pre fused: bad part %d", part_sel);
     ARG_CHECK(n >= 0 && n <= 0x7fffffff && H > 0 && H <= OPS_MAX_HC && d > 0 && iters >= 1 && n_split > 0 &&
                   n_split <= HC_PRE_MAX_SPLIT && n_split * (2 + H) * H <= HC_PRE_MAX_PART,
               "cuda hc pre fused: bad shape (H %d, %d splits)", H, n_split);
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     launch_hc_pre(c->stream, n, X, part, ss, n_split, scale3, base, H, d, iters, hc_eps, rms_eps, norm_w, pre, post,
-                  comb, a, xn, 0);
+                  comb, a, xn, part_sel);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -797,7 +811,7 @@ extern "C" v4f_status v4f_cuda_hc_head_fused(v4f_cuda *c, const float *X, const 
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     launch_hc_pre(c->stream, n, X, part, ss, n_split, scale, base, H, d, 1, hc_eps, rms_eps, norm_w, NULL, NULL, NULL,
-                  a, xn, 1);
+                  a, xn, HCP_HEAD);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

@@ -149,11 +149,16 @@ v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32_t type, ui
 
 /* HC_pre per token from those partials: mix = sum_s part (slice order),
  * scaled by 1/sqrt(sum_s ss / K + rms_eps); split + Sinkhorn -> pre, post,
- * comb; a = sum_h pre_h X_h; xn = RMSNorm(a) * norm_w. K = H * d. */
+ * comb; a = sum_h pre_h X_h; xn = RMSNorm(a) * norm_w. K = H * d.
+ * part_sel: HCP_ALL does both; HCP_NORM only xn (from the H pre weights,
+ * pre/post/comb untouched); HCP_SINKHORN only pre, post and comb (xn, a
+ * untouched). The two halves are independent: a caller may run them on two
+ * streams so that Sinkhorn (needed only at HC_post) is off the path to xn. */
+enum { HCP_ALL = 0, HCP_HEAD = 1, HCP_NORM = 2, HCP_SINKHORN = 3 };
 v4f_status v4f_cuda_hc_pre_fused(v4f_cuda *c, const float *X, const float *part, const double *ss, int n_split,
                                  const float *scale3, const float *base, int64_t n, int H, int64_t d, int iters,
                                  float hc_eps, float rms_eps, const float *norm_w, float *pre, float *post,
-                                 float *comb, float *a, float *xn, v4f_err *err);
+                                 float *comb, float *a, float *xn, int part_sel, v4f_err *err);
 
 /* HC head per token from the mixer partials (M = H): w_h = sigmoid(mix_h *
  * r * scale[0] + base_h) + hc_eps with r as above; xn = RMSNorm(sum_h w_h
