@@ -166,6 +166,7 @@ typedef struct gscratch {
     float *hw;     /* head weights [N][n_hc] */
     float *mixp;   /* HC mixer partials [N][splits][mix] */
     double *mixss; /* [N][splits] */
+    const gmat *mix_of; /* the mixer whose partials mixp/mixss hold for this chunk (post_mix), or NULL */
     float *logits; /* [GPU_HEAD_ROWS][vocab] */
     float *no_sink;
 } gscratch;
@@ -1092,35 +1093,70 @@ static int hc_splits(int64_t K, int64_t n, int n_hc) {
     return s;
 }
 
-static v4f_status hc_pre(v4f_gpu *g, int64_t n, const gmat *fn, const float *scale, const float *base,
-                         const float *norm_w, v4f_err *err) {
+/* One HC_pre: its mixer, scale, base and the norm weight of its block. */
+typedef struct hcmix {
+    const gmat *fn;
+    const float *scale, *base, *norm;
+} hcmix;
+
+static v4f_status hc_pre(v4f_gpu *g, int64_t n, const hcmix *hm, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
+    const gmat *fn = hm->fn;
     int64_t HD = (int64_t)c->n_hc * c->n_embd, mixn = v4f_config_hc_mix(c), d = c->n_embd;
     int ns = hc_splits(HD, n, (int)c->n_hc);
-    TRY(v4f_cuda_hc_mix_partial(g->c, fn->data, fn->type, fn->row_bytes, (int)mixn, HD, x->X, n, ns, x->mixp, x->mixss,
-                                err));
+    if (x->mix_of != fn) /* else computed by the post_mix before */
+        TRY(v4f_cuda_hc_mix_partial(g->c, fn->data, fn->type, fn->row_bytes, (int)mixn, HD, x->X, n, ns, x->mixp,
+                                    x->mixss, err));
+    x->mix_of = NULL;
     int sel = HCP_ALL;
     if (g->fork) {
         /* Sinkhorn (post, comb: needed at HC_post, after a join) on the
          * second stream; the path to xn goes on without it */
         TRY(v4f_cuda_fork(g->c, err));
-        v4f_status st = v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, scale, base, n, (int)c->n_hc, d,
-                                              (int)c->hc_iters, c->hc_eps, c->rms_eps, norm_w, x->pre, x->post,
+        v4f_status st = v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, hm->scale, hm->base, n, (int)c->n_hc,
+                                              d, (int)c->hc_iters, c->hc_eps, c->rms_eps, hm->norm, x->pre, x->post,
                                               x->comb, x->a, x->xn, HCP_SINKHORN, err);
         v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
         if (st) return st;
         if (se) return se;
         sel = HCP_NORM;
     }
-    return v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, scale, base, n, (int)c->n_hc, d, (int)c->hc_iters,
-                                 c->hc_eps, c->rms_eps, norm_w, x->pre, x->post, x->comb, x->a, x->xn, sel, err);
+    return v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, hm->scale, hm->base, n, (int)c->n_hc, d,
+                                 (int)c->hc_iters, c->hc_eps, c->rms_eps, hm->norm, x->pre, x->post, x->comb, x->a,
+                                 x->xn, sel, err);
 }
 
-static v4f_status hc_post(v4f_gpu *g, int64_t n, v4f_err *err) {
+/* A mixer post_mix can fold into the HC_post before it: decode-sized
+ * chunks (hc_splits' split count for few tokens), F32/F16/BF16 rows, as
+ * many outputs as the HC_pre mixers have. */
+static bool mix_fusable(const v4f_gpu *g, int64_t n, const hcmix *next) {
+    const gmat *f = next ? next->fn : NULL;
+    return f && n < 64 && (f->type == V4F_TYPE_F32 || f->type == V4F_TYPE_F16 || f->type == V4F_TYPE_BF16) &&
+           f->n_out == v4f_config_hc_mix(&g->cfg);
+}
+
+/* HC_post of the branch output: o (attention), or with o NULL the MoE sum
+ * (routed rows yd via einv/ident, shared ysh). With next, the following
+ * HC_pre's mixer partials are computed in the same launch (x->mix_of). */
+static v4f_status hc_post(v4f_gpu *g, int64_t n, const float *o, const hcmix *next, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
-    TRY(v4f_cuda_hc_post(g->c, x->out, x->X, x->post, x->comb, n, (int)c->n_hc, c->n_embd, x->X2, err));
+    int H = (int)c->n_hc, k = (int)c->n_expert_used;
+    int64_t d = c->n_embd;
+    const int32_t *einv = n > 1 ? x->einv : x->ident;
+    if (mix_fusable(g, n, next)) {
+        const gmat *f = next->fn;
+        int ns = hc_splits((int64_t)H * d, n, H);
+        TRY(v4f_cuda_post_mix(g->c, o, o ? NULL : x->yd, o ? NULL : einv, o ? 0 : k, o ? NULL : x->ysh, x->X,
+                              x->post, x->comb, n, H, d, x->X2, f->data, f->type, f->row_bytes, (int)f->n_out, ns,
+                              x->mixp, x->mixss, err));
+        x->mix_of = f;
+    } else if (o) {
+        TRY(v4f_cuda_hc_post(g->c, o, x->X, x->post, x->comb, n, H, d, x->X2, err));
+    } else {
+        TRY(v4f_cuda_moe_sum_post(g->c, x->yd, einv, x->ysh, n, k, d, x->X, x->post, x->comb, H, x->X2, err));
+    }
     float *t = x->X;
     x->X = x->X2;
     x->X2 = t;
@@ -1154,36 +1190,54 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     int64_t d = c->n_embd, hd = c->head_dim, nh = c->n_head, nq = nh * hd;
     int64_t W = (r->ratio == 4 ? 2 : 1) * hd, iW = 2 * (int64_t)c->idx_head_dim;
     int64_t nih = c->n_idx_head, ihd = c->idx_head_dim;
-    TRY(hc_pre(g, n, &r->hc_attn_fn, r->hc_attn_scale, r->hc_attn_base, r->attn_norm, err));
+    hcmix ha = {&r->hc_attn_fn, r->hc_attn_scale, r->hc_attn_base, r->attn_norm};
+    TRY(hc_pre(g, n, &ha, err));
     pmark(g, GP_HC);
-    mmjob jx[7] = {{&r->q_a, x->xn, d, x->qr, c->q_lora_rank}, {&r->kv, x->xn, d, x->kv, hd}};
-    int nj = 2;
+    /* The compressors and the indexer queries feed only the compressed
+     * keys and the indexer: with a second stream they run beside the q/KV
+     * path (their projections too), joined before the indexer scores. */
+    bool fk = g->fork && r->ratio;
+    mmjob jc[5];
+    int nc = 0;
     if (r->ratio) {
-        jx[nj++] = (mmjob){&r->comp_kv, x->xn, d, x->ckv, W};
-        jx[nj++] = (mmjob){&r->comp_gate, x->xn, d, x->cgate, W};
+        jc[nc++] = (mmjob){&r->comp_kv, x->xn, d, x->ckv, W};
+        jc[nc++] = (mmjob){&r->comp_gate, x->xn, d, x->cgate, W};
     }
     if (r->ratio == 4) {
-        jx[nj++] = (mmjob){&r->idx_comp_kv, x->xn, d, x->ikv, iW};
-        jx[nj++] = (mmjob){&r->idx_comp_gate, x->xn, d, x->igate, iW};
-        jx[nj++] = (mmjob){&r->idx_proj, x->xn, d, x->iw, nih};
+        jc[nc++] = (mmjob){&r->idx_comp_kv, x->xn, d, x->ikv, iW};
+        jc[nc++] = (mmjob){&r->idx_comp_gate, x->xn, d, x->igate, iW};
+        jc[nc++] = (mmjob){&r->idx_proj, x->xn, d, x->iw, nih};
     }
-    TRY(mm_multi(g, jx, nj, n, err));
-    /* the compressors depend only on the projections above: beside the q path */
-    bool fk = g->fork && r->ratio;
     if (fk) {
         TRY(v4f_cuda_fork(g->c, err));
-        v4f_status st = compressor(g, r, false, x->ckv, x->cgate, n, dbg, err);
+        v4f_status st = mm_multi(g, jc, nc, n, err);
+        if (st == V4F_OK) st = compressor(g, r, false, x->ckv, x->cgate, n, dbg, err);
         if (st == V4F_OK && r->ratio == 4) st = compressor(g, r, true, x->ikv, x->igate, n, dbg, err);
         v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
         if (st) return st;
         if (se) return se;
     }
+    mmjob jx[7] = {{&r->q_a, x->xn, d, x->qr, c->q_lora_rank}, {&r->kv, x->xn, d, x->kv, hd}};
+    int nj = 2;
+    for (int i = 0; !fk && i < nc; i++) jx[nj++] = jc[i];
+    TRY(mm_multi(g, jx, nj, n, err));
     /* q latent norm; KV norm + RoPE + FP8, into the raw ring */
     int64_t Rraw = (int64_t)c->n_swa + g->N;
     TRY(v4f_cuda_qkv_tail(g->c, x->qr, c->q_lora_rank, r->q_a_norm, x->kv, hd, r->kv_a_norm, n, x->pos, r->freqs,
                           (int)c->n_rot, !dbg->no_kv_fp8, c->rms_eps, r->raw, Rraw, err));
+    float isc = (float)(1.0 / sqrt((double)ihd)) * (float)(1.0 / sqrt((double)nih));
+    bool fq = fk && r->ratio == 4;
+    if (fq) {
+        TRY(v4f_cuda_fork(g->c, err));
+        v4f_status st = mm(g, &r->idx_q_b, x->qr, c->q_lora_rank, n, x->iq, nih * ihd, err);
+        if (st == V4F_OK)
+            st = v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, isc, err);
+        v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
+        if (st) return st;
+        if (se) return se;
+    }
     mmjob jq[2] = {{&r->q_b, x->qr, c->q_lora_rank, x->q, nq}, {&r->idx_q_b, x->qr, c->q_lora_rank, x->iq, nih * ihd}};
-    TRY(mm_multi(g, jq, r->ratio == 4 ? 2 : 1, n, err));
+    TRY(mm_multi(g, jq, r->ratio == 4 && !fq ? 2 : 1, n, err));
     /* per-head q norm + RoPE */
     TRY(v4f_cuda_q_heads(g->c, x->q, n, nh, hd, x->pos, r->freqs, (int)c->n_rot, c->rms_eps, err));
     pmark(g, GP_PROJ);
@@ -1192,8 +1246,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     const int32_t *nvis = r->ratio ? x->nvis + (int64_t)r->ratio_slot * n : NULL;
     if (r->ratio == 4) {
         if (!fk) TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
-        float sc = (float)(1.0 / sqrt((double)ihd)) * (float)(1.0 / sqrt((double)nih));
-        TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, sc, err));
+        if (!fq) TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, isc, err));
         if (fk) TRY(v4f_cuda_join(g->c, err));
         pmark(g, GP_COMP);
         int64_t cap4 = r->cap_i;
@@ -1252,17 +1305,20 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     TRY(mm(g, &r->out_b, x->low, og * orank, n, x->out, d, err));
     pmark(g, GP_OUT);
     if (g->fork) TRY(v4f_cuda_join(g->c, err)); /* Sinkhorn of hc_pre */
-    TRY(hc_post(g, n, err));
+    hcmix hf = {&r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm};
+    TRY(hc_post(g, n, x->out, &hf, err));
     pmark(g, GP_HC);
     return V4F_OK;
 }
 
-static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
+/* next: the HC mixer that follows (the next layer's attention), or NULL */
+static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
     int64_t d = c->n_embd, nff = c->n_ff_exp, k = c->n_expert_used, E = c->n_expert;
     int64_t nsh = r->gate_sh.n_out;
-    TRY(hc_pre(g, n, &r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm, err));
+    hcmix hf = {&r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm};
+    TRY(hc_pre(g, n, &hf, err));
     pmark(g, GP_HC);
     /* the shared expert depends only on xn: beside the routed path */
     if (g->fork) {
@@ -1357,11 +1413,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, v4f_err *err) {
     if (g->fork) TRY(v4f_cuda_join(g->c, err));
     else TRY(mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err));
     pmark(g, GP_EXP_DOWN);
-    TRY(v4f_cuda_moe_sum_post(g->c, x->yd, n > 1 ? x->einv : x->ident, x->ysh, n, (int)k, d, x->X, x->post, x->comb,
-                              (int)c->n_hc, x->X2, err));
-    float *t = x->X;
-    x->X = x->X2;
-    x->X2 = t;
+    TRY(hc_post(g, n, NULL, next, err));
     pmark(g, GP_SUM);
     return V4F_OK;
 }
@@ -1401,6 +1453,7 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
                              uint32_t pos0_host, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
+    x->mix_of = NULL;
     TRY(v4f_cuda_step_prep(g->c, x->pos0, n, (int32_t)c->n_swa, (int)g->n_ratios, g->ratios, x->pos, x->rf, x->rc,
                            x->nvis, err));
     TRY(v4f_cuda_embed(g->c, g->embd, g->embd_type, g->embd_row_bytes, c->n_vocab, x->tok, n, c->n_embd,
@@ -1414,7 +1467,12 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     v4f_status st = V4F_OK;
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         st = attention(g, &g->L[l], n, dbg, err);
-        if (st == V4F_OK) st = ffn(g, &g->L[l], n, err);
+        if (st == V4F_OK) {
+            const glayer *nx = l + 1 < c->n_layer ? &g->L[l + 1] : NULL;
+            hcmix hn = {nx ? &nx->hc_attn_fn : NULL, nx ? nx->hc_attn_scale : NULL, nx ? nx->hc_attn_base : NULL,
+                        nx ? nx->attn_norm : NULL};
+            st = ffn(g, &g->L[l], n, nx ? &hn : NULL, err);
+        }
         if (st == V4F_OK && ebuf) {
             st = v4f_cuda_download(g->c, ebuf, x->eids, (size_t)n * k * sizeof(int32_t), err);
             for (int64_t t = 0; st == V4F_OK && t < n; t++)
@@ -1535,8 +1593,9 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
         TRY(mm(g, &g->mtp_h_proj, x->X2, d, (int64_t)m * H, x->X, d, err));
         TRY(mm(g, &g->mtp_e_proj, x->xn, d, m, x->out, d, err));
         TRY(v4f_cuda_add_streams(g->c, x->out, m, (int)H, d, x->X, err));
+        x->mix_of = NULL;
         TRY(attention(g, r, m, &none, err));
-        TRY(ffn(g, r, m, err));
+        TRY(ffn(g, r, m, NULL, err));
         if (logits)
             TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, 0, m,
                             logits + (int64_t)done * c->n_vocab, err));

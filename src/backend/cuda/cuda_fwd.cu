@@ -825,8 +825,12 @@ __global__ void __launch_bounds__(TAIL_THREADS) k_qkv_tail(float *qr, int64_t q_
     V4F_PDL_ENTRY();
     __shared__ double part[TAIL_THREADS / 32];
     const int64_t t = blockIdx.x;
-    float *q = qr + t * q_rank, *k = kv + t * hd;
-    dev_rmsnorm_row(q, q_norm, q, q_rank, eps, part);
+    if (blockIdx.y == 0) { /* the q latent (independent of the KV row: a CTA of its own) */
+        float *q = qr + t * q_rank;
+        dev_rmsnorm_row(q, q_norm, q, q_rank, eps, part);
+        return;
+    }
+    float *k = kv + t * hd;
     dev_rmsnorm_row(k, kv_norm, k, hd, eps, part);
     __syncthreads();
     const int64_t p = pos[t];
@@ -854,7 +858,7 @@ extern "C" v4f_status v4f_cuda_qkv_tail(v4f_cuda *c, float *qr, int64_t q_rank, 
               "cuda qkv tail: bad shape");
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    v4f_launch(k_qkv_tail, (unsigned)n, TAIL_THREADS, 0, c->stream, qr, q_rank, q_norm, kv, hd, kv_norm, pos, freqs, n_rot,
+    v4f_launch(k_qkv_tail, dim3((unsigned)n, 2), TAIL_THREADS, 0, c->stream, qr, q_rank, q_norm, kv, hd, kv_norm, pos, freqs, n_rot,
                                                             fp8 ? 1 : 0, eps, ring, R);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
@@ -1006,6 +1010,121 @@ extern "C" v4f_status v4f_cuda_moe_sum_post(v4f_cuda *c, const float *y, const i
     CUDA_TRY_DEVICE(c);
     const dim3 grid((unsigned)((d + 127) / 128), (unsigned)n);
     v4f_launch(k_moe_sum_post, grid, 128, 0, c->stream, y, einv, ysh, k, d, X, post, comb, H, Xout);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* HC_post fused with the next HC mixer's split-K partials (k_hc_mix_partial
+ * over the new streams): CTA (s, t) computes the new streams on its slice of
+ * the flattened [H][d] row, stores them and accumulates the mixer dots and
+ * the sum of squares from registers, so the next HC_pre needs no mixer
+ * launch of its own. The branch output o is the attention output (MOE =
+ * false), or the sum of the k routed-expert rows plus the shared expert in
+ * the order of k_moe_sum_post. Same operations, same order, as k_hc_post /
+ * k_moe_sum_post followed by k_hc_mix_partial: bit-identical results. */
+typedef struct pm_args {
+    const float *o, *y, *ysh;
+    const int32_t *einv;
+    int k;
+    const float *X, *post, *comb;
+    int H;
+    int64_t d;
+    float *Xout;
+    const uint8_t *W;
+    uint64_t row_bytes;
+    int M, n_split;
+    float *part;
+    double *ss;
+} pm_args;
+
+template <int T, bool MOE>
+__global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant__ pm_args a) {
+    V4F_PDL_ENTRY();
+    __shared__ float red[MIXP_THREADS / 32][MIXP_MAX_M];
+    __shared__ double red_ss[MIXP_THREADS / 32];
+    __shared__ int32_t pl[MSP_MAXK];
+    __shared__ float cs[OPS_MAX_HC * OPS_MAX_HC], ps[OPS_MAX_HC];
+    const int s = blockIdx.x, H = a.H, M = a.M;
+    const int64_t t = blockIdx.y, d = a.d, K = (int64_t)H * d, len = K / a.n_split, k0 = (int64_t)s * len;
+    if (MOE && threadIdx.x < a.k) pl[threadIdx.x] = a.einv[t * a.k + threadIdx.x];
+    if (threadIdx.x < H * H) cs[threadIdx.x] = a.comb[t * H * H + threadIdx.x];
+    if (threadIdx.x < H) ps[threadIdx.x] = a.post[t * H + threadIdx.x];
+    __syncthreads();
+    const float *xt = a.X + t * K;
+    float acc[MIXP_MAX_M];
+#pragma unroll
+    for (int j = 0; j < MIXP_MAX_M; j++) acc[j] = 0.0f;
+    double sq = 0;
+    for (int64_t kk = k0 + threadIdx.x; kk < k0 + len; kk += blockDim.x) {
+        const int h = (int)(kk / d);
+        const int64_t i = kk - (int64_t)h * d;
+        float o;
+        if constexpr (MOE) {
+            float yv[MSP_MAXK];
+#pragma unroll
+            for (int j = 0; j < MSP_MAXK; j++) yv[j] = j < a.k ? a.y[(int64_t)pl[j] * d + i] : 0.0f;
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < MSP_MAXK; j++)
+                if (j < a.k) sum = __fadd_rn(sum, yv[j]);
+            o = __fadd_rn(sum, a.ysh[t * d + i]);
+        } else {
+            o = a.o[t * d + i];
+        }
+        float sm = 0;
+        for (int q = 0; q < H; q++) sm = __fadd_rn(sm, __fmul_rn(cs[q * H + h], xt[q * d + i]));
+        const float xv = __fadd_rn(__fmul_rn(ps[h], o), sm);
+        a.Xout[t * K + kk] = xv;
+        sq += (double)xv * (double)xv;
+#pragma unroll
+        for (int j = 0; j < MIXP_MAX_M; j++)
+            if (j < M) acc[j] = fmaf(emb_elem<T>(a.W + (uint64_t)j * a.row_bytes, kk), xv, acc[j]);
+    }
+    const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < MIXP_MAX_M; j++) {
+        float v = acc[j];
+        for (int o2 = 16; o2 > 0; o2 >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o2);
+        if (lane == 0) red[wl][j] = v;
+    }
+    sq = warp_sum_d(sq);
+    if (lane == 0) red_ss[wl] = sq;
+    __syncthreads();
+    if (threadIdx.x < M) {
+        float v = 0;
+        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red[w][threadIdx.x];
+        a.part[(t * a.n_split + s) * M + threadIdx.x] = v;
+    }
+    if (threadIdx.x == 0) {
+        double v = 0;
+        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_ss[w];
+        a.ss[t * a.n_split + s] = v;
+    }
+}
+
+template <bool MOE> static void launch_post_mix(cudaStream_t st, uint32_t type, dim3 grid, const pm_args &a) {
+    if (type == V4F_TYPE_F32) v4f_launch(k_post_mix<V4F_TYPE_F32, MOE>, grid, MIXP_THREADS, 0, st, a);
+    else if (type == V4F_TYPE_F16) v4f_launch(k_post_mix<V4F_TYPE_F16, MOE>, grid, MIXP_THREADS, 0, st, a);
+    else v4f_launch(k_post_mix<V4F_TYPE_BF16, MOE>, grid, MIXP_THREADS, 0, st, a);
+}
+
+extern "C" v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float *y, const int32_t *einv, int k,
+                                        const float *ysh, const float *X, const float *post, const float *comb,
+                                        int64_t n, int H, int64_t d, float *Xout, const void *W, uint32_t type,
+                                        uint64_t row_bytes, int M, int n_split, float *part, double *ss,
+                                        v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 65535 && H > 0 && H <= OPS_MAX_HC && d > 0 && M > 0 && M <= MIXP_MAX_M &&
+                  n_split > 0 && n_split <= 65535 && ((int64_t)H * d) % n_split == 0 && (int64_t)H * d <= 0x7fffffff,
+              "cuda post mix: bad shape (H %d, d %lld, M %d, %d splits)", H, (long long)d, M, n_split);
+    ARG_CHECK(o || (y && einv && ysh && k > 0 && k <= MSP_MAXK), "cuda post mix: no branch output (k %d)", k);
+    ARG_CHECK(type == V4F_TYPE_F32 || type == V4F_TYPE_F16 || type == V4F_TYPE_BF16,
+              "cuda post mix: mixer type %s (F32/F16/BF16)", v4f_type_name(type));
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    pm_args a = {o, y, ysh, einv, k, X, post, comb, H, d, Xout, (const uint8_t *)W, row_bytes, M, n_split, part, ss};
+    const dim3 grid((unsigned)n_split, (unsigned)n);
+    if (o) launch_post_mix<false>(c->stream, type, grid, a);
+    else launch_post_mix<true>(c->stream, type, grid, a);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

@@ -204,6 +204,16 @@ v4f_status v4f_cuda_moe_sum_post(v4f_cuda *c, const float *y, const int32_t *ein
                                  int64_t d, const float *X, const float *post, const float *comb, int H, float *Xout,
                                  v4f_err *err);
 
+/* HC_post (o given: attention; else the MoE sum of k_moe_sum_post) fused
+ * with the next HC mixer's partials over the new streams, exactly as
+ * v4f_cuda_hc_post / v4f_cuda_moe_sum_post followed by
+ * v4f_cuda_hc_mix_partial(W, type, row_bytes, M, H * d, Xout, n, n_split):
+ * same results, one launch instead of two. */
+v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float *y, const int32_t *einv, int k,
+                             const float *ysh, const float *X, const float *post, const float *comb, int64_t n, int H,
+                             int64_t d, float *Xout, const void *W, uint32_t type, uint64_t row_bytes, int M,
+                             int n_split, float *part, double *ss, v4f_err *err);
+
 #ifdef __cplusplus
 }
 #endif
