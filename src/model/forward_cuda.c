@@ -167,6 +167,8 @@ typedef struct gscratch {
     float *mixp;   /* HC mixer partials [N][splits][mix] */
     double *mixss; /* [N][splits] */
     const gmat *mix_of; /* the mixer whose partials mixp/mixss hold for this chunk (post_mix), or NULL */
+    double *gram;       /* [N][128][10] stream Gram partials of post_mix */
+    bool gram_ok;       /* gram holds them for mix_of */
     float *logits; /* [GPU_HEAD_ROWS][vocab] */
     float *no_sink;
 } gscratch;
@@ -691,6 +693,7 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(hw, N * c->n_hc, F);
     C(mixp, (uint64_t)N * 128 * mixn, F);
     C(mixss, (uint64_t)N * 128, sizeof(double));
+    C(gram, (uint64_t)N * 128 * 10, sizeof(double));
     C(logits, (uint64_t)GPU_HEAD_ROWS * c->n_vocab, F);
     C(no_sink, c->n_head, F);
 #undef C
@@ -1099,27 +1102,41 @@ typedef struct hcmix {
     const float *scale, *base, *norm;
 } hcmix;
 
-static v4f_status hc_pre(v4f_gpu *g, int64_t n, const hcmix *hm, v4f_err *err) {
+/* HC_pre's Sinkhorn half (post, comb) on the second stream. */
+static v4f_status hc_sinkhorn(v4f_gpu *g, int64_t n, const hcmix *hm, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    int ns = hc_splits((int64_t)c->n_hc * c->n_embd, n, (int)c->n_hc);
+    TRY(v4f_cuda_fork(g->c, err));
+    v4f_status st = v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, hm->scale, hm->base, n, (int)c->n_hc,
+                                          c->n_embd, (int)c->hc_iters, c->hc_eps, c->rms_eps, hm->norm, x->pre,
+                                          x->post, x->comb, x->a, x->xn, HCP_SINKHORN, err);
+    v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
+    return st ? st : se;
+}
+
+/* HC_pre. With a second stream its Sinkhorn half (post, comb: needed only
+ * at HC_post, after a join) runs there, now or, defer, when the caller
+ * calls hc_sinkhorn (after other work of that stream that is needed
+ * sooner); the main stream computes xn. */
+static v4f_status hc_pre(v4f_gpu *g, int64_t n, const hcmix *hm, bool defer, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
     const gmat *fn = hm->fn;
     int64_t HD = (int64_t)c->n_hc * c->n_embd, mixn = v4f_config_hc_mix(c), d = c->n_embd;
     int ns = hc_splits(HD, n, (int)c->n_hc);
-    if (x->mix_of != fn) /* else computed by the post_mix before */
+    bool have_mix = x->mix_of == fn, have_gram = have_mix && x->gram_ok; /* from the post_mix before */
+    x->mix_of = NULL;
+    x->gram_ok = false;
+    if (!have_mix)
         TRY(v4f_cuda_hc_mix_partial(g->c, fn->data, fn->type, fn->row_bytes, (int)mixn, HD, x->X, n, ns, x->mixp,
                                     x->mixss, err));
-    x->mix_of = NULL;
     int sel = HCP_ALL;
     if (g->fork) {
-        /* Sinkhorn (post, comb: needed at HC_post, after a join) on the
-         * second stream; the path to xn goes on without it */
-        TRY(v4f_cuda_fork(g->c, err));
-        v4f_status st = v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, hm->scale, hm->base, n, (int)c->n_hc,
-                                              d, (int)c->hc_iters, c->hc_eps, c->rms_eps, hm->norm, x->pre, x->post,
-                                              x->comb, x->a, x->xn, HCP_SINKHORN, err);
-        v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
-        if (st) return st;
-        if (se) return se;
+        if (!defer) TRY(hc_sinkhorn(g, n, hm, err));
+        if (have_gram)
+            return v4f_cuda_hc_norm(g->c, x->X, x->mixp, x->mixss, x->gram, ns, (int)mixn, n, (int)c->n_hc, d,
+                                    hm->scale, hm->base, c->hc_eps, c->rms_eps, hm->norm, x->xn, err);
         sel = HCP_NORM;
     }
     return v4f_cuda_hc_pre_fused(g->c, x->X, x->mixp, x->mixss, ns, hm->scale, hm->base, n, (int)c->n_hc, d,
@@ -1148,10 +1165,13 @@ static v4f_status hc_post(v4f_gpu *g, int64_t n, const float *o, const hcmix *ne
     if (mix_fusable(g, n, next)) {
         const gmat *f = next->fn;
         int ns = hc_splits((int64_t)H * d, n, H);
+        int64_t len = (int64_t)H * d / ns;
+        bool gram = g->fork && H <= 4 && d % 4 == 0 && d % len == 0; /* for v4f_cuda_hc_norm */
         TRY(v4f_cuda_post_mix(g->c, o, o ? NULL : x->yd, o ? NULL : einv, o ? 0 : k, o ? NULL : x->ysh, x->X,
                               x->post, x->comb, n, H, d, x->X2, f->data, f->type, f->row_bytes, (int)f->n_out, ns,
-                              x->mixp, x->mixss, err));
+                              x->mixp, x->mixss, gram ? x->gram : NULL, err));
         x->mix_of = f;
+        x->gram_ok = gram;
     } else if (o) {
         TRY(v4f_cuda_hc_post(g->c, o, x->X, x->post, x->comb, n, H, d, x->X2, err));
     } else {
@@ -1191,12 +1211,14 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     int64_t W = (r->ratio == 4 ? 2 : 1) * hd, iW = 2 * (int64_t)c->idx_head_dim;
     int64_t nih = c->n_idx_head, ihd = c->idx_head_dim;
     hcmix ha = {&r->hc_attn_fn, r->hc_attn_scale, r->hc_attn_base, r->attn_norm};
-    TRY(hc_pre(g, n, &ha, err));
+    /* the compressor/indexer branch below is the longer one: Sinkhorn waits
+     * behind it on the second stream (joined only before HC_post) */
+    bool fk = g->fork && r->ratio;
+    TRY(hc_pre(g, n, &ha, fk, err));
     pmark(g, GP_HC);
     /* The compressors and the indexer queries feed only the compressed
      * keys and the indexer: with a second stream they run beside the q/KV
      * path (their projections too), joined before the indexer scores. */
-    bool fk = g->fork && r->ratio;
     mmjob jc[5];
     int nc = 0;
     if (r->ratio) {
@@ -1248,6 +1270,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
         if (!fk) TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
         if (!fq) TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, isc, err));
         if (fk) TRY(v4f_cuda_join(g->c, err));
+        if (fk) TRY(hc_sinkhorn(g, n, &ha, err));
         pmark(g, GP_COMP);
         int64_t cap4 = r->cap_i;
         TRY(v4f_cuda_indexer_scores(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
@@ -1255,6 +1278,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
         pmark(g, GP_INDEX);
     } else {
         if (fk) TRY(v4f_cuda_join(g->c, err));
+        if (fk) TRY(hc_sinkhorn(g, n, &ha, err));
         pmark(g, GP_COMP);
     }
     /* attention over the ring (the chunk's rows were stored by qkv_tail) */
@@ -1274,8 +1298,10 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
         keys.comp_count = nvis;
     }
     const float *sinks = dbg->no_sink ? x->no_sink : r->sinks;
-    TRY(v4f_cuda_attn_sink(g->c, x->q, n, nh, hd, &keys, sinks, (float)(1.0 / sqrt((double)hd)), x->o, err));
-    TRY(v4f_cuda_rope_tail(g->c, x->o, n, nh, hd, (int)c->n_rot, r->freqs, x->pos, 0, 0, true, err));
+    /* attention, then the inverse RoPE of the output heads (fused when decoding) */
+    v4f_cuda_out_rope oro = {r->freqs, x->pos, (int)c->n_rot};
+    TRY(v4f_cuda_attn_sink_rope(g->c, x->q, n, nh, hd, &keys, sinks, (float)(1.0 / sqrt((double)hd)), &oro, x->o,
+                                err));
     pmark(g, GP_ATTN);
     /* grouped low-rank output projection */
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
@@ -1318,7 +1344,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     int64_t d = c->n_embd, nff = c->n_ff_exp, k = c->n_expert_used, E = c->n_expert;
     int64_t nsh = r->gate_sh.n_out;
     hcmix hf = {&r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm};
-    TRY(hc_pre(g, n, &hf, err));
+    TRY(hc_pre(g, n, &hf, false, err));
     pmark(g, GP_HC);
     /* the shared expert depends only on xn: beside the routed path */
     if (g->fork) {

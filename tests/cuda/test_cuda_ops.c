@@ -385,6 +385,23 @@ static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) {
     }
     TRY(v4f_cuda_attn_sink(c, dq, nq, nh, hd, &k, dsink, scale, dout, err));
     float *out = host_from(c, dout, FB(nq * nh * hd));
+    if (hd >= 64) {
+        /* output RoPE fused into the attention == attention, then rope_tail (bit for bit) */
+        const int nr = 64;
+        float *fr = rnd_vec(nr / 2, 1e-4f, 1.0f);
+        int32_t *pos = v4f_xmalloc((size_t)nq * 4);
+        for (int64_t t = 0; t < nq; t++) pos[t] = (int32_t)(1000 + 37 * t);
+        float *dfr = dev_from(c, fr, FB(nr / 2));
+        int32_t *dpos = dev_from(c, pos, (size_t)nq * 4);
+        float *dr2 = dev_poisoned(c, FB(nq * nh * hd)), *dr3 = dev_from(c, out, FB(nq * nh * hd));
+        v4f_cuda_out_rope ro = {dfr, dpos, nr};
+        TRY(v4f_cuda_attn_sink_rope(c, dq, nq, nh, hd, &k, dsink, scale, &ro, dr2, err));
+        TRY(v4f_cuda_rope_tail(c, dr3, nq, nh, hd, nr, dfr, dpos, 0, 0, true, err));
+        float *o2 = host_from(c, dr2, FB(nq * nh * hd)), *o3 = host_from(c, dr3, FB(nq * nh * hd));
+        if (memcmp(o2, o3, FB(nq * nh * hd)) != 0) fail(OP_ATTN, "attention with output rope differs from attention + rope_tail");
+        v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dr2), v4f_cuda_free(c, dr3);
+        free(fr), free(pos), free(o2), free(o3);
+    }
     float *keys = v4f_xmalloc(FB((ac->raw_cap + ac->idx_stride + ac->n_comp_rows + 1) * hd));
     float *ref = v4f_xmalloc(FB(nh * hd));
     for (int64_t t = 0; t < nq; t++) {

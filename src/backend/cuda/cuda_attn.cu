@@ -41,6 +41,7 @@
  * Threading/streams: asynchronous launches on the context's stream.
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_dev.cuh"
 
 #include <math.h>
 
@@ -295,8 +296,10 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
 }
 
 /* Merge the n_split partials of (query t, head h) with the sink: one block
- * of 128 threads (4 dims each) per (h, t). */
-__global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_head, int n_split, float *out) {
+ * of 128 threads (4 dims each) per (h, t); with ro.freqs, then the inverse
+ * RoPE of the head's last ro.n_rot dims at pos[t] (as k_rope_tail). */
+__global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_head, int n_split,
+                                                    const v4f_cuda_out_rope ro, float *out) {
     V4F_PDL_ENTRY();
     const int h = blockIdx.x;
     const int64_t t = blockIdx.y, n_q = gridDim.y;
@@ -315,8 +318,14 @@ __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_he
         o.x = fmaf(v.x, f, o.x), o.y = fmaf(v.y, f, o.y), o.z = fmaf(v.z, f, o.z), o.w = fmaf(v.w, f, o.w);
     }
     const float inv = 1.0f / den;
-    reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[threadIdx.x] =
-        make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+    float4 r = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+    const int e0 = 4 * (int)threadIdx.x - (FA_HD - ro.n_rot); /* first dim of this thread in the rotated tail */
+    if (ro.freqs && e0 >= 0) {
+        const int64_t p = ro.pos[t];
+        dev_rope_rot(&r.x, &r.y, ro.freqs[e0 / 2], p, 1);
+        dev_rope_rot(&r.z, &r.w, ro.freqs[e0 / 2 + 1], p, 1);
+    }
+    reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[threadIdx.x] = r;
 }
 
 
@@ -412,9 +421,12 @@ static int64_t attn_key_guess(const v4f_cuda_attn_keys *k) {
     return r + c;
 }
 
-extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
-                                         const v4f_cuda_attn_keys *keys, const float *sinks, float scale, float *out,
-                                         v4f_err *err) {
+extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head,
+                                              int64_t head_dim, const v4f_cuda_attn_keys *keys, const float *sinks,
+                                              float scale, const v4f_cuda_out_rope *rope, float *out, v4f_err *err) {
+    ARG_CHECK(!rope || (rope->freqs && rope->pos && rope->n_rot > 0 && rope->n_rot % 2 == 0 &&
+                        rope->n_rot <= head_dim),
+              "cuda attn: bad output rope (n_rot %d)", rope ? rope->n_rot : 0);
     ARG_CHECK(n_q >= 0 && n_q <= 65535 && n_head > 0 && n_head <= 0x7fffffff && head_dim > 0 &&
                   head_dim % 32 == 0 && head_dim <= 32 * ATTN_MAX_PER,
               "cuda attn: bad shape n_q %lld n_head %lld head_dim %lld", (long long)n_q, (long long)n_head,
@@ -455,10 +467,18 @@ extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_
         v4f_launch(k_fa_tile, dim3((unsigned)n_split, (unsigned)n_hg, (unsigned)n_q), FA_THREADS, fa_bytes, c->stream, a);
         CUDA_TRY_LAUNCH();
         if (n_split > 1) {
-            v4f_launch(k_fa_combine, dim3((unsigned)n_head, (unsigned)n_q), FA_HD / 4, 0, c->stream, sinks, (int)n_head,
-                                                                                             (int)n_split, out);
+            /* the output RoPE rides along when it starts on a 4-dim boundary */
+            const bool fuse = rope && (FA_HD - rope->n_rot) % 4 == 0;
+            v4f_cuda_out_rope ro = {NULL, NULL, 0};
+            if (fuse) ro = *rope;
+            v4f_launch(k_fa_combine, dim3((unsigned)n_head, (unsigned)n_q), FA_HD / 4, 0, c->stream, sinks,
+                       (int)n_head, (int)n_split, ro, out);
             CUDA_TRY_LAUNCH();
+            if (fuse) return V4F_OK;
         }
+        if (rope)
+            return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true,
+                                      err);
         return V4F_OK;
     }
     attn_args a;
@@ -478,7 +498,15 @@ extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_
     else
         v4f_launch(k_attn_generic<16>, grid, ATTN_WARPS * 32, 0, c->stream, a);
     CUDA_TRY_LAUNCH();
+    if (rope)
+        return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
     return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
+                                         const v4f_cuda_attn_keys *keys, const float *sinks, float scale, float *out,
+                                         v4f_err *err) {
+    return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, NULL, out, err);
 }
 
 /* ---- indexer scores ----------------------------------------------------------------- */

@@ -239,6 +239,19 @@ v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t 
                               const v4f_cuda_attn_keys *keys, const float *sinks, float scale, float *out,
                               v4f_err *err);
 
+/* The same, then the inverse RoPE of every output head's last n_rot dims at
+ * the query's position pos[t] (as v4f_cuda_rope_tail(..., inverse)): inside
+ * the split-K merge when decoding, else as a second launch. Bit-identical
+ * to the two calls. */
+typedef struct v4f_cuda_out_rope {
+    const float *freqs;  /* [n_rot / 2] */
+    const int32_t *pos;  /* [n_q] (device) */
+    int n_rot;
+} v4f_cuda_out_rope;
+v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
+                                   const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
+                                   const v4f_cuda_out_rope *rope, float *out, v4f_err *err);
+
 /* Indexer scores: score[t][c] = sum_h w[t][h] * max(0, q[t][h] . keys[c]) for
  * c < n_t; q [n_q][n_head][d], w [n_q][n_head], keys [n_keys][d], score rows
  * of n_keys (entries c >= n_t untouched). n_t = min(n_keys, n_valid[t]) when

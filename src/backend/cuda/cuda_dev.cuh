@@ -92,14 +92,18 @@ __device__ __forceinline__ void dev_fp8_block64(float *xb, int64_t bn, int lane)
 
 /* RoPE of pair i of a tail (the last n_rot dims of a head) at position p:
  * cos/sin in double as the CPU, float products without contraction. */
-__device__ __forceinline__ void dev_rope_pair(float *tail, int i, const float *freqs, int64_t p, int inverse) {
-    const float theta = __fmul_rn((float)p, freqs[i]);
+/* One RoPE pair (a, b) rotated by p * freq (inverse: the other way). */
+__device__ __forceinline__ void dev_rope_rot(float *a, float *b, float freq, int64_t p, int inverse) {
+    const float theta = __fmul_rn((float)p, freq);
     const float cs = (float)cos((double)theta);
     float sn = (float)sin((double)theta);
     if (inverse) sn = -sn;
-    const float a = tail[2 * i], b = tail[2 * i + 1];
-    tail[2 * i] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
-    tail[2 * i + 1] = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs));
+    const float x = *a, y = *b;
+    *a = __fsub_rn(__fmul_rn(x, cs), __fmul_rn(y, sn));
+    *b = __fadd_rn(__fmul_rn(x, sn), __fmul_rn(y, cs));
+}
+__device__ __forceinline__ void dev_rope_pair(float *tail, int i, const float *freqs, int64_t p, int inverse) {
+    dev_rope_rot(tail + 2 * i, tail + 2 * i + 1, freqs[i], p, inverse);
 }
 
 /* yr = RMSNorm(xr) * w (w may be NULL; yr may equal xr) for one row of n,

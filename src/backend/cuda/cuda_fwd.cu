@@ -967,6 +967,18 @@ extern "C" v4f_status v4f_cuda_idx_q(v4f_cuda *c, float *iq, float *iw, int64_t 
 }
 
 #define MSP_MAXK 16
+#define GRAM_H 4                              /* streams of the Gram path (the published n_hc) */
+#define GRAM_MAX (GRAM_H * (GRAM_H + 1) / 2) /* stream pairs h <= h' */
+/* pair p (row-major over h <= h') -> h, h' (constant-folded in unrolled loops) */
+__host__ __device__ constexpr int gram_h1(int p, int h = 0) {
+    return p < GRAM_H - h ? h : gram_h1(p - (GRAM_H - h), h + 1);
+}
+__host__ __device__ constexpr int gram_h2(int p, int h = 0) {
+    return p < GRAM_H - h ? h + p : gram_h2(p - (GRAM_H - h), h + 1);
+}
+static_assert(gram_h1(0) == 0 && gram_h2(3) == 3 && gram_h1(4) == 1 && gram_h2(4) == 1 && gram_h1(9) == 3 &&
+                  gram_h2(9) == 3,
+              "gram pair order");
 
 /* The k rows' places are read once per CTA; every thread then issues all
  * its loads before the sums (they were a serial latency chain). */
@@ -1035,17 +1047,25 @@ typedef struct pm_args {
     int M, n_split;
     float *part;
     double *ss;
+    double *gram; /* NULL, or [n][n_split][GRAM_MAX] stream Gram partials */
 } pm_args;
 
 template <int T, bool MOE>
 __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant__ pm_args a) {
-    V4F_PDL_ENTRY();
     __shared__ float red[MIXP_THREADS / 32][MIXP_MAX_M];
-    __shared__ double red_ss[MIXP_THREADS / 32];
+    __shared__ double red_ss[MIXP_THREADS / 32], red_g[MIXP_THREADS / 32][GRAM_MAX];
     __shared__ int32_t pl[MSP_MAXK];
     __shared__ float cs[OPS_MAX_HC * OPS_MAX_HC], ps[OPS_MAX_HC];
     const int s = blockIdx.x, H = a.H, M = a.M;
     const int64_t t = blockIdx.y, d = a.d, K = (int64_t)H * d, len = K / a.n_split, k0 = (int64_t)s * len;
+    V4F_PDL_ENTRY();
+    /* Gram partials (HC_pre's norm from the pre weights, k_hc_norm): CTAs
+     * whose slice lies in stream 0 sum X_h[i] X_h'[i] (h <= h') over their
+     * i, with every stream's new value recomputed; the others write zeros */
+    const bool gram = a.gram && k0 + len <= d; /* a.gram: H <= GRAM_H (checked at launch) */
+    double g[GRAM_MAX];
+#pragma unroll
+    for (int p = 0; p < GRAM_MAX; p++) g[p] = 0;
     if (MOE && threadIdx.x < a.k) pl[threadIdx.x] = a.einv[t * a.k + threadIdx.x];
     if (threadIdx.x < H * H) cs[threadIdx.x] = a.comb[t * H * H + threadIdx.x];
     if (threadIdx.x < H) ps[threadIdx.x] = a.post[t * H + threadIdx.x];
@@ -1055,10 +1075,8 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
 #pragma unroll
     for (int j = 0; j < MIXP_MAX_M; j++) acc[j] = 0.0f;
     double sq = 0;
-    for (int64_t kk = k0 + threadIdx.x; kk < k0 + len; kk += blockDim.x) {
-        const int h = (int)(kk / d);
-        const int64_t i = kk - (int64_t)h * d;
-        float o;
+    /* the branch output at element i of a stream */
+    auto branch = [&](int64_t i) {
         if constexpr (MOE) {
             float yv[MSP_MAXK];
 #pragma unroll
@@ -1067,10 +1085,16 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
 #pragma unroll
             for (int j = 0; j < MSP_MAXK; j++)
                 if (j < a.k) sum = __fadd_rn(sum, yv[j]);
-            o = __fadd_rn(sum, a.ysh[t * d + i]);
+            return __fadd_rn(sum, a.ysh[t * d + i]);
         } else {
-            o = a.o[t * d + i];
+            return a.o[t * d + i];
         }
+    };
+    const int64_t kk0 = k0 + threadIdx.x;
+    for (int64_t kk = kk0; kk < k0 + len; kk += blockDim.x) {
+        const int h = (int)(kk / d);
+        const int64_t i = kk - (int64_t)h * d;
+        const float o = branch(i);
         float sm = 0;
         for (int q = 0; q < H; q++) sm = __fadd_rn(sm, __fmul_rn(cs[q * H + h], xt[q * d + i]));
         const float xv = __fadd_rn(__fmul_rn(ps[h], o), sm);
@@ -1080,6 +1104,25 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
         for (int j = 0; j < MIXP_MAX_M; j++)
             if (j < M) acc[j] = fmaf(emb_elem<T>(a.W + (uint64_t)j * a.row_bytes, kk), xv, acc[j]);
     }
+    /* Gram terms, a second pass over the slice (inputs from L1/L2) so that
+     * their registers are not live beside the mixer sums */
+    if (gram)
+        for (int64_t kk = kk0; kk < k0 + len; kk += blockDim.x) {
+            const float o = branch(kk); /* stream 0: kk = i */
+            float xo[GRAM_H], xn[GRAM_H];
+#pragma unroll
+            for (int q = 0; q < GRAM_H; q++) xo[q] = q < H ? xt[q * d + kk] : 0.0f;
+#pragma unroll
+            for (int h2 = 0; h2 < GRAM_H; h2++) {
+                float sm = 0;
+#pragma unroll
+                for (int q = 0; q < GRAM_H; q++)
+                    if (q < H) sm = __fadd_rn(sm, __fmul_rn(cs[q * H + h2], xo[q]));
+                xn[h2] = h2 < H ? __fadd_rn(__fmul_rn(ps[h2], o), sm) : 0.0f;
+            }
+#pragma unroll
+            for (int p = 0; p < GRAM_MAX; p++) g[p] += (double)xn[gram_h1(p)] * (double)xn[gram_h2(p)];
+        }
     const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
 #pragma unroll
     for (int j = 0; j < MIXP_MAX_M; j++) {
@@ -1089,6 +1132,13 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
     }
     sq = warp_sum_d(sq);
     if (lane == 0) red_ss[wl] = sq;
+    if (a.gram) {
+#pragma unroll
+        for (int p = 0; p < GRAM_MAX; p++) {
+            const double v = warp_sum_d(g[p]);
+            if (lane == 0) red_g[wl][p] = v;
+        }
+    }
     __syncthreads();
     if (threadIdx.x < M) {
         float v = 0;
@@ -1100,6 +1150,102 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
         for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_ss[w];
         a.ss[t * a.n_split + s] = v;
     }
+    if (a.gram && threadIdx.x < GRAM_MAX) {
+        double v = 0;
+        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_g[w][threadIdx.x];
+        a.gram[(t * a.n_split + s) * GRAM_MAX + threadIdx.x] = v;
+    }
+}
+
+/* HC_pre's norm half (v4f_cuda_hc_pre_fused HCP_NORM) from post_mix's
+ * partials, spread over the row: every CTA reduces the pre weights (same
+ * order as k_hc_pre) and r2 = 1 / sqrt(pre^T G pre / d + eps) from the Gram
+ * partials (the sum of squares of a = sum_h pre_h X_h without a pass over
+ * a), then writes its 1024 elements of xn = a * r2 * norm_w. The X loads
+ * are issued before the reductions. */
+#define HCN_THREADS 256
+__global__ void __launch_bounds__(HCN_THREADS) k_hc_norm(const float *X, const float *part, const double *ssp,
+                                                       const double *gram, int n_split, int M, int H, int64_t d,
+                                                       const float *scale3, const float *base, float hc_eps,
+                                                       float rms_eps, const float *norm_w, float *xn) {
+    V4F_PDL_ENTRY();
+    __shared__ float ms[GRAM_H], pre_s[GRAM_H];
+    __shared__ double G[GRAM_MAX];
+    __shared__ float r_s, r2_s;
+    const int64_t t = blockIdx.y, K = (int64_t)H * d, r4 = (int64_t)blockIdx.x * HCN_THREADS + threadIdx.x;
+    const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
+    const float4 *x4 = (const float4 *)(X + t * K);
+    const bool act = r4 < d / 4;
+    float4 xv[GRAM_H];
+#pragma unroll
+    for (int h = 0; h < GRAM_H; h++)
+        xv[h] = act && h < H ? x4[h * (d / 4) + r4] : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j = wl; j < H + 1 + GRAM_MAX; j += HCN_THREADS / 32) {
+        if (j < H) {
+            float m = 0;
+            for (int s = lane; s < n_split; s += 32) m += part[(t * n_split + s) * M + j];
+            for (int o = 16; o > 0; o >>= 1) m += __shfl_xor_sync(0xffffffffu, m, o);
+            if (lane == 0) ms[j] = m;
+        } else if (j == H) {
+            double v = 0;
+            for (int s = lane; s < n_split; s += 32) v += ssp[t * n_split + s];
+            v = warp_sum_d(v);
+            if (lane == 0) r_s = (float)(1.0 / sqrt(v / (double)K + (double)rms_eps));
+        } else {
+            const int p = j - H - 1;
+            double v = 0;
+            for (int s = lane; s < n_split; s += 32) v += gram[(t * n_split + s) * GRAM_MAX + p];
+            v = warp_sum_d(v);
+            if (lane == 0) G[p] = v;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < H)
+        pre_s[threadIdx.x] = __fadd_rn(
+            sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(ms[threadIdx.x], r_s), scale3[0]), base[threadIdx.x])), hc_eps);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double q = 0;
+        for (int p = 0; p < GRAM_MAX; p++) {
+            const int h1 = gram_h1(p), h2 = gram_h2(p);
+            if (h2 < H) q += (h1 == h2 ? 1.0 : 2.0) * (double)pre_s[h1] * (double)pre_s[h2] * G[p];
+        }
+        r2_s = (float)(1.0 / sqrt(q / (double)d + (double)rms_eps));
+    }
+    __syncthreads();
+    if (!act) return;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int h = 0; h < GRAM_H; h++)
+        if (h < H) {
+            const float p = pre_s[h];
+            sum.x = __fadd_rn(sum.x, __fmul_rn(p, xv[h].x));
+            sum.y = __fadd_rn(sum.y, __fmul_rn(p, xv[h].y));
+            sum.z = __fadd_rn(sum.z, __fmul_rn(p, xv[h].z));
+            sum.w = __fadd_rn(sum.w, __fmul_rn(p, xv[h].w));
+        }
+    const float r2 = r2_s;
+    float4 v = make_float4(__fmul_rn(sum.x, r2), __fmul_rn(sum.y, r2), __fmul_rn(sum.z, r2), __fmul_rn(sum.w, r2));
+    if (norm_w) {
+        const float4 w = ((const float4 *)norm_w)[r4];
+        v = make_float4(__fmul_rn(w.x, v.x), __fmul_rn(w.y, v.y), __fmul_rn(w.z, v.z), __fmul_rn(w.w, v.w));
+    }
+    ((float4 *)(xn + t * d))[r4] = v;
+}
+
+extern "C" v4f_status v4f_cuda_hc_norm(v4f_cuda *c, const float *X, const float *part, const double *ss,
+                                       const double *gram, int n_split, int M, int64_t n, int H, int64_t d,
+                                       const float *scale3, const float *base, float hc_eps, float rms_eps,
+                                       const float *norm_w, float *xn, v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= 65535 && H > 0 && H <= GRAM_H && d > 0 && d % 4 == 0 && M >= H && n_split > 0,
+              "cuda hc norm: bad shape (H %d <= %d, d %lld)", H, GRAM_H, (long long)d);
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    const dim3 grid((unsigned)((d / 4 + HCN_THREADS - 1) / HCN_THREADS), (unsigned)n);
+    v4f_launch(k_hc_norm, grid, HCN_THREADS, 0, c->stream, X, part, ss, gram, n_split, M, H, d, scale3, base, hc_eps,
+               rms_eps, norm_w, xn);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
 }
 
 template <bool MOE> static void launch_post_mix(cudaStream_t st, uint32_t type, dim3 grid, const pm_args &a) {
@@ -1112,7 +1258,7 @@ extern "C" v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float
                                         const float *ysh, const float *X, const float *post, const float *comb,
                                         int64_t n, int H, int64_t d, float *Xout, const void *W, uint32_t type,
                                         uint64_t row_bytes, int M, int n_split, float *part, double *ss,
-                                        v4f_err *err) {
+                                        double *gram, v4f_err *err) {
     ARG_CHECK(n >= 0 && n <= 65535 && H > 0 && H <= OPS_MAX_HC && d > 0 && M > 0 && M <= MIXP_MAX_M &&
                   n_split > 0 && n_split <= 65535 && ((int64_t)H * d) % n_split == 0 && (int64_t)H * d <= 0x7fffffff,
               "cuda post mix: bad shape (H %d, d %lld, M %d, %d splits)", H, (long long)d, M, n_split);
@@ -1121,7 +1267,10 @@ extern "C" v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float
               "cuda post mix: mixer type %s (F32/F16/BF16)", v4f_type_name(type));
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    pm_args a = {o, y, ysh, einv, k, X, post, comb, H, d, Xout, (const uint8_t *)W, row_bytes, M, n_split, part, ss};
+    ARG_CHECK(!gram || (H <= GRAM_H && (int64_t)H * d / n_split <= d && d % ((int64_t)H * d / n_split) == 0),
+              "cuda post mix: Gram partials need H <= %d and splits inside one stream", GRAM_H);
+    pm_args a = {o,    y,       ysh, einv, k, X, post, comb, H, d, Xout, (const uint8_t *)W, row_bytes, M, n_split,
+                 part, ss, gram};
     const dim3 grid((unsigned)n_split, (unsigned)n);
     if (o) launch_post_mix<false>(c->stream, type, grid, a);
     else launch_post_mix<true>(c->stream, type, grid, a);

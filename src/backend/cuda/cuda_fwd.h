@@ -208,11 +208,21 @@ v4f_status v4f_cuda_moe_sum_post(v4f_cuda *c, const float *y, const int32_t *ein
  * with the next HC mixer's partials over the new streams, exactly as
  * v4f_cuda_hc_post / v4f_cuda_moe_sum_post followed by
  * v4f_cuda_hc_mix_partial(W, type, row_bytes, M, H * d, Xout, n, n_split):
- * same results, one launch instead of two. */
+ * same results, one launch instead of two. gram (NULL: not computed):
+ * [n][n_split][10] doubles, the per-split sums of X_h[i] X_h'[i] (h <= h',
+ * row-major pairs; zeros outside stream 0) of the new streams, for
+ * v4f_cuda_hc_norm; needs every split inside one stream. */
 v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float *y, const int32_t *einv, int k,
                              const float *ysh, const float *X, const float *post, const float *comb, int64_t n, int H,
                              int64_t d, float *Xout, const void *W, uint32_t type, uint64_t row_bytes, int M,
-                             int n_split, float *part, double *ss, v4f_err *err);
+                             int n_split, float *part, double *ss, double *gram, v4f_err *err);
+
+/* HC_pre's norm half (as v4f_cuda_hc_pre_fused HCP_NORM: xn from the pre
+ * weights) from post_mix's partials, ss and Gram partials, over several CTAs
+ * per token: the norm's sum of squares is pre^T G pre (d % 4 == 0). */
+v4f_status v4f_cuda_hc_norm(v4f_cuda *c, const float *X, const float *part, const double *ss, const double *gram,
+                            int n_split, int M, int64_t n, int H, int64_t d, const float *scale3, const float *base,
+                            float hc_eps, float rms_eps, const float *norm_w, float *xn, v4f_err *err);
 
 #ifdef __cplusplus
 }
