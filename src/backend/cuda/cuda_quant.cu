@@ -565,13 +565,16 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 }
 
 #define MV_THREADS 128 /* max threads of a fast-matvec CTA */
+#ifndef MV_SHORT_ROWS
+#define MV_SHORT_ROWS 8 /* Q8_0 rows per CTA when a row is one warp's worth of units (n_in <= 1024) */
+#endif
 #define MV_SMEM_BUDGET (32 * 1024)
 #define MV_SMEM_SLACK 16 /* lds_8at2 may read 4 bytes past a row chunk */
 
-template <int T, bool Q>
+template <int T, bool Q, int R>
 __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
     /* the int8-plane path always uses units of 32 elements */
-    constexpr int R = fmt<T>::R, SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE, UPS = SBE / (Q ? 32 : UE);
+    constexpr int SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE, UPS = SBE / (Q ? 32 : UE);
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float red[MV_THREADS / 32][R];
     /* IQ2_XXS: per-lane random grid reads; shared memory serves them with
@@ -1189,7 +1192,13 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
             const v4f_status st = prepare_planes(c, a, n, err);
             if (st != V4F_OK) return st;
         }
-        constexpr int R = fmt<T>::R, SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE;
+        constexpr int SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE;
+        /* short Q8_0 rows (a single warp's worth of units, e.g. q_b's 1024):
+         * more rows per CTA, so each x unit serves more rows and the grid
+         * is not tens of thousands of one-warp CTAs */
+        constexpr int RS = T == V4F_TYPE_Q8_0 ? MV_SHORT_ROWS : fmt<T>::R;
+        const bool shortrow = T == V4F_TYPE_Q8_0 && a->n_in * (planes ? 1 : 32 / UE) <= 32 * 32;
+        const int R = shortrow ? RS : fmt<T>::R;
         const int64_t n_sb = a->n_in / SBE;
         int64_t chunk_sb = MV_SMEM_BUDGET / (R * SBB);
         if (chunk_sb < 1) chunk_sb = 1;
@@ -1200,12 +1209,16 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
         const size_t smem = (size_t)R * (size_t)chunk_sb * SBB + MV_SMEM_SLACK;
         const dim3 grid((unsigned)((max_out + R - 1) / R), (unsigned)n);
         if constexpr (kPlanes) {
-            if (planes)
-                v4f_launch(k_matvec<T, true>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            if (planes && shortrow)
+                v4f_launch(k_matvec<T, true, RS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            else if (planes)
+                v4f_launch(k_matvec<T, true, fmt<T>::R>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            else if (shortrow)
+                v4f_launch(k_matvec<T, false, RS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
             else
-                v4f_launch(k_matvec<T, false>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+                v4f_launch(k_matvec<T, false, fmt<T>::R>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
         } else {
-            v4f_launch(k_matvec<T, false>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            v4f_launch(k_matvec<T, false, fmt<T>::R>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
         }
     } else {
         const dim3 grid((unsigned)((max_out + MV_SLOW_WARPS - 1) / MV_SLOW_WARPS), (unsigned)n);
