@@ -1,12 +1,13 @@
 /*
  * test_cuda_gemm.c - conformance test and benchmark of the CUDA prefill
  * GEMMs (src/backend/cuda/cuda_gemm.cu: v4f_cuda_matmul,
- * v4f_cuda_matmul_grouped) through the C API of cuda_backend.h. Built and
- * run by `make CUDA=1 test-cuda`; needs a GPU.
+ * v4f_cuda_matmul_blockdiag, v4f_cuda_matmul_grouped) through the C API of
+ * cuda_backend.h. Built and run by `make CUDA=1 test-cuda`; needs a GPU.
  *
- * Conformance: every weight type, dense and grouped, exact and tensor-core
- * mode, on seeded random inputs of awkward sizes (n_tok 1, 3, 17, 200;
- * n_out not a multiple of any tile; padded ldx/ldy; misaligned X or W,
+ * Conformance: every weight type, dense, block-diagonal and grouped, exact
+ * mode and tensor-core mode (automatic tile and each forced tile
+ * configuration, V4F_GEMM_TILE), on seeded random inputs of awkward sizes
+ * (n_tok 1, 3, 17, 70, 200; n_out not a multiple of any tile; padded ldx/ldy; misaligned X or W,
  * which sends the tensor-core request to the exact kernel; grouped with
  * empty experts, uneven counts, more experts than threads per CTA, repeated
  * table entries, tab_off > 0 and matrices in host-mapped memory).
@@ -22,10 +23,13 @@
  * Reasons in docs/TOLERANCES.md, "## cuda gemm". Exit status 0 only if
  * every check passes.
  *
- * --bench: TFLOP/s (median of device-event times of bursts of launches) of
- * the published prefill shapes at n_tok = 2048, tile variants of the large
- * shapes (V4F_GEMM_TILE), and one layer's GEMM set (q2 and q4 models) with
- * the projected whole-model GEMM time per 2048-token chunk.
+ * --bench [FILTER]: TFLOP/s (median of device-event times of bursts of
+ * launches) of the published prefill shapes at n_tok = 2048 (routed
+ * experts: 256 distinct matrices, so they stream from DRAM as in the
+ * model), tile variants of the large shapes (V4F_GEMM_TILE), and one
+ * layer's GEMM set (q2 and q4 models) with the projected whole-model GEMM
+ * time per 2048-token chunk. FILTER runs only the shapes whose label
+ * contains it (for a profiler).
  *
  * Memory: host and device buffers per case. Threading: single-threaded.
  */
@@ -177,29 +181,56 @@ static void hmat_free(hmat *m) {
     free(m->amaxb);
 }
 
-/* Check output row y (n_out floats, ldy - n_out padding floats after) of
- * token row x (n_in floats) against matrix m. */
-static void check_row(const hmat *m, const float *x, const float *y, int64_t ldy, bool exact, bool rounded_ok,
-                      const char *what, int64_t row) {
-    const int64_t n = m->n_in;
+/* Reference of one token row x against matrix rows [o0, o0 + n): the
+ * double dot products with the float32 inputs (ref) and with the inputs
+ * rounded to f16 (refb), and the metric's scales. */
+typedef struct rref {
+    double *ref, *refb, *sc, *scb;
+} rref;
+
+static void rref_make(rref *r, const hmat *m, int64_t o0, int64_t n, const float *x) {
+    const int64_t ni = m->n_in;
+    r->ref = v4f_xmalloc((size_t)n * sizeof(double));
+    r->refb = v4f_xmalloc((size_t)n * sizeof(double));
+    r->sc = v4f_xmalloc((size_t)n * sizeof(double));
+    r->scb = v4f_xmalloc((size_t)n * sizeof(double));
     double sx = 0, sxb = 0;
-    float *xb = v4f_xmalloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) {
+    float *xb = v4f_xmalloc((size_t)ni * sizeof(float));
+    for (int64_t i = 0; i < ni; i++) {
         xb[i] = h16_round(x[i]);
         sx += fabs(x[i]);
         sxb += fabs(xb[i]);
     }
-    for (int64_t o = 0; o < m->n_out; o++) {
-        const float *wf = m->wf + o * n, *wb = m->wb + o * n;
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t o = o0 + k;
+        const float *wf = m->wf + o * ni, *wb = m->wb + o * ni;
         double ref = 0, refb = 0;
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t i = 0; i < ni; i++) {
             ref += (double)wf[i] * x[i];
             refb += (double)wb[i] * xb[i];
         }
-        const double sc = m->amax[o] * sx > 1e-30 ? m->amax[o] * sx : 1e-30;
-        const double scb = m->amaxb[o] * sxb > 1e-30 ? m->amaxb[o] * sxb : 1e-30;
-        const double v = y[o];
-        const double ef = isfinite(v) ? fabs(v - ref) / sc : INFINITY;
+        r->ref[k] = ref;
+        r->refb[k] = refb;
+        r->sc[k] = m->amax[o] * sx > 1e-30 ? m->amax[o] * sx : 1e-30;
+        r->scb[k] = m->amaxb[o] * sxb > 1e-30 ? m->amaxb[o] * sxb : 1e-30;
+    }
+    free(xb);
+}
+
+static void rref_free(rref *r) {
+    free(r->ref);
+    free(r->refb);
+    free(r->sc);
+    free(r->scb);
+}
+
+/* Check outputs y[0 .. n) against reference rr of matrix m (type and
+ * sizes for the report). */
+static void check_out(const hmat *m, const rref *rr, int64_t n, const float *y, bool exact, bool rounded_ok,
+                      const char *what, int64_t row) {
+    for (int64_t k = 0; k < n; k++) {
+        const double v = y[k];
+        const double ef = isfinite(v) ? fabs(v - rr->ref[k]) / rr->sc[k] : INFINITY;
         bool bad;
         if (exact) {
             bad = !(ef <= V4F_TOL_CUDA_GEMM_EXACT);
@@ -208,7 +239,7 @@ static void check_row(const hmat *m, const float *x, const float *y, int64_t ldy
             bad = !(ef <= V4F_TOL_CUDA_GEMM_TC);
             if (ef > g_err_tcf[m->type]) g_err_tcf[m->type] = ef;
             if (rounded_ok) {
-                const double eb = isfinite(v) ? fabs(v - refb) / scb : INFINITY;
+                const double eb = isfinite(v) ? fabs(v - rr->refb[k]) / rr->scb[k] : INFINITY;
                 bad = bad || !(eb <= V4F_TOL_CUDA_GEMM_TC_ROUNDED);
                 if (eb > g_err_tcb[m->type]) g_err_tcb[m->type] = eb;
             }
@@ -216,33 +247,51 @@ static void check_row(const hmat *m, const float *x, const float *y, int64_t ldy
         if (bad) {
             if (g_fail < 20)
                 fprintf(stderr, "FAIL %s %s %s n_in %lld n_out %lld row %lld col %lld: got %.9g want %.9g (f16 %.9g)\n",
-                        what, exact ? "exact" : "tc", v4f_type_name(m->type), (long long)n, (long long)m->n_out,
-                        (long long)row, (long long)o, v, ref, refb);
+                        what, exact ? "exact" : "tc", v4f_type_name(m->type), (long long)m->n_in, (long long)n,
+                        (long long)row, (long long)k, v, rr->ref[k], rr->refb[k]);
             g_fail++;
         }
     }
-    for (int64_t o = m->n_out; o < ldy; o++) {
+}
+
+/* y[from .. to) must still hold the 0xff poison */
+static void check_poison(const float *y, int64_t from, int64_t to, const char *what, int64_t row) {
+    for (int64_t o = from; o < to; o++) {
         uint32_t bits;
         memcpy(&bits, &y[o], 4);
         if (bits != 0xffffffffu) {
-            if (g_fail < 20) fprintf(stderr, "FAIL %s: padding column %lld of row %lld was written\n", what, (long long)o, (long long)row);
+            if (g_fail < 20)
+                fprintf(stderr, "FAIL %s: padding column %lld of row %lld was written\n", what, (long long)o,
+                        (long long)row);
             g_fail++;
-            break;
+            return;
         }
     }
-    free(xb);
 }
 
-/* ---- dense cases ------------------------------------------------------------------ */
+/* Modes of every case: 0 exact; 1.. tensor cores with V4F_GEMM_TILE
+ * "0" (automatic) and each forced tile configuration (cuda_gemm.cu). */
+#define N_MODES 5
+static void set_mode(int mode) {
+    if (mode >= 1) {
+        char v[4];
+        snprintf(v, sizeof v, "%d", mode - 1);
+        setenv("V4F_GEMM_TILE", v, 1);
+    }
+}
 
+/* ---- dense and block-diagonal cases ------------------------------------------------
+ * groups > 1: block-diagonal (v4f_cuda_matmul_blockdiag) with `groups`
+ * groups of n_out rows of one matrix; else v4f_cuda_matmul. */
 static void run_dense(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, int64_t n_tok, int64_t ldx_pad,
-                      int64_t ldy_pad, size_t w_off, size_t x_off) {
+                      int64_t ldy_pad, size_t w_off, size_t x_off, int groups) {
+    const int gr = groups > 1 ? groups : 1;
     hmat m;
-    hmat_make(&m, type, n_in, n_out, 0);
-    const int64_t ldx = n_in + ldx_pad, ldy = n_out + ldy_pad;
+    hmat_make(&m, type, n_in, n_out * gr, 0);
+    const int64_t ldx = n_in * gr + ldx_pad, ldy = n_out * gr + ldy_pad;
     float *hx = v4f_xmalloc((size_t)(n_tok * ldx) * sizeof(float));
     for (int64_t i = 0; i < n_tok * ldx; i++) hx[i] = rnd_f(-1, 1);
-    const size_t wbytes = (size_t)(n_out * (int64_t)m.row_bytes);
+    const size_t wbytes = (size_t)(n_out * gr * (int64_t)m.row_bytes);
     void *dw, *dx, *dy;
     TRY(v4f_cuda_alloc(c, wbytes + w_off, &dw, err));
     TRY(v4f_cuda_upload(c, (uint8_t *)dw + w_off, m.raw, wbytes, err));
@@ -252,19 +301,33 @@ static void run_dense(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, i
     const size_t ybytes = (size_t)(n_tok * ldy) * sizeof(float);
     TRY(v4f_cuda_alloc(c, ybytes, &dy, err));
     float *hy = v4f_xmalloc(ybytes);
+    rref *rr = v4f_xmalloc((size_t)(n_tok * gr) * sizeof *rr);
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int g = 0; g < gr; g++) rref_make(&rr[t * gr + g], &m, g * n_out, n_out, hx + t * ldx + g * n_in);
     const v4f_cuda_mat w = {(uint8_t *)dw + w_off, type, n_in, n_out, m.row_bytes};
     /* the tensor-core path's conditions (else exact runs) */
     const bool tc_path = type != V4F_TYPE_F32 && type != V4F_TYPE_BF16 && n_in % 32 == 0 && m.row_bytes % 16 == 0 &&
                          w_off % 16 == 0 && x_off % 4 == 0 && ldx % 4 == 0;
-    for (int mode = 0; mode < 2; mode++) {
+    const char *what = groups > 1 ? "blockdiag" : "dense";
+    for (int mode = 0; mode < N_MODES; mode++) {
         const bool exact = mode == 0;
+        set_mode(mode);
         TRY(v4f_cuda_memset(c, dy, 0xff, ybytes, err));
-        TRY(v4f_cuda_matmul(c, &w, x, ldx, n_tok, (float *)dy, ldy, exact, err));
+        if (groups > 1)
+            TRY(v4f_cuda_matmul_blockdiag(c, &w, groups, x, ldx, n_tok, (float *)dy, ldy, exact, err));
+        else
+            TRY(v4f_cuda_matmul(c, &w, x, ldx, n_tok, (float *)dy, ldy, exact, err));
         TRY(v4f_cuda_download(c, hy, dy, ybytes, err));
-        for (int64_t t = 0; t < n_tok; t++)
-            check_row(&m, hx + t * ldx, hy + t * ldy, ldy, exact, tc_path, "dense", t);
+        for (int64_t t = 0; t < n_tok; t++) {
+            for (int g = 0; g < gr; g++)
+                check_out(&m, &rr[t * gr + g], n_out, hy + t * ldy + g * n_out, exact, tc_path, what, t);
+            check_poison(hy + t * ldy, n_out * gr, ldy, what, t);
+        }
     }
+    unsetenv("V4F_GEMM_TILE");
     g_cases[type]++;
+    for (int64_t i = 0; i < n_tok * gr; i++) rref_free(&rr[i]);
+    free(rr);
     free(hy);
     free(hx);
     v4f_cuda_free(c, dw);
@@ -321,18 +384,24 @@ static void run_grouped(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out,
     const size_t ybytes = (size_t)(yrows * ldy) * sizeof(float);
     TRY(v4f_cuda_alloc(c, ybytes, &dy, err));
     float *hy = v4f_xmalloc(ybytes);
+    rref *rr = v4f_xmalloc((size_t)(total ? total : 1) * sizeof *rr);
+    for (int e = 0; e < n_expert; e++)
+        for (int64_t r = hoffs[e]; r < hoffs[e + 1]; r++) rref_make(&rr[r], &m[e % n_mats], 0, n_out, hx + r * ldx);
     const v4f_cuda_mat shape = {NULL, type, n_in, n_out, m[0].row_bytes};
     const bool tc_path = type != V4F_TYPE_F32 && type != V4F_TYPE_BF16 && n_in % 32 == 0 && m[0].row_bytes % 16 == 0 &&
                          ldx % 4 == 0;
-    for (int mode = 0; mode < 2; mode++) {
+    for (int mode = 0; mode < N_MODES; mode++) {
         const bool exact = mode == 0;
+        set_mode(mode);
         TRY(v4f_cuda_memset(c, dy, 0xff, ybytes, err));
         TRY(v4f_cuda_matmul_grouped(c, &shape, (const void *const *)dtab, tab_off, (const int32_t *)doffs, n_expert,
                                     total + extra_rows, (const float *)dx, ldx, (float *)dy, ldy, exact, err));
         TRY(v4f_cuda_download(c, hy, dy, ybytes, err));
         for (int e = 0; e < n_expert; e++)
-            for (int64_t r = hoffs[e]; r < hoffs[e + 1]; r++)
-                check_row(&m[e % n_mats], hx + r * ldx, hy + r * ldy, ldy, exact, tc_path, "grouped", r);
+            for (int64_t r = hoffs[e]; r < hoffs[e + 1]; r++) {
+                check_out(&m[e % n_mats], &rr[r], n_out, hy + r * ldy, exact, tc_path, "grouped", r);
+                check_poison(hy + r * ldy, n_out, ldy, "grouped", r);
+            }
         for (int64_t i = total * ldy; i < yrows * ldy; i++) {
             uint32_t bits;
             memcpy(&bits, &hy[i], 4);
@@ -344,7 +413,10 @@ static void run_grouped(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out,
             }
         }
     }
+    unsetenv("V4F_GEMM_TILE");
     g_cases[type]++;
+    for (int64_t r = 0; r < total; r++) rref_free(&rr[r]);
+    free(rr);
     for (int k = 0; k < n_mats; k++) {
         if (mapped >> k & 1)
             CU(cudaFreeHost(dmat[k]));
@@ -377,13 +449,14 @@ static void conformance(v4f_cuda *c) {
             k1 = 64, k2 = 1024, k3 = 4096;
         else
             k1 = 256, k2 = 768, k3 = 2048;
-        run_dense(c, type, k1, 37, 1, 0, 0, 0, 0);
-        run_dense(c, type, k1, 130, 3, 0, 0, 0, 0);
-        run_dense(c, type, k2, 300, 17, 8, 3, 0, 0);
-        run_dense(c, type, k2, 257, 200, 0, 0, 0, 0);
-        run_dense(c, type, k3, 129, 200, 4, 1, 0, 0);
-        run_dense(c, type, k2, 65, 130, 0, 0, 0, 1); /* misaligned X -> exact kernel */
-        run_dense(c, type, k2, 65, 5, 0, 0, type == V4F_TYPE_F32 ? 4 : 2, 0); /* misaligned W */
+        run_dense(c, type, k1, 37, 1, 0, 0, 0, 0, 1);
+        run_dense(c, type, k1, 130, 3, 0, 0, 0, 0, 1);
+        run_dense(c, type, k2, 300, 17, 8, 3, 0, 0, 1);
+        run_dense(c, type, k2, 257, 200, 0, 0, 0, 0, 1);
+        run_dense(c, type, k3, 129, 200, 4, 1, 0, 0, 1);
+        run_dense(c, type, k2, 65, 130, 0, 0, 0, 1, 1); /* misaligned X -> exact kernel */
+        run_dense(c, type, k2, 65, 5, 0, 0, type == V4F_TYPE_F32 ? 4 : 2, 0, 1); /* misaligned W */
+        run_dense(c, type, be == 1 ? k2 : k3, 33, 70, 4, 2, 0, 0, 3); /* block-diagonal, 3 groups */
         static const int32_t cnt7[7] = {5, 0, 70, 1, 0, 130, 17};
         run_grouped(c, type, 2048, 130, 7, cnt7, 7, (1u << 2) | (1u << 5), 0); /* 16-byte rows: tensor path */
         run_grouped(c, type, k2, 33, 7, cnt7, 3, 1u << 1, 0);
@@ -456,14 +529,10 @@ static void dense_launch(v4f_cuda *c, void *p) {
         TRY(v4f_cuda_matmul(c, &d->w, (const float *)g_x, d->ldx, d->n_tok, (float *)g_y, d->ldy, d->exact, err));
         return;
     }
-    const int64_t rows = d->w.n_out / d->groups;
-    for (int g = 0; g < d->groups; g++) {
-        v4f_cuda_mat s = d->w;
-        s.data = (const uint8_t *)d->w.data + (uint64_t)(g * rows) * d->w.row_bytes;
-        s.n_out = rows;
-        TRY(v4f_cuda_matmul(c, &s, (const float *)g_x + g * d->w.n_in, d->ldx, d->n_tok, (float *)g_y + g * rows,
-                            d->ldy, d->exact, err));
-    }
+    v4f_cuda_mat s = d->w; /* one group's rows */
+    s.n_out = d->w.n_out / d->groups;
+    TRY(v4f_cuda_matmul_blockdiag(c, &s, d->groups, (const float *)g_x, d->ldx, d->n_tok, (float *)g_y, d->ldy,
+                                  d->exact, err));
 }
 
 typedef struct grouped_ctx {
@@ -480,9 +549,14 @@ static void grouped_launch(v4f_cuda *c, void *p) {
                                 d->rows, (const float *)g_x, d->shape.n_in, (float *)g_y, d->shape.n_out, d->exact, err));
 }
 
-/* one dense shape; returns ms */
+/* --bench FILTER: only the shapes whose label contains FILTER (profiling) */
+static const char *g_filter;
+static bool skipped(const char *label) { return g_filter && !strstr(label, g_filter); }
+
+/* one dense shape (groups > 1: block-diagonal, one launch); returns ms */
 static float bench_dense(v4f_cuda *c, const char *label, uint32_t type, int64_t n_in, int64_t n_out, int groups,
                          bool exact, int64_t n_tok) {
+    if (skipped(label)) return 0.f;
     bmat b;
     bmat_make(c, &b, type, n_in, n_out, 1);
     dense_ctx d = {{b.d, type, n_in, n_out, b.rb}, n_tok, groups > 1 ? n_in * groups : n_in, n_out, 0, 0, exact, groups};
@@ -496,11 +570,13 @@ static float bench_dense(v4f_cuda *c, const char *label, uint32_t type, int64_t 
     return ms;
 }
 
-/* routed experts: 256 experts (8 distinct contents), n_tok * 6 rows with
- * uneven counts; returns ms */
+/* routed experts: 256 experts, each its own matrix (as in the model: the
+ * weights stream from DRAM, not L2), n_tok * 6 rows with uneven counts;
+ * returns ms */
 static float bench_grouped(v4f_cuda *c, const char *label, uint32_t type, int64_t n_in, int64_t n_out, int64_t n_tok,
                            bool exact) {
-    const int n_expert = 256, distinct = 8;
+    if (skipped(label)) return 0.f;
+    const int n_expert = 256, distinct = 256;
     bmat b;
     bmat_make(c, &b, type, n_in, n_out, distinct);
     const size_t one = (size_t)(b.rb * (uint64_t)n_out);
@@ -566,7 +642,7 @@ static void bench(v4f_cuda *c) {
     DENSE("attn q_a", V4F_TYPE_Q8_0, 4096, 1024, 1);
     DENSE("attn kv", V4F_TYPE_Q8_0, 4096, 512, 1);
     DENSE("attn q_b", V4F_TYPE_Q8_0, 1024, 32768, 1);
-    DENSE("attn out_a (8 groups)", V4F_TYPE_Q8_0, 4096, 8192, 8);
+    DENSE("attn out_a (8 groups, 1 launch)", V4F_TYPE_Q8_0, 4096, 8192, 8);
     DENSE("attn out_b", V4F_TYPE_Q8_0, 8192, 4096, 1);
     /* shared expert (Q8_0) */
     DENSE("shared gate", V4F_TYPE_Q8_0, 4096, 2048, 1);
@@ -586,6 +662,7 @@ static void bench(v4f_cuda *c) {
     {
         const double fg = 2.0 * (double)(T * 6) * 4096.0 * 2048.0;
         const float g2 = bench_grouped(c, "routed gate (q2)", V4F_TYPE_IQ2_XXS, 4096, 2048, T, false);
+        bench_grouped(c, "routed gate (q2) again", V4F_TYPE_IQ2_XXS, 4096, 2048, T, false); /* spread */
         const float d2 = bench_grouped(c, "routed down (q2)", V4F_TYPE_Q2_K, 2048, 4096, T, false);
         const float g4 = bench_grouped(c, "routed gate (q4)", V4F_TYPE_Q4_K, 4096, 2048, T, false);
         const float d4 = bench_grouped(c, "routed down (q4)", V4F_TYPE_Q4_K, 2048, 4096, T, false);
@@ -593,25 +670,47 @@ static void bench(v4f_cuda *c) {
         fl_q4 += 3 * fg, ms_q4 += 2 * g4 + d4;
     }
     const float lm = bench_dense(c, "lm head", V4F_TYPE_Q8_0, 4096, 129280, 1, false, T);
-    printf("== one layer's GEMM set at n_tok %lld\n", (long long)T);
-    printf("q2 layer: %.3f ms, %.1f TFLOP/s; 43 layers + head: %.1f ms per chunk -> %.0f tokens/s (GEMMs only)\n",
-           ms_q2, fl_q2 / (ms_q2 * 1e-3) / 1e12, 43 * ms_q2 + lm, T / ((43 * ms_q2 + lm) * 1e-3));
-    printf("q4 layer: %.3f ms, %.1f TFLOP/s; 43 layers + head: %.1f ms per chunk -> %.0f tokens/s (GEMMs only)\n",
-           ms_q4, fl_q4 / (ms_q4 * 1e-3) / 1e12, 43 * ms_q4 + lm, T / ((43 * ms_q4 + lm) * 1e-3));
-    printf("== tile variants (V4F_GEMM_TILE 1=128x128 2=128x256 3=64x128 4=64x256)\n");
-    for (int k = 1; k <= 4; k++) {
+    if (!g_filter) {
+        printf("== one layer's GEMM set at n_tok %lld\n", (long long)T);
+        printf("q2 layer: %.3f ms, %.1f TFLOP/s; 43 layers + head: %.1f ms per chunk -> %.0f tokens/s (GEMMs only)\n",
+               ms_q2, fl_q2 / (ms_q2 * 1e-3) / 1e12, 43 * ms_q2 + lm, T / ((43 * ms_q2 + lm) * 1e-3));
+        printf("q4 layer: %.3f ms, %.1f TFLOP/s; 43 layers + head: %.1f ms per chunk -> %.0f tokens/s (GEMMs only)\n",
+               ms_q4, fl_q4 / (ms_q4 * 1e-3) / 1e12, 43 * ms_q4 + lm, T / ((43 * ms_q4 + lm) * 1e-3));
+    }
+    printf("== tile variants (V4F_GEMM_TILE, W rows x tokens: 1=256x64 2=128x128 3=128x64)\n");
+    for (int k = 1; k <= 3; k++) {
         char v[4];
         snprintf(v, sizeof v, "%d", k);
         setenv("V4F_GEMM_TILE", v, 1);
         char l[40];
-        snprintf(l, sizeof l, "tile %d out_b", k);
-        bench_dense(c, l, V4F_TYPE_Q8_0, 8192, 4096, 1, false, T);
-        snprintf(l, sizeof l, "tile %d q_b", k);
-        bench_dense(c, l, V4F_TYPE_Q8_0, 1024, 32768, 1, false, T);
-        snprintf(l, sizeof l, "tile %d f16 1024->8192", k);
-        bench_dense(c, l, V4F_TYPE_F16, 1024, 8192, 1, false, T);
-        snprintf(l, sizeof l, "tile %d routed gate", k);
-        bench_grouped(c, l, V4F_TYPE_IQ2_XXS, 4096, 2048, T, false);
+#define TILE_DENSE(name, type, ni, no, g)                       \
+    do {                                                        \
+        snprintf(l, sizeof l, "tile %d %s", k, name);           \
+        bench_dense(c, l, type, ni, no, g, false, T);           \
+    } while (0)
+#define TILE_GROUPED(name, type, ni, no)                        \
+    do {                                                        \
+        snprintf(l, sizeof l, "tile %d %s", k, name);           \
+        bench_grouped(c, l, type, ni, no, T, false);            \
+    } while (0)
+        TILE_DENSE("out_b", V4F_TYPE_Q8_0, 8192, 4096, 1);
+        TILE_DENSE("q_b", V4F_TYPE_Q8_0, 1024, 32768, 1);
+        TILE_DENSE("out_a", V4F_TYPE_Q8_0, 4096, 8192, 8);
+        TILE_DENSE("shared gate", V4F_TYPE_Q8_0, 4096, 2048, 1);
+        TILE_DENSE("q_a", V4F_TYPE_Q8_0, 4096, 1024, 1);
+        TILE_DENSE("kv", V4F_TYPE_Q8_0, 4096, 512, 1);
+        TILE_DENSE("f16 1024->8192", V4F_TYPE_F16, 1024, 8192, 1);
+        TILE_DENSE("f16 4096->1024", V4F_TYPE_F16, 4096, 1024, 1);
+        TILE_DENSE("f16 4096->512", V4F_TYPE_F16, 4096, 512, 1);
+        TILE_DENSE("f16 4096->256", V4F_TYPE_F16, 4096, 256, 1);
+        TILE_DENSE("f16 4096->64", V4F_TYPE_F16, 4096, 64, 1);
+        TILE_DENSE("f16 hc 16384->24", V4F_TYPE_F16, 16384, 24, 1);
+        TILE_GROUPED("routed gate (q2)", V4F_TYPE_IQ2_XXS, 4096, 2048);
+        TILE_GROUPED("routed down (q2)", V4F_TYPE_Q2_K, 2048, 4096);
+        TILE_GROUPED("routed gate (q4)", V4F_TYPE_Q4_K, 4096, 2048);
+        TILE_GROUPED("routed down (q4)", V4F_TYPE_Q4_K, 2048, 4096);
+#undef TILE_DENSE
+#undef TILE_GROUPED
     }
     unsetenv("V4F_GEMM_TILE");
     printf("== exact (reference) mode\n");
@@ -624,9 +723,11 @@ static void bench(v4f_cuda *c) {
 int main(int argc, char **argv) {
     int do_bench = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--bench")) do_bench = 1;
-        else {
-            fprintf(stderr, "usage: %s [--bench]\n", argv[0]);
+        if (!strcmp(argv[i], "--bench")) {
+            do_bench = 1;
+            if (i + 1 < argc) g_filter = argv[++i];
+        } else {
+            fprintf(stderr, "usage: %s [--bench [FILTER]]\n", argv[0]);
             return 2;
         }
     }

@@ -307,6 +307,13 @@ v4f_status v4f_cuda_compress_pool(v4f_cuda *c, const float *vals, const float *s
 v4f_status v4f_cuda_matmul(v4f_cuda *c, const v4f_cuda_mat *w, const float *X, int64_t ldx, int64_t n_tok,
                            float *Y, int64_t ldy, bool exact, v4f_err *err);
 
+/* Block-diagonal matmul in one launch: `groups` (<= 65535) independent products, the same as
+   v4f_cuda_matmul on each group g with the matrix rows [g * w->n_out, (g + 1) * w->n_out) (data at
+   w->data + g * w->n_out * row_bytes; w describes one group), input X + g * w->n_in and output
+   Y + g * w->n_out (ldx >= groups * n_in, ldy >= groups * n_out). Same modes and conditions. */
+v4f_status v4f_cuda_matmul_blockdiag(v4f_cuda *c, const v4f_cuda_mat *w, int groups, const float *X, int64_t ldx,
+                                     int64_t n_tok, float *Y, int64_t ldy, bool exact, v4f_err *err);
+
 /* Grouped (routed-expert) matmul with device-side grouping: X holds rows sorted by expert; rows
    [offs[e], offs[e+1]) (offs: device int32 [n_expert + 1], offs[0] = 0) are multiplied by the matrix at
    tab[tab_off + e] (tab: device array of device or host-mapped pointers, 16-byte aligned) of shape

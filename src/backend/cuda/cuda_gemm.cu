@@ -2,27 +2,49 @@
  * cuda_gemm.cu - batched matrix multiplication for prefill: Y = X W^T for
  * n_tok rows of float32 activations X and a weight matrix W in any of the
  * seven weight formats (F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS), dense
- * (v4f_cuda_matmul) or grouped by routed expert with the grouping read on
- * the device (v4f_cuda_matmul_grouped). API in cuda_backend.h, section
- * "batched matmul".
+ * (v4f_cuda_matmul), block-diagonal (v4f_cuda_matmul_blockdiag: several
+ * independent row slices of one matrix in one launch) or grouped by routed
+ * expert with the grouping read on the device (v4f_cuda_matmul_grouped).
+ * API in cuda_backend.h, section "batched matmul".
  *
- * Two kernels, chosen by the caller's `exact` flag:
+ * Kernels, chosen by the caller's `exact` flag and the shape:
  *
- *  - k_gemm_tc (tensor cores): a CTA computes a BM x BN tile of Y (BM token
- *    rows, BN output columns) with 8 warps in a 2 x 4 grid, each warp
- *    WM x WN through mma.sync m16n8k16 (f16 operands, float32
- *    accumulators). The K loop steps by BK = 32. The float32 X tile runs
- *    through a 3-stage cp.async ring in shared memory (each thread later
- *    converts exactly the bytes it copied, so the ring needs no barrier);
- *    the raw weight bytes of step s+2 are loaded into registers right after
- *    the MMAs of step s (volatile loads, not sunk to their use). After the
- *    MMAs of step s, X of step s+1 is rounded to f16 and W of step s+1 is
- *    dequantized (reference order of quant_ref.c, then rounded to f16)
- *    into the other f16 buffer; one barrier per step. Every weight element is dequantized once
- *    per CTA; fragments come from shared memory through ldmatrix (rows
- *    padded to 80 bytes: conflict-free). Tiles are ordered token-tile
- *    fastest, so the CTAs that share a weight tile run together and the
- *    weight matrix is streamed from DRAM about once.
+ *  - k_gemm_tc (tensor cores): a CTA computes BNW output columns x BMT
+ *    token rows of Y with 8 warps and mma.sync m16n8k16 (f16 operands,
+ *    float32 accumulators). W is the A operand: each warp owns BNW / 8 rows
+ *    of W and all BMT tokens. K is permuted inside every 32-element step so
+ *    that the k slots a thread holds in its fragments stand for 8
+ *    consecutive elements; each thread dequantizes whole 8-element units of
+ *    its own rows straight into A fragments (no f16 W tile, no ldmatrix, no
+ *    duplicate dequantization), and reads its X fragment with one 16-byte
+ *    load from the f16 X tile. Tiles (W rows x tokens): 256 x 64 for the
+ *    routed experts (about 48 rows per expert), 128 x 128 for dense shapes,
+ *    128 x 64 where 128 x 128 would leave half the SMs idle.
+ *    K steps by 32, with one barrier per step, fed by two cp.async rings
+ *    committed in the same groups:
+ *      X: float32, XS stages; each thread converts to f16 exactly the bytes
+ *         it copied itself (no barrier of its own). Token rows past the
+ *         tile's end are neither copied nor converted (their f16 rows stay
+ *         zero) and their MMAs are skipped (8-row granularity).
+ *      W: the raw weight bytes, in stages of KC elements per row (one
+ *         superblock for the K-quants and IQ2_XXS, 32 for Q8_0 and F16):
+ *         per row, the CPR 16-byte chunks that cover the stage's bytes (a
+ *         row is 16-byte aligned, a superblock need not be). A stage rides
+ *         in the copy group of its first step, so it is complete (every
+ *         thread waited on its own copies, then a barrier) when that step's
+ *         MMAs read it, XS - 1 steps after its issue; NW buffers keep the
+ *         one being read apart from those in flight.
+ *    Dequantization (wdeq) follows the reference order of quant_ref.c (the
+ *    same float32 operations, so the same floats), then rounds to f16.
+ *    Byte-to-float conversions use the exact 2^23 trick instead of I2F;
+ *    IQ2_XXS and Q2_K values take only 3 and 4 magnitudes per unit of 8
+ *    elements, which are rounded once and picked by byte permutes (IQ2_XXS
+ *    signs by XOR of the f16 sign bits).
+ *    Tile order: dense launches run token tiles fastest (the CTAs sharing a
+ *    weight tile run together; W streams from DRAM about once, X is re-read
+ *    from L2); grouped launches run output tiles fastest (an expert's
+ *    weight tile serves one token tile, and its X rows come from DRAM once
+ *    and from L2 for the other output tiles).
  *    Fast-path conditions (else the exact kernel runs): weights F16 or
  *    quantized (F32 and BF16 values may exceed the f16 range), n_in % 32 == 0,
  *    weight data and row_bytes multiples of 16, X 16-byte aligned, ldx % 4
@@ -36,14 +58,16 @@
  *    and adds that to its total, which bounds the rounding error by about
  *    (32 + n_in / 32) ulp of sum |w x| (docs/TOLERANCES.md, "## cuda gemm").
  *
- * Grouped launches: grid.x enumerates (expert, token tile) pairs up to a
+ * Grouped launches: the grid enumerates (expert, token tile) pairs up to a
  * host bound derived from max_rows; each CTA finds its pair with a block
  * scan over the per-expert tile counts from offs (device), so no host
  * synchronisation is needed (graph capture). Idle CTAs exit at once.
+ * Block-diagonal launches: grid.z = group.
  *
  * The IQ2_XXS grid (2 KB) is passed by value as a kernel parameter, copied
  * per launch from the CPU table (v4f_quant_iq2xxs_grid), so this file needs
- * no device state of its own; kernels copy it into shared memory.
+ * no device state of its own; the tensor-core kernels build a table of
+ * byte-permute selectors from it in shared memory.
  *
  * Ownership: kernels read caller-owned X and weights and write only Y.
  * Threading: launchers queue on the context's stream (one owner thread).
@@ -62,8 +86,7 @@ extern "C" {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kBK = 32;          /* K step of both kernels */
-constexpr int kLds = kBK + 8;    /* f16 elements per shared row (80 bytes) */
+constexpr int kBK = 32; /* K step of both kernels */
 
 struct iq2_grid_t {
     uint64_t v[256];
@@ -78,6 +101,10 @@ template <> struct grid_of<V4F_TYPE_IQ2_XXS> {
     typedef iq2_grid_t type;
 };
 
+/* The IQ2_XXS grid bytes take 3 values (quant_internal.h); the
+ * tensor-core kernel relies on it (checked on the host, iq2_grid_ok). */
+constexpr uint32_t kIq2Mag[3] = {0x08, 0x19, 0x2b};
+
 struct gemm_args {
     const uint8_t *w; /* dense: the matrix */
     uint64_t row_bytes;
@@ -87,6 +114,9 @@ struct gemm_args {
     float *y;
     int64_t ldy;
     int64_t n_tok; /* dense: rows of X and Y */
+    /* block-diagonal: per blockIdx.z, W advances wz bytes, X xz and Y yz floats */
+    uint64_t wz;
+    int64_t xz, yz;
     /* grouped */
     const void *const *tab;
     int32_t tab_off;
@@ -98,37 +128,14 @@ struct gemm_args {
 
 __device__ __forceinline__ float h2f(uint32_t bits) { return __half2float(__ushort_as_half((unsigned short)(bits & 0xffffu))); }
 __device__ __forceinline__ uint32_t ld8(const uint8_t *p) { return __ldg(p); }
-/* Weight-unit loads of the tensor-core kernel as volatile asm: they stay
- * where they are written (before the MMAs of the current step), so their
- * latency is hidden behind that step instead of being sunk to their use. */
-__device__ __forceinline__ uint32_t vld8(const uint8_t *p) {
-    uint32_t v;
-    asm volatile("ld.global.nc.u8 %0, [%1];\n" : "=r"(v) : "l"(p));
-    return v;
-}
-__device__ __forceinline__ uint32_t vld16(const uint8_t *p) {
-    unsigned short v;
-    asm volatile("ld.global.nc.u16 %0, [%1];\n" : "=h"(v) : "l"(p));
-    return v;
-}
-__device__ __forceinline__ uint32_t vld32(const uint8_t *p) {
-    uint32_t v;
-    asm volatile("ld.global.nc.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
-    return v;
-}
-__device__ __forceinline__ uint2 vld64(const uint8_t *p) {
-    uint2 v;
-    asm volatile("ld.global.nc.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
-    return v;
-}
-__device__ __forceinline__ uint4 vld128(const uint8_t *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-}
 __device__ __forceinline__ void cp_async16(void *smem_dst, const void *gmem_src) {
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem_src) : "memory");
+}
+/* 16 zero bytes through the copy unit (no global read) */
+__device__ __forceinline__ void cp_async16_zero(void *smem_dst, const void *gmem_any) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, 0;\n" ::"r"(s), "l"(gmem_any) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait(void) {
@@ -142,6 +149,14 @@ __device__ __forceinline__ uint32_t ksign(uint32_t k7) { return k7 | ((uint32_t)
 __device__ __forceinline__ uint32_t pack_h16(float lo, float hi) {
     const __half2 v = __floats2half2_rn(lo, hi);
     return *(const uint32_t *)&v;
+}
+/* Byte i of w as a float, exactly: (2^23 + b) - 2^23 (no I2F). */
+__device__ __forceinline__ float ubyte_f(uint32_t w, int i) {
+    return __uint_as_float(__byte_perm(w, 0x4b000000u, 0x7440 + i)) - 8388608.f;
+}
+/* Byte i of w as a signed int8, exactly. */
+__device__ __forceinline__ float sbyte_f(uint32_t w, int i) {
+    return __uint_as_float(__byte_perm(w ^ 0x80808080u, 0x4b000000u, 0x7440 + i)) - 8388736.f;
 }
 
 /* Element e of a row, exactly as quant_ref.c computes it (byte loads). */
@@ -191,127 +206,174 @@ template <int T> __device__ __forceinline__ float ref_elem(const uint8_t *row, i
     }
 }
 
-/* ---- tensor-core path: raw weight units of 8 elements ------------------------
- * A unit is 8 consecutive elements [e0, e0 + 8) of one row (e0 % 8 == 0);
- * wload fetches its bytes (aligned loads, row 16-byte aligned), wdeq turns
- * them into 4 packed f16 pairs (reference-order floats, then rounded). */
-template <int T> struct wraw;
-template <> struct wraw<V4F_TYPE_F32> { float4 a, b; };
-template <> struct wraw<V4F_TYPE_F16> { uint4 v; };
-template <> struct wraw<V4F_TYPE_BF16> { uint4 v; };
-template <> struct wraw<V4F_TYPE_Q8_0> { uint32_t d, q0, q1; };
-template <> struct wraw<V4F_TYPE_Q2_K> { uint32_t q0, q1, sc, dd; };
-template <> struct wraw<V4F_TYPE_Q4_K> { uint4 head; uint2 q; };
-template <> struct wraw<V4F_TYPE_IQ2_XXS> { uint32_t d, idx, B; };
+/* ---- tensor-core path: staged raw weights ------------------------------------
+ * A W stage holds KC elements of each row of the tile: the CPR 16-byte
+ * chunks from ws = bs & ~15, where bs is the stage's first byte in the row
+ * (rows are 16-byte aligned). window_ok checks, for every stage offset
+ * o = bs % 16 the format can produce, that the chunks cover [o, o + L)
+ * (L = the stage's bytes) and end at or before the 16-byte rounded end of
+ * those bytes, so no copy leaves the row. n_in is a multiple of KC (a
+ * superblock for the K-quants; 32 otherwise, the fast path's condition). */
+template <int T> struct wfmt;
+template <> struct wfmt<V4F_TYPE_F16> {
+    static constexpr int KC = 32, CPR = 4, BE = 1, BB = 2;
+};
+template <> struct wfmt<V4F_TYPE_Q8_0> {
+    static constexpr int KC = 32, CPR = 3, BE = 32, BB = 34;
+};
+template <> struct wfmt<V4F_TYPE_Q2_K> {
+    static constexpr int KC = 256, CPR = 6, BE = 256, BB = 84;
+};
+template <> struct wfmt<V4F_TYPE_Q4_K> {
+    static constexpr int KC = 256, CPR = 9, BE = 256, BB = 144;
+};
+template <> struct wfmt<V4F_TYPE_IQ2_XXS> {
+    static constexpr int KC = 256, CPR = 5, BE = 256, BB = 66;
+};
+template <int T> constexpr bool window_ok() {
+    typedef wfmt<T> F;
+    const int L = F::KC / F::BE * F::BB;
+    for (int j = 0; j < 16; j++) {
+        const int o = (j * L) % 16;
+        if (16 * F::CPR < o + L || 16 * F::CPR > (o + L + 15) / 16 * 16) return false;
+    }
+    return true;
+}
+static_assert(window_ok<V4F_TYPE_F16>() && window_ok<V4F_TYPE_Q8_0>() && window_ok<V4F_TYPE_Q2_K>() &&
+                  window_ok<V4F_TYPE_Q4_K>() && window_ok<V4F_TYPE_IQ2_XXS>(),
+              "weight stage windows");
 
-template <int T> __device__ __forceinline__ void wload(const uint8_t *row, int64_t e0, wraw<T> &r) {
-    if constexpr (T == V4F_TYPE_F32) {
-        const uint4 a = vld128(row + 4 * e0), b = vld128(row + 4 * e0 + 16);
-        r.a = make_float4(__uint_as_float(a.x), __uint_as_float(a.y), __uint_as_float(a.z), __uint_as_float(a.w));
-        r.b = make_float4(__uint_as_float(b.x), __uint_as_float(b.y), __uint_as_float(b.z), __uint_as_float(b.w));
-    } else if constexpr (T == V4F_TYPE_F16 || T == V4F_TYPE_BF16) {
-        r.v = vld128(row + 2 * e0);
+/* first byte of stage j in a row */
+template <int T> __device__ __forceinline__ uint64_t stage_byte(int j) {
+    typedef wfmt<T> F;
+    return (uint64_t)j * (uint64_t)(F::KC / F::BE * F::BB);
+}
+
+/* IQ2_XXS table in shared memory: sel[idx] holds the byte-permute
+ * selectors of the 4 element pairs of grid entry idx (.x pairs 0 and 1 in
+ * its halves, .y pairs 2 and 3) picking from the packed magnitudes
+ * {m0, m1 | m2, 0}. */
+struct iq2_tab_t {
+    uint2 sel[256];
+};
+struct no_tab_t {
+    int unused;
+};
+template <int T> struct tab_of {
+    typedef no_tab_t type;
+};
+template <> struct tab_of<V4F_TYPE_IQ2_XXS> {
+    typedef iq2_tab_t type;
+};
+
+__device__ __forceinline__ uint32_t lds16(const uint8_t *p) { return *(const unsigned short *)p; }
+__device__ __forceinline__ uint32_t lds32(const uint8_t *p) { return *(const uint32_t *)p; }
+
+/* Elements [el, el + 8) of a staged row (p: the row's stage bytes, from
+ * bs; el % 8 == 0, el < KC) as 4 packed f16 pairs: the reference floats
+ * of quant_ref.c, rounded to f16. */
+template <int T>
+__device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el, const typename tab_of<T>::type &tab) {
+    if constexpr (T == V4F_TYPE_F16) {
+        return *(const uint4 *)(p + 2 * el); /* f16 -> float -> f16 is the identity */
     } else if constexpr (T == V4F_TYPE_Q8_0) {
-        const uint8_t *b = row + 34 * (e0 >> 5);
-        const uint8_t *q = b + 2 + (e0 & 31);
-        r.d = vld16(b);
+        const float d = h2f(lds16(p));
+        const uint8_t *q = p + 2 + el;
+        uint32_t q0, q1;
         if (((uintptr_t)q & 3) == 0) {
-            r.q0 = vld32(q);
-            r.q1 = vld32(q + 4);
+            q0 = lds32(q);
+            q1 = lds32(q + 4);
         } else {
-            r.q0 = vld16(q) | vld16(q + 2) << 16;
-            r.q1 = vld16(q + 4) | vld16(q + 6) << 16;
+            q0 = lds16(q) | lds16(q + 2) << 16;
+            q1 = lds16(q + 4) | lds16(q + 6) << 16;
         }
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[i] = __fmul_rn(d, sbyte_f(q0, i));
+            v[4 + i] = __fmul_rn(d, sbyte_f(q1, i));
+        }
+        return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
     } else if constexpr (T == V4F_TYPE_Q2_K) {
-        const uint8_t *b = row + 84 * (e0 >> 8);
-        const int k = (int)(e0 & 255), h = k >> 7, s = (k >> 5) & 3, l0 = k & 31;
-        const uint8_t *q = b + 16 + 32 * h + l0;
-        r.q0 = vld32(q);
-        r.q1 = vld32(q + 4);
-        r.sc = vld32(b + 8 * h + 4 * (s >> 1));
-        r.dd = vld32(b + 80);
+        const int h = el >> 7, s = (el >> 5) & 3, l0 = el & 31;
+        const uint32_t q0 = lds32(p + 16 + 32 * h + l0), q1 = lds32(p + 20 + 32 * h + l0);
+        const uint32_t sc = p[8 * h + 2 * s + (l0 >= 16)], dd = lds32(p + 80);
+        const float dl = __fmul_rn(h2f(dd), ubyte_f(sc & 15, 0));
+        const float ml = __fmul_rn(h2f(dd >> 16), ubyte_f(sc >> 4, 0));
+        /* the 4 values of q = 0..3, rounded: t0 = {v0, v1}, t1 = {v2, v3} */
+        const uint32_t t0 = pack_h16(__fsub_rn(__fmul_rn(dl, 0.f), ml), __fsub_rn(__fmul_rn(dl, 1.f), ml));
+        const uint32_t t1 = pack_h16(__fsub_rn(__fmul_rn(dl, 2.f), ml), __fsub_rn(__fmul_rn(dl, 3.f), ml));
+        /* codes q_i in the low bits of each byte; a pair (q_a, q_b) picks
+         * bytes {2 q_a, 2 q_a + 1, 2 q_b, 2 q_b + 1}: selector
+         * (q_a + 256 q_b) * 34 + 0x1010 */
+        const uint32_t c0 = (q0 >> (2 * s)) & 0x03030303u, c1 = (q1 >> (2 * s)) & 0x03030303u;
+        return make_uint4(__byte_perm(t0, t1, (c0 & 0xffffu) * 34u + 0x1010u),
+                          __byte_perm(t0, t1, (c0 >> 16) * 34u + 0x1010u),
+                          __byte_perm(t0, t1, (c1 & 0xffffu) * 34u + 0x1010u),
+                          __byte_perm(t0, t1, (c1 >> 16) * 34u + 0x1010u));
     } else if constexpr (T == V4F_TYPE_Q4_K) {
-        const uint8_t *b = row + 144 * (e0 >> 8);
-        const int k = (int)(e0 & 255), j = k >> 5, l0 = k & 31;
-        r.head = vld128(b);
-        r.q = vld64(b + 16 + 32 * (j >> 1) + l0);
+        const uint4 head = *(const uint4 *)p;
+        const int j = el >> 5, l0 = el & 31;
+        const uint2 q = *(const uint2 *)(p + 16 + 32 * (j >> 1) + l0);
+        /* scales[i] = byte i of head.y, head.z, head.w */
+#define SB(i) ((((i) < 4 ? head.y : (i) < 8 ? head.z : head.w) >> (8 * ((i) & 3))) & 255u)
+        uint32_t sc, m;
+        if (j < 4) {
+            sc = SB(j) & 63;
+            m = SB(j + 4) & 63;
+        } else {
+            sc = (SB(j + 4) & 15) | ((SB(j - 4) >> 6) << 4);
+            m = (SB(j + 4) >> 4) | ((SB(j) >> 6) << 4);
+        }
+#undef SB
+        const float dl = __fmul_rn(h2f(head.x), ubyte_f(sc, 0));
+        const float ml = __fmul_rn(h2f(head.x >> 16), ubyte_f(m, 0));
+        const int sh = 4 * (j & 1);
+        const uint32_t n0 = (q.x >> sh) & 0x0f0f0f0fu, n1 = (q.y >> sh) & 0x0f0f0f0fu;
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[i] = __fsub_rn(__fmul_rn(dl, ubyte_f(n0, i)), ml);
+            v[4 + i] = __fsub_rn(__fmul_rn(dl, ubyte_f(n1, i)), ml);
+        }
+        return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
     } else { /* IQ2_XXS */
-        const uint8_t *b = row + 66 * (e0 >> 8);
-        const int k = (int)(e0 & 255), g = k >> 5, l = (k >> 3) & 3;
-        r.d = vld16(b);
-        r.idx = vld8(b + 2 + 8 * g + l);
-        r.B = vld16(b + 6 + 8 * g) | vld16(b + 8 + 8 * g) << 16;
+        const int g = el >> 5, l = (el >> 3) & 3;
+        const uint32_t aux = lds16(p + 6 + 8 * g) | lds16(p + 8 + 8 * g) << 16;
+        const float db =
+            __fmul_rn(__fmul_rn(h2f(lds16(p)), 0.5f + ubyte_f(aux >> 28, 0)), 0.25f);
+        const uint32_t t0 = pack_h16(__fmul_rn(db, (float)kIq2Mag[0]), __fmul_rn(db, (float)kIq2Mag[1]));
+        const uint32_t t1 = pack_h16(__fmul_rn(db, (float)kIq2Mag[2]), 0.f);
+        const uint2 sel = tab.sel[p[2 + 8 * g + l]];
+        /* sign bits s_j of the 8 elements; pair p's f16 sign mask (bit 15 =
+         * s_2p, bit 31 = s_2p+1) is (s * (2^(15-2p) + 2^(30-2p))) & 0x80008000:
+         * the two shifted copies occupy disjoint bits, so no carries */
+        const uint32_t sg = ksign((aux >> (7 * l)) & 127);
+        return make_uint4(__byte_perm(t0, t1, sel.x) ^ ((sg * 0x40008000u) & 0x80008000u),
+                          __byte_perm(t0, t1, sel.x >> 16) ^ ((sg * 0x10002000u) & 0x80008000u),
+                          __byte_perm(t0, t1, sel.y) ^ ((sg * 0x04000800u) & 0x80008000u),
+                          __byte_perm(t0, t1, sel.y >> 16) ^ ((sg * 0x01000200u) & 0x80008000u));
     }
 }
 
-template <int T>
-__device__ __forceinline__ uint4 wdeq(const wraw<T> &r, int64_t e0, const uint64_t *grid) {
-    if constexpr (T == V4F_TYPE_F32) {
-        return make_uint4(pack_h16(r.a.x, r.a.y), pack_h16(r.a.z, r.a.w), pack_h16(r.b.x, r.b.y),
-                          pack_h16(r.b.z, r.b.w));
-    } else if constexpr (T == V4F_TYPE_BF16) {
-        return r.v;
-    } else if constexpr (T == V4F_TYPE_F16) {
-        const uint32_t w[4] = {r.v.x, r.v.y, r.v.z, r.v.w};
-        uint32_t o[4];
+/* Build the IQ2_XXS table (all threads; a barrier must follow). */
+__device__ __forceinline__ void iq2_tab_build(iq2_tab_t &tab, const iq2_grid_t &gt) {
+    const int tid = threadIdx.x;
+    for (int i = tid; i < 256; i += kThreads) {
+        const uint64_t g = gt.v[i];
+        uint32_t s[4];
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const float2 f = __half22float2(*(const __half2 *)&w[i]);
-            o[i] = pack_h16(f.x, f.y);
+        for (int p = 0; p < 4; p++) {
+            uint32_t sel = 0;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint32_t b = (uint32_t)(g >> (8 * (2 * p + h))) & 255u;
+                const uint32_t c = b == kIq2Mag[0] ? 0u : b == kIq2Mag[1] ? 1u : 2u;
+                sel |= ((2 * c) | (2 * c + 1) << 4) << (8 * h);
+            }
+            s[p] = sel;
         }
-        return make_uint4(o[0], o[1], o[2], o[3]);
-    } else {
-        float v[8];
-        if constexpr (T == V4F_TYPE_Q8_0) {
-            const float d = h2f(r.d);
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                v[i] = __fmul_rn(d, (float)(int8_t)(r.q0 >> (8 * i)));
-                v[4 + i] = __fmul_rn(d, (float)(int8_t)(r.q1 >> (8 * i)));
-            }
-        } else if constexpr (T == V4F_TYPE_Q2_K) {
-            const int k = (int)(e0 & 255), s = (k >> 5) & 3, l0 = k & 31;
-            const uint32_t sc = (r.sc >> (8 * (2 * (s & 1) + (l0 >= 16)))) & 255;
-            const float dl = __fmul_rn(h2f(r.dd), (float)(sc & 15));
-            const float ml = __fmul_rn(h2f(r.dd >> 16), (float)(sc >> 4));
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                v[i] = __fsub_rn(__fmul_rn(dl, (float)((r.q0 >> (8 * i + 2 * s)) & 3)), ml);
-                v[4 + i] = __fsub_rn(__fmul_rn(dl, (float)((r.q1 >> (8 * i + 2 * s)) & 3)), ml);
-            }
-        } else if constexpr (T == V4F_TYPE_Q4_K) {
-            const int j = (int)((e0 & 255) >> 5);
-            /* scales[i] = byte i of head.y, head.z, head.w */
-#define SB(i) ((((i) < 4 ? r.head.y : (i) < 8 ? r.head.z : r.head.w) >> (8 * ((i) & 3))) & 255u)
-            uint32_t sc, m;
-            if (j < 4) {
-                sc = SB(j) & 63;
-                m = SB(j + 4) & 63;
-            } else {
-                sc = (SB(j + 4) & 15) | ((SB(j - 4) >> 6) << 4);
-                m = (SB(j + 4) >> 4) | ((SB(j) >> 6) << 4);
-            }
-#undef SB
-            const float dl = __fmul_rn(h2f(r.head.x), (float)sc);
-            const float ml = __fmul_rn(h2f(r.head.x >> 16), (float)m);
-            const int sh = 4 * (j & 1);
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                v[i] = __fsub_rn(__fmul_rn(dl, (float)((r.q.x >> (8 * i + sh)) & 15)), ml);
-                v[4 + i] = __fsub_rn(__fmul_rn(dl, (float)((r.q.y >> (8 * i + sh)) & 15)), ml);
-            }
-        } else { /* IQ2_XXS */
-            const int l = (int)((e0 >> 3) & 3);
-            const float db = __fmul_rn(__fmul_rn(h2f(r.d), 0.5f + (float)(r.B >> 28)), 0.25f);
-            const uint64_t gv = grid[r.idx];
-            const uint32_t signs = ksign((r.B >> (7 * l)) & 127);
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const float a = __fmul_rn(db, (float)((gv >> (8 * j)) & 255));
-                v[j] = ((signs >> j) & 1) ? -a : a;
-            }
-        }
-        return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
+        tab.sel[i] = make_uint2(s[0] | s[1] << 16, s[2] | s[3] << 16);
     }
 }
 
@@ -320,17 +382,21 @@ __device__ __forceinline__ uint4 wdeq(const wraw<T> &r, int64_t e0, const uint64
 struct tile_t {
     int64_t r0, r1;   /* token rows [r0, r1) */
     const uint8_t *w; /* matrix */
+    const float *x;   /* X and Y (row r at x + r ldx, y + r ldy) */
+    float *y;
 };
 
-/* Dense: token tile mt. Grouped: the mt-th (expert, token tile) pair in
- * expert order, found with a block scan over ceil(count_e / BM). Returns
- * false for an idle CTA (uniform over the CTA). Must be called by all
- * threads. */
+/* Dense: token tile mt of block-diagonal group blockIdx.z. Grouped: the
+ * mt-th (expert, token tile) pair in expert order, found with a block scan
+ * over ceil(count_e / BM). Returns false for an idle CTA (uniform over the
+ * CTA). Must be called by all threads. */
 template <int BM, bool G> __device__ __forceinline__ bool find_tile(const gemm_args &a, int64_t mt, tile_t *t) {
     if constexpr (!G) {
         t->r0 = mt * BM;
         t->r1 = min(a.n_tok, t->r0 + BM);
-        t->w = a.w;
+        t->w = a.w + blockIdx.z * a.wz;
+        t->x = a.x + blockIdx.z * a.xz;
+        t->y = a.y + blockIdx.z * a.yz;
         return t->r0 < t->r1;
     } else {
         __shared__ int s_warp[kThreads / 32];
@@ -375,18 +441,13 @@ template <int BM, bool G> __device__ __forceinline__ bool find_tile(const gemm_a
         t->r0 = beg + (int64_t)s_found[1] * BM;
         t->r1 = min(end, t->r0 + BM);
         t->w = (const uint8_t *)a.tab[a.tab_off + e];
+        t->x = a.x;
+        t->y = a.y;
         return true;
     }
 }
 
 /* ---- tensor-core kernel ------------------------------------------------------- */
-
-__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-}
 
 __device__ __forceinline__ void mma_f16(float *c, const uint32_t *a, const uint32_t *b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
@@ -395,88 +456,129 @@ __device__ __forceinline__ void mma_f16(float *c, const uint32_t *a, const uint3
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-constexpr int kStages = 3; /* float32 X stages in flight (cp.async ring) */
-template <int BM, int BN> constexpr size_t tc_smem() {
-    return (size_t)kStages * BM * kBK * 4 + (size_t)2 * (BM + BN) * kLds * 2;
+/* Fragment mapping of k_gemm_tc: the k slots a thread holds in its A and B
+ * fragments ({2q, 2q+1, 2q+8, 2q+9} of each k16, q = lane % 4) stand for
+ * the elements 8q .. 8q + 7 of the 32-element step, the same permutation
+ * for A and B (a sum does not care). A: rows warp WR + 16 i + lane / 4
+ * (+ 8) of the tile, from wdeq's 4 pairs {.x, .y} (k16 0) and {.z, .w}
+ * (k16 1); B: token 8 n + lane / 4, one 16-byte load. Token n8 tiles with
+ * no valid row skip their loads and MMAs; dense warps whose rows all lie
+ * past n_out skip theirs. */
+/* Shared memory: XS float32 X stages, NW W stages (stage j is written XS
+ * steps before its first use, which must come after the last use of stage
+ * j - NW: (NW - 1) KC / 32 >= XS), two f16 X tiles. */
+template <int T, int BNW, int BMT> __host__ __device__ constexpr size_t tc_smem_for(int xs) {
+    return (size_t)xs * BMT * kBK * 4 +
+           (size_t)(1 + (xs + wfmt<T>::KC / kBK - 1) / (wfmt<T>::KC / kBK)) * BNW * wfmt<T>::CPR * 16 +
+           (size_t)2 * BMT * kBK * 2;
+}
+/* 4 X stages where two CTAs still fit an SM (113 KB each), else 3 */
+template <int T, int BNW, int BMT> __host__ __device__ constexpr int tc_xstages() {
+    return tc_smem_for<T, BNW, BMT>(4) + sizeof(typename tab_of<T>::type) <= 113 * 1024 ? 4 : 3;
+}
+template <int T, int BNW, int BMT> __host__ __device__ constexpr int tc_wstages() {
+    return 1 + (tc_xstages<T, BNW, BMT>() + wfmt<T>::KC / kBK - 1) / (wfmt<T>::KC / kBK);
+}
+template <int T, int BNW, int BMT> constexpr size_t tc_smem() {
+    return tc_smem_for<T, BNW, BMT>(tc_xstages<T, BNW, BMT>());
 }
 
-template <int T, int BM, int BN, bool G>
-__global__ void __launch_bounds__(kThreads, (BM * BN <= 128 * 128 && BN <= 128) ? 2 : 1)
+template <int T, int BNW, int BMT, bool G>
+__global__ void __launch_bounds__(kThreads, 2)
     k_gemm_tc(const __grid_constant__ gemm_args a, const __grid_constant__ typename grid_of<T>::type gt) {
     V4F_PDL_ENTRY();
-    constexpr int WARPS_M = 2, WARPS_N = 4;
-    constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
-    constexpr int MT = WM / 16, NT = WN / 8;
-    constexpr int UPR = kBK / 8;                  /* units per tile row */
-    constexpr int XU = BM * UPR / kThreads;       /* X units per thread */
-    constexpr int WU = BN * UPR / kThreads;       /* W units per thread */
-    static_assert(XU >= 1 && WU >= 1 && NT % 2 == 0, "tile shape");
+    typedef wfmt<T> F;
+    constexpr int XS = tc_xstages<T, BNW, BMT>(), NW = tc_wstages<T, BNW, BMT>();
+    constexpr int SPS = F::KC / kBK, WROW = 16 * F::CPR; /* steps per W stage, staged bytes per row */
+    constexpr int WR = BNW / 8;                          /* W rows per warp */
+    constexpr int MT = WR / 16, NT = BMT / 8;
+    constexpr int UPR = kBK / 8;            /* 8-element units per tile row */
+    constexpr int XU = BMT * UPR / kThreads; /* X units per thread */
+    constexpr int WCH = BNW * F::CPR;        /* 16-byte chunks per W stage */
+    constexpr int WPT = (WCH + kThreads - 1) / kThreads;
+    static_assert(XU >= 1 && MT >= 1 && WR % 16 == 0, "tile shape");
 
     extern __shared__ __align__(16) uint8_t smem[];
-    float *xraw = (float *)smem;                                      /* [kStages][BM * kBK] */
-    __half *sx = (__half *)(xraw + kStages * BM * kBK); /* [2][BM][kLds] */
-    __half *sw = sx + 2 * BM * kLds;                            /* [2][BN][kLds] */
-    __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
-    if constexpr (T == V4F_TYPE_IQ2_XXS)
-        for (int i = threadIdx.x; i < 256; i += kThreads) s_grid[i] = gt.v[i];
+    float *xraw = (float *)smem;                            /* [XS][BMT * kBK] */
+    uint8_t *wraw = smem + (size_t)XS * BMT * kBK * 4;      /* [NW][BNW][WROW] */
+    __half *sx = (__half *)(wraw + (size_t)NW * BNW * WROW); /* [2][BMT][kBK] */
+    __shared__ typename tab_of<T>::type s_tab;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, q = lane & 3;
+    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_tab_build(s_tab, gt);
+    for (int i = tid; i < 2 * BMT * kBK / 8; i += kThreads) ((uint4 *)sx)[i] = make_uint4(0, 0, 0, 0);
     __syncthreads();
 
+    int64_t mt, nt;
+    if constexpr (G) {
+        const int64_t ntn = (a.n_out + BNW - 1) / BNW;
+        mt = (int64_t)blockIdx.x / ntn;
+        nt = (int64_t)blockIdx.x % ntn;
+    } else {
+        mt = blockIdx.x;
+        nt = blockIdx.y;
+    }
     tile_t t;
-    if (!find_tile<BM, G>(a, blockIdx.x, &t)) return;
-    const int64_t n0 = (int64_t)blockIdx.y * BN;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
-    const int64_t nrow = t.r1 - t.r0, ncol = min((int64_t)BN, a.n_out - n0);
-    const int64_t nsteps = a.n_in / kBK;
+    if (!find_tile<BMT, G>(a, mt, &t)) return;
+    const int64_t n0 = nt * BNW;
+    const int nrow = (int)(t.r1 - t.r0), ncol = (int)min((int64_t)BNW, a.n_out - n0);
+    const int nsteps = (int)(a.n_in / kBK), nstages = (int)(a.n_in / F::KC);
+    const uint8_t *wtile = t.w + (uint64_t)n0 * a.row_bytes;
 
-    /* per-thread unit sources (rows past the end re-read the last valid row).
-     * X unit u (row u / UPR, elements 8 (u % UPR)..) sits at xraw + 8u of its
-     * stage: each thread converts exactly the bytes it copied itself, so the
-     * cp.async ring needs no barrier of its own. */
     const float *xsrc[XU];
-    const uint8_t *wsrc[WU];
+    bool xok[XU];
 #pragma unroll
     for (int i = 0; i < XU; i++) {
         const int u = tid + i * kThreads;
-        xsrc[i] = a.x + (t.r0 + min((int64_t)(u / UPR), nrow - 1)) * a.ldx + 8 * (u % UPR);
+        xok[i] = u / UPR < nrow;
+        xsrc[i] = t.x + (t.r0 + (xok[i] ? u / UPR : 0)) * a.ldx + 8 * (u % UPR);
     }
-#pragma unroll
-    for (int i = 0; i < WU; i++) {
-        const int u = tid + i * kThreads;
-        wsrc[i] = t.w + (uint64_t)(n0 + min((int64_t)(u / UPR), ncol - 1)) * a.row_bytes;
-    }
-
-    wraw<T> wr[WU];
-    auto xissue = [&](int64_t step) { /* always commits a group (maybe empty) */
-        if (step < nsteps) {
-            float *st = xraw + (int)(step % kStages) * BM * kBK;
-#pragma unroll
-            for (int i = 0; i < XU; i++) {
-                const int u = tid + i * kThreads;
-                cp_async16(st + 8 * u, xsrc[i] + step * kBK);
-                cp_async16(st + 8 * u + 4, xsrc[i] + step * kBK + 4);
-            }
-        }
-        cp_async_commit();
-    };
-    auto wfetch = [&](int64_t step) {
-#pragma unroll
-        for (int i = 0; i < WU; i++) wload<T>(wsrc[i], step * kBK + 8 * ((tid + i * kThreads) % UPR), wr[i]);
-    };
-    auto convert = [&](int buf, int64_t step) {
-        const float *st = xraw + (int)(step % kStages) * BM * kBK;
+    auto xissue = [&](int step) {
+        float *st = xraw + (step % XS) * BMT * kBK;
 #pragma unroll
         for (int i = 0; i < XU; i++) {
             const int u = tid + i * kThreads;
-            const float4 p = *(const float4 *)(st + 8 * u), q = *(const float4 *)(st + 8 * u + 4);
-            const uint4 v = make_uint4(pack_h16(p.x, p.y), pack_h16(p.z, p.w), pack_h16(q.x, q.y), pack_h16(q.z, q.w));
-            *(uint4 *)(sx + (buf * BM + u / UPR) * kLds + 8 * (u % UPR)) = v;
+            if (xok[i]) {
+                cp_async16(st + 8 * u, xsrc[i] + (int64_t)step * kBK);
+                cp_async16(st + 8 * u + 4, xsrc[i] + (int64_t)step * kBK + 4);
+            }
         }
+    };
+    auto wissue = [&](int j) {
+        uint8_t *st = wraw + (j % NW) * BNW * WROW;
+        const uint64_t ws = stage_byte<T>(j) & ~(uint64_t)15;
 #pragma unroll
-        for (int i = 0; i < WU; i++) {
+        for (int k = 0; k < WPT; k++) {
+            const int c = tid + k * kThreads;
+            if (WCH % kThreads == 0 || c < WCH) {
+                const int r = c / F::CPR, ch = c % F::CPR;
+                uint8_t *dst = st + r * WROW + 16 * ch;
+                if (r < ncol)
+                    cp_async16(dst, wtile + (uint64_t)r * a.row_bytes + ws + 16 * ch);
+                else
+                    cp_async16_zero(dst, wtile);
+            }
+        }
+    };
+    /* the copy group of step g: X(g), plus W stage j when g == j SPS (its
+     * first step); always commits (maybe empty) */
+    auto issue = [&](int g) {
+        if (g < nsteps) {
+            xissue(g);
+            if (g % SPS == 0 && g / SPS < nstages) wissue(g / SPS);
+        }
+        cp_async_commit();
+    };
+    auto xconvert = [&](int buf, int step) {
+        const float *st = xraw + (step % XS) * BMT * kBK;
+        __half *dx = sx + buf * BMT * kBK;
+#pragma unroll
+        for (int i = 0; i < XU; i++) {
             const int u = tid + i * kThreads;
-            *(uint4 *)(sw + (buf * BN + u / UPR) * kLds + 8 * (u % UPR)) =
-                wdeq<T>(wr[i], step * kBK + 8 * (u % UPR), s_grid);
+            if (xok[i]) {
+                const float4 p = *(const float4 *)(st + 8 * u), r = *(const float4 *)(st + 8 * u + 4);
+                *(uint4 *)(dx + 8 * u) =
+                    make_uint4(pack_h16(p.x, p.y), pack_h16(p.z, p.w), pack_h16(r.x, r.y), pack_h16(r.z, r.w));
+            }
         }
     };
 
@@ -488,63 +590,63 @@ __global__ void __launch_bounds__(kThreads, (BM * BN <= 128 * 128 && BN <= 128) 
 #pragma unroll
             for (int k = 0; k < 4; k++) acc[i][j][k] = 0.f;
 
-    /* prologue: X stages 0..2 in flight, W of step 0 in registers */
-    xissue(0);
-    xissue(1);
-    wfetch(0);
-    cp_async_wait<1>(); /* stage 0 */
-    convert(0, 0);
-    xissue(2);
-    if (nsteps > 1) wfetch(1);
+    /* prologue: groups 0 .. XS - 1 in flight; X of step 0 converted */
+#pragma unroll
+    for (int g = 0; g < XS; g++) issue(g);
+    cp_async_wait<XS - 1>(); /* group 0 (own copies) */
+    __syncthreads();         /* W stage 0 complete for all threads */
+    xconvert(0, 0);
     __syncthreads();
-    for (int64_t s = 0; s < nsteps; s++) {
-        const int buf = (int)(s & 1);
-        const __half *bx = sx + buf * BM * kLds, *bw = sw + buf * BN * kLds;
+    const uint8_t *wrow0 = wraw + (warp * WR + (lane >> 2)) * WROW;
+    const bool wact = G || warp * WR < ncol; /* warp-uniform (grouped: n_out is a tile multiple in practice) */
+    for (int s = 0; s < nsteps; s++) {
+        /* A fragments: rows warp WR + 16 i + lane / 4 (+ 8), elements 8q .. */
+        const int j = s / SPS;
+        const uint8_t *wb = wrow0 + (j % NW) * BNW * WROW + (int)(stage_byte<T>(j) & 15);
+        const int el = (s % SPS) * kBK + 8 * q;
+        uint4 wf[MT][2];
 #pragma unroll
-        for (int kk = 0; kk < kBK; kk += 16) {
-            uint32_t af[MT][4], bfr[NT][2];
+        for (int i = 0; i < MT; i++)
 #pragma unroll
-            for (int i = 0; i < MT; i++)
-                ldsm_x4(af[i], bx + (wm * WM + i * 16 + (lane & 15)) * kLds + kk + (lane >> 4) * 8);
+            for (int h = 0; h < 2; h++)
+                if (wact) wf[i][h] = wdeq<T>(wb + (16 * i + 8 * h) * WROW, el, s_tab);
+        const __half *bx = sx + (s & 1) * BMT * kBK + (lane >> 2) * kBK + 8 * q;
 #pragma unroll
-            for (int j = 0; j < NT / 2; j++) {
-                uint32_t r[4];
-                ldsm_x4(r, bw + (wn * WN + j * 16 + (lane & 7) + (lane >> 4) * 8) * kLds + kk + ((lane >> 3) & 1) * 8);
-                bfr[2 * j][0] = r[0], bfr[2 * j][1] = r[1];
-                bfr[2 * j + 1][0] = r[2], bfr[2 * j + 1][1] = r[3];
+        for (int n = 0; n < NT; n++) {
+            if (wact && 8 * n < nrow) { /* warp-uniform */
+                const uint4 xv = *(const uint4 *)(bx + 8 * n * kBK);
+                const uint32_t b0[2] = {xv.x, xv.y}, b1[2] = {xv.z, xv.w};
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    const uint32_t a0[4] = {wf[i][0].x, wf[i][1].x, wf[i][0].y, wf[i][1].y};
+                    const uint32_t a1[4] = {wf[i][0].z, wf[i][1].z, wf[i][0].w, wf[i][1].w};
+                    mma_f16(acc[i][n], a0, b0);
+                    mma_f16(acc[i][n], a1, b1);
+                }
             }
-#pragma unroll
-            for (int i = 0; i < MT; i++)
-#pragma unroll
-                for (int j = 0; j < NT; j++) mma_f16(acc[i][j], af[i], bfr[j]);
         }
         if (s + 1 < nsteps) {
-            cp_async_wait<1>(); /* stage s + 1 (stage s + 2 may stay in flight) */
-            convert(buf ^ 1, s + 1);
-            xissue(s + 3);
-            if (s + 2 < nsteps) wfetch(s + 2);
+            cp_async_wait<XS - 2>(); /* group s + 1 (own copies) */
+            xconvert((s + 1) & 1, s + 1);
+            issue(s + XS);
         }
         __syncthreads();
     }
     cp_async_wait<0>();
 
-    /* c0, c1: row lane/4, cols 2(lane%4) + {0, 1}; c2, c3: row + 8 */
+    /* c0, c1: W row lane/4, tokens 2q + {0, 1}; c2, c3: W row + 8 */
 #pragma unroll
     for (int i = 0; i < MT; i++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int64_t rl = wm * WM + i * 16 + (lane >> 2) + 8 * h;
-            if (rl >= nrow) continue;
-            float *yr = a.y + (t.r0 + rl) * a.ldy + n0;
+            const int cl = warp * WR + 16 * i + (lane >> 2) + 8 * h;
+            if (cl >= ncol) continue;
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                const int64_t cl = wn * WN + j * 8 + 2 * (lane & 3);
-                const float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
-                if (cl + 1 < ncol && ((uintptr_t)(yr + cl) & 7) == 0) {
-                    *(float2 *)(yr + cl) = make_float2(v0, v1);
-                } else {
-                    if (cl < ncol) yr[cl] = v0;
-                    if (cl + 1 < ncol) yr[cl + 1] = v1;
+            for (int n = 0; n < NT; n++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int rl = 8 * n + 2 * q + e;
+                    if (rl < nrow) t.y[(t.r0 + rl) * a.ldy + n0 + cl] = acc[i][n][2 * h + e];
                 }
             }
         }
@@ -573,7 +675,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t nrow = t.r1 - t.r0, ncol = min((int64_t)kEN, a.n_out - n0);
     /* loader: row lr (of X and of W), 8 elements from k-chunk lc */
     const int lr = tid & 63, lc = tid >> 6;
-    const float *xrow = a.x + (t.r0 + min((int64_t)lr, nrow - 1)) * a.ldx;
+    const float *xrow = t.x + (t.r0 + min((int64_t)lr, nrow - 1)) * a.ldx;
     const uint8_t *wrow = t.w + (uint64_t)(n0 + min((int64_t)lr, ncol - 1)) * a.row_bytes;
 
     float acc[4][4];
@@ -622,7 +724,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < 4; i++) {
         const int64_t rl = 4 * ty + i;
         if (rl >= nrow) continue;
-        float *yr = a.y + (t.r0 + rl) * a.ldy + n0;
+        float *yr = t.y + (t.r0 + rl) * a.ldy + n0;
 #pragma unroll
         for (int j = 0; j < 4; j++)
             if (4 * tx + j < ncol) yr[4 * tx + j] = acc[i][j];
@@ -631,33 +733,84 @@ __global__ void __launch_bounds__(kThreads)
 
 /* ---- host side ------------------------------------------------------------------ */
 
-/* Tile configurations of the tensor-core kernel. */
-enum { CFG_128x128 = 1, CFG_128x256 = 2, CFG_64x128 = 3, CFG_64x256 = 4 };
+/* Tile configurations of k_gemm_tc: W rows x tokens. */
+enum { CFG_W256x64 = 1, CFG_W128x128 = 2, CFG_W128x64 = 3 };
 
-/* V4F_GEMM_TILE (1..4) forces a configuration (benchmarks); unset or 0 =
+/* V4F_GEMM_TILE (1..3) forces a configuration (benchmarks); unset or 0 =
  * automatic. Read per call (a short environment scan) so a benchmark can
  * switch it. */
 static int forced_cfg(void) {
     const char *s = getenv("V4F_GEMM_TILE");
     const int k = s ? atoi(s) : 0;
-    return k >= 1 && k <= 4 ? k : 0;
+    return k >= 1 && k <= 3 ? k : 0;
 }
 
-template <int T, int BM, int BN, bool G>
-static v4f_status launch_tc(v4f_cuda *c, const gemm_args &a, const typename grid_of<T>::type &gt, int64_t m_tiles,
-                            v4f_err *err) {
-    const size_t smem = tc_smem<BM, BN>();
-    /* Raise this kernel's dynamic shared-memory limit once per device (not a
-     * stream operation; the first launch of each configuration, in practice
-     * before any graph capture). One bit per device < 64. */
-    static unsigned long long done = 0;
-    const unsigned long long bit = c->device < 64 ? 1ull << c->device : 0;
-    if (smem > 48 * 1024 && !(__atomic_load_n(&done, __ATOMIC_RELAXED) & bit)) {
-        CUDA_TRY(cudaFuncSetAttribute(k_gemm_tc<T, BM, BN, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        __atomic_fetch_or(&done, bit, __ATOMIC_RELAXED);
+/* Largest dynamic shared memory a block may opt into on the context's
+ * device (cached per device < 64). */
+static v4f_status smem_optin(v4f_cuda *c, int *out, v4f_err *err) {
+    static int cache[64];
+    int v = c->device < 64 ? __atomic_load_n(&cache[c->device], __ATOMIC_RELAXED) : 0;
+    if (!v) {
+        CUDA_TRY(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
+        if (c->device < 64) __atomic_store_n(&cache[c->device], v, __ATOMIC_RELAXED);
     }
-    const dim3 grid((unsigned)m_tiles, (unsigned)((a.n_out + BN - 1) / BN));
-    v4f_launch(k_gemm_tc<T, BM, BN, G>, grid, kThreads, smem, c->stream, a, gt);
+    *out = v;
+    return V4F_OK;
+}
+
+/* The tensor-core IQ2_XXS dequantization picks among the 3 grid magnitudes
+ * of kIq2Mag; check once that the grid has no other byte. */
+static bool iq2_grid_ok(void) {
+    static int state; /* 0 unknown, 1 ok, 2 not */
+    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+    if (!s) {
+        s = 1;
+        for (int i = 0; i < 256; i++)
+            for (int j = 0; j < 8; j++) {
+                const uint32_t b = (uint32_t)(v4f_quant_iq2xxs_grid[i] >> (8 * j)) & 255u;
+                if (b != kIq2Mag[0] && b != kIq2Mag[1] && b != kIq2Mag[2]) s = 2;
+            }
+        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+    }
+    return s == 1;
+}
+
+/* Grid of a launch: dense (m_tiles token tiles fastest, output tiles,
+ * groups) or grouped (1D: output tiles fastest, then the bound m_tiles on
+ * the (expert, token tile) pairs). */
+static v4f_status tile_grid(bool grouped, int64_t m_tiles, int64_t n_tiles, int groups, dim3 *grid, v4f_err *err) {
+    if (grouped ? m_tiles * n_tiles > INT32_MAX : m_tiles > INT32_MAX || n_tiles > 65535)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda gemm: grid too large");
+    *grid = grouped ? dim3((unsigned)(m_tiles * n_tiles))
+                    : dim3((unsigned)m_tiles, (unsigned)n_tiles, (unsigned)groups);
+    return V4F_OK;
+}
+
+/* Raise a kernel's dynamic shared-memory limit once per device (not a
+ * stream operation; the first launch of each configuration, in practice
+ * before any graph capture). One bit per device < 64 in *done. */
+template <typename K>
+static v4f_status smem_attr(v4f_cuda *c, K kernel, size_t smem, unsigned long long *done, v4f_err *err) {
+    const unsigned long long bit = c->device < 64 ? 1ull << c->device : 0;
+    if (smem > 48 * 1024 && !(__atomic_load_n(done, __ATOMIC_RELAXED) & bit)) {
+        CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        __atomic_fetch_or(done, bit, __ATOMIC_RELAXED);
+    }
+    return V4F_OK;
+}
+
+/* m_tiles: token tiles (dense) or the bound on (expert, token tile) pairs
+ * (grouped); groups: block-diagonal groups. */
+template <int T, int BNW, int BMT, bool G>
+static v4f_status launch_tc(v4f_cuda *c, const gemm_args &a, const typename grid_of<T>::type &gt, int64_t m_tiles,
+                            int groups, v4f_err *err) {
+    static unsigned long long done = 0;
+    const size_t smem = tc_smem<T, BNW, BMT>();
+    dim3 grid;
+    v4f_status st = smem_attr(c, k_gemm_tc<T, BNW, BMT, G>, smem, &done, err);
+    if (st == V4F_OK) st = tile_grid(G, m_tiles, (a.n_out + BNW - 1) / BNW, groups, &grid, err);
+    if (st != V4F_OK) return st;
+    v4f_launch(k_gemm_tc<T, BNW, BMT, G>, grid, kThreads, smem, c->stream, a, gt);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -670,73 +823,74 @@ static int64_t grouped_tiles(int64_t max_rows, int n_expert, int bm) {
 }
 
 template <int T>
-static v4f_status launch_type(v4f_cuda *c, const gemm_args &a, bool grouped, int64_t rows, bool exact, v4f_err *err) {
+static v4f_status launch_type(v4f_cuda *c, const gemm_args &a, bool grouped, int64_t rows, int groups, bool exact,
+                              v4f_err *err) {
     typename grid_of<T>::type gt;
     if constexpr (T == V4F_TYPE_IQ2_XXS)
         memcpy(gt.v, v4f_quant_iq2xxs_grid, sizeof gt.v);
     else
         gt.v[0] = 0;
-    const int64_t n_tiles_128 = (a.n_out + 127) / 128;
-    if (exact) {
-        const int64_t mt = grouped ? grouped_tiles(rows, a.n_expert, kEM) : (rows + kEM - 1) / kEM;
-        const dim3 grid((unsigned)mt, (unsigned)((a.n_out + kEN - 1) / kEN));
-        if (grouped)
-            v4f_launch(k_gemm_exact<T, true>, grid, kThreads, 0, c->stream, a, gt);
-        else
-            v4f_launch(k_gemm_exact<T, false>, grid, kThreads, 0, c->stream, a, gt);
-        CUDA_TRY_LAUNCH();
-        return V4F_OK;
-    }
-    int cfg = forced_cfg();
-    if (cfg == 0) {
-        /* measured on H100 (docs/PERF_NOTES.md, "CUDA prefill GEMM (session
-         * 3)"): 128 x 128 wins on the large dense shapes (128 x 256 within
-         * noise), 64 x 128 on the routed experts and when 128 x 128 leaves
-         * SMs idle */
-        if (grouped)
-            cfg = CFG_64x128;
-        else if (rows <= 64 || ((rows + 127) / 128) * n_tiles_128 < (int64_t)c->sm_count)
-            cfg = CFG_64x128;
-        else
-            cfg = CFG_128x128;
-    }
-    if (T == V4F_TYPE_F32 && cfg == CFG_128x256) cfg = CFG_128x128; /* register budget */
-    if (T == V4F_TYPE_F32 && cfg == CFG_64x256) cfg = CFG_64x128;
     auto tiles = [&](int bm) { return grouped ? grouped_tiles(rows, a.n_expert, bm) : (rows + bm - 1) / bm; };
-    if (grouped) {
-        switch (cfg) {
-        case CFG_128x128: return launch_tc<T, 128, 128, true>(c, a, gt, tiles(128), err);
-        case CFG_128x256: if constexpr (T != V4F_TYPE_F32) return launch_tc<T, 128, 256, true>(c, a, gt, tiles(128), err);
-                          return V4F_STATUS_INVALID_ARG;
-        case CFG_64x256: if constexpr (T != V4F_TYPE_F32) return launch_tc<T, 64, 256, true>(c, a, gt, tiles(64), err);
-                         return V4F_STATUS_INVALID_ARG;
-        default: return launch_tc<T, 64, 128, true>(c, a, gt, tiles(64), err);
+    if constexpr (T != V4F_TYPE_F32 && T != V4F_TYPE_BF16) { /* those two never take tensor cores */
+        if (!exact && (T != V4F_TYPE_IQ2_XXS || iq2_grid_ok())) {
+            int cfg = forced_cfg();
+            if (cfg == 0) {
+                /* measured on H100 (docs/PERF_NOTES.md, "CUDA prefill GEMM"):
+                 * 256 x 64 on the routed experts, 128 x 128 on dense shapes
+                 * unless it leaves more than half the SMs idle, 128 x 64
+                 * there */
+                if (grouped)
+                    cfg = CFG_W256x64;
+                else if (((rows + 127) / 128) * ((a.n_out + 127) / 128) * groups < (int64_t)c->sm_count / 2)
+                    cfg = CFG_W128x64;
+                else
+                    cfg = CFG_W128x128;
+            }
+            int optin = 0;
+            const v4f_status st = smem_optin(c, &optin, err);
+            if (st != V4F_OK) return st;
+            if ((cfg == CFG_W256x64 && tc_smem<T, 256, 64>() > (size_t)optin) ||
+                (cfg == CFG_W128x128 && tc_smem<T, 128, 128>() > (size_t)optin))
+                cfg = CFG_W128x64; /* < 96 KB: fits every supported device */
+            if (grouped) {
+                switch (cfg) {
+                case CFG_W256x64: return launch_tc<T, 256, 64, true>(c, a, gt, tiles(64), 1, err);
+                case CFG_W128x128: return launch_tc<T, 128, 128, true>(c, a, gt, tiles(128), 1, err);
+                default: return launch_tc<T, 128, 64, true>(c, a, gt, tiles(64), 1, err);
+                }
+            }
+            switch (cfg) {
+            case CFG_W256x64: return launch_tc<T, 256, 64, false>(c, a, gt, tiles(64), groups, err);
+            case CFG_W128x128: return launch_tc<T, 128, 128, false>(c, a, gt, tiles(128), groups, err);
+            default: return launch_tc<T, 128, 64, false>(c, a, gt, tiles(64), groups, err);
+            }
         }
     }
-    switch (cfg) {
-    case CFG_128x128: return launch_tc<T, 128, 128, false>(c, a, gt, tiles(128), err);
-    case CFG_128x256: if constexpr (T != V4F_TYPE_F32) return launch_tc<T, 128, 256, false>(c, a, gt, tiles(128), err);
-                      return V4F_STATUS_INVALID_ARG;
-    case CFG_64x256: if constexpr (T != V4F_TYPE_F32) return launch_tc<T, 64, 256, false>(c, a, gt, tiles(64), err);
-                     return V4F_STATUS_INVALID_ARG;
-    default: return launch_tc<T, 64, 128, false>(c, a, gt, tiles(64), err);
-    }
+    const int64_t mt = tiles(kEM), ntn = (a.n_out + kEN - 1) / kEN;
+    if (mt > INT32_MAX || ntn > 65535) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda gemm: grid too large");
+    const dim3 grid((unsigned)mt, (unsigned)ntn, (unsigned)groups);
+    if (grouped)
+        v4f_launch(k_gemm_exact<T, true>, grid, kThreads, 0, c->stream, a, gt);
+    else
+        v4f_launch(k_gemm_exact<T, false>, grid, kThreads, 0, c->stream, a, gt);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
 }
 
-static v4f_status dispatch(v4f_cuda *c, uint32_t type, const gemm_args &a, bool grouped, int64_t rows, bool exact,
-                           v4f_err *err) {
+static v4f_status dispatch(v4f_cuda *c, uint32_t type, const gemm_args &a, bool grouped, int64_t rows, int groups,
+                           bool exact, v4f_err *err) {
     switch (type) {
-    case V4F_TYPE_F32: return launch_type<V4F_TYPE_F32>(c, a, grouped, rows, exact, err);
-    case V4F_TYPE_F16: return launch_type<V4F_TYPE_F16>(c, a, grouped, rows, exact, err);
-    case V4F_TYPE_BF16: return launch_type<V4F_TYPE_BF16>(c, a, grouped, rows, exact, err);
-    case V4F_TYPE_Q8_0: return launch_type<V4F_TYPE_Q8_0>(c, a, grouped, rows, exact, err);
-    case V4F_TYPE_Q2_K: return launch_type<V4F_TYPE_Q2_K>(c, a, grouped, rows, exact, err);
-    case V4F_TYPE_Q4_K: return launch_type<V4F_TYPE_Q4_K>(c, a, grouped, rows, exact, err);
-    default: return launch_type<V4F_TYPE_IQ2_XXS>(c, a, grouped, rows, exact, err);
+    case V4F_TYPE_F32: return launch_type<V4F_TYPE_F32>(c, a, grouped, rows, groups, exact, err);
+    case V4F_TYPE_F16: return launch_type<V4F_TYPE_F16>(c, a, grouped, rows, groups, exact, err);
+    case V4F_TYPE_BF16: return launch_type<V4F_TYPE_BF16>(c, a, grouped, rows, groups, exact, err);
+    case V4F_TYPE_Q8_0: return launch_type<V4F_TYPE_Q8_0>(c, a, grouped, rows, groups, exact, err);
+    case V4F_TYPE_Q2_K: return launch_type<V4F_TYPE_Q2_K>(c, a, grouped, rows, groups, exact, err);
+    case V4F_TYPE_Q4_K: return launch_type<V4F_TYPE_Q4_K>(c, a, grouped, rows, groups, exact, err);
+    default: return launch_type<V4F_TYPE_IQ2_XXS>(c, a, grouped, rows, groups, exact, err);
     }
 }
 
-/* Shape checks shared by both entry points (data not looked at). */
+/* Shape checks shared by the entry points (data not looked at). */
 static v4f_status check_shape(const v4f_cuda_mat *w, v4f_err *err) {
     uint64_t packed = 0;
     if (!w) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda gemm: NULL matrix");
@@ -755,18 +909,21 @@ static v4f_status check_shape(const v4f_cuda_mat *w, v4f_err *err) {
 static bool tc_ok(const v4f_cuda_mat *w, bool check_data, const float *X, int64_t ldx) {
     /* f16 operands: F32 and BF16 weights may lie outside the f16 range (no
      * published tensor uses them for a matrix): exact kernel */
-    return w->type != V4F_TYPE_F32 && w->type != V4F_TYPE_BF16 && w->n_in % kBK == 0 && w->row_bytes % 16 == 0 && (!check_data || (uintptr_t)w->data % 16 == 0) &&
-           (uintptr_t)X % 16 == 0 && ldx % 4 == 0;
+    return w->type != V4F_TYPE_F32 && w->type != V4F_TYPE_BF16 && w->n_in % kBK == 0 && w->n_in < ((int64_t)1 << 31) &&
+           w->row_bytes % 16 == 0 && (!check_data || (uintptr_t)w->data % 16 == 0) && (uintptr_t)X % 16 == 0 &&
+           ldx % 4 == 0;
 }
 
 } /* namespace */
 
-v4f_status v4f_cuda_matmul(v4f_cuda *c, const v4f_cuda_mat *w, const float *X, int64_t ldx, int64_t n_tok, float *Y,
-                           int64_t ldy, bool exact, v4f_err *err) {
+v4f_status v4f_cuda_matmul_blockdiag(v4f_cuda *c, const v4f_cuda_mat *w, int groups, const float *X, int64_t ldx,
+                                     int64_t n_tok, float *Y, int64_t ldy, bool exact, v4f_err *err) {
     v4f_status st = check_shape(w, err);
     if (st != V4F_OK) return st;
-    if (!w->data || !X || !Y || n_tok < 0 || ldx < w->n_in || ldy < w->n_out || n_tok > ((int64_t)1 << 31))
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda gemm: bad arguments (n_tok %lld, ldx %lld, ldy %lld)",
+    if (!w->data || !X || !Y || groups < 1 || groups > 65535 || n_tok < 0 || ldx < groups * w->n_in ||
+        ldy < groups * w->n_out || n_tok > ((int64_t)1 << 31))
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG,
+                           "cuda gemm: bad arguments (groups %d, n_tok %lld, ldx %lld, ldy %lld)", groups,
                            (long long)n_tok, (long long)ldx, (long long)ldy);
     if (n_tok == 0 || w->n_out == 0) return V4F_OK;
     gemm_args a;
@@ -780,8 +937,16 @@ v4f_status v4f_cuda_matmul(v4f_cuda *c, const v4f_cuda_mat *w, const float *X, i
     a.y = Y;
     a.ldy = ldy;
     a.n_tok = n_tok;
+    a.wz = (uint64_t)w->n_out * w->row_bytes;
+    a.xz = w->n_in;
+    a.yz = w->n_out;
     CUDA_TRY_DEVICE(c);
-    return dispatch(c, w->type, a, false, n_tok, exact || !tc_ok(w, true, X, ldx), err);
+    return dispatch(c, w->type, a, false, n_tok, groups, exact || !tc_ok(w, true, X, ldx), err);
+}
+
+v4f_status v4f_cuda_matmul(v4f_cuda *c, const v4f_cuda_mat *w, const float *X, int64_t ldx, int64_t n_tok, float *Y,
+                           int64_t ldy, bool exact, v4f_err *err) {
+    return v4f_cuda_matmul_blockdiag(c, w, 1, X, ldx, n_tok, Y, ldy, exact, err);
 }
 
 v4f_status v4f_cuda_matmul_grouped(v4f_cuda *c, const v4f_cuda_mat *shape, const void *const *tab, int32_t tab_off,
@@ -809,5 +974,5 @@ v4f_status v4f_cuda_matmul_grouped(v4f_cuda *c, const v4f_cuda_mat *shape, const
     a.offs = offs;
     a.n_expert = n_expert;
     CUDA_TRY_DEVICE(c);
-    return dispatch(c, shape->type, a, true, max_rows, exact || !tc_ok(shape, false, X, ldx), err);
+    return dispatch(c, shape->type, a, true, max_rows, 1, exact || !tc_ok(shape, false, X, ldx), err);
 }
