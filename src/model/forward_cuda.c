@@ -1321,12 +1321,10 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
             TRY(v4f_cuda_matvec_batch(g->c, nb, ws + g0, xs + g0, ys + g0, err));
         }
     } else {
-        for (int64_t gi = 0; gi < og; gi++) {
-            gmat sub = r->out_a;
-            sub.data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
-            sub.n_out = orank;
-            TRY(mm(g, &sub, x->o + gi * gin, nq, n, x->low + gi * orank, og * orank, err));
-        }
+        /* the o_groups row slices in one launch (block-diagonal) */
+        gmat sub = r->out_a;
+        sub.n_out = orank;
+        TRY(v4f_cuda_matmul_blockdiag(g->c, &sub, (int)og, x->o, nq, n, x->low, og * orank, g->exact, err));
     }
     TRY(mm(g, &r->out_b, x->low, og * orank, n, x->out, d, err));
     pmark(g, GP_OUT);

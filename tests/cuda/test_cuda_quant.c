@@ -400,6 +400,7 @@ static void conformance(v4f_cuda *c) {
     run_single(c, V4F_TYPE_F16, 1024, 517, 0, 0, 0);
     run_single(c, V4F_TYPE_Q8_0, 8192, 300, 0, 0, 0);
     run_single(c, V4F_TYPE_Q8_0, 1024, 1000, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q8_0, 1024, 1003, 0, 0, 0); /* 8 rows per CTA, a tail of 3 */
     run_single(c, V4F_TYPE_Q8_0, 4096, 512, 0, 0, 0);
     run_single(c, V4F_TYPE_Q2_K, 2048, 4096, 0, 0, 0);
     run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
