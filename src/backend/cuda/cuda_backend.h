@@ -296,8 +296,9 @@ v4f_status v4f_cuda_compress_pool(v4f_cuda *c, const float *vals, const float *s
  * Prefill GEMMs. Tolerances: docs/TOLERANCES.md "## cuda gemm". */
 
 /* Y[t * ldy + o] = sum_i W[o][i] * X[t * ldx + i] for t < n_tok, o < n_out. exact: float32 products
-   and accumulation (the reference mode); else tensor cores (X and dequantized W rounded to bf16,
-   float32 accumulation). W any of the 7 types (F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS; layouts as the
+   and accumulation (the reference mode); else tensor cores (X and dequantized W rounded to f16,
+   float32 accumulation; F32 and BF16 weights, whose values may exceed the f16 range, always run the
+   exact kernel). W any of the 7 types (F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS; layouts as the
    matvec kernels in cuda_quant.cu, v4f_cuda_mat). Asynchronous on the context stream, no allocation,
    capturable in a CUDA graph. The tensor-core path needs n_in % 32 == 0, W data and row_bytes
    multiples of 16, X 16-byte aligned and ldx % 4 == 0; otherwise the exact kernel runs. Y must not
