@@ -393,6 +393,14 @@ int main(int argc, char **argv) {
             test_mtp(names[i], V4F_PRECISION_REF);
             test_mtp(names[i], V4F_PRECISION_DEFAULT);
         }
+    /* one chain only (V4F_CUDA_FORK=0, the schedule used when no second
+     * stream can be made): whole HC_pre kernels, compressors in line */
+    if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) {
+        printf("single stream (V4F_CUDA_FORK=0):\n");
+        setenv("V4F_CUDA_FORK", "0", 1);
+        test_fixture("tiny-q2");
+        unsetenv("V4F_CUDA_FORK");
+    }
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
