@@ -1266,20 +1266,19 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     /* compressors (unless forked above), indexer */
     if (r->ratio && !fk) TRY(compressor(g, r, false, x->ckv, x->cgate, n, dbg, err));
     const int32_t *nvis = r->ratio ? x->nvis + (int64_t)r->ratio_slot * n : NULL;
+    if (r->ratio == 4 && !fk) TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
+    if (r->ratio == 4 && !fq)
+        TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, isc, err));
+    if (fk) {
+        TRY(v4f_cuda_join(g->c, err));
+        TRY(hc_sinkhorn(g, n, &ha, err)); /* deferred by hc_pre */
+    }
+    pmark(g, GP_COMP);
     if (r->ratio == 4) {
-        if (!fk) TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
-        if (!fq) TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, isc, err));
-        if (fk) TRY(v4f_cuda_join(g->c, err));
-        if (fk) TRY(hc_sinkhorn(g, n, &ha, err));
-        pmark(g, GP_COMP);
         int64_t cap4 = r->cap_i;
         TRY(v4f_cuda_indexer_scores(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
         TRY(v4f_cuda_topk(g->c, x->iscore, n, cap4, nvis, 0, c->idx_topk, x->isel, x->icnt, err));
         pmark(g, GP_INDEX);
-    } else {
-        if (fk) TRY(v4f_cuda_join(g->c, err));
-        if (fk) TRY(hc_sinkhorn(g, n, &ha, err));
-        pmark(g, GP_COMP);
     }
     /* attention over the ring (the chunk's rows were stored by qkv_tail) */
     v4f_cuda_attn_keys keys;

@@ -436,6 +436,7 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
               "cuda attn: key rows missing");
     if (n_q == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
+    bool roped = false; /* the output RoPE was applied inside the merge */
     const size_t fa_bytes = sizeof(fa_smem);
     const int64_t n_hg = (n_head + FA_HG - 1) / FA_HG;
     if (head_dim == FA_HD && n_hg <= 65535 && (size_t)max_smem_optin(c->device) >= fa_bytes &&
@@ -474,31 +475,28 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
             v4f_launch(k_fa_combine, dim3((unsigned)n_head, (unsigned)n_q), FA_HD / 4, 0, c->stream, sinks,
                        (int)n_head, (int)n_split, ro, out);
             CUDA_TRY_LAUNCH();
-            if (fuse) return V4F_OK;
+            roped = fuse;
         }
-        if (rope)
-            return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true,
-                                      err);
-        return V4F_OK;
+    } else {
+        attn_args a;
+        a.q = q;
+        a.out = out;
+        a.n_head = n_head;
+        a.hd = head_dim;
+        a.sinks = sinks;
+        a.scale = scale;
+        a.k = *keys;
+        const dim3 grid((unsigned)n_head, (unsigned)n_q);
+        const int per = (int)(head_dim / 32);
+        if (per <= 4)
+            v4f_launch(k_attn_generic<4>, grid, ATTN_WARPS * 32, 0, c->stream, a);
+        else if (per <= 8)
+            v4f_launch(k_attn_generic<8>, grid, ATTN_WARPS * 32, 0, c->stream, a);
+        else
+            v4f_launch(k_attn_generic<16>, grid, ATTN_WARPS * 32, 0, c->stream, a);
+        CUDA_TRY_LAUNCH();
     }
-    attn_args a;
-    a.q = q;
-    a.out = out;
-    a.n_head = n_head;
-    a.hd = head_dim;
-    a.sinks = sinks;
-    a.scale = scale;
-    a.k = *keys;
-    const dim3 grid((unsigned)n_head, (unsigned)n_q);
-    const int per = (int)(head_dim / 32);
-    if (per <= 4)
-        v4f_launch(k_attn_generic<4>, grid, ATTN_WARPS * 32, 0, c->stream, a);
-    else if (per <= 8)
-        v4f_launch(k_attn_generic<8>, grid, ATTN_WARPS * 32, 0, c->stream, a);
-    else
-        v4f_launch(k_attn_generic<16>, grid, ATTN_WARPS * 32, 0, c->stream, a);
-    CUDA_TRY_LAUNCH();
-    if (rope)
+    if (rope && !roped) /* not fused: a launch of its own */
         return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
     return V4F_OK;
 }

@@ -129,6 +129,12 @@ __device__ __forceinline__ void dev_rmsnorm_row(const float *xr, const float *w,
     }
 }
 
+/* An HC pre (or head) weight from its scaled mixer output m:
+ * sigmoid(m * s0 + base) + eps, in the CPU's operation order. */
+__device__ __forceinline__ float dev_hc_pre_weight(float m, float s0, float base, float eps) {
+    return __fadd_rn(sigmoid_ref(__fadd_rn(__fmul_rn(m, s0), base)), eps);
+}
+
 /* HC split + Sinkhorn of one token, one warp: m = the token's (2 + H) * H
  * mixer outputs; pre/post[lane] for lane < H, the H x H comb in C (shared).
  * Row passes run one lane per row, column passes one lane per column, each
@@ -138,7 +144,7 @@ __device__ __forceinline__ void dev_hc_sinkhorn_warp(const float *m, const float
                                                      float *post) {
     const float s0 = scale3[0], s1 = scale3[1], s2 = scale3[2];
     if (lane < H) {
-        pre[lane] = __fadd_rn(sigmoid_ref(__fadd_rn(__fmul_rn(m[lane], s0), base[lane])), eps);
+        pre[lane] = dev_hc_pre_weight(m[lane], s0, base[lane], eps);
         post[lane] = __fmul_rn(2.0f, sigmoid_ref(__fadd_rn(__fmul_rn(m[H + lane], s1), base[H + lane])));
     }
     if (H * H <= 32) {

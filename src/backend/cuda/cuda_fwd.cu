@@ -578,6 +578,34 @@ extern "C" v4f_status v4f_cuda_add_streams(v4f_cuda *c, const float *E, int64_t 
 #define MIXP_THREADS 128
 #define MIXP_MAX_M 32
 
+/* The end of a split-K mixer CTA: the M mixer sums acc[] and the sum of
+ * squares sq of its threads, warp trees then the warps in order, stored
+ * at part[0..M) and *ss. red/red_ss: the CTA's shared scratch. Ends with
+ * the barrier that makes red reusable by the caller's other sums. */
+__device__ __forceinline__ void mix_split_store(const float *acc, double sq, int M, float (*red)[MIXP_MAX_M],
+                                               double *red_ss, float *part, double *ss) {
+    const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < MIXP_MAX_M; j++) {
+        float v = acc[j];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) red[wl][j] = v;
+    }
+    sq = warp_sum_d(sq);
+    if (lane == 0) red_ss[wl] = sq;
+    __syncthreads();
+    if ((int)threadIdx.x < M) {
+        float v = 0;
+        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red[w][threadIdx.x];
+        part[threadIdx.x] = v;
+    }
+    if (threadIdx.x == 0) {
+        double v = 0;
+        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_ss[w];
+        *ss = v;
+    }
+}
+
 template <int T>
 __global__ void __launch_bounds__(MIXP_THREADS) k_hc_mix_partial(const uint8_t *W, uint64_t row_bytes, int M, int64_t K,
                                                                  const float *X, int n_split, float *part, double *ss) {
@@ -598,26 +626,7 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_hc_mix_partial(const uint8_t *
         for (int j = 0; j < MIXP_MAX_M; j++)
             if (j < M) acc[j] = fmaf(emb_elem<T>(W + (uint64_t)j * row_bytes, i), xv, acc[j]);
     }
-    const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
-#pragma unroll
-    for (int j = 0; j < MIXP_MAX_M; j++) {
-        float v = acc[j];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) red[wl][j] = v;
-    }
-    sq = warp_sum_d(sq);
-    if (lane == 0) red_ss[wl] = sq;
-    __syncthreads();
-    if (threadIdx.x < M) {
-        float v = 0;
-        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red[w][threadIdx.x];
-        part[(t * n_split + s) * M + threadIdx.x] = v;
-    }
-    if (threadIdx.x == 0) {
-        double v = 0;
-        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_ss[w];
-        ss[t * n_split + s] = v;
-    }
+    mix_split_store(acc, sq, M, red, red_ss, part + (t * n_split + s) * M, ss + t * n_split + s);
 }
 
 extern "C" v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32_t type, uint64_t row_bytes, int M,
@@ -704,16 +713,10 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *X, const fl
         }
     }
     __syncthreads();
-    if (wl == 0 && head) {
-        /* HC head: w_h = sigmoid(mix_h * scale + base_h) + eps (v4f_cpu_hc_head_weights) */
-        if (lane < H)
-            pre_s[lane] = __fadd_rn(
-                sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(ms[lane], r_s), scale3[0]), base[lane])), hc_eps);
-    } else if (wl == 0 && !sk) {
-        /* pre only, the same operations as dev_hc_sinkhorn_warp */
-        if (lane < H)
-            pre_s[lane] = __fadd_rn(
-                sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(ms[lane], r_s), scale3[0]), base[lane])), hc_eps);
+    if (wl == 0 && !sk) {
+        /* the HC head's weights (v4f_cpu_hc_head_weights), or HC_pre's pre
+         * weights without Sinkhorn (as dev_hc_sinkhorn_warp computes them) */
+        if (lane < H) pre_s[lane] = dev_hc_pre_weight(__fmul_rn(ms[lane], r_s), scale3[0], base[lane], hc_eps);
     } else if (wl == 0) {
         for (int j = lane; j < mixn; j += 32) ms[j] = __fmul_rn(ms[j], r_s);
         __syncwarp();
@@ -1123,33 +1126,15 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
 #pragma unroll
             for (int p = 0; p < GRAM_MAX; p++) g[p] += (double)xn[gram_h1(p)] * (double)xn[gram_h2(p)];
         }
-    const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
-#pragma unroll
-    for (int j = 0; j < MIXP_MAX_M; j++) {
-        float v = acc[j];
-        for (int o2 = 16; o2 > 0; o2 >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o2);
-        if (lane == 0) red[wl][j] = v;
-    }
-    sq = warp_sum_d(sq);
-    if (lane == 0) red_ss[wl] = sq;
-    if (a.gram) {
+    if (a.gram) { /* warp trees here, the warps in order after the barrier of mix_split_store */
+        const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
 #pragma unroll
         for (int p = 0; p < GRAM_MAX; p++) {
             const double v = warp_sum_d(g[p]);
             if (lane == 0) red_g[wl][p] = v;
         }
     }
-    __syncthreads();
-    if (threadIdx.x < M) {
-        float v = 0;
-        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red[w][threadIdx.x];
-        a.part[(t * a.n_split + s) * M + threadIdx.x] = v;
-    }
-    if (threadIdx.x == 0) {
-        double v = 0;
-        for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_ss[w];
-        a.ss[t * a.n_split + s] = v;
-    }
+    mix_split_store(acc, sq, M, red, red_ss, a.part + (t * a.n_split + s) * M, a.ss + t * a.n_split + s);
     if (a.gram && threadIdx.x < GRAM_MAX) {
         double v = 0;
         for (int w = 0; w < MIXP_THREADS / 32; w++) v += red_g[w][threadIdx.x];
@@ -1201,8 +1186,7 @@ __global__ void __launch_bounds__(HCN_THREADS) k_hc_norm(const float *X, const f
     }
     __syncthreads();
     if (threadIdx.x < H)
-        pre_s[threadIdx.x] = __fadd_rn(
-            sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(ms[threadIdx.x], r_s), scale3[0]), base[threadIdx.x])), hc_eps);
+        pre_s[threadIdx.x] = dev_hc_pre_weight(__fmul_rn(ms[threadIdx.x], r_s), scale3[0], base[threadIdx.x], hc_eps);
     __syncthreads();
     if (threadIdx.x == 0) {
         double q = 0;

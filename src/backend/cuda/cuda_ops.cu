@@ -379,7 +379,7 @@ __global__ void k_hc_head_weights(const float *__restrict__ mix, const float *__
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gid >= n_tok * H) return;
     const int h = (int)(gid % H);
-    w[gid] = __fadd_rn(sigmoid_ref(__fadd_rn(__fmul_rn(mix[gid], scale[0]), base[h])), eps);
+    w[gid] = dev_hc_pre_weight(mix[gid], scale[0], base[h], eps);
 }
 
 extern "C" v4f_status v4f_cuda_hc_head_weights(v4f_cuda *c, const float *mix, const float *scale, const float *base,
