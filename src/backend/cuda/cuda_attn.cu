@@ -717,27 +717,21 @@ __device__ __forceinline__ int block_rank(bool flag, int *s_w, int *total) {
 
 /* One block (NT threads) selects the top k of row xr[0..n): radix select of
  * the k-th largest key (8 bits a pass), then an in-order compaction. */
-template <int NT>
-__device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t k, int32_t *out, int32_t *count) {
+/* Radix select over n_c values v(i) (32-bit keys, largest first; from
+ * shared or global memory): the value V of the need-th largest and how many
+ * equal to V are needed. 8 bits per pass, one block. */
+template <int NT, typename GetV>
+__device__ void tk_radix_select(int64_t n_c, int64_t need, GetV getv, uint32_t *V, int64_t *need_eq) {
     __shared__ unsigned hist[256];
     __shared__ uint32_t s_prefix;
-    __shared__ int64_t s_need;
-    __shared__ int s_w[NT / 32];
-    if (n < 0) n = 0;
-    const int64_t kk = k < n ? k : n;
-    if (kk == n) { /* everything is selected */
-        for (int64_t i = threadIdx.x; i < k; i += NT) out[i] = i < n ? (int32_t)i : -1;
-        if (count && threadIdx.x == 0) *count = (int32_t)kk;
-        return;
-    }
+    __shared__ long long s_need;
     uint32_t prefix = 0, mask = 0;
-    int64_t need = kk;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
         __syncthreads();
-        for (int64_t i = threadIdx.x; i < n; i += NT) {
-            const uint32_t key = topk_key(xr[i]);
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        for (int64_t i = threadIdx.x; i < n_c; i += NT) {
+            const uint32_t v = getv(i);
+            if ((v & mask) == prefix) atomicAdd(&hist[(v >> shift) & 255u], 1u);
         }
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -756,7 +750,23 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
         mask |= 255u << shift;
         __syncthreads();
     }
-    const uint32_t T = prefix;
+    *V = prefix;
+    *need_eq = need;
+}
+
+template <int NT>
+__device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t k, int32_t *out, int32_t *count) {
+    __shared__ int s_w[NT / 32];
+    if (n < 0) n = 0;
+    const int64_t kk = k < n ? k : n;
+    if (kk == n) { /* everything is selected */
+        for (int64_t i = threadIdx.x; i < k; i += NT) out[i] = i < n ? (int32_t)i : -1;
+        if (count && threadIdx.x == 0) *count = (int32_t)kk;
+        return;
+    }
+    uint32_t T;
+    int64_t need;
+    tk_radix_select<NT>(n, kk, [&](int64_t i) { return topk_key(xr[i]); }, &T, &need);
     int64_t eq_base = 0, out_base = 0;
     for (int64_t c0 = 0; c0 < n; c0 += NT) {
         const int64_t i = c0 + threadIdx.x;
@@ -948,41 +958,6 @@ __global__ void __launch_bounds__(TK_THREADS) k_tk_collect(const float *__restri
     }
 }
 
-/* Radix select over n_c smem candidates (value v(i) 32-bit, largest first):
- * the value V of the need-th largest and how many equal to V are needed. */
-template <int NT, typename GetV>
-__device__ void tk_select_small(int n_c, int64_t need, GetV getv, uint32_t *V, int64_t *need_eq) {
-    __shared__ unsigned hist[256];
-    __shared__ uint32_t s_prefix;
-    __shared__ long long s_need;
-    uint32_t prefix = 0, mask = 0;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
-        __syncthreads();
-        for (int i = threadIdx.x; i < n_c; i += NT) {
-            const uint32_t v = getv(i);
-            if ((v & mask) == prefix) atomicAdd(&hist[(v >> shift) & 255u], 1u);
-        }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int64_t acc = 0;
-            int b = 255;
-            for (; b > 0; b--) {
-                if (acc + (int64_t)hist[b] >= need) break;
-                acc += hist[b];
-            }
-            s_prefix = prefix | ((uint32_t)b << shift);
-            s_need = need - acc;
-        }
-        __syncthreads();
-        prefix = s_prefix;
-        need = s_need;
-        mask |= 255u << shift;
-        __syncthreads();
-    }
-    *V = prefix;
-    *need_eq = need;
-}
 
 struct tk_final_smem {
     uint2 cand[TK_CAP];
@@ -1019,9 +994,9 @@ __global__ void __launch_bounds__(TK_FIN_THREADS) k_tk_final(const float *__rest
          * among the candidates equal to it (select the largest ~index) */
         uint32_t T, V;
         int64_t need_t, need_v;
-        tk_select_small<TK_FIN_THREADS>(nc, k - (int64_t)ndef, [&](int i) { return S.cand[i].x; }, &T, &need_t);
-        tk_select_small<TK_FIN_THREADS>(
-            nc, need_t, [&](int i) { return S.cand[i].x == T ? ~S.cand[i].y : 0u; }, &V, &need_v);
+        tk_radix_select<TK_FIN_THREADS>(nc, k - (int64_t)ndef, [&](int64_t i) { return S.cand[i].x; }, &T, &need_t);
+        tk_radix_select<TK_FIN_THREADS>(
+            nc, need_t, [&](int64_t i) { return S.cand[i].x == T ? ~S.cand[i].y : 0u; }, &V, &need_v);
         for (int i = tid; i < nc; i += TK_FIN_THREADS) {
             const uint2 cv = S.cand[i];
             if (cv.x > T || (cv.x == T && ~cv.y >= V)) S.sel[atomicAdd(&S.n_sel, 1u)] = (int32_t)cv.y;
