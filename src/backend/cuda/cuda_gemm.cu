@@ -916,6 +916,21 @@ static bool tc_ok(const v4f_cuda_mat *w, bool check_data, const float *X, int64_
 
 } /* namespace */
 
+/* The launch arguments every matmul shares: the matrix shape, X and Y
+ * (the rest zero). */
+static gemm_args args_for(const v4f_cuda_mat *w, const float *X, int64_t ldx, float *Y, int64_t ldy) {
+    gemm_args a;
+    memset(&a, 0, sizeof a);
+    a.row_bytes = w->row_bytes;
+    a.n_in = w->n_in;
+    a.n_out = w->n_out;
+    a.x = X;
+    a.ldx = ldx;
+    a.y = Y;
+    a.ldy = ldy;
+    return a;
+}
+
 v4f_status v4f_cuda_matmul_blockdiag(v4f_cuda *c, const v4f_cuda_mat *w, int groups, const float *X, int64_t ldx,
                                      int64_t n_tok, float *Y, int64_t ldy, bool exact, v4f_err *err) {
     v4f_status st = check_shape(w, err);
@@ -926,16 +941,8 @@ v4f_status v4f_cuda_matmul_blockdiag(v4f_cuda *c, const v4f_cuda_mat *w, int gro
                            "cuda gemm: bad arguments (groups %d, n_tok %lld, ldx %lld, ldy %lld)", groups,
                            (long long)n_tok, (long long)ldx, (long long)ldy);
     if (n_tok == 0 || w->n_out == 0) return V4F_OK;
-    gemm_args a;
-    memset(&a, 0, sizeof a);
+    gemm_args a = args_for(w, X, ldx, Y, ldy);
     a.w = (const uint8_t *)w->data;
-    a.row_bytes = w->row_bytes;
-    a.n_in = w->n_in;
-    a.n_out = w->n_out;
-    a.x = X;
-    a.ldx = ldx;
-    a.y = Y;
-    a.ldy = ldy;
     a.n_tok = n_tok;
     a.wz = (uint64_t)w->n_out * w->row_bytes;
     a.xz = w->n_in;
@@ -960,15 +967,7 @@ v4f_status v4f_cuda_matmul_grouped(v4f_cuda *c, const v4f_cuda_mat *shape, const
                            "cuda gemm grouped: bad arguments (n_expert %d, max_rows %lld, tab_off %d, ldx %lld, ldy %lld)",
                            n_expert, (long long)max_rows, (int)tab_off, (long long)ldx, (long long)ldy);
     if (max_rows == 0 || shape->n_out == 0) return V4F_OK;
-    gemm_args a;
-    memset(&a, 0, sizeof a);
-    a.row_bytes = shape->row_bytes;
-    a.n_in = shape->n_in;
-    a.n_out = shape->n_out;
-    a.x = X;
-    a.ldx = ldx;
-    a.y = Y;
-    a.ldy = ldy;
+    gemm_args a = args_for(shape, X, ldx, Y, ldy);
     a.tab = tab;
     a.tab_off = tab_off;
     a.offs = offs;
