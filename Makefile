@@ -151,19 +151,21 @@ test: $(TBIN) v4flash
 	V4F_BIN=$(BIN) ./$(TBIN) $(TEST_ARGS)
 
 # ---- CUDA conformance test and bandwidth benchmark (CUDA=1, need a GPU) ----
+CUDA_TEST_UTIL := $(B)/tests/cuda/cuda_test_util.o
+DEPS += $(CUDA_TEST_UTIL:.o=.d)
 CUDA_TEST := $(B)/tests/cuda/test_cuda_quant
 DEPS += $(CUDA_TEST).d
-$(CUDA_TEST): $(CUDA_TEST).o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(CUDA_TEST): $(CUDA_TEST).o $(CUDA_TEST_UTIL) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(CUDA_TEST_UTIL) $(LIB) $(LDLIBS)
 CUDA_OPS_TEST := $(B)/tests/cuda/test_cuda_ops
 DEPS += $(CUDA_OPS_TEST).d
-$(CUDA_OPS_TEST): $(CUDA_OPS_TEST).o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(CUDA_OPS_TEST): $(CUDA_OPS_TEST).o $(CUDA_TEST_UTIL) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(CUDA_TEST_UTIL) $(LIB) $(LDLIBS)
 CUDA_GEMM_TEST := $(B)/tests/cuda/test_cuda_gemm
 DEPS += $(CUDA_GEMM_TEST).d
 $(CUDA_GEMM_TEST).o: CPPFLAGS += -I$(CUDA_HOME)/include
-$(CUDA_GEMM_TEST): $(CUDA_GEMM_TEST).o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(CUDA_GEMM_TEST): $(CUDA_GEMM_TEST).o $(CUDA_TEST_UTIL) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(CUDA_TEST_UTIL) $(LIB) $(LDLIBS)
 CUDA_MODEL_TEST := $(B)/tests/cuda/test_cuda_model
 DEPS += $(CUDA_MODEL_TEST).d
 $(CUDA_MODEL_TEST): $(CUDA_MODEL_TEST).o $(B)/tests/unit/golden_cmp.o $(LIB)

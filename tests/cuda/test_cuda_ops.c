@@ -31,6 +31,7 @@
 
 #include "backend/cpu/ops.h"
 #include "backend/cuda/cuda_backend.h"
+#include "cuda_test_util.h"
 #include "core/core.h"
 
 /* docs/TOLERANCES.md "## cuda ops" */
@@ -44,15 +45,6 @@
 #define V4F_TOL_CUDA_SWIGLU 1e-6   /* |dh| / (|w * g * u| + 1e-30) */
 #define V4F_TOL_CUDA_POOL 2e-6     /* |dout| / max|val| */
 
-#define TRY(call)                                                                              \
-    do {                                                                                       \
-        v4f_err e_ = {0};                                                                      \
-        v4f_err *err = &e_;                                                                    \
-        if ((call) != V4F_OK) {                                                                \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, err->msg);     \
-            exit(2);                                                                           \
-        }                                                                                      \
-    } while (0)
 
 /* ---- bookkeeping ------------------------------------------------------------- */
 
@@ -100,14 +92,6 @@ static void cmp(int op, float got, float ref, double denom) {
 
 /* ---- random data and device helpers --------------------------------------------- */
 
-static uint64_t g_rng = 0x243f6a8885a308d3ULL;
-static uint64_t rnd_u64(void) {
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static float rnd_f(float lo, float hi) { return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)); }
 static float *rnd_vec(int64_t n, float lo, float hi) {
     float *v = v4f_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     for (int64_t i = 0; i < n; i++) v[i] = rnd_f(lo, hi);
