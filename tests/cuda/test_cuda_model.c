@@ -46,46 +46,13 @@ static const char *g_dir = "tests/fixtures/model";
         }                                         \
     } while (0)
 
-typedef struct fixture {
-    v4f_model *m;
-    v4f_gguf *gold;
-    const int32_t *tokens;
-    int n, vocab, split;
-} fixture;
+typedef golden_fixture fixture;
 
 static int fixture_open(const char *name, fixture *f) {
-    char path[512], gpath[512];
-    snprintf(path, sizeof path, "%s/%s.gguf", g_dir, name);
-    snprintf(gpath, sizeof gpath, "%s/%s.golden.gguf", g_dir, name);
-    memset(f, 0, sizeof *f);
-    v4f_err err = {0};
-    if (v4f_model_open(path, NULL, &f->m, NULL, &err) != V4F_OK) {
-        fprintf(stderr, "open %s: %s\n", path, err.msg);
-        return 0;
-    }
-    if (v4f_gguf_open(gpath, &f->gold, &err) != V4F_OK) {
-        fprintf(stderr, "open %s: %s\n", gpath, err.msg);
-        v4f_model_close(f->m);
-        return 0;
-    }
-    const v4f_gguf_tensor *tk = v4f_gguf_tensor_find(f->gold, "tokens");
-    f->tokens = tk->data;
-    f->n = (int)tk->ne[0];
-    f->vocab = (int)f->m->cfg.n_vocab;
-    f->split = 260;
-    uint32_t sp;
-    if (v4f_gguf_get_u32(f->gold, "oracle.decode.prefill_tokens", &sp, NULL) == V4F_OK) f->split = (int)sp;
-    return 1;
-}
-
-static void fixture_close(fixture *f) {
-    v4f_gguf_close(f->gold);
-    v4f_model_close(f->m);
-}
-
-static const void *gold(const fixture *f, const char *name) {
-    const v4f_gguf_tensor *t = v4f_gguf_tensor_find(f->gold, name);
-    return t ? t->data : NULL;
+    char msg[1200];
+    if (golden_fixture_open(g_dir, name, false, f, msg, sizeof msg)) return 1;
+    fprintf(stderr, "%s\n", msg);
+    return 0;
 }
 
 typedef struct trace_rec {
@@ -140,7 +107,7 @@ static void test_fixture(const char *name) {
     }
     size_t V = (size_t)f.vocab, n = (size_t)f.n;
     float *lg = malloc(n * V * sizeof(float)), *lg2 = malloc(n * V * sizeof(float));
-    const float *gp = gold(&f, "prefill.logits"), *gd = gold(&f, "decode.logits"), *gs = gold(&f, "stepwise.logits");
+    const float *gp = golden_tensor(&f, "prefill.logits"), *gd = golden_tensor(&f, "decode.logits"), *gs = golden_tensor(&f, "stepwise.logits");
     char what[128];
     golden_stats st;
     /* 1. one-call prefill, reference precision, with traces */
@@ -158,7 +125,7 @@ static void test_fixture(const char *name) {
         for (uint32_t l = 0; l < c->n_layer; l++) {
             char hn[64];
             snprintf(hn, sizeof hn, "prefill.hc.%u", l);
-            const float *ref = gold(&f, hn);
+            const float *ref = golden_tensor(&f, hn);
             if (!ref) continue;
             double num = 0, den = 0;
             for (uint32_t i = 0; i < tr.HD; i++) {
@@ -175,7 +142,7 @@ static void test_fixture(const char *name) {
         for (uint32_t l = 0; l < c->n_layer; l++) {
             char en[64];
             snprintf(en, sizeof en, "prefill.experts.%u", l);
-            const int32_t *ref = gold(&f, en);
+            const int32_t *ref = golden_tensor(&f, en);
             if (!ref) continue;
             for (size_t p = 0; p < n; p++) {
                 const int32_t *got = tr.experts + ((size_t)l * n + p) * tr.k;
@@ -253,7 +220,7 @@ static void test_fixture(const char *name) {
     }
     free(lg);
     free(lg2);
-    fixture_close(&f);
+    golden_fixture_close(&f);
 }
 
 /* Snapshots: a GPU session saved after the golden split and restored into
@@ -286,7 +253,7 @@ static void test_snapshots(const char *name) {
     }
     size_t nt = (size_t)(f.n - f.split) * f.vocab;
     float *a = malloc(nt * sizeof(float)), *b = malloc(nt * sizeof(float)), *cc = malloc(nt * sizeof(float));
-    const float *gd = gold(&f, "decode.logits");
+    const float *gd = golden_tensor(&f, "decode.logits");
     v4f_err err = {0};
     v4f_snapshot_mem snap = {0}, snap_cpu = {0};
     v4f_session *g1 = new_sess(&f, V4F_BACKEND_CUDA), *g2 = new_sess(&f, V4F_BACKEND_CUDA);
@@ -332,7 +299,7 @@ static void test_snapshots(const char *name) {
     free(a);
     free(b);
     free(cc);
-    fixture_close(&f);
+    golden_fixture_close(&f);
 }
 
 /* The MTP block on the GPU (fixture convention): the final HC states of a

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -110,4 +111,45 @@ void golden_format(const golden_stats *st, char *buf, int len) {
              st->n, st->max_abs, st->rel_median, st->rel_mean, st->rel_max, st->kl_mean,
              st->kl_max, st->top1_agree, st->n_top1_bad, st->first_top1_bad,
              st->first_top1_bad_margin, st->n_rel_outliers, st->first_outlier);
+}
+
+bool golden_fixture_open(const char *dir, const char *name, bool mtp, golden_fixture *f, char *msg, size_t len) {
+    char path[512], mpath[512], gpath[512];
+    snprintf(path, sizeof path, "%s/%s.gguf", dir, name);
+    snprintf(mpath, sizeof mpath, "%s/%s.mtp.gguf", dir, name);
+    snprintf(gpath, sizeof gpath, "%s/%s.golden.gguf", dir, name);
+    memset(f, 0, sizeof *f);
+    v4f_err err = {0};
+    if (v4f_model_open(path, mtp ? mpath : NULL, &f->m, NULL, &err) != V4F_OK) {
+        snprintf(msg, len, "open %s: %s", path, err.msg);
+        return false;
+    }
+    if (v4f_gguf_open(gpath, &f->gold, &err) != V4F_OK) {
+        snprintf(msg, len, "open %s: %s", gpath, err.msg);
+        v4f_model_close(f->m);
+        return false;
+    }
+    const v4f_gguf_tensor *tk = v4f_gguf_tensor_find(f->gold, "tokens");
+    if (!tk) {
+        snprintf(msg, len, "%s: no tokens tensor", gpath);
+        golden_fixture_close(f);
+        return false;
+    }
+    f->tokens = tk->data;
+    f->n = (int)tk->ne[0];
+    f->vocab = (int)f->m->cfg.n_vocab;
+    f->split = 260;
+    uint32_t sp;
+    if (v4f_gguf_get_u32(f->gold, "oracle.decode.prefill_tokens", &sp, NULL) == V4F_OK) f->split = (int)sp;
+    return true;
+}
+
+void golden_fixture_close(golden_fixture *f) {
+    v4f_gguf_close(f->gold);
+    v4f_model_close(f->m);
+}
+
+const void *golden_tensor(const golden_fixture *f, const char *name) {
+    const v4f_gguf_tensor *t = v4f_gguf_tensor_find(f->gold, name);
+    return t ? t->data : NULL;
 }

@@ -4,13 +4,21 @@
  * named constants, documented in docs/TOLERANCES.md "## golden (forward
  * pass)").
  *
- * Ownership: pure functions over caller arrays. Threading: none.
+ * Also the fixture loader both golden tests use (CPU and CUDA).
+ *
+ * Ownership: the comparisons are pure functions over caller arrays; a
+ * golden_fixture owns its model and golden file until golden_fixture_close.
+ * Threading: none.
  */
 #ifndef V4F_GOLDEN_CMP_H
 #define V4F_GOLDEN_CMP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "gguf/gguf.h"
+#include "model/model.h"
 
 /* Tier A (reference mode: float32 everywhere, exact weights) */
 #define GOLDEN_A_MEDIAN_REL_RMS 1e-3
@@ -41,5 +49,21 @@ bool golden_tier_a(const golden_stats *st);
 bool golden_tier_b(const golden_stats *st);
 /* One line: "max-abs .. rel-RMS med/mean/max .. KL mean/max .. top1 ..". */
 void golden_format(const golden_stats *st, char *buf, int len);
+
+/* A public fixture: DIR/NAME.gguf (with mtp also DIR/NAME.mtp.gguf) and its
+ * golden file DIR/NAME.golden.gguf; tokens, count, vocabulary and the
+ * golden prefill/decode split (oracle.decode.prefill_tokens, else 260). */
+typedef struct golden_fixture {
+    v4f_model *m;
+    v4f_gguf *gold;
+    const int32_t *tokens;
+    int n, vocab, split;
+} golden_fixture;
+
+/* false with the reason in msg (nothing left open) on failure */
+bool golden_fixture_open(const char *dir, const char *name, bool mtp, golden_fixture *f, char *msg, size_t len);
+void golden_fixture_close(golden_fixture *f);
+/* The golden tensor's data, or NULL if the file has none of that name. */
+const void *golden_tensor(const golden_fixture *f, const char *name);
 
 #endif

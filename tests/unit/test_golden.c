@@ -49,48 +49,14 @@ static void tr_idx(void *ud, uint32_t layer, uint32_t pos, const int32_t *rows, 
     for (uint32_t i = 0; i < t->topk; i++) dst[i] = i < n ? rows[i] : -1;
 }
 
-typedef struct fixture {
-    v4f_model *m;
-    v4f_gguf *gold;
-    const int32_t *tokens;
-    int n, vocab, split;
-} fixture;
+typedef golden_fixture fixture;
 
 static bool fixture_open(const char *name, bool mtp, fixture *f) {
-    char path[512], mpath[512], gpath[512];
-    snprintf(path, sizeof path, "%s", test_fixture_path(""));
-    snprintf(path, sizeof path, "%smodel/%s.gguf", test_fixture_path(""), name);
-    snprintf(mpath, sizeof mpath, "%smodel/%s.mtp.gguf", test_fixture_path(""), name);
-    snprintf(gpath, sizeof gpath, "%smodel/%s.golden.gguf", test_fixture_path(""), name);
-    memset(f, 0, sizeof *f);
-    v4f_err err = {0};
-    if (v4f_model_open(path, mtp ? mpath : NULL, &f->m, NULL, &err) != V4F_OK) {
-        test_fail(__FILE__, __LINE__, "open %s: %s", path, err.msg);
-        return false;
-    }
-    if (v4f_gguf_open(gpath, &f->gold, &err) != V4F_OK) {
-        test_fail(__FILE__, __LINE__, "open %s: %s", gpath, err.msg);
-        v4f_model_close(f->m);
-        return false;
-    }
-    const v4f_gguf_tensor *tk = v4f_gguf_tensor_find(f->gold, "tokens");
-    f->tokens = tk->data;
-    f->n = (int)tk->ne[0];
-    f->vocab = (int)f->m->cfg.n_vocab;
-    f->split = 260;
-    uint32_t sp;
-    if (v4f_gguf_get_u32(f->gold, "oracle.decode.prefill_tokens", &sp, NULL) == V4F_OK) f->split = (int)sp;
-    return true;
-}
-
-static void fixture_close(fixture *f) {
-    v4f_gguf_close(f->gold);
-    v4f_model_close(f->m);
-}
-
-static const float *gold_f32(const fixture *f, const char *name) {
-    const v4f_gguf_tensor *t = v4f_gguf_tensor_find(f->gold, name);
-    return t ? t->data : NULL;
+    char dir[512], msg[1200];
+    snprintf(dir, sizeof dir, "%smodel", test_fixture_path(""));
+    if (golden_fixture_open(dir, name, mtp, f, msg, sizeof msg)) return true;
+    test_fail(__FILE__, __LINE__, "%s", msg);
+    return false;
 }
 
 /* Run tokens[0..n) with the first `split` in one prefill, the rest decoded
@@ -174,7 +140,7 @@ static int check_hc_drift(const fixture *f, const trace_rec *tr, const char *pre
     for (uint32_t l = 0; l < tr->n_layer; l++) {
         char name[64];
         snprintf(name, sizeof name, "%s.hc.%u", prefix, l);
-        const float *g = gold_f32(f, name);
+        const float *g = golden_tensor(f, name);
         if (!g) continue;
         double r = rel_rms(tr->hc[l], g, tr->HD);
         if (test_verbose()) printf("      %s layer %u HC rel-RMS %.2e\n", prefix, l, r);
@@ -230,11 +196,11 @@ static void golden_prefill(const char *name, v4f_precision prec) {
     if (run_split(&f, prec, f.n, logits, NULL, tr)) {
         char what[128];
         snprintf(what, sizeof what, "%s prefill %s", name, prec == V4F_PRECISION_REF ? "ref" : "default");
-        CHECK(cmp_tier(what, logits, gold_f32(&f, "prefill.logits"), f.n, f.vocab, prec == V4F_PRECISION_REF));
+        CHECK(cmp_tier(what, logits, golden_tensor(&f, "prefill.logits"), f.n, f.vocab, prec == V4F_PRECISION_REF));
         if (prec != V4F_PRECISION_REF) {
             /* compact storage is lossless: it must meet Tier A too */
             golden_stats st;
-            golden_compare(logits, gold_f32(&f, "prefill.logits"), f.n, f.vocab, &st);
+            golden_compare(logits, golden_tensor(&f, "prefill.logits"), f.n, f.vocab, &st);
             CHECK_MSG(golden_tier_a(&st), "%s default precision: Tier A expected (exact KV rows)", name);
         }
         int bad_layer = check_hc_drift(&f, tr, "prefill", GOLDEN_HC_DRIFT_TOL);
@@ -249,7 +215,7 @@ static void golden_prefill(const char *name, v4f_precision prec) {
     }
     trace_free(tr);
     free(logits);
-    fixture_close(&f);
+    golden_fixture_close(&f);
 }
 
 static void golden_decode(const char *name, v4f_precision prec) {
@@ -262,13 +228,13 @@ static void golden_decode(const char *name, v4f_precision prec) {
     if (run_split(&f, prec, f.split, logits, NULL, tr)) {
         char what[128];
         snprintf(what, sizeof what, "%s prefill %d part %s", name, f.split, a ? "ref" : "default");
-        CHECK(cmp_tier(what, logits, gold_f32(&f, "prefill.logits"), f.split, f.vocab, a));
+        CHECK(cmp_tier(what, logits, golden_tensor(&f, "prefill.logits"), f.split, f.vocab, a));
         snprintf(what, sizeof what, "%s decode part %s", name, a ? "ref" : "default");
-        CHECK(cmp_tier(what, logits + (size_t)f.split * f.vocab, gold_f32(&f, "decode.logits"),
+        CHECK(cmp_tier(what, logits + (size_t)f.split * f.vocab, golden_tensor(&f, "decode.logits"),
                        f.n - f.split, f.vocab, a));
         if (!a) { /* compact KV is exact: Tier A too */
-            CHECK(cmp_tier(what, logits, gold_f32(&f, "prefill.logits"), f.split, f.vocab, true));
-            CHECK(cmp_tier(what, logits + (size_t)f.split * f.vocab, gold_f32(&f, "decode.logits"),
+            CHECK(cmp_tier(what, logits, golden_tensor(&f, "prefill.logits"), f.split, f.vocab, true));
+            CHECK(cmp_tier(what, logits + (size_t)f.split * f.vocab, golden_tensor(&f, "decode.logits"),
                            f.n - f.split, f.vocab, true));
         }
         int bad_layer = check_hc_drift(&f, tr, "decode", GOLDEN_HC_DRIFT_TOL);
@@ -276,7 +242,7 @@ static void golden_decode(const char *name, v4f_precision prec) {
     }
     trace_free(tr);
     free(logits);
-    fixture_close(&f);
+    golden_fixture_close(&f);
 }
 
 static void golden_stepwise(const char *name, v4f_precision prec) {
@@ -287,11 +253,11 @@ static void golden_stepwise(const char *name, v4f_precision prec) {
     if (run_split(&f, prec, 1, logits, NULL, NULL)) {
         char what[128];
         snprintf(what, sizeof what, "%s stepwise %s", name, a ? "ref" : "default");
-        CHECK(cmp_tier(what, logits, gold_f32(&f, "stepwise.logits"), f.n, f.vocab, a));
-        if (!a) CHECK(cmp_tier(what, logits, gold_f32(&f, "stepwise.logits"), f.n, f.vocab, true));
+        CHECK(cmp_tier(what, logits, golden_tensor(&f, "stepwise.logits"), f.n, f.vocab, a));
+        if (!a) CHECK(cmp_tier(what, logits, golden_tensor(&f, "stepwise.logits"), f.n, f.vocab, true));
     }
     free(logits);
-    fixture_close(&f);
+    golden_fixture_close(&f);
 }
 
 static void golden_mtp(const char *name, v4f_precision prec) {
@@ -308,7 +274,7 @@ static void golden_mtp(const char *name, v4f_precision prec) {
         test_fail(__FILE__, __LINE__, "session: %s", err.msg);
     } else {
         CHECK_STATUS(v4f_session_eval(s, f.tokens, (uint32_t)f.n, NULL, 0, hc, &err), V4F_OK);
-        const float *ghc = gold_f32(&f, "prefill.hc_out");
+        const float *ghc = golden_tensor(&f, "prefill.hc_out");
         if (ghc) {
             double r = rel_rms(hc, ghc, (size_t)f.n * HD);
             if (test_verbose()) printf("      %s final HC (all positions) rel-RMS %.2e\n", name, r);
@@ -316,15 +282,15 @@ static void golden_mtp(const char *name, v4f_precision prec) {
         CHECK_STATUS(v4f_session_mtp_eval(s, hc, f.tokens + 1, (uint32_t)f.n - 1, logits, &err), V4F_OK);
         char what[128];
         snprintf(what, sizeof what, "%s mtp %s", name, prec == V4F_PRECISION_REF ? "ref" : "default");
-        CHECK(cmp_tier(what, logits, gold_f32(&f, "mtp.logits"), f.n - 1, f.vocab,
+        CHECK(cmp_tier(what, logits, golden_tensor(&f, "mtp.logits"), f.n - 1, f.vocab,
                        prec == V4F_PRECISION_REF));
         if (prec != V4F_PRECISION_REF) /* compact KV is exact: Tier A too */
-            CHECK(cmp_tier(what, logits, gold_f32(&f, "mtp.logits"), f.n - 1, f.vocab, true));
+            CHECK(cmp_tier(what, logits, golden_tensor(&f, "mtp.logits"), f.n - 1, f.vocab, true));
         v4f_session_free(s);
     }
     free(hc);
     free(logits);
-    fixture_close(&f);
+    golden_fixture_close(&f);
 }
 
 TEST(golden_f16_prefill_ref) { golden_prefill("tiny-f16", V4F_PRECISION_REF); }
