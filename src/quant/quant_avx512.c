@@ -102,11 +102,15 @@ static void dequant_q8_0(const void *src, float *dst, int64_t n) {
     }
 }
 
-static float dot_f32_q8_0(const void *w, const float *x, int64_t n) {
+/* Q8_0 dot; pf > 0: a software prefetch pf bytes ahead of the weights,
+ * one per two blocks (68 bytes). Inlined with a constant 0 for the plain
+ * kernel, so the loop has no prefetch test there. */
+static inline float q8_0_dot(const void *w, const float *x, int64_t n, int64_t pf) {
     const uint8_t *b = w;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
     int64_t i = 0;
     for (; i + 2 <= n / 32; i += 2, b += 2 * X86_Q8_0_BYTES, x += 64) {
+        if (pf) _mm_prefetch((const char *)b + pf, _MM_HINT_T0);
         __m512 q0, q1, q2, q3;
         q8_0_codes(b + 2, &q0, &q1);
         q8_0_codes(b + X86_Q8_0_BYTES + 2, &q2, &q3);
@@ -124,37 +128,16 @@ static float dot_f32_q8_0(const void *w, const float *x, int64_t n) {
     return hsum512(_mm512_add_ps(acc0, acc1));
 }
 
-/* The same with a software prefetch g_q8_pf bytes ahead of the weights,
- * one per two blocks (68 bytes). Decode matvecs stream every row once; on
- * the 16-core Xeon host the 8-bit phases (lm head, attention out) ran
- * 10-30% faster with a 1 KiB distance in an A/B of one (noisy) run, where
- * 4-16 KiB had been slower (docs/PERF_NOTES.md, "CPU speed (session 3)").
- * Set once by the filler (V4F_Q8_PF=bytes, 0: off). */
+static float dot_f32_q8_0(const void *w, const float *x, int64_t n) { return q8_0_dot(w, x, n, 0); }
+
+/* The same with the prefetch: decode matvecs stream every row once; on the
+ * 16-core Xeon host the 8-bit phases (lm head, attention out) ran 10-30%
+ * faster with a 1 KiB distance in an A/B of one (noisy) run, where 4-16 KiB
+ * had been slower (docs/PERF_NOTES.md, "CPU speed (session 3)"). Set once
+ * by the filler (V4F_Q8_PF=bytes, 0: off). */
 #define Q8_PF_BYTES 1024
 static int64_t g_q8_pf;
-static float dot_f32_q8_0_pf(const void *w, const float *x, int64_t n) {
-    const uint8_t *b = w;
-    const int64_t pf = g_q8_pf;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-    int64_t i = 0;
-    for (; i + 2 <= n / 32; i += 2, b += 2 * X86_Q8_0_BYTES, x += 64) {
-        _mm_prefetch((const char *)b + pf, _MM_HINT_T0);
-        __m512 q0, q1, q2, q3;
-        q8_0_codes(b + 2, &q0, &q1);
-        q8_0_codes(b + X86_Q8_0_BYTES + 2, &q2, &q3);
-        const __m512 s0 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
-        const __m512 s1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(x + 48), _mm512_mul_ps(q2, _mm512_loadu_ps(x + 32)));
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(x86_f16(b)), s0, acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(x86_f16(b + X86_Q8_0_BYTES)), s1, acc1);
-    }
-    if (i < n / 32) {
-        __m512 q0, q1;
-        q8_0_codes(b + 2, &q0, &q1);
-        const __m512 s0 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(x86_f16(b)), s0, acc0);
-    }
-    return hsum512(_mm512_add_ps(acc0, acc1));
-}
+static float dot_f32_q8_0_pf(const void *w, const float *x, int64_t n) { return q8_0_dot(w, x, n, g_q8_pf); }
 
 /* ---- Q2_K: one 16-lane vector is exactly one scale group ---------------------- */
 
