@@ -110,7 +110,7 @@ __device__ __forceinline__ void attn_counts(const v4f_cuda_attn_keys *k, int64_t
 #define FA_HD 512                /* head_dim */
 #define FA_LD (FA_HD + 4)        /* padded shared row (floats): conflict-free 16-byte column reads */
 #define FA_THREADS 256
-#define FA_MAX_SPLIT 128
+#define FA_MAX_SPLIT 128 /* <= FA_HD / 4: k_fa_combine reads one split per thread */
 #define FA_PART_FLOATS (2 << 20) /* split partials: n_split * n_q * n_head * 512 floats */
 
 struct fa_smem {
@@ -150,6 +150,17 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
     const int64_t per = ((nk + a.n_split - 1) / a.n_split + FA_KT - 1) / FA_KT * FA_KT;
     const int64_t kbeg = (int64_t)split * per;
     const int64_t kend = min(nk, kbeg + per);
+    if (a.n_split > 1 && kbeg >= kend) {
+        /* no keys in this split (decode sizes the split count for the
+         * ring's capacity): only its (max, sum) = (-inf, 0), which the merge
+         * skips without reading the partial */
+        for (int hl = tid; hl < FA_HG; hl += FA_THREADS)
+            if (h0 + hl < a.n_head) {
+                const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h0 + hl;
+                g_fa_ml[2 * slot] = -INFINITY, g_fa_ml[2 * slot + 1] = 0.f;
+            }
+        return;
+    }
 
     /* the query heads of this group (zero rows past n_head) */
     for (int i = tid; i < FA_HG * (FA_HD / 4); i += FA_THREADS) {
@@ -301,16 +312,32 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
 __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_head, int n_split,
                                                     const v4f_cuda_out_rope ro, float *out) {
     V4F_PDL_ENTRY();
+    /* the splits' (max, sum) are read at once, one per thread (n_split <=
+     * FA_MAX_SPLIT = blockDim.x), the maximum reduced over the block; the
+     * sums then run in split order as before (bit-identical results) */
+    __shared__ float s_m[FA_MAX_SPLIT], s_l[FA_MAX_SPLIT], s_wm[FA_HD / 4 / 32];
     const int h = blockIdx.x;
     const int64_t t = blockIdx.y, n_q = gridDim.y;
     const float sink = sinks[h];
+    float mt = -INFINITY;
+    if ((int)threadIdx.x < n_split) {
+        const int64_t slot = ((int64_t)threadIdx.x * n_q + t) * n_head + h;
+        mt = g_fa_ml[2 * slot];
+        s_m[threadIdx.x] = mt;
+        s_l[threadIdx.x] = g_fa_ml[2 * slot + 1];
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+    if ((threadIdx.x & 31) == 0) s_wm[threadIdx.x >> 5] = mt;
+    __syncthreads();
     float M = sink;
-    for (int s = 0; s < n_split; s++) M = fmaxf(M, g_fa_ml[2 * (((int64_t)s * n_q + t) * n_head + h)]);
+    for (int w = 0; w < (int)(blockDim.x >> 5); w++) M = fmaxf(M, s_wm[w]);
     float den = expf(sink - M);
     float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
     for (int s = 0; s < n_split; s++) {
         const int64_t slot = ((int64_t)s * n_q + t) * n_head + h;
-        const float m = g_fa_ml[2 * slot], l = g_fa_ml[2 * slot + 1];
+        const float m = s_m[s], l = s_l[s];
         if (m == -INFINITY) continue;
         const float f = expf(m - M);
         den += l * f;
@@ -734,15 +761,32 @@ __device__ void tk_radix_select(int64_t n_c, int64_t need, GetV getv, uint32_t *
             if ((v & mask) == prefix) atomicAdd(&hist[(v >> shift) & 255u], 1u);
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            int64_t acc = 0;
-            int b = 255;
-            for (; b > 0; b--) {
-                if (acc + (int64_t)hist[b] >= need) break;
-                acc += hist[b];
+        if (threadIdx.x < 32) {
+            /* the bin b holding the need-th largest: the highest b with
+             * (count above b) + hist[b] >= need, else 0; lane l scans bins
+             * 255 - 8l down to 248 - 8l after a prefix sum over the lanes */
+            const int lane = threadIdx.x, hi = 255 - 8 * lane;
+            unsigned c[8], sum = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) sum += c[j] = hist[hi - j];
+            unsigned incl = sum;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += t;
             }
-            s_prefix = prefix | ((uint32_t)b << shift);
-            s_need = need - acc;
+            int64_t acc = (int64_t)(incl - sum);
+            int b = -1;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (b < 0 && (hi - j == 0 || acc + (int64_t)c[j] >= need)) b = hi - j;
+                if (b < 0) acc += c[j];
+            }
+            const unsigned found = __ballot_sync(0xffffffffu, b >= 0);
+            if (lane == __ffs(found) - 1) {
+                s_prefix = prefix | ((uint32_t)b << shift);
+                s_need = need - acc;
+            }
         }
         __syncthreads();
         prefix = s_prefix;
