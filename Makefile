@@ -137,6 +137,9 @@ NVFLAGS := -std=c++17 -O3 -lineinfo -arch=$(CUDA_ARCH) -Iinclude -Isrc \
 ifeq ($(WERROR),1)
   NVFLAGS += -Werror all-warnings
 endif
+ifeq ($(KTRACE),1) # profiling build: kernel start trace (cuda_common.cuh)
+  NVFLAGS += -DV4F_KTRACE
+endif
 $(B)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -DV4F_CUDA -MMD -MP -c $< -o $@

@@ -92,11 +92,29 @@ v4f_status v4f_cuda_open(int device, v4f_cuda **out, v4f_err *err) {
     return V4F_OK;
 }
 
+#ifdef V4F_KTRACE
+static void (*g_kt_dumps[16])(FILE *);
+static int g_kt_ndumps;
+extern "C" void v4f_kt_register(void (*dump)(FILE *)) {
+    if (g_kt_ndumps < 16) g_kt_dumps[g_kt_ndumps++] = dump;
+}
+static void kt_write(void) {
+    const char *path = getenv("V4F_KTRACE_OUT");
+    FILE *f = path ? fopen(path, "w") : NULL;
+    if (!f) return;
+    for (int i = 0; i < g_kt_ndumps; i++) g_kt_dumps[i](f);
+    fclose(f);
+}
+#endif
+
 void v4f_cuda_close(v4f_cuda *c) {
     if (!c) return;
     /* Teardown errors are not actionable; clear them so they do not leak
      * into the next call on this thread. */
     if (cudaSetDevice(c->device) == cudaSuccess && c->stream) (void)cudaStreamSynchronize(c->stream);
+#ifdef V4F_KTRACE
+    kt_write();
+#endif
     v4f_cuda_fork_deinit(c);
     v4f_cuda_quant_deinit(c);
     if (c->ev_start) (void)cudaEventDestroy(c->ev_start);

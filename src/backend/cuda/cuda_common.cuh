@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include <cuda_runtime.h>
+#include <stdio.h>
 
 extern "C" {
 #include "core/core.h"
@@ -74,7 +75,46 @@ __device__ __forceinline__ void v4f_pdl_trigger(void) {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+#ifndef V4F_KTRACE
 #define V4F_PDL_ENTRY() (v4f_pdl_wait(), v4f_pdl_trigger())
+#else
+/* Kernel start trace (a profiling build, `make CUDA=1 KTRACE=1`; the GPU
+ * machines have no Nsight Systems): block (0,0,0) of every kernel records
+ * the global timer when it passes the wait, with this translation unit and
+ * the source line of its V4F_PDL_ENTRY (which names the kernel), into a
+ * ring per translation unit; v4f_cuda_close writes all rings to the file
+ * named by V4F_KTRACE_OUT. The start of a kernel after its wait is the end
+ * of the kernels it waits for, so consecutive starts on one chain give the
+ * in-graph time of each kernel. */
+#define V4F_KT_RING 65536
+struct v4f_kt_rec {
+    unsigned long long t;
+    unsigned line, grid, block, seq;
+};
+static __device__ v4f_kt_rec g_kt[V4F_KT_RING];
+static __device__ unsigned g_kt_n;
+__device__ __forceinline__ void v4f_kt_mark(unsigned line) {
+    if (blockIdx.x | blockIdx.y | blockIdx.z | threadIdx.x | threadIdx.y) return;
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    const unsigned i = atomicAdd(&g_kt_n, 1u);
+    g_kt[i % V4F_KT_RING] = {t, line, gridDim.x * gridDim.y * gridDim.z, blockDim.x, i};
+}
+#define V4F_PDL_ENTRY() (v4f_pdl_wait(), v4f_kt_mark(__LINE__), v4f_pdl_trigger())
+extern "C" void v4f_kt_register(void (*dump)(FILE *));
+static void v4f_kt_dump_tu(FILE *f) {
+    unsigned n = 0;
+    if (cudaMemcpyFromSymbol(&n, g_kt_n, sizeof n) != cudaSuccess) return;
+    static v4f_kt_rec buf[V4F_KT_RING];
+    if (cudaMemcpyFromSymbol(buf, g_kt, sizeof buf) != cudaSuccess) return;
+    const unsigned m = n < V4F_KT_RING ? n : V4F_KT_RING;
+    for (unsigned i = 0; i < m; i++)
+        fprintf(f, "%llu %s %u %u %u %u\n", buf[i].t, __BASE_FILE__, buf[i].line, buf[i].grid, buf[i].block, buf[i].seq);
+}
+static struct v4f_kt_reg_t {
+    v4f_kt_reg_t() { v4f_kt_register(v4f_kt_dump_tu); }
+} v4f_kt_reg_this_tu;
+#endif
 
 /* kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute
  * when enabled; errors surface through CUDA_TRY_LAUNCH as for <<<>>>. */
