@@ -382,19 +382,43 @@ static int run_kernel_bench(int threads) {
             } while (dt < 0.25);
             printf("%-8s %-10s %12.2f\n", KB_TYPES[ti].name, v4f_isa_name((v4f_isa)isa),
                    (double)reps * rows_c * rb / dt * 1e-9);
+            if (!k->dot_planes) continue;
+            /* the int8-plane kernel over the same rows (x split once, as the
+             * decode matvec does per call); IQ2_XXS: both grid lookups */
+            v4f_quantize_planes(x, ctx.planes, KB_N_IN);
+            const bool iq2 = type == V4F_TYPE_IQ2_XXS;
+            for (int var = 0; var < (iq2 ? 2 : 1); var++) {
+                v4f_quant_dot_planes_fn dot = iq2 ? v4f_quant_iq2_planes_variant(var == 0) : k->dot_planes;
+                reps = 0;
+                t0 = v4f_time_s();
+                do {
+                    for (int64_t r = 0; r < rows_c; r++) sink += dot(W + r * rb, ctx.planes, KB_N_IN);
+                    reps++;
+                    dt = v4f_time_s() - t0;
+                } while (dt < 0.25);
+                printf("%-8s %-10s %12.2f%s\n", KB_TYPES[ti].name, !iq2 ? "+planes" : var ? "+pl-table" : "+pl-gather",
+                       (double)reps * rows_c * rb / dt * 1e-9, iq2 && dot == k->dot_planes ? "  (used)" : "");
+            }
         }
         v4f_cpu_mat m = {.data = W, .type = type, .n_in = KB_N_IN,
                          .n_out = (int64_t)(KB_STREAM_BYTES / rb), .row_bytes = rb};
-        double best = 1e30;
-        for (int rep = 0; rep < 6; rep++) {
-            double t0 = v4f_time_s();
-            v4f_cpu_matmul(&ctx, &m, x, KB_N_IN, 1, y, m.n_out);
-            double dt = v4f_time_s() - t0;
-            if (rep && dt < best) best = dt;
+        /* the decode path, f32 dots then (if the type has them) planes */
+        const v4f_quant_kernels *kb = v4f_quant_kernels_get(type);
+        const uint64_t planes_env = ctx.planes_types;
+        for (int pl = 0; pl < (kb->dot_planes ? 2 : 1); pl++) {
+            ctx.planes_types = pl ? ~(uint64_t)0 : 0;
+            double best = 1e30;
+            for (int rep = 0; rep < 6; rep++) {
+                double t0 = v4f_time_s();
+                v4f_cpu_matmul(&ctx, &m, x, KB_N_IN, 1, y, m.n_out);
+                double dt = v4f_time_s() - t0;
+                if (rep && dt < best) best = dt;
+            }
+            double gbs = (double)m.n_out * rb / best * 1e-9;
+            printf("%-8s %-10s %12s %12.2f %7.1f%%\n", KB_TYPES[ti].name, pl ? "+planes" : v4f_isa_name(v4f_isa_best()),
+                   "(stream)", gbs, 100.0 * gbs / bw.best_gbs);
         }
-        double gbs = (double)m.n_out * rb / best * 1e-9;
-        printf("%-8s %-10s %12s %12.2f %7.1f%%\n", KB_TYPES[ti].name, v4f_isa_name(v4f_isa_best()),
-               "(stream)", gbs, 100.0 * gbs / bw.best_gbs);
+        ctx.planes_types = planes_env;
     }
     v4f_aligned_free(W);
     v4f_aligned_free(x);

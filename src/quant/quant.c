@@ -7,6 +7,11 @@
  * ISA's filler overrides the members it implements, so every member of an
  * available ISA's table is non-NULL where the generic one is.
  *
+ * The int8-plane kernels (dot_planes, quant.h) need AVX-512 VNNI and VBMI on
+ * top of the AVX-512 set; they are added to the AVX-512 table only where
+ * cpuid reports both (else that member stays NULL and callers use dot_f32).
+ * Their IQ2_XXS grid lookup is picked by vendor (gathers, slow on AMD).
+ *
  * ISA selection: v4f_isa_available() reports what the CPU supports (cpuid);
  * v4f_isa_best() is the best available one, lowered by the V4F_ISA
  * environment variable ("generic", "avx2", "avx512"; read once). A request
@@ -28,6 +33,7 @@ static v4f_quant_kernels g_tab[V4F_ISA_COUNT][V4F_TYPE_COUNT];
 static v4f_quant_act_kernels g_act[V4F_ISA_COUNT];
 static bool g_avail[V4F_ISA_COUNT];
 static v4f_isa g_best;
+static bool g_planes; /* AVX-512 table has the VNNI plane kernels */
 
 /* F16C from cpuid leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports
  * does not know the "f16c" feature string). */
@@ -61,6 +67,27 @@ static bool cpu_has_avx512(void) {
 #endif
 }
 
+/* AVX512_VNNI (leaf 7 ECX bit 11) and AVX512_VBMI (bit 1); the OS support
+ * of the zmm state is part of the avx512f check. */
+static bool cpu_has_vnni_vbmi(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return ((c >> 11) & 1u) && ((c >> 1) & 1u);
+#else
+    return false;
+#endif
+}
+
+static bool cpu_is_amd(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd");
+#else
+    return false;
+#endif
+}
+
 static v4f_isa env_isa_cap(void) {
     const char *e = getenv("V4F_ISA");
     if (!e || !*e) return V4F_ISA_AVX512;
@@ -86,6 +113,10 @@ static void build_tables(void) {
         memcpy(g_tab[V4F_ISA_AVX512], g_tab[V4F_ISA_AVX2], sizeof g_tab[0]);
         g_act[V4F_ISA_AVX512] = g_act[V4F_ISA_AVX2];
         v4f_quant_fill_avx512(g_tab[V4F_ISA_AVX512], &g_act[V4F_ISA_AVX512]);
+        g_planes = cpu_has_vnni_vbmi();
+        /* IQ2_XXS grid rows: qword gathers, except on AMD, whose gathers are
+         * slow (quant_planes_avx512.c) */
+        if (g_planes) v4f_quant_fill_planes_avx512(g_tab[V4F_ISA_AVX512], !cpu_is_amd());
     }
     const v4f_isa cap = env_isa_cap();
     g_best = V4F_ISA_GENERIC;
@@ -146,6 +177,19 @@ void v4f_quantize_act(uint32_t act_type, const float *x, void *dst, int64_t n) {
         V4F_ASSERT(act_type == V4F_TYPE_Q8_K && n % V4F_QK_K == 0);
         a->q8_K(x, dst, n);
     }
+}
+
+size_t v4f_planes_bytes(int64_t n) { return v4f_planes_off_s16(n) + (size_t)n / 16 * 4; }
+
+void v4f_quantize_planes(const float *x, void *dst, int64_t n) {
+    V4F_ASSERT(n % V4F_QK_K == 0);
+    if (v4f_isa_best() >= V4F_ISA_AVX512 && g_planes) v4f_quant_planes_avx512(x, dst, n);
+    else v4f_quant_planes_ref(x, dst, n);
+}
+
+v4f_quant_dot_planes_fn v4f_quant_iq2_planes_variant(bool gather) {
+    ensure_tables();
+    return g_planes ? v4f_quant_iq2_planes_avx512(gather) : NULL;
 }
 
 void v4f_dequant_row_ref(uint32_t type, const void *src, float *dst, int64_t n) {

@@ -12,6 +12,14 @@
  * Rows: a weight row of n elements is n / blck_elems consecutive blocks
  * (n must be a multiple of the block size). Pointers need no alignment.
  *
+ * int8-plane activations (decode matvec): v4f_quantize_planes splits an f32
+ * activation row once per matvec into three int8 planes per group of 32,
+ * x ~= d (p1 + p2 / 128 + p3 / 16384), d = max|x| / 127 (the residual is at
+ * most d / 32768 ~= 2.4e-7 max|x| of the group); dot_planes multiplies the
+ * weight codes with those planes in exact int32 sums (AVX-512 VNNI) and
+ * combines them in f32 per group. Same scheme as the CUDA matvec
+ * (src/backend/cuda/cuda_quant.cu, "int8-plane activations").
+ *
  * Threading: all kernels are pure functions; the dispatch table is built on
  * first use (thread-safe via pthread_once).
  */
@@ -52,6 +60,11 @@ typedef struct v4f_quant_kernels {
      * quantized with v4f_quantize_act. */
     uint32_t act_type;
     float (*dot_act)(const void *w, const void *xq, int64_t n);
+    /* sum_i w[i] * x[i] with x given as int8 planes (v4f_quantize_planes of
+     * the same n); NULL unless this ISA has a fast kernel for the type (the
+     * AVX-512 table on CPUs with VNNI and VBMI: Q2_K, Q4_K, IQ2_XXS).
+     * A group of x holding a NaN or Inf makes the result NaN. */
+    float (*dot_planes)(const void *w, const void *xp, int64_t n);
 } v4f_quant_kernels;
 
 /* Active kernels for type (NULL if the type is not supported). */
@@ -66,6 +79,19 @@ bool v4f_quant_supported(uint32_t type);
 /* Activation quantizers: x[0..n) -> Q8_0 blocks (n % 32 == 0) or Q8_K
  * blocks (n % 256 == 0). dst must hold row_bytes(act_type, n). */
 void v4f_quantize_act(uint32_t act_type, const float *x, void *dst, int64_t n);
+
+/* int8-plane activations: bytes of the planes of an n-element row (n % 256
+ * == 0), and the split x[0..n) -> dst (best ISA; every ISA writes the same
+ * bytes as the scalar reference). dst needs no alignment. Layout in
+ * quant_internal.h (v4f_planes_*). */
+size_t v4f_planes_bytes(int64_t n);
+void v4f_quantize_planes(const float *x, void *dst, int64_t n);
+/* For tests and benchmarks: the IQ2_XXS plane dot with the grid rows read by
+ * qword gathers (gather) or looked up in register tables (the AVX-512 table
+ * uses the gather except on AMD CPUs); same results. NULL on CPUs without
+ * the plane kernels. */
+typedef float (*v4f_quant_dot_planes_fn)(const void *w, const void *xp, int64_t n);
+v4f_quant_dot_planes_fn v4f_quant_iq2_planes_variant(bool gather);
 
 /* Weight quantizers (scalar, used by synth/quantize, not on the hot path).
  * Quantize nrows rows of n_per_row floats into dst (row after row).

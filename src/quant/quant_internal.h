@@ -87,6 +87,49 @@ static inline int v4f_quant_nearest_int(float v) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
+/* ---- int8-plane activations (quant.h, v4f_quantize_planes) ------------------- */
+
+/* Layout of the planes of an n-element row (n % 256 == 0, the block size of
+ * every type with a plane kernel; 8 groups of 32 per block):
+ *  [0, 3n)     plane records. Block b, chunk j (0..3): 192 bytes at
+ *              768 b + 192 j, planes p1, p2, p3 of 64 bytes each; bytes 0..31
+ *              of a plane are group 8b + j, bytes 32..63 group 8b + j + 4
+ *              (the element pairs one 64-byte load of Q2_K codes covers).
+ *  off_d       float d[n / 32], natural group order; NaN for a group with a
+ *              non-finite x (its planes are 0).
+ *  off_s16     float s16[n / 16]: sums of x over runs of 16 (the K-quant
+ *              mins), each summed as the tree ((x_i + x_i+8) + (.. + x_i+4))
+ *              + ..., i.e. the 16-lane halving reduction; NaN in a bad group.
+ * Plane codes are int8 in [-127, 127]: p1 = rne(x / d), r1 = fma(-d, p1, x),
+ * p2 = rne(r1 / (d / 128)), r2 likewise, p3 = rne(r2 / (d / 16384)), each
+ * quotient clamped to [-127, 127] first (|p2|, |p3| <= 64 in fact); r1 and
+ * r2 are exact, so |x - d (p1 + p2 / 128 + p3 / 16384)| <= d / 32768, times
+ * 1 + 2^-17 for the f32 rounding of the last quotient (for d / 16384 in the
+ * normal range; a plane whose step underflows to 0 is 0). */
+static inline size_t v4f_planes_off_d(int64_t n) { return ((size_t)n * 3 + 63) & ~(size_t)63; }
+static inline size_t v4f_planes_off_s16(int64_t n) {
+    return v4f_planes_off_d(n) + (((size_t)n / 32 * 4 + 63) & ~(size_t)63);
+}
+/* byte offset of plane p1 of group g; p2 and p3 follow at +64, +128 */
+static inline size_t v4f_planes_group_off(int64_t g) {
+    return (size_t)(768 * (g / 8) + 192 * (g % 4) + 32 * ((g % 8) / 4));
+}
+#define V4F_PLANES_STRIDE 64
+
+typedef void (*v4f_quant_planes_fn)(const float *x, void *dst, int64_t n);
+/* The scalar reference split and plane dots (quant_ref.c): integer sums per
+ * group exact, combined in double. NULL for a type without plane support. */
+void v4f_quant_planes_ref(const float *x, void *dst, int64_t n);
+v4f_quant_dot_planes_fn v4f_quant_dot_planes_ref(uint32_t type);
+/* The AVX-512 split (byte-identical to the reference) and the VNNI plane
+ * dots (quant_planes_avx512.c); only called on CPUs with AVX-512 F/BW/VL/DQ,
+ * VNNI and VBMI. gather_fast picks the IQ2_XXS grid lookup (a qword gather,
+ * else register tables; identical results). */
+void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n);
+void v4f_quant_fill_planes_avx512(v4f_quant_kernels *tab, bool gather_fast);
+/* the IQ2_XXS plane dot with the gather (true) or the table lookup */
+v4f_quant_dot_planes_fn v4f_quant_iq2_planes_avx512(bool gather);
+
 /* ---- kernel tables ---------------------------------------------------------- */
 
 /* Activation quantizers of one ISA (every member non-NULL once filled). */

@@ -4,7 +4,9 @@
  *
  * Owns: dequant_row / dot_f32 for F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS;
  * dot_act for Q8_0 (x Q8_0 activations) and Q2_K, Q4_K, IQ2_XXS (x Q8_K
- * activations, as GGML pairs them); the activation quantizers Q8_0 / Q8_K.
+ * activations, as GGML pairs them); the activation quantizers Q8_0 / Q8_K;
+ * the int8-plane split and the plane dots of Q2_K, Q4_K, IQ2_XXS (not in
+ * the generic table: the oracle of the VNNI kernels only).
  *
  * Invariants:
  *  - dequantization follows MODEL.md section 10 and GGML exactly; every
@@ -15,6 +17,9 @@
  *    in double (the oracle; the result is rounded to float once).
  *  - dot_act expects activations produced by v4f_quantize_act (codes in
  *    [-127, 127]); integer partial sums are exact, scales applied in double.
+ *  - plane dots: per group, exact integer sums of codes x planes, combined
+ *    as d_w d_x (S1 + S2 / 128 + S3 / 16384) in double; K-quant mins use the
+ *    f32 sums of x (s16), as the CUDA kernel does.
  *
  * Threading: pure functions, no state.
  */
@@ -305,21 +310,181 @@ void v4f_quant_act_q8_K_ref(const float *x, void *dst, int64_t n) {
     }
 }
 
+/* ---- int8-plane activations (layout: quant_internal.h) ------------------- */
+
+/* rne(t / dk) with the quotient clamped to [-127, 127]; dk == 0 (a plane
+ * below the float range of a tiny group) gives 0 */
+static int plane_code(float r, float dk) {
+    if (!(dk > 0.0f)) return 0;
+    float t = r / dk;
+    t = t > 127.0f ? 127.0f : (t < -127.0f ? -127.0f : t);
+    return v4f_quant_nearest_int(t);
+}
+
+/* the 16-lane halving reduction: (v_i + v_i+8), then + lane i+4, i+2, i+1 */
+static float sum16_tree(const float *v) {
+    float t8[8], t4[4], t2[2];
+    for (int i = 0; i < 8; i++) t8[i] = v[i] + v[i + 8];
+    for (int i = 0; i < 4; i++) t4[i] = t8[i] + t8[i + 4];
+    for (int i = 0; i < 2; i++) t2[i] = t4[i] + t4[i + 2];
+    return t2[0] + t2[1];
+}
+
+void v4f_quant_planes_ref(const float *x, void *dst, int64_t n) {
+    uint8_t *out = dst;
+    float *dg = (float *)(out + v4f_planes_off_d(n)), *s16 = (float *)(out + v4f_planes_off_s16(n));
+    for (int64_t g = 0; g < n / 32; g++) {
+        const float *v = x + 32 * g;
+        float amax = 0;
+        int bad = 0;
+        for (int l = 0; l < 32; l++) {
+            const float a = fabsf(v[l]);
+            if (!(a <= 3.402823466e38f)) bad = 1;
+            if (a > amax) amax = a;
+        }
+        const float d1 = amax / 127.0f, d2 = d1 * (1.0f / 128.0f), d3 = d2 * (1.0f / 128.0f);
+        const size_t stride = V4F_PLANES_STRIDE;
+        uint8_t *p = out + v4f_planes_group_off(g);
+        for (int l = 0; l < 32; l++) {
+            int q1 = 0, q2 = 0, q3 = 0;
+            if (!bad && amax > 0.0f) {
+                q1 = plane_code(v[l], d1);
+                const float r1 = fmaf(-d1, (float)q1, v[l]);
+                q2 = plane_code(r1, d2);
+                const float r2 = fmaf(-d2, (float)q2, r1);
+                q3 = plane_code(r2, d3);
+            }
+            p[l] = (uint8_t)(int8_t)q1;
+            p[stride + l] = (uint8_t)(int8_t)q2;
+            p[2 * stride + l] = (uint8_t)(int8_t)q3;
+        }
+        float dv = d1, s0 = sum16_tree(v), s1 = sum16_tree(v + 16);
+        if (bad) dv = s0 = s1 = NAN;
+        memcpy(dg + g, &dv, 4);
+        memcpy(s16 + 2 * g, &s0, 4);
+        memcpy(s16 + 2 * g + 1, &s1, 4);
+    }
+}
+
+/* The x of one group: scale and the three planes as integers. */
+typedef struct plane_grp {
+    double d;
+    int p[3][32];
+} plane_grp;
+
+static void plane_group(const uint8_t *xp, int64_t n, int64_t g, plane_grp *pg) {
+    pg->d = v4f_quant_rd_f32(xp + v4f_planes_off_d(n) + 4 * g);
+    const size_t stride = V4F_PLANES_STRIDE;
+    const uint8_t *p = xp + v4f_planes_group_off(g);
+    for (int k = 0; k < 3; k++)
+        for (int l = 0; l < 32; l++) pg->p[k][l] = (int8_t)p[k * stride + l];
+}
+
+static double plane_s16(const uint8_t *xp, int64_t n, int64_t i) {
+    return v4f_quant_rd_f32(xp + v4f_planes_off_s16(n) + 4 * i);
+}
+
+/* sum over l in [l0, l1) of c[l] * (p1 + p2 / 128 + p3 / 16384), from the
+ * exact integer sums */
+static double plane_dot(const int *c, const plane_grp *pg, int l0, int l1) {
+    int64_t s[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++)
+        for (int l = l0; l < l1; l++) s[k] += (int64_t)c[l] * pg->p[k][l];
+    return (double)s[0] + (double)s[1] / 128.0 + (double)s[2] / 16384.0;
+}
+
+/* element 128h + 32s + l of a block: group 8b + 4h + s, code of shift s */
+static float dot_planes_q2_K(const void *w, const void *xp, int64_t n) {
+    const uint8_t *a = w;
+    double acc = 0;
+    plane_grp pg;
+    int c[32];
+    for (int64_t b = 0; b < n / QK; b++, a += sizeof(v4f_block_q2_K)) {
+        const uint8_t *scales = a + V4F_Q2K_SCALES, *qs = a + V4F_Q2K_QS;
+        const double d = v4f_quant_rd_f16(a + V4F_Q2K_D), dmin = v4f_quant_rd_f16(a + V4F_Q2K_DMIN);
+        for (int h = 0; h < 2; h++) {
+            for (int s = 0; s < 4; s++) {
+                plane_group(xp, n, 8 * b + 4 * h + s, &pg);
+                for (int l = 0; l < 32; l++) c[l] = (qs[32 * h + l] >> (2 * s)) & 3;
+                for (int t = 0; t < 2; t++) {
+                    const int g = 8 * h + 2 * s + t;
+                    acc += d * (scales[g] & 15) * pg.d * plane_dot(c, &pg, 16 * t, 16 * t + 16) -
+                           dmin * (scales[g] >> 4) * plane_s16(xp, n, 16 * b + g);
+                }
+            }
+        }
+    }
+    return (float)acc;
+}
+
+static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
+    const uint8_t *a = w;
+    double acc = 0;
+    plane_grp pg;
+    int c[32];
+    for (int64_t b = 0; b < n / QK; b++, a += sizeof(v4f_block_q4_K)) {
+        const uint8_t *qs = a + V4F_Q4K_QS;
+        const double d = v4f_quant_rd_f16(a + V4F_Q4K_D), dmin = v4f_quant_rd_f16(a + V4F_Q4K_DMIN);
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            v4f_quant_q4k_scale_min(a + V4F_Q4K_SCALES, j, &sc, &m);
+            plane_group(xp, n, 8 * b + j, &pg);
+            for (int l = 0; l < 32; l++) c[l] = (qs[32 * (j / 2) + l] >> (4 * (j & 1))) & 15;
+            const double xs = plane_s16(xp, n, 16 * b + 2 * j) + plane_s16(xp, n, 16 * b + 2 * j + 1);
+            acc += d * sc * pg.d * plane_dot(c, &pg, 0, 32) - dmin * m * xs;
+        }
+    }
+    return (float)acc;
+}
+
+static float dot_planes_iq2_xxs(const void *w, const void *xp, int64_t n) {
+    const uint8_t *a = w;
+    double acc = 0;
+    plane_grp pg;
+    int c[32];
+    for (int64_t b = 0; b < n / QK; b++, a += sizeof(v4f_block_iq2_xxs)) {
+        const double d = v4f_quant_rd_f16(a + V4F_IQ2_D);
+        const uint8_t *q = a + V4F_IQ2_QS;
+        for (int g = 0; g < 8; g++) {
+            const uint32_t aux = v4f_quant_rd_u32(q + 8 * g + 4);
+            for (int l = 0; l < 4; l++) {
+                const uint8_t *grid = (const uint8_t *)&v4f_quant_iq2xxs_grid[q[8 * g + l]];
+                const uint8_t signs = v4f_quant_ksigns[(aux >> (7 * l)) & 127];
+                for (int j = 0; j < 8; j++) c[8 * l + j] = ((signs >> j) & 1) ? -grid[j] : grid[j];
+            }
+            plane_group(xp, n, 8 * b + g, &pg);
+            acc += d * (0.5 + (aux >> 28)) * 0.25 * pg.d * plane_dot(c, &pg, 0, 32);
+        }
+    }
+    return (float)acc;
+}
+
+v4f_quant_dot_planes_fn v4f_quant_dot_planes_ref(uint32_t type) {
+    switch (type) {
+    case V4F_TYPE_Q2_K: return dot_planes_q2_K;
+    case V4F_TYPE_Q4_K: return dot_planes_q4_K;
+    case V4F_TYPE_IQ2_XXS: return dot_planes_iq2_xxs;
+    default: return NULL;
+    }
+}
+
 /* ---- table ---------------------------------------------------------------- */
 
 void v4f_quant_fill_generic(v4f_quant_kernels *tab, v4f_quant_act_kernels *act) {
     act->q8_0 = v4f_quant_act_q8_0_ref;
     act->q8_K = v4f_quant_act_q8_K_ref;
-    tab[V4F_TYPE_F32] = (v4f_quant_kernels){V4F_TYPE_F32, dequant_f32, dot_f32_f32, V4F_TYPE_F32, NULL};
-    tab[V4F_TYPE_F16] = (v4f_quant_kernels){V4F_TYPE_F16, dequant_f16, dot_f32_f16, V4F_TYPE_F32, NULL};
+    /* dot_planes (last member): none here, the plane dots above are the
+     * oracle of the VNNI kernels, not a decode path */
+    tab[V4F_TYPE_F32] = (v4f_quant_kernels){V4F_TYPE_F32, dequant_f32, dot_f32_f32, V4F_TYPE_F32, NULL, NULL};
+    tab[V4F_TYPE_F16] = (v4f_quant_kernels){V4F_TYPE_F16, dequant_f16, dot_f32_f16, V4F_TYPE_F32, NULL, NULL};
     tab[V4F_TYPE_BF16] =
-        (v4f_quant_kernels){V4F_TYPE_BF16, dequant_bf16, dot_f32_bf16, V4F_TYPE_F32, NULL};
+        (v4f_quant_kernels){V4F_TYPE_BF16, dequant_bf16, dot_f32_bf16, V4F_TYPE_F32, NULL, NULL};
     tab[V4F_TYPE_Q8_0] =
-        (v4f_quant_kernels){V4F_TYPE_Q8_0, dequant_q8_0, dot_f32_q8_0, V4F_TYPE_Q8_0, dot_act_q8_0};
+        (v4f_quant_kernels){V4F_TYPE_Q8_0, dequant_q8_0, dot_f32_q8_0, V4F_TYPE_Q8_0, dot_act_q8_0, NULL};
     tab[V4F_TYPE_Q2_K] =
-        (v4f_quant_kernels){V4F_TYPE_Q2_K, dequant_q2_K, dot_f32_q2_K, V4F_TYPE_Q8_K, dot_act_q2_K};
+        (v4f_quant_kernels){V4F_TYPE_Q2_K, dequant_q2_K, dot_f32_q2_K, V4F_TYPE_Q8_K, dot_act_q2_K, NULL};
     tab[V4F_TYPE_Q4_K] =
-        (v4f_quant_kernels){V4F_TYPE_Q4_K, dequant_q4_K, dot_f32_q4_K, V4F_TYPE_Q8_K, dot_act_q4_K};
+        (v4f_quant_kernels){V4F_TYPE_Q4_K, dequant_q4_K, dot_f32_q4_K, V4F_TYPE_Q8_K, dot_act_q4_K, NULL};
     tab[V4F_TYPE_IQ2_XXS] = (v4f_quant_kernels){V4F_TYPE_IQ2_XXS, dequant_iq2_xxs, dot_f32_iq2_xxs,
-                                                V4F_TYPE_Q8_K, dot_act_iq2_xxs};
+                                                V4F_TYPE_Q8_K, dot_act_iq2_xxs, NULL};
 }

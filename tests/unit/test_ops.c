@@ -446,3 +446,78 @@ TEST(ops_matmul_types) {
         check_matmul(V4F_TYPE_Q8_0, 256, 77, ns[i]);
     }
 }
+
+/* The decode matvec's int8-plane path (n == 1, types with dot_planes): every
+ * output equals the row's dot_planes over the planes of x (bit for bit, any
+ * thread count, X shared by several matmuls of one region or not), the f32
+ * path (planes_types = 0) equals dot_f32, and both are close to the double
+ * reference. On CPUs without the plane kernels both runs are the f32 path. */
+TEST(ops_matmul_planes) {
+    static const uint32_t types[] = {V4F_TYPE_Q8_0, V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+    const int64_t n_in = 768, n_out = 37;
+    test_rng r = {99};
+    float *w = malloc(sizeof(float) * n_in * n_out), *wd = malloc(sizeof(float) * n_in * n_out);
+    float *x = malloc(sizeof(float) * 2 * n_in), *y = malloc(sizeof(float) * 4 * n_out);
+    uint8_t *wq = malloc((size_t)n_in * n_out * 2), *xp = malloc(v4f_planes_bytes(n_in));
+    for (int64_t i = 0; i < n_in * n_out; i++) w[i] = test_rng_f32(&r);
+    for (int64_t i = 0; i < 2 * n_in; i++) x[i] = test_rng_f32(&r);
+    v4f_pool *p1 = v4f_pool_new(1), *p3 = v4f_pool_new(3);
+    v4f_cpu_ctx c1, c3;
+    REQUIRE(v4f_cpu_ctx_init(&c1, p1, n_in, NULL) == V4F_OK && v4f_cpu_ctx_init(&c3, p3, n_in, NULL) == V4F_OK);
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const uint32_t type = types[t];
+        uint64_t rb = 0;
+        REQUIRE(v4f_type_row_bytes(type, (uint64_t)n_in, &rb));
+        REQUIRE(v4f_quantize_rows(type, w, wq, n_out, n_in, NULL) == rb * n_out);
+        for (int64_t o = 0; o < n_out; o++) v4f_dequant_row_ref(type, wq + o * rb, wd + o * n_in, n_in);
+        const v4f_quant_kernels *k = v4f_quant_kernels_get(type);
+        v4f_cpu_mat m = {wq, type, n_in, n_out, rb}, half = v4f_cpu_mat_rows(&m, 5, 20);
+        double max_rel[2] = {0, 0};
+        for (int pl = 0; pl < 2; pl++) {
+            c1.planes_types = c3.planes_types = pl ? ~(uint64_t)0 : 0;
+            /* one region: W x0, W x1, rows 5..24 of W x0 (X shared with the first) */
+            const v4f_cpu_mm mm[3] = {{&m, x, n_in, 1, y, n_out},
+                                      {&m, x + n_in, n_in, 1, y + n_out, n_out},
+                                      {&half, x, n_in, 1, y + 2 * n_out, 20}};
+            v4f_cpu_matmul_multi(&c3, mm, 3);
+            v4f_cpu_matmul(&c1, &m, x, n_in, 1, y + 3 * n_out, n_out);
+            const bool planes = pl && k->dot_planes;
+            for (int xi = 0; xi < 2; xi++) {
+                if (planes) v4f_quantize_planes(x + xi * n_in, xp, n_in);
+                for (int64_t o = 0; o < n_out; o++) {
+                    const float *xr = x + xi * n_in;
+                    const uint8_t *wr = wq + o * rb;
+                    const float want = planes ? k->dot_planes(wr, xp, n_in) : k->dot_f32(wr, xr, n_in);
+                    double ref = 0, mag = 0;
+                    for (int64_t i = 0; i < n_in; i++) {
+                        ref += (double)wd[o * n_in + i] * xr[i];
+                        mag += fabs((double)wd[o * n_in + i] * xr[i]);
+                    }
+                    const float got = y[xi * n_out + o];
+                    if (mag > 0 && fabs(got - ref) / mag > max_rel[pl]) max_rel[pl] = fabs(got - ref) / mag;
+                    CHECK_MSG(memcmp(&got, &want, 4) == 0, "%s planes %d x%d row %lld: %.9g vs kernel %.9g",
+                              v4f_type_name(type), pl, xi, (long long)o, got, want);
+                    CHECK_MSG(fabs(got - ref) <= 1e-5 * mag, "%s planes %d x%d row %lld: %.9g vs ref %.9g",
+                              v4f_type_name(type), pl, xi, (long long)o, got, ref);
+                    if (xi == 0) {
+                        CHECK(memcmp(&y[3 * n_out + o], &got, 4) == 0); /* 1 thread, alone */
+                        if (o >= 5 && o < 25) CHECK(memcmp(&y[2 * n_out + o - 5], &got, 4) == 0);
+                    }
+                }
+            }
+        }
+        if (test_verbose())
+            printf("    %-8s decode matvec max err / sum|w x|: f32 %.2e, planes %.2e%s\n", v4f_type_name(type),
+                   max_rel[0], max_rel[1], k->dot_planes ? "" : " (no plane kernel)");
+    }
+    v4f_cpu_ctx_deinit(&c1);
+    v4f_cpu_ctx_deinit(&c3);
+    v4f_pool_free(p1);
+    v4f_pool_free(p3);
+    free(w);
+    free(wd);
+    free(x);
+    free(y);
+    free(wq);
+    free(xp);
+}

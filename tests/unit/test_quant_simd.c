@@ -206,3 +206,213 @@ static void check_act_isa(v4f_isa isa) {
 
 TEST(quant_act_simd_avx2) { check_act_isa(V4F_ISA_AVX2); }
 TEST(quant_act_simd_avx512) { check_act_isa(V4F_ISA_AVX512); }
+
+/* ---- int8-plane activations ------------------------------------------------------ */
+
+/* |x - d (p1 + p2 / 128 + p3 / 16384)| <= d / 32768 = max|x_group| / (127 *
+ * 32768) per element: the residuals r1, r2 of the split are exact and the
+ * last plane rounds the f32 quotient r2 / (d / 16384) to nearest; that
+ * quotient (|.| <= 64) is itself off by up to 2^-18, so the bound holds up
+ * to a factor 1 + 2^-17 (PLANE_RESID_SLACK). */
+#define PLANE_RESID (1.0 / (127.0 * 32768.0))
+#define PLANE_RESID_SLACK 1e-5
+/* VNNI dot_planes vs the scalar plane reference, relative to sum_i m_i |x_i|
+ * (m_i = |dl q| + |ml| of element i, |w_i| for IQ2_XXS): the
+ * integer sums are exact on both sides; the kernel rounds each lane's sum of
+ * 4 products to f32, multiplies by two scale products and accumulates up to
+ * n / 64 chunks per lane plus a 16-lane reduction in f32, the same shape as
+ * DOT_F32_REL_TOL's bound (a few hundred ulp at worst, ~1e-7 observed). */
+#define DOT_PLANES_REL_TOL 1e-5
+
+/* x rows that stress the split: normals scaled by `scale`, a zero group, a
+ * group with one spike (the other elements then sit in the low planes), a
+ * group of tiny values, and optionally a NaN or an Inf group. */
+static void planes_test_row(test_rng *r, float *x, int64_t n, float scale, int special) {
+    for (int64_t i = 0; i < n; i++) x[i] = test_rng_normal(r) * scale;
+    if (n >= 128) {
+        for (int i = 32; i < 64; i++) x[i] = 0.0f;
+        x[64 + 7] = 1000.0f * scale;
+        for (int i = 96; i < 128; i++) x[i] *= 1e-6f;
+    }
+    if (special == 1) x[n - 5] = NAN;
+    if (special == 2) x[n / 2] = -INFINITY;
+}
+
+/* |x_i - xhat_i| bound check of a reference split, group by group */
+static int check_split_bound(const float *x, const uint8_t *xp, int64_t n) {
+    for (int64_t g = 0; g < n / 32; g++) {
+        double amax = 0;
+        for (int l = 0; l < 32; l++) amax = fmax(amax, fabs(x[32 * g + l]));
+        const float d = v4f_quant_rd_f32(xp + v4f_planes_off_d(n) + 4 * g);
+        const size_t st = V4F_PLANES_STRIDE;
+        const uint8_t *p = xp + v4f_planes_group_off(g);
+        for (int l = 0; l < 32; l++) {
+            const double xh = d * ((int8_t)p[l] + (int8_t)p[st + l] / 128.0 + (int8_t)p[2 * st + l] / 16384.0);
+            if (!(fabs(xh - x[32 * g + l]) <= amax * PLANE_RESID * (1 + PLANE_RESID_SLACK))) {
+                test_fail(__FILE__, __LINE__, "plane split n=%lld group %lld elem %d: %.9g vs %.9g (amax %g)",
+                          (long long)n, (long long)g, l, xh, x[32 * g + l], amax);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static bool planes_isa(void) {
+    const v4f_quant_kernels *k = v4f_quant_kernels_isa(V4F_TYPE_Q2_K, V4F_ISA_AVX512);
+    return k && k->dot_planes;
+}
+
+/* The split: the reference meets its residual bound; the AVX-512 split
+ * writes the same bytes (d and s16 NaN patterns included). */
+TEST(quant_planes_split) {
+    const int64_t ns[] = {256, 512, 768, 4096, 16384};
+    const float scales[] = {1.0f, 1e-20f, 1e20f};
+    test_rng r = {777};
+    float *x = malloc((16384 + 8) * sizeof *x);
+    uint8_t *a = malloc(v4f_planes_bytes(16384) + 8), *b = malloc(v4f_planes_bytes(16384) + 8);
+    const bool simd = planes_isa();
+    if (!simd) printf("    skip SIMD part: no AVX-512 VNNI/VBMI plane kernels on this CPU\n");
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++)
+        for (size_t s = 0; s < sizeof scales / sizeof scales[0]; s++)
+            for (int special = 0; special < 3; special++) {
+                const int64_t n = ns[t];
+                const int off = (int)(t % 4);
+                planes_test_row(&r, x + off, n, scales[s], special);
+                const size_t bytes = v4f_planes_bytes(n);
+                memset(a, 0xAA, bytes + 8);
+                memset(b, 0x55, bytes + 8);
+                v4f_quant_planes_ref(x + off, a + off, n);
+                if (special == 0) CHECK(check_split_bound(x + off, a + off, n) == 0);
+                if (special) {
+                    const int64_t bad_g = (special == 1 ? n - 5 : n / 2) / 32;
+                    CHECK(isnan(v4f_quant_rd_f32(a + off + v4f_planes_off_d(n) + 4 * bad_g)));
+                }
+                if (!simd) continue;
+                v4f_quant_planes_avx512(x + off, b + off, n);
+                /* the gaps between sections are not written */
+                const size_t od = v4f_planes_off_d(n), os = v4f_planes_off_s16(n);
+                int same = memcmp(a + off, b + off, 3 * (size_t)n) == 0 &&
+                           memcmp(a + off + od, b + off + od, (size_t)n / 32 * 4) == 0 &&
+                           memcmp(a + off + os, b + off + os, (size_t)n / 16 * 4) == 0;
+                CHECK_MSG(same && b[off + bytes] == 0x55, "avx512 plane split differs (n=%lld scale %g special %d)",
+                          (long long)n, scales[s], special);
+            }
+    free(x);
+    free(a);
+    free(b);
+}
+
+/* per-element magnitude of the dequantized terms: |dl q| + |ml| (K-quants),
+ * else |w| */
+static void planes_mag(uint32_t type, const uint8_t *w, const float *wd, int64_t n, float *m) {
+    for (int64_t i = 0; i < n; i++) m[i] = fabsf(wd[i]);
+    if (type != V4F_TYPE_Q2_K && type != V4F_TYPE_Q4_K) return;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *b = w + (i / 256) * (type == V4F_TYPE_Q2_K ? 84 : 144);
+        const int e = (int)(i % 256);
+        float dl, ml;
+        if (type == V4F_TYPE_Q2_K) {
+            const uint8_t sc = b[V4F_Q2K_SCALES + 8 * (e / 128) + 2 * ((e % 128) / 32) + (e % 32 >= 16)];
+            const int q = (b[V4F_Q2K_QS + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+            dl = v4f_quant_rd_f16(b + V4F_Q2K_D) * (sc & 15) * q;
+            ml = v4f_quant_rd_f16(b + V4F_Q2K_DMIN) * (sc >> 4);
+        } else {
+            uint8_t sc, mn;
+            v4f_quant_q4k_scale_min(b + V4F_Q4K_SCALES, e / 32, &sc, &mn);
+            const int q = (b[V4F_Q4K_QS + 32 * (e / 64) + e % 32] >> (4 * ((e / 32) & 1))) & 15;
+            dl = v4f_quant_rd_f16(b + V4F_Q4K_D) * sc * q;
+            ml = v4f_quant_rd_f16(b + V4F_Q4K_DMIN) * mn;
+        }
+        m[i] = fabsf(dl) + fabsf(ml);
+    }
+}
+
+/* dot_planes of the AVX-512 table against (a) the scalar plane reference
+ * (DOT_PLANES_REL_TOL) and (b) the double dot of the reference-dequantized
+ * row with the f32 x: DOT_F32_REL_TOL of sum m|x| plus the split's residual
+ * bound, sum_i |w_i| max|x_group(i)| PLANE_RESID. A group with a NaN or Inf
+ * gives NaN on both plane paths. */
+TEST(quant_planes_dot) {
+    if (!planes_isa()) {
+        printf("    skip: no AVX-512 VNNI/VBMI plane kernels on this CPU\n");
+        return;
+    }
+    static const uint32_t types[] = {V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+    const int64_t ns[] = {256, 512, 768, 4096, 16384};
+    const float scales[] = {1.0f, 1e-20f, 1e20f};
+    const int64_t nmax = 16384;
+    uint8_t *w = malloc(nmax * 2 + 64), *xp = malloc(v4f_planes_bytes(nmax) + 64);
+    float *x = malloc((nmax + 8) * sizeof *x), *wd = malloc(nmax * sizeof *wd), *m = malloc(nmax * sizeof *m);
+    test_rng r = {4321};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const uint32_t type = types[t];
+        const v4f_quant_kernels *k = v4f_quant_kernels_isa(type, V4F_ISA_AVX512);
+        const v4f_quant_dot_planes_fn ref = v4f_quant_dot_planes_ref(type);
+        REQUIRE(k && k->dot_planes && ref);
+        double max_a = 0, max_b = 0;
+        int fails = 0;
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0] && fails < 5; ni++) {
+            const int64_t n = ns[ni];
+            for (size_t s = 0; s < sizeof scales / sizeof scales[0]; s++) {
+                for (int special = 0; special < 3; special++) {
+                    const int off = (int)((ni + s + special) % 4);
+                    planes_test_row(&r, x + off, n, scales[s], special);
+                    v4f_quantize_planes(x + off, xp + off, n);
+                    for (int row = 0; row < 3; row++) {
+                        tq_rand_row(&r, type, w + off, n);
+                        const float have_f = k->dot_planes(w + off, xp + off, n);
+                        const double have = have_f, want = ref(w + off, xp + off, n);
+                        if (type == V4F_TYPE_IQ2_XXS) {
+                            /* the two grid lookups give the same integers and
+                             * the same f32 operations */
+                            const float g = v4f_quant_iq2_planes_variant(true)(w + off, xp + off, n);
+                            const float tb = v4f_quant_iq2_planes_variant(false)(w + off, xp + off, n);
+                            CHECK_MSG(memcmp(&g, &have_f, 4) == 0 && memcmp(&tb, &have_f, 4) == 0,
+                                      "IQ2_XXS gather %.9g / table %.9g / table entry %.9g differ (n=%lld)", g, tb,
+                                      have_f, (long long)n);
+                        }
+                        if (special) {
+                            CHECK_MSG(isnan(have) && isnan(want), "%s n=%lld: non-finite x gives %g / %g, not NaN",
+                                      v4f_type_name(type), (long long)n, have, want);
+                            continue;
+                        }
+                        v4f_dequant_row_ref(type, w + off, wd, n);
+                        planes_mag(type, w + off, wd, n, m);
+                        double mag = 0, resid = 0;
+                        const double exact = tq_dot(wd, x + off, n, NULL);
+                        for (int64_t i = 0; i < n; i++) mag += (double)m[i] * fabs(x[off + i]);
+                        for (int64_t g = 0; g < n / 32; g++) {
+                            double amax = 0, sw = 0;
+                            for (int l = 0; l < 32; l++) {
+                                amax = fmax(amax, fabs(x[off + 32 * g + l]));
+                                sw += fabs(wd[32 * g + l]);
+                            }
+                            resid += sw * amax * PLANE_RESID * (1 + PLANE_RESID_SLACK);
+                        }
+                        if (mag > 0) {
+                            max_a = fmax(max_a, fabs(have - want) / mag);
+                            max_b = fmax(max_b, fabs(have - exact) / mag);
+                        }
+                        if (!(fabs(have - want) <= DOT_PLANES_REL_TOL * mag) ||
+                            !(fabs(have - exact) <= DOT_F32_REL_TOL * mag + resid)) {
+                            test_fail(__FILE__, __LINE__,
+                                      "%s dot_planes n=%lld scale %g row %d: %.9g, plane ref %.9g, f32 ref %.9g "
+                                      "(mag %g, resid bound %g)",
+                                      v4f_type_name(type), (long long)n, scales[s], row, have, want, exact, mag, resid);
+                            fails++;
+                        }
+                    }
+                }
+            }
+        }
+        if (test_verbose())
+            printf("    %-8s dot_planes max rel err vs plane ref %.2e, vs f32 ref %.2e (of sum m|x|)\n",
+                   v4f_type_name(type), max_a, max_b);
+    }
+    free(w);
+    free(xp);
+    free(x);
+    free(wd);
+    free(m);
+}

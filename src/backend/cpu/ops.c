@@ -6,8 +6,11 @@
  * tricks (ceil(log2(amax * (1/max))) from the float's bits), Sinkhorn in the
  * kernel's operation order, sink logit only in the softmax denominator.
  *
- * Ownership: nothing is allocated here except the ctx's per-thread tiles.
- * Threading: plain ops are pure; v4f_cpu_matmul uses the ctx's pool.
+ * Ownership: nothing is allocated here except the ctx's per-thread tiles and
+ * its int8-plane scratch (both at ctx init).
+ * Threading: plain ops are pure; v4f_cpu_matmul uses the ctx's pool (the
+ * planes of a decode region are written by the calling thread before the
+ * pool runs, read-only during it).
  */
 #include "backend/cpu/ops.h"
 
@@ -24,6 +27,23 @@
 
 /* ---- matmul -------------------------------------------------------------- */
 
+/* V4F_CPU_PLANES: unset or 1 = every type, 0 = none, else a comma list of
+ * type names */
+static uint64_t planes_env(void) {
+    const char *e = getenv("V4F_CPU_PLANES");
+    if (!e || !*e || strcmp(e, "1") == 0) return ~(uint64_t)0;
+    uint64_t m = 0;
+    for (uint32_t t = 0; t < V4F_TYPE_COUNT && t < 64; t++) {
+        const char *name = v4f_type_name(t), *p = e;
+        const size_t len = name[0] == '?' ? 0 : strlen(name);
+        while (len && (p = strstr(p, name)) != NULL) {
+            if ((p == e || p[-1] == ',') && (p[len] == ',' || p[len] == 0)) m |= (uint64_t)1 << t;
+            p += len;
+        }
+    }
+    return m;
+}
+
 v4f_status v4f_cpu_ctx_init(v4f_cpu_ctx *c, v4f_pool *pool, int64_t max_n_in, v4f_err *err) {
     memset(c, 0, sizeof *c);
     c->pool = pool;
@@ -37,10 +57,19 @@ v4f_status v4f_cpu_ctx_init(v4f_cpu_ctx *c, v4f_pool *pool, int64_t max_n_in, v4
             return v4f_err_set(err, V4F_STATUS_OOM, "cpu ctx: cannot allocate matmul tiles");
         }
     }
+    c->planes_types = planes_env();
+    c->planes_cap = V4F_CPU_PLANE_SLOTS * ((v4f_planes_bytes((max_n_in + 255) / 256 * 256) + 63) & ~(size_t)63);
+    c->planes = v4f_aligned_alloc(c->planes_cap);
+    if (!c->planes) {
+        v4f_cpu_ctx_deinit(c);
+        return v4f_err_set(err, V4F_STATUS_OOM, "cpu ctx: cannot allocate the plane scratch");
+    }
     return V4F_OK;
 }
 
 void v4f_cpu_ctx_deinit(v4f_cpu_ctx *c) {
+    v4f_aligned_free(c->planes);
+    c->planes = NULL;
     if (!c->tile) return;
     for (int i = 0; i < c->n_threads; i++) v4f_aligned_free(c->tile[i]);
     free(c->tile);
@@ -127,10 +156,17 @@ void v4f_cpu_gemm_f32(const float *W, int64_t nr, const float *X, int64_t ldx, i
     v4f_cpu_gemm_tile_get()(W, nr, X, ldx, nt, K, Y, ldy);
 }
 
-void v4f_cpu_matmul_st(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_t n, float *Y,
-                       int64_t ldy, float *tile) {
+/* v4f_cpu_matmul_st; xp: the planes of X (n == 1, a type with dot_planes)
+ * or NULL */
+static void matmul_rows(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_t n, float *Y,
+                        int64_t ldy, float *tile, const void *xp) {
     const v4f_quant_kernels *k = v4f_quant_kernels_get(W->type);
     V4F_ASSERT(k != NULL);
+    if (xp) {
+        for (int64_t r = 0; r < W->n_out; r++)
+            Y[r] = k->dot_planes((const uint8_t *)W->data + (uint64_t)r * W->row_bytes, xp, W->n_in);
+        return;
+    }
     if (n == 1 && k->dot_f32) {
         for (int64_t r = 0; r < W->n_out; r++)
             Y[r] = k->dot_f32((const uint8_t *)W->data + (uint64_t)r * W->row_bytes, X, W->n_in);
@@ -151,6 +187,11 @@ void v4f_cpu_matmul_st(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_
     }
 }
 
+void v4f_cpu_matmul_st(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_t n, float *Y,
+                       int64_t ldy, float *tile) {
+    matmul_rows(W, X, ldx, n, Y, ldy, tile, NULL);
+}
+
 /* Prefill: a task dequantizes its row tile once per TOK_BLOCK tokens (256:
  * +10% GFLOP/s over 64 on the Xeon host's dense projections at 2048
  * tokens, docs/PERF_NOTES.md; results do not depend on it). */
@@ -160,6 +201,7 @@ void v4f_cpu_matmul_st(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_
 typedef struct {
     v4f_cpu_mm mm;
     int64_t rows_per_task, n_row_tasks, task0, n_tasks;
+    const void *xp; /* planes of mm.X (decode, dot_planes) or NULL */
 } mm_plan;
 
 typedef struct {
@@ -181,6 +223,7 @@ typedef struct {
 
 static void plan_mm(const v4f_cpu_mm *m, int64_t nt, int64_t task0, mm_plan *p) {
     p->mm = *m;
+    p->xp = NULL;
     int64_t n_out = m->W->n_out;
     if (m->n == 1) {
         int64_t per = (n_out + nt * DECODE_TASKS_PER_THREAD - 1) / (nt * DECODE_TASKS_PER_THREAD);
@@ -213,8 +256,31 @@ static void multi_task(void *ctx, int64_t task, int thread) {
     int64_t t0 = tt * TOK_BLOCK;
     int64_t nt = j->mm.n - t0 < TOK_BLOCK ? j->mm.n - t0 : TOK_BLOCK;
     v4f_cpu_mat sub = v4f_cpu_mat_rows(j->mm.W, r0, nr);
-    v4f_cpu_matmul_st(&sub, j->mm.X + t0 * j->mm.ldx, j->mm.ldx, nt,
-                      j->mm.Y + t0 * j->mm.ldy + r0, j->mm.ldy, mj->c->tile[thread]);
+    matmul_rows(&sub, j->mm.X + t0 * j->mm.ldx, j->mm.ldx, nt, j->mm.Y + t0 * j->mm.ldy + r0, j->mm.ldy,
+                mj->c->tile[thread], j->xp);
+}
+
+/* Decode matvecs of types with a plane kernel: split each distinct X (same
+ * pointer and n_in) once into the ctx scratch, before the row tasks run;
+ * an X whose planes no longer fit keeps the f32 path. */
+static void plan_planes(v4f_cpu_ctx *c, mm_plan *plans, int np) {
+    if (!c->planes_types) return;
+    size_t used = 0;
+    for (int i = 0; i < np; i++) {
+        const v4f_cpu_mm *m = &plans[i].mm;
+        const v4f_quant_kernels *k = v4f_quant_kernels_get(m->W->type);
+        if (m->n != 1 || !k || !k->dot_planes || m->W->type >= 64 || !((c->planes_types >> m->W->type) & 1))
+            continue;
+        for (int j = 0; j < i && !plans[i].xp; j++)
+            if (plans[j].xp && plans[j].mm.X == m->X && plans[j].mm.W->n_in == m->W->n_in)
+                plans[i].xp = plans[j].xp;
+        if (plans[i].xp) continue;
+        const size_t need = (v4f_planes_bytes(m->W->n_in) + 63) & ~(size_t)63;
+        if (used + need > c->planes_cap) continue;
+        v4f_quantize_planes(m->X, c->planes + used, m->W->n_in);
+        plans[i].xp = c->planes + used;
+        used += need;
+    }
 }
 
 void v4f_cpu_matmul_multi(v4f_cpu_ctx *c, const v4f_cpu_mm *mms, int n_mm) {
@@ -234,11 +300,12 @@ void v4f_cpu_matmul_multi(v4f_cpu_ctx *c, const v4f_cpu_mm *mms, int n_mm) {
             np++;
         }
         if (np == 0) continue;
+        plan_planes(c, plans, np);
         if (macs < V4F_CPU_INLINE_MACS) {
             /* too small to pay for waking the pool */
             for (int i = 0; i < np; i++)
-                v4f_cpu_matmul_st(plans[i].mm.W, plans[i].mm.X, plans[i].mm.ldx, plans[i].mm.n,
-                                  plans[i].mm.Y, plans[i].mm.ldy, c->tile[0]);
+                matmul_rows(plans[i].mm.W, plans[i].mm.X, plans[i].mm.ldx, plans[i].mm.n, plans[i].mm.Y,
+                            plans[i].mm.ldy, c->tile[0], plans[i].xp);
             continue;
         }
         multi_job mj = {c, plans, np};

@@ -44,15 +44,26 @@ static inline v4f_cpu_mat v4f_cpu_mat_rows(const v4f_cpu_mat *m, int64_t row0, i
     return r;
 }
 
-/* Matmul context: the pool and per-thread dequantization scratch. */
+/* Matmul context: the pool, per-thread dequantization scratch and the
+ * int8-plane scratch of the decode matvec. */
 typedef struct v4f_cpu_ctx {
     v4f_pool *pool;
     int n_threads;
     int64_t max_n_in;   /* largest n_in the scratch fits */
     float **tile;       /* [n_threads] -> V4F_CPU_TILE_ROWS * max_n_in floats */
+    /* planes of the distinct X rows of one decode region (quant.h,
+     * v4f_quantize_planes): V4F_CPU_PLANE_SLOTS rows of max_n_in, packed */
+    uint8_t *planes;
+    size_t planes_cap;
+    /* bit t set: decode matvecs of type t use its dot_planes kernel where
+     * it has one (default: all types). Env V4F_CPU_PLANES at ctx init: 0 =
+     * none (the f32 dot_f32 kernels, for A/B), or a comma list of type
+     * names (e.g. IQ2_XXS,Q2_K). */
+    uint64_t planes_types;
 } v4f_cpu_ctx;
 
 #define V4F_CPU_TILE_ROWS 16
+#define V4F_CPU_PLANE_SLOTS 16
 /* Jobs below this many multiply-adds run on the calling thread. */
 #define V4F_CPU_INLINE_MACS (256.0 * 1024.0)
 
@@ -62,8 +73,12 @@ void v4f_cpu_ctx_deinit(v4f_cpu_ctx *c);
 
 /* Y[t][r] = W[r] . X[t] for t < n, r < W->n_out. X rows have stride ldx
  * floats, Y rows stride ldy. n == 1 uses the type's dot kernel per row
- * (parallel over row blocks); n > 1 dequantizes row tiles to float32 once and
- * runs a blocked f32 kernel over all n rows of X (parallel over row tiles). */
+ * (parallel over row blocks): dot_planes over the planes of X, split once
+ * per call on the calling thread, where the type has that kernel and is in
+ * the ctx's planes_types and the planes fit the scratch; dot_f32 otherwise. n > 1
+ * dequantizes row tiles to float32 once and runs a blocked f32 kernel over
+ * all n rows of X (parallel over row tiles). Results do not depend on the
+ * thread count. */
 void v4f_cpu_matmul(v4f_cpu_ctx *c, const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_t n,
                     float *Y, int64_t ldy);
 /* Several independent matmuls in one parallel region (one pool wake-up):

@@ -1,0 +1,360 @@
+/*
+ * quant_planes_avx512.c - int8-plane activations on AVX-512 + VNNI + VBMI:
+ * the plane split of an f32 row (byte-identical to v4f_quant_planes_ref) and
+ * the plane dots of Q2_K, Q4_K and IQ2_XXS, the dot_planes members of the
+ * AVX-512 table (quant.c fills them only where cpuid reports VNNI and VBMI).
+ * The file is compiled with the AVX-512 flags; every function carries the
+ * VNNI/VBMI target attribute (so nothing else in the build assumes them).
+ *
+ * Why: the f32 dots of the 2-bit types are bound by the instructions that
+ * turn codes into floats (docs/PERF_NOTES.md, "CPU speed (session 3)"). Here
+ * x is split once per matvec into three int8 planes per group of 32
+ * (quant_internal.h) and vpdpbusd multiplies 64 unsigned weight bytes with 64
+ * signed plane bytes per instruction, summing groups of 4 into 16 int32
+ * lanes. The weight codes are the unsigned operand (Q2_K / Q4_K codes, the
+ * IQ2_XXS grid magnitudes); the IQ2_XXS sign bits are moved onto the planes
+ * with a byte mask. (A Q8_0 kernel of the same kind, |code| with the sign on
+ * the planes, ran at parity with the f32 one in decode on the Xeon host and
+ * slower on the EPYC: not kept, docs/PERF_NOTES.md.)
+ *
+ * One 64-byte weight chunk against the three planes of its 64 elements:
+ * T = (((S1 << 7) + S2) << 7) + S3 per lane, computed as dpbusd, shift,
+ * dpbusd, shift, dpbusd in one register. |T| <= 4 * 43 * 127 * 16513 <
+ * 2^31, so T is exact; it is converted to float and multiplied by the lane's
+ * scale d_w * d_x / 16384 (lanes 0-7 and 8-15 belong to the two groups the
+ * chunk covers). K-quant mins use the f32 sums of x (s16). A group of x with
+ * a NaN or Inf has d_x = NaN, which makes the result NaN. Each chunk index
+ * has its own f32 accumulator (one chain was bound by the FMA latency). The
+ * weights are prefetched g_pf bytes ahead (default PLANES_PF_BYTES).
+ *
+ * Invariants: the integer sums equal the reference's exactly; the results
+ * differ from v4f_quant_dot_planes_ref only by f32 rounding (the lane
+ * conversions, the scale products and the summation order).
+ * Threading: pure functions; g_pf and the IQ2_XXS code tables are written
+ * once by the filler (under the dispatch pthread_once), read-only after.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "quant/quant_x86.h"
+
+#define VNNI_FN __attribute__((target("avx512vnni,avx512vbmi")))
+#define INV16384 (1.0f / 16384.0f)
+
+/* Software prefetch distance of the weight rows: 1 KiB took the all-thread
+ * streaming matvec on the 16-core Xeon host from 49-57 to 66-67 GB/s (Q2_K),
+ * 64-71 to 82-83 (Q4_K), 30-31 to 32-35 (IQ2_XXS) (docs/PERF_NOTES.md).
+ * V4F_PLANES_PF=bytes overrides it (0: none). */
+#define PLANES_PF_BYTES 1024
+static int64_t g_pf;
+
+/* prefetch the n_lines cache lines of the block at p, g_pf bytes ahead */
+static inline void pf_block(const uint8_t *p, int n_lines) {
+    if (!g_pf) return;
+    for (int i = 0; i < n_lines; i++) _mm_prefetch((const char *)p + g_pf + 64 * i, _MM_HINT_T0);
+}
+
+/* T = 16384 S1 + 128 S2 + S3 per lane; a: unsigned weight bytes, b*: the
+ * signed planes */
+VNNI_FN static inline __m512i chain3(__m512i a, __m512i b1, __m512i b2, __m512i b3) {
+    __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a, b1);
+    t = _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, b2);
+    return _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, b3);
+}
+
+/* planes of a record (p1, p2, p3 at 0, 64, 128) with the bytes under k
+ * negated */
+VNNI_FN static inline __m512i chain3_signed(__m512i a, const uint8_t *p, __mmask64 k) {
+    const __m512i z = _mm512_setzero_si512();
+    __m512i x1 = _mm512_loadu_si512((const void *)p), x2 = _mm512_loadu_si512((const void *)(p + 64)),
+            x3 = _mm512_loadu_si512((const void *)(p + 128));
+    x1 = _mm512_mask_sub_epi8(x1, k, z, x1);
+    x2 = _mm512_mask_sub_epi8(x2, k, z, x2);
+    x3 = _mm512_mask_sub_epi8(x3, k, z, x3);
+    return chain3(a, x1, x2, x3);
+}
+
+VNNI_FN static inline __m512i chain3_plain(__m512i a, const uint8_t *p) {
+    return chain3(a, _mm512_loadu_si512((const void *)p), _mm512_loadu_si512((const void *)(p + 64)),
+                  _mm512_loadu_si512((const void *)(p + 128)));
+}
+
+/* lanes 0-7 = s[j], lanes 8-15 = s[j + 4] of an 8-float vector */
+VNNI_FN static inline __m512 pair_scale(__m256 s, int j) {
+    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(j), _mm256_set1_epi32(j + 4), 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(s));
+}
+
+/* ---- the split ----------------------------------------------------------------- */
+
+/* the 16-lane halving sum of quant_internal.h (s16) */
+VNNI_FN static inline float sum16(__m512 v) {
+    const __m256 t8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+    const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+    return _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
+}
+
+/* rne(r / dk), the quotient clamped to [-127, 127] (as plane_code) */
+VNNI_FN static inline __m512 plane_q(__m512 r, float dk) {
+    if (!(dk > 0.0f)) return _mm512_setzero_ps();
+    __m512 t = _mm512_div_ps(r, _mm512_set1_ps(dk));
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+VNNI_FN static inline void store_codes(uint8_t *p, __m512 q) {
+    _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
+}
+
+VNNI_FN void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n) {
+    uint8_t *out = dst;
+    uint8_t *dg = out + v4f_planes_off_d(n), *s16 = out + v4f_planes_off_s16(n);
+    const __m512 fmax = _mm512_set1_ps(3.402823466e38f);
+    for (int64_t g = 0; g < n / 32; g++) {
+        const __m512 v[2] = {_mm512_loadu_ps(x + 32 * g), _mm512_loadu_ps(x + 32 * g + 16)};
+        const __m512 a0 = _mm512_abs_ps(v[0]), a1 = _mm512_abs_ps(v[1]);
+        const int bad = (_mm512_cmp_ps_mask(a0, fmax, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, fmax, _CMP_NLE_UQ)) != 0;
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        const float d1 = amax / 127.0f, d2 = d1 * (1.0f / 128.0f), d3 = d2 * (1.0f / 128.0f);
+        const size_t stride = V4F_PLANES_STRIDE;
+        uint8_t *p = out + v4f_planes_group_off(g);
+        for (int h = 0; h < 2; h++) {
+            __m512 q1 = _mm512_setzero_ps(), q2 = q1, q3 = q1;
+            if (!bad && amax > 0.0f) {
+                q1 = plane_q(v[h], d1);
+                const __m512 r1 = _mm512_fnmadd_ps(_mm512_set1_ps(d1), q1, v[h]);
+                q2 = plane_q(r1, d2);
+                const __m512 r2 = _mm512_fnmadd_ps(_mm512_set1_ps(d2), q2, r1);
+                q3 = plane_q(r2, d3);
+            }
+            store_codes(p + 16 * h, q1);
+            store_codes(p + stride + 16 * h, q2);
+            store_codes(p + 2 * stride + 16 * h, q3);
+        }
+        float dv = d1, s0 = sum16(v[0]), s1 = sum16(v[1]);
+        if (bad) dv = s0 = s1 = NAN;
+        memcpy(dg + 4 * g, &dv, 4);
+        memcpy(s16 + 8 * g, &s0, 4);
+        memcpy(s16 + 8 * g + 4, &s1, 4);
+    }
+}
+
+/* ---- Q2_K: one 64-byte load of qs, shifted by 2s, is chunk s ------------------ */
+
+VNNI_FN static float dot_planes_q2_K(const void *w, const void *xp, int64_t n) {
+    const uint8_t *a = w, *xq = xp;
+    const float *dx = (const float *)(xq + v4f_planes_off_d(n));
+    const float *xs = (const float *)(xq + v4f_planes_off_s16(n));
+    /* scale group g of a block lies in x group g >> 1 */
+    const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    __m512i gperm[4]; /* lanes of chunk s: groups 2s, 2s + 1, 8 + 2s, 9 + 2s, 4 lanes each */
+    for (int s = 0; s < 4; s++)
+        gperm[s] = _mm512_setr_epi32(2 * s, 2 * s, 2 * s, 2 * s, 2 * s + 1, 2 * s + 1, 2 * s + 1, 2 * s + 1,
+                                     8 + 2 * s, 8 + 2 * s, 8 + 2 * s, 8 + 2 * s, 9 + 2 * s, 9 + 2 * s, 9 + 2 * s,
+                                     9 + 2 * s);
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 accm = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / 256; b++, a += X86_Q2K_BYTES) {
+        pf_block(a, 2);
+        const __m512i qs = _mm512_loadu_si512((const void *)(a + V4F_Q2K_QS));
+        const __m128i sc = _mm_loadu_si128((const __m128i *)(a + V4F_Q2K_SCALES));
+        const __m128i m4 = _mm_set1_epi8(15);
+        const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sc, m4)));
+        const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sc, 4), m4)));
+        const __m512 dx16 = _mm512_permutexvar_ps(half, _mm512_castps256_ps512(_mm256_loadu_ps(dx + 8 * b)));
+        const __m512 sd = _mm512_mul_ps(_mm512_mul_ps(scf, _mm512_set1_ps(x86_f16(a + V4F_Q2K_D) * INV16384)), dx16);
+        const __m512 ml = _mm512_mul_ps(mf, _mm512_set1_ps(x86_f16(a + V4F_Q2K_DMIN)));
+        accm = _mm512_fmadd_ps(ml, _mm512_loadu_ps(xs + 16 * b), accm);
+        const uint8_t *p = xq + 768 * b;
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(qs, 2 * s), m3);
+            const __m512i t = chain3_plain(codes, p + 192 * s);
+            acc[s] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_permutexvar_ps(gperm[s], sd), acc[s]);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) -
+           _mm512_reduce_add_ps(accm);
+}
+
+/* ---- Q4_K: chunk j = sub-blocks j and j + 4 = nibble j & 1 of qs chunks j / 2
+ * and j / 2 + 2 ---------------------------------------------------------------------- */
+
+VNNI_FN static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
+    const uint8_t *a = w, *xq = xp;
+    const float *dx = (const float *)(xq + v4f_planes_off_d(n));
+    const float *xs = (const float *)(xq + v4f_planes_off_s16(n));
+    const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i m15 = _mm512_set1_epi8(15);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 accm = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / 256; b++, a += X86_Q4K_BYTES) {
+        pf_block(a, 3);
+        uint8_t sc[8], m[8];
+        x86_q4k_scale_bytes(a + V4F_Q4K_SCALES, sc, m);
+        const __m256 s = _mm256_mul_ps(
+            _mm256_mul_ps(x86_u8x8_ps(sc), _mm256_set1_ps(x86_f16(a + V4F_Q4K_D) * INV16384)),
+            _mm256_loadu_ps(dx + 8 * b));
+        const __m256 ml = _mm256_mul_ps(x86_u8x8_ps(m), _mm256_set1_ps(x86_f16(a + V4F_Q4K_DMIN)));
+        accm = _mm512_fmadd_ps(_mm512_permutexvar_ps(half, _mm512_castps256_ps512(ml)), _mm512_loadu_ps(xs + 16 * b),
+                               accm);
+        const uint8_t *q = a + V4F_Q4K_QS, *p = xq + 768 * b;
+#pragma GCC unroll 2
+        for (int c = 0; c < 2; c++) {
+            const __m256i c0 = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
+            const __m256i c2 = _mm256_loadu_si256((const __m256i *)(q + 32 * c + 64));
+            const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c2, 1);
+            const __m512i t0 = chain3_plain(_mm512_and_si512(z, m15), p + 192 * (2 * c));
+            const __m512i t1 = chain3_plain(_mm512_and_si512(_mm512_srli_epi16(z, 4), m15), p + 192 * (2 * c + 1));
+            acc[2 * c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0), pair_scale(s, 2 * c), acc[2 * c]);
+            acc[2 * c + 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1), pair_scale(s, 2 * c + 1), acc[2 * c + 1]);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) -
+           _mm512_reduce_add_ps(accm);
+}
+
+/* ---- IQ2_XXS --------------------------------------------------------------------- */
+
+/* Per block, from the 64 bytes of qs in one register (qword g = group g: 4
+ * grid indices, then aux = 4 x 7 sign bits + the 4-bit scale): the sign
+ * bytes come from vpmultishiftqb (bits 32 + 7l of each qword, l = 0..3) and
+ * vpermi2b (the 128-entry ksigns table, low 7 bits of the index); a dword
+ * permute pairs groups j and j + 4 into the 64-bit mask of chunk j. The grid
+ * rows (64 magnitude bytes per chunk) come from one of two lookups, chosen
+ * at fill time (same bytes, so the same results):
+ *  - gather: vpermb zero-extends the chunk's 8 indices to qwords, a qword
+ *    gather reads the 8 rows (Intel: 3.3-3.5 GB/s per core in cache on the
+ *    Sapphire Rapids host vs 3.1 for the table);
+ *  - table: each row as 8 two-bit codes (0, 1, 2 for 0x08, 0x19, 0x2b), 16
+ *    bits per row held in 8 registers (low and high bytes of 256 rows); per
+ *    block 4 vpermi2b + 2 blends look up the 32 rows, per chunk a word ->
+ *    qword spread, vpmultishiftqb and a 64-entry vpermb expand them to
+ *    bytes (AMD: gathers are slow there, 6.2 vs 3.6 GB/s on the Zen 5 dev
+ *    box). docs/PERF_NOTES.md, "CPU int8-plane decode kernels". */
+
+/* clang-format off */
+/* byte 8i of qword i: grid index byte i of group j (i < 4) or of group j + 4 */
+static const uint8_t k_gidx[4][64] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 33, 0, 0, 0, 0, 0, 0, 0, 34, 0, 0, 0, 0, 0, 0, 0, 35, 0, 0, 0, 0, 0, 0, 0},
+    {8, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 41, 0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 43, 0, 0, 0, 0, 0, 0, 0},
+    {16, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0, 18, 0, 0, 0, 0, 0, 0, 0, 19, 0, 0, 0, 0, 0, 0, 0, 48, 0, 0, 0, 0, 0, 0, 0, 49, 0, 0, 0, 0, 0, 0, 0, 50, 0, 0, 0, 0, 0, 0, 0, 51, 0, 0, 0, 0, 0, 0, 0},
+    {24, 0, 0, 0, 0, 0, 0, 0, 25, 0, 0, 0, 0, 0, 0, 0, 26, 0, 0, 0, 0, 0, 0, 0, 27, 0, 0, 0, 0, 0, 0, 0, 56, 0, 0, 0, 0, 0, 0, 0, 57, 0, 0, 0, 0, 0, 0, 0, 58, 0, 0, 0, 0, 0, 0, 0, 59, 0, 0, 0, 0, 0, 0, 0}};
+/* the 32 grid indices of a block in chunk order: chunk j at bytes 8j..8j+7 */
+static const uint8_t k_iord[64] = {0, 1, 2, 3, 32, 33, 34, 35, 8, 9, 10, 11, 40, 41, 42, 43,
+                                   16, 17, 18, 19, 48, 49, 50, 51, 24, 25, 26, 27, 56, 57, 58, 59};
+/* clang-format on */
+
+/* the grid rows as two-bit codes, low and high byte tables; magnitude of a
+ * code by its low 2 bits (filled once by v4f_quant_fill_planes_avx512) */
+static uint8_t g_code_lo[256], g_code_hi[256], g_mag[64];
+
+/* The per-block part shared by both lookups: scale lanes s (d_w d_x / 16384
+ * of the 8 groups) and the sign masks of the 4 chunks. */
+VNNI_FN static inline __m256 iq2_block(const uint8_t *a, __m512i q, const float *dxb, __mmask64 mk[4]) {
+    const __m512i ks_lo = _mm512_loadu_si512((const void *)v4f_quant_ksigns);
+    const __m512i ks_hi = _mm512_loadu_si512((const void *)(v4f_quant_ksigns + 64));
+    const __m512i sel = _mm512_set1_epi64(0x352e2720352e2720ll); /* bit offsets 32, 39, 46, 53 */
+    const __m512i pair = _mm512_setr_epi32(0, 8, 2, 10, 4, 12, 6, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m256i aux = _mm512_castsi512_si256(_mm512_permutexvar_epi32(odd, q));
+    const __m256 ls = _mm256_cvtepi32_ps(_mm256_srli_epi32(aux, 28));
+    const __m256 db = _mm256_mul_ps(
+        _mm256_mul_ps(_mm256_set1_ps(x86_f16(a + V4F_IQ2_D)), _mm256_add_ps(_mm256_set1_ps(0.5f), ls)),
+        _mm256_set1_ps(0.25f));
+    const __m512i sgn = _mm512_permutex2var_epi8(ks_lo, _mm512_multishift_epi64_epi8(sel, q), ks_hi);
+    _mm256_storeu_si256((__m256i *)mk, _mm512_castsi512_si256(_mm512_permutexvar_epi32(pair, sgn)));
+    return _mm256_mul_ps(_mm256_mul_ps(db, _mm256_loadu_ps(dxb)), _mm256_set1_ps(INV16384));
+}
+
+#define IQ2_SUM(acc) \
+    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps((acc)[0], (acc)[1]), _mm512_add_ps((acc)[2], (acc)[3])))
+
+VNNI_FN static float dot_planes_iq2_xxs_gather(const void *w, const void *xp, int64_t n) {
+    const uint8_t *a = w, *xq = xp;
+    const float *dx = (const float *)(xq + v4f_planes_off_d(n));
+    const long long *grid = (const long long *)v4f_quant_iq2xxs_grid;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES) {
+        pf_block(a, 2);
+        const __m512i q = _mm512_loadu_si512((const void *)(a + V4F_IQ2_QS));
+        __mmask64 mk[4];
+        const __m256 s = iq2_block(a, q, dx + 8 * b, mk);
+        const uint8_t *p = xq + 768 * b;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m512i gi =
+                _mm512_maskz_permutexvar_epi8(0x0101010101010101ull, _mm512_loadu_si512((const void *)k_gidx[j]), q);
+            const __m512i wv = _mm512_i64gather_epi64(gi, grid, 8);
+            const __m512i t = chain3_signed(wv, p + 192 * j, mk[j]);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), pair_scale(s, j), acc[j]);
+        }
+    }
+    return IQ2_SUM(acc);
+}
+
+VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int64_t n) {
+    const uint8_t *a = w, *xq = xp;
+    const float *dx = (const float *)(xq + v4f_planes_off_d(n));
+    const __m512i l0 = _mm512_loadu_si512((const void *)g_code_lo);
+    const __m512i l1 = _mm512_loadu_si512((const void *)(g_code_lo + 64));
+    const __m512i l2 = _mm512_loadu_si512((const void *)(g_code_lo + 128));
+    const __m512i l3 = _mm512_loadu_si512((const void *)(g_code_lo + 192));
+    const __m512i h0 = _mm512_loadu_si512((const void *)g_code_hi);
+    const __m512i h1 = _mm512_loadu_si512((const void *)(g_code_hi + 64));
+    const __m512i h2 = _mm512_loadu_si512((const void *)(g_code_hi + 128));
+    const __m512i h3 = _mm512_loadu_si512((const void *)(g_code_hi + 192));
+    const __m512i mag = _mm512_loadu_si512((const void *)g_mag), iord = _mm512_loadu_si512((const void *)k_iord);
+    const __m512i sel2 = _mm512_set1_epi64(0x0e0c0a0806040200ll); /* bit offsets 0, 2, .., 14 */
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES) {
+        pf_block(a, 2);
+        const __m512i q = _mm512_loadu_si512((const void *)(a + V4F_IQ2_QS));
+        __mmask64 mk[4];
+        const __m256 s = iq2_block(a, q, dx + 8 * b, mk);
+        /* codes of the 32 rows (bit 7 of an index picks rows 128..255) */
+        const __m512i idx = _mm512_permutexvar_epi8(iord, q);
+        const __mmask64 m7 = _mm512_movepi8_mask(idx);
+        const __m512i lo =
+            _mm512_mask_blend_epi8(m7, _mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(l2, idx, l3));
+        const __m512i hi =
+            _mm512_mask_blend_epi8(m7, _mm512_permutex2var_epi8(h0, idx, h1), _mm512_permutex2var_epi8(h2, idx, h3));
+        /* 16-bit codes: chunk 0 | 2 in the low words, 1 | 3 in the high ones */
+        const __m512i wl = _mm512_unpacklo_epi8(lo, hi), wh = _mm512_unpackhi_epi8(lo, hi);
+        const __m128i cw[4] = {_mm512_castsi512_si128(wl), _mm512_castsi512_si128(wh), _mm512_extracti32x4_epi32(wl, 1),
+                               _mm512_extracti32x4_epi32(wh, 1)};
+        const uint8_t *p = xq + 768 * b;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m512i wv =
+                _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(sel2, _mm512_cvtepu16_epi64(cw[j])), mag);
+            const __m512i t = chain3_signed(wv, p + 192 * j, mk[j]);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), pair_scale(s, j), acc[j]);
+        }
+    }
+    return IQ2_SUM(acc);
+}
+
+v4f_quant_dot_planes_fn v4f_quant_iq2_planes_avx512(bool gather) {
+    return gather ? dot_planes_iq2_xxs_gather : dot_planes_iq2_xxs_table;
+}
+
+/* ---- table -------------------------------------------------------------------------- */
+
+void v4f_quant_fill_planes_avx512(v4f_quant_kernels *tab, bool gather_fast) {
+    const char *pf = getenv("V4F_PLANES_PF");
+    g_pf = pf && *pf ? atoi(pf) : PLANES_PF_BYTES;
+    for (int k = 0; k < 256; k++) {
+        const uint8_t *row = (const uint8_t *)&v4f_quant_iq2xxs_grid[k];
+        unsigned c = 0;
+        for (int m = 0; m < 8; m++) c |= (row[m] == 0x08 ? 0u : row[m] == 0x19 ? 1u : 2u) << (2 * m);
+        g_code_lo[k] = (uint8_t)c;
+        g_code_hi[k] = (uint8_t)(c >> 8);
+    }
+    for (int k = 0; k < 64; k++) g_mag[k] = k % 4 == 0 ? 0x08 : k % 4 == 1 ? 0x19 : 0x2b;
+    tab[V4F_TYPE_Q2_K].dot_planes = dot_planes_q2_K;
+    tab[V4F_TYPE_Q4_K].dot_planes = dot_planes_q4_K;
+    tab[V4F_TYPE_IQ2_XXS].dot_planes = gather_fast ? dot_planes_iq2_xxs_gather : dot_planes_iq2_xxs_table;
+}
