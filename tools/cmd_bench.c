@@ -301,8 +301,10 @@ static int run_membw(int64_t bytes, int threads, v4f_membw_result *r) {
 /* ---- --kernels: decode matvec kernels, in cache (1 thread) and streaming ---- */
 
 /* The weight types of the published layouts; each is timed as a 4096-wide
- * matrix: one thread over a 192 KiB slice (in L2) per ISA table, then all
- * threads over a 1 GiB matrix through v4f_cpu_matmul (the decode path). */
+ * matrix: one thread over a 192 KiB slice (in L2) per ISA table (dot_f32,
+ * then "+planes": the int8-plane dot_planes where the type has one, both
+ * IQ2_XXS grid lookups), then all threads over a 1 GiB matrix through
+ * v4f_cpu_matmul (the decode path), with the f32 kernels and with planes. */
 static const struct {
     uint32_t type;
     const char *name;
@@ -619,7 +621,7 @@ int cmd_bench(int argc, char **argv) {
         {"membw", 0, V4F_ARG_FLAG, &membw_only, 0, 0, NULL, "only measure the streaming-read bandwidth", NULL},
         {"membw-bytes", 0, V4F_ARG_INT, &membw_bytes, 1 << 20, 1LL << 40, "N", "bandwidth buffer size (1G)", NULL},
         {"gemm", 0, V4F_ARG_FLAG, &gemm, 0, 0, NULL, "only measure the prefill's dense Q8_0 projections (GFLOP/s) against the f32 FMA peak", NULL},
-        {"kernels", 0, V4F_ARG_FLAG, &kernels, 0, 0, NULL, "only time the decode matvec kernels per weight type (1 thread in cache, all threads streaming)", NULL},
+        {"kernels", 0, V4F_ARG_FLAG, &kernels, 0, 0, NULL, "only time the decode matvec kernels per weight type, f32 and int8-plane (1 thread in cache, all threads streaming)", NULL},
         {"gemm-tokens", 0, V4F_ARG_INT, &gemm_tokens, 1, 65536, "N", "tokens for --gemm (default: 512 and 2048)", NULL},
         {"no-membw", 0, V4F_ARG_FLAG, &no_membw, 0, 0, NULL, "skip the bandwidth measurement of a sweep", NULL},
         {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR", "also time saving/restoring the last snapshot to/from a disk KV store in DIR", NULL},

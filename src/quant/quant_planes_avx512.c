@@ -226,14 +226,14 @@ VNNI_FN static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
  * rows (64 magnitude bytes per chunk) come from one of two lookups, chosen
  * at fill time (same bytes, so the same results):
  *  - gather: vpermb zero-extends the chunk's 8 indices to qwords, a qword
- *    gather reads the 8 rows (Intel: 3.3-3.5 GB/s per core in cache on the
- *    Sapphire Rapids host vs 3.1 for the table);
+ *    gather reads the 8 rows (Intel: 2.8-3.5 GB/s per core in cache on the
+ *    Sapphire Rapids host vs 2.1-3.1 for the table);
  *  - table: each row as 8 two-bit codes (0, 1, 2 for 0x08, 0x19, 0x2b), 16
  *    bits per row held in 8 registers (low and high bytes of 256 rows); per
  *    block 4 vpermi2b + 2 blends look up the 32 rows, per chunk a word ->
  *    qword spread, vpmultishiftqb and a 64-entry vpermb expand them to
- *    bytes (AMD: gathers are slow there, 6.2 vs 3.6 GB/s on the Zen 5 dev
- *    box). docs/PERF_NOTES.md, "CPU int8-plane decode kernels". */
+ *    bytes (AMD: gathers are slow there, 4.6-6.2 vs 2.4-3.7 GB/s on the
+ *    Zen 5 dev box). docs/PERF_NOTES.md, "CPU int8-plane decode kernels". */
 
 /* clang-format off */
 /* byte 8i of qword i: grid index byte i of group j (i < 4) or of group j + 4 */
