@@ -313,10 +313,14 @@ __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_he
                                                     const v4f_cuda_out_rope ro, float *out) {
     V4F_PDL_ENTRY();
     /* the splits' (max, sum) are read at once, one per thread (n_split <=
-     * FA_MAX_SPLIT = blockDim.x), the maximum reduced over the block; the
-     * sums then run in split order as before (bit-identical results) */
-    __shared__ float s_m[FA_MAX_SPLIT], s_l[FA_MAX_SPLIT], s_wm[FA_HD / 4 / 32];
-    const int h = blockIdx.x;
+     * FA_MAX_SPLIT = blockDim.x), the maximum reduced over the block, the
+     * splits holding keys listed in order; the sums then run over that list
+     * in split order as before (bit-identical results), with the partial
+     * loads free of branches so that several are in flight */
+    constexpr int NW = FA_HD / 4 / 32;
+    __shared__ float s_m[FA_MAX_SPLIT], s_l[FA_MAX_SPLIT], s_wm[NW];
+    __shared__ int s_act[FA_MAX_SPLIT], s_wc[NW];
+    const int h = blockIdx.x, lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
     const int64_t t = blockIdx.y, n_q = gridDim.y;
     const float sink = sinks[h];
     float mt = -INFINITY;
@@ -326,19 +330,28 @@ __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_he
         s_m[threadIdx.x] = mt;
         s_l[threadIdx.x] = g_fa_ml[2 * slot + 1];
     }
+    const bool act = mt != -INFINITY;
+    const unsigned ab = __ballot_sync(0xffffffffu, act);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
-    if ((threadIdx.x & 31) == 0) s_wm[threadIdx.x >> 5] = mt;
+    if (lane == 0) s_wm[wl] = mt, s_wc[wl] = __popc(ab);
     __syncthreads();
     float M = sink;
-    for (int w = 0; w < (int)(blockDim.x >> 5); w++) M = fmaxf(M, s_wm[w]);
+    int before = 0, n_act = 0;
+    for (int w = 0; w < NW; w++) {
+        M = fmaxf(M, s_wm[w]);
+        before += w < wl ? s_wc[w] : 0;
+        n_act += s_wc[w];
+    }
+    if (act) s_act[before + __popc(ab & ((1u << lane) - 1u))] = (int)threadIdx.x;
+    __syncthreads();
     float den = expf(sink - M);
     float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int s = 0; s < n_split; s++) {
+#pragma unroll 8
+    for (int i = 0; i < n_act; i++) {
+        const int s = s_act[i];
         const int64_t slot = ((int64_t)s * n_q + t) * n_head + h;
         const float m = s_m[s], l = s_l[s];
-        if (m == -INFINITY) continue;
         const float f = expf(m - M);
         den += l * f;
         const float4 v = reinterpret_cast<const float4 *>(g_fa_part + slot * FA_HD)[threadIdx.x];
