@@ -1089,9 +1089,10 @@ typedef struct stepctx {
 
 
 /* split-K slices of the HC mixer: enough CTAs to fill the GPU for one
- * token, few for a chunk (K / splits must stay whole) */
+ * token; for a chunk (the tiled kernel, 32 tokens a CTA) 16, which keeps
+ * each split's float sum to 1,024 terms (K / splits must stay whole) */
 static int hc_splits(int64_t K, int64_t n, int n_hc) {
-    int s = n >= 64 ? 4 : 128;
+    int s = n >= 64 ? 16 : 128;
     while (s > 1 && (K % s || s * (2 + n_hc) * n_hc > 128 * 24)) s /= 2; /* kernel's shared capacity */
     return s;
 }

@@ -31,8 +31,10 @@
 
 #include "backend/cpu/ops.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_fwd.h"
 #include "cuda_test_util.h"
 #include "core/core.h"
+#include "core/ggml_type.h"
 
 /* docs/TOLERANCES.md "## cuda ops" */
 #define V4F_TOL_CUDA_RMSNORM 5e-7  /* |dy| / |y_ref| */
@@ -44,21 +46,23 @@
 #define V4F_TOL_CUDA_ROUTER_W 1e-6 /* |dw| / |w_ref| */
 #define V4F_TOL_CUDA_SWIGLU 1e-6   /* |dh| / (|w * g * u| + 1e-30) */
 #define V4F_TOL_CUDA_POOL 2e-6     /* |dout| / max|val| */
+#define V4F_TOL_CUDA_HC_MIX 2e-6   /* |dpart| / sum |w x| over the split; |dss| / ss */
 
 
 /* ---- bookkeeping ------------------------------------------------------------- */
 
 enum {
     OP_RMSNORM, OP_ROPE, OP_FP8, OP_HAD_FP4, OP_HC_SPLIT, OP_HC_WSUM, OP_HC_POST, OP_HC_HEAD, OP_ATTN, OP_INDEXER,
-    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_COUNT
+    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_HC_MIX, OP_COUNT
 };
 static const char *const k_op_names[OP_COUNT] = {"rmsnorm", "rope_tail", "fp8_roundtrip", "hadamard_fp4",
                                                  "hc_split_sinkhorn", "hc_weighted_sum", "hc_post", "hc_head_w",
                                                  "attn_sink", "indexer_scores", "topk", "router", "swiglu",
-                                                 "compress_pool", "fp8_enc_dec", "fp4_enc_dec"};
+                                                 "compress_pool", "fp8_enc_dec", "fp4_enc_dec", "hc_mix_partial"};
 static const double k_op_tol[OP_COUNT] = {V4F_TOL_CUDA_RMSNORM, V4F_TOL_CUDA_ROPE, 0, 0, V4F_TOL_CUDA_HC_SPLIT, 0, 0,
                                           V4F_TOL_CUDA_HC_HEAD, V4F_TOL_CUDA_ATTN, V4F_TOL_CUDA_INDEXER, 0,
-                                          V4F_TOL_CUDA_ROUTER_W, V4F_TOL_CUDA_SWIGLU, V4F_TOL_CUDA_POOL, 0, 0};
+                                          V4F_TOL_CUDA_ROUTER_W, V4F_TOL_CUDA_SWIGLU, V4F_TOL_CUDA_POOL, 0, 0,
+                                          V4F_TOL_CUDA_HC_MIX};
 static int g_cases[OP_COUNT];
 static double g_max[OP_COUNT];
 static long g_mismatch[OP_COUNT]; /* values not bit-identical (informative for toleranced ops) */
@@ -289,6 +293,61 @@ static void t_hc_split(v4f_cuda *c, int64_t n_tok, int H, int iters) {
     v4f_cuda_free(c, dm), v4f_cuda_free(c, ds), v4f_cuda_free(c, db);
     v4f_cuda_free(c, dpre), v4f_cuda_free(c, dpost), v4f_cuda_free(c, dcomb);
     free(mix), free(s3), free(base), free(pre), free(post), free(comb);
+}
+
+/* The HC mixer's split-K partials (one token per CTA, or the tiled kernel
+ * for 32 tokens and more) against double sums per split: W is M rows of K
+ * (F32/F16/BF16, row stride padded by 16 bytes), X holds n_tok rows of K. */
+static void t_hc_mix(v4f_cuda *c, int64_t n_tok, int M, int64_t K, int n_split, uint32_t type) {
+    const size_t es = type == V4F_TYPE_F32 ? 4 : 2;
+    const uint64_t rb = (uint64_t)K * es + 16;
+    uint8_t *w = calloc((size_t)M, rb);
+    double *wd = v4f_xmalloc((size_t)M * K * sizeof(double));
+    for (int j = 0; j < M; j++)
+        for (int64_t i = 0; i < K; i++) {
+            float v = rnd_f(-1, 1);
+            uint8_t *p = w + j * rb + i * es;
+            if (type == V4F_TYPE_F32) {
+                memcpy(p, &v, 4);
+            } else if (type == V4F_TYPE_F16) {
+                put_f16(p, v);
+                v = v4f_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+            } else {
+                uint32_t b;
+                memcpy(&b, &v, 4);
+                b &= 0xffff0000u;
+                memcpy(&v, &b, 4);
+                p[0] = (uint8_t)(b >> 16), p[1] = (uint8_t)(b >> 24);
+            }
+            wd[(size_t)j * K + i] = v;
+        }
+    float *X = rnd_vec(n_tok * K, -3, 3);
+    void *dw = dev_from(c, w, (size_t)M * rb);
+    float *dX = dev_from(c, X, FB(n_tok * K));
+    float *dpart = dev_poisoned(c, FB(n_tok * n_split * M));
+    double *dss = dev_poisoned(c, (size_t)(n_tok * n_split) * sizeof(double));
+    TRY(v4f_cuda_hc_mix_partial(c, dw, type, rb, M, K, dX, n_tok, n_split, dpart, dss, err));
+    float *part = host_from(c, dpart, FB(n_tok * n_split * M));
+    double *ss = host_from(c, dss, (size_t)(n_tok * n_split) * sizeof(double));
+    const int64_t len = K / n_split;
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int sp = 0; sp < n_split; sp++) {
+            double q = 0;
+            for (int64_t i = sp * len; i < (sp + 1) * len; i++) q += (double)X[t * K + i] * X[t * K + i];
+            const double got = ss[t * n_split + sp];
+            if (!(fabs(got - q) <= V4F_TOL_CUDA_HC_MIX * q)) fail(OP_HC_MIX, "sum of squares");
+            for (int j = 0; j < M; j++) {
+                double r = 0, a = 0;
+                for (int64_t i = sp * len; i < (sp + 1) * len; i++) {
+                    const double p = wd[(size_t)j * K + i] * X[t * K + i];
+                    r += p, a += fabs(p);
+                }
+                cmp(OP_HC_MIX, part[(t * n_split + sp) * M + j], (float)r, a);
+            }
+        }
+    g_cases[OP_HC_MIX]++;
+    v4f_cuda_free(c, dw), v4f_cuda_free(c, dX), v4f_cuda_free(c, dpart), v4f_cuda_free(c, dss);
+    free(w), free(wd), free(X), free(part), free(ss);
 }
 
 static void t_hc_sum_post(v4f_cuda *c, int64_t n_tok, int H, int64_t d) {
@@ -889,6 +948,11 @@ int main(int argc, char **argv) {
     t_codes(c, 1, 64, 128, 0); /* indexer rows */
     t_codes(c, 1, 3, 96, 5);
 
+    t_hc_mix(c, 1, 24, 16384, 128, V4F_TYPE_F16);  /* decode */
+    t_hc_mix(c, 70, 24, 16384, 16, V4F_TYPE_F16);  /* prefill chunk: tiled, 3 token tiles (the last partial) */
+    t_hc_mix(c, 33, 7, 3000, 5, V4F_TYPE_F32);     /* split of 600: not a multiple of the 64-element step */
+    t_hc_mix(c, 40, 32, 1024, 2, V4F_TYPE_BF16);
+    t_hc_mix(c, 31, 24, 4096, 4, V4F_TYPE_F16);    /* one token short of the tiled kernel */
     t_hc_split(c, 1, 4, 20);
     t_hc_split(c, 37, 4, 20);
     t_hc_split(c, 5, 3, 20);
