@@ -57,6 +57,7 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "model/snapshot.h"
+#include "sampler/sampler.h"
 #include "engine/kvcache.h"
 #include "tokenizer/tokenizer.h"
 #include "core/ggml_type.h"
@@ -100,13 +101,16 @@ static uint64_t decode_weight_bytes(const v4f_model *m) {
     return total;
 }
 
-static int32_t argmax_no_eos(const float *l, uint32_t n, int32_t eos) {
-    int32_t best = -1;
-    for (uint32_t i = 0; i < n; i++) {
-        if ((int32_t)i == eos || l[i] != l[i]) continue;
-        if (best < 0 || l[i] > l[best]) best = (int32_t)i;
-    }
-    return best < 0 ? 0 : best;
+/* The greedy choice of the CLI's sampler with EOS excluded (so that the
+ * probe never stops); l is the bench's scratch copy. (The former loop here
+ * re-read l[best] at every element: 0.55 ms a token for 129,280 logits,
+ * counted in the decode t/s; v4f_sampler_greedy takes ~0.06 ms.) */
+static int32_t argmax_no_eos(float *l, uint32_t n, int32_t eos) {
+    const float keep = eos >= 0 && (uint32_t)eos < n ? l[eos] : 0.0f;
+    if (eos >= 0 && (uint32_t)eos < n) l[eos] = -INFINITY;
+    const int32_t best = v4f_sampler_greedy(l, n);
+    if (eos >= 0 && (uint32_t)eos < n) l[eos] = keep;
+    return best;
 }
 
 /* Prompt ids for positions [0, n): tokenized text repeated, or random. */
