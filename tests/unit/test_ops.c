@@ -402,8 +402,10 @@ static void check_matmul(uint32_t type, int64_t n_in, int64_t n_out, int64_t n) 
     free(y);
 }
 
-/* The GEMM micro-kernels (4x6, 4x3 and single register blocks, K chunks,
- * the K % 16 tail) must give every (row, token) output bit-identically
+/* The GEMM micro-kernels (AVX-512: 16 rows x 16 tokens and the 1..15
+ * token remainders, a 16-row tile and a 5-row tail, K chunks of 256 and a
+ * 45-value tail; AVX2: 4x6, 4x3 and single blocks, the K % 8 tail) must
+ * give every (row, token) output bit-identically
  * whatever the batch it is computed in: a token alone (n = 1 per call) and
  * inside batches of awkward sizes, rows alone and in tiles. Also close to a
  * double reference. */
@@ -436,6 +438,75 @@ TEST(ops_gemm_blocking_invariant) {
     free(X);
     free(Y);
     free(y1);
+}
+
+/* Relative tolerance of the f32 GEMM paths against a double reference,
+ * |y - ref| <= GEMM_REL_TOL * sum_k |w_k x_k|: float FMA chains over chunks
+ * of up to 256 k values (u = 6e-8: 256 u = 1.5e-5 worst case, ~1e-6
+ * typical). */
+#define GEMM_REL_TOL 2e-5
+
+/* The prefill matmul (row groups, K chunks of 256 with X copied and Y summed
+ * in scratch, dequantized per chunk, token blocks of the pool) against the
+ * plain GEMM over the dequantized rows: bit-identical (both sum every output
+ * in the same fixed K chunks), at awkward shapes (K tails, row counts past a
+ * row group and not a multiple of 16, token counts past a token block and
+ * not a multiple of the register block), and close to a double reference. */
+static void check_gemm_shape(uint32_t type, int64_t K, int64_t n_out, int64_t n, int threads) {
+    test_rng r = {(unsigned long long)(K * 1000 + n_out * 10 + n)};
+    float *w = malloc(sizeof(float) * K * n_out), *wd = malloc(sizeof(float) * K * n_out);
+    float *x = malloc(sizeof(float) * K * n), *y = malloc(sizeof(float) * n_out * n);
+    float *y2 = malloc(sizeof(float) * n_out * n);
+    for (int64_t i = 0; i < K * n_out; i++) w[i] = test_rng_f32(&r);
+    for (int64_t i = 0; i < K * n; i++) x[i] = test_rng_f32(&r);
+    uint64_t rb = 0;
+    REQUIRE(v4f_type_row_bytes(type, (uint64_t)K, &rb));
+    uint8_t *wq = malloc(rb * (uint64_t)n_out);
+    if (type == V4F_TYPE_F32) memcpy(wq, w, rb * (uint64_t)n_out);
+    else if (type == V4F_TYPE_F16)
+        for (int64_t i = 0; i < K * n_out; i++) ((uint16_t *)wq)[i] = v4f_f32_to_f16(w[i]);
+    else REQUIRE(v4f_quantize_rows(type, w, wq, n_out, K, NULL) == rb * (uint64_t)n_out);
+    for (int64_t o = 0; o < n_out; o++) v4f_dequant_row_ref(type, wq + o * rb, wd + o * K, K);
+    v4f_pool *p = v4f_pool_new(threads);
+    v4f_cpu_ctx c;
+    REQUIRE(v4f_cpu_ctx_init(&c, p, K, NULL) == V4F_OK);
+    v4f_cpu_mat m = {wq, type, K, n_out, rb};
+    v4f_cpu_matmul(&c, &m, x, K, n, y, n_out);
+    v4f_cpu_gemm_f32(wd, n_out, x, K, n, K, y2, n_out);
+    int64_t diff = 0;
+    double worst = 0;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t o = 0; o < n_out; o++) {
+            if (memcmp(&y[t * n_out + o], &y2[t * n_out + o], sizeof(float))) diff++;
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < K; i++) {
+                ref += (double)wd[o * K + i] * x[t * K + i];
+                mag += fabs((double)wd[o * K + i] * x[t * K + i]);
+            }
+            double e = fabs(ref - y[t * n_out + o]) / (mag > 0 ? mag : 1);
+            if (e > worst) worst = e;
+        }
+    CHECK_MSG(diff == 0, "type %u K %lld n_out %lld n %lld: %lld outputs differ from the plain GEMM", type,
+              (long long)K, (long long)n_out, (long long)n, (long long)diff);
+    CHECK_MSG(worst <= GEMM_REL_TOL, "type %u K %lld n_out %lld n %lld: relative error %g", type, (long long)K,
+              (long long)n_out, (long long)n, worst);
+    v4f_cpu_ctx_deinit(&c);
+    v4f_pool_free(p);
+    free(wq);
+    free(w);
+    free(wd);
+    free(x);
+    free(y);
+    free(y2);
+}
+
+TEST(ops_gemm_chunked_shapes) {
+    check_gemm_shape(V4F_TYPE_Q8_0, 800, 150, 37, 2);  /* K chunks 256 x 3 + 32, 2 row groups */
+    check_gemm_shape(V4F_TYPE_Q8_0, 800, 150, 300, 3); /* 2 token blocks */
+    check_gemm_shape(V4F_TYPE_Q8_0, 512, 33, 17, 1);   /* K a multiple of the chunk */
+    check_gemm_shape(V4F_TYPE_F32, 301, 37, 2, 2);     /* K tail of 45, weights read in place */
+    check_gemm_shape(V4F_TYPE_F32, 1000, 17, 65, 2);
+    check_gemm_shape(V4F_TYPE_F16, 608, 129, 31, 2);
 }
 
 TEST(ops_matmul_types) {

@@ -1,18 +1,14 @@
 /*
  * gemm_avx512.c - AVX-512 f32 GEMM micro-kernel for the prefill matmul:
  * Y[t][r] = W[r] . X[t] for a dequantized row tile W (nr rows of K floats,
- * contiguous) and nt activation rows.
+ * row stride ldw) and nt activation rows.
  *
- * Register blocking: 4 rows x 6 tokens = 24 accumulators of 16 lanes (10
- * loads per 24 FMAs), then 4 x 3 (the structure of gemm_avx2.c) and single
- * pairs for the remainders; cache blocking over tokens and K (see
- * tile_block).
- * Invariant: every output is computed with the same arithmetic whatever the
- * blocking (16 lanes, FMA over k in steps of 16, the tail k into lane k % 16,
- * the same final reduction), so results do not depend on tile sizes or
- * thread counts.
+ * Outer-product formulation (BLIS / tinyBLAS style): 16 rows x 16 tokens =
+ * 16 accumulators, W packed k-major per chunk of KC k values, X broadcast
+ * from memory; see the micro-kernel section below. The caller
+ * (ops.c, matmul_rows_chunked) keeps the X chunk and the Y sums in L2.
  *
- * Ownership: none. Threading: pure function.
+ * Ownership: none. Threading: pure functions (Wp is on the stack).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -20,180 +16,140 @@
 
 #include "backend/cpu/ops_internal.h"
 
-static inline float hsum16(__m512 v) {
-    /* fold 16 -> 8 lanes (l + l+8), then the 8-lane order of the AVX2 kernel */
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    float a[4];
-    _mm_storeu_ps(a, q);
-    return (a[0] + a[1]) + (a[2] + a[3]);
-}
+/* ---- outer-product micro-kernel -------------------------------------------
+ * Y[t][r0..r0+15] = sum over k of Wp[k][0..15] * X[t][k]: the 16 rows of a
+ * tile sit in the lanes of one zmm (W packed k-major, 16 floats per k), each
+ * token's X[t][k] is broadcast from memory (an embedded-broadcast FMA
+ * operand), so a k step is 1 vector load + NR broadcast FMAs into NR
+ * accumulators and no horizontal sums are needed: a token's 16 outputs are
+ * one vector stored into Y.
+ * Invariant: every output is a sequential FMA chain over k inside fixed
+ * chunks of KC k values (k0 = 0, KC, 2 KC, ...; each chunk starts from 0),
+ * and the chunk sums are added to Y in k order; nothing depends on the
+ * token count, the token group (NR or a remainder), the row count or the
+ * thread. */
+#define MR 16  /* rows per packed tile: the lanes of a zmm */
+#define NR 16  /* tokens per register block: 16 accumulators */
+#define KC V4F_CPU_GEMM_KC /* k values per packed chunk: 16 KiB of Wp, stays in L1 */
+#define PACK_X_AHEAD 4 /* tokens v4f_cpu_gemm_pack_x_avx512 prefetches ahead */
 
-/* tail: elements k >= K16 go to lane k % 16 (masked load) */
-static inline __m512 tail_fma(__m512 acc, const float *w, const float *x, int64_t K16, int64_t K) {
-    if (K16 == K) return acc;
-    __mmask16 m = (__mmask16)((1u << (K - K16)) - 1u);
-    return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + K16), _mm512_maskz_loadu_ps(m, x + K16), acc);
-}
-
-/* Blocking: tokens in groups of TG, K in chunks of KC, so that a chunk of
- * the W tile (<= 16 rows) and of the token group stay in L1; the 16-lane
- * partial sums of every (row, token) pair live in acc[] between chunks, so
- * the per-lane FMA sequence (and the result) is the same as one pass over K. */
-#define TG 12
-#define KC 256
-#define RB 16 /* rows per call handled at once (the dequant tile height) */
-
-/* Keep a vector in a register: GCC otherwise folds the weight load into
- * each of the three FMAs that use it (12 loads per 12 FMAs instead of 4);
- * measured +10-15% on the prefill projections (docs/PERF_NOTES.md). */
-#define IN_REG(v) __asm__("" : "+v"(v))
-
-static void tile_block(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
-                       int64_t K, float *Y, int64_t ldy) {
-    int64_t K8 = K & ~(int64_t)15;
-    __m512 acc[TG * RB];
-    for (int64_t i = 0; i < nt * RB; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t k0 = 0; k0 < K8; k0 += KC) {
-        int64_t k1 = k0 + KC < K8 ? k0 + KC : K8;
-        int64_t t = 0;
-        /* 4 rows x 6 tokens: 24 accumulators, 10 loads per 24 FMAs */
-        for (; t + 6 <= nt; t += 6) {
-            const float *x0 = X + t * ldx;
-            int64_t r = 0;
-            for (; r + 4 <= nr; r += 4) {
-                const float *w0 = W + r * K;
-                __m512 *A = acc + t * RB + r;
-                __m512 a00 = A[0 * RB + 0], a01 = A[1 * RB + 0], a02 = A[2 * RB + 0], a03 = A[3 * RB + 0];
-                __m512 a04 = A[4 * RB + 0], a05 = A[5 * RB + 0], a10 = A[0 * RB + 1], a11 = A[1 * RB + 1];
-                __m512 a12 = A[2 * RB + 1], a13 = A[3 * RB + 1], a14 = A[4 * RB + 1], a15 = A[5 * RB + 1];
-                __m512 a20 = A[0 * RB + 2], a21 = A[1 * RB + 2], a22 = A[2 * RB + 2], a23 = A[3 * RB + 2];
-                __m512 a24 = A[4 * RB + 2], a25 = A[5 * RB + 2], a30 = A[0 * RB + 3], a31 = A[1 * RB + 3];
-                __m512 a32 = A[2 * RB + 3], a33 = A[3 * RB + 3], a34 = A[4 * RB + 3], a35 = A[5 * RB + 3];
-                for (int64_t k = k0; k < k1; k += 16) {
-                    const __m512 v0 = _mm512_loadu_ps(x0 + 0 * ldx + k);
-                    const __m512 v1 = _mm512_loadu_ps(x0 + 1 * ldx + k);
-                    const __m512 v2 = _mm512_loadu_ps(x0 + 2 * ldx + k);
-                    const __m512 v3 = _mm512_loadu_ps(x0 + 3 * ldx + k);
-                    const __m512 v4 = _mm512_loadu_ps(x0 + 4 * ldx + k);
-                    const __m512 v5 = _mm512_loadu_ps(x0 + 5 * ldx + k);
-                    __m512 w = _mm512_loadu_ps(w0 + 0 * K + k);
-                    IN_REG(w);
-                    a00 = _mm512_fmadd_ps(w, v0, a00);
-                    a01 = _mm512_fmadd_ps(w, v1, a01);
-                    a02 = _mm512_fmadd_ps(w, v2, a02);
-                    a03 = _mm512_fmadd_ps(w, v3, a03);
-                    a04 = _mm512_fmadd_ps(w, v4, a04);
-                    a05 = _mm512_fmadd_ps(w, v5, a05);
-                    w = _mm512_loadu_ps(w0 + 1 * K + k);
-                    IN_REG(w);
-                    a10 = _mm512_fmadd_ps(w, v0, a10);
-                    a11 = _mm512_fmadd_ps(w, v1, a11);
-                    a12 = _mm512_fmadd_ps(w, v2, a12);
-                    a13 = _mm512_fmadd_ps(w, v3, a13);
-                    a14 = _mm512_fmadd_ps(w, v4, a14);
-                    a15 = _mm512_fmadd_ps(w, v5, a15);
-                    w = _mm512_loadu_ps(w0 + 2 * K + k);
-                    IN_REG(w);
-                    a20 = _mm512_fmadd_ps(w, v0, a20);
-                    a21 = _mm512_fmadd_ps(w, v1, a21);
-                    a22 = _mm512_fmadd_ps(w, v2, a22);
-                    a23 = _mm512_fmadd_ps(w, v3, a23);
-                    a24 = _mm512_fmadd_ps(w, v4, a24);
-                    a25 = _mm512_fmadd_ps(w, v5, a25);
-                    w = _mm512_loadu_ps(w0 + 3 * K + k);
-                    IN_REG(w);
-                    a30 = _mm512_fmadd_ps(w, v0, a30);
-                    a31 = _mm512_fmadd_ps(w, v1, a31);
-                    a32 = _mm512_fmadd_ps(w, v2, a32);
-                    a33 = _mm512_fmadd_ps(w, v3, a33);
-                    a34 = _mm512_fmadd_ps(w, v4, a34);
-                    a35 = _mm512_fmadd_ps(w, v5, a35);
-                }
-                A[0 * RB + 0] = a00; A[1 * RB + 0] = a01; A[2 * RB + 0] = a02; A[3 * RB + 0] = a03;
-                A[4 * RB + 0] = a04; A[5 * RB + 0] = a05; A[0 * RB + 1] = a10; A[1 * RB + 1] = a11;
-                A[2 * RB + 1] = a12; A[3 * RB + 1] = a13; A[4 * RB + 1] = a14; A[5 * RB + 1] = a15;
-                A[0 * RB + 2] = a20; A[1 * RB + 2] = a21; A[2 * RB + 2] = a22; A[3 * RB + 2] = a23;
-                A[4 * RB + 2] = a24; A[5 * RB + 2] = a25; A[0 * RB + 3] = a30; A[1 * RB + 3] = a31;
-                A[2 * RB + 3] = a32; A[3 * RB + 3] = a33; A[4 * RB + 3] = a34; A[5 * RB + 3] = a35;
-            }
-            for (; r < nr; r++)
-                for (int64_t tt = t; tt < t + 6; tt++) {
-                    __m512 a = acc[tt * RB + r];
-                    for (int64_t k = k0; k < k1; k += 16)
-                        a = _mm512_fmadd_ps(_mm512_loadu_ps(W + r * K + k),
-                                            _mm512_loadu_ps(X + tt * ldx + k), a);
-                    acc[tt * RB + r] = a;
-                }
+/* Wp[k][0..15] = W[r][k0 + k] for r < mr, 0 for r >= mr, k < kc: 16 x 16
+ * blocks transposed in registers (unpack, shuffle, 128-bit lane shuffles). */
+static void pack_w(const float *W, int64_t mr, int64_t ldw, int64_t k0, int64_t kc, float *Wp) {
+    for (int64_t kb = 0; kb < kc; kb += 16) {
+        int64_t n = kc - kb < 16 ? kc - kb : 16;
+        __mmask16 m = (__mmask16)((1u << n) - 1u);
+        __m512 r[16], t[16], u[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = i < mr ? _mm512_maskz_loadu_ps(m, W + i * ldw + k0 + kb) : _mm512_setzero_ps();
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
         }
-        for (; t + 3 <= nt; t += 3) {
-            const float *x0 = X + t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx;
-            int64_t r = 0;
-            for (; r + 4 <= nr; r += 4) {
-                const float *w0 = W + r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-                __m512 *A0 = acc + t * RB + r, *A1 = A0 + RB, *A2 = A1 + RB;
-                __m512 a00 = A0[0], a01 = A1[0], a02 = A2[0], a10 = A0[1], a11 = A1[1],
-                       a12 = A2[1], a20 = A0[2], a21 = A1[2], a22 = A2[2], a30 = A0[3],
-                       a31 = A1[3], a32 = A2[3];
-                for (int64_t k = k0; k < k1; k += 16) {
-                    __m512 v0 = _mm512_loadu_ps(x0 + k), v1 = _mm512_loadu_ps(x1 + k),
-                           v2 = _mm512_loadu_ps(x2 + k);
-                    __m512 w = _mm512_loadu_ps(w0 + k);
-                    IN_REG(w);
-                    a00 = _mm512_fmadd_ps(w, v0, a00);
-                    a01 = _mm512_fmadd_ps(w, v1, a01);
-                    a02 = _mm512_fmadd_ps(w, v2, a02);
-                    w = _mm512_loadu_ps(w1 + k);
-                    IN_REG(w);
-                    a10 = _mm512_fmadd_ps(w, v0, a10);
-                    a11 = _mm512_fmadd_ps(w, v1, a11);
-                    a12 = _mm512_fmadd_ps(w, v2, a12);
-                    w = _mm512_loadu_ps(w2 + k);
-                    IN_REG(w);
-                    a20 = _mm512_fmadd_ps(w, v0, a20);
-                    a21 = _mm512_fmadd_ps(w, v1, a21);
-                    a22 = _mm512_fmadd_ps(w, v2, a22);
-                    w = _mm512_loadu_ps(w3 + k);
-                    IN_REG(w);
-                    a30 = _mm512_fmadd_ps(w, v0, a30);
-                    a31 = _mm512_fmadd_ps(w, v1, a31);
-                    a32 = _mm512_fmadd_ps(w, v2, a32);
-                }
-                A0[0] = a00; A1[0] = a01; A2[0] = a02;
-                A0[1] = a10; A1[1] = a11; A2[1] = a12;
-                A0[2] = a20; A1[2] = a21; A2[2] = a22;
-                A0[3] = a30; A1[3] = a31; A2[3] = a32;
-            }
-            for (; r < nr; r++)
-                for (int64_t tt = t; tt < t + 3; tt++) {
-                    __m512 a = acc[tt * RB + r];
-                    for (int64_t k = k0; k < k1; k += 16)
-                        a = _mm512_fmadd_ps(_mm512_loadu_ps(W + r * K + k),
-                                            _mm512_loadu_ps(X + tt * ldx + k), a);
-                    acc[tt * RB + r] = a;
-                }
+        for (int i = 0; i < 16; i += 4) {
+            u[i + 0] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+            u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+            u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
         }
-        for (; t < nt; t++)
-            for (int64_t r = 0; r < nr; r++) {
-                __m512 a = acc[t * RB + r];
-                for (int64_t k = k0; k < k1; k += 16)
-                    a = _mm512_fmadd_ps(_mm512_loadu_ps(W + r * K + k),
-                                        _mm512_loadu_ps(X + t * ldx + k), a);
-                acc[t * RB + r] = a;
-            }
+        /* u[4g + c] = columns c, c+4, c+8, c+12 of rows 4g..4g+3 */
+        for (int c = 0; c < 4; c++) {
+            __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+            __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+            __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+            __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+            __m512 col[4] = {_mm512_shuffle_f32x4(v0, v2, 0x88), _mm512_shuffle_f32x4(v1, v3, 0x88),
+                             _mm512_shuffle_f32x4(v0, v2, 0xDD), _mm512_shuffle_f32x4(v1, v3, 0xDD)};
+            for (int q = 0; q < 4; q++)
+                if (c + 4 * q < n) _mm512_store_ps(Wp + (kb + c + 4 * q) * 16, col[q]);
+        }
     }
-    for (int64_t t = 0; t < nt; t++)
-        for (int64_t r = 0; r < nr; r++)
-            Y[t * ldy + r] = hsum16(tail_fma(acc[t * RB + r], W + r * K, X + t * ldx, K8, K));
+}
+
+#define BC(p) _mm512_set1_ps(*(p))
+#define FMA_T(j)                                                                         \
+    if (nt > j) a##j = _mm512_fmadd_ps(w, BC(x + (j) * ldx + k), a##j)
+#define OUT_T(j)                                                                         \
+    if (nt > j) {                                                                        \
+        float *y = Y + (j) * ldy;                                                        \
+        __m512 s = first ? a##j : _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), a##j);      \
+        _mm512_mask_storeu_ps(y, m, s);                                                  \
+    }
+
+/* nt (<= NR) tokens x 16 packed rows over kc k values; nt is a constant
+ * after inlining, so the unused accumulators and branches fold away */
+static inline __attribute__((always_inline)) void ukernel(const float *Wp, int64_t kc, const float *x,
+                                                          int64_t ldx, const int nt, float *Y,
+                                                          int64_t ldy, __mmask16 m, int first) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
+    __m512 a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 w = _mm512_load_ps(Wp + k * 16);
+        FMA_T(0); FMA_T(1); FMA_T(2); FMA_T(3); FMA_T(4); FMA_T(5); FMA_T(6);
+        FMA_T(7); FMA_T(8); FMA_T(9); FMA_T(10); FMA_T(11); FMA_T(12); FMA_T(13); FMA_T(14); FMA_T(15);
+    }
+    OUT_T(0); OUT_T(1); OUT_T(2); OUT_T(3); OUT_T(4); OUT_T(5); OUT_T(6);
+    OUT_T(7); OUT_T(8); OUT_T(9); OUT_T(10); OUT_T(11); OUT_T(12); OUT_T(13); OUT_T(14); OUT_T(15);
+}
+
+/* all nt tokens of one packed chunk: blocks of NR, then the remainder */
+static inline __attribute__((always_inline)) void tokens(const float *Wp, int64_t kc, const float *x,
+                                                         int64_t ldx, int64_t nt, float *y, int64_t ldy,
+                                                         __mmask16 m, int first) {
+    int64_t t = 0;
+    for (; t + NR <= nt; t += NR) ukernel(Wp, kc, x + t * ldx, ldx, NR, y + t * ldy, ldy, m, first);
+    switch (nt - t) {
+#define REM(j) case j: ukernel(Wp, kc, x + t * ldx, ldx, j, y + t * ldy, ldy, m, first); break
+        REM(1); REM(2); REM(3); REM(4); REM(5); REM(6); REM(7);
+        REM(8); REM(9); REM(10); REM(11); REM(12); REM(13); REM(14); REM(15);
+#undef REM
+    default: break;
+    }
+}
+
+void v4f_cpu_gemm_chunk_avx512(const float *W, int64_t ldw, int64_t nr, const float *X, int64_t ldx,
+                               int64_t nt, int64_t K, float *Y, int64_t ldy, int accumulate) {
+    _Alignas(64) float Wp[KC * MR];
+    for (int64_t r0 = 0; r0 < nr; r0 += MR) {
+        int64_t mr = nr - r0 < MR ? nr - r0 : MR;
+        __mmask16 m = (__mmask16)((1u << mr) - 1u);
+        if (K == 0 && !accumulate)
+            for (int64_t t = 0; t < nt; t++)
+                _mm512_mask_storeu_ps(Y + t * ldy + r0, m, _mm512_setzero_ps());
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            int64_t kc = K - k0 < KC ? K - k0 : KC;
+            int first = k0 == 0 && !accumulate;
+            pack_w(W + r0 * ldw, mr, ldw, k0, kc, Wp);
+            /* ldx == KC (the chunked matmul's packed X): all tokens
+             * addressed from one base register with constant offsets */
+            if (ldx == KC) tokens(Wp, kc, X + k0, KC, nt, Y + r0, ldy, m, first);
+            else tokens(Wp, kc, X + k0, ldx, nt, Y + r0, ldy, m, first);
+        }
+    }
+}
+
+void v4f_cpu_gemm_pack_x_avx512(const float *X, int64_t ldx, int64_t nt, int64_t kc, float *xs) {
+    __mmask16 mt = (__mmask16)((1u << (kc & 15)) - 1u);
+    for (int64_t t = 0; t < nt; t++) {
+        const float *x = X + t * ldx;
+        float *d = xs + t * KC;
+        /* each token's chunk starts a new page: fetch PACK_X_AHEAD rows ahead */
+        if (t + PACK_X_AHEAD < nt)
+            for (int64_t k = 0; k < kc; k += 16)
+                _mm_prefetch((const char *)(x + PACK_X_AHEAD * ldx + k), _MM_HINT_T0);
+        int64_t k = 0;
+        for (; k + 16 <= kc; k += 16) _mm512_store_ps(d + k, _mm512_loadu_ps(x + k));
+        if (k < kc) _mm512_mask_storeu_ps(d + k, mt, _mm512_maskz_loadu_ps(mt, x + k));
+    }
 }
 
 void v4f_cpu_gemm_tile_avx512(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
-                            int64_t K, float *Y, int64_t ldy) {
-    for (int64_t r0 = 0; r0 < nr; r0 += RB)
-        for (int64_t t0 = 0; t0 < nt; t0 += TG)
-            tile_block(W + r0 * K, nr - r0 < RB ? nr - r0 : RB, X + t0 * ldx, ldx,
-                       nt - t0 < TG ? nt - t0 : TG, K, Y + t0 * ldy + r0, ldy);
+                              int64_t K, float *Y, int64_t ldy) {
+    v4f_cpu_gemm_chunk_avx512(W, K, nr, X, ldx, nt, K, Y, ldy, 0);
 }
+#undef BC
+#undef FMA_T
+#undef OUT_T
 
 void v4f_cpu_axpy_avx512(float *y, float a, const float *x, int64_t n) {
     __m512 va = _mm512_set1_ps(a);

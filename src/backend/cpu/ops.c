@@ -44,6 +44,20 @@ static uint64_t planes_env(void) {
     return m;
 }
 
+/* Prefill scratch of the AVX-512 chunked matmul (matmul_rows_chunked): an X
+ * chunk of CHUNK_TOKENS x KC floats, the Y sums of CHUNK_ROWS rows and a
+ * dequantized 16 x KC W chunk. Each thread's tile holds the larger of that
+ * and V4F_CPU_TILE_ROWS x max_n_in floats. */
+#define CHUNK_ROWS 128
+#define CHUNK_TOKENS 256
+#define CHUNK_SCRATCH_FLOATS \
+    ((int64_t)(CHUNK_TOKENS + V4F_CPU_TILE_ROWS) * V4F_CPU_GEMM_KC + (int64_t)CHUNK_TOKENS * CHUNK_ROWS)
+
+static int64_t tile_floats(const v4f_cpu_ctx *c) {
+    int64_t f = (int64_t)V4F_CPU_TILE_ROWS * c->max_n_in;
+    return f > CHUNK_SCRATCH_FLOATS ? f : CHUNK_SCRATCH_FLOATS;
+}
+
 v4f_status v4f_cpu_ctx_init(v4f_cpu_ctx *c, v4f_pool *pool, int64_t max_n_in, v4f_err *err) {
     memset(c, 0, sizeof *c);
     c->pool = pool;
@@ -51,7 +65,7 @@ v4f_status v4f_cpu_ctx_init(v4f_cpu_ctx *c, v4f_pool *pool, int64_t max_n_in, v4
     c->max_n_in = max_n_in;
     c->tile = v4f_xcalloc((size_t)c->n_threads, sizeof *c->tile);
     for (int i = 0; i < c->n_threads; i++) {
-        c->tile[i] = v4f_aligned_alloc((size_t)V4F_CPU_TILE_ROWS * (size_t)max_n_in * sizeof(float));
+        c->tile[i] = v4f_aligned_alloc((size_t)tile_floats(c) * sizeof(float));
         if (!c->tile[i]) {
             v4f_cpu_ctx_deinit(c);
             return v4f_err_set(err, V4F_STATUS_OOM, "cpu ctx: cannot allocate matmul tiles");
@@ -128,6 +142,7 @@ void v4f_cpu_axpy_generic(float *y, float a, const float *x, int64_t n) {
 }
 
 static v4f_cpu_gemm_tile_fn g_gemm_tile;
+static v4f_cpu_gemm_chunk_fn g_gemm_chunk;
 static v4f_cpu_axpy_fn g_axpy;
 static pthread_once_t g_gemm_once = PTHREAD_ONCE_INIT;
 
@@ -136,6 +151,7 @@ static void gemm_pick(void) {
     g_gemm_tile = isa >= V4F_ISA_AVX512 ? v4f_cpu_gemm_tile_avx512
                   : isa >= V4F_ISA_AVX2 ? v4f_cpu_gemm_tile_avx2
                                         : v4f_cpu_gemm_tile_generic;
+    g_gemm_chunk = isa >= V4F_ISA_AVX512 ? v4f_cpu_gemm_chunk_avx512 : NULL;
     g_axpy = isa >= V4F_ISA_AVX512 ? v4f_cpu_axpy_avx512
              : isa >= V4F_ISA_AVX2 ? v4f_cpu_axpy_avx2
                                    : v4f_cpu_axpy_generic;
@@ -144,6 +160,11 @@ static void gemm_pick(void) {
 v4f_cpu_axpy_fn v4f_cpu_axpy_get(void) {
     pthread_once(&g_gemm_once, gemm_pick);
     return g_axpy;
+}
+
+v4f_cpu_gemm_chunk_fn v4f_cpu_gemm_chunk_get(void) {
+    pthread_once(&g_gemm_once, gemm_pick);
+    return g_gemm_chunk;
 }
 
 v4f_cpu_gemm_tile_fn v4f_cpu_gemm_tile_get(void) {
@@ -156,10 +177,65 @@ void v4f_cpu_gemm_f32(const float *W, int64_t nr, const float *X, int64_t ldx, i
     v4f_cpu_gemm_tile_get()(W, nr, X, ldx, nt, K, Y, ldy);
 }
 
+/* The AVX-512 prefill path: K in chunks of V4F_CPU_GEMM_KC outside the row
+ * tiles of a group of CHUNK_ROWS rows. The X chunk (<= CHUNK_TOKENS tokens x
+ * KC floats) is copied into a contiguous block and the group's Y sums are
+ * kept in another, so both stay in L2 (256 + 128 KiB) while every 16-row
+ * tile of the group streams over them. One pass over K per row tile instead
+ * read the whole X block (4 MiB at K = 4096, 256 tokens) from L3 for every
+ * 16 rows; and X or Y read in place with a power-of-two row stride map all
+ * tokens onto the same L2 sets. Each tile's K chunk is dequantized into a
+ * third block (16 x KC floats). Results are bit-identical to one gemm call
+ * over the whole K (ops_internal.h). Returns false (nothing done) when the
+ * scratch is too small or the type's blocks do not divide KC. */
+static bool matmul_rows_chunked(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_t n, float *Y,
+                                int64_t ldy, float *tile, int64_t tile_floats,
+                                const v4f_quant_kernels *k) {
+    const int64_t K = W->n_in, KC = V4F_CPU_GEMM_KC;
+    uint64_t kc_bytes = 0, rb2 = 0;
+    if (tile_floats < CHUNK_SCRATCH_FLOATS) return false;
+    /* the chunks must start on block boundaries: row bytes linear in KC */
+    if (!v4f_type_row_bytes(W->type, (uint64_t)KC, &kc_bytes) ||
+        !v4f_type_row_bytes(W->type, (uint64_t)(2 * KC), &rb2) || rb2 != 2 * kc_bytes)
+        return false;
+    float *xs = tile, *ys = xs + CHUNK_TOKENS * KC, *wt = ys + CHUNK_TOKENS * CHUNK_ROWS;
+    v4f_cpu_gemm_chunk_fn chunk = v4f_cpu_gemm_chunk_get();
+    for (int64_t t0 = 0; t0 < n; t0 += CHUNK_TOKENS) {
+        int64_t nt = n - t0 < CHUNK_TOKENS ? n - t0 : CHUNK_TOKENS;
+        const float *x = X + t0 * ldx;
+        float *y = Y + t0 * ldy;
+        for (int64_t g0 = 0; g0 < W->n_out; g0 += CHUNK_ROWS) {
+            int64_t gn = W->n_out - g0 < CHUNK_ROWS ? W->n_out - g0 : CHUNK_ROWS;
+            for (int64_t k0 = 0; k0 < K; k0 += KC) {
+                int64_t kc = K - k0 < KC ? K - k0 : KC;
+                v4f_cpu_gemm_pack_x_avx512(x + k0, ldx, nt, kc, xs);
+                for (int64_t r0 = 0; r0 < gn; r0 += V4F_CPU_TILE_ROWS) {
+                    int64_t nr = gn - r0 < V4F_CPU_TILE_ROWS ? gn - r0 : V4F_CPU_TILE_ROWS;
+                    const uint8_t *src = (const uint8_t *)W->data + (uint64_t)(g0 + r0) * W->row_bytes;
+                    const float *w = wt;
+                    int64_t ldw = kc;
+                    if (W->type == V4F_TYPE_F32) {
+                        w = (const float *)src + k0;
+                        ldw = K;
+                    } else {
+                        const uint64_t off = (uint64_t)(k0 / KC) * kc_bytes;
+                        for (int64_t r = 0; r < nr; r++)
+                            k->dequant_row(src + (uint64_t)r * W->row_bytes + off, wt + r * kc, kc);
+                    }
+                    chunk(w, ldw, nr, xs, KC, nt, kc, ys + r0, CHUNK_ROWS, k0 > 0);
+                }
+            }
+            for (int64_t t = 0; t < nt; t++)
+                memcpy(y + t * ldy + g0, ys + t * CHUNK_ROWS, (size_t)gn * sizeof(float));
+        }
+    }
+    return true;
+}
+
 /* v4f_cpu_matmul_st; xp: the planes of X (n == 1, a type with dot_planes)
  * or NULL */
 static void matmul_rows(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_t n, float *Y,
-                        int64_t ldy, float *tile, const void *xp) {
+                        int64_t ldy, float *tile, int64_t tile_floats, const void *xp) {
     const v4f_quant_kernels *k = v4f_quant_kernels_get(W->type);
     V4F_ASSERT(k != NULL);
     if (xp) {
@@ -172,6 +248,7 @@ static void matmul_rows(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64
             Y[r] = k->dot_f32((const uint8_t *)W->data + (uint64_t)r * W->row_bytes, X, W->n_in);
         return;
     }
+    if (v4f_cpu_gemm_chunk_get() && matmul_rows_chunked(W, X, ldx, n, Y, ldy, tile, tile_floats, k)) return;
     v4f_cpu_gemm_tile_fn gemm = v4f_cpu_gemm_tile_get();
     for (int64_t r0 = 0; r0 < W->n_out; r0 += V4F_CPU_TILE_ROWS) {
         int64_t nr = W->n_out - r0 < V4F_CPU_TILE_ROWS ? W->n_out - r0 : V4F_CPU_TILE_ROWS;
@@ -189,7 +266,7 @@ static void matmul_rows(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64
 
 void v4f_cpu_matmul_st(const v4f_cpu_mat *W, const float *X, int64_t ldx, int64_t n, float *Y,
                        int64_t ldy, float *tile) {
-    matmul_rows(W, X, ldx, n, Y, ldy, tile, NULL);
+    matmul_rows(W, X, ldx, n, Y, ldy, tile, (int64_t)V4F_CPU_TILE_ROWS * W->n_in, NULL);
 }
 
 /* Prefill: a task dequantizes its row tile once per TOK_BLOCK tokens (256:
@@ -257,7 +334,7 @@ static void multi_task(void *ctx, int64_t task, int thread) {
     int64_t nt = j->mm.n - t0 < TOK_BLOCK ? j->mm.n - t0 : TOK_BLOCK;
     v4f_cpu_mat sub = v4f_cpu_mat_rows(j->mm.W, r0, nr);
     matmul_rows(&sub, j->mm.X + t0 * j->mm.ldx, j->mm.ldx, nt, j->mm.Y + t0 * j->mm.ldy + r0, j->mm.ldy,
-                mj->c->tile[thread], j->xp);
+                mj->c->tile[thread], tile_floats(mj->c), j->xp);
 }
 
 /* Decode matvecs of types with a plane kernel: split each distinct X (same
@@ -305,7 +382,7 @@ void v4f_cpu_matmul_multi(v4f_cpu_ctx *c, const v4f_cpu_mm *mms, int n_mm) {
             /* too small to pay for waking the pool */
             for (int i = 0; i < np; i++)
                 matmul_rows(plans[i].mm.W, plans[i].mm.X, plans[i].mm.ldx, plans[i].mm.n, plans[i].mm.Y,
-                            plans[i].mm.ldy, c->tile[0], plans[i].xp);
+                            plans[i].mm.ldy, c->tile[0], tile_floats(c), plans[i].xp);
             continue;
         }
         multi_job mj = {c, plans, np};

@@ -18,6 +18,25 @@ void v4f_cpu_gemm_tile_avx2(const float *W, int64_t nr, const float *X, int64_t 
                             int64_t K, float *Y, int64_t ldy);
 void v4f_cpu_gemm_tile_avx512(const float *W, int64_t nr, const float *X, int64_t ldx, int64_t nt,
                               int64_t K, float *Y, int64_t ldy);
+/* The AVX-512 kernel's K chunking: every output is the sum, in k order, of
+ * sequential FMA chains over chunks of V4F_CPU_GEMM_KC k values starting at
+ * k = 0, KC, 2 KC, ... A caller that splits K itself (to keep an X chunk in
+ * L2 over many row tiles) must split at multiples of V4F_CPU_GEMM_KC and
+ * pass accumulate = 1 after the first chunk (Y += the chunk's sums); the
+ * results are then bit-identical to one call over the whole K. W: nr rows
+ * of K floats, row stride ldw. */
+#define V4F_CPU_GEMM_KC 256
+typedef void (*v4f_cpu_gemm_chunk_fn)(const float *W, int64_t ldw, int64_t nr, const float *X,
+                                      int64_t ldx, int64_t nt, int64_t K, float *Y, int64_t ldy,
+                                      int accumulate);
+void v4f_cpu_gemm_chunk_avx512(const float *W, int64_t ldw, int64_t nr, const float *X, int64_t ldx,
+                               int64_t nt, int64_t K, float *Y, int64_t ldy, int accumulate);
+/* xs[t][0..kc) = X[t][0..kc) for t < nt, xs rows V4F_CPU_GEMM_KC floats
+ * apart (64-byte aligned) */
+void v4f_cpu_gemm_pack_x_avx512(const float *X, int64_t ldx, int64_t nt, int64_t kc, float *xs);
+/* the chunk kernel for this CPU, or NULL (no AVX-512: the tile kernel) */
+v4f_cpu_gemm_chunk_fn v4f_cpu_gemm_chunk_get(void);
+
 /* y[i] += a * x[i] */
 typedef void (*v4f_cpu_axpy_fn)(float *y, float a, const float *x, int64_t n);
 void v4f_cpu_axpy_generic(float *y, float a, const float *x, int64_t n);
