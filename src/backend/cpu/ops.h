@@ -50,7 +50,8 @@ typedef struct v4f_cpu_ctx {
     v4f_pool *pool;
     int n_threads;
     int64_t max_n_in;   /* largest n_in the scratch fits */
-    float **tile;       /* [n_threads] -> V4F_CPU_TILE_ROWS * max_n_in floats */
+    float **tile;       /* [n_threads] -> max(V4F_CPU_TILE_ROWS * max_n_in, the chunked
+                         * prefill GEMM's X/Y blocks) floats (ops.c tile_floats) */
     /* planes of the distinct X rows of one decode region (quant.h,
      * v4f_quantize_planes): V4F_CPU_PLANE_SLOTS rows of max_n_in, packed */
     uint8_t *planes;
