@@ -76,9 +76,19 @@ static void pack_w(const float *W, int64_t mr, int64_t ldw, int64_t k0, int64_t 
         _mm512_mask_storeu_ps(y, m, s);                                                  \
     }
 
+/* Forced inlining gives every token count and both X layouts a kernel of
+ * its own (32 copies). Sanitizer builds (SAN=...) keep one out-of-line copy
+ * with nt at run time: clang -O1 with ASan/UBSan ran for over 12 minutes
+ * on the inlined copies (CI's fuzz build). */
+#ifdef V4F_SANITIZE
+#define UK_INLINE static __attribute__((noinline))
+#else
+#define UK_INLINE static inline __attribute__((always_inline))
+#endif
+
 /* nt (<= NR) tokens x 16 packed rows over kc k values; nt is a constant
  * after inlining, so the unused accumulators and branches fold away */
-static inline __attribute__((always_inline)) void ukernel(const float *Wp, int64_t kc, const float *x,
+UK_INLINE void ukernel(const float *Wp, int64_t kc, const float *x,
                                                           int64_t ldx, const int nt, float *Y,
                                                           int64_t ldy, __mmask16 m, int first) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
@@ -93,7 +103,7 @@ static inline __attribute__((always_inline)) void ukernel(const float *Wp, int64
 }
 
 /* all nt tokens of one packed chunk: blocks of NR, then the remainder */
-static inline __attribute__((always_inline)) void tokens(const float *Wp, int64_t kc, const float *x,
+UK_INLINE void tokens(const float *Wp, int64_t kc, const float *x,
                                                          int64_t ldx, int64_t nt, float *y, int64_t ldy,
                                                          __mmask16 m, int first) {
     int64_t t = 0;
