@@ -128,20 +128,27 @@ static void dequant_block_q4_K(const uint8_t *b, float *y) {
     }
 }
 
+/* IQ2_XXS group g (32 elements) of a block's qs: the signed grid values
+ * (+-8, 25 or 43) into c; returns the group's aux word (scale in bits 28..31). */
+static uint32_t iq2_group_codes(const uint8_t *q, int g, int *c) {
+    const uint32_t aux = v4f_quant_rd_u32(q + 8 * g + 4);
+    for (int l = 0; l < 4; l++) {
+        const uint8_t *grid = (const uint8_t *)&v4f_quant_iq2xxs_grid[q[8 * g + l]];
+        const uint8_t signs = v4f_quant_ksigns[(aux >> (7 * l)) & 127];
+        for (int j = 0; j < 8; j++) c[8 * l + j] = ((signs >> j) & 1) ? -grid[j] : grid[j];
+    }
+    return aux;
+}
+
 static void dequant_block_iq2_xxs(const uint8_t *b, float *y) {
     const float d = v4f_quant_rd_f16(b + V4F_IQ2_D);
     const uint8_t *q = b + V4F_IQ2_QS;
+    int c[32];
     for (int g = 0; g < 8; g++) {
-        const uint32_t aux = v4f_quant_rd_u32(q + 8 * g + 4);
+        const uint32_t aux = iq2_group_codes(q, g, c);
         const float db = d * (0.5f + (float)(aux >> 28)) * 0.25f;
-        for (int l = 0; l < 4; l++) {
-            const uint8_t *grid = (const uint8_t *)&v4f_quant_iq2xxs_grid[q[8 * g + l]];
-            const uint8_t signs = v4f_quant_ksigns[(aux >> (7 * l)) & 127];
-            for (int j = 0; j < 8; j++) {
-                const float v = db * (float)grid[j];
-                y[32 * g + 8 * l + j] = ((signs >> j) & 1) ? -v : v;
-            }
-        }
+        /* db * (-v) == -(db * v) exactly */
+        for (int j = 0; j < 32; j++) y[32 * g + j] = db * (float)c[j];
     }
 }
 
@@ -242,15 +249,11 @@ static float dot_act_iq2_xxs(const void *w, const void *xq, int64_t n) {
         const uint8_t *q = a + V4F_IQ2_QS;
         const int8_t *qx = (const int8_t *)(b + V4F_Q8K_QS);
         int32_t bsum = 0;
+        int c[32];
         for (int g = 0; g < 8; g++) {
-            const uint32_t aux = v4f_quant_rd_u32(q + 8 * g + 4);
+            const uint32_t aux = iq2_group_codes(q, g, c);
             int32_t t = 0;
-            for (int l = 0; l < 4; l++) {
-                const uint8_t *grid = (const uint8_t *)&v4f_quant_iq2xxs_grid[q[8 * g + l]];
-                const uint8_t signs = v4f_quant_ksigns[(aux >> (7 * l)) & 127];
-                const int8_t *xv = qx + 32 * g + 8 * l;
-                for (int j = 0; j < 8; j++) t += (((signs >> j) & 1) ? -1 : 1) * grid[j] * xv[j];
-            }
+            for (int j = 0; j < 32; j++) t += c[j] * qx[32 * g + j];
             bsum += t * (int32_t)(2 * (aux >> 28) + 1);
         }
         acc += (double)v4f_quant_rd_f16(a + V4F_IQ2_D) * v4f_quant_rd_f32(b + V4F_Q8K_D) * 0.125 * bsum;
@@ -446,12 +449,7 @@ static float dot_planes_iq2_xxs(const void *w, const void *xp, int64_t n) {
         const double d = v4f_quant_rd_f16(a + V4F_IQ2_D);
         const uint8_t *q = a + V4F_IQ2_QS;
         for (int g = 0; g < 8; g++) {
-            const uint32_t aux = v4f_quant_rd_u32(q + 8 * g + 4);
-            for (int l = 0; l < 4; l++) {
-                const uint8_t *grid = (const uint8_t *)&v4f_quant_iq2xxs_grid[q[8 * g + l]];
-                const uint8_t signs = v4f_quant_ksigns[(aux >> (7 * l)) & 127];
-                for (int j = 0; j < 8; j++) c[8 * l + j] = ((signs >> j) & 1) ? -grid[j] : grid[j];
-            }
+            const uint32_t aux = iq2_group_codes(q, g, c);
             plane_group(xp, n, 8 * b + g, &pg);
             acc += d * (0.5 + (aux >> 28)) * 0.25 * pg.d * plane_dot(c, &pg, 0, 32);
         }
