@@ -481,6 +481,42 @@ static const char *g_filter;
 static bool skipped(const char *label) { return g_filter && !strstr(label, g_filter); }
 
 /* one dense shape (groups > 1: block-diagonal, one launch); returns ms */
+/* The prefill GEMM shapes of one layer (the layer set sums them all; the
+ * tile sweep times those marked tile_sweep, and every routed shape). */
+typedef struct gemm_shape {
+    const char *name;
+    uint32_t type;
+    int64_t n_in, n_out;
+    int groups, tile_sweep;
+} gemm_shape;
+static const gemm_shape k_dense[] = {
+    /* attention (Q8_0) */
+    {"attn q_a", V4F_TYPE_Q8_0, 4096, 1024, 1, 1},
+    {"attn kv", V4F_TYPE_Q8_0, 4096, 512, 1, 1},
+    {"attn q_b", V4F_TYPE_Q8_0, 1024, 32768, 1, 1},
+    {"attn out_a (8 groups, 1 launch)", V4F_TYPE_Q8_0, 4096, 8192, 8, 1},
+    {"attn out_b", V4F_TYPE_Q8_0, 8192, 4096, 1, 1},
+    /* shared expert (Q8_0) */
+    {"shared gate", V4F_TYPE_Q8_0, 4096, 2048, 1, 1},
+    {"shared up", V4F_TYPE_Q8_0, 4096, 2048, 1, 0},
+    {"shared down", V4F_TYPE_Q8_0, 2048, 4096, 1, 0},
+    /* F16: compressors, indexer, HC, router */
+    {"f16 4096->1024", V4F_TYPE_F16, 4096, 1024, 1, 1},
+    {"f16 4096->512", V4F_TYPE_F16, 4096, 512, 1, 1},
+    {"f16 4096->256", V4F_TYPE_F16, 4096, 256, 1, 1},
+    {"f16 4096->64", V4F_TYPE_F16, 4096, 64, 1, 1},
+    {"f16 4096->256 (router)", V4F_TYPE_F16, 4096, 256, 1, 0},
+    {"f16 hc 16384->24", V4F_TYPE_F16, 16384, 24, 1, 1},
+    {"f16 hc 16384->24 (ffn)", V4F_TYPE_F16, 16384, 24, 1, 0},
+    {"f16 1024->8192", V4F_TYPE_F16, 1024, 8192, 1, 1},
+};
+static const gemm_shape k_routed[] = {
+    {"routed gate (q2)", V4F_TYPE_IQ2_XXS, 4096, 2048, 1, 1},
+    {"routed down (q2)", V4F_TYPE_Q2_K, 2048, 4096, 1, 1},
+    {"routed gate (q4)", V4F_TYPE_Q4_K, 4096, 2048, 1, 1},
+    {"routed down (q4)", V4F_TYPE_Q4_K, 2048, 4096, 1, 1},
+};
+
 static float bench_dense(v4f_cuda *c, const char *label, uint32_t type, int64_t n_in, int64_t n_out, int groups,
                          bool exact, int64_t n_tok) {
     if (skipped(label)) return 0.f;
@@ -559,32 +595,12 @@ static void bench(v4f_cuda *c) {
     }
     printf("== per shape, n_tok %lld (tile auto unless noted)\n", (long long)T);
     double fl_q2 = 0, ms_q2 = 0, fl_q4 = 0, ms_q4 = 0;
-#define DENSE(label, type, ni, no, g)                                                   \
-    do {                                                                                \
-        const float ms_ = bench_dense(c, label, type, ni, no, g, false, T);             \
-        const double f_ = 2.0 * (double)T * (double)(ni) * (double)(no);                \
-        fl_q2 += f_, ms_q2 += ms_, fl_q4 += f_, ms_q4 += ms_;                           \
-    } while (0)
-    /* attention (Q8_0) */
-    DENSE("attn q_a", V4F_TYPE_Q8_0, 4096, 1024, 1);
-    DENSE("attn kv", V4F_TYPE_Q8_0, 4096, 512, 1);
-    DENSE("attn q_b", V4F_TYPE_Q8_0, 1024, 32768, 1);
-    DENSE("attn out_a (8 groups, 1 launch)", V4F_TYPE_Q8_0, 4096, 8192, 8);
-    DENSE("attn out_b", V4F_TYPE_Q8_0, 8192, 4096, 1);
-    /* shared expert (Q8_0) */
-    DENSE("shared gate", V4F_TYPE_Q8_0, 4096, 2048, 1);
-    DENSE("shared up", V4F_TYPE_Q8_0, 4096, 2048, 1);
-    DENSE("shared down", V4F_TYPE_Q8_0, 2048, 4096, 1);
-    /* F16: compressors, indexer, HC, router */
-    DENSE("f16 4096->1024", V4F_TYPE_F16, 4096, 1024, 1);
-    DENSE("f16 4096->512", V4F_TYPE_F16, 4096, 512, 1);
-    DENSE("f16 4096->256", V4F_TYPE_F16, 4096, 256, 1);
-    DENSE("f16 4096->64", V4F_TYPE_F16, 4096, 64, 1);
-    DENSE("f16 4096->256 (router)", V4F_TYPE_F16, 4096, 256, 1);
-    DENSE("f16 hc 16384->24", V4F_TYPE_F16, 16384, 24, 1);
-    DENSE("f16 hc 16384->24 (ffn)", V4F_TYPE_F16, 16384, 24, 1);
-    DENSE("f16 1024->8192", V4F_TYPE_F16, 1024, 8192, 1);
-#undef DENSE
+    for (size_t i = 0; i < sizeof k_dense / sizeof k_dense[0]; i++) {
+        const gemm_shape *sh = &k_dense[i];
+        const float ms_ = bench_dense(c, sh->name, sh->type, sh->n_in, sh->n_out, sh->groups, false, T);
+        const double f_ = 2.0 * (double)T * (double)sh->n_in * (double)sh->n_out;
+        fl_q2 += f_, ms_q2 += ms_, fl_q4 += f_, ms_q4 += ms_;
+    }
     /* routed experts */
     {
         const double fg = 2.0 * (double)(T * 6) * 4096.0 * 2048.0;
@@ -609,35 +625,17 @@ static void bench(v4f_cuda *c) {
         char v[4];
         snprintf(v, sizeof v, "%d", k);
         setenv("V4F_GEMM_TILE", v, 1);
-        char l[40];
-#define TILE_DENSE(name, type, ni, no, g)                       \
-    do {                                                        \
-        snprintf(l, sizeof l, "tile %d %s", k, name);           \
-        bench_dense(c, l, type, ni, no, g, false, T);           \
-    } while (0)
-#define TILE_GROUPED(name, type, ni, no)                        \
-    do {                                                        \
-        snprintf(l, sizeof l, "tile %d %s", k, name);           \
-        bench_grouped(c, l, type, ni, no, T, false);            \
-    } while (0)
-        TILE_DENSE("out_b", V4F_TYPE_Q8_0, 8192, 4096, 1);
-        TILE_DENSE("q_b", V4F_TYPE_Q8_0, 1024, 32768, 1);
-        TILE_DENSE("out_a", V4F_TYPE_Q8_0, 4096, 8192, 8);
-        TILE_DENSE("shared gate", V4F_TYPE_Q8_0, 4096, 2048, 1);
-        TILE_DENSE("q_a", V4F_TYPE_Q8_0, 4096, 1024, 1);
-        TILE_DENSE("kv", V4F_TYPE_Q8_0, 4096, 512, 1);
-        TILE_DENSE("f16 1024->8192", V4F_TYPE_F16, 1024, 8192, 1);
-        TILE_DENSE("f16 4096->1024", V4F_TYPE_F16, 4096, 1024, 1);
-        TILE_DENSE("f16 4096->512", V4F_TYPE_F16, 4096, 512, 1);
-        TILE_DENSE("f16 4096->256", V4F_TYPE_F16, 4096, 256, 1);
-        TILE_DENSE("f16 4096->64", V4F_TYPE_F16, 4096, 64, 1);
-        TILE_DENSE("f16 hc 16384->24", V4F_TYPE_F16, 16384, 24, 1);
-        TILE_GROUPED("routed gate (q2)", V4F_TYPE_IQ2_XXS, 4096, 2048);
-        TILE_GROUPED("routed down (q2)", V4F_TYPE_Q2_K, 2048, 4096);
-        TILE_GROUPED("routed gate (q4)", V4F_TYPE_Q4_K, 4096, 2048);
-        TILE_GROUPED("routed down (q4)", V4F_TYPE_Q4_K, 2048, 4096);
-#undef TILE_DENSE
-#undef TILE_GROUPED
+        char l[64];
+        for (size_t i = 0; i < sizeof k_dense / sizeof k_dense[0]; i++) {
+            const gemm_shape *sh = &k_dense[i];
+            if (!sh->tile_sweep) continue;
+            snprintf(l, sizeof l, "tile %d %s", k, sh->name);
+            bench_dense(c, l, sh->type, sh->n_in, sh->n_out, sh->groups, false, T);
+        }
+        for (size_t i = 0; i < sizeof k_routed / sizeof k_routed[0]; i++) {
+            snprintf(l, sizeof l, "tile %d %s", k, k_routed[i].name);
+            bench_grouped(c, l, k_routed[i].type, k_routed[i].n_in, k_routed[i].n_out, T, false);
+        }
     }
     unsetenv("V4F_GEMM_TILE");
     printf("== exact (reference) mode\n");
