@@ -1082,12 +1082,6 @@ static v4f_status mm_multi(v4f_gpu *g, const mmjob *j, int nj, int64_t n, v4f_er
 
 /* ---- the layer --------------------------------------------------------------------------------------------- */
 
-typedef struct stepctx {
-    int64_t n;
-    const v4f_debug_flags *dbg;
-} stepctx;
-
-
 /* split-K slices of the HC mixer: enough CTAs to fill the GPU for one
  * token; for a chunk (the tiled kernel, 32 tokens a CTA) 16, which keeps
  * each split's float sum to 1,024 terms (K / splits must stay whole) */
