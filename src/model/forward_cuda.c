@@ -99,7 +99,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #include "model/kv.h"
 #include "quant/quant.h"
 
-#define GPU_CHUNK_CAP 2048
+#define GPU_CHUNK_CAP 4096                    /* prefill chunk (tokens) when memory allows */
 #define GPU_CHUNK_TIGHT 512                   /* chunk when experts overflow to the host */
 #define GPU_RESERVE_BYTES (1536ull << 20)     /* left free for the CUDA context, graphs, cuBLAS-free slack */
 #define GPU_ISCORE_BUDGET (512ull << 20)      /* indexer score matrix [chunk][ctx/4] */
@@ -784,13 +784,15 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     }
     uint64_t per_layer_expert = 0, embd_bytes = (mat_bytes_of(&m->token_embd) + 255) & ~255ull;
     for (uint32_t l = 0; l < c->n_layer; l++) per_layer_expert += expert_bytes_one(&m->layers[l]);
-    /* chunk: as large as allowed; tighter when experts overflow */
+    /* chunk: as large as allowed (the routed-expert GEMMs get more tokens
+     * per expert tile); halved while the routed experts do not all fit, down
+     * to GPU_CHUNK_TIGHT */
     uint32_t N = g->n_ctx < GPU_CHUNK_CAP ? g->n_ctx : GPU_CHUNK_CAP;
     if (o->max_chunk && o->max_chunk < N) N = o->max_chunk;
     uint64_t cap4 = g->n_ctx / 4 + 2;
     while (N > 16 && (uint64_t)N * cap4 * 4 > GPU_ISCORE_BUDGET) N /= 2;
     size_t dense = 0, kvb = 0, scr = 0;
-    for (int pass = 0; pass < 2; pass++) {
+    for (;;) {
         g->N = N;
         g->embd_host = false;
         if ((st = place_dense(g, NULL, &dense, err))) goto fail;
@@ -798,9 +800,8 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         scr = layout_scratch(g, NULL, N);
         uint64_t fixed = dense + kvb + scr;
         uint64_t all = fixed + per_layer_expert * c->n_expert;
-        if (all <= budget || pass == 1) break;
-        if (N > GPU_CHUNK_TIGHT && !o->max_chunk) N = GPU_CHUNK_TIGHT;
-        else break;
+        if (all <= budget || N <= GPU_CHUNK_TIGHT || o->max_chunk) break;
+        N = N / 2 > GPU_CHUNK_TIGHT ? N / 2 : GPU_CHUNK_TIGHT;
     }
     uint64_t fixed = dense + kvb + scr;
     if (fixed + per_layer_expert * c->n_expert > budget && embd_bytes > (64ull << 20)) {
@@ -1294,8 +1295,11 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     const float *sinks = dbg->no_sink ? x->no_sink : r->sinks;
     /* attention, then the inverse RoPE of the output heads (fused when decoding) */
     v4f_cuda_out_rope oro = {r->freqs, x->pos, (int)c->n_rot};
-    TRY(v4f_cuda_attn_sink_rope(g->c, x->q, n, nh, hd, &keys, sinks, (float)(1.0 / sqrt((double)hd)), &oro, x->o,
-                                err));
+    const float asc = (float)(1.0 / sqrt((double)hd));
+    if (g->exact)
+        TRY(v4f_cuda_attn_sink_rope(g->c, x->q, n, nh, hd, &keys, sinks, asc, &oro, x->o, err));
+    else /* tensor cores for prefill chunks */
+        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, n, nh, hd, &keys, sinks, asc, &oro, x->o, err));
     pmark(g, GP_ATTN);
     /* grouped low-rank output projection */
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;

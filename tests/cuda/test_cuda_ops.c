@@ -47,22 +47,24 @@
 #define V4F_TOL_CUDA_SWIGLU 1e-6   /* |dh| / (|w * g * u| + 1e-30) */
 #define V4F_TOL_CUDA_POOL 2e-6     /* |dout| / max|val| */
 #define V4F_TOL_CUDA_HC_MIX 2e-6   /* |dpart| / sum |w x| over the split; |dss| / ss */
+#define V4F_TOL_CUDA_ATTN_TC 4e-3  /* |do| / max|k|, f16 operands (v4f_cuda_attn_sink_rope_mixed) */
 
 
 /* ---- bookkeeping ------------------------------------------------------------- */
 
 enum {
     OP_RMSNORM, OP_ROPE, OP_FP8, OP_HAD_FP4, OP_HC_SPLIT, OP_HC_WSUM, OP_HC_POST, OP_HC_HEAD, OP_ATTN, OP_INDEXER,
-    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_HC_MIX, OP_COUNT
+    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_HC_MIX, OP_ATTN_TC, OP_COUNT
 };
 static const char *const k_op_names[OP_COUNT] = {"rmsnorm", "rope_tail", "fp8_roundtrip", "hadamard_fp4",
                                                  "hc_split_sinkhorn", "hc_weighted_sum", "hc_post", "hc_head_w",
                                                  "attn_sink", "indexer_scores", "topk", "router", "swiglu",
-                                                 "compress_pool", "fp8_enc_dec", "fp4_enc_dec", "hc_mix_partial"};
+                                                 "compress_pool", "fp8_enc_dec", "fp4_enc_dec", "hc_mix_partial",
+                                                 "attn_sink_mixed"};
 static const double k_op_tol[OP_COUNT] = {V4F_TOL_CUDA_RMSNORM, V4F_TOL_CUDA_ROPE, 0, 0, V4F_TOL_CUDA_HC_SPLIT, 0, 0,
                                           V4F_TOL_CUDA_HC_HEAD, V4F_TOL_CUDA_ATTN, V4F_TOL_CUDA_INDEXER, 0,
                                           V4F_TOL_CUDA_ROUTER_W, V4F_TOL_CUDA_SWIGLU, V4F_TOL_CUDA_POOL, 0, 0,
-                                          V4F_TOL_CUDA_HC_MIX};
+                                          V4F_TOL_CUDA_HC_MIX, V4F_TOL_CUDA_ATTN_TC};
 static int g_cases[OP_COUNT];
 static double g_max[OP_COUNT];
 static long g_mismatch[OP_COUNT]; /* values not bit-identical (informative for toleranced ops) */
@@ -445,6 +447,33 @@ static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) {
         v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dr2), v4f_cuda_free(c, dr3);
         free(fr), free(pos), free(o2), free(o3);
     }
+    /* default precision: tensor cores from V4F_CUDA_ATTN_TC_MIN_Q queries at
+     * head_dim 512 / 128 (against the reference below), else the same
+     * kernel as above (bit for bit); output RoPE as rope_tail */
+    const bool tc = nq >= V4F_CUDA_ATTN_TC_MIN_Q && (hd == 512 || hd == 128);
+    float *outm;
+    {
+        const int nr = 64;
+        float *fr = rnd_vec(nr / 2, 1e-4f, 1.0f);
+        int32_t *pos = v4f_xmalloc((size_t)nq * 4);
+        for (int64_t t = 0; t < nq; t++) pos[t] = (int32_t)(7 + 13 * t);
+        float *dfr = dev_from(c, fr, FB(nr / 2));
+        int32_t *dpos = dev_from(c, pos, (size_t)nq * 4);
+        float *dm = dev_poisoned(c, FB(nq * nh * hd)), *dmr = dev_poisoned(c, FB(nq * nh * hd));
+        TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, &k, dsink, scale, NULL, dm, err));
+        outm = host_from(c, dm, FB(nq * nh * hd));
+        if (!tc && memcmp(outm, out, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "fallback differs from attn_sink");
+        if (hd >= 64) {
+            v4f_cuda_out_rope ro = {dfr, dpos, nr};
+            TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, &k, dsink, scale, &ro, dmr, err));
+            TRY(v4f_cuda_rope_tail(c, dm, nq, nh, hd, nr, dfr, dpos, 0, 0, true, err));
+            float *o2 = host_from(c, dmr, FB(nq * nh * hd)), *o3 = host_from(c, dm, FB(nq * nh * hd));
+            if (memcmp(o2, o3, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "mixed attention with output rope differs");
+            free(o2), free(o3);
+        }
+        v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dm), v4f_cuda_free(c, dmr);
+        free(fr), free(pos);
+    }
     float *keys = v4f_xmalloc(FB((ac->raw_cap + ac->idx_stride + ac->n_comp_rows + 1) * hd));
     float *ref = v4f_xmalloc(FB(nh * hd));
     for (int64_t t = 0; t < nq; t++) {
@@ -466,8 +495,12 @@ static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) {
         double kmax = 1e-30;
         for (int64_t i = 0; i < nk * hd; i++) kmax = fmax(kmax, fabs((double)keys[i]));
         for (int64_t i = 0; i < nh * hd; i++) cmp(OP_ATTN, out[t * nh * hd + i], ref[i], kmax);
+        if (tc)
+            for (int64_t i = 0; i < nh * hd; i++) cmp(OP_ATTN_TC, outm[t * nh * hd + i], ref[i], kmax);
     }
     g_cases[OP_ATTN]++;
+    if (tc) g_cases[OP_ATTN_TC]++;
+    free(outm);
     v4f_cuda_free(c, dq), v4f_cuda_free(c, draw), v4f_cuda_free(c, dcomp), v4f_cuda_free(c, dsink);
     v4f_cuda_free(c, dout), v4f_cuda_free(c, d1), v4f_cuda_free(c, d2), v4f_cuda_free(c, d3), v4f_cuda_free(c, d4);
     free(q), free(raw), free(comp), free(sinks), free(out), free(keys), free(ref);
@@ -523,6 +556,33 @@ static void attn_cases(v4f_cuda *c) {
         int32_t rf2b[2] = {3, 4}, rc2b[2] = {128, 128}, cc2b[2] = {1037, 1038};
         attn_case g2 = {2, 40, 512, 128, 1038, rf2b, rc2b, cc2b, NULL, 0, 1};
         t_attn(c, &g2, 1.0f);
+    }
+    /* prefill chunks in default precision (tensor cores): 40 queries x 8
+     * heads x 128 (the tiny models' shape) over a wrapping ring with index
+     * lists holding -1 holes, one query without keys; 36 queries x 64 x 512
+     * with 128 raw rows and 512 selected compressed rows each (the real
+     * model's ratio-4 layer), sharp and flat */
+    {
+        enum { NT = 40, KS = 24 };
+        int32_t rft[NT], rct[NT], cct[NT], idxt[NT * KS];
+        for (int t = 0; t < NT; t++) {
+            rft[t] = (90 + 3 * t) % 100, rct[t] = t == 5 ? 0 : 1 + (t * 7) % 64, cct[t] = t == 5 ? 0 : (t * 5) % (KS + 1);
+            for (int j = 0; j < KS; j++) idxt[t * KS + j] = (int32_t)(rnd_u64() % 300);
+        }
+        idxt[KS + 1] = -1, idxt[7 * KS + 3] = -1;
+        attn_case tt = {NT, 8, 128, 100, 300, rft, rct, cct, idxt, KS, 1};
+        t_attn(c, &tt, 2.0f);
+        enum { NB = 36, KB = 512 };
+        int32_t rfb[NB], rcb[NB], ccb[NB];
+        int32_t *idxb = v4f_xmalloc((size_t)NB * KB * 4);
+        for (int t = 0; t < NB; t++) {
+            rfb[t] = (t * 11) % 128, rcb[t] = 128, ccb[t] = KB - (t % 3) * 100;
+            for (int j = 0; j < KB; j++) idxb[t * KB + j] = (int32_t)(rnd_u64() % 2048);
+        }
+        attn_case tb = {NB, 64, 512, 128, 2048, rfb, rcb, ccb, idxb, KB, 1};
+        t_attn(c, &tb, 1.0f);
+        t_attn(c, &tb, 6.0f);
+        free(idxb);
     }
     attn_case e = {NQ, 64, 512, 0, 200, rfp, rcp, ccp, NULL, 0, 1};
     e.raw_cap = 0; /* the host copy below uses rows directly */

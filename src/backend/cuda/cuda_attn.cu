@@ -14,6 +14,11 @@
  *    static device buffer and k_fa_combine merges them with the sink logit.
  *    k_attn_generic (one block per (query, head), per-warp online softmax)
  *    covers other head sizes and devices without the shared memory.
+ *  - default-precision prefill attention: k_fa_mma (head_dim 512 or 128,
+ *    from V4F_CUDA_ATTN_TC_MIN_Q queries): one CTA per (query, 64 heads),
+ *    f16 tensor-core products with float32 sums and softmax (description at
+ *    the kernel). The keys are read once per query instead of once per
+ *    16-head group. V4F_CUDA_ATTN_TC=0 turns it off (A/B).
  *  - indexer scores: k_ix_tile (d = 128, up to 64 heads): one CTA holds the
  *    query's heads in shared memory and loops over tiles of 64 key rows
  *    (4 heads x 4 keys per thread, ReLU, weights, head sum in the
@@ -44,6 +49,9 @@
 #include "backend/cuda/cuda_dev.cuh"
 
 #include <math.h>
+#include <stdlib.h>
+
+#include <cuda_fp16.h>
 
 #define ARG_CHECK(cond, ...)                                                                  \
     do {                                                                                      \
@@ -369,6 +377,208 @@ __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_he
 }
 
 
+/* -- tensor-core kernel for prefill chunks (default precision) --
+ *
+ * k_fa_mma: one CTA per (query, block of 64 heads), 16 warps. The query's
+ * heads are rounded to f16 once into shared memory; key tiles of 32 rows are
+ * copied as float32 with cp.async one tile ahead, and each thread rounds the
+ * chunks it copied itself to f16. Per tile: S = Q K^T (mma.sync m16n8k16,
+ * f16 operands, float32 sums; warp = 16 heads x 16 keys x half the dims),
+ * an online softmax per head in float32 (warp = 4 heads, lane = key), P
+ * rounded to f16, O += P V (warp = 16 heads x a quarter of the dims, 64
+ * float32 accumulators per thread). One split: the epilogue folds in the
+ * sink logit and writes the output directly. */
+
+#define FM_HB 64      /* heads per CTA */
+#define FM_KT 32      /* keys per tile */
+#define FM_THREADS 512
+
+template <int HD> struct fm_layout {
+    static constexpr int LDH = HD + 8;        /* f16 row stride: 16-byte rows, conflict-free ldmatrix */
+    static constexpr int LDS = FM_KT + 8;     /* score / P row stride */
+    static constexpr size_t q_off = 0;
+    static constexpr size_t k_off = q_off + (size_t)FM_HB * LDH * 2;
+    static constexpr size_t st_off = k_off + (size_t)FM_KT * LDH * 2;
+    static constexpr size_t s_off = st_off + (size_t)FM_KT * HD * 4;
+    static constexpr size_t p_off = s_off + (size_t)2 * FM_HB * LDS * 4;
+    static constexpr size_t c_off = p_off + (size_t)FM_HB * LDS * 2;
+    static constexpr size_t r_off = c_off + (size_t)3 * FM_HB * 4;
+    static constexpr size_t bytes = r_off + (size_t)2 * FM_KT * sizeof(void *);
+};
+
+__device__ __forceinline__ void ldsm_x4(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(s));
+}
+__device__ __forceinline__ void mma16816(float *c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
+                                         unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint2 f4_to_h4(float4 v) {
+    const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
+    uint2 r;
+    r.x = *reinterpret_cast<const unsigned *>(&lo);
+    r.y = *reinterpret_cast<const unsigned *>(&hi);
+    return r;
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
+    V4F_PDL_ENTRY();
+    typedef fm_layout<HD> L;
+    constexpr int LDH = L::LDH, LDS = L::LDS, C4 = HD / 4;
+    extern __shared__ __align__(16) unsigned char fm_raw[];
+    __half *qh = reinterpret_cast<__half *>(fm_raw + L::q_off);
+    __half *kh = reinterpret_cast<__half *>(fm_raw + L::k_off);
+    float *kst = reinterpret_cast<float *>(fm_raw + L::st_off);
+    float *sp = reinterpret_cast<float *>(fm_raw + L::s_off); /* [2][FM_HB][LDS] */
+    __half *ph = reinterpret_cast<__half *>(fm_raw + L::p_off);
+    float *s_corr = reinterpret_cast<float *>(fm_raw + L::c_off), *s_m = s_corr + FM_HB, *s_l = s_m + FM_HB;
+    const float **rows = reinterpret_cast<const float **>(fm_raw + L::r_off); /* [2][FM_KT] */
+
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int h0 = blockIdx.x * FM_HB;
+    const int64_t t = blockIdx.y;
+    int64_t n_raw, nk;
+    attn_counts(&a.k, t, &n_raw, &nk);
+
+    if (tid < FM_KT) rows[tid] = tid < nk ? attn_key_row(&a.k, t, tid, n_raw, HD) : NULL;
+    for (int i = tid; i < FM_HB * C4; i += FM_THREADS) {
+        const int h = i / C4, c4 = i % C4;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (h0 + h < a.n_head) v = reinterpret_cast<const float4 *>(a.q + (t * a.n_head + h0 + h) * HD)[c4];
+        *reinterpret_cast<uint2 *>(qh + h * LDH + c4 * 4) = f4_to_h4(v);
+    }
+    __syncthreads();
+    /* tile copies: thread tid owns chunks tid + j * FM_THREADS of every tile */
+    auto issue = [&](int buf) {
+        for (int i = tid; i < FM_KT * C4; i += FM_THREADS) {
+            const int j = i / C4, c4 = i % C4;
+            const float *src = rows[buf * FM_KT + j];
+            cp_async16(kst + j * HD + c4 * 4, src ? src + c4 * 4 : a.q, src ? 16 : 0);
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+    if (nk > 0) issue(0);
+
+    /* softmax state: warp w owns heads 4w .. 4w+3 */
+    float m_run[4], l_run[4];
+#pragma unroll
+    for (int r = 0; r < 4; r++) m_run[r] = -INFINITY, l_run[r] = 0.f;
+    /* P.V: warp = (m-tile mt, dim quarter dq); QK: warp = (mt, key half kg, dim half dh) */
+    constexpr int NT = HD / 32; /* n8 tiles of a dim quarter */
+    const int mt = w & 3, dq = w >> 2, kg = (w >> 2) & 1, dh = w >> 3;
+    float acc[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+    for (int64_t k0 = 0, it = 0; k0 < nk; k0 += FM_KT, it++) {
+        const int cur = (int)(it & 1);
+        const int nt = (int)min((int64_t)FM_KT, nk - k0);
+        cp_async_wait_all();
+        __syncthreads(); /* the previous tile's readers of kh are done */
+        for (int i = tid; i < FM_KT * C4; i += FM_THREADS) {
+            const int j = i / C4, c4 = i % C4;
+            *reinterpret_cast<uint2 *>(kh + j * LDH + c4 * 4) =
+                f4_to_h4(*reinterpret_cast<const float4 *>(kst + j * HD + c4 * 4));
+        }
+        const bool more = k0 + FM_KT < nk;
+        if (more && tid < FM_KT)
+            rows[(cur ^ 1) * FM_KT + tid] =
+                k0 + FM_KT + tid < nk ? attn_key_row(&a.k, t, k0 + FM_KT + tid, n_raw, HD) : NULL;
+        __syncthreads(); /* kh complete, next rows visible */
+        if (more) issue(cur ^ 1);
+
+        /* S partial over dims [dh * HD/2, +HD/2): heads 16 mt.., keys 16 kg.. */
+        {
+            float c0[4] = {0.f, 0.f, 0.f, 0.f}, c1[4] = {0.f, 0.f, 0.f, 0.f};
+            const __half *qa = qh + (16 * mt + (lane & 7) + ((lane >> 3) & 1) * 8) * LDH + (lane >> 4) * 8;
+            const __half *kb = kh + (16 * kg + (lane & 7) + ((lane >> 4) << 3)) * LDH + ((lane >> 3) & 1) * 8;
+#pragma unroll 4
+            for (int d = dh * (HD / 2); d < (dh + 1) * (HD / 2); d += 16) {
+                unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+                ldsm_x4(a0, a1, a2, a3, qa + d);
+                ldsm_x4(b0, b1, b2, b3, kb + d);
+                mma16816(c0, a0, a1, a2, a3, b0, b1);
+                mma16816(c1, a0, a1, a2, a3, b2, b3);
+            }
+            float *so = sp + (dh * FM_HB + 16 * mt + (lane >> 2)) * LDS + 16 * kg + 2 * (lane & 3);
+            *reinterpret_cast<float2 *>(so) = make_float2(c0[0], c0[1]);
+            *reinterpret_cast<float2 *>(so + 8 * LDS) = make_float2(c0[2], c0[3]);
+            *reinterpret_cast<float2 *>(so + 8) = make_float2(c1[0], c1[1]);
+            *reinterpret_cast<float2 *>(so + 8 * LDS + 8) = make_float2(c1[2], c1[3]);
+        }
+        __syncthreads();
+        /* online softmax of the tile, heads 4w.., lane = key */
+        {
+            const bool valid = lane < nt && rows[cur * FM_KT + lane] != NULL;
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                const int hl = 4 * w + r;
+                float s = sp[hl * LDS + lane] + sp[(FM_HB + hl) * LDS + lane];
+                s = valid ? s * a.scale : -INFINITY;
+                const float mn = fmaxf(m_run[r], warp_max_f(s));
+                const float p = s == -INFINITY ? 0.f : expf(s - mn);
+                const float corr = m_run[r] == -INFINITY ? 0.f : expf(m_run[r] - mn);
+                l_run[r] = l_run[r] * corr + warp_sum_f(p);
+                m_run[r] = mn;
+                ph[hl * LDS + lane] = __float2half_rn(p);
+                if (lane == 0) s_corr[hl] = corr;
+            }
+        }
+        __syncthreads();
+        /* O = O * corr + P V over the tile's 32 keys */
+        {
+            const float cr0 = s_corr[16 * mt + (lane >> 2)], cr1 = s_corr[16 * mt + (lane >> 2) + 8];
+#pragma unroll
+            for (int n = 0; n < NT; n++) acc[n][0] *= cr0, acc[n][1] *= cr0, acc[n][2] *= cr1, acc[n][3] *= cr1;
+            const __half *pa = ph + (16 * mt + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8;
+            const __half *vb = kh + ((lane & 7) + ((lane >> 3) & 1) * 8) * LDH + dq * (HD / 4) + (lane >> 4) * 8;
+#pragma unroll
+            for (int kk = 0; kk < FM_KT; kk += 16) {
+                unsigned a0, a1, a2, a3;
+                ldsm_x4(a0, a1, a2, a3, pa + kk);
+#pragma unroll
+                for (int n = 0; n < NT; n += 2) {
+                    unsigned b0, b1, b2, b3;
+                    ldsm_x4_t(b0, b1, b2, b3, vb + kk * LDH + n * 8);
+                    mma16816(acc[n], a0, a1, a2, a3, b0, b1);
+                    mma16816(acc[n + 1], a0, a1, a2, a3, b2, b3);
+                }
+            }
+        }
+    }
+    if (lane == 0)
+#pragma unroll
+        for (int r = 0; r < 4; r++) s_m[4 * w + r] = m_run[r], s_l[4 * w + r] = l_run[r];
+    __syncthreads();
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int hl = 16 * mt + (lane >> 2) + 8 * half, h = h0 + hl;
+        if (h >= a.n_head) continue;
+        const float m = s_m[hl], l = s_l[hl], sink = a.sinks[h];
+        const float M = fmaxf(sink, m);
+        const float fm = m == -INFINITY ? 0.f : expf(m - M);
+        const float f = fm / (expf(sink - M) + l * fm);
+        float *dst = a.out + (t * a.n_head + h) * HD + dq * (HD / 4) + 2 * (lane & 3);
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+            *reinterpret_cast<float2 *>(dst + n * 8) = make_float2(acc[n][2 * half] * f, acc[n][2 * half + 1] * f);
+    }
+}
+
+
 #define ATTN_WARPS 4
 #define ATTN_MAX_PER 16 /* head_dim / 32 <= 16: head_dim <= 512 */
 
@@ -537,6 +747,54 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
         CUDA_TRY_LAUNCH();
     }
     if (rope && !roped) /* not fused: a launch of its own */
+        return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head,
+                                                    int64_t head_dim, const v4f_cuda_attn_keys *keys,
+                                                    const float *sinks, float scale, const v4f_cuda_out_rope *rope,
+                                                    float *out, v4f_err *err) {
+    static int tc_off = -1; /* V4F_CUDA_ATTN_TC=0: always the float32 kernels (A/B) */
+    if (tc_off < 0) {
+        const char *e = getenv("V4F_CUDA_ATTN_TC");
+        tc_off = e && e[0] == '0';
+    }
+    const bool shape = !tc_off && (head_dim == 512 || head_dim == 128) && n_q >= V4F_CUDA_ATTN_TC_MIN_Q && n_q <= 65535 && n_head > 0 &&
+                       (n_head + FM_HB - 1) / FM_HB <= 65535;
+    const size_t bytes = head_dim == 512 ? fm_layout<512>::bytes : fm_layout<128>::bytes;
+    if (!shape || !keys || (!keys->raw && (keys->raw_count || keys->raw_count0 > 0)) ||
+        (!keys->comp && (keys->comp_count || keys->comp_count0 > 0)) || keys->raw_cap < 0 ||
+        (rope && !(rope->freqs && rope->pos && rope->n_rot > 0 && rope->n_rot % 2 == 0 && rope->n_rot <= head_dim)) ||
+        ((uintptr_t)q & 15) || ((uintptr_t)out & 15) || ((uintptr_t)keys->raw & 15) || ((uintptr_t)keys->comp & 15))
+        return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, rope, out, err);
+    CUDA_TRY_DEVICE(c);
+    if ((size_t)max_smem_optin(c->device) < bytes)
+        return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, rope, out, err);
+    static bool attr_set[2][64];
+    const int which = head_dim == 512;
+    if (!attr_set[which][c->device & 63]) {
+        if (which)
+            CUDA_TRY(cudaFuncSetAttribute(k_fa_mma<512>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        else
+            CUDA_TRY(cudaFuncSetAttribute(k_fa_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        attr_set[which][c->device & 63] = true;
+    }
+    fa_args a;
+    a.q = q;
+    a.out = out;
+    a.n_head = (int)n_head;
+    a.n_split = 1;
+    a.sinks = sinks;
+    a.scale = scale;
+    a.k = *keys;
+    const dim3 grid((unsigned)((n_head + FM_HB - 1) / FM_HB), (unsigned)n_q);
+    if (which)
+        v4f_launch(k_fa_mma<512>, grid, FM_THREADS, bytes, c->stream, a);
+    else
+        v4f_launch(k_fa_mma<128>, grid, FM_THREADS, bytes, c->stream, a);
+    CUDA_TRY_LAUNCH();
+    if (rope)
         return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
     return V4F_OK;
 }

@@ -252,6 +252,16 @@ v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int
                                    const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
                                    const v4f_cuda_out_rope *rope, float *out, v4f_err *err);
 
+/* The same in default (mixed) precision: from V4F_CUDA_ATTN_TC_MIN_Q
+ * queries with head_dim 512 or 128, q and the key rows are rounded to f16 for tensor-core products
+ * (float32 sums, float32 softmax, P rounded to f16); other shapes, or a
+ * device without the shared memory, run v4f_cuda_attn_sink_rope. Error
+ * bound in docs/TOLERANCES.md (V4F_TOL_CUDA_ATTN_TC). */
+#define V4F_CUDA_ATTN_TC_MIN_Q 32
+v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
+                                         const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
+                                         const v4f_cuda_out_rope *rope, float *out, v4f_err *err);
+
 /* Indexer scores: score[t][c] = sum_h w[t][h] * max(0, q[t][h] . keys[c]) for
  * c < n_t; q [n_q][n_head][d], w [n_q][n_head], keys [n_keys][d], score rows
  * of n_keys (entries c >= n_t untouched). n_t = min(n_keys, n_valid[t]) when
