@@ -530,21 +530,33 @@ extern "C" v4f_status v4f_cuda_moe_bucket(v4f_cuda *c, const int32_t *eids, cons
     return V4F_OK;
 }
 
+/* One CTA per destination row; 16-byte copies when d % 4 == 0 and both
+ * buffers are 16-byte aligned (V). The first version (one CTA per 256
+ * elements of a row, 393,216 CTAs for a 4,096-token chunk) took 0.72 ms on
+ * an H100 for 400 MB. */
+template <bool V>
 __global__ void k_gather_rows(const float *src, const int32_t *idx, int32_t div, int64_t d, float *dst) {
     V4F_PDL_ENTRY();
-    const int64_t i = blockIdx.y;
+    const int64_t i = blockIdx.x;
     const int64_t s = idx[i] / div;
-    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < d; j += (int64_t)gridDim.x * blockDim.x)
-        dst[i * d + j] = src[s * d + j];
+    if (V) {
+        const float4 *a = reinterpret_cast<const float4 *>(src + s * d);
+        float4 *b = reinterpret_cast<float4 *>(dst + i * d);
+        for (int64_t j = threadIdx.x; j < d / 4; j += blockDim.x) b[j] = a[j];
+    } else {
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dst[i * d + j] = src[s * d + j];
+    }
 }
 
 extern "C" v4f_status v4f_cuda_gather_rows(v4f_cuda *c, const float *src, const int32_t *idx, int32_t div, int64_t n,
                                            int64_t d, float *dst, v4f_err *err) {
-    ARG_CHECK(n >= 0 && n <= 65535 && d > 0 && div > 0, "cuda gather rows: bad shape");
+    ARG_CHECK(n >= 0 && n <= 0x7fffffff && d > 0 && div > 0, "cuda gather rows: bad shape");
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    const dim3 grid((unsigned)((d + 255) / 256), (unsigned)n);
-    v4f_launch(k_gather_rows, grid, 256, 0, c->stream, src, idx, div, d, dst);
+    if (d % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 15) == 0)
+        v4f_launch(k_gather_rows<true>, (unsigned)n, 256, 0, c->stream, src, idx, div, d, dst);
+    else
+        v4f_launch(k_gather_rows<false>, (unsigned)n, 256, 0, c->stream, src, idx, div, d, dst);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
