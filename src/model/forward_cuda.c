@@ -1272,7 +1272,10 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     pmark(g, GP_COMP);
     if (r->ratio == 4) {
         int64_t cap4 = r->cap_i;
-        TRY(v4f_cuda_indexer_scores(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
+        if (g->exact)
+            TRY(v4f_cuda_indexer_scores(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
+        else /* tensor cores for prefill chunks */
+            TRY(v4f_cuda_indexer_scores_mixed(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
         TRY(v4f_cuda_topk(g->c, x->iscore, n, cap4, nvis, 0, c->idx_topk, x->isel, x->icnt, err));
         pmark(g, GP_INDEX);
     }

@@ -598,12 +598,42 @@ static void attn_cases(v4f_cuda *c) {
 
 /* nvalid (host, [nq], or NULL): per-query key counts passed as the device
  * n_valid array; entries at or past a query's count must stay poisoned. */
-static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk, const int32_t *nvalid) {
-    float *q = rnd_vec(nq * nh * d, -1, 1), *w = rnd_vec(nq * nh, -0.5f, 1), *keys = rnd_vec(nk * d, -1, 1);
+/* FP4 (E2M1) values times a power of two per block of 32, as the
+ * indexer's rounded q heads and key rows are. */
+static float *fp4_vec(int64_t n) {
+    static const float lv[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+    float *v = v4f_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    int e = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i % 32 == 0) e = (int)(rnd_u64() % 13) - 8;
+        const float m = lv[rnd_u64() % 8];
+        v[i] = ldexpf(rnd_u64() & 1 ? -m : m, e);
+    }
+    return v;
+}
+
+/* mixed: v4f_cuda_indexer_scores_mixed on FP4-rounded q and keys (tensor
+ * cores from V4F_CUDA_IX_TC_MIN_Q queries, exact products: the float32
+ * kernel's tolerance; below that the float32 kernel, bit for bit). */
+static void t_indexer_m(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk, const int32_t *nvalid, int mixed) {
+    float *q = mixed ? fp4_vec(nq * nh * d) : rnd_vec(nq * nh * d, -1, 1), *w = rnd_vec(nq * nh, -0.5f, 1);
+    float *keys = mixed ? fp4_vec(nk * d) : rnd_vec(nk * d, -1, 1);
     float *dq = dev_from(c, q, FB(nq * nh * d)), *dw = dev_from(c, w, FB(nq * nh)), *dk = dev_from(c, keys, FB(nk * d));
     float *ds = dev_poisoned(c, FB(nq * nk));
     int32_t *dn = nvalid ? dev_from(c, nvalid, (size_t)nq * 4) : NULL;
-    TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, dn, ds, err));
+    if (mixed) {
+        TRY(v4f_cuda_indexer_scores_mixed(c, dq, dw, nq, nh, d, dk, nk, dn, ds, err));
+        if (nq < V4F_CUDA_IX_TC_MIN_Q) {
+            float *d2 = dev_poisoned(c, FB(nq * nk));
+            TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, dn, d2, err));
+            float *a = host_from(c, ds, FB(nq * nk)), *b = host_from(c, d2, FB(nq * nk));
+            if (memcmp(a, b, FB(nq * nk)) != 0) fail(OP_INDEXER, "mixed fallback differs from the float32 kernel");
+            free(a), free(b);
+            v4f_cuda_free(c, d2);
+        }
+    } else {
+        TRY(v4f_cuda_indexer_scores(c, dq, dw, nq, nh, d, dk, nk, dn, ds, err));
+    }
     float *s = host_from(c, ds, FB(nq * nk)), *ref = v4f_xmalloc(FB(nk));
     for (int64_t t = 0; t < nq; t++) {
         int64_t nt = nk;
@@ -630,6 +660,9 @@ static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk
     g_cases[OP_INDEXER]++;
     v4f_cuda_free(c, dq), v4f_cuda_free(c, dw), v4f_cuda_free(c, dk), v4f_cuda_free(c, ds), v4f_cuda_free(c, dn);
     free(q), free(w), free(keys), free(s), free(ref);
+}
+static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk, const int32_t *nvalid) {
+    t_indexer_m(c, nq, nh, d, nk, nvalid, 0);
 }
 
 /* kind 0: continuous, 1: few levels (many exact ties, +-0 mixed), 2: all
@@ -1037,6 +1070,14 @@ int main(int argc, char **argv) {
         t_indexer(c, 1, 64, 128, 40000, NULL); /* several key tiles per block */
         const int32_t nv1[1] = {33333};
         t_indexer(c, 1, 61, 128, 40000, nv1);
+        /* default precision, tensor cores: 64 heads (4 queries a CTA, 42
+         * queries: a partial last CTA), per-query counts from 0 past nk; 16
+         * heads (the tiny models: 16 queries a CTA); 8 queries (float32 fallback) */
+        int32_t nvm[42];
+        for (int i = 0; i < 42; i++) nvm[i] = i == 3 ? 0 : i == 7 ? 5000 : (int32_t)(rnd_u64() % 1100);
+        t_indexer_m(c, 42, 64, 128, 1000, nvm, 1);
+        t_indexer_m(c, 40, 16, 128, 333, NULL, 1);
+        t_indexer_m(c, 8, 64, 128, 300, nvm, 1);
     }
     topk_cases(c);
 

@@ -23,6 +23,10 @@
  *    query's heads in shared memory and loops over tiles of 64 key rows
  *    (4 heads x 4 keys per thread, ReLU, weights, head sum in the
  *    epilogue); k_indexer_generic for other shapes.
+ *  - default-precision prefill indexer scores: k_ix_mma (d = 128, 16-64
+ *    heads, from V4F_CUDA_IX_TC_MIN_Q queries): bf16 tensor cores, exact
+ *    products of the FP4-rounded q and key rows (description at the kernel);
+ *    V4F_CUDA_IX_TC=0 turns it off (A/B).
  *  - top-k: rows up to 16K (and prefill's many rows) run k_topk (one block
  *    per row: 8-bit radix select, then an in-order compaction). Long rows
  *    (few rows, k <= 2048) run a multi-CTA radix select: k_tk_hist1 (top 12
@@ -51,6 +55,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #define ARG_CHECK(cond, ...)                                                                  \
@@ -900,6 +905,135 @@ __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restri
 
 #define IDX_WARPS 8
 #define IDX_KEYS_PER_BLOCK 64
+/* -- tensor-core kernel for prefill chunks (default precision) --
+ *
+ * The indexer's q heads and key rows are FP4 (E2M1) values times powers of
+ * two (Hadamard + FP4 round trip, MODEL.md 5.4), which bf16 holds exactly,
+ * and products of two of them are exact in float32: on tensor cores only
+ * the float32 sums round, as in the float32 kernel. k_ix_mma: one CTA
+ * (16 warps) per IM_QB(n_head) queries; warp = (query, 16 heads); the
+ * query's A fragments stay in registers for the whole key range, key tiles
+ * of 64 rows are loaded one tile ahead into registers and stored as bf16;
+ * per tile a warp computes its 16 heads x 64 keys (mma.sync m16n8k16 bf16,
+ * float32 sums), applies ReLU and the head weights and sums its 16 heads
+ * (shuffles); the query's warps' sums are added through shared memory in
+ * head order. All queries of a CTA share each key tile (k_ix_tile reads
+ * every key row once per query: 1.1 ms per 4,096-token chunk at an 8K
+ * context on an H100, mostly L2 traffic). */
+#define IM_KT 64
+#define IM_THREADS 512
+#define IM_LDK (IX_D + 8) /* bf16 row stride: 272 B, conflict-free ldmatrix */
+
+__device__ __forceinline__ unsigned bf2(float a, float b) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const unsigned *>(&v);
+}
+__device__ __forceinline__ void mma16816_bf16(float *c, const unsigned *a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__global__ void __launch_bounds__(IM_THREADS, 1) k_ix_mma(const float *__restrict__ q, const float *__restrict__ w,
+                                                          int64_t n_q, int n_head, const float *__restrict__ keys,
+                                                          int64_t n_keys, const int32_t *__restrict__ n_valid,
+                                                          float *__restrict__ score) {
+    V4F_PDL_ENTRY();
+    __shared__ __align__(16) __nv_bfloat16 kh[IM_KT * IM_LDK];
+    __shared__ float ps[IM_THREADS / 32][IM_KT];
+    __shared__ int64_t s_nt[IM_THREADS / 32];
+    const int tid = threadIdx.x, lane = tid & 31, w8 = tid >> 5, g = lane >> 2, c = lane & 3;
+    const int MT = n_head / 16, QB = (IM_THREADS / 32) / MT;
+    const int qi = w8 / MT, mt = w8 % MT;
+    const int64_t t = (int64_t)blockIdx.x * QB + qi;
+    const bool live = t < n_q;
+    if (lane == 0) {
+        int64_t nt = 0;
+        if (live) {
+            nt = n_keys;
+            if (n_valid) nt = n_valid[t] < 0 ? 0 : (n_valid[t] < n_keys ? n_valid[t] : n_keys);
+        }
+        s_nt[w8] = nt;
+    }
+    /* A fragments of heads 16 mt .. 16 mt + 15, all 128 dims (8 k steps) */
+    unsigned af[IX_D / 16][4];
+    float wg0 = 0.f, wg1 = 0.f;
+    {
+        const int64_t tq = live ? t : 0;
+        const float *r0 = q + (tq * n_head + 16 * mt + g) * IX_D, *r1 = r0 + 8 * IX_D;
+#pragma unroll
+        for (int ks = 0; ks < IX_D / 16; ks++) {
+            const float2 x0 = *reinterpret_cast<const float2 *>(r0 + 16 * ks + 2 * c);
+            const float2 x1 = *reinterpret_cast<const float2 *>(r1 + 16 * ks + 2 * c);
+            const float2 x2 = *reinterpret_cast<const float2 *>(r0 + 16 * ks + 8 + 2 * c);
+            const float2 x3 = *reinterpret_cast<const float2 *>(r1 + 16 * ks + 8 + 2 * c);
+            af[ks][0] = bf2(x0.x, x0.y), af[ks][1] = bf2(x1.x, x1.y), af[ks][2] = bf2(x2.x, x2.y),
+            af[ks][3] = bf2(x3.x, x3.y);
+        }
+        wg0 = w[tq * n_head + 16 * mt + g], wg1 = w[tq * n_head + 16 * mt + g + 8];
+    }
+    __syncthreads();
+    int64_t nmax = 0;
+    for (int i = 0; i < IM_THREADS / 32; i++) nmax = max(nmax, s_nt[i]);
+    /* key tiles: thread tid owns float4 chunks tid + j * IM_THREADS (row = i / 32) */
+    constexpr int PF = IM_KT * (IX_D / 4) / IM_THREADS;
+    float4 pf[PF];
+    auto gload = [&](int64_t kb) {
+#pragma unroll
+        for (int j = 0; j < PF; j++) {
+            const int i = tid + j * IM_THREADS, row = i >> 5, c4 = i & 31;
+            pf[j] = kb + row < nmax ? *reinterpret_cast<const float4 *>(keys + (kb + row) * IX_D + 4 * c4)
+                                    : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    };
+    if (nmax > 0) gload(0);
+    for (int64_t k0 = 0; k0 < nmax; k0 += IM_KT) {
+        __syncthreads(); /* readers of kh and ps of the previous tile are done */
+#pragma unroll
+        for (int j = 0; j < PF; j++) {
+            const int i = tid + j * IM_THREADS, row = i >> 5, c4 = i & 31;
+            *reinterpret_cast<uint2 *>(&kh[row * IM_LDK + 4 * c4]) = make_uint2(bf2(pf[j].x, pf[j].y), bf2(pf[j].z, pf[j].w));
+        }
+        __syncthreads();
+        if (k0 + IM_KT < nmax) gload(k0 + IM_KT);
+        float acc[IM_KT / 8][4];
+#pragma unroll
+        for (int j = 0; j < IM_KT / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+        const __nv_bfloat16 *kb = kh + ((lane & 7) + ((lane >> 4) << 3)) * IM_LDK + ((lane >> 3) & 1) * 8;
+#pragma unroll
+        for (int ks = 0; ks < IX_D / 16; ks++)
+#pragma unroll
+            for (int np = 0; np < IM_KT / 16; np++) {
+                unsigned b0, b1, b2, b3;
+                ldsm_x4(b0, b1, b2, b3, kb + np * 16 * IM_LDK + 16 * ks);
+                mma16816_bf16(acc[2 * np], af[ks], b0, b1);
+                mma16816_bf16(acc[2 * np + 1], af[ks], b2, b3);
+            }
+        /* ReLU, head weights, sum of the warp's 16 heads */
+#pragma unroll
+        for (int j = 0; j < IM_KT / 8; j++) {
+            float v0 = fmaf(wg1, fmaxf(acc[j][2], 0.f), wg0 * fmaxf(acc[j][0], 0.f));
+            float v1 = fmaf(wg1, fmaxf(acc[j][3], 0.f), wg0 * fmaxf(acc[j][1], 0.f));
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1) {
+                v0 += __shfl_xor_sync(0xffffffffu, v0, o);
+                v1 += __shfl_xor_sync(0xffffffffu, v1, o);
+            }
+            if (g == 0) ps[w8][8 * j + 2 * c] = v0, ps[w8][8 * j + 2 * c + 1] = v1;
+        }
+        __syncthreads();
+        for (int i = tid; i < QB * IM_KT; i += IM_THREADS) {
+            const int q2 = i / IM_KT, kk = i % IM_KT;
+            const int64_t t2 = (int64_t)blockIdx.x * QB + q2;
+            if (t2 >= n_q || k0 + kk >= s_nt[q2 * MT]) continue;
+            float s = 0.f;
+            for (int m = 0; m < MT; m++) s += ps[q2 * MT + m][kk];
+            score[t2 * n_keys + k0 + kk] = s;
+        }
+    }
+}
+
 #define IDX_MAX_Q 12288 /* n_head * d floats in shared memory (48 KB) */
 
 template <int PER>
@@ -982,6 +1116,25 @@ extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const
     else
         v4f_launch(k_indexer_generic<16>, grid, IDX_WARPS * 32, smem, c->stream, q, w, n_head, d, keys, n_keys, n_valid,
                                                                             score);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_indexer_scores_mixed(v4f_cuda *c, const float *q, const float *w, int64_t n_q,
+                                                    int64_t n_head, int64_t d, const float *keys, int64_t n_keys,
+                                                    const int32_t *n_valid, float *score, v4f_err *err) {
+    static int tc_off = -1; /* V4F_CUDA_IX_TC=0: always the float32 kernels (A/B) */
+    if (tc_off < 0) {
+        const char *e = getenv("V4F_CUDA_IX_TC");
+        tc_off = e && e[0] == '0';
+    }
+    if (tc_off || d != IX_D || n_head % 16 || n_head < 16 || n_head > IX_H || n_q < V4F_CUDA_IX_TC_MIN_Q ||
+        n_q > 65535 || n_keys <= 0 || ((uintptr_t)q & 15) || ((uintptr_t)keys & 15))
+        return v4f_cuda_indexer_scores(c, q, w, n_q, n_head, d, keys, n_keys, n_valid, score, err);
+    CUDA_TRY_DEVICE(c);
+    const int64_t qb = (IM_THREADS / 32) / (n_head / 16);
+    v4f_launch(k_ix_mma, (unsigned)((n_q + qb - 1) / qb), IM_THREADS, 0, c->stream, q, w, n_q, (int)n_head, keys, n_keys,
+               n_valid, score);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

@@ -271,6 +271,15 @@ v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, const float *q, int64_t n_
 v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const float *w, int64_t n_q, int64_t n_head,
                                    int64_t d, const float *keys, int64_t n_keys, const int32_t *n_valid,
                                    float *score, v4f_err *err);
+/* The same in default precision: from V4F_CUDA_IX_TC_MIN_Q queries with
+ * d = 128 and 16-64 heads (a multiple of 16), bf16 tensor cores. q and the
+ * key rows are the FP4-rounded indexer rows, which bf16 holds exactly, so
+ * only the float32 sums round (same tolerance as the float32 kernel); other
+ * inputs are rounded to bf16. Other shapes run v4f_cuda_indexer_scores. */
+#define V4F_CUDA_IX_TC_MIN_Q 32
+v4f_status v4f_cuda_indexer_scores_mixed(v4f_cuda *c, const float *q, const float *w, int64_t n_q, int64_t n_head,
+                                         int64_t d, const float *keys, int64_t n_keys, const int32_t *n_valid,
+                                         float *score, v4f_err *err);
 
 /* Top-k per row (v4f_cpu_topk): row r is x[r * ld + 0..n_r), n_r = n[r]
  * (device) or n0 when n is NULL; idx[r * k + 0..min(k, n_r)) gets the
