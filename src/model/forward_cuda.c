@@ -1256,8 +1256,8 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     }
     mmjob jq[2] = {{&r->q_b, x->qr, c->q_lora_rank, x->q, nq}, {&r->idx_q_b, x->qr, c->q_lora_rank, x->iq, nih * ihd}};
     TRY(mm_multi(g, jq, r->ratio == 4 && !fq ? 2 : 1, n, err));
-    /* per-head q norm + RoPE */
-    TRY(v4f_cuda_q_heads(g->c, x->q, n, nh, hd, x->pos, r->freqs, (int)c->n_rot, c->rms_eps, err));
+    /* per-head q norm + RoPE (default precision: inside the attention call) */
+    if (g->exact) TRY(v4f_cuda_q_heads(g->c, x->q, n, nh, hd, x->pos, r->freqs, (int)c->n_rot, c->rms_eps, err));
     pmark(g, GP_PROJ);
     /* compressors (unless forked above), indexer */
     if (r->ratio && !fk) TRY(compressor(g, r, false, x->ckv, x->cgate, n, dbg, err));
@@ -1299,10 +1299,11 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     /* attention, then the inverse RoPE of the output heads (fused when decoding) */
     v4f_cuda_out_rope oro = {r->freqs, x->pos, (int)c->n_rot};
     const float asc = (float)(1.0 / sqrt((double)hd));
+    const v4f_cuda_q_prep qp = {r->freqs, x->pos, (int)c->n_rot, c->rms_eps};
     if (g->exact)
         TRY(v4f_cuda_attn_sink_rope(g->c, x->q, n, nh, hd, &keys, sinks, asc, &oro, x->o, err));
     else /* tensor cores for prefill chunks */
-        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, n, nh, hd, &keys, sinks, asc, &oro, x->o, err));
+        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, n, nh, hd, &qp, &keys, sinks, asc, &oro, x->o, err));
     pmark(g, GP_ATTN);
     /* grouped low-rank output projection */
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;

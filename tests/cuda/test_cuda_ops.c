@@ -402,9 +402,30 @@ typedef struct attn_case {
     int per_query_arrays; /* 1: pass the arrays; 0: use element 0 as the scalar */
 } attn_case;
 
-static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) {
+/* prep: the mixed call also gets the raw heads with a v4f_cuda_q_prep (its
+ * kernel normalises and rotates them on load); every other path, and the
+ * CPU reference, see the heads prepared by v4f_cuda_q_heads. */
+static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
     const int64_t nq = ac->n_q, nh = ac->n_head, hd = ac->hd;
     float *q = rnd_vec(nq * nh * hd, -q_amp, q_amp);
+    float *dq_raw = NULL, *dfq = NULL;
+    int32_t *dpq = NULL;
+    v4f_cuda_q_prep qp = {NULL, NULL, 64, 1e-6f};
+    if (prep) {
+        float *fq = rnd_vec(32, 1e-4f, 1.0f);
+        int32_t *pq = v4f_xmalloc((size_t)nq * 4);
+        for (int64_t t = 0; t < nq; t++) pq[t] = (int32_t)(3 + 29 * t);
+        dq_raw = dev_from(c, q, FB(nq * nh * hd));
+        dfq = dev_from(c, fq, FB(32));
+        dpq = dev_from(c, pq, (size_t)nq * 4);
+        qp.freqs = dfq, qp.pos = dpq;
+        float *dtmp = dev_from(c, q, FB(nq * nh * hd));
+        TRY(v4f_cuda_q_heads(c, dtmp, nq, nh, hd, dpq, dfq, qp.n_rot, qp.eps, err));
+        free(q);
+        q = host_from(c, dtmp, FB(nq * nh * hd));
+        v4f_cuda_free(c, dtmp);
+        free(fq), free(pq);
+    }
     float *raw = rnd_vec(ac->raw_cap * hd, -1, 1), *comp = rnd_vec((ac->n_comp_rows > 0 ? ac->n_comp_rows : 1) * hd, -1.5f, 1.5f);
     float *sinks = rnd_vec(nh, -2, 2);
     const float scale = (float)(1.0 / sqrt((double)hd));
@@ -460,12 +481,13 @@ static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) {
         float *dfr = dev_from(c, fr, FB(nr / 2));
         int32_t *dpos = dev_from(c, pos, (size_t)nq * 4);
         float *dm = dev_poisoned(c, FB(nq * nh * hd)), *dmr = dev_poisoned(c, FB(nq * nh * hd));
-        TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, &k, dsink, scale, NULL, dm, err));
+        TRY(v4f_cuda_attn_sink_rope_mixed(c, prep ? dq_raw : dq, nq, nh, hd, prep ? &qp : NULL, &k, dsink, scale, NULL,
+                                          dm, err));
         outm = host_from(c, dm, FB(nq * nh * hd));
         if (!tc && memcmp(outm, out, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "fallback differs from attn_sink");
         if (hd >= 64) {
             v4f_cuda_out_rope ro = {dfr, dpos, nr};
-            TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, &k, dsink, scale, &ro, dmr, err));
+            TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, NULL, &k, dsink, scale, &ro, dmr, err));
             TRY(v4f_cuda_rope_tail(c, dm, nq, nh, hd, nr, dfr, dpos, 0, 0, true, err));
             float *o2 = host_from(c, dmr, FB(nq * nh * hd)), *o3 = host_from(c, dm, FB(nq * nh * hd));
             if (memcmp(o2, o3, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "mixed attention with output rope differs");
@@ -501,10 +523,13 @@ static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) {
     g_cases[OP_ATTN]++;
     if (tc) g_cases[OP_ATTN_TC]++;
     free(outm);
+    v4f_cuda_free(c, dq_raw), v4f_cuda_free(c, dfq), v4f_cuda_free(c, dpq);
     v4f_cuda_free(c, dq), v4f_cuda_free(c, draw), v4f_cuda_free(c, dcomp), v4f_cuda_free(c, dsink);
     v4f_cuda_free(c, dout), v4f_cuda_free(c, d1), v4f_cuda_free(c, d2), v4f_cuda_free(c, d3), v4f_cuda_free(c, d4);
     free(q), free(raw), free(comp), free(sinks), free(out), free(keys), free(ref);
 }
+
+static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) { t_attn_p(c, ac, q_amp, 0); }
 
 static void attn_cases(v4f_cuda *c) {
     /* decode: 64 heads x 512, a full ring of 128 raw rows starting mid-ring,
@@ -521,6 +546,7 @@ static void attn_cases(v4f_cuda *c) {
     idx3[40 + 2] = -1, idx3[80 + 7] = -1, idx3[80 + 39] = -1;
     attn_case b = {3, 5, 128, 128, 70, rf3, rc3, cc3, idx3, 40, 1};
     t_attn(c, &b, 2.0f);
+    t_attn_p(c, &b, 2.0f, 1); /* prepared q, below the tensor-core size: q_heads + float32 kernel */
     /* 2 queries x 3 heads x 512: one with no keys at all (out = 0) */
     int32_t rf2[2] = {5, 0}, rc2[2] = {0, 3}, cc2[2] = {0, 9};
     attn_case d = {2, 3, 512, 16, 9, rf2, rc2, cc2, NULL, 0, 1};
@@ -572,6 +598,7 @@ static void attn_cases(v4f_cuda *c) {
         idxt[KS + 1] = -1, idxt[7 * KS + 3] = -1;
         attn_case tt = {NT, 8, 128, 100, 300, rft, rct, cct, idxt, KS, 1};
         t_attn(c, &tt, 2.0f);
+        t_attn_p(c, &tt, 2.0f, 1); /* q heads prepared by the attention kernel */
         enum { NB = 36, KB = 512 };
         int32_t rfb[NB], rcb[NB], ccb[NB];
         int32_t *idxb = v4f_xmalloc((size_t)NB * KB * 4);
@@ -582,6 +609,7 @@ static void attn_cases(v4f_cuda *c) {
         attn_case tb = {NB, 64, 512, 128, 2048, rfb, rcb, ccb, idxb, KB, 1};
         t_attn(c, &tb, 1.0f);
         t_attn(c, &tb, 6.0f);
+        t_attn_p(c, &tb, 3.0f, 1);
         free(idxb);
     }
     attn_case e = {NQ, 64, 512, 0, 200, rfp, rcp, ccp, NULL, 0, 1};

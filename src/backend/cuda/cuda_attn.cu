@@ -51,6 +51,7 @@
  */
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_dev.cuh"
+#include "backend/cuda/cuda_fwd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -146,6 +147,7 @@ struct fa_args {
     const float *sinks;
     float scale;
     v4f_cuda_attn_keys k;
+    v4f_cuda_q_prep qp; /* k_fa_mma: qp.pos non-NULL: normalise + RoPE the raw q heads on load */
 };
 
 __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
@@ -397,6 +399,7 @@ __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_he
 #define FM_HB 64      /* heads per CTA */
 #define FM_KT 32      /* keys per tile */
 #define FM_THREADS 512
+#define FM_MAX_ROT 512 /* q preparation: n_rot <= head_dim, (head_dim - n_rot) % 4 == 0 */
 
 template <int HD> struct fm_layout {
     static constexpr int LDH = HD + 8;        /* f16 row stride: 16-byte rows, conflict-free ldmatrix */
@@ -459,11 +462,56 @@ __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
     attn_counts(&a.k, t, &n_raw, &nk);
 
     if (tid < FM_KT) rows[tid] = tid < nk ? attn_key_row(&a.k, t, tid, n_raw, HD) : NULL;
-    for (int i = tid; i < FM_HB * C4; i += FM_THREADS) {
-        const int h = i / C4, c4 = i % C4;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (h0 + h < a.n_head) v = reinterpret_cast<const float4 *>(a.q + (t * a.n_head + h0 + h) * HD)[c4];
-        *reinterpret_cast<uint2 *>(qh + h * LDH + c4 * 4) = f4_to_h4(v);
+    if (!a.qp.pos) {
+        for (int i = tid; i < FM_HB * C4; i += FM_THREADS) {
+            const int h = i / C4, c4 = i % C4;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (h0 + h < a.n_head) v = reinterpret_cast<const float4 *>(a.q + (t * a.n_head + h0 + h) * HD)[c4];
+            *reinterpret_cast<uint2 *>(qh + h * LDH + c4 * 4) = f4_to_h4(v);
+        }
+    } else {
+        /* the raw heads: RMSNorm (double sum of squares, the float scaling
+         * of v4f_cuda_q_heads), then RoPE of the last n_rot dims with one
+         * cos/sin per pair for all heads; warp w prepares heads 4w .. 4w+3,
+         * lane = 16-byte chunks lane + 32 k */
+        __shared__ float s_cs[FM_MAX_ROT / 2], s_sn[FM_MAX_ROT / 2];
+        const int nr = a.qp.n_rot, r0 = HD - nr;
+        if (tid < nr / 2) {
+            const float theta = __fmul_rn((float)a.qp.pos[t], a.qp.freqs[tid]);
+            s_cs[tid] = (float)cos((double)theta), s_sn[tid] = (float)sin((double)theta);
+        }
+        __syncthreads();
+#pragma unroll 1
+        for (int r = 0; r < 4; r++) {
+            const int h = 4 * w + r;
+            float4 v[HD / 128];
+            double ss = 0;
+#pragma unroll
+            for (int k = 0; k < HD / 128; k++) {
+                v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (h0 + h < a.n_head)
+                    v[k] = reinterpret_cast<const float4 *>(a.q + (t * a.n_head + h0 + h) * HD)[lane + 32 * k];
+                ss += (double)v[k].x * v[k].x + (double)v[k].y * v[k].y + (double)v[k].z * v[k].z +
+                      (double)v[k].w * v[k].w;
+            }
+            ss = warp_sum_d(ss);
+            const float rs = h0 + h < a.n_head ? (float)(1.0 / sqrt(ss / (double)HD + (double)a.qp.eps)) : 0.f;
+#pragma unroll
+            for (int k = 0; k < HD / 128; k++) {
+                float e[4] = {__fmul_rn(v[k].x, rs), __fmul_rn(v[k].y, rs), __fmul_rn(v[k].z, rs),
+                              __fmul_rn(v[k].w, rs)};
+                const int d0 = 4 * (lane + 32 * k);
+                if (d0 >= r0)
+#pragma unroll
+                    for (int pr = 0; pr < 2; pr++) {
+                        const int i = (d0 - r0) / 2 + pr;
+                        const float x = e[2 * pr], y = e[2 * pr + 1], cs = s_cs[i], sn = s_sn[i];
+                        e[2 * pr] = __fsub_rn(__fmul_rn(x, cs), __fmul_rn(y, sn));
+                        e[2 * pr + 1] = __fadd_rn(__fmul_rn(x, sn), __fmul_rn(y, cs));
+                    }
+                *reinterpret_cast<uint2 *>(qh + h * LDH + d0) = f4_to_h4(make_float4(e[0], e[1], e[2], e[3]));
+            }
+        }
     }
     __syncthreads();
     /* tile copies: thread tid owns chunks tid + j * FM_THREADS of every tile */
@@ -756,10 +804,10 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
     return V4F_OK;
 }
 
-extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head,
-                                                    int64_t head_dim, const v4f_cuda_attn_keys *keys,
-                                                    const float *sinks, float scale, const v4f_cuda_out_rope *rope,
-                                                    float *out, v4f_err *err) {
+extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64_t n_q, int64_t n_head,
+                                                    int64_t head_dim, const v4f_cuda_q_prep *qp,
+                                                    const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
+                                                    const v4f_cuda_out_rope *rope, float *out, v4f_err *err) {
     static int tc_off = -1; /* V4F_CUDA_ATTN_TC=0: always the float32 kernels (A/B) */
     if (tc_off < 0) {
         const char *e = getenv("V4F_CUDA_ATTN_TC");
@@ -768,14 +816,20 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, const float *q,
     const bool shape = !tc_off && (head_dim == 512 || head_dim == 128) && n_q >= V4F_CUDA_ATTN_TC_MIN_Q && n_q <= 65535 && n_head > 0 &&
                        (n_head + FM_HB - 1) / FM_HB <= 65535;
     const size_t bytes = head_dim == 512 ? fm_layout<512>::bytes : fm_layout<128>::bytes;
-    if (!shape || !keys || (!keys->raw && (keys->raw_count || keys->raw_count0 > 0)) ||
+    const bool prep_ok = !qp || (qp->freqs && qp->pos && qp->n_rot >= 0 && qp->n_rot <= head_dim &&
+                                 qp->n_rot <= FM_MAX_ROT && (head_dim - qp->n_rot) % 4 == 0);
+    if (!shape || !prep_ok || (size_t)max_smem_optin(c->device) < bytes || !keys || (!keys->raw && (keys->raw_count || keys->raw_count0 > 0)) ||
         (!keys->comp && (keys->comp_count || keys->comp_count0 > 0)) || keys->raw_cap < 0 ||
         (rope && !(rope->freqs && rope->pos && rope->n_rot > 0 && rope->n_rot % 2 == 0 && rope->n_rot <= head_dim)) ||
-        ((uintptr_t)q & 15) || ((uintptr_t)out & 15) || ((uintptr_t)keys->raw & 15) || ((uintptr_t)keys->comp & 15))
+        ((uintptr_t)q & 15) || ((uintptr_t)out & 15) || ((uintptr_t)keys->raw & 15) ||
+        ((uintptr_t)keys->comp & 15)) {
+        if (qp) {
+            v4f_status st = v4f_cuda_q_heads(c, q, n_q, n_head, head_dim, qp->pos, qp->freqs, qp->n_rot, qp->eps, err);
+            if (st) return st;
+        }
         return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, rope, out, err);
+    }
     CUDA_TRY_DEVICE(c);
-    if ((size_t)max_smem_optin(c->device) < bytes)
-        return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, rope, out, err);
     static bool attr_set[2][64];
     const int which = head_dim == 512;
     if (!attr_set[which][c->device & 63]) {
@@ -793,6 +847,8 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, const float *q,
     a.sinks = sinks;
     a.scale = scale;
     a.k = *keys;
+    memset(&a.qp, 0, sizeof a.qp);
+    if (qp) a.qp = *qp;
     const dim3 grid((unsigned)((n_head + FM_HB - 1) / FM_HB), (unsigned)n_q);
     if (which)
         v4f_launch(k_fa_mma<512>, grid, FM_THREADS, bytes, c->stream, a);

@@ -252,15 +252,27 @@ v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int
                                    const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
                                    const v4f_cuda_out_rope *rope, float *out, v4f_err *err);
 
+/* Preparation of raw query heads (as v4f_cuda_q_heads): RMSNorm without
+ * weight, then RoPE of each head's last n_rot dims at pos[t]. */
+typedef struct v4f_cuda_q_prep {
+    const float *freqs; /* [n_rot / 2] */
+    const int32_t *pos; /* [n_q] (device) */
+    int n_rot;
+    float eps;
+} v4f_cuda_q_prep;
+
 /* The same in default (mixed) precision: from V4F_CUDA_ATTN_TC_MIN_Q
  * queries with head_dim 512 or 128, q and the key rows are rounded to f16 for tensor-core products
  * (float32 sums, float32 softmax, P rounded to f16); other shapes, or a
  * device without the shared memory, run v4f_cuda_attn_sink_rope. Error
- * bound in docs/TOLERANCES.md (V4F_TOL_CUDA_ATTN_TC). */
+ * bound in docs/TOLERANCES.md (V4F_TOL_CUDA_ATTN_TC). With qp, q holds the
+ * raw heads: the tensor-core kernel prepares them as it loads them (q is
+ * left unchanged), the fallback runs v4f_cuda_q_heads on q first. */
 #define V4F_CUDA_ATTN_TC_MIN_Q 32
-v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
-                                         const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
-                                         const v4f_cuda_out_rope *rope, float *out, v4f_err *err);
+v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
+                                         const v4f_cuda_q_prep *qp, const v4f_cuda_attn_keys *keys,
+                                         const float *sinks, float scale, const v4f_cuda_out_rope *rope, float *out,
+                                         v4f_err *err);
 
 /* Indexer scores: score[t][c] = sum_h w[t][h] * max(0, q[t][h] . keys[c]) for
  * c < n_t; q [n_q][n_head][d], w [n_q][n_head], keys [n_keys][d], score rows
