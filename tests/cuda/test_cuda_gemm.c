@@ -197,8 +197,9 @@ static void check_poison(const float *y, int64_t from, int64_t to, const char *w
 }
 
 /* Modes of every case: 0 exact; 1.. tensor cores with V4F_GEMM_TILE
- * "0" (automatic) and each forced tile configuration (cuda_gemm.cu). */
-#define N_MODES 5
+ * "0" (automatic) and each forced tile configuration (cuda_gemm.cu, 1..7). */
+#define N_TILE_CFGS 7
+#define N_MODES (2 + N_TILE_CFGS)
 static void set_mode(int mode) {
     if (mode >= 1) {
         char v[4];
@@ -620,8 +621,10 @@ static void bench(v4f_cuda *c) {
         printf("q4 layer: %.3f ms, %.1f TFLOP/s; 43 layers + head: %.1f ms per chunk -> %.0f tokens/s (GEMMs only)\n",
                ms_q4, fl_q4 / (ms_q4 * 1e-3) / 1e12, 43 * ms_q4 + lm, T / ((43 * ms_q4 + lm) * 1e-3));
     }
-    printf("== tile variants (V4F_GEMM_TILE, W rows x tokens: 1=256x64 2=128x128 3=128x64)\n");
-    for (int k = 1; k <= 3; k++) {
+    printf("== tile variants (V4F_GEMM_TILE, W rows x tokens, warps W x tokens, X staging: 1=256x64 8x1 cp, "
+           "2=128x128 8x1 cp, 3=128x64 8x1 cp, 4=128x128 4x2 reg, 5=256x64 8x1 reg, 6=128x64 4x2 reg, "
+           "7=128x128 4x2 cp)\n");
+    for (int k = 1; k <= N_TILE_CFGS; k++) {
         char v[4];
         snprintf(v, sizeof v, "%d", k);
         setenv("V4F_GEMM_TILE", v, 1);

@@ -11,32 +11,44 @@
  *
  *  - k_gemm_tc (tensor cores): a CTA computes BNW output columns x BMT
  *    token rows of Y with 8 warps and mma.sync m16n8k16 (f16 operands,
- *    float32 accumulators). W is the A operand: each warp owns BNW / 8 rows
- *    of W and all BMT tokens. K is permuted inside every 32-element step so
- *    that the k slots a thread holds in its fragments stand for 8
- *    consecutive elements; each thread dequantizes whole 8-element units of
- *    its own rows straight into A fragments (no f16 W tile, no ldmatrix, no
- *    duplicate dequantization), and reads its X fragment with one 16-byte
- *    load from the f16 X tile. Tiles (W rows x tokens): 256 x 64 for the
- *    routed experts (about 48 rows per expert), 128 x 128 for dense shapes,
- *    128 x 64 where 128 x 128 would leave half the SMs idle.
- *    K steps by 32, with one barrier per step, fed by two cp.async rings
- *    committed in the same groups:
- *      X: float32, XS stages; each thread converts to f16 exactly the bytes
- *         it copied itself (no barrier of its own). Token rows past the
- *         tile's end are neither copied nor converted (their f16 rows stay
- *         zero) and their MMAs are skipped (8-row granularity).
+ *    float32 accumulators). W is the A operand. The warps form a WN x
+ *    (8 / WN) grid: each owns BNW / WN rows of W and BMT / (8 / WN) tokens
+ *    (WN = 8: every W row dequantized once, all tokens per warp; WN = 4:
+ *    each W row dequantized by two warps, half the X fragment reads per
+ *    MMA). K is permuted inside every 32-element step so that the k slots
+ *    a thread holds in its fragments stand for 8 consecutive elements;
+ *    each thread dequantizes whole 8-element units of its own rows straight
+ *    into A fragments (no f16 W tile, no ldmatrix), and reads its X
+ *    fragment with one 16-byte load from the f16 X tile. Configurations
+ *    (W rows x tokens, warps, X staging; CFG_*): 256 x 64 8x1 for the routed
+ *    experts (about 48 rows per expert; Q4_K with X through registers),
+ *    128 x 128 4x2 with X through registers for large Q8_0 grids, 128 x 128
+ *    8x1 for other dense shapes, 128 x 64 8x1 for small grids.
+ *    K steps by 32, with one barrier per step. W (and X unless XR) arrive
+ *    through cp.async rings committed in the same groups, PD steps ahead:
+ *      X, cp.async (XR false): float32, PD stages; each thread converts to
+ *         f16 exactly the bytes it copied itself (no barrier of its own).
+ *      X, registers (XR true): each thread loads its float32 units of step
+ *         s + 2 at the end of step s and stores them as f16 at the end of
+ *         step s + 1 (no float32 stage in shared memory: its copy, read and
+ *         conversion were a third of the dense tile's shared-memory
+ *         traffic).
+ *         Either way, token rows past the tile's end are neither loaded
+ *         nor converted (their f16 rows stay zero) and their MMAs are
+ *         skipped (8-row granularity).
  *      W: the raw weight bytes, in stages of KC elements per row (one
  *         superblock for the K-quants and IQ2_XXS, 32 for Q8_0 and F16):
  *         per row, the CPR 16-byte chunks that cover the stage's bytes (a
  *         row is 16-byte aligned, a superblock need not be). A stage rides
  *         in the copy group of its first step, so it is complete (every
  *         thread waited on its own copies, then a barrier) when that step's
- *         MMAs read it, XS - 1 steps after its issue; NW buffers keep the
+ *         MMAs read it, PD - 1 steps after its issue; NW buffers keep the
  *         one being read apart from those in flight.
  *    Dequantization (wdeq) follows the reference order of quant_ref.c (the
- *    same float32 operations, so the same floats), then rounds to f16.
- *    Byte-to-float conversions use the exact 2^23 trick instead of I2F;
+ *    same float32 operations, so the same floats), then rounds to f16;
+ *    Q8_0 multiplies in f16 (d q is exact in float32, so one f16 rounding
+ *    of it is the same number). Byte-to-float conversions use the exact
+ *    2^23 trick instead of I2F;
  *    IQ2_XXS and Q2_K values take only 3 and 4 magnitudes per unit of 8
  *    elements, which are rounded once and picked by byte permutes (IQ2_XXS
  *    signs by XOR of the f16 sign bits).
@@ -154,10 +166,6 @@ __device__ __forceinline__ uint32_t pack_h16(float lo, float hi) {
 __device__ __forceinline__ float ubyte_f(uint32_t w, int i) {
     return __uint_as_float(__byte_perm(w, 0x4b000000u, 0x7440 + i)) - 8388608.f;
 }
-/* Byte i of w as a signed int8, exactly. */
-__device__ __forceinline__ float sbyte_f(uint32_t w, int i) {
-    return __uint_as_float(__byte_perm(w ^ 0x80808080u, 0x4b000000u, 0x7440 + i)) - 8388736.f;
-}
 
 /* Element e of a row, exactly as quant_ref.c computes it (byte loads). */
 template <int T> __device__ __forceinline__ float ref_elem(const uint8_t *row, int64_t e, const uint64_t *grid) {
@@ -266,6 +274,8 @@ template <> struct tab_of<V4F_TYPE_IQ2_XXS> {
     typedef iq2_tab_t type;
 };
 
+__device__ __forceinline__ __half2 u2h2(uint32_t v) { return *(const __half2 *)&v; }
+__device__ __forceinline__ uint32_t h22u(__half2 v) { return *(const uint32_t *)&v; }
 __device__ __forceinline__ uint32_t lds16(const uint8_t *p) { return *(const unsigned short *)p; }
 __device__ __forceinline__ uint32_t lds32(const uint8_t *p) { return *(const uint32_t *)p; }
 
@@ -277,7 +287,11 @@ __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el, const typename t
     if constexpr (T == V4F_TYPE_F16) {
         return *(const uint4 *)(p + 2 * el); /* f16 -> float -> f16 is the identity */
     } else if constexpr (T == V4F_TYPE_Q8_0) {
-        const float d = h2f(lds16(p));
+        /* d * q is exact in float32 (11 x 8 significant bits), so rounding
+         * the float32 product to f16 equals one f16 multiplication of d by
+         * q (exact in f16): q_f16 = (1024 + (q ^ 0x80)) - 1152, built by a
+         * byte permute under the f16 exponent of 1024, then HMUL2. */
+        const uint32_t dh = lds16(p);
         const uint8_t *q = p + 2 + el;
         uint32_t q0, q1;
         if (((uintptr_t)q & 3) == 0) {
@@ -287,13 +301,13 @@ __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el, const typename t
             q0 = lds16(q) | lds16(q + 2) << 16;
             q1 = lds16(q + 4) | lds16(q + 6) << 16;
         }
-        float v[8];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            v[i] = __fmul_rn(d, sbyte_f(q0, i));
-            v[4 + i] = __fmul_rn(d, sbyte_f(q1, i));
-        }
-        return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
+        q0 ^= 0x80808080u;
+        q1 ^= 0x80808080u;
+        const __half2 d2 = u2h2(dh | dh << 16), off = u2h2(0x64806480u); /* {1152, 1152} */
+        return make_uint4(h22u(__hmul2(__hsub2(u2h2(__byte_perm(q0, 0x64646464u, 0x4140)), off), d2)),
+                          h22u(__hmul2(__hsub2(u2h2(__byte_perm(q0, 0x64646464u, 0x4342)), off), d2)),
+                          h22u(__hmul2(__hsub2(u2h2(__byte_perm(q1, 0x64646464u, 0x4140)), off), d2)),
+                          h22u(__hmul2(__hsub2(u2h2(__byte_perm(q1, 0x64646464u, 0x4342)), off), d2)));
     } else if constexpr (T == V4F_TYPE_Q2_K) {
         const int h = el >> 7, s = (el >> 5) & 3, l0 = el & 31;
         const uint32_t q0 = lds32(p + 16 + 32 * h + l0), q1 = lds32(p + 20 + 32 * h + l0);
@@ -464,46 +478,56 @@ __device__ __forceinline__ void mma_f16(float *c, const uint32_t *a, const uint3
  * (k16 1); B: token 8 n + lane / 4, one 16-byte load. Token n8 tiles with
  * no valid row skip their loads and MMAs; dense warps whose rows all lie
  * past n_out skip theirs. */
-/* Shared memory: XS float32 X stages, NW W stages (stage j is written XS
- * steps before its first use, which must come after the last use of stage
- * j - NW: (NW - 1) KC / 32 >= XS), two f16 X tiles. */
-template <int T, int BNW, int BMT> __host__ __device__ constexpr size_t tc_smem_for(int xs) {
-    return (size_t)xs * BMT * kBK * 4 +
-           (size_t)(1 + (xs + wfmt<T>::KC / kBK - 1) / (wfmt<T>::KC / kBK)) * BNW * wfmt<T>::CPR * 16 +
+/* Shared memory: with XR, X travels global -> registers (loaded one step
+ * ahead) -> f16 tile, else through PD float32 X stages (cp.async); NW W
+ * stages (stage j is written PD steps before its first use, which must
+ * come after the last use of stage j - NW: (NW - 1) KC / 32 >= PD); two f16
+ * X tiles. PD: 4 steps (3 where two CTAs would not fit an SM at 4; with
+ * XR and 256-element W stages, 8 at the same shared-memory size). */
+template <int T, int BNW, int BMT, bool XR> __host__ __device__ constexpr size_t tc_smem_for(int pd) {
+    return (XR ? (size_t)0 : (size_t)pd * BMT * kBK * 4) +
+           (size_t)(1 + (pd + wfmt<T>::KC / kBK - 1) / (wfmt<T>::KC / kBK)) * BNW * wfmt<T>::CPR * 16 +
            (size_t)2 * BMT * kBK * 2;
 }
-/* 4 X stages where two CTAs still fit an SM (113 KB each), else 3 */
-template <int T, int BNW, int BMT> __host__ __device__ constexpr int tc_xstages() {
-    return tc_smem_for<T, BNW, BMT>(4) + sizeof(typename tab_of<T>::type) <= 113 * 1024 ? 4 : 3;
+template <int T, int BNW, int BMT, bool XR> __host__ __device__ constexpr int tc_depth() {
+    const size_t lim = 113 * 1024 - sizeof(typename tab_of<T>::type); /* two CTAs per SM */
+    if (XR && wfmt<T>::KC >= 8 * kBK && tc_smem_for<T, BNW, BMT, XR>(8) <= lim) return 8;
+    return tc_smem_for<T, BNW, BMT, XR>(4) <= lim ? 4 : 3;
 }
-template <int T, int BNW, int BMT> __host__ __device__ constexpr int tc_wstages() {
-    return 1 + (tc_xstages<T, BNW, BMT>() + wfmt<T>::KC / kBK - 1) / (wfmt<T>::KC / kBK);
+template <int T, int BNW, int BMT, bool XR> __host__ __device__ constexpr int tc_wstages() {
+    return 1 + (tc_depth<T, BNW, BMT, XR>() + wfmt<T>::KC / kBK - 1) / (wfmt<T>::KC / kBK);
 }
-template <int T, int BNW, int BMT> constexpr size_t tc_smem() {
-    return tc_smem_for<T, BNW, BMT>(tc_xstages<T, BNW, BMT>());
+template <int T, int BNW, int BMT, bool XR> constexpr size_t tc_smem() {
+    return tc_smem_for<T, BNW, BMT, XR>(tc_depth<T, BNW, BMT, XR>());
 }
 
-template <int T, int BNW, int BMT, bool G>
+/* WN warps along W's rows, 8 / WN along the tokens (a warp owns BNW / WN
+ * rows and BMT / (8 / WN) tokens; WN < 8 dequantizes each W row in 8 / WN
+ * warps but reads fewer X fragments per MMA). */
+template <int T, int BNW, int BMT, int WN, bool XR, bool G>
 __global__ void __launch_bounds__(kThreads, 2)
     k_gemm_tc(const __grid_constant__ gemm_args a, const __grid_constant__ typename grid_of<T>::type gt) {
     V4F_PDL_ENTRY();
     typedef wfmt<T> F;
-    constexpr int XS = tc_xstages<T, BNW, BMT>(), NW = tc_wstages<T, BNW, BMT>();
+    constexpr int PD = tc_depth<T, BNW, BMT, XR>(), NW = tc_wstages<T, BNW, BMT, XR>();
     constexpr int SPS = F::KC / kBK, WROW = 16 * F::CPR; /* steps per W stage, staged bytes per row */
-    constexpr int WR = BNW / 8;                          /* W rows per warp */
-    constexpr int MT = WR / 16, NT = BMT / 8;
-    constexpr int UPR = kBK / 8;            /* 8-element units per tile row */
+    constexpr int WM = kThreads / 32 / WN;               /* warps along the tokens */
+    constexpr int WR = BNW / WN, TW = BMT / WM;          /* W rows, tokens per warp */
+    constexpr int MT = WR / 16, NT = TW / 8;
+    constexpr int UPR = kBK / 8;             /* 8-element units per tile row */
     constexpr int XU = BMT * UPR / kThreads; /* X units per thread */
     constexpr int WCH = BNW * F::CPR;        /* 16-byte chunks per W stage */
     constexpr int WPT = (WCH + kThreads - 1) / kThreads;
-    static_assert(XU >= 1 && MT >= 1 && WR % 16 == 0, "tile shape");
+    static_assert(WN * WM == kThreads / 32 && XU >= 1 && MT >= 1 && NT >= 1 && WR % 16 == 0 && TW % 8 == 0,
+                  "tile shape");
 
     extern __shared__ __align__(16) uint8_t smem[];
-    float *xraw = (float *)smem;                            /* [XS][BMT * kBK] */
-    uint8_t *wraw = smem + (size_t)XS * BMT * kBK * 4;      /* [NW][BNW][WROW] */
-    __half *sx = (__half *)(wraw + (size_t)NW * BNW * WROW); /* [2][BMT][kBK] */
+    float *xraw = (float *)smem;                                   /* !XR: [PD][BMT * kBK] */
+    uint8_t *wraw = smem + (XR ? (size_t)0 : (size_t)PD * BMT * kBK * 4); /* [NW][BNW][WROW] */
+    __half *sx = (__half *)(wraw + (size_t)NW * BNW * WROW);        /* [2][BMT][kBK] */
     __shared__ typename tab_of<T>::type s_tab;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, q = lane & 3;
+    const int wn = warp % WN, tok0 = (warp / WN) * TW;
     if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_tab_build(s_tab, gt);
     for (int i = tid; i < 2 * BMT * kBK / 8; i += kThreads) ((uint4 *)sx)[i] = make_uint4(0, 0, 0, 0);
     __syncthreads();
@@ -532,14 +556,36 @@ __global__ void __launch_bounds__(kThreads, 2)
         xok[i] = u / UPR < nrow;
         xsrc[i] = t.x + (t.r0 + (xok[i] ? u / UPR : 0)) * a.ldx + 8 * (u % UPR);
     }
+    float4 xr[XR ? XU : 1][2]; /* XR: X of the next step */
     auto xissue = [&](int step) {
-        float *st = xraw + (step % XS) * BMT * kBK;
+        float *st = xraw + (step % PD) * BMT * kBK;
 #pragma unroll
         for (int i = 0; i < XU; i++) {
             const int u = tid + i * kThreads;
             if (xok[i]) {
                 cp_async16(st + 8 * u, xsrc[i] + (int64_t)step * kBK);
                 cp_async16(st + 8 * u + 4, xsrc[i] + (int64_t)step * kBK + 4);
+            }
+        }
+    };
+    auto xload = [&](int step) {
+#pragma unroll
+        for (int i = 0; i < XU; i++)
+            if (xok[i]) {
+                const float4 *src = (const float4 *)(xsrc[i] + (int64_t)step * kBK);
+                xr[XR ? i : 0][0] = __ldg(src);
+                xr[XR ? i : 0][1] = __ldg(src + 1);
+            }
+    };
+    auto xstore = [&](int buf) {
+        __half *dx = sx + buf * BMT * kBK;
+#pragma unroll
+        for (int i = 0; i < XU; i++) {
+            const int u = tid + i * kThreads;
+            if (xok[i]) {
+                const float4 p = xr[XR ? i : 0][0], r = xr[XR ? i : 0][1];
+                *(uint4 *)(dx + 8 * u) =
+                    make_uint4(pack_h16(p.x, p.y), pack_h16(p.z, p.w), pack_h16(r.x, r.y), pack_h16(r.z, r.w));
             }
         }
     };
@@ -559,17 +605,17 @@ __global__ void __launch_bounds__(kThreads, 2)
             }
         }
     };
-    /* the copy group of step g: X(g), plus W stage j when g == j SPS (its
-     * first step); always commits (maybe empty) */
+    /* the copy group of step g: X(g) (unless XR), plus W stage j when
+     * g == j SPS (its first step); always commits (maybe empty) */
     auto issue = [&](int g) {
         if (g < nsteps) {
-            xissue(g);
+            if constexpr (!XR) xissue(g);
             if (g % SPS == 0 && g / SPS < nstages) wissue(g / SPS);
         }
         cp_async_commit();
     };
     auto xconvert = [&](int buf, int step) {
-        const float *st = xraw + (step % XS) * BMT * kBK;
+        const float *st = xraw + (step % PD) * BMT * kBK;
         __half *dx = sx + buf * BMT * kBK;
 #pragma unroll
         for (int i = 0; i < XU; i++) {
@@ -590,17 +636,27 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
             for (int k = 0; k < 4; k++) acc[i][j][k] = 0.f;
 
-    /* prologue: groups 0 .. XS - 1 in flight; X of step 0 converted */
+    /* prologue: groups 0 .. PD - 1 in flight; X of step 0 in its f16 tile
+     * (XR: X of step 1 in registers) */
 #pragma unroll
-    for (int g = 0; g < XS; g++) issue(g);
-    cp_async_wait<XS - 1>(); /* group 0 (own copies) */
+    for (int g = 0; g < PD; g++) issue(g);
+    if constexpr (XR) {
+        xload(0);
+        xstore(0);
+        if (nsteps > 1) xload(1);
+    }
+    cp_async_wait<PD - 1>(); /* group 0 (own copies) */
     __syncthreads();         /* W stage 0 complete for all threads */
-    xconvert(0, 0);
-    __syncthreads();
-    const uint8_t *wrow0 = wraw + (warp * WR + (lane >> 2)) * WROW;
-    const bool wact = G || warp * WR < ncol; /* warp-uniform (grouped: n_out is a tile multiple in practice) */
+    if constexpr (!XR) {
+        xconvert(0, 0);
+        __syncthreads();
+    }
+    const uint8_t *wrow0 = wraw + (wn * WR + (lane >> 2)) * WROW;
+    /* warp-uniform: rows of W (grouped: n_out is a tile multiple in
+     * practice) and tokens to do */
+    const bool wact = (G || wn * WR < ncol) && tok0 < nrow;
     for (int s = 0; s < nsteps; s++) {
-        /* A fragments: rows warp WR + 16 i + lane / 4 (+ 8), elements 8q .. */
+        /* A fragments: rows wn WR + 16 i + lane / 4 (+ 8), elements 8q .. */
         const int j = s / SPS;
         const uint8_t *wb = wrow0 + (j % NW) * BNW * WROW + (int)(stage_byte<T>(j) & 15);
         const int el = (s % SPS) * kBK + 8 * q;
@@ -610,10 +666,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
             for (int h = 0; h < 2; h++)
                 if (wact) wf[i][h] = wdeq<T>(wb + (16 * i + 8 * h) * WROW, el, s_tab);
-        const __half *bx = sx + (s & 1) * BMT * kBK + (lane >> 2) * kBK + 8 * q;
+        const __half *bx = sx + (s & 1) * BMT * kBK + (tok0 + (lane >> 2)) * kBK + 8 * q;
 #pragma unroll
         for (int n = 0; n < NT; n++) {
-            if (wact && 8 * n < nrow) { /* warp-uniform */
+            if (wact && tok0 + 8 * n < nrow) { /* warp-uniform */
                 const uint4 xv = *(const uint4 *)(bx + 8 * n * kBK);
                 const uint32_t b0[2] = {xv.x, xv.y}, b1[2] = {xv.z, xv.w};
 #pragma unroll
@@ -626,9 +682,13 @@ __global__ void __launch_bounds__(kThreads, 2)
             }
         }
         if (s + 1 < nsteps) {
-            cp_async_wait<XS - 2>(); /* group s + 1 (own copies) */
-            xconvert((s + 1) & 1, s + 1);
-            issue(s + XS);
+            if constexpr (XR) {
+                xstore((s + 1) & 1); /* read at step s - 1, before the last barrier */
+                if (s + 2 < nsteps) xload(s + 2);
+            }
+            cp_async_wait<PD - 2>(); /* group s + 1 (own copies) */
+            if constexpr (!XR) xconvert((s + 1) & 1, s + 1);
+            issue(s + PD);
         }
         __syncthreads();
     }
@@ -639,13 +699,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int i = 0; i < MT; i++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int cl = warp * WR + 16 * i + (lane >> 2) + 8 * h;
+            const int cl = wn * WR + 16 * i + (lane >> 2) + 8 * h;
             if (cl >= ncol) continue;
 #pragma unroll
             for (int n = 0; n < NT; n++) {
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    const int rl = 8 * n + 2 * q + e;
+                    const int rl = tok0 + 8 * n + 2 * q + e;
                     if (rl < nrow) t.y[(t.r0 + rl) * a.ldy + n0 + cl] = acc[i][n][2 * h + e];
                 }
             }
@@ -733,16 +793,27 @@ __global__ void __launch_bounds__(kThreads)
 
 /* ---- host side ------------------------------------------------------------------ */
 
-/* Tile configurations of k_gemm_tc: W rows x tokens. */
-enum { CFG_W256x64 = 1, CFG_W128x128 = 2, CFG_W128x64 = 3 };
+/* Tile configurations of k_gemm_tc: W rows x tokens, warps along W x
+ * along the tokens, X staging (cp: float32 cp.async ring; reg: registers
+ * one step ahead). */
+enum {
+    CFG_W256x64 = 1,       /* 8x1, cp */
+    CFG_W128x128 = 2,      /* 8x1, cp */
+    CFG_W128x64 = 3,       /* 8x1, cp */
+    CFG_W128x128_42R = 4,  /* 4x2, reg */
+    CFG_W256x64_R = 5,     /* 8x1, reg */
+    CFG_W128x64_42R = 6,   /* 4x2, reg */
+    CFG_W128x128_42 = 7,   /* 4x2, cp */
+    CFG_COUNT = 7
+};
 
-/* V4F_GEMM_TILE (1..3) forces a configuration (benchmarks); unset or 0 =
- * automatic. Read per call (a short environment scan) so a benchmark can
- * switch it. */
+/* V4F_GEMM_TILE (1..CFG_COUNT) forces a configuration (benchmarks); unset
+ * or 0 = automatic. Read per call (a short environment scan) so a
+ * benchmark can switch it. */
 static int forced_cfg(void) {
     const char *s = getenv("V4F_GEMM_TILE");
     const int k = s ? atoi(s) : 0;
-    return k >= 1 && k <= 3 ? k : 0;
+    return k >= 1 && k <= CFG_COUNT ? k : 0;
 }
 
 /* Largest dynamic shared memory a block may opt into on the context's
@@ -788,11 +859,13 @@ static v4f_status tile_grid(bool grouped, int64_t m_tiles, int64_t n_tiles, int 
 
 /* Raise a kernel's dynamic shared-memory limit once per device (not a
  * stream operation; the first launch of each configuration, in practice
- * before any graph capture). One bit per device < 64 in *done. */
+ * before any graph capture), from 40 KB up: the static shared memory (the
+ * IQ2_XXS table) counts against the 48 KB default too. One bit per device
+ * < 64 in *done. */
 template <typename K>
 static v4f_status smem_attr(v4f_cuda *c, K kernel, size_t smem, unsigned long long *done, v4f_err *err) {
     const unsigned long long bit = c->device < 64 ? 1ull << c->device : 0;
-    if (smem > 48 * 1024 && !(__atomic_load_n(done, __ATOMIC_RELAXED) & bit)) {
+    if (smem > 40 * 1024 && !(__atomic_load_n(done, __ATOMIC_RELAXED) & bit)) {
         CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         __atomic_fetch_or(done, bit, __ATOMIC_RELAXED);
     }
@@ -801,16 +874,16 @@ static v4f_status smem_attr(v4f_cuda *c, K kernel, size_t smem, unsigned long lo
 
 /* m_tiles: token tiles (dense) or the bound on (expert, token tile) pairs
  * (grouped); groups: block-diagonal groups. */
-template <int T, int BNW, int BMT, bool G>
+template <int T, int BNW, int BMT, int WN, bool XR, bool G>
 static v4f_status launch_tc(v4f_cuda *c, const gemm_args &a, const typename grid_of<T>::type &gt, int64_t m_tiles,
                             int groups, v4f_err *err) {
     static unsigned long long done = 0;
-    const size_t smem = tc_smem<T, BNW, BMT>();
+    const size_t smem = tc_smem<T, BNW, BMT, XR>();
     dim3 grid;
-    v4f_status st = smem_attr(c, k_gemm_tc<T, BNW, BMT, G>, smem, &done, err);
+    v4f_status st = smem_attr(c, k_gemm_tc<T, BNW, BMT, WN, XR, G>, smem, &done, err);
     if (st == V4F_OK) st = tile_grid(G, m_tiles, (a.n_out + BNW - 1) / BNW, groups, &grid, err);
     if (st != V4F_OK) return st;
-    v4f_launch(k_gemm_tc<T, BNW, BMT, G>, grid, kThreads, smem, c->stream, a, gt);
+    v4f_launch(k_gemm_tc<T, BNW, BMT, WN, XR, G>, grid, kThreads, smem, c->stream, a, gt);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
@@ -822,6 +895,37 @@ static int64_t grouped_tiles(int64_t max_rows, int n_expert, int bm) {
     return t < max_rows ? t : max_rows;
 }
 
+/* dynamic shared memory of a configuration */
+template <int T> static size_t cfg_smem(int cfg) {
+    switch (cfg) {
+    case CFG_W256x64: return tc_smem<T, 256, 64, false>();
+    case CFG_W128x128: return tc_smem<T, 128, 128, false>();
+    case CFG_W128x128_42R: return tc_smem<T, 128, 128, true>();
+    case CFG_W256x64_R: return tc_smem<T, 256, 64, true>();
+    case CFG_W128x64_42R: return tc_smem<T, 128, 64, true>();
+    case CFG_W128x128_42: return tc_smem<T, 128, 128, false>();
+    default: return tc_smem<T, 128, 64, false>();
+    }
+}
+
+template <int T, bool G>
+static v4f_status launch_cfg(v4f_cuda *c, int cfg, const gemm_args &a, const typename grid_of<T>::type &gt,
+                             int64_t (*tiles)(const gemm_args &, int64_t, int), int64_t rows, int groups,
+                             v4f_err *err) {
+    switch (cfg) {
+    case CFG_W256x64: return launch_tc<T, 256, 64, 8, false, G>(c, a, gt, tiles(a, rows, 64), groups, err);
+    case CFG_W128x128: return launch_tc<T, 128, 128, 8, false, G>(c, a, gt, tiles(a, rows, 128), groups, err);
+    case CFG_W128x128_42R: return launch_tc<T, 128, 128, 4, true, G>(c, a, gt, tiles(a, rows, 128), groups, err);
+    case CFG_W256x64_R: return launch_tc<T, 256, 64, 8, true, G>(c, a, gt, tiles(a, rows, 64), groups, err);
+    case CFG_W128x64_42R: return launch_tc<T, 128, 64, 4, true, G>(c, a, gt, tiles(a, rows, 64), groups, err);
+    case CFG_W128x128_42: return launch_tc<T, 128, 128, 4, false, G>(c, a, gt, tiles(a, rows, 128), groups, err);
+    default: return launch_tc<T, 128, 64, 8, false, G>(c, a, gt, tiles(a, rows, 64), groups, err);
+    }
+}
+
+static int64_t tiles_dense(const gemm_args &a, int64_t rows, int bm) { return (rows + bm - 1) / bm; }
+static int64_t tiles_grouped(const gemm_args &a, int64_t rows, int bm) { return grouped_tiles(rows, a.n_expert, bm); }
+
 template <int T>
 static v4f_status launch_type(v4f_cuda *c, const gemm_args &a, bool grouped, int64_t rows, int groups, bool exact,
                               v4f_err *err) {
@@ -830,43 +934,37 @@ static v4f_status launch_type(v4f_cuda *c, const gemm_args &a, bool grouped, int
         memcpy(gt.v, v4f_quant_iq2xxs_grid, sizeof gt.v);
     else
         gt.v[0] = 0;
-    auto tiles = [&](int bm) { return grouped ? grouped_tiles(rows, a.n_expert, bm) : (rows + bm - 1) / bm; };
     if constexpr (T != V4F_TYPE_F32 && T != V4F_TYPE_BF16) { /* those two never take tensor cores */
         if (!exact && (T != V4F_TYPE_IQ2_XXS || iq2_grid_ok())) {
             int cfg = forced_cfg();
             if (cfg == 0) {
-                /* measured on H100 (docs/PERF_NOTES.md, "CUDA prefill GEMM"):
-                 * 256 x 64 on the routed experts, 128 x 128 on dense shapes
-                 * unless it leaves more than half the SMs idle, 128 x 64
-                 * there */
+                /* measured on H100 (docs/PERF_NOTES.md, "CUDA prefill GEMM"
+                 * sessions 4 and 6). Routed experts: 256 x 64 (Q4_K with X
+                 * through registers). Dense: 128 x 64 where 128 x 128 would
+                 * leave more than half the SMs idle; Q8_0 grids of at least
+                 * two 128 x 128 tiles per SM: 4 x 2 warps, X through
+                 * registers; F16 grids under that: 128 x 64; else 128 x 128 */
+                const int64_t t128 = ((rows + 127) / 128) * ((a.n_out + 127) / 128) * groups;
+                const int64_t sm = c->sm_count;
                 if (grouped)
-                    cfg = CFG_W256x64;
-                else if (((rows + 127) / 128) * ((a.n_out + 127) / 128) * groups < (int64_t)c->sm_count / 2)
+                    cfg = T == V4F_TYPE_Q4_K ? CFG_W256x64_R : CFG_W256x64;
+                else if (t128 < sm / 2 || (T == V4F_TYPE_F16 && t128 < 2 * sm))
                     cfg = CFG_W128x64;
+                else if (T == V4F_TYPE_Q8_0 && t128 >= 2 * sm)
+                    cfg = CFG_W128x128_42R;
                 else
                     cfg = CFG_W128x128;
             }
             int optin = 0;
             const v4f_status st = smem_optin(c, &optin, err);
             if (st != V4F_OK) return st;
-            if ((cfg == CFG_W256x64 && tc_smem<T, 256, 64>() > (size_t)optin) ||
-                (cfg == CFG_W128x128 && tc_smem<T, 128, 128>() > (size_t)optin))
-                cfg = CFG_W128x64; /* < 96 KB: fits every supported device */
-            if (grouped) {
-                switch (cfg) {
-                case CFG_W256x64: return launch_tc<T, 256, 64, true>(c, a, gt, tiles(64), 1, err);
-                case CFG_W128x128: return launch_tc<T, 128, 128, true>(c, a, gt, tiles(128), 1, err);
-                default: return launch_tc<T, 128, 64, true>(c, a, gt, tiles(64), 1, err);
-                }
-            }
-            switch (cfg) {
-            case CFG_W256x64: return launch_tc<T, 256, 64, false>(c, a, gt, tiles(64), groups, err);
-            case CFG_W128x128: return launch_tc<T, 128, 128, false>(c, a, gt, tiles(128), groups, err);
-            default: return launch_tc<T, 128, 64, false>(c, a, gt, tiles(64), groups, err);
-            }
+            if (cfg_smem<T>(cfg) > (size_t)optin) cfg = CFG_W128x64; /* < 96 KB: fits every supported device */
+            if (grouped) return launch_cfg<T, true>(c, cfg, a, gt, tiles_grouped, rows, 1, err);
+            return launch_cfg<T, false>(c, cfg, a, gt, tiles_dense, rows, groups, err);
         }
     }
-    const int64_t mt = tiles(kEM), ntn = (a.n_out + kEN - 1) / kEN;
+    const int64_t mt = grouped ? tiles_grouped(a, rows, kEM) : tiles_dense(a, rows, kEM),
+                  ntn = (a.n_out + kEN - 1) / kEN;
     if (mt > INT32_MAX || ntn > 65535) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda gemm: grid too large");
     const dim3 grid((unsigned)mt, (unsigned)ntn, (unsigned)groups);
     if (grouped)
