@@ -35,7 +35,7 @@ typedef struct v4f_session_opts {
     v4f_precision precision;
     bool enable_mtp;       /* allocate the MTP block's cache (model must have MTP) */
     uint32_t max_chunk;    /* tokens per layer-major pass (0: automatic, from n_ctx up to 2048 on
-                            * the CPU, 4096 on the GPU) */
+                            * the CPU, 8192 on the GPU) */
     const char *kv_page_dir; /* NULL: KV in RAM; else page the ratio-4 compressed rows to an
                               * unlinked file in this directory (kv.h); read only in
                               * v4f_session_new */

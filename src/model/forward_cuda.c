@@ -99,7 +99,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #include "model/kv.h"
 #include "quant/quant.h"
 
-#define GPU_CHUNK_CAP 4096                    /* prefill chunk (tokens) when memory allows */
+#define GPU_CHUNK_CAP 8192                    /* prefill chunk (tokens) when memory allows */
 #define GPU_CHUNK_TIGHT 512                   /* chunk when experts overflow to the host */
 #define GPU_RESERVE_BYTES (1536ull << 20)     /* left free for the CUDA context, graphs, cuBLAS-free slack */
 #define GPU_ISCORE_BUDGET (512ull << 20)      /* indexer score matrix [chunk][ctx/4] */

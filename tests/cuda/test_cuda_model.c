@@ -362,8 +362,8 @@ static int run_long(const fixture *f, v4f_backend be, v4f_precision prec, const 
     return ok;
 }
 
-/* A prompt longer than one GPU prefill chunk: 4,700 tokens (the fixture's
- * prompt repeated) are a 4,096-token chunk and a partial one, with far more
+/* A prompt longer than one GPU prefill chunk: 9,000 tokens (the fixture's
+ * prompt repeated) are an 8,192-token chunk and a partial one, with far more
  * compressed rows and top-k candidates than the 300-token golden run. No
  * golden data exists for it, so the CPU in reference precision is the
  * reference: the GPU must meet Tier A in reference precision and Tier B in
@@ -374,7 +374,7 @@ static void test_long(const char *name) {
         g_fail++;
         return;
     }
-    enum { N_LONG = 4700 };
+    enum { N_LONG = 9000 };
     const size_t V = (size_t)f.vocab;
     int32_t *tok = malloc(N_LONG * sizeof(int32_t));
     float *ref = malloc(N_LONG * V * sizeof(float)), *lg = malloc(N_LONG * V * sizeof(float));
