@@ -100,6 +100,12 @@ static inline int v4f_quant_nearest_int(float v) {
  *  off_s16     float s16[n / 16]: sums of x over runs of 16 (the K-quant
  *              mins), each summed as the tree ((x_i + x_i+8) + (.. + x_i+4))
  *              + ..., i.e. the 16-lane halving reduction; NaN in a bad group.
+ *  off_bias    int32 bias[n / 4]: per chunk (block b, chunk j at 16 (4b + j))
+ *              the 16 lanes of vpdpbusd, lane l = record bytes 4l..4l+3:
+ *              64 * sum over them of (16384 p1 + 128 p2 + p3), the term that
+ *              a weight code biased by +64 adds to a chunk's plane chain (the
+ *              IQ2_XXS kernel applies its signs to the biased grid bytes,
+ *              64 +- g, instead of to the three planes). |bias| < 2^30.
  * Plane codes are int8 in [-127, 127]: p1 = rne(x / d), r1 = fma(-d, p1, x),
  * p2 = rne(r1 / (d / 128)), r2 likewise, p3 = rne(r2 / (d / 16384)), each
  * quotient clamped to [-127, 127] first (|p2|, |p3| <= 64 in fact); r1 and
@@ -109,6 +115,9 @@ static inline int v4f_quant_nearest_int(float v) {
 static inline size_t v4f_planes_off_d(int64_t n) { return ((size_t)n * 3 + 63) & ~(size_t)63; }
 static inline size_t v4f_planes_off_s16(int64_t n) {
     return v4f_planes_off_d(n) + (((size_t)n / 32 * 4 + 63) & ~(size_t)63);
+}
+static inline size_t v4f_planes_off_bias(int64_t n) {
+    return v4f_planes_off_s16(n) + (((size_t)n / 16 * 4 + 63) & ~(size_t)63);
 }
 /* byte offset of plane p1 of group g; p2 and p3 follow at +64, +128 */
 static inline size_t v4f_planes_group_off(int64_t g) {

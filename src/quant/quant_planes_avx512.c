@@ -11,16 +11,19 @@
  * x is split once per matvec into three int8 planes per group of 32
  * (quant_internal.h) and vpdpbusd multiplies 64 unsigned weight bytes with 64
  * signed plane bytes per instruction, summing groups of 4 into 16 int32
- * lanes. The weight codes are the unsigned operand (Q2_K / Q4_K codes, the
- * IQ2_XXS grid magnitudes); the IQ2_XXS sign bits are moved onto the planes
- * with a byte mask. (A Q8_0 kernel of the same kind, |code| with the sign on
+ * lanes. The weight codes are the unsigned operand (Q2_K / Q4_K codes; for
+ * IQ2_XXS the signed grid values biased by +64, 64 +- g, the sign applied by
+ * one masked byte subtraction from 128 per chunk, and the bias 64 * sum of
+ * the planes subtracted per lane from the split's bias lanes: the same
+ * integers as the signs applied to the three planes, one op instead of
+ * three). (A Q8_0 kernel of the same kind, |code| with the sign on
  * the planes, ran at parity with the f32 one in decode on the Xeon host and
  * slower on the EPYC: not kept, docs/PERF_NOTES.md.)
  *
  * One 64-byte weight chunk against the three planes of its 64 elements:
  * T = (((S1 << 7) + S2) << 7) + S3 per lane, computed as dpbusd, shift,
- * dpbusd, shift, dpbusd in one register. |T| <= 4 * 43 * 127 * 16513 <
- * 2^31, so T is exact; it is converted to float and multiplied by the lane's
+ * dpbusd, shift, dpbusd in one register. |T| <= 4 * 107 * 127 * 16513 <
+ * 2^30 (107: the largest biased IQ2_XXS byte), so T is exact; it is converted to float and multiplied by the lane's
  * scale d_w * d_x / 16384 (lanes 0-7 and 8-15 belong to the two groups the
  * chunk covers). K-quant mins use the f32 sums of x (s16). A group of x with
  * a NaN or Inf has d_x = NaN, which makes the result NaN. Each chunk index
@@ -62,21 +65,17 @@ VNNI_FN static inline __m512i chain3(__m512i a, __m512i b1, __m512i b2, __m512i 
     return _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, b3);
 }
 
-/* planes of a record (p1, p2, p3 at 0, 64, 128) with the bytes under k
- * negated */
-VNNI_FN static inline __m512i chain3_signed(__m512i a, const uint8_t *p, __mmask64 k) {
-    const __m512i z = _mm512_setzero_si512();
-    __m512i x1 = _mm512_loadu_si512((const void *)p), x2 = _mm512_loadu_si512((const void *)(p + 64)),
-            x3 = _mm512_loadu_si512((const void *)(p + 128));
-    x1 = _mm512_mask_sub_epi8(x1, k, z, x1);
-    x2 = _mm512_mask_sub_epi8(x2, k, z, x2);
-    x3 = _mm512_mask_sub_epi8(x3, k, z, x3);
-    return chain3(a, x1, x2, x3);
-}
-
 VNNI_FN static inline __m512i chain3_plain(__m512i a, const uint8_t *p) {
     return chain3(a, _mm512_loadu_si512((const void *)p), _mm512_loadu_si512((const void *)(p + 64)),
                   _mm512_loadu_si512((const void *)(p + 128)));
+}
+
+/* IQ2_XXS: the exact T of the signed grid values s g (g in {8, 25, 43}) from
+ * the biased codes a = 64 + s g (bytes 21..107, unsigned), which add
+ * 64 (16384 P1 + 128 P2 + P3) per lane: the chunk's bias lanes of the split.
+ * |T of a| <= 4 * 107 * 127 * 16513 < 2^30. */
+VNNI_FN static inline __m512i chain3_biased(__m512i a, const uint8_t *p, const uint8_t *bias) {
+    return _mm512_sub_epi32(chain3_plain(a, p), _mm512_loadu_si512((const void *)bias));
 }
 
 /* lanes 0-7 = s[j], lanes 8-15 = s[j + 4] of an 8-float vector */
@@ -109,7 +108,7 @@ VNNI_FN static inline void store_codes(uint8_t *p, __m512 q) {
 
 VNNI_FN void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n) {
     uint8_t *out = dst;
-    uint8_t *dg = out + v4f_planes_off_d(n), *s16 = out + v4f_planes_off_s16(n);
+    uint8_t *dg = out + v4f_planes_off_d(n), *s16 = out + v4f_planes_off_s16(n), *bias = out + v4f_planes_off_bias(n);
     const __m512 fmax = _mm512_set1_ps(3.402823466e38f);
     for (int64_t g = 0; g < n / 32; g++) {
         const __m512 v[2] = {_mm512_loadu_ps(x + 32 * g), _mm512_loadu_ps(x + 32 * g + 16)};
@@ -137,6 +136,9 @@ VNNI_FN void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n) {
         memcpy(dg + 4 * g, &dv, 4);
         memcpy(s16 + 8 * g, &s0, 4);
         memcpy(s16 + 8 * g + 4, &s1, 4);
+        if (g % 8 == 7) /* block done: the bias lanes of its 4 chunks */
+            for (int64_t c = g / 8 * 4; c < g / 8 * 4 + 4; c++)
+                _mm512_storeu_si512((void *)(bias + 64 * c), chain3_plain(_mm512_set1_epi8(64), out + 192 * c));
     }
 }
 
@@ -223,7 +225,8 @@ VNNI_FN static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
  * bytes come from vpmultishiftqb (bits 32 + 7l of each qword, l = 0..3) and
  * vpermi2b (the 128-entry ksigns table, low 7 bits of the index); a dword
  * permute pairs groups j and j + 4 into the 64-bit mask of chunk j. The grid
- * rows (64 magnitude bytes per chunk) come from one of two lookups, chosen
+ * rows (64 magnitude bytes per chunk, each + 64; the mask turns 64 + g into
+ * 128 - (64 + g) = 64 - g) come from one of two lookups, chosen
  * at fill time (same bytes, so the same results):
  *  - gather: vpermb zero-extends the chunk's 8 indices to qwords, a qword
  *    gather reads the 8 rows (Intel: 2.8-3.5 GB/s per core in cache on the
@@ -250,6 +253,8 @@ static const uint8_t k_iord[64] = {0, 1, 2, 3, 32, 33, 34, 35, 8, 9, 10, 11, 40,
 /* the grid rows as two-bit codes, low and high byte tables; magnitude of a
  * code by its low 2 bits (filled once by v4f_quant_fill_planes_avx512) */
 static uint8_t g_code_lo[256], g_code_hi[256], g_mag[64];
+/* the grid rows with every byte biased by +64 (the gather's table) */
+static uint64_t g_grid64[256];
 
 /* The per-block part shared by both lookups: scale lanes s (d_w d_x / 16384
  * of the 8 groups) and the sign masks of the 4 chunks. */
@@ -275,9 +280,11 @@ VNNI_FN static inline __m256 iq2_block(const uint8_t *a, __m512i q, const float 
 VNNI_FN static float dot_planes_iq2_xxs_gather(const void *w, const void *xp, int64_t n) {
     const uint8_t *a = w, *xq = xp;
     const float *dx = (const float *)(xq + v4f_planes_off_d(n));
-    const long long *grid = (const long long *)v4f_quant_iq2xxs_grid;
+    const uint8_t *bias = xq + v4f_planes_off_bias(n);
+    const long long *grid = (const long long *)g_grid64;
+    const __m512i c128 = _mm512_set1_epi8(-128);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES) {
+    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 256) {
         pf_block(a, 2);
         const __m512i q = _mm512_loadu_si512((const void *)(a + V4F_IQ2_QS));
         __mmask64 mk[4];
@@ -288,7 +295,7 @@ VNNI_FN static float dot_planes_iq2_xxs_gather(const void *w, const void *xp, in
             const __m512i gi =
                 _mm512_maskz_permutexvar_epi8(0x0101010101010101ull, _mm512_loadu_si512((const void *)k_gidx[j]), q);
             const __m512i wv = _mm512_i64gather_epi64(gi, grid, 8);
-            const __m512i t = chain3_signed(wv, p + 192 * j, mk[j]);
+            const __m512i t = chain3_biased(_mm512_mask_sub_epi8(wv, mk[j], c128, wv), p + 192 * j, bias + 64 * j);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), pair_scale(s, j), acc[j]);
         }
     }
@@ -308,8 +315,10 @@ VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int
     const __m512i h3 = _mm512_loadu_si512((const void *)(g_code_hi + 192));
     const __m512i mag = _mm512_loadu_si512((const void *)g_mag), iord = _mm512_loadu_si512((const void *)k_iord);
     const __m512i sel2 = _mm512_set1_epi64(0x0e0c0a0806040200ll); /* bit offsets 0, 2, .., 14 */
+    const __m512i c128 = _mm512_set1_epi8(-128);
+    const uint8_t *bias = xq + v4f_planes_off_bias(n);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES) {
+    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 256) {
         pf_block(a, 2);
         const __m512i q = _mm512_loadu_si512((const void *)(a + V4F_IQ2_QS));
         __mmask64 mk[4];
@@ -330,7 +339,7 @@ VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int
         for (int j = 0; j < 4; j++) {
             const __m512i wv =
                 _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(sel2, _mm512_cvtepu16_epi64(cw[j])), mag);
-            const __m512i t = chain3_signed(wv, p + 192 * j, mk[j]);
+            const __m512i t = chain3_biased(_mm512_mask_sub_epi8(wv, mk[j], c128, wv), p + 192 * j, bias + 64 * j);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), pair_scale(s, j), acc[j]);
         }
     }
@@ -353,7 +362,8 @@ void v4f_quant_fill_planes_avx512(v4f_quant_kernels *tab, bool gather_fast) {
         g_code_lo[k] = (uint8_t)c;
         g_code_hi[k] = (uint8_t)(c >> 8);
     }
-    for (int k = 0; k < 64; k++) g_mag[k] = k % 4 == 0 ? 0x08 : k % 4 == 1 ? 0x19 : 0x2b;
+    for (int k = 0; k < 64; k++) g_mag[k] = 64 + (k % 4 == 0 ? 0x08 : k % 4 == 1 ? 0x19 : 0x2b);
+    for (int k = 0; k < 256; k++) g_grid64[k] = v4f_quant_iq2xxs_grid[k] + 0x4040404040404040ull;
     tab[V4F_TYPE_Q2_K].dot_planes = dot_planes_q2_K;
     tab[V4F_TYPE_Q4_K].dot_planes = dot_planes_q4_K;
     tab[V4F_TYPE_IQ2_XXS].dot_planes = gather_fast ? dot_planes_iq2_xxs_gather : dot_planes_iq2_xxs_table;

@@ -367,6 +367,16 @@ void v4f_quant_planes_ref(const float *x, void *dst, int64_t n) {
         memcpy(s16 + 2 * g, &s0, 4);
         memcpy(s16 + 2 * g + 1, &s1, 4);
     }
+    /* the bias of +64-biased weight codes, per chunk record and dpbusd lane */
+    uint8_t *bias = out + v4f_planes_off_bias(n);
+    for (int64_t c = 0; c < n / 64; c++) {
+        const int8_t *p = (const int8_t *)(out + 192 * c);
+        for (int l = 0; l < 16; l++) {
+            int32_t v = 0;
+            for (int i = 4 * l; i < 4 * l + 4; i++) v += 64 * (16384 * p[i] + 128 * p[64 + i] + p[128 + i]);
+            memcpy(bias + 4 * (16 * c + l), &v, 4);
+        }
+    }
 }
 
 /* The x of one group: scale and the three planes as integers. */

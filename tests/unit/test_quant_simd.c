@@ -291,16 +291,83 @@ TEST(quant_planes_split) {
                 if (!simd) continue;
                 v4f_quant_planes_avx512(x + off, b + off, n);
                 /* the gaps between sections are not written */
-                const size_t od = v4f_planes_off_d(n), os = v4f_planes_off_s16(n);
+                const size_t od = v4f_planes_off_d(n), os = v4f_planes_off_s16(n), ob = v4f_planes_off_bias(n);
                 int same = memcmp(a + off, b + off, 3 * (size_t)n) == 0 &&
                            memcmp(a + off + od, b + off + od, (size_t)n / 32 * 4) == 0 &&
-                           memcmp(a + off + os, b + off + os, (size_t)n / 16 * 4) == 0;
+                           memcmp(a + off + os, b + off + os, (size_t)n / 16 * 4) == 0 &&
+                           memcmp(a + off + ob, b + off + ob, (size_t)n) == 0;
                 CHECK_MSG(same && b[off + bytes] == 0x55, "avx512 plane split differs (n=%lld scale %g special %d)",
                           (long long)n, scales[s], special);
             }
     free(x);
     free(a);
     free(b);
+}
+
+/* IQ2_XXS sign and bias cases (the kernel applies the signs to grid bytes
+ * biased by +64 and subtracts the split's bias lanes; a wrong bias or sign
+ * offsets the result by ~64 sum|p| per lane, far beyond the tolerance):
+ * every sign negative, every sign positive, alternating groups; every grid
+ * index random or the largest-magnitude row with scale nibble 15 (lane sums
+ * near the int32 bound); x all +1, all -1 (p1 = +-127), normals, or a spike
+ * per group (large low planes). Gather and table agree bit for bit and stay
+ * within DOT_PLANES_REL_TOL of the scalar plane reference. */
+TEST(quant_planes_iq2_signs) {
+    if (!planes_isa()) {
+        printf("    skip: no AVX-512 VNNI/VBMI plane kernels on this CPU\n");
+        return;
+    }
+    const int64_t n = 4096;
+    uint8_t *w = malloc(n + 64), *xp = malloc(v4f_planes_bytes(n) + 64);
+    float *x = malloc(n * sizeof *x), *wd = malloc(n * sizeof *wd);
+    const v4f_quant_dot_planes_fn ref = v4f_quant_dot_planes_ref(V4F_TYPE_IQ2_XXS);
+    const v4f_quant_dot_planes_fn gat = v4f_quant_iq2_planes_variant(true), tab = v4f_quant_iq2_planes_variant(false);
+    REQUIRE(ref && gat && tab);
+    CHECK(v4f_quant_ksigns[0] == 0 && v4f_quant_ksigns[127] == 0xff);
+    int big = 0; /* the grid row with the largest byte sum */
+    for (int k = 0, best = -1; k < 256; k++) {
+        int sum = 0;
+        for (int j = 0; j < 8; j++) sum += (int)((v4f_quant_iq2xxs_grid[k] >> (8 * j)) & 0xff);
+        if (sum > best) best = sum, big = k;
+    }
+    test_rng r = {9876};
+    double max_err = 0;
+    for (int sm = 0; sm < 3; sm++)
+        for (int gm = 0; gm < 2; gm++)
+            for (int xm = 0; xm < 4; xm++) {
+                for (int64_t i = 0; i < n; i++)
+                    x[i] = xm == 0 ? 1.0f : xm == 1 ? -1.0f : xm == 2 ? test_rng_normal(&r) :
+                           i % 32 == 5 ? 1000.0f : test_rng_normal(&r);
+                v4f_quantize_planes(x, xp, n);
+                tq_rand_row(&r, V4F_TYPE_IQ2_XXS, w, n);
+                for (int64_t b = 0; b < n / 256; b++)
+                    for (int g = 0; g < 8; g++) {
+                        uint8_t *q = w + 66 * b + V4F_IQ2_QS + 8 * g;
+                        uint32_t aux = v4f_quant_rd_u32(q + 4);
+                        const bool neg = sm == 0 || (sm == 2 && g % 2);
+                        aux = neg ? aux | 0x0fffffffu : aux & 0xf0000000u; /* ksigns[127] = 0xff, [0] = 0 */
+                        if (gm) {
+                            aux |= 0xf0000000u;
+                            for (int l = 0; l < 4; l++) q[l] = (uint8_t)big;
+                        }
+                        memcpy(q + 4, &aux, 4);
+                    }
+                const float have = gat(w, xp, n), have_t = tab(w, xp, n);
+                const double want = ref(w, xp, n);
+                v4f_dequant_row_ref(V4F_TYPE_IQ2_XXS, w, wd, n);
+                double mag = 0;
+                for (int64_t i = 0; i < n; i++) mag += fabs((double)wd[i] * x[i]);
+                max_err = fmax(max_err, fabs(have - want) / mag);
+                CHECK_MSG(memcmp(&have, &have_t, 4) == 0, "IQ2_XXS signs %d grid %d x %d: gather %.9g, table %.9g", sm,
+                          gm, xm, have, have_t);
+                CHECK_MSG(fabs(have - want) <= DOT_PLANES_REL_TOL * mag,
+                          "IQ2_XXS signs %d grid %d x %d: %.9g, plane ref %.9g (mag %g)", sm, gm, xm, have, want, mag);
+            }
+    if (test_verbose()) printf("    IQ2_XXS sign/bias cases: max rel err vs plane ref %.2e\n", max_err);
+    free(w);
+    free(xp);
+    free(x);
+    free(wd);
 }
 
 /* per-element magnitude of the dequantized terms: |dl q| + |ml| (K-quants),
