@@ -24,6 +24,8 @@
  */
 #include "core/threadpool.h"
 
+#include "core/core.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -50,6 +52,8 @@ struct v4f_pool {
     job_slot slot[2];
     uint32_t gen; /* owner-only copy of the current generation */
     uint64_t regions; /* owner-only: parallel regions started */
+    int timing;       /* owner-only: sum region wall time into region_s */
+    double region_s;
 };
 
 typedef struct {
@@ -175,8 +179,24 @@ void v4f_pool_free(v4f_pool *p) {
 int v4f_pool_size(const v4f_pool *p) { return p ? p->n_threads : 1; }
 
 uint64_t v4f_pool_regions(const v4f_pool *p) { return p ? p->regions : 0; }
+void v4f_pool_set_timing(v4f_pool *p, int on) {
+    if (p) p->timing = on;
+}
+double v4f_pool_region_s(const v4f_pool *p) { return p ? p->region_s : 0.0; }
+
+static void pool_run(v4f_pool *p, int64_t n_tasks, v4f_pool_fn fn, void *ctx);
 
 void v4f_pool_run(v4f_pool *p, int64_t n_tasks, v4f_pool_fn fn, void *ctx) {
+    if (p && p->timing && p->n_threads > 1 && n_tasks > 1) {
+        const double t0 = v4f_time_s();
+        pool_run(p, n_tasks, fn, ctx);
+        p->region_s += v4f_time_s() - t0;
+        return;
+    }
+    pool_run(p, n_tasks, fn, ctx);
+}
+
+static void pool_run(v4f_pool *p, int64_t n_tasks, v4f_pool_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     if (!p || p->n_threads == 1 || n_tasks == 1) {
         for (int64_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);

@@ -33,6 +33,12 @@ void v4f_pool_run(v4f_pool *pool, int64_t n_tasks, v4f_pool_fn fn, void *ctx);
 /* Parallel regions started so far (v4f_pool_run calls that woke the pool);
  * read by the owner thread only (profiling). 0 for NULL. */
 uint64_t v4f_pool_regions(const v4f_pool *pool);
+/* Profiling: with timing on, the pool sums the wall time the owner spends
+ * inside parallel regions (two clock reads per region); v4f_pool_region_s
+ * returns that sum. The time outside it is the owner's serial work. Owner
+ * thread only; 0 for NULL or with timing off. */
+void v4f_pool_set_timing(v4f_pool *pool, int on);
+double v4f_pool_region_s(const v4f_pool *pool);
 /* Number of online CPUs (>= 1). */
 int v4f_cpu_count(void);
 

@@ -151,8 +151,9 @@ struct v4f_session {
     struct {
         bool on;      /* V4F_PROFILE set at session creation */
         int mode;     /* PROF_DECODE / PROF_PREFILL for the current eval */
-        double t_last;
+        double t_last, r_last; /* wall clock, pool region time at the last mark */
         double acc[PROF_MODES][PH_COUNT];
+        double serial[PROF_MODES][PH_COUNT]; /* the part outside parallel regions */
         uint64_t evals[PROF_MODES], tokens[PROF_MODES], regions[PROF_MODES];
     } prof;
 };
@@ -160,24 +161,29 @@ struct v4f_session {
 /* time since the previous mark goes to phase ph (no-op unless profiling) */
 static inline void prof_mark(v4f_session *s, int ph) {
     if (!s->prof.on) return;
-    double t = v4f_time_s();
+    double t = v4f_time_s(), r = v4f_pool_region_s(s->pool);
     s->prof.acc[s->prof.mode][ph] += t - s->prof.t_last;
+    s->prof.serial[s->prof.mode][ph] += (t - s->prof.t_last) - (r - s->prof.r_last);
     s->prof.t_last = t;
+    s->prof.r_last = r;
 }
 
 static void prof_print(const v4f_session *s) {
     static const char *const mode_names[PROF_MODES] = {"decode", "prefill"};
     for (int m = 0; m < PROF_MODES; m++) {
         if (!s->prof.evals[m]) continue;
-        double tot = 0;
-        for (int p = 0; p < PH_COUNT; p++) tot += s->prof.acc[m][p];
+        double tot = 0, ser = 0;
+        for (int p = 0; p < PH_COUNT; p++) tot += s->prof.acc[m][p], ser += s->prof.serial[m][p];
         double tok = (double)s->prof.tokens[m];
-        fprintf(stderr, "profile %s: %llu evals, %llu tokens, %.3f ms/token, %.1f parallel regions/eval\n",
+        fprintf(stderr,
+                "profile %s: %llu evals, %llu tokens, %.3f ms/token (%.3f serial, outside parallel regions), "
+                "%.1f parallel regions/eval\n",
                 mode_names[m], (unsigned long long)s->prof.evals[m], (unsigned long long)s->prof.tokens[m],
-                1e3 * tot / tok, (double)s->prof.regions[m] / (double)s->prof.evals[m]);
+                1e3 * tot / tok, 1e3 * ser / tok, (double)s->prof.regions[m] / (double)s->prof.evals[m]);
         for (int p = 0; p < PH_COUNT; p++)
-            fprintf(stderr, "profile %s:   %-28s %8.3f ms/token %5.1f%%\n", mode_names[m], PH_NAMES[p],
-                    1e3 * s->prof.acc[m][p] / tok, tot > 0 ? 100.0 * s->prof.acc[m][p] / tot : 0.0);
+            fprintf(stderr, "profile %s:   %-28s %8.3f ms/token %5.1f%%  serial %7.3f\n", mode_names[m],
+                    PH_NAMES[p], 1e3 * s->prof.acc[m][p] / tok,
+                    tot > 0 ? 100.0 * s->prof.acc[m][p] / tot : 0.0, 1e3 * s->prof.serial[m][p] / tok);
     }
 }
 
@@ -478,6 +484,7 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
         free(s);
         return v4f_err_set(err, V4F_STATUS_OOM, "cannot start the thread pool");
     }
+    v4f_pool_set_timing(s->pool, s->prof.on);
     v4f_status st = v4f_cpu_ctx_init(&s->cpu, s->pool, max_n_in(s), err);
     if (st) {
         v4f_pool_free(s->pool);
@@ -1291,6 +1298,7 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
         s->prof.evals[s->prof.mode]++;
         s->prof.tokens[s->prof.mode] += n;
         s->prof.t_last = v4f_time_s();
+        s->prof.r_last = v4f_pool_region_s(s->pool);
         regions0 = v4f_pool_regions(s->pool);
     }
     for (uint32_t done = 0; done < n;) {
