@@ -8,6 +8,7 @@
 
 #include "../test.h"
 #include "backend/cpu/ops.h"
+#include "backend/cpu/ops_internal.h"
 #include "core/threadpool.h"
 #include "quant/quant.h"
 
@@ -292,6 +293,60 @@ TEST(ops_rmsnorm) {
     CHECK_NEAR(y[0], r, 1e-6);
     CHECK_NEAR(y[2], 6 * r, 1e-6);
     CHECK_NEAR(y[3], 2 * r, 1e-6);
+}
+
+/* The one-pass HC mixes of every available ISA equal the generic ones bit
+ * for bit (same per-element multiply and add order, no FMA): lengths
+ * around the vector widths (masked tails), H = 1..5, +-0 and mixed-sign
+ * coefficients and streams; NaN-poisoned outputs with a canary past d. */
+TEST(ops_hc_mix_isa) {
+    static const int64_t ds[] = {1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 4096, 4099};
+    static const struct {
+        v4f_isa isa;
+        v4f_cpu_hc_wsum_fn wsum;
+        v4f_cpu_hc_post_fn post;
+    } isas[] = {{V4F_ISA_AVX2, v4f_cpu_hc_weighted_sum_avx2, v4f_cpu_hc_post_avx2},
+                {V4F_ISA_AVX512, v4f_cpu_hc_weighted_sum_avx512, v4f_cpu_hc_post_avx512}};
+    const int64_t dmax = 4099;
+    float *X = malloc(5 * dmax * sizeof *X), *o = malloc(dmax * sizeof *o);
+    float *want = malloc((5 * dmax + 1) * sizeof *want), *have = malloc((5 * dmax + 1) * sizeof *have);
+    uint32_t st = 12345;
+    for (int64_t i = 0; i < 5 * dmax; i++) {
+        st = st * 1664525u + 1013904223u;
+        X[i] = (i % 13 == 0) ? ((i / 13) % 2 ? -0.0f : 0.0f) : ((float)(st >> 8) / 16777216.0f - 0.5f) * 3.0f;
+    }
+    for (int64_t i = 0; i < dmax; i++) o[i] = (i % 11 == 0) ? -0.0f : (float)((i * 7) % 23) * 0.37f - 4.0f;
+    const float coef[25] = {0.5f, -1.25f, 0.0f, -0.0f, 3.1f, 0.7f, 1e-3f, -2.0f, 0.33f, 1.0f, -0.0f, 0.25f, 5.5f,
+                            -0.125f, 0.9f, 1.1f, -3.3f, 0.01f, 2.2f, -0.6f, 0.0f, 0.45f, -7.0f, 0.2f, 1.5f};
+    int n_isa = 0;
+    for (size_t a = 0; a < sizeof isas / sizeof isas[0]; a++) {
+        if (!v4f_isa_available(isas[a].isa)) {
+            printf("    skip %s: not available on this CPU\n", v4f_isa_name(isas[a].isa));
+            continue;
+        }
+        n_isa++;
+        for (int H = 1; H <= 5; H++)
+            for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++) {
+                const int64_t d = ds[di];
+                for (int64_t i = 0; i <= 5 * dmax; i++) want[i] = have[i] = NAN;
+                have[d] = 42.0f;
+                v4f_cpu_hc_weighted_sum_generic(X, coef, H, d, want);
+                isas[a].wsum(X, coef, H, d, have);
+                CHECK_MSG(memcmp(want, have, (size_t)d * sizeof *want) == 0 && have[d] == 42.0f,
+                          "%s hc_weighted_sum H=%d d=%lld differs from generic", v4f_isa_name(isas[a].isa), H,
+                          (long long)d);
+                have[H * d] = 42.0f;
+                v4f_cpu_hc_post_generic(o, X, coef + 5, coef + 10, H, d, want);
+                isas[a].post(o, X, coef + 5, coef + 10, H, d, have);
+                CHECK_MSG(memcmp(want, have, (size_t)(H * d) * sizeof *want) == 0 && have[H * d] == 42.0f,
+                          "%s hc_post H=%d d=%lld differs from generic", v4f_isa_name(isas[a].isa), H, (long long)d);
+            }
+    }
+    if (test_verbose()) printf("    HC mixes: %d SIMD ISA(s) equal to generic\n", n_isa);
+    free(X);
+    free(o);
+    free(want);
+    free(have);
 }
 
 /* the eight-chain double sum of squares against a plain double loop, on

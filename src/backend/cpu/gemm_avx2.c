@@ -134,6 +134,37 @@ void v4f_cpu_axpy_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
+/* HC mixes (see gemm_avx512.c), 8 lanes, the tail by maskload/maskstore */
+static inline __m256i tail_mask8(int64_t left) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left >= 8 ? 8 : (int)left), idx);
+}
+
+void v4f_cpu_hc_weighted_sum_avx2(const float *X, const float *w, int H, int64_t d, float *y) {
+    for (int64_t i = 0; i < d; i += 8) {
+        const __m256i m = tail_mask8(d - i);
+        __m256 acc = _mm256_setzero_ps();
+        for (int h = 0; h < H; h++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(w[h]), _mm256_maskload_ps(X + h * d + i, m)));
+        _mm256_maskstore_ps(y + i, m, acc);
+    }
+}
+
+void v4f_cpu_hc_post_avx2(const float *o, const float *X, const float *post, const float *comb, int H,
+                          int64_t d, float *Xout) {
+    for (int64_t i = 0; i < d; i += 8) {
+        const __m256i m = tail_mask8(d - i);
+        const __m256 vo = _mm256_maskload_ps(o + i, m);
+        for (int j = 0; j < H; j++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int k = 0; k < H; k++)
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(comb[k * H + j]),
+                                                       _mm256_maskload_ps(X + k * d + i, m)));
+            _mm256_maskstore_ps(Xout + j * d + i, m, _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(post[j]), vo), acc));
+        }
+    }
+}
+
 /* FMA peak probe (see gemm_avx512.c): FMA_CHAINS independent 8-lane chains. */
 #define FMA_CHAINS 12
 /* FMA_CHAINS named accumulators (not an array: an array stays in memory at

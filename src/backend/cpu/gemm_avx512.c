@@ -169,6 +169,34 @@ void v4f_cpu_axpy_avx512(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
+/* HC mixes (ops_internal.h): per element ((0 + w0 x0) + w1 x1) + ... and
+ * post_j o + that, as the generic code; the tail through masked loads and
+ * stores (a scalar tail could be contracted into FMAs by the compiler). */
+void v4f_cpu_hc_weighted_sum_avx512(const float *X, const float *w, int H, int64_t d, float *y) {
+    for (int64_t i = 0; i < d; i += 16) {
+        const __mmask16 m = d - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - i)) - 1);
+        __m512 acc = _mm512_setzero_ps();
+        for (int h = 0; h < H; h++)
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(w[h]), _mm512_maskz_loadu_ps(m, X + h * d + i)));
+        _mm512_mask_storeu_ps(y + i, m, acc);
+    }
+}
+
+void v4f_cpu_hc_post_avx512(const float *o, const float *X, const float *post, const float *comb, int H,
+                            int64_t d, float *Xout) {
+    for (int64_t i = 0; i < d; i += 16) {
+        const __mmask16 m = d - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - i)) - 1);
+        const __m512 vo = _mm512_maskz_loadu_ps(m, o + i);
+        for (int j = 0; j < H; j++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int k = 0; k < H; k++)
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(comb[k * H + j]),
+                                                       _mm512_maskz_loadu_ps(m, X + k * d + i)));
+            _mm512_mask_storeu_ps(Xout + j * d + i, m, _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(post[j]), vo), acc));
+        }
+    }
+}
+
 /* FMA peak probe: FMA_CHAINS independent 16-lane chains (enough to cover
  * 2 FMA ports x 4-cycle latency), each a = a * m + c with |m| < 1 so values
  * stay normal. Returns a sum so the loop is not dropped. */

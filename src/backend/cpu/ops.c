@@ -144,6 +144,8 @@ void v4f_cpu_axpy_generic(float *y, float a, const float *x, int64_t n) {
 static v4f_cpu_gemm_tile_fn g_gemm_tile;
 static v4f_cpu_gemm_chunk_fn g_gemm_chunk;
 static v4f_cpu_axpy_fn g_axpy;
+static v4f_cpu_hc_wsum_fn g_hc_wsum;
+static v4f_cpu_hc_post_fn g_hc_post;
 static pthread_once_t g_gemm_once = PTHREAD_ONCE_INIT;
 
 static void gemm_pick(void) {
@@ -155,6 +157,12 @@ static void gemm_pick(void) {
     g_axpy = isa >= V4F_ISA_AVX512 ? v4f_cpu_axpy_avx512
              : isa >= V4F_ISA_AVX2 ? v4f_cpu_axpy_avx2
                                    : v4f_cpu_axpy_generic;
+    g_hc_wsum = isa >= V4F_ISA_AVX512 ? v4f_cpu_hc_weighted_sum_avx512
+                : isa >= V4F_ISA_AVX2 ? v4f_cpu_hc_weighted_sum_avx2
+                                      : v4f_cpu_hc_weighted_sum_generic;
+    g_hc_post = isa >= V4F_ISA_AVX512 ? v4f_cpu_hc_post_avx512
+                : isa >= V4F_ISA_AVX2 ? v4f_cpu_hc_post_avx2
+                                      : v4f_cpu_hc_post_generic;
 }
 
 v4f_cpu_axpy_fn v4f_cpu_axpy_get(void) {
@@ -749,7 +757,7 @@ static void axpy_nr(float *restrict y, float a, const float *restrict x, int64_t
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-void v4f_cpu_hc_weighted_sum(const float *X, const float *w, int H, int64_t d, float *y) {
+void v4f_cpu_hc_weighted_sum_generic(const float *X, const float *w, int H, int64_t d, float *y) {
     /* per element: ((0 + w0 x0) + w1 x1) + ..., stream by stream (vectorizes) */
     for (int64_t i = 0; i < d; i++) y[i] = 0.0f;
     for (int h = 0; h < H; h++) axpy_nr(y, w[h], X + h * d, d);
@@ -760,8 +768,8 @@ static void axpy_post(float *restrict y, float a, const float *restrict o, int64
     for (int64_t i = 0; i < n; i++) y[i] = a * o[i] + y[i];
 }
 
-void v4f_cpu_hc_post(const float *o, const float *X, const float *post, const float *comb, int H,
-                     int64_t d, float *Xout) {
+void v4f_cpu_hc_post_generic(const float *o, const float *X, const float *post, const float *comb, int H,
+                             int64_t d, float *Xout) {
     /* Xout[j][i] = post[j] * o[i] + (sum over k in order of comb[k][j] * X[k][i]) */
     for (int j = 0; j < H; j++) {
         float *y = Xout + j * d;
@@ -769,6 +777,18 @@ void v4f_cpu_hc_post(const float *o, const float *X, const float *post, const fl
         for (int k = 0; k < H; k++) axpy_nr(y, comb[k * H + j], X + k * d, d);
         axpy_post(y, post[j], o, d);
     }
+}
+
+/* the per-ISA one-pass versions (bit-identical, ops_internal.h) */
+void v4f_cpu_hc_weighted_sum(const float *X, const float *w, int H, int64_t d, float *y) {
+    pthread_once(&g_gemm_once, gemm_pick);
+    g_hc_wsum(X, w, H, d, y);
+}
+
+void v4f_cpu_hc_post(const float *o, const float *X, const float *post, const float *comb, int H,
+                     int64_t d, float *Xout) {
+    pthread_once(&g_gemm_once, gemm_pick);
+    g_hc_post(o, X, post, comb, H, d, Xout);
 }
 
 void v4f_cpu_hc_head_weights(const float *mix, float scale, const float *base, int H, float eps,

@@ -44,6 +44,25 @@ void v4f_cpu_axpy_avx2(float *y, float a, const float *x, int64_t n);
 void v4f_cpu_axpy_avx512(float *y, float a, const float *x, int64_t n);
 v4f_cpu_axpy_fn v4f_cpu_axpy_get(void);
 
+/* The hyper-connection mixes of ops.h (v4f_cpu_hc_weighted_sum,
+ * v4f_cpu_hc_post) in one pass over the elements, one vector of each stream
+ * at a time (the generic code makes H + 2 passes per output stream, ~25 us
+ * for H = 4, d = 4096, serial in every decode step). Every ISA does the same
+ * per-element operations in the same order (separate multiply and add, no
+ * FMA), so the results are bit-identical to the generic ones. */
+typedef void (*v4f_cpu_hc_wsum_fn)(const float *X, const float *w, int H, int64_t d, float *y);
+typedef void (*v4f_cpu_hc_post_fn)(const float *o, const float *X, const float *post, const float *comb,
+                                   int H, int64_t d, float *Xout);
+void v4f_cpu_hc_weighted_sum_generic(const float *X, const float *w, int H, int64_t d, float *y);
+void v4f_cpu_hc_weighted_sum_avx2(const float *X, const float *w, int H, int64_t d, float *y);
+void v4f_cpu_hc_weighted_sum_avx512(const float *X, const float *w, int H, int64_t d, float *y);
+void v4f_cpu_hc_post_generic(const float *o, const float *X, const float *post, const float *comb, int H,
+                             int64_t d, float *Xout);
+void v4f_cpu_hc_post_avx2(const float *o, const float *X, const float *post, const float *comb, int H,
+                          int64_t d, float *Xout);
+void v4f_cpu_hc_post_avx512(const float *o, const float *X, const float *post, const float *comb, int H,
+                            int64_t d, float *Xout);
+
 /* FMA peak probes: iters x 12 independent vector FMAs (a = a*m + c); the
  * return value only keeps the loop alive. Flops = iters * 12 * lanes * 2. */
 float v4f_cpu_fma_loop_avx2(int64_t iters);   /* 8 lanes */
