@@ -657,25 +657,29 @@ static void st_qkv_norm(void *ctx, int64_t t, int thread) {
     if (!s->dbg.no_kv_fp8) v4f_cpu_fp8_roundtrip(kv, c->head_dim - c->n_rot);
 }
 
-/* per-head q norm + RoPE */
-static void st_q_heads(void *ctx, int64_t t, int thread) {
-    stage *st = ctx;
+/* per-head q norm + RoPE of token t, heads [h0, h1) */
+static void q_heads(stage *st, int64_t t, uint32_t h0, uint32_t h1) {
     v4f_session *s = st->s;
     const v4f_config *c = &s->cfg;
     float *q = s->sc.q + t * (int64_t)c->n_head * c->head_dim;
     float cs[V4F_ROPE_MAX_ROT];
     V4F_ASSERT(c->n_rot <= V4F_ROPE_MAX_ROT);
     v4f_cpu_rope_cs(st->r->rope_freqs, (int)c->n_rot, st->pos0 + t, cs);
-    for (uint32_t h = 0; h < c->n_head; h++) {
+    for (uint32_t h = h0; h < h1; h++) {
         float *qh = q + (int64_t)h * c->head_dim;
         v4f_cpu_rmsnorm(qh, NULL, qh, c->head_dim, c->rms_eps);
         v4f_cpu_rope_tail_cs(qh, c->head_dim, (int)c->n_rot, cs, false);
     }
 }
 
-/* indexer queries: RoPE, Hadamard, FP4 per head; weights scale */
-static void st_idx_q(void *ctx, int64_t t, int thread) {
+static void st_q_heads(void *ctx, int64_t t, int thread) {
     stage *st = ctx;
+    q_heads(st, t, 0, st->s->cfg.n_head);
+}
+
+/* indexer queries of token t, heads [h0, h1): RoPE, Hadamard, FP4; weights
+ * scale */
+static void idx_q_heads(stage *st, int64_t t, uint32_t h0, uint32_t h1) {
     v4f_session *s = st->s;
     const v4f_config *c = &s->cfg;
     int64_t ihd = c->idx_head_dim;
@@ -683,7 +687,7 @@ static void st_idx_q(void *ctx, int64_t t, int thread) {
     float cs[V4F_ROPE_MAX_ROT];
     V4F_ASSERT(c->n_rot <= V4F_ROPE_MAX_ROT);
     v4f_cpu_rope_cs(st->r->rope_freqs, (int)c->n_rot, st->pos0 + t, cs);
-    for (uint32_t h = 0; h < c->n_idx_head; h++) {
+    for (uint32_t h = h0; h < h1; h++) {
         float *qh = q + h * ihd;
         v4f_cpu_rope_tail_cs(qh, ihd, (int)c->n_rot, cs, false);
         v4f_cpu_hadamard(qh, ihd);
@@ -691,7 +695,32 @@ static void st_idx_q(void *ctx, int64_t t, int thread) {
     }
     float sc = (float)(1.0 / sqrt((double)ihd)) * (float)(1.0 / sqrt((double)c->n_idx_head));
     float *w = s->sc.iw + t * c->n_idx_head;
-    for (uint32_t h = 0; h < c->n_idx_head; h++) w[h] *= sc;
+    for (uint32_t h = h0; h < h1; h++) w[h] *= sc;
+}
+
+static void st_idx_q(void *ctx, int64_t t, int thread) {
+    stage *st = ctx;
+    idx_q_heads(st, t, 0, st->s->cfg.n_idx_head);
+}
+
+/* Few tokens (decode): the q heads, and on ratio-4 layers the indexer query
+ * heads, of every token in blocks of QH_BLOCK heads, one parallel region
+ * (per-head work, so the results equal the per-token path's). */
+#define QH_BLOCK 8
+
+static void st_q_heads_blocks(void *ctx, int64_t task, int thread) {
+    stage *st = ctx;
+    const v4f_config *c = &st->s->cfg;
+    int64_t nq = (c->n_head + QH_BLOCK - 1) / QH_BLOCK, ni = (c->n_idx_head + QH_BLOCK - 1) / QH_BLOCK;
+    int64_t per_tok = nq + (st->r->ratio == 4 ? ni : 0), t = task / per_tok, b = task % per_tok;
+    if (b < nq) {
+        uint32_t h0 = (uint32_t)b * QH_BLOCK, h1 = h0 + QH_BLOCK < c->n_head ? h0 + QH_BLOCK : c->n_head;
+        q_heads(st, t, h0, h1);
+    } else {
+        uint32_t h0 = (uint32_t)(b - nq) * QH_BLOCK;
+        uint32_t h1 = h0 + QH_BLOCK < c->n_idx_head ? h0 + QH_BLOCK : c->n_idx_head;
+        idx_q_heads(st, t, h0, h1);
+    }
 }
 
 /* ---- compressor (serial state machine over the chunk) ------------------------------ */
@@ -977,12 +1006,21 @@ static void attention_block(v4f_session *s, stage *st) {
                          (int64_t)c->n_idx_head * c->idx_head_dim}};
     v4f_cpu_matmul_multi(&s->cpu, mq, r->ratio == 4 ? 2 : 1);
     prof_mark(s, PH_ATTN_PROJ);
-    par_tokens(s, st, st_q_heads);
+    /* the indexer queries do not depend on the compressors: on few tokens
+     * they share the q heads' region */
+    bool q_blocks = n < 4;
+    if (q_blocks) {
+        int64_t per_tok = (c->n_head + QH_BLOCK - 1) / QH_BLOCK +
+                          (r->ratio == 4 ? (c->n_idx_head + QH_BLOCK - 1) / QH_BLOCK : 0);
+        v4f_pool_run(s->pool, (int64_t)n * per_tok, st_q_heads_blocks, st);
+    } else {
+        par_tokens(s, st, st_q_heads);
+    }
     prof_mark(s, PH_Q_ROPE);
     if (r->ratio) compressor_run(s, r, L, false, x->ckv, x->cgate, st->pos0, n);
     if (r->ratio == 4) {
         compressor_run(s, r, L, true, x->ikv, x->igate, st->pos0, n);
-        par_tokens(s, st, st_idx_q);
+        if (!q_blocks) par_tokens(s, st, st_idx_q);
         run_indexer(s, st);
     }
     if (r->ratio && r->ratio != 4) st->comp_rows = comp_rows_f32(s, st);
