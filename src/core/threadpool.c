@@ -61,11 +61,6 @@ typedef struct {
     int id;
 } worker_arg;
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 int v4f_cpu_count(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -106,7 +101,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         uint32_t g = (uint32_t)(atomic_load_explicit(&p->ticket, memory_order_acquire) >> 32);
         for (int i = 0; g == seen && i < SPIN_ITERS; i++) {
-            cpu_relax();
+            v4f_cpu_relax();
             g = (uint32_t)(atomic_load_explicit(&p->ticket, memory_order_acquire) >> 32);
         }
         if (g == seen) {
@@ -223,7 +218,7 @@ static void pool_run(v4f_pool *p, int64_t n_tasks, v4f_pool_fn fn, void *ctx) {
 
     for (int i = 0; i < SPIN_ITERS; i++) {
         if (atomic_load_explicit(&p->done, memory_order_acquire) == n_tasks) return;
-        cpu_relax();
+        v4f_cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
     atomic_store(&p->owner_sleeping, 1);

@@ -39,6 +39,12 @@ uint64_t v4f_pool_regions(const v4f_pool *pool);
  * thread only; 0 for NULL or with timing off. */
 void v4f_pool_set_timing(v4f_pool *pool, int on);
 double v4f_pool_region_s(const v4f_pool *pool);
+/* Spin-wait hint (pause) for a loop polling another thread's flag. */
+static inline void v4f_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 /* Number of online CPUs (>= 1). */
 int v4f_cpu_count(void);
 

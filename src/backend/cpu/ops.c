@@ -8,15 +8,18 @@
  *
  * Ownership: nothing is allocated here except the ctx's per-thread tiles and
  * its int8-plane scratch (both at ctx init).
- * Threading: plain ops are pure; v4f_cpu_matmul uses the ctx's pool (the
- * planes of a decode region are written by the calling thread before the
- * pool runs, read-only during it).
+ * Threading: plain ops are pure; v4f_cpu_matmul uses the ctx's pool. The
+ * int8 planes of a decode region's distinct X are split by the region's
+ * first tasks (one X each, claimed before any row task); a row task that
+ * reads planes waits for its X's ready flag (release/acquire), so the planes
+ * are written once and read-only afterwards.
  */
 #include "backend/cpu/ops.h"
 
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -287,12 +290,23 @@ typedef struct {
     v4f_cpu_mm mm;
     int64_t rows_per_task, n_row_tasks, task0, n_tasks;
     const void *xp; /* planes of mm.X (decode, dot_planes) or NULL */
+    int split;      /* index of the split that writes xp (-1: none) */
 } mm_plan;
+
+/* one X to split into planes: x[0..n) -> dst */
+typedef struct {
+    const float *x;
+    int64_t n;
+    uint8_t *dst;
+} mm_split;
 
 typedef struct {
     v4f_cpu_ctx *c;
     mm_plan *plans;
     int n;
+    mm_split *splits;
+    int n_splits; /* tasks [0, n_splits) split, the row tasks follow */
+    _Atomic int ready[MULTI_BATCH];
 } multi_job;
 
 /* Decode (n == 1) task sizing: DECODE_TASKS_PER_THREAD contiguous row runs
@@ -331,6 +345,13 @@ static void plan_mm(const v4f_cpu_mm *m, int64_t nt, int64_t task0, mm_plan *p) 
 
 static void multi_task(void *ctx, int64_t task, int thread) {
     multi_job *mj = ctx;
+    if (task < mj->n_splits) {
+        const mm_split *sp = &mj->splits[task];
+        v4f_quantize_planes(sp->x, sp->dst, sp->n);
+        atomic_store_explicit(&mj->ready[task], 1, memory_order_release);
+        return;
+    }
+    task -= mj->n_splits;
     int i = 0;
     while (i + 1 < mj->n && task >= mj->plans[i + 1].task0) i++;
     const mm_plan *j = &mj->plans[i];
@@ -341,15 +362,20 @@ static void multi_task(void *ctx, int64_t task, int thread) {
     int64_t t0 = tt * TOK_BLOCK;
     int64_t nt = j->mm.n - t0 < TOK_BLOCK ? j->mm.n - t0 : TOK_BLOCK;
     v4f_cpu_mat sub = v4f_cpu_mat_rows(j->mm.W, r0, nr);
+    if (j->split >= 0) /* its split task was claimed before this one: it is running or done */
+        while (!atomic_load_explicit(&mj->ready[j->split], memory_order_acquire)) v4f_cpu_relax();
     matmul_rows(&sub, j->mm.X + t0 * j->mm.ldx, j->mm.ldx, nt, j->mm.Y + t0 * j->mm.ldy + r0, j->mm.ldy,
                 mj->c->tile[thread], tile_floats(mj->c), j->xp);
 }
 
-/* Decode matvecs of types with a plane kernel: split each distinct X (same
- * pointer and n_in) once into the ctx scratch, before the row tasks run;
- * an X whose planes no longer fit keeps the f32 path. */
-static void plan_planes(v4f_cpu_ctx *c, mm_plan *plans, int np) {
-    if (!c->planes_types) return;
+/* Decode matvecs of types with a plane kernel: each distinct X (same
+ * pointer and n_in) gets a place in the ctx scratch and one split (returned
+ * in splits, to run before the row tasks read it); an X whose planes no
+ * longer fit keeps the f32 path. Returns the number of splits. */
+static int plan_planes(v4f_cpu_ctx *c, mm_plan *plans, int np, mm_split *splits) {
+    int ns = 0;
+    for (int i = 0; i < np; i++) plans[i].split = -1;
+    if (!c->planes_types) return 0;
     size_t used = 0;
     for (int i = 0; i < np; i++) {
         const v4f_cpu_mm *m = &plans[i].mm;
@@ -357,15 +383,19 @@ static void plan_planes(v4f_cpu_ctx *c, mm_plan *plans, int np) {
         if (m->n != 1 || !k || !k->dot_planes || m->W->type >= 64 || !((c->planes_types >> m->W->type) & 1))
             continue;
         for (int j = 0; j < i && !plans[i].xp; j++)
-            if (plans[j].xp && plans[j].mm.X == m->X && plans[j].mm.W->n_in == m->W->n_in)
+            if (plans[j].xp && plans[j].mm.X == m->X && plans[j].mm.W->n_in == m->W->n_in) {
                 plans[i].xp = plans[j].xp;
+                plans[i].split = plans[j].split;
+            }
         if (plans[i].xp) continue;
         const size_t need = (v4f_planes_bytes(m->W->n_in) + 63) & ~(size_t)63;
         if (used + need > c->planes_cap) continue;
-        v4f_quantize_planes(m->X, c->planes + used, m->W->n_in);
+        splits[ns] = (mm_split){m->X, m->W->n_in, c->planes + used};
         plans[i].xp = c->planes + used;
+        plans[i].split = ns++;
         used += need;
     }
+    return ns;
 }
 
 void v4f_cpu_matmul_multi(v4f_cpu_ctx *c, const v4f_cpu_mm *mms, int n_mm) {
@@ -385,16 +415,19 @@ void v4f_cpu_matmul_multi(v4f_cpu_ctx *c, const v4f_cpu_mm *mms, int n_mm) {
             np++;
         }
         if (np == 0) continue;
-        plan_planes(c, plans, np);
+        mm_split splits[MULTI_BATCH];
+        const int ns = plan_planes(c, plans, np, splits);
         if (macs < V4F_CPU_INLINE_MACS) {
             /* too small to pay for waking the pool */
+            for (int i = 0; i < ns; i++) v4f_quantize_planes(splits[i].x, splits[i].dst, splits[i].n);
             for (int i = 0; i < np; i++)
                 matmul_rows(plans[i].mm.W, plans[i].mm.X, plans[i].mm.ldx, plans[i].mm.n, plans[i].mm.Y,
                             plans[i].mm.ldy, c->tile[0], tile_floats(c), plans[i].xp);
             continue;
         }
-        multi_job mj = {c, plans, np};
-        v4f_pool_run(c->pool, tasks, multi_task, &mj);
+        multi_job mj = {.c = c, .plans = plans, .n = np, .splits = splits, .n_splits = ns};
+        for (int i = 0; i < ns; i++) atomic_init(&mj.ready[i], 0);
+        v4f_pool_run(c->pool, ns + tasks, multi_task, &mj);
     }
 }
 
