@@ -23,6 +23,15 @@
  * Reasons in docs/TOLERANCES.md, "## cuda gemm". Exit status 0 only if
  * every check passes.
  *
+ * Weight check (part of the conformance run): the tensor-core path must
+ * multiply each weight as the reference float of quant_ref.c rounded to
+ * f16, bit for bit: one-hot X rows (token t = element t) make Y the
+ * dequantized matrix (one nonzero product per output, summed exactly),
+ * compared with the host's f16 rounding of v4f_dequant_row_ref for every
+ * forced tile, with block scales over the whole f16 range below overflow
+ * (subnormal ones included). Prints a hash of the Y bits per type, so two
+ * builds can be compared directly. --wcheck runs only this check.
+ *
  * --bench [FILTER]: TFLOP/s (median of device-event times of bursts of
  * launches) of the published prefill shapes at n_tok = 2048 (routed
  * experts: 256 distinct matrices, so they stream from DRAM as in the
@@ -396,6 +405,90 @@ static void conformance(v4f_cuda *c) {
     }
 }
 
+/* ---- weight check ---------------------------------------------------------------- */
+
+/* random f16 bits: any sign, exponent field 0..emax (0: subnormal or zero) */
+static uint16_t rnd_h16(int emax) {
+    const uint64_t r = rnd_u64();
+    return (uint16_t)((r & 0x83ffu) | (uint16_t)(((r >> 16) % (uint64_t)(emax + 1)) << 10));
+}
+
+static void wcheck(v4f_cuda *c) {
+    static const uint32_t types[] = {V4F_TYPE_F16, V4F_TYPE_Q8_0, V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+    const int64_t n_in = 2048, n_out = 256, n_tok = n_in; /* rows of every type 16-byte multiples: tc path */
+    float *hx = v4f_xcalloc((size_t)(n_tok * n_in), sizeof(float));
+    for (int64_t t = 0; t < n_tok; t++) hx[t * n_in + t] = 1.f;
+    void *dx, *dy, *dw;
+    TRY(v4f_cuda_alloc(c, (size_t)(n_tok * n_in) * sizeof(float), &dx, err));
+    TRY(v4f_cuda_upload(c, dx, hx, (size_t)(n_tok * n_in) * sizeof(float), err));
+    const size_t ybytes = (size_t)(n_tok * n_out) * sizeof(float);
+    TRY(v4f_cuda_alloc(c, ybytes, &dy, err));
+    float *hy = v4f_xmalloc(ybytes), *wb = v4f_xmalloc((size_t)(n_out * n_in) * sizeof(float));
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t type = types[ti];
+        const uint64_t rb = row_bytes_of(type, n_in);
+        uint8_t *raw = v4f_xcalloc((size_t)(n_out * (int64_t)rb), 1);
+        const v4f_type_info *inf = v4f_type_info_get(type);
+        for (int64_t r = 0; r < n_out; r++) {
+            uint8_t *row = raw + r * (int64_t)rb;
+            fill_row(type, row, n_in);
+            /* scales (F16: the values) over the f16 range that cannot
+             * overflow: |d| < 2^6 (Q4_K: 15 * 63 * 64 < 65504), IQ2_XXS
+             * and Q8_0 |d| < 2^8 */
+            const int64_t nb = n_in / inf->blck_elems;
+            for (int64_t b = 0; b < nb; b++) {
+                uint8_t *blk = row + b * inf->blck_bytes;
+                uint16_t h[2];
+                switch (type) {
+                case V4F_TYPE_F16: h[0] = rnd_h16(30); memcpy(blk, h, 2); break;
+                case V4F_TYPE_Q8_0:
+                case V4F_TYPE_IQ2_XXS: h[0] = rnd_h16(22); memcpy(blk, h, 2); break;
+                case V4F_TYPE_Q2_K: h[0] = rnd_h16(20), h[1] = rnd_h16(20); memcpy(blk + 80, h, 4); break;
+                case V4F_TYPE_Q4_K: h[0] = rnd_h16(20), h[1] = rnd_h16(20); memcpy(blk, h, 4); break;
+                default: break;
+                }
+            }
+            v4f_dequant_row_ref(type, row, wb + r * n_in, n_in);
+            for (int64_t i = 0; i < n_in; i++) wb[r * n_in + i] = h16_round(wb[r * n_in + i]);
+        }
+        TRY(v4f_cuda_alloc(c, (size_t)(n_out * (int64_t)rb), &dw, err));
+        TRY(v4f_cuda_upload(c, dw, raw, (size_t)(n_out * (int64_t)rb), err));
+        const v4f_cuda_mat w = {dw, type, n_in, n_out, rb};
+        uint64_t hash = 0xcbf29ce484222325ull;
+        int64_t bad = 0;
+        for (int mode = 2; mode < N_MODES; mode++) {
+            set_mode(mode);
+            TRY(v4f_cuda_memset(c, dy, 0xff, ybytes, err));
+            TRY(v4f_cuda_matmul(c, &w, (const float *)dx, n_in, n_tok, (float *)dy, n_out, false, err));
+            TRY(v4f_cuda_download(c, hy, dy, ybytes, err));
+            for (int64_t t = 0; t < n_tok; t++)
+                for (int64_t o = 0; o < n_out; o++) {
+                    const float y = hy[t * n_out + o], e = wb[o * n_in + t];
+                    uint32_t u;
+                    memcpy(&u, &y, 4);
+                    hash = (hash ^ u) * 0x100000001b3ull;
+                    if (!(y == e)) {
+                        if (bad < 5)
+                            fprintf(stderr, "FAIL wcheck %s tile %d: w[%lld][%lld] = %.9g, want %.9g\n",
+                                    v4f_type_name(type), mode - 1, (long long)o, (long long)t, y, e);
+                        bad++;
+                    }
+                }
+        }
+        unsetenv("V4F_GEMM_TILE");
+        printf("wcheck %-8s %lld mismatches, hash %016llx\n", v4f_type_name(type), (long long)bad,
+               (unsigned long long)hash);
+        if (bad) g_fail++;
+        v4f_cuda_free(c, dw);
+        free(raw);
+    }
+    free(hx);
+    free(hy);
+    free(wb);
+    v4f_cuda_free(c, dx);
+    v4f_cuda_free(c, dy);
+}
+
 /* ---- benchmark ------------------------------------------------------------------------ */
 
 static int cmp_f(const void *a, const void *b) {
@@ -649,13 +742,15 @@ static void bench(v4f_cuda *c) {
 }
 
 int main(int argc, char **argv) {
-    int do_bench = 0;
+    int do_bench = 0, only_w = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--bench")) {
+        if (!strcmp(argv[i], "--wcheck")) {
+            only_w = 1;
+        } else if (!strcmp(argv[i], "--bench")) {
             do_bench = 1;
             if (i + 1 < argc) g_filter = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--bench [FILTER]]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--wcheck | --bench [FILTER]]\n", argv[0]);
             return 2;
         }
     }
@@ -672,7 +767,8 @@ int main(int argc, char **argv) {
         v4f_cuda_close(c);
         return 0;
     }
-    conformance(c);
+    if (!only_w) conformance(c);
+    wcheck(c);
     TRY(v4f_cuda_sync(c, err));
     printf("%-8s %5s %12s %12s %12s  (tolerances: exact %.0e, tc vs f16-rounded %.0e, tc vs f32 %.0e)\n", "type",
            "cases", "exact", "tc(f16 in)", "tc(f32 in)", V4F_TOL_CUDA_GEMM_EXACT, V4F_TOL_CUDA_GEMM_TC_ROUNDED,
