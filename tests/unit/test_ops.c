@@ -316,8 +316,10 @@ TEST(ops_hc_mix_isa) {
         X[i] = (i % 13 == 0) ? ((i / 13) % 2 ? -0.0f : 0.0f) : ((float)(st >> 8) / 16777216.0f - 0.5f) * 3.0f;
     }
     for (int64_t i = 0; i < dmax; i++) o[i] = (i % 11 == 0) ? -0.0f : (float)((i * 7) % 23) * 0.37f - 4.0f;
-    const float coef[25] = {0.5f, -1.25f, 0.0f, -0.0f, 3.1f, 0.7f, 1e-3f, -2.0f, 0.33f, 1.0f, -0.0f, 0.25f, 5.5f,
-                            -0.125f, 0.9f, 1.1f, -3.3f, 0.01f, 2.2f, -0.6f, 0.0f, 0.45f, -7.0f, 0.2f, 1.5f};
+    /* weights [0, 5), post [5, 10), comb [10, 10 + 25) (H <= 5) */
+    const float coef[35] = {0.5f,  -1.25f, 0.0f,  -0.0f, 3.1f,   0.7f, 1e-3f, -2.0f, 0.33f, 1.0f, -0.0f, 0.25f,
+                            5.5f,  -0.125f, 0.9f, 1.1f,  -3.3f,  0.01f, 2.2f, -0.6f, 0.0f,  0.45f, -7.0f, 0.2f,
+                            1.5f,  -0.0f,  0.8f,  -1.9f, 0.125f, 4.0f, -0.3f, 0.0f,  2.75f, -5.0f, 0.06f};
     int n_isa = 0;
     for (size_t a = 0; a < sizeof isas / sizeof isas[0]; a++) {
         if (!v4f_isa_available(isas[a].isa)) {
