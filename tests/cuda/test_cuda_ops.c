@@ -402,6 +402,16 @@ typedef struct attn_case {
     int per_query_arrays; /* 1: pass the arrays; 0: use element 0 as the scalar */
 } attn_case;
 
+/* Device RoPE tables for n_rot dims: random frequencies, positions p0 + step t. */
+static void rope_tables(v4f_cuda *c, int n_rot, int64_t nq, int32_t p0, int32_t step, float **dfr, int32_t **dpos) {
+    float *fr = rnd_vec(n_rot / 2, 1e-4f, 1.0f);
+    int32_t *pos = v4f_xmalloc((size_t)nq * 4);
+    for (int64_t t = 0; t < nq; t++) pos[t] = (int32_t)(p0 + step * t);
+    *dfr = dev_from(c, fr, FB(n_rot / 2));
+    *dpos = dev_from(c, pos, (size_t)nq * 4);
+    free(fr), free(pos);
+}
+
 /* prep: the mixed call also gets the raw heads with a v4f_cuda_q_prep (its
  * kernel normalises and rotates them on load); every other path, and the
  * CPU reference, see the heads prepared by v4f_cuda_q_heads. */
@@ -412,19 +422,14 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
     int32_t *dpq = NULL;
     v4f_cuda_q_prep qp = {NULL, NULL, 64, 1e-6f};
     if (prep) {
-        float *fq = rnd_vec(32, 1e-4f, 1.0f);
-        int32_t *pq = v4f_xmalloc((size_t)nq * 4);
-        for (int64_t t = 0; t < nq; t++) pq[t] = (int32_t)(3 + 29 * t);
+        rope_tables(c, qp.n_rot, nq, 3, 29, &dfq, &dpq);
         dq_raw = dev_from(c, q, FB(nq * nh * hd));
-        dfq = dev_from(c, fq, FB(32));
-        dpq = dev_from(c, pq, (size_t)nq * 4);
         qp.freqs = dfq, qp.pos = dpq;
         float *dtmp = dev_from(c, q, FB(nq * nh * hd));
         TRY(v4f_cuda_q_heads(c, dtmp, nq, nh, hd, dpq, dfq, qp.n_rot, qp.eps, err));
         free(q);
         q = host_from(c, dtmp, FB(nq * nh * hd));
         v4f_cuda_free(c, dtmp);
-        free(fq), free(pq);
     }
     float *raw = rnd_vec(ac->raw_cap * hd, -1, 1), *comp = rnd_vec((ac->n_comp_rows > 0 ? ac->n_comp_rows : 1) * hd, -1.5f, 1.5f);
     float *sinks = rnd_vec(nh, -2, 2);
@@ -454,11 +459,9 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
     if (hd >= 64) {
         /* output RoPE fused into the attention == attention, then rope_tail (bit for bit) */
         const int nr = 64;
-        float *fr = rnd_vec(nr / 2, 1e-4f, 1.0f);
-        int32_t *pos = v4f_xmalloc((size_t)nq * 4);
-        for (int64_t t = 0; t < nq; t++) pos[t] = (int32_t)(1000 + 37 * t);
-        float *dfr = dev_from(c, fr, FB(nr / 2));
-        int32_t *dpos = dev_from(c, pos, (size_t)nq * 4);
+        float *dfr;
+        int32_t *dpos;
+        rope_tables(c, nr, nq, 1000, 37, &dfr, &dpos);
         float *dr2 = dev_poisoned(c, FB(nq * nh * hd)), *dr3 = dev_from(c, out, FB(nq * nh * hd));
         v4f_cuda_out_rope ro = {dfr, dpos, nr};
         TRY(v4f_cuda_attn_sink_rope(c, dq, nq, nh, hd, &k, dsink, scale, &ro, dr2, err));
@@ -466,7 +469,7 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
         float *o2 = host_from(c, dr2, FB(nq * nh * hd)), *o3 = host_from(c, dr3, FB(nq * nh * hd));
         if (memcmp(o2, o3, FB(nq * nh * hd)) != 0) fail(OP_ATTN, "attention with output rope differs from attention + rope_tail");
         v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dr2), v4f_cuda_free(c, dr3);
-        free(fr), free(pos), free(o2), free(o3);
+        free(o2), free(o3);
     }
     /* default precision: tensor cores from V4F_CUDA_ATTN_TC_MIN_Q queries at
      * head_dim 512 / 128 (against the reference below), else the same
@@ -475,11 +478,9 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
     float *outm;
     {
         const int nr = 64;
-        float *fr = rnd_vec(nr / 2, 1e-4f, 1.0f);
-        int32_t *pos = v4f_xmalloc((size_t)nq * 4);
-        for (int64_t t = 0; t < nq; t++) pos[t] = (int32_t)(7 + 13 * t);
-        float *dfr = dev_from(c, fr, FB(nr / 2));
-        int32_t *dpos = dev_from(c, pos, (size_t)nq * 4);
+        float *dfr;
+        int32_t *dpos;
+        rope_tables(c, nr, nq, 7, 13, &dfr, &dpos);
         float *dm = dev_poisoned(c, FB(nq * nh * hd)), *dmr = dev_poisoned(c, FB(nq * nh * hd));
         TRY(v4f_cuda_attn_sink_rope_mixed(c, prep ? dq_raw : dq, nq, nh, hd, prep ? &qp : NULL, &k, dsink, scale, NULL,
                                           dm, err));
@@ -494,7 +495,6 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
             free(o2), free(o3);
         }
         v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dm), v4f_cuda_free(c, dmr);
-        free(fr), free(pos);
     }
     float *keys = v4f_xmalloc(FB((ac->raw_cap + ac->idx_stride + ac->n_comp_rows + 1) * hd));
     float *ref = v4f_xmalloc(FB(nh * hd));
