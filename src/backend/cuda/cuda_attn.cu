@@ -54,7 +54,6 @@
 #include "backend/cuda/cuda_fwd.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -414,24 +413,19 @@ template <int HD> struct fm_layout {
     static constexpr size_t bytes = r_off + (size_t)2 * FM_KT * sizeof(void *);
 };
 
-__device__ __forceinline__ void ldsm_x4(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
+/* four 8x8 b16 matrices from shared memory (lanes 8i .. 8i + 7 address
+ * matrix i's rows) into r[0..3]; _t: transposed */
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
     const unsigned s = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(s));
 }
-__device__ __forceinline__ void ldsm_x4_t(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p) {
     const unsigned s = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(s));
-}
-__device__ __forceinline__ void mma16816(float *c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
-                                         unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 __device__ __forceinline__ uint2 f4_to_h4(float4 v) {
     const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
@@ -476,10 +470,7 @@ __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
          * lane = 16-byte chunks lane + 32 k */
         __shared__ float s_cs[FM_MAX_ROT / 2], s_sn[FM_MAX_ROT / 2];
         const int nr = a.qp.n_rot, r0 = HD - nr;
-        if (tid < nr / 2) {
-            const float theta = __fmul_rn((float)a.qp.pos[t], a.qp.freqs[tid]);
-            s_cs[tid] = (float)cos((double)theta), s_sn[tid] = (float)sin((double)theta);
-        }
+        if (tid < nr / 2) dev_rope_cs(a.qp.freqs[tid], a.qp.pos[t], &s_cs[tid], &s_sn[tid]);
         __syncthreads();
 #pragma unroll 1
         for (int r = 0; r < 4; r++) {
@@ -495,7 +486,7 @@ __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
                       (double)v[k].w * v[k].w;
             }
             ss = warp_sum_d(ss);
-            const float rs = h0 + h < a.n_head ? (float)(1.0 / sqrt(ss / (double)HD + (double)a.qp.eps)) : 0.f;
+            const float rs = h0 + h < a.n_head ? dev_rms_scale(ss, HD, a.qp.eps) : 0.f;
 #pragma unroll
             for (int k = 0; k < HD / 128; k++) {
                 float e[4] = {__fmul_rn(v[k].x, rs), __fmul_rn(v[k].y, rs), __fmul_rn(v[k].z, rs),
@@ -505,9 +496,7 @@ __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
 #pragma unroll
                     for (int pr = 0; pr < 2; pr++) {
                         const int i = (d0 - r0) / 2 + pr;
-                        const float x = e[2 * pr], y = e[2 * pr + 1], cs = s_cs[i], sn = s_sn[i];
-                        e[2 * pr] = __fsub_rn(__fmul_rn(x, cs), __fmul_rn(y, sn));
-                        e[2 * pr + 1] = __fadd_rn(__fmul_rn(x, sn), __fmul_rn(y, cs));
+                        dev_rope_apply(&e[2 * pr], &e[2 * pr + 1], s_cs[i], s_sn[i]);
                     }
                 *reinterpret_cast<uint2 *>(qh + h * LDH + d0) = f4_to_h4(make_float4(e[0], e[1], e[2], e[3]));
             }
@@ -560,11 +549,11 @@ __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
             const __half *kb = kh + (16 * kg + (lane & 7) + ((lane >> 4) << 3)) * LDH + ((lane >> 3) & 1) * 8;
 #pragma unroll 4
             for (int d = dh * (HD / 2); d < (dh + 1) * (HD / 2); d += 16) {
-                unsigned a0, a1, a2, a3, b0, b1, b2, b3;
-                ldsm_x4(a0, a1, a2, a3, qa + d);
-                ldsm_x4(b0, b1, b2, b3, kb + d);
-                mma16816(c0, a0, a1, a2, a3, b0, b1);
-                mma16816(c1, a0, a1, a2, a3, b2, b3);
+                uint32_t af[4], bf[4];
+                ldsm_x4(af, qa + d);
+                ldsm_x4(bf, kb + d);
+                v4f_mma_f16(c0, af, bf);
+                v4f_mma_f16(c1, af, bf + 2);
             }
             float *so = sp + (dh * FM_HB + 16 * mt + (lane >> 2)) * LDS + 16 * kg + 2 * (lane & 3);
             *reinterpret_cast<float2 *>(so) = make_float2(c0[0], c0[1]);
@@ -600,14 +589,14 @@ __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
             const __half *vb = kh + ((lane & 7) + ((lane >> 3) & 1) * 8) * LDH + dq * (HD / 4) + (lane >> 4) * 8;
 #pragma unroll
             for (int kk = 0; kk < FM_KT; kk += 16) {
-                unsigned a0, a1, a2, a3;
-                ldsm_x4(a0, a1, a2, a3, pa + kk);
+                uint32_t af[4];
+                ldsm_x4(af, pa + kk);
 #pragma unroll
                 for (int n = 0; n < NT; n += 2) {
-                    unsigned b0, b1, b2, b3;
-                    ldsm_x4_t(b0, b1, b2, b3, vb + kk * LDH + n * 8);
-                    mma16816(acc[n], a0, a1, a2, a3, b0, b1);
-                    mma16816(acc[n + 1], a0, a1, a2, a3, b2, b3);
+                    uint32_t bf[4];
+                    ldsm_x4_t(bf, vb + kk * LDH + n * 8);
+                    v4f_mma_f16(acc[n], af, bf);
+                    v4f_mma_f16(acc[n + 1], af, bf + 2);
                 }
             }
         }
@@ -808,17 +797,17 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64
                                                     int64_t head_dim, const v4f_cuda_q_prep *qp,
                                                     const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
                                                     const v4f_cuda_out_rope *rope, float *out, v4f_err *err) {
-    static int tc_off = -1; /* V4F_CUDA_ATTN_TC=0: always the float32 kernels (A/B) */
-    if (tc_off < 0) {
-        const char *e = getenv("V4F_CUDA_ATTN_TC");
-        tc_off = e && e[0] == '0';
-    }
-    const bool shape = !tc_off && (head_dim == 512 || head_dim == 128) && n_q >= V4F_CUDA_ATTN_TC_MIN_Q && n_q <= 65535 && n_head > 0 &&
+    /* V4F_CUDA_ATTN_TC=0: always the float32 kernels (A/B) */
+    const bool shape = !v4f_env_off("V4F_CUDA_ATTN_TC") && (head_dim == 512 || head_dim == 128) &&
+                       n_q >= V4F_CUDA_ATTN_TC_MIN_Q && n_q <= 65535 && n_head > 0 &&
                        (n_head + FM_HB - 1) / FM_HB <= 65535;
     const size_t bytes = head_dim == 512 ? fm_layout<512>::bytes : fm_layout<128>::bytes;
     const bool prep_ok = !qp || (qp->freqs && qp->pos && qp->n_rot >= 0 && qp->n_rot <= head_dim &&
                                  qp->n_rot <= FM_MAX_ROT && (head_dim - qp->n_rot) % 4 == 0);
-    if (!shape || !prep_ok || (size_t)max_smem_optin(c->device) < bytes || !keys || (!keys->raw && (keys->raw_count || keys->raw_count0 > 0)) ||
+    /* anything the tensor-core kernel does not take (including arguments the
+     * float32 path rejects with an error) goes to the float32 path */
+    if (!shape || !prep_ok || (size_t)max_smem_optin(c->device) < bytes || !keys ||
+        (!keys->raw && (keys->raw_count || keys->raw_count0 > 0)) ||
         (!keys->comp && (keys->comp_count || keys->comp_count0 > 0)) || keys->raw_cap < 0 ||
         (rope && !(rope->freqs && rope->pos && rope->n_rot > 0 && rope->n_rot % 2 == 0 && rope->n_rot <= head_dim)) ||
         ((uintptr_t)q & 15) || ((uintptr_t)out & 15) || ((uintptr_t)keys->raw & 15) ||
@@ -959,15 +948,13 @@ __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restri
 }
 
 
-#define IDX_WARPS 8
-#define IDX_KEYS_PER_BLOCK 64
 /* -- tensor-core kernel for prefill chunks (default precision) --
  *
  * The indexer's q heads and key rows are FP4 (E2M1) values times powers of
  * two (Hadamard + FP4 round trip, MODEL.md 5.4), which bf16 holds exactly,
  * and products of two of them are exact in float32: on tensor cores only
  * the float32 sums round, as in the float32 kernel. k_ix_mma: one CTA
- * (16 warps) per IM_QB(n_head) queries; warp = (query, 16 heads); the
+ * (16 warps) per 16 / (n_head / 16) queries; warp = (query, 16 heads); the
  * query's A fragments stay in registers for the whole key range, key tiles
  * of 64 rows are loaded one tile ahead into registers and stored as bf16;
  * per tile a warp computes its 16 heads x 64 keys (mma.sync m16n8k16 bf16,
@@ -983,12 +970,6 @@ __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restri
 __device__ __forceinline__ unsigned bf2(float a, float b) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
     return *reinterpret_cast<const unsigned *>(&v);
-}
-__device__ __forceinline__ void mma16816_bf16(float *c, const unsigned *a, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 __global__ void __launch_bounds__(IM_THREADS, 1) k_ix_mma(const float *__restrict__ q, const float *__restrict__ w,
@@ -1013,7 +994,7 @@ __global__ void __launch_bounds__(IM_THREADS, 1) k_ix_mma(const float *__restric
         s_nt[w8] = nt;
     }
     /* A fragments of heads 16 mt .. 16 mt + 15, all 128 dims (8 k steps) */
-    unsigned af[IX_D / 16][4];
+    uint32_t af[IX_D / 16][4];
     float wg0 = 0.f, wg1 = 0.f;
     {
         const int64_t tq = live ? t : 0;
@@ -1049,7 +1030,8 @@ __global__ void __launch_bounds__(IM_THREADS, 1) k_ix_mma(const float *__restric
 #pragma unroll
         for (int j = 0; j < PF; j++) {
             const int i = tid + j * IM_THREADS, row = i >> 5, c4 = i & 31;
-            *reinterpret_cast<uint2 *>(&kh[row * IM_LDK + 4 * c4]) = make_uint2(bf2(pf[j].x, pf[j].y), bf2(pf[j].z, pf[j].w));
+            *reinterpret_cast<uint2 *>(&kh[row * IM_LDK + 4 * c4]) =
+                make_uint2(bf2(pf[j].x, pf[j].y), bf2(pf[j].z, pf[j].w));
         }
         __syncthreads();
         if (k0 + IM_KT < nmax) gload(k0 + IM_KT);
@@ -1061,10 +1043,10 @@ __global__ void __launch_bounds__(IM_THREADS, 1) k_ix_mma(const float *__restric
         for (int ks = 0; ks < IX_D / 16; ks++)
 #pragma unroll
             for (int np = 0; np < IM_KT / 16; np++) {
-                unsigned b0, b1, b2, b3;
-                ldsm_x4(b0, b1, b2, b3, kb + np * 16 * IM_LDK + 16 * ks);
-                mma16816_bf16(acc[2 * np], af[ks], b0, b1);
-                mma16816_bf16(acc[2 * np + 1], af[ks], b2, b3);
+                uint32_t bf[4];
+                ldsm_x4(bf, kb + np * 16 * IM_LDK + 16 * ks);
+                v4f_mma_bf16(acc[2 * np], af[ks], bf);
+                v4f_mma_bf16(acc[2 * np + 1], af[ks], bf + 2);
             }
         /* ReLU, head weights, sum of the warp's 16 heads */
 #pragma unroll
@@ -1090,6 +1072,8 @@ __global__ void __launch_bounds__(IM_THREADS, 1) k_ix_mma(const float *__restric
     }
 }
 
+#define IDX_WARPS 8
+#define IDX_KEYS_PER_BLOCK 64
 #define IDX_MAX_Q 12288 /* n_head * d floats in shared memory (48 KB) */
 
 template <int PER>
@@ -1179,13 +1163,9 @@ extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const
 extern "C" v4f_status v4f_cuda_indexer_scores_mixed(v4f_cuda *c, const float *q, const float *w, int64_t n_q,
                                                     int64_t n_head, int64_t d, const float *keys, int64_t n_keys,
                                                     const int32_t *n_valid, float *score, v4f_err *err) {
-    static int tc_off = -1; /* V4F_CUDA_IX_TC=0: always the float32 kernels (A/B) */
-    if (tc_off < 0) {
-        const char *e = getenv("V4F_CUDA_IX_TC");
-        tc_off = e && e[0] == '0';
-    }
-    if (tc_off || d != IX_D || n_head % 16 || n_head < 16 || n_head > IX_H || n_q < V4F_CUDA_IX_TC_MIN_Q ||
-        n_q > 65535 || n_keys <= 0 || ((uintptr_t)q & 15) || ((uintptr_t)keys & 15))
+    /* V4F_CUDA_IX_TC=0: always the float32 kernels (A/B) */
+    if (v4f_env_off("V4F_CUDA_IX_TC") || d != IX_D || n_head % 16 || n_head < 16 || n_head > IX_H ||
+        n_q < V4F_CUDA_IX_TC_MIN_Q || n_q > 65535 || n_keys <= 0 || ((uintptr_t)q & 15) || ((uintptr_t)keys & 15))
         return v4f_cuda_indexer_scores(c, q, w, n_q, n_head, d, keys, n_keys, n_valid, score, err);
     CUDA_TRY_DEVICE(c);
     const int64_t qb = (IM_THREADS / 32) / (n_head / 16);

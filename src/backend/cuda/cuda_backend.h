@@ -262,9 +262,10 @@ typedef struct v4f_cuda_q_prep {
 } v4f_cuda_q_prep;
 
 /* The same in default (mixed) precision: from V4F_CUDA_ATTN_TC_MIN_Q
- * queries with head_dim 512 or 128, q and the key rows are rounded to f16 for tensor-core products
- * (float32 sums, float32 softmax, P rounded to f16); other shapes, or a
- * device without the shared memory, run v4f_cuda_attn_sink_rope. Error
+ * queries with head_dim 512 or 128, q and the key rows are rounded to f16
+ * for tensor-core products (float32 sums, float32 softmax, P rounded to
+ * f16); other shapes, or a device without the shared memory, run
+ * v4f_cuda_attn_sink_rope. Error
  * bound in docs/TOLERANCES.md (V4F_TOL_CUDA_ATTN_TC). With qp, q holds the
  * raw heads: the tensor-core kernel prepares them as it loads them (q is
  * left unchanged), the fallback runs v4f_cuda_q_heads on q first. */

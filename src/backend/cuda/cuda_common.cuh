@@ -20,6 +20,7 @@
 
 #include <cuda_runtime.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 extern "C" {
 #include "core/core.h"
@@ -131,6 +132,29 @@ static inline void v4f_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_
     cfg.attrs = &at;
     cfg.numAttrs = v4f_cuda_pdl ? 1 : 0;
     (void)cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* One mma.sync m16n8k16 with float32 accumulators c[4] (+=): A row-major
+ * fragment a[4], B column-major fragment b[2], both f16 or both bf16
+ * (sm_80+). */
+__device__ __forceinline__ void v4f_mma_f16(float *c, const uint32_t *a, const uint32_t *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void v4f_mma_bf16(float *c, const uint32_t *a, const uint32_t *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* A/B switch of the environment: true when NAME is set and starts with '0'
+ * (e.g. V4F_CUDA_ATTN_TC=0 turns a kernel off for a measurement). */
+static inline bool v4f_env_off(const char *name) {
+    const char *e = getenv(name);
+    return e && e[0] == '0';
 }
 
 /* Report a failed CUDA call: fills err, logs, returns the status. */

@@ -93,17 +93,30 @@ __device__ __forceinline__ void dev_fp8_block64(float *xb, int64_t bn, int lane)
 /* RoPE of pair i of a tail (the last n_rot dims of a head) at position p:
  * cos/sin in double as the CPU, float products without contraction. */
 /* One RoPE pair (a, b) rotated by p * freq (inverse: the other way). */
-__device__ __forceinline__ void dev_rope_rot(float *a, float *b, float freq, int64_t p, int inverse) {
+/* cos and sin of the angle p * freq (float angle, double functions) */
+__device__ __forceinline__ void dev_rope_cs(float freq, int64_t p, float *cs, float *sn) {
     const float theta = __fmul_rn((float)p, freq);
-    const float cs = (float)cos((double)theta);
-    float sn = (float)sin((double)theta);
-    if (inverse) sn = -sn;
+    *cs = (float)cos((double)theta);
+    *sn = (float)sin((double)theta);
+}
+/* (a, b) rotated by the angle of (cs, sn) */
+__device__ __forceinline__ void dev_rope_apply(float *a, float *b, float cs, float sn) {
     const float x = *a, y = *b;
     *a = __fsub_rn(__fmul_rn(x, cs), __fmul_rn(y, sn));
     *b = __fadd_rn(__fmul_rn(x, sn), __fmul_rn(y, cs));
 }
+__device__ __forceinline__ void dev_rope_rot(float *a, float *b, float freq, int64_t p, int inverse) {
+    float cs, sn;
+    dev_rope_cs(freq, p, &cs, &sn);
+    dev_rope_apply(a, b, cs, inverse ? -sn : sn);
+}
 __device__ __forceinline__ void dev_rope_pair(float *tail, int i, const float *freqs, int64_t p, int inverse) {
     dev_rope_rot(tail + 2 * i, tail + 2 * i + 1, freqs[i], p, inverse);
+}
+
+/* RMSNorm's float scale of a row of n from its double sum of squares */
+__device__ __forceinline__ float dev_rms_scale(double ss, int64_t n, float eps) {
+    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
 }
 
 /* yr = RMSNorm(xr) * w (w may be NULL; yr may equal xr) for one row of n,
@@ -122,7 +135,7 @@ __device__ __forceinline__ void dev_rmsnorm_row(const float *xr, const float *w,
     __syncthreads();
     double tot = 0;
     for (int i = 0; i < (int)(blockDim.x >> 5); i++) tot += part[i];
-    const float r = (float)(1.0 / sqrt(tot / (double)n + (double)eps));
+    const float r = dev_rms_scale(tot, n, eps);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = __fmul_rn(xr[i], r);
         yr[i] = w ? __fmul_rn(w[i], v) : v;

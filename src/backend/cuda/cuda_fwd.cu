@@ -740,10 +740,6 @@ __global__ void __launch_bounds__(MIXT_THREADS) k_hc_mix_tile(const uint8_t *W, 
 /* chunks from this many tokens use k_hc_mix_tile (V4F_CUDA_MIX_TILE=0: never,
  * for A/B measurements) */
 #define MIXT_MIN_TOKENS 32
-static bool mix_tile_on(void) {
-    const char *e = getenv("V4F_CUDA_MIX_TILE");
-    return !(e && e[0] == '0');
-}
 
 extern "C" v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32_t type, uint64_t row_bytes, int M,
                                               int64_t K, const float *X, int64_t n, int n_split, float *part,
@@ -756,7 +752,7 @@ extern "C" v4f_status v4f_cuda_hc_mix_partial(v4f_cuda *c, const void *W, uint32
     if (n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     const uint8_t *w = (const uint8_t *)W;
-    if (n >= MIXT_MIN_TOKENS && mix_tile_on()) {
+    if (n >= MIXT_MIN_TOKENS && !v4f_env_off("V4F_CUDA_MIX_TILE")) {
         const dim3 gt((unsigned)n_split, (unsigned)((n + MIXT_TT - 1) / MIXT_TT));
         const bool vec = K % 4 == 0 && (K / n_split) % MIXT_KC == 0 && ((uintptr_t)X & 15) == 0;
 #define MIXT_GO(TY)                                                                                                  \

@@ -463,13 +463,6 @@ template <int BM, bool G> __device__ __forceinline__ bool find_tile(const gemm_a
 
 /* ---- tensor-core kernel ------------------------------------------------------- */
 
-__device__ __forceinline__ void mma_f16(float *c, const uint32_t *a, const uint32_t *b) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                 "{%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 /* Fragment mapping of k_gemm_tc: the k slots a thread holds in its A and B
  * fragments ({2q, 2q+1, 2q+8, 2q+9} of each k16, q = lane % 4) stand for
  * the elements 8q .. 8q + 7 of the 32-element step, the same permutation
@@ -676,8 +669,8 @@ __global__ void __launch_bounds__(kThreads, 2)
                 for (int i = 0; i < MT; i++) {
                     const uint32_t a0[4] = {wf[i][0].x, wf[i][1].x, wf[i][0].y, wf[i][1].y};
                     const uint32_t a1[4] = {wf[i][0].z, wf[i][1].z, wf[i][0].w, wf[i][1].w};
-                    mma_f16(acc[i][n], a0, b0);
-                    mma_f16(acc[i][n], a1, b1);
+                    v4f_mma_f16(acc[i][n], a0, b0);
+                    v4f_mma_f16(acc[i][n], a1, b1);
                 }
             }
         }
