@@ -88,9 +88,8 @@ static void pack_w(const float *W, int64_t mr, int64_t ldw, int64_t k0, int64_t 
 
 /* nt (<= NR) tokens x 16 packed rows over kc k values; nt is a constant
  * after inlining, so the unused accumulators and branches fold away */
-UK_INLINE void ukernel(const float *Wp, int64_t kc, const float *x,
-                                                          int64_t ldx, const int nt, float *Y,
-                                                          int64_t ldy, __mmask16 m, int first) {
+UK_INLINE void ukernel(const float *Wp, int64_t kc, const float *x, int64_t ldx, const int nt, float *Y,
+                       int64_t ldy, __mmask16 m, int first) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
     __m512 a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
     for (int64_t k = 0; k < kc; k++) {
@@ -103,9 +102,8 @@ UK_INLINE void ukernel(const float *Wp, int64_t kc, const float *x,
 }
 
 /* all nt tokens of one packed chunk: blocks of NR, then the remainder */
-UK_INLINE void tokens(const float *Wp, int64_t kc, const float *x,
-                                                         int64_t ldx, int64_t nt, float *y, int64_t ldy,
-                                                         __mmask16 m, int first) {
+UK_INLINE void tokens(const float *Wp, int64_t kc, const float *x, int64_t ldx, int64_t nt, float *y,
+                      int64_t ldy, __mmask16 m, int first) {
     int64_t t = 0;
     for (; t + NR <= nt; t += NR) ukernel(Wp, kc, x + t * ldx, ldx, NR, y + t * ldy, ldy, m, first);
     switch (nt - t) {
@@ -169,12 +167,17 @@ void v4f_cpu_axpy_avx512(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
+/* lanes 0 .. min(left, 16) - 1 */
+static inline __mmask16 tail_mask16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+}
+
 /* HC mixes (ops_internal.h): per element ((0 + w0 x0) + w1 x1) + ... and
  * post_j o + that, as the generic code; the tail through masked loads and
  * stores (a scalar tail could be contracted into FMAs by the compiler). */
 void v4f_cpu_hc_weighted_sum_avx512(const float *X, const float *w, int H, int64_t d, float *y) {
     for (int64_t i = 0; i < d; i += 16) {
-        const __mmask16 m = d - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - i)) - 1);
+        const __mmask16 m = tail_mask16(d - i);
         __m512 acc = _mm512_setzero_ps();
         for (int h = 0; h < H; h++)
             acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(w[h]), _mm512_maskz_loadu_ps(m, X + h * d + i)));
@@ -185,7 +188,7 @@ void v4f_cpu_hc_weighted_sum_avx512(const float *X, const float *w, int H, int64
 void v4f_cpu_hc_post_avx512(const float *o, const float *X, const float *post, const float *comb, int H,
                             int64_t d, float *Xout) {
     for (int64_t i = 0; i < d; i += 16) {
-        const __mmask16 m = d - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - i)) - 1);
+        const __mmask16 m = tail_mask16(d - i);
         const __m512 vo = _mm512_maskz_loadu_ps(m, o + i);
         for (int j = 0; j < H; j++) {
             __m512 acc = _mm512_setzero_ps();
