@@ -9,6 +9,11 @@ wait when the kernels before it are done, so the time from one start to the
 next is the in-graph time of a kernel on a serial chain (with two streams the
 starts interleave: read the listing, not only the sums).
 
+Inside a kernel, V4F_KT_POINT() (cuda_common.cuh) adds a stamp of block
+(0,0,0) at that source line; the listing shows it as file:line between the
+kernel starts, so the time from one stamp to the next is a phase of that
+block (session 7 used it to split k_fa_mma's time into its phases).
+
 usage: tools/ktrace.py TRACE [STEP] [--list]
   STEP: which decode step, counted by k_step_prep starts (default -2: the
   last complete one). Kernel names are read from the source tree this script

@@ -78,6 +78,7 @@ __device__ __forceinline__ void v4f_pdl_trigger(void) {
 }
 #ifndef V4F_KTRACE
 #define V4F_PDL_ENTRY() (v4f_pdl_wait(), v4f_pdl_trigger())
+#define V4F_KT_POINT() ((void)0)
 #else
 /* Kernel start trace (a profiling build, `make CUDA=1 KTRACE=1`; the GPU
  * machines have no Nsight Systems): block (0,0,0) of every kernel records
@@ -102,6 +103,9 @@ __device__ __forceinline__ void v4f_kt_mark(unsigned line) {
     g_kt[i % V4F_KT_RING] = {t, line, gridDim.x * gridDim.y * gridDim.z, blockDim.x, i};
 }
 #define V4F_PDL_ENTRY() (v4f_pdl_wait(), v4f_kt_mark(__LINE__), v4f_pdl_trigger())
+/* a time stamp of block (0,0,0) inside a kernel (tools/ktrace.py lists it
+ * as file:line between the kernel starts) */
+#define V4F_KT_POINT() v4f_kt_mark(__LINE__)
 extern "C" void v4f_kt_register(void (*dump)(FILE *));
 static void v4f_kt_dump_tu(FILE *f) {
     unsigned n = 0;
