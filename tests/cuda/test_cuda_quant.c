@@ -733,6 +733,19 @@ static void bench(v4f_cuda *c) {
     v4f_cuda_free(c, g_blocker);
 }
 
+/* --bench-layer: the q2 and q4 per-layer decode sets and the expert matvecs,
+ * default kernel only (a short A/B of k_matvec builds). */
+static void bench_short(v4f_cuda *c) {
+    const double copy_bw = bench_copy(c);
+    TRY(v4f_cuda_alloc(c, g_blocker_bytes, &g_blocker, err));
+    static const char *const modes[] = {"0"};
+    bench_layer(c, copy_bw, false, modes, 1);
+    bench_layer(c, copy_bw, true, modes, 1);
+    bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
+    bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
+    v4f_cuda_free(c, g_blocker);
+}
+
 /* --profile: one 4096 x 32768 matvec per type, for ncu. */
 static void profile(v4f_cuda *c) {
     static const uint32_t types[] = {V4F_TYPE_F16, V4F_TYPE_Q8_0, V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
@@ -759,9 +772,10 @@ int main(int argc, char **argv) {
     int do_bench = 0, do_profile = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--bench")) do_bench = 1;
+        else if (!strcmp(argv[i], "--bench-layer")) do_bench = 2;
         else if (!strcmp(argv[i], "--profile")) do_profile = 1;
         else {
-            fprintf(stderr, "usage: %s [--bench | --profile]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--bench | --bench-layer | --profile]\n", argv[0]);
             return 2;
         }
     }
@@ -773,7 +787,8 @@ int main(int argc, char **argv) {
     TRY(v4f_cuda_open(0, &c, err));
     printf("device: %s, %d SMs\n", v4f_cuda_device_name(c), v4f_cuda_sm_count(c));
     if (do_bench || do_profile) {
-        if (do_bench) bench(c);
+        if (do_bench == 2) bench_short(c);
+        else if (do_bench) bench(c);
         else profile(c);
         v4f_cuda_close(c);
         return 0;
