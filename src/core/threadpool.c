@@ -61,7 +61,6 @@ typedef struct {
     int id;
 } worker_arg;
 
-
 int v4f_cpu_count(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;

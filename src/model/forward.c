@@ -708,11 +708,17 @@ static void st_idx_q(void *ctx, int64_t t, int thread) {
  * (per-head work, so the results equal the per-token path's). */
 #define QH_BLOCK 8
 
+/* tasks per token: the q head blocks, then (ratio 4) the indexer's */
+static int64_t q_blocks_per_tok(const stage *st) {
+    const v4f_config *c = &st->s->cfg;
+    return (c->n_head + QH_BLOCK - 1) / QH_BLOCK + (st->r->ratio == 4 ? (c->n_idx_head + QH_BLOCK - 1) / QH_BLOCK : 0);
+}
+
 static void st_q_heads_blocks(void *ctx, int64_t task, int thread) {
     stage *st = ctx;
     const v4f_config *c = &st->s->cfg;
-    int64_t nq = (c->n_head + QH_BLOCK - 1) / QH_BLOCK, ni = (c->n_idx_head + QH_BLOCK - 1) / QH_BLOCK;
-    int64_t per_tok = nq + (st->r->ratio == 4 ? ni : 0), t = task / per_tok, b = task % per_tok;
+    int64_t nq = (c->n_head + QH_BLOCK - 1) / QH_BLOCK;
+    int64_t per_tok = q_blocks_per_tok(st), t = task / per_tok, b = task % per_tok;
     if (b < nq) {
         uint32_t h0 = (uint32_t)b * QH_BLOCK, h1 = h0 + QH_BLOCK < c->n_head ? h0 + QH_BLOCK : c->n_head;
         q_heads(st, t, h0, h1);
@@ -1010,9 +1016,7 @@ static void attention_block(v4f_session *s, stage *st) {
      * they share the q heads' region */
     bool q_blocks = n < 4;
     if (q_blocks) {
-        int64_t per_tok = (c->n_head + QH_BLOCK - 1) / QH_BLOCK +
-                          (r->ratio == 4 ? (c->n_idx_head + QH_BLOCK - 1) / QH_BLOCK : 0);
-        v4f_pool_run(s->pool, (int64_t)n * per_tok, st_q_heads_blocks, st);
+        v4f_pool_run(s->pool, (int64_t)n * q_blocks_per_tok(st), st_q_heads_blocks, st);
     } else {
         par_tokens(s, st, st_q_heads);
     }

@@ -25,8 +25,9 @@
  * dpbusd, shift, dpbusd in one register. |T| <= 4 * 107 * 127 * 16513 <
  * 2^30 (107: the largest biased IQ2_XXS byte), so T is exact; it is
  * converted to float and multiplied by the lane's scale d_w * d_x / 16384
- * (lanes 0-7 and 8-15 belong to the two groups the chunk covers). K-quant mins use the f32 sums of x (s16). A group of x with
- * a NaN or Inf has d_x = NaN, which makes the result NaN. Each chunk index
+ * (lanes 0-7 and 8-15 belong to the two groups the chunk covers). K-quant
+ * mins use the f32 sums of x (s16). A group of x with a NaN or Inf has
+ * d_x = NaN, which makes the result NaN. Each chunk index
  * has its own f32 accumulator (one chain was bound by the FMA latency). The
  * weights are prefetched g_pf bytes ahead (default PLANES_PF_BYTES).
  *

@@ -90,10 +90,9 @@ __device__ __forceinline__ void dev_fp8_block64(float *xb, int64_t bn, int lane)
     }
 }
 
-/* RoPE of pair i of a tail (the last n_rot dims of a head) at position p:
- * cos/sin in double as the CPU, float products without contraction. */
-/* One RoPE pair (a, b) rotated by p * freq (inverse: the other way). */
-/* cos and sin of the angle p * freq (float angle, double functions) */
+/* RoPE, as the CPU: cos/sin in double of the float angle p * freq, float
+ * products without contraction.
+ * cos and sin of the angle p * freq */
 __device__ __forceinline__ void dev_rope_cs(float freq, int64_t p, float *cs, float *sn) {
     const float theta = __fmul_rn((float)p, freq);
     *cs = (float)cos((double)theta);
@@ -105,11 +104,13 @@ __device__ __forceinline__ void dev_rope_apply(float *a, float *b, float cs, flo
     *a = __fsub_rn(__fmul_rn(x, cs), __fmul_rn(y, sn));
     *b = __fadd_rn(__fmul_rn(x, sn), __fmul_rn(y, cs));
 }
+/* One RoPE pair (a, b) rotated by p * freq (inverse: the other way). */
 __device__ __forceinline__ void dev_rope_rot(float *a, float *b, float freq, int64_t p, int inverse) {
     float cs, sn;
     dev_rope_cs(freq, p, &cs, &sn);
     dev_rope_apply(a, b, cs, inverse ? -sn : sn);
 }
+/* Pair i of a tail (the last n_rot dims of a head) at position p. */
 __device__ __forceinline__ void dev_rope_pair(float *tail, int i, const float *freqs, int64_t p, int inverse) {
     dev_rope_rot(tail + 2 * i, tail + 2 * i + 1, freqs[i], p, inverse);
 }
