@@ -1473,10 +1473,20 @@ static v4f_status head(v4f_gpu *g, int64_t r0, int64_t m, v4f_err *err) {
     return head_with(g, r0, m, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, err);
 }
 
+/* Rows of the last layer's output a chunk needs: all (logits of every
+ * position, the HC state, traces), the last one (its logits only) or none
+ * (no logits: the KV rows of the chunk are all that is kept). */
+typedef enum { OUT_ROWS_ALL, OUT_ROWS_LAST, OUT_ROWS_NONE } out_rows;
+
 /* The device work of one chunk whose tokens and pos0 are already on the
- * device; with_head: logits of the last row into s.logits[0]. */
+ * device; with_head: logits of the last row into s.logits[0]. Where `out`
+ * allows it, the last layer's FFN runs for the last row only (moved to row
+ * 0 of X) or not at all, as llama.cpp does for rows without outputs: the
+ * layer's attention has written the chunk's KV rows by then, and nothing
+ * else reads the other rows. Returns in *out_row0 the row of X that holds
+ * the last token's final state (n - 1, or 0 when moved). */
 static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_debug_flags *dbg, const v4f_trace *tr,
-                             uint32_t pos0_host, v4f_err *err) {
+                             uint32_t pos0_host, out_rows out, int64_t *out_row0, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
     x->mix_of = NULL;
@@ -1491,8 +1501,20 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     if (tr && tr->hc_after_layer) hbuf = v4f_xmalloc((size_t)HD * sizeof(float));
     if (tr && tr->experts) ebuf = v4f_xmalloc((size_t)n * k * sizeof(int32_t));
     v4f_status st = V4F_OK;
+    int64_t row0 = n - 1;
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         st = attention(g, &g->L[l], n, dbg, err);
+        if (st == V4F_OK && l + 1 == c->n_layer && out != OUT_ROWS_ALL && n > 1 && !tr && !g->L[l].hash) {
+            if (out == OUT_ROWS_NONE) break;
+            /* the last row alone: row n - 1 of X to row 0, the FFN (and its
+             * HC_pre mixer partials) for one row */
+            st = v4f_cuda_copy(g->c, x->X, x->X + (n - 1) * HD, (size_t)HD * sizeof(float), err);
+            x->mix_of = NULL;
+            x->gram_ok = false;
+            if (st == V4F_OK) st = ffn(g, &g->L[l], 1, NULL, err);
+            row0 = 0;
+            break;
+        }
         if (st == V4F_OK) {
             const glayer *nx = l + 1 < c->n_layer ? &g->L[l + 1] : NULL;
             hcmix hn = {nx ? &nx->hc_attn_fn : NULL, nx ? nx->hc_attn_scale : NULL, nx ? nx->hc_attn_base : NULL,
@@ -1511,14 +1533,15 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     }
     free(hbuf);
     free(ebuf);
-    if (st == V4F_OK && head_last) st = head(g, n - 1, 1, err);
+    if (out_row0) *out_row0 = row0;
+    if (st == V4F_OK && head_last) st = head(g, row0, 1, err);
     return st;
 }
 
 static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
     static const v4f_debug_flags none = {0};
     TRY(v4f_cuda_capture_begin(g->c, err));
-    v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, err);
+    v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, OUT_ROWS_ALL, NULL, err);
     v4f_status st2 = v4f_cuda_capture_end(g->c, st == V4F_OK, &g->graph, st == V4F_OK ? err : NULL);
     return st ? st : st2;
 }
@@ -1586,11 +1609,14 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
             continue;
         }
         pmark(g, GP_PREP);
-        TRY(chunk_body(g, m, false, dbg, tracing ? trace : NULL, pos + done, err));
+        const out_rows out = hc_out || (logits && !last_only) ? OUT_ROWS_ALL : want_logits ? OUT_ROWS_LAST
+                                                                                        : OUT_ROWS_NONE;
+        int64_t row0 = m - 1;
+        TRY(chunk_body(g, m, false, dbg, tracing ? trace : NULL, pos + done, out, &row0, err));
         if (hc_out) TRY(v4f_cuda_download(g->c, hc_out + (int64_t)done * HD, x->X, (size_t)m * HD * sizeof(float), err));
         if (want_logits)
-            TRY(head_logits(g, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, last_only ? m - 1 : 0, m,
-                            last_only ? logits : logits + (int64_t)done * c->n_vocab, err));
+            TRY(head_logits(g, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, last_only ? row0 : 0,
+                            last_only ? row0 + 1 : m, last_only ? logits : logits + (int64_t)done * c->n_vocab, err));
         TRY(v4f_cuda_sync(g->c, err));
         prof_collect(g, m == 1 ? 0 : 1, m);
         done += m;

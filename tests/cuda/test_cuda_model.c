@@ -401,6 +401,58 @@ static void test_long(const char *name) {
     golden_fixture_close(&f);
 }
 
+/* Last-position logits without the HC output (forward_cuda.c, out_rows:
+ * the last layer's FFN for the last row only, none in the chunks before),
+ * against a session with the same chunks (max_chunk 37: 37, 37, 26; GPU
+ * results depend on the chunking) that computes every row: the decode steps
+ * after the prefill give the same bits (the KV rows are the same), and the
+ * last row's logits (the one row takes the decode kernels) are within 1e-3
+ * in reference precision (as the CPU test forward_logits_last_skips_rows)
+ * and within Tier B in the default one (its prefill GEMMs round activations
+ * to f16, the decode matvecs do not). */
+static void test_logits_last(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) return;
+    const int n = 100, steps = 3;
+    float *all = calloc((size_t)n * f.vocab, 4), *last = calloc(f.vocab, 4);
+    float *da = calloc(f.vocab, 4), *db = calloc(f.vocab, 4);
+    for (int prec = 0; prec < 2; prec++) {
+        v4f_session_opts o = {.n_ctx = 512, .precision = prec ? V4F_PRECISION_REF : V4F_PRECISION_DEFAULT,
+                              .backend = V4F_BACKEND_CUDA};
+        o.max_chunk = 37;
+        v4f_session *a = NULL, *b = NULL;
+        v4f_err err = {0};
+        int ok = v4f_session_new(f.m, &o, &a, &err) == V4F_OK && v4f_session_new(f.m, &o, &b, &err) == V4F_OK;
+        ok = ok && v4f_session_eval(a, f.tokens, (uint32_t)n, all, 0, NULL, &err) == V4F_OK;
+        ok = ok && v4f_session_eval(b, f.tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, NULL, &err) == V4F_OK;
+        CHECK(ok, "%s logits-last sessions: %s", name, err.msg);
+        if (ok) {
+            double d = 0;
+            for (int i = 0; i < f.vocab; i++) d = fmax(d, fabs(last[i] - all[(size_t)(n - 1) * f.vocab + i]));
+            golden_stats st;
+            golden_compare(last, all + (size_t)(n - 1) * f.vocab, 1, f.vocab, &st);
+            char buf[400];
+            golden_format(&st, buf, sizeof buf);
+            printf("  %s %s: last-row logits vs all rows: max abs %.2e, %s\n", name, prec ? "ref" : "default", d, buf);
+            CHECK(prec ? d < 1e-3 : golden_tier_b(&st), "%s %s: last-position logits differ by %g", name,
+                  prec ? "ref" : "default", d);
+            for (int k = 0; k < steps && ok; k++) {
+                ok = v4f_session_eval(a, f.tokens + n + k, 1, da, 0, NULL, &err) == V4F_OK &&
+                     v4f_session_eval(b, f.tokens + n + k, 1, db, 0, NULL, &err) == V4F_OK;
+                CHECK(ok && memcmp(da, db, (size_t)f.vocab * 4) == 0, "%s %s: decode step %d after the prefill differs",
+                      name, prec ? "ref" : "default", k);
+            }
+        }
+        v4f_session_free(a);
+        v4f_session_free(b);
+    }
+    free(all);
+    free(last);
+    free(da);
+    free(db);
+    golden_fixture_close(&f);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_dir = argv[1];
     if (!v4f_gpu_available()) {
@@ -414,6 +466,7 @@ int main(int argc, char **argv) {
             test_snapshots(names[i]);
             test_mtp(names[i], V4F_PRECISION_REF);
             test_mtp(names[i], V4F_PRECISION_DEFAULT);
+            test_logits_last(names[i]);
         }
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_long("tiny-q2");
     /* one chain only (V4F_CUDA_FORK=0, the schedule used when no second

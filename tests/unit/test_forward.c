@@ -172,6 +172,52 @@ TEST(forward_logits_last_and_hc_out) {
     fx_close(&f);
 }
 
+/* Last-position logits without the HC output: the last layer's FFN then
+ * runs for the last row only (forward.c, out_rows), and for no row in the
+ * chunks before the last (max_chunk 37: chunks of 37, 37, 26 rows). The
+ * logits match the all-rows run within the tolerance of the test above
+ * (the one row takes the decode kernels: int8 planes instead of the f32
+ * GEMM), and the KV rows are the same: decode steps after it give the same
+ * bits in both sessions. Default and reference precision. */
+TEST(forward_logits_last_skips_rows) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    const int n = 100, steps = 3;
+    float *all = calloc((size_t)n * f.vocab, 4), *last = calloc(f.vocab, 4);
+    float *da = calloc(f.vocab, 4), *db = calloc(f.vocab, 4);
+    for (int prec = 0; prec < 2; prec++) {
+        v4f_session_opts o = {.n_ctx = 128, .precision = prec ? V4F_PRECISION_REF : V4F_PRECISION_DEFAULT};
+        v4f_session_opts oc = o;
+        oc.max_chunk = 37;
+        v4f_session *a = NULL, *b = NULL;
+        v4f_err err = {0};
+        if (v4f_session_new(f.m, &o, &a, &err) != V4F_OK || v4f_session_new(f.m, &oc, &b, &err) != V4F_OK) {
+            test_fail(__FILE__, __LINE__, "%s", err.msg);
+            v4f_session_free(a);
+            break;
+        }
+        CHECK_STATUS(v4f_session_eval(a, f.tokens, (uint32_t)n, all, 0, NULL, &err), V4F_OK);
+        CHECK_STATUS(v4f_session_eval(b, f.tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, NULL, &err), V4F_OK);
+        double d = 0;
+        for (int i = 0; i < f.vocab; i++) d = fmax(d, fabs(last[i] - all[(size_t)(n - 1) * f.vocab + i]));
+        if (test_verbose()) printf("    %s: last-row logits vs all rows: max abs %.2e\n", prec ? "ref" : "default", d);
+        CHECK_MSG(d < 1e-3, "%s: last-position logits differ by %g", prec ? "ref" : "default", d);
+        for (int k = 0; k < steps; k++) {
+            CHECK_STATUS(v4f_session_decode(a, f.tokens[n + k], da, &err), V4F_OK);
+            CHECK_STATUS(v4f_session_decode(b, f.tokens[n + k], db, &err), V4F_OK);
+            CHECK_MSG(memcmp(da, db, (size_t)f.vocab * 4) == 0, "%s: decode step %d after the prefill differs",
+                      prec ? "ref" : "default", k);
+        }
+        v4f_session_free(a);
+        v4f_session_free(b);
+    }
+    free(all);
+    free(last);
+    free(da);
+    free(db);
+    fx_close(&f);
+}
+
 /* Decode over several head groups gathers the keys once (shared buffer);
  * tiny-f16 (8 heads) takes that path with > 1 thread. Must equal 1 thread. */
 TEST(forward_decode_threads_f16) {
