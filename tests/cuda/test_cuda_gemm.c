@@ -33,7 +33,8 @@
  * builds can be compared directly. --wcheck runs only this check.
  *
  * --bench [FILTER]: TFLOP/s (median of device-event times of bursts of
- * launches) of the published prefill shapes at n_tok = 2048 (routed
+ * launches) of the published prefill shapes at n_tok = 2048 or
+ * $V4F_BENCH_NTOK (routed
  * experts: 256 distinct matrices, so they stream from DRAM as in the
  * model), tile variants of the large shapes (V4F_GEMM_TILE), and one
  * layer's GEMM set (q2 and q4 models) with the projected whole-model GEMM
@@ -676,7 +677,14 @@ static float bench_grouped(v4f_cuda *c, const char *label, uint32_t type, int64_
 }
 
 static void bench(v4f_cuda *c) {
-    const int64_t T = 2048;
+    /* V4F_BENCH_NTOK: another token count (the prefill chunk is up to 8,192;
+     * routed experts then get about n_tok * 6 / 256 rows each) */
+    const char *nt = getenv("V4F_BENCH_NTOK");
+    const int64_t T = nt && atoll(nt) > 0 && atoll(nt) <= 16384 ? atoll(nt) : 2048;
+    if (T > 2048) {
+        g_x_bytes = (size_t)(6 * T) * 8192 * 4;
+        g_y_bytes = (size_t)T * 129280 * 4;
+    }
     TRY(v4f_cuda_alloc(c, g_x_bytes, &g_x, err));
     TRY(v4f_cuda_alloc(c, g_y_bytes, &g_y, err));
     {   /* random X (never zeros) */
