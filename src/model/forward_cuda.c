@@ -1200,7 +1200,13 @@ static v4f_status compressor(v4f_gpu *g, const glayer *r, bool indexer, const fl
                               mode, c->rms_eps, indexer ? r->idx : r->comp, err);
 }
 
-static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_debug_flags *dbg, v4f_err *err) {
+/* One layer's attention over the chunk's n rows. The KV side (projections,
+ * raw ring, compressors, indexer keys) covers every row; the query side
+ * (q_b, indexer queries and scores, attention, output projection, HC_post)
+ * rows [q0, n) only, moved to rows [0, n - q0) of the scratch (X, post and
+ * comb rows are moved before HC_post). q0 = n: no query side at all. */
+static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, const v4f_debug_flags *dbg,
+                            v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
     int64_t d = c->n_embd, hd = c->head_dim, nh = c->n_head, nq = nh * hd;
@@ -1244,39 +1250,47 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     TRY(v4f_cuda_qkv_tail(g->c, x->qr, c->q_lora_rank, r->q_a_norm, x->kv, hd, r->kv_a_norm, n, x->pos, r->freqs,
                           (int)c->n_rot, !dbg->no_kv_fp8, c->rms_eps, r->raw, Rraw, err));
     float isc = (float)(1.0 / sqrt((double)ihd)) * (float)(1.0 / sqrt((double)nih));
-    bool fq = fk && r->ratio == 4;
+    /* the query side: rows [q0, n) of the per-row inputs, nqr of them */
+    const int64_t nqr = n - q0;
+    const float *qr = x->qr + q0 * c->q_lora_rank;
+    float *iw = x->iw + q0 * nih; /* idx_q scales it in place */
+    const int32_t *qpos = x->pos + q0;
+    bool fq = fk && r->ratio == 4 && nqr > 0;
     if (fq) {
         TRY(v4f_cuda_fork(g->c, err));
-        v4f_status st = mm(g, &r->idx_q_b, x->qr, c->q_lora_rank, n, x->iq, nih * ihd, err);
+        v4f_status st = mm(g, &r->idx_q_b, qr, c->q_lora_rank, nqr, x->iq, nih * ihd, err);
         if (st == V4F_OK)
-            st = v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, isc, err);
+            st = v4f_cuda_idx_q(g->c, x->iq, iw, nqr, nih, ihd, qpos, r->freqs, (int)c->n_rot, isc, err);
         v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
         if (st) return st;
         if (se) return se;
     }
-    mmjob jq[2] = {{&r->q_b, x->qr, c->q_lora_rank, x->q, nq}, {&r->idx_q_b, x->qr, c->q_lora_rank, x->iq, nih * ihd}};
-    TRY(mm_multi(g, jq, r->ratio == 4 && !fq ? 2 : 1, n, err));
+    mmjob jq[2] = {{&r->q_b, qr, c->q_lora_rank, x->q, nq}, {&r->idx_q_b, qr, c->q_lora_rank, x->iq, nih * ihd}};
+    if (nqr > 0) TRY(mm_multi(g, jq, r->ratio == 4 && !fq ? 2 : 1, nqr, err));
     /* per-head q norm + RoPE (default precision: inside the attention call) */
-    if (g->exact) TRY(v4f_cuda_q_heads(g->c, x->q, n, nh, hd, x->pos, r->freqs, (int)c->n_rot, c->rms_eps, err));
+    if (g->exact && nqr > 0)
+        TRY(v4f_cuda_q_heads(g->c, x->q, nqr, nh, hd, qpos, r->freqs, (int)c->n_rot, c->rms_eps, err));
     pmark(g, GP_PROJ);
     /* compressors (unless forked above), indexer */
     if (r->ratio && !fk) TRY(compressor(g, r, false, x->ckv, x->cgate, n, dbg, err));
-    const int32_t *nvis = r->ratio ? x->nvis + (int64_t)r->ratio_slot * n : NULL;
+    const int32_t *nvis = r->ratio ? x->nvis + (int64_t)r->ratio_slot * n + q0 : NULL;
     if (r->ratio == 4 && !fk) TRY(compressor(g, r, true, x->ikv, x->igate, n, dbg, err));
-    if (r->ratio == 4 && !fq)
-        TRY(v4f_cuda_idx_q(g->c, x->iq, x->iw, n, nih, ihd, x->pos, r->freqs, (int)c->n_rot, isc, err));
+    if (r->ratio == 4 && !fq && nqr > 0)
+        TRY(v4f_cuda_idx_q(g->c, x->iq, iw, nqr, nih, ihd, qpos, r->freqs, (int)c->n_rot, isc, err));
     if (fk) {
         TRY(v4f_cuda_join(g->c, err));
-        TRY(hc_sinkhorn(g, n, &ha, err)); /* deferred by hc_pre */
+        if (nqr > 0) TRY(hc_sinkhorn(g, n, &ha, err)); /* deferred by hc_pre */
     }
     pmark(g, GP_COMP);
+    if (nqr == 0) /* the KV rows are written; no row's output is wanted (join HC_pre's Sinkhorn branch) */
+        return g->fork ? v4f_cuda_join(g->c, err) : V4F_OK;
     if (r->ratio == 4) {
         int64_t cap4 = r->cap_i;
         if (g->exact)
-            TRY(v4f_cuda_indexer_scores(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
+            TRY(v4f_cuda_indexer_scores(g->c, x->iq, iw, nqr, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
         else /* tensor cores for prefill chunks */
-            TRY(v4f_cuda_indexer_scores_mixed(g->c, x->iq, x->iw, n, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
-        TRY(v4f_cuda_topk(g->c, x->iscore, n, cap4, nvis, 0, c->idx_topk, x->isel, x->icnt, err));
+            TRY(v4f_cuda_indexer_scores_mixed(g->c, x->iq, iw, nqr, nih, ihd, r->idx, cap4, nvis, x->iscore, err));
+        TRY(v4f_cuda_topk(g->c, x->iscore, nqr, cap4, nvis, 0, c->idx_topk, x->isel, x->icnt, err));
         pmark(g, GP_INDEX);
     }
     /* attention over the ring (the chunk's rows were stored by qkv_tail) */
@@ -1284,8 +1298,8 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     memset(&keys, 0, sizeof keys);
     keys.raw = r->raw;
     keys.raw_cap = Rraw;
-    keys.raw_first = x->rf;
-    keys.raw_count = x->rc;
+    keys.raw_first = x->rf + q0;
+    keys.raw_count = x->rc + q0;
     if (r->ratio == 4) {
         keys.comp = r->comp;
         keys.comp_count = x->icnt;
@@ -1297,17 +1311,17 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
     }
     const float *sinks = dbg->no_sink ? x->no_sink : r->sinks;
     /* attention, then the inverse RoPE of the output heads (fused when decoding) */
-    v4f_cuda_out_rope oro = {r->freqs, x->pos, (int)c->n_rot};
+    v4f_cuda_out_rope oro = {r->freqs, qpos, (int)c->n_rot};
     const float asc = (float)(1.0 / sqrt((double)hd));
-    const v4f_cuda_q_prep qp = {r->freqs, x->pos, (int)c->n_rot, c->rms_eps};
+    const v4f_cuda_q_prep qp = {r->freqs, qpos, (int)c->n_rot, c->rms_eps};
     if (g->exact)
-        TRY(v4f_cuda_attn_sink_rope(g->c, x->q, n, nh, hd, &keys, sinks, asc, &oro, x->o, err));
+        TRY(v4f_cuda_attn_sink_rope(g->c, x->q, nqr, nh, hd, &keys, sinks, asc, &oro, x->o, err));
     else /* tensor cores for prefill chunks */
-        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, n, nh, hd, &qp, &keys, sinks, asc, &oro, x->o, err));
+        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, nqr, nh, hd, &qp, &keys, sinks, asc, &oro, x->o, err));
     pmark(g, GP_ATTN);
     /* grouped low-rank output projection */
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
-    if (n == 1) {
+    if (nqr == 1) {
         gmat ws[GPU_MAX_GROUPS];
         const float *xs[GPU_MAX_GROUPS];
         float *ys[GPU_MAX_GROUPS];
@@ -1326,13 +1340,19 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, const v4f_de
         /* the o_groups row slices in one launch (block-diagonal) */
         gmat sub = r->out_a;
         sub.n_out = orank;
-        TRY(v4f_cuda_matmul_blockdiag(g->c, &sub, (int)og, x->o, nq, n, x->low, og * orank, g->exact, err));
+        TRY(v4f_cuda_matmul_blockdiag(g->c, &sub, (int)og, x->o, nq, nqr, x->low, og * orank, g->exact, err));
     }
-    TRY(mm(g, &r->out_b, x->low, og * orank, n, x->out, d, err));
+    TRY(mm(g, &r->out_b, x->low, og * orank, nqr, x->out, d, err));
     pmark(g, GP_OUT);
     if (g->fork) TRY(v4f_cuda_join(g->c, err)); /* Sinkhorn of hc_pre */
+    if (q0 > 0) { /* the query rows' residual and HC_post weights to rows [0, nqr) */
+        const int64_t H = c->n_hc, HD = H * d;
+        TRY(v4f_cuda_copy(g->c, x->X, x->X + q0 * HD, (size_t)(nqr * HD) * sizeof(float), err));
+        TRY(v4f_cuda_copy(g->c, x->post, x->post + q0 * H, (size_t)(nqr * H) * sizeof(float), err));
+        TRY(v4f_cuda_copy(g->c, x->comb, x->comb + q0 * H * H, (size_t)(nqr * H * H) * sizeof(float), err));
+    }
     hcmix hf = {&r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm};
-    TRY(hc_post(g, n, x->out, &hf, err));
+    TRY(hc_post(g, nqr, x->out, &hf, err));
     pmark(g, GP_HC);
     return V4F_OK;
 }
@@ -1480,11 +1500,11 @@ typedef enum { OUT_ROWS_ALL, OUT_ROWS_LAST, OUT_ROWS_NONE } out_rows;
 
 /* The device work of one chunk whose tokens and pos0 are already on the
  * device; with_head: logits of the last row into s.logits[0]. Where `out`
- * allows it, the last layer's FFN runs for the last row only (moved to row
- * 0 of X) or not at all, as llama.cpp does for rows without outputs: the
- * layer's attention has written the chunk's KV rows by then, and nothing
- * else reads the other rows. Returns in *out_row0 the row of X that holds
- * the last token's final state (n - 1, or 0 when moved). */
+ * allows it, the last layer's query side and FFN run for the last row only
+ * (moved to row 0 of X) or not at all, as llama.cpp does for rows without
+ * outputs: the layer's KV side still covers every row, and nothing else
+ * reads the other rows. Returns in *out_row0 the row of X that holds the
+ * last token's final state (n - 1, or 0 when moved). */
 static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_debug_flags *dbg, const v4f_trace *tr,
                              uint32_t pos0_host, out_rows out, int64_t *out_row0, v4f_err *err) {
     const v4f_config *c = &g->cfg;
@@ -1503,18 +1523,15 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     v4f_status st = V4F_OK;
     int64_t row0 = n - 1;
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
-        st = attention(g, &g->L[l], n, dbg, err);
-        if (st == V4F_OK && l + 1 == c->n_layer && out != OUT_ROWS_ALL && n > 1 && !tr && !g->L[l].hash) {
-            if (out == OUT_ROWS_NONE) break;
-            /* the last row alone: row n - 1 of X to row 0, the FFN (and its
-             * HC_pre mixer partials) for one row */
-            st = v4f_cuda_copy(g->c, x->X, x->X + (n - 1) * HD, (size_t)HD * sizeof(float), err);
-            x->mix_of = NULL;
-            x->gram_ok = false;
-            if (st == V4F_OK) st = ffn(g, &g->L[l], 1, NULL, err);
+        /* the last layer: the query side and the FFN for the last row only
+         * (moved to row 0), or none */
+        if (l + 1 == c->n_layer && out != OUT_ROWS_ALL && n > 1 && !tr && !g->L[l].hash) {
+            st = attention(g, &g->L[l], n, out == OUT_ROWS_NONE ? n : n - 1, dbg, err);
+            if (st == V4F_OK && out == OUT_ROWS_LAST) st = ffn(g, &g->L[l], 1, NULL, err);
             row0 = 0;
             break;
         }
+        st = attention(g, &g->L[l], n, 0, dbg, err);
         if (st == V4F_OK) {
             const glayer *nx = l + 1 < c->n_layer ? &g->L[l + 1] : NULL;
             hcmix hn = {nx ? &nx->hc_attn_fn : NULL, nx ? nx->hc_attn_scale : NULL, nx ? nx->hc_attn_base : NULL,
@@ -1646,7 +1663,7 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
         TRY(mm(g, &g->mtp_e_proj, x->xn, d, m, x->out, d, err));
         TRY(v4f_cuda_add_streams(g->c, x->out, m, (int)H, d, x->X, err));
         x->mix_of = NULL;
-        TRY(attention(g, r, m, &none, err));
+        TRY(attention(g, r, m, 0, &none, err));
         TRY(ffn(g, r, m, NULL, err));
         if (logits)
             TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, 0, m,

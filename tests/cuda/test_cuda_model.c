@@ -402,7 +402,8 @@ static void test_long(const char *name) {
 }
 
 /* Last-position logits without the HC output (forward_cuda.c, out_rows:
- * the last layer's FFN for the last row only, none in the chunks before),
+ * the last layer's query side and FFN for the last row only, none in the
+ * chunks before),
  * against a session with the same chunks (max_chunk 37: 37, 37, 26; GPU
  * results depend on the chunking) that computes every row: the decode steps
  * after the prefill give the same bits (the KV rows are the same), and the
