@@ -24,6 +24,7 @@
 #include "model/forward_cuda.h"
 #include "model/model.h"
 #include "model/snapshot.h"
+#include "model/synth.h"
 
 /* docs/TOLERANCES.md "## golden (forward pass)": the CPU test's bound */
 #define GPU_HC_DRIFT_TOL 2e-2
@@ -403,45 +404,46 @@ static void test_long(const char *name) {
 
 /* Last-position logits without the HC output (forward_cuda.c, out_rows:
  * the last layer's query side and FFN for the last row only, none in the
- * chunks before),
- * against a session with the same chunks (max_chunk 37: 37, 37, 26; GPU
- * results depend on the chunking) that computes every row: the decode steps
- * after the prefill give the same bits (the KV rows are the same), and the
- * last row's logits (the one row takes the decode kernels) are within 1e-3
- * in reference precision (as the CPU test forward_logits_last_skips_rows)
- * and within Tier B in the default one (its prefill GEMMs round activations
- * to f16, the decode matvecs do not). */
-static void test_logits_last(const char *name) {
-    fixture f;
-    if (!fixture_open(name, &f)) return;
+ * chunks before), against a session with the same chunks (max_chunk 37:
+ * 37, 37, 26; GPU results depend on the chunking) that computes every row:
+ * the decode steps after the prefill give the same bits (the KV rows are the
+ * same), and the last row's logits (the one row takes the decode kernels)
+ * are within 1e-3 in reference precision (as the CPU test
+ * forward_logits_last_skips_rows) and within Tier B in the default one (its
+ * prefill GEMMs round activations to f16, the decode matvecs do not). The
+ * fixtures end with a ratio-128 layer; a synthetic tiny model of 5 layers
+ * ends with a ratio-4 one (indexer queries, scores and top-k on the moved
+ * row), as the published model does. */
+static void logits_last_case(const char *name, const v4f_model *m, const int32_t *tokens) {
     const int n = 100, steps = 3;
-    float *all = calloc((size_t)n * f.vocab, 4), *last = calloc(f.vocab, 4);
-    float *da = calloc(f.vocab, 4), *db = calloc(f.vocab, 4);
+    const size_t vocab = m->cfg.n_vocab;
+    float *all = calloc((size_t)n * vocab, 4), *last = calloc(vocab, 4);
+    float *da = calloc(vocab, 4), *db = calloc(vocab, 4);
     for (int prec = 0; prec < 2; prec++) {
         v4f_session_opts o = {.n_ctx = 512, .precision = prec ? V4F_PRECISION_REF : V4F_PRECISION_DEFAULT,
                               .backend = V4F_BACKEND_CUDA};
         o.max_chunk = 37;
         v4f_session *a = NULL, *b = NULL;
         v4f_err err = {0};
-        int ok = v4f_session_new(f.m, &o, &a, &err) == V4F_OK && v4f_session_new(f.m, &o, &b, &err) == V4F_OK;
-        ok = ok && v4f_session_eval(a, f.tokens, (uint32_t)n, all, 0, NULL, &err) == V4F_OK;
-        ok = ok && v4f_session_eval(b, f.tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, NULL, &err) == V4F_OK;
+        int ok = v4f_session_new(m, &o, &a, &err) == V4F_OK && v4f_session_new(m, &o, &b, &err) == V4F_OK;
+        ok = ok && v4f_session_eval(a, tokens, (uint32_t)n, all, 0, NULL, &err) == V4F_OK;
+        ok = ok && v4f_session_eval(b, tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, NULL, &err) == V4F_OK;
         CHECK(ok, "%s logits-last sessions: %s", name, err.msg);
         if (ok) {
             double d = 0;
-            for (int i = 0; i < f.vocab; i++) d = fmax(d, fabs(last[i] - all[(size_t)(n - 1) * f.vocab + i]));
+            for (size_t i = 0; i < vocab; i++) d = fmax(d, fabs(last[i] - all[(size_t)(n - 1) * vocab + i]));
             golden_stats st;
-            golden_compare(last, all + (size_t)(n - 1) * f.vocab, 1, f.vocab, &st);
+            golden_compare(last, all + (size_t)(n - 1) * vocab, 1, (int)vocab, &st);
             char buf[400];
             golden_format(&st, buf, sizeof buf);
             printf("  %s %s: last-row logits vs all rows: max abs %.2e, %s\n", name, prec ? "ref" : "default", d, buf);
             CHECK(prec ? d < 1e-3 : golden_tier_b(&st), "%s %s: last-position logits differ by %g", name,
                   prec ? "ref" : "default", d);
             for (int k = 0; k < steps && ok; k++) {
-                ok = v4f_session_eval(a, f.tokens + n + k, 1, da, 0, NULL, &err) == V4F_OK &&
-                     v4f_session_eval(b, f.tokens + n + k, 1, db, 0, NULL, &err) == V4F_OK;
-                CHECK(ok && memcmp(da, db, (size_t)f.vocab * 4) == 0, "%s %s: decode step %d after the prefill differs",
-                      name, prec ? "ref" : "default", k);
+                ok = v4f_session_eval(a, tokens + n + k, 1, da, 0, NULL, &err) == V4F_OK &&
+                     v4f_session_eval(b, tokens + n + k, 1, db, 0, NULL, &err) == V4F_OK;
+                CHECK(ok && memcmp(da, db, vocab * 4) == 0, "%s %s: decode step %d after the prefill differs", name,
+                      prec ? "ref" : "default", k);
             }
         }
         v4f_session_free(a);
@@ -451,7 +453,38 @@ static void test_logits_last(const char *name) {
     free(last);
     free(da);
     free(db);
+}
+
+static void test_logits_last(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) return;
+    logits_last_case(name, f.m, f.tokens);
     golden_fixture_close(&f);
+}
+
+static void test_logits_last_synth(void) {
+    void *buf = NULL;
+    size_t size = 0;
+    v4f_err err = {0};
+    v4f_gguf *g = NULL;
+    v4f_model *m = NULL;
+    int ok = v4f_synth_build_memory("tiny", 5, 3, &buf, &size, &err) == V4F_OK &&
+             v4f_gguf_open_memory(buf, size, "synth-image", &g, &err) == V4F_OK &&
+             v4f_model_open_gguf(g, NULL, &m, NULL, &err) == V4F_OK;
+    CHECK(ok, "synthetic tiny:5: %s", err.msg);
+    if (ok) {
+        CHECK(m->cfg.compress_ratio[m->cfg.n_layer - 1] == 4, "synthetic tiny:5: last layer ratio %u",
+              m->cfg.compress_ratio[m->cfg.n_layer - 1]);
+        int32_t tok[103];
+        uint64_t r = 12345;
+        for (int i = 0; i < 103; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            tok[i] = (int32_t)((r >> 33) % m->cfg.n_vocab);
+        }
+        logits_last_case("synthetic tiny:5", m, tok);
+    }
+    v4f_model_close(m); /* it owns g, also after a failed open */
+    if (buf) v4f_synth_memory_free(buf, size);
 }
 
 int main(int argc, char **argv) {
@@ -470,6 +503,7 @@ int main(int argc, char **argv) {
             test_logits_last(names[i]);
         }
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_long("tiny-q2");
+    if (argc <= 2 || !strcmp(argv[2], "synth")) test_logits_last_synth(); /* [DIR synth]: only this */
     /* one chain only (V4F_CUDA_FORK=0, the schedule used when no second
      * stream can be made): whole HC_pre kernels, compressors in line */
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) {
