@@ -668,8 +668,9 @@ int cmd_bench(int argc, char **argv) {
     if (membw_only) {
         if (run_membw(membw_bytes, threads, &bw)) return 1;
         printf("machine: %s, %d threads\n", cpu, bw.n_threads);
-        printf("membw: %.2f GB/s streaming read (best of %d, median %.2f GB/s, %.2f GiB buffer)\n",
-               bw.best_gbs, bw.runs, bw.median_gbs, (double)bw.bytes / (1u << 30));
+        printf("membw: %.2f GB/s streaming read (best of %d, median %.2f GB/s, %.2f GiB buffer, %s)\n",
+               bw.best_gbs, bw.runs, bw.median_gbs, (double)bw.bytes / (1u << 30),
+               bw.prefetched ? "prefetched reads" : "plain reads");
         return 0;
     }
     if (!model && !synthetic) model = "ds4flash.gguf";
@@ -763,7 +764,8 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("machine: %s, %d threads, backend cpu\n", cpu, n_threads);
         if (bw.best_gbs > 0)
-            printf("membw: %.2f GB/s streaming read (best of %d)\n", bw.best_gbs, bw.runs);
+            printf("membw: %.2f GB/s streaming read (best of %d, %s)\n", bw.best_gbs, bw.runs,
+                   bw.prefetched ? "prefetched reads" : "plain reads");
     }
     printf("model: %s, load %.2f s, precision %s\n", bm.desc, load_s, precision);
     printf("weights read per decoded token: %.3f GB (non-expert + %u of %u experts per layer)\n",

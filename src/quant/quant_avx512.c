@@ -130,12 +130,13 @@ static inline float q8_0_dot(const void *w, const float *x, int64_t n, int64_t p
 
 static float dot_f32_q8_0(const void *w, const float *x, int64_t n) { return q8_0_dot(w, x, n, 0); }
 
-/* The same with the prefetch: decode matvecs stream every row once; on the
- * 16-core Xeon host the 8-bit phases (lm head, attention out) ran 10-30%
- * faster with a 1 KiB distance in an A/B of one (noisy) run, where 4-16 KiB
- * had been slower (docs/PERF_NOTES.md, "CPU speed (session 3)"). Set once
- * by the filler (V4F_Q8_PF=bytes, 0: off). */
-#define Q8_PF_BYTES 1024
+/* The same with the prefetch: decode matvecs stream every row once. On the
+ * 16-core Xeon host a 1 KiB distance first measured best in an A/B of one
+ * noisy decode run (4-16 KiB slower, docs/PERF_NOTES.md, "CPU speed
+ * (session 3)"); a direct all-thread Q8_0 streaming test there in session 8
+ * gave 80-89 GB/s at 1 KiB, 95-105 at 2 KiB, 110-112 at 4 KiB, 104-119 at
+ * 8 KiB and 65-74 without. Set once by the filler (V4F_Q8_PF=bytes, 0: off). */
+#define Q8_PF_BYTES 4096
 static int64_t g_q8_pf;
 static float dot_f32_q8_0_pf(const void *w, const float *x, int64_t n) { return q8_0_dot(w, x, n, g_q8_pf); }
 
