@@ -28,28 +28,13 @@ typedef struct bw_job {
     uint64_t sums[256];
 } bw_job;
 
-static uint64_t sum_words_pf(const uint64_t *p, uint64_t n) {
+/* the sum of p[0..n) with 8 independent accumulators; pf: a software
+ * prefetch that many bytes ahead (0: none; a constant after inlining) */
+static inline uint64_t sum_words(const uint64_t *p, uint64_t n, uint64_t pf) {
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     uint64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __builtin_prefetch(p + i + MEMBW_PF_BYTES / 8, 0, 3);
-        a0 += p[i];
-        a1 += p[i + 1];
-        a2 += p[i + 2];
-        a3 += p[i + 3];
-        a4 += p[i + 4];
-        a5 += p[i + 5];
-        a6 += p[i + 6];
-        a7 += p[i + 7];
-    }
-    for (; i < n; i++) a0 += p[i];
-    return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
-}
-
-static uint64_t sum_words(const uint64_t *p, uint64_t n) {
-    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-    uint64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+        if (pf) __builtin_prefetch(p + i + pf / 8, 0, 3);
         a0 += p[i];
         a1 += p[i + 1];
         a2 += p[i + 2];
@@ -68,7 +53,7 @@ static void bw_task(void *ctx, int64_t task, int thread) {
     uint64_t per = (j->n_words / (uint64_t)j->n_tasks) & ~(uint64_t)7;
     uint64_t a = (uint64_t)task * per;
     uint64_t b = task == j->n_tasks - 1 ? j->n_words : a + per;
-    j->sums[task] = j->prefetch ? sum_words_pf(j->buf + a, b - a) : sum_words(j->buf + a, b - a);
+    j->sums[task] = j->prefetch ? sum_words(j->buf + a, b - a, MEMBW_PF_BYTES) : sum_words(j->buf + a, b - a, 0);
 }
 
 static void fill_task(void *ctx, int64_t task, int thread) {
