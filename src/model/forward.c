@@ -1240,17 +1240,13 @@ static void ffn_block(v4f_session *s, stage *st) {
 
 /* ---- layer / head / eval ------------------------------------------------------------------ */
 
-/* Rows of the last layer's output an eval needs (as in forward_cuda.c):
- * all, the last one, or none. */
-typedef enum { OUT_ROWS_ALL, OUT_ROWS_LAST, OUT_ROWS_NONE } out_rows;
-
-/* One layer over the chunk. For the last layer with out != OUT_ROWS_ALL
+/* One layer over the chunk. For the last layer with out != V4F_OUT_ROWS_ALL
  * the FFN runs for the last row only (moved to row 0 of X; returns 0) or
  * not at all: the attention has written the chunk's KV rows, and nothing
  * else reads the other rows (llama.cpp skips rows without outputs the same
  * way). Returns the row of X that holds the last token. */
 static uint32_t layer_forward(v4f_session *s, uint32_t layer, v4f_kv_layer *kvl, const int32_t *tokens,
-                              uint32_t pos0, uint32_t n, out_rows out) {
+                              uint32_t pos0, uint32_t n, v4f_out_rows out) {
     stage st = {0};
     st.s = s;
     st.r = &s->lr[layer];
@@ -1260,8 +1256,8 @@ static uint32_t layer_forward(v4f_session *s, uint32_t layer, v4f_kv_layer *kvl,
     st.n = n;
     st.tokens = tokens;
     attention_block(s, &st);
-    if (layer + 1 == s->cfg.n_layer && out != OUT_ROWS_ALL && n > 1 && !s->has_trace) {
-        if (out == OUT_ROWS_NONE) return n - 1;
+    if (layer + 1 == s->cfg.n_layer && out != V4F_OUT_ROWS_ALL && n > 1 && !s->has_trace) {
+        if (out == V4F_OUT_ROWS_NONE) return n - 1;
         int64_t HD = (int64_t)s->cfg.n_hc * s->cfg.n_embd;
         memcpy(s->sc.X, s->sc.X + (int64_t)(n - 1) * HD, (size_t)HD * sizeof(float));
         st.n = 1;
@@ -1368,7 +1364,7 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
         const int32_t *tk = tokens + done;
         embed_tokens(s, tk, m);
         const bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0, want = logits && (!last_only || done + m == n);
-        const out_rows out = hc_out || (logits && !last_only) ? OUT_ROWS_ALL : want ? OUT_ROWS_LAST : OUT_ROWS_NONE;
+        const v4f_out_rows out = v4f_eval_out_rows(logits != NULL, hc_out != NULL, flags, done + m == n);
         uint32_t row = m - 1;
         for (uint32_t l = 0; l < c->n_layer; l++) row = layer_forward(s, l, &s->kv->layers[l], tk, s->pos, m, out);
         if (hc_out) memcpy(hc_out + (int64_t)done * HD, s->sc.X, (size_t)m * HD * sizeof(float));
@@ -1480,7 +1476,7 @@ v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *
         v4f_cpu_matmul(&s->cpu, &s->mtp_h_proj, s->sc.X2, d, (int64_t)m * c->n_hc, s->sc.X, d);
         v4f_cpu_matmul(&s->cpu, &s->mtp_e_proj, s->sc.xn, d, m, s->sc.out, d);
         v4f_pool_run(s->pool, m, st_mtp_add, &st);
-        layer_forward(s, c->n_layer, &s->kv->layers[c->n_layer], tokens + done, s->mtp_pos, m, OUT_ROWS_ALL);
+        layer_forward(s, c->n_layer, &s->kv->layers[c->n_layer], tokens + done, s->mtp_pos, m, V4F_OUT_ROWS_ALL);
         if (logits)
             head_forward(s, &s->mtp_hc_head_fn, s->mtp_hc_base, s->mtp_hc_scale, s->mtp_norm, 0, m,
                          logits + (int64_t)done * c->n_vocab);

@@ -1493,11 +1493,6 @@ static v4f_status head(v4f_gpu *g, int64_t r0, int64_t m, v4f_err *err) {
     return head_with(g, r0, m, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, err);
 }
 
-/* Rows of the last layer's output a chunk needs: all (logits of every
- * position, the HC state, traces), the last one (its logits only) or none
- * (no logits: the KV rows of the chunk are all that is kept). */
-typedef enum { OUT_ROWS_ALL, OUT_ROWS_LAST, OUT_ROWS_NONE } out_rows;
-
 /* The device work of one chunk whose tokens and pos0 are already on the
  * device; with_head: logits of the last row into s.logits[0]. Where `out`
  * allows it, the last layer's query side and FFN run for the last row only
@@ -1506,7 +1501,7 @@ typedef enum { OUT_ROWS_ALL, OUT_ROWS_LAST, OUT_ROWS_NONE } out_rows;
  * reads the other rows. Returns in *out_row0 the row of X that holds the
  * last token's final state (n - 1, or 0 when moved). */
 static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_debug_flags *dbg, const v4f_trace *tr,
-                             uint32_t pos0_host, out_rows out, int64_t *out_row0, v4f_err *err) {
+                             uint32_t pos0_host, v4f_out_rows out, int64_t *out_row0, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
     x->mix_of = NULL;
@@ -1525,9 +1520,9 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         /* the last layer: the query side and the FFN for the last row only
          * (moved to row 0), or none */
-        if (l + 1 == c->n_layer && out != OUT_ROWS_ALL && n > 1 && !tr && !g->L[l].hash) {
-            st = attention(g, &g->L[l], n, out == OUT_ROWS_NONE ? n : n - 1, dbg, err);
-            if (st == V4F_OK && out == OUT_ROWS_LAST) st = ffn(g, &g->L[l], 1, NULL, err);
+        if (l + 1 == c->n_layer && out != V4F_OUT_ROWS_ALL && n > 1 && !tr && !g->L[l].hash) {
+            st = attention(g, &g->L[l], n, out == V4F_OUT_ROWS_NONE ? n : n - 1, dbg, err);
+            if (st == V4F_OK && out == V4F_OUT_ROWS_LAST) st = ffn(g, &g->L[l], 1, NULL, err);
             row0 = 0;
             break;
         }
@@ -1558,7 +1553,7 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
 static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
     static const v4f_debug_flags none = {0};
     TRY(v4f_cuda_capture_begin(g->c, err));
-    v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, OUT_ROWS_ALL, NULL, err);
+    v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, V4F_OUT_ROWS_ALL, NULL, err);
     v4f_status st2 = v4f_cuda_capture_end(g->c, st == V4F_OK, &g->graph, st == V4F_OK ? err : NULL);
     return st ? st : st2;
 }
@@ -1626,8 +1621,7 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
             continue;
         }
         pmark(g, GP_PREP);
-        const out_rows out = hc_out || (logits && !last_only) ? OUT_ROWS_ALL : want_logits ? OUT_ROWS_LAST
-                                                                                        : OUT_ROWS_NONE;
+        const v4f_out_rows out = v4f_eval_out_rows(logits != NULL, hc_out != NULL, flags, done + m == n);
         int64_t row0 = m - 1;
         TRY(chunk_body(g, m, false, dbg, tracing ? trace : NULL, pos + done, out, &row0, err));
         if (hc_out) TRY(v4f_cuda_download(g->c, hc_out + (int64_t)done * HD, x->X, (size_t)m * HD * sizeof(float), err));

@@ -26,6 +26,18 @@
 
 typedef struct v4f_gpu v4f_gpu;
 
+/* Rows of a chunk's last-layer output an eval needs, the rule both forward
+ * passes (forward.c, forward_cuda.c) use to skip the others in the last
+ * layer: all (every position's logits, or the HC state), the last one (its
+ * logits only: V4F_EVAL_LOGITS_LAST in the eval's last chunk) or none (an
+ * earlier chunk, or no logits: only its KV rows are kept). */
+typedef enum { V4F_OUT_ROWS_ALL, V4F_OUT_ROWS_LAST, V4F_OUT_ROWS_NONE } v4f_out_rows;
+static inline v4f_out_rows v4f_eval_out_rows(bool logits, bool hc_out, unsigned flags, bool last_chunk) {
+    const bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
+    if (hc_out || (logits && !last_only)) return V4F_OUT_ROWS_ALL;
+    return logits && last_chunk ? V4F_OUT_ROWS_LAST : V4F_OUT_ROWS_NONE;
+}
+
 /* true when this binary was built with CUDA and a device is visible */
 bool v4f_gpu_available(void);
 /* Device-to-device copy bandwidth of a device (read + write bytes/s / 1e9,
