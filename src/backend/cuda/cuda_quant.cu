@@ -91,6 +91,57 @@ __device__ __forceinline__ void cp_async_wait_all(void) {
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
+/* Bulk (TMA) copies into shared memory, sm_90 and later: one thread queues
+ * a whole contiguous range with one instruction and the copy engine signals
+ * an mbarrier with the bytes it wrote, instead of every thread computing
+ * and issuing 16-byte cp.async copies (k_matvec uses them where they
+ * measured faster; docs/PERF_NOTES.md, session 9). Source, destination and
+ * size must be multiples of 16 bytes. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define MV_BULK 1
+#else
+#define MV_BULK 0
+#endif
+__device__ __forceinline__ void mbar_init(uint64_t *bar) {
+#if MV_BULK
+    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(b) : "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
+    (void)bar;
+#endif
+}
+/* Queues `bytes` in total for this phase of bar (one thread). */
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
+#if MV_BULK
+    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b), "r"(bytes) : "memory");
+#else
+    (void)bar, (void)bytes;
+#endif
+}
+__device__ __forceinline__ void bulk_copy(void *smem_dst, const void *gmem_src, uint32_t bytes, uint64_t *bar) {
+#if MV_BULK
+    const unsigned d = (unsigned)__cvta_generic_to_shared(smem_dst), b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(d),
+                 "l"(gmem_src), "r"(bytes), "r"(b)
+                 : "memory");
+#else
+    (void)smem_dst, (void)gmem_src, (void)bytes, (void)bar;
+#endif
+}
+/* Waits until phase `parity` of bar has completed. */
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+#if MV_BULK
+    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("{\n .reg .pred p;\n W%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W%=;\n}\n" ::"r"(b),
+                 "r"(parity)
+                 : "memory");
+#else
+    (void)bar, (void)parity;
+#endif
+}
+
 /* 8 bytes starting at a 2-aligned shared-memory offset, as two words
  * (reads up to 4 bytes past the 8: the smem buffer has slack). */
 __device__ __forceinline__ void lds_8at2(const uint8_t *s, uint32_t off, uint32_t *lo, uint32_t *hi) {
@@ -167,8 +218,14 @@ template <> struct fmt<V4F_TYPE_BF16> { enum { SBB = 16, SBE = 8, UE = 8, R = 2,
 #endif
 template <> struct fmt<V4F_TYPE_Q8_0> { enum { SBB = 272, SBE = 256, UE = 8, R = V4F_Q8_ROWS, BE = 32 }; };
 template <> struct fmt<V4F_TYPE_Q4_K> { enum { SBB = 144, SBE = 256, UE = 32, R = 4, BE = 256 }; };
-template <> struct fmt<V4F_TYPE_Q2_K> { enum { SBB = 336, SBE = 1024, UE = 32, R = 4, BE = 256 }; };
-template <> struct fmt<V4F_TYPE_IQ2_XXS> { enum { SBB = 528, SBE = 2048, UE = 32, R = 8, BE = 256 }; };
+#ifndef V4F_Q2K_ROWS
+#define V4F_Q2K_ROWS 8 /* 4 -> 8: experts down 15.0 -> 14.0 us on the H200 (session 9) */
+#endif
+#ifndef V4F_IQ2_ROWS
+#define V4F_IQ2_ROWS 8 /* 4 and 16 were slower on the H200 (30.0 and 28.3 us vs 26.6, session 9) */
+#endif
+template <> struct fmt<V4F_TYPE_Q2_K> { enum { SBB = 336, SBE = 1024, UE = 32, R = V4F_Q2K_ROWS, BE = 256 }; };
+template <> struct fmt<V4F_TYPE_IQ2_XXS> { enum { SBB = 528, SBE = 2048, UE = 32, R = V4F_IQ2_ROWS, BE = 256 }; };
 
 __device__ __forceinline__ void ldx4(const float *p, float *r) {
     const float4 v = __ldg((const float4 *)p);
@@ -568,7 +625,9 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 #ifndef MV_SHORT_ROWS
 #define MV_SHORT_ROWS 8 /* Q8_0 rows per CTA when a row is one warp's worth of units (n_in <= 1024) */
 #endif
+#ifndef MV_SMEM_BUDGET
 #define MV_SMEM_BUDGET (32 * 1024)
+#endif
 #define MV_SMEM_SLACK 16 /* lds_8at2 may read 4 bytes past a row chunk */
 
 template <int T, bool Q, int R>
@@ -587,19 +646,36 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     const int nrows = (int)min((int64_t)R, p.n_out - row0);
     const int64_t n_sb = a.n_in / SBE;
     const int chunk_bytes = chunk_sb * SBB;
-    /* A direct matrix does not depend on earlier kernels: its first chunk
-     * is requested before waiting for them (programmatic dependent launch,
-     * cuda_common.cuh); an indirect one is picked by an earlier kernel. */
+    /* bulk copies where they measured faster: CTAs of 8 or more rows (H200,
+     * session 9: q_b 14.0 -> 12.6 us, experts gate+up 26.7 -> 24.7; with 2
+     * rows out_b went 15.3 -> 16.4) */
+    constexpr bool BULK = MV_BULK && R >= 8;
+    __shared__ uint64_t mbar; /* bulk copies: completion of the current chunk */
     auto issue = [&](const uint8_t *pw, int64_t sb0) {
         const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
-        const int nvec = nsb * (SBB / 16);
         const uint8_t *src0 = pw + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
+        if (BULK) {
+            if (threadIdx.x != 0) return;
+            const uint32_t bytes = (uint32_t)(nsb * SBB);
+            mbar_expect(&mbar, bytes * (uint32_t)nrows);
+            if (bytes == (uint32_t)chunk_bytes && (uint64_t)chunk_bytes == p.row_bytes) /* one contiguous range */
+                bulk_copy(smem, src0, bytes * (uint32_t)nrows, &mbar);
+            else
+                for (int r = 0; r < nrows; r++)
+                    bulk_copy(smem + r * chunk_bytes, src0 + (uint64_t)r * p.row_bytes, bytes, &mbar);
+            return;
+        }
+        const int nvec = nsb * (SBB / 16);
         for (int r = 0; r < nrows; r++) {
             const uint8_t *src = src0 + (uint64_t)r * p.row_bytes;
             uint8_t *dst = smem + r * chunk_bytes;
             for (int v = threadIdx.x; v < nvec; v += blockDim.x) cp_async16(dst + 16 * v, src + 16 * v);
         }
     };
+    if (BULK && threadIdx.x == 0) mbar_init(&mbar);
+    /* A direct matrix does not depend on earlier kernels: its first chunk
+     * is requested before waiting for them (programmatic dependent launch,
+     * cuda_common.cuh); an indirect one is picked by an earlier kernel. */
     const bool early = a.tab == NULL;
     if (early) issue(p.w, 0);
     V4F_PDL_ENTRY();
@@ -611,11 +687,18 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     if constexpr (T == V4F_TYPE_IQ2_XXS)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) s_grid[i] = g_iq2xxs_grid[i];
 
+    if (BULK) __syncthreads(); /* the barrier's init (and the grid table) before anyone waits */
+    uint32_t phase = 0;
     for (int64_t sb0 = 0; sb0 < n_sb; sb0 += chunk_sb) {
         const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
         if (!early || sb0 > 0) issue(pw, sb0);
-        cp_async_wait_all();
-        __syncthreads();
+        if (BULK) { /* the barrier's completion makes the bytes visible to every waiter */
+            mbar_wait(&mbar, phase);
+            phase ^= 1u;
+        } else {
+            cp_async_wait_all();
+            __syncthreads();
+        }
         const int nunits = nsb * UPS;
         /* rows past the end recompute the last valid row (no branch, no
          * unwritten shared memory); their sums are dropped */
