@@ -123,7 +123,7 @@ __device__ __forceinline__ void attn_counts(const v4f_cuda_attn_keys *k, int64_t
 #define FA_HD 512                /* head_dim */
 #define FA_LD (FA_HD + 4)        /* padded shared row (floats): conflict-free 16-byte column reads */
 #define FA_THREADS 256
-#define FA_MAX_SPLIT 128 /* <= FA_HD / 4: k_fa_combine reads one split per thread */
+#define FA_MAX_SPLIT 128 /* <= FA_HD / 4 (k_fa_combine reads one split per thread) */
 #define FA_PART_FLOATS (2 << 20) /* split partials: n_split * n_q * n_head * 512 floats */
 
 struct fa_smem {
@@ -323,18 +323,27 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
 /* Merge the n_split partials of (query t, head h) with the sink: one block
  * of 128 threads (4 dims each) per (h, t); with ro.freqs, then the inverse
  * RoPE of the head's last ro.n_rot dims at pos[t] (as k_rope_tail). */
-__global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_head, int n_split,
-                                                    const v4f_cuda_out_rope ro, float *out) {
+/* The merge runs FA_CG groups of FA_HD / 4 threads: group g sums the listed
+ * splits i = g, g + FA_CG, ... (in that order) and the groups' partial
+ * sums are added in group order, so each thread's serial chain of partial
+ * loads is FA_CG times shorter (with 64-128 splits holding keys, as in the
+ * ratio-4 layers, one chain took ~10 us; docs/PERF_NOTES.md, session 9). */
+#define FA_CG 4
+#define FA_CT (FA_CG * FA_HD / 4) /* k_fa_combine's threads */
+__global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_head, int n_split,
+                                                      const v4f_cuda_out_rope ro, float *out) {
     V4F_PDL_ENTRY();
     /* the splits' (max, sum) are read at once, one per thread (n_split <=
-     * FA_MAX_SPLIT = blockDim.x), the maximum reduced over the block, the
-     * splits holding keys listed in order; the sums then run over that list
-     * in split order as before (bit-identical results), with the partial
-     * loads free of branches so that several are in flight */
-    constexpr int NW = FA_HD / 4 / 32;
+     * FA_MAX_SPLIT <= blockDim.x), the maximum reduced over the block, the
+     * splits holding keys listed in split order; the partial loads of the
+     * sums are free of branches so that several are in flight */
+    constexpr int NW = FA_CT / 32, TG = FA_HD / 4;
     __shared__ float s_m[FA_MAX_SPLIT], s_l[FA_MAX_SPLIT], s_wm[NW];
     __shared__ int s_act[FA_MAX_SPLIT], s_wc[NW];
+    __shared__ float4 s_o[FA_CG - 1][TG];
+    __shared__ float s_den[FA_CG - 1];
     const int h = blockIdx.x, lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
+    const int gi = (int)threadIdx.x / TG, ti = (int)threadIdx.x % TG;
     const int64_t t = blockIdx.y, n_q = gridDim.y;
     const float sink = sinks[h];
     float mt = -INFINITY;
@@ -359,27 +368,39 @@ __global__ void __launch_bounds__(128) k_fa_combine(const float *sinks, int n_he
     }
     if (act) s_act[before + __popc(ab & ((1u << lane) - 1u))] = (int)threadIdx.x;
     __syncthreads();
-    float den = expf(sink - M);
+    float den = gi == 0 ? expf(sink - M) : 0.0f;
     float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int i = 0; i < n_act; i++) {
+#pragma unroll 4
+    for (int i = gi; i < n_act; i += FA_CG) {
         const int s = s_act[i];
         const int64_t slot = ((int64_t)s * n_q + t) * n_head + h;
         const float m = s_m[s], l = s_l[s];
         const float f = expf(m - M);
         den += l * f;
-        const float4 v = reinterpret_cast<const float4 *>(g_fa_part + slot * FA_HD)[threadIdx.x];
+        const float4 v = reinterpret_cast<const float4 *>(g_fa_part + slot * FA_HD)[ti];
         o.x = fmaf(v.x, f, o.x), o.y = fmaf(v.y, f, o.y), o.z = fmaf(v.z, f, o.z), o.w = fmaf(v.w, f, o.w);
+    }
+    if (gi > 0) {
+        s_o[gi - 1][ti] = o;
+        if (ti == 0) s_den[gi - 1] = den;
+    }
+    __syncthreads();
+    if (gi > 0) return;
+#pragma unroll
+    for (int g = 0; g < FA_CG - 1; g++) {
+        const float4 v = s_o[g][ti];
+        o.x += v.x, o.y += v.y, o.z += v.z, o.w += v.w;
+        den += s_den[g];
     }
     const float inv = 1.0f / den;
     float4 r = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
-    const int e0 = 4 * (int)threadIdx.x - (FA_HD - ro.n_rot); /* first dim of this thread in the rotated tail */
+    const int e0 = 4 * ti - (FA_HD - ro.n_rot); /* first dim of this thread in the rotated tail */
     if (ro.freqs && e0 >= 0) {
         const int64_t p = ro.pos[t];
         dev_rope_rot(&r.x, &r.y, ro.freqs[e0 / 2], p, 1);
         dev_rope_rot(&r.z, &r.w, ro.freqs[e0 / 2 + 1], p, 1);
     }
-    reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[threadIdx.x] = r;
+    reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[ti] = r;
 }
 
 
@@ -764,7 +785,7 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
             const bool fuse = rope && (FA_HD - rope->n_rot) % 4 == 0;
             v4f_cuda_out_rope ro = {NULL, NULL, 0};
             if (fuse) ro = *rope;
-            v4f_launch(k_fa_combine, dim3((unsigned)n_head, (unsigned)n_q), FA_HD / 4, 0, c->stream, sinks,
+            v4f_launch(k_fa_combine, dim3((unsigned)n_head, (unsigned)n_q), FA_CT, 0, c->stream, sinks,
                        (int)n_head, (int)n_split, ro, out);
             CUDA_TRY_LAUNCH();
             roped = fuse;
