@@ -40,7 +40,7 @@ def kernel_lines():
             if "V4F_PDL_ENTRY()" not in text or "#define" in text:
                 continue
             name = "?"
-            for j in range(i, max(0, i - 40), -1):
+            for j in range(i, max(0, i - 120), -1):
                 m = re.search(r"\b(k_[A-Za-z0-9_]+)\s*\(", lines[j])
                 if m:
                     name = m.group(1)

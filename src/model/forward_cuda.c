@@ -1163,7 +1163,8 @@ static v4f_status hc_post(v4f_gpu *g, int64_t n, const float *o, const hcmix *ne
         int ns = hc_splits((int64_t)H * d, n, H);
         int64_t len = (int64_t)H * d / ns;
         bool gram = g->fork && H <= 4 && d % 4 == 0 && d % len == 0; /* for v4f_cuda_hc_norm */
-        TRY(v4f_cuda_post_mix(g->c, o, o ? NULL : x->yd, o ? NULL : einv, o ? 0 : k, o ? NULL : x->ysh, x->X,
+        /* a single token's pairs are in slot order: the identity map (NULL) */
+        TRY(v4f_cuda_post_mix(g->c, o, o ? NULL : x->yd, o || n == 1 ? NULL : einv, o ? 0 : k, o ? NULL : x->ysh, x->X,
                               x->post, x->comb, n, H, d, x->X2, f->data, f->type, f->row_bytes, (int)f->n_out, ns,
                               x->mixp, x->mixss, gram ? x->gram : NULL, err));
         x->mix_of = f;

@@ -54,17 +54,17 @@
 
 enum {
     OP_RMSNORM, OP_ROPE, OP_FP8, OP_HAD_FP4, OP_HC_SPLIT, OP_HC_WSUM, OP_HC_POST, OP_HC_HEAD, OP_ATTN, OP_INDEXER,
-    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_HC_MIX, OP_ATTN_TC, OP_COUNT
+    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_HC_MIX, OP_ATTN_TC, OP_POST_MIX, OP_COUNT
 };
 static const char *const k_op_names[OP_COUNT] = {"rmsnorm", "rope_tail", "fp8_roundtrip", "hadamard_fp4",
                                                  "hc_split_sinkhorn", "hc_weighted_sum", "hc_post", "hc_head_w",
                                                  "attn_sink", "indexer_scores", "topk", "router", "swiglu",
                                                  "compress_pool", "fp8_enc_dec", "fp4_enc_dec", "hc_mix_partial",
-                                                 "attn_sink_mixed"};
+                                                 "attn_sink_mixed", "post_mix"};
 static const double k_op_tol[OP_COUNT] = {V4F_TOL_CUDA_RMSNORM, V4F_TOL_CUDA_ROPE, 0, 0, V4F_TOL_CUDA_HC_SPLIT, 0, 0,
                                           V4F_TOL_CUDA_HC_HEAD, V4F_TOL_CUDA_ATTN, V4F_TOL_CUDA_INDEXER, 0,
                                           V4F_TOL_CUDA_ROUTER_W, V4F_TOL_CUDA_SWIGLU, V4F_TOL_CUDA_POOL, 0, 0,
-                                          V4F_TOL_CUDA_HC_MIX, V4F_TOL_CUDA_ATTN_TC};
+                                          V4F_TOL_CUDA_HC_MIX, V4F_TOL_CUDA_ATTN_TC, 0};
 static int g_cases[OP_COUNT];
 static double g_max[OP_COUNT];
 static long g_mismatch[OP_COUNT]; /* values not bit-identical (informative for toleranced ops) */
@@ -373,6 +373,57 @@ static void t_hc_sum_post(v4f_cuda *c, int64_t n_tok, int H, int64_t d) {
     v4f_cuda_free(c, dX), v4f_cuda_free(c, dw), v4f_cuda_free(c, dO), v4f_cuda_free(c, dp), v4f_cuda_free(c, dc);
     v4f_cuda_free(c, dy), v4f_cuda_free(c, dXo);
     free(X), free(w), free(o), free(post), free(comb), free(y), free(Xo), free(ry), free(rX);
+}
+
+/* HC_post fused with the next mixer's partials (v4f_cuda_post_mix) against
+ * the two launches it replaces (v4f_cuda_hc_post or v4f_cuda_moe_sum_post,
+ * then v4f_cuda_hc_mix_partial): the same bits in Xout, the partials and
+ * the sums of squares. moe: the branch output is the sum of k expert rows
+ * of y (pair map einv: a permutation, or NULL = identity for one token)
+ * plus ysh; else o. W: M F16 rows of H * d, stride padded by 16 bytes. */
+static void t_post_mix(v4f_cuda *c, int64_t n_tok, int H, int64_t d, int M, int n_split, int moe, int k,
+                       int ident_null) {
+    const int64_t K = (int64_t)H * d;
+    const uint64_t rb = (uint64_t)K * 2 + 16;
+    uint8_t *w = calloc((size_t)M, rb);
+    for (int j = 0; j < M; j++)
+        for (int64_t i = 0; i < K; i++) put_f16(w + j * rb + i * 2, rnd_f(-1, 1));
+    float *X = rnd_vec(n_tok * K, -3, 3), *post = rnd_vec(n_tok * H, 0, 2), *comb = rnd_vec(n_tok * H * H, 0, 1);
+    float *o = rnd_vec(n_tok * d, -4, 4), *y = rnd_vec(n_tok * k * d, -2, 2), *ysh = rnd_vec(n_tok * d, -2, 2);
+    int32_t *einv = v4f_xmalloc((size_t)(n_tok * k > 0 ? n_tok * k : 1) * sizeof(int32_t));
+    for (int64_t i = 0; i < n_tok * k; i++) einv[i] = (int32_t)i;
+    for (int64_t i = n_tok * k - 1; i > 0 && !ident_null; i--) { /* a random pair order */
+        const int64_t r = (int64_t)(rnd_f(0, 1) * (float)(i + 1)) % (i + 1);
+        const int32_t tmp = einv[i];
+        einv[i] = einv[r], einv[r] = tmp;
+    }
+    void *dw = dev_from(c, w, (size_t)M * rb);
+    float *dX = dev_from(c, X, FB(n_tok * K)), *dp = dev_from(c, post, FB(n_tok * H));
+    float *dc = dev_from(c, comb, FB(n_tok * H * H)), *dO = dev_from(c, o, FB(n_tok * d));
+    float *dy = dev_from(c, y, FB(n_tok * k * d)), *dsh = dev_from(c, ysh, FB(n_tok * d));
+    int32_t *de = dev_from(c, einv, (size_t)(n_tok * k > 0 ? n_tok * k : 1) * sizeof(int32_t));
+    const size_t np = (size_t)(n_tok * n_split);
+    float *dXr = dev_poisoned(c, FB(n_tok * K)), *dXf = dev_poisoned(c, FB(n_tok * K));
+    float *dpr = dev_poisoned(c, FB(np * M)), *dpf = dev_poisoned(c, FB(np * M));
+    double *dsr = dev_poisoned(c, np * sizeof(double)), *dsf = dev_poisoned(c, np * sizeof(double));
+    if (moe) TRY(v4f_cuda_moe_sum_post(c, dy, de, dsh, n_tok, k, d, dX, dp, dc, H, dXr, err));
+    else TRY(v4f_cuda_hc_post(c, dO, dX, dp, dc, n_tok, H, d, dXr, err));
+    TRY(v4f_cuda_hc_mix_partial(c, dw, V4F_TYPE_F16, rb, M, K, dXr, n_tok, n_split, dpr, dsr, err));
+    TRY(v4f_cuda_post_mix(c, moe ? NULL : dO, moe ? dy : NULL, moe && !ident_null ? de : NULL, moe ? k : 0,
+                          moe ? dsh : NULL, dX, dp, dc, n_tok, H, d, dXf, dw, V4F_TYPE_F16, rb, M, n_split, dpf, dsf,
+                          NULL, err));
+    float *Xr = host_from(c, dXr, FB(n_tok * K)), *Xf = host_from(c, dXf, FB(n_tok * K));
+    float *pr = host_from(c, dpr, FB(np * M)), *pf = host_from(c, dpf, FB(np * M));
+    double *sr = host_from(c, dsr, np * sizeof(double)), *sf = host_from(c, dsf, np * sizeof(double));
+    if (memcmp(Xr, Xf, FB(n_tok * K))) fail(OP_POST_MIX, "new streams differ from v4f_cuda_hc_post / moe_sum_post");
+    if (memcmp(pr, pf, FB(np * M))) fail(OP_POST_MIX, "mixer partials differ from v4f_cuda_hc_mix_partial");
+    if (memcmp(sr, sf, np * sizeof(double))) fail(OP_POST_MIX, "sums of squares differ from v4f_cuda_hc_mix_partial");
+    g_cases[OP_POST_MIX]++;
+    v4f_cuda_free(c, dw), v4f_cuda_free(c, dX), v4f_cuda_free(c, dp), v4f_cuda_free(c, dc), v4f_cuda_free(c, dO);
+    v4f_cuda_free(c, dy), v4f_cuda_free(c, dsh), v4f_cuda_free(c, de), v4f_cuda_free(c, dXr), v4f_cuda_free(c, dXf);
+    v4f_cuda_free(c, dpr), v4f_cuda_free(c, dpf), v4f_cuda_free(c, dsr), v4f_cuda_free(c, dsf);
+    free(w), free(X), free(post), free(comb), free(o), free(y), free(ysh), free(einv);
+    free(Xr), free(Xf), free(pr), free(pf), free(sr), free(sf);
 }
 
 static void t_hc_head(v4f_cuda *c, int64_t n_tok, int H) {
@@ -1080,6 +1131,13 @@ int main(int argc, char **argv) {
     t_hc_split(c, 6, 16, 7);
     t_hc_sum_post(c, 1, 4, 4096);
     t_hc_sum_post(c, 5, 3, 1000);
+    t_post_mix(c, 1, 4, 4096, 24, 128, 0, 0, 0); /* decode shapes: attention, MoE (identity pair map) */
+    t_post_mix(c, 1, 4, 4096, 24, 128, 1, 6, 1);
+    t_post_mix(c, 1, 4, 4096, 24, 128, 1, 6, 0); /* one token, explicit pair map */
+    t_post_mix(c, 1, 4, 1024, 24, 16, 1, 6, 1);  /* two elements per thread: the loop after the early one */
+    t_post_mix(c, 3, 4, 1024, 24, 32, 1, 6, 0);  /* a short chunk */
+    t_post_mix(c, 2, 3, 640, 7, 15, 0, 0, 0);    /* 3 streams, 128 elements per split */
+    t_post_mix(c, 1, 6, 256, 5, 6, 1, 10, 1);    /* more streams and experts than the early path takes */
     t_hc_head(c, 1, 4);
     t_hc_head(c, 9, 5);
 

@@ -1183,7 +1183,12 @@ typedef struct pm_args {
     double *gram; /* NULL, or [n][n_split][GRAM_MAX] stream Gram partials */
 } pm_args;
 
-template <int T, bool MOE>
+#define PM_PRE_H 4
+#define PM_PRE_K 8
+/* PRE (single-token launches): the first element's inputs are loaded early
+ * (below); an instance of its own, since the early values take registers
+ * (~250 instead of ~120) that would halve the CTAs per SM of a chunk. */
+template <int T, bool MOE, bool PRE>
 __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant__ pm_args a) {
     __shared__ float red[MIXP_THREADS / 32][MIXP_MAX_M];
     __shared__ double red_ss[MIXP_THREADS / 32], red_g[MIXP_THREADS / 32][GRAM_MAX];
@@ -1191,6 +1196,16 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
     __shared__ float cs[OPS_MAX_HC * OPS_MAX_HC], ps[OPS_MAX_HC];
     const int s = blockIdx.x, H = a.H, M = a.M;
     const int64_t t = blockIdx.y, d = a.d, K = (int64_t)H * d, len = K / a.n_split, k0 = (int64_t)s * len;
+    const int64_t kk0 = k0 + threadIdx.x;
+    /* the thread's first element (the only one when decoding), its inputs
+     * loaded early for up to PM_PRE_H streams and PM_PRE_K experts (the
+     * published 4 and 6; register arrays), else by the loop below */
+    const bool first = PRE && kk0 < k0 + len && H <= PM_PRE_H && (!MOE || a.k <= PM_PRE_K);
+    /* its mixer weights depend on no earlier kernel: loaded before the wait */
+    float w0[MIXP_MAX_M];
+#pragma unroll
+    for (int j = 0; j < MIXP_MAX_M; j++)
+        w0[j] = first && j < M ? emb_elem<T>(a.W + (uint64_t)j * a.row_bytes, kk0) : 0.0f;
     V4F_PDL_ENTRY();
     /* Gram partials (HC_pre's norm from the pre weights, k_hc_norm): CTAs
      * whose slice lies in stream 0 sum X_h[i] X_h'[i] (h <= h') over their
@@ -1199,11 +1214,23 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
     double g[GRAM_MAX];
 #pragma unroll
     for (int p = 0; p < GRAM_MAX; p++) g[p] = 0;
-    if (MOE && threadIdx.x < a.k) pl[threadIdx.x] = a.einv[t * a.k + threadIdx.x];
+    if (MOE && (!PRE || a.einv) && threadIdx.x < a.k) pl[threadIdx.x] = a.einv[t * a.k + threadIdx.x];
     if (threadIdx.x < H * H) cs[threadIdx.x] = a.comb[t * H * H + threadIdx.x];
     if (threadIdx.x < H) ps[threadIdx.x] = a.post[t * H + threadIdx.x];
-    __syncthreads();
+    /* the first element's inputs, requested with the loads above (one round
+     * trip instead of two); with the identity pair map (einv NULL) the
+     * expert rows too */
     const float *xt = a.X + t * K;
+    const int h0 = (int)(kk0 / d);
+    const int64_t i0 = kk0 - (int64_t)h0 * d;
+    float x0[PM_PRE_H], y0[PM_PRE_K], b0 = 0.0f;
+#pragma unroll
+    for (int q = 0; q < PM_PRE_H; q++) x0[q] = first && q < H ? xt[q * d + i0] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < PM_PRE_K; j++)
+        y0[j] = MOE && first && !a.einv && j < a.k ? a.y[(t * a.k + j) * d + i0] : 0.0f;
+    if (first) b0 = MOE ? a.ysh[t * d + i0] : a.o[t * d + i0];
+    __syncthreads();
     float acc[MIXP_MAX_M];
 #pragma unroll
     for (int j = 0; j < MIXP_MAX_M; j++) acc[j] = 0.0f;
@@ -1213,7 +1240,8 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
         if constexpr (MOE) {
             float yv[MSP_MAXK];
 #pragma unroll
-            for (int j = 0; j < MSP_MAXK; j++) yv[j] = j < a.k ? a.y[(int64_t)pl[j] * d + i] : 0.0f;
+            for (int j = 0; j < MSP_MAXK; j++)
+                yv[j] = j < a.k ? a.y[(!PRE || a.einv ? (int64_t)pl[j] : t * a.k + j) * d + i] : 0.0f;
             float sum = 0.0f;
 #pragma unroll
             for (int j = 0; j < MSP_MAXK; j++)
@@ -1223,8 +1251,31 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
             return a.o[t * d + i];
         }
     };
-    const int64_t kk0 = k0 + threadIdx.x;
-    for (int64_t kk = kk0; kk < k0 + len; kk += blockDim.x) {
+    if (first) { /* as the loop below, from the values loaded above */
+        float o = b0;
+        if constexpr (MOE) {
+            if (a.einv) {
+                o = branch(i0);
+            } else {
+                float sum = 0.0f;
+#pragma unroll
+                for (int j = 0; j < PM_PRE_K; j++)
+                    if (j < a.k) sum = __fadd_rn(sum, y0[j]);
+                o = __fadd_rn(sum, b0);
+            }
+        }
+        float sm = 0;
+#pragma unroll
+        for (int q = 0; q < PM_PRE_H; q++)
+            if (q < H) sm = __fadd_rn(sm, __fmul_rn(cs[q * H + h0], x0[q]));
+        const float xv = __fadd_rn(__fmul_rn(ps[h0], o), sm);
+        a.Xout[t * K + kk0] = xv;
+        sq += (double)xv * (double)xv;
+#pragma unroll
+        for (int j = 0; j < MIXP_MAX_M; j++)
+            if (j < M) acc[j] = fmaf(w0[j], xv, acc[j]);
+    }
+    for (int64_t kk = first ? kk0 + blockDim.x : kk0; kk < k0 + len; kk += blockDim.x) {
         const int h = (int)(kk / d);
         const int64_t i = kk - (int64_t)h * d;
         const float o = branch(i);
@@ -1283,14 +1334,17 @@ __global__ void __launch_bounds__(HCN_THREADS) k_hc_norm(const float *X, const f
                                                        const double *gram, int n_split, int M, int H, int64_t d,
                                                        const float *scale3, const float *base, float hc_eps,
                                                        float rms_eps, const float *norm_w, float *xn) {
-    V4F_PDL_ENTRY();
     __shared__ float ms[GRAM_H], pre_s[GRAM_H];
     __shared__ double G[GRAM_MAX];
     __shared__ float r_s, r2_s;
     const int64_t t = blockIdx.y, K = (int64_t)H * d, r4 = (int64_t)blockIdx.x * HCN_THREADS + threadIdx.x;
     const int lane = threadIdx.x & 31, wl = threadIdx.x >> 5;
-    const float4 *x4 = (const float4 *)(X + t * K);
     const bool act = r4 < d / 4;
+    /* the weights depend on no earlier kernel: requested before the wait */
+    const float4 nw = act && norm_w ? ((const float4 *)norm_w)[r4] : make_float4(1.f, 1.f, 1.f, 1.f);
+    const float sc3 = scale3[0], bh = (int)threadIdx.x < H ? base[threadIdx.x] : 0.0f;
+    V4F_PDL_ENTRY();
+    const float4 *x4 = (const float4 *)(X + t * K);
     float4 xv[GRAM_H];
 #pragma unroll
     for (int h = 0; h < GRAM_H; h++)
@@ -1316,7 +1370,7 @@ __global__ void __launch_bounds__(HCN_THREADS) k_hc_norm(const float *X, const f
     }
     __syncthreads();
     if (threadIdx.x < H)
-        pre_s[threadIdx.x] = dev_hc_pre_weight(__fmul_rn(ms[threadIdx.x], r_s), scale3[0], base[threadIdx.x], hc_eps);
+        pre_s[threadIdx.x] = dev_hc_pre_weight(__fmul_rn(ms[threadIdx.x], r_s), sc3, bh, hc_eps);
     __syncthreads();
     if (threadIdx.x == 0) {
         double q = 0;
@@ -1340,10 +1394,7 @@ __global__ void __launch_bounds__(HCN_THREADS) k_hc_norm(const float *X, const f
         }
     const float r2 = r2_s;
     float4 v = make_float4(__fmul_rn(sum.x, r2), __fmul_rn(sum.y, r2), __fmul_rn(sum.z, r2), __fmul_rn(sum.w, r2));
-    if (norm_w) {
-        const float4 w = ((const float4 *)norm_w)[r4];
-        v = make_float4(__fmul_rn(w.x, v.x), __fmul_rn(w.y, v.y), __fmul_rn(w.z, v.z), __fmul_rn(w.w, v.w));
-    }
+    if (norm_w) v = make_float4(__fmul_rn(nw.x, v.x), __fmul_rn(nw.y, v.y), __fmul_rn(nw.z, v.z), __fmul_rn(nw.w, v.w));
     ((float4 *)(xn + t * d))[r4] = v;
 }
 
@@ -1362,10 +1413,10 @@ extern "C" v4f_status v4f_cuda_hc_norm(v4f_cuda *c, const float *X, const float 
     return V4F_OK;
 }
 
-template <bool MOE> static void launch_post_mix(cudaStream_t st, uint32_t type, dim3 grid, const pm_args &a) {
-    if (type == V4F_TYPE_F32) v4f_launch(k_post_mix<V4F_TYPE_F32, MOE>, grid, MIXP_THREADS, 0, st, a);
-    else if (type == V4F_TYPE_F16) v4f_launch(k_post_mix<V4F_TYPE_F16, MOE>, grid, MIXP_THREADS, 0, st, a);
-    else v4f_launch(k_post_mix<V4F_TYPE_BF16, MOE>, grid, MIXP_THREADS, 0, st, a);
+template <bool MOE, bool PRE> static void launch_post_mix(cudaStream_t st, uint32_t type, dim3 grid, const pm_args &a) {
+    if (type == V4F_TYPE_F32) v4f_launch(k_post_mix<V4F_TYPE_F32, MOE, PRE>, grid, MIXP_THREADS, 0, st, a);
+    else if (type == V4F_TYPE_F16) v4f_launch(k_post_mix<V4F_TYPE_F16, MOE, PRE>, grid, MIXP_THREADS, 0, st, a);
+    else v4f_launch(k_post_mix<V4F_TYPE_BF16, MOE, PRE>, grid, MIXP_THREADS, 0, st, a);
 }
 
 extern "C" v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float *y, const int32_t *einv, int k,
@@ -1376,7 +1427,8 @@ extern "C" v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float
     ARG_CHECK(n >= 0 && n <= 65535 && H > 0 && H <= OPS_MAX_HC && d > 0 && M > 0 && M <= MIXP_MAX_M &&
                   n_split > 0 && n_split <= 65535 && ((int64_t)H * d) % n_split == 0 && (int64_t)H * d <= 0x7fffffff,
               "cuda post mix: bad shape (H %d, d %lld, M %d, %d splits)", H, (long long)d, M, n_split);
-    ARG_CHECK(o || (y && einv && ysh && k > 0 && k <= MSP_MAXK), "cuda post mix: no branch output (k %d)", k);
+    ARG_CHECK(o || (y && ysh && k > 0 && k <= MSP_MAXK), "cuda post mix: no branch output (k %d)", k);
+    ARG_CHECK(o || einv || n == 1, "cuda post mix: the identity pair map (einv NULL) is for one token");
     ARG_CHECK(type == V4F_TYPE_F32 || type == V4F_TYPE_F16 || type == V4F_TYPE_BF16,
               "cuda post mix: mixer type %s (F32/F16/BF16)", v4f_type_name(type));
     if (n == 0) return V4F_OK;
@@ -1386,8 +1438,10 @@ extern "C" v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float
     pm_args a = {o,    y,       ysh, einv, k, X, post, comb, H, d, Xout, (const uint8_t *)W, row_bytes, M, n_split,
                  part, ss, gram};
     const dim3 grid((unsigned)n_split, (unsigned)n);
-    if (o) launch_post_mix<false>(c->stream, type, grid, a);
-    else launch_post_mix<true>(c->stream, type, grid, a);
+    if (o && n == 1) launch_post_mix<false, true>(c->stream, type, grid, a);
+    else if (o) launch_post_mix<false, false>(c->stream, type, grid, a);
+    else if (n == 1) launch_post_mix<true, true>(c->stream, type, grid, a);
+    else launch_post_mix<true, false>(c->stream, type, grid, a);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

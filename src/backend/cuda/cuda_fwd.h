@@ -211,7 +211,8 @@ v4f_status v4f_cuda_moe_sum_post(v4f_cuda *c, const float *y, const int32_t *ein
  * same results, one launch instead of two. gram (NULL: not computed):
  * [n][n_split][10] doubles, the per-split sums of X_h[i] X_h'[i] (h <= h',
  * row-major pairs; zeros outside stream 0) of the new streams, for
- * v4f_cuda_hc_norm; needs every split inside one stream. */
+ * v4f_cuda_hc_norm; needs every split inside one stream. einv NULL (n = 1
+ * only): the identity pair map (row j of y for slot j). */
 v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float *y, const int32_t *einv, int k,
                              const float *ysh, const float *X, const float *post, const float *comb, int64_t n, int H,
                              int64_t d, float *Xout, const void *W, uint32_t type, uint64_t row_bytes, int M,
