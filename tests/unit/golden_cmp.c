@@ -30,6 +30,12 @@ static double log_softmax_norm(const float *x, int n, double *mx) {
     return log(s);
 }
 
+double golden_max_abs(const float *got, const float *ref, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs(got[i] - ref[i]));
+    return d;
+}
+
 void golden_compare(const float *got, const float *ref, int n, int vocab, golden_stats *st) {
     double *rel = calloc((size_t)n, sizeof *rel);
     st->n = n;

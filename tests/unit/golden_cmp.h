@@ -51,6 +51,8 @@ typedef struct golden_stats {
 
 /* got/ref: [n][vocab] */
 void golden_compare(const float *got, const float *ref, int n, int vocab, golden_stats *st);
+/* max |got[i] - ref[i]| over n values (NaN differences ignored, as fmax does) */
+double golden_max_abs(const float *got, const float *ref, size_t n);
 bool golden_tier_a(const golden_stats *st);
 bool golden_tier_b(const golden_stats *st);
 /* One line: "max-abs .. rel-RMS med/mean/max .. KL mean/max .. top1 ..". */

@@ -154,11 +154,9 @@ TEST(forward_logits_last_and_hc_out) {
         CHECK_EQ_INT(v4f_session_chunk(b), 37);
         CHECK_STATUS(v4f_session_eval(a, f.tokens, (uint32_t)n, all, 0, hc1, &err), V4F_OK);
         CHECK_STATUS(v4f_session_eval(b, f.tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, hc2, &err), V4F_OK);
-        double d = 0;
-        for (int i = 0; i < f.vocab; i++) d = fmax(d, fabs(last[i] - all[(size_t)(n - 1) * f.vocab + i]));
+        double d = golden_max_abs(last, all + (size_t)(n - 1) * f.vocab, (size_t)f.vocab);
         CHECK_MSG(d < 1e-3, "last-position logits differ by %g", d);
-        double dh = 0;
-        for (size_t i = 0; i < (size_t)n * HD; i++) dh = fmax(dh, fabs(hc1[i] - hc2[i]));
+        double dh = golden_max_abs(hc2, hc1, (size_t)n * HD);
         CHECK_MSG(dh < 1e-3, "HC output differs by %g", dh);
     } else {
         test_fail(__FILE__, __LINE__, "%s", err.msg);
@@ -197,8 +195,7 @@ TEST(forward_logits_last_skips_rows) {
         }
         CHECK_STATUS(v4f_session_eval(a, f.tokens, (uint32_t)n, all, 0, NULL, &err), V4F_OK);
         CHECK_STATUS(v4f_session_eval(b, f.tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, NULL, &err), V4F_OK);
-        double d = 0;
-        for (int i = 0; i < f.vocab; i++) d = fmax(d, fabs(last[i] - all[(size_t)(n - 1) * f.vocab + i]));
+        double d = golden_max_abs(last, all + (size_t)(n - 1) * f.vocab, (size_t)f.vocab);
         if (test_verbose()) printf("    %s: last-row logits vs all rows: max abs %.2e\n", prec ? "ref" : "default", d);
         CHECK_MSG(d < GOLDEN_LAST_ROW_ABS, "%s: last-position logits differ by %g", prec ? "ref" : "default", d);
         for (int k = 0; k < steps; k++) {

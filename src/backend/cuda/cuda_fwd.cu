@@ -1229,7 +1229,7 @@ __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant
 #pragma unroll
     for (int j = 0; j < PM_PRE_K; j++)
         y0[j] = MOE && first && !a.einv && j < a.k ? a.y[(t * a.k + j) * d + i0] : 0.0f;
-    if (first) b0 = MOE ? a.ysh[t * d + i0] : a.o[t * d + i0];
+    if (first && !(MOE && a.einv)) b0 = MOE ? a.ysh[t * d + i0] : a.o[t * d + i0]; /* an explicit map: branch() */
     __syncthreads();
     float acc[MIXP_MAX_M];
 #pragma unroll

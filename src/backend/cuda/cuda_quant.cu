@@ -625,9 +625,7 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 #ifndef MV_SHORT_ROWS
 #define MV_SHORT_ROWS 8 /* Q8_0 rows per CTA when a row is one warp's worth of units (n_in <= 1024) */
 #endif
-#ifndef MV_SMEM_BUDGET
 #define MV_SMEM_BUDGET (32 * 1024)
-#endif
 #define MV_SMEM_SLACK 16 /* lds_8at2 may read 4 bytes past a row chunk */
 
 template <int T, bool Q, int R>
