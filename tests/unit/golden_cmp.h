@@ -29,11 +29,12 @@
 #define GOLDEN_B_MEAN_REL_RMS 3e-2
 /* top-1 rule: positions whose golden margin is below this are exempt */
 #define GOLDEN_MARGIN_EXEMPT 0.05
-/* Last-position logits of one eval computed two ways that differ only in
- * float32 rounding (the last layer's FFN/query side for that row alone with
- * the decode kernels, vs every row with the prefill kernels), max abs:
- * measured 2-7e-6; the bound is far above that and far below what a wrong
- * row, skipped layer or scale would move (docs/TOLERANCES.md). */
+/* Last-position logits (or the HC state) of one eval computed two ways that
+ * differ only in float32 rounding (the last layer's FFN/query side for that
+ * row alone with the decode kernels, vs every row with the prefill kernels;
+ * or a prefill in chunks of 37 vs one call), max abs: measured 2-7e-6; the
+ * bound is far above that and far below what a wrong row, skipped layer or
+ * scale would move (docs/TOLERANCES.md). */
 #define GOLDEN_LAST_ROW_ABS 1e-3
 
 typedef struct golden_stats {

@@ -155,9 +155,9 @@ TEST(forward_logits_last_and_hc_out) {
         CHECK_STATUS(v4f_session_eval(a, f.tokens, (uint32_t)n, all, 0, hc1, &err), V4F_OK);
         CHECK_STATUS(v4f_session_eval(b, f.tokens, (uint32_t)n, last, V4F_EVAL_LOGITS_LAST, hc2, &err), V4F_OK);
         double d = golden_max_abs(last, all + (size_t)(n - 1) * f.vocab, (size_t)f.vocab);
-        CHECK_MSG(d < 1e-3, "last-position logits differ by %g", d);
+        CHECK_MSG(d < GOLDEN_LAST_ROW_ABS, "last-position logits differ by %g", d);
         double dh = golden_max_abs(hc2, hc1, (size_t)n * HD);
-        CHECK_MSG(dh < 1e-3, "HC output differs by %g", dh);
+        CHECK_MSG(dh < GOLDEN_LAST_ROW_ABS, "HC output differs by %g", dh);
     } else {
         test_fail(__FILE__, __LINE__, "%s", err.msg);
     }
@@ -174,8 +174,9 @@ TEST(forward_logits_last_and_hc_out) {
  * runs for the last row only (forward.c, out_rows), and for no row in the
  * chunks before the last (max_chunk 37: chunks of 37, 37, 26 rows). The
  * logits match the all-rows run within GOLDEN_LAST_ROW_ABS (the one row
- * takes the decode kernels: int8 planes instead of the f32 GEMM), and the KV rows are the same: decode steps after it give the same
- * bits in both sessions. Default and reference precision. */
+ * takes the decode kernels: int8 planes instead of the f32 GEMM), and the
+ * KV rows are the same: decode steps after it give the same bits in both
+ * sessions. Default and reference precision. */
 TEST(forward_logits_last_skips_rows) {
     fx f;
     if (!fx_open("tiny-q2", &f)) return;
