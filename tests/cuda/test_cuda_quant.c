@@ -11,10 +11,8 @@
  * 1..k blocks, F32/F16 n_in not a multiple of 8), padded row strides,
  * misaligned weights and x (the slow path), indirect matvecs through a
  * device table of pointers with device ids (one entry in pinned host-mapped
- * memory), and the decode shapes of the published model. The whole suite
- * runs twice: default kernels, then V4F_CUDA_MV=2 (the pipelined k_mv2).
- * Outputs are NaN-poisoned before
- * every launch. Metric: |y - y_ref| / (max|w_row| * sum|x|) <=
+ * memory), and the decode shapes of the published model. Outputs are
+ * NaN-poisoned before every launch. Metric: |y - y_ref| / (max|w_row| * sum|x|) <=
  * V4F_TOL_CUDA_MATVEC (docs/TOLERANCES.md, "## cuda"); dequantization must
  * be bit-exact. Exit status 0 only if every check passes.
  *
@@ -25,8 +23,8 @@
  * device-event times of bursts of launches queued behind a blocker (device
  * throughput without host launch gaps), reported as a fraction of the copy
  * bandwidth. First the per-layer decode set (bench_layer: every weight
- * matvec of one layer, CUDA graphs over 3 weight copies) per kernel mode,
- * then the single shapes. --profile runs one 4096 x 32768 matvec per type
+ * matvec of one layer, CUDA graphs over 3 weight copies), then the
+ * single shapes. --profile runs one 4096 x 32768 matvec per type
  * (for ncu).
  *
  * Memory: host buffers malloc'd and freed per case; device buffers per case.
@@ -619,7 +617,7 @@ static float time_graphs(v4f_cuda *c, v4f_cuda_graph **gs, int ng, int rounds) {
     return t[BENCH_REPS / 2];
 }
 
-static void bench_layer(v4f_cuda *c, double copy_bw, bool q4, const char *const *modes, int n_modes) {
+static void bench_layer(v4f_cuda *c, double copy_bw, bool q4) {
     const uint32_t et_gu = q4 ? V4F_TYPE_Q4_K : V4F_TYPE_IQ2_XXS, et_d = q4 ? V4F_TYPE_Q4_K : V4F_TYPE_Q2_K;
     lcopy cp[LAYER_COPIES];
     const lmat egu = {et_gu, 4096, 2048}, ed = {et_d, 2048, 4096};
@@ -648,16 +646,15 @@ static void bench_layer(v4f_cuda *c, double copy_bw, bool q4, const char *const 
 
     printf("\nper-layer decode set (%s experts), %.2f MB of weights per layer, %d copies rotated:\n",
            q4 ? "q4: Q4_K" : "q2: IQ2_XXS/Q2_K", total / 1e6, LAYER_COPIES);
-    float tg[8][LG_N], tall[8];
-    for (int md = 0; md < n_modes; md++) {
-        setenv("V4F_CUDA_MV", modes[md], 1);
+    float tg[LG_N], tall;
+    {
         v4f_cuda_graph *gs[LAYER_COPIES];
         for (int k = 0; k < LAYER_COPIES; k++) {
             TRY(v4f_cuda_capture_begin(c, err));
             for (int g = 0; g < LG_N; g++) layer_group(c, &cp[k], &b, g, et_gu, et_d);
             TRY(v4f_cuda_capture_end(c, true, &gs[k], err));
         }
-        tall[md] = time_graphs(c, gs, LAYER_COPIES, 10);
+        tall = time_graphs(c, gs, LAYER_COPIES, 10);
         for (int k = 0; k < LAYER_COPIES; k++) v4f_cuda_graph_free(gs[k]);
         for (int g = 0; g < LG_N; g++) {
             /* one group: a graph of 4 launches over the copies in turn */
@@ -665,28 +662,21 @@ static void bench_layer(v4f_cuda *c, double copy_bw, bool q4, const char *const 
             for (int r = 0; r < 4; r++) layer_group(c, &cp[r % LAYER_COPIES], &b, g, et_gu, et_d);
             v4f_cuda_graph *g1;
             TRY(v4f_cuda_capture_end(c, true, &g1, err));
-            tg[md][g] = time_graphs(c, &g1, 1, 10) / 4.0f;
+            tg[g] = time_graphs(c, &g1, 1, 10) / 4.0f;
             v4f_cuda_graph_free(g1);
         }
     }
-    unsetenv("V4F_CUDA_MV");
-    printf("%-34s %9s", "group", "MB");
-    for (int md = 0; md < n_modes; md++) printf("  mode %-2s us   GB/s  %%copy", modes[md]);
-    printf("\n");
+    printf("%-34s %9s  %10s %6s %6s\n", "group", "MB", "us", "GB/s", "%copy");
     for (int g = 0; g < LG_N; g++) {
         const double by = group_bytes(g, et_gu, et_d);
         printf("%-34s %9.2f", lg_name[g], by / 1e6);
-        for (int md = 0; md < n_modes; md++)
-            printf("  %10.1f %6.0f %5.1f%%", tg[md][g] * 1e3, by / (tg[md][g] * 1e-3) / 1e9,
-                   100.0 * by / (tg[md][g] * 1e-3) / copy_bw);
-        printf("\n");
+        printf("  %10.1f %6.0f %5.1f%%\n", tg[g] * 1e3, by / (tg[g] * 1e-3) / 1e9,
+               100.0 * by / (tg[g] * 1e-3) / copy_bw);
     }
     printf("%-34s %9.2f", "WHOLE LAYER (one graph)", total / 1e6);
-    for (int md = 0; md < n_modes; md++)
-        printf("  %10.1f %6.0f %5.1f%%", tall[md] * 1e3, total / (tall[md] * 1e-3) / 1e9,
-               100.0 * total / (tall[md] * 1e-3) / copy_bw);
-    printf("\n(copy bandwidth %.1f GB/s; floor per layer %.1f us; x 43 layers: %.2f ms/token)\n", copy_bw / 1e9,
-           total / copy_bw * 1e6, tall[0] * 43.0);
+    printf("  %10.1f %6.0f %5.1f%%\n", tall * 1e3, total / (tall * 1e-3) / 1e9, 100.0 * total / (tall * 1e-3) / copy_bw);
+    printf("(copy bandwidth %.1f GB/s; floor per layer %.1f us; x 43 layers: %.2f ms/token)\n", copy_bw / 1e9,
+           total / copy_bw * 1e6, tall * 43.0);
     fflush(stdout);
     for (int k = 0; k < LAYER_COPIES; k++) {
         for (int i = 0; i < 15; i++) v4f_cuda_free(c, cp[k].q8[i]);
@@ -705,42 +695,34 @@ static void bench_layer(v4f_cuda *c, double copy_bw, bool q4, const char *const 
 static void bench(v4f_cuda *c) {
     const double copy_bw = bench_copy(c);
     TRY(v4f_cuda_alloc(c, g_blocker_bytes, &g_blocker, err));
-    /* V4F_CUDA_MV: 0 = default kernel (k_matvec), 2 = pipelined k_mv2,
-     * 3 = k_mv2 with Q8_0 on int8 planes */
-    static const char *const modes[] = {"0", "2", "3"};
-    bench_layer(c, copy_bw, false, modes, 3);
-    bench_layer(c, copy_bw, true, modes, 2);
-    for (int md = 0; md < 2; md++) {
-        setenv("V4F_CUDA_MV", modes[md], 1);
-        printf("\nsingle matvecs, V4F_CUDA_MV=%s (%s):\n", modes[md], md ? "k_mv2" : "default k_matvec");
-        static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
-                                         V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
-        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
-            bench_mv(c, copy_bw, "matvec 4096 x 32768", types[t], 4096, 32768, pool_for(types[t], 4096, 32768), 1);
-        /* decode-shaped dense matrices (attention projections, shared expert) */
-        bench_mv(c, copy_bw, "matvec 4096 x 1024 (small)", V4F_TYPE_Q8_0, 4096, 1024, pool_for(V4F_TYPE_Q8_0, 4096, 1024), 1);
-        bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_Q8_0, 4096, 4096, pool_for(V4F_TYPE_Q8_0, 4096, 4096), 1);
-        bench_mv(c, copy_bw, "matvec 16384 x 4096", V4F_TYPE_Q8_0, 16384, 4096, pool_for(V4F_TYPE_Q8_0, 16384, 4096), 1);
-        bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_F16, 4096, 4096, pool_for(V4F_TYPE_F16, 4096, 4096), 1);
-        /* routed experts: 6 of 64 per launch; gate+up = 12 matrices 4096 -> 2048,
-         * down = 6 matrices 2048 -> 4096 */
-        bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
-        bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
-        bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_Q4_K, 4096, 2048, 128, 12);
-        bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q4_K, 2048, 4096, 64, 6);
-    }
-    unsetenv("V4F_CUDA_MV");
+    bench_layer(c, copy_bw, false);
+    bench_layer(c, copy_bw, true);
+    printf("\nsingle matvecs:\n");
+    static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
+                                     V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        bench_mv(c, copy_bw, "matvec 4096 x 32768", types[t], 4096, 32768, pool_for(types[t], 4096, 32768), 1);
+    /* decode-shaped dense matrices (attention projections, shared expert) */
+    bench_mv(c, copy_bw, "matvec 4096 x 1024 (small)", V4F_TYPE_Q8_0, 4096, 1024, pool_for(V4F_TYPE_Q8_0, 4096, 1024), 1);
+    bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_Q8_0, 4096, 4096, pool_for(V4F_TYPE_Q8_0, 4096, 4096), 1);
+    bench_mv(c, copy_bw, "matvec 16384 x 4096", V4F_TYPE_Q8_0, 16384, 4096, pool_for(V4F_TYPE_Q8_0, 16384, 4096), 1);
+    bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_F16, 4096, 4096, pool_for(V4F_TYPE_F16, 4096, 4096), 1);
+    /* routed experts: 6 of 64 per launch; gate+up = 12 matrices 4096 -> 2048,
+     * down = 6 matrices 2048 -> 4096 */
+    bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
+    bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
+    bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_Q4_K, 4096, 2048, 128, 12);
+    bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q4_K, 2048, 4096, 64, 6);
     v4f_cuda_free(c, g_blocker);
 }
 
-/* --bench-layer: the q2 and q4 per-layer decode sets and the expert matvecs,
- * default kernel only (a short A/B of k_matvec builds). */
+/* --bench-layer: the q2 and q4 per-layer decode sets and the expert matvecs
+ * (a short A/B of k_matvec builds). */
 static void bench_short(v4f_cuda *c) {
     const double copy_bw = bench_copy(c);
     TRY(v4f_cuda_alloc(c, g_blocker_bytes, &g_blocker, err));
-    static const char *const modes[] = {"0"};
-    bench_layer(c, copy_bw, false, modes, 1);
-    bench_layer(c, copy_bw, true, modes, 1);
+    bench_layer(c, copy_bw, false);
+    bench_layer(c, copy_bw, true);
     bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
     bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
     v4f_cuda_free(c, g_blocker);
@@ -794,11 +776,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     conformance(c);
-    /* the experimental pipelined kernel (V4F_CUDA_MV=2, cuda_quant.cu k_mv2)
-     * must stay correct too */
-    setenv("V4F_CUDA_MV", "2", 1);
-    conformance(c);
-    unsetenv("V4F_CUDA_MV");
     TRY(v4f_cuda_sync(c, err));
     printf("%-8s %6s %12s  (tolerance %.1e of max|w| * sum|x|; dequant bit-exact)\n", "type", "cases", "max rel err",
            V4F_TOL_CUDA_MATVEC);

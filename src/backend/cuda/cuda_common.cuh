@@ -40,7 +40,7 @@ struct v4f_cuda {
     uint8_t *qx;
     int64_t qx_max_in;
     size_t qx_slot_bytes;
-    size_t qx_bytes; /* whole scratch (planes + k_mv2 partials) */
+    size_t qx_bytes; /* whole scratch (the plane slots) */
     /* cuda_fwd.cu fork/join: a second stream with its own scratch, so two
      * independent chains of launches can run side by side (and appear as
      * parallel branches in a captured graph). stream/qx point at the pair
