@@ -646,35 +646,32 @@ static void bench_layer(v4f_cuda *c, double copy_bw, bool q4) {
 
     printf("\nper-layer decode set (%s experts), %.2f MB of weights per layer, %d copies rotated:\n",
            q4 ? "q4: Q4_K" : "q2: IQ2_XXS/Q2_K", total / 1e6, LAYER_COPIES);
-    float tg[LG_N], tall;
-    {
-        v4f_cuda_graph *gs[LAYER_COPIES];
-        for (int k = 0; k < LAYER_COPIES; k++) {
-            TRY(v4f_cuda_capture_begin(c, err));
-            for (int g = 0; g < LG_N; g++) layer_group(c, &cp[k], &b, g, et_gu, et_d);
-            TRY(v4f_cuda_capture_end(c, true, &gs[k], err));
-        }
-        tall = time_graphs(c, gs, LAYER_COPIES, 10);
-        for (int k = 0; k < LAYER_COPIES; k++) v4f_cuda_graph_free(gs[k]);
-        for (int g = 0; g < LG_N; g++) {
-            /* one group: a graph of 4 launches over the copies in turn */
-            TRY(v4f_cuda_capture_begin(c, err));
-            for (int r = 0; r < 4; r++) layer_group(c, &cp[r % LAYER_COPIES], &b, g, et_gu, et_d);
-            v4f_cuda_graph *g1;
-            TRY(v4f_cuda_capture_end(c, true, &g1, err));
-            tg[g] = time_graphs(c, &g1, 1, 10) / 4.0f;
-            v4f_cuda_graph_free(g1);
-        }
+    float tg[LG_N];
+    v4f_cuda_graph *gs[LAYER_COPIES];
+    for (int k = 0; k < LAYER_COPIES; k++) {
+        TRY(v4f_cuda_capture_begin(c, err));
+        for (int g = 0; g < LG_N; g++) layer_group(c, &cp[k], &b, g, et_gu, et_d);
+        TRY(v4f_cuda_capture_end(c, true, &gs[k], err));
+    }
+    const float tall = time_graphs(c, gs, LAYER_COPIES, 10);
+    for (int k = 0; k < LAYER_COPIES; k++) v4f_cuda_graph_free(gs[k]);
+    for (int g = 0; g < LG_N; g++) {
+        /* one group: a graph of 4 launches over the copies in turn */
+        TRY(v4f_cuda_capture_begin(c, err));
+        for (int r = 0; r < 4; r++) layer_group(c, &cp[r % LAYER_COPIES], &b, g, et_gu, et_d);
+        v4f_cuda_graph *g1;
+        TRY(v4f_cuda_capture_end(c, true, &g1, err));
+        tg[g] = time_graphs(c, &g1, 1, 10) / 4.0f;
+        v4f_cuda_graph_free(g1);
     }
     printf("%-34s %9s  %10s %6s %6s\n", "group", "MB", "us", "GB/s", "%copy");
     for (int g = 0; g < LG_N; g++) {
         const double by = group_bytes(g, et_gu, et_d);
-        printf("%-34s %9.2f", lg_name[g], by / 1e6);
-        printf("  %10.1f %6.0f %5.1f%%\n", tg[g] * 1e3, by / (tg[g] * 1e-3) / 1e9,
+        printf("%-34s %9.2f  %10.1f %6.0f %5.1f%%\n", lg_name[g], by / 1e6, tg[g] * 1e3, by / (tg[g] * 1e-3) / 1e9,
                100.0 * by / (tg[g] * 1e-3) / copy_bw);
     }
-    printf("%-34s %9.2f", "WHOLE LAYER (one graph)", total / 1e6);
-    printf("  %10.1f %6.0f %5.1f%%\n", tall * 1e3, total / (tall * 1e-3) / 1e9, 100.0 * total / (tall * 1e-3) / copy_bw);
+    printf("%-34s %9.2f  %10.1f %6.0f %5.1f%%\n", "WHOLE LAYER (one graph)", total / 1e6, tall * 1e3,
+           total / (tall * 1e-3) / 1e9, 100.0 * total / (tall * 1e-3) / copy_bw);
     printf("(copy bandwidth %.1f GB/s; floor per layer %.1f us; x 43 layers: %.2f ms/token)\n", copy_bw / 1e9,
            total / copy_bw * 1e6, tall * 43.0);
     fflush(stdout);

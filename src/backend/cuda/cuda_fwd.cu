@@ -167,7 +167,6 @@ extern "C" v4f_status v4f_cuda_fork_init(v4f_cuda *c, v4f_err *err) {
     CUDA_TRY(cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming));
     CUDA_TRY(cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming));
     CUDA_TRY(cudaMalloc((void **)&c->qx_aux, c->qx_bytes));
-    CUDA_TRY(cudaMemset(c->qx_aux, 0, c->qx_bytes));
     return V4F_OK;
 }
 
