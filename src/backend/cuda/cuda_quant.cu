@@ -36,8 +36,10 @@
  *
  * Tables: the IQ2_XXS grid is copied from the CPU table
  * (v4f_quant_iq2xxs_grid, quant_tables.c) into a __device__ array at
- * v4f_cuda_open, never typed twice; the sign masks come from their
- * definition (k | parity(k) << 7), checked against v4f_quant_ksigns at init.
+ * v4f_cuda_open, never typed twice (the int8-plane path gets it as byte-
+ * permute selectors, g_iq2xxs_sel, derived from it there); the sign masks
+ * come from their definition (k | parity(k) << 7), checked against
+ * v4f_quant_ksigns at init.
  * The grid is read with per-lane indices, so it lives in global memory
  * rather than __constant__ (whose cache serializes divergent reads); the
  * fast kernel copies it into shared memory per CTA (fewer wavefronts than
@@ -58,6 +60,10 @@ extern "C" {
 }
 
 __device__ uint64_t g_iq2xxs_grid[256];
+/* The grid again for the int8-plane path, as byte-permute selectors: entry
+ * i holds the 3-bit code (0, 1, 2 for the grid values 8, 25, 43) of weight j
+ * of grid point i in nibble iq2_nib(j), built at v4f_cuda_quant_init. */
+__device__ uint32_t g_iq2xxs_sel[256];
 
 /* ---- small device helpers ------------------------------------------------ */
 
@@ -76,6 +82,37 @@ __device__ __forceinline__ float sbyte_f(uint32_t w_x80, int k) {
 }
 
 __device__ __forceinline__ uint32_t ksign_mask(uint32_t k7) { return k7 | ((uint32_t)(__popc(k7) & 1) << 7); }
+
+/* prmt.b32 as inline PTX: __byte_perm lets the compiler see that only the
+ * selector's low 16 bits are used and split the selector arithmetic per
+ * half (2 more instructions per group of 8 weights in the SASS) */
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+
+/* IQ2_XXS on the int8-plane path, a group of 8 weights in about 15
+ * integer instructions (was 21, session 12):
+ *  - weight j's code sits in selector nibble iq2_nib(j) (0,2,4,6,1,3,5,7),
+ *    so the prmt of the low half yields weights (0,4,1,5) and of the high
+ *    half (2,6,3,7); the x planes are permuted the same way once per unit
+ *    (iq2_perm_x), shared by the CTA's rows;
+ *  - the sign of weight j is bit 2 of its nibble, and the value table holds
+ *    8, 25, 43 at selectors 0-2 and -8, -25, -43 at 4-6: a sign is an xor;
+ *  - that nibble order is the one into which a single multiplication
+ *    spreads the seven stored sign bits: k * 0x00810204 puts bit j at
+ *    j + 2 + 7t for t = 0..3, all positions distinct (no carries), and the
+ *    wanted copy of bit j (t = j for j < 4, t = j - 4 above) at bit
+ *    4 * iq2_nib(j) + 2; the
+ *    eighth sign (the parity of k) goes to bit 30 from popc(k) << 30, whose
+ *    stray bit 31 is masked off the high half (bit 3 of a selector nibble
+ *    must be 0: it asks prmt for sign replication). */
+#define IQ2_SIGN_SPREAD 0x00810204u
+#define IQ2_SIGN_BITS 0x04444444u
+#define IQ2_VAL_LO 0x002B1908u /* bytes 8, 25, 43, 0 */
+#define IQ2_VAL_HI 0x00D5E7F8u /* bytes -8, -25, -43, 0 */
+static inline int iq2_nib(int j) { return j < 4 ? 2 * j : 2 * (j - 4) + 1; }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -506,13 +543,6 @@ template <int NW> __device__ __forceinline__ void lds_words_at2(const uint8_t *s
     for (int i = 0; i < NW; i++) out[i] = __funnelshift_r(a[i], a[i + 1], sh);
 }
 
-/* Byte masks (0xff where the bit is set) of the low 4 bits of n and their
- * 0x01 bits: n * 0x00204081 moves bit j to bit 8j without overlaps. */
-__device__ __forceinline__ void nibble_masks(uint32_t n, uint32_t *m, uint32_t *t) {
-    *t = ((n & 15u) * 0x00204081u) & 0x01010101u;
-    *m = *t * 0xffu;
-}
-
 /* Unit u (32 elements) of the int8-plane path:
  *  Q8_0    u = block b:                    elements l
  *  Q2_K    u = (block b, half h, shift s): elements 128h + 32s + l
@@ -526,8 +556,21 @@ template <int T> __device__ __forceinline__ int unit_e0(int u) {
         return 32 * u;
 }
 
+/* IQ2_XXS: the x planes of a unit in the weight order of the selector
+ * prmt (see IQ2_SIGN_SPREAD): per group of 8, (0,4,1,5) and (2,6,3,7). */
+__device__ __forceinline__ void iq2_perm_x(xq_unit *x) {
+#pragma unroll
+    for (int k = 0; k < 3; k++)
+#pragma unroll
+        for (int w = 0; w < 8; w += 2) {
+            const uint32_t a = x->p[k][w], b = x->p[k][w + 1];
+            x->p[k][w] = __byte_perm(a, b, 0x5140);
+            x->p[k][w + 1] = __byte_perm(a, b, 0x7362);
+        }
+}
+
 template <int T>
-__device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint64_t *grid_tab) {
+__device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint32_t *gsel) {
     if constexpr (T == V4F_TYPE_Q8_0) {
         const float d = f16_to_f32(*(const uint16_t *)(s + 34 * u));
         uint32_t c[8];
@@ -579,20 +622,18 @@ __device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_un
         uint32_t c[8];
 #pragma unroll
         for (int l = 0; l < 4; l++) {
-            const uint64_t gr = grid_tab[(A >> (8 * l)) & 255];
-            /* sign byte from its definition (checked against the CPU table
-             * at init), expanded to byte masks arithmetically: a second
-             * random shared-memory lookup costs more than these 8 ops */
-            const uint32_t signs = ksign_mask((B >> (7 * l)) & 127);
-            uint32_t m0, t0, m1, t1;
-            nibble_masks(signs, &m0, &t0);
-            nibble_masks(signs >> 4, &m1, &t1);
-            /* negate the bytes under the mask: (v ^ 0xff) + 1 = -v, no carry
-             * out of a byte since v is 8, 25 or 43 */
-            c[2 * l] = (((uint32_t)gr) ^ m0) + t0;
-            c[2 * l + 1] = (((uint32_t)(gr >> 32)) ^ m1) + t1;
+            /* signs from their definition (k and its parity, checked
+             * against the CPU table at init), see IQ2_SIGN_SPREAD */
+            const uint32_t k = (B >> (7 * l)) & 127;
+            /* bit 30 of the grid selector is 0 (codes <= 2), so the add
+             * sets it to the parity; its carry leaves through bit 31, which
+             * only the high half sees (masked there) */
+            const uint32_t sel =
+                (gsel[(A >> (8 * l)) & 255] ^ ((k * IQ2_SIGN_SPREAD) & IQ2_SIGN_BITS)) + ((uint32_t)__popc(k) << 30);
+            c[2 * l] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, sel);
+            c[2 * l + 1] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, (sel >> 16) & 0x7fffu);
         }
-        const float dot = dot_planes<8>(c, x, 0);
+        const float dot = dot_planes<8>(c, x, 0); /* x in the permuted order */
         return d * (0.5f + (float)(B >> 28)) * 0.25f * x->d * dot;
     }
 }
@@ -636,7 +677,8 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     __shared__ float red[MV_THREADS / 32][R];
     /* IQ2_XXS: per-lane random grid reads; shared memory serves them with
      * fewer wavefronts than L1 (filled before the first barrier below) */
-    __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
+    __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS && !Q ? 256 : 1];
+    __shared__ uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS && Q ? 256 : 1];
 
     const mv_pair &p = a.p[blockIdx.y];
     const int64_t row0 = (int64_t)blockIdx.x * R;
@@ -682,7 +724,9 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0;
-    if constexpr (T == V4F_TYPE_IQ2_XXS)
+    if constexpr (T == V4F_TYPE_IQ2_XXS && Q)
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) s_gsel[i] = g_iq2xxs_sel[i];
+    else if constexpr (T == V4F_TYPE_IQ2_XXS)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) s_grid[i] = g_iq2xxs_grid[i];
 
     if (BULK) __syncthreads(); /* the barrier's init (and the grid table) before anyone waits */
@@ -704,9 +748,10 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
             for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
                 xq_unit xu;
                 load_xq(p.xq, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
+                if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x(&xu);
 #pragma unroll
                 for (int r = 0; r < R; r++)
-                    acc[r] += dot_unit_q<T>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_grid);
+                    acc[r] += dot_unit_q<T>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel);
             }
         } else {
             const float *xc = p.x + sb0 * SBE;
@@ -769,8 +814,21 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
             return v4f_err_set(err, V4F_STATUS_FORMAT, "cuda: ksigns[%u] = %u, expected %u", k, v4f_quant_ksigns[k],
                                want);
     }
+    uint32_t sel[256];
+    for (int i = 0; i < 256; i++) {
+        sel[i] = 0;
+        for (int j = 0; j < 8; j++) {
+            const uint32_t v = (uint32_t)(v4f_quant_iq2xxs_grid[i] >> (8 * j)) & 255u;
+            const uint32_t code = v == 8 ? 0 : v == 25 ? 1 : v == 43 ? 2 : 3;
+            if (code == 3)
+                return v4f_err_set(err, V4F_STATUS_FORMAT, "cuda: iq2xxs grid[%d] byte %d = %u, expected 8, 25 or 43",
+                                   i, j, v);
+            sel[i] |= code << (4 * iq2_nib(j));
+        }
+    }
     CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2xxs_grid, v4f_quant_iq2xxs_grid, sizeof g_iq2xxs_grid, 0,
                                      cudaMemcpyHostToDevice, c->stream));
+    CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2xxs_sel, sel, sizeof sel, 0, cudaMemcpyHostToDevice, c->stream));
     CUDA_TRY(cudaStreamSynchronize(c->stream));
     c->qx_max_in = QX_MAX_IN;
     c->qx_slot_bytes = qx_slot_bytes(QX_MAX_IN);
