@@ -58,6 +58,39 @@ TEST(sampler_greedy) {
     v4f_sampler_free(s);
 }
 
+/* The definition v4f_sampler_greedy implements lane-wise: the first of
+ * the largest non-NaN values, 0 if every value is NaN. */
+static int32_t greedy_oracle(const float *l, uint32_t n) {
+    int32_t best = -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (l[i] == l[i] && (best < 0 || l[i] > l[best])) best = (int32_t)i;
+    return best < 0 ? 0 : best;
+}
+
+/* Random vectors of awkward lengths (tails of every size, the real vocab)
+ * drawn from a small value set so ties, NaN, +-inf and +-0 are common. */
+TEST(sampler_greedy_random) {
+    static const float vals[] = {0.0f, -0.0f, 1.0f, 1.0f, -2.5f, 3.0f, INFINITY, -INFINITY, -INFINITY, NAN, NAN};
+    const int nv = (int)(sizeof vals / sizeof vals[0]);
+    v4f_rng r;
+    v4f_rng_seed(&r, 5);
+    float *l = malloc(129280 * sizeof *l);
+    REQUIRE(l);
+    for (int t = 0; t < 3000; t++) {
+        const uint32_t n = t == 0 ? 129280 : 1 + (uint32_t)(v4f_rng_u64(&r) % (t < 2000 ? 40 : 3000));
+        /* some vectors from a narrower set: only NaN and -inf, only NaN, only zeros */
+        const int lo = t % 7 == 3 ? 7 : t % 7 == 5 ? 9 : 0, hi = t % 7 == 6 ? 2 : nv;
+        for (uint32_t i = 0; i < n; i++) l[i] = vals[lo + (int)(v4f_rng_u64(&r) % (uint64_t)(hi - lo))];
+        const int32_t want = greedy_oracle(l, n), got = v4f_sampler_greedy(l, n);
+        CHECK_EQ_INT(got, want);
+        if (got != want) break;
+    }
+    /* distinct random values (no ties) */
+    for (uint32_t i = 0; i < 129280; i++) l[i] = (float)v4f_rng_uniform(&r) * 40.0f - 20.0f;
+    CHECK_EQ_INT(v4f_sampler_greedy(l, 129280), greedy_oracle(l, 129280));
+    free(l);
+}
+
 TEST(sampler_top_k1_is_greedy) {
     enum { NV = 1000 };
     float *l = malloc(NV * sizeof *l);
