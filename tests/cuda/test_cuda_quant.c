@@ -161,8 +161,8 @@ static void run_single(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, 
 }
 
 /* 12 pairs like decode's gate/up of 6 experts: distinct matrices, n_out
- * varying per pair, x shared by pairs (2i, 2i+1). */
-static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n) {
+ * (from n_out0) varying per pair, x shared by pairs (2i, 2i+1). */
+static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n, int64_t n_out0) {
     mcase m[V4F_CUDA_MATVEC_MAX_BATCH];
     void *dw[V4F_CUDA_MATVEC_MAX_BATCH], *dy[V4F_CUDA_MATVEC_MAX_BATCH];
     float *dx[V4F_CUDA_MATVEC_MAX_BATCH];
@@ -170,7 +170,7 @@ static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n) {
     float *ys[V4F_CUDA_MATVEC_MAX_BATCH];
     v4f_cuda_mat w[V4F_CUDA_MATVEC_MAX_BATCH];
     for (int i = 0; i < n; i++) {
-        mcase_make(&m[i], type, n_in, 29 + 13 * i, 0, 0, 0);
+        mcase_make(&m[i], type, n_in, n_out0 + 13 * i, 0, 0, 0);
         if (i & 1) memcpy(m[i].hx, m[i - 1].hx, (size_t)n_in * sizeof(float));
         upload_case(c, &m[i], &dw[i], &dx[i]);
         TRY(v4f_cuda_alloc(c, (size_t)m[i].n_out * sizeof(float), &dy[i], err));
@@ -302,8 +302,8 @@ static void conformance(v4f_cuda *c) {
         run_single(c, type, nf, 77, 16, 0, 0);
         run_single(c, type, nf, 77, 0, 2, 0);
         run_single(c, type, nf, 77, 0, 0, 1);
-        run_batch(c, type, nf, 12);
-        run_batch(c, type, be == 1 ? 1001 : 3 * be, 6); /* slow path batched (Q4_K: fast) */
+        run_batch(c, type, nf, 12, 29);
+        run_batch(c, type, be == 1 ? 1001 : 3 * be, 6, 29); /* slow path batched (Q4_K: fast) */
         /* the quantized types switch from int8 activation planes to the f32
          * path above n_in 16384: cover that path too */
         if (type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K)
@@ -325,6 +325,13 @@ static void conformance(v4f_cuda *c) {
     run_single(c, V4F_TYPE_Q8_0, 1024, 1000, 0, 0, 0);
     run_single(c, V4F_TYPE_Q8_0, 1024, 1003, 0, 0, 0); /* 8 rows per CTA, a tail of 3 */
     run_single(c, V4F_TYPE_Q8_0, 4096, 512, 0, 0, 0);
+    /* launches of >= MV_WIDE_ROWS (4096) rows whose 8 rows fit one chunk:
+     * 8 rows per CTA (LM head, shared expert, out_a), tails of 3 and 5
+     * rows, n_in 2048 (64 threads) and 4608 (the largest that fits) */
+    run_single(c, V4F_TYPE_Q8_0, 4096, 65539, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q8_0, 2048, 4099, 0, 0, 0);
+    run_single(c, V4F_TYPE_Q8_0, 4608, 4101, 0, 0, 0);
+    run_batch(c, V4F_TYPE_Q8_0, 4096, 12, 400); /* 12 x up to 543 rows: pairs with idle CTAs */
     run_single(c, V4F_TYPE_Q2_K, 2048, 4096, 0, 0, 0);
     run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
     run_single(c, V4F_TYPE_Q4_K, 4096, 2048, 0, 0, 0);
@@ -704,6 +711,7 @@ static void bench(v4f_cuda *c) {
     bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_Q8_0, 4096, 4096, pool_for(V4F_TYPE_Q8_0, 4096, 4096), 1);
     bench_mv(c, copy_bw, "matvec 16384 x 4096", V4F_TYPE_Q8_0, 16384, 4096, pool_for(V4F_TYPE_Q8_0, 16384, 4096), 1);
     bench_mv(c, copy_bw, "matvec 4096 x 4096", V4F_TYPE_F16, 4096, 4096, pool_for(V4F_TYPE_F16, 4096, 4096), 1);
+    bench_mv(c, copy_bw, "LM head 4096 x 129280", V4F_TYPE_Q8_0, 4096, 129280, pool_for(V4F_TYPE_Q8_0, 4096, 129280), 1);
     /* routed experts: 6 of 64 per launch; gate+up = 12 matrices 4096 -> 2048,
      * down = 6 matrices 2048 -> 4096 */
     bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
@@ -720,6 +728,7 @@ static void bench_short(v4f_cuda *c) {
     TRY(v4f_cuda_alloc(c, g_blocker_bytes, &g_blocker, err));
     bench_layer(c, copy_bw, false);
     bench_layer(c, copy_bw, true);
+    bench_mv(c, copy_bw, "LM head 4096 x 129280", V4F_TYPE_Q8_0, 4096, 129280, pool_for(V4F_TYPE_Q8_0, 4096, 129280), 1);
     bench_mv(c, copy_bw, "experts gate+up 12 x (4096 x 2048)", V4F_TYPE_IQ2_XXS, 4096, 2048, 128, 12);
     bench_mv(c, copy_bw, "experts down 6 x (2048 x 4096)", V4F_TYPE_Q2_K, 2048, 4096, 64, 6);
     v4f_cuda_free(c, g_blocker);

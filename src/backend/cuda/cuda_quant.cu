@@ -667,6 +667,10 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 #define MV_SHORT_ROWS 8 /* Q8_0 rows per CTA when a row is one warp's worth of units (n_in <= 1024) */
 #endif
 #define MV_SMEM_BUDGET (32 * 1024)
+#ifndef MV_WIDE_ROWS
+#define MV_WIDE_ROWS 4096 /* Q8_0 launches of this many rows or more take MV_SHORT_ROWS rows per CTA */
+#endif
+#define MV_SMEM_WIDE (40 * 1024) /* ... when those rows fit this in one chunk (n_in <= 4608) */
 #define MV_SMEM_SLACK 16 /* lds_8at2 may read 4 bytes past a row chunk */
 
 template <int T, bool Q, int R>
@@ -903,10 +907,12 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
          * more rows per CTA, so each x unit serves more rows and the grid
          * is not tens of thousands of one-warp CTAs */
         constexpr int RS = T == V4F_TYPE_Q8_0 ? MV_SHORT_ROWS : fmt<T>::R;
-        const bool shortrow = T == V4F_TYPE_Q8_0 && a->n_in * (planes ? 1 : 32 / UE) <= 32 * 32;
+        const bool wide = T == V4F_TYPE_Q8_0 && planes && max_out * n >= MV_WIDE_ROWS &&
+                          (a->n_in / SBE) * SBB * RS <= MV_SMEM_WIDE;
+        const bool shortrow = (T == V4F_TYPE_Q8_0 && a->n_in * (planes ? 1 : 32 / UE) <= 32 * 32) || wide;
         const int R = shortrow ? RS : fmt<T>::R;
         const int64_t n_sb = a->n_in / SBE;
-        int64_t chunk_sb = MV_SMEM_BUDGET / (R * SBB);
+        int64_t chunk_sb = (wide ? MV_SMEM_WIDE : MV_SMEM_BUDGET) / (R * SBB);
         if (chunk_sb < 1) chunk_sb = 1;
         if (chunk_sb > n_sb) chunk_sb = n_sb;
         const int64_t units = chunk_sb * (SBE / (planes ? 32 : UE));
