@@ -332,6 +332,7 @@ static void conformance(v4f_cuda *c) {
     run_single(c, V4F_TYPE_Q8_0, 2048, 4099, 0, 0, 0);
     run_single(c, V4F_TYPE_Q8_0, 4608, 4101, 0, 0, 0);
     run_batch(c, V4F_TYPE_Q8_0, 4096, 12, 400); /* 12 x up to 543 rows: pairs with idle CTAs */
+    run_single(c, V4F_TYPE_Q8_0, 8192, 4099, 0, 0, 0); /* out_b's shape, a tail of 3 */
     run_single(c, V4F_TYPE_Q2_K, 2048, 4096, 0, 0, 0);
     run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
     run_single(c, V4F_TYPE_Q4_K, 4096, 2048, 0, 0, 0);
