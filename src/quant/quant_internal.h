@@ -21,6 +21,11 @@
 /* 256 grid points; byte j of entry k is the magnitude of element j, one of
  * {0x08, 0x19, 0x2b}. Bit-for-bit equal to GGML's iq2xxs_grid. */
 extern const uint64_t v4f_quant_iq2xxs_grid[256];
+/* Index (0, 1, 2) of a grid byte among those magnitudes, -1 for any other
+ * byte (kernels that code the magnitudes in 2 or 3 bits check the grid). */
+static inline int v4f_quant_iq2xxs_mag_code(uint32_t b) {
+    return b == 0x08 ? 0 : b == 0x19 ? 1 : b == 0x2b ? 2 : -1;
+}
 /* 7-bit sign index -> 8-bit sign mask: k | (parity(k) << 7). */
 extern const uint8_t v4f_quant_ksigns[128];
 /* ksigns[k] expanded: byte j = -1 (0xFF) if bit j is set, else +1. */

@@ -364,7 +364,7 @@ void v4f_quant_fill_planes_avx512(v4f_quant_kernels *tab, bool gather_fast) {
     for (int k = 0; k < 256; k++) {
         const uint8_t *row = (const uint8_t *)&v4f_quant_iq2xxs_grid[k];
         unsigned c = 0;
-        for (int m = 0; m < 8; m++) c |= (row[m] == 0x08 ? 0u : row[m] == 0x19 ? 1u : 2u) << (2 * m);
+        for (int m = 0; m < 8; m++) c |= (unsigned)v4f_quant_iq2xxs_mag_code(row[m]) << (2 * m);
         g_code_lo[k] = (uint8_t)c;
         g_code_hi[k] = (uint8_t)(c >> 8);
     }

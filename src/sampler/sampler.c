@@ -151,10 +151,8 @@ int32_t v4f_sampler_greedy(const float *logits, uint32_t n) {
     _mm_storeu_si128((__m128i *)(mi + 4), i1);
 #else
     for (int k = 0; k < GREEDY_LANES; k++) mv[k] = -INFINITY, mi[k] = -1;
-    for (; i + GREEDY_LANES <= n; i += GREEDY_LANES)
-        for (int k = 0; k < GREEDY_LANES; k++)
-            if (logits[i + k] > mv[k]) mv[k] = logits[i + k], mi[k] = (int32_t)(i + (uint32_t)k);
 #endif
+    /* the tail (everything without SSE2); i is a multiple of the lanes here */
     for (int k = 0; i < n; i++, k = (k + 1) % GREEDY_LANES)
         if (logits[i] > mv[k]) mv[k] = logits[i], mi[k] = (int32_t)i;
     int32_t best = -1;

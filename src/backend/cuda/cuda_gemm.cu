@@ -832,7 +832,7 @@ static bool iq2_grid_ok(void) {
         for (int i = 0; i < 256; i++)
             for (int j = 0; j < 8; j++) {
                 const uint32_t b = (uint32_t)(v4f_quant_iq2xxs_grid[i] >> (8 * j)) & 255u;
-                if (b != kIq2Mag[0] && b != kIq2Mag[1] && b != kIq2Mag[2]) s = 2;
+                if (v4f_quant_iq2xxs_mag_code(b) < 0) s = 2;
             }
         __atomic_store_n(&state, s, __ATOMIC_RELAXED);
     }

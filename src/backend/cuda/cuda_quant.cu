@@ -104,10 +104,10 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
  *    spreads the seven stored sign bits: k * 0x00810204 puts bit j at
  *    j + 2 + 7t for t = 0..3, all positions distinct (no carries), and the
  *    wanted copy of bit j (t = j for j < 4, t = j - 4 above) at bit
- *    4 * iq2_nib(j) + 2; the
- *    eighth sign (the parity of k) goes to bit 30 from popc(k) << 30, whose
- *    stray bit 31 is masked off the high half (bit 3 of a selector nibble
- *    must be 0: it asks prmt for sign replication). */
+ *    4 * iq2_nib(j) + 2; the eighth sign (the parity of k) goes to bit 30
+ *    from popc(k) << 30, whose stray bit 31 is masked off the high half
+ *    (bit 3 of a selector nibble must be 0: it asks prmt for sign
+ *    replication). */
 #define IQ2_SIGN_SPREAD 0x00810204u
 #define IQ2_SIGN_BITS 0x04444444u
 #define IQ2_VAL_LO 0x002B1908u /* bytes 8, 25, 43, 0 */
@@ -823,11 +823,11 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
         sel[i] = 0;
         for (int j = 0; j < 8; j++) {
             const uint32_t v = (uint32_t)(v4f_quant_iq2xxs_grid[i] >> (8 * j)) & 255u;
-            const uint32_t code = v == 8 ? 0 : v == 25 ? 1 : v == 43 ? 2 : 3;
-            if (code == 3)
+            const int code = v4f_quant_iq2xxs_mag_code(v);
+            if (code < 0)
                 return v4f_err_set(err, V4F_STATUS_FORMAT, "cuda: iq2xxs grid[%d] byte %d = %u, expected 8, 25 or 43",
                                    i, j, v);
-            sel[i] |= code << (4 * iq2_nib(j));
+            sel[i] |= (uint32_t)code << (4 * iq2_nib(j));
         }
     }
     CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2xxs_grid, v4f_quant_iq2xxs_grid, sizeof g_iq2xxs_grid, 0,
@@ -910,11 +910,11 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
          * LM head 79% -> 98% of copy, out_a and the shared expert 10-20%
          * faster on the H200, session 12) */
         constexpr int RS = T == V4F_TYPE_Q8_0 ? MV_SHORT_ROWS : fmt<T>::R;
-        const bool wide = T == V4F_TYPE_Q8_0 && planes && max_out * n >= MV_WIDE_ROWS &&
-                          (a->n_in / SBE) * SBB * RS <= MV_SMEM_WIDE;
+        const int64_t n_sb = a->n_in / SBE;
+        const bool wide =
+            T == V4F_TYPE_Q8_0 && planes && max_out * n >= MV_WIDE_ROWS && n_sb * SBB * RS <= MV_SMEM_WIDE;
         const bool shortrow = (T == V4F_TYPE_Q8_0 && a->n_in * (planes ? 1 : 32 / UE) <= 32 * 32) || wide;
         const int R = shortrow ? RS : fmt<T>::R;
-        const int64_t n_sb = a->n_in / SBE;
         int64_t chunk_sb = (wide ? MV_SMEM_WIDE : MV_SMEM_BUDGET) / (R * SBB);
         if (chunk_sb < 1) chunk_sb = 1;
         if (chunk_sb > n_sb) chunk_sb = n_sb;
