@@ -105,6 +105,10 @@ bool v4f_utf8_valid(const char *s, size_t n);
 
 double v4f_time_s(void); /* monotonic seconds */
 
+/* Greedy argmax of x[0..n): the lowest id of the largest value; NaN never
+ * wins; only -inf and NaN: the first non-NaN id; all NaN (or n = 0): 0. */
+int32_t v4f_argmax_f32(const float *x, uint32_t n);
+
 /* ---- half / bfloat16 conversions (exact, scalar) ------------------------ */
 
 float v4f_f16_to_f32(uint16_t h);

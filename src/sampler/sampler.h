@@ -57,6 +57,9 @@ void v4f_sampler_free(v4f_sampler *s);
 void v4f_sampler_reseed(v4f_sampler *s, uint64_t seed);
 const v4f_sampler_params *v4f_sampler_params_get(const v4f_sampler *s);
 
+/* true when sampling is the greedy argmax (temperature <= 0 or top_k 1) */
+bool v4f_sampler_is_greedy(const v4f_sampler *s);
+
 /* Pick the next token from logits[0..n_vocab). */
 int32_t v4f_sampler_sample(v4f_sampler *s, const float *logits);
 
