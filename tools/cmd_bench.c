@@ -8,7 +8,9 @@
  *
  * Method: the model loads once; prefill is incremental, so each row times
  * only the tokens added since the previous frontier (one batched prefill
- * call). At each frontier N greedy tokens are decoded with EOS suppressed;
+ * call). At each frontier N greedy tokens are decoded with EOS suppressed
+ * (v4f_session_decode_greedy: on a GPU the device picks each token and the
+ * host stays one step behind, as `run` decodes greedily);
  * the session is snapshotted in memory (src/model/snapshot.h) before the
  * probe and restored after it, so the probe tokens do not stay in the
  * context and every frontier is measured at exactly its position. The
@@ -111,6 +113,20 @@ static int32_t argmax_no_eos(float *l, uint32_t n, int32_t eos) {
     const int32_t best = v4f_sampler_greedy(l, n);
     if (eos >= 0 && (uint32_t)eos < n) l[eos] = keep;
     return best;
+}
+
+/* Decode timing through v4f_session_decode_greedy (pipelined on a GPU):
+ * the wall time at which each pick reaches the host. */
+typedef struct pick_clock {
+    double *at;
+    int64_t n, cap;
+} pick_clock;
+
+static bool pick_time(void *ud, int32_t token) {
+    (void)token;
+    pick_clock *pc = ud;
+    if (pc->n < pc->cap) pc->at[pc->n++] = v4f_time_s();
+    return true;
 }
 
 /* Prompt ids for positions [0, n): tokenized text repeated, or random. */
@@ -566,26 +582,32 @@ static int bench_fake_ctx_gpu(const v4f_cli_model *bm, v4f_session_opts so, int6
             rc = 1;
             break;
         }
-        int32_t tok = 2;
-        for (int64_t i = 0; i < gen; i++) {
-            double a = v4f_time_s();
-            if (v4f_session_decode(s, tok, logits, &err)) {
-                fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
-                rc = 1;
-                break;
-            }
-            dt[i] = v4f_time_s() - a;
-            tok = argmax_no_eos(logits, c->n_vocab, 1);
+        /* gen greedy steps, EOS suppressed; dt[i]: from pick i - 1 (the
+         * start for i = 0) to pick i, the last one at the return */
+        pick_clock pc = {dt, 0, gen};
+        uint32_t n_eval = 0;
+        int32_t next = 0;
+        const double a = v4f_time_s();
+        if (v4f_session_decode_greedy(s, 2, (uint32_t)gen, 1, pick_time, &pc, logits, &n_eval, &next, &err)) {
+            fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
+            rc = 1;
+            break;
         }
-        if (rc) break;
+        if (pc.n < gen) dt[pc.n++] = v4f_time_s();
+        for (int64_t i = gen - 1; i > 0; i--) dt[i] -= dt[i - 1];
+        dt[0] -= a;
+        /* with the host a step behind, single intervals jitter around the
+         * step time (a late wake-up shortens the next one): the rate is the
+         * steady-state mean, tokens 2..gen (the first includes the launch) */
         double sum = 0;
-        for (int64_t i = 0; i < gen; i++) sum += dt[i];
+        for (int64_t i = 1; i < gen; i++) sum += dt[i];
+        const double first = dt[0], steady = gen > 1 ? sum / (double)(gen - 1) : first;
         qsort(dt, (size_t)gen, sizeof(double), cmp_dbl);
-        med[k] = dt[gen / 2];
-        double tps = 1.0 / med[k], gbs = (double)wbytes * tps / 1e9;
-        printf("decode at %lld: %lld tokens, mean %.3f ms/token, median %.3f (%.1f t/s), min %.3f; weights "
-               "%.1f GB/s = %.1f%% of the %.0f GB/s device copy\n",
-               (long long)at[k], (long long)gen, 1e3 * sum / (double)gen, 1e3 * med[k], tps, 1e3 * dt[0], gbs,
+        med[k] = steady;
+        double tps = 1.0 / steady, gbs = (double)wbytes * tps / 1e9;
+        printf("decode at %lld: %lld tokens, steady %.3f ms/token (%.1f t/s; median %.3f, min %.3f, first %.3f); "
+               "weights %.1f GB/s = %.1f%% of the %.0f GB/s device copy\n",
+               (long long)at[k], (long long)gen, 1e3 * steady, tps, 1e3 * dt[gen / 2], 1e3 * dt[0], 1e3 * first, gbs,
                copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0, copy_gbs);
     }
     if (!rc && pos > 2048 && med[0] > 0 && med[1] > 0)
@@ -798,18 +820,19 @@ int cmd_bench(int argc, char **argv) {
             goto out;
         }
         double t_save = v4f_time_s() - ts0;
-        int32_t tok = argmax_no_eos(logits, c->n_vocab, eos);
-        double t0 = v4f_time_s(), t_first = 0;
-        for (int64_t i = 0; i < gen; i++) {
-            if (v4f_session_decode(s, tok, logits, &err)) {
-                fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
-                rc = 1;
-                goto out;
-            }
-            if (i == 0) t_first = v4f_time_s() - t0;
-            tok = argmax_no_eos(logits, c->n_vocab, eos);
+        int32_t tok = argmax_no_eos(logits, c->n_vocab, eos), next = 0;
+        /* gen greedy steps with EOS suppressed, the picks fed by the session
+         * (on a GPU without waiting for the host); t_first: the first pick */
+        double first_at = 0;
+        pick_clock pc = {&first_at, 0, 1};
+        uint32_t n_eval = 0;
+        double t0 = v4f_time_s();
+        if (v4f_session_decode_greedy(s, tok, (uint32_t)gen, eos, pick_time, &pc, logits, &n_eval, &next, &err)) {
+            fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
+            rc = 1;
+            goto out;
         }
-        double td = v4f_time_s() - t0;
+        double td = v4f_time_s() - t0, t_first = pc.n ? first_at - t0 : td;
         ts0 = v4f_time_s();
         /* GPU state is position-indexed: rewinding drops the probe tokens */
         if (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, &snap, logits, c->n_vocab, &err)) {

@@ -85,6 +85,11 @@ static void kv_after_decode(void *ud, uint32_t pos) {
     if (!k->quiet) fprintf(stderr, "\nkv cache: saved %u tokens (continued) as %s in %.1f ms\n", pos, nm, 1e3 * ts);
 }
 
+static uint32_t kv_next_pause(void *ud, uint32_t pos) {
+    const kv_run *k = ud;
+    return v4f_kv_policy_next_frontier(k->pol, pos, UINT32_MAX);
+}
+
 int cmd_run(int argc, char **argv) {
     const char *model = "ds4flash.gguf", *synthetic = NULL, *prompt = NULL, *prompt_file = NULL;
     const char *system = DEFAULT_SYSTEM, *stats_json = NULL, *reasoning = "auto";
@@ -337,6 +342,7 @@ int cmd_run(int argc, char **argv) {
         kv_run kr = {kvs, &kvid, &pol, s, &hist, logits, cm.m->cfg.n_vocab, &last_saved, quiet};
         if (kvs) {
             g.after_decode = kv_after_decode;
+            g.next_pause = kv_next_pause;
             g.after_decode_ud = &kr;
         }
         uint64_t budget = (uint64_t)n_ctx - v4f_session_pos(s);

@@ -98,56 +98,110 @@ static void out_text(v4f_reason_mode m, bool reasoning, const char *b, size_t n)
     fflush(o);
 }
 
+/* One sampled token's bookkeeping, shared by the step-by-step and the
+ * pipelined greedy loops. */
+typedef struct gen_emit {
+    v4f_gen *g;
+    v4f_gen_result *r;
+    uint64_t n_max;
+    bool reasoning, done, push; /* push: record accepted tokens in the history (greedy loop) */
+    v4f_tok_stream *ts;
+    int32_t eos, think_end;
+    double t0;
+} gen_emit;
+
+/* Counts and streams token t; false when generation ends with it (EOS, the
+ * budget) or before it (interrupt: t is dropped unseen). */
+static bool gen_emit_token(void *ud, int32_t t) {
+    gen_emit *e = ud;
+    v4f_gen *g = e->g;
+    v4f_gen_result *r = e->r;
+    if (g->stop && *g->stop) {
+        r->stop_reason = "interrupted";
+        return !(e->done = true);
+    }
+    r->n_gen++;
+    if (r->n_gen == 1) r->t_first = r->t_prefill + (v4f_time_s() - e->t0);
+    if (t == e->eos) {
+        r->stop_reason = "eos";
+        r->ended_with_eos = true;
+        return !(e->done = true);
+    }
+    if (t == e->think_end && e->reasoning) {
+        e->reasoning = false;
+        if (g->rmode == V4F_REASON_DIM) fputs("\033[0m\n", stdout);
+        else if (g->rmode == V4F_REASON_PLAIN) fputs("\n", stdout);
+        else if (g->rmode == V4F_REASON_STDERR) fputs("\n", stderr);
+    } else if (!v4f_tok_is_special(g->tok, t)) {
+        const char *b = NULL;
+        size_t bl = 0;
+        if (v4f_tok_stream_push(e->ts, t, &b, &bl, NULL) == V4F_OK && bl) out_text(g->rmode, e->reasoning, b, bl);
+    }
+    if (r->n_gen >= e->n_max) return !(e->done = true); /* stop_reason stays "max_tokens" */
+    if (e->push) hist_push(g->history, &t, 1);
+    return true;
+}
+
 v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, bool reasoning, v4f_gen_result *r,
                             v4f_err *err) {
     const v4f_tok *tok = g->tok;
-    const int32_t eos = v4f_tok_eos(tok) >= 0 ? v4f_tok_eos(tok) : 1;
-    const int32_t think_end = v4f_tok_find(tok, V4F_CHAT_THINK_END, strlen(V4F_CHAT_THINK_END));
-    v4f_tok_stream *ts = v4f_tok_stream_new(tok);
+    gen_emit e = {.g = g, .r = r, .n_max = n_max, .reasoning = reasoning};
+    e.eos = v4f_tok_eos(tok) >= 0 ? v4f_tok_eos(tok) : 1;
+    e.think_end = v4f_tok_find(tok, V4F_CHAT_THINK_END, strlen(V4F_CHAT_THINK_END));
+    e.ts = v4f_tok_stream_new(tok);
     /* the caller bounds n_max by the remaining context */
     r->n_gen = 0;
     r->stop_reason = "max_tokens";
     r->ended_with_eos = false;
-    const double t0 = v4f_time_s();
+    e.t0 = v4f_time_s();
     if (reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[2m", stdout);
+    /* greedy sampling: the session picks and feeds the tokens itself
+     * (pipelined on a GPU), pausing where after_decode needs the logits */
+    const bool greedy = v4f_sampler_is_greedy(g->smp);
+    e.push = greedy;
     v4f_status st = V4F_OK;
-    while (r->n_gen < n_max) {
-        if (g->stop && *g->stop) {
-            r->stop_reason = "interrupted";
+    int32_t t = -1;
+    bool fresh = false; /* t sampled but not yet reported */
+    while (n_max > 0) {
+        if (!fresh) t = v4f_sampler_sample(g->smp, g->logits);
+        if (!gen_emit_token(&e, t)) break;
+        fresh = false;
+        if (!greedy) {
+            st = v4f_session_decode(g->s, t, g->logits, err);
+            if (st) break;
+            hist_push(g->history, &t, 1);
+            if (g->after_decode) g->after_decode(g->after_decode_ud, v4f_session_pos(g->s));
+            continue;
+        }
+        const uint32_t pos = v4f_session_pos(g->s);
+        uint64_t max_eval = n_max - r->n_gen; /* each evaluation yields one more sample */
+        if (g->next_pause) {
+            const uint32_t np = g->next_pause(g->after_decode_ud, pos);
+            if (np > pos && np - pos < max_eval) max_eval = np - pos;
+        }
+        if (max_eval > UINT32_MAX) max_eval = UINT32_MAX;
+        /* the history already holds t (gen_emit_token records what it accepts) */
+        const size_t h0 = g->history ? g->history->n - 1 : 0;
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        st = v4f_session_decode_greedy(g->s, t, (uint32_t)max_eval, -1, gen_emit_token, &e, g->logits, &n_eval,
+                                       &next, err);
+        if (st) {
+            if (g->history) g->history->n = h0 + n_eval; /* only what is in the KV */
             break;
         }
-        int32_t t = v4f_sampler_sample(g->smp, g->logits);
-        r->n_gen++;
-        if (r->n_gen == 1) r->t_first = r->t_prefill + (v4f_time_s() - t0);
-        if (t == eos) {
-            r->stop_reason = "eos";
-            r->ended_with_eos = true;
-            break;
-        }
-        if (t == think_end && reasoning) {
-            reasoning = false;
-            if (g->rmode == V4F_REASON_DIM) fputs("\033[0m\n", stdout);
-            else if (g->rmode == V4F_REASON_PLAIN) fputs("\n", stdout);
-            else if (g->rmode == V4F_REASON_STDERR) fputs("\n", stderr);
-        } else if (!v4f_tok_is_special(tok, t)) {
-            const char *b = NULL;
-            size_t bl = 0;
-            if (v4f_tok_stream_push(ts, t, &b, &bl, NULL) == V4F_OK && bl)
-                out_text(g->rmode, reasoning, b, bl);
-        }
-        if (r->n_gen >= n_max) break;
-        st = v4f_session_decode(g->s, t, g->logits, err);
-        if (st) break;
-        hist_push(g->history, &t, 1);
         if (g->after_decode) g->after_decode(g->after_decode_ud, v4f_session_pos(g->s));
+        if (e.done) break;
+        t = next; /* picked at max_eval, not reported yet */
+        fresh = true;
     }
     const char *b = NULL;
     size_t bl = 0;
-    v4f_tok_stream_flush(ts, &b, &bl);
-    if (bl) out_text(g->rmode, reasoning, b, bl);
-    if (reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[0m", stdout);
+    v4f_tok_stream_flush(e.ts, &b, &bl);
+    if (bl) out_text(g->rmode, e.reasoning, b, bl);
+    if (e.reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[0m", stdout);
     fflush(stdout);
-    r->t_gen = v4f_time_s() - t0;
-    v4f_tok_stream_free(ts);
+    r->t_gen = v4f_time_s() - e.t0;
+    v4f_tok_stream_free(e.ts);
     return st;
 }

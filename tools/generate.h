@@ -45,6 +45,11 @@ typedef struct v4f_gen {
      * g->logits then holds the next-token logits */
     void (*after_decode)(void *ud, uint32_t pos);
     void *after_decode_ud;
+    /* optional, for greedy sampling, whose tokens the session feeds itself
+     * (v4f_session_decode_greedy): the first position > pos at which
+     * after_decode must run (0: none). With greedy sampling after_decode
+     * runs only there and when generation ends. */
+    uint32_t (*next_pause)(void *ud, uint32_t pos);
 } v4f_gen;
 
 typedef struct v4f_gen_result {

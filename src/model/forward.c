@@ -1392,6 +1392,48 @@ v4f_status v4f_session_decode(v4f_session *s, int32_t token, float *logits, v4f_
     return v4f_session_eval(s, &token, 1, logits, 0, NULL, err);
 }
 
+/* The greedy pick (v4f_argmax_f32) with one id read as -inf. */
+static int32_t greedy_pick(float *lg, uint32_t n, int32_t suppress) {
+    const bool sup = suppress >= 0 && (uint32_t)suppress < n;
+    const float keep = sup ? lg[suppress] : 0.0f;
+    if (sup) lg[suppress] = -INFINITY;
+    const int32_t best = v4f_argmax_f32(lg, n);
+    if (sup) lg[suppress] = keep;
+    return best;
+}
+
+v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress,
+                                     v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                                     v4f_err *err) {
+    const v4f_config *c = &s->cfg;
+    *n_eval = 0;
+    *next = -1;
+    if (max_eval == 0 || !logits)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "greedy decode: max_eval 0 or no logits buffer");
+    if ((uint64_t)s->pos + max_eval > s->opts.n_ctx)
+        return v4f_err_set(err, V4F_STATUS_RANGE, "context full: %u + %u tokens > ctx %u", s->pos, max_eval,
+                           s->opts.n_ctx);
+    if (token < 0 || (uint32_t)token >= c->n_vocab)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)", token, c->n_vocab);
+    if (s->gpu && !s->has_trace && !s->dbg.no_sink && !s->dbg.no_kv_fp8) {
+        v4f_err e2 = {0};
+        v4f_status st = v4f_gpu_decode_greedy(s->gpu, token, s->pos, max_eval, suppress, fn, ud, logits, n_eval,
+                                              next, &e2);
+        s->pos += *n_eval;
+        if (st != V4F_STATUS_UNSUPPORTED) {
+            if (st && err) *err = e2;
+            return st;
+        }
+    }
+    for (int32_t in = token;; in = *next) {
+        v4f_status st = v4f_session_eval(s, &in, 1, logits, 0, NULL, err);
+        if (st) return st;
+        ++*n_eval;
+        *next = greedy_pick(logits, c->n_vocab, suppress);
+        if (*n_eval == max_eval || (fn && !fn(ud, *next))) return V4F_OK;
+    }
+}
+
 v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err) {
     if (!s->gpu)
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "the CPU session cannot rewind; restore a snapshot instead");

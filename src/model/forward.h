@@ -63,6 +63,24 @@ v4f_status v4f_session_decode(v4f_session *s, int32_t token, float *logits, v4f_
 v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, float *logits,
                             unsigned flags, float *hc_out, v4f_err *err);
 
+/* Greedy decoding: evaluates `token` at the current position, then picks
+ * the argmax of the last logits (as v4f_sampler_greedy; `suppress` >= 0 is
+ * an id never picked, read as -inf) and calls fn(ud, pick) (fn NULL: always
+ * go on); the pick is evaluated next if fn returns true and fewer than
+ * max_eval (>= 1) tokens were evaluated by this call. *n_eval: tokens
+ * evaluated (the position advanced by that much); *next: the last pick, not
+ * evaluated (fn refused it, or it is unreported because max_eval was
+ * reached). logits (required, [n_vocab]) receives the logits of the last
+ * evaluated position, from which *next was picked. On CUDA the picks are
+ * made on the device and the next step is queued before the host reads a
+ * pick, so the GPU does not wait for the host between tokens; the result is
+ * the same as the step-by-step loop. On error *n_eval tokens were
+ * evaluated. */
+typedef bool (*v4f_pick_fn)(void *ud, int32_t token);
+v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress,
+                                     v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                                     v4f_err *err);
+
 uint32_t v4f_session_pos(const v4f_session *s);
 uint64_t v4f_session_kv_bytes(const v4f_session *s);
 /* Bytes of KV that grow per token with this session's storage mode. */

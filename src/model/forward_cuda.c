@@ -53,6 +53,14 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     (void)g, (void)tokens, (void)n, (void)pos, (void)logits, (void)flags, (void)hc_out, (void)trace, (void)dbg;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
+v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32_t max_eval, int32_t suppress,
+                                 v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                                 v4f_err *err) {
+    (void)g, (void)token, (void)pos, (void)max_eval, (void)suppress, (void)fn, (void)ud, (void)logits;
+    *n_eval = 0;
+    *next = -1;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g) { (void)g; return 0; }
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
                             float *logits, v4f_err *err) {
@@ -106,6 +114,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define GPU_HEAD_ROWS 64                      /* logits rows per head pass in prefill */
 #define GPU_MAX_GROUPS 64
 #define MV_BATCH V4F_CUDA_MATVEC_MAX_BATCH
+#define H_IN_EXTRA 2 /* h_in after the N tokens: pos0, suppress */
 
 #define TRY(x)                        \
     do {                              \
@@ -156,7 +165,9 @@ typedef struct glayer {
 } glayer;
 
 typedef struct gscratch {
-    int32_t *tok, *pos0;           /* [N], [1] (uploaded per chunk) */
+    int32_t *tok, *pos0;           /* [N], [1] (uploaded per chunk; the decode graph's greedy pick
+                                    * writes tok[0] and advances pos0) */
+    int32_t *suppress;             /* [1]: id the decode graph's greedy pick never takes (-1: none) */
     int32_t *pos, *rf, *rc, *nvis; /* [N], [N], [N], [n_ratios][N] */
     float *X, *X2, *mix, *pre, *post, *comb, *a, *xn, *qr, *q, *o, *kv, *low, *out;
     float *ckv, *cgate, *ikv, *igate, *iq, *iw, *iscore;
@@ -170,6 +181,8 @@ typedef struct gscratch {
     double *gram;       /* [N][128][10] stream Gram partials of post_mix */
     bool gram_ok;       /* gram holds them for mix_of */
     float *logits; /* [GPU_HEAD_ROWS][vocab] */
+    float *logits_keep; /* [2][vocab]: the decode graph's logits by position parity */
+    void *greedy_scr;   /* 16 bytes of the greedy pick's reduction (zero between launches) */
     float *no_sink;
 } gscratch;
 
@@ -197,7 +210,9 @@ struct v4f_gpu {
     size_t w_bytes, e_bytes, kv_bytes, s_bytes;
     gscratch s;
     /* host side */
-    int32_t *h_in;   /* pinned [N + 1]: tokens, then pos0 */
+    int32_t *h_in;   /* pinned [N + H_IN_EXTRA]: tokens, then pos0, suppress */
+    volatile int32_t *h_pick; /* pinned, mapped [2]: the decode graph's greedy picks by position parity */
+    int32_t *d_pick;          /* its device address */
     float *h_logits; /* pinned [GPU_HEAD_ROWS][vocab] */
     void *reg[4 * V4F_MAX_LAYERS + 8]; /* registered host ranges */
     int n_reg;
@@ -210,6 +225,7 @@ struct v4f_gpu {
     bool embd_host;
     v4f_cuda_graph *graph;
     bool graph_failed;
+    v4f_cuda_marks *pipe; /* two events: the picks of pipelined greedy steps */
     bool fork; /* independent chains on a second stream (V4F_CUDA_FORK=0 turns it off) */
     struct {
         bool on;
@@ -648,6 +664,7 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
 #define C(field, n, sz) x->field = carve(&cv, (uint64_t)(n) * (sz))
     C(tok, N, I);
     C(pos0, 1, I);
+    C(suppress, 1, I);
     C(pos, N, I);
     C(rf, N, I);
     C(rc, N, I);
@@ -695,6 +712,8 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(mixss, (uint64_t)N * 128, sizeof(double));
     C(gram, (uint64_t)N * 128 * 10, sizeof(double));
     C(logits, (uint64_t)GPU_HEAD_ROWS * c->n_vocab, F);
+    C(logits_keep, 2 * (uint64_t)c->n_vocab, F);
+    C(greedy_scr, 2, sizeof(uint64_t));
     C(no_sink, c->n_head, F);
 #undef C
     return cv.off;
@@ -711,12 +730,14 @@ void v4f_gpu_free(v4f_gpu *g) {
     if (!g) return;
     if (g->prof.on) prof_print(g);
     v4f_cuda_marks_free(g->prof.marks);
+    v4f_cuda_marks_free(g->pipe);
     if (g->c) {
         (void)v4f_cuda_sync(g->c, NULL);
         v4f_cuda_graph_free(g->graph);
         for (int i = 0; i < g->n_reg; i++) v4f_cuda_host_unregister(g->c, g->reg[i]);
         v4f_cuda_host_free(g->c, g->host_copy);
         v4f_cuda_host_free(g->c, g->h_in);
+        v4f_cuda_host_free(g->c, (void *)g->h_pick);
         v4f_cuda_host_free(g->c, g->h_logits);
         v4f_cuda_free(g->c, g->w_arena);
         v4f_cuda_free(g->c, g->e_arena);
@@ -868,7 +889,13 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
             if (!g->fork) v4f_log(V4F_LOG_WARN, "cuda: no second stream (%s); running one chain", e2.msg);
         }
     }
-    if ((st = v4f_cuda_host_alloc(g->c, ((size_t)N + 1) * sizeof(int32_t), (void **)&g->h_in, NULL, err))) goto fail;
+    if ((st = v4f_cuda_host_alloc(g->c, ((size_t)N + H_IN_EXTRA) * sizeof(int32_t), (void **)&g->h_in, NULL, err)))
+        goto fail;
+    if ((st = v4f_cuda_host_alloc(g->c, 2 * sizeof(int32_t), (void **)&g->h_pick, (void **)&g->d_pick, err)))
+        goto fail;
+    if ((st = v4f_cuda_marks_new(g->c, 2, &g->pipe, err))) goto fail;
+    if ((st = v4f_cuda_memset(g->c, g->s.suppress, 0xff, sizeof(int32_t), err))) goto fail; /* -1 */
+    if ((st = v4f_cuda_memset(g->c, g->s.greedy_scr, 0, 2 * sizeof(uint64_t), err))) goto fail;
     if ((st = v4f_cuda_host_alloc(g->c, (size_t)GPU_HEAD_ROWS * c->n_vocab * sizeof(float), (void **)&g->h_logits,
                                   NULL, err)))
         goto fail;
@@ -1555,8 +1582,27 @@ static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
     static const v4f_debug_flags none = {0};
     TRY(v4f_cuda_capture_begin(g->c, err));
     v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, V4F_OUT_ROWS_ALL, NULL, err);
+    /* the greedy pick, for pipelined greedy decoding (v4f_gpu_decode_greedy);
+     * plain replays stage their own token and position over it */
+    if (st == V4F_OK)
+        st = v4f_cuda_greedy_next(g->c, g->s.logits, g->cfg.n_vocab, g->s.suppress, g->s.tok, g->s.pos0,
+                                  g->s.logits_keep, g->d_pick, g->s.greedy_scr, err);
     v4f_status st2 = v4f_cuda_capture_end(g->c, st == V4F_OK, &g->graph, st == V4F_OK ? err : NULL);
     return st ? st : st2;
+}
+
+/* The captured decode graph, captured on first use; false (and a warning,
+ * once) when capturing fails: callers then launch kernel by kernel. */
+static bool decode_graph(v4f_gpu *g) {
+    if (!g->graph && !g->graph_failed) {
+        v4f_err e2 = {0};
+        if (capture_decode(g, &e2) != V4F_OK) {
+            v4f_log(V4F_LOG_WARN, "cuda: decode graph capture failed (%s); running without a graph", e2.msg);
+            g->graph_failed = true;
+            g->graph = NULL;
+        }
+    }
+    return g->graph != NULL;
 }
 
 /* Tokens and first position of a chunk to the device (through the pinned
@@ -1600,18 +1646,7 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
         TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         bool want_logits = logits && (!last_only || done + m == n);
         bool use_graph = m == 1 && plain_dbg && !tracing && !hc_out && !g->prof.on;
-        if (use_graph && !g->graph_failed) {
-            if (!g->graph) {
-                v4f_err e2 = {0};
-                if (capture_decode(g, &e2) != V4F_OK) {
-                    v4f_log(V4F_LOG_WARN, "cuda: decode graph capture failed (%s); running without a graph",
-                            e2.msg);
-                    g->graph_failed = true;
-                    g->graph = NULL;
-                }
-            }
-        }
-        if (use_graph && g->graph) {
+        if (use_graph && decode_graph(g)) {
             TRY(v4f_cuda_graph_launch(g->c, g->graph, err));
             if (want_logits)
                 TRY(v4f_cuda_download_async(g->c, g->h_logits, x->logits, (size_t)c->n_vocab * sizeof(float), err));
@@ -1634,6 +1669,46 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
         done += m;
     }
     return V4F_OK;
+}
+
+v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32_t max_eval, int32_t suppress,
+                                 v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                                 v4f_err *err) {
+    *n_eval = 0;
+    *next = -1;
+    if (g->prof.on || !decode_graph(g))
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "no decode graph: decode step by step");
+    const size_t V = g->cfg.n_vocab;
+    g->h_in[g->N + 1] = suppress;
+    TRY(stage_chunk(g, &token, 1, pos, err));
+    TRY(v4f_cuda_upload_async(g->c, g->s.suppress, g->h_in + g->N + 1, sizeof(int32_t), err));
+    /* The host stays one step behind the device: step k + 1 is queued (it
+     * reads step k's pick on the device) before the host reads pick k, so
+     * the GPU never waits for the host. The graph's last kernel leaves step
+     * k's pick in h_pick and its logits in logits_keep, both at slot (pos +
+     * k) & 1, so one step in flight overwrites neither. A step queued past
+     * the caller's stop only wrote state at a position the session drops. */
+    uint32_t launched = 0, done = 0;
+    v4f_status st = V4F_OK;
+    while (st == V4F_OK) {
+        while (st == V4F_OK && launched < max_eval && launched <= done + 1) {
+            st = v4f_cuda_graph_launch(g->c, g->graph, err);
+            if (st == V4F_OK) st = v4f_cuda_mark(g->c, g->pipe, (int)(launched & 1), err);
+            launched++;
+        }
+        if (st || (st = v4f_cuda_mark_wait(g->pipe, (int)(done & 1), err))) break;
+        const int32_t t = g->h_pick[(pos + done) & 1];
+        done++;
+        *next = t;
+        if (done == max_eval || (fn && !fn(ud, t))) break;
+    }
+    v4f_status st2 = v4f_cuda_sync(g->c, st ? NULL : err);
+    *n_eval = done;
+    if (st || st2) return st ? st : st2;
+    TRY(v4f_cuda_download(g->c, logits, g->s.logits_keep + ((pos + done - 1) & 1) * V, V * sizeof(float), err));
+    /* the suppressed id back to none for later replays */
+    g->h_in[g->N + 1] = -1;
+    return v4f_cuda_upload(g->c, g->s.suppress, g->h_in + g->N + 1, sizeof(int32_t), err);
 }
 
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,

@@ -54,6 +54,16 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
                         unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
                         v4f_err *err);
 
+/* Pipelined greedy decoding (v4f_session_decode_greedy's contract; pos is
+ * the session position): the decode graph picks each next token on the
+ * device and the next step is queued before the host reads the pick. logits
+ * is required. UNSUPPORTED, with nothing evaluated, when the decode graph
+ * is unavailable (capture failed, phase profiling): the caller then decodes
+ * step by step. */
+v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32_t max_eval, int32_t suppress,
+                                 v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                                 v4f_err *err);
+
 /* Benchmarks only: fill the KV state (raw rings, compressed and indexer
  * rows, compressor rings) with seeded random values as if pos tokens had
  * been evaluated; the caller then sets the position to pos. The values are

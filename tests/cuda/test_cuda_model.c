@@ -25,6 +25,7 @@
 #include "model/model.h"
 #include "model/snapshot.h"
 #include "model/synth.h"
+#include "sampler/sampler.h"
 
 /* docs/TOLERANCES.md "## golden (forward pass)": the CPU test's bound */
 #define GPU_HC_DRIFT_TOL 2e-2
@@ -303,6 +304,100 @@ static void test_snapshots(const char *name) {
     golden_fixture_close(&f);
 }
 
+/* Pipelined greedy decoding (v4f_session_decode_greedy: the decode graph
+ * picks on the device, the host one step behind) against the step-by-step
+ * loop of graph replays and the host's v4f_sampler_greedy: the same picks
+ * and bitwise the same final logits, without and with a suppressed id (one
+ * the loop picks); a stop after the fifth pick leaves the session where the
+ * loop is after five steps (the step queued past the stop is dropped), and
+ * decoding on from there gives the loop's logits bit for bit. */
+#define GREEDY_STEPS 24
+
+typedef struct pick_rec {
+    int32_t picks[GREEDY_STEPS];
+    int n, stop_after; /* stop_after 0: never refuse */
+} pick_rec;
+
+static bool pick_cb(void *ud, int32_t t) {
+    pick_rec *r = ud;
+    if (r->n < GREEDY_STEPS) r->picks[r->n] = t;
+    r->n++;
+    return r->stop_after == 0 || r->n < r->stop_after;
+}
+
+static int32_t host_pick(float *lg, uint32_t V, int32_t sup) {
+    const float keep = sup >= 0 ? lg[sup] : 0.0f;
+    if (sup >= 0) lg[sup] = -INFINITY;
+    const int32_t t = v4f_sampler_greedy(lg, V);
+    if (sup >= 0) lg[sup] = keep;
+    return t;
+}
+
+static void greedy_pipe_case(const char *name, const fixture *f, v4f_session *a, v4f_session *b, int32_t sup, int32_t *loop_picks) {
+    const uint32_t V = (uint32_t)f->vocab, K = GREEDY_STEPS, split = (uint32_t)f->split;
+    float *la = malloc((size_t)(K + 1) * V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    v4f_err err = {0};
+    int ok = v4f_session_rewind(a, split, &err) == V4F_OK && v4f_session_rewind(b, split, &err) == V4F_OK;
+    /* the loop: la[i] = logits after step i */
+    const int32_t tok0 = f->tokens[split];
+    int32_t tok = tok0;
+    for (uint32_t i = 0; ok && i < K; i++) {
+        ok = v4f_session_eval(a, &tok, 1, la + (size_t)i * V, 0, NULL, &err) == V4F_OK;
+        tok = loop_picks[i] = host_pick(la + (size_t)i * V, V, sup);
+    }
+    pick_rec rec = {.n = 0};
+    uint32_t n_eval = 0;
+    int32_t next = -1;
+    ok = ok && v4f_session_decode_greedy(b, tok0, K, sup, pick_cb, &rec, lb, &n_eval, &next, &err) == V4F_OK;
+    CHECK(ok, "%s: greedy decode failed: %s", name, err.msg);
+    if (!ok) goto out;
+    int same = n_eval == K && rec.n == (int)K - 1 && next == loop_picks[K - 1] &&
+               v4f_session_pos(b) == split + K && !memcmp(rec.picks, loop_picks, (K - 1) * sizeof(int32_t)) &&
+               !memcmp(lb, la + (size_t)(K - 1) * V, V * sizeof(float));
+    CHECK(same, "%s (suppress %d): pipelined greedy != the step loop (n_eval %u, reported %d, next %d vs %d)",
+          name, sup, n_eval, rec.n, next, loop_picks[K - 1]);
+    /* stop after the fifth pick, then decode on step by step */
+    pick_rec r5 = {.n = 0, .stop_after = 5};
+    ok = v4f_session_rewind(b, split, &err) == V4F_OK &&
+         v4f_session_decode_greedy(b, tok0, K, sup, pick_cb, &r5, lb, &n_eval, &next, &err) == V4F_OK;
+    same = ok && n_eval == 5 && r5.n == 5 && next == loop_picks[4] && v4f_session_pos(b) == split + 5 &&
+           !memcmp(lb, la + 4 * (size_t)V, V * sizeof(float));
+    for (uint32_t i = 5; same && i < K; i++) {
+        same = v4f_session_eval(b, &next, 1, lb, 0, NULL, &err) == V4F_OK &&
+               !memcmp(lb, la + (size_t)i * V, V * sizeof(float));
+        next = loop_picks[i];
+    }
+    CHECK(same, "%s (suppress %d): decoding on after a pipelined stop differs from the loop (%s)", name, sup,
+          err.msg);
+    printf("  greedy pipeline (suppress %6d): %s\n", sup, same ? "bitwise equal to the step loop" : "FAIL");
+out:
+    free(la);
+    free(lb);
+}
+
+static void test_greedy_pipe(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) {
+        g_fail++;
+        return;
+    }
+    v4f_session_opts o = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA};
+    v4f_session *a = NULL, *b = NULL;
+    v4f_err err = {0};
+    int ok = v4f_session_new(f.m, &o, &a, &err) == V4F_OK && v4f_session_new(f.m, &o, &b, &err) == V4F_OK &&
+             v4f_session_eval(a, f.tokens, (uint32_t)f.split, NULL, 0, NULL, &err) == V4F_OK &&
+             v4f_session_eval(b, f.tokens, (uint32_t)f.split, NULL, 0, NULL, &err) == V4F_OK;
+    CHECK(ok, "%s: greedy pipeline sessions: %s", name, err.msg);
+    if (ok) {
+        int32_t picks[GREEDY_STEPS];
+        greedy_pipe_case(name, &f, a, b, -1, picks);
+        greedy_pipe_case(name, &f, a, b, picks[2], picks); /* a token the loop picked: the sequence turns there */
+    }
+    v4f_session_free(a);
+    v4f_session_free(b);
+    golden_fixture_close(&f);
+}
+
 /* The MTP block on the GPU (fixture convention): the final HC states of a
  * one-call prefill and the next tokens give the draft logits; Tier A vs
  * the golden mtp.logits in ref precision, Tier B in the default mode. */
@@ -500,6 +595,7 @@ int main(int argc, char **argv) {
             test_mtp(names[i], V4F_PRECISION_REF);
             test_mtp(names[i], V4F_PRECISION_DEFAULT);
             test_logits_last(names[i]);
+            test_greedy_pipe(names[i]);
         }
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_long("tiny-q2");
     if (argc <= 2 || !strcmp(argv[2], "synth")) test_logits_last_synth(); /* [DIR synth]: only this */

@@ -35,6 +35,7 @@
 #include "cuda_test_util.h"
 #include "core/core.h"
 #include "core/ggml_type.h"
+#include "sampler/sampler.h"
 
 /* docs/TOLERANCES.md "## cuda ops" */
 #define V4F_TOL_CUDA_RMSNORM 5e-7  /* |dy| / |y_ref| */
@@ -54,17 +55,18 @@
 
 enum {
     OP_RMSNORM, OP_ROPE, OP_FP8, OP_HAD_FP4, OP_HC_SPLIT, OP_HC_WSUM, OP_HC_POST, OP_HC_HEAD, OP_ATTN, OP_INDEXER,
-    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_HC_MIX, OP_ATTN_TC, OP_POST_MIX, OP_COUNT
+    OP_TOPK, OP_ROUTER, OP_SWIGLU, OP_POOL, OP_FP8_CODES, OP_FP4_CODES, OP_HC_MIX, OP_ATTN_TC, OP_POST_MIX, OP_GREEDY,
+    OP_COUNT
 };
 static const char *const k_op_names[OP_COUNT] = {"rmsnorm", "rope_tail", "fp8_roundtrip", "hadamard_fp4",
                                                  "hc_split_sinkhorn", "hc_weighted_sum", "hc_post", "hc_head_w",
                                                  "attn_sink", "indexer_scores", "topk", "router", "swiglu",
                                                  "compress_pool", "fp8_enc_dec", "fp4_enc_dec", "hc_mix_partial",
-                                                 "attn_sink_mixed", "post_mix"};
+                                                 "attn_sink_mixed", "post_mix", "greedy_next"};
 static const double k_op_tol[OP_COUNT] = {V4F_TOL_CUDA_RMSNORM, V4F_TOL_CUDA_ROPE, 0, 0, V4F_TOL_CUDA_HC_SPLIT, 0, 0,
                                           V4F_TOL_CUDA_HC_HEAD, V4F_TOL_CUDA_ATTN, V4F_TOL_CUDA_INDEXER, 0,
                                           V4F_TOL_CUDA_ROUTER_W, V4F_TOL_CUDA_SWIGLU, V4F_TOL_CUDA_POOL, 0, 0,
-                                          V4F_TOL_CUDA_HC_MIX, V4F_TOL_CUDA_ATTN_TC, 0};
+                                          V4F_TOL_CUDA_HC_MIX, V4F_TOL_CUDA_ATTN_TC, 0, 0};
 static int g_cases[OP_COUNT];
 static double g_max[OP_COUNT];
 static long g_mismatch[OP_COUNT]; /* values not bit-identical (informative for toleranced ops) */
@@ -122,6 +124,88 @@ static void *host_from(v4f_cuda *c, const void *d, size_t bytes) {
     return h;
 }
 #define FB(n) ((size_t)(n) * sizeof(float))
+
+/* ---- greedy pick (decode graph) ------------------------------------------------------ */
+
+/* v4f_cuda_greedy_next against v4f_sampler_greedy with logits[sup] set to
+ * -inf; kind: 0 random, 1 ties of a few values, 2 zeros of both signs with
+ * NaNs, 3 -inf and NaN only, 4 all NaN. Two launches (positions 41, 42):
+ * each must advance pos0, write its pick and its logits (as given) to slot
+ * pos & 1 and leave the reduction scratch zero for the next. */
+static void t_greedy(v4f_cuda *c, int64_t n, int kind, int32_t sup) {
+    g_cases[OP_GREEDY]++;
+    float *l = rnd_vec(n, -10.0f, 10.0f);
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t r = rnd_u64() % 8;
+        if (kind == 1) l[i] = (float)(rnd_u64() % 4);
+        if (kind == 2) l[i] = r < 3 ? 0.0f : r < 6 ? -0.0f : NAN;
+        if (kind == 3) l[i] = r < 5 ? NAN : -INFINITY;
+        if (kind == 4) l[i] = NAN;
+    }
+    if (kind == 3 && n > 2) l[0] = l[1] = NAN; /* the first non-NaN id is not 0 */
+    float *dl = dev_from(c, l, FB(n)), *dkeep = dev_poisoned(c, FB(2 * n));
+    const int32_t st[2] = {sup, 41};
+    int32_t *dst = dev_from(c, st, sizeof st), *dtok = dev_poisoned(c, sizeof(int32_t));
+    int32_t *dpick = dev_poisoned(c, 2 * sizeof(int32_t));
+    void *dscr;
+    TRY(v4f_cuda_alloc(c, 16, &dscr, err));
+    TRY(v4f_cuda_memset(c, dscr, 0, 16, err));
+    float *ls = v4f_xmalloc(FB(n));
+    memcpy(ls, l, FB(n));
+    if (sup >= 0 && sup < n) ls[sup] = -INFINITY;
+    const int32_t ref = v4f_sampler_greedy(ls, (uint32_t)n);
+    for (int launch = 0; launch < 2; launch++) {
+        TRY(v4f_cuda_greedy_next(c, dl, n, dst, dtok, dst + 1, dkeep, dpick, dscr, err));
+        int32_t got[2], gtok, gpick[2];
+        uint64_t scr[2];
+        TRY(v4f_cuda_download(c, got, dst, sizeof got, err));
+        TRY(v4f_cuda_download(c, &gtok, dtok, sizeof gtok, err));
+        TRY(v4f_cuda_download(c, gpick, dpick, sizeof gpick, err));
+        TRY(v4f_cuda_download(c, scr, dscr, sizeof scr, err));
+        const int slot = (41 + launch) & 1;
+        float *kept = host_from(c, dkeep + (size_t)slot * n, FB(n));
+        const int ok = gtok == ref && got[1] == 42 + launch && gpick[slot] == ref &&
+                       (launch == 1 || gpick[!slot] == -1) && scr[0] == 0 && scr[1] == 0 &&
+                       !memcmp(kept, l, FB(n));
+        free(kept);
+        if (!ok) {
+            char b[200];
+            snprintf(b, sizeof b, "n %lld kind %d suppress %d launch %d: token %d / %d (ref %d), pos0 %d, scratch %s",
+                     (long long)n, kind, sup, launch, gtok, gpick[slot], ref, got[1],
+                     scr[0] || scr[1] ? "not reset" : "zero");
+            fail(OP_GREEDY, b);
+            break;
+        }
+    }
+    v4f_cuda_free(c, dl);
+    v4f_cuda_free(c, dkeep);
+    v4f_cuda_free(c, dst);
+    v4f_cuda_free(c, dtok);
+    v4f_cuda_free(c, dpick);
+    v4f_cuda_free(c, dscr);
+    free(l);
+    free(ls);
+}
+
+static void greedy_cases(v4f_cuda *c) {
+    const int64_t sizes[] = {1, 33, 1025, 5003, 129280};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (int kind = 0; kind < 5; kind++) {
+            t_greedy(c, sizes[i], kind, -1);
+            t_greedy(c, sizes[i], kind, (int32_t)(rnd_u64() % (uint64_t)sizes[i]));
+        }
+    /* suppressing the winner: the runner-up must come out (t_greedy's kind
+     * 0 draws the same values after the same seed) */
+    for (uint64_t rep = 0; rep < 4; rep++) {
+        const int64_t n = 129280;
+        rnd_seed(0x9e3779b97f4a7c15ull + rep);
+        float *l = rnd_vec(n, -10.0f, 10.0f);
+        const int32_t top = v4f_sampler_greedy(l, (uint32_t)n);
+        free(l);
+        rnd_seed(0x9e3779b97f4a7c15ull + rep);
+        t_greedy(c, n, 0, top);
+    }
+}
 
 /* ---- rmsnorm ----------------------------------------------------------------------- */
 
@@ -1180,6 +1264,8 @@ int main(int argc, char **argv) {
     t_pool(c, 3, 128, 128, 512, 128, 0, 512, 0, 1); /* ratio 128, D 512 */
     t_pool(c, 1, 8, 8, 2 * 128, 4, 128, 128, 4, 0); /* ratio 4 decode, k = 0: previous half -inf */
     t_pool(c, 6, 4, 8, 2 * 512, 4, 512, 512, 4, 1); /* ratio 4 prefill: overlapping groups */
+
+    greedy_cases(c);
 
     TRY(v4f_cuda_sync(c, err));
     v4f_cuda_close(c);

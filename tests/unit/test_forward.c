@@ -15,6 +15,7 @@
 #include "model/forward.h"
 #include "model/kv.h"
 #include "model/model.h"
+#include "sampler/sampler.h"
 
 TEST(kv_published_projection) {
     v4f_config c;
@@ -274,6 +275,95 @@ TEST(forward_errors) {
         CHECK_STATUS(v4f_session_mtp_eval(s, NULL, f.tokens, 1, NULL, &err), V4F_STATUS_INVALID_ARG);
         v4f_session_free(s);
     }
+    fx_close(&f);
+}
+
+/* v4f_session_decode_greedy on the CPU: the picks and the final logits of
+ * the step-by-step loop (decode + v4f_sampler_greedy with the suppressed id
+ * at -inf), a refusing callback stops at its pick (not evaluated), and bad
+ * arguments are refused with nothing evaluated. */
+#define GREEDY_K 10
+
+typedef struct picks {
+    int32_t t[GREEDY_K];
+    int n, stop_after;
+} picks;
+
+static bool on_pick(void *ud, int32_t t) {
+    picks *p = ud;
+    if (p->n < GREEDY_K) p->t[p->n] = t;
+    p->n++;
+    return p->stop_after == 0 || p->n < p->stop_after;
+}
+
+TEST(forward_decode_greedy) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    const int split = 8, V = f.vocab;
+    v4f_session_opts o = {.n_ctx = 64, .n_threads = 2};
+    v4f_session *s[3] = {NULL, NULL, NULL};
+    v4f_err err = {0};
+    float *la = malloc((size_t)GREEDY_K * V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    for (int i = 0; i < 3; i++) {
+        CHECK_STATUS(v4f_session_new(f.m, &o, &s[i], &err), V4F_OK);
+        if (s[i]) CHECK_STATUS(v4f_session_prefill(s[i], f.tokens, split, NULL, &err), V4F_OK);
+    }
+    REQUIRE(s[0] && s[1] && s[2]);
+    int32_t loop[GREEDY_K], tok = f.tokens[split];
+    for (int pass = 0, sup = -1; pass < 2; pass++) {
+        /* pass 1 suppresses the loop's third pick of pass 0 */
+        tok = f.tokens[split];
+        for (int i = 0; i < GREEDY_K; i++) {
+            float *l = la + (size_t)i * V;
+            CHECK_STATUS(v4f_session_decode(s[0], tok, l, &err), V4F_OK);
+            const float keep = sup >= 0 ? l[sup] : 0.0f;
+            if (sup >= 0) l[sup] = -INFINITY;
+            tok = loop[i] = v4f_sampler_greedy(l, (uint32_t)V);
+            if (sup >= 0) l[sup] = keep;
+        }
+        picks p = {.n = 0};
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        CHECK_STATUS(v4f_session_decode_greedy(s[1], f.tokens[split], GREEDY_K, sup, on_pick, &p, lb, &n_eval, &next,
+                                               &err),
+                     V4F_OK);
+        CHECK_EQ_INT(n_eval, GREEDY_K);
+        CHECK_EQ_INT(p.n, GREEDY_K - 1);
+        CHECK_EQ_INT(next, loop[GREEDY_K - 1]);
+        CHECK(!memcmp(p.t, loop, (GREEDY_K - 1) * sizeof(int32_t)));
+        CHECK(!memcmp(lb, la + (size_t)(GREEDY_K - 1) * V, (size_t)V * sizeof(float)));
+        CHECK_EQ_INT(v4f_session_pos(s[1]), split + GREEDY_K);
+        picks q = {.n = 0, .stop_after = 3};
+        CHECK_STATUS(v4f_session_decode_greedy(s[2], f.tokens[split], GREEDY_K, sup, on_pick, &q, lb, &n_eval, &next,
+                                               &err),
+                     V4F_OK);
+        CHECK_EQ_INT(n_eval, 3);
+        CHECK_EQ_INT(v4f_session_pos(s[2]), split + 3);
+        CHECK_EQ_INT(next, loop[2]);
+        CHECK(!memcmp(lb, la + 2 * (size_t)V, (size_t)V * sizeof(float)));
+        if (pass == 1) CHECK(loop[2] != sup); /* the suppressed id never comes out */
+        sup = loop[2];
+        /* the sessions back to the split for pass 1 */
+        for (int i = 0; i < 3; i++) {
+            v4f_session_reset(s[i]);
+            CHECK_STATUS(v4f_session_prefill(s[i], f.tokens, split, NULL, &err), V4F_OK);
+        }
+    }
+    uint32_t n_eval = 7;
+    int32_t next = 0;
+    CHECK_STATUS(v4f_session_decode_greedy(s[1], 0, 0, -1, NULL, NULL, lb, &n_eval, &next, &err),
+                 V4F_STATUS_INVALID_ARG);
+    CHECK_STATUS(v4f_session_decode_greedy(s[1], 0, 1, -1, NULL, NULL, NULL, &n_eval, &next, &err),
+                 V4F_STATUS_INVALID_ARG);
+    CHECK_STATUS(v4f_session_decode_greedy(s[1], V, 1, -1, NULL, NULL, lb, &n_eval, &next, &err),
+                 V4F_STATUS_INVALID_ARG);
+    CHECK_STATUS(v4f_session_decode_greedy(s[1], 0, 64 - split + 1, -1, NULL, NULL, lb, &n_eval, &next, &err),
+                 V4F_STATUS_RANGE);
+    CHECK_EQ_INT(n_eval, 0);
+    CHECK_EQ_INT(v4f_session_pos(s[1]), split);
+    for (int i = 0; i < 3; i++) v4f_session_free(s[i]);
+    free(la);
+    free(lb);
     fx_close(&f);
 }
 

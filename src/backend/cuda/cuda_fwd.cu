@@ -309,6 +309,91 @@ extern "C" v4f_status v4f_cuda_marks_read(v4f_cuda_marks *m, int last, float *ms
     return V4F_OK;
 }
 
+extern "C" v4f_status v4f_cuda_mark_wait(v4f_cuda_marks *m, int i, v4f_err *err) {
+    ARG_CHECK(i >= 0 && i < m->n, "cuda mark %d of %d", i, m->n);
+    CUDA_TRY(cudaEventSynchronize(m->ev[i]));
+    return V4F_OK;
+}
+
+/* ---- greedy pick on the device ----------------------------------------------------------- */
+
+/* One 64-bit key per logit whose maximum is v4f_sampler_greedy's answer:
+ * the value in order-preserving bits (+0 for both zeros, which compare
+ * equal), then the complement of the id (lowest id wins a tie). NaN is 0,
+ * below every other key (-inf included), so it wins only when all are NaN,
+ * where the host's answer is id 0 too. */
+__device__ __forceinline__ unsigned long long greedy_key(float v, int64_t i) {
+    if (v != v) return 0ull;
+    uint32_t b = __float_as_uint(v == 0.0f ? 0.0f : v);
+    b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return ((unsigned long long)b << 32) | (unsigned long long)(0xffffffffu - (uint32_t)i);
+}
+
+__device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long k) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long x = __shfl_xor_sync(0xffffffffu, k, o);
+        k = x > k ? x : k;
+    }
+    return k;
+}
+
+#define GREEDY_THREADS 256
+#define GREEDY_MAX_CTAS 128
+
+/* Each CTA reduces a grid-strided share to one key, merged by atomicMax in
+ * scratch[0]; the last CTA to finish (ticket in scratch[1]) publishes the
+ * pick and resets the scratch for the next launch. */
+__global__ void __launch_bounds__(GREEDY_THREADS) k_greedy_next(const float *logits, int64_t n, const int32_t *suppress,
+                                                              int32_t *tok, int32_t *pos0, float *keep,
+                                                              int32_t *pick_out, unsigned long long *scratch) {
+    V4F_PDL_ENTRY();
+    __shared__ unsigned long long red[GREEDY_THREADS / 32];
+    __shared__ bool last;
+    const int64_t sup = suppress ? suppress[0] : -1;
+    const int32_t slot = pos0[0] & 1;
+    float *kp = keep ? keep + slot * n : NULL;
+    unsigned long long best = 0;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = logits[i];
+        if (kp) kp[i] = v;
+        const unsigned long long k = greedy_key(i == sup ? -INFINITY : v, i);
+        best = k > best ? k : best;
+    }
+    best = warp_max_u64(best);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = best;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        best = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0ull;
+        best = warp_max_u64(best);
+        if (threadIdx.x == 0) {
+            atomicMax(&scratch[0], best);
+            __threadfence();
+            last = atomicAdd(&scratch[1], 1ull) == gridDim.x - 1;
+        }
+    }
+    __syncthreads();
+    if (!last || threadIdx.x != 0) return;
+    __threadfence();
+    const unsigned long long k = atomicExch(&scratch[0], 0ull);
+    scratch[1] = 0;
+    const int32_t t = k ? (int32_t)(0xffffffffu - (uint32_t)k) : 0;
+    tok[0] = t;
+    if (pick_out) pick_out[slot] = t;
+    pos0[0] += 1;
+}
+
+extern "C" v4f_status v4f_cuda_greedy_next(v4f_cuda *c, const float *logits, int64_t n, const int32_t *suppress,
+                                          int32_t *tok, int32_t *pos0, float *keep, int32_t *pick_out,
+                                          void *scratch, v4f_err *err) {
+    ARG_CHECK(logits && tok && pos0 && scratch && n > 0 && n <= INT32_MAX, "cuda greedy: bad arguments");
+    CUDA_TRY_DEVICE(c);
+    const int64_t ctas = (n + 4 * GREEDY_THREADS - 1) / (4 * GREEDY_THREADS);
+    v4f_launch(k_greedy_next, (unsigned)(ctas < GREEDY_MAX_CTAS ? ctas : GREEDY_MAX_CTAS), GREEDY_THREADS, 0,
+               c->stream, logits, n, suppress, tok, pos0, keep, pick_out, (unsigned long long *)scratch);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
 /* ---- step preparation ---------------------------------------------------------------- */
 
 typedef struct ratio_set {

@@ -92,8 +92,23 @@ v4f_status v4f_cuda_marks_new(v4f_cuda *c, int n, v4f_cuda_marks **out, v4f_err 
 void v4f_cuda_marks_free(v4f_cuda_marks *m);
 v4f_status v4f_cuda_mark(v4f_cuda *c, v4f_cuda_marks *m, int i, v4f_err *err);
 v4f_status v4f_cuda_marks_read(v4f_cuda_marks *m, int last, float *ms, v4f_err *err);
+/* The host waits until the stream has passed mark i (pipelining). */
+v4f_status v4f_cuda_mark_wait(v4f_cuda_marks *m, int i, v4f_err *err);
 
 /* ---- glue kernels of a token step -------------------------------------------- */
+
+/* The greedy pick of a decode step made on the device: the argmax of
+ * logits[0..n) exactly as v4f_sampler_greedy picks it (ties -> lowest id,
+ * NaN never wins; only -inf and NaN: the first non-NaN id; all NaN: 0), with
+ * logits[*suppress] read as -inf when suppress is non-NULL and 0 <= *suppress
+ * < n. With slot = pos0[0] & 1: tok[0] = the pick, pick_out[slot] = the pick
+ * (optional; e.g. mapped host memory), keep[slot * n ..] = the logits
+ * (optional), then pos0[0] += 1, so that a replayed decode graph evaluates
+ * the pick at the next position with no host in between. scratch: 16
+ * device bytes, zero before the first launch and left zero by each. */
+v4f_status v4f_cuda_greedy_next(v4f_cuda *c, const float *logits, int64_t n, const int32_t *suppress,
+                                int32_t *tok, int32_t *pos0, float *keep, int32_t *pick_out, void *scratch,
+                                v4f_err *err);
 
 #define V4F_CUDA_MAX_RATIOS 4
 
