@@ -59,7 +59,6 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "model/snapshot.h"
-#include "sampler/sampler.h"
 #include "engine/kvcache.h"
 #include "tokenizer/tokenizer.h"
 #include "core/ggml_type.h"
@@ -101,18 +100,6 @@ static uint64_t decode_weight_bytes(const v4f_model *m) {
         else total += t->n_bytes;
     }
     return total;
-}
-
-/* The greedy choice of the CLI's sampler with EOS excluded (so that the
- * probe never stops); l is the bench's scratch copy. (The former loop here
- * re-read l[best] at every element: 0.55 ms a token for 129,280 logits,
- * counted in the decode t/s; v4f_sampler_greedy takes ~0.02 ms.) */
-static int32_t argmax_no_eos(float *l, uint32_t n, int32_t eos) {
-    const float keep = eos >= 0 && (uint32_t)eos < n ? l[eos] : 0.0f;
-    if (eos >= 0 && (uint32_t)eos < n) l[eos] = -INFINITY;
-    const int32_t best = v4f_sampler_greedy(l, n);
-    if (eos >= 0 && (uint32_t)eos < n) l[eos] = keep;
-    return best;
 }
 
 /* Decode timing through v4f_session_decode_greedy (pipelined on a GPU):
@@ -532,7 +519,7 @@ static int bench_fake_ctx(const v4f_cli_model *bm, const char *cpu, int threads,
                 break;
             }
             dt[k][i] = v4f_time_s() - a;
-            tok[k] = argmax_no_eos(logits, c->n_vocab, 1);
+            tok[k] = v4f_argmax_f32_except(logits, c->n_vocab, 1); /* EOS never: the probe never stops */
         }
     }
     for (int k = 0; k < nm && !rc; k++) {
@@ -820,7 +807,7 @@ int cmd_bench(int argc, char **argv) {
             goto out;
         }
         double t_save = v4f_time_s() - ts0;
-        int32_t tok = argmax_no_eos(logits, c->n_vocab, eos), next = 0;
+        int32_t tok = v4f_argmax_f32_except(logits, c->n_vocab, eos), next = 0;
         /* gen greedy steps with EOS suppressed, the picks fed by the session
          * (on a GPU without waiting for the host); t_first: the first pick */
         double first_at = 0;

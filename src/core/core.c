@@ -294,3 +294,12 @@ int32_t v4f_argmax_f32(const float *logits, uint32_t n) {
         if (logits[i] == logits[i]) return (int32_t)i; /* only -inf (and NaN) */
     return 0;
 }
+
+int32_t v4f_argmax_f32_except(float *x, uint32_t n, int32_t except) {
+    if (except < 0 || (uint32_t)except >= n) return v4f_argmax_f32(x, n);
+    const float keep = x[except];
+    x[except] = -INFINITY;
+    const int32_t best = v4f_argmax_f32(x, n);
+    x[except] = keep;
+    return best;
+}

@@ -108,6 +108,9 @@ double v4f_time_s(void); /* monotonic seconds */
 /* Greedy argmax of x[0..n): the lowest id of the largest value; NaN never
  * wins; only -inf and NaN: the first non-NaN id; all NaN (or n = 0): 0. */
 int32_t v4f_argmax_f32(const float *x, uint32_t n);
+/* The same with x[except] read as -inf when 0 <= except < n (x is written
+ * and restored around the scan, hence not const). */
+int32_t v4f_argmax_f32_except(float *x, uint32_t n, int32_t except);
 
 /* ---- half / bfloat16 conversions (exact, scalar) ------------------------ */
 

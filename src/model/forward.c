@@ -1392,16 +1392,6 @@ v4f_status v4f_session_decode(v4f_session *s, int32_t token, float *logits, v4f_
     return v4f_session_eval(s, &token, 1, logits, 0, NULL, err);
 }
 
-/* The greedy pick (v4f_argmax_f32) with one id read as -inf. */
-static int32_t greedy_pick(float *lg, uint32_t n, int32_t suppress) {
-    const bool sup = suppress >= 0 && (uint32_t)suppress < n;
-    const float keep = sup ? lg[suppress] : 0.0f;
-    if (sup) lg[suppress] = -INFINITY;
-    const int32_t best = v4f_argmax_f32(lg, n);
-    if (sup) lg[suppress] = keep;
-    return best;
-}
-
 v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress,
                                      v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
                                      v4f_err *err) {
@@ -1429,7 +1419,7 @@ v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max
         v4f_status st = v4f_session_eval(s, &in, 1, logits, 0, NULL, err);
         if (st) return st;
         ++*n_eval;
-        *next = greedy_pick(logits, c->n_vocab, suppress);
+        *next = v4f_argmax_f32_except(logits, c->n_vocab, suppress);
         if (*n_eval == max_eval || (fn && !fn(ud, *next))) return V4F_OK;
     }
 }

@@ -1705,10 +1705,9 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
     v4f_status st2 = v4f_cuda_sync(g->c, st ? NULL : err);
     *n_eval = done;
     if (st || st2) return st ? st : st2;
-    TRY(v4f_cuda_download(g->c, logits, g->s.logits_keep + ((pos + done - 1) & 1) * V, V * sizeof(float), err));
-    /* the suppressed id back to none for later replays */
-    g->h_in[g->N + 1] = -1;
-    return v4f_cuda_upload(g->c, g->s.suppress, g->h_in + g->N + 1, sizeof(int32_t), err);
+    /* (s.suppress keeps this call's id: only the picks of pipelined calls,
+     * which each set it, are read) */
+    return v4f_cuda_download(g->c, logits, g->s.logits_keep + ((pos + done - 1) & 1) * V, V * sizeof(float), err);
 }
 
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,

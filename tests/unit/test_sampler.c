@@ -58,6 +58,21 @@ TEST(sampler_greedy) {
     v4f_sampler_free(s);
 }
 
+/* v4f_argmax_f32_except: the excluded id reads as -inf (the runner-up
+ * wins, or the first non-NaN id when only -inf and NaN remain), an id out
+ * of range excludes nothing, and the array comes back unchanged. */
+TEST(argmax_except) {
+    float l[6] = {0.5f, 2.0f, -1.0f, 2.0f, NAN, 1.9f};
+    CHECK_EQ_INT(v4f_argmax_f32_except(l, 6, 1), 3); /* the tie partner */
+    CHECK_EQ_INT(v4f_argmax_f32_except(l, 6, 3), 1);
+    CHECK_EQ_INT(v4f_argmax_f32_except(l, 6, -1), 1);
+    CHECK_EQ_INT(v4f_argmax_f32_except(l, 6, 6), 1);
+    CHECK(l[1] == 2.0f && l[3] == 2.0f);
+    float one[3] = {NAN, 5.0f, -INFINITY};
+    CHECK_EQ_INT(v4f_argmax_f32_except(one, 3, 1), 1); /* only -inf left: the first non-NaN id */
+    CHECK(one[1] == 5.0f);
+}
+
 /* The definition v4f_sampler_greedy implements lane-wise: the first of
  * the largest non-NaN values, 0 if every value is NaN. */
 static int32_t greedy_oracle(const float *l, uint32_t n) {
