@@ -617,6 +617,7 @@ int cmd_bench(int argc, char **argv) {
     const char *kv_dir = NULL, *kv_page_dir = NULL;
     int64_t fake_ctx = 0;
     bool kv_evict = false;
+    const char *evals_opt = NULL;
     v4f_cli_backend be = V4F_CLI_BACKEND_DEFAULT;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf unless --synthetic)", NULL},
@@ -641,6 +642,7 @@ int cmd_bench(int argc, char **argv) {
         {"kv-page-dir", 0, V4F_ARG_STR, &kv_page_dir, 0, 0, "DIR", "page the ratio-4 compressed KV rows to an unlinked file in DIR", NULL},
         {"fake-ctx", 0, V4F_ARG_INT, &fake_ctx, 1, 1048576, "N", "SYNTHETIC-KV decode timing: random rows as if N tokens were evaluated, no prefill", NULL},
         {"kv-evict", 0, V4F_ARG_FLAG, &kv_evict, 0, 0, NULL, "with --fake-ctx and --kv-page-dir: drop the file-backed rows from RAM before every step", NULL},
+        {"evals", 0, V4F_ARG_STR, &evals_opt, 0, 0, "N,N,..", "after the last frontier, time one eval of each token count (a turn's new tokens; median of 3, rolled back)", NULL},
         V4F_CLI_BACKEND_OPTS(be),
         {0},
     };
@@ -663,6 +665,22 @@ int cmd_bench(int argc, char **argv) {
     if (strcmp(precision, "default") && strcmp(precision, "ref"))
         return v4f_args_fail(&spec, "--precision must be default or ref");
     if (!step_incr && !step_mul) step_incr = 2048;
+    int64_t evals[16], eval_max = 0;
+    int n_evals = 0;
+    if (evals_opt) {
+        const char *p = evals_opt;
+        char *end;
+        while (*p) {
+            long long v = strtoll(p, &end, 10);
+            if (end == p || v < 1 || v > 65536 || n_evals == 16 || (*end && *end != ','))
+                return v4f_args_fail(&spec, "--evals wants up to 16 token counts 1..65536 separated by commas");
+            evals[n_evals++] = v;
+            if (v > eval_max) eval_max = v;
+            p = *end ? end + 1 : end;
+        }
+        if (!n_evals) return v4f_args_fail(&spec, "--evals wants at least one token count");
+        if (fake_ctx) return v4f_args_fail(&spec, "--evals needs a prefilled context, not --fake-ctx");
+    }
     v4f_session_opts bso = {0};
     if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
     const bool gpu = bso.backend == V4F_BACKEND_CUDA;
@@ -732,7 +750,8 @@ int cmd_bench(int argc, char **argv) {
         if (nx <= x) nx = x + 1;
         x = nx;
     }
-    uint64_t n_ctx = (uint64_t)ctx_max + (uint64_t)gen + 1; /* probes are rolled back */
+    /* probes are rolled back */
+    uint64_t n_ctx = (uint64_t)ctx_max + (uint64_t)(gen > eval_max ? gen : eval_max) + 1;
     v4f_err err = {0};
     v4f_session *s = NULL;
     v4f_session_opts so = bso;
@@ -845,6 +864,32 @@ int cmd_bench(int argc, char **argv) {
                     (unsigned long long)wbytes, gbs, bw.best_gbs, roof, snap.len, t_save, t_rest);
             fflush(cf);
         }
+    }
+    if (n_evals && nf > 0) {
+        /* short evals (a chat turn's few new tokens) at the last frontier */
+        uint32_t at = v4f_session_pos(s);
+        printf("\nevals at context %u (logits of the last token; median of 3, rolled back):\n", at);
+        for (int e = 0; e < n_evals; e++) {
+            double t[3];
+            for (int r = 0; r < 3; r++) {
+                double t0 = v4f_time_s();
+                if (v4f_session_eval(s, prompt, (uint32_t)evals[e], logits, V4F_EVAL_LOGITS_LAST, NULL, &err)) {
+                    fprintf(stderr, "v4flash bench: eval of %lld tokens: %s\n", (long long)evals[e], err.msg);
+                    rc = 1;
+                    goto out;
+                }
+                t[r] = v4f_time_s() - t0;
+                if (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, &snap, logits, c->n_vocab, &err)) {
+                    fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
+                    rc = 1;
+                    goto out;
+                }
+            }
+            qsort(t, 3, sizeof t[0], cmp_dbl);
+            printf("  %6lld tokens: %9.2f ms  (%.2f ms/token, %.1f t/s)\n", (long long)evals[e], 1e3 * t[1],
+                   1e3 * t[1] / (double)evals[e], (double)evals[e] / t[1]);
+        }
+        fflush(stdout);
     }
     if (!gpu && nf > 0 && prefill_total > 0)
         printf("\nrestore of the %u-token snapshot (%.2f MiB, in memory): %.3f ms = %.2g%% of the "

@@ -115,6 +115,14 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define GPU_MAX_GROUPS 64
 #define MV_BATCH V4F_CUDA_MATVEC_MAX_BATCH
 #define H_IN_EXTRA 2 /* h_in after the N tokens: pos0, suppress */
+/* Evals of 2..GPU_SHORT_EVAL tokens (logits of the last one at most) run as
+ * that many decode-graph replays. Measured on the H200 (full-q2, 8K
+ * context): the batched kernels take 44.4 / 49.1 / 58.4 / 61.4 ms for 2 / 4
+ * / 6 / 8 tokens, the decode graph 7.5-7.7 ms per token, so the crossover is
+ * at 8 (docs/PERF_NOTES.md, session 14). V4F_CUDA_SHORT_EVAL=N overrides it
+ * (0 or 1: off). */
+#define GPU_SHORT_EVAL 7
+#define GPU_SHORT_MAX 64 /* the largest override */
 
 #define TRY(x)                        \
     do {                              \
@@ -168,6 +176,7 @@ typedef struct gscratch {
     int32_t *tok, *pos0;           /* [N], [1] (uploaded per chunk; the decode graph's greedy pick
                                     * writes tok[0] and advances pos0) */
     int32_t *suppress;             /* [1]: id the decode graph's greedy pick never takes (-1: none) */
+    int32_t *short_tok;            /* [GPU_SHORT_MAX]: the tokens of a short eval (eval_short) */
     int32_t *pos, *rf, *rc, *nvis; /* [N], [N], [N], [n_ratios][N] */
     float *X, *X2, *mix, *pre, *post, *comb, *a, *xn, *qr, *q, *o, *kv, *low, *out;
     float *ckv, *cgate, *ikv, *igate, *iq, *iw, *iscore;
@@ -227,6 +236,7 @@ struct v4f_gpu {
     bool graph_failed;
     v4f_cuda_marks *pipe; /* two events: the picks of pipelined greedy steps */
     bool fork; /* independent chains on a second stream (V4F_CUDA_FORK=0 turns it off) */
+    uint32_t short_max; /* evals of 2..short_max tokens replay the decode graph (GPU_SHORT_EVAL) */
     struct {
         bool on;
         v4f_cuda_marks *marks;
@@ -665,6 +675,7 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(tok, N, I);
     C(pos0, 1, I);
     C(suppress, 1, I);
+    C(short_tok, GPU_SHORT_MAX, I);
     C(pos, N, I);
     C(rf, N, I);
     C(rc, N, I);
@@ -899,6 +910,11 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     if ((st = v4f_cuda_host_alloc(g->c, (size_t)GPU_HEAD_ROWS * c->n_vocab * sizeof(float), (void **)&g->h_logits,
                                   NULL, err)))
         goto fail;
+    {
+        const char *se = getenv("V4F_CUDA_SHORT_EVAL");
+        long v = se && *se ? strtol(se, NULL, 10) : GPU_SHORT_EVAL;
+        g->short_max = v < 0 ? 0 : v > GPU_SHORT_MAX ? GPU_SHORT_MAX : (uint32_t)v;
+    }
     {
         const char *pe = getenv("V4F_PROFILE");
         if (pe && pe[0] && strcmp(pe, "0") != 0 &&
@@ -1630,6 +1646,28 @@ static v4f_status head_logits(v4f_gpu *g, const gmat *fn, const float *hbase, co
     return V4F_OK;
 }
 
+/* n (2..short_max) tokens as n replays of the decode graph, queued back to
+ * back: each replay's token is copied from short_tok into tok[0] (over the
+ * previous replay's greedy pick), and the graph advances pos0 itself. The
+ * same kernels as n single-token evals, so the same results bit for bit.
+ * logits: NULL or [n_vocab] of the last token. */
+static v4f_status eval_short(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
+                             v4f_err *err) {
+    memcpy(g->h_in, tokens, (size_t)n * sizeof(int32_t));
+    g->h_in[g->N] = (int32_t)pos;
+    TRY(v4f_cuda_upload_async(g->c, g->s.short_tok, g->h_in, (size_t)n * sizeof(int32_t), err));
+    TRY(v4f_cuda_upload_async(g->c, g->s.pos0, g->h_in + g->N, sizeof(int32_t), err));
+    for (uint32_t i = 0; i < n; i++) {
+        TRY(v4f_cuda_copy(g->c, g->s.tok, g->s.short_tok + i, sizeof(int32_t), err));
+        TRY(v4f_cuda_graph_launch(g->c, g->graph, err));
+    }
+    const size_t V = g->cfg.n_vocab;
+    if (logits) TRY(v4f_cuda_download_async(g->c, g->h_logits, g->s.logits, V * sizeof(float), err));
+    TRY(v4f_cuda_sync(g->c, err));
+    if (logits) memcpy(logits, g->h_logits, V * sizeof(float));
+    return V4F_OK;
+}
+
 v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
                         unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
                         v4f_err *err) {
@@ -1641,11 +1679,14 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     gscratch *x = &g->s;
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
+    bool plain = plain_dbg && !tracing && !hc_out && !g->prof.on;
+    if (n >= 2 && n <= g->short_max && (last_only || !logits) && plain && decode_graph(g))
+        return eval_short(g, tokens, n, pos, logits, err);
     for (uint32_t done = 0; done < n;) {
         uint32_t m = n - done < g->N ? n - done : g->N;
         TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         bool want_logits = logits && (!last_only || done + m == n);
-        bool use_graph = m == 1 && plain_dbg && !tracing && !hc_out && !g->prof.on;
+        bool use_graph = m == 1 && plain;
         if (use_graph && decode_graph(g)) {
             TRY(v4f_cuda_graph_launch(g->c, g->graph, err));
             if (want_logits)

@@ -581,6 +581,77 @@ static void test_logits_last_synth(void) {
     if (buf) v4f_synth_memory_free(buf, size);
 }
 
+/* Short evals (2..V4F_CUDA_SHORT_EVAL tokens, logits of the last one or none) replay the
+ * decode graph once per token: they must equal single-token evals bit for
+ * bit (logits, and the next decode step, so positions and state advanced
+ * alike), and agree with the batched kernels (V4F_CUDA_SHORT_EVAL=0) as the
+ * last-row test does: GOLDEN_LAST_ROW_ABS in reference precision, Tier B
+ * in the default one. */
+static void test_short_eval(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) {
+        g_fail++;
+        return;
+    }
+    const size_t V = f.vocab;
+    float *la = calloc(V, 4), *lb = calloc(V, 4), *lc = calloc(V, 4);
+    static const int ks[] = {2, 5, 8, 3};
+    for (int prec = 0; prec < 2; prec++) {
+        const char *pn = prec ? "ref" : "default";
+        v4f_session_opts o = {.n_ctx = 512, .precision = prec ? V4F_PRECISION_REF : V4F_PRECISION_DEFAULT,
+                              .backend = V4F_BACKEND_CUDA};
+        v4f_session *a = NULL, *b = NULL, *c = NULL;
+        v4f_err err = {0};
+        setenv("V4F_CUDA_SHORT_EVAL", "8", 1); /* a: up to 8 tokens by the decode graph, whatever the default */
+        int ok = v4f_session_new(f.m, &o, &a, &err) == V4F_OK && v4f_session_new(f.m, &o, &b, &err) == V4F_OK;
+        setenv("V4F_CUDA_SHORT_EVAL", "0", 1);
+        ok = ok && v4f_session_new(f.m, &o, &c, &err) == V4F_OK;
+        unsetenv("V4F_CUDA_SHORT_EVAL");
+        v4f_session *all[3] = {a, b, c};
+        for (int i = 0; ok && i < 3; i++)
+            ok = v4f_session_eval(all[i], f.tokens, (uint32_t)f.split, NULL, 0, NULL, &err) == V4F_OK;
+        CHECK(ok, "%s %s: short-eval sessions: %s", name, pn, err.msg);
+        int at = f.split;
+        for (size_t e = 0; ok && e < sizeof ks / sizeof ks[0]; e++) {
+            const int k = ks[e];
+            const bool nolog = e == 3; /* the last case asks for no logits */
+            ok = v4f_session_eval(a, f.tokens + at, (uint32_t)k, nolog ? NULL : la, V4F_EVAL_LOGITS_LAST, NULL, &err) ==
+                     V4F_OK &&
+                 v4f_session_eval(c, f.tokens + at, (uint32_t)k, nolog ? NULL : lc, V4F_EVAL_LOGITS_LAST, NULL, &err) ==
+                     V4F_OK;
+            for (int i = 0; ok && i < k; i++)
+                ok = v4f_session_eval(b, f.tokens + at + i, 1, lb, 0, NULL, &err) == V4F_OK;
+            at += k;
+            CHECK(ok, "%s %s: eval of %d tokens: %s", name, pn, k, err.msg);
+            if (!ok) break;
+            CHECK(v4f_session_pos(a) == (uint32_t)at && v4f_session_pos(b) == (uint32_t)at &&
+                      v4f_session_pos(c) == (uint32_t)at,
+                  "%s %s: positions %u %u %u after %d tokens, want %d", name, pn, v4f_session_pos(a),
+                  v4f_session_pos(b), v4f_session_pos(c), k, at);
+            if (nolog) continue;
+            CHECK(memcmp(la, lb, V * 4) == 0, "%s %s: a short eval of %d tokens differs from %d single steps", name,
+                  pn, k, k);
+            golden_stats st;
+            golden_compare(la, lc, 1, (int)V, &st);
+            char buf[400];
+            golden_format(&st, buf, sizeof buf);
+            printf("  %s %s: %d-token eval, decode graph vs batched kernels: max abs %.2e, %s\n", name, pn, k,
+                   st.max_abs, buf);
+            CHECK(prec ? st.max_abs < GOLDEN_LAST_ROW_ABS : golden_tier_b(&st),
+                  "%s %s: %d-token eval differs from the batched kernels by %g", name, pn, k, st.max_abs);
+        }
+        /* one more step after the last (logit-less) short eval */
+        ok = ok && v4f_session_eval(a, f.tokens + at, 1, la, 0, NULL, &err) == V4F_OK &&
+             v4f_session_eval(b, f.tokens + at, 1, lb, 0, NULL, &err) == V4F_OK;
+        CHECK(ok && memcmp(la, lb, V * 4) == 0, "%s %s: the step after a short eval differs (%s)", name, pn, err.msg);
+        for (int i = 0; i < 3; i++) v4f_session_free(all[i]);
+    }
+    free(la);
+    free(lb);
+    free(lc);
+    golden_fixture_close(&f);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_dir = argv[1];
     if (!v4f_gpu_available()) {
@@ -596,6 +667,7 @@ int main(int argc, char **argv) {
             test_mtp(names[i], V4F_PRECISION_DEFAULT);
             test_logits_last(names[i]);
             test_greedy_pipe(names[i]);
+            test_short_eval(names[i]);
         }
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_long("tiny-q2");
     if (argc <= 2 || !strcmp(argv[2], "synth")) test_logits_last_synth(); /* [DIR synth]: only this */

@@ -160,6 +160,19 @@ TEST(cli_bench_tiny) {
     CHECK_EQ_INT(run_capture("bench --membw --membw-bytes 16M", NULL, 0), 0);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --step-incr 8 --step-mul 2", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench -m /nonexistent.gguf --no-membw", NULL, 0), 1);
+    /* --evals: one row per token count after the last frontier */
+    static char out[16384];
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-start 32 --ctx-max 32 --gen 2 --no-membw --evals 1,3,40",
+                             out, sizeof out), 0);
+    const char *ev = strstr(out, "evals at context 32");
+    CHECK(ev != NULL);
+    if (ev) {
+        CHECK(strstr(ev, "      1 tokens:") && strstr(ev, "      3 tokens:") && strstr(ev, "     40 tokens:"));
+    }
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 2,,3", NULL, 0), 2);
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 0", NULL, 0), 2);
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 2x", NULL, 0), 2);
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --fake-ctx 64 --evals 2", NULL, 0), 2);
 }
 
 TEST(cli_chat_script) {
