@@ -24,6 +24,7 @@ int v4f_cli_backend_apply(const v4f_cli_backend *b, const v4f_args_spec *spec, v
     }
     so->gpu_device = b->gpu;
     so->gpu_mem_gb = b->gpu_mem_gb;
+    if (b->chunk > 0) so->max_chunk = (uint32_t)b->chunk;
     return 0;
 }
 

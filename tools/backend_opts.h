@@ -1,7 +1,7 @@
 /*
  * backend_opts.h - the backend options shared by the commands that run the
  * model (logits, run, chat, bench): --backend cpu|cuda|auto, --cpu, --cuda,
- * --gpu N, --gpu-mem-gb G.
+ * --gpu N, --gpu-mem-gb G, --chunk N.
  *
  * auto (the default) picks CUDA when the binary was built with CUDA and a
  * device is visible, else the CPU.
@@ -20,11 +20,12 @@ typedef struct v4f_cli_backend {
     bool cpu, cuda;   /* shorthands */
     int gpu;          /* device index */
     double gpu_mem_gb;
+    int chunk; /* prefill tokens per layer pass (0: automatic) */
 } v4f_cli_backend;
 
-#define V4F_CLI_BACKEND_DEFAULT {"auto", false, false, 0, 0.0}
+#define V4F_CLI_BACKEND_DEFAULT {"auto", false, false, 0, 0.0, 0}
 
-/* Table entries (five v4f_opt initializers) for a command's option table. */
+/* Table entries (six v4f_opt initializers) for a command's option table. */
 #define V4F_CLI_BACKEND_OPTS(b)                                                                                  \
     {"backend", 0, V4F_ARG_STR, &(b).name, 0, 0, "NAME",                                                        \
      "cpu, cuda or auto (default: cuda when built with CUDA and a GPU is visible, else cpu)", NULL},            \
@@ -32,9 +33,12 @@ typedef struct v4f_cli_backend {
     {"cuda", 0, V4F_ARG_FLAG, &(b).cuda, 0, 0, NULL, "same as --backend cuda", NULL},                           \
     {"gpu", 0, V4F_ARG_INT32, &(b).gpu, 0, 255, "N", "CUDA device index (default 0)", NULL},                     \
     {"gpu-mem-gb", 0, V4F_ARG_DOUBLE, &(b).gpu_mem_gb, 0, 1e6, "G",                                              \
-     "GPU memory budget in GiB; routed experts beyond it stay in host memory (default: free memory)", NULL}
+     "GPU memory budget in GiB; routed experts beyond it stay in host memory (default: free memory)", NULL},    \
+    {"chunk", 0, V4F_ARG_INT32, &(b).chunk, 1, 65536, "N",                                                      \
+     "prefill tokens per layer pass (default: the largest that fits; on a GPU that cannot hold every routed "   \
+     "expert, 512; a larger chunk prefills faster and leaves more experts in host memory)", NULL}
 
-/* Resolve the choice into so (backend, gpu_device, gpu_mem_gb). Returns 0,
+/* Resolve the choice into so (backend, gpu_device, gpu_mem_gb, max_chunk). Returns 0,
  * or 2 after printing a usage error through spec. */
 int v4f_cli_backend_apply(const v4f_cli_backend *b, const v4f_args_spec *spec, v4f_session_opts *so);
 

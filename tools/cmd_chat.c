@@ -453,6 +453,7 @@ int cmd_chat(int argc, char **argv) {
     so.backend = bso.backend;
     so.gpu_device = bso.gpu_device;
     so.gpu_mem_gb = bso.gpu_mem_gb;
+    so.max_chunk = bso.max_chunk;
     if (v4f_session_new(c.cm.m, &so, &c.s, &err)) {
         fprintf(stderr, "v4flash chat: session: %s\n", err.msg);
         goto out;

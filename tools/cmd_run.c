@@ -233,6 +233,7 @@ int cmd_run(int argc, char **argv) {
     so.backend = bso.backend;
     so.gpu_device = bso.gpu_device;
     so.gpu_mem_gb = bso.gpu_mem_gb;
+    so.max_chunk = bso.max_chunk;
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash run: session: %s\n", err.msg);
         goto out;

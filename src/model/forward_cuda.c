@@ -226,8 +226,10 @@ struct v4f_gpu {
     void *reg[4 * V4F_MAX_LAYERS + 8]; /* registered host ranges */
     int n_reg;
     void *host_copy; /* pinned copy of host experts when pinning the mapping failed */
-    void *stage;     /* device staging for one layer's host-resident experts (prefill) */
+    void *stage;     /* device staging of the host-resident experts (prefill): two slots of
+                      * stage_bytes, layer l in slot l & 1 */
     uint64_t stage_bytes;
+    bool prefetch;   /* layer l + 1's host experts are copied during layer l (copy stream) */
     uint32_t e_dev, e_host; /* routed experts per layer on the device / host */
     uint64_t per_expert;    /* one expert's bytes summed over the layers */
     uint64_t host_expert_bytes;
@@ -520,6 +522,11 @@ static const void *host_dev_ptr(const hrange *rg, size_t nr, uintptr_t a) {
  * embedding) as merged page-aligned ranges, and fill the pointer tables.
  * Uploads come first: a pageable copy whose source overlaps a pinned range
  * is refused by the driver. */
+/* staging slot of layer l's host-resident experts */
+static uint8_t *stage_slot(const v4f_gpu *g, uint32_t l) {
+    return (uint8_t *)g->stage + (uint64_t)(l & 1) * g->stage_bytes;
+}
+
 static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     const v4f_model *m = g->m;
@@ -616,7 +623,7 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
                 g->L[l].hsrc[i] = tab[((size_t)l * 3 + i) * E + ed];
                 g->L[l].hbytes[i] = (uint64_t)(E - ed) * ex[i]->mat_bytes;
                 for (uint32_t e = ed; e < E; e++)
-                    pt[(size_t)i * E + e] = (uint8_t *)g->stage + off + (uint64_t)(e - ed) * ex[i]->mat_bytes;
+                    pt[(size_t)i * E + e] = stage_slot(g, l) + off + (uint64_t)(e - ed) * ex[i]->mat_bytes;
                 off += (g->L[l].hbytes[i] + 255) & ~255ull;
             }
             st = v4f_cuda_upload(g->c, (void *)g->L[l].ptab, pt, 3ull * E * sizeof(void *), err);
@@ -851,13 +858,14 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     uint64_t rem = budget - fixed;
     uint64_t ed = per_layer_expert ? rem / per_layer_expert : c->n_expert;
     /* prefill stages one layer's host-resident experts on the device (one
-     * copy per layer instead of re-reading them over the bus per tile) */
+     * copy per layer instead of re-reading them over the bus per tile), in
+     * two slots so that the next layer's copy overlaps this layer's work */
     uint64_t one_layer = 0;
     for (uint32_t l = 0; l < c->n_layer; l++) {
         uint64_t b = expert_bytes_one(&m->layers[l]);
         if (b > one_layer) one_layer = b;
     }
-    while (ed < c->n_expert && ed > 0 && ed * per_layer_expert + (c->n_expert - ed) * one_layer > rem) ed--;
+    while (ed < c->n_expert && ed > 0 && ed * per_layer_expert + 2 * (c->n_expert - ed) * one_layer > rem) ed--;
     g->e_dev = ed > c->n_expert ? c->n_expert : (uint32_t)ed;
     g->stage_bytes = (uint64_t)(c->n_expert - g->e_dev) * one_layer;
     g->e_host = c->n_expert - g->e_dev;
@@ -873,7 +881,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     if (g->e_bytes && (st = v4f_cuda_alloc(g->c, g->e_bytes, &g->e_arena, err))) goto fail;
     if ((st = v4f_cuda_alloc(g->c, kvb, &g->kv_arena, err))) goto fail;
     if ((st = v4f_cuda_alloc(g->c, scr, &g->s_arena, err))) goto fail;
-    if (g->stage_bytes && (st = v4f_cuda_alloc(g->c, g->stage_bytes, &g->stage, err))) goto fail;
+    if (g->stage_bytes && (st = v4f_cuda_alloc(g->c, 2 * g->stage_bytes, &g->stage, err))) goto fail;
     if ((st = place_dense(g, g->w_arena, &dense, err))) goto fail;
     layout_kv(g, g->kv_arena);
     layout_scratch(g, g->s_arena, N);
@@ -910,6 +918,14 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     if ((st = v4f_cuda_host_alloc(g->c, (size_t)GPU_HEAD_ROWS * c->n_vocab * sizeof(float), (void **)&g->h_logits,
                                   NULL, err)))
         goto fail;
+    if (g->e_host) {
+        const char *pe = getenv("V4F_CUDA_PREFETCH"); /* 0: stage each layer's experts in line (A/B) */
+        v4f_err e2 = {0};
+        if (!(pe && pe[0] == '0')) {
+            g->prefetch = v4f_cuda_prefetch_init(g->c, &e2) == V4F_OK;
+            if (!g->prefetch) v4f_log(V4F_LOG_WARN, "cuda: no copy stream (%s); staging experts in line", e2.msg);
+        }
+    }
     {
         const char *se = getenv("V4F_CUDA_SHORT_EVAL");
         long v = se && *se ? strtol(se, NULL, 10) : GPU_SHORT_EVAL;
@@ -922,6 +938,11 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
             g->prof.on = true;
     }
     if ((st = v4f_cuda_sync(g->c, err))) goto fail;
+    char how[256] = "all weights on the GPU";
+    if (g->e_host)
+        snprintf(how, sizeof how, "decode reads host-resident experts over the bus; prefill %s (copy engine, %d x %.2f GiB)",
+                 g->prefetch ? "copies each layer's during the layer before" : "stages each layer's",
+                 g->prefetch ? 2 : 1, gib(g->stage_bytes));
     snprintf(g->report, sizeof g->report,
              "gpu: %s, budget %.2f GiB (free %.2f of %.2f GiB)\n"
              "gpu: dense weights %.2f GiB%s, KV %.2f GiB (ctx %u), scratch %.2f GiB (chunk %u)\n"
@@ -930,9 +951,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
              v4f_cuda_device_name(g->c), gib(budget), gib(free_b), gib(total_b), gib(dense),
              g->embd_host ? " (embedding in host memory)" : "", gib(kvb), g->n_ctx, gib(scr), N, g->e_dev,
              c->n_expert, gib(g->e_bytes), g->e_host, gib(g->host_expert_bytes),
-             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "",
-             g->e_host ? "decode reads host-resident experts over the bus; prefill stages each layer's (copy engine)"
-                       : "all weights on the GPU");
+             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "", how);
     *out = g;
     return V4F_OK;
 fail:
@@ -1402,6 +1421,37 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
 }
 
 /* next: the HC mixer that follows (the next layer's attention), or NULL */
+/* Layer l's host-resident experts into its staging slot: synchronous copies
+ * on the stream (stage_copy), or on the copy stream after the work queued so
+ * far (stage_issue; ffn waits for them). */
+static void stage_jobs(v4f_gpu *g, uint32_t l, void *dst[3], const void *src[3], size_t bytes[3]) {
+    uint64_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        dst[i] = stage_slot(g, l) + off;
+        src[i] = g->L[l].hsrc[i];
+        bytes[i] = g->L[l].hbytes[i];
+        off += (g->L[l].hbytes[i] + 255) & ~255ull;
+    }
+}
+
+static v4f_status stage_copy(v4f_gpu *g, uint32_t l, v4f_err *err) {
+    void *dst[3];
+    const void *src[3];
+    size_t bytes[3];
+    stage_jobs(g, l, dst, src, bytes);
+    for (int i = 0; i < 3; i++)
+        if (bytes[i]) TRY(v4f_cuda_copy_any(g->c, dst[i], src[i], bytes[i], err));
+    return V4F_OK;
+}
+
+static v4f_status stage_issue(v4f_gpu *g, uint32_t l, v4f_err *err) {
+    void *dst[3];
+    const void *src[3];
+    size_t bytes[3];
+    stage_jobs(g, l, dst, src, bytes);
+    return v4f_cuda_prefetch(g->c, (int)(l & 1), dst, src, bytes, 3, err);
+}
+
 static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
@@ -1429,13 +1479,12 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     int64_t np = n * k;
     const void *const *tabp = r->etab;
     if (n > 1 && g->e_host) {
-        /* stage this layer's host-resident experts (copy engine, full bus
-         * speed) so the grouped matmuls read device memory */
-        uint64_t off = 0;
-        for (int i = 0; i < 3; i++) {
-            TRY(v4f_cuda_copy_any(g->c, (uint8_t *)g->stage + off, r->hsrc[i], r->hbytes[i], err));
-            off += (r->hbytes[i] + 255) & ~255ull;
-        }
+        /* this layer's host-resident experts on the device (copy engine, full
+         * bus speed) so the grouped matmuls read device memory: copied
+         * during the previous layer (stage_issue), else here */
+        const uint32_t l = (uint32_t)(r - g->L);
+        if (g->prefetch) TRY(v4f_cuda_prefetch_wait(g->c, (int)(l & 1), err));
+        else TRY(stage_copy(g, l, err));
         tabp = r->ptab;
     }
     if (n > 1) {
@@ -1561,7 +1610,12 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     if (tr && tr->experts) ebuf = v4f_xmalloc((size_t)n * k * sizeof(int32_t));
     v4f_status st = V4F_OK;
     int64_t row0 = n - 1;
+    /* a chunk's host-resident experts: layer l + 1's are copied while layer
+     * l runs (its attention and FFN), layer 0's from here */
+    const bool pf = n > 1 && g->prefetch;
+    if (pf) st = stage_issue(g, 0, err);
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
+        if (pf && l + 1 < c->n_layer && (st = stage_issue(g, l + 1, err))) break;
         /* the last layer: the query side and the FFN for the last row only
          * (moved to row 0), or none */
         if (l + 1 == c->n_layer && out != V4F_OUT_ROWS_ALL && n > 1 && !tr && !g->L[l].hash) {
@@ -1589,6 +1643,9 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     }
     free(hbuf);
     free(ebuf);
+    /* copies issued for a layer whose chunk FFN did not run (the last one)
+     * end before the stream does */
+    for (int i = 0; pf && st == V4F_OK && i < V4F_CUDA_PREFETCH_SLOTS; i++) st = v4f_cuda_prefetch_wait(g->c, i, err);
     if (out_row0) *out_row0 = row0;
     if (st == V4F_OK && head_last) st = head(g, row0, 1, err);
     return st;

@@ -13,6 +13,7 @@
 #include "model/forward_cuda.h"
 #include "model/model.h"
 #include "../test.h"
+#include "golden_cmp.h"
 
 static const char *bin(void) { return getenv("V4F_BIN"); }
 
@@ -277,6 +278,17 @@ TEST(cli_synthetic_equals_synth_file) {
     CHECK_EQ_INT(na, 7 * 640 * 4);
     CHECK_EQ_INT(nb, na);
     CHECK(na > 0 && !memcmp(ba, bb, (size_t)na));
+    /* --chunk 3: the 7 tokens in passes of 3, 3, 1, within the chunked-prefill bound */
+    snprintf(args, sizeof args, "logits --synthetic tiny --tokens-file %s --out %s --chunk 3", ids, b);
+    REQUIRE(run_capture(args, NULL, 0) == 0);
+    nb = file_bytes(b, bb, sizeof bb);
+    CHECK_EQ_INT(nb, na);
+    if (nb == na && na > 0) {
+        double d = golden_max_abs((const float *)bb, (const float *)ba, (size_t)na / 4);
+        CHECK_MSG(d < GOLDEN_LAST_ROW_ABS, "--chunk 3 logits differ by %g", d);
+    }
+    snprintf(args, sizeof args, "logits --synthetic tiny --tokens-file %s --out %s --chunk 0", ids, b);
+    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
 }
 
 /* Backend selection: bad names and contradictions are usage errors; asking

@@ -116,6 +116,7 @@ void v4f_cuda_close(v4f_cuda *c) {
     kt_write();
 #endif
     v4f_cuda_fork_deinit(c);
+    v4f_cuda_prefetch_deinit(c);
     v4f_cuda_quant_deinit(c);
     if (c->ev_start) (void)cudaEventDestroy(c->ev_start);
     if (c->ev_stop) (void)cudaEventDestroy(c->ev_stop);

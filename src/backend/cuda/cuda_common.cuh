@@ -26,6 +26,7 @@ extern "C" {
 #include "core/core.h"
 }
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_fwd.h"
 
 struct v4f_cuda {
     int device;
@@ -48,6 +49,9 @@ struct v4f_cuda {
     cudaStream_t main_stream, aux_stream;
     cudaEvent_t ev_fork, ev_join;
     uint8_t *qx_main, *qx_aux;
+    /* cuda_fwd.cu prefetch: a copy stream beside the main one */
+    cudaStream_t pf_stream;
+    cudaEvent_t ev_pf_free, ev_pf_done[V4F_CUDA_PREFETCH_SLOTS];
 };
 
 /* ---- programmatic dependent launch (PDL) ------------------------------------
@@ -186,5 +190,6 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err);
 void v4f_cuda_quant_deinit(v4f_cuda *c);
 /* cuda_fwd.cu: free the fork/join stream, events and scratch (NULL-safe). */
 void v4f_cuda_fork_deinit(v4f_cuda *c);
+void v4f_cuda_prefetch_deinit(v4f_cuda *c);
 
 #endif /* V4F_CUDA_COMMON_CUH */

@@ -214,6 +214,57 @@ extern "C" v4f_status v4f_cuda_join(v4f_cuda *c, v4f_err *err) {
     return V4F_OK;
 }
 
+/* ---- prefetch copies ------------------------------------------------------------- */
+
+extern "C" v4f_status v4f_cuda_prefetch_init(v4f_cuda *c, v4f_err *err) {
+    if (c->pf_stream) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    cudaStream_t s = NULL;
+    CUDA_TRY(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    c->pf_stream = s; /* from here on prefetch_deinit releases what exists */
+    CUDA_TRY(cudaEventCreateWithFlags(&c->ev_pf_free, cudaEventDisableTiming));
+    for (int i = 0; i < V4F_CUDA_PREFETCH_SLOTS; i++)
+        CUDA_TRY(cudaEventCreateWithFlags(&c->ev_pf_done[i], cudaEventDisableTiming));
+    return V4F_OK;
+}
+
+void v4f_cuda_prefetch_deinit(v4f_cuda *c) {
+    if (c->pf_stream) {
+        (void)cudaStreamSynchronize(c->pf_stream);
+        (void)cudaStreamDestroy(c->pf_stream);
+    }
+    if (c->ev_pf_free) (void)cudaEventDestroy(c->ev_pf_free);
+    for (int i = 0; i < V4F_CUDA_PREFETCH_SLOTS; i++)
+        if (c->ev_pf_done[i]) (void)cudaEventDestroy(c->ev_pf_done[i]);
+    c->pf_stream = NULL;
+    c->ev_pf_free = NULL;
+    memset(c->ev_pf_done, 0, sizeof c->ev_pf_done);
+    (void)cudaGetLastError();
+}
+
+/* the main stream: the context's own, also while forked */
+static cudaStream_t main_of(const v4f_cuda *c) { return c->main_stream ? c->main_stream : c->stream; }
+
+extern "C" v4f_status v4f_cuda_prefetch(v4f_cuda *c, int slot, void *const *dst, const void *const *src,
+                                        const size_t *bytes, int n, v4f_err *err) {
+    ARG_CHECK(c->pf_stream && slot >= 0 && slot < V4F_CUDA_PREFETCH_SLOTS && n >= 0,
+              "cuda prefetch: not initialised or bad slot %d", slot);
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaEventRecord(c->ev_pf_free, main_of(c)));
+    CUDA_TRY(cudaStreamWaitEvent(c->pf_stream, c->ev_pf_free, 0));
+    for (int i = 0; i < n; i++)
+        if (bytes[i]) CUDA_TRY(cudaMemcpyAsync(dst[i], src[i], bytes[i], cudaMemcpyDefault, c->pf_stream));
+    CUDA_TRY(cudaEventRecord(c->ev_pf_done[slot], c->pf_stream));
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_prefetch_wait(v4f_cuda *c, int slot, v4f_err *err) {
+    ARG_CHECK(c->pf_stream && slot >= 0 && slot < V4F_CUDA_PREFETCH_SLOTS, "cuda prefetch wait: bad slot %d", slot);
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaStreamWaitEvent(main_of(c), c->ev_pf_done[slot], 0));
+    return V4F_OK;
+}
+
 /* ---- graphs ---------------------------------------------------------------------- */
 
 struct v4f_cuda_graph {

@@ -72,6 +72,21 @@ v4f_status v4f_cuda_fork(v4f_cuda *c, v4f_err *err);
 v4f_status v4f_cuda_fork_end(v4f_cuda *c, v4f_err *err);
 v4f_status v4f_cuda_join(v4f_cuda *c, v4f_err *err);
 
+/* ---- prefetch copies ------------------------------------------------------------
+ * Copies on a third stream that overlap the main stream's kernels (e.g. the
+ * next layer's host-resident experts during this layer's prefill work).
+ * prefetch: queues n copies dst[i] <- src[i] of bytes[i] that start only
+ * once the work queued so far on the main stream is done (so the previous
+ * readers of dst have finished), and marks their completion on `slot`;
+ * prefetch_wait: later work on the main stream waits for the copies last
+ * marked on `slot`. prefetch_init creates the stream and events once. Not
+ * for graph capture. */
+#define V4F_CUDA_PREFETCH_SLOTS 2
+v4f_status v4f_cuda_prefetch_init(v4f_cuda *c, v4f_err *err);
+v4f_status v4f_cuda_prefetch(v4f_cuda *c, int slot, void *const *dst, const void *const *src, const size_t *bytes,
+                             int n, v4f_err *err);
+v4f_status v4f_cuda_prefetch_wait(v4f_cuda *c, int slot, v4f_err *err);
+
 /* ---- graphs --------------------------------------------------------------------
  * Everything queued on the context's stream between begin and end becomes
  * one graph (nothing runs at capture time). */
