@@ -605,6 +605,76 @@ static int bench_fake_ctx_gpu(const v4f_cli_model *bm, v4f_session_opts so, int6
     return rc;
 }
 
+/* --expert-stats: routed expert reads of n greedy decode steps (through the
+ * session trace, so no graph), by layer kind, and how many of them hit the
+ * experts a GPU session keeps in host memory (ids >= on_dev). */
+typedef struct expert_count {
+    uint32_t n_layer, n_hash, on_dev, n_exp;
+    uint64_t reads, host, hash_reads, hash_host;
+    uint8_t *seen; /* [n_layer][n_exp] over the probe */
+} expert_count;
+
+static void count_experts(void *ud, uint32_t layer, uint32_t pos, const int32_t *ids, uint32_t k) {
+    (void)pos;
+    expert_count *ec = ud;
+    if (layer >= ec->n_layer) return;
+    for (uint32_t i = 0; i < k; i++) {
+        if (ids[i] < 0 || (uint32_t)ids[i] >= ec->n_exp) continue;
+        bool host = ec->on_dev && (uint32_t)ids[i] >= ec->on_dev;
+        ec->reads++;
+        ec->host += host;
+        if (layer < ec->n_hash) {
+            ec->hash_reads++;
+            ec->hash_host += host;
+        }
+        ec->seen[(size_t)layer * ec->n_exp + (uint32_t)ids[i]] = 1;
+    }
+}
+
+static int expert_stats_probe(v4f_session *s, v4f_snapshot_mem *snap, float *logits, const v4f_config *c,
+                              uint32_t n, bool gpu) {
+    v4f_err err = {0};
+    uint32_t at = v4f_session_pos(s);
+    expert_count ec = {c->n_layer, 0, 0, c->n_expert, 0, 0, 0, 0, NULL};
+    for (uint32_t l = 0; l < c->n_layer; l++) ec.n_hash += l < c->n_hash_layer;
+    if (gpu) ec.on_dev = v4f_gpu_experts_on_device(v4f_session_gpu(s));
+    if (ec.on_dev >= c->n_expert) ec.on_dev = 0; /* all on the device */
+    ec.seen = v4f_xcalloc((size_t)c->n_layer * c->n_expert, 1);
+    v4f_trace tr = {&ec, NULL, count_experts, NULL};
+    v4f_session_set_trace(s, &tr);
+    const int32_t eos = 1;
+    int32_t tok = v4f_argmax_f32_except(logits, c->n_vocab, eos);
+    int rc = 0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        if (v4f_session_eval(s, &tok, 1, logits, 0, NULL, &err)) {
+            fprintf(stderr, "v4flash bench: --expert-stats decode: %s\n", err.msg);
+            rc = 1;
+        }
+        tok = v4f_argmax_f32_except(logits, c->n_vocab, eos);
+    }
+    v4f_session_set_trace(s, NULL);
+    if (!rc && (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, snap, logits, c->n_vocab, &err))) {
+        fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
+        rc = 1;
+    }
+    if (!rc) {
+        uint64_t distinct = 0;
+        for (size_t i = 0; i < (size_t)c->n_layer * c->n_expert; i++) distinct += ec.seen[i];
+        printf("\nexperts of %u greedy decode steps at context %u: %.1f routed reads per token (%.1f in %u hash "
+               "layers), %.1f distinct experts per layer over the probe\n",
+               n, at, (double)ec.reads / n, (double)ec.hash_reads / n, ec.n_hash, (double)distinct / c->n_layer);
+        if (ec.on_dev)
+            printf("host-resident experts (ids >= %u, %.1f%% of each layer): %.2f reads per token (%.1f%%; %.2f in "
+                   "hash layers), uniform routing would give %.2f\n",
+                   ec.on_dev, 100.0 * (c->n_expert - ec.on_dev) / c->n_expert, (double)ec.host / n,
+                   ec.reads ? 100.0 * (double)ec.host / (double)ec.reads : 0.0, (double)ec.hash_host / n,
+                   (double)ec.reads / n * (c->n_expert - ec.on_dev) / c->n_expert);
+    }
+    free(ec.seen);
+    fflush(stdout);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *synthetic = NULL, *csv = NULL, *prompt_file = NULL;
     const char *precision = "default";
@@ -618,6 +688,7 @@ int cmd_bench(int argc, char **argv) {
     int64_t fake_ctx = 0;
     bool kv_evict = false;
     const char *evals_opt = NULL;
+    int64_t expert_stats = 0;
     v4f_cli_backend be = V4F_CLI_BACKEND_DEFAULT;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf unless --synthetic)", NULL},
@@ -642,6 +713,7 @@ int cmd_bench(int argc, char **argv) {
         {"kv-page-dir", 0, V4F_ARG_STR, &kv_page_dir, 0, 0, "DIR", "page the ratio-4 compressed KV rows to an unlinked file in DIR", NULL},
         {"fake-ctx", 0, V4F_ARG_INT, &fake_ctx, 1, 1048576, "N", "SYNTHETIC-KV decode timing: random rows as if N tokens were evaluated, no prefill", NULL},
         {"kv-evict", 0, V4F_ARG_FLAG, &kv_evict, 0, 0, NULL, "with --fake-ctx and --kv-page-dir: drop the file-backed rows from RAM before every step", NULL},
+        {"expert-stats", 0, V4F_ARG_INT, &expert_stats, 1, 65536, "N", "after the last frontier, decode N greedy tokens step by step and count the routed experts they read, and on a GPU how many of those live in host memory", NULL},
         {"evals", 0, V4F_ARG_STR, &evals_opt, 0, 0, "N,N,..", "after the last frontier, time one eval of each token count (a turn's new tokens; median of 3, rolled back)", NULL},
         V4F_CLI_BACKEND_OPTS(be),
         {0},
@@ -751,7 +823,9 @@ int cmd_bench(int argc, char **argv) {
         x = nx;
     }
     /* probes are rolled back */
-    uint64_t n_ctx = (uint64_t)ctx_max + (uint64_t)(gen > eval_max ? gen : eval_max) + 1;
+    int64_t probe_max = gen > eval_max ? gen : eval_max;
+    if (expert_stats > probe_max) probe_max = expert_stats;
+    uint64_t n_ctx = (uint64_t)ctx_max + (uint64_t)probe_max + 1;
     v4f_err err = {0};
     v4f_session *s = NULL;
     v4f_session_opts so = bso;
@@ -865,6 +939,8 @@ int cmd_bench(int argc, char **argv) {
             fflush(cf);
         }
     }
+    if (expert_stats && nf > 0 && (rc = expert_stats_probe(s, &snap, logits, c, (uint32_t)expert_stats, gpu)))
+        goto out;
     if (n_evals && nf > 0) {
         /* short evals (a chat turn's few new tokens) at the last frontier */
         uint32_t at = v4f_session_pos(s);

@@ -88,6 +88,7 @@ void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *expert
     *dev_bytes = *host_bytes = 0;
 }
 const char *v4f_gpu_device_name(const v4f_gpu *g) { (void)g; return ""; }
+uint32_t v4f_gpu_experts_on_device(const v4f_gpu *g) { (void)g; return 0; }
 void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_expert) {
     (void)g;
     *fixed = *per_expert = 0;
@@ -230,6 +231,8 @@ struct v4f_gpu {
                       * stage_bytes, layer l in slot l & 1 */
     uint64_t stage_bytes;
     bool prefetch;   /* layer l + 1's host experts are copied during layer l (copy stream) */
+    bool decode_dma; /* the decode graph copies the picked host experts into the staging slot */
+    bool capturing;  /* chunk_body is being captured as the decode graph */
     uint32_t e_dev, e_host; /* routed experts per layer on the device / host */
     uint64_t per_expert;    /* one expert's bytes summed over the layers */
     uint64_t host_expert_bytes;
@@ -578,6 +581,8 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
             }
         }
         nr = k;
+        const char *hc = getenv("V4F_CUDA_HOST_COPY"); /* 1: a pinned copy even where pinning in place works */
+        if (hc && hc[0] == '1') st = v4f_err_set(err, V4F_STATUS_DEVICE, "V4F_CUDA_HOST_COPY=1");
         for (size_t i = 0; i < nr && st == V4F_OK; i++) {
             void *dev = NULL;
             st = v4f_cuda_host_register(g->c, (void *)rg[i].lo, rg[i].hi - rg[i].lo, &dev, err);
@@ -925,6 +930,8 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
             g->prefetch = v4f_cuda_prefetch_init(g->c, &e2) == V4F_OK;
             if (!g->prefetch) v4f_log(V4F_LOG_WARN, "cuda: no copy stream (%s); staging experts in line", e2.msg);
         }
+        const char *de = getenv("V4F_CUDA_DECODE_DMA"); /* 0: the decode graph reads host experts over the bus */
+        g->decode_dma = g->e_host <= V4F_CUDA_COND_MAX && !(de && de[0] == '0');
     }
     {
         const char *se = getenv("V4F_CUDA_SHORT_EVAL");
@@ -940,7 +947,8 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     if ((st = v4f_cuda_sync(g->c, err))) goto fail;
     char how[256] = "all weights on the GPU";
     if (g->e_host)
-        snprintf(how, sizeof how, "decode reads host-resident experts over the bus; prefill %s (copy engine, %d x %.2f GiB)",
+        snprintf(how, sizeof how, "host-resident experts: decode %s; prefill %s (copy engine, %d x %.2f GiB)",
+                 g->decode_dma ? "copies the picked ones (copy engine)" : "reads them over the bus",
                  g->prefetch ? "copies each layer's during the layer before" : "stages each layer's",
                  g->prefetch ? 2 : 1, gib(g->stage_bytes));
     snprintf(g->report, sizeof g->report,
@@ -1075,6 +1083,7 @@ v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
 uint32_t v4f_gpu_chunk(const v4f_gpu *g) { return g->N; }
 const char *v4f_gpu_report(const v4f_gpu *g) { return g->report; }
 const char *v4f_gpu_device_name(const v4f_gpu *g) { return v4f_cuda_device_name(g->c); }
+uint32_t v4f_gpu_experts_on_device(const v4f_gpu *g) { return g->e_dev; }
 void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_expert) {
     *fixed = g->w_bytes + g->kv_bytes + g->s_bytes;
     *per_expert = g->per_expert;
@@ -1452,6 +1461,34 @@ static v4f_status stage_issue(v4f_gpu *g, uint32_t l, v4f_err *err) {
     return v4f_cuda_prefetch(g->c, (int)(l & 1), dst, src, bytes, 3, err);
 }
 
+/* Decode graph: the host-resident experts the router picks are copied into
+ * layer l's staging slot by the copy engines (conditional graph nodes, one
+ * per host-resident expert), where the staging table (ptab) points.
+ * docs/PERF_NOTES.md, session 14: H100 decode 70.9 -> 82.1 t/s. */
+static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
+    const uint32_t nh = g->e_host;
+    int32_t want[V4F_CUDA_COND_MAX];
+    void *dst[V4F_CUDA_COND_MAX][3];
+    const void *src[V4F_CUDA_COND_MAX][3];
+    size_t bytes[V4F_CUDA_COND_MAX][3];
+    void *d0[3];
+    const void *s0[3];
+    size_t b0[3];
+    stage_jobs(g, l, d0, s0, b0);
+    for (uint32_t j = 0; j < nh; j++) {
+        want[j] = (int32_t)(g->e_dev + j);
+        for (int i = 0; i < 3; i++) {
+            const size_t mb = b0[i] / nh; /* one expert's matrix: the slot holds them in id order */
+            dst[j][i] = (uint8_t *)d0[i] + j * mb;
+            src[j][i] = (const uint8_t *)s0[i] + j * mb;
+            bytes[j][i] = mb;
+        }
+    }
+    return v4f_cuda_cond_copies(g->c, g->s.eids, (int)g->cfg.n_expert_used, (int)nh, want,
+                                (void *const (*)[3])dst, (const void *const (*)[3])src,
+                                (const size_t (*)[3])bytes, err);
+}
+
 static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
@@ -1486,6 +1523,11 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         if (g->prefetch) TRY(v4f_cuda_prefetch_wait(g->c, (int)(l & 1), err));
         else TRY(stage_copy(g, l, err));
         tabp = r->ptab;
+    } else if (g->e_host && g->decode_dma && g->capturing && r < g->L + c->n_layer) {
+        /* decode graph: DMA of the picked host-resident experts (about
+         * twice the bus speed that kernels reading host memory reach) */
+        TRY(stage_picked(g, (uint32_t)(r - g->L), err));
+        tabp = r->ptab;
     }
     if (n > 1) {
         /* chunk: bucket the (token, slot) pairs by expert, grouped matmuls */
@@ -1515,7 +1557,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
                         ys[m] = (hh ? x->u : x->g) + p * nff;
                         m++;
                     }
-                TRY(v4f_cuda_matvec_indirect(g->c, m, h ? &r->exp_up : &r->exp_gate, r->etab, x->eids, off, slot, xs,
+                TRY(v4f_cuda_matvec_indirect(g->c, m, h ? &r->exp_up : &r->exp_gate, tabp, x->eids, off, slot, xs,
                                              ys, err));
                 if (same) break;
             }
@@ -1546,7 +1588,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
                 xs[i] = x->g + p * nff;
                 ys[i] = x->yd + p * d;
             }
-            TRY(v4f_cuda_matvec_indirect(g->c, nb, &r->exp_down, r->etab, x->eids, off, slot, xs, ys, err));
+            TRY(v4f_cuda_matvec_indirect(g->c, nb, &r->exp_down, tabp, x->eids, off, slot, xs, ys, err));
         }
     }
     if (g->fork) TRY(v4f_cuda_join(g->c, err));
@@ -1654,7 +1696,9 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
 static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
     static const v4f_debug_flags none = {0};
     TRY(v4f_cuda_capture_begin(g->c, err));
+    g->capturing = true;
     v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, V4F_OUT_ROWS_ALL, NULL, err);
+    g->capturing = false;
     /* the greedy pick, for pipelined greedy decoding (v4f_gpu_decode_greedy);
      * plain replays stage their own token and position over it */
     if (st == V4F_OK)
@@ -1669,7 +1713,13 @@ static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
 static bool decode_graph(v4f_gpu *g) {
     if (!g->graph && !g->graph_failed) {
         v4f_err e2 = {0};
-        if (capture_decode(g, &e2) != V4F_OK) {
+        if (g->decode_dma && capture_decode(g, &e2) != V4F_OK) {
+            v4f_log(V4F_LOG_WARN, "cuda: decode graph with copies of the picked host experts failed (%s); "
+                                  "reading them over the bus", e2.msg);
+            g->decode_dma = false;
+            g->graph = NULL;
+        }
+        if (!g->graph && capture_decode(g, &e2) != V4F_OK) {
             v4f_log(V4F_LOG_WARN, "cuda: decode graph capture failed (%s); running without a graph", e2.msg);
             g->graph_failed = true;
             g->graph = NULL;

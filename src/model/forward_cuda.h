@@ -94,6 +94,9 @@ const char *v4f_gpu_report(const v4f_gpu *g);
 void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *experts_host, uint64_t *dev_bytes,
                        uint64_t *host_bytes);
 const char *v4f_gpu_device_name(const v4f_gpu *g);
+/* Routed experts per layer held on the device: ids [0, n) there, the rest
+ * in host memory (0 without CUDA). */
+uint32_t v4f_gpu_experts_on_device(const v4f_gpu *g);
 /* Budget arithmetic (tests, reports): *fixed = dense weights + KV +
  * scratch on the device, *per_expert = bytes of one routed expert (gate,
  * up, down) summed over all layers. */

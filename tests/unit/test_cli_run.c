@@ -170,6 +170,11 @@ TEST(cli_bench_tiny) {
     if (ev) {
         CHECK(strstr(ev, "      1 tokens:") && strstr(ev, "      3 tokens:") && strstr(ev, "     40 tokens:"));
     }
+    /* --expert-stats: one summary line of the routed reads */
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-start 32 --ctx-max 32 --gen 2 --no-membw --cpu --expert-stats 5",
+                             out, sizeof out), 0);
+    CHECK(strstr(out, "experts of 5 greedy decode steps at context 32:") != NULL);
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --expert-stats 0", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 2,,3", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 0", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 2x", NULL, 0), 2);

@@ -24,6 +24,7 @@ extern "C" {
 #include <math.h>
 #include <stdlib.h>
 
+#define V4F_CUDA_DEPS_MAX 16 /* capture dependencies of one point of a captured stream */
 #define ARG_CHECK(cond, ...)                                                       \
     do {                                                                           \
         if (!(cond)) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, __VA_ARGS__); \
@@ -262,6 +263,70 @@ extern "C" v4f_status v4f_cuda_prefetch_wait(v4f_cuda *c, int slot, v4f_err *err
     ARG_CHECK(c->pf_stream && slot >= 0 && slot < V4F_CUDA_PREFETCH_SLOTS, "cuda prefetch wait: bad slot %d", slot);
     CUDA_TRY_DEVICE(c);
     CUDA_TRY(cudaStreamWaitEvent(main_of(c), c->ev_pf_done[slot], 0));
+    return V4F_OK;
+}
+
+/* ---- copies chosen on the device ----------------------------------------------------- */
+
+struct cond_args {
+    cudaGraphConditionalHandle h[V4F_CUDA_COND_MAX];
+    int32_t want[V4F_CUDA_COND_MAX];
+    const int32_t *ids;
+    int n, k;
+};
+
+/* thread j: condition j = (want[j] is among ids[0..k)) */
+__global__ void k_set_cond(cond_args a) {
+    V4F_PDL_ENTRY();
+    const int j = threadIdx.x;
+    if (j >= a.n) return;
+    unsigned hit = 0;
+    for (int i = 0; i < a.k; i++) hit |= a.ids[i] == a.want[j];
+    cudaGraphSetConditional(a.h[j], hit);
+}
+
+extern "C" v4f_status v4f_cuda_cond_copies(v4f_cuda *c, const int32_t *ids, int k, int n, const int32_t *want,
+                                           void *const (*dst)[3], const void *const (*src)[3],
+                                           const size_t (*bytes)[3], v4f_err *err) {
+    ARG_CHECK(n >= 0 && n <= V4F_CUDA_COND_MAX && k >= 1 && ids, "cuda cond copies: bad sizes (n %d, k %d)", n, k);
+    CUDA_TRY_DEVICE(c);
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    cudaGraph_t graph = NULL;
+    CUDA_TRY(cudaStreamGetCaptureInfo(c->stream, &cs, NULL, &graph, NULL, NULL, NULL));
+    if (cs != cudaStreamCaptureStatusActive || !graph)
+        return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "cuda cond copies: the stream is not capturing");
+    if (n == 0) return V4F_OK;
+    cond_args a = {};
+    a.ids = ids;
+    a.n = n;
+    a.k = k;
+    for (int j = 0; j < n; j++) {
+        CUDA_TRY(cudaGraphConditionalHandleCreate(&a.h[j], graph, 0, cudaGraphCondAssignDefault));
+        a.want[j] = want[j];
+    }
+    v4f_launch(k_set_cond, 1, 32 * ((n + 31) / 32), 0, c->stream, a);
+    CUDA_TRY(cudaGetLastError());
+    const cudaGraphNode_t *deps = NULL;
+    size_t ndeps = 0;
+    CUDA_TRY(cudaStreamGetCaptureInfo(c->stream, &cs, NULL, &graph, &deps, NULL, &ndeps));
+    ARG_CHECK(ndeps <= V4F_CUDA_DEPS_MAX, "cuda cond copies: %zu capture dependencies", ndeps);
+    cudaGraphNode_t after[V4F_CUDA_DEPS_MAX], nodes[V4F_CUDA_COND_MAX];
+    for (size_t i = 0; i < ndeps; i++) after[i] = deps[i];
+    for (int j = 0; j < n; j++) {
+        cudaGraphNodeParams p = {};
+        p.type = cudaGraphNodeTypeConditional;
+        p.conditional.handle = a.h[j];
+        p.conditional.type = cudaGraphCondTypeIf;
+        p.conditional.size = 1;
+        CUDA_TRY(cudaGraphAddNode(&nodes[j], graph, after, NULL, ndeps, &p));
+        for (int i = 0; i < 3; i++) {
+            cudaGraphNode_t m;
+            if (bytes[j][i])
+                CUDA_TRY(cudaGraphAddMemcpyNode1D(&m, p.conditional.phGraph_out[0], NULL, 0, dst[j][i], src[j][i],
+                                                  bytes[j][i], cudaMemcpyDefault));
+        }
+    }
+    CUDA_TRY(cudaStreamUpdateCaptureDependencies(c->stream, nodes, NULL, (size_t)n, cudaStreamSetCaptureDependencies));
     return V4F_OK;
 }
 

@@ -87,6 +87,21 @@ v4f_status v4f_cuda_prefetch(v4f_cuda *c, int slot, void *const *dst, const void
                              int n, v4f_err *err);
 v4f_status v4f_cuda_prefetch_wait(v4f_cuda *c, int slot, v4f_err *err);
 
+/* ---- copies chosen on the device, in a captured graph ------------------------------
+ * While capturing: after the work captured so far, group j < n copies
+ * dst[j][i] <- src[j][i] (bytes[j][i], i < 3; any memory the copy engine
+ * reaches) when, at run time, one of ids[0..k) (device int32) equals
+ * want[j]; work captured later waits for every group. The test runs in a
+ * small kernel that sets one conditional graph node per group; the copies
+ * go to the copy engines (the routed experts a decode step picks among
+ * those in host memory: DMA at the bus's speed, about twice what kernels
+ * reading host memory reach). n <= V4F_CUDA_COND_MAX. UNSUPPORTED when the
+ * stream is not capturing. */
+#define V4F_CUDA_COND_MAX 32
+v4f_status v4f_cuda_cond_copies(v4f_cuda *c, const int32_t *ids, int k, int n, const int32_t *want,
+                                void *const (*dst)[3], const void *const (*src)[3], const size_t (*bytes)[3],
+                                v4f_err *err);
+
 /* ---- graphs --------------------------------------------------------------------
  * Everything queued on the context's stream between begin and end becomes
  * one graph (nothing runs at capture time). */
