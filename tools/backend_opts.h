@@ -35,8 +35,9 @@ typedef struct v4f_cli_backend {
     {"gpu-mem-gb", 0, V4F_ARG_DOUBLE, &(b).gpu_mem_gb, 0, 1e6, "G",                                              \
      "GPU memory budget in GiB; routed experts beyond it stay in host memory (default: free memory)", NULL},    \
     {"chunk", 0, V4F_ARG_INT32, &(b).chunk, 1, 65536, "N",                                                      \
-     "prefill tokens per layer pass (default: the largest that fits; on a GPU that cannot hold every routed "   \
-     "expert, 512; a larger chunk prefills faster and leaves more experts in host memory)", NULL}
+     "at most N prefill tokens per layer pass (default: up to 2048 on the CPU; on a GPU up to 8192, halved "    \
+     "down to 512 while the routed experts do not all fit; a fixed N is kept there, leaving more experts in "   \
+     "host memory)", NULL}
 
 /* Resolve the choice into so (backend, gpu_device, gpu_mem_gb, max_chunk). Returns 0,
  * or 2 after printing a usage error through spec. */
