@@ -520,16 +520,16 @@ static const void *host_dev_ptr(const hrange *rg, size_t nr, uintptr_t a) {
     return NULL;
 }
 
-/* Upload the device-resident experts, then pin + map what stays in host
- * memory (experts [e_dev, n_expert) of every layer and, if chosen, the
- * embedding) as merged page-aligned ranges, and fill the pointer tables.
- * Uploads come first: a pageable copy whose source overlaps a pinned range
- * is refused by the driver. */
 /* staging slot of layer l's host-resident experts */
 static uint8_t *stage_slot(const v4f_gpu *g, uint32_t l) {
     return (uint8_t *)g->stage + (uint64_t)(l & 1) * g->stage_bytes;
 }
 
+/* Upload the device-resident experts, then pin + map what stays in host
+ * memory (experts [e_dev, n_expert) of every layer and, if chosen, the
+ * embedding) as merged page-aligned ranges, and fill the pointer tables.
+ * Uploads come first: a pageable copy whose source overlaps a pinned range
+ * is refused by the driver. */
 static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     const v4f_model *m = g->m;
@@ -1429,7 +1429,6 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     return V4F_OK;
 }
 
-/* next: the HC mixer that follows (the next layer's attention), or NULL */
 /* Layer l's host-resident experts into its staging slot: synchronous copies
  * on the stream (stage_copy), or on the copy stream after the work queued so
  * far (stage_issue; ffn waits for them). */
@@ -1489,6 +1488,7 @@ static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
                                 (const size_t (*)[3])bytes, err);
 }
 
+/* next: the HC mixer that follows (the next layer's attention), or NULL */
 static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
