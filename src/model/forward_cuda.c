@@ -581,9 +581,11 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
             }
         }
         nr = k;
-        const char *hc = getenv("V4F_CUDA_HOST_COPY"); /* 1: a pinned copy even where pinning in place works */
-        if (hc && hc[0] == '1') st = v4f_err_set(err, V4F_STATUS_DEVICE, "V4F_CUDA_HOST_COPY=1");
-        for (size_t i = 0; i < nr && st == V4F_OK; i++) {
+        /* V4F_CUDA_HOST_COPY=1 takes the pinned-copy path below even where
+         * pinning in place works (measurements; docs/PERF_NOTES.md, session 14) */
+        const char *hc = getenv("V4F_CUDA_HOST_COPY");
+        const bool copy = hc && hc[0] == '1';
+        for (size_t i = 0; i < nr && st == V4F_OK && !copy; i++) {
             void *dev = NULL;
             st = v4f_cuda_host_register(g->c, (void *)rg[i].lo, rg[i].hi - rg[i].lo, &dev, err);
             if (st == V4F_OK) {
@@ -591,9 +593,10 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
                 rg[i].dev = dev;
             }
         }
-        if (st != V4F_OK) {
+        if (copy || st != V4F_OK) {
             /* pinning the mapping was refused: one pinned copy of what stays on the host */
-            v4f_log(V4F_LOG_WARN, "cuda: %s; copying the host-resident weights to pinned memory", err->msg);
+            v4f_log(V4F_LOG_WARN, "cuda: %s; copying the host-resident weights to pinned memory",
+                    copy ? "V4F_CUDA_HOST_COPY=1" : err->msg);
             for (int i = 0; i < g->n_reg; i++) v4f_cuda_host_unregister(g->c, g->reg[i]);
             g->n_reg = 0;
             size_t tot = 0;
