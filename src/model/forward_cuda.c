@@ -1756,8 +1756,8 @@ static v4f_status head_logits(v4f_gpu *g, const gmat *fn, const float *hbase, co
     return V4F_OK;
 }
 
-/* n (2..short_max) tokens as n replays of the decode graph, queued back to
- * back: each replay's token is copied from short_tok into tok[0] (over the
+/* n (2..short_max, and <= N: the pinned h_in holds N tokens) tokens as n
+ * replays of the decode graph, queued back to back: each replay's token is copied from short_tok into tok[0] (over the
  * previous replay's greedy pick), and the graph advances pos0 itself. The
  * same kernels as n single-token evals, so the same results bit for bit.
  * logits: NULL or [n_vocab] of the last token. */
@@ -1790,7 +1790,7 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
     bool plain = plain_dbg && !tracing && !hc_out && !g->prof.on;
-    if (n >= 2 && n <= g->short_max && (last_only || !logits) && plain && decode_graph(g))
+    if (n >= 2 && n <= g->short_max && n <= g->N && (last_only || !logits) && plain && decode_graph(g))
         return eval_short(g, tokens, n, pos, logits, err);
     for (uint32_t done = 0; done < n;) {
         uint32_t m = n - done < g->N ? n - done : g->N;
