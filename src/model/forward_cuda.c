@@ -1757,10 +1757,11 @@ static v4f_status head_logits(v4f_gpu *g, const gmat *fn, const float *hbase, co
 }
 
 /* n (2..short_max, and <= N: the pinned h_in holds N tokens) tokens as n
- * replays of the decode graph, queued back to back: each replay's token is copied from short_tok into tok[0] (over the
- * previous replay's greedy pick), and the graph advances pos0 itself. The
- * same kernels as n single-token evals, so the same results bit for bit.
- * logits: NULL or [n_vocab] of the last token. */
+ * replays of the decode graph, queued back to back: each replay's token is
+ * copied from short_tok into tok[0] (over the previous replay's greedy
+ * pick), and the graph advances pos0 itself. The same kernels as n
+ * single-token evals, so the same results bit for bit. logits: NULL or
+ * [n_vocab] of the last token. */
 static v4f_status eval_short(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
                              v4f_err *err) {
     memcpy(g->h_in, tokens, (size_t)n * sizeof(int32_t));
