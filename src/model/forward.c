@@ -42,6 +42,15 @@
 #define MAX_GROUPS 64 /* output groups (8 in the published model) */
 #define IDX_BLOCK 64 /* indexer rows scored per GEMM tile */
 #define SCRATCH_BUDGET_BYTES (2048ull << 20)
+/* Evals of 2..CPU_SHORT_EVAL tokens (the logits of the last one at most)
+ * run token by token through the decode kernels, the head for the last
+ * token only: the batched path (dequantize + GEMM) costs ~3x a decode step
+ * at 2 tokens. full-q2:4 on the 2-vCPU dev box, token by token vs batched:
+ * 2 / 4 / 6 / 8 tokens 153 / 272 / 383 / 486 vs 266 / 394 / 498 / 524 ms
+ * (docs/PERF_NOTES.md, session 14); 4 leaves room for machines whose many
+ * cores favour the batched GEMMs. The env V4F_CPU_SHORT_EVAL=N overrides
+ * it (0 or 1: off). */
+#define CPU_SHORT_EVAL 4
 
 /* ---- phase profile (V4F_PROFILE=1: wall time per phase, printed at free) ---- */
 
@@ -128,6 +137,7 @@ struct v4f_session {
     v4f_kv *kv;
     uint32_t pos, mtp_pos;
     uint32_t chunk;
+    uint32_t short_max; /* evals of 2..short_max tokens take the decode path per token (CPU_SHORT_EVAL) */
     uint32_t max_keys;   /* most keys one query attends (window + compressed) */
     uint32_t max_gather; /* most keys gathered per query (window + ratio-4 selection) */
     uint32_t cap4;
@@ -523,6 +533,11 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
     if (n_fit < N) N = n_fit < 16 ? 16 : (uint32_t)n_fit;
     if (o->max_chunk > 0 && o->max_chunk < N) N = o->max_chunk;
     s->chunk = N;
+    {
+        const char *se = getenv("V4F_CPU_SHORT_EVAL");
+        long v = se && *se ? strtol(se, NULL, 10) : CPU_SHORT_EVAL;
+        s->short_max = v < 0 ? 0 : v > 4096 ? 4096 : (uint32_t)v;
+    }
     size_t bytes = layout_scratch(s, NULL, N);
     s->arena = v4f_aligned_alloc(bytes);
     if (!s->arena) {
@@ -1348,6 +1363,14 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
                                       s->has_trace ? &s->trace : NULL, &s->dbg, err);
         if (gst == V4F_OK) s->pos += n;
         return gst;
+    }
+    if (n >= 2 && n <= s->short_max && (!logits || (flags & V4F_EVAL_LOGITS_LAST)) && !hc_out) {
+        /* a short eval: token by token, the head for the last one only */
+        for (uint32_t i = 0; i < n; i++) {
+            v4f_status st = v4f_session_eval(s, tokens + i, 1, i + 1 == n ? logits : NULL, 0, NULL, err);
+            if (st != V4F_OK) return st;
+        }
+        return V4F_OK;
     }
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     uint64_t regions0 = 0;

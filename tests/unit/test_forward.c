@@ -218,6 +218,62 @@ TEST(forward_logits_last_skips_rows) {
 
 /* Decode over several head groups gathers the keys once (shared buffer);
  * tiny-f16 (8 heads) takes that path with > 1 thread. Must equal 1 thread. */
+/* Short evals (2..V4F_CPU_SHORT_EVAL tokens, logits of the last one or
+ * none) run token by token through the decode kernels: logits and the next
+ * step equal single-token evals bit for bit; against the batched kernels
+ * (V4F_CPU_SHORT_EVAL=0) within GOLDEN_LAST_ROW_ABS (int8 planes vs the f32
+ * GEMM, as in forward_logits_last_skips_rows). Default and reference
+ * precision. */
+TEST(forward_short_eval) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    const int split = 100;
+    static const int ks[] = {2, 3, 4, 3};
+    float *la = calloc(f.vocab, 4), *lb = calloc(f.vocab, 4), *lc = calloc(f.vocab, 4);
+    for (int prec = 0; prec < 2; prec++) {
+        const char *pn = prec ? "ref" : "default";
+        v4f_session_opts o = {.n_ctx = 160, .precision = prec ? V4F_PRECISION_REF : V4F_PRECISION_DEFAULT};
+        v4f_session *a = NULL, *b = NULL, *c = NULL;
+        v4f_err err = {0};
+        setenv("V4F_CPU_SHORT_EVAL", "4", 1); /* a: whatever the default */
+        bool ok = v4f_session_new(f.m, &o, &a, &err) == V4F_OK && v4f_session_new(f.m, &o, &b, &err) == V4F_OK;
+        setenv("V4F_CPU_SHORT_EVAL", "0", 1);
+        ok = ok && v4f_session_new(f.m, &o, &c, &err) == V4F_OK;
+        unsetenv("V4F_CPU_SHORT_EVAL");
+        v4f_session *all[3] = {a, b, c};
+        for (int i = 0; ok && i < 3; i++) ok = v4f_session_eval(all[i], f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+        CHECK_MSG(ok, "%s: sessions: %s", pn, err.msg);
+        int at = split;
+        for (size_t e = 0; ok && e < sizeof ks / sizeof ks[0]; e++) {
+            const int k = ks[e];
+            const bool nolog = e == 3; /* no logits asked */
+            ok = v4f_session_eval(a, f.tokens + at, (uint32_t)k, nolog ? NULL : la, V4F_EVAL_LOGITS_LAST, NULL,
+                                  &err) == V4F_OK &&
+                 v4f_session_eval(c, f.tokens + at, (uint32_t)k, nolog ? NULL : lc, V4F_EVAL_LOGITS_LAST, NULL,
+                                  &err) == V4F_OK;
+            for (int i = 0; ok && i < k; i++) ok = v4f_session_eval(b, f.tokens + at + i, 1, lb, 0, NULL, &err) == V4F_OK;
+            at += k;
+            CHECK_MSG(ok, "%s: eval of %d tokens: %s", pn, k, err.msg);
+            if (!ok) break;
+            CHECK_EQ_INT(v4f_session_pos(a), at);
+            CHECK_EQ_INT(v4f_session_pos(c), at);
+            if (nolog) continue;
+            CHECK_MSG(memcmp(la, lb, (size_t)f.vocab * 4) == 0, "%s: %d-token eval differs from single steps", pn, k);
+            double d = golden_max_abs(la, lc, (size_t)f.vocab);
+            if (test_verbose()) printf("    %s: %d-token eval vs the batched kernels: max abs %.2e\n", pn, k, d);
+            CHECK_MSG(d < GOLDEN_LAST_ROW_ABS, "%s: %d-token eval differs from the batched kernels by %g", pn, k, d);
+        }
+        ok = ok && v4f_session_eval(a, f.tokens + at, 1, la, 0, NULL, &err) == V4F_OK &&
+             v4f_session_eval(b, f.tokens + at, 1, lb, 0, NULL, &err) == V4F_OK;
+        CHECK_MSG(ok && memcmp(la, lb, (size_t)f.vocab * 4) == 0, "%s: the step after a short eval differs", pn);
+        for (int i = 0; i < 3; i++) v4f_session_free(all[i]);
+    }
+    free(la);
+    free(lb);
+    free(lc);
+    fx_close(&f);
+}
+
 TEST(forward_decode_threads_f16) {
     fx f;
     if (!fx_open("tiny-f16", &f)) return;
