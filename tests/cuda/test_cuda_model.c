@@ -215,6 +215,21 @@ static void test_fixture(const char *name) {
             CHECK(ok1 && ok2 && memcmp(lg, lg2, n * V * sizeof(float)) == 0,
                   "%s: logits with host-resident experts differ from the all-device run", name);
             printf("%-40s %s\n", "  host-resident experts bitwise equal", ok1 && ok2 && !memcmp(lg, lg2, n * V * 4) ? "ok" : "FAIL");
+            /* the same through the pinned copy (taken where pinning the mmap in place is refused) and
+             * through a decode graph that reads host memory (taken beyond V4F_CUDA_COND_MAX host
+             * experts per layer or when the capture with conditional copies fails) */
+            static const char *const knob[2] = {"V4F_CUDA_HOST_COPY", "V4F_CUDA_DECODE_DMA"}, *const val[2] = {"1", "0"};
+            static const char *const says[2] = {"pinned copy", "decode reads them over the bus"};
+            for (int kk = 0; kk < 2; kk++) {
+                setenv(knob[kk], val[kk], 1);
+                int ok3 = run_gpu(&f, V4F_PRECISION_REF, f.split, gb, lg2, NULL, rep, sizeof rep);
+                unsetenv(knob[kk]);
+                CHECK(ok3 && strstr(rep, says[kk]), "%s: %s=%s: the report does not say '%s'", name, knob[kk],
+                      val[kk], says[kk]);
+                CHECK(ok1 && ok3 && memcmp(lg, lg2, n * V * sizeof(float)) == 0,
+                      "%s: %s=%s: logits with host-resident experts differ from the all-device run", name, knob[kk],
+                      val[kk]);
+            }
         } else {
             fprintf(stderr, "session: %s\n", err.msg);
             g_fail++;
