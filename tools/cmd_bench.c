@@ -605,6 +605,18 @@ static int bench_fake_ctx_gpu(const v4f_cli_model *bm, v4f_session_opts so, int6
     return rc;
 }
 
+/* Back to the frontier at `at` after a probe: a GPU session rewinds (its
+ * state is position-indexed, so that drops the probe's tokens), a CPU
+ * session reloads the frontier's snapshot. Prints the error; 0 or 1. */
+static int rollback(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *snap, float *logits, uint32_t n_vocab) {
+    v4f_err err = {0};
+    if (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, snap, logits, n_vocab, &err)) {
+        fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 /* --expert-stats: routed expert reads of n greedy decode steps (through the
  * session trace, so no graph), by layer kind, and how many of them hit the
  * experts a GPU session keeps in host memory (ids >= on_dev). */
@@ -653,10 +665,7 @@ static int expert_stats_probe(v4f_session *s, v4f_snapshot_mem *snap, float *log
         tok = v4f_argmax_f32_except(logits, c->n_vocab, eos);
     }
     v4f_session_set_trace(s, NULL);
-    if (!rc && (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, snap, logits, c->n_vocab, &err))) {
-        fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
-        rc = 1;
-    }
+    if (!rc) rc = rollback(s, gpu, at, snap, logits, c->n_vocab);
     if (!rc) {
         uint64_t distinct = 0;
         for (size_t i = 0; i < (size_t)c->n_layer * c->n_expert; i++) distinct += ec.seen[i];
@@ -673,6 +682,33 @@ static int expert_stats_probe(v4f_session *s, v4f_snapshot_mem *snap, float *log
     free(ec.seen);
     fflush(stdout);
     return rc;
+}
+
+/* --evals: one eval of each token count (a chat turn's few new tokens) at
+ * the current frontier, logits of the last token, median of 3, each rolled
+ * back. */
+static int evals_probe(v4f_session *s, v4f_snapshot_mem *snap, float *logits, const v4f_config *c,
+                       const int32_t *prompt, const int64_t *evals, int n_evals, bool gpu) {
+    v4f_err err = {0};
+    uint32_t at = v4f_session_pos(s);
+    printf("\nevals at context %u (logits of the last token; median of 3, rolled back):\n", at);
+    for (int e = 0; e < n_evals; e++) {
+        double t[3];
+        for (int r = 0; r < 3; r++) {
+            double t0 = v4f_time_s();
+            if (v4f_session_eval(s, prompt, (uint32_t)evals[e], logits, V4F_EVAL_LOGITS_LAST, NULL, &err)) {
+                fprintf(stderr, "v4flash bench: eval of %lld tokens: %s\n", (long long)evals[e], err.msg);
+                return 1;
+            }
+            t[r] = v4f_time_s() - t0;
+            if (rollback(s, gpu, at, snap, logits, c->n_vocab)) return 1;
+        }
+        qsort(t, 3, sizeof t[0], cmp_dbl);
+        printf("  %6lld tokens: %9.2f ms  (%.2f ms/token, %.1f t/s)\n", (long long)evals[e], 1e3 * t[1],
+               1e3 * t[1] / (double)evals[e], (double)evals[e] / t[1]);
+    }
+    fflush(stdout);
+    return 0;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -914,12 +950,7 @@ int cmd_bench(int argc, char **argv) {
         }
         double td = v4f_time_s() - t0, t_first = pc.n ? first_at - t0 : td;
         ts0 = v4f_time_s();
-        /* GPU state is position-indexed: rewinding drops the probe tokens */
-        if (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, &snap, logits, c->n_vocab, &err)) {
-            fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
-            rc = 1;
-            goto out;
-        }
+        if ((rc = rollback(s, gpu, at, &snap, logits, c->n_vocab))) goto out;
         double t_rest = v4f_time_s() - ts0;
         last_restore = t_rest;
         last_snap = snap.len;
@@ -941,32 +972,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (expert_stats && nf > 0 && (rc = expert_stats_probe(s, &snap, logits, c, (uint32_t)expert_stats, gpu)))
         goto out;
-    if (n_evals && nf > 0) {
-        /* short evals (a chat turn's few new tokens) at the last frontier */
-        uint32_t at = v4f_session_pos(s);
-        printf("\nevals at context %u (logits of the last token; median of 3, rolled back):\n", at);
-        for (int e = 0; e < n_evals; e++) {
-            double t[3];
-            for (int r = 0; r < 3; r++) {
-                double t0 = v4f_time_s();
-                if (v4f_session_eval(s, prompt, (uint32_t)evals[e], logits, V4F_EVAL_LOGITS_LAST, NULL, &err)) {
-                    fprintf(stderr, "v4flash bench: eval of %lld tokens: %s\n", (long long)evals[e], err.msg);
-                    rc = 1;
-                    goto out;
-                }
-                t[r] = v4f_time_s() - t0;
-                if (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, &snap, logits, c->n_vocab, &err)) {
-                    fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
-                    rc = 1;
-                    goto out;
-                }
-            }
-            qsort(t, 3, sizeof t[0], cmp_dbl);
-            printf("  %6lld tokens: %9.2f ms  (%.2f ms/token, %.1f t/s)\n", (long long)evals[e], 1e3 * t[1],
-                   1e3 * t[1] / (double)evals[e], (double)evals[e] / t[1]);
-        }
-        fflush(stdout);
-    }
+    if (n_evals && nf > 0 && (rc = evals_probe(s, &snap, logits, c, prompt, evals, n_evals, gpu))) goto out;
     if (!gpu && nf > 0 && prefill_total > 0)
         printf("\nrestore of the %u-token snapshot (%.2f MiB, in memory): %.3f ms = %.2g%% of the "
                "%.3f s of prefill that built it\n", v4f_session_pos(s),

@@ -19,13 +19,13 @@
 #include <string.h>
 
 #include "../unit/golden_cmp.h"
+#include "core/core.h"
 #include "gguf/gguf.h"
 #include "model/forward.h"
 #include "model/forward_cuda.h"
 #include "model/model.h"
 #include "model/snapshot.h"
 #include "model/synth.h"
-#include "sampler/sampler.h"
 
 /* docs/TOLERANCES.md "## golden (forward pass)": the CPU test's bound */
 #define GPU_HC_DRIFT_TOL 2e-2
@@ -321,7 +321,9 @@ static void test_snapshots(const char *name) {
 
 /* Pipelined greedy decoding (v4f_session_decode_greedy: the decode graph
  * picks on the device, the host one step behind) against the step-by-step
- * loop of graph replays and the host's v4f_sampler_greedy: the same picks
+ * loop of graph replays and the host's greedy pick (core's
+ * v4f_argmax_f32_except, as the sampler's greedy with the suppressed id at
+ * -inf): the same picks
  * and bitwise the same final logits, without and with a suppressed id (one
  * the loop picks); a stop after the fifth pick leaves the session where the
  * loop is after five steps (the step queued past the stop is dropped), and
@@ -340,14 +342,6 @@ static bool pick_cb(void *ud, int32_t t) {
     return r->stop_after == 0 || r->n < r->stop_after;
 }
 
-static int32_t host_pick(float *lg, uint32_t V, int32_t sup) {
-    const float keep = sup >= 0 ? lg[sup] : 0.0f;
-    if (sup >= 0) lg[sup] = -INFINITY;
-    const int32_t t = v4f_sampler_greedy(lg, V);
-    if (sup >= 0) lg[sup] = keep;
-    return t;
-}
-
 static void greedy_pipe_case(const char *name, const fixture *f, v4f_session *a, v4f_session *b, int32_t sup, int32_t *loop_picks) {
     const uint32_t V = (uint32_t)f->vocab, K = GREEDY_STEPS, split = (uint32_t)f->split;
     float *la = malloc((size_t)(K + 1) * V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
@@ -358,7 +352,7 @@ static void greedy_pipe_case(const char *name, const fixture *f, v4f_session *a,
     int32_t tok = tok0;
     for (uint32_t i = 0; ok && i < K; i++) {
         ok = v4f_session_eval(a, &tok, 1, la + (size_t)i * V, 0, NULL, &err) == V4F_OK;
-        tok = loop_picks[i] = host_pick(la + (size_t)i * V, V, sup);
+        tok = loop_picks[i] = v4f_argmax_f32_except(la + (size_t)i * V, V, sup);
     }
     pick_rec rec = {.n = 0};
     uint32_t n_eval = 0;
