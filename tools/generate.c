@@ -11,6 +11,8 @@
 #include "json/json.h"
 #include "tokenizer/chat.h"
 
+#define GEN_CPU_PIECE 512 /* most prompt tokens per CPU eval (progress and interrupts) */
+
 /* Prompt text through the official renderer: [system?] + user. */
 v4f_status v4f_gen_render_prompt(const char *system, const char *prompt, bool think, bool think_max,
                                 char **out, size_t *out_len, v4f_err *err) {
@@ -67,8 +69,13 @@ v4f_status v4f_gen_prefill(v4f_gen *g, const int32_t *ids, uint64_t n, v4f_gen_r
                            v4f_err *err) {
     v4f_progress pr;
     v4f_progress_begin(&pr, "prefill", n, V4F_PROGRESS_TOKENS);
+    /* pieces of one eval each (progress, interrupts): on a GPU the session's
+     * whole chunk (an eval of 512 tokens ran the GPU at 2,029 instead of
+     * 5,085 t/s on an H200: docs/PERF_NOTES.md, session 15); on the CPU at
+     * most 512 tokens, seconds of work */
     uint32_t chunk = v4f_session_chunk(g->s);
-    if (chunk == 0 || chunk > 512) chunk = 512;
+    if (chunk == 0 || (chunk > GEN_CPU_PIECE && v4f_session_backend(g->s) != V4F_BACKEND_CUDA))
+        chunk = GEN_CPU_PIECE;
     uint64_t done = 0;
     v4f_status st = V4F_OK;
     while (done < n) {

@@ -164,13 +164,21 @@ typedef struct glayer {
     const void *hsrc[3];     /* mapped address of the first host-resident expert per tensor */
     uint64_t hbytes[3];      /* bytes of the host-resident experts per tensor */
     /* KV state */
-    float *raw;          /* [R_raw][hd] */
+    float *raw;          /* [Rraw][hd], position ring */
     float *comp;         /* [cap][hd] */
     float *idx;          /* [cap4][ihd] */
-    float *c_kv, *c_sc;  /* [Rc][W] */
-    float *i_kv, *i_sc;  /* [Rc4][2 ihd] */
+    float *c_kv, *c_sc;  /* [Rc][W], position rings */
+    float *i_kv, *i_sc;  /* [Rc4][2 ihd], position rings */
     uint32_t cap, cap_i;
-    int64_t Rc, Rc_i;
+    int64_t Rraw, Rc, Rc_i;
+    /* the fields above that depend on the placement (v4f_gpu.place), per placement */
+    struct lplace {
+        const void *const *etab, *const *ptab;
+        const void *hsrc[3];
+        uint64_t hbytes[3];
+        float *raw, *c_kv, *c_sc, *i_kv, *i_sc;
+        int64_t Rraw, Rc, Rc_i;
+    } pl[2];
 } glayer;
 
 typedef struct gscratch {
@@ -228,8 +236,24 @@ struct v4f_gpu {
     int n_reg;
     void *host_copy; /* pinned copy of host experts when pinning the mapping failed */
     void *stage;     /* device staging of the host-resident experts (prefill): two slots of
-                      * stage_bytes, layer l in slot l & 1 */
+                      * stage_bytes, layer l in slot l & 1 (in s_arena, after the scratch) */
     uint64_t stage_bytes;
+    /* Placements of s_arena. 0: the scratch for chunks of N tokens, the
+     * staging slots and the routed experts [e_dev of 1, e_dev of 0) of every
+     * layer; 1 (flex only; evals of more than flex_min tokens): the scratch
+     * and the KV position rings for a larger chunk and larger staging slots,
+     * those experts read from host memory. Switching copies the rings' live
+     * rows; back to 0 uploads the experts again (set_place). */
+    struct gplace {
+        uint32_t N, e_dev, e_host;
+        uint64_t stage_bytes;
+        uint8_t *stage;
+    } pl[2];
+    int place;
+    bool flex;
+    uint32_t flex_min;
+    const void **x_dst, **x_src; /* [n_layer][3][e_dev 0 - e_dev 1]: placement 0's extra experts */
+    uint64_t x_bytes[V4F_MAX_LAYERS][3];
     bool prefetch;   /* layer l + 1's host experts are copied during layer l (copy stream) */
     bool decode_dma; /* the decode graph copies the picked host experts into the staging slot */
     bool capturing;  /* chunk_body is being captured as the decode graph */
@@ -492,11 +516,12 @@ static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err 
     if (!g->embd_host) {
         if ((st = up_raw(g, &cv, E->data, mat_bytes_of(E), &g->embd, err))) return st;
     }
-    /* expert pointer tables */
-    for (uint32_t l = 0; l < c->n_layer; l++) {
-        g->L[l].etab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
-        g->L[l].ptab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
-    }
+    /* expert pointer tables, one pair per placement */
+    for (uint32_t l = 0; l < c->n_layer; l++)
+        for (int k = 0; k < 2; k++) {
+            g->L[l].pl[k].etab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
+            g->L[l].pl[k].ptab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
+        }
     *bytes = cv.off;
     return V4F_OK;
 }
@@ -525,15 +550,36 @@ static uint8_t *stage_slot(const v4f_gpu *g, uint32_t l) {
     return (uint8_t *)g->stage + (uint64_t)(l & 1) * g->stage_bytes;
 }
 
-/* Upload the device-resident experts, then pin + map what stays in host
- * memory (experts [e_dev, n_expert) of every layer and, if chosen, the
- * embedding) as merged page-aligned ranges, and fill the pointer tables.
- * Uploads come first: a pageable copy whose source overlaps a pinned range
- * is refused by the driver. */
+/* staging slot of layer l's host-resident experts in placement p */
+static uint8_t *stage_slot_of(const struct gplace *p, uint32_t l) {
+    return p->stage + (uint64_t)(l & 1) * p->stage_bytes;
+}
+
+/* Placement 0's extra experts (those placement 1 reads from host memory)
+ * from host memory into their place (queued on the stream). */
+static v4f_status upload_extra(v4f_gpu *g, v4f_err *err) {
+    const uint32_t nx = g->pl[0].e_dev - g->pl[1].e_dev;
+    for (uint32_t l = 0; l < g->cfg.n_layer; l++)
+        for (int i = 0; i < 3; i++)
+            for (uint32_t j = 0; j < nx; j++) {
+                size_t o = ((size_t)l * 3 + i) * nx + j;
+                TRY(v4f_cuda_copy_any(g->c, (void *)g->x_dst[o], g->x_src[o], g->x_bytes[l][i], err));
+            }
+    return V4F_OK;
+}
+
+/* Upload the experts [0, e_dev) of the last placement to e_arena, then pin +
+ * map what stays in host memory in some placement (experts [e_dev of the
+ * last placement, n_expert) of every layer and, if chosen, the embedding)
+ * as merged page-aligned ranges, fill both placements' pointer tables and
+ * upload placement 0's extra experts. Uploads from pageable memory come
+ * first: a pageable copy whose source overlaps a pinned range is refused by
+ * the driver. */
 static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     const v4f_model *m = g->m;
-    uint32_t E = c->n_expert, ed = g->e_dev;
+    const int np = g->flex ? 2 : 1;
+    uint32_t E = c->n_expert, ed = g->pl[np - 1].e_dev, e0 = g->pl[0].e_dev, nx = e0 - ed;
     v4f_status st = V4F_OK;
     const void **tab = v4f_xcalloc(3ull * E * c->n_layer, sizeof(void *));
     carver ev = {g->e_arena, 0};
@@ -614,30 +660,53 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
             }
         }
     }
+    /* placement 0's extra experts: after its staging slots */
+    carver xv = {g->pl[0].stage + 2 * g->pl[0].stage_bytes, 0};
+    if (nx) {
+        g->x_dst = v4f_xcalloc(3ull * c->n_layer * nx, sizeof(void *));
+        g->x_src = v4f_xcalloc(3ull * c->n_layer * nx, sizeof(void *));
+    }
+    const void **pt = v4f_xmalloc(3ull * E * sizeof(void *));
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         const v4f_wt *ex[3] = {&m->layers[l].ffn_gate_exps, &m->layers[l].ffn_up_exps, &m->layers[l].ffn_down_exps};
+        const void **lt = tab + (size_t)l * 3 * E;
         for (int i = 0; i < 3; i++)
             for (uint32_t e = ed; e < E; e++)
-                tab[((size_t)l * 3 + i) * E + e] =
-                    host_dev_ptr(rg, nr, (uintptr_t)ex[i]->data + (uintptr_t)e * ex[i]->mat_bytes);
-        st = v4f_cuda_upload(g->c, (void *)g->L[l].etab, tab + (size_t)l * 3 * E, 3ull * E * sizeof(void *), err);
-        if (st == V4F_OK && ed < E) {
-            /* prefill table: host experts at their place in the staging buffer
-             * (tensor i's host experts copied contiguously, as in the file) */
-            const void **pt = v4f_xmalloc(3ull * E * sizeof(void *));
-            memcpy(pt, tab + (size_t)l * 3 * E, 3ull * E * sizeof(void *));
+                lt[(size_t)i * E + e] = host_dev_ptr(rg, nr, (uintptr_t)ex[i]->data + (uintptr_t)e * ex[i]->mat_bytes);
+        for (int i = 0; i < 3 && nx; i++) {
+            uint64_t mb = ex[i]->mat_bytes, mba = (mb + 255) & ~255ull;
+            uint8_t *xb = carve(&xv, (size_t)nx * mba);
+            g->x_bytes[l][i] = mb;
+            for (uint32_t j = 0; j < nx; j++) {
+                g->x_dst[((size_t)l * 3 + i) * nx + j] = xb + (size_t)j * mba;
+                g->x_src[((size_t)l * 3 + i) * nx + j] = lt[(size_t)i * E + ed + j];
+            }
+        }
+        for (int k = 0; k < np && st == V4F_OK; k++) {
+            /* placement k: its extra experts on the device; the rest in host
+             * memory, and in the prefill table (ptab) at their place in the
+             * staging slot (tensor i's host experts copied contiguously, as
+             * in the file) */
+            struct lplace *lp = &g->L[l].pl[k];
+            const uint32_t ek = g->pl[k].e_dev;
+            memcpy(pt, lt, 3ull * E * sizeof(void *));
+            for (int i = 0; i < 3; i++)
+                for (uint32_t e = ed; e < ek; e++) pt[(size_t)i * E + e] = g->x_dst[((size_t)l * 3 + i) * nx + e - ed];
+            st = v4f_cuda_upload(g->c, (void *)lp->etab, pt, 3ull * E * sizeof(void *), err);
+            if (st || ek == E) continue;
             uint64_t off = 0;
             for (int i = 0; i < 3; i++) {
-                g->L[l].hsrc[i] = tab[((size_t)l * 3 + i) * E + ed];
-                g->L[l].hbytes[i] = (uint64_t)(E - ed) * ex[i]->mat_bytes;
-                for (uint32_t e = ed; e < E; e++)
-                    pt[(size_t)i * E + e] = stage_slot(g, l) + off + (uint64_t)(e - ed) * ex[i]->mat_bytes;
-                off += (g->L[l].hbytes[i] + 255) & ~255ull;
+                lp->hsrc[i] = lt[(size_t)i * E + ek];
+                lp->hbytes[i] = (uint64_t)(E - ek) * ex[i]->mat_bytes;
+                for (uint32_t e = ek; e < E; e++)
+                    pt[(size_t)i * E + e] = stage_slot_of(&g->pl[k], l) + off + (uint64_t)(e - ek) * ex[i]->mat_bytes;
+                off += (lp->hbytes[i] + 255) & ~255ull;
             }
-            st = v4f_cuda_upload(g->c, (void *)g->L[l].ptab, pt, 3ull * E * sizeof(void *), err);
-            free(pt);
+            st = v4f_cuda_upload(g->c, (void *)lp->ptab, pt, 3ull * E * sizeof(void *), err);
         }
     }
+    free(pt);
+    if (st == V4F_OK && nx) st = upload_extra(g, err);
     if (st == V4F_OK && g->embd_host) {
         g->embd = host_dev_ptr(rg, nr, (uintptr_t)m->token_embd.data);
         if (!g->embd) st = v4f_err_set(err, V4F_STATUS_DEVICE, "cuda: embedding not mapped");
@@ -649,28 +718,41 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
 
 /* ---- KV and scratch layout ------------------------------------------------------------------------ */
 
-static size_t layout_kv(v4f_gpu *g, uint8_t *base) {
+/* KV on the device. fixed: the compressed and indexer rows, and the MTP
+ * layer's ring (sized for chunks of N_max tokens, the same in both
+ * placements); always: the position rings of placement k for chunks of N
+ * tokens. Pass 1 (base NULL) measures. */
+static size_t layout_kv(v4f_gpu *g, uint8_t *base, bool fixed, int k, uint32_t N, uint32_t N_max) {
     const v4f_config *c = &g->cfg;
     carver cv = {base, 0};
-    uint64_t hd = c->head_dim, ihd = c->idx_head_dim, N = g->N;
+    uint64_t hd = c->head_dim, ihd = c->idx_head_dim;
     for (uint32_t l = 0; l < c->n_layer + (g->mtp ? 1 : 0); l++) {
         glayer *r = &g->L[l];
+        struct lplace *p = &r->pl[k];
         uint32_t ratio = r->ratio;
-        r->raw = carve(&cv, (c->n_swa + N) * hd * sizeof(float));
+        if (l == c->n_layer) {
+            if (!fixed) continue;
+            p->Rraw = (int64_t)c->n_swa + N_max;
+            p->raw = carve(&cv, (uint64_t)p->Rraw * hd * sizeof(float));
+            r->pl[1 - k] = *p;
+            continue;
+        }
+        p->Rraw = (int64_t)c->n_swa + N;
+        p->raw = carve(&cv, (uint64_t)p->Rraw * hd * sizeof(float));
         if (ratio) {
             uint64_t W = (ratio == 4 ? 2 : 1) * hd;
             r->cap = g->n_ctx / ratio + 2;
-            r->comp = carve(&cv, (uint64_t)r->cap * hd * sizeof(float));
-            r->Rc = (int64_t)(N + 2 * ratio);
-            r->c_kv = carve(&cv, (uint64_t)r->Rc * W * sizeof(float));
-            r->c_sc = carve(&cv, (uint64_t)r->Rc * W * sizeof(float));
+            if (fixed) r->comp = carve(&cv, (uint64_t)r->cap * hd * sizeof(float));
+            p->Rc = (int64_t)(N + 2 * ratio);
+            p->c_kv = carve(&cv, (uint64_t)p->Rc * W * sizeof(float));
+            p->c_sc = carve(&cv, (uint64_t)p->Rc * W * sizeof(float));
         }
         if (ratio == 4) {
             r->cap_i = g->n_ctx / 4 + 2;
-            r->idx = carve(&cv, (uint64_t)r->cap_i * ihd * sizeof(float));
-            r->Rc_i = (int64_t)(N + 8);
-            r->i_kv = carve(&cv, (uint64_t)r->Rc_i * 2 * ihd * sizeof(float));
-            r->i_sc = carve(&cv, (uint64_t)r->Rc_i * 2 * ihd * sizeof(float));
+            if (fixed) r->idx = carve(&cv, (uint64_t)r->cap_i * ihd * sizeof(float));
+            p->Rc_i = (int64_t)(N + 8);
+            p->i_kv = carve(&cv, (uint64_t)p->Rc_i * 2 * ihd * sizeof(float));
+            p->i_sc = carve(&cv, (uint64_t)p->Rc_i * 2 * ihd * sizeof(float));
         }
     }
     return cv.off;
@@ -745,6 +827,56 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     return cv.off;
 }
 
+/* Make placement k the live one: chunk, expert counts, staging, the
+ * scratch layout, each layer's tables and KV rings. */
+static void apply_place(v4f_gpu *g, int k) {
+    const struct gplace *p = &g->pl[k];
+    const v4f_config *c = &g->cfg;
+    g->place = k;
+    g->N = p->N;
+    g->e_dev = p->e_dev;
+    g->e_host = p->e_host;
+    g->stage = p->stage;
+    g->stage_bytes = p->stage_bytes;
+    layout_scratch(g, g->s_arena, p->N);
+    for (uint32_t l = 0; l < c->n_layer + (g->mtp ? 1 : 0); l++) {
+        glayer *r = &g->L[l];
+        const struct lplace *q = &r->pl[k];
+        if (l < c->n_layer) {
+            r->etab = q->etab;
+            r->ptab = q->ptab;
+            memcpy(r->hsrc, q->hsrc, sizeof r->hsrc);
+            memcpy(r->hbytes, q->hbytes, sizeof r->hbytes);
+        }
+        r->raw = q->raw;
+        r->c_kv = q->c_kv;
+        r->c_sc = q->c_sc;
+        r->i_kv = q->i_kv;
+        r->i_sc = q->i_sc;
+        r->Rraw = q->Rraw;
+        r->Rc = q->Rc;
+        r->Rc_i = q->Rc_i;
+    }
+}
+
+/* Scratch that keeps values between evals: the identity pair map, the
+ * -inf sinks, no suppressed id, the greedy pick's zeroed reduction. */
+static v4f_status scratch_init(v4f_gpu *g, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    uint64_t nk = (uint64_t)g->N * c->n_expert_used;
+    int32_t *id = v4f_xmalloc(nk * sizeof(int32_t));
+    for (uint64_t i = 0; i < nk; i++) id[i] = (int32_t)i;
+    v4f_status st = v4f_cuda_upload(g->c, g->s.ident, id, nk * sizeof(int32_t), err);
+    free(id);
+    float *ns = v4f_xmalloc(c->n_head * sizeof(float));
+    for (uint32_t h = 0; h < c->n_head; h++) ns[h] = -INFINITY;
+    if (st == V4F_OK) st = v4f_cuda_upload(g->c, g->s.no_sink, ns, c->n_head * sizeof(float), err);
+    free(ns);
+    if (st == V4F_OK) st = v4f_cuda_memset(g->c, g->s.suppress, 0xff, sizeof(int32_t), err); /* -1 */
+    if (st == V4F_OK) st = v4f_cuda_memset(g->c, g->s.greedy_scr, 0, 2 * sizeof(uint64_t), err);
+    return st;
+}
+
 /* ---- creation ------------------------------------------------------------------------------------------ */
 
 bool v4f_gpu_available(void) { return v4f_cuda_device_count() > 0; }
@@ -769,9 +901,10 @@ void v4f_gpu_free(v4f_gpu *g) {
         v4f_cuda_free(g->c, g->e_arena);
         v4f_cuda_free(g->c, g->kv_arena);
         v4f_cuda_free(g->c, g->s_arena);
-        v4f_cuda_free(g->c, g->stage);
         v4f_cuda_close(g->c);
     }
+    free(g->x_dst);
+    free(g->x_src);
     free(g->L);
     free(g);
 }
@@ -838,17 +971,32 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     if (o->max_chunk && o->max_chunk < N) N = o->max_chunk;
     uint64_t cap4 = g->n_ctx / 4 + 2;
     while (N > 16 && (uint64_t)N * cap4 * 4 > GPU_ISCORE_BUDGET) N /= 2;
+    const uint32_t N0 = N; /* the largest chunk: the MTP ring's size, placement 1's first try */
+    const uint32_t E = c->n_expert;
+    /* Developer knobs (tests, and placements of smaller cards on a larger
+     * one): V4F_CUDA_CHUNK_TIGHT=N, the chunk floor; V4F_CUDA_MAX_EXPERTS=k0[,k1],
+     * at most k0 routed experts per layer on the device (k1 in placement 1). */
+    uint32_t tight = GPU_CHUNK_TIGHT, cap0 = E, cap1 = E;
+    {
+        const char *te = getenv("V4F_CUDA_CHUNK_TIGHT");
+        long v = te && *te ? strtol(te, NULL, 10) : 0;
+        if (v >= 16 && v <= GPU_CHUNK_CAP) tight = (uint32_t)v;
+        const char *mx = getenv("V4F_CUDA_MAX_EXPERTS");
+        char *end = NULL;
+        long a = mx && *mx ? strtol(mx, &end, 10) : -1, b = end && *end == ',' ? strtol(end + 1, NULL, 10) : -1;
+        if (a >= 0 && a < (long)E) cap0 = (uint32_t)a;
+        if (b >= 0 && b < (long)cap0) cap1 = (uint32_t)b;
+    }
     size_t dense = 0, kvb = 0, scr = 0;
     for (;;) {
-        g->N = N;
         g->embd_host = false;
         if ((st = place_dense(g, NULL, &dense, err))) goto fail;
-        kvb = layout_kv(g, NULL);
+        kvb = layout_kv(g, NULL, true, 0, N, N0);
         scr = layout_scratch(g, NULL, N);
         uint64_t fixed = dense + kvb + scr;
         uint64_t all = fixed + per_layer_expert * c->n_expert;
-        if (all <= budget || N <= GPU_CHUNK_TIGHT || o->max_chunk) break;
-        N = N / 2 > GPU_CHUNK_TIGHT ? N / 2 : GPU_CHUNK_TIGHT;
+        if ((all <= budget && cap0 == E) || N <= tight || o->max_chunk) break;
+        N = N / 2 > tight ? N / 2 : tight;
     }
     uint64_t fixed = dense + kvb + scr;
     if (fixed + per_layer_expert * c->n_expert > budget && embd_bytes > (64ull << 20)) {
@@ -864,7 +1012,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         goto fail;
     }
     uint64_t rem = budget - fixed;
-    uint64_t ed = per_layer_expert ? rem / per_layer_expert : c->n_expert;
+    uint64_t ed = per_layer_expert ? rem / per_layer_expert : E;
     /* prefill stages one layer's host-resident experts on the device (one
      * copy per layer instead of re-reading them over the bus per tile), in
      * two slots so that the next layer's copy overlaps this layer's work */
@@ -873,40 +1021,63 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         uint64_t b = expert_bytes_one(&m->layers[l]);
         if (b > one_layer) one_layer = b;
     }
-    while (ed < c->n_expert && ed > 0 && ed * per_layer_expert + 2 * (c->n_expert - ed) * one_layer > rem) ed--;
-    g->e_dev = ed > c->n_expert ? c->n_expert : (uint32_t)ed;
-    g->stage_bytes = (uint64_t)(c->n_expert - g->e_dev) * one_layer;
-    g->e_host = c->n_expert - g->e_dev;
-    g->e_bytes = (size_t)per_layer_expert * g->e_dev;
+    while (ed < E && ed > 0 && ed * per_layer_expert + 2 * (E - ed) * one_layer > rem) ed--;
+    const uint32_t ed0 = ed > cap0 ? cap0 : (uint32_t)ed;
+    /* Placement 1: when the routed experts do not all fit, evals of more
+     * than flex_min tokens run with a larger chunk (the prefill's cost per
+     * chunk is mostly fixed: H200, 8K prompt, chunk 512 / 2,048 / 8,192:
+     * 2,029 / 4,348 / 5,085 t/s) in the memory that placement 0 fills with
+     * experts; those are read from host memory meanwhile and uploaded again
+     * after (docs/PERF_NOTES.md, session 15). V4F_CUDA_FLEX=0: off. */
+    uint32_t N1 = N, ed1 = ed0;
+    size_t scr1 = 0, rings1 = 0;
+    {
+        const char *fe = getenv("V4F_CUDA_FLEX");
+        for (uint32_t cand = N0; !(fe && fe[0] == '0') && !o->max_chunk && ed0 < E && cand > N; cand /= 2) {
+            size_t sc = layout_scratch(g, NULL, cand), rn = layout_kv(g, NULL, false, 1, cand, N0);
+            uint64_t f1 = dense + kvb + sc + rn;
+            if (f1 >= budget) continue;
+            uint64_t rem1 = budget - f1, e1 = rem1 / per_layer_expert;
+            if (e1 > ed0) e1 = ed0;
+            if (e1 > cap1) e1 = cap1;
+            while (e1 > 0 && e1 * per_layer_expert + 2 * (E - e1) * one_layer > rem1) e1--;
+            if (2 * (E - e1) * one_layer > rem1) continue;
+            N1 = cand;
+            ed1 = (uint32_t)e1;
+            scr1 = sc;
+            rings1 = rn;
+            g->flex = true;
+            break;
+        }
+    }
+    const uint64_t stage0 = (uint64_t)(E - ed0) * one_layer, stage1 = (uint64_t)(E - ed1) * one_layer;
+    const uint64_t flex0 = scr + 2 * stage0 + (uint64_t)(ed0 - ed1) * per_layer_expert;
+    const uint64_t flex1 = g->flex ? scr1 + rings1 + 2 * stage1 : 0;
     g->per_expert = per_layer_expert;
-    g->host_expert_bytes = per_layer_expert * g->e_host;
+    g->host_expert_bytes = per_layer_expert * (E - ed0);
 
     /* allocate and upload */
     g->w_bytes = dense;
     g->kv_bytes = kvb;
-    g->s_bytes = scr;
+    g->s_bytes = flex0 > flex1 ? flex0 : flex1;
+    g->e_bytes = (size_t)per_layer_expert * ed1;
     if ((st = v4f_cuda_alloc(g->c, dense, &g->w_arena, err))) goto fail;
     if (g->e_bytes && (st = v4f_cuda_alloc(g->c, g->e_bytes, &g->e_arena, err))) goto fail;
     if ((st = v4f_cuda_alloc(g->c, kvb, &g->kv_arena, err))) goto fail;
-    if ((st = v4f_cuda_alloc(g->c, scr, &g->s_arena, err))) goto fail;
-    if (g->stage_bytes && (st = v4f_cuda_alloc(g->c, 2 * g->stage_bytes, &g->stage, err))) goto fail;
+    if ((st = v4f_cuda_alloc(g->c, g->s_bytes, &g->s_arena, err))) goto fail;
+    uint8_t *sa = g->s_arena;
+    g->pl[0] = (struct gplace){N, ed0, E - ed0, stage0, sa + scr};
+    g->pl[1] = (struct gplace){N1, ed1, E - ed1, stage1, sa + scr1 + rings1};
     if ((st = place_dense(g, g->w_arena, &dense, err))) goto fail;
-    layout_kv(g, g->kv_arena);
-    layout_scratch(g, g->s_arena, N);
+    layout_kv(g, g->kv_arena, true, 0, N, N0);
+    if (g->flex) layout_kv(g, sa + scr1, false, 1, N1, N0);
     if ((st = place_experts(g, err))) goto fail;
-    /* constant scratch: identity pair map, -inf sinks */
+    apply_place(g, 0); /* after place_experts: it fills the placements' tables */
+    if ((st = scratch_init(g, err))) goto fail;
     {
-        uint64_t nk = (uint64_t)N * c->n_expert_used;
-        int32_t *id = v4f_xmalloc(nk * sizeof(int32_t));
-        for (uint64_t i = 0; i < nk; i++) id[i] = (int32_t)i;
-        st = v4f_cuda_upload(g->c, g->s.ident, id, nk * sizeof(int32_t), err);
-        free(id);
-        if (st) goto fail;
-        float *ns = v4f_xmalloc(c->n_head * sizeof(float));
-        for (uint32_t h = 0; h < c->n_head; h++) ns[h] = -INFINITY;
-        st = v4f_cuda_upload(g->c, g->s.no_sink, ns, c->n_head * sizeof(float), err);
-        free(ns);
-        if (st) goto fail;
+        const char *fm = getenv("V4F_CUDA_FLEX_MIN");
+        long v = fm && *fm ? strtol(fm, NULL, 10) : 2 * (long)N;
+        g->flex_min = v < 1 ? 1 : v > (long)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     }
     {
         const char *fe = getenv("V4F_CUDA_FORK");
@@ -916,13 +1087,12 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
             if (!g->fork) v4f_log(V4F_LOG_WARN, "cuda: no second stream (%s); running one chain", e2.msg);
         }
     }
-    if ((st = v4f_cuda_host_alloc(g->c, ((size_t)N + H_IN_EXTRA) * sizeof(int32_t), (void **)&g->h_in, NULL, err)))
+    if ((st = v4f_cuda_host_alloc(g->c, ((size_t)(g->flex ? N1 : N) + H_IN_EXTRA) * sizeof(int32_t),
+                                  (void **)&g->h_in, NULL, err)))
         goto fail;
     if ((st = v4f_cuda_host_alloc(g->c, 2 * sizeof(int32_t), (void **)&g->h_pick, (void **)&g->d_pick, err)))
         goto fail;
     if ((st = v4f_cuda_marks_new(g->c, 2, &g->pipe, err))) goto fail;
-    if ((st = v4f_cuda_memset(g->c, g->s.suppress, 0xff, sizeof(int32_t), err))) goto fail; /* -1 */
-    if ((st = v4f_cuda_memset(g->c, g->s.greedy_scr, 0, 2 * sizeof(uint64_t), err))) goto fail;
     if ((st = v4f_cuda_host_alloc(g->c, (size_t)GPU_HEAD_ROWS * c->n_vocab * sizeof(float), (void **)&g->h_logits,
                                   NULL, err)))
         goto fail;
@@ -954,15 +1124,21 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
                  g->decode_dma ? "copies the picked ones (copy engine)" : "reads them over the bus",
                  g->prefetch ? "copies each layer's during the layer before" : "stages each layer's",
                  g->prefetch ? 2 : 1, gib(g->stage_bytes));
+    char fl[256] = "";
+    if (g->flex)
+        snprintf(fl, sizeof fl,
+                 "gpu: evals of more than %u tokens: chunk %u, %u experts per layer on the GPU, %u in host memory "
+                 "(%.2f GiB of experts uploaded again after them)\n",
+                 g->flex_min, N1, ed1, E - ed1, gib((uint64_t)(ed0 - ed1) * per_layer_expert));
     snprintf(g->report, sizeof g->report,
              "gpu: %s, budget %.2f GiB (free %.2f of %.2f GiB)\n"
              "gpu: dense weights %.2f GiB%s, KV %.2f GiB (ctx %u), scratch %.2f GiB (chunk %u)\n"
              "gpu: routed experts %u of %u per layer on the GPU (%.2f GiB), %u in host memory (%.2f GiB%s)\n"
-             "gpu: %s\n",
+             "gpu: %s\n%s",
              v4f_cuda_device_name(g->c), gib(budget), gib(free_b), gib(total_b), gib(dense),
              g->embd_host ? " (embedding in host memory)" : "", gib(kvb), g->n_ctx, gib(scr), N, g->e_dev,
-             c->n_expert, gib(g->e_bytes), g->e_host, gib(g->host_expert_bytes),
-             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "", how);
+             c->n_expert, gib((uint64_t)ed0 * per_layer_expert), g->e_host, gib(g->host_expert_bytes),
+             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "", how, fl);
     *out = g;
     return V4F_OK;
 fail:
@@ -1035,7 +1211,6 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
     if (pos > g->n_ctx) return v4f_err_set(err, V4F_STATUS_RANGE, "gpu kv transfer: position %u > ctx %u", pos, g->n_ctx);
     TRY(v4f_cuda_sync(g->c, err));
     uint64_t hd = c->head_dim, ihd = c->idx_head_dim;
-    int64_t Rraw = (int64_t)c->n_swa + g->N;
     uint32_t maxrows = g->n_ctx / 4 + 2;
     float *buf = v4f_xmalloc((size_t)maxrows * (hd > ihd ? hd : ihd) * sizeof(float));
     v4f_status st = V4F_OK;
@@ -1046,7 +1221,7 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
         uint32_t n_raw = pos < c->n_swa ? pos : c->n_swa;
         for (uint32_t q = pos - n_raw; q < pos && st == V4F_OK; q++) {
             float *h = L->raw + (size_t)(q % c->n_swa) * hd;
-            float *d = r->raw + (size_t)(q % Rraw) * hd;
+            float *d = r->raw + (size_t)(q % r->Rraw) * hd;
             st = dir == 0 ? v4f_cuda_download(g->c, h, d, hd * sizeof(float), err)
                           : v4f_cuda_upload(g->c, d, h, hd * sizeof(float), err);
         }
@@ -1072,6 +1247,53 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
     return st;
 }
 
+/* Rows of positions [q0, q1) (q0 < 0: from 0) of a position ring from (src,
+ * Rs rows) to (dst, Rd rows), W floats per row: device copies on the stream. */
+static v4f_status ring_rows(v4f_gpu *g, const float *src, int64_t Rs, float *dst, int64_t Rd, int64_t q0, int64_t q1,
+                            int64_t W, v4f_err *err) {
+    for (int64_t q = q0 < 0 ? 0 : q0; q < q1;) {
+        int64_t is = q % Rs, id = q % Rd, k = q1 - q;
+        if (k > Rs - is) k = Rs - is;
+        if (k > Rd - id) k = Rd - id;
+        TRY(v4f_cuda_copy(g->c, dst + id * W, src + is * W, (size_t)(k * W) * sizeof(float), err));
+        q += k;
+    }
+    return V4F_OK;
+}
+
+/* The live rows of every layer's position rings at pos (what kv_xfer moves:
+ * the raw window and the compressor and indexer frontiers) from placement
+ * a's rings to placement b's. */
+static v4f_status rings_move(v4f_gpu *g, int a, int b, uint32_t pos, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    const int64_t hd = c->head_dim, ihd = c->idx_head_dim;
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        const struct lplace *s = &g->L[l].pl[a];
+        const struct lplace *d = &g->L[l].pl[b];
+        const uint32_t ratio = g->L[l].ratio, n_raw = pos < c->n_swa ? pos : c->n_swa;
+        TRY(ring_rows(g, s->raw, s->Rraw, d->raw, d->Rraw, (int64_t)pos - n_raw, pos, hd, err));
+        if (!ratio) continue;
+        const int64_t f0 = frontier_pos(ratio, pos, 0), W = (ratio == 4 ? 2 : 1) * hd;
+        TRY(ring_rows(g, s->c_kv, s->Rc, d->c_kv, d->Rc, f0, pos, W, err));
+        TRY(ring_rows(g, s->c_sc, s->Rc, d->c_sc, d->Rc, f0, pos, W, err));
+        if (ratio != 4) continue;
+        TRY(ring_rows(g, s->i_kv, s->Rc_i, d->i_kv, d->Rc_i, f0, pos, 2 * ihd, err));
+        TRY(ring_rows(g, s->i_sc, s->Rc_i, d->i_sc, d->Rc_i, f0, pos, 2 * ihd, err));
+    }
+    return V4F_OK;
+}
+
+/* Switch to placement k with the session at pos (queued on the stream:
+ * the rings' live rows, then, back to 0, its extra experts from host
+ * memory). The decode graph exists in placement 0 only. */
+static v4f_status set_place(v4f_gpu *g, int k, uint32_t pos, v4f_err *err) {
+    if (!g->flex || k == g->place) return V4F_OK;
+    TRY(rings_move(g, g->place, k, pos, err));
+    if (k == 0) TRY(upload_extra(g, err));
+    apply_place(g, k);
+    return scratch_init(g, err);
+}
+
 v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
     return kv_xfer(g, 0, kv, pos, err);
 }
@@ -1083,7 +1305,7 @@ v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
     TRY(v4f_cuda_fill_random(g->c, (float *)g->kv_arena, (int64_t)(g->kv_bytes / sizeof(float)), seed, err));
     return v4f_cuda_sync(g->c, err);
 }
-uint32_t v4f_gpu_chunk(const v4f_gpu *g) { return g->N; }
+uint32_t v4f_gpu_chunk(const v4f_gpu *g) { return g->flex ? g->pl[1].N : g->pl[0].N; }
 const char *v4f_gpu_report(const v4f_gpu *g) { return g->report; }
 const char *v4f_gpu_device_name(const v4f_gpu *g) { return v4f_cuda_device_name(g->c); }
 uint32_t v4f_gpu_experts_on_device(const v4f_gpu *g) { return g->e_dev; }
@@ -1321,9 +1543,8 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     for (int i = 0; !fk && i < nc; i++) jx[nj++] = jc[i];
     TRY(mm_multi(g, jx, nj, n, err));
     /* q latent norm; KV norm + RoPE + FP8, into the raw ring */
-    int64_t Rraw = (int64_t)c->n_swa + g->N;
     TRY(v4f_cuda_qkv_tail(g->c, x->qr, c->q_lora_rank, r->q_a_norm, x->kv, hd, r->kv_a_norm, n, x->pos, r->freqs,
-                          (int)c->n_rot, !dbg->no_kv_fp8, c->rms_eps, r->raw, Rraw, err));
+                          (int)c->n_rot, !dbg->no_kv_fp8, c->rms_eps, r->raw, r->Rraw, err));
     float isc = (float)(1.0 / sqrt((double)ihd)) * (float)(1.0 / sqrt((double)nih));
     /* the query side: rows [q0, n) of the per-row inputs, nqr of them */
     const int64_t nqr = n - q0;
@@ -1372,7 +1593,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     v4f_cuda_attn_keys keys;
     memset(&keys, 0, sizeof keys);
     keys.raw = r->raw;
-    keys.raw_cap = Rraw;
+    keys.raw_cap = r->Rraw;
     keys.raw_first = x->rf + q0;
     keys.raw_count = x->rc + q0;
     if (r->ratio == 4) {
@@ -1791,13 +2012,15 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
     bool plain = plain_dbg && !tracing && !hc_out && !g->prof.on;
-    if (n >= 2 && n <= g->short_max && n <= g->N && (last_only || !logits) && plain && decode_graph(g))
+    TRY(set_place(g, n > g->flex_min ? 1 : 0, pos, err));
+    if (n >= 2 && n <= g->short_max && n <= g->N && (last_only || !logits) && plain && g->place == 0 &&
+        decode_graph(g))
         return eval_short(g, tokens, n, pos, logits, err);
     for (uint32_t done = 0; done < n;) {
         uint32_t m = n - done < g->N ? n - done : g->N;
         TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         bool want_logits = logits && (!last_only || done + m == n);
-        bool use_graph = m == 1 && plain;
+        bool use_graph = m == 1 && plain && g->place == 0;
         if (use_graph && decode_graph(g)) {
             TRY(v4f_cuda_graph_launch(g->c, g->graph, err));
             if (want_logits)
@@ -1828,6 +2051,7 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
                                  v4f_err *err) {
     *n_eval = 0;
     *next = -1;
+    TRY(set_place(g, 0, pos, err));
     if (g->prof.on || !decode_graph(g))
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "no decode graph: decode step by step");
     const size_t V = g->cfg.n_vocab;

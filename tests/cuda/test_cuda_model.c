@@ -95,6 +95,38 @@ static int run_gpu(const fixture *f, v4f_precision prec, int split, double mem_g
     return ok;
 }
 
+/* Evals of seg[0], 1 x seg[1], seg[2], 1 x the rest of the tokens, logits
+ * of every position: with V4F_CUDA_CHUNK_TIGHT=64 and V4F_CUDA_MAX_EXPERTS=k0,k1
+ * seg[0] and seg[2] (> 128 tokens) run in the long-eval placement (chunk
+ * 512, k1 experts per layer on the device) and the single tokens in the
+ * decode one (graph; chunk 64, k0 experts), so the KV rings, the expert
+ * tables and k0 - k1 experts per layer move back and forth twice. */
+static int run_gpu_flex(const fixture *f, double mem_gb, const uint32_t seg[3], float *logits, char *report,
+                        size_t report_len) {
+    v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = V4F_BACKEND_CUDA,
+                          .gpu_mem_gb = mem_gb};
+    v4f_session *s = NULL;
+    v4f_err err = {0};
+    if (v4f_session_new(f->m, &o, &s, &err) != V4F_OK) {
+        fprintf(stderr, "gpu session: %s\n", err.msg);
+        return 0;
+    }
+    if (report) snprintf(report, report_len, "%s", v4f_session_gpu_report(s));
+    uint32_t at = 0;
+    int ok = 1;
+    for (int k = 0; k < 4 && ok; k++) {
+        uint32_t n = k == 3 ? (uint32_t)f->n - at : k == 1 ? seg[1] : seg[k];
+        uint32_t step = k & 1 ? 1 : n;
+        for (uint32_t i = 0; i < n && ok; i += step)
+            ok = v4f_session_eval(s, f->tokens + at + i, step, logits + (size_t)(at + i) * f->vocab, 0, NULL, &err) ==
+                 V4F_OK;
+        at += n;
+    }
+    if (!ok) fprintf(stderr, "gpu eval: %s\n", err.msg);
+    v4f_session_free(s);
+    return ok;
+}
+
 static void report_cmp(const char *what, const golden_stats *st, int tier_ok) {
     char buf[512];
     golden_format(st, buf, sizeof buf);
@@ -229,6 +261,33 @@ static void test_fixture(const char *name) {
                 CHECK(ok1 && ok3 && memcmp(lg, lg2, n * V * sizeof(float)) == 0,
                       "%s: %s=%s: logits with host-resident experts differ from the all-device run", name, knob[kk],
                       val[kk]);
+            }
+            /* two placements (a 64-token chunk for decode and short evals, the 512-token one for longer
+             * evals, with fewer experts on the device): bitwise equal to the all-device run of the same
+             * evals (the same chunks: the all-device session's chunk is 512) */
+            const uint32_t seg[3] = {130, 10, 140};
+            const uint32_t k0 = c->n_expert / 2 + 1, k1 = c->n_expert / 4 ? c->n_expert / 4 : 1;
+            if (f.n >= 290 && c->n_expert >= 4) {
+                char kv[32], want0[64], want1[96];
+                snprintf(kv, sizeof kv, "%u,%u", k0, k1);
+                snprintf(want0, sizeof want0, "%u of %u per layer on the GPU", k0, c->n_expert);
+                snprintf(want1, sizeof want1, "evals of more than 128 tokens: chunk 512, %u experts per layer on the GPU",
+                         k1);
+                int ok4 = run_gpu_flex(&f, 0, seg, lg, NULL, 0);
+                setenv("V4F_CUDA_CHUNK_TIGHT", "64", 1);
+                setenv("V4F_CUDA_MAX_EXPERTS", kv, 1);
+                int ok5 = run_gpu_flex(&f, 0, seg, lg2, rep, sizeof rep);
+                unsetenv("V4F_CUDA_CHUNK_TIGHT");
+                unsetenv("V4F_CUDA_MAX_EXPERTS");
+                printf("%s", rep);
+                CHECK(ok4 && ok5 && strstr(rep, "(chunk 64)") && strstr(rep, want0) && strstr(rep, want1),
+                      "%s: no long-eval placement with V4F_CUDA_CHUNK_TIGHT=64", name);
+                CHECK(ok4 && ok5 && memcmp(lg, lg2, n * V * sizeof(float)) == 0,
+                      "%s: logits with two placements differ from the all-device run", name);
+                printf("%-40s %s\n", "  two placements bitwise equal",
+                       ok4 && ok5 && !memcmp(lg, lg2, n * V * 4) ? "ok" : "FAIL");
+            } else {
+                CHECK(0, "%s: %d tokens, %u experts: the placement test needs 290 and 4", name, f.n, c->n_expert);
             }
         } else {
             fprintf(stderr, "session: %s\n", err.msg);
