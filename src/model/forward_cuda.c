@@ -110,7 +110,13 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 
 #define GPU_CHUNK_CAP 8192                    /* prefill chunk (tokens) when memory allows */
 #define GPU_CHUNK_TIGHT 512                   /* chunk when experts overflow to the host */
-#define GPU_RESERVE_BYTES (1536ull << 20)     /* left free for the CUDA context, graphs, cuBLAS-free slack */
+/* Left free when placing (the context is already counted in the free
+ * memory measured then): graphs, lazily loaded kernels, local memory. H100,
+ * full-q2, 8K prompt + 128 decoded tokens + short evals, peak use by
+ * nvidia-smi: reserve 1,536 / 640 / 320 MiB left 1,832 / 930 / 672 MiB
+ * unused, decode 84.5 / 88.3 / 90.3 t/s (fewer experts in host memory);
+ * V4F_CUDA_RESERVE_MB overrides (docs/PERF_NOTES.md, session 15) */
+#define GPU_RESERVE_BYTES (512ull << 20)
 #define GPU_ISCORE_BUDGET (512ull << 20)      /* indexer score matrix [chunk][ctx/4] */
 #define GPU_HEAD_ROWS 64                      /* logits rows per head pass in prefill */
 #define GPU_MAX_GROUPS 64
@@ -957,7 +963,13 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     /* budget */
     size_t free_b = 0, total_b = 0;
     if ((st = v4f_cuda_mem_info(g->c, &free_b, &total_b, err))) goto fail;
-    uint64_t budget = free_b > GPU_RESERVE_BYTES ? free_b - GPU_RESERVE_BYTES : 0;
+    uint64_t reserve = GPU_RESERVE_BYTES;
+    {
+        const char *re = getenv("V4F_CUDA_RESERVE_MB"); /* measurements of the reserve */
+        long v = re && *re ? strtol(re, NULL, 10) : -1;
+        if (v >= 0) reserve = (uint64_t)v << 20;
+    }
+    uint64_t budget = free_b > reserve ? free_b - reserve : 0;
     if (o->gpu_mem_gb > 0) {
         uint64_t want = (uint64_t)(o->gpu_mem_gb * (double)(1ull << 30));
         if (want < budget) budget = want;
