@@ -26,7 +26,11 @@
  * system refuses to pin the mapping). Each layer has a device table of
  * expert pointers, so the routed-expert kernels read device or host
  * memory alike. When experts overflow, the embedding (read one row per
- * token) moves to host memory first.
+ * token) moves to host memory first, and the chunk drops (down to 512)
+ * for decode and short evals; evals of more than two such chunks switch to
+ * a second placement of the same arena with the larger chunk (its scratch
+ * and KV rings where the first placement keeps more experts; apply_place,
+ * set_place).
  *
  * Ownership and threading: see forward_cuda.h.
  */
