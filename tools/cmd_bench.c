@@ -12,8 +12,10 @@
  * (v4f_session_decode_greedy: on a GPU the device picks each token and the
  * host stays one step behind, as `run` decodes greedily);
  * the session is snapshotted in memory (src/model/snapshot.h) before the
- * probe and restored after it, so the probe tokens do not stay in the
- * context and every frontier is measured at exactly its position. The
+ * probe and restored after it (a GPU session rewinds instead where its
+ * position rings still hold the frontier: the restore time is then the
+ * rewind's), so the probe tokens do not stay in the context and every
+ * frontier is measured at exactly its position. The
  * snapshot size and save / restore times are reported per frontier, and the
  * last line compares restoring the last frontier's snapshot with the total
  * prefill time that built it. With --kv-dir DIR the last frontier's snapshot
@@ -606,11 +608,14 @@ static int bench_fake_ctx_gpu(const v4f_cli_model *bm, v4f_session_opts so, int6
 }
 
 /* Back to the frontier at `at` after a probe: a GPU session rewinds (its
- * state is position-indexed, so that drops the probe's tokens), a CPU
- * session reloads the frontier's snapshot. Prints the error; 0 or 1. */
+ * state is position-indexed, so that drops the probe's tokens) as far as its
+ * position rings reach, else (and a CPU session always) reloads the
+ * frontier's snapshot. Prints the error; 0 or 1. */
 static int rollback(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *snap, float *logits, uint32_t n_vocab) {
     v4f_err err = {0};
-    if (gpu ? v4f_session_rewind(s, at, &err) : v4f_snapshot_mem_load(s, snap, logits, n_vocab, &err)) {
+    v4f_status st = gpu ? v4f_session_rewind(s, at, &err) : V4F_STATUS_RANGE;
+    if (st == V4F_STATUS_RANGE && (!gpu || snap->len)) st = v4f_snapshot_mem_load(s, snap, logits, n_vocab, &err);
+    if (st) {
         fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
         return 1;
     }
@@ -930,7 +935,7 @@ int cmd_bench(int argc, char **argv) {
         }
         uint32_t at = v4f_session_pos(s);
         double ts0 = v4f_time_s();
-        if (!gpu && v4f_snapshot_mem_save(s, logits, c->n_vocab, &snap, &err)) {
+        if (v4f_snapshot_mem_save(s, logits, c->n_vocab, &snap, &err)) {
             fprintf(stderr, "v4flash bench: snapshot: %s\n", err.msg);
             rc = 1;
             goto out;

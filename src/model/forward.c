@@ -1452,6 +1452,11 @@ v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err) {
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "the CPU session cannot rewind; restore a snapshot instead");
     if (pos > s->pos)
         return v4f_err_set(err, V4F_STATUS_RANGE, "rewind to %u past the current position %u", pos, s->pos);
+    uint32_t from = 0;
+    if (!v4f_gpu_can_rewind(s->gpu, pos, &from))
+        return v4f_err_set(err, V4F_STATUS_RANGE,
+                           "rewind to %u: the device keeps the state of positions %u..%u only; restore a snapshot",
+                           pos, from, s->pos);
     s->pos = pos;
     return V4F_OK;
 }

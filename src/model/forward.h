@@ -95,8 +95,10 @@ void v4f_session_reset(v4f_session *s);
 
 /* Move the position back to pos <= the current one, dropping the tokens
  * after it. CUDA sessions only: their device state is indexed by position,
- * so the dropped positions are simply rewritten by the next tokens. The CPU
- * session's compressor state cannot rewind (use a snapshot): UNSUPPORTED. */
+ * so the dropped positions are simply rewritten by the next tokens, as far
+ * back as the device's position rings reach (about a prefill chunk; RANGE
+ * beyond, v4f_gpu_can_rewind). The CPU session's compressor state cannot
+ * rewind (use a snapshot): UNSUPPORTED. */
 v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err);
 
 /* Benchmarks only: the KV cache filled with seeded random rows as if pos

@@ -66,6 +66,11 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g) { (void)g; return 0; }
+bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from) {
+    (void)g, (void)pos;
+    *from = 0;
+    return false;
+}
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
                             float *logits, v4f_err *err) {
     (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits;
@@ -260,6 +265,8 @@ struct v4f_gpu {
         uint8_t *stage;
     } pl[2];
     int place;
+    uint32_t keep_from; /* the earliest position the device state can go back to (the rings hold
+                         * the last chunk's worth of rows; a switch moves the rows of its position) */
     bool flex;
     uint32_t flex_min;
     const void **x_dst, **x_src; /* [n_layer][3][e_dev 0 - e_dev 1]: placement 0's extra experts */
@@ -1173,33 +1180,40 @@ static int64_t frontier_pos(uint32_t ratio, uint32_t pos, uint32_t sl) {
     return (int64_t)pos - m + sl;
 }
 
-/* dir 0: device -> host, 1: host -> device, for the frontier of one compressor */
-static v4f_status frontier_xfer(v4f_gpu *g, int dir, uint32_t ratio, uint32_t pos, float *h_kv, float *h_sc,
-                                float *d_kv, float *d_sc, int64_t R, int64_t W, v4f_err *err) {
-    uint32_t slots = (ratio == 4 ? ratio : 0) + pos % ratio;
-    size_t rb = (size_t)W * sizeof(float);
-    for (uint32_t sl = 0; sl < slots; sl++) {
-        int64_t q = frontier_pos(ratio, pos, sl);
-        float *hk = h_kv + (size_t)sl * W, *hs = h_sc + (size_t)sl * W;
-        if (q < 0) {
-            if (dir == 0) {
-                for (int64_t j = 0; j < W; j++) {
-                    hk[j] = 0.0f;
-                    hs[j] = -INFINITY;
-                }
-            }
-            continue; /* the device skips positions < 0 */
-        }
-        size_t off = (size_t)(q % R) * W;
-        if (dir == 0) {
-            TRY(v4f_cuda_download(g->c, hk, d_kv + off, rb, err));
-            TRY(v4f_cuda_download(g->c, hs, d_sc + off, rb, err));
-        } else {
-            TRY(v4f_cuda_upload(g->c, d_kv + off, hk, rb, err));
-            TRY(v4f_cuda_upload(g->c, d_sc + off, hs, rb, err));
-        }
+/* Rows of positions [q0, q1) (all >= 0) of a device position ring (R rows
+ * of W floats) and host rows (position q at host + ((q - hb) % hm) * W):
+ * dir 0 device -> host, 1 host -> device; one copy per stretch that is
+ * contiguous on the device (staged through buf, R rows). A row at a time
+ * took ~1 s for an 8K-token snapshot on the H100 (session 15). */
+static v4f_status ring_xfer(v4f_gpu *g, int dir, float *dev, int64_t R, float *host, int64_t hb, int64_t hm,
+                            int64_t q0, int64_t q1, int64_t W, float *buf, v4f_err *err) {
+    const size_t rb = (size_t)W * sizeof(float);
+    for (int64_t q = q0; q < q1;) {
+        const int64_t id = q % R, k = q1 - q < R - id ? q1 - q : R - id;
+        if (dir == 1)
+            for (int64_t i = 0; i < k; i++) memcpy(buf + i * W, host + ((q + i - hb) % hm) * W, rb);
+        TRY(dir == 0 ? v4f_cuda_download(g->c, buf, dev + id * W, (size_t)k * rb, err)
+                     : v4f_cuda_upload(g->c, dev + id * W, buf, (size_t)k * rb, err));
+        if (dir == 0)
+            for (int64_t i = 0; i < k; i++) memcpy(host + ((q + i - hb) % hm) * W, buf + i * W, rb);
+        q += k;
     }
     return V4F_OK;
+}
+
+/* dir 0: device -> host, 1: host -> device, for the frontier of one
+ * compressor: host slot sl holds position f0 + sl (frontier_pos) */
+static v4f_status frontier_xfer(v4f_gpu *g, int dir, uint32_t ratio, uint32_t pos, float *h_kv, float *h_sc,
+                                float *d_kv, float *d_sc, int64_t R, int64_t W, float *buf, v4f_err *err) {
+    const int64_t slots = (ratio == 4 ? ratio : 0) + pos % ratio, f0 = frontier_pos(ratio, pos, 0);
+    for (int64_t sl = 0; dir == 0 && sl < slots && f0 + sl < 0; sl++)
+        for (int64_t j = 0; j < W; j++) { /* positions < 0: the device skips them */
+            h_kv[sl * W + j] = 0.0f;
+            h_sc[sl * W + j] = -INFINITY;
+        }
+    const int64_t q0 = f0 < 0 ? 0 : f0, q1 = f0 + slots;
+    TRY(ring_xfer(g, dir, d_kv, R, h_kv, f0, INT64_MAX, q0, q1, W, buf, err));
+    return ring_xfer(g, dir, d_sc, R, h_sc, f0, INT64_MAX, q0, q1, W, buf, err);
 }
 
 /* The first n compressed or indexer rows of one layer: device float32 rows
@@ -1227,20 +1241,23 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
     if (pos > g->n_ctx) return v4f_err_set(err, V4F_STATUS_RANGE, "gpu kv transfer: position %u > ctx %u", pos, g->n_ctx);
     TRY(v4f_cuda_sync(g->c, err));
     uint64_t hd = c->head_dim, ihd = c->idx_head_dim;
-    uint32_t maxrows = g->n_ctx / 4 + 2;
-    float *buf = v4f_xmalloc((size_t)maxrows * (hd > ihd ? hd : ihd) * sizeof(float));
+    uint64_t maxrows = g->n_ctx / 4 + 2, ring = 0;
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        const glayer *r = &g->L[l];
+        uint64_t a = (uint64_t)r->Rraw * hd, b = (uint64_t)r->Rc * 2 * hd, e = (uint64_t)r->Rc_i * 2 * ihd;
+        ring = a > ring ? a : ring;
+        ring = r->ratio && b > ring ? b : ring;
+        ring = r->ratio == 4 && e > ring ? e : ring;
+    }
+    uint64_t nb = maxrows * (hd > ihd ? hd : ihd);
+    float *buf = v4f_xmalloc((size_t)(nb > ring ? nb : ring) * sizeof(float));
     v4f_status st = V4F_OK;
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         glayer *r = &g->L[l];
         v4f_kv_layer *L = &kv->layers[l];
-        /* raw window: positions [pos - n_raw, pos) */
+        /* raw window: positions [pos - n_raw, pos), host row q % n_swa */
         uint32_t n_raw = pos < c->n_swa ? pos : c->n_swa;
-        for (uint32_t q = pos - n_raw; q < pos && st == V4F_OK; q++) {
-            float *h = L->raw + (size_t)(q % c->n_swa) * hd;
-            float *d = r->raw + (size_t)(q % r->Rraw) * hd;
-            st = dir == 0 ? v4f_cuda_download(g->c, h, d, hd * sizeof(float), err)
-                          : v4f_cuda_upload(g->c, d, h, hd * sizeof(float), err);
-        }
+        st = ring_xfer(g, dir, r->raw, r->Rraw, L->raw, 0, c->n_swa, pos - n_raw, pos, (int64_t)hd, buf, err);
         if (st || !r->ratio) continue;
         uint32_t nc = pos / r->ratio;
         if (nc > L->comp_cap || nc > r->cap) {
@@ -1251,13 +1268,13 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
         if (st == V4F_OK && dir == 0) L->n_comp = nc;
         if (st == V4F_OK)
             st = frontier_xfer(g, dir, r->ratio, pos, L->c_kv, L->c_sc, r->c_kv, r->c_sc, r->Rc,
-                               (r->ratio == 4 ? 2 : 1) * (int64_t)hd, err);
+                               (r->ratio == 4 ? 2 : 1) * (int64_t)hd, buf, err);
         if (st || r->ratio != 4) continue;
         uint32_t ni = pos / 4;
         st = rows_xfer(g, dir, kv, L, r->idx, ni, ihd, buf, v4f_kv_idx_put, v4f_kv_idx_get, err);
         if (st == V4F_OK && dir == 0) L->n_idx = ni;
         if (st == V4F_OK)
-            st = frontier_xfer(g, dir, 4, pos, L->i_kv, L->i_sc, r->i_kv, r->i_sc, r->Rc_i, 2 * (int64_t)ihd, err);
+            st = frontier_xfer(g, dir, 4, pos, L->i_kv, L->i_sc, r->i_kv, r->i_sc, r->Rc_i, 2 * (int64_t)ihd, buf, err);
     }
     free(buf);
     return st;
@@ -1305,6 +1322,7 @@ static v4f_status rings_move(v4f_gpu *g, int a, int b, uint32_t pos, v4f_err *er
 static v4f_status set_place(v4f_gpu *g, int k, uint32_t pos, v4f_err *err) {
     if (!g->flex || k == g->place) return V4F_OK;
     TRY(rings_move(g, g->place, k, pos, err));
+    g->keep_from = pos;
     if (k == 0) TRY(upload_extra(g, err));
     apply_place(g, k);
     return scratch_init(g, err);
@@ -1315,7 +1333,20 @@ v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_
 }
 
 v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
-    return kv_xfer(g, 1, (v4f_kv *)kv, pos, err);
+    TRY(kv_xfer(g, 1, (v4f_kv *)kv, pos, err));
+    g->keep_from = pos;
+    return V4F_OK;
+}
+
+/* Positions [0, end) were written: the state at p stays in the rings
+ * while p >= end - N (raw ring n_swa + N rows, frontier rings >= N + 8) */
+static void wrote(v4f_gpu *g, uint64_t end) {
+    if (end > g->N && end - g->N > g->keep_from) g->keep_from = (uint32_t)(end - g->N);
+}
+
+bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from) {
+    *from = g->keep_from;
+    return pos >= g->keep_from;
 }
 v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
     TRY(v4f_cuda_fill_random(g->c, (float *)g->kv_arena, (int64_t)(g->kv_bytes / sizeof(float)), seed, err));
@@ -2029,6 +2060,7 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
     bool plain = plain_dbg && !tracing && !hc_out && !g->prof.on;
     TRY(set_place(g, n > g->flex_min ? 1 : 0, pos, err));
+    wrote(g, (uint64_t)pos + n);
     if (n >= 2 && n <= g->short_max && n <= g->N && (last_only || !logits) && plain && g->place == 0 &&
         decode_graph(g))
         return eval_short(g, tokens, n, pos, logits, err);
@@ -2095,6 +2127,7 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
         if (done == max_eval || (fn && !fn(ud, t))) break;
     }
     v4f_status st2 = v4f_cuda_sync(g->c, st ? NULL : err);
+    wrote(g, (uint64_t)pos + launched);
     *n_eval = done;
     if (st || st2) return st ? st : st2;
     /* (s.suppress keeps this call's id: only the picks of pipelined calls,

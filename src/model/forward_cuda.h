@@ -85,6 +85,11 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
                             float *logits, v4f_err *err);
 
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g);
+/* Whether the device state can go back to pos (v4f_session_rewind): its
+ * position rings hold the rows of the last chunk's worth of positions, and
+ * of the position of the last placement switch or KV upload on; *from: the
+ * earliest such position. */
+bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from);
 uint32_t v4f_gpu_chunk(const v4f_gpu *g);
 /* Human-readable placement report (device, budget, what lives where);
  * valid until v4f_gpu_free. */
