@@ -35,6 +35,99 @@ TEST(ops_fp8_e4m3_round) {
     }
 }
 
+/* The definitions the bit-level FP8 / FP4 rounding in ops.c must equal:
+ * round |v| (clamped) to a multiple of the step of its binade, ties to
+ * even (rintf), and the code of the result. */
+static float ref_fp8_round(float v) {
+    float a = fabsf(v);
+    if (a > 448.0f) a = 448.0f;
+    float step;
+    if (a < 0x1p-6f) {
+        step = 0x1p-9f;
+    } else {
+        int ex;
+        frexpf(a, &ex);
+        step = ldexpf(1.0f, ex - 1 - 3);
+    }
+    float r = rintf(a / step) * step;
+    return signbit(v) ? -r : r;
+}
+static uint8_t ref_fp8_code(float r) {
+    uint8_t s = signbit(r) ? 0x80 : 0;
+    float a = fabsf(r);
+    if (a < 0x1p-6f) return (uint8_t)(s | (uint8_t)(a * 512.0f));
+    int ex;
+    float m = frexpf(a, &ex);
+    return (uint8_t)(s | ((ex + 6) << 3) | (int)((m * 2.0f - 1.0f) * 8.0f));
+}
+static float ref_fp4_round(float v) {
+    float a = fabsf(v);
+    if (a > 6.0f) a = 6.0f;
+    float step = a < 2.0f ? 0.5f : a < 4.0f ? 1.0f : 2.0f;
+    float r = rintf(a / step) * step;
+    return signbit(v) ? -r : r;
+}
+
+static int fp8_agrees(float v) {
+    const float r = v4f_fp8_e4m3_round(v), rr = ref_fp8_round(v);
+    if (fabsf(v) > 448.0f) return memcmp(&r, &rr, 4) == 0; /* the block would scale it down */
+    float x[64], y[64];
+    for (int i = 0; i < 64; i++) x[i] = 0;
+    x[0] = v;
+    x[1] = 448.0f; /* block exponent 0: the codes are those of v itself */
+    uint8_t codes[64];
+    int8_t e;
+    v4f_fp8_encode_block64(x, codes, &e);
+    v4f_fp8_decode_block64(codes, e, y);
+    return e == 0 && memcmp(&r, &rr, 4) == 0 && codes[0] == ref_fp8_code(rr) && (y[0] == rr || (rr == 0 && y[0] == 0));
+}
+
+TEST(ops_fp8_fp4_bits_match_definition) {
+    /* every 4099th float bit pattern up to past 448 and its negative, each
+     * representable value's neighbours and the midpoints between codes */
+    int bad = 0;
+    for (uint32_t b = 0; b <= 0x43f00000u && bad < 5; b += 4099) {
+        float v;
+        memcpy(&v, &b, 4);
+        if (!fp8_agrees(v) || !fp8_agrees(-v)) bad++, fprintf(stderr, "fp8 differs at %a\n", v);
+        const float f4 = v4f_fp4_e2m1_round(v), r4 = ref_fp4_round(v);
+        const float n4 = v4f_fp4_e2m1_round(-v), m4 = ref_fp4_round(-v);
+        if (memcmp(&f4, &r4, 4) || memcmp(&n4, &m4, 4)) bad++, fprintf(stderr, "fp4 differs at %a\n", v);
+    }
+    for (int c = 0; c < 0x7f && bad < 5; c++) {
+        const float lo = v4f_fp8_e4m3_to_f32((uint8_t)c), hi = v4f_fp8_e4m3_to_f32((uint8_t)(c + 1));
+        const float probes[4] = {nextafterf(lo, 0.0f), nextafterf(lo, 1e9f), 0.5f * (lo + hi), nextafterf(0.5f * (lo + hi), 1e9f)};
+        for (int k = 0; k < 4; k++)
+            if (!fp8_agrees(probes[k]) || !fp8_agrees(-probes[k])) bad++, fprintf(stderr, "fp8 differs at %a\n", probes[k]);
+    }
+    static const float fp4v[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    for (int i = 0; i + 1 < 8; i++) {
+        const float mid = 0.5f * (fp4v[i] + fp4v[i + 1]);
+        const float probes[3] = {mid, nextafterf(mid, 0.0f), nextafterf(mid, 9.0f)};
+        for (int k = 0; k < 3; k++) {
+            const float f = v4f_fp4_e2m1_round(probes[k]), r = ref_fp4_round(probes[k]);
+            if (memcmp(&f, &r, 4)) bad++, fprintf(stderr, "fp4 differs at %a\n", probes[k]);
+        }
+    }
+    CHECK(bad == 0);
+    /* FP4 block codes decode to the rounded values */
+    float x[32], y[32];
+    test_rng r = {11};
+    for (int trial = 0; trial < 100; trial++) {
+        for (int i = 0; i < 32; i++) x[i] = test_rng_normal(&r) * ((i % 5) ? 1.0f : 1e-3f);
+        uint8_t codes[16];
+        int8_t e;
+        v4f_fp4_encode_block32(x, codes, &e);
+        v4f_fp4_decode_block32(codes, e, y);
+        const float s = ldexpf(1.0f, e);
+        for (int i = 0; i < 32; i++) {
+            float v = x[i] / s;
+            v = v > 6.0f ? 6.0f : v < -6.0f ? -6.0f : v;
+            CHECK(y[i] == ref_fp4_round(v) * s);
+        }
+    }
+}
+
 TEST(ops_fp8_roundtrip_block) {
     float x[64];
     for (int i = 0; i < 64; i++) x[i] = 0;

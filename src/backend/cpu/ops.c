@@ -594,35 +594,59 @@ static int fast_log2_ceil(float v) {
     return e - 127 + ((b & 0x7FFFFF) != 0 ? 1 : 0);
 }
 
+/* E4M3 rounding of |v| (clamped to 448) to nearest, ties to even: below
+ * 2^-6 in steps of 2^-9 (k = lrintf(|v| 512), 0..8), else the float's
+ * significand to 4 bits (k in [8, 16]; 16 carries into the exponent). On
+ * bits, without libm calls (the frexpf / ldexpf / division form took ~30 ns
+ * per value: an 8K-token GPU snapshot spent ~0.7 s encoding its rows;
+ * docs/PERF_NOTES.md, session 15). tests/unit/test_ops.c checks both
+ * against that form. */
+static inline uint32_t fp8_abs_bits(float v, uint32_t *sign) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    *sign = b & 0x80000000u;
+    b &= 0x7fffffffu;
+    return b > 0x43e00000u ? 0x43e00000u : b; /* 448 */
+}
+
+static inline uint32_t fp8_sig4(uint32_t b) {
+    const uint32_t S = (b & 0x7fffffu) | 0x800000u;
+    return (S + 0x7ffffu + ((S >> 20) & 1u)) >> 20;
+}
+
 float v4f_fp8_e4m3_round(float v) {
-    float a = fabsf(v);
-    if (a > 448.0f) a = 448.0f;
-    float step;
-    if (a < 0x1p-6f) {
-        step = 0x1p-9f;
+    uint32_t sign, b = fp8_abs_bits(v, &sign), rb;
+    if (b < 0x3c800000u) { /* 2^-6 */
+        float a, r;
+        memcpy(&a, &b, sizeof a);
+        r = (float)lrintf(a * 512.0f) * 0x1p-9f;
+        memcpy(&rb, &r, sizeof rb);
     } else {
-        int ex;
-        frexpf(a, &ex); /* a = m * 2^ex, m in [0.5, 1) */
-        step = ldexpf(1.0f, ex - 1 - 3);
+        rb = (b & 0x7f800000u) + ((fp8_sig4(b) - 8u) << 20);
     }
-    float r = rintf(a / step) * step;
-    return signbit(v) ? -r : r;
+    rb |= sign;
+    float r;
+    memcpy(&r, &rb, sizeof r);
+    return r;
+}
+
+/* The E4M3 code of v4f_fp8_e4m3_round(v): sign, exponent field e + 7, 3
+ * mantissa bits (subnormals: the count of 2^-9 steps). */
+static inline uint8_t fp8_encode1(float v) {
+    uint32_t sign, b = fp8_abs_bits(v, &sign);
+    const uint8_t s = sign ? 0x80 : 0;
+    if (b < 0x3c800000u) {
+        float a;
+        memcpy(&a, &b, sizeof a);
+        return (uint8_t)(s | (uint8_t)lrintf(a * 512.0f));
+    }
+    return (uint8_t)(s | ((((b >> 23) - 120u) << 3) + fp8_sig4(b) - 8u));
 }
 
 float v4f_fp8_e4m3_to_f32(uint8_t code) {
     int e = (code >> 3) & 15, m = code & 7;
     float a = e == 0 ? ldexpf((float)m, -9) : ldexpf(1.0f + (float)m / 8.0f, e - 7);
     return (code & 0x80) ? -a : a;
-}
-
-static uint8_t fp8_code(float r) { /* r already an E4M3 value */
-    uint8_t s = signbit(r) ? 0x80 : 0;
-    float a = fabsf(r);
-    if (a < 0x1p-6f) return (uint8_t)(s | (uint8_t)(a * 512.0f));
-    int ex;
-    float m = frexpf(a, &ex); /* a = m*2^ex; E = ex-1+7 */
-    int mant = (int)((m * 2.0f - 1.0f) * 8.0f);
-    return (uint8_t)(s | ((ex + 6) << 3) | mant);
 }
 
 static int fp8_block_exp(const float *x, int64_t n) {
@@ -650,8 +674,7 @@ void v4f_fp8_encode_block64(const float *x, uint8_t *codes, int8_t *exp) {
     float inv = ldexpf(1.0f, -e);
     for (int i = 0; i < 64; i++) {
         float v = x[i] * inv;
-        v = v > 448.0f ? 448.0f : v < -448.0f ? -448.0f : v;
-        codes[i] = fp8_code(v4f_fp8_e4m3_round(v));
+        codes[i] = fp8_encode1(v); /* clamps to +-448 itself */
     }
     *exp = (int8_t)e;
 }
@@ -683,11 +706,17 @@ void v4f_cpu_hadamard(float *x, int64_t n) {
 
 static const float k_fp4_vals[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 
-float v4f_fp4_e2m1_round(float v) {
+/* Index into k_fp4_vals of |v| (clamped to 6) rounded to nearest, ties to
+ * even, in steps of 0.5 / 1 / 2 below 2 / 4 / 6 (the codes run on across
+ * the steps: 2 is index 4, 4 index 6) */
+static inline uint8_t fp4_index(float v) {
     float a = fabsf(v);
     if (a > 6.0f) a = 6.0f;
-    float step = a < 2.0f ? 0.5f : a < 4.0f ? 1.0f : 2.0f;
-    float r = rintf(a / step) * step;
+    return (uint8_t)(a < 2.0f ? lrintf(a * 2.0f) : a < 4.0f ? lrintf(a) + 2 : lrintf(a * 0.5f) + 4);
+}
+
+float v4f_fp4_e2m1_round(float v) {
+    const float r = k_fp4_vals[fp4_index(v)];
     return signbit(v) ? -r : r;
 }
 
@@ -711,20 +740,14 @@ void v4f_cpu_fp4_roundtrip(float *x, int64_t n) {
     }
 }
 
-static uint8_t fp4_code(float r) {
-    uint8_t s = signbit(r) ? 8 : 0;
-    float a = fabsf(r);
-    for (uint8_t i = 0; i < 8; i++)
-        if (k_fp4_vals[i] == a) return (uint8_t)(s | i);
-    return s; /* unreachable for rounded values */
-}
+static inline uint8_t fp4_code(float v) { return (uint8_t)((signbit(v) ? 8 : 0) | fp4_index(v)); }
 
 void v4f_fp4_encode_block32(const float *x, uint8_t *codes, int8_t *exp) {
     int e = fp4_block_exp(x, 32);
     float inv = ldexpf(1.0f, -e);
     for (int i = 0; i < 16; i++) {
         float v0 = x[2 * i] * inv, v1 = x[2 * i + 1] * inv;
-        uint8_t c0 = fp4_code(v4f_fp4_e2m1_round(v0)), c1 = fp4_code(v4f_fp4_e2m1_round(v1));
+        uint8_t c0 = fp4_code(v0), c1 = fp4_code(v1);
         codes[i] = (uint8_t)(c0 | (c1 << 4));
     }
     *exp = (int8_t)e;
