@@ -568,6 +568,7 @@ struct v4f_gpu *v4f_session_gpu(v4f_session *s) { return s->gpu; }
 void v4f_session_reset(v4f_session *s) {
     /* GPU state is position-indexed: resetting the position is enough */
     if (s->kv) v4f_kv_reset(s->kv);
+    if (s->gpu) v4f_gpu_reset(s->gpu);
     s->pos = 0;
     s->mtp_pos = 0;
 }

@@ -71,6 +71,7 @@ bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from) {
     *from = 0;
     return false;
 }
+void v4f_gpu_reset(v4f_gpu *g) { (void)g; }
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
                             float *logits, v4f_err *err) {
     (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits;
@@ -1348,7 +1349,10 @@ bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from) {
     *from = g->keep_from;
     return pos >= g->keep_from;
 }
+
+void v4f_gpu_reset(v4f_gpu *g) { g->keep_from = 0; }
 v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
+    g->keep_from = 0;
     TRY(v4f_cuda_fill_random(g->c, (float *)g->kv_arena, (int64_t)(g->kv_bytes / sizeof(float)), seed, err));
     return v4f_cuda_sync(g->c, err);
 }

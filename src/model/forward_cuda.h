@@ -90,6 +90,8 @@ uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g);
  * of the position of the last placement switch or KV upload on; *from: the
  * earliest such position. */
 bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from);
+/* The session went back to position 0 (v4f_session_reset): nothing to keep. */
+void v4f_gpu_reset(v4f_gpu *g);
 uint32_t v4f_gpu_chunk(const v4f_gpu *g);
 /* Human-readable placement report (device, budget, what lives where);
  * valid until v4f_gpu_free. */

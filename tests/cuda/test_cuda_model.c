@@ -102,7 +102,7 @@ static int run_gpu(const fixture *f, v4f_precision prec, int split, double mem_g
  * decode one (graph; chunk 64, k0 experts), so the KV rings, the expert
  * tables and k0 - k1 experts per layer move back and forth twice. */
 static int run_gpu_flex(const fixture *f, double mem_gb, const uint32_t seg[3], float *logits, char *report,
-                        size_t report_len, v4f_status rewind_st[2]) {
+                        size_t report_len, v4f_status rewind_st[3]) {
     v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = V4F_BACKEND_CUDA,
                           .gpu_mem_gb = mem_gb};
     v4f_session *s = NULL;
@@ -126,6 +126,10 @@ static int run_gpu_flex(const fixture *f, double mem_gb, const uint32_t seg[3], 
     /* back to after the last switch, then to before it (RANGE with two placements) */
     rewind_st[0] = v4f_session_rewind(s, (uint32_t)f->n - 2, &err);
     rewind_st[1] = v4f_session_rewind(s, seg[0], &err);
+    /* after a reset nothing older is kept: 20 tokens, back to 10 */
+    v4f_session_reset(s);
+    rewind_st[2] = v4f_session_eval(s, f->tokens, 20, NULL, 0, NULL, &err);
+    if (rewind_st[2] == V4F_OK) rewind_st[2] = v4f_session_rewind(s, 10, &err);
     v4f_session_free(s);
     return ok;
 }
@@ -276,7 +280,7 @@ static void test_fixture(const char *name) {
                 snprintf(want0, sizeof want0, "%u of %u per layer on the GPU", k0, c->n_expert);
                 snprintf(want1, sizeof want1, "evals of more than 128 tokens: chunk 512, %u experts per layer on the GPU",
                          k1);
-                v4f_status rw_all[2], rw_two[2];
+                v4f_status rw_all[3], rw_two[3];
                 int ok4 = run_gpu_flex(&f, 0, seg, lg, NULL, 0, rw_all);
                 setenv("V4F_CUDA_CHUNK_TIGHT", "64", 1);
                 setenv("V4F_CUDA_MAX_EXPERTS", kv, 1);
@@ -288,10 +292,10 @@ static void test_fixture(const char *name) {
                       "%s: no long-eval placement with V4F_CUDA_CHUNK_TIGHT=64", name);
                 CHECK(ok4 && ok5 && memcmp(lg, lg2, n * V * sizeof(float)) == 0,
                       "%s: logits with two placements differ from the all-device run", name);
-                CHECK(ok4 && ok5 && rw_all[0] == V4F_OK && rw_all[1] == V4F_OK && rw_two[0] == V4F_OK &&
-                          rw_two[1] == V4F_STATUS_RANGE,
-                      "%s: rewinds %d %d (all-device), %d %d (two placements): want 0 0, 0 RANGE", name, rw_all[0],
-                      rw_all[1], rw_two[0], rw_two[1]);
+                CHECK(ok4 && ok5 && rw_all[0] == V4F_OK && rw_all[1] == V4F_OK && rw_all[2] == V4F_OK &&
+                          rw_two[0] == V4F_OK && rw_two[1] == V4F_STATUS_RANGE && rw_two[2] == V4F_OK,
+                      "%s: rewinds %d %d %d (all-device), %d %d %d (two placements): want 0 0 0, 0 RANGE 0", name,
+                      rw_all[0], rw_all[1], rw_all[2], rw_two[0], rw_two[1], rw_two[2]);
                 printf("%-40s %s\n", "  two placements bitwise equal",
                        ok4 && ok5 && !memcmp(lg, lg2, n * V * 4) ? "ok" : "FAIL");
             } else {
