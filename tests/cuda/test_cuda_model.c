@@ -72,17 +72,26 @@ static void tr_experts(void *ud, uint32_t layer, uint32_t pos, const int32_t *id
     if (layer < t->n_layer && pos < t->n_pos) memcpy(t->experts + ((size_t)layer * t->n_pos + pos) * t->k, ids, k * 4);
 }
 
-/* tokens[0..n) with the first split in one call, the rest one by one. */
-static int run_gpu(const fixture *f, v4f_precision prec, int split, double mem_gb, float *logits, trace_rec *tr,
-                   char *report, size_t report_len) {
+/* A GPU session of 512 positions (NULL and a message on failure); its
+ * placement report into report if given. */
+static v4f_session *open_gpu(const fixture *f, v4f_precision prec, double mem_gb, char *report, size_t report_len) {
     v4f_session_opts o = {.n_ctx = 512, .precision = prec, .backend = V4F_BACKEND_CUDA, .gpu_mem_gb = mem_gb};
     v4f_session *s = NULL;
     v4f_err err = {0};
     if (v4f_session_new(f->m, &o, &s, &err) != V4F_OK) {
         fprintf(stderr, "gpu session: %s\n", err.msg);
-        return 0;
+        return NULL;
     }
     if (report) snprintf(report, report_len, "%s", v4f_session_gpu_report(s));
+    return s;
+}
+
+/* tokens[0..n) with the first split in one call, the rest one by one. */
+static int run_gpu(const fixture *f, v4f_precision prec, int split, double mem_gb, float *logits, trace_rec *tr,
+                   char *report, size_t report_len) {
+    v4f_session *s = open_gpu(f, prec, mem_gb, report, report_len);
+    v4f_err err = {0};
+    if (!s) return 0;
     if (tr) {
         v4f_trace t = {tr, tr_hc, tr_experts, NULL};
         v4f_session_set_trace(s, &t);
@@ -103,15 +112,9 @@ static int run_gpu(const fixture *f, v4f_precision prec, int split, double mem_g
  * tables and k0 - k1 experts per layer move back and forth twice. */
 static int run_gpu_flex(const fixture *f, double mem_gb, const uint32_t seg[3], float *logits, char *report,
                         size_t report_len, v4f_status rewind_st[3]) {
-    v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = V4F_BACKEND_CUDA,
-                          .gpu_mem_gb = mem_gb};
-    v4f_session *s = NULL;
+    v4f_session *s = open_gpu(f, V4F_PRECISION_REF, mem_gb, report, report_len);
     v4f_err err = {0};
-    if (v4f_session_new(f->m, &o, &s, &err) != V4F_OK) {
-        fprintf(stderr, "gpu session: %s\n", err.msg);
-        return 0;
-    }
-    if (report) snprintf(report, report_len, "%s", v4f_session_gpu_report(s));
+    if (!s) return 0;
     uint32_t at = 0;
     int ok = 1;
     for (int k = 0; k < 4 && ok; k++) {
