@@ -704,9 +704,11 @@ void v4f_cpu_hadamard(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 
-static const float k_fp4_vals[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+/* the values of the 16 E2M1 codes, sign bit 8 included (-0 for code 8) */
+static const float k_fp4[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-/* Index into k_fp4_vals of |v| (clamped to 6) rounded to nearest, ties to
+/* Index into k_fp4 of |v| (clamped to 6) rounded to nearest, ties to
  * even, in steps of 0.5 / 1 / 2 below 2 / 4 / 6: below 1 the count of 0.5
  * steps, else the float's significand to 2 bits (k in [2, 4]; 4 carries into
  * the next binade's index), exponent field e + 1. Without branches: random
@@ -723,10 +725,9 @@ static inline uint8_t fp4_index(float v) {
     return (uint8_t)(b < 0x3f800000u ? sub : norm); /* 1 */
 }
 
-float v4f_fp4_e2m1_round(float v) {
-    const float r = k_fp4_vals[fp4_index(v)];
-    return signbit(v) ? -r : r;
-}
+static inline uint8_t fp4_code(float v) { return (uint8_t)((signbit(v) ? 8 : 0) | fp4_index(v)); }
+
+float v4f_fp4_e2m1_round(float v) { return k_fp4[fp4_code(v)]; }
 
 static int fp4_block_exp(const float *x, int64_t n) {
     float amax = 0;
@@ -748,8 +749,6 @@ void v4f_cpu_fp4_roundtrip(float *x, int64_t n) {
     }
 }
 
-static inline uint8_t fp4_code(float v) { return (uint8_t)((signbit(v) ? 8 : 0) | fp4_index(v)); }
-
 void v4f_fp4_encode_block32(const float *x, uint8_t *codes, int8_t *exp) {
     int e = fp4_block_exp(x, 32);
     float inv = ldexpf(1.0f, -e);
@@ -761,15 +760,12 @@ void v4f_fp4_encode_block32(const float *x, uint8_t *codes, int8_t *exp) {
     *exp = (int8_t)e;
 }
 
-/* the 16 codes' values, sign included (-0 for code 8): (-a) s == -(a s) */
-static const float k_fp4_signed[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
-                                       -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-
+/* (-a) s == -(a s): the signed table gives the old decode's values */
 void v4f_fp4_decode_block32(const uint8_t *codes, int8_t exp, float *y) {
     float s = ldexpf(1.0f, exp);
     for (int i = 0; i < 16; i++) {
-        y[2 * i] = k_fp4_signed[codes[i] & 15] * s;
-        y[2 * i + 1] = k_fp4_signed[codes[i] >> 4] * s;
+        y[2 * i] = k_fp4[codes[i] & 15] * s;
+        y[2 * i + 1] = k_fp4[codes[i] >> 4] * s;
     }
 }
 
