@@ -295,6 +295,16 @@ int32_t v4f_argmax_f32(const float *logits, uint32_t n) {
     return 0;
 }
 
+bool v4f_env_off(const char *name) {
+    const char *e = getenv(name);
+    return e && e[0] == '0';
+}
+
+long v4f_env_long(const char *name, long dflt) {
+    const char *e = getenv(name);
+    return e && *e ? strtol(e, NULL, 10) : dflt;
+}
+
 int32_t v4f_argmax_f32_except(float *x, uint32_t n, int32_t except) {
     if (except < 0 || (uint32_t)except >= n) return v4f_argmax_f32(x, n);
     const float keep = x[except];

@@ -105,6 +105,13 @@ bool v4f_utf8_valid(const char *s, size_t n);
 
 double v4f_time_s(void); /* monotonic seconds */
 
+/* Developer and A/B switches of the environment. v4f_env_off: NAME is set
+ * and starts with '0' (e.g. V4F_CUDA_FLEX=0 turns a path off for a
+ * measurement). v4f_env_long: NAME's leading integer (strtol, base 10), or
+ * dflt when NAME is unset or empty. */
+bool v4f_env_off(const char *name);
+long v4f_env_long(const char *name, long dflt);
+
 /* Greedy argmax of x[0..n): the lowest id of the largest value; NaN never
  * wins; only -inf and NaN: the first non-NaN id; all NaN (or n = 0): 0. */
 int32_t v4f_argmax_f32(const float *x, uint32_t n);

@@ -534,8 +534,7 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
     if (o->max_chunk > 0 && o->max_chunk < N) N = o->max_chunk;
     s->chunk = N;
     {
-        const char *se = getenv("V4F_CPU_SHORT_EVAL");
-        long v = se && *se ? strtol(se, NULL, 10) : CPU_SHORT_EVAL;
+        const long v = v4f_env_long("V4F_CPU_SHORT_EVAL", CPU_SHORT_EVAL);
         s->short_max = v < 0 ? 0 : v > 4096 ? 4096 : (uint32_t)v;
     }
     size_t bytes = layout_scratch(s, NULL, N);

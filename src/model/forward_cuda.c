@@ -976,11 +976,8 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     size_t free_b = 0, total_b = 0;
     if ((st = v4f_cuda_mem_info(g->c, &free_b, &total_b, err))) goto fail;
     uint64_t reserve = GPU_RESERVE_BYTES;
-    {
-        const char *re = getenv("V4F_CUDA_RESERVE_MB"); /* measurements of the reserve */
-        long v = re && *re ? strtol(re, NULL, 10) : -1;
-        if (v >= 0) reserve = (uint64_t)v << 20;
-    }
+    const long reserve_mb = v4f_env_long("V4F_CUDA_RESERVE_MB", -1); /* measurements of the reserve */
+    if (reserve_mb >= 0) reserve = (uint64_t)reserve_mb << 20;
     uint64_t budget = free_b > reserve ? free_b - reserve : 0;
     if (o->gpu_mem_gb > 0) {
         uint64_t want = (uint64_t)(o->gpu_mem_gb * (double)(1ull << 30));
@@ -1002,8 +999,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
      * at most k0 routed experts per layer on the device (k1 in placement 1). */
     uint32_t tight = GPU_CHUNK_TIGHT, cap0 = E, cap1 = E;
     {
-        const char *te = getenv("V4F_CUDA_CHUNK_TIGHT");
-        long v = te && *te ? strtol(te, NULL, 10) : 0;
+        const long v = v4f_env_long("V4F_CUDA_CHUNK_TIGHT", 0);
         if (v >= 16 && v <= GPU_CHUNK_CAP) tight = (uint32_t)v;
         const char *mx = getenv("V4F_CUDA_MAX_EXPERTS");
         char *end = NULL;
@@ -1056,8 +1052,8 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     uint32_t N1 = N, ed1 = ed0;
     size_t scr1 = 0, rings1 = 0;
     {
-        const char *fe = getenv("V4F_CUDA_FLEX");
-        for (uint32_t cand = N0; !(fe && fe[0] == '0') && !o->max_chunk && ed0 < E && cand > N; cand /= 2) {
+        const bool flex_off = v4f_env_off("V4F_CUDA_FLEX");
+        for (uint32_t cand = N0; !flex_off && !o->max_chunk && ed0 < E && cand > N; cand /= 2) {
             size_t sc = layout_scratch(g, NULL, cand), rn = layout_kv(g, NULL, false, 1, cand, N0);
             uint64_t f1 = dense + kvb + sc + rn;
             if (f1 >= budget) continue;
@@ -1099,17 +1095,13 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     apply_place(g, 0); /* after place_experts: it fills the placements' tables */
     if ((st = scratch_init(g, err))) goto fail;
     {
-        const char *fm = getenv("V4F_CUDA_FLEX_MIN");
-        long v = fm && *fm ? strtol(fm, NULL, 10) : 2 * (long)N;
+        const long v = v4f_env_long("V4F_CUDA_FLEX_MIN", 2 * (long)N);
         g->flex_min = v < 1 ? 1 : v > (long)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     }
-    {
-        const char *fe = getenv("V4F_CUDA_FORK");
-        if (!(fe && fe[0] == '0')) {
-            v4f_err e2 = {0};
-            g->fork = v4f_cuda_fork_init(g->c, &e2) == V4F_OK;
-            if (!g->fork) v4f_log(V4F_LOG_WARN, "cuda: no second stream (%s); running one chain", e2.msg);
-        }
+    if (!v4f_env_off("V4F_CUDA_FORK")) {
+        v4f_err e2 = {0};
+        g->fork = v4f_cuda_fork_init(g->c, &e2) == V4F_OK;
+        if (!g->fork) v4f_log(V4F_LOG_WARN, "cuda: no second stream (%s); running one chain", e2.msg);
     }
     if ((st = v4f_cuda_host_alloc(g->c, ((size_t)(g->flex ? N1 : N) + H_IN_EXTRA) * sizeof(int32_t),
                                   (void **)&g->h_in, NULL, err)))
@@ -1121,18 +1113,16 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
                                   NULL, err)))
         goto fail;
     if (g->e_host) {
-        const char *pe = getenv("V4F_CUDA_PREFETCH"); /* 0: stage each layer's experts in line (A/B) */
         v4f_err e2 = {0};
-        if (!(pe && pe[0] == '0')) {
+        if (!v4f_env_off("V4F_CUDA_PREFETCH")) { /* 0: stage each layer's experts in line (A/B) */
             g->prefetch = v4f_cuda_prefetch_init(g->c, &e2) == V4F_OK;
             if (!g->prefetch) v4f_log(V4F_LOG_WARN, "cuda: no copy stream (%s); staging experts in line", e2.msg);
         }
-        const char *de = getenv("V4F_CUDA_DECODE_DMA"); /* 0: the decode graph reads host experts over the bus */
-        g->decode_dma = g->e_host <= V4F_CUDA_COND_MAX && !(de && de[0] == '0');
+        /* V4F_CUDA_DECODE_DMA=0: the decode graph reads host experts over the bus */
+        g->decode_dma = g->e_host <= V4F_CUDA_COND_MAX && !v4f_env_off("V4F_CUDA_DECODE_DMA");
     }
     {
-        const char *se = getenv("V4F_CUDA_SHORT_EVAL");
-        long v = se && *se ? strtol(se, NULL, 10) : GPU_SHORT_EVAL;
+        const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL);
         g->short_max = v < 0 ? 0 : v > GPU_SHORT_MAX ? GPU_SHORT_MAX : (uint32_t)v;
     }
     {

@@ -158,13 +158,6 @@ __device__ __forceinline__ void v4f_mma_bf16(float *c, const uint32_t *a, const 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-/* A/B switch of the environment: true when NAME is set and starts with '0'
- * (e.g. V4F_CUDA_ATTN_TC=0 turns a kernel off for a measurement). */
-static inline bool v4f_env_off(const char *name) {
-    const char *e = getenv(name);
-    return e && e[0] == '0';
-}
-
 /* Report a failed CUDA call: fills err, logs, returns the status. */
 static inline v4f_status v4f_cuda_fail(v4f_err *err, cudaError_t e, const char *expr, const char *file, int line) {
     const v4f_status st = e == cudaErrorMemoryAllocation ? V4F_STATUS_OOM : V4F_STATUS_DEVICE;
