@@ -251,9 +251,6 @@ struct v4f_gpu {
     void *reg[4 * V4F_MAX_LAYERS + 8]; /* registered host ranges */
     int n_reg;
     void *host_copy; /* pinned copy of host experts when pinning the mapping failed */
-    void *stage;     /* device staging of the host-resident experts (prefill): two slots of
-                      * stage_bytes, layer l in slot l & 1 (in s_arena, after the scratch) */
-    uint64_t stage_bytes;
     /* Placements of s_arena. 0: the scratch for chunks of N tokens, the
      * staging slots and the routed experts [e_dev of 1, e_dev of 0) of every
      * layer; 1 (flex only; evals of more than flex_min tokens): the scratch
@@ -262,7 +259,8 @@ struct v4f_gpu {
      * rows; back to 0 uploads the experts again (set_place). */
     struct gplace {
         uint32_t N, e_dev, e_host;
-        uint64_t stage_bytes;
+        uint64_t stage_bytes; /* staging of the host-resident experts: two slots of stage_bytes at
+                               * stage (after the scratch), layer l in slot l & 1 */
         uint8_t *stage;
     } pl[2];
     int place;
@@ -563,13 +561,8 @@ static const void *host_dev_ptr(const hrange *rg, size_t nr, uintptr_t a) {
     return NULL;
 }
 
-/* staging slot of layer l's host-resident experts */
-static uint8_t *stage_slot(const v4f_gpu *g, uint32_t l) {
-    return (uint8_t *)g->stage + (uint64_t)(l & 1) * g->stage_bytes;
-}
-
 /* staging slot of layer l's host-resident experts in placement p */
-static uint8_t *stage_slot_of(const struct gplace *p, uint32_t l) {
+static uint8_t *stage_slot(const struct gplace *p, uint32_t l) {
     return p->stage + (uint64_t)(l & 1) * p->stage_bytes;
 }
 
@@ -717,7 +710,7 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
                 lp->hsrc[i] = lt[(size_t)i * E + ek];
                 lp->hbytes[i] = (uint64_t)(E - ek) * ex[i]->mat_bytes;
                 for (uint32_t e = ek; e < E; e++)
-                    pt[(size_t)i * E + e] = stage_slot_of(&g->pl[k], l) + off + (uint64_t)(e - ek) * ex[i]->mat_bytes;
+                    pt[(size_t)i * E + e] = stage_slot(&g->pl[k], l) + off + (uint64_t)(e - ek) * ex[i]->mat_bytes;
                 off += (lp->hbytes[i] + 255) & ~255ull;
             }
             st = v4f_cuda_upload(g->c, (void *)lp->ptab, pt, 3ull * E * sizeof(void *), err);
@@ -854,8 +847,6 @@ static void apply_place(v4f_gpu *g, int k) {
     g->N = p->N;
     g->e_dev = p->e_dev;
     g->e_host = p->e_host;
-    g->stage = p->stage;
-    g->stage_bytes = p->stage_bytes;
     layout_scratch(g, g->s_arena, p->N);
     for (uint32_t l = 0; l < c->n_layer + (g->mtp ? 1 : 0); l++) {
         glayer *r = &g->L[l];
@@ -1137,7 +1128,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         snprintf(how, sizeof how, "host-resident experts: decode %s; prefill %s (copy engine, %d x %.2f GiB)",
                  g->decode_dma ? "copies the picked ones (copy engine)" : "reads them over the bus",
                  g->prefetch ? "copies each layer's during the layer before" : "stages each layer's",
-                 g->prefetch ? 2 : 1, gib(g->stage_bytes));
+                 g->prefetch ? 2 : 1, gib(g->pl[0].stage_bytes));
     char fl[256] = "";
     if (g->flex)
         snprintf(fl, sizeof fl,
@@ -1700,7 +1691,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
 static void stage_jobs(v4f_gpu *g, uint32_t l, void *dst[3], const void *src[3], size_t bytes[3]) {
     uint64_t off = 0;
     for (int i = 0; i < 3; i++) {
-        dst[i] = stage_slot(g, l) + off;
+        dst[i] = stage_slot(&g->pl[g->place], l) + off;
         src[i] = g->L[l].hsrc[i];
         bytes[i] = g->L[l].hbytes[i];
         off += (g->L[l].hbytes[i] + 255) & ~255ull;
