@@ -610,11 +610,11 @@ static int bench_fake_ctx_gpu(const v4f_cli_model *bm, v4f_session_opts so, int6
 /* Back to the frontier at `at` after a probe: a GPU session rewinds (its
  * state is position-indexed, so that drops the probe's tokens) as far as its
  * position rings reach, else (and a CPU session always) reloads the
- * frontier's snapshot. Prints the error; 0 or 1. */
+ * frontier's snapshot (saved at every frontier). Prints the error; 0 or 1. */
 static int rollback(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *snap, float *logits, uint32_t n_vocab) {
     v4f_err err = {0};
     v4f_status st = gpu ? v4f_session_rewind(s, at, &err) : V4F_STATUS_RANGE;
-    if (st == V4F_STATUS_RANGE && (!gpu || snap->len)) st = v4f_snapshot_mem_load(s, snap, logits, n_vocab, &err);
+    if (st == V4F_STATUS_RANGE) st = v4f_snapshot_mem_load(s, snap, logits, n_vocab, &err);
     if (st) {
         fprintf(stderr, "v4flash bench: snapshot restore: %s\n", err.msg);
         return 1;
