@@ -1216,6 +1216,59 @@ static v4f_status rows_xfer(v4f_gpu *g, int dir, v4f_kv *kv, v4f_kv_layer *L, fl
     return v4f_cuda_upload(g->c, dev, buf, bytes, err);
 }
 
+/* The same for a compact host cache, coded on the device: each host row is
+ * [codes][block exponents][the last W - nq dims as float32], the first nq
+ * dims as FP8 E4M3 in blocks of 64 (compressed rows) or FP4 E2M1 in blocks
+ * of 32 (indexer rows). The device kernels are bit-exact with the CPU block
+ * coders that v4f_kv_comp_put / v4f_kv_idx_put use, so the host rows are the
+ * same bytes; only codes cross the bus (a quarter of the float32 bytes for
+ * FP8) and the host merely interleaves them (the CPU coding of an 8K-token
+ * snapshot was most of its 246 ms save on the H100, session 16). Pieces of
+ * rows go through the chunk's residual buffer X, which no eval holds
+ * between calls. V4F_CUDA_KV_DEVICE_CODES=0: code on the host (rows_xfer). */
+static v4f_status rows_xfer_coded(v4f_gpu *g, int dir, uint8_t *host, uint64_t hrb, float *dev, uint32_t n, int64_t W,
+                                  int64_t nq, bool fp4, uint8_t *buf, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    const size_t cb = (size_t)(fp4 ? nq / 2 : nq), eb = (size_t)(fp4 ? nq / 32 : nq / 64);
+    const size_t fb = (size_t)(W - nq) * sizeof(float), rowb = cb + eb + fb;
+    if (cb + eb + fb != hrb) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "gpu kv transfer: row form mismatch");
+    const size_t room = (size_t)g->pl[g->place].N * c->n_hc * c->n_embd * sizeof(float);
+    const uint32_t piece = (uint32_t)(room / rowb);
+    if (piece == 0) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "gpu kv transfer: no room for a row");
+    uint8_t *S = (uint8_t *)g->s.X;
+    for (uint32_t i = 0; i < n;) {
+        const uint32_t k = n - i < piece ? n - i : piece;
+        uint8_t *codes = S, *exps = S + (size_t)k * cb, *tail = S + (size_t)k * (cb + eb);
+        float *d = dev + (size_t)i * W;
+        if (dir == 0) {
+            TRY(fp4 ? v4f_cuda_fp4_encode(g->c, d, k, W, nq, codes, (int64_t)cb, (int8_t *)exps, err)
+                    : v4f_cuda_fp8_encode(g->c, d, k, W, nq, codes, (int64_t)cb, (int8_t *)exps, err));
+            TRY(v4f_cuda_copy_2d(g->c, tail, fb, d + nq, (size_t)W * sizeof(float), fb, k, err));
+            TRY(v4f_cuda_download(g->c, buf, S, (size_t)k * rowb, err));
+            for (uint32_t j = 0; j < k; j++) {
+                uint8_t *h = host + (uint64_t)(i + j) * hrb;
+                memcpy(h, buf + (size_t)j * cb, cb);
+                memcpy(h + cb, buf + (size_t)k * cb + (size_t)j * eb, eb);
+                memcpy(h + cb + eb, buf + (size_t)k * (cb + eb) + (size_t)j * fb, fb);
+            }
+        } else {
+            for (uint32_t j = 0; j < k; j++) {
+                const uint8_t *h = host + (uint64_t)(i + j) * hrb;
+                memcpy(buf + (size_t)j * cb, h, cb);
+                memcpy(buf + (size_t)k * cb + (size_t)j * eb, h + cb, eb);
+                memcpy(buf + (size_t)k * (cb + eb) + (size_t)j * fb, h + cb + eb, fb);
+            }
+            TRY(v4f_cuda_upload(g->c, S, buf, (size_t)k * rowb, err));
+            TRY(fp4 ? v4f_cuda_fp4_decode(g->c, codes, (int64_t)cb, (const int8_t *)exps, k, nq, d, W, err)
+                    : v4f_cuda_fp8_decode(g->c, codes, (int64_t)cb, (const int8_t *)exps, k, nq, d, W, err));
+            TRY(v4f_cuda_copy_2d(g->c, d + nq, (size_t)W * sizeof(float), tail, fb, fb, k, err));
+            TRY(v4f_cuda_sync(g->c, err)); /* S is reused by the next piece's upload */
+        }
+        i += k;
+    }
+    return V4F_OK;
+}
+
 static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     if (kv->n_layer != c->n_layer || kv->hd != c->head_dim || kv->n_swa != c->n_swa || kv->idx_hd != c->idx_head_dim)
@@ -1233,6 +1286,7 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
     }
     uint64_t nb = maxrows * (hd > ihd ? hd : ihd);
     float *buf = v4f_xmalloc((size_t)(nb > ring ? nb : ring) * sizeof(float));
+    const bool coded = kv->compact && !v4f_env_off("V4F_CUDA_KV_DEVICE_CODES");
     v4f_status st = V4F_OK;
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         glayer *r = &g->L[l];
@@ -1246,14 +1300,18 @@ static v4f_status kv_xfer(v4f_gpu *g, int dir, v4f_kv *kv, uint32_t pos, v4f_err
             st = v4f_err_set(err, V4F_STATUS_RANGE, "gpu kv transfer: %u compressed rows exceed the capacity", nc);
             break;
         }
-        st = rows_xfer(g, dir, kv, L, r->comp, nc, hd, buf, v4f_kv_comp_put, v4f_kv_comp_get, err);
+        st = coded ? rows_xfer_coded(g, dir, L->comp, kv->comp_row_bytes, r->comp, nc, (int64_t)hd,
+                                     (int64_t)(hd - c->n_rot), false, (uint8_t *)buf, err)
+                   : rows_xfer(g, dir, kv, L, r->comp, nc, hd, buf, v4f_kv_comp_put, v4f_kv_comp_get, err);
         if (st == V4F_OK && dir == 0) L->n_comp = nc;
         if (st == V4F_OK)
             st = frontier_xfer(g, dir, r->ratio, pos, L->c_kv, L->c_sc, r->c_kv, r->c_sc, r->Rc,
                                (r->ratio == 4 ? 2 : 1) * (int64_t)hd, buf, err);
         if (st || r->ratio != 4) continue;
         uint32_t ni = pos / 4;
-        st = rows_xfer(g, dir, kv, L, r->idx, ni, ihd, buf, v4f_kv_idx_put, v4f_kv_idx_get, err);
+        st = coded ? rows_xfer_coded(g, dir, L->idx, kv->idx_row_bytes, r->idx, ni, (int64_t)ihd, (int64_t)ihd, true,
+                                     (uint8_t *)buf, err)
+                   : rows_xfer(g, dir, kv, L, r->idx, ni, ihd, buf, v4f_kv_idx_put, v4f_kv_idx_get, err);
         if (st == V4F_OK && dir == 0) L->n_idx = ni;
         if (st == V4F_OK)
             st = frontier_xfer(g, dir, 4, pos, L->i_kv, L->i_sc, r->i_kv, r->i_sc, r->Rc_i, 2 * (int64_t)ihd, buf, err);

@@ -735,6 +735,60 @@ static void test_short_eval(const char *name) {
     golden_fixture_close(&f);
 }
 
+/* Compact (default precision) snapshots: the KV rows coded on the device
+ * (FP8 / FP4 kernels) are the same bytes as the host coders make
+ * (V4F_CUDA_KV_DEVICE_CODES=0), and a restore decoded on the device or on
+ * the host continues bitwise like the saved session. */
+static void test_snapshot_codes(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) {
+        g_fail++;
+        return;
+    }
+    const size_t nt = (size_t)(f.n - f.split) * f.vocab;
+    float *a = malloc(nt * sizeof(float)), *b = malloc(nt * sizeof(float));
+    v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_DEFAULT, .backend = V4F_BACKEND_CUDA};
+    v4f_err err = {0};
+    v4f_snapshot_mem dev = {0}, host = {0};
+    v4f_session *g1 = NULL;
+    int ok = v4f_session_new(f.m, &o, &g1, &err) == V4F_OK;
+    ok = ok && v4f_session_eval(g1, f.tokens, (uint32_t)f.split, NULL, 0, NULL, &err) == V4F_OK;
+    ok = ok && v4f_snapshot_mem_save(g1, NULL, 0, &dev, &err) == V4F_OK;
+    setenv("V4F_CUDA_KV_DEVICE_CODES", "0", 1);
+    ok = ok && v4f_snapshot_mem_save(g1, NULL, 0, &host, &err) == V4F_OK;
+    unsetenv("V4F_CUDA_KV_DEVICE_CODES");
+    ok = ok && decode_tail(&f, g1, a);
+    CHECK(ok, "%s: compact GPU snapshot failed: %s", name, err.msg);
+    if (ok) {
+        const int same = dev.len == host.len && memcmp(dev.data, host.data, dev.len) == 0;
+        CHECK(same, "%s: device-coded snapshot (%zu bytes) differs from the host-coded one (%zu)", name, dev.len,
+              host.len);
+        printf("%-40s %s (%zu bytes)\n", "  KV codes device == host", same ? "ok" : "FAIL", dev.len);
+    }
+    for (int mode = 0; ok && mode < 2; mode++) { /* restore: device decode, then host decode */
+        if (mode) setenv("V4F_CUDA_KV_DEVICE_CODES", "0", 1);
+        v4f_session *g2 = NULL;
+        dev.off = 0;
+        int ok2 = v4f_session_new(f.m, &o, &g2, &err) == V4F_OK &&
+                  v4f_snapshot_mem_load(g2, &dev, NULL, 0, &err) == V4F_OK && decode_tail(&f, g2, b);
+        unsetenv("V4F_CUDA_KV_DEVICE_CODES");
+        CHECK(ok2, "%s: compact GPU snapshot restore failed: %s", name, err.msg);
+        if (ok2) {
+            const int same = memcmp(a, b, nt * sizeof(float)) == 0;
+            CHECK(same, "%s: decode after a compact restore (%s decode) differs", name, mode ? "host" : "device");
+            printf("%-40s %s\n", mode ? "  compact restore, host decode: bitwise" : "  compact restore, device decode: bitwise",
+                   same ? "ok" : "FAIL");
+        }
+        v4f_session_free(g2);
+    }
+    v4f_session_free(g1);
+    v4f_snapshot_mem_free(&dev);
+    v4f_snapshot_mem_free(&host);
+    free(a);
+    free(b);
+    golden_fixture_close(&f);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_dir = argv[1];
     if (!v4f_gpu_available()) {
@@ -746,6 +800,7 @@ int main(int argc, char **argv) {
         if (argc <= 2 || !strcmp(argv[2], names[i])) { /* [DIR [NAME]] */
             test_fixture(names[i]);
             test_snapshots(names[i]);
+            test_snapshot_codes(names[i]);
             test_mtp(names[i], V4F_PRECISION_REF);
             test_mtp(names[i], V4F_PRECISION_DEFAULT);
             test_logits_last(names[i]);

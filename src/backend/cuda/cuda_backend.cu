@@ -182,6 +182,14 @@ v4f_status v4f_cuda_copy(v4f_cuda *c, void *dst, const void *src, size_t bytes, 
     return V4F_OK;
 }
 
+v4f_status v4f_cuda_copy_2d(v4f_cuda *c, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                            size_t rows, v4f_err *err) {
+    if (rows == 0 || width == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    CUDA_TRY(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice, c->stream));
+    return V4F_OK;
+}
+
 v4f_status v4f_cuda_memset(v4f_cuda *c, void *dst, int byte, size_t bytes, v4f_err *err) {
     CUDA_TRY_DEVICE(c);
     CUDA_TRY(cudaMemsetAsync(dst, byte, bytes, c->stream));

@@ -102,6 +102,10 @@ v4f_status v4f_cuda_upload(v4f_cuda *c, void *dst, const void *src, size_t bytes
 v4f_status v4f_cuda_download(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err);
 /* Device -> device copy and byte fill, queued on the stream. */
 v4f_status v4f_cuda_copy(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err);
+/* Device -> device copy of rows: width bytes of each of `rows` rows, row r
+ * from src + r * spitch to dst + r * dpitch, queued on the stream. */
+v4f_status v4f_cuda_copy_2d(v4f_cuda *c, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                            size_t rows, v4f_err *err);
 v4f_status v4f_cuda_memset(v4f_cuda *c, void *dst, int byte, size_t bytes, v4f_err *err);
 
 /* ---- timing (device events on the stream) --------------------------------- */
