@@ -56,6 +56,9 @@ typedef struct v4f_cuda v4f_cuda;
 /* Largest number of (W, x, y) triples in one v4f_cuda_matvec_batch call
  * (decode: 6 routed experts x {gate, up} = 12). */
 #define V4F_CUDA_MATVEC_MAX_BATCH 32
+/* Device scratch per stream for the partial sums of split-K matmuls (dense
+ * launches of few tiles, cuda_gemm.cu), allocated at open. */
+#define V4F_CUDA_SPLITK_BYTES ((size_t)16 << 20)
 
 /* A weight matrix in device memory: n_out rows of n_in inputs. */
 typedef struct v4f_cuda_mat {

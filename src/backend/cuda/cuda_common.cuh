@@ -41,7 +41,9 @@ struct v4f_cuda {
     uint8_t *qx;
     int64_t qx_max_in;
     size_t qx_slot_bytes;
-    size_t qx_bytes; /* whole scratch (the plane slots) */
+    size_t qx_bytes; /* whole scratch: the plane slots, then the split-K partials */
+    size_t qx_plane_bytes; /* the plane slots; cuda_gemm.cu's split-K partial sums follow
+                            * (V4F_CUDA_SPLITK_BYTES), one region per stream like the slots */
     /* cuda_fwd.cu fork/join: a second stream with its own scratch, so two
      * independent chains of launches can run side by side (and appear as
      * parallel branches in a captured graph). stream/qx point at the pair

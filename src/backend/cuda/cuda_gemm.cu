@@ -1022,6 +1022,90 @@ static gemm_args args_for(const v4f_cuda_mat *w, const float *X, int64_t ldx, fl
     return a;
 }
 
+/* ---- split-K ----------------------------------------------------------------------
+ * A dense launch of few tiles (a few tokens, or a matrix of few rows: q_a,
+ * kv, out_b, the shared expert, the router) runs on a fraction of the SMs,
+ * each CTA walking the whole K in 32-element steps (q_a at 8 tokens: 8 CTAs
+ * of 128 steps). Such a launch is split along K into `ways` slices run as
+ * the block-diagonal groups of one launch (slice z: W from byte z wz of
+ * each row, X from element z K / ways, Y into partial slab z of the
+ * stream's scratch), then k_splitk_sum adds the slabs in slice order into
+ * Y. Deterministic (fixed order); the sums differ from the unsplit launch
+ * only by float32 association (the tensor-core path only: exact launches
+ * are never split). A slice must start a row on a 16-byte boundary and a
+ * whole weight stage. V4F_CUDA_SPLITK=0 turns it off. */
+
+__global__ void k_splitk_sum(const float *__restrict__ part, int ways, int64_t n_tok, int64_t n_out, float *y,
+                             int64_t ldy) {
+    V4F_PDL_ENTRY();
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, n = n_tok * n_out;
+    if (i >= n) return;
+    float s = part[i];
+    for (int z = 1; z < ways; z++) s += part[(int64_t)z * n + i];
+    y[(i / n_out) * ldy + i % n_out] = s;
+}
+
+/* elements per block and bytes per block, elements per weight stage */
+static void wshape(uint32_t type, int *be, int *bb, int *kc) {
+    switch (type) {
+    case V4F_TYPE_F16: *be = wfmt<V4F_TYPE_F16>::BE, *bb = wfmt<V4F_TYPE_F16>::BB, *kc = wfmt<V4F_TYPE_F16>::KC; break;
+    case V4F_TYPE_Q8_0: *be = wfmt<V4F_TYPE_Q8_0>::BE, *bb = wfmt<V4F_TYPE_Q8_0>::BB, *kc = wfmt<V4F_TYPE_Q8_0>::KC; break;
+    case V4F_TYPE_Q2_K: *be = wfmt<V4F_TYPE_Q2_K>::BE, *bb = wfmt<V4F_TYPE_Q2_K>::BB, *kc = wfmt<V4F_TYPE_Q2_K>::KC; break;
+    case V4F_TYPE_Q4_K: *be = wfmt<V4F_TYPE_Q4_K>::BE, *bb = wfmt<V4F_TYPE_Q4_K>::BB, *kc = wfmt<V4F_TYPE_Q4_K>::KC; break;
+    default: *be = wfmt<V4F_TYPE_IQ2_XXS>::BE, *bb = wfmt<V4F_TYPE_IQ2_XXS>::BB, *kc = wfmt<V4F_TYPE_IQ2_XXS>::KC; break;
+    }
+}
+
+/* How many K slices a dense tensor-core launch gets (1: none): up to
+ * SPLITK_MAX, while the 128 x 64 tiles times the slices stay within
+ * SPLITK_CTAS_PER_SM per SM, each slice keeps at least SPLITK_MIN_STEPS
+ * K steps, and the partial slabs fit the scratch. */
+#define SPLITK_MAX 16
+#define SPLITK_CTAS_PER_SM 2
+#define SPLITK_MIN_STEPS 8
+static int splitk_ways(const v4f_cuda *c, const v4f_cuda_mat *w, int64_t n_tok) {
+    if (v4f_env_off("V4F_CUDA_SPLITK")) return 1;
+    int be, bb, kc;
+    wshape(w->type, &be, &bb, &kc);
+    int m = 1; /* blocks per 16-byte-aligned run */
+    while ((m * bb) % 16) m++;
+    /* a slice: whole aligned runs and whole stages (m, be and kc are powers
+     * of two, so the larger of the two quanta is a multiple of the other) */
+    const int64_t quantum = (int64_t)m * be > kc ? (int64_t)m * be : kc;
+    const int64_t tiles = ((w->n_out + 127) / 128) * ((n_tok + 63) / 64);
+    int ways = 1;
+    for (int s = 2; s <= SPLITK_MAX; s *= 2) {
+        const int64_t k = w->n_in / s;
+        if (w->n_in % s || k % quantum || k / kBK < SPLITK_MIN_STEPS) break;
+        if (tiles * s > (int64_t)SPLITK_CTAS_PER_SM * c->sm_count) break;
+        if ((size_t)s * (size_t)n_tok * (size_t)w->n_out * sizeof(float) > V4F_CUDA_SPLITK_BYTES) break;
+        ways = s;
+    }
+    return ways;
+}
+
+static v4f_status matmul_splitk(v4f_cuda *c, const v4f_cuda_mat *w, int ways, const float *X, int64_t ldx,
+                                int64_t n_tok, float *Y, int64_t ldy, v4f_err *err) {
+    int be, bb, kc;
+    wshape(w->type, &be, &bb, &kc);
+    float *part = (float *)(c->qx + c->qx_plane_bytes);
+    const int64_t k = w->n_in / ways;
+    gemm_args a = args_for(w, X, ldx, part, w->n_out);
+    a.w = (const uint8_t *)w->data;
+    a.n_in = k;
+    a.n_tok = n_tok;
+    a.wz = (uint64_t)(k / be) * (uint64_t)bb;
+    a.xz = k;
+    a.yz = n_tok * w->n_out;
+    const v4f_status st = dispatch(c, w->type, a, false, n_tok, ways, false, err);
+    if (st != V4F_OK) return st;
+    const int64_t n = n_tok * w->n_out;
+    v4f_launch(k_splitk_sum, (unsigned)((n + 255) / 256), 256, 0, c->stream, (const float *)part, ways, n_tok,
+               w->n_out, Y, ldy);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
 v4f_status v4f_cuda_matmul_blockdiag(v4f_cuda *c, const v4f_cuda_mat *w, int groups, const float *X, int64_t ldx,
                                      int64_t n_tok, float *Y, int64_t ldy, bool exact, v4f_err *err) {
     v4f_status st = check_shape(w, err);
@@ -1039,7 +1123,12 @@ v4f_status v4f_cuda_matmul_blockdiag(v4f_cuda *c, const v4f_cuda_mat *w, int gro
     a.xz = w->n_in;
     a.yz = w->n_out;
     CUDA_TRY_DEVICE(c);
-    return dispatch(c, w->type, a, false, n_tok, groups, exact || !tc_ok(w, true, X, ldx), err);
+    const bool tc = !exact && tc_ok(w, true, X, ldx);
+    if (tc && groups == 1) {
+        const int ways = splitk_ways(c, w, n_tok);
+        if (ways > 1) return matmul_splitk(c, w, ways, X, ldx, n_tok, Y, ldy, err);
+    }
+    return dispatch(c, w->type, a, false, n_tok, groups, !tc, err);
 }
 
 v4f_status v4f_cuda_matmul(v4f_cuda *c, const v4f_cuda_mat *w, const float *X, int64_t ldx, int64_t n_tok, float *Y,

@@ -850,7 +850,8 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
     CUDA_TRY(cudaStreamSynchronize(c->stream));
     c->qx_max_in = QX_MAX_IN;
     c->qx_slot_bytes = qx_slot_bytes(QX_MAX_IN);
-    c->qx_bytes = c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH;
+    c->qx_plane_bytes = c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH;
+    c->qx_bytes = c->qx_plane_bytes + V4F_CUDA_SPLITK_BYTES;
     CUDA_TRY(cudaMalloc((void **)&c->qx, c->qx_bytes));
     return V4F_OK;
 }
