@@ -140,6 +140,14 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * (0 or 1: off). */
 #define GPU_SHORT_EVAL 7
 #define GPU_SHORT_MAX 64 /* the largest override */
+/* Chunks of 2..GPU_PAIR_EVAL tokens multiply each (token, expert) pair's
+ * routed expert with the decode matvecs (each weight decoded per pair)
+ * instead of the grouped tensor-core matmuls, which dequantize a whole
+ * 256-row tile per expert for one or two tokens. H100, full-q2, 8K
+ * context: evals of 16 / 32 / 48 / 64 tokens 67.7 / 98.0 / 119.1 / 139.3
+ * -> 51.4 / 63.3 / 85.5 / 108.9 ms (docs/PERF_NOTES.md, session 16);
+ * V4F_CUDA_PAIR_EVAL=N overrides it (0: off). */
+#define GPU_PAIR_EVAL 64
 
 #define TRY(x)                        \
     do {                              \
@@ -282,6 +290,9 @@ struct v4f_gpu {
     v4f_cuda_marks *pipe; /* two events: the picks of pipelined greedy steps */
     bool fork; /* independent chains on a second stream (V4F_CUDA_FORK=0 turns it off) */
     uint32_t short_max; /* evals of 2..short_max tokens replay the decode graph (GPU_SHORT_EVAL) */
+    uint32_t pair_max;  /* chunks of 2..pair_max tokens multiply their routed experts pair by pair
+                         * (decode matvecs) instead of by grouped matmuls (GPU_PAIR_EVAL) */
+    bool moe_pairs;     /* the MoE sum of this ffn call reads yd in pair order (hc_post) */
     struct {
         bool on;
         v4f_cuda_marks *marks;
@@ -1115,6 +1126,8 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     {
         const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL);
         g->short_max = v < 0 ? 0 : v > GPU_SHORT_MAX ? GPU_SHORT_MAX : (uint32_t)v;
+        const long p = v4f_env_long("V4F_CUDA_PAIR_EVAL", GPU_PAIR_EVAL);
+        g->pair_max = p < 0 ? 0 : p > INT32_MAX ? INT32_MAX : (uint32_t)p;
     }
     {
         const char *pe = getenv("V4F_PROFILE");
@@ -1543,7 +1556,7 @@ static v4f_status hc_post(v4f_gpu *g, int64_t n, const float *o, const hcmix *ne
     gscratch *x = &g->s;
     int H = (int)c->n_hc, k = (int)c->n_expert_used;
     int64_t d = c->n_embd;
-    const int32_t *einv = n > 1 ? x->einv : x->ident;
+    const int32_t *einv = n > 1 && !g->moe_pairs ? x->einv : x->ident;
     if (mix_fusable(g, n, next)) {
         const gmat *f = next->fn;
         int ns = hc_splits((int64_t)H * d, n, H);
@@ -1829,6 +1842,9 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     pmark(g, GP_ROUTE);
     int64_t np = n * k;
     const void *const *tabp = r->etab;
+    /* a chunk of a few tokens: pair by pair, in pair order (slot p = token
+     * p / k's choice p % k), like a decode step */
+    const bool grouped = n > 1 && (uint64_t)n > g->pair_max;
     if (n > 1 && g->e_host) {
         /* this layer's host-resident experts on the device (copy engine, full
          * bus speed) so the grouped matmuls read device memory: copied
@@ -1843,7 +1859,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         TRY(stage_picked(g, (uint32_t)(r - g->L), err));
         tabp = r->ptab;
     }
-    if (n > 1) {
+    if (grouped) {
         /* chunk: bucket the (token, slot) pairs by expert, grouped matmuls */
         TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow, err));
         TRY(v4f_cuda_gather_rows(g->c, x->xn, x->elist, (int32_t)k, np, d, x->xg, err));
@@ -1852,7 +1868,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_up, tabp, (int32_t)E, x->offs, (int)E, np, x->xg, d, x->u, nff,
                                     g->exact, err));
     } else {
-        /* decode: pair j reads expert eids[j], selected on the device */
+        /* decode (and short chunks): pair j reads expert eids[j], selected on the device */
         int32_t off[MV_BATCH], slot[MV_BATCH];
         const float *xs[MV_BATCH];
         float *ys[MV_BATCH];
@@ -1867,7 +1883,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
                         int64_t p = p0 + i;
                         off[m] = hh ? (int32_t)E : 0;
                         slot[m] = (int32_t)p;
-                        xs[m] = x->xn;
+                        xs[m] = x->xn + (p / k) * d;
                         ys[m] = (hh ? x->u : x->g) + p * nff;
                         m++;
                     }
@@ -1882,11 +1898,11 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         TRY(mm_multi(g, js, 2, n, err));
     }
     pmark(g, GP_EXP_GU);
-    TRY(v4f_cuda_swiglu(g->c, x->g, x->u, np, nff, r->limit, n > 1 ? x->wrow : x->ew, x->g, err));
+    TRY(v4f_cuda_swiglu(g->c, x->g, x->u, np, nff, r->limit, grouped ? x->wrow : x->ew, x->g, err));
     /* shared expert: no clamp (the official MoE builds it without swiglu_limit) */
     if (!g->fork) TRY(v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err));
     pmark(g, GP_SWIGLU);
-    if (n > 1) {
+    if (grouped) {
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_down, tabp, (int32_t)(2 * E), x->offs, (int)E, np, x->g, nff, x->yd,
                                     d, g->exact, err));
     } else {
@@ -1908,7 +1924,10 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     if (g->fork) TRY(v4f_cuda_join(g->c, err));
     else TRY(mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err));
     pmark(g, GP_EXP_DOWN);
-    TRY(hc_post(g, n, NULL, next, err));
+    g->moe_pairs = n > 1 && !grouped;
+    const v4f_status st = hc_post(g, n, NULL, next, err);
+    g->moe_pairs = false;
+    TRY(st);
     pmark(g, GP_SUM);
     return V4F_OK;
 }

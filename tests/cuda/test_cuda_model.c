@@ -238,6 +238,23 @@ static void test_fixture(const char *name) {
     } else {
         g_fail++;
     }
+    /* 4b. every prefill chunk multiplies its routed experts pair by pair (the decode matvecs,
+     * V4F_CUDA_PAIR_EVAL beyond the chunk) instead of by grouped matmuls: Tier A in ref
+     * precision, Tier B in the default one, like the grouped path */
+    setenv("V4F_CUDA_PAIR_EVAL", "100000", 1);
+    for (int prec = 0; prec < 2; prec++) {
+        const v4f_precision pm = prec ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
+        if (run_gpu(&f, pm, f.n, 0, lg, NULL, NULL, 0)) {
+            golden_compare(lg, gp, f.n, f.vocab, &st);
+            snprintf(what, sizeof what, "%s prefill %s, experts pair by pair", name, prec ? "default" : "ref");
+            const int pass = prec ? golden_tier_b(&st) : golden_tier_a(&st);
+            report_cmp(what, &st, pass);
+            CHECK(pass, "%s", what);
+        } else {
+            g_fail++;
+        }
+    }
+    unsetenv("V4F_CUDA_PAIR_EVAL");
     /* 5. placement: half the routed experts in host memory -> bitwise equal */
     {
         v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = V4F_BACKEND_CUDA};
