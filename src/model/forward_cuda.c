@@ -134,11 +134,13 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define H_IN_EXTRA 2 /* h_in after the N tokens: pos0, suppress */
 /* Evals of 2..GPU_SHORT_EVAL tokens (logits of the last one at most) run as
  * that many decode-graph replays. Measured on the H200 (full-q2, 8K
- * context): the batched kernels take 44.4 / 49.1 / 58.4 / 61.4 ms for 2 / 4
- * / 6 / 8 tokens, the decode graph 7.5-7.7 ms per token, so the crossover is
- * at 8 (docs/PERF_NOTES.md, session 14). V4F_CUDA_SHORT_EVAL=N overrides it
- * (0 or 1: off). */
-#define GPU_SHORT_EVAL 7
+ * context): the decode graph takes 7.6 ms per token; the batched kernels
+ * (split-K dense matmuls, routed experts pair by pair) 16.6 / 17.8 / 20.7
+ * ms for 2 / 3 / 4 tokens (session 16; they took 44-61 ms for 2-8 tokens in
+ * session 14, when the crossover was 8). On the H100 with host-resident
+ * experts the batched path wins from 2 tokens (17.8 vs 19.3 ms).
+ * V4F_CUDA_SHORT_EVAL=N overrides it (0 or 1: off). */
+#define GPU_SHORT_EVAL 2
 #define GPU_SHORT_MAX 64 /* the largest override */
 /* Chunks of 2..GPU_PAIR_EVAL tokens multiply each (token, expert) pair's
  * routed expert with the decode matvecs (each weight decoded per pair)
@@ -148,6 +150,13 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * -> 51.4 / 63.3 / 85.5 / 108.9 ms (docs/PERF_NOTES.md, session 16);
  * V4F_CUDA_PAIR_EVAL=N overrides it (0: off). */
 #define GPU_PAIR_EVAL 64
+/* Pair-by-pair chunks of up to GPU_USED_EVAL tokens copy only the host
+ * experts they route to, in line (stage_used); longer ones copy them all
+ * one layer ahead, which overlaps the layer's work. H100 (9 per layer in
+ * host memory): 2 / 8 / 16 / 24 / 32 tokens 17.8 / 33.0 / 50.3 / 70.0 /
+ * 88.0 ms routed ones vs 52.2 / 52.0 / 53.0 / 52.9 / 63.5 all ahead
+ * (session 16). */
+#define GPU_USED_EVAL 16
 
 #define TRY(x)                        \
     do {                              \
@@ -293,6 +302,8 @@ struct v4f_gpu {
     uint32_t pair_max;  /* chunks of 2..pair_max tokens multiply their routed experts pair by pair
                          * (decode matvecs) instead of by grouped matmuls (GPU_PAIR_EVAL) */
     bool moe_pairs;     /* the MoE sum of this ffn call reads yd in pair order (hc_post) */
+    bool used_now;      /* this chunk copies only the host experts its pairs route to (stage_used) */
+    int32_t *h_used;    /* pinned [n_expert + 1]: bucket offsets of the host-resident experts */
     struct {
         bool on;
         v4f_cuda_marks *marks;
@@ -915,6 +926,7 @@ void v4f_gpu_free(v4f_gpu *g) {
         for (int i = 0; i < g->n_reg; i++) v4f_cuda_host_unregister(g->c, g->reg[i]);
         v4f_cuda_host_free(g->c, g->host_copy);
         v4f_cuda_host_free(g->c, g->h_in);
+        v4f_cuda_host_free(g->c, g->h_used);
         v4f_cuda_host_free(g->c, (void *)g->h_pick);
         v4f_cuda_host_free(g->c, g->h_logits);
         v4f_cuda_free(g->c, g->w_arena);
@@ -1122,6 +1134,11 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         }
         /* V4F_CUDA_DECODE_DMA=0: the decode graph reads host experts over the bus */
         g->decode_dma = g->e_host <= V4F_CUDA_COND_MAX && !v4f_env_off("V4F_CUDA_DECODE_DMA");
+        /* V4F_CUDA_STAGE_USED=0: pair-by-pair chunks copy all host experts one layer ahead */
+        if (!v4f_env_off("V4F_CUDA_STAGE_USED") &&
+            (st = v4f_cuda_host_alloc(g->c, ((size_t)c->n_expert + 1) * sizeof(int32_t), (void **)&g->h_used, NULL,
+                                      err)))
+            goto fail;
     }
     {
         const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL);
@@ -1815,6 +1832,29 @@ static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
                                 (const size_t (*)[3])bytes, err);
 }
 
+/* A pair-by-pair chunk (a few tokens) copies into layer l's staging slot
+ * only the host-resident experts its pairs route to, in line after the
+ * router and the bucketing (whose offsets the host reads back), instead of
+ * all of them one layer ahead: on the H100 (9 per layer in host memory)
+ * those copies put a floor of ~51 ms under every eval of 2-24 tokens
+ * (docs/PERF_NOTES.md, session 16). */
+static v4f_status stage_used(v4f_gpu *g, uint32_t l, v4f_err *err) {
+    const uint32_t nh = g->e_host;
+    TRY(v4f_cuda_download(g->c, g->h_used, g->s.offs + g->e_dev, ((size_t)nh + 1) * sizeof(int32_t), err));
+    void *d0[3];
+    const void *s0[3];
+    size_t b0[3];
+    stage_jobs(g, l, d0, s0, b0);
+    for (uint32_t j = 0; j < nh; j++) {
+        if (g->h_used[j + 1] == g->h_used[j]) continue;
+        for (int i = 0; i < 3; i++) {
+            const size_t mb = b0[i] / nh; /* one expert's matrix: the slot holds them in id order */
+            if (mb) TRY(v4f_cuda_copy_any(g->c, (uint8_t *)d0[i] + j * mb, (const uint8_t *)s0[i] + j * mb, mb, err));
+        }
+    }
+    return V4F_OK;
+}
+
 /* next: the HC mixer that follows (the next layer's attention), or NULL */
 static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next, v4f_err *err) {
     const v4f_config *c = &g->cfg;
@@ -1850,8 +1890,15 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
          * bus speed) so the grouped matmuls read device memory: copied
          * during the previous layer (stage_issue), else here */
         const uint32_t l = (uint32_t)(r - g->L);
-        if (g->prefetch) TRY(v4f_cuda_prefetch_wait(g->c, (int)(l & 1), err));
-        else TRY(stage_copy(g, l, err));
+        if (g->used_now) { /* only those routed to (pair-by-pair chunks) */
+            TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow,
+                                    err));
+            TRY(stage_used(g, l, err));
+        } else if (g->prefetch) {
+            TRY(v4f_cuda_prefetch_wait(g->c, (int)(l & 1), err));
+        } else {
+            TRY(stage_copy(g, l, err));
+        }
         tabp = r->ptab;
     } else if (g->e_host && g->decode_dma && g->capturing && r < g->L + c->n_layer) {
         /* decode graph: DMA of the picked host-resident experts (about
@@ -1987,7 +2034,8 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     int64_t row0 = n - 1;
     /* a chunk's host-resident experts: layer l + 1's are copied while layer
      * l runs (its attention and FFN), layer 0's from here */
-    const bool pf = n > 1 && g->prefetch;
+    g->used_now = n > 1 && (uint64_t)n <= g->pair_max && (uint64_t)n <= GPU_USED_EVAL && g->e_host && g->h_used;
+    const bool pf = n > 1 && g->prefetch && !g->used_now;
     if (pf) st = stage_issue(g, 0, err);
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         if (pf && l + 1 < c->n_layer && (st = stage_issue(g, l + 1, err))) break;

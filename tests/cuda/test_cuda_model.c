@@ -289,6 +289,26 @@ static void test_fixture(const char *name) {
                       "%s: %s=%s: logits with host-resident experts differ from the all-device run", name, knob[kk],
                       val[kk]);
             }
+            /* the prefill pair by pair: the host-resident experts its pairs route to copied in line
+             * (default) or all of them one layer ahead (V4F_CUDA_STAGE_USED=0), bitwise equal to the
+             * all-device run of the same path */
+            {
+                float *lg3 = malloc(n * V * sizeof(float));
+                setenv("V4F_CUDA_PAIR_EVAL", "100000", 1);
+                int oka = lg3 && run_gpu(&f, V4F_PRECISION_REF, f.split, 0, lg3, NULL, NULL, 0);
+                for (int su = 0; su < 2; su++) {
+                    if (su) setenv("V4F_CUDA_STAGE_USED", "0", 1);
+                    int okb = oka && run_gpu(&f, V4F_PRECISION_REF, f.split, gb, lg2, NULL, rep, sizeof rep);
+                    unsetenv("V4F_CUDA_STAGE_USED");
+                    const int same = okb && strstr(rep, "in host memory") && !memcmp(lg3, lg2, n * V * sizeof(float));
+                    CHECK(same, "%s: pair-by-pair prefill with host-resident experts (%s) differs from the all-device run",
+                          name, su ? "all copied ahead" : "routed ones copied");
+                    printf("%-40s %s\n", su ? "  pairs, host experts copied ahead" : "  pairs, routed host experts copied",
+                           same ? "ok" : "FAIL");
+                }
+                unsetenv("V4F_CUDA_PAIR_EVAL");
+                free(lg3);
+            }
             /* two placements (a 64-token chunk for decode and short evals, the 512-token one for longer
              * evals, with fewer experts on the device): bitwise equal to the all-device run of the same
              * evals (the same chunks: the all-device session's chunk is 512) */
