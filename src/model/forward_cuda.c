@@ -150,13 +150,18 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * -> 51.4 / 63.3 / 85.5 / 108.9 ms (docs/PERF_NOTES.md, session 16);
  * V4F_CUDA_PAIR_EVAL=N overrides it (0: off). */
 #define GPU_PAIR_EVAL 64
-/* Pair-by-pair chunks of up to GPU_USED_EVAL tokens copy only the host
- * experts they route to, in line (stage_used); longer ones copy them all
- * one layer ahead, which overlaps the layer's work. H100 (9 per layer in
- * host memory): 2 / 8 / 16 / 24 / 32 tokens 17.8 / 33.0 / 50.3 / 70.0 /
- * 88.0 ms routed ones vs 52.2 / 52.0 / 53.0 / 52.9 / 63.5 all ahead
- * (session 16). */
-#define GPU_USED_EVAL 16
+/* A pair-by-pair chunk copies only the host experts it routes to, in line
+ * (stage_used), where that is expected to beat copying all of them one
+ * layer ahead, which overlaps the layer's work (stage_used_wins). The model
+ * of a layer: u(n) routed host experts of e_host (uniform routing) at
+ * GPU_BUS_BPS each, plus n x GPU_PAIR_TOKEN_S of pair-path work. H100 (9
+ * per layer in host memory), 2 / 8 / 12 / 16 / 24 / 32 tokens: 17.8 / 33.0
+ * / 43.3 / 50.3 / 70.0 / 88.0 ms routed ones vs 52.2 / 52.0 / 52.8 / 53.0 /
+ * 52.9 / 63.5 all ahead (session 16); the model switches between 16 and 24.
+ * q4 on an H200 (27 per layer in host memory), 4 / 8 / 16 / 32 / 48 tokens:
+ * 46 / 75 / 137 / 227 / 297 ms vs ~300-313 all ahead. */
+#define GPU_BUS_BPS 50e9        /* host -> device copy engine, PCIe 5 x16 (measured 49-54 GB/s) */
+#define GPU_PAIR_TOKEN_S 40e-6  /* pair-path time per token and layer (H100 39.6 us, H200 38.4 us) */
 
 #define TRY(x)                        \
     do {                              \
@@ -1838,6 +1843,15 @@ static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
  * all of them one layer ahead: on the H100 (9 per layer in host memory)
  * those copies put a floor of ~51 ms under every eval of 2-24 tokens
  * (docs/PERF_NOTES.md, session 16). */
+static bool stage_used_wins(const v4f_gpu *g, uint64_t n) {
+    const v4f_config *c = &g->cfg;
+    const glayer *r = &g->L[0];
+    const double h = g->e_host, per = (double)(r->hbytes[0] + r->hbytes[1] + r->hbytes[2]) / (h > 0 ? h : 1);
+    const double tx = per / GPU_BUS_BPS, work = (double)n * GPU_PAIR_TOKEN_S;
+    const double u = h * (1.0 - pow(1.0 - (double)c->n_expert_used / (double)c->n_expert, (double)n));
+    return u * tx + work < fmax(h * tx, work);
+}
+
 static v4f_status stage_used(v4f_gpu *g, uint32_t l, v4f_err *err) {
     const uint32_t nh = g->e_host;
     TRY(v4f_cuda_download(g->c, g->h_used, g->s.offs + g->e_dev, ((size_t)nh + 1) * sizeof(int32_t), err));
@@ -2034,7 +2048,7 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     int64_t row0 = n - 1;
     /* a chunk's host-resident experts: layer l + 1's are copied while layer
      * l runs (its attention and FFN), layer 0's from here */
-    g->used_now = n > 1 && (uint64_t)n <= g->pair_max && (uint64_t)n <= GPU_USED_EVAL && g->e_host && g->h_used;
+    g->used_now = n > 1 && (uint64_t)n <= g->pair_max && g->e_host && g->h_used && stage_used_wins(g, (uint64_t)n);
     const bool pf = n > 1 && g->prefetch && !g->used_now;
     if (pf) st = stage_issue(g, 0, err);
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
