@@ -138,8 +138,8 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * (split-K dense matmuls, routed experts pair by pair) 16.6 / 17.8 / 20.7
  * ms for 2 / 3 / 4 tokens (session 16; they took 44-61 ms for 2-8 tokens in
  * session 14, when the crossover was 8). On the H100 with host-resident
- * experts the batched path wins from 2 tokens (17.8 vs 19.3 ms).
- * V4F_CUDA_SHORT_EVAL=N overrides it (0 or 1: off). */
+ * experts the batched path wins from 2 tokens (17.8 vs 19.3 ms), so there
+ * the default is 0. V4F_CUDA_SHORT_EVAL=N overrides it (0 or 1: off). */
 #define GPU_SHORT_EVAL 2
 #define GPU_SHORT_MAX 64 /* the largest override */
 /* Chunks of 2..GPU_PAIR_EVAL tokens multiply each (token, expert) pair's
@@ -1146,7 +1146,9 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
             goto fail;
     }
     {
-        const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL);
+        /* with host-resident experts a 2-token eval is faster batched, copying only its routed
+         * host experts (H100: 17.8 vs 19.3 ms through the decode graph, session 16) */
+        const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", g->h_used ? 0 : GPU_SHORT_EVAL);
         g->short_max = v < 0 ? 0 : v > GPU_SHORT_MAX ? GPU_SHORT_MAX : (uint32_t)v;
         const long p = v4f_env_long("V4F_CUDA_PAIR_EVAL", GPU_PAIR_EVAL);
         g->pair_max = p < 0 ? 0 : p > INT32_MAX ? INT32_MAX : (uint32_t)p;
