@@ -1901,7 +1901,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     /* a chunk of a few tokens: pair by pair, in pair order (slot p = token
      * p / k's choice p % k), like a decode step */
     const bool grouped = n > 1 && (uint64_t)n > g->pair_max;
-    if (n > 1 && g->e_host) {
+    if (n > 1 && g->e_host && r < g->L + c->n_layer) { /* (the MTP layer's experts are all on the device) */
         /* this layer's host-resident experts on the device (copy engine, full
          * bus speed) so the grouped matmuls read device memory: copied
          * during the previous layer (stage_issue), else here */
@@ -2085,6 +2085,7 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     /* copies issued for a layer whose chunk FFN did not run (the last one)
      * end before the stream does */
     for (int i = 0; pf && st == V4F_OK && i < V4F_CUDA_PREFETCH_SLOTS; i++) st = v4f_cuda_prefetch_wait(g->c, i, err);
+    g->used_now = false;
     if (out_row0) *out_row0 = row0;
     if (st == V4F_OK && head_last) st = head(g, row0, 1, err);
     return st;
