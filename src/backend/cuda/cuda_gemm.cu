@@ -1045,16 +1045,14 @@ __global__ void k_splitk_sum(const float *__restrict__ part, int ways, int64_t n
     y[(i / n_out) * ldy + i % n_out] = s;
 }
 
-/* elements per block and bytes per block, elements per weight stage */
-static void wshape(uint32_t type, int *be, int *bb, int *kc) {
-    switch (type) {
-    case V4F_TYPE_F16: *be = wfmt<V4F_TYPE_F16>::BE, *bb = wfmt<V4F_TYPE_F16>::BB, *kc = wfmt<V4F_TYPE_F16>::KC; break;
-    case V4F_TYPE_Q8_0: *be = wfmt<V4F_TYPE_Q8_0>::BE, *bb = wfmt<V4F_TYPE_Q8_0>::BB, *kc = wfmt<V4F_TYPE_Q8_0>::KC; break;
-    case V4F_TYPE_Q2_K: *be = wfmt<V4F_TYPE_Q2_K>::BE, *bb = wfmt<V4F_TYPE_Q2_K>::BB, *kc = wfmt<V4F_TYPE_Q2_K>::KC; break;
-    case V4F_TYPE_Q4_K: *be = wfmt<V4F_TYPE_Q4_K>::BE, *bb = wfmt<V4F_TYPE_Q4_K>::BB, *kc = wfmt<V4F_TYPE_Q4_K>::KC; break;
-    default: *be = wfmt<V4F_TYPE_IQ2_XXS>::BE, *bb = wfmt<V4F_TYPE_IQ2_XXS>::BB, *kc = wfmt<V4F_TYPE_IQ2_XXS>::KC; break;
-    }
+/* A weight stage of the tensor-core kernel is one block, at least kBK
+ * elements (the type table's block then gives a slice's stage quantum) */
+template <int T> constexpr bool stage_is_block() {
+    return wfmt<T>::KC == (wfmt<T>::BE > kBK ? wfmt<T>::BE : kBK);
 }
+static_assert(stage_is_block<V4F_TYPE_F16>() && stage_is_block<V4F_TYPE_Q8_0>() && stage_is_block<V4F_TYPE_Q2_K>() &&
+                  stage_is_block<V4F_TYPE_Q4_K>() && stage_is_block<V4F_TYPE_IQ2_XXS>(),
+              "split-K stage quantum");
 
 /* How many K slices a dense tensor-core launch gets (1: none): up to
  * SPLITK_MAX, while the 128 x 64 tiles times the slices stay within
@@ -1065,13 +1063,13 @@ static void wshape(uint32_t type, int *be, int *bb, int *kc) {
 #define SPLITK_MIN_STEPS 8
 static int splitk_ways(const v4f_cuda *c, const v4f_cuda_mat *w, int64_t n_tok) {
     if (v4f_env_off("V4F_CUDA_SPLITK")) return 1;
-    int be, bb, kc;
-    wshape(w->type, &be, &bb, &kc);
-    int m = 1; /* blocks per 16-byte-aligned run */
-    while ((m * bb) % 16) m++;
+    const v4f_type_info *t = v4f_type_info_get(w->type);
+    const int64_t be = t->blck_elems, kc = be > kBK ? be : kBK;
+    int64_t m = 1; /* blocks per 16-byte-aligned run */
+    while ((m * t->blck_bytes) % 16) m++;
     /* a slice: whole aligned runs and whole stages (m, be and kc are powers
      * of two, so the larger of the two quanta is a multiple of the other) */
-    const int64_t quantum = (int64_t)m * be > kc ? (int64_t)m * be : kc;
+    const int64_t quantum = m * be > kc ? m * be : kc;
     const int64_t tiles = ((w->n_out + 127) / 128) * ((n_tok + 63) / 64);
     int ways = 1;
     for (int s = 2; s <= SPLITK_MAX; s *= 2) {
@@ -1086,15 +1084,14 @@ static int splitk_ways(const v4f_cuda *c, const v4f_cuda_mat *w, int64_t n_tok) 
 
 static v4f_status matmul_splitk(v4f_cuda *c, const v4f_cuda_mat *w, int ways, const float *X, int64_t ldx,
                                 int64_t n_tok, float *Y, int64_t ldy, v4f_err *err) {
-    int be, bb, kc;
-    wshape(w->type, &be, &bb, &kc);
+    const v4f_type_info *t = v4f_type_info_get(w->type);
     float *part = (float *)(c->qx + c->qx_plane_bytes);
     const int64_t k = w->n_in / ways;
     gemm_args a = args_for(w, X, ldx, part, w->n_out);
     a.w = (const uint8_t *)w->data;
     a.n_in = k;
     a.n_tok = n_tok;
-    a.wz = (uint64_t)(k / be) * (uint64_t)bb;
+    a.wz = (uint64_t)(k / t->blck_elems) * t->blck_bytes;
     a.xz = k;
     a.yz = n_tok * w->n_out;
     const v4f_status st = dispatch(c, w->type, a, false, n_tok, ways, false, err);
