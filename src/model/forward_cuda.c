@@ -152,7 +152,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define GPU_PAIR_EVAL 64
 /* A pair-by-pair chunk copies only the host experts it routes to, in line
  * (stage_used), where that is expected to beat copying all of them one
- * layer ahead, which overlaps the layer's work (stage_used_wins). The model
+ * layer ahead, which overlaps the layer's work (stage_used_now). The model
  * of a layer: u(n) routed host experts of e_host (uniform routing) at
  * GPU_BUS_BPS each, plus n x GPU_PAIR_TOKEN_S of pair-path work. H100 (9
  * per layer in host memory), 2 / 8 / 12 / 16 / 24 / 32 tokens: 17.8 / 33.0
@@ -306,8 +306,6 @@ struct v4f_gpu {
     uint32_t short_max; /* evals of 2..short_max tokens replay the decode graph (GPU_SHORT_EVAL) */
     uint32_t pair_max;  /* chunks of 2..pair_max tokens multiply their routed experts pair by pair
                          * (decode matvecs) instead of by grouped matmuls (GPU_PAIR_EVAL) */
-    bool moe_pairs;     /* the MoE sum of this ffn call reads yd in pair order (hc_post) */
-    bool used_now;      /* this chunk copies only the host experts its pairs route to (stage_used) */
     int32_t *h_used;    /* pinned [n_expert + 1]: bucket offsets of the host-resident experts */
     struct {
         bool on;
@@ -1573,14 +1571,16 @@ static bool mix_fusable(const v4f_gpu *g, int64_t n, const hcmix *next) {
 }
 
 /* HC_post of the branch output: o (attention), or with o NULL the MoE sum
- * (routed rows yd via einv/ident, shared ysh). With next, the following
- * HC_pre's mixer partials are computed in the same launch (x->mix_of). */
-static v4f_status hc_post(v4f_gpu *g, int64_t n, const float *o, const hcmix *next, v4f_err *err) {
+ * (routed rows yd gathered through einv: the bucketing's inverse, or the
+ * identity map when yd holds the pairs in slot order; shared ysh). With
+ * next, the following HC_pre's mixer partials are computed in the same
+ * launch (x->mix_of). */
+static v4f_status hc_post(v4f_gpu *g, int64_t n, const float *o, const int32_t *einv, const hcmix *next,
+                          v4f_err *err) {
     const v4f_config *c = &g->cfg;
     gscratch *x = &g->s;
     int H = (int)c->n_hc, k = (int)c->n_expert_used;
     int64_t d = c->n_embd;
-    const int32_t *einv = n > 1 && !g->moe_pairs ? x->einv : x->ident;
     if (mix_fusable(g, n, next)) {
         const gmat *f = next->fn;
         int ns = hc_splits((int64_t)H * d, n, H);
@@ -1775,7 +1775,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
         TRY(v4f_cuda_copy(g->c, x->comb, x->comb + q0 * H * H, (size_t)(nqr * H * H) * sizeof(float), err));
     }
     hcmix hf = {&r->hc_ffn_fn, r->hc_ffn_scale, r->hc_ffn_base, r->ffn_norm};
-    TRY(hc_post(g, nqr, x->out, &hf, err));
+    TRY(hc_post(g, nqr, x->out, NULL, &hf, err));
     pmark(g, GP_HC);
     return V4F_OK;
 }
@@ -1815,28 +1815,45 @@ static v4f_status stage_issue(v4f_gpu *g, uint32_t l, v4f_err *err) {
  * layer l's staging slot by the copy engines (conditional graph nodes, one
  * per host-resident expert), where the staging table (ptab) points.
  * docs/PERF_NOTES.md, session 14: H100 decode 70.9 -> 82.1 t/s. */
+/* host-resident expert j (id e_dev + j) of layer l: its three matrices'
+ * copies into the staging slot, which holds each tensor's host experts in id
+ * order */
+static void stage_expert_jobs(v4f_gpu *g, uint32_t l, uint32_t j, void *dst[3], const void *src[3],
+                              size_t bytes[3]) {
+    stage_jobs(g, l, dst, src, bytes);
+    for (int i = 0; i < 3; i++) {
+        bytes[i] /= g->e_host;
+        dst[i] = (uint8_t *)dst[i] + j * bytes[i];
+        src[i] = (const uint8_t *)src[i] + j * bytes[i];
+    }
+}
+
 static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
     const uint32_t nh = g->e_host;
     int32_t want[V4F_CUDA_COND_MAX];
     void *dst[V4F_CUDA_COND_MAX][3];
     const void *src[V4F_CUDA_COND_MAX][3];
     size_t bytes[V4F_CUDA_COND_MAX][3];
-    void *d0[3];
-    const void *s0[3];
-    size_t b0[3];
-    stage_jobs(g, l, d0, s0, b0);
     for (uint32_t j = 0; j < nh; j++) {
         want[j] = (int32_t)(g->e_dev + j);
-        for (int i = 0; i < 3; i++) {
-            const size_t mb = b0[i] / nh; /* one expert's matrix: the slot holds them in id order */
-            dst[j][i] = (uint8_t *)d0[i] + j * mb;
-            src[j][i] = (const uint8_t *)s0[i] + j * mb;
-            bytes[j][i] = mb;
-        }
+        stage_expert_jobs(g, l, j, dst[j], src[j], bytes[j]);
     }
     return v4f_cuda_cond_copies(g->c, g->s.eids, (int)g->cfg.n_expert_used, (int)nh, want,
                                 (void *const (*)[3])dst, (const void *const (*)[3])src,
                                 (const size_t (*)[3])bytes, err);
+}
+
+/* Whether a chunk of n tokens copies only the host experts it routes to
+ * (stage_used): a pair-by-pair chunk on a card with host-resident experts,
+ * where the cost model of GPU_BUS_BPS says so. */
+static bool stage_used_now(const v4f_gpu *g, int64_t n) {
+    if (n < 2 || (uint64_t)n > g->pair_max || !g->e_host || !g->h_used) return false;
+    const v4f_config *c = &g->cfg;
+    const glayer *r = &g->L[0];
+    const double h = g->e_host, per = (double)(r->hbytes[0] + r->hbytes[1] + r->hbytes[2]) / h;
+    const double tx = per / GPU_BUS_BPS, work = (double)n * GPU_PAIR_TOKEN_S;
+    const double u = h * (1.0 - pow(1.0 - (double)c->n_expert_used / (double)c->n_expert, (double)n));
+    return u * tx + work < fmax(h * tx, work);
 }
 
 /* A pair-by-pair chunk (a few tokens) copies into layer l's staging slot
@@ -1845,28 +1862,17 @@ static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
  * all of them one layer ahead: on the H100 (9 per layer in host memory)
  * those copies put a floor of ~51 ms under every eval of 2-24 tokens
  * (docs/PERF_NOTES.md, session 16). */
-static bool stage_used_wins(const v4f_gpu *g, uint64_t n) {
-    const v4f_config *c = &g->cfg;
-    const glayer *r = &g->L[0];
-    const double h = g->e_host, per = (double)(r->hbytes[0] + r->hbytes[1] + r->hbytes[2]) / (h > 0 ? h : 1);
-    const double tx = per / GPU_BUS_BPS, work = (double)n * GPU_PAIR_TOKEN_S;
-    const double u = h * (1.0 - pow(1.0 - (double)c->n_expert_used / (double)c->n_expert, (double)n));
-    return u * tx + work < fmax(h * tx, work);
-}
-
 static v4f_status stage_used(v4f_gpu *g, uint32_t l, v4f_err *err) {
     const uint32_t nh = g->e_host;
     TRY(v4f_cuda_download(g->c, g->h_used, g->s.offs + g->e_dev, ((size_t)nh + 1) * sizeof(int32_t), err));
-    void *d0[3];
-    const void *s0[3];
-    size_t b0[3];
-    stage_jobs(g, l, d0, s0, b0);
     for (uint32_t j = 0; j < nh; j++) {
         if (g->h_used[j + 1] == g->h_used[j]) continue;
-        for (int i = 0; i < 3; i++) {
-            const size_t mb = b0[i] / nh; /* one expert's matrix: the slot holds them in id order */
-            if (mb) TRY(v4f_cuda_copy_any(g->c, (uint8_t *)d0[i] + j * mb, (const uint8_t *)s0[i] + j * mb, mb, err));
-        }
+        void *dst[3];
+        const void *src[3];
+        size_t bytes[3];
+        stage_expert_jobs(g, l, j, dst, src, bytes);
+        for (int i = 0; i < 3; i++)
+            if (bytes[i]) TRY(v4f_cuda_copy_any(g->c, dst[i], src[i], bytes[i], err));
     }
     return V4F_OK;
 }
@@ -1906,7 +1912,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
          * bus speed) so the grouped matmuls read device memory: copied
          * during the previous layer (stage_issue), else here */
         const uint32_t l = (uint32_t)(r - g->L);
-        if (g->used_now) { /* only those routed to (pair-by-pair chunks) */
+        if (stage_used_now(g, n)) { /* only those routed to (pair-by-pair chunks) */
             TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow,
                                     err));
             TRY(stage_used(g, l, err));
@@ -1987,10 +1993,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     if (g->fork) TRY(v4f_cuda_join(g->c, err));
     else TRY(mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err));
     pmark(g, GP_EXP_DOWN);
-    g->moe_pairs = n > 1 && !grouped;
-    const v4f_status st = hc_post(g, n, NULL, next, err);
-    g->moe_pairs = false;
-    TRY(st);
+    TRY(hc_post(g, n, NULL, grouped ? x->einv : x->ident, next, err));
     pmark(g, GP_SUM);
     return V4F_OK;
 }
@@ -2050,8 +2053,7 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     int64_t row0 = n - 1;
     /* a chunk's host-resident experts: layer l + 1's are copied while layer
      * l runs (its attention and FFN), layer 0's from here */
-    g->used_now = n > 1 && (uint64_t)n <= g->pair_max && g->e_host && g->h_used && stage_used_wins(g, (uint64_t)n);
-    const bool pf = n > 1 && g->prefetch && !g->used_now;
+    const bool pf = n > 1 && g->prefetch && !stage_used_now(g, n);
     if (pf) st = stage_issue(g, 0, err);
     for (uint32_t l = 0; l < c->n_layer && st == V4F_OK; l++) {
         if (pf && l + 1 < c->n_layer && (st = stage_issue(g, l + 1, err))) break;
@@ -2085,7 +2087,6 @@ static v4f_status chunk_body(v4f_gpu *g, int64_t n, bool head_last, const v4f_de
     /* copies issued for a layer whose chunk FFN did not run (the last one)
      * end before the stream does */
     for (int i = 0; pf && st == V4F_OK && i < V4F_CUDA_PREFETCH_SLOTS; i++) st = v4f_cuda_prefetch_wait(g->c, i, err);
-    g->used_now = false;
     if (out_row0) *out_row0 = row0;
     if (st == V4F_OK && head_last) st = head(g, row0, 1, err);
     return st;
