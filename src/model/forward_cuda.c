@@ -1280,19 +1280,18 @@ static v4f_status rows_xfer_coded(v4f_gpu *g, int dir, uint8_t *host, uint64_t h
                     : v4f_cuda_fp8_encode(g->c, d, k, W, nq, codes, (int64_t)cb, (int8_t *)exps, err));
             TRY(v4f_cuda_copy_2d(g->c, tail, fb, d + nq, (size_t)W * sizeof(float), fb, k, err));
             TRY(v4f_cuda_download(g->c, buf, S, (size_t)k * rowb, err));
-            for (uint32_t j = 0; j < k; j++) {
-                uint8_t *h = host + (uint64_t)(i + j) * hrb;
-                memcpy(h, buf + (size_t)j * cb, cb);
-                memcpy(h + cb, buf + (size_t)k * cb + (size_t)j * eb, eb);
-                memcpy(h + cb + eb, buf + (size_t)k * (cb + eb) + (size_t)j * fb, fb);
-            }
-        } else {
-            for (uint32_t j = 0; j < k; j++) {
-                const uint8_t *h = host + (uint64_t)(i + j) * hrb;
-                memcpy(buf + (size_t)j * cb, h, cb);
-                memcpy(buf + (size_t)k * cb + (size_t)j * eb, h + cb, eb);
-                memcpy(buf + (size_t)k * (cb + eb) + (size_t)j * fb, h + cb + eb, fb);
-            }
+        }
+        /* host row j: [codes][exps][tail] <-> buf: the k codes, the k exps, the k tails */
+        for (uint32_t j = 0; j < k; j++) {
+            uint8_t *h = host + (uint64_t)(i + j) * hrb;
+            const size_t part[3][3] = {{0, (size_t)j * cb, cb},
+                                       {cb, (size_t)k * cb + (size_t)j * eb, eb},
+                                       {cb + eb, (size_t)k * (cb + eb) + (size_t)j * fb, fb}};
+            for (int q = 0; q < 3; q++)
+                if (dir == 0) memcpy(h + part[q][0], buf + part[q][1], part[q][2]);
+                else memcpy(buf + part[q][1], h + part[q][0], part[q][2]);
+        }
+        if (dir == 1) {
             TRY(v4f_cuda_upload(g->c, S, buf, (size_t)k * rowb, err));
             TRY(fp4 ? v4f_cuda_fp4_decode(g->c, codes, (int64_t)cb, (const int8_t *)exps, k, nq, d, W, err)
                     : v4f_cuda_fp8_decode(g->c, codes, (int64_t)cb, (const int8_t *)exps, k, nq, d, W, err));
