@@ -150,6 +150,17 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * -> 51.4 / 63.3 / 85.5 / 108.9 ms (docs/PERF_NOTES.md, session 16);
  * V4F_CUDA_PAIR_EVAL=N overrides it (0: off). */
 #define GPU_PAIR_EVAL 64
+/* Chunks of GPU_MVEXP_MIN + 1 .. GPU_MVEXP_EVAL tokens multiply their
+ * routed experts expert by expert (v4f_cuda_matvec_experts: each expert's
+ * rows read once and each unit decoded once for up to 4 of its tokens)
+ * instead of the two paths above. H100 (9 experts per layer in host
+ * memory), full-q2, 8K context, evals of 32 / 64 / 96 / 128 / 192 / 256
+ * tokens: 63.2 / 109.3 / 157.7 / 182.1 / 203.2 / 212.4 ms before, 64.2 /
+ * 97.5 / 121.3 / 152.8 / 204.3 / 246.8 expert by expert
+ * (docs/PERF_NOTES.md, session 17). V4F_CUDA_MVEXP_EVAL=N and
+ * V4F_CUDA_MVEXP_MIN=N override them (EVAL 0: off). */
+#define GPU_MVEXP_MIN 32
+#define GPU_MVEXP_EVAL 160
 /* A pair-by-pair chunk copies only the host experts it routes to, in line
  * (stage_used), where that is expected to beat copying all of them one
  * layer ahead, which overlaps the layer's work (stage_used_now). The model
@@ -230,6 +241,7 @@ typedef struct gscratch {
     int32_t *isel, *icnt;
     float *rlog, *ew, *wrow, *xg, *g, *u, *sg, *su, *yd, *ysh;
     int32_t *eids, *offs, *elist, *einv, *ident;
+    int32_t *act; /* [n_expert + 1]: the experts with pairs (v4f_cuda_moe_bucket) */
     float *hw;     /* head weights [N][n_hc] */
     float *mixp;   /* HC mixer partials [N][splits][mix] */
     double *mixss; /* [N][splits] */
@@ -306,6 +318,7 @@ struct v4f_gpu {
     uint32_t short_max; /* evals of 2..short_max tokens replay the decode graph (GPU_SHORT_EVAL) */
     uint32_t pair_max;  /* chunks of 2..pair_max tokens multiply their routed experts pair by pair
                          * (decode matvecs) instead of by grouped matmuls (GPU_PAIR_EVAL) */
+    uint32_t mx_min, mx_max; /* chunks of mx_min + 1 .. mx_max tokens: expert by expert (GPU_MVEXP_*) */
     int32_t *h_used;    /* pinned [n_expert + 1]: bucket offsets of the host-resident experts */
     struct {
         bool on;
@@ -844,6 +857,7 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(elist, nk, I);
     C(einv, nk, I);
     C(ident, nk, I);
+    C(act, (uint64_t)c->n_expert + 1, I);
     C(xg, nk * d, F);
     C(g, nk * c->n_ff_exp, F);
     C(u, nk * c->n_ff_exp, F);
@@ -1150,6 +1164,10 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         g->short_max = v < 0 ? 0 : v > GPU_SHORT_MAX ? GPU_SHORT_MAX : (uint32_t)v;
         const long p = v4f_env_long("V4F_CUDA_PAIR_EVAL", GPU_PAIR_EVAL);
         g->pair_max = p < 0 ? 0 : p > INT32_MAX ? INT32_MAX : (uint32_t)p;
+        const long mx = v4f_env_long("V4F_CUDA_MVEXP_EVAL", GPU_MVEXP_EVAL);
+        g->mx_max = mx < 0 ? 0 : mx > 65535 ? 65535 : (uint32_t)mx;
+        const long mn = v4f_env_long("V4F_CUDA_MVEXP_MIN", GPU_MVEXP_MIN);
+        g->mx_min = mn < 1 ? 1 : mn > 65535 ? 65535 : (uint32_t)mn;
     }
     {
         const char *pe = getenv("V4F_PROFILE");
@@ -1846,7 +1864,8 @@ static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
  * (stage_used): a pair-by-pair chunk on a card with host-resident experts,
  * where the cost model of GPU_BUS_BPS says so. */
 static bool stage_used_now(const v4f_gpu *g, int64_t n) {
-    if (n < 2 || (uint64_t)n > g->pair_max || !g->e_host || !g->h_used) return false;
+    if (n < 2 || (uint64_t)n > (g->pair_max > g->mx_max ? g->pair_max : g->mx_max) || !g->e_host || !g->h_used)
+        return false;
     const v4f_config *c = &g->cfg;
     const glayer *r = &g->L[0];
     const double h = g->e_host, per = (double)(r->hbytes[0] + r->hbytes[1] + r->hbytes[2]) / h;
@@ -1874,6 +1893,51 @@ static v4f_status stage_used(v4f_gpu *g, uint32_t l, v4f_err *err) {
             if (bytes[i]) TRY(v4f_cuda_copy_any(g->c, dst[i], src[i], bytes[i], err));
     }
     return V4F_OK;
+}
+
+/* Whether a chunk of n tokens multiplies its routed experts expert by
+ * expert (v4f_cuda_matvec_experts), their int8 planes in the grouped
+ * path's gather buffer xg (idle then). */
+static bool mvexp_now(const v4f_gpu *g, const glayer *r, int64_t n) {
+    if ((uint64_t)n <= g->mx_min || (uint64_t)n > g->mx_max) return false;
+    const v4f_config *c = &g->cfg;
+    const uint64_t room = (uint64_t)g->N * c->n_expert_used * c->n_embd * sizeof(float);
+    const uint64_t np = (uint64_t)n * c->n_expert_used;
+    return v4f_cuda_mvexp_ok(&r->exp_gate) && v4f_cuda_mvexp_ok(&r->exp_up) && v4f_cuda_mvexp_ok(&r->exp_down) &&
+           (uint64_t)n * v4f_cuda_quant_row_bytes(r->exp_gate.n_in) <= room &&
+           np * v4f_cuda_quant_row_bytes(r->exp_down.n_in) <= room && np <= 65535;
+}
+
+/* The routed experts' gate and up (mat 0) or down (mat 1) of a chunk expert
+ * by expert: x planes of the tokens (gate/up) or of the pairs (down), the
+ * outputs by pair like the pair path's. */
+static v4f_status mvexp_run(v4f_gpu *g, const glayer *r, int64_t n, const void *const *tabp, int mat, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    const int64_t k = c->n_expert_used, E = c->n_expert, np = n * k;
+    const int max_act = (int)(np < E ? np : E);
+    uint8_t *xq = (uint8_t *)x->xg;
+    if (mat == 1) {
+        TRY(v4f_cuda_quant_rows(g->c, r->exp_down.type, x->g, np, r->exp_down.n_in, r->exp_down.n_in, xq, err));
+        const int32_t off = (int32_t)(2 * E);
+        float *y = x->yd;
+        return v4f_cuda_matvec_experts(g->c, 1, &r->exp_down, tabp, &off, x->act, x->offs, x->elist, max_act, xq, 1,
+                                       &y, c->n_embd, err);
+    }
+    TRY(v4f_cuda_quant_rows(g->c, r->exp_gate.type, x->xn, n, c->n_embd, c->n_embd, xq, err));
+    const gmat *a = &r->exp_gate, *b = &r->exp_up;
+    const bool same = a->type == b->type && a->n_in == b->n_in && a->n_out == b->n_out && a->row_bytes == b->row_bytes;
+    int32_t off[2] = {0, (int32_t)E};
+    float *y[2] = {x->g, x->u};
+    if (same)
+        return v4f_cuda_matvec_experts(g->c, 2, a, tabp, off, x->act, x->offs, x->elist, max_act, xq, (int32_t)k, y,
+                                       a->n_out, err);
+    TRY(v4f_cuda_matvec_experts(g->c, 1, a, tabp, off, x->act, x->offs, x->elist, max_act, xq, (int32_t)k, y,
+                                a->n_out, err));
+    if (b->type != a->type) /* the planes are in the weight order of the type */
+        TRY(v4f_cuda_quant_rows(g->c, b->type, x->xn, n, c->n_embd, c->n_embd, xq, err));
+    return v4f_cuda_matvec_experts(g->c, 1, b, tabp, off + 1, x->act, x->offs, x->elist, max_act, xq, (int32_t)k,
+                                   y + 1, b->n_out, err);
 }
 
 /* next: the HC mixer that follows (the next layer's attention), or NULL */
@@ -1905,7 +1969,9 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     const void *const *tabp = r->etab;
     /* a chunk of a few tokens: pair by pair, in pair order (slot p = token
      * p / k's choice p % k), like a decode step */
-    const bool grouped = n > 1 && (uint64_t)n > g->pair_max;
+    const bool mvx = mvexp_now(g, r, n);
+    const bool grouped = n > 1 && !mvx && (uint64_t)n > g->pair_max;
+    bool bucketed = false;
     if (n > 1 && g->e_host && r < g->L + c->n_layer) { /* (the MTP layer's experts are all on the device) */
         /* this layer's host-resident experts on the device (copy engine, full
          * bus speed) so the grouped matmuls read device memory: copied
@@ -1913,7 +1979,8 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         const uint32_t l = (uint32_t)(r - g->L);
         if (stage_used_now(g, n)) { /* only those routed to (pair-by-pair chunks) */
             TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow,
-                                    err));
+                                    x->act, err));
+            bucketed = true;
             TRY(stage_used(g, l, err));
         } else if (g->prefetch) {
             TRY(v4f_cuda_prefetch_wait(g->c, (int)(l & 1), err));
@@ -1929,12 +1996,18 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     }
     if (grouped) {
         /* chunk: bucket the (token, slot) pairs by expert, grouped matmuls */
-        TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow, err));
+        TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow, NULL,
+                                err));
         TRY(v4f_cuda_gather_rows(g->c, x->xn, x->elist, (int32_t)k, np, d, x->xg, err));
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_gate, tabp, 0, x->offs, (int)E, np, x->xg, d, x->g, nff, g->exact,
                                     err));
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_up, tabp, (int32_t)E, x->offs, (int)E, np, x->xg, d, x->u, nff,
                                     g->exact, err));
+    } else if (mvx) {
+        if (!bucketed)
+            TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow,
+                                    x->act, err));
+        TRY(mvexp_run(g, r, n, tabp, 0, err));
     } else {
         /* decode (and short chunks): pair j reads expert eids[j], selected on the device */
         int32_t off[MV_BATCH], slot[MV_BATCH];
@@ -1973,6 +2046,8 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
     if (grouped) {
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_down, tabp, (int32_t)(2 * E), x->offs, (int)E, np, x->g, nff, x->yd,
                                     d, g->exact, err));
+    } else if (mvx) {
+        TRY(mvexp_run(g, r, n, tabp, 1, err));
     } else {
         for (int64_t p0 = 0; p0 < np; p0 += MV_BATCH) {
             int nb = (int)(np - p0 < MV_BATCH ? np - p0 : MV_BATCH);

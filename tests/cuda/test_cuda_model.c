@@ -241,20 +241,30 @@ static void test_fixture(const char *name) {
     /* 4b. every prefill chunk multiplies its routed experts pair by pair (the decode matvecs,
      * V4F_CUDA_PAIR_EVAL beyond the chunk) instead of by grouped matmuls: Tier A in ref
      * precision, Tier B in the default one, like the grouped path */
-    setenv("V4F_CUDA_PAIR_EVAL", "100000", 1);
-    for (int prec = 0; prec < 2; prec++) {
-        const v4f_precision pm = prec ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
-        if (run_gpu(&f, pm, f.n, 0, lg, NULL, NULL, 0)) {
-            golden_compare(lg, gp, f.n, f.vocab, &st);
-            snprintf(what, sizeof what, "%s prefill %s, experts pair by pair", name, prec ? "default" : "ref");
-            const int pass = prec ? golden_tier_b(&st) : golden_tier_a(&st);
-            report_cmp(what, &st, pass);
-            CHECK(pass, "%s", what);
-        } else {
-            g_fail++;
+    /* 4c. the same expert by expert (v4f_cuda_matvec_experts: each routed expert read once for
+     * all its tokens, V4F_CUDA_MVEXP_EVAL beyond the chunk); 4b with it off; 4d grouped matmuls
+     * (both off) */
+    static const char *const path_env[3][2] = {{"100000", "0"}, {"0", "100000"}, {"0", "0"}};
+    static const char *const path_name[3] = {"pair by pair", "expert by expert", "grouped"};
+    for (int path = 0; path < 3; path++) {
+        setenv("V4F_CUDA_PAIR_EVAL", path_env[path][0], 1);
+        setenv("V4F_CUDA_MVEXP_EVAL", path_env[path][1], 1);
+        for (int prec = 0; prec < 2; prec++) {
+            const v4f_precision pm = prec ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
+            if (run_gpu(&f, pm, f.n, 0, lg, NULL, NULL, 0)) {
+                golden_compare(lg, gp, f.n, f.vocab, &st);
+                snprintf(what, sizeof what, "%s prefill %s, experts %s", name, prec ? "default" : "ref",
+                         path_name[path]);
+                const int pass = prec ? golden_tier_b(&st) : golden_tier_a(&st);
+                report_cmp(what, &st, pass);
+                CHECK(pass, "%s", what);
+            } else {
+                g_fail++;
+            }
         }
     }
     unsetenv("V4F_CUDA_PAIR_EVAL");
+    unsetenv("V4F_CUDA_MVEXP_EVAL");
     /* 5. placement: half the routed experts in host memory -> bitwise equal */
     {
         v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = V4F_BACKEND_CUDA};
@@ -292,21 +302,26 @@ static void test_fixture(const char *name) {
             /* the prefill pair by pair: the host-resident experts its pairs route to copied in line
              * (default) or all of them one layer ahead (V4F_CUDA_STAGE_USED=0), bitwise equal to the
              * all-device run of the same path */
-            {
+            for (int mx = 0; mx < 2; mx++) {
+                /* the same expert by expert (mx) */
                 float *lg3 = malloc(n * V * sizeof(float));
-                setenv("V4F_CUDA_PAIR_EVAL", "100000", 1);
+                setenv("V4F_CUDA_PAIR_EVAL", mx ? "0" : "100000", 1);
+                setenv("V4F_CUDA_MVEXP_EVAL", mx ? "100000" : "0", 1);
                 int oka = lg3 && run_gpu(&f, V4F_PRECISION_REF, f.split, 0, lg3, NULL, NULL, 0);
                 for (int su = 0; su < 2; su++) {
                     if (su) setenv("V4F_CUDA_STAGE_USED", "0", 1);
                     int okb = oka && run_gpu(&f, V4F_PRECISION_REF, f.split, gb, lg2, NULL, rep, sizeof rep);
                     unsetenv("V4F_CUDA_STAGE_USED");
                     const int same = okb && strstr(rep, "in host memory") && !memcmp(lg3, lg2, n * V * sizeof(float));
-                    CHECK(same, "%s: pair-by-pair prefill with host-resident experts (%s) differs from the all-device run",
-                          name, su ? "all copied ahead" : "routed ones copied");
-                    printf("%-40s %s\n", su ? "  pairs, host experts copied ahead" : "  pairs, routed host experts copied",
+                    CHECK(same, "%s: %s prefill with host-resident experts (%s) differs from the all-device run",
+                          name, mx ? "expert-by-expert" : "pair-by-pair", su ? "all copied ahead" : "routed ones copied");
+                    printf("%-40s %s\n",
+                           su ? (mx ? "  by expert, host experts copied ahead" : "  pairs, host experts copied ahead")
+                              : (mx ? "  by expert, routed host experts copied" : "  pairs, routed host experts copied"),
                            same ? "ok" : "FAIL");
                 }
                 unsetenv("V4F_CUDA_PAIR_EVAL");
+                unsetenv("V4F_CUDA_MVEXP_EVAL");
                 free(lg3);
             }
             /* two placements (a 64-token chunk for decode and short evals, the 512-token one for longer

@@ -276,6 +276,113 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
     v4f_cuda_host_free(c, host);
 }
 
+/* Routed experts expert by expert (v4f_cuda_matvec_experts), as a chunk's
+ * gate/up (two matrices per expert, x per token: xdiv = k) and down (one
+ * matrix, x per pair: xdiv = 1) use them: a pool of MX_POOL experts (one in
+ * pinned host-mapped memory) behind a table of two halves, n_tok tokens of
+ * k picks each (experts left empty, one expert with more pairs than a
+ * kernel pass takes), outputs in a padded stride. The bucketing (offsets,
+ * pair lists in a shuffled order, the active list) is made on the host. */
+#define MX_POOL 7
+static void run_mvexp(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, int n_tok, int k, int xdiv) {
+    const int np = n_tok * k;
+    mcase m[MX_POOL];
+    void *dw[MX_POOL], *host = NULL, *hdev = NULL;
+    const void *ptrs[2 * MX_POOL];
+    for (int i = 0; i < MX_POOL; i++) {
+        mcase_make(&m[i], type, n_in, n_out, 0, 0, 0);
+        const size_t bytes = (size_t)(n_out * m[i].row_bytes);
+        if (i == 3) {
+            TRY(v4f_cuda_host_alloc(c, bytes, &host, &hdev, err));
+            memcpy(host, m[i].hw, bytes);
+            dw[i] = hdev;
+        } else {
+            TRY(v4f_cuda_alloc(c, bytes, &dw[i], err));
+            TRY(v4f_cuda_upload(c, dw[i], m[i].hw, bytes, err));
+        }
+    }
+    /* table half 1: another permutation of the pool (the "up" matrices) */
+    static const int perm2[MX_POOL] = {4, 6, 0, 3, 1, 5, 2};
+    for (int i = 0; i < MX_POOL; i++) ptrs[i] = dw[i], ptrs[MX_POOL + i] = dw[perm2[i]];
+    const v4f_cuda_mat shape = {NULL, type, n_in, n_out, m[0].row_bytes};
+    if (!v4f_cuda_mvexp_ok(&shape)) {
+        fprintf(stderr, "FAIL mvexp_ok false for %s %lld x %lld\n", v4f_type_name(type), (long long)n_out,
+                (long long)n_in);
+        g_fail++;
+    }
+    /* picks: experts 1 and 5 never; expert 2 takes the first 11 pairs (more than one pass) */
+    int32_t *eid = v4f_xmalloc((size_t)np * sizeof(int32_t));
+    static const int used[5] = {0, 2, 3, 4, 6};
+    for (int p = 0; p < np; p++) eid[p] = p < 11 ? 2 : used[rnd_u64() % 5];
+    int32_t offs[MX_POOL + 1], act[MX_POOL + 1], *elist = v4f_xmalloc((size_t)np * sizeof(int32_t));
+    int na = 0, at = 0;
+    for (int e = 0; e < MX_POOL; e++) {
+        offs[e] = at;
+        const int start = at;
+        for (int p = 0; p < np; p++)
+            if (eid[p] == e) elist[at++] = p;
+        for (int i = at - 1; i > start; i--) { /* the device bucketing's order is unspecified */
+            const int j = start + (int)(rnd_u64() % (uint64_t)(i - start + 1));
+            const int32_t t = elist[i];
+            elist[i] = elist[j], elist[j] = t;
+        }
+        if (at > start) act[1 + na++] = e;
+    }
+    offs[MX_POOL] = at;
+    act[0] = na;
+    void *doffs, *dact, *delist, *dtab;
+    TRY(v4f_cuda_alloc(c, sizeof offs, &doffs, err));
+    TRY(v4f_cuda_upload(c, doffs, offs, sizeof offs, err));
+    TRY(v4f_cuda_alloc(c, sizeof act, &dact, err));
+    TRY(v4f_cuda_upload(c, dact, act, sizeof act, err));
+    TRY(v4f_cuda_alloc(c, (size_t)np * sizeof(int32_t), &delist, err));
+    TRY(v4f_cuda_upload(c, delist, elist, (size_t)np * sizeof(int32_t), err));
+    TRY(v4f_cuda_alloc(c, sizeof ptrs, &dtab, err));
+    TRY(v4f_cuda_upload(c, dtab, ptrs, sizeof ptrs, err));
+    /* x rows: one per token (xdiv = k) or per pair (xdiv = 1), stride n_in + 32 */
+    const int nx = np / xdiv;
+    const int64_t ldx = n_in + 32;
+    float *hx = v4f_xmalloc((size_t)(nx * ldx) * sizeof(float));
+    for (int64_t i = 0; i < nx * ldx; i++) hx[i] = rnd_f(-1, 1);
+    void *dx, *dq, *dy;
+    TRY(v4f_cuda_alloc(c, (size_t)(nx * ldx) * sizeof(float), &dx, err));
+    TRY(v4f_cuda_upload(c, dx, hx, (size_t)(nx * ldx) * sizeof(float), err));
+    TRY(v4f_cuda_alloc(c, (size_t)nx * v4f_cuda_quant_row_bytes(n_in), &dq, err));
+    TRY(v4f_cuda_quant_rows(c, type, dx, nx, n_in, ldx, dq, err));
+    const int64_t ldy = n_out + 3;
+    const int n_mat = xdiv > 1 ? 2 : 1;
+    TRY(v4f_cuda_alloc(c, (size_t)(n_mat * np * ldy) * sizeof(float), &dy, err));
+    TRY(v4f_cuda_memset(c, dy, 0xff, (size_t)(n_mat * np * ldy) * sizeof(float), err)); /* NaN poison */
+    const int32_t tab_off[2] = {0, MX_POOL};
+    float *ys[2] = {(float *)dy, (float *)dy + np * ldy};
+    TRY(v4f_cuda_matvec_experts(c, n_mat, &shape, (const void *const *)dtab, tab_off, dact, doffs, delist,
+                                np < MX_POOL ? np : MX_POOL, dq, xdiv, ys, ldy, err));
+    float *y = v4f_xmalloc((size_t)(n_mat * np * ldy) * sizeof(float));
+    TRY(v4f_cuda_download(c, y, dy, (size_t)(n_mat * np * ldy) * sizeof(float), err));
+    for (int mt = 0; mt < n_mat; mt++)
+        for (int p = 0; p < np; p++) {
+            mcase t = m[mt ? perm2[eid[p]] : eid[p]];
+            t.hx = hx + (int64_t)(p / xdiv) * ldx;
+            check_y(&t, y + ((int64_t)mt * np + p) * ldy, "matvec_experts");
+        }
+    free(y);
+    free(hx);
+    free(elist);
+    free(eid);
+    v4f_cuda_free(c, dy);
+    v4f_cuda_free(c, dq);
+    v4f_cuda_free(c, dx);
+    v4f_cuda_free(c, dtab);
+    v4f_cuda_free(c, delist);
+    v4f_cuda_free(c, dact);
+    v4f_cuda_free(c, doffs);
+    for (int i = 0; i < MX_POOL; i++) {
+        if (i != 3) v4f_cuda_free(c, dw[i]);
+        mcase_free(&m[i]);
+    }
+    v4f_cuda_host_free(c, host);
+}
+
 static void conformance(v4f_cuda *c) {
     static const uint32_t types[] = {V4F_TYPE_F32,  V4F_TYPE_F16,  V4F_TYPE_BF16,   V4F_TYPE_Q8_0,
                                      V4F_TYPE_Q2_K, V4F_TYPE_Q4_K, V4F_TYPE_IQ2_XXS};
@@ -315,6 +422,13 @@ static void conformance(v4f_cuda *c) {
         run_indirect(c, type, nf, 37, 16, 0);
         run_indirect(c, type, be == 1 ? 1000 : 3 * be, 19, 0, 0);
         run_indirect(c, type, nf, 37, 0, 1);
+        /* expert by expert: gate/up-like (x per token) and down-like (x per pair), tails of rows */
+        if (type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K || type == V4F_TYPE_IQ2_XXS) {
+            run_mvexp(c, type, type == V4F_TYPE_Q8_0 ? 1024 : nf, 37, 9, 3, 3);
+            if (type == V4F_TYPE_Q4_K) run_mvexp(c, type, 4096, 70, 4, 6, 6); /* above 48 KB of shared memory */
+            run_mvexp(c, type, 2 * be, 131, 5, 4, 1);
+            run_mvexp(c, type, 3 * be, 9, 6, 2, 2);
+        }
     }
     /* the decode shapes of the published model, including the split-K
      * (few rows) and multi-chunk (long rows) plans of the fast kernel */

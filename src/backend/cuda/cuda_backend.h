@@ -144,6 +144,30 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
                                     const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
                                     const float *const *x, float *const *y, v4f_err *err);
 
+/* Routed experts grouped by expert (evals of a few to a few hundred
+ * tokens): every matrix is read once for all the pairs routed to it. For
+ * each expert e listed in act (device: act[0] = count, act[1..] = experts
+ * with pairs; at most max_act, the grid bound) and each matrix m < n_mat
+ * (tab[tab_off[m] + e], shape `shape`): y[m][p ldy + i] = row i . x(p) for
+ * every pair p in elist[offs[e] .. offs[e + 1]), where x(p) is row p / xdiv
+ * of the int8-plane rows xq made by v4f_cuda_quant_rows for this type.
+ * v4f_cuda_mvexp_ok tells whether a shape is supported (quantized types
+ * with int8 planes, n_in <= 16384, rows that fit shared memory). Tolerance
+ * as v4f_cuda_matvec (the summation order differs from it). */
+#define V4F_CUDA_MVEXP_MATS 2
+bool v4f_cuda_mvexp_ok(const v4f_cuda_mat *shape);
+v4f_status v4f_cuda_matvec_experts(v4f_cuda *c, int n_mat, const v4f_cuda_mat *shape, const void *const *tab,
+                                   const int32_t *tab_off, const int32_t *act, const int32_t *offs,
+                                   const int32_t *elist, int max_act, const uint8_t *xq, int32_t xdiv,
+                                   float *const *y, int64_t ldy, v4f_err *err);
+
+/* The int8 planes of n rows of x (row stride ldx floats, n_in % 32 == 0,
+ * n_in <= 16384, n <= 65535) for multiplying weights of `type`: row t at xq
+ * + t v4f_cuda_quant_row_bytes(n_in) (xq 16-byte aligned). */
+size_t v4f_cuda_quant_row_bytes(int64_t n_in);
+v4f_status v4f_cuda_quant_rows(v4f_cuda *c, uint32_t type, const float *x, int64_t n, int64_t n_in, int64_t ldx,
+                               uint8_t *xq, v4f_err *err);
+
 /* dst[r * n_in + i] = element i of row row0 + r, r in [0, n_rows): bit-exact
  * with v4f_dequant_row_ref. dst is a device pointer. */
 v4f_status v4f_cuda_dequant_rows(v4f_cuda *c, const v4f_cuda_mat *w, int64_t row0, int64_t n_rows, float *dst,

@@ -687,7 +687,7 @@ __device__ __forceinline__ float pool_dim(const float *kv_ring, const float *sc_
 
 __global__ void __launch_bounds__(BUCKET_THREADS) k_moe_bucket(const int32_t *eids, const float *ew, int64_t nk,
                                                                int n_expert, int32_t *offs, int32_t *elist,
-                                                               int32_t *einv, float *wrow) {
+                                                               int32_t *einv, float *wrow, int32_t *act) {
     V4F_PDL_ENTRY();
     extern __shared__ int32_t sh[]; /* counts then cursors [n_expert] */
     for (int e = threadIdx.x; e < n_expert; e += blockDim.x) sh[e] = 0;
@@ -699,14 +699,16 @@ __global__ void __launch_bounds__(BUCKET_THREADS) k_moe_bucket(const int32_t *ei
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-        int32_t acc = 0;
+        int32_t acc = 0, na = 0;
         for (int e = 0; e < n_expert; e++) {
             const int32_t cnt = sh[e];
             offs[e] = acc;
             sh[e] = acc;
             acc += cnt;
+            if (act && cnt) act[1 + na++] = e;
         }
         offs[n_expert] = acc;
+        if (act) act[0] = na;
     }
     __syncthreads();
     for (int64_t i = threadIdx.x; i < nk; i += blockDim.x) {
@@ -721,11 +723,11 @@ __global__ void __launch_bounds__(BUCKET_THREADS) k_moe_bucket(const int32_t *ei
 
 extern "C" v4f_status v4f_cuda_moe_bucket(v4f_cuda *c, const int32_t *eids, const float *ew, int64_t n, int k,
                                           int n_expert, int32_t *offs, int32_t *elist, int32_t *einv, float *wrow,
-                                          v4f_err *err) {
+                                          int32_t *act, v4f_err *err) {
     ARG_CHECK(n >= 0 && k > 0 && n * k <= 65536 && n_expert > 0 && n_expert <= 4096, "cuda moe bucket: bad shape");
     CUDA_TRY_DEVICE(c);
     v4f_launch(k_moe_bucket, 1, BUCKET_THREADS, (size_t)n_expert * sizeof(int32_t), c->stream, eids, ew, n * k, n_expert,
-                                                                                      offs, elist, einv, wrow);
+                                                                                      offs, elist, einv, wrow, act);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

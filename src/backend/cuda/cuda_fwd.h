@@ -168,10 +168,12 @@ v4f_status v4f_cuda_comp_store(v4f_cuda *c, const float *A, const float *B, cons
 
 /* Bucket the n * k (token, slot) pairs of eids [n][k] by expert (one
  * CTA; n * k <= 65536, n_expert <= 4096): offs [n_expert + 1], elist[i] =
- * pair at place i, einv[pair] = its place, wrow[i] = ew[elist[i]]. Order
- * inside a bucket is unspecified (results do not depend on it). */
+ * pair at place i, einv[pair] = its place, wrow[i] = ew[elist[i]]; act
+ * (unless NULL, [n_expert + 1]): act[0] = the number of experts with pairs,
+ * act[1..] = those experts in ascending order. Order inside a bucket is
+ * unspecified (results do not depend on it). */
 v4f_status v4f_cuda_moe_bucket(v4f_cuda *c, const int32_t *eids, const float *ew, int64_t n, int k, int n_expert,
-                               int32_t *offs, int32_t *elist, int32_t *einv, float *wrow, v4f_err *err);
+                               int32_t *offs, int32_t *elist, int32_t *einv, float *wrow, int32_t *act, v4f_err *err);
 
 /* dst[i][0..d) = src[(idx[i] / div)][0..d) for i < n. */
 v4f_status v4f_cuda_gather_rows(v4f_cuda *c, const float *src, const int32_t *idx, int32_t div, int64_t n, int64_t d,

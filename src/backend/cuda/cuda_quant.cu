@@ -26,6 +26,12 @@
  *    by instruction issue for these types (measured in docs/PERF_NOTES.md,
  *    "CUDA matvec"); the scratch for the planes is allocated at open.
  *
+ * Expert by expert (k_mvexp): the routed experts of a chunk of a few dozen
+ * to a few hundred tokens, each expert's rows read once and each unit of
+ * them decoded once (unit_codes) for up to 4 of its tokens' int8 planes
+ * (unit_dot), the pairs found through the bucketing's lists (no host
+ * synchronisation).
+ *
  * Slow matvec (k_matvec_slow): one warp per row reading single bytes; any
  * alignment, any n_in that is a block multiple. Used only when a fast-path
  * condition (cuda_backend.h) fails; same tolerance.
@@ -456,6 +462,10 @@ typedef struct qx_args {
     const float *x[V4F_CUDA_MATVEC_MAX_BATCH];
     uint8_t *q[V4F_CUDA_MATVEC_MAX_BATCH];
     int64_t n_in;
+    /* rows mode (ldx > 0): slot y is x[0] + y ldx into q[0] + y qstride */
+    int64_t ldx;
+    uint64_t qstride;
+    int perm; /* planes in the IQ2_XXS weight order (iq2_perm_x) */
 } qx_args;
 
 /* One warp per group of 32 elements; blockIdx.y = slot. */
@@ -465,8 +475,10 @@ __global__ void __launch_bounds__(256) k_quant_x(const __grid_constant__ qx_args
     const int64_t g = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (g >= n / 32) return; /* uniform over the warp */
     const int lane = threadIdx.x & 31;
-    uint8_t *base = a.q[blockIdx.y];
-    const float v = a.x[blockIdx.y][32 * g + lane];
+    uint8_t *base = a.ldx ? a.q[0] + (uint64_t)blockIdx.y * a.qstride : a.q[blockIdx.y];
+    const float v = (a.ldx ? a.x[0] + (int64_t)blockIdx.y * a.ldx : a.x[blockIdx.y])[32 * g + lane];
+    /* element j of a group of 8 at byte iq2_nib(j) in the permuted order */
+    const int at = a.perm ? (lane & 24) + ((lane & 7) < 4 ? 2 * (lane & 7) : 2 * (lane & 7) - 7) : lane;
     float amax = fabsf(v);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
@@ -484,9 +496,9 @@ __global__ void __launch_bounds__(256) k_quant_x(const __grid_constant__ qx_args
         q3 = max(-127, min(127, (int)rintf(r2 / d3)));
     }
     if (bad) d1 = __int_as_float(0x7fc00000);
-    base[32 * g + lane] = (uint8_t)(int8_t)q1;
-    base[n + 32 * g + lane] = (uint8_t)(int8_t)q2;
-    base[2 * n + 32 * g + lane] = (uint8_t)(int8_t)q3;
+    base[32 * g + at] = (uint8_t)(int8_t)q1;
+    base[n + 32 * g + at] = (uint8_t)(int8_t)q2;
+    base[2 * n + 32 * g + at] = (uint8_t)(int8_t)q3;
     float *d = (float *)(base + 3 * n);
     float *s16 = d + n / 32;
     if (lane == 0) d[g] = d1;
@@ -569,28 +581,32 @@ __device__ __forceinline__ void iq2_perm_x(xq_unit *x) {
         }
 }
 
-template <int T>
-__device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint32_t *gsel) {
+/* The decoded weights of one unit (32 codes) and the scale terms the
+ * product needs, apart from x (unit_codes), so that a kernel that
+ * multiplies one unit by several x decodes it once (k_mvexp); unit_dot is
+ * the float combination with one x. dot_unit_q = unit_dot(unit_codes):
+ * the same operations in the same order as before the split. */
+struct ucode {
+    uint32_t c[8]; /* 32 codes, 4 per word (IQ2_XXS: in the iq2_perm_x order) */
+    float a, b;    /* Q8_0, IQ2_XXS: a = block scale; Q2_K: a = d, b = dmin; Q4_K: a = d sc, b = dmin m */
+    uint32_t k;    /* Q2_K: the two 8-bit sub-block scales */
+};
+
+template <int T> __device__ __forceinline__ void unit_codes(const uint8_t *s, int u, const uint32_t *gsel, ucode *w) {
     if constexpr (T == V4F_TYPE_Q8_0) {
-        const float d = f16_to_f32(*(const uint16_t *)(s + 34 * u));
-        uint32_t c[8];
-        lds_words_at2<8>(s, 34u * u + 2u, c);
-        return d * x->d * dot_planes<8>(c, x, 0);
+        w->a = f16_to_f32(*(const uint16_t *)(s + 34 * u));
+        lds_words_at2<8>(s, 34u * u + 2u, w->c);
     } else if constexpr (T == V4F_TYPE_Q2_K) {
         const int b = u >> 3, h = (u >> 2) & 1, sft = u & 3;
         const uint8_t *blk = s + 84 * b; /* 4-byte aligned */
         const uint32_t *qp = (const uint32_t *)(blk + 16 + 32 * h);
-        uint32_t c[8];
 #pragma unroll
-        for (int w = 0; w < 8; w++) c[w] = (qp[w] >> (2 * sft)) & 0x03030303u;
+        for (int i = 0; i < 8; i++) w->c[i] = (qp[i] >> (2 * sft)) & 0x03030303u;
         /* scale bytes 8h + 2s (l < 16) and 8h + 2s + 1 (l >= 16) */
-        const uint32_t sw = *(const uint32_t *)(blk + 8 * h + 4 * (sft >> 1)) >> (16 * (sft & 1));
-        const uint32_t sc0 = sw & 255, sc1 = (sw >> 8) & 255;
+        w->k = (*(const uint32_t *)(blk + 8 * h + 4 * (sft >> 1)) >> (16 * (sft & 1))) & 0xffffu;
         const uint32_t dd = *(const uint32_t *)(blk + 80);
-        const float lo = dot_planes<4>(c, x, 0), hi = dot_planes<4>(c + 4, x, 4);
-        const float dsum = (float)(sc0 & 15) * lo + (float)(sc1 & 15) * hi;
-        const float msum = (float)(sc0 >> 4) * x->s0 + (float)(sc1 >> 4) * x->s1;
-        return f16_to_f32(dd) * x->d * dsum - f16_to_f32(dd >> 16) * msum;
+        w->a = f16_to_f32(dd);
+        w->b = f16_to_f32(dd >> 16);
     } else if constexpr (T == V4F_TYPE_Q4_K) {
         const int b = u >> 3, j = u & 7;
         const uint8_t *blk = s + 144 * b;
@@ -609,17 +625,15 @@ __device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_un
         const uint4 qa = qp[0], qb = qp[1];
         const uint32_t raw[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
         const int nsh = 4 * (j & 1);
-        uint32_t c[8];
 #pragma unroll
-        for (int w = 0; w < 8; w++) c[w] = (raw[w] >> nsh) & 0x0f0f0f0fu;
-        const float dot = dot_planes<8>(c, x, 0);
-        return f16_to_f32(dd) * (float)sc * x->d * dot - f16_to_f32(dd >> 16) * (float)m * (x->s0 + x->s1);
+        for (int i = 0; i < 8; i++) w->c[i] = (raw[i] >> nsh) & 0x0f0f0f0fu;
+        w->a = f16_to_f32(dd) * (float)sc;
+        w->b = f16_to_f32(dd >> 16) * (float)m;
     } else { /* IQ2_XXS */
         const int b = u >> 3, g = u & 7;
         const float d = f16_to_f32(*(const uint16_t *)(s + 66 * b));
         uint32_t A, B;
         lds_8at2(s, 66u * b + 2u + 8u * g, &A, &B);
-        uint32_t c[8];
 #pragma unroll
         for (int l = 0; l < 4; l++) {
             /* signs from their definition (k and its parity, checked
@@ -630,12 +644,32 @@ __device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_un
              * only the high half sees (masked there) */
             const uint32_t sel =
                 (gsel[(A >> (8 * l)) & 255] ^ ((k * IQ2_SIGN_SPREAD) & IQ2_SIGN_BITS)) + ((uint32_t)__popc(k) << 30);
-            c[2 * l] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, sel);
-            c[2 * l + 1] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, (sel >> 16) & 0x7fffu);
+            w->c[2 * l] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, sel);
+            w->c[2 * l + 1] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, (sel >> 16) & 0x7fffu);
         }
-        const float dot = dot_planes<8>(c, x, 0); /* x in the permuted order */
-        return d * (0.5f + (float)(B >> 28)) * 0.25f * x->d * dot;
+        w->a = d * (0.5f + (float)(B >> 28)) * 0.25f;
     }
+}
+
+template <int T> __device__ __forceinline__ float unit_dot(const ucode *w, const xq_unit *x) {
+    if constexpr (T == V4F_TYPE_Q2_K) {
+        const float lo = dot_planes<4>(w->c, x, 0), hi = dot_planes<4>(w->c + 4, x, 4);
+        const uint32_t sc0 = w->k & 255, sc1 = w->k >> 8;
+        const float dsum = (float)(sc0 & 15) * lo + (float)(sc1 & 15) * hi;
+        const float msum = (float)(sc0 >> 4) * x->s0 + (float)(sc1 >> 4) * x->s1;
+        return w->a * x->d * dsum - w->b * msum;
+    } else if constexpr (T == V4F_TYPE_Q4_K) {
+        return w->a * x->d * dot_planes<8>(w->c, x, 0) - w->b * (x->s0 + x->s1);
+    } else { /* Q8_0; IQ2_XXS with x in the permuted order */
+        return w->a * x->d * dot_planes<8>(w->c, x, 0);
+    }
+}
+
+template <int T>
+__device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint32_t *gsel) {
+    ucode w;
+    unit_codes<T>(s, u, gsel, &w);
+    return unit_dot<T>(&w, x);
 }
 
 /* ---- kernels -------------------------------------------------------------- */
@@ -810,6 +844,115 @@ template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_
     for (int64_t e = threadIdx.x & 31; e < a.n_in; e += 32) acc = fmaf(elem<T>(w, e), p.x[e], acc);
     acc = warp_sum(acc);
     if ((threadIdx.x & 31) == 0) p.y[row] = acc;
+}
+
+/* Routed experts, several tokens per matrix read (k_mvexp): CTA (x, y, z)
+ * multiplies rows [MX_ROWS x, MX_ROWS x + MX_ROWS) of the y-th expert that
+ * has pairs (act) in matrix z (gate / up / down: tab_off[z]) by the x of
+ * every pair routed to it. The rows come into shared memory once, each at
+ * a 16-byte aligned stride padded against bank conflicts. Lane l of warp w
+ * owns row 8 w + l / 4 and the units l % 4, l % 4 + 4, ...: the four lanes
+ * of a row read four consecutive units of x (one 128-byte line per plane
+ * for the warp's 8 rows), and a row's decoded unit (unit_codes) is applied
+ * to up to C pairs' x planes (unit_dot); each lane sums its units in
+ * order, then the four lanes of a row are added by shuffles (xor 1, then
+ * 2): per (row, pair) a fixed order, so results do not depend on the
+ * bucket order or on C. x planes: one row per token (gate/up: row p / xdiv,
+ * xdiv = k) or per pair (down: xdiv = 1), in the weight order of the type
+ * (v4f_cuda_quant_rows). Measured against the decode's pair-by-pair
+ * matvecs in docs/PERF_NOTES.md (session 17). */
+typedef struct mx_args {
+    const void *const *tab;
+    int32_t tab_off[V4F_CUDA_MVEXP_MATS];
+    float *y[V4F_CUDA_MVEXP_MATS];
+    int64_t ldy;
+    const int32_t *act, *offs, *elist;
+    const uint8_t *xq;
+    uint64_t xq_stride;
+    int32_t xdiv;
+    int64_t n_in, n_out;
+    uint64_t row_bytes;
+    uint32_t rs; /* shared-memory row stride */
+} mx_args;
+
+#define MX_THREADS 128
+#define MX_RW_MAX 4 /* rows per warp (shared memory is sized for it) */
+#define MX_SMEM_MAX (96 * 1024) /* opted in above 48 KB (Q4_K gate/up: 74 KB) */
+
+template <int T, int RW, int C>
+__global__ void __launch_bounds__(MX_THREADS, 4) k_mvexp(const __grid_constant__ mx_args a) {
+    constexpr int R = MX_THREADS / 32 * RW;
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    V4F_PDL_ENTRY();
+    if ((int)blockIdx.y >= __ldg(a.act)) return; /* uniform over the CTA */
+    const int e = __ldg(a.act + 1 + blockIdx.y);
+    const int beg = __ldg(a.offs + e), cnt = __ldg(a.offs + e + 1) - beg;
+    const int64_t row0 = (int64_t)blockIdx.x * R;
+    const int nrows = (int)min((int64_t)R, a.n_out - row0);
+    if (cnt <= 0 || nrows <= 0) return;
+    const uint8_t *src = (const uint8_t *)a.tab[a.tab_off[blockIdx.z] + e] + (uint64_t)row0 * a.row_bytes;
+    const int rb = (int)a.row_bytes;
+    if (((uintptr_t)src & 15) == 0 && rb % 16 == 0) {
+        const int nv = rb / 16;
+        for (int i = tid; i < nrows * nv; i += MX_THREADS) {
+            const int r = i / nv, v = i - r * nv;
+            cp_async16(smem + r * a.rs + 16 * v, src + r * rb + 16 * v);
+        }
+    } else { /* rows not 16-byte aligned (small models): 2-byte loads (row_bytes is even for every type) */
+        const int nh = rb / 2;
+        for (int i = tid; i < nrows * nh; i += MX_THREADS) {
+            const int r = i / nh, h = i - r * nh;
+            *(uint16_t *)(smem + r * a.rs + 2 * h) = __ldg((const uint16_t *)(src + r * rb) + h);
+        }
+    }
+    if constexpr (T == V4F_TYPE_IQ2_XXS)
+        for (int i = tid; i < 256; i += MX_THREADS) s_gsel[i] = g_iq2xxs_sel[i];
+    cp_async_wait_all();
+    __syncthreads();
+
+    const uint8_t *rows[RW];
+#pragma unroll
+    for (int r = 0; r < RW; r++) rows[r] = smem + min(warp * RW + r, nrows - 1) * a.rs;
+    const int U = (int)(a.n_in / 32);
+    float *y = a.y[blockIdx.z];
+    for (int c0 = 0; c0 < cnt; c0 += C) {
+        const int nc = min(C, cnt - c0);
+        int32_t xr[C];
+#pragma unroll
+        for (int j = 0; j < C; j++) xr[j] = __ldg(a.elist + beg + c0 + min(j, nc - 1)) / a.xdiv;
+        float acc[RW][C];
+#pragma unroll
+        for (int r = 0; r < RW; r++)
+#pragma unroll
+            for (int j = 0; j < C; j++) acc[r][j] = 0.f;
+        for (int u = lane; u < U; u += 32) {
+            ucode w[RW];
+#pragma unroll
+            for (int r = 0; r < RW; r++) unit_codes<T>(rows[r], u, s_gsel, &w[r]);
+            const int64_t e0 = unit_e0<T>(u);
+#pragma unroll
+            for (int j = 0; j < C; j++) {
+                if (j < nc) { /* uniform */
+                    xq_unit xu;
+                    load_xq(a.xq + (uint64_t)xr[j] * a.xq_stride, a.n_in, e0, &xu);
+#pragma unroll
+                    for (int r = 0; r < RW; r++) acc[r][j] += unit_dot<T>(&w[r], &xu);
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < C; j++) {
+            if (j >= nc) break;
+            const int64_t p = __ldg(a.elist + beg + c0 + j);
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+                const float v = warp_sum(acc[r][j]);
+                if (lane == 0 && warp * RW + r < nrows) y[p * a.ldy + row0 + warp * RW + r] = v;
+            }
+        }
+    }
 }
 
 template <int T>
@@ -1062,6 +1205,111 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
     case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, &a, n, fast, err);
     case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, &a, n, fast, err);
     default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, &a, n, fast, err);
+    }
+}
+
+/* ---- routed experts by expert (k_mvexp) ---------------------------------- */
+
+size_t v4f_cuda_quant_row_bytes(int64_t n_in) { return qx_slot_bytes(n_in); }
+
+v4f_status v4f_cuda_quant_rows(v4f_cuda *c, uint32_t type, const float *x, int64_t n, int64_t n_in, int64_t ldx,
+                               uint8_t *xq, v4f_err *err) {
+    if (!x || !xq || n < 0 || n > 65535 || n_in <= 0 || n_in % 32 != 0 || n_in > QX_MAX_IN || ldx < n_in ||
+        (uintptr_t)xq % 16 != 0)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: quant rows of %lld x %lld (ldx %lld)", (long long)n,
+                           (long long)n_in, (long long)ldx);
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    qx_args q;
+    memset(&q, 0, sizeof q);
+    q.x[0] = x;
+    q.q[0] = xq;
+    q.n_in = n_in;
+    q.ldx = ldx;
+    q.qstride = qx_slot_bytes(n_in);
+    q.perm = type == V4F_TYPE_IQ2_XXS;
+    const dim3 grid((unsigned)((n_in / 32 + 7) / 8), (unsigned)n);
+    v4f_launch(k_quant_x, grid, 256, 0, c->stream, q);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* shared-memory row stride: 16-byte aligned, and not a multiple of 32
+ * bytes' worth of banks so that the 8 rows of a warp spread over them */
+static uint32_t mvexp_stride(uint64_t row_bytes) {
+    uint64_t rs = (row_bytes + 15) / 16 * 16;
+    if ((rs / 4) % 8 == 0) rs += 16;
+    return (uint32_t)rs;
+}
+static size_t mvexp_smem(int rows, uint64_t row_bytes) { return (size_t)rows * mvexp_stride(row_bytes) + MV_SMEM_SLACK; }
+
+bool v4f_cuda_mvexp_ok(const v4f_cuda_mat *shape) {
+    uint64_t packed;
+    if (!shape || !uses_planes(shape->type) || shape->n_in <= 0 || shape->n_in > QX_MAX_IN || shape->n_out <= 0 ||
+        !v4f_type_row_bytes(shape->type, (uint64_t)shape->n_in, &packed) || shape->row_bytes < packed)
+        return false;
+    if (shape->n_in % v4f_type_info_get(shape->type)->blck_elems != 0 || shape->n_in % 32 != 0) return false;
+    /* row starts: Q4_K reads 16-byte words, Q2_K 4-byte words, the others 2-byte ones */
+    if (shape->row_bytes % (shape->type == V4F_TYPE_Q4_K ? 16 : shape->type == V4F_TYPE_Q2_K ? 4 : 2) != 0)
+        return false;
+    return mvexp_smem(MX_THREADS / 32 * MX_RW_MAX, shape->row_bytes) <= MX_SMEM_MAX;
+}
+
+template <int T, int RW, int C>
+static v4f_status launch_mvexp(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
+    constexpr int R = MX_THREADS / 32 * RW;
+    const dim3 grid((unsigned)((a->n_out + R - 1) / R), (unsigned)max_act, (unsigned)n_mat);
+    const size_t smem = mvexp_smem(R, a->row_bytes);
+    static size_t opted; /* the largest size opted into so far */
+    if (smem > 48 * 1024 && smem > opted) {
+        CUDA_TRY(cudaFuncSetAttribute(k_mvexp<T, RW, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        opted = smem;
+    }
+    v4f_launch(k_mvexp<T, RW, C>, grid, MX_THREADS, smem, c->stream, *a);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+/* 4 rows per warp, 4 pairs per pass: of (rows, pairs) = (4, 4), (4, 2), (2,
+ * 8), (2, 4), (2, 2) and (1, 8) the fastest on the H100 for evals of 64 to
+ * 256 tokens (docs/PERF_NOTES.md, session 17) */
+template <int T> static v4f_status launch_mvexp_t(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
+    return launch_mvexp<T, MX_RW_MAX, 4>(c, a, n_mat, max_act, err);
+}
+
+v4f_status v4f_cuda_matvec_experts(v4f_cuda *c, int n_mat, const v4f_cuda_mat *shape, const void *const *tab,
+                                   const int32_t *tab_off, const int32_t *act, const int32_t *offs,
+                                   const int32_t *elist, int max_act, const uint8_t *xq, int32_t xdiv,
+                                   float *const *y, int64_t ldy, v4f_err *err) {
+    if (n_mat < 1 || n_mat > V4F_CUDA_MVEXP_MATS || !v4f_cuda_mvexp_ok(shape) || !tab || !tab_off || !act || !offs ||
+        !elist || !xq || xdiv < 1 || !y || ldy < shape->n_out || max_act < 0 || max_act > 65535)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: expert matvec: bad arguments (%d matrices, %s %lld x %lld)",
+                           n_mat, shape ? v4f_type_name(shape->type) : "-", shape ? (long long)shape->n_out : 0LL,
+                           shape ? (long long)shape->n_in : 0LL);
+    if (max_act == 0) return V4F_OK;
+    mx_args a;
+    memset(&a, 0, sizeof a);
+    a.tab = tab;
+    for (int i = 0; i < n_mat; i++) {
+        if (!y[i] || tab_off[i] < 0)
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: expert matvec: NULL y or bad table offset");
+        a.tab_off[i] = tab_off[i];
+        a.y[i] = y[i];
+    }
+    a.ldy = ldy;
+    a.act = act, a.offs = offs, a.elist = elist;
+    a.xq = xq;
+    a.xq_stride = qx_slot_bytes(shape->n_in);
+    a.xdiv = xdiv;
+    a.n_in = shape->n_in, a.n_out = shape->n_out;
+    a.row_bytes = shape->row_bytes;
+    a.rs = mvexp_stride(shape->row_bytes);
+    CUDA_TRY_DEVICE(c);
+    switch (shape->type) {
+    case V4F_TYPE_Q8_0: return launch_mvexp_t<V4F_TYPE_Q8_0>(c, &a, n_mat, max_act, err);
+    case V4F_TYPE_Q2_K: return launch_mvexp_t<V4F_TYPE_Q2_K>(c, &a, n_mat, max_act, err);
+    case V4F_TYPE_Q4_K: return launch_mvexp_t<V4F_TYPE_Q4_K>(c, &a, n_mat, max_act, err);
+    default: return launch_mvexp_t<V4F_TYPE_IQ2_XXS>(c, &a, n_mat, max_act, err);
     }
 }
 
