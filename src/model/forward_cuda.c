@@ -160,6 +160,14 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * (docs/PERF_NOTES.md, session 17). V4F_CUDA_MVEXP_EVAL=N and
  * V4F_CUDA_MVEXP_MIN=N override them (EVAL 0: off). */
 #define GPU_MVEXP_MIN 32
+/* Chunks of 2..GPU_COLS_EVAL tokens multiply their dense quantized
+ * matrices with the decode kernel, 4 x per weight read
+ * (v4f_cuda_matvec_cols), instead of split-K tensor-core matmuls. H200,
+ * full-q2, 8K context, evals of 3 / 4 / 6 / 8 / 12 / 16 tokens: 17.9 / 20.8
+ * / 23.9 / 25.6 / 32.6 / 37.8 ms split-K, 14.4 / 17.3 / 23.1 / 27.1 / 36.9
+ * / 45.4 through these (docs/PERF_NOTES.md, session 17).
+ * V4F_CUDA_COLS_EVAL=N overrides it (0: off). */
+#define GPU_COLS_EVAL 6
 #define GPU_MVEXP_EVAL 160
 /* A pair-by-pair chunk copies only the host experts it routes to, in line
  * (stage_used), where that is expected to beat copying all of them one
@@ -319,6 +327,7 @@ struct v4f_gpu {
     uint32_t pair_max;  /* chunks of 2..pair_max tokens multiply their routed experts pair by pair
                          * (decode matvecs) instead of by grouped matmuls (GPU_PAIR_EVAL) */
     uint32_t mx_min, mx_max; /* chunks of mx_min + 1 .. mx_max tokens: expert by expert (GPU_MVEXP_*) */
+    uint32_t cols_max;       /* chunks of 2..cols_max tokens: dense matvecs of several columns (GPU_COLS_EVAL) */
     int32_t *h_used;    /* pinned [n_expert + 1]: bucket offsets of the host-resident experts */
     struct {
         bool on;
@@ -1168,6 +1177,8 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         g->mx_max = mx < 0 ? 0 : mx > 65535 ? 65535 : (uint32_t)mx;
         const long mn = v4f_env_long("V4F_CUDA_MVEXP_MIN", GPU_MVEXP_MIN);
         g->mx_min = mn < 1 ? 1 : mn > 65535 ? 65535 : (uint32_t)mn;
+        const long cm = v4f_env_long("V4F_CUDA_COLS_EVAL", GPU_COLS_EVAL);
+        g->cols_max = cm < 0 ? 0 : cm > 32 ? 32 : (uint32_t)cm;
     }
     {
         const char *pe = getenv("V4F_PROFILE");
@@ -1471,6 +1482,8 @@ void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *expert
 static v4f_status mm(v4f_gpu *g, const gmat *w, const float *X, int64_t ldx, int64_t n, float *Y, int64_t ldy,
                      v4f_err *err) {
     if (n == 1) return v4f_cuda_matvec(g->c, w, X, Y, err);
+    if ((uint64_t)n <= g->cols_max && v4f_cuda_matvec_cols_ok(w))
+        return v4f_cuda_matvec_cols(g->c, 1, w, &X, ldx, (int)n, &Y, ldy, err);
     return v4f_cuda_matmul(g->c, w, X, ldx, n, Y, ldy, g->exact, err);
 }
 
@@ -1761,7 +1774,20 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     pmark(g, GP_ATTN);
     /* grouped low-rank output projection */
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
-    if (nqr == 1) {
+    gmat sub = r->out_a;
+    sub.n_out = orank;
+    if (nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub)) {
+        gmat ws[MV_BATCH];
+        const float *xs[MV_BATCH];
+        float *ys[MV_BATCH];
+        for (int64_t gi = 0; gi < og; gi++) {
+            ws[gi] = sub;
+            ws[gi].data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
+            xs[gi] = x->o + gi * gin;
+            ys[gi] = x->low + gi * orank;
+        }
+        TRY(v4f_cuda_matvec_cols(g->c, (int)og, ws, xs, nq, (int)nqr, ys, og * orank, err));
+    } else if (nqr == 1) {
         gmat ws[GPU_MAX_GROUPS];
         const float *xs[GPU_MAX_GROUPS];
         float *ys[GPU_MAX_GROUPS];
@@ -1778,8 +1804,6 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
         }
     } else {
         /* the o_groups row slices in one launch (block-diagonal) */
-        gmat sub = r->out_a;
-        sub.n_out = orank;
         TRY(v4f_cuda_matmul_blockdiag(g->c, &sub, (int)og, x->o, nq, nqr, x->low, og * orank, g->exact, err));
     }
     TRY(mm(g, &r->out_b, x->low, og * orank, nqr, x->out, d, err));

@@ -104,6 +104,21 @@ static int run_gpu(const fixture *f, v4f_precision prec, int split, double mem_g
     return ok;
 }
 
+/* The whole fixture as evals of `step` tokens, logits of every position. */
+static int run_gpu_steps(const fixture *f, v4f_precision prec, int step, float *logits) {
+    v4f_session *s = open_gpu(f, prec, 0, NULL, 0);
+    v4f_err err = {0};
+    if (!s) return 0;
+    int ok = 1;
+    for (int i = 0; ok && i < f->n; i += step) {
+        const int m = f->n - i < step ? f->n - i : step;
+        ok = v4f_session_eval(s, f->tokens + i, (uint32_t)m, logits + (size_t)i * f->vocab, 0, NULL, &err) == V4F_OK;
+    }
+    if (!ok) fprintf(stderr, "gpu eval: %s\n", err.msg);
+    v4f_session_free(s);
+    return ok;
+}
+
 /* Evals of seg[0], 1 x seg[1], seg[2], 1 x the rest of the tokens, logits
  * of every position: with V4F_CUDA_CHUNK_TIGHT=64 and V4F_CUDA_MAX_EXPERTS=k0,k1
  * seg[0] and seg[2] (> 128 tokens) run in the long-eval placement (chunk
@@ -265,6 +280,23 @@ static void test_fixture(const char *name) {
     }
     unsetenv("V4F_CUDA_PAIR_EVAL");
     unsetenv("V4F_CUDA_MVEXP_EVAL");
+    /* 4e. the prompt as evals of 7 tokens (short evals: dense matvecs of several columns, experts
+     * pair by pair) and of 3 (two plane columns, the last eval 0 mod 3): Tier A in ref precision,
+     * Tier B in the default one, against the one-call prefill's golden logits */
+    static const int steps[2] = {7, 3};
+    for (int si = 0; si < 2; si++)
+        for (int prec = 0; prec < 2; prec++) {
+            const v4f_precision pm = prec ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
+            if (run_gpu_steps(&f, pm, steps[si], lg)) {
+                golden_compare(lg, gp, f.n, f.vocab, &st);
+                snprintf(what, sizeof what, "%s evals of %d %s", name, steps[si], prec ? "default" : "ref");
+                const int pass = prec ? golden_tier_b(&st) : golden_tier_a(&st);
+                report_cmp(what, &st, pass);
+                CHECK(pass, "%s", what);
+            } else {
+                g_fail++;
+            }
+        }
     /* 5. placement: half the routed experts in host memory -> bitwise equal */
     {
         v4f_session_opts o = {.n_ctx = 512, .precision = V4F_PRECISION_REF, .backend = V4F_BACKEND_CUDA};

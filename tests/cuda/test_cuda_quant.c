@@ -276,6 +276,58 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
     v4f_cuda_host_free(c, host);
 }
 
+/* Several x per matrix (v4f_cuda_matvec_cols), as short evals' dense
+ * projections use it: n_mat matrices (the first two sharing x), n columns
+ * (more than one launch's 4 for n > 4), x rows in a padded stride, outputs
+ * in a padded stride. */
+static void run_cols(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, int n_mat, int n) {
+    mcase m[3];
+    void *dw[3], *dx[3], *dy[3];
+    const int64_t ldx = n_in + 64, ldy = n_out + 7 * (n_mat - 1) + 5; /* matrix i has n_out + 7 i rows */
+    float *hx[3];
+    v4f_cuda_mat w[3];
+    const float *xs[3];
+    float *ys[3];
+    for (int i = 0; i < n_mat; i++) {
+        mcase_make(&m[i], type, n_in, n_out + 7 * i, 0, 0, 0);
+        TRY(v4f_cuda_alloc(c, (size_t)(m[i].n_out * m[i].row_bytes), &dw[i], err));
+        TRY(v4f_cuda_upload(c, dw[i], m[i].hw, (size_t)(m[i].n_out * m[i].row_bytes), err));
+        w[i] = (v4f_cuda_mat){dw[i], type, n_in, m[i].n_out, m[i].row_bytes};
+        hx[i] = v4f_xmalloc((size_t)(n * ldx) * sizeof(float));
+        for (int64_t k = 0; k < n * ldx; k++) hx[i][k] = rnd_f(-1, 1);
+        if (i == 1) memcpy(hx[1], hx[0], (size_t)(n * ldx) * sizeof(float));
+        TRY(v4f_cuda_alloc(c, (size_t)(n * ldx) * sizeof(float), &dx[i], err));
+        TRY(v4f_cuda_upload(c, dx[i], hx[i], (size_t)(n * ldx) * sizeof(float), err));
+        TRY(v4f_cuda_alloc(c, (size_t)(n * ldy) * sizeof(float), &dy[i], err));
+        TRY(v4f_cuda_memset(c, dy[i], 0xff, (size_t)(n * ldy) * sizeof(float), err));
+        xs[i] = i == 1 ? (const float *)dx[0] : (const float *)dx[i];
+        ys[i] = dy[i];
+    }
+    if (!v4f_cuda_matvec_cols_ok(&w[0])) {
+        fprintf(stderr, "FAIL matvec_cols_ok false for %s %lld x %lld\n", v4f_type_name(type), (long long)n_out,
+                (long long)n_in);
+        g_fail++;
+    }
+    TRY(v4f_cuda_matvec_cols(c, n_mat, w, xs, ldx, n, ys, ldy, err));
+    float *y = v4f_xmalloc((size_t)(n * ldy) * sizeof(float));
+    for (int i = 0; i < n_mat; i++) {
+        TRY(v4f_cuda_download(c, y, dy[i], (size_t)(n * ldy) * sizeof(float), err));
+        for (int t = 0; t < n; t++) {
+            mcase tc = m[i];
+            tc.hx = hx[i == 1 ? 0 : i] + (int64_t)t * ldx;
+            check_y(&tc, y + (int64_t)t * ldy, "matvec_cols");
+        }
+    }
+    free(y);
+    for (int i = 0; i < n_mat; i++) {
+        v4f_cuda_free(c, dw[i]);
+        v4f_cuda_free(c, dx[i]);
+        v4f_cuda_free(c, dy[i]);
+        free(hx[i]);
+        mcase_free(&m[i]);
+    }
+}
+
 /* Routed experts expert by expert (v4f_cuda_matvec_experts), as a chunk's
  * gate/up (two matrices per expert, x per token: xdiv = k) and down (one
  * matrix, x per pair: xdiv = 1) use them: a pool of MX_POOL experts (one in
@@ -426,6 +478,10 @@ static void conformance(v4f_cuda *c) {
         if (type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K || type == V4F_TYPE_IQ2_XXS) {
             run_mvexp(c, type, type == V4F_TYPE_Q8_0 ? 1024 : nf, 37, 9, 3, 3);
             if (type == V4F_TYPE_Q4_K) run_mvexp(c, type, 4096, 70, 4, 6, 6); /* above 48 KB of shared memory */
+            /* several columns: 2, 7 (two launches) and 5 x 3 matrices; short and wide Q8_0 rows */
+            run_cols(c, type, nf, 37, 1, 2);
+            run_cols(c, type, nf, 131, 3, 7);
+            run_cols(c, type, type == V4F_TYPE_Q8_0 ? 1024 : nf, 4101, 2, 5);
             run_mvexp(c, type, 2 * be, 131, 5, 4, 1);
             run_mvexp(c, type, 3 * be, 9, 6, 2, 2);
         }

@@ -144,6 +144,17 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
                                     const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
                                     const float *const *x, float *const *y, v4f_err *err);
 
+/* Several x per matrix (short evals: the dense projections of a few
+ * tokens): for i < n_mat, t < n: y[i] + t ldy = w[i] (x[i] + t ldx), each
+ * weight read once per 4 columns (the decode kernel, int8 planes). All
+ * w[i] share type and n_in; x[i] may repeat. v4f_cuda_matvec_cols_ok tells
+ * whether a matrix qualifies (quantized types with int8 planes, n_in <=
+ * 16384, 16-byte aligned rows); n_distinct_x * n <= the plane scratch
+ * (32 rows of 16384). Same results per column as v4f_cuda_matvec. */
+bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w);
+v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,
+                                int n, float *const *y, int64_t ldy, v4f_err *err);
+
 /* Routed experts grouped by expert (evals of a few to a few hundred
  * tokens): every matrix is read once for all the pairs routed to it. For
  * each expert e listed in act (device: act[0] = count, act[1..] = experts

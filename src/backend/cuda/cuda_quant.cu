@@ -26,6 +26,10 @@
  *    by instruction issue for these types (measured in docs/PERF_NOTES.md,
  *    "CUDA matvec"); the scratch for the planes is allocated at open.
  *
+ * Several columns (k_matvec with C = 4, v4f_cuda_matvec_cols): the same CTA
+ * multiplies each loaded unit by up to 4 x (their planes made once per call
+ * by k_quant_x in rows mode), for the dense projections of short evals.
+ *
  * Expert by expert (k_mvexp): the routed experts of a chunk of a few dozen
  * to a few hundred tokens, each expert's rows read once and each unit of
  * them decoded once (unit_codes) for up to 4 of its tokens' int8 planes
@@ -687,6 +691,12 @@ typedef struct mv_pair {
 typedef struct mv_args {
     mv_pair p[V4F_CUDA_MATVEC_MAX_BATCH];
     int64_t n_in;
+    /* several x per pair (k_matvec with C > 1, int8 planes only): column j
+     * of pair p multiplies the planes at p.xq + j xq_col into p.y + j ldy,
+     * j < ncol <= C; ncol 0: one x per pair, planes made by the launcher */
+    int ncol;
+    uint64_t xq_col;
+    int64_t ldy;
     const void *const *tab; /* NULL: direct (p[i].w) */
     const int32_t *ids;
 } mv_args;
@@ -706,13 +716,16 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 #endif
 #define MV_SMEM_WIDE (40 * 1024) /* ... when those rows fit this in one chunk (n_in <= 4608) */
 #define MV_SMEM_SLACK 16 /* lds_8at2 may read 4 bytes past a row chunk */
+#define MV_COLS 4        /* x per pair of a several-column launch (v4f_cuda_matvec_cols) */
 
-template <int T, bool Q, int R>
-__global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
+template <int T, bool Q, int R, int C = 1>
+__global__ void __launch_bounds__(MV_THREADS, Q ? (C > 1 ? 4 : 8) : 0)
+    k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
     /* the int8-plane path always uses units of 32 elements */
     constexpr int SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE, UPS = SBE / (Q ? 32 : UE);
     extern __shared__ __align__(16) uint8_t smem[];
-    __shared__ float red[MV_THREADS / 32][R];
+    static_assert(C == 1 || Q, "several columns on the int8-plane path only");
+    __shared__ float red[MV_THREADS / 32][R * C];
     /* IQ2_XXS: per-lane random grid reads; shared memory serves them with
      * fewer wavefronts than L1 (filled before the first barrier below) */
     __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS && !Q ? 256 : 1];
@@ -769,9 +782,11 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     V4F_PDL_ENTRY();
     const uint8_t *pw = mv_w(a, p);
 
-    float acc[R];
+    float acc[R][C];
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = 0;
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int j = 0; j < C; j++) acc[r][j] = 0;
     if constexpr (T == V4F_TYPE_IQ2_XXS && Q)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) s_gsel[i] = g_iq2xxs_sel[i];
     else if constexpr (T == V4F_TYPE_IQ2_XXS)
@@ -793,13 +808,17 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
          * unwritten shared memory); their sums are dropped */
         if constexpr (Q) {
             for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
-                xq_unit xu;
-                load_xq(p.xq, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
-                if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x(&xu);
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                    acc[r] += dot_unit_q<T>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel);
+                for (int j = 0; j < C; j++) {
+                    if (C > 1 && j >= a.ncol) break; /* uniform */
+                    xq_unit xu;
+                    load_xq(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
+                    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x(&xu);
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        if (BULK && r == RH) mbar_wait(&mbar[1], phase);
+                        acc[r][j] += dot_unit_q<T>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel);
+                    }
                 }
             }
         } else {
@@ -810,7 +829,7 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                    acc[r] += dot_unit<T>(smem + min(r, nrows - 1) * chunk_bytes, u, xr, xs, s_grid);
+                    acc[r][0] += dot_unit<T>(smem + min(r, nrows - 1) * chunk_bytes, u, xr, xs, s_grid);
                 }
             }
         }
@@ -819,16 +838,21 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? 8 : 0) k_matvec(const __grid_c
     }
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ncol = C > 1 ? a.ncol : 1;
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0) red[warp][r] = v;
-    }
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int j = 0; j < C; j++) {
+            if (j >= ncol) break;
+            const float v = warp_sum(acc[r][j]);
+            if (lane == 0) red[warp][r * C + j] = v;
+        }
     __syncthreads();
-    if ((int)threadIdx.x < nrows) {
+    for (int i = threadIdx.x; i < nrows * ncol; i += blockDim.x) {
+        const int r = i % nrows, j = i / nrows;
         float v = 0;
-        for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][threadIdx.x];
-        p.y[row0 + threadIdx.x] = v;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][r * C + j];
+        p.y[(C > 1 ? j * a.ldy : 0) + row0 + r] = v;
     }
 }
 
@@ -1056,7 +1080,7 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
     if (fast) {
         constexpr bool kPlanes = uses_planes(T);
         const bool planes = kPlanes && a->n_in <= c->qx_max_in && !(T == V4F_TYPE_Q8_0 && q8_f32());
-        if (planes) {
+        if (planes && a->ncol == 0) { /* ncol > 0: the caller made the planes (v4f_cuda_matvec_cols) */
             const v4f_status st = prepare_planes(c, a, n, err);
             if (st != V4F_OK) return st;
         }
@@ -1082,7 +1106,11 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
         const size_t smem = (size_t)R * (size_t)chunk_sb * SBB + MV_SMEM_SLACK;
         const dim3 grid((unsigned)((max_out + R - 1) / R), (unsigned)n);
         if constexpr (kPlanes) {
-            if (planes && shortrow)
+            if (planes && a->ncol > 0 && shortrow)
+                v4f_launch(k_matvec<T, true, RS, MV_COLS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            else if (planes && a->ncol > 0)
+                v4f_launch(k_matvec<T, true, fmt<T>::R, MV_COLS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            else if (planes && shortrow)
                 v4f_launch(k_matvec<T, true, RS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
             else if (planes)
                 v4f_launch(k_matvec<T, true, fmt<T>::R>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
@@ -1208,12 +1236,83 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
     }
 }
 
+static v4f_status quant_rows(v4f_cuda *c, bool perm, const float *x, int64_t n, int64_t n_in, int64_t ldx, uint8_t *xq,
+                             v4f_err *err);
+
+bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w) {
+    return w && uses_planes(w->type) && w->n_in > 0 && w->n_in <= QX_MAX_IN && w->n_in % fast_sbe(w->type) == 0 &&
+           w->row_bytes % 16 == 0 && (uintptr_t)w->data % 16 == 0 && w->n_out > 0 &&
+           !(w->type == V4F_TYPE_Q8_0 && q8_f32()); /* the int8-plane path only */
+}
+
+v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,
+                                int n, float *const *y, int64_t ldy, v4f_err *err) {
+    if (n_mat < 1 || n_mat > V4F_CUDA_MATVEC_MAX_BATCH || n < 1 || ldx < w[0].n_in)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec of %d matrices x %d columns", n_mat, n);
+    mv_args a;
+    memset(&a, 0, sizeof a);
+    a.n_in = w[0].n_in;
+    const uint32_t type = w[0].type;
+    const uint64_t slot = qx_slot_bytes(a.n_in);
+    const int max_rows = (int)(c->qx_plane_bytes / slot); /* plane rows the scratch holds */
+    for (int i = 0; i < n_mat; i++) {
+        if (!v4f_cuda_matvec_cols_ok(&w[i]) || w[i].type != type || w[i].n_in != a.n_in || !x[i] || !y[i] ||
+            ldy < w[i].n_out)
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: matrix %d unsupported or mixed", i);
+    }
+    CUDA_TRY_DEVICE(c);
+    /* the distinct x of the launch, n plane rows each, in scratch slots */
+    const float *ux[V4F_CUDA_MATVEC_MAX_BATCH];
+    int nu = 0;
+    for (int i = 0; i < n_mat; i++) {
+        int k = 0;
+        while (k < nu && ux[k] != x[i]) k++;
+        if (k == nu) ux[nu++] = x[i];
+        a.p[i].xq = c->qx + (size_t)k * n * slot;
+        a.p[i].w = (const uint8_t *)w[i].data;
+        a.p[i].y = y[i];
+        a.p[i].n_out = w[i].n_out;
+        a.p[i].row_bytes = w[i].row_bytes;
+    }
+    if (nu * n > max_rows)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: %d x %d plane rows (scratch: %d)", nu, n,
+                           max_rows);
+    for (int k = 0; k < nu; k++) {
+        /* natural order: k_matvec permutes IQ2_XXS x units itself */
+        const v4f_status st = quant_rows(c, false, ux[k], n, a.n_in, ldx, c->qx + (size_t)k * n * slot, err);
+        if (st != V4F_OK) return st;
+    }
+    a.xq_col = slot;
+    a.ldy = ldy;
+    for (int c0 = 0; c0 < n; c0 += MV_COLS) {
+        a.ncol = n - c0 < MV_COLS ? n - c0 : MV_COLS;
+        v4f_status st;
+        switch (type) {
+        case V4F_TYPE_Q8_0: st = launch_matvec<V4F_TYPE_Q8_0>(c, &a, n_mat, true, err); break;
+        case V4F_TYPE_Q2_K: st = launch_matvec<V4F_TYPE_Q2_K>(c, &a, n_mat, true, err); break;
+        case V4F_TYPE_Q4_K: st = launch_matvec<V4F_TYPE_Q4_K>(c, &a, n_mat, true, err); break;
+        default: st = launch_matvec<V4F_TYPE_IQ2_XXS>(c, &a, n_mat, true, err); break;
+        }
+        if (st != V4F_OK) return st;
+        for (int i = 0; i < n_mat; i++) {
+            a.p[i].xq += MV_COLS * slot;
+            a.p[i].y += MV_COLS * ldy;
+        }
+    }
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_quant_rows(v4f_cuda *c, uint32_t type, const float *x, int64_t n, int64_t n_in, int64_t ldx,
+                               uint8_t *xq, v4f_err *err) {
+    return quant_rows(c, type == V4F_TYPE_IQ2_XXS, x, n, n_in, ldx, xq, err);
+}
+
 /* ---- routed experts by expert (k_mvexp) ---------------------------------- */
 
 size_t v4f_cuda_quant_row_bytes(int64_t n_in) { return qx_slot_bytes(n_in); }
 
-v4f_status v4f_cuda_quant_rows(v4f_cuda *c, uint32_t type, const float *x, int64_t n, int64_t n_in, int64_t ldx,
-                               uint8_t *xq, v4f_err *err) {
+static v4f_status quant_rows(v4f_cuda *c, bool perm, const float *x, int64_t n, int64_t n_in, int64_t ldx, uint8_t *xq,
+                             v4f_err *err) {
     if (!x || !xq || n < 0 || n > 65535 || n_in <= 0 || n_in % 32 != 0 || n_in > QX_MAX_IN || ldx < n_in ||
         (uintptr_t)xq % 16 != 0)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: quant rows of %lld x %lld (ldx %lld)", (long long)n,
@@ -1227,7 +1326,7 @@ v4f_status v4f_cuda_quant_rows(v4f_cuda *c, uint32_t type, const float *x, int64
     q.n_in = n_in;
     q.ldx = ldx;
     q.qstride = qx_slot_bytes(n_in);
-    q.perm = type == V4F_TYPE_IQ2_XXS;
+    q.perm = perm;
     const dim3 grid((unsigned)((n_in / 32 + 7) / 8), (unsigned)n);
     v4f_launch(k_quant_x, grid, 256, 0, c->stream, q);
     CUDA_TRY_LAUNCH();
