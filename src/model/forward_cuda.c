@@ -132,15 +132,14 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define GPU_MAX_GROUPS 64
 #define MV_BATCH V4F_CUDA_MATVEC_MAX_BATCH
 #define H_IN_EXTRA 2 /* h_in after the N tokens: pos0, suppress */
-/* Evals of 2..GPU_SHORT_EVAL tokens (logits of the last one at most) run as
- * that many decode-graph replays. Measured on the H200 (full-q2, 8K
- * context): the decode graph takes 7.6 ms per token; the batched kernels
- * (split-K dense matmuls, routed experts pair by pair) 16.6 / 17.8 / 20.7
- * ms for 2 / 3 / 4 tokens (session 16; they took 44-61 ms for 2-8 tokens in
- * session 14, when the crossover was 8). On the H100 with host-resident
- * experts the batched path wins from 2 tokens (17.8 vs 19.3 ms), so there
- * the default is 0. V4F_CUDA_SHORT_EVAL=N overrides it (0 or 1: off). */
-#define GPU_SHORT_EVAL 2
+/* Evals of 2..GPU_SHORT_EVAL tokens (logits of the last one at most) can
+ * run as that many decode-graph replays (7.6 ms per token on the H200,
+ * full-q2, 8K context). The batched kernels now beat them from 2 tokens:
+ * 12.3 vs 15.2 ms on the H200 with the several-column dense matvecs
+ * (session 17; 16.6 vs 15.2 in session 16, 44 vs 15 in session 14, when
+ * the crossover was 8), so the default is 0. V4F_CUDA_SHORT_EVAL=N turns
+ * the replays on for up to N tokens (0 or 1: off). */
+#define GPU_SHORT_EVAL 0
 #define GPU_SHORT_MAX 64 /* the largest override */
 /* Chunks of 2..GPU_PAIR_EVAL tokens multiply each (token, expert) pair's
  * routed expert with the decode matvecs (each weight decoded per pair)
@@ -1167,9 +1166,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
             goto fail;
     }
     {
-        /* with host-resident experts a 2-token eval is faster batched, copying only its routed
-         * host experts (H100: 17.8 vs 19.3 ms through the decode graph, session 16) */
-        const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", g->h_used ? 0 : GPU_SHORT_EVAL);
+        const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL);
         g->short_max = v < 0 ? 0 : v > GPU_SHORT_MAX ? GPU_SHORT_MAX : (uint32_t)v;
         const long p = v4f_env_long("V4F_CUDA_PAIR_EVAL", GPU_PAIR_EVAL);
         g->pair_max = p < 0 ? 0 : p > INT32_MAX ? INT32_MAX : (uint32_t)p;
