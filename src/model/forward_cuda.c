@@ -1479,7 +1479,7 @@ void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *expert
 static v4f_status mm(v4f_gpu *g, const gmat *w, const float *X, int64_t ldx, int64_t n, float *Y, int64_t ldy,
                      v4f_err *err) {
     if (n == 1) return v4f_cuda_matvec(g->c, w, X, Y, err);
-    if ((uint64_t)n <= g->cols_max && v4f_cuda_matvec_cols_ok(w))
+    if ((uint64_t)n <= g->cols_max && v4f_cuda_matvec_cols_ok(w) && n <= v4f_cuda_matvec_cols_rows(g->c, w->n_in))
         return v4f_cuda_matvec_cols(g->c, 1, w, &X, ldx, (int)n, &Y, ldy, err);
     return v4f_cuda_matmul(g->c, w, X, ldx, n, Y, ldy, g->exact, err);
 }
@@ -1773,7 +1773,8 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
     gmat sub = r->out_a;
     sub.n_out = orank;
-    if (nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub)) {
+    if (nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub) &&
+        og * nqr <= v4f_cuda_matvec_cols_rows(g->c, sub.n_in)) {
         gmat ws[MV_BATCH];
         const float *xs[MV_BATCH];
         float *ys[MV_BATCH];

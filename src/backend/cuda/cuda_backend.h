@@ -152,6 +152,7 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
  * 16384, 16-byte aligned rows); n_distinct_x * n <= the plane scratch
  * (32 rows of 16384). Same results per column as v4f_cuda_matvec. */
 bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w);
+int64_t v4f_cuda_matvec_cols_rows(const v4f_cuda *c, int64_t n_in); /* plane rows (distinct x times n) it holds */
 v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,
                                 int n, float *const *y, int64_t ldy, v4f_err *err);
 

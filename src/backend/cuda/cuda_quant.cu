@@ -1239,6 +1239,10 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
 static v4f_status quant_rows(v4f_cuda *c, bool perm, const float *x, int64_t n, int64_t n_in, int64_t ldx, uint8_t *xq,
                              v4f_err *err);
 
+int64_t v4f_cuda_matvec_cols_rows(const v4f_cuda *c, int64_t n_in) {
+    return n_in > 0 && n_in <= QX_MAX_IN ? (int64_t)(c->qx_plane_bytes / qx_slot_bytes(n_in)) : 0;
+}
+
 bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w) {
     return w && uses_planes(w->type) && w->n_in > 0 && w->n_in <= QX_MAX_IN && w->n_in % fast_sbe(w->type) == 0 &&
            w->row_bytes % 16 == 0 && (uintptr_t)w->data % 16 == 0 && w->n_out > 0 &&
@@ -1254,7 +1258,7 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     a.n_in = w[0].n_in;
     const uint32_t type = w[0].type;
     const uint64_t slot = qx_slot_bytes(a.n_in);
-    const int max_rows = (int)(c->qx_plane_bytes / slot); /* plane rows the scratch holds */
+    const int64_t max_rows = v4f_cuda_matvec_cols_rows(c, a.n_in);
     for (int i = 0; i < n_mat; i++) {
         if (!v4f_cuda_matvec_cols_ok(&w[i]) || w[i].type != type || w[i].n_in != a.n_in || !x[i] || !y[i] ||
             ldy < w[i].n_out)
@@ -1274,9 +1278,9 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
         a.p[i].n_out = w[i].n_out;
         a.p[i].row_bytes = w[i].row_bytes;
     }
-    if (nu * n > max_rows)
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: %d x %d plane rows (scratch: %d)", nu, n,
-                           max_rows);
+    if ((int64_t)nu * n > max_rows)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: %d x %d plane rows (scratch: %lld)", nu,
+                           n, (long long)max_rows);
     for (int k = 0; k < nu; k++) {
         /* natural order: k_matvec permutes IQ2_XXS x units itself */
         const v4f_status st = quant_rows(c, false, ux[k], n, a.n_in, ldx, c->qx + (size_t)k * n * slot, err);
