@@ -159,6 +159,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * (docs/PERF_NOTES.md, session 17). V4F_CUDA_MVEXP_EVAL=N and
  * V4F_CUDA_MVEXP_MIN=N override them (EVAL 0: off). */
 #define GPU_MVEXP_MIN 32
+#define GPU_MVEXP_EVAL 160
 /* Chunks of 2..GPU_COLS_EVAL tokens multiply their dense quantized
  * matrices with the decode kernel, 4 x per weight read
  * (v4f_cuda_matvec_cols), instead of split-K tensor-core matmuls. H200,
@@ -167,7 +168,6 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * / 45.4 through these (docs/PERF_NOTES.md, session 17).
  * V4F_CUDA_COLS_EVAL=N overrides it (0: off). */
 #define GPU_COLS_EVAL 6
-#define GPU_MVEXP_EVAL 160
 /* A pair-by-pair chunk copies only the host experts it routes to, in line
  * (stage_used), where that is expected to beat copying all of them one
  * layer ahead, which overlaps the layer's work (stage_used_now). The model
@@ -1773,29 +1773,20 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
     gmat sub = r->out_a;
     sub.n_out = orank;
+    /* group gi: rows [gi orank, +orank) of out_a times x->o's slice gi */
+    gmat ws[GPU_MAX_GROUPS];
+    const float *xs[GPU_MAX_GROUPS];
+    float *ys[GPU_MAX_GROUPS];
+    for (int64_t gi = 0; gi < og; gi++) {
+        ws[gi] = sub;
+        ws[gi].data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
+        xs[gi] = x->o + gi * gin;
+        ys[gi] = x->low + gi * orank;
+    }
     if (nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub) &&
         og * nqr <= v4f_cuda_matvec_cols_rows(g->c, sub.n_in)) {
-        gmat ws[MV_BATCH];
-        const float *xs[MV_BATCH];
-        float *ys[MV_BATCH];
-        for (int64_t gi = 0; gi < og; gi++) {
-            ws[gi] = sub;
-            ws[gi].data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
-            xs[gi] = x->o + gi * gin;
-            ys[gi] = x->low + gi * orank;
-        }
         TRY(v4f_cuda_matvec_cols(g->c, (int)og, ws, xs, nq, (int)nqr, ys, og * orank, err));
     } else if (nqr == 1) {
-        gmat ws[GPU_MAX_GROUPS];
-        const float *xs[GPU_MAX_GROUPS];
-        float *ys[GPU_MAX_GROUPS];
-        for (int64_t gi = 0; gi < og; gi++) {
-            ws[gi] = r->out_a;
-            ws[gi].data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
-            ws[gi].n_out = orank;
-            xs[gi] = x->o + gi * gin;
-            ys[gi] = x->low + gi * orank;
-        }
         for (int64_t g0 = 0; g0 < og; g0 += MV_BATCH) {
             int nb = (int)(og - g0 < MV_BATCH ? og - g0 : MV_BATCH);
             TRY(v4f_cuda_matvec_batch(g->c, nb, ws + g0, xs + g0, ys + g0, err));
@@ -1883,8 +1874,8 @@ static v4f_status stage_picked(v4f_gpu *g, uint32_t l, v4f_err *err) {
 }
 
 /* Whether a chunk of n tokens copies only the host experts it routes to
- * (stage_used): a pair-by-pair chunk on a card with host-resident experts,
- * where the cost model of GPU_BUS_BPS says so. */
+ * (stage_used): a pair-by-pair or expert-by-expert chunk on a card with
+ * host-resident experts, where the cost model of GPU_BUS_BPS says so. */
 static bool stage_used_now(const v4f_gpu *g, int64_t n) {
     if (n < 2 || (uint64_t)n > (g->pair_max > g->mx_max ? g->pair_max : g->mx_max) || !g->e_host || !g->h_used)
         return false;
@@ -1993,16 +1984,20 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
      * p / k's choice p % k), like a decode step */
     const bool mvx = mvexp_now(g, r, n);
     const bool grouped = n > 1 && !mvx && (uint64_t)n > g->pair_max;
-    bool bucketed = false;
-    if (n > 1 && g->e_host && r < g->L + c->n_layer) { /* (the MTP layer's experts are all on the device) */
+    /* (the MTP layer's experts are all on the device) */
+    const bool host_chunk = n > 1 && g->e_host && r < g->L + c->n_layer;
+    const bool used = host_chunk && stage_used_now(g, n);
+    /* bucket the (token, slot) pairs by expert: for the grouped matmuls, expert by expert, and
+     * for copying only the routed host experts */
+    if (grouped || mvx || used)
+        TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow, x->act,
+                                err));
+    if (host_chunk) {
         /* this layer's host-resident experts on the device (copy engine, full
          * bus speed) so the grouped matmuls read device memory: copied
          * during the previous layer (stage_issue), else here */
         const uint32_t l = (uint32_t)(r - g->L);
-        if (stage_used_now(g, n)) { /* only those routed to (pair-by-pair chunks) */
-            TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow,
-                                    x->act, err));
-            bucketed = true;
+        if (used) { /* only those routed to */
             TRY(stage_used(g, l, err));
         } else if (g->prefetch) {
             TRY(v4f_cuda_prefetch_wait(g->c, (int)(l & 1), err));
@@ -2017,18 +2012,12 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         tabp = r->ptab;
     }
     if (grouped) {
-        /* chunk: bucket the (token, slot) pairs by expert, grouped matmuls */
-        TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow, NULL,
-                                err));
         TRY(v4f_cuda_gather_rows(g->c, x->xn, x->elist, (int32_t)k, np, d, x->xg, err));
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_gate, tabp, 0, x->offs, (int)E, np, x->xg, d, x->g, nff, g->exact,
                                     err));
         TRY(v4f_cuda_matmul_grouped(g->c, &r->exp_up, tabp, (int32_t)E, x->offs, (int)E, np, x->xg, d, x->u, nff,
                                     g->exact, err));
     } else if (mvx) {
-        if (!bucketed)
-            TRY(v4f_cuda_moe_bucket(g->c, x->eids, x->ew, n, (int)k, (int)E, x->offs, x->elist, x->einv, x->wrow,
-                                    x->act, err));
         TRY(mvexp_run(g, r, n, tabp, 0, err));
     } else {
         /* decode (and short chunks): pair j reads expert eids[j], selected on the device */

@@ -179,6 +179,21 @@ static inline v4f_status v4f_cuda_fail(v4f_err *err, cudaError_t e, const char *
 /* Make the context's device current for this thread. */
 #define CUDA_TRY_DEVICE(c) CUDA_TRY(cudaSetDevice((c)->device))
 
+/* Raise a kernel's dynamic shared-memory limit once per device (not a
+ * stream operation; the first launch of each configuration, in practice
+ * before any graph capture), from 40 KB up: static shared memory (e.g. the
+ * IQ2_XXS tables) counts against the 48 KB default too. One bit per device
+ * < 64 in *done (one static per kernel instance). */
+template <typename K>
+static v4f_status v4f_smem_optin(v4f_cuda *c, K kernel, size_t smem, unsigned long long *done, v4f_err *err) {
+    const unsigned long long bit = c->device < 64 ? 1ull << c->device : 0;
+    if (smem > 40 * 1024 && !(__atomic_load_n(done, __ATOMIC_RELAXED) & bit)) {
+        CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        __atomic_fetch_or(done, bit, __ATOMIC_RELAXED);
+    }
+    return V4F_OK;
+}
+
 /* cuda_quant.cu: upload the format tables to the current device and
  * allocate the activation scratch; deinit frees the scratch (NULL-safe). */
 v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err);

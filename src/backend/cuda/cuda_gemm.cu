@@ -850,20 +850,6 @@ static v4f_status tile_grid(bool grouped, int64_t m_tiles, int64_t n_tiles, int 
     return V4F_OK;
 }
 
-/* Raise a kernel's dynamic shared-memory limit once per device (not a
- * stream operation; the first launch of each configuration, in practice
- * before any graph capture), from 40 KB up: the static shared memory (the
- * IQ2_XXS table) counts against the 48 KB default too. One bit per device
- * < 64 in *done. */
-template <typename K>
-static v4f_status smem_attr(v4f_cuda *c, K kernel, size_t smem, unsigned long long *done, v4f_err *err) {
-    const unsigned long long bit = c->device < 64 ? 1ull << c->device : 0;
-    if (smem > 40 * 1024 && !(__atomic_load_n(done, __ATOMIC_RELAXED) & bit)) {
-        CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        __atomic_fetch_or(done, bit, __ATOMIC_RELAXED);
-    }
-    return V4F_OK;
-}
 
 /* m_tiles: token tiles (dense) or the bound on (expert, token tile) pairs
  * (grouped); groups: block-diagonal groups. */
@@ -873,7 +859,7 @@ static v4f_status launch_tc(v4f_cuda *c, const gemm_args &a, const typename grid
     static unsigned long long done = 0;
     const size_t smem = tc_smem<T, BNW, BMT, XR>();
     dim3 grid;
-    v4f_status st = smem_attr(c, k_gemm_tc<T, BNW, BMT, WN, XR, G>, smem, &done, err);
+    v4f_status st = v4f_smem_optin(c, k_gemm_tc<T, BNW, BMT, WN, XR, G>, smem, &done, err);
     if (st == V4F_OK) st = tile_grid(G, m_tiles, (a.n_out + BNW - 1) / BNW, groups, &grid, err);
     if (st != V4F_OK) return st;
     v4f_launch(k_gemm_tc<T, BNW, BMT, WN, XR, G>, grid, kThreads, smem, c->stream, a, gt);

@@ -122,7 +122,7 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
 #define IQ2_SIGN_BITS 0x04444444u
 #define IQ2_VAL_LO 0x002B1908u /* bytes 8, 25, 43, 0 */
 #define IQ2_VAL_HI 0x00D5E7F8u /* bytes -8, -25, -43, 0 */
-static inline int iq2_nib(int j) { return j < 4 ? 2 * j : 2 * (j - 4) + 1; }
+__host__ __device__ static inline int iq2_nib(int j) { return j < 4 ? 2 * j : 2 * (j - 4) + 1; }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -482,7 +482,7 @@ __global__ void __launch_bounds__(256) k_quant_x(const __grid_constant__ qx_args
     uint8_t *base = a.ldx ? a.q[0] + (uint64_t)blockIdx.y * a.qstride : a.q[blockIdx.y];
     const float v = (a.ldx ? a.x[0] + (int64_t)blockIdx.y * a.ldx : a.x[blockIdx.y])[32 * g + lane];
     /* element j of a group of 8 at byte iq2_nib(j) in the permuted order */
-    const int at = a.perm ? (lane & 24) + ((lane & 7) < 4 ? 2 * (lane & 7) : 2 * (lane & 7) - 7) : lane;
+    const int at = a.perm ? (lane & 24) + iq2_nib(lane & 7) : lane;
     float amax = fabsf(v);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
@@ -874,17 +874,17 @@ template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_
  * multiplies rows [MX_ROWS x, MX_ROWS x + MX_ROWS) of the y-th expert that
  * has pairs (act) in matrix z (gate / up / down: tab_off[z]) by the x of
  * every pair routed to it. The rows come into shared memory once, each at
- * a 16-byte aligned stride padded against bank conflicts. Lane l of warp w
- * owns row 8 w + l / 4 and the units l % 4, l % 4 + 4, ...: the four lanes
- * of a row read four consecutive units of x (one 128-byte line per plane
- * for the warp's 8 rows), and a row's decoded unit (unit_codes) is applied
- * to up to C pairs' x planes (unit_dot); each lane sums its units in
- * order, then the four lanes of a row are added by shuffles (xor 1, then
- * 2): per (row, pair) a fixed order, so results do not depend on the
- * bucket order or on C. x planes: one row per token (gate/up: row p / xdiv,
- * xdiv = k) or per pair (down: xdiv = 1), in the weight order of the type
- * (v4f_cuda_quant_rows). Measured against the decode's pair-by-pair
- * matvecs in docs/PERF_NOTES.md (session 17). */
+ * a 16-byte aligned stride. Warp w owns rows MX_RW w .. MX_RW w + MX_RW - 1
+ * and lane l the units l, l + 32, ...: per unit the warp's rows are decoded
+ * once (unit_codes) and applied to up to MX_PASS pairs' x planes
+ * (unit_dot); each lane sums its units in order, then warp_sum: per (row,
+ * pair) a fixed order, so results do not depend on the bucket order. x
+ * planes: one row per token (gate/up: row p / xdiv, xdiv = k) or per pair
+ * (down: xdiv = 1), in the weight order of the type (v4f_cuda_quant_rows).
+ * Rows per warp and pairs per pass: of (4, 4), (4, 2), (2, 8), (2, 4), (2,
+ * 2), (1, 8) and 8 rows per warp with 4 lanes per row, (4, 4) was the
+ * fastest on the H100 for evals of 64 to 256 tokens (docs/PERF_NOTES.md,
+ * session 17). */
 typedef struct mx_args {
     const void *const *tab;
     int32_t tab_off[V4F_CUDA_MVEXP_MATS];
@@ -900,12 +900,13 @@ typedef struct mx_args {
 } mx_args;
 
 #define MX_THREADS 128
-#define MX_RW_MAX 4 /* rows per warp (shared memory is sized for it) */
-#define MX_SMEM_MAX (96 * 1024) /* opted in above 48 KB (Q4_K gate/up: 74 KB) */
+#define MX_RW 4                          /* rows per warp */
+#define MX_ROWS (MX_THREADS / 32 * MX_RW) /* rows per CTA */
+#define MX_PASS 4                        /* pairs per pass over the rows */
+#define MX_SMEM_MAX (96 * 1024)          /* opted in above 40 KB (16 Q8_0 rows of 4096: 70 KB) */
 
-template <int T, int RW, int C>
-__global__ void __launch_bounds__(MX_THREADS, 4) k_mvexp(const __grid_constant__ mx_args a) {
-    constexpr int R = MX_THREADS / 32 * RW;
+template <int T> __global__ void __launch_bounds__(MX_THREADS, 4) k_mvexp(const __grid_constant__ mx_args a) {
+    constexpr int RW = MX_RW, C = MX_PASS, R = MX_ROWS;
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -1044,19 +1045,22 @@ static constexpr bool uses_planes(int type) {
 
 /* Split the distinct x of a batch into int8 planes (scratch slots) and point
  * each pair at its slot. */
+/* The index of x among the *n distinct pointers of seen, appended if new. */
+static int distinct_index(const float **seen, int *n, const float *x) {
+    int k = 0;
+    while (k < *n && seen[k] != x) k++;
+    if (k == *n) seen[(*n)++] = x;
+    return k;
+}
+
 static v4f_status prepare_planes(v4f_cuda *c, mv_args *a, int n, v4f_err *err) {
     qx_args q;
     memset(&q, 0, sizeof q);
     q.n_in = a->n_in;
     int n_uniq = 0;
     for (int i = 0; i < n; i++) {
-        int k = 0;
-        while (k < n_uniq && q.x[k] != a->p[i].x) k++;
-        if (k == n_uniq) {
-            q.x[k] = a->p[i].x;
-            q.q[k] = c->qx + (size_t)k * c->qx_slot_bytes;
-            n_uniq++;
-        }
+        const int k = distinct_index(q.x, &n_uniq, a->p[i].x);
+        q.q[k] = c->qx + (size_t)k * c->qx_slot_bytes;
         a->p[i].xq = q.q[k];
     }
     const int64_t groups = a->n_in / 32;
@@ -1236,8 +1240,36 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
     }
 }
 
+/* ---- int8-plane rows (several columns, expert by expert) ------------------ */
+
+size_t v4f_cuda_quant_row_bytes(int64_t n_in) { return qx_slot_bytes(n_in); }
+
 static v4f_status quant_rows(v4f_cuda *c, bool perm, const float *x, int64_t n, int64_t n_in, int64_t ldx, uint8_t *xq,
-                             v4f_err *err);
+                             v4f_err *err) {
+    if (!x || !xq || n < 0 || n > 65535 || n_in <= 0 || n_in % 32 != 0 || n_in > QX_MAX_IN || ldx < n_in ||
+        (uintptr_t)xq % 16 != 0)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: quant rows of %lld x %lld (ldx %lld)", (long long)n,
+                           (long long)n_in, (long long)ldx);
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    qx_args q;
+    memset(&q, 0, sizeof q);
+    q.x[0] = x;
+    q.q[0] = xq;
+    q.n_in = n_in;
+    q.ldx = ldx;
+    q.qstride = qx_slot_bytes(n_in);
+    q.perm = perm;
+    const dim3 grid((unsigned)((n_in / 32 + 7) / 8), (unsigned)n);
+    v4f_launch(k_quant_x, grid, 256, 0, c->stream, q);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+v4f_status v4f_cuda_quant_rows(v4f_cuda *c, uint32_t type, const float *x, int64_t n, int64_t n_in, int64_t ldx,
+                               uint8_t *xq, v4f_err *err) {
+    return quant_rows(c, type == V4F_TYPE_IQ2_XXS, x, n, n_in, ldx, xq, err);
+}
 
 int64_t v4f_cuda_matvec_cols_rows(const v4f_cuda *c, int64_t n_in) {
     return n_in > 0 && n_in <= QX_MAX_IN ? (int64_t)(c->qx_plane_bytes / qx_slot_bytes(n_in)) : 0;
@@ -1269,9 +1301,7 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     const float *ux[V4F_CUDA_MATVEC_MAX_BATCH];
     int nu = 0;
     for (int i = 0; i < n_mat; i++) {
-        int k = 0;
-        while (k < nu && ux[k] != x[i]) k++;
-        if (k == nu) ux[nu++] = x[i];
+        const int k = distinct_index(ux, &nu, x[i]);
         a.p[i].xq = c->qx + (size_t)k * n * slot;
         a.p[i].w = (const uint8_t *)w[i].data;
         a.p[i].y = y[i];
@@ -1306,45 +1336,12 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     return V4F_OK;
 }
 
-v4f_status v4f_cuda_quant_rows(v4f_cuda *c, uint32_t type, const float *x, int64_t n, int64_t n_in, int64_t ldx,
-                               uint8_t *xq, v4f_err *err) {
-    return quant_rows(c, type == V4F_TYPE_IQ2_XXS, x, n, n_in, ldx, xq, err);
-}
-
 /* ---- routed experts by expert (k_mvexp) ---------------------------------- */
 
-size_t v4f_cuda_quant_row_bytes(int64_t n_in) { return qx_slot_bytes(n_in); }
-
-static v4f_status quant_rows(v4f_cuda *c, bool perm, const float *x, int64_t n, int64_t n_in, int64_t ldx, uint8_t *xq,
-                             v4f_err *err) {
-    if (!x || !xq || n < 0 || n > 65535 || n_in <= 0 || n_in % 32 != 0 || n_in > QX_MAX_IN || ldx < n_in ||
-        (uintptr_t)xq % 16 != 0)
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: quant rows of %lld x %lld (ldx %lld)", (long long)n,
-                           (long long)n_in, (long long)ldx);
-    if (n == 0) return V4F_OK;
-    CUDA_TRY_DEVICE(c);
-    qx_args q;
-    memset(&q, 0, sizeof q);
-    q.x[0] = x;
-    q.q[0] = xq;
-    q.n_in = n_in;
-    q.ldx = ldx;
-    q.qstride = qx_slot_bytes(n_in);
-    q.perm = perm;
-    const dim3 grid((unsigned)((n_in / 32 + 7) / 8), (unsigned)n);
-    v4f_launch(k_quant_x, grid, 256, 0, c->stream, q);
-    CUDA_TRY_LAUNCH();
-    return V4F_OK;
-}
-
-/* shared-memory row stride: 16-byte aligned, and not a multiple of 32
- * bytes' worth of banks so that the 8 rows of a warp spread over them */
-static uint32_t mvexp_stride(uint64_t row_bytes) {
-    uint64_t rs = (row_bytes + 15) / 16 * 16;
-    if ((rs / 4) % 8 == 0) rs += 16;
-    return (uint32_t)rs;
-}
-static size_t mvexp_smem(int rows, uint64_t row_bytes) { return (size_t)rows * mvexp_stride(row_bytes) + MV_SMEM_SLACK; }
+/* shared-memory row stride: 16-byte aligned (cp.async destinations, Q4_K's
+ * 16-byte reads); a warp's lanes read one row at a time, so no padding */
+static uint32_t mvexp_stride(uint64_t row_bytes) { return (uint32_t)((row_bytes + 15) / 16 * 16); }
+static size_t mvexp_smem(uint64_t row_bytes) { return (size_t)MX_ROWS * mvexp_stride(row_bytes) + MV_SMEM_SLACK; }
 
 bool v4f_cuda_mvexp_ok(const v4f_cuda_mat *shape) {
     uint64_t packed;
@@ -1355,29 +1352,17 @@ bool v4f_cuda_mvexp_ok(const v4f_cuda_mat *shape) {
     /* row starts: Q4_K reads 16-byte words, Q2_K 4-byte words, the others 2-byte ones */
     if (shape->row_bytes % (shape->type == V4F_TYPE_Q4_K ? 16 : shape->type == V4F_TYPE_Q2_K ? 4 : 2) != 0)
         return false;
-    return mvexp_smem(MX_THREADS / 32 * MX_RW_MAX, shape->row_bytes) <= MX_SMEM_MAX;
+    return mvexp_smem(shape->row_bytes) <= MX_SMEM_MAX;
 }
 
-template <int T, int RW, int C>
-static v4f_status launch_mvexp(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
-    constexpr int R = MX_THREADS / 32 * RW;
-    const dim3 grid((unsigned)((a->n_out + R - 1) / R), (unsigned)max_act, (unsigned)n_mat);
-    const size_t smem = mvexp_smem(R, a->row_bytes);
-    static size_t opted; /* the largest size opted into so far */
-    if (smem > 48 * 1024 && smem > opted) {
-        CUDA_TRY(cudaFuncSetAttribute(k_mvexp<T, RW, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        opted = smem;
-    }
-    v4f_launch(k_mvexp<T, RW, C>, grid, MX_THREADS, smem, c->stream, *a);
+template <int T> static v4f_status launch_mvexp(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
+    static unsigned long long optin = 0;
+    const v4f_status st = v4f_smem_optin(c, k_mvexp<T>, MX_SMEM_MAX, &optin, err); /* the most any shape takes */
+    if (st != V4F_OK) return st;
+    const dim3 grid((unsigned)((a->n_out + MX_ROWS - 1) / MX_ROWS), (unsigned)max_act, (unsigned)n_mat);
+    v4f_launch(k_mvexp<T>, grid, MX_THREADS, mvexp_smem(a->row_bytes), c->stream, *a);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
-}
-
-/* 4 rows per warp, 4 pairs per pass: of (rows, pairs) = (4, 4), (4, 2), (2,
- * 8), (2, 4), (2, 2) and (1, 8) the fastest on the H100 for evals of 64 to
- * 256 tokens (docs/PERF_NOTES.md, session 17) */
-template <int T> static v4f_status launch_mvexp_t(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
-    return launch_mvexp<T, MX_RW_MAX, 4>(c, a, n_mat, max_act, err);
 }
 
 v4f_status v4f_cuda_matvec_experts(v4f_cuda *c, int n_mat, const v4f_cuda_mat *shape, const void *const *tab,
@@ -1409,10 +1394,10 @@ v4f_status v4f_cuda_matvec_experts(v4f_cuda *c, int n_mat, const v4f_cuda_mat *s
     a.rs = mvexp_stride(shape->row_bytes);
     CUDA_TRY_DEVICE(c);
     switch (shape->type) {
-    case V4F_TYPE_Q8_0: return launch_mvexp_t<V4F_TYPE_Q8_0>(c, &a, n_mat, max_act, err);
-    case V4F_TYPE_Q2_K: return launch_mvexp_t<V4F_TYPE_Q2_K>(c, &a, n_mat, max_act, err);
-    case V4F_TYPE_Q4_K: return launch_mvexp_t<V4F_TYPE_Q4_K>(c, &a, n_mat, max_act, err);
-    default: return launch_mvexp_t<V4F_TYPE_IQ2_XXS>(c, &a, n_mat, max_act, err);
+    case V4F_TYPE_Q8_0: return launch_mvexp<V4F_TYPE_Q8_0>(c, &a, n_mat, max_act, err);
+    case V4F_TYPE_Q2_K: return launch_mvexp<V4F_TYPE_Q2_K>(c, &a, n_mat, max_act, err);
+    case V4F_TYPE_Q4_K: return launch_mvexp<V4F_TYPE_Q4_K>(c, &a, n_mat, max_act, err);
+    default: return launch_mvexp<V4F_TYPE_IQ2_XXS>(c, &a, n_mat, max_act, err);
     }
 }
 
