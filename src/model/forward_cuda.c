@@ -156,10 +156,15 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * memory), full-q2, 8K context, evals of 32 / 64 / 96 / 128 / 192 / 256
  * tokens: 63.2 / 109.3 / 157.7 / 182.1 / 203.2 / 212.4 ms before, 64.2 /
  * 97.5 / 121.3 / 152.8 / 204.3 / 246.8 expert by expert
- * (docs/PERF_NOTES.md, session 17). V4F_CUDA_MVEXP_EVAL=N and
+ * (docs/PERF_NOTES.md, session 17). Since the grouped matmuls decode an
+ * IQ2_XXS group's header once and skip empty token tiles by a branch
+ * (session 18) the crossover is ~112 tokens: H200, 8K context, evals of
+ * 96 / 112 / 128 / 144 / 160 tokens 120.1 / 131.8 / 151.4 / 169.7 / 181.3
+ * ms expert by expert vs 127.3 / 132.6 / 145.0 / 155.6 / 159.6 grouped
+ * (not re-measured on the H100). V4F_CUDA_MVEXP_EVAL=N and
  * V4F_CUDA_MVEXP_MIN=N override them (EVAL 0: off). */
 #define GPU_MVEXP_MIN 32
-#define GPU_MVEXP_EVAL 160
+#define GPU_MVEXP_EVAL 112
 /* Chunks of 2..GPU_COLS_EVAL tokens multiply their dense quantized
  * matrices with the decode kernel, 4 x per weight read
  * (v4f_cuda_matvec_cols), instead of split-K tensor-core matmuls. H200,

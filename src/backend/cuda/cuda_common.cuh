@@ -144,6 +144,17 @@ static inline void v4f_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_
     (void)cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
+/* prmt.b32 as inline PTX. __byte_perm(a, b, s) promises to use only bits
+ * 0-2 of each selector nibble, so with a computed selector the compiler
+ * adds an AND with 0x7777 (or, seeing that only 16 selector bits are used,
+ * splits the selector arithmetic per half); callers whose selector nibbles
+ * have bit 3 clear (bit 3 asks prmt for sign replication) use this. */
+__device__ __forceinline__ uint32_t v4f_prmt(uint32_t a, uint32_t b, uint32_t sel) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+
 /* One mma.sync m16n8k16 with float32 accumulators c[4] (+=): A row-major
  * fragment a[4], B column-major fragment b[2], both f16 or both bf16
  * (sm_80+). */

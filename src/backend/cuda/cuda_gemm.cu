@@ -15,11 +15,12 @@
  *    (8 / WN) grid: each owns BNW / WN rows of W and BMT / (8 / WN) tokens
  *    (WN = 8: every W row dequantized once, all tokens per warp; WN = 4:
  *    each W row dequantized by two warps, half the X fragment reads per
- *    MMA). K is permuted inside every 32-element step so that the k slots
- *    a thread holds in its fragments stand for 8 consecutive elements;
- *    each thread dequantizes whole 8-element units of its own rows straight
- *    into A fragments (no f16 W tile, no ldmatrix), and reads its X
- *    fragment with one 16-byte load from the f16 X tile. Configurations
+ *    MMA). K is permuted (kpos) so that the k slots a thread holds in its
+ *    fragments at a step stand for 8 consecutive elements (IQ2_XXS: in
+ *    four consecutive steps the four units of one group, whose scale and
+ *    magnitudes are then decoded once); each thread dequantizes whole
+ *    8-element units of its own rows straight into A fragments (no f16 W
+ *    tile, no ldmatrix), and reads its X fragment with one 16-byte load from the f16 X tile. Configurations
  *    (W rows x tokens, warps, X staging; CFG_*): 256 x 64 8x1 for the routed
  *    experts (about 48 rows per expert; Q4_K with X through registers),
  *    128 x 128 4x2 with X through registers for large Q8_0 grids, 128 x 128
@@ -116,6 +117,8 @@ template <> struct grid_of<V4F_TYPE_IQ2_XXS> {
 /* The IQ2_XXS grid bytes take 3 values (quant_internal.h); the
  * tensor-core kernel relies on it (checked on the host, iq2_grid_ok). */
 constexpr uint32_t kIq2Mag[3] = {0x08, 0x19, 0x2b};
+/* the same as floats (scalar constants: device code may read them) */
+constexpr float kIq2M0 = (float)kIq2Mag[0], kIq2M1 = (float)kIq2Mag[1], kIq2M2 = (float)kIq2Mag[2];
 
 struct gemm_args {
     const uint8_t *w; /* dense: the matrix */
@@ -279,6 +282,37 @@ __device__ __forceinline__ uint32_t h22u(__half2 v) { return *(const uint32_t *)
 __device__ __forceinline__ uint32_t lds16(const uint8_t *p) { return *(const unsigned short *)p; }
 __device__ __forceinline__ uint32_t lds32(const uint8_t *p) { return *(const uint32_t *)p; }
 
+/* IQ2_XXS group g of a staged superblock (p: its first byte): the group's
+ * sign/scale word and its three magnitudes d_b {8, 25, 43} as f16 pairs
+ * t0 = {m0, m1}, t1 = {m2, 0}, each the reference float (quant_ref.c order)
+ * rounded to f16. Shared by the group's four 8-element units. */
+struct iq2_hdr {
+    uint32_t t0, t1;
+};
+__device__ __forceinline__ uint32_t iq2_aux(const uint8_t *p, int g) {
+    return lds16(p + 6 + 8 * g) | lds16(p + 8 + 8 * g) << 16;
+}
+__device__ __forceinline__ iq2_hdr iq2_head(const uint8_t *p, int g) {
+    iq2_hdr h;
+    const float db = __fmul_rn(__fmul_rn(h2f(lds16(p)), 0.5f + ubyte_f(iq2_aux(p, g) >> 28, 0)), 0.25f);
+    h.t0 = pack_h16(__fmul_rn(db, kIq2M0), __fmul_rn(db, kIq2M1));
+    h.t1 = pack_h16(__fmul_rn(db, kIq2M2), 0.f);
+    return h;
+}
+/* Unit l (elements 8l .. 8l + 7) of that group as 4 packed f16 pairs. */
+__device__ __forceinline__ uint4 iq2_unit(const uint8_t *p, int g, int l, const iq2_hdr &h, const iq2_tab_t &tab) {
+    const uint2 sel = tab.sel[p[2 + 8 * g + l]];
+    /* sign bits s_j of the 8 elements; pair p's f16 sign mask (bit 15 =
+     * s_2p, bit 31 = s_2p+1) is (s * (2^(15-2p) + 2^(30-2p))) & 0x80008000:
+     * the two shifted copies occupy disjoint bits, so no carries. The
+     * selectors' nibbles are <= 5 (bit 3 clear), as v4f_prmt needs. */
+    const uint32_t sg = ksign((iq2_aux(p, g) >> (7 * l)) & 127);
+    return make_uint4(v4f_prmt(h.t0, h.t1, sel.x) ^ ((sg * 0x40008000u) & 0x80008000u),
+                      v4f_prmt(h.t0, h.t1, sel.x >> 16) ^ ((sg * 0x10002000u) & 0x80008000u),
+                      v4f_prmt(h.t0, h.t1, sel.y) ^ ((sg * 0x04000800u) & 0x80008000u),
+                      v4f_prmt(h.t0, h.t1, sel.y >> 16) ^ ((sg * 0x01000200u) & 0x80008000u));
+}
+
 /* Elements [el, el + 8) of a staged row (p: the row's stage bytes, from
  * bs; el % 8 == 0, el < KC) as 4 packed f16 pairs: the reference floats
  * of quant_ref.c, rounded to f16. */
@@ -319,12 +353,12 @@ __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el, const typename t
         const uint32_t t1 = pack_h16(__fsub_rn(__fmul_rn(dl, 2.f), ml), __fsub_rn(__fmul_rn(dl, 3.f), ml));
         /* codes q_i in the low bits of each byte; a pair (q_a, q_b) picks
          * bytes {2 q_a, 2 q_a + 1, 2 q_b, 2 q_b + 1}: selector
-         * (q_a + 256 q_b) * 34 + 0x1010 */
+         * (q_a + 256 q_b) * 34 + 0x1010 (nibbles <= 7, as v4f_prmt needs) */
         const uint32_t c0 = (q0 >> (2 * s)) & 0x03030303u, c1 = (q1 >> (2 * s)) & 0x03030303u;
-        return make_uint4(__byte_perm(t0, t1, (c0 & 0xffffu) * 34u + 0x1010u),
-                          __byte_perm(t0, t1, (c0 >> 16) * 34u + 0x1010u),
-                          __byte_perm(t0, t1, (c1 & 0xffffu) * 34u + 0x1010u),
-                          __byte_perm(t0, t1, (c1 >> 16) * 34u + 0x1010u));
+        return make_uint4(v4f_prmt(t0, t1, (c0 & 0xffffu) * 34u + 0x1010u),
+                          v4f_prmt(t0, t1, (c0 >> 16) * 34u + 0x1010u),
+                          v4f_prmt(t0, t1, (c1 & 0xffffu) * 34u + 0x1010u),
+                          v4f_prmt(t0, t1, (c1 >> 16) * 34u + 0x1010u));
     } else if constexpr (T == V4F_TYPE_Q4_K) {
         const uint4 head = *(const uint4 *)p;
         const int j = el >> 5, l0 = el & 31;
@@ -352,21 +386,8 @@ __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el, const typename t
         }
         return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
     } else { /* IQ2_XXS */
-        const int g = el >> 5, l = (el >> 3) & 3;
-        const uint32_t aux = lds16(p + 6 + 8 * g) | lds16(p + 8 + 8 * g) << 16;
-        const float db =
-            __fmul_rn(__fmul_rn(h2f(lds16(p)), 0.5f + ubyte_f(aux >> 28, 0)), 0.25f);
-        const uint32_t t0 = pack_h16(__fmul_rn(db, (float)kIq2Mag[0]), __fmul_rn(db, (float)kIq2Mag[1]));
-        const uint32_t t1 = pack_h16(__fmul_rn(db, (float)kIq2Mag[2]), 0.f);
-        const uint2 sel = tab.sel[p[2 + 8 * g + l]];
-        /* sign bits s_j of the 8 elements; pair p's f16 sign mask (bit 15 =
-         * s_2p, bit 31 = s_2p+1) is (s * (2^(15-2p) + 2^(30-2p))) & 0x80008000:
-         * the two shifted copies occupy disjoint bits, so no carries */
-        const uint32_t sg = ksign((aux >> (7 * l)) & 127);
-        return make_uint4(__byte_perm(t0, t1, sel.x) ^ ((sg * 0x40008000u) & 0x80008000u),
-                          __byte_perm(t0, t1, sel.x >> 16) ^ ((sg * 0x10002000u) & 0x80008000u),
-                          __byte_perm(t0, t1, sel.y) ^ ((sg * 0x04000800u) & 0x80008000u),
-                          __byte_perm(t0, t1, sel.y >> 16) ^ ((sg * 0x01000200u) & 0x80008000u));
+        const int g = el >> 5;
+        return iq2_unit(p, g, (el >> 3) & 3, iq2_head(p, g), tab);
     }
 }
 
@@ -465,8 +486,8 @@ template <int BM, bool G> __device__ __forceinline__ bool find_tile(const gemm_a
 
 /* Fragment mapping of k_gemm_tc: the k slots a thread holds in its A and B
  * fragments ({2q, 2q+1, 2q+8, 2q+9} of each k16, q = lane % 4) stand for
- * the elements 8q .. 8q + 7 of the 32-element step, the same permutation
- * for A and B (a sum does not care). A: rows warp WR + 16 i + lane / 4
+ * the 8 elements from kpos(s, q) (8q .. 8q + 7 of the 32-element step
+ * except for IQ2_XXS), the same permutation for A and B. A: rows warp WR + 16 i + lane / 4
  * (+ 8) of the tile, from wdeq's 4 pairs {.x, .y} (k16 0) and {.z, .w}
  * (k16 1); B: token 8 n + lane / 4, one 16-byte load. Token n8 tiles with
  * no valid row skip their loads and MMAs; dense warps whose rows all lie
@@ -494,6 +515,21 @@ template <int T, int BNW, int BMT, bool XR> constexpr size_t tc_smem() {
     return tc_smem_for<T, BNW, BMT, XR>(tc_depth<T, BNW, BMT, XR>());
 }
 
+/* K order inside a W stage: the first of the 8 consecutive elements that
+ * the k slots of quad lane q (0..3) stand for at step s, the same for the A
+ * (W) and B (X) fragments (a sum does not care about the order).
+ * IQ2_XXS: the steps go in fours over 128 elements, slot q taking unit
+ * s % 4 of the block's group q, so a thread meets each of its groups in
+ * four consecutive steps and decodes the group's scale and magnitudes once
+ * (iq2_head) instead of once per unit; a W stage (256 elements) holds two
+ * such blocks. Other types: 32 s + 8 q. */
+template <int T> __device__ __forceinline__ int64_t kpos(int s, int q) {
+    if constexpr (T == V4F_TYPE_IQ2_XXS)
+        return (int64_t)128 * (s >> 2) + 32 * q + 8 * (s & 3);
+    else
+        return (int64_t)kBK * s + 8 * q;
+}
+
 /* WN warps along W's rows, 8 / WN along the tokens (a warp owns BNW / WN
  * rows and BMT / (8 / WN) tokens; WN < 8 dequantizes each W row in 8 / WN
  * warps but reads fewer X fragments per MMA). */
@@ -511,6 +547,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     constexpr int XU = BMT * UPR / kThreads; /* X units per thread */
     constexpr int WCH = BNW * F::CPR;        /* 16-byte chunks per W stage */
     constexpr int WPT = (WCH + kThreads - 1) / kThreads;
+    constexpr int KU = T == V4F_TYPE_IQ2_XXS ? 4 : 1; /* steps per unrolled group (kpos) */
     static_assert(WN * WM == kThreads / 32 && XU >= 1 && MT >= 1 && NT >= 1 && WR % 16 == 0 && TW % 8 == 0,
                   "tile shape");
 
@@ -541,13 +578,17 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int nsteps = (int)(a.n_in / kBK), nstages = (int)(a.n_in / F::KC);
     const uint8_t *wtile = t.w + (uint64_t)n0 * a.row_bytes;
 
+    /* X rows (KU > 1: the row start; every unit of a thread is in slot
+     * tid % UPR) and a step's offset from them (kpos) */
     const float *xsrc[XU];
+    const int xslot = tid % UPR;
+    auto xoff = [&](int step) -> int64_t { return KU == 1 ? (int64_t)step * kBK : kpos<T>(step, xslot); };
     bool xok[XU];
 #pragma unroll
     for (int i = 0; i < XU; i++) {
         const int u = tid + i * kThreads;
         xok[i] = u / UPR < nrow;
-        xsrc[i] = t.x + (t.r0 + (xok[i] ? u / UPR : 0)) * a.ldx + 8 * (u % UPR);
+        xsrc[i] = t.x + (t.r0 + (xok[i] ? u / UPR : 0)) * a.ldx + (KU == 1 ? 8 * (u % UPR) : 0);
     }
     float4 xr[XR ? XU : 1][2]; /* XR: X of the next step */
     auto xissue = [&](int step) {
@@ -556,8 +597,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int i = 0; i < XU; i++) {
             const int u = tid + i * kThreads;
             if (xok[i]) {
-                cp_async16(st + 8 * u, xsrc[i] + (int64_t)step * kBK);
-                cp_async16(st + 8 * u + 4, xsrc[i] + (int64_t)step * kBK + 4);
+                cp_async16(st + 8 * u, xsrc[i] + xoff(step));
+                cp_async16(st + 8 * u + 4, xsrc[i] + xoff(step) + 4);
             }
         }
     };
@@ -565,7 +606,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int i = 0; i < XU; i++)
             if (xok[i]) {
-                const float4 *src = (const float4 *)(xsrc[i] + (int64_t)step * kBK);
+                const float4 *src = (const float4 *)(xsrc[i] + xoff(step));
                 xr[XR ? i : 0][0] = __ldg(src);
                 xr[XR ? i : 0][1] = __ldg(src + 1);
             }
@@ -648,21 +689,33 @@ __global__ void __launch_bounds__(kThreads, 2)
     /* warp-uniform: rows of W (grouped: n_out is a tile multiple in
      * practice) and tokens to do */
     const bool wact = (G || wn * WR < ncol) && tok0 < nrow;
-    for (int s = 0; s < nsteps; s++) {
-        /* A fragments: rows wn WR + 16 i + lane / 4 (+ 8), elements 8q .. */
-        const int j = s / SPS;
-        const uint8_t *wb = wrow0 + (j % NW) * BNW * WROW + (int)(stage_byte<T>(j) & 15);
-        const int el = (s % SPS) * kBK + 8 * q;
-        uint4 wf[MT][2];
+    const int nact = wact ? min(NT, (nrow - tok0 + 7) / 8) : 0; /* token n8 tiles with rows (grouped) */
+    for (int s0 = 0; s0 < nsteps; s0 += KU) {
+        [[maybe_unused]] iq2_hdr hd[MT][2]; /* IQ2_XXS: the group headers of steps s0 .. s0 + 3 */
 #pragma unroll
-        for (int i = 0; i < MT; i++)
+        for (int u = 0; u < KU; u++) {
+            const int s = s0 + u;
+            /* A fragments: rows wn WR + 16 i + lane / 4 (+ 8), the 8 elements
+             * from kpos(s, q) */
+            const int j = s / SPS;
+            const uint8_t *wb = wrow0 + (j % NW) * BNW * WROW + (int)(stage_byte<T>(j) & 15);
+            uint4 wf[MT][2];
 #pragma unroll
-            for (int h = 0; h < 2; h++)
-                if (wact) wf[i][h] = wdeq<T>(wb + (16 * i + 8 * h) * WROW, el, s_tab);
-        const __half *bx = sx + (s & 1) * BMT * kBK + (tok0 + (lane >> 2)) * kBK + 8 * q;
+            for (int i = 0; i < MT; i++)
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            if (wact && tok0 + 8 * n < nrow) { /* warp-uniform */
+                for (int h = 0; h < 2; h++)
+                    if (wact) {
+                        const uint8_t *pr = wb + (16 * i + 8 * h) * WROW;
+                        if constexpr (T == V4F_TYPE_IQ2_XXS) {
+                            const int g = 4 * ((s0 >> 2) & 1) + q; /* kpos: group q of the 128-element block */
+                            if (u == 0) hd[i][h] = iq2_head(pr, g);
+                            wf[i][h] = iq2_unit(pr, g, u, hd[i][h], s_tab);
+                        } else {
+                            wf[i][h] = wdeq<T>(pr, (s % SPS) * kBK + 8 * q, s_tab); /* = kpos(s, q) in the stage */
+                        }
+                    }
+            const __half *bx = sx + (s & 1) * BMT * kBK + (tok0 + (lane >> 2)) * kBK + 8 * q;
+            auto mma_tile = [&](int n) { /* token n8 tile n (n a constant after unrolling) */
                 const uint4 xv = *(const uint4 *)(bx + 8 * n * kBK);
                 const uint32_t b0[2] = {xv.x, xv.y}, b1[2] = {xv.z, xv.w};
 #pragma unroll
@@ -672,18 +725,38 @@ __global__ void __launch_bounds__(kThreads, 2)
                     v4f_mma_f16(acc[i][n], a0, b0);
                     v4f_mma_f16(acc[i][n], a1, b1);
                 }
+            };
+            /* warp-uniform conditions. Grouped tiles often hold a few tokens:
+             * a partial tile leaves the loop by a branch instead of issuing
+             * NT predicated MMA groups (measured: the predicated form is
+             * faster for full tiles, the branch for tiles of 1-2 n8 rows) */
+            if constexpr (G) {
+                if (nact == NT) {
+#pragma unroll
+                    for (int n = 0; n < NT; n++) mma_tile(n);
+                } else {
+#pragma unroll
+                    for (int n = 0; n < NT; n++) {
+                        if (n >= nact) break;
+                        mma_tile(n);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < NT; n++)
+                    if (wact && tok0 + 8 * n < nrow) mma_tile(n);
             }
-        }
-        if (s + 1 < nsteps) {
-            if constexpr (XR) {
-                xstore((s + 1) & 1); /* read at step s - 1, before the last barrier */
-                if (s + 2 < nsteps) xload(s + 2);
+            if (s + 1 < nsteps) {
+                if constexpr (XR) {
+                    xstore((s + 1) & 1); /* read at step s - 1, before the last barrier */
+                    if (s + 2 < nsteps) xload(s + 2);
+                }
+                cp_async_wait<PD - 2>(); /* group s + 1 (own copies) */
+                if constexpr (!XR) xconvert((s + 1) & 1, s + 1);
+                issue(s + PD);
             }
-            cp_async_wait<PD - 2>(); /* group s + 1 (own copies) */
-            if constexpr (!XR) xconvert((s + 1) & 1, s + 1);
-            issue(s + PD);
+            __syncthreads();
         }
-        __syncthreads();
     }
     cp_async_wait<0>();
 

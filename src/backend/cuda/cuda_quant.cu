@@ -93,15 +93,6 @@ __device__ __forceinline__ float sbyte_f(uint32_t w_x80, int k) {
 
 __device__ __forceinline__ uint32_t ksign_mask(uint32_t k7) { return k7 | ((uint32_t)(__popc(k7) & 1) << 7); }
 
-/* prmt.b32 as inline PTX: __byte_perm lets the compiler see that only the
- * selector's low 16 bits are used and split the selector arithmetic per
- * half (2 more instructions per group of 8 weights in the SASS) */
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-    uint32_t d;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
-    return d;
-}
-
 /* IQ2_XXS on the int8-plane path, a group of 8 weights in about 15
  * integer instructions (was 21, session 12):
  *  - weight j's code sits in selector nibble iq2_nib(j) (0,2,4,6,1,3,5,7),
@@ -648,8 +639,8 @@ template <int T> __device__ __forceinline__ void unit_codes(const uint8_t *s, in
              * only the high half sees (masked there) */
             const uint32_t sel =
                 (gsel[(A >> (8 * l)) & 255] ^ ((k * IQ2_SIGN_SPREAD) & IQ2_SIGN_BITS)) + ((uint32_t)__popc(k) << 30);
-            w->c[2 * l] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, sel);
-            w->c[2 * l + 1] = prmt(IQ2_VAL_LO, IQ2_VAL_HI, (sel >> 16) & 0x7fffu);
+            w->c[2 * l] = v4f_prmt(IQ2_VAL_LO, IQ2_VAL_HI, sel);
+            w->c[2 * l + 1] = v4f_prmt(IQ2_VAL_LO, IQ2_VAL_HI, (sel >> 16) & 0x7fffu);
         }
         w->a = d * (0.5f + (float)(B >> 28)) * 0.25f;
     }
