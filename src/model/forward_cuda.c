@@ -161,7 +161,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * (session 18) the crossover is ~112 tokens: H200, 8K context, evals of
  * 96 / 112 / 128 / 144 / 160 tokens 120.1 / 131.8 / 151.4 / 169.7 / 181.3
  * ms expert by expert vs 127.3 / 132.6 / 145.0 / 155.6 / 159.6 grouped
- * (not re-measured on the H100). V4F_CUDA_MVEXP_EVAL=N and
+ * (H100: 128 / 160 tokens 154.3 / 182.7 vs 146.9 / 160.6). V4F_CUDA_MVEXP_EVAL=N and
  * V4F_CUDA_MVEXP_MIN=N override them (EVAL 0: off). */
 #define GPU_MVEXP_MIN 32
 #define GPU_MVEXP_EVAL 112
