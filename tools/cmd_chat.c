@@ -146,9 +146,8 @@ static int do_turn(chat_state *c, const char *msg) {
         fprintf(stderr, "prefill: %s\n", err.msg);
         return 1;
     }
-    uint64_t budget = c->n_ctx - v4f_session_pos(c->s) - 1;
-    if (c->n_max < budget) budget = c->n_max;
-    st = v4f_gen_generate(&g, budget, c->think, &r, &err);
+    /* one position stays free for the EOS that closes the turn */
+    st = v4f_gen_generate(&g, c->n_max, c->n_ctx - v4f_session_pos(c->s) - 1, c->think, &r, &err);
     fputc('\n', stdout);
     fflush(stdout);
     if (st) {
@@ -161,6 +160,9 @@ static int do_turn(chat_state *c, const char *msg) {
     c->last = r;
     c->turns++;
     if (!strcmp(r.stop_reason, "interrupted")) fprintf(stderr, "(stopped)\n");
+    if (!strcmp(r.stop_reason, "context_full"))
+        fprintf(stderr, "(context full at %llu tokens: the reply was cut; /reset to start over, or a larger --ctx)\n",
+                (unsigned long long)c->n_ctx);
     return 0;
 }
 

@@ -346,9 +346,8 @@ int cmd_run(int argc, char **argv) {
             g.next_pause = kv_next_pause;
             g.after_decode_ud = &kr;
         }
-        uint64_t budget = (uint64_t)n_ctx - v4f_session_pos(s);
-        if ((uint64_t)n_max < budget) budget = (uint64_t)n_max;
-        if (v4f_gen_generate(&g, budget, think, &res, &err)) {
+        const uint64_t room = (uint64_t)n_ctx - v4f_session_pos(s);
+        if (v4f_gen_generate(&g, (uint64_t)n_max, room, think, &res, &err)) {
             fprintf(stderr, "\nv4flash run: decode: %s\n", err.msg);
             goto restore;
         }

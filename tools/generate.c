@@ -144,21 +144,22 @@ static bool gen_emit_token(void *ud, int32_t t) {
         size_t bl = 0;
         if (v4f_tok_stream_push(e->ts, t, &b, &bl, NULL) == V4F_OK && bl) out_text(g->rmode, e->reasoning, b, bl);
     }
-    if (r->n_gen >= e->n_max) return !(e->done = true); /* stop_reason stays "max_tokens" */
+    if (r->n_gen >= e->n_max) return !(e->done = true); /* stop_reason set by v4f_gen_generate */
     if (e->push) hist_push(g->history, &t, 1);
     return true;
 }
 
-v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, bool reasoning, v4f_gen_result *r,
+v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, uint64_t n_room, bool reasoning, v4f_gen_result *r,
                             v4f_err *err) {
     const v4f_tok *tok = g->tok;
+    const char *at_limit = n_room < n_max ? "context_full" : "max_tokens";
+    if (n_room < n_max) n_max = n_room;
     gen_emit e = {.g = g, .r = r, .n_max = n_max, .reasoning = reasoning};
     e.eos = v4f_tok_eos(tok) >= 0 ? v4f_tok_eos(tok) : 1;
     e.think_end = v4f_tok_find(tok, V4F_CHAT_THINK_END, strlen(V4F_CHAT_THINK_END));
     e.ts = v4f_tok_stream_new(tok);
-    /* the caller bounds n_max by the remaining context */
     r->n_gen = 0;
-    r->stop_reason = "max_tokens";
+    r->stop_reason = at_limit; /* unless EOS or an interrupt ends it first */
     r->ended_with_eos = false;
     e.t0 = v4f_time_s();
     if (reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[2m", stdout);

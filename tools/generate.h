@@ -66,9 +66,11 @@ typedef struct v4f_gen_result {
  * TTY). Leaves the last position's logits in g->logits. */
 v4f_status v4f_gen_prefill(v4f_gen *g, const int32_t *ids, uint64_t n, v4f_gen_result *r,
                            v4f_err *err);
-/* Sample and stream up to n_max tokens (also bounded by the context);
+/* Sample and stream up to min(n_max, n_room) tokens: n_max is the caller's
+ * limit (-n), n_room what the context still holds. Stopping at n_room
+ * before n_max reports "context_full" (at n_max: "max_tokens");
  * `reasoning` = the reply starts inside a <think> block. */
-v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, bool reasoning, v4f_gen_result *r,
+v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, uint64_t n_room, bool reasoning, v4f_gen_result *r,
                             v4f_err *err);
 
 #endif /* V4F_TOOLS_GENERATE_H */

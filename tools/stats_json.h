@@ -31,7 +31,7 @@ typedef struct v4f_run_stats {
     const char *model;       /* path or "synthetic:PRESET" (may be NULL) */
     uint64_t n_ctx;
     int n_threads;
-    const char *stop_reason; /* "eos", "max_tokens", "interrupted", ... (may be NULL) */
+    const char *stop_reason; /* "eos", "max_tokens", "context_full", "interrupted" (may be NULL) */
 } v4f_run_stats;
 
 /* Peak resident set size of this process in bytes (VmHWM from

@@ -95,6 +95,39 @@ TEST(cli_run_tiny_fixture_stats) {
     CHECK(json_num(js, "load_s") >= 0);
 }
 
+/* json_num's companion for string fields: "key": "value" present */
+static bool json_has_str(const char *js, const char *key, const char *val) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\": \"%s\"", key, val);
+    return strstr(js, pat) != NULL;
+}
+
+/* A reply cut by the context says so (context_full), one cut by -n says
+ * max_tokens; greedy (pipelined) and sampled loops alike. The generated
+ * tokens fill the context exactly. */
+TEST(cli_run_stop_reasons) {
+    SKIP_NO_BIN();
+    const char *m = test_fixture_path("model/tiny-q2.gguf");
+    const char *cases[][3] = {{"-n 500 -c 48 --temp 0", "context_full", "48"},
+                              {"-n 500 -c 48 --temp 0.8 --seed 3", "context_full", "48"},
+                              {"-n 3 -c 48 --temp 0", "max_tokens", "0"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[1024], js_path[512];
+        snprintf(js_path, sizeof js_path, "%s/run-stop-%zu.json", test_tmp_dir(), i);
+        snprintf(args, sizeof args, "run -m %s -p 'Hello there' %s -q --no-think --stats-json %s", m,
+                 cases[i][0], js_path);
+        CHECK_EQ_INT(run_capture(args, NULL, 0), 0);
+        char *js = slurp(js_path);
+        REQUIRE(js);
+        CHECK_MSG(json_has_str(js, "stop_reason", cases[i][1]), "case %zu: %s", i, js);
+        const double prompt = json_num(js, "prompt_tokens"), gen = json_num(js, "gen_tokens");
+        if (atoi(cases[i][2]) > 0)
+            CHECK_NEAR(prompt + gen, atof(cases[i][2]), 0);
+        else
+            CHECK_NEAR(gen, 3, 0);
+    }
+}
+
 TEST(cli_run_seeded_sampling) {
     SKIP_NO_BIN();
     char a[1024], b[1024];
