@@ -20,7 +20,8 @@
  *    four consecutive steps the four units of one group, whose scale and
  *    magnitudes are then decoded once); each thread dequantizes whole
  *    8-element units of its own rows straight into A fragments (no f16 W
- *    tile, no ldmatrix), and reads its X fragment with one 16-byte load from the f16 X tile. Configurations
+ *    tile, no ldmatrix), and reads its X fragment with one 16-byte load
+ *    from the f16 X tile. Configurations
  *    (W rows x tokens, warps, X staging; CFG_*): 256 x 64 8x1 for the routed
  *    experts (about 48 rows per expert; Q4_K with X through registers),
  *    128 x 128 4x2 with X through registers for large Q8_0 grids, 128 x 128
@@ -282,10 +283,12 @@ __device__ __forceinline__ uint32_t h22u(__half2 v) { return *(const uint32_t *)
 __device__ __forceinline__ uint32_t lds16(const uint8_t *p) { return *(const unsigned short *)p; }
 __device__ __forceinline__ uint32_t lds32(const uint8_t *p) { return *(const uint32_t *)p; }
 
-/* IQ2_XXS group g of a staged superblock (p: its first byte): the group's
- * sign/scale word and its three magnitudes d_b {8, 25, 43} as f16 pairs
- * t0 = {m0, m1}, t1 = {m2, 0}, each the reference float (quant_ref.c order)
- * rounded to f16. Shared by the group's four 8-element units. */
+/* IQ2_XXS group g of a staged superblock (p: its first byte): its three
+ * magnitudes d_b {8, 25, 43} as f16 pairs t0 = {m0, m1}, t1 = {m2, 0}, each
+ * the reference float (quant_ref.c order) rounded to f16. Shared by the
+ * group's four 8-element units (the sign/scale word, iq2_aux, is re-read
+ * from shared memory per unit: holding it too cost the grouped 256 x 64
+ * kernel 24 bytes of spills). */
 struct iq2_hdr {
     uint32_t t0, t1;
 };
@@ -487,11 +490,12 @@ template <int BM, bool G> __device__ __forceinline__ bool find_tile(const gemm_a
 /* Fragment mapping of k_gemm_tc: the k slots a thread holds in its A and B
  * fragments ({2q, 2q+1, 2q+8, 2q+9} of each k16, q = lane % 4) stand for
  * the 8 elements from kpos(s, q) (8q .. 8q + 7 of the 32-element step
- * except for IQ2_XXS), the same permutation for A and B. A: rows warp WR + 16 i + lane / 4
- * (+ 8) of the tile, from wdeq's 4 pairs {.x, .y} (k16 0) and {.z, .w}
- * (k16 1); B: token 8 n + lane / 4, one 16-byte load. Token n8 tiles with
- * no valid row skip their loads and MMAs; dense warps whose rows all lie
- * past n_out skip theirs. */
+ * except for IQ2_XXS), the same permutation for A and B. A: rows
+ * warp WR + 16 i + lane / 4 (+ 8) of the tile, from the unit's 4 pairs
+ * {.x, .y} (k16 0) and {.z, .w} (k16 1); B: token 8 n + lane / 4, one
+ * 16-byte load. Token n8 tiles with no valid row skip their loads and MMAs
+ * (grouped: by a branch out of the loop; dense: predicated); dense warps
+ * whose rows all lie past n_out skip theirs. */
 /* Shared memory: with XR, X travels global -> registers (loaded one step
  * ahead) -> f16 tile, else through PD float32 X stages (cp.async); NW W
  * stages (stage j is written PD steps before its first use, which must
