@@ -200,29 +200,58 @@ static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n, int64_t n
  * memory (overflow experts on small cards), device ids chosen so every
  * entry is used, awkward n_out and a padded stride; pairs with shared and
  * distinct x. The expected matrix is resolved on the host. */
-#define IND_POOL 5
-#define IND_PAIRS 9
-static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, uint64_t pad, size_t x_off) {
-    mcase m[IND_POOL];
-    void *dw[IND_POOL], *host = NULL, *hdev = NULL;
-    const void *ptrs[2 * IND_POOL];
-    for (int k = 0; k < IND_POOL; k++) {
-        mcase_make(&m[k], type, n_in, n_out, pad, 0, 0);
-        const size_t bytes = (size_t)(n_out * m[k].row_bytes);
-        if (k == 2) { /* host-mapped */
-            TRY(v4f_cuda_host_alloc(c, bytes, &host, &hdev, err));
-            memcpy(host, m[k].hw, bytes);
-            dw[k] = hdev;
+/* A pool of expert matrices as the indirect kernels read them: n random
+ * matrices, entry host_k in pinned host-mapped memory (an overflow expert
+ * on a small card), the others on the device, behind a device table of two
+ * halves (entry k, then entry perm2[k]: the "up" matrices of a second
+ * layer or of gate/up pairs). */
+#define XPOOL_MAX 8
+typedef struct xpool {
+    int n, host_k;
+    mcase m[XPOOL_MAX];
+    void *dw[XPOOL_MAX], *host, *dtab;
+} xpool;
+
+static void xpool_make(v4f_cuda *c, xpool *p, int n, int host_k, const int *perm2, uint32_t type, int64_t n_in,
+                       int64_t n_out, uint64_t pad) {
+    p->n = n, p->host_k = host_k, p->host = NULL;
+    const void *ptrs[2 * XPOOL_MAX];
+    for (int k = 0; k < n; k++) {
+        mcase_make(&p->m[k], type, n_in, n_out, pad, 0, 0);
+        const size_t bytes = (size_t)(n_out * p->m[k].row_bytes);
+        if (k == host_k) {
+            void *hdev = NULL;
+            TRY(v4f_cuda_host_alloc(c, bytes, &p->host, &hdev, err));
+            memcpy(p->host, p->m[k].hw, bytes);
+            p->dw[k] = hdev;
         } else {
-            TRY(v4f_cuda_alloc(c, bytes, &dw[k], err));
-            TRY(v4f_cuda_upload(c, dw[k], m[k].hw, bytes, err));
+            TRY(v4f_cuda_alloc(c, bytes, &p->dw[k], err));
+            TRY(v4f_cuda_upload(c, p->dw[k], p->m[k].hw, bytes, err));
         }
     }
+    for (int k = 0; k < n; k++) ptrs[k] = p->dw[k], ptrs[n + k] = p->dw[perm2[k]];
+    TRY(v4f_cuda_alloc(c, 2 * (size_t)n * sizeof(void *), &p->dtab, err));
+    TRY(v4f_cuda_upload(c, p->dtab, ptrs, 2 * (size_t)n * sizeof(void *), err));
+}
+
+static void xpool_free(v4f_cuda *c, xpool *p) {
+    v4f_cuda_free(c, p->dtab);
+    for (int k = 0; k < p->n; k++) {
+        if (k != p->host_k) v4f_cuda_free(c, p->dw[k]);
+        mcase_free(&p->m[k]);
+    }
+    v4f_cuda_host_free(c, p->host);
+}
+
+#define IND_POOL 5
+#define IND_PAIRS 9
+_Static_assert(IND_POOL <= XPOOL_MAX, "pool size");
+static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, uint64_t pad, size_t x_off) {
     static const int perm2[IND_POOL] = {3, 0, 4, 2, 1};
-    for (int k = 0; k < IND_POOL; k++) ptrs[k] = dw[k], ptrs[IND_POOL + k] = dw[perm2[k]];
-    void *dtab, *dids;
-    TRY(v4f_cuda_alloc(c, sizeof ptrs, &dtab, err));
-    TRY(v4f_cuda_upload(c, dtab, ptrs, sizeof ptrs, err));
+    xpool pool;
+    xpool_make(c, &pool, IND_POOL, 2, perm2, type, n_in, n_out, pad); /* entry 2 host-mapped */
+    const mcase *m = pool.m;
+    void *dids;
     int32_t ids[6];
     for (int s = 0; s < 6; s++) ids[s] = (int32_t)(rnd_u64() % IND_POOL);
     ids[0] = 2, ids[3] = 2; /* the host-mapped one, in both layers' positions */
@@ -251,7 +280,7 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
         ys[i] = (float *)dy + i * n_out;
     }
     const v4f_cuda_mat shape = {NULL, type, n_in, n_out, m[0].row_bytes};
-    TRY(v4f_cuda_matvec_indirect(c, IND_PAIRS, &shape, (const void *const *)dtab, (const int32_t *)dids, tab_off,
+    TRY(v4f_cuda_matvec_indirect(c, IND_PAIRS, &shape, (const void *const *)pool.dtab, (const int32_t *)dids, tab_off,
                                  slot, xs, ys, err));
     float *y = v4f_xmalloc((size_t)(IND_PAIRS * n_out) * sizeof(float));
     TRY(v4f_cuda_download(c, y, dy, (size_t)(IND_PAIRS * n_out) * sizeof(float), err));
@@ -268,12 +297,7 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
         free(hx[k]);
     }
     v4f_cuda_free(c, dids);
-    v4f_cuda_free(c, dtab);
-    for (int k = 0; k < IND_POOL; k++) {
-        if (k != 2) v4f_cuda_free(c, dw[k]);
-        mcase_free(&m[k]);
-    }
-    v4f_cuda_host_free(c, host);
+    xpool_free(c, &pool);
 }
 
 /* Several x per matrix (v4f_cuda_matvec_cols), as short evals' dense
@@ -336,26 +360,14 @@ static void run_cols(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, in
  * kernel pass takes), outputs in a padded stride. The bucketing (offsets,
  * pair lists in a shuffled order, the active list) is made on the host. */
 #define MX_POOL 7
+_Static_assert(MX_POOL <= XPOOL_MAX, "pool size");
 static void run_mvexp(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, int n_tok, int k, int xdiv) {
     const int np = n_tok * k;
-    mcase m[MX_POOL];
-    void *dw[MX_POOL], *host = NULL, *hdev = NULL;
-    const void *ptrs[2 * MX_POOL];
-    for (int i = 0; i < MX_POOL; i++) {
-        mcase_make(&m[i], type, n_in, n_out, 0, 0, 0);
-        const size_t bytes = (size_t)(n_out * m[i].row_bytes);
-        if (i == 3) {
-            TRY(v4f_cuda_host_alloc(c, bytes, &host, &hdev, err));
-            memcpy(host, m[i].hw, bytes);
-            dw[i] = hdev;
-        } else {
-            TRY(v4f_cuda_alloc(c, bytes, &dw[i], err));
-            TRY(v4f_cuda_upload(c, dw[i], m[i].hw, bytes, err));
-        }
-    }
     /* table half 1: another permutation of the pool (the "up" matrices) */
     static const int perm2[MX_POOL] = {4, 6, 0, 3, 1, 5, 2};
-    for (int i = 0; i < MX_POOL; i++) ptrs[i] = dw[i], ptrs[MX_POOL + i] = dw[perm2[i]];
+    xpool pool;
+    xpool_make(c, &pool, MX_POOL, 3, perm2, type, n_in, n_out, 0); /* entry 3 host-mapped */
+    const mcase *m = pool.m;
     const v4f_cuda_mat shape = {NULL, type, n_in, n_out, m[0].row_bytes};
     if (!v4f_cuda_mvexp_ok(&shape)) {
         fprintf(stderr, "FAIL mvexp_ok false for %s %lld x %lld\n", v4f_type_name(type), (long long)n_out,
@@ -382,15 +394,13 @@ static void run_mvexp(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, i
     }
     offs[MX_POOL] = at;
     act[0] = na;
-    void *doffs, *dact, *delist, *dtab;
+    void *doffs, *dact, *delist;
     TRY(v4f_cuda_alloc(c, sizeof offs, &doffs, err));
     TRY(v4f_cuda_upload(c, doffs, offs, sizeof offs, err));
     TRY(v4f_cuda_alloc(c, sizeof act, &dact, err));
     TRY(v4f_cuda_upload(c, dact, act, sizeof act, err));
     TRY(v4f_cuda_alloc(c, (size_t)np * sizeof(int32_t), &delist, err));
     TRY(v4f_cuda_upload(c, delist, elist, (size_t)np * sizeof(int32_t), err));
-    TRY(v4f_cuda_alloc(c, sizeof ptrs, &dtab, err));
-    TRY(v4f_cuda_upload(c, dtab, ptrs, sizeof ptrs, err));
     /* x rows: one per token (xdiv = k) or per pair (xdiv = 1), stride n_in + 32 */
     const int nx = np / xdiv;
     const int64_t ldx = n_in + 32;
@@ -407,7 +417,7 @@ static void run_mvexp(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, i
     TRY(v4f_cuda_memset(c, dy, 0xff, (size_t)(n_mat * np * ldy) * sizeof(float), err)); /* NaN poison */
     const int32_t tab_off[2] = {0, MX_POOL};
     float *ys[2] = {(float *)dy, (float *)dy + np * ldy};
-    TRY(v4f_cuda_matvec_experts(c, n_mat, &shape, (const void *const *)dtab, tab_off, dact, doffs, delist,
+    TRY(v4f_cuda_matvec_experts(c, n_mat, &shape, (const void *const *)pool.dtab, tab_off, dact, doffs, delist,
                                 np < MX_POOL ? np : MX_POOL, dq, xdiv, ys, ldy, err));
     float *y = v4f_xmalloc((size_t)(n_mat * np * ldy) * sizeof(float));
     TRY(v4f_cuda_download(c, y, dy, (size_t)(n_mat * np * ldy) * sizeof(float), err));
@@ -424,15 +434,10 @@ static void run_mvexp(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, i
     v4f_cuda_free(c, dy);
     v4f_cuda_free(c, dq);
     v4f_cuda_free(c, dx);
-    v4f_cuda_free(c, dtab);
     v4f_cuda_free(c, delist);
     v4f_cuda_free(c, dact);
     v4f_cuda_free(c, doffs);
-    for (int i = 0; i < MX_POOL; i++) {
-        if (i != 3) v4f_cuda_free(c, dw[i]);
-        mcase_free(&m[i]);
-    }
-    v4f_cuda_host_free(c, host);
+    xpool_free(c, &pool);
 }
 
 static void conformance(v4f_cuda *c) {
