@@ -318,9 +318,9 @@ __device__ __forceinline__ uint4 iq2_unit(const uint8_t *p, int g, int l, const 
 
 /* Elements [el, el + 8) of a staged row (p: the row's stage bytes, from
  * bs; el % 8 == 0, el < KC) as 4 packed f16 pairs: the reference floats
- * of quant_ref.c, rounded to f16. */
-template <int T>
-__device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el, const typename tab_of<T>::type &tab) {
+ * of quant_ref.c, rounded to f16. IQ2_XXS goes through iq2_head /
+ * iq2_unit instead (its units share a group header, kpos). */
+template <int T> __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el) {
     if constexpr (T == V4F_TYPE_F16) {
         return *(const uint4 *)(p + 2 * el); /* f16 -> float -> f16 is the identity */
     } else if constexpr (T == V4F_TYPE_Q8_0) {
@@ -388,9 +388,9 @@ __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el, const typename t
             v[4 + i] = __fsub_rn(__fmul_rn(dl, ubyte_f(n1, i)), ml);
         }
         return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
-    } else { /* IQ2_XXS */
-        const int g = el >> 5;
-        return iq2_unit(p, g, (el >> 3) & 3, iq2_head(p, g), tab);
+    } else {
+        static_assert(T < 0, "no wdeq for this type (IQ2_XXS: iq2_head / iq2_unit)");
+        return make_uint4(0, 0, 0, 0);
     }
 }
 
@@ -715,7 +715,7 @@ __global__ void __launch_bounds__(kThreads, 2)
                             if (u == 0) hd[i][h] = iq2_head(pr, g);
                             wf[i][h] = iq2_unit(pr, g, u, hd[i][h], s_tab);
                         } else {
-                            wf[i][h] = wdeq<T>(pr, (s % SPS) * kBK + 8 * q, s_tab); /* = kpos(s, q) in the stage */
+                            wf[i][h] = wdeq<T>(pr, (s % SPS) * kBK + 8 * q); /* = kpos(s, q) in the stage */
                         }
                     }
             const __half *bx = sx + (s & 1) * BMT * kBK + (tok0 + (lane >> 2)) * kBK + 8 * q;
@@ -926,7 +926,6 @@ static v4f_status tile_grid(bool grouped, int64_t m_tiles, int64_t n_tiles, int 
                     : dim3((unsigned)m_tiles, (unsigned)n_tiles, (unsigned)groups);
     return V4F_OK;
 }
-
 
 /* m_tiles: token tiles (dense) or the bound on (expert, token tile) pairs
  * (grouped); groups: block-diagonal groups. */
