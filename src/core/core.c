@@ -305,6 +305,11 @@ long v4f_env_long(const char *name, long dflt) {
     return e && *e ? strtol(e, NULL, 10) : dflt;
 }
 
+uint32_t v4f_env_u32(const char *name, long dflt, long lo, long hi) {
+    const long v = v4f_env_long(name, dflt);
+    return (uint32_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
 int32_t v4f_argmax_f32_except(float *x, uint32_t n, int32_t except) {
     if (except < 0 || (uint32_t)except >= n) return v4f_argmax_f32(x, n);
     const float keep = x[except];

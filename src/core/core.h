@@ -111,6 +111,9 @@ double v4f_time_s(void); /* monotonic seconds */
  * dflt when NAME is unset or empty. */
 bool v4f_env_off(const char *name);
 long v4f_env_long(const char *name, long dflt);
+/* v4f_env_long clamped to [lo, hi] (0 <= lo <= hi <= UINT32_MAX): the
+ * bounded token counts of the path-choice knobs. */
+uint32_t v4f_env_u32(const char *name, long dflt, long lo, long hi);
 
 /* Greedy argmax of x[0..n): the lowest id of the largest value; NaN never
  * wins; only -inf and NaN: the first non-NaN id; all NaN (or n = 0): 0. */

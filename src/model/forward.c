@@ -533,10 +533,7 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
     if (n_fit < N) N = n_fit < 16 ? 16 : (uint32_t)n_fit;
     if (o->max_chunk > 0 && o->max_chunk < N) N = o->max_chunk;
     s->chunk = N;
-    {
-        const long v = v4f_env_long("V4F_CPU_SHORT_EVAL", CPU_SHORT_EVAL);
-        s->short_max = v < 0 ? 0 : v > 4096 ? 4096 : (uint32_t)v;
-    }
+    s->short_max = v4f_env_u32("V4F_CPU_SHORT_EVAL", CPU_SHORT_EVAL, 0, 4096);
     size_t bytes = layout_scratch(s, NULL, N);
     s->arena = v4f_aligned_alloc(bytes);
     if (!s->arena) {

@@ -1138,10 +1138,7 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     if ((st = place_experts(g, err))) goto fail;
     apply_place(g, 0); /* after place_experts: it fills the placements' tables */
     if ((st = scratch_init(g, err))) goto fail;
-    {
-        const long v = v4f_env_long("V4F_CUDA_FLEX_MIN", 2 * (long)N);
-        g->flex_min = v < 1 ? 1 : v > (long)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
-    }
+    g->flex_min = v4f_env_u32("V4F_CUDA_FLEX_MIN", 2 * (long)N, 1, (long)UINT32_MAX);
     if (!v4f_env_off("V4F_CUDA_FORK")) {
         v4f_err e2 = {0};
         g->fork = v4f_cuda_fork_init(g->c, &e2) == V4F_OK;
@@ -1170,18 +1167,11 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
                                       err)))
             goto fail;
     }
-    {
-        const long v = v4f_env_long("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL);
-        g->short_max = v < 0 ? 0 : v > GPU_SHORT_MAX ? GPU_SHORT_MAX : (uint32_t)v;
-        const long p = v4f_env_long("V4F_CUDA_PAIR_EVAL", GPU_PAIR_EVAL);
-        g->pair_max = p < 0 ? 0 : p > INT32_MAX ? INT32_MAX : (uint32_t)p;
-        const long mx = v4f_env_long("V4F_CUDA_MVEXP_EVAL", GPU_MVEXP_EVAL);
-        g->mx_max = mx < 0 ? 0 : mx > 65535 ? 65535 : (uint32_t)mx;
-        const long mn = v4f_env_long("V4F_CUDA_MVEXP_MIN", GPU_MVEXP_MIN);
-        g->mx_min = mn < 1 ? 1 : mn > 65535 ? 65535 : (uint32_t)mn;
-        const long cm = v4f_env_long("V4F_CUDA_COLS_EVAL", GPU_COLS_EVAL);
-        g->cols_max = cm < 0 ? 0 : cm > 32 ? 32 : (uint32_t)cm;
-    }
+    g->short_max = v4f_env_u32("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL, 0, GPU_SHORT_MAX);
+    g->pair_max = v4f_env_u32("V4F_CUDA_PAIR_EVAL", GPU_PAIR_EVAL, 0, INT32_MAX);
+    g->mx_max = v4f_env_u32("V4F_CUDA_MVEXP_EVAL", GPU_MVEXP_EVAL, 0, 65535);
+    g->mx_min = v4f_env_u32("V4F_CUDA_MVEXP_MIN", GPU_MVEXP_MIN, 1, 65535);
+    g->cols_max = v4f_env_u32("V4F_CUDA_COLS_EVAL", GPU_COLS_EVAL, 0, 32);
     {
         const char *pe = getenv("V4F_PROFILE");
         if (pe && pe[0] && strcmp(pe, "0") != 0 &&
