@@ -16,14 +16,16 @@
  *    (WN = 8: every W row dequantized once, all tokens per warp; WN = 4:
  *    each W row dequantized by two warps, half the X fragment reads per
  *    MMA). K is permuted (kpos) so that the k slots a thread holds in its
- *    fragments at a step stand for 8 consecutive elements (IQ2_XXS: in
- *    four consecutive steps the four units of one group, whose scale and
- *    magnitudes are then decoded once); each thread dequantizes whole
- *    8-element units of its own rows straight into A fragments (no f16 W
- *    tile, no ldmatrix), and reads its X fragment with one 16-byte load
- *    from the f16 X tile. Configurations
+ *    fragments at a step stand for 8 consecutive elements (IQ2_XXS and
+ *    grouped Q4_K: in four consecutive steps the four units of one
+ *    32-element group, grouped Q2_K: in two steps the two units of one
+ *    16-element sub-block, whose header is then decoded once); each
+ *    thread dequantizes whole 8-element units of its own rows straight
+ *    into A fragments (no f16 W tile, no ldmatrix), and reads its X
+ *    fragment with one 16-byte load from the f16 X tile. Configurations
  *    (W rows x tokens, warps, X staging; CFG_*): 256 x 64 8x1 for the routed
- *    experts (about 48 rows per expert; Q4_K with X through registers),
+ *    experts (about 48 rows per expert; Q4_K, and Q2_K from 32 rows per
+ *    expert, with X through registers),
  *    128 x 128 4x2 with X through registers for large Q8_0 grids, 128 x 128
  *    8x1 for other dense shapes, 128 x 64 8x1 for small grids.
  *    K steps by 32, with one barrier per step. W (and X unless XR) arrive
@@ -316,10 +318,69 @@ __device__ __forceinline__ uint4 iq2_unit(const uint8_t *p, int g, int l, const 
                       v4f_prmt(h.t0, h.t1, sel.y >> 16) ^ ((sg * 0x01000200u) & 0x80008000u));
 }
 
+/* Q2_K 16-element sub-block sb of a staged superblock (p: its first
+ * byte): the four values q = 0..3 take, dl q - ml in the reference's
+ * float32 operations, rounded to f16: {v0, v1}, {v2, v3}. Shared by the
+ * sub-block's two 8-element units. */
+__device__ __forceinline__ uint2 q2k_head(const uint8_t *p, int sb) {
+    const uint32_t sc = p[sb], dd = lds32(p + 80);
+    const float dl = __fmul_rn(h2f(dd), ubyte_f(sc & 15, 0));
+    const float ml = __fmul_rn(h2f(dd >> 16), ubyte_f(sc >> 4, 0));
+    return make_uint2(pack_h16(__fsub_rn(__fmul_rn(dl, 0.f), ml), __fsub_rn(__fmul_rn(dl, 1.f), ml)),
+                      pack_h16(__fsub_rn(__fmul_rn(dl, 2.f), ml), __fsub_rn(__fmul_rn(dl, 3.f), ml)));
+}
+/* Elements [el, el + 8) (el % 8 == 0) of that superblock from their
+ * sub-block's values t. */
+__device__ __forceinline__ uint4 q2k_unit(const uint8_t *p, int el, uint2 t) {
+    const int h = el >> 7, s = (el >> 5) & 3, l0 = el & 31;
+    const uint32_t q0 = lds32(p + 16 + 32 * h + l0), q1 = lds32(p + 20 + 32 * h + l0);
+    /* codes q_i in the low bits of each byte; a pair (q_a, q_b) picks
+     * bytes {2 q_a, 2 q_a + 1, 2 q_b, 2 q_b + 1}: selector
+     * (q_a + 256 q_b) * 34 + 0x1010 (nibbles <= 7, as v4f_prmt needs) */
+    const uint32_t c0 = (q0 >> (2 * s)) & 0x03030303u, c1 = (q1 >> (2 * s)) & 0x03030303u;
+    return make_uint4(v4f_prmt(t.x, t.y, (c0 & 0xffffu) * 34u + 0x1010u),
+                      v4f_prmt(t.x, t.y, (c0 >> 16) * 34u + 0x1010u),
+                      v4f_prmt(t.x, t.y, (c1 & 0xffffu) * 34u + 0x1010u),
+                      v4f_prmt(t.x, t.y, (c1 >> 16) * 34u + 0x1010u));
+}
+/* Q4_K 32-element sub-block j of a staged superblock (p: its first byte):
+ * its scale and min as the reference floats {dl, ml}. Shared by the
+ * sub-block's four 8-element units. */
+__device__ __forceinline__ float2 q4k_head(const uint8_t *p, int j) {
+    const uint4 head = *(const uint4 *)p;
+    /* scales[i] = byte i of head.y, head.z, head.w */
+#define SB(i) ((((i) < 4 ? head.y : (i) < 8 ? head.z : head.w) >> (8 * ((i) & 3))) & 255u)
+    uint32_t sc, m;
+    if (j < 4) {
+        sc = SB(j) & 63;
+        m = SB(j + 4) & 63;
+    } else {
+        sc = (SB(j + 4) & 15) | ((SB(j - 4) >> 6) << 4);
+        m = (SB(j + 4) >> 4) | ((SB(j) >> 6) << 4);
+    }
+#undef SB
+    return make_float2(__fmul_rn(h2f(head.x), ubyte_f(sc, 0)), __fmul_rn(h2f(head.x >> 16), ubyte_f(m, 0)));
+}
+/* Elements [el, el + 8) (el % 8 == 0) of that superblock, dl q - ml. */
+__device__ __forceinline__ uint4 q4k_unit(const uint8_t *p, int el, float2 dm) {
+    const int j = el >> 5, l0 = el & 31;
+    const uint2 q = *(const uint2 *)(p + 16 + 32 * (j >> 1) + l0);
+    const int sh = 4 * (j & 1);
+    const uint32_t n0 = (q.x >> sh) & 0x0f0f0f0fu, n1 = (q.y >> sh) & 0x0f0f0f0fu;
+    float v[8];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        v[i] = __fsub_rn(__fmul_rn(dm.x, ubyte_f(n0, i)), dm.y);
+        v[4 + i] = __fsub_rn(__fmul_rn(dm.x, ubyte_f(n1, i)), dm.y);
+    }
+    return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
+}
+
 /* Elements [el, el + 8) of a staged row (p: the row's stage bytes, from
  * bs; el % 8 == 0, el < KC) as 4 packed f16 pairs: the reference floats
  * of quant_ref.c, rounded to f16. IQ2_XXS goes through iq2_head /
- * iq2_unit instead (its units share a group header, kpos). */
+ * iq2_unit instead (its units share a group header, kpos); grouped Q2_K /
+ * Q4_K call their _head once per KU units. */
 template <int T> __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el) {
     if constexpr (T == V4F_TYPE_F16) {
         return *(const uint4 *)(p + 2 * el); /* f16 -> float -> f16 is the identity */
@@ -346,48 +407,9 @@ template <int T> __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el)
                           h22u(__hmul2(__hsub2(u2h2(__byte_perm(q1, 0x64646464u, 0x4140)), off), d2)),
                           h22u(__hmul2(__hsub2(u2h2(__byte_perm(q1, 0x64646464u, 0x4342)), off), d2)));
     } else if constexpr (T == V4F_TYPE_Q2_K) {
-        const int h = el >> 7, s = (el >> 5) & 3, l0 = el & 31;
-        const uint32_t q0 = lds32(p + 16 + 32 * h + l0), q1 = lds32(p + 20 + 32 * h + l0);
-        const uint32_t sc = p[8 * h + 2 * s + (l0 >= 16)], dd = lds32(p + 80);
-        const float dl = __fmul_rn(h2f(dd), ubyte_f(sc & 15, 0));
-        const float ml = __fmul_rn(h2f(dd >> 16), ubyte_f(sc >> 4, 0));
-        /* the 4 values of q = 0..3, rounded: t0 = {v0, v1}, t1 = {v2, v3} */
-        const uint32_t t0 = pack_h16(__fsub_rn(__fmul_rn(dl, 0.f), ml), __fsub_rn(__fmul_rn(dl, 1.f), ml));
-        const uint32_t t1 = pack_h16(__fsub_rn(__fmul_rn(dl, 2.f), ml), __fsub_rn(__fmul_rn(dl, 3.f), ml));
-        /* codes q_i in the low bits of each byte; a pair (q_a, q_b) picks
-         * bytes {2 q_a, 2 q_a + 1, 2 q_b, 2 q_b + 1}: selector
-         * (q_a + 256 q_b) * 34 + 0x1010 (nibbles <= 7, as v4f_prmt needs) */
-        const uint32_t c0 = (q0 >> (2 * s)) & 0x03030303u, c1 = (q1 >> (2 * s)) & 0x03030303u;
-        return make_uint4(v4f_prmt(t0, t1, (c0 & 0xffffu) * 34u + 0x1010u),
-                          v4f_prmt(t0, t1, (c0 >> 16) * 34u + 0x1010u),
-                          v4f_prmt(t0, t1, (c1 & 0xffffu) * 34u + 0x1010u),
-                          v4f_prmt(t0, t1, (c1 >> 16) * 34u + 0x1010u));
+        return q2k_unit(p, el, q2k_head(p, el >> 4));
     } else if constexpr (T == V4F_TYPE_Q4_K) {
-        const uint4 head = *(const uint4 *)p;
-        const int j = el >> 5, l0 = el & 31;
-        const uint2 q = *(const uint2 *)(p + 16 + 32 * (j >> 1) + l0);
-        /* scales[i] = byte i of head.y, head.z, head.w */
-#define SB(i) ((((i) < 4 ? head.y : (i) < 8 ? head.z : head.w) >> (8 * ((i) & 3))) & 255u)
-        uint32_t sc, m;
-        if (j < 4) {
-            sc = SB(j) & 63;
-            m = SB(j + 4) & 63;
-        } else {
-            sc = (SB(j + 4) & 15) | ((SB(j - 4) >> 6) << 4);
-            m = (SB(j + 4) >> 4) | ((SB(j) >> 6) << 4);
-        }
-#undef SB
-        const float dl = __fmul_rn(h2f(head.x), ubyte_f(sc, 0));
-        const float ml = __fmul_rn(h2f(head.x >> 16), ubyte_f(m, 0));
-        const int sh = 4 * (j & 1);
-        const uint32_t n0 = (q.x >> sh) & 0x0f0f0f0fu, n1 = (q.y >> sh) & 0x0f0f0f0fu;
-        float v[8];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            v[i] = __fsub_rn(__fmul_rn(dl, ubyte_f(n0, i)), ml);
-            v[4 + i] = __fsub_rn(__fmul_rn(dl, ubyte_f(n1, i)), ml);
-        }
-        return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
+        return q4k_unit(p, el, q4k_head(p, el >> 5));
     } else {
         static_assert(T < 0, "no wdeq for this type (IQ2_XXS: iq2_head / iq2_unit)");
         return make_uint4(0, 0, 0, 0);
@@ -489,8 +511,8 @@ template <int BM, bool G> __device__ __forceinline__ bool find_tile(const gemm_a
 
 /* Fragment mapping of k_gemm_tc: the k slots a thread holds in its A and B
  * fragments ({2q, 2q+1, 2q+8, 2q+9} of each k16, q = lane % 4) stand for
- * the 8 elements from kpos(s, q) (8q .. 8q + 7 of the 32-element step
- * except for IQ2_XXS), the same permutation for A and B. A: rows
+ * the 8 elements from kpos<KU>(s, q) (8q .. 8q + 7 of the 32-element step
+ * when KU = 1), the same permutation for A and B. A: rows
  * warp WR + 16 i + lane / 4 (+ 8) of the tile, from the unit's 4 pairs
  * {.x, .y} (k16 0) and {.z, .w} (k16 1); B: token 8 n + lane / 4, one
  * 16-byte load. Token n8 tiles with no valid row skip their loads and MMAs
@@ -521,17 +543,20 @@ template <int T, int BNW, int BMT, bool XR> constexpr size_t tc_smem() {
 
 /* K order inside a W stage: the first of the 8 consecutive elements that
  * the k slots of quad lane q (0..3) stand for at step s, the same for the A
- * (W) and B (X) fragments (a sum does not care about the order).
- * IQ2_XXS: the steps go in fours over 128 elements, slot q taking unit
- * s % 4 of the block's group q, so a thread meets each of its groups in
- * four consecutive steps and decodes the group's scale and magnitudes once
- * (iq2_head) instead of once per unit; a W stage (256 elements) holds two
- * such blocks. Other types: 32 s + 8 q. */
-template <int T> __device__ __forceinline__ int64_t kpos(int s, int q) {
-    if constexpr (T == V4F_TYPE_IQ2_XXS)
-        return (int64_t)128 * (s >> 2) + 32 * q + 8 * (s & 3);
-    else
-        return (int64_t)kBK * s + 8 * q;
+ * (W) and B (X) fragments (a sum does not care about the order). KU steps
+ * go together over KU * 32 elements, slot q taking unit s % KU of the
+ * block's q-th run of KU units, so a thread meets each run in KU
+ * consecutive steps and decodes the header the run shares once instead of
+ * once per unit: KU 4 for IQ2_XXS (a 32-element group: scale and
+ * magnitudes, iq2_head) and grouped Q4_K (a 32-element sub-block: scale
+ * and min, q4k_head); KU 2 for grouped Q2_K with X through cp.async (a
+ * 16-element sub-block's four values, q2k_head). KU 1: 32 s + 8 q. Dense
+ * Q2_K / Q4_K launches and Q2_K with X in registers keep KU 1: ptxas
+ * spills registers there with KU > 1 (Q2_K with X in registers measured
+ * slower with it at 2,048 and 8,192 tokens, docs/PERF_NOTES.md). */
+template <int KU> __device__ __forceinline__ int64_t kpos(int s, int q) {
+    static_assert(KU == 1 || KU == 2 || KU == 4, "kpos run length");
+    return (int64_t)KU * kBK * (s / KU) + 8 * KU * q + 8 * (s % KU);
 }
 
 /* WN warps along W's rows, 8 / WN along the tokens (a warp owns BNW / WN
@@ -551,7 +576,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     constexpr int XU = BMT * UPR / kThreads; /* X units per thread */
     constexpr int WCH = BNW * F::CPR;        /* 16-byte chunks per W stage */
     constexpr int WPT = (WCH + kThreads - 1) / kThreads;
-    constexpr int KU = T == V4F_TYPE_IQ2_XXS ? 4 : 1; /* steps per unrolled group (kpos) */
+    /* steps per unrolled group (kpos) */
+    constexpr int KU = T == V4F_TYPE_IQ2_XXS ? 4 : !G ? 1 : T == V4F_TYPE_Q4_K ? 4 : T == V4F_TYPE_Q2_K && !XR ? 2 : 1;
     static_assert(WN * WM == kThreads / 32 && XU >= 1 && MT >= 1 && NT >= 1 && WR % 16 == 0 && TW % 8 == 0,
                   "tile shape");
 
@@ -586,7 +612,7 @@ __global__ void __launch_bounds__(kThreads, 2)
      * tid % UPR) and a step's offset from them (kpos) */
     const float *xsrc[XU];
     const int xslot = tid % UPR;
-    auto xoff = [&](int step) -> int64_t { return KU == 1 ? (int64_t)step * kBK : kpos<T>(step, xslot); };
+    auto xoff = [&](int step) -> int64_t { return KU == 1 ? (int64_t)step * kBK : kpos<KU>(step, xslot); };
     bool xok[XU];
 #pragma unroll
     for (int i = 0; i < XU; i++) {
@@ -696,6 +722,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int nact = wact ? min(NT, (nrow - tok0 + 7) / 8) : 0; /* token n8 tiles with rows (grouped) */
     for (int s0 = 0; s0 < nsteps; s0 += KU) {
         [[maybe_unused]] iq2_hdr hd[MT][2]; /* IQ2_XXS: the group headers of steps s0 .. s0 + 3 */
+        [[maybe_unused]] uint2 hq[MT][2];   /* Q2_K: the sub-block values of steps s0, s0 + 1 */
+        [[maybe_unused]] float2 h4[MT][2];  /* Q4_K: the sub-block scale and min of those steps */
 #pragma unroll
         for (int u = 0; u < KU; u++) {
             const int s = s0 + u;
@@ -714,6 +742,14 @@ __global__ void __launch_bounds__(kThreads, 2)
                             const int g = 4 * ((s0 >> 2) & 1) + q; /* kpos: group q of the 128-element block */
                             if (u == 0) hd[i][h] = iq2_head(pr, g);
                             wf[i][h] = iq2_unit(pr, g, u, hd[i][h], s_tab);
+                        } else if constexpr (T == V4F_TYPE_Q2_K && KU == 2) {
+                            const int sb = 4 * ((s0 & 7) >> 1) + q; /* kpos: sub-block q of the 64-element block */
+                            if (u == 0) hq[i][h] = q2k_head(pr, sb);
+                            wf[i][h] = q2k_unit(pr, 16 * sb + 8 * u, hq[i][h]);
+                        } else if constexpr (T == V4F_TYPE_Q4_K && KU == 4) {
+                            const int g = 4 * ((s0 >> 2) & 1) + q; /* kpos: sub-block q of the 128-element block */
+                            if (u == 0) h4[i][h] = q4k_head(pr, g);
+                            wf[i][h] = q4k_unit(pr, 32 * g + 8 * u, h4[i][h]);
                         } else {
                             wf[i][h] = wdeq<T>(pr, (s % SPS) * kBK + 8 * q); /* = kpos(s, q) in the stage */
                         }
@@ -876,6 +912,10 @@ enum {
     CFG_W128x128_42 = 7,   /* 4x2, cp */
     CFG_COUNT = 7
 };
+/* Grouped Q2_K takes CFG_W256x64_R (KU 1) from this many rows per expert
+ * on average, CFG_W256x64 (KU 2) below: H200, session 19, 256 experts:
+ * 12 rows per expert 0.90 vs 0.96 ms, 48 rows 1.55 vs 1.49 ms. */
+static const int64_t kQ2kRegRows = 32;
 
 /* V4F_GEMM_TILE (1..CFG_COUNT) forces a configuration (benchmarks); unset
  * or 0 = automatic. Read per call (a short environment scan) so a
@@ -994,15 +1034,18 @@ static v4f_status launch_type(v4f_cuda *c, const gemm_args &a, bool grouped, int
             int cfg = forced_cfg();
             if (cfg == 0) {
                 /* measured on H100 (docs/PERF_NOTES.md, "CUDA prefill GEMM"
-                 * sessions 4 and 6). Routed experts: 256 x 64 (Q4_K with X
-                 * through registers). Dense: 128 x 64 where 128 x 128 would
+                 * sessions 4, 6 and 19). Routed experts: 256 x 64 (Q4_K with
+                 * X through registers; Q2_K too from kQ2kRegRows rows per
+                 * expert, where KU 1 with X in registers beats KU 2 with X
+                 * through cp.async). Dense: 128 x 64 where 128 x 128 would
                  * leave more than half the SMs idle; Q8_0 grids of at least
                  * two 128 x 128 tiles per SM: 4 x 2 warps, X through
                  * registers; F16 grids under that: 128 x 64; else 128 x 128 */
                 const int64_t t128 = ((rows + 127) / 128) * ((a.n_out + 127) / 128) * groups;
                 const int64_t sm = c->sm_count;
                 if (grouped)
-                    cfg = T == V4F_TYPE_Q4_K ? CFG_W256x64_R : CFG_W256x64;
+                    cfg = T == V4F_TYPE_Q4_K || (T == V4F_TYPE_Q2_K && rows >= kQ2kRegRows * a.n_expert) ? CFG_W256x64_R
+                                                                                                      : CFG_W256x64;
                 else if (t128 < sm / 2 || (T == V4F_TYPE_F16 && t128 < 2 * sm))
                     cfg = CFG_W128x64;
                 else if (T == V4F_TYPE_Q8_0 && t128 >= 2 * sm)
