@@ -161,10 +161,15 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
  * (session 18) the crossover is ~112 tokens: H200, 8K context, evals of
  * 96 / 112 / 128 / 144 / 160 tokens 120.1 / 131.8 / 151.4 / 169.7 / 181.3
  * ms expert by expert vs 127.3 / 132.6 / 145.0 / 155.6 / 159.6 grouped
- * (H100: 128 / 160 tokens 154.3 / 182.7 vs 146.9 / 160.6). V4F_CUDA_MVEXP_EVAL=N and
- * V4F_CUDA_MVEXP_MIN=N override them (EVAL 0: off). */
+ * (H100: 128 / 160 tokens 154.3 / 182.7 vs 146.9 / 160.6). With grouped
+ * Q2_K / Q4_K sharing sub-block headers too (session 19) it is ~96: H200,
+ * evals of 80 / 96 / 104 / 112 / 120 tokens 108.9 / 119.8 / 125.8 / 131.5
+ * / 137.1 ms expert by expert vs 115.0 / 120.5 / 123.4 / 125.8 / 127.7
+ * grouped (H100: 104 / 112 tokens 128.2 / 132.6 vs 124.4 / 126.9).
+ * V4F_CUDA_MVEXP_EVAL=N and V4F_CUDA_MVEXP_MIN=N override them
+ * (EVAL 0: off). */
 #define GPU_MVEXP_MIN 32
-#define GPU_MVEXP_EVAL 112
+#define GPU_MVEXP_EVAL 96
 /* Chunks of 2..GPU_COLS_EVAL tokens multiply their dense quantized
  * matrices with the decode kernel, 4 x per weight read
  * (v4f_cuda_matvec_cols), instead of split-K tensor-core matmuls. H200,
