@@ -115,6 +115,15 @@ long v4f_env_long(const char *name, long dflt);
  * bounded token counts of the path-choice knobs. */
 uint32_t v4f_env_u32(const char *name, long dflt, long lo, long hi);
 
+/* ---- host memory ------------------------------------------------------- */
+
+/* The MemAvailable line of /proc/meminfo text (the kernel's estimate of
+ * what new allocations can take without swapping) in bytes; false when the
+ * line is absent or malformed. v4f_mem_available reads /proc/meminfo
+ * itself (false where there is none). */
+bool v4f_meminfo_available(const char *text, uint64_t *bytes);
+bool v4f_mem_available(uint64_t *bytes);
+
 /* Greedy argmax of x[0..n): the lowest id of the largest value; NaN never
  * wins; only -inf and NaN: the first non-NaN id; all NaN (or n = 0): 0. */
 int32_t v4f_argmax_f32(const float *x, uint32_t n);

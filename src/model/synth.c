@@ -775,6 +775,20 @@ v4f_status v4f_synth_build_memory_ex(const v4f_synth_opts *o, void **buf_out, si
     }
     uint64_t data0 = (h.n + align - 1) & ~(align - 1);
     uint64_t total = data0 + off;
+    /* every page of the image gets written: past MemAvailable the kernel
+     * would kill the process part-way (no error to report), so refuse up
+     * front; a file written by `v4flash synth` is mmapped instead and needs
+     * no such room */
+    uint64_t avail = 0;
+    if (!o->skeleton && v4f_mem_available(&avail) && total > avail) {
+        st = v4f_err_set(err, V4F_STATUS_OOM,
+                         "synth: the %s image (%u layers) needs %.1f GiB of host memory and %.1f GiB is "
+                         "available; write it to disk with `v4flash synth OUT.gguf --preset %s` and load that "
+                         "with -m (mmapped), or use fewer layers (--synthetic %s:N)",
+                         o->preset, v4f_synth_plan_n_layer(pl), (double)total / (1u << 30), (double)avail / (1u << 30), o->preset,
+                         o->preset);
+        goto done;
+    }
     void *mem = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                      -1, 0);
     if (mem == MAP_FAILED) {

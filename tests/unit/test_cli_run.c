@@ -368,3 +368,26 @@ TEST(session_cuda_without_gpu) {
     }
     v4f_model_close(m);
 }
+
+/* A synthetic image larger than the host's available memory is refused
+ * before anything is allocated, with a message that names the way out
+ * (the process would otherwise be killed part-way through building it).
+ * Needs a host with less than the full-q4 image (153 GiB) available. */
+TEST(cli_synthetic_too_large_for_host) {
+    SKIP_NO_BIN();
+    uint64_t avail = 0;
+    if (!v4f_mem_available(&avail) || avail >= (uint64_t)160 << 30) {
+        printf("    skip: MemAvailable unknown or >= 160 GiB\n");
+        return;
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s bench --synthetic full-q4 --gen 1 --no-membw 2>&1", bin());
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p);
+    static char out[8192];
+    const size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    const int rc = pclose(p);
+    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "status %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "needs 153.") && strstr(out, "v4flash synth OUT.gguf --preset full-q4"), "%s", out);
+}

@@ -28,3 +28,34 @@ TEST(env_u32_clamps) {
     }
     unsetenv(k);
 }
+
+/* v4f_meminfo_available: the MemAvailable line in bytes wherever it sits;
+ * false when it is absent, not a number, not in kB or too large. */
+TEST(meminfo_available_parses) {
+    static const struct {
+        const char *text;
+        bool ok;
+        uint64_t want;
+    } cases[] = {
+        {"MemTotal:       32768000 kB\nMemFree:         1000 kB\nMemAvailable:   24084044 kB\nBuffers: 1 kB\n", true,
+         24084044ull * 1024},
+        {"MemAvailable: 0 kB", true, 0},
+        {"MemAvailable:\t7 kB\n", true, 7168},
+        {"MemTotal:       32768000 kB\nMemFree:         1000 kB\n", false, 0},
+        {"XMemAvailable: 5 kB\n", false, 0},
+        {"MemAvailable:   abc kB\n", false, 0},
+        {"MemAvailable:   12 MB\n", false, 0},
+        {"MemAvailable:   99999999999999999999 kB\n", false, 0},
+        {"MemAvailable:   18014398509481984 kB\n", false, 0}, /* 2^54 kB: bytes overflow */
+        {"", false, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t got = 12345;
+        const bool ok = v4f_meminfo_available(cases[i].text, &got);
+        CHECK_MSG(ok == cases[i].ok, "case %zu: ok %d, want %d", i, ok, cases[i].ok);
+        if (ok && cases[i].ok) CHECK_MSG(got == cases[i].want, "case %zu: %llu, want %llu", i,
+                                         (unsigned long long)got, (unsigned long long)cases[i].want);
+    }
+    uint64_t live = 0;
+    if (v4f_mem_available(&live)) CHECK(live > 0);
+}
