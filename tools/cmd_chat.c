@@ -16,7 +16,8 @@
  * cache, the token ids, the next-token logits and the chat flags. Starting
  * with --session NAME restores it with zero recompute (printed, and shown
  * by /stats); a clean exit (/quit, Ctrl-D) saves it. /save [NAME] saves a
- * snapshot under NAME (default: the current session) and /load NAME
+ * snapshot under NAME (default: the current session; without one it asks
+ * for a NAME) and /load NAME
  * restores one, both without recomputing; /load first saves the live
  * conversation to its session and then makes NAME the current session. An argument containing '/' is a
  * plain file instead: /save writes the token ids as text and /load
@@ -553,7 +554,10 @@ int cmd_chat(int argc, char **argv) {
                     snprintf(c.session_buf, sizeof c.session_buf, "%s", arg);
                     c.session = c.session_buf; /* later saves go to the loaded session */
                 }
-            }
+            } else if (!strcmp(line, "/save"))
+                fprintf(stderr, "/save: this conversation has no session yet: /save NAME (or a PATH with '/')\n");
+            else if (!strcmp(line, "/load"))
+                fprintf(stderr, "/load: which one? /load NAME (or a PATH with '/')\n");
             else {
                 fprintf(stderr, "unknown command %s\n", line);
                 help();

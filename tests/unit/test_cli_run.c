@@ -239,6 +239,31 @@ TEST(cli_chat_script) {
     CHECK_EQ_INT(run_capture("chat --temp x", NULL, 0), 2);
 }
 
+/* /save and /load without an argument and no session say what they need
+ * (they were "unknown command"); the conversation goes on. */
+TEST(cli_chat_save_load_without_name) {
+    SKIP_NO_BIN();
+    char script[512], cmd[2048];
+    snprintf(script, sizeof script, "%s/chat-noname.txt", test_tmp_dir());
+    FILE *f = fopen(script, "w");
+    REQUIRE(f);
+    fputs("/save\n/load\nHello\n/stats\n/quit\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s/kv-noname < %s 2>&1", bin(),
+             test_fixture_path("model/tiny-q2.gguf"), test_tmp_dir(), script);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p);
+    static char out[16384];
+    const size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    const int rc = pclose(p);
+    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "status %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "/save: this conversation has no session yet") != NULL, "%s", out);
+    CHECK_MSG(strstr(out, "/load: which one?") != NULL, "%s", out);
+    CHECK_MSG(strstr(out, "unknown command") == NULL, "%s", out);
+    CHECK_MSG(strstr(out, "turns 1,") != NULL, "%s", out); /* the turn after them ran */
+}
+
 /* run, tokenize, logits and detokenize agree: the greedy first token of
  * `run --raw` is the argmax of `logits` over the ids `tokenize` gives. */
 TEST(cli_run_matches_logits_argmax) {
