@@ -17,10 +17,11 @@
 
 static const char *bin(void) { return getenv("V4F_BIN"); }
 
-/* Run "BIN args", capture stdout into out (NUL-terminated); exit status. */
-static int run_capture(const char *args, char *out, size_t cap) {
+/* Run "BIN args", capture stdout (and stderr when err) into out
+ * (NUL-terminated); exit status. */
+static int run_capture_ex(const char *args, bool err, char *out, size_t cap) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", bin(), args);
+    snprintf(cmd, sizeof cmd, "%s %s %s", bin(), args, err ? "2>&1" : "2>/dev/null");
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t n = 0, got;
@@ -33,6 +34,7 @@ static int run_capture(const char *args, char *out, size_t cap) {
     int rc = pclose(p);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -2;
 }
+static int run_capture(const char *args, char *out, size_t cap) { return run_capture_ex(args, false, out, cap); }
 
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -243,21 +245,17 @@ TEST(cli_chat_script) {
  * (they were "unknown command"); the conversation goes on. */
 TEST(cli_chat_save_load_without_name) {
     SKIP_NO_BIN();
-    char script[512], cmd[2048];
+    char script[512], args[2048];
     snprintf(script, sizeof script, "%s/chat-noname.txt", test_tmp_dir());
     FILE *f = fopen(script, "w");
     REQUIRE(f);
     fputs("/save\n/load\nHello\n/stats\n/quit\n", f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "%s chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s/kv-noname < %s 2>&1", bin(),
+    snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s/kv-noname < %s",
              test_fixture_path("model/tiny-q2.gguf"), test_tmp_dir(), script);
-    FILE *p = popen(cmd, "r");
-    REQUIRE(p);
     static char out[16384];
-    const size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    const int rc = pclose(p);
-    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "status %d: %s", rc, out);
+    const int rc = run_capture_ex(args, true, out, sizeof out);
+    CHECK_MSG(rc == 0, "status %d: %s", rc, out);
     CHECK_MSG(strstr(out, "/save: this conversation has no session yet") != NULL, "%s", out);
     CHECK_MSG(strstr(out, "/load: which one?") != NULL, "%s", out);
     CHECK_MSG(strstr(out, "unknown command") == NULL, "%s", out);
@@ -405,14 +403,8 @@ TEST(cli_synthetic_too_large_for_host) {
         printf("    skip: MemAvailable unknown or >= 160 GiB\n");
         return;
     }
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s bench --synthetic full-q4 --gen 1 --no-membw 2>&1", bin());
-    FILE *p = popen(cmd, "r");
-    REQUIRE(p);
     static char out[8192];
-    const size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    const int rc = pclose(p);
-    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "status %d: %s", rc, out);
+    const int rc = run_capture_ex("bench --synthetic full-q4 --gen 1 --no-membw", true, out, sizeof out);
+    CHECK_MSG(rc == 1, "status %d: %s", rc, out);
     CHECK_MSG(strstr(out, "needs 153.") && strstr(out, "v4flash synth OUT.gguf --preset full-q4"), "%s", out);
 }
