@@ -32,7 +32,8 @@ typedef enum v4f_status {
     V4F_STATUS_LAYOUT = -7,      /* model layout does not match the config */
     V4F_STATUS_RANGE = -8,       /* value out of the accepted range */
     V4F_STATUS_DEVICE = -9,      /* backend / device error */
-    V4F_STATUS_INTERRUPTED = -10 /* stopped on request */
+    V4F_STATUS_INTERRUPTED = -10, /* stopped on request */
+    V4F_STATUS_BUSY = -11         /* held by another process (a named session) */
 } v4f_status;
 
 /* Error report: a fixed buffer filled on failure. Zero-initialise it. */

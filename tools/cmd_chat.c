@@ -246,6 +246,49 @@ static bool snap_load(chat_state *c, const char *name, bool quiet_missing) {
     return true;
 }
 
+/* /load NAME: a session that is not on disk, or that another process
+ * keeps, leaves the conversation as it is. Otherwise the live conversation
+ * is saved to its own session first (unless NAME is that session: then
+ * /load goes back to its saved state), NAME is claimed and restored, and
+ * later saves go to NAME, also when it could not be restored (so the
+ * previous session is never overwritten by what follows). */
+static void load_named(chat_state *c, const char *name) {
+    char file[V4F_KVSTORE_NAME_MAX];
+    v4f_err err = {0};
+    if (v4f_kvstore_session_file(name, file, &err)) {
+        fprintf(stderr, "/load: %s\n", err.msg);
+        return;
+    }
+    if (!kv_open(c)) return;
+    const bool same = c->session && !strcmp(c->session, name);
+    if (!v4f_kvstore_has(c->kvs, file)) {
+        fprintf(stderr, "(no saved session %s; the conversation goes on)\n", name);
+        return;
+    }
+    if (!same && v4f_kvstore_session_busy(c->kvs, name)) {
+        fprintf(stderr, "(session %s is open in another v4flash process; not loaded)\n", name);
+        return;
+    }
+    if (c->session && c->hist.n && !same) snap_save(c, c->session);
+    if (v4f_kvstore_session_claim(c->kvs, name, &err) == V4F_STATUS_BUSY) {
+        fprintf(stderr, "(%s; not loaded)\n", err.msg);
+        return;
+    }
+    if (!snap_load(c, name, false)) chat_reset(c);
+    snprintf(c->session_buf, sizeof c->session_buf, "%s", name); /* validated: <= 64 characters */
+    c->session = c->session_buf;
+}
+
+/* /save [NAME]: not over a session that another process keeps. */
+static void save_named(chat_state *c, const char *name) {
+    if (!kv_open(c)) return;
+    if (!(c->session && !strcmp(c->session, name)) && v4f_kvstore_session_busy(c->kvs, name)) {
+        fprintf(stderr, "(session %s is open in another v4flash process; not saved)\n", name);
+        return;
+    }
+    snap_save(c, name);
+}
+
 static void print_stats(const chat_state *c) {
     const v4f_gen_result *r = &c->last;
     if (c->restored)
@@ -486,6 +529,17 @@ int cmd_chat(int argc, char **argv) {
             rc = 2;
             goto out;
         }
+        /* one process keeps a session at a time (else each overwrites the
+         * other's saves); a store that cannot take the claim cannot save
+         * either and says so then */
+        if (kv_open(&c)) {
+            const v4f_status cs = v4f_kvstore_session_claim(c.kvs, session, &err);
+            if (cs == V4F_STATUS_BUSY) {
+                fprintf(stderr, "v4flash chat: --session: %s\n", err.msg);
+                goto out;
+            }
+            if (cs) fprintf(stderr, "warning: %s\n", err.msg);
+        }
         if (!snap_load(&c, session, true)) fprintf(stderr, "(new session %s in %s)\n", session, c.kv_dir);
     }
 
@@ -545,16 +599,10 @@ int cmd_chat(int argc, char **argv) {
             else if (!strcmp(line, "/save") && arg && *arg && is_path(arg)) do_save(&c, arg);
             else if (!strcmp(line, "/load") && arg && *arg && is_path(arg)) do_load(&c, arg);
             else if (!strcmp(line, "/save") && ((arg && *arg) || c.session))
-                snap_save(&c, arg && *arg ? arg : c.session);
-            else if (!strcmp(line, "/load") && arg && *arg) {
-                /* the live conversation is replaced: keep it in its session first */
-                if (c.session && c.hist.n && strcmp(c.session, arg)) snap_save(&c, c.session);
-                if (!snap_load(&c, arg, false)) chat_reset(&c);
-                else if (strlen(arg) < sizeof c.session_buf) {
-                    snprintf(c.session_buf, sizeof c.session_buf, "%s", arg);
-                    c.session = c.session_buf; /* later saves go to the loaded session */
-                }
-            } else if (!strcmp(line, "/save"))
+                save_named(&c, arg && *arg ? arg : c.session);
+            else if (!strcmp(line, "/load") && arg && *arg)
+                load_named(&c, arg);
+            else if (!strcmp(line, "/save"))
                 fprintf(stderr, "/save: this conversation has no session yet: /save NAME (or a PATH with '/')\n");
             else if (!strcmp(line, "/load"))
                 fprintf(stderr, "/load: which one? /load NAME (or a PATH with '/')\n");

@@ -30,6 +30,7 @@ const char *v4f_status_str(v4f_status st) {
     case V4F_STATUS_RANGE: return "out of range";
     case V4F_STATUS_DEVICE: return "device error";
     case V4F_STATUS_INTERRUPTED: return "interrupted";
+    case V4F_STATUS_BUSY: return "busy";
     }
     return "unknown status";
 }

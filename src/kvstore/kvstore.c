@@ -10,6 +10,8 @@
  *   <name>.bad                               quarantined (damaged) files
  *   .tmp-<pid>-<n>-<rand>                    a save in progress (flock'ed)
  *   .lock                                    the mutation lock (flock)
+ *   .claim-<NAME>                            flock'ed by the process that keeps
+ *                                            session NAME (v4f_kvstore_session_claim)
  * There is no index file: the index is rebuilt by scanning the 192-byte
  * fixed headers, so nothing besides the checkpoints themselves can be
  * corrupted.
@@ -25,7 +27,7 @@
  *     removes only temp files whose writer died (unlocked and > 10 s old).
  *   - flock locks belong to an open file description: open a store after
  *     fork(), never share one v4f_kvstore between processes or threads.
- * Ownership: v4f_kvstore owns dir (string), dirfd and lockfd.
+ * Ownership: v4f_kvstore owns dir (string), dirfd, lockfd and claimfd.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -52,6 +54,8 @@ struct v4f_kvstore {
     char *dir;
     int dirfd;
     int lockfd; /* -1: read-only store (lock file could not be created) */
+    int claimfd; /* the flock'ed .claim-NAME of the session this store keeps, or -1 */
+    char claim[V4F_KVSTORE_SESSION_NAME_MAX + 1];
     v4f_kvstore_opts o;
     uint32_t tmp_seq;
 };
@@ -160,6 +164,7 @@ v4f_status v4f_kvstore_open_opts(const char *dir, const v4f_kvstore_opts *opts, 
     v4f_kvstore *s = v4f_xcalloc(1, sizeof *s);
     s->dir = v4f_xstrdup(dir);
     s->dirfd = dfd;
+    s->claimfd = -1;
     s->o = *opts;
     if (s->o.half_life_s <= 0) s->o.half_life_s = V4F_KVSTORE_HALF_LIFE_S;
     s->lockfd = openat(dfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -184,9 +189,69 @@ v4f_status v4f_kvstore_open_opts(const char *dir, const v4f_kvstore_opts *opts, 
 void v4f_kvstore_close(v4f_kvstore *s) {
     if (!s) return;
     if (s->lockfd >= 0) close(s->lockfd);
+    if (s->claimfd >= 0) close(s->claimfd);
     if (s->dirfd >= 0) close(s->dirfd);
     free(s->dir);
     free(s);
+}
+
+bool v4f_kvstore_has(v4f_kvstore *s, const char *name) {
+    struct stat stt;
+    return name_ok(name) && fstatat(s->dirfd, name, &stt, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(stt.st_mode);
+}
+
+/* ---- session claims ------------------------------------------------------------- */
+
+#define CLAIM_PREFIX ".claim-"
+
+/* Open (creating) the claim file of session and try to flock it; the fd,
+ * or -1 with *busy set when another open file description holds it. */
+static int claim_try(v4f_kvstore *s, const char *session, bool *busy, v4f_err *err) {
+    *busy = false;
+    char file[V4F_KVSTORE_NAME_MAX];
+    if (v4f_kvstore_session_file(session, file, err)) return -1; /* validates the name */
+    snprintf(file, sizeof file, "%s%s", CLAIM_PREFIX, session);
+    int fd = openat(s->dirfd, file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        v4f_err_set(err, V4F_STATUS_IO, "kv store %s: cannot create %s: %s", s->dir, file, strerror(errno));
+        return -1;
+    }
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR) continue;
+        const int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK) {
+            *busy = true;
+            v4f_err_set(err, V4F_STATUS_BUSY,
+                        "session %s is open in another v4flash process (kv store %s); its saves and this "
+                        "one's would overwrite each other",
+                        session, s->dir);
+        } else {
+            v4f_err_set(err, V4F_STATUS_IO, "kv store %s: flock %s: %s", s->dir, file, strerror(e));
+        }
+        return -1;
+    }
+    return fd;
+}
+
+v4f_status v4f_kvstore_session_claim(v4f_kvstore *s, const char *session, v4f_err *err) {
+    if (s->claimfd >= 0 && !strcmp(s->claim, session)) return V4F_OK;
+    bool busy;
+    const int fd = claim_try(s, session, &busy, err);
+    if (fd < 0) return busy ? V4F_STATUS_BUSY : err && err->code ? err->code : V4F_STATUS_IO;
+    if (s->claimfd >= 0) close(s->claimfd);
+    s->claimfd = fd;
+    snprintf(s->claim, sizeof s->claim, "%s", session);
+    return V4F_OK;
+}
+
+bool v4f_kvstore_session_busy(v4f_kvstore *s, const char *session) {
+    if (s->claimfd >= 0 && !strcmp(s->claim, session)) return false;
+    bool busy;
+    v4f_err e = {0};
+    const int fd = claim_try(s, session, &busy, &e);
+    if (fd >= 0) close(fd);
+    return busy;
 }
 
 const char *v4f_kvstore_dir(const v4f_kvstore *s) { return s->dir; }

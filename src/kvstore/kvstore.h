@@ -321,6 +321,23 @@ v4f_status v4f_kvstore_load(v4f_kvstore *s, const char *name, const v4f_kv_ident
 v4f_status v4f_kvstore_session_file(const char *session, char out[V4F_KVSTORE_NAME_MAX],
                                     v4f_err *err);
 
+/* Whether the store holds a file NAME (a plain file; NAME as
+ * v4f_kvstore_session_file gives it). */
+bool v4f_kvstore_has(v4f_kvstore *s, const char *name);
+
+/* Named sessions are kept by one process at a time: two processes that
+ * both kept session NAME would each overwrite the other's saves.
+ * v4f_kvstore_session_claim takes an exclusive flock on DIR/.claim-NAME
+ * (created on demand; hidden files are not entries) and holds it until the
+ * store is closed or another claim of this store replaces it (the previous
+ * one is released only once the new one is held). V4F_STATUS_BUSY when
+ * another process holds NAME (the store's current claim stays);
+ * V4F_STATUS_IO when the claim file cannot be created (a read-only store).
+ * v4f_kvstore_session_busy: whether another process holds NAME now (this
+ * store's own claim is not "busy"). */
+v4f_status v4f_kvstore_session_claim(v4f_kvstore *s, const char *session, v4f_err *err);
+bool v4f_kvstore_session_busy(v4f_kvstore *s, const char *session);
+
 /* Remove NAME (under the lock). */
 v4f_status v4f_kvstore_remove(v4f_kvstore *s, const char *name, v4f_err *err);
 

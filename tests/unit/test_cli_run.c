@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "kvstore/kvstore.h"
 #include "model/forward.h"
 #include "model/forward_cuda.h"
 #include "model/model.h"
@@ -260,6 +261,60 @@ TEST(cli_chat_save_load_without_name) {
     CHECK_MSG(strstr(out, "/load: which one?") != NULL, "%s", out);
     CHECK_MSG(strstr(out, "unknown command") == NULL, "%s", out);
     CHECK_MSG(strstr(out, "turns 1,") != NULL, "%s", out); /* the turn after them ran */
+}
+
+/* Saved sessions are not lost to a mistyped /load (it used to reset the
+ * conversation and then save the new one over the current session), and a
+ * session another process keeps is refused at --session, /load and /save. */
+TEST(cli_chat_sessions_not_overwritten) {
+    SKIP_NO_BIN();
+    char dir[512], script[512], args[2048];
+    static char out[16384];
+    snprintf(dir, sizeof dir, "%s/kv-chat-sessions", test_tmp_dir());
+    snprintf(script, sizeof script, "%s/chat-sessions.txt", test_tmp_dir());
+    const char *m = test_fixture_path("model/tiny-q2.gguf");
+    char rm[600];
+    snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
+    REQUIRE(system(rm) == 0);
+    const char *scripts[] = {"First message\n/quit\n", "/load typo\nOther\n/quit\n"};
+    int saved[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(script, "w");
+        REQUIRE(f);
+        fputs(scripts[i], f);
+        fclose(f);
+        snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s --session A < %s", m, dir,
+                 script);
+        CHECK_EQ_INT(run_capture_ex(args, true, out, sizeof out), 0);
+        const char *p = strstr(out, "(session A saved: ");
+        REQUIRE(p);
+        saved[i] = atoi(p + strlen("(session A saved: "));
+        if (i == 1) CHECK_MSG(strstr(out, "(no saved session typo; the conversation goes on)") != NULL, "%s", out);
+    }
+    CHECK_MSG(saved[1] > saved[0], "session A: %d tokens after the second chat, %d before", saved[1], saved[0]);
+    /* another holder of A (this process, through its own store) */
+    v4f_kvstore *kvs = NULL;
+    v4f_err err = {0};
+    REQUIRE(v4f_kvstore_open(dir, 0, &kvs, &err) == V4F_OK);
+    REQUIRE(v4f_kvstore_session_claim(kvs, "A", &err) == V4F_OK);
+    snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --kv-dir %s --session A < /dev/null", m, dir);
+    CHECK_EQ_INT(run_capture_ex(args, true, out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "session A is open in another v4flash process") != NULL, "%s", out);
+    FILE *f = fopen(script, "w");
+    REQUIRE(f);
+    fputs("Hi\n/save A\n/load A\n/quit\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s < %s", m, dir, script);
+    CHECK_EQ_INT(run_capture_ex(args, true, out, sizeof out), 0);
+    CHECK_MSG(strstr(out, "(session A is open in another v4flash process; not saved)") != NULL, "%s", out);
+    CHECK_MSG(strstr(out, "(session A is open in another v4flash process; not loaded)") != NULL, "%s", out);
+    v4f_kvstore_close(kvs);
+    /* released: A restores with what the second chat saved */
+    snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --kv-dir %s --session A < /dev/null", m, dir);
+    CHECK_EQ_INT(run_capture_ex(args, true, out, sizeof out), 0);
+    char want[64];
+    snprintf(want, sizeof want, "(restored session A: %d tokens", saved[1]);
+    CHECK_MSG(strstr(out, want) != NULL, "%s", out);
 }
 
 /* run, tokenize, logits and detokenize agree: the greedy first token of

@@ -1002,3 +1002,57 @@ TEST(kvstore_large_pieces) {
     free(dst);
     v4f_kvstore_close(s);
 }
+
+/* Session claims: one store (one process) keeps a session at a time; the
+ * claim moves with the next claim of the same store and ends with close;
+ * claim files are hidden from the entries. v4f_kvstore_has sees plain
+ * files only. */
+TEST(kvstore_session_claims) {
+    const char *dir = mkdir_test("claims");
+    v4f_kvstore *a = NULL, *b = NULL;
+    v4f_err err = {0};
+    REQUIRE(v4f_kvstore_open(dir, 0, &a, &err) == V4F_OK);
+    REQUIRE(v4f_kvstore_open(dir, 0, &b, &err) == V4F_OK); /* its own file descriptions: another "process" */
+    CHECK_STATUS(v4f_kvstore_session_claim(a, "x", &err), V4F_OK);
+    CHECK_STATUS(v4f_kvstore_session_claim(a, "x", &err), V4F_OK); /* again: still ours */
+    CHECK_STATUS(v4f_kvstore_session_claim(b, "x", &err), V4F_STATUS_BUSY);
+    CHECK(strstr(err.msg, "session x is open in another v4flash process") != NULL);
+    CHECK(v4f_kvstore_session_busy(b, "x"));
+    CHECK(!v4f_kvstore_session_busy(a, "x"));
+    CHECK(!v4f_kvstore_session_busy(b, "y"));
+    CHECK_STATUS(v4f_kvstore_session_claim(b, "y", &err), V4F_OK);
+    CHECK(v4f_kvstore_session_busy(a, "y"));
+    /* a's claim moves to z: x is free for b, whose claim of y ends with it */
+    CHECK_STATUS(v4f_kvstore_session_claim(a, "z", &err), V4F_OK);
+    CHECK(!v4f_kvstore_session_busy(b, "x"));
+    CHECK_STATUS(v4f_kvstore_session_claim(b, "x", &err), V4F_OK);
+    CHECK(!v4f_kvstore_session_busy(a, "y"));
+    CHECK(v4f_kvstore_session_busy(a, "x"));
+    /* a refused claim keeps the current one */
+    CHECK_STATUS(v4f_kvstore_session_claim(a, "x", &err), V4F_STATUS_BUSY);
+    CHECK(v4f_kvstore_session_busy(b, "z"));
+    CHECK_STATUS(v4f_kvstore_session_claim(a, "../x", &err), V4F_STATUS_INVALID_ARG);
+    CHECK_STATUS(v4f_kvstore_session_claim(a, ".x", &err), V4F_STATUS_INVALID_ARG);
+    v4f_kvstore_close(b);
+    CHECK_STATUS(v4f_kvstore_session_claim(a, "x", &err), V4F_OK);
+    /* the claim files are not entries */
+    v4f_kvstore_entry *e = NULL;
+    size_t n = 0;
+    CHECK_STATUS(v4f_kvstore_scan(a, &e, &n, &err), V4F_OK);
+    CHECK_EQ_INT(n, 0);
+    free(e);
+    /* v4f_kvstore_has */
+    char path[700];
+    CHECK(!v4f_kvstore_has(a, "session-x.v4kv"));
+    snprintf(path, sizeof path, "%s/session-x.v4kv", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fclose(f);
+    CHECK(v4f_kvstore_has(a, "session-x.v4kv"));
+    snprintf(path, sizeof path, "%s/session-d.v4kv", dir);
+    REQUIRE(mkdir(path, 0700) == 0);
+    CHECK(!v4f_kvstore_has(a, "session-d.v4kv"));
+    CHECK(!v4f_kvstore_has(a, ".lock"));
+    CHECK(!v4f_kvstore_has(a, "../kv-claims/session-x.v4kv"));
+    v4f_kvstore_close(a);
+}
