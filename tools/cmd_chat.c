@@ -24,7 +24,8 @@
  * re-prefills them (portable across models and builds).
  *
  * Input is read line by line from stdin (a pipe works too, for scripts).
- * Exit codes: 0 ok, 1 runtime failure, 2 usage error.
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage error; SIGTERM / SIGHUP save
+ * the session like /quit and exit with 128 + the signal.
  */
 #include <errno.h>
 #include <signal.h>
@@ -54,6 +55,13 @@
 static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) {
     (void)sig;
+    g_stop = 1;
+}
+/* SIGTERM / SIGHUP (a closed terminal, a service stop): the reply stops,
+ * the session is saved as on /quit, and chat exits with 128 + the signal */
+static volatile sig_atomic_t g_quit;
+static void on_sigterm(int sig) {
+    g_quit = sig;
     g_stop = 1;
 }
 
@@ -543,11 +551,14 @@ int cmd_chat(int argc, char **argv) {
         if (!snap_load(&c, session, true)) fprintf(stderr, "(new session %s in %s)\n", session, c.kv_dir);
     }
 
-    struct sigaction sa, old;
+    struct sigaction sa, old, old_term, old_hup;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint; /* no SA_RESTART: Ctrl-C interrupts the line read too */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old);
+    sa.sa_handler = on_sigterm;
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGHUP, &sa, &old_hup);
     const bool tty = isatty(0);
     if (tty) fprintf(stderr, "v4flash chat: %s. /help for commands.\n", c.cm.desc);
     char line[1 << 16];
@@ -556,8 +567,10 @@ int cmd_chat(int argc, char **argv) {
     if (tty) history_open();
 #endif
     for (;;) {
+        if (g_quit) break;
         g_stop = 0;
         int got = read_line(tty, c.think ? "v4f> " : "v4f (no think)> ", line, sizeof line);
+        if (g_quit) break;
         if (got < 0) {
             fputs("\n(Ctrl-D or /quit to exit)\n", stderr);
             continue;
@@ -617,11 +630,17 @@ int cmd_chat(int argc, char **argv) {
             break;
         }
     }
-    sigaction(SIGINT, &old, NULL);
 #ifdef V4F_HAVE_LIBEDIT
     if (tty) history_close();
 #endif
     if (rc == 0 && c.session) snap_save(&c, c.session);
+    sigaction(SIGINT, &old, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
+    if (g_quit) {
+        fprintf(stderr, "(%s: exiting)\n", g_quit == SIGHUP ? "hangup" : "terminated");
+        if (rc == 0) rc = 128 + g_quit;
+    }
 out:
     v4f_kvstore_close(c.kvs);
     free(c.logits);

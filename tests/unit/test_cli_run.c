@@ -4,10 +4,13 @@
  * `make test`): exit codes, greedy / seeded determinism, EOS/-n stopping,
  * and the --stats-json fields and their consistency.
  */
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "kvstore/kvstore.h"
 #include "model/forward.h"
@@ -315,6 +318,65 @@ TEST(cli_chat_sessions_not_overwritten) {
     char want[64];
     snprintf(want, sizeof want, "(restored session A: %d tokens", saved[1]);
     CHECK_MSG(strstr(out, want) != NULL, "%s", out);
+}
+
+/* Append what fd delivers to out[*n..cap) until needle appears (NULL: until
+ * EOF), EOF, or timeout_s seconds without data; whether needle (or EOF) came. */
+static bool read_until(int fd, char *out, size_t *n, size_t cap, const char *needle, int timeout_s) {
+    for (;;) {
+        if (needle && strstr(out, needle)) return true;
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (*n + 1 >= cap || poll(&pf, 1, timeout_s * 1000) <= 0) return false;
+        const ssize_t got = read(fd, out + *n, cap - 1 - *n);
+        if (got <= 0) return needle == NULL;
+        *n += (size_t)got;
+        out[*n] = 0;
+    }
+}
+
+/* SIGTERM (a service stop; SIGHUP likewise) while chat waits for input:
+ * the session is saved as on /quit, and the exit status is 128 + 15. The
+ * child runs with pipes for stdin and stderr (no shell, no sleeps: the
+ * signal goes after /stats answered, i.e. at the prompt). */
+TEST(cli_chat_sigterm_saves_session) {
+    SKIP_NO_BIN();
+    char kvdir[512];
+    snprintf(kvdir, sizeof kvdir, "%s/kv-term", test_tmp_dir());
+    int in[2], er[2];
+    REQUIRE(pipe(in) == 0 && pipe(er) == 0);
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(er[1], 2);
+        if (!freopen("/dev/null", "w", stdout)) _exit(126);
+        close(in[1]);
+        close(er[0]);
+        execl(bin(), bin(), "chat", "-m", test_fixture_path("model/tiny-q2.gguf"), "-n", "3", "--temp", "0",
+              "--reasoning", "hide", "--kv-dir", kvdir, "--session", "S", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(er[1]);
+    static char out[16384];
+    size_t n = 0;
+    out[0] = 0;
+    /* the startup line; a turn and /stats, whose line says the turn is over
+     * (chat at its prompt); then SIGTERM, and what chat says until it exits */
+    bool ok = read_until(er[0], out, &n, sizeof out, "new session S", 120);
+    ok = ok && write(in[1], "Hello there\n/stats\n", 19) == 19 && read_until(er[0], out, &n, sizeof out, "turns 1,", 120);
+    CHECK_MSG(ok, "%s", out);
+    kill(pid, ok ? SIGTERM : SIGKILL);
+    if (ok) CHECK(read_until(er[0], out, &n, sizeof out, NULL, 120));
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    close(in[1]);
+    close(er[0]);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 143, "status %d: %s", st, out);
+    CHECK_MSG(strstr(out, "(session S saved: ") != NULL && strstr(out, "(terminated: exiting)") != NULL, "%s", out);
+    char p[600];
+    snprintf(p, sizeof p, "%s/session-S.v4kv", kvdir);
+    CHECK(access(p, R_OK) == 0);
 }
 
 /* run, tokenize, logits and detokenize agree: the greedy first token of
