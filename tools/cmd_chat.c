@@ -184,7 +184,7 @@ static bool kv_open(chat_state *c) {
     ko.create = true;
     v4f_err err = {0};
     if (v4f_kvstore_open_opts(c->kv_dir, &ko, &c->kvs, &err)) {
-        fprintf(stderr, "kv store %s: %s\n", c->kv_dir, err.msg);
+        fprintf(stderr, "%s (continuing without the disk KV store)\n", err.msg);
         c->kvs = NULL;
         return false;
     }
