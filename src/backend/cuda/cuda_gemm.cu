@@ -376,11 +376,48 @@ __device__ __forceinline__ uint4 q4k_unit(const uint8_t *p, int el, float2 dm) {
     return make_uint4(pack_h16(v[0], v[1]), pack_h16(v[2], v[3]), pack_h16(v[4], v[5]), pack_h16(v[6], v[7]));
 }
 
+/* The run-sharing decoders of kpos<KU> for KU > 1 (IQ2_XXS, grouped
+ * Q4_K: runs of 32 elements; grouped Q2_K: runs of 16): run r of a staged
+ * superblock shares the header run_head gives, and run_unit is its unit l
+ * (elements 8 KU r + 8 l .. + 7) as 4 packed f16 pairs. */
+template <int T> struct run_hdr { /* types without runs */
+    typedef int type;
+};
+template <> struct run_hdr<V4F_TYPE_IQ2_XXS> {
+    typedef iq2_hdr type;
+};
+template <> struct run_hdr<V4F_TYPE_Q2_K> {
+    typedef uint2 type;
+};
+template <> struct run_hdr<V4F_TYPE_Q4_K> {
+    typedef float2 type;
+};
+template <int T> __device__ __forceinline__ typename run_hdr<T>::type run_head(const uint8_t *p, int r) {
+    if constexpr (T == V4F_TYPE_IQ2_XXS)
+        return iq2_head(p, r);
+    else if constexpr (T == V4F_TYPE_Q2_K)
+        return q2k_head(p, r);
+    else
+        return q4k_head(p, r);
+}
+template <int T, int KU>
+__device__ __forceinline__ uint4 run_unit(const uint8_t *p, int r, int l, const typename run_hdr<T>::type &h,
+                                          const typename tab_of<T>::type &tab) {
+    static_assert((T == V4F_TYPE_Q2_K) == (KU == 2) && (T == V4F_TYPE_IQ2_XXS || T == V4F_TYPE_Q2_K ||
+                                                         T == V4F_TYPE_Q4_K),
+                  "run length of the type");
+    if constexpr (T == V4F_TYPE_IQ2_XXS)
+        return iq2_unit(p, r, l, h, tab);
+    else if constexpr (T == V4F_TYPE_Q2_K)
+        return q2k_unit(p, 8 * KU * r + 8 * l, h);
+    else
+        return q4k_unit(p, 8 * KU * r + 8 * l, h);
+}
+
 /* Elements [el, el + 8) of a staged row (p: the row's stage bytes, from
  * bs; el % 8 == 0, el < KC) as 4 packed f16 pairs: the reference floats
- * of quant_ref.c, rounded to f16. IQ2_XXS goes through iq2_head /
- * iq2_unit instead (its units share a group header, kpos); grouped Q2_K /
- * Q4_K call their _head once per KU units. */
+ * of quant_ref.c, rounded to f16 (launches with KU 1). Runs of KU > 1
+ * units go through run_head / run_unit instead (IQ2_XXS always). */
 template <int T> __device__ __forceinline__ uint4 wdeq(const uint8_t *p, int el) {
     if constexpr (T == V4F_TYPE_F16) {
         return *(const uint4 *)(p + 2 * el); /* f16 -> float -> f16 is the identity */
@@ -721,9 +758,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     const bool wact = (G || wn * WR < ncol) && tok0 < nrow;
     const int nact = wact ? min(NT, (nrow - tok0 + 7) / 8) : 0; /* token n8 tiles with rows (grouped) */
     for (int s0 = 0; s0 < nsteps; s0 += KU) {
-        [[maybe_unused]] iq2_hdr hd[MT][2]; /* IQ2_XXS: the group headers of steps s0 .. s0 + 3 */
-        [[maybe_unused]] uint2 hq[MT][2];   /* Q2_K: the sub-block values of steps s0, s0 + 1 */
-        [[maybe_unused]] float2 h4[MT][2];  /* Q4_K: the sub-block scale and min of those steps */
+        /* KU > 1: the headers of the runs that steps s0 .. s0 + KU - 1 share */
+        [[maybe_unused]] typename run_hdr<T>::type hd[MT][2];
 #pragma unroll
         for (int u = 0; u < KU; u++) {
             const int s = s0 + u;
@@ -738,18 +774,10 @@ __global__ void __launch_bounds__(kThreads, 2)
                 for (int h = 0; h < 2; h++)
                     if (wact) {
                         const uint8_t *pr = wb + (16 * i + 8 * h) * WROW;
-                        if constexpr (T == V4F_TYPE_IQ2_XXS) {
-                            const int g = 4 * ((s0 >> 2) & 1) + q; /* kpos: group q of the 128-element block */
-                            if (u == 0) hd[i][h] = iq2_head(pr, g);
-                            wf[i][h] = iq2_unit(pr, g, u, hd[i][h], s_tab);
-                        } else if constexpr (T == V4F_TYPE_Q2_K && KU == 2) {
-                            const int sb = 4 * ((s0 & 7) >> 1) + q; /* kpos: sub-block q of the 64-element block */
-                            if (u == 0) hq[i][h] = q2k_head(pr, sb);
-                            wf[i][h] = q2k_unit(pr, 16 * sb + 8 * u, hq[i][h]);
-                        } else if constexpr (T == V4F_TYPE_Q4_K && KU == 4) {
-                            const int g = 4 * ((s0 >> 2) & 1) + q; /* kpos: sub-block q of the 128-element block */
-                            if (u == 0) h4[i][h] = q4k_head(pr, g);
-                            wf[i][h] = q4k_unit(pr, 32 * g + 8 * u, h4[i][h]);
+                        if constexpr (KU > 1) {
+                            const int run = 4 * ((s0 % SPS) / KU) + q; /* kpos: quad lane q's run in the stage */
+                            if (u == 0) hd[i][h] = run_head<T>(pr, run);
+                            wf[i][h] = run_unit<T, KU>(pr, run, u, hd[i][h], s_tab);
                         } else {
                             wf[i][h] = wdeq<T>(pr, (s % SPS) * kBK + 8 * q); /* = kpos(s, q) in the stage */
                         }
