@@ -204,41 +204,40 @@ bool v4f_kvstore_has(v4f_kvstore *s, const char *name) {
 
 #define CLAIM_PREFIX ".claim-"
 
-/* Open (creating) the claim file of session and try to flock it; the fd,
- * or -1 with *busy set when another open file description holds it. */
-static int claim_try(v4f_kvstore *s, const char *session, bool *busy, v4f_err *err) {
-    *busy = false;
+/* Open (creating) the claim file of session and flock it without waiting:
+ * *fd_out on success; V4F_STATUS_BUSY when another open file description
+ * holds it. */
+static v4f_status claim_try(v4f_kvstore *s, const char *session, int *fd_out, v4f_err *err) {
     char file[V4F_KVSTORE_NAME_MAX];
-    if (v4f_kvstore_session_file(session, file, err)) return -1; /* validates the name */
+    v4f_status st = v4f_kvstore_session_file(session, file, err); /* validates the name */
+    if (st) return st;
     snprintf(file, sizeof file, "%s%s", CLAIM_PREFIX, session);
-    int fd = openat(s->dirfd, file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        v4f_err_set(err, V4F_STATUS_IO, "kv store %s: cannot create %s: %s", s->dir, file, strerror(errno));
-        return -1;
-    }
+    const int fd = openat(s->dirfd, file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return v4f_err_set(err, V4F_STATUS_IO, "kv store %s: cannot create %s: %s", s->dir, file, strerror(errno));
     while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EINTR) continue;
         const int e = errno;
         close(fd);
-        if (e == EWOULDBLOCK) {
-            *busy = true;
-            v4f_err_set(err, V4F_STATUS_BUSY,
-                        "session %s is open in another v4flash process (kv store %s); its saves and this "
-                        "one's would overwrite each other",
-                        session, s->dir);
-        } else {
-            v4f_err_set(err, V4F_STATUS_IO, "kv store %s: flock %s: %s", s->dir, file, strerror(e));
-        }
-        return -1;
+        if (e == EWOULDBLOCK)
+            return v4f_err_set(err, V4F_STATUS_BUSY,
+                               "session %s is open in another v4flash process (kv store %s); its saves and this "
+                               "one's would overwrite each other",
+                               session, s->dir);
+        return v4f_err_set(err, V4F_STATUS_IO, "kv store %s: flock %s: %s", s->dir, file, strerror(e));
     }
-    return fd;
+    *fd_out = fd;
+    return V4F_OK;
+}
+
+static bool claimed(const v4f_kvstore *s, const char *session) {
+    return s->claimfd >= 0 && !strcmp(s->claim, session);
 }
 
 v4f_status v4f_kvstore_session_claim(v4f_kvstore *s, const char *session, v4f_err *err) {
-    if (s->claimfd >= 0 && !strcmp(s->claim, session)) return V4F_OK;
-    bool busy;
-    const int fd = claim_try(s, session, &busy, err);
-    if (fd < 0) return busy ? V4F_STATUS_BUSY : err && err->code ? err->code : V4F_STATUS_IO;
+    if (claimed(s, session)) return V4F_OK;
+    int fd;
+    const v4f_status st = claim_try(s, session, &fd, err);
+    if (st) return st;
     if (s->claimfd >= 0) close(s->claimfd);
     s->claimfd = fd;
     snprintf(s->claim, sizeof s->claim, "%s", session);
@@ -246,12 +245,11 @@ v4f_status v4f_kvstore_session_claim(v4f_kvstore *s, const char *session, v4f_er
 }
 
 bool v4f_kvstore_session_busy(v4f_kvstore *s, const char *session) {
-    if (s->claimfd >= 0 && !strcmp(s->claim, session)) return false;
-    bool busy;
-    v4f_err e = {0};
-    const int fd = claim_try(s, session, &busy, &e);
-    if (fd >= 0) close(fd);
-    return busy;
+    if (claimed(s, session)) return false;
+    int fd;
+    const v4f_status st = claim_try(s, session, &fd, NULL);
+    if (st == V4F_OK) close(fd);
+    return st == V4F_STATUS_BUSY;
 }
 
 const char *v4f_kvstore_dir(const v4f_kvstore *s) { return s->dir; }
