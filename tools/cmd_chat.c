@@ -273,7 +273,7 @@ static void load_named(chat_state *c, const char *name) {
         fprintf(stderr, "(no saved session %s; the conversation goes on)\n", name);
         return;
     }
-    if (!same && v4f_kvstore_session_busy(c->kvs, name)) {
+    if (v4f_kvstore_session_busy(c->kvs, name)) { /* never the session this process keeps */
         fprintf(stderr, "(session %s is open in another v4flash process; not loaded)\n", name);
         return;
     }
@@ -290,7 +290,7 @@ static void load_named(chat_state *c, const char *name) {
 /* /save [NAME]: not over a session that another process keeps. */
 static void save_named(chat_state *c, const char *name) {
     if (!kv_open(c)) return;
-    if (!(c->session && !strcmp(c->session, name)) && v4f_kvstore_session_busy(c->kvs, name)) {
+    if (v4f_kvstore_session_busy(c->kvs, name)) { /* never the session this process keeps */
         fprintf(stderr, "(session %s is open in another v4flash process; not saved)\n", name);
         return;
     }
