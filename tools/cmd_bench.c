@@ -446,14 +446,8 @@ static int cmp_dbl(const void *a, const void *b) {
 }
 
 static double rss_mib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    double kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6)) kb = atof(line + 6);
-    fclose(f);
-    return kb / 1024.0;
+    uint64_t b = 0;
+    return v4f_proc_kb("/proc/self/status", "VmRSS", &b) ? (double)b / 1048576.0 : 0;
 }
 
 /* --fake-ctx: decode timing at position `pos` over a synthetic KV (banner).

@@ -12,19 +12,8 @@
 #include "stats_json.h"
 
 uint64_t v4f_peak_rss_bytes(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f) {
-        char line[256];
-        unsigned long long kb = 0;
-        int found = 0;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) {
-                found = 1;
-                break;
-            }
-        fclose(f);
-        if (found) return (uint64_t)kb * 1024;
-    }
+    uint64_t b = 0;
+    if (v4f_proc_kb("/proc/self/status", "VmHWM", &b)) return b;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) return (uint64_t)ru.ru_maxrss * 1024; /* Linux: KiB */
     return 0;

@@ -311,32 +311,33 @@ uint32_t v4f_env_u32(const char *name, long dflt, long lo, long hi) {
     return (uint32_t)(v < lo ? lo : v > hi ? hi : v);
 }
 
-bool v4f_meminfo_available(const char *text, uint64_t *bytes) {
-    static const char key[] = "MemAvailable:";
+bool v4f_proc_kb_parse(const char *text, const char *key, uint64_t *bytes) {
+    const size_t kn = strlen(key);
     for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-        if (strncmp(p, key, sizeof key - 1) != 0) continue;
-        p += sizeof key - 1;
+        if (strncmp(p, key, kn) != 0 || p[kn] != ':') continue;
+        p += kn + 1;
         while (*p == ' ' || *p == '\t') p++;
         uint64_t kb = 0;
         if (*p < '0' || *p > '9') return false;
         for (; *p >= '0' && *p <= '9'; p++)
             if (!v4f_mul_u64(kb, 10, &kb) || !v4f_add_u64(kb, (uint64_t)(*p - '0'), &kb)) return false;
         while (*p == ' ' || *p == '\t') p++;
-        if (strncmp(p, "kB", 2) != 0 || !v4f_mul_u64(kb, 1024, bytes)) return false;
-        return true;
+        return strncmp(p, "kB", 2) == 0 && v4f_mul_u64(kb, 1024, bytes);
     }
     return false;
 }
 
-bool v4f_mem_available(uint64_t *bytes) {
-    FILE *f = fopen("/proc/meminfo", "r");
+bool v4f_proc_kb(const char *path, const char *key, uint64_t *bytes) {
+    FILE *f = fopen(path, "r");
     if (!f) return false;
     char buf[8192];
     const size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
-    return v4f_meminfo_available(buf, bytes);
+    return v4f_proc_kb_parse(buf, key, bytes);
 }
+
+bool v4f_mem_available(uint64_t *bytes) { return v4f_proc_kb("/proc/meminfo", "MemAvailable", bytes); }
 
 int32_t v4f_argmax_f32_except(float *x, uint32_t n, int32_t except) {
     if (except < 0 || (uint32_t)except >= n) return v4f_argmax_f32(x, n);

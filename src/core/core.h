@@ -117,11 +117,13 @@ uint32_t v4f_env_u32(const char *name, long dflt, long lo, long hi);
 
 /* ---- host memory ------------------------------------------------------- */
 
-/* The MemAvailable line of /proc/meminfo text (the kernel's estimate of
- * what new allocations can take without swapping) in bytes; false when the
- * line is absent or malformed. v4f_mem_available reads /proc/meminfo
- * itself (false where there is none). */
-bool v4f_meminfo_available(const char *text, uint64_t *bytes);
+/* The "KEY:   N kB" line of /proc text (meminfo, self/status) in bytes;
+ * false when the line is absent or malformed. v4f_proc_kb reads the file
+ * PATH (false where there is none). v4f_mem_available: MemAvailable of
+ * /proc/meminfo, the kernel's estimate of what new allocations can take
+ * without swapping. */
+bool v4f_proc_kb_parse(const char *text, const char *key, uint64_t *bytes);
+bool v4f_proc_kb(const char *path, const char *key, uint64_t *bytes);
 bool v4f_mem_available(uint64_t *bytes);
 
 /* Greedy argmax of x[0..n): the lowest id of the largest value; NaN never

@@ -29,9 +29,9 @@ TEST(env_u32_clamps) {
     unsetenv(k);
 }
 
-/* v4f_meminfo_available: the MemAvailable line in bytes wherever it sits;
+/* v4f_proc_kb_parse: the MemAvailable line in bytes wherever it sits;
  * false when it is absent, not a number, not in kB or too large. */
-TEST(meminfo_available_parses) {
+TEST(proc_kb_parses) {
     static const struct {
         const char *text;
         bool ok;
@@ -43,6 +43,7 @@ TEST(meminfo_available_parses) {
         {"MemAvailable:\t7 kB\n", true, 7168},
         {"MemTotal:       32768000 kB\nMemFree:         1000 kB\n", false, 0},
         {"XMemAvailable: 5 kB\n", false, 0},
+        {"MemAvailableX: 5 kB\nMemAvailable: 6 kB\n", true, 6144}, /* the key, not a longer one */
         {"MemAvailable:   abc kB\n", false, 0},
         {"MemAvailable:   12 MB\n", false, 0},
         {"MemAvailable:   99999999999999999999 kB\n", false, 0},
@@ -51,7 +52,7 @@ TEST(meminfo_available_parses) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint64_t got = 12345;
-        const bool ok = v4f_meminfo_available(cases[i].text, &got);
+        const bool ok = v4f_proc_kb_parse(cases[i].text, "MemAvailable", &got);
         CHECK_MSG(ok == cases[i].ok, "case %zu: ok %d, want %d", i, ok, cases[i].ok);
         if (ok && cases[i].ok) CHECK_MSG(got == cases[i].want, "case %zu: %llu, want %llu", i,
                                          (unsigned long long)got, (unsigned long long)cases[i].want);
