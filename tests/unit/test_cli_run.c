@@ -50,6 +50,14 @@ static char *slurp(const char *path) {
     return buf;
 }
 
+/* Write text to path (a chat script); false if it cannot be written. */
+static bool write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return false;
+    const bool ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
 /* numeric value of "key": in a flat JSON object (or -1 when absent) */
 static double json_num(const char *js, const char *key) {
     char pat[128];
@@ -251,10 +259,7 @@ TEST(cli_chat_save_load_without_name) {
     SKIP_NO_BIN();
     char script[512], args[2048];
     snprintf(script, sizeof script, "%s/chat-noname.txt", test_tmp_dir());
-    FILE *f = fopen(script, "w");
-    REQUIRE(f);
-    fputs("/save\n/load\nHello\n/stats\n/quit\n", f);
-    fclose(f);
+    REQUIRE(write_text(script, "/save\n/load\nHello\n/stats\n/quit\n"));
     snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s/kv-noname < %s",
              test_fixture_path("model/tiny-q2.gguf"), test_tmp_dir(), script);
     static char out[16384];
@@ -282,10 +287,7 @@ TEST(cli_chat_sessions_not_overwritten) {
     const char *scripts[] = {"First message\n/quit\n", "/load typo\nOther\n/quit\n"};
     int saved[2] = {0, 0};
     for (int i = 0; i < 2; i++) {
-        FILE *f = fopen(script, "w");
-        REQUIRE(f);
-        fputs(scripts[i], f);
-        fclose(f);
+        REQUIRE(write_text(script, scripts[i]));
         snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s --session A < %s", m, dir,
                  script);
         CHECK_EQ_INT(run_capture_ex(args, true, out, sizeof out), 0);
@@ -303,10 +305,7 @@ TEST(cli_chat_sessions_not_overwritten) {
     snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --kv-dir %s --session A < /dev/null", m, dir);
     CHECK_EQ_INT(run_capture_ex(args, true, out, sizeof out), 1);
     CHECK_MSG(strstr(out, "session A is open in another v4flash process") != NULL, "%s", out);
-    FILE *f = fopen(script, "w");
-    REQUIRE(f);
-    fputs("Hi\n/save A\n/load A\n/quit\n", f);
-    fclose(f);
+    REQUIRE(write_text(script, "Hi\n/save A\n/load A\n/quit\n"));
     snprintf(args, sizeof args, "chat -m %s -n 3 --temp 0 --reasoning hide --kv-dir %s < %s", m, dir, script);
     CHECK_EQ_INT(run_capture_ex(args, true, out, sizeof out), 0);
     CHECK_MSG(strstr(out, "(session A is open in another v4flash process; not saved)") != NULL, "%s", out);
