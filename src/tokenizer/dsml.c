@@ -452,6 +452,14 @@ void v4f_dsml_finish(v4f_dsml *p) {
     set_done(p);
 }
 
+void v4f_dsml_text(const v4f_dsml *p, const char **reasoning, size_t *reasoning_len, const char **content,
+                   size_t *content_len) {
+    *reasoning = p->reasoning.data ? p->reasoning.data : "";
+    *reasoning_len = p->reasoning.len;
+    *content = p->content.data ? p->content.data : "";
+    *content_len = p->content.len;
+}
+
 void v4f_dsml_result(const v4f_dsml *p, v4f_dsml_msg *out) {
     memset(out, 0, sizeof *out);
     if (!p) return;

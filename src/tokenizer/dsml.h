@@ -87,8 +87,13 @@ void v4f_dsml_feed(v4f_dsml *p, const char *text, size_t len);
  * settles a pending tool-call block. Idempotent. */
 void v4f_dsml_finish(v4f_dsml *p);
 v4f_dsml_state v4f_dsml_get_state(const v4f_dsml *p);
-/* Snapshot of the result so far (valid until the next call on p). */
+/* Snapshot of the result so far (valid until the next call on p). Scans
+ * the text for special tokens (the flags): O(text) per call. */
 void v4f_dsml_result(const v4f_dsml *p, v4f_dsml_msg *out);
+/* The reasoning and content committed so far, without the scan (streaming:
+ * O(1) per call; valid until the next feed/finish). */
+void v4f_dsml_text(const v4f_dsml *p, const char **reasoning, size_t *reasoning_len, const char **content,
+                   size_t *content_len);
 
 /* Append the message as the official parser returns it, as JSON:
  * {"role": "assistant", "content": ..., "reasoning_content": ...,
