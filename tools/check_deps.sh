@@ -14,7 +14,7 @@ allowed() {
     tokenizer) echo "core gguf json tokenizer" ;;
     kvstore) echo "core kvstore" ;;
     engine) echo "core gguf quant backend model sampler tokenizer json kvstore engine" ;;
-    server) echo "core json kvstore server engine" ;;
+    server) echo "core gguf quant backend model sampler tokenizer json kvstore engine server" ;;
     *) echo "" ;;
     esac
 }

@@ -1,0 +1,602 @@
+/*
+ * oai.c - OpenAI-compatible requests and responses (see oai.h).
+ */
+#include "server/oai.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "tokenizer/chat.h"
+#include "tokenizer/dsml.h"
+
+#define BODY_MAX_DEPTH 128 /* nesting of a request body (tool schemas nest a few levels) */
+
+/* ---- request parsing --------------------------------------------------------- */
+
+static v4f_status bad(v4f_err *err, const char *field, const char *what) {
+    return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "'%s' %s", field, what);
+}
+
+/* A JSON number member as a double in [lo, hi]; absent or null leaves *out. */
+static v4f_status get_num(const v4f_json *obj, const char *key, double lo, double hi, bool integer,
+                          double *out, bool *given, v4f_err *err) {
+    const v4f_json *v = v4f_json_get(obj, key);
+    if (!v || v->type == V4F_JSON_NULL) return V4F_OK;
+    if (v->type != V4F_JSON_NUMBER) return bad(err, key, integer ? "must be an integer" : "must be a number");
+    if (integer && !v->is_int) return bad(err, key, "must be an integer");
+    char tmp[64];
+    if (v->len >= sizeof tmp) return bad(err, key, "is out of range");
+    memcpy(tmp, v->str, v->len);
+    tmp[v->len] = 0;
+    errno = 0;
+    double x = strtod(tmp, NULL);
+    if (errno || !isfinite(x) || x < lo || x > hi) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "must be between %g and %g", lo, hi);
+        return bad(err, key, msg);
+    }
+    *out = x;
+    if (given) *given = true;
+    return V4F_OK;
+}
+
+static v4f_status get_bool(const v4f_json *obj, const char *key, bool *out, v4f_err *err) {
+    const v4f_json *v = v4f_json_get(obj, key);
+    if (!v || v->type == V4F_JSON_NULL) return V4F_OK;
+    if (v->type != V4F_JSON_TRUE && v->type != V4F_JSON_FALSE) return bad(err, key, "must be true or false");
+    *out = v->type == V4F_JSON_TRUE;
+    return V4F_OK;
+}
+
+static bool str_is(const v4f_json *v, const char *s) {
+    return v && v->type == V4F_JSON_STRING && v->len == strlen(s) && !memcmp(v->str, s, v->len);
+}
+
+static v4f_status parse_stop(const v4f_json *root, v4f_oai_req *r, v4f_err *err) {
+    const v4f_json *v = v4f_json_get(root, "stop");
+    if (!v || v->type == V4F_JSON_NULL) return V4F_OK;
+    const v4f_json *one = v->type == V4F_JSON_STRING ? v : NULL;
+    if (!one && v->type != V4F_JSON_ARRAY) return bad(err, "stop", "must be a string or a list of strings");
+    if (!one && v->n > V4F_OAI_MAX_STOP) return bad(err, "stop", "has more than 4 entries");
+    for (const v4f_json *s = one ? one : v->child; s; s = one ? NULL : s->next) {
+        if (s->type != V4F_JSON_STRING) return bad(err, "stop", "must be a string or a list of strings");
+        if (s->len == 0) continue; /* an empty stop string matches nothing useful */
+        if (s->len > V4F_OAI_STOP_MAX_BYTES) return bad(err, "stop", "has a string longer than 256 bytes");
+        memcpy(r->stop[r->n_stop], s->str, s->len);
+        r->stop[r->n_stop][s->len] = 0;
+        r->stop_len[r->n_stop++] = s->len;
+    }
+    return V4F_OK;
+}
+
+/* thinking / think / reasoning_effort / model alias -> r->thinking, think_max */
+static v4f_status parse_thinking(const v4f_json *root, const v4f_oai_defaults *d, v4f_oai_req *r, v4f_err *err) {
+    const v4f_json *model = v4f_json_get(root, "model");
+    if (str_is(model, "deepseek-chat")) r->thinking = false;
+    if (str_is(model, "deepseek-reasoner")) r->thinking = true;
+    const v4f_json *t = v4f_json_get(root, "thinking");
+    if (t && t->type == V4F_JSON_OBJECT) {
+        const v4f_json *ty = v4f_json_get(t, "type");
+        if (str_is(ty, "enabled")) r->thinking = true;
+        else if (str_is(ty, "disabled")) r->thinking = false;
+        else return bad(err, "thinking.type", "must be \"enabled\" or \"disabled\"");
+    } else if (t && t->type != V4F_JSON_NULL) {
+        v4f_status st = get_bool(root, "thinking", &r->thinking, err);
+        if (st) return st;
+    }
+    v4f_status st = get_bool(root, "think", &r->thinking, err);
+    if (st) return st;
+    const v4f_json *e = v4f_json_get(root, "reasoning_effort");
+    if (e && e->type != V4F_JSON_NULL) {
+        static const char *const ok[] = {"minimal", "low", "medium", "high", "xhigh"};
+        bool known = false;
+        for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) known |= str_is(e, ok[i]);
+        if (str_is(e, "none")) {
+            r->thinking = false;
+        } else if (str_is(e, "max")) {
+            r->thinking = true;
+            r->think_max = d->think_max_ok;
+        } else if (!known) {
+            return bad(err, "reasoning_effort", "must be one of none, minimal, low, medium, high, xhigh, max");
+        }
+    }
+    return V4F_OK;
+}
+
+v4f_status v4f_oai_parse(v4f_oai_kind kind, const char *body, size_t len, const v4f_oai_defaults *d,
+                         v4f_oai_req *out, v4f_err *err) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    const v4f_json_limits lim = {.max_bytes = len + 1, .max_depth = BODY_MAX_DEPTH};
+    v4f_json_doc *doc = NULL;
+    v4f_status st = v4f_json_parse(body, len, &lim, &doc, err);
+    if (st) {
+        char m[sizeof err->msg];
+        snprintf(m, sizeof m, "%s", err->msg);
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "the body is not valid JSON: %s", m);
+    }
+    const v4f_json *root = v4f_json_doc_root(doc);
+    v4f_oai_req *r = out;
+    r->doc = doc;
+    r->thinking = d->thinking;
+    r->temperature = d->temperature;
+    r->top_p = d->top_p;
+    r->min_p = d->min_p;
+    r->top_k = d->top_k;
+    r->max_tokens = -1;
+    snprintf(r->model, sizeof r->model, "%s", V4F_OAI_MODEL_ID);
+    if (!v4f_json_is(root, V4F_JSON_OBJECT)) {
+        st = v4f_err_set(err, V4F_STATUS_INVALID_ARG, "the body must be a JSON object");
+        goto fail;
+    }
+    size_t ml = 0;
+    const char *model = v4f_json_get_str(root, "model", &ml);
+    if (model && ml > 0 && ml < sizeof r->model && !memchr(model, 0, ml)) {
+        memcpy(r->model, model, ml);
+        r->model[ml] = 0;
+    }
+    if (kind == V4F_OAI_CHAT) {
+        r->messages = v4f_json_get(root, "messages");
+        if (!v4f_json_is(r->messages, V4F_JSON_ARRAY) || r->messages->n == 0) {
+            st = bad(err, "messages", "must be a non-empty list");
+            goto fail;
+        }
+        for (const v4f_json *m = r->messages->child; m; m = m->next)
+            if (!v4f_json_is(m, V4F_JSON_OBJECT)) {
+                st = bad(err, "messages", "must hold objects");
+                goto fail;
+            }
+        const v4f_json *tools = v4f_json_get(root, "tools");
+        if (tools && tools->type != V4F_JSON_NULL) {
+            if (tools->type != V4F_JSON_ARRAY) {
+                st = bad(err, "tools", "must be a list");
+                goto fail;
+            }
+            for (const v4f_json *t = tools->child; t; t = t->next)
+                if (!v4f_json_is(v4f_json_get(t, "function"), V4F_JSON_OBJECT)) {
+                    st = bad(err, "tools", "must hold {\"type\": \"function\", \"function\": {...}} objects");
+                    goto fail;
+                }
+            if (tools->n) r->tools = tools;
+        }
+        const v4f_json *tc = v4f_json_get(root, "tool_choice");
+        if (str_is(tc, "none")) r->tools = NULL;
+        if ((st = parse_thinking(root, d, r, err))) goto fail;
+        double mt = -1;
+        if ((st = get_num(root, "max_completion_tokens", 1, 1e15, true, &mt, NULL, err))) goto fail;
+        if (mt < 0 && (st = get_num(root, "max_tokens", 1, 1e15, true, &mt, NULL, err))) goto fail;
+        r->max_tokens = (int64_t)mt;
+    } else {
+        const v4f_json *p = v4f_json_get(root, "prompt");
+        if (v4f_json_is(p, V4F_JSON_ARRAY) && p->n == 1) p = p->child;
+        if (!v4f_json_is(p, V4F_JSON_STRING)) {
+            st = bad(err, "prompt", "must be a string (or a list of one string)");
+            goto fail;
+        }
+        r->prompt = p->str;
+        r->prompt_len = p->len;
+        static const char *const refused[] = {"echo", "suffix", "logprobs"};
+        for (size_t i = 0; i < sizeof refused / sizeof *refused; i++)
+            if (v4f_json_truthy(v4f_json_get(root, refused[i]))) {
+                st = bad(err, refused[i], "is not supported");
+                goto fail;
+            }
+        double mt = -1;
+        if ((st = get_num(root, "max_tokens", 1, 1e15, true, &mt, NULL, err))) goto fail;
+        r->max_tokens = (int64_t)mt;
+    }
+    double n = 1, best_of = 1;
+    if ((st = get_num(root, "n", 1, 1, true, &n, NULL, err))) goto fail;
+    if ((st = get_num(root, "best_of", 1, 1, true, &best_of, NULL, err))) goto fail;
+    double x = r->temperature;
+    if ((st = get_num(root, "temperature", 0, 100, false, &x, NULL, err))) goto fail;
+    r->temperature = (float)x;
+    x = r->top_p;
+    if ((st = get_num(root, "top_p", 1e-9, 1, false, &x, NULL, err))) goto fail;
+    r->top_p = (float)x;
+    x = r->min_p;
+    if ((st = get_num(root, "min_p", 0, 1, false, &x, NULL, err))) goto fail;
+    r->min_p = (float)x;
+    x = r->top_k;
+    if ((st = get_num(root, "top_k", 0, 1 << 30, true, &x, NULL, err))) goto fail;
+    r->top_k = (int32_t)x;
+    x = 0;
+    /* seeds are integers up to 2^53 here (JSON clients rarely send more) */
+    if ((st = get_num(root, "seed", -9007199254740992.0, 9007199254740992.0, true, &x, &r->seed_given, err)))
+        goto fail;
+    r->seed = (uint64_t)(int64_t)x;
+    if ((st = get_bool(root, "stream", &r->stream, err))) goto fail;
+    const v4f_json *so = v4f_json_get(root, "stream_options");
+    if (v4f_json_is(so, V4F_JSON_OBJECT) && (st = get_bool(so, "include_usage", &r->include_usage, err)))
+        goto fail;
+    if ((st = parse_stop(root, r, err))) goto fail;
+    return V4F_OK;
+fail:
+    v4f_json_doc_free(doc);
+    memset(out, 0, sizeof *out);
+    return st;
+}
+
+void v4f_oai_req_free(v4f_oai_req *r) {
+    if (!r) return;
+    v4f_json_doc_free(r->doc);
+    r->doc = NULL;
+}
+
+v4f_status v4f_oai_prompt(const v4f_oai_req *r, char **out, size_t *out_len, v4f_err *err) {
+    if (r->kind == V4F_OAI_COMPLETION) {
+        char *p = v4f_xmalloc(r->prompt_len + 1);
+        memcpy(p, r->prompt, r->prompt_len);
+        p[r->prompt_len] = 0;
+        *out = p;
+        *out_len = r->prompt_len;
+        return V4F_OK;
+    }
+    v4f_chat_opts o;
+    v4f_chat_opts_default(&o);
+    o.thinking = r->thinking;
+    o.effort = r->thinking && r->think_max ? V4F_CHAT_EFFORT_MAX : V4F_CHAT_EFFORT_NONE;
+    return v4f_chat_render(r->messages, r->tools, &o, out, out_len, err);
+}
+
+/* ---- small writers ------------------------------------------------------------ */
+
+static void put_kv_str(v4f_json_buf *b, const char *key, const char *s, size_t n) {
+    v4f_json_write_string(b, key, strlen(key), 0);
+    v4f_json_buf_putc(b, ':');
+    v4f_json_write_string(b, s, n, 0);
+}
+
+static void put_kv_u64(v4f_json_buf *b, const char *key, uint64_t v) {
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
+    v4f_json_write_string(b, key, strlen(key), 0);
+    v4f_json_buf_putc(b, ':');
+    v4f_json_buf_puts(b, tmp);
+}
+
+void v4f_oai_error_json(v4f_json_buf *b, const char *msg, const char *type, const char *code) {
+    v4f_json_buf_puts(b, "{\"error\":{");
+    put_kv_str(b, "message", msg, strlen(msg));
+    v4f_json_buf_putc(b, ',');
+    put_kv_str(b, "type", type, strlen(type));
+    v4f_json_buf_puts(b, ",\"param\":null,\"code\":");
+    if (code) v4f_json_write_string(b, code, strlen(code), 0);
+    else v4f_json_buf_puts(b, "null");
+    v4f_json_buf_puts(b, "}}");
+}
+
+static void model_obj(v4f_json_buf *b, uint32_t n_ctx, int64_t created) {
+    v4f_json_buf_puts(b, "{\"id\":\"" V4F_OAI_MODEL_ID "\",\"object\":\"model\",");
+    put_kv_u64(b, "created", (uint64_t)created);
+    v4f_json_buf_puts(b, ",\"owned_by\":\"v4flash\",");
+    put_kv_u64(b, "context_length", n_ctx);
+    v4f_json_buf_puts(b, "}");
+}
+
+void v4f_oai_models_json(v4f_json_buf *b, uint32_t n_ctx, int64_t created, bool list) {
+    if (!list) {
+        model_obj(b, n_ctx, created);
+        return;
+    }
+    v4f_json_buf_puts(b, "{\"object\":\"list\",\"data\":[");
+    model_obj(b, n_ctx, created);
+    v4f_json_buf_puts(b, "]}");
+}
+
+void v4f_oai_random_id(char *out, size_t cap, const char *prefix) {
+    uint8_t r[16];
+    size_t got = 0;
+    while (got < sizeof r) {
+        ssize_t k = getrandom(r + got, sizeof r - got, 0);
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    if (got < sizeof r) { /* no getrandom: time and address bits (ids need not be secret) */
+        uint64_t x = (uint64_t)(v4f_time_s() * 1e9) ^ (uint64_t)(uintptr_t)out;
+        for (size_t i = got; i < sizeof r; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            r[i] = (uint8_t)(x >> 56);
+        }
+    }
+    size_t n = (size_t)snprintf(out, cap, "%s", prefix);
+    for (size_t i = 0; i < sizeof r && n + 2 < cap; i++, n += 2) snprintf(out + n, cap - n, "%02x", r[i]);
+}
+
+/* ---- responses ------------------------------------------------------------------ */
+
+struct v4f_oai_out {
+    v4f_oai_kind kind;
+    bool stream, include_usage;
+    char id[64], model[64];
+    int64_t created;
+    v4f_dsml *dsml;     /* chat */
+    v4f_json_buf raw;   /* completion text */
+    size_t sent_reasoning, sent_content;
+    size_t scanned;     /* visible bytes already searched for stop strings */
+    bool sent_role, stopped;
+    size_t cut;         /* content (chat) / text (completion) ends here once stopped */
+    uint32_t n_stop;
+    char stop[V4F_OAI_MAX_STOP][V4F_OAI_STOP_MAX_BYTES + 1];
+    size_t stop_len[V4F_OAI_MAX_STOP];
+    char **call_ids;    /* one per finished tool call */
+    size_t n_call_ids;
+    const char *finish_reason;
+};
+
+v4f_oai_out *v4f_oai_out_new(const v4f_oai_req *r, const char *id, int64_t created) {
+    v4f_oai_out *o = v4f_xmalloc(sizeof *o);
+    memset(o, 0, sizeof *o);
+    o->kind = r->kind;
+    o->stream = r->stream;
+    o->include_usage = r->include_usage;
+    snprintf(o->id, sizeof o->id, "%s", id);
+    snprintf(o->model, sizeof o->model, "%s", r->model);
+    o->created = created;
+    if (r->kind == V4F_OAI_CHAT) o->dsml = v4f_dsml_new(r->thinking);
+    v4f_json_buf_init(&o->raw);
+    o->n_stop = r->n_stop;
+    memcpy(o->stop, r->stop, sizeof o->stop);
+    memcpy(o->stop_len, r->stop_len, sizeof o->stop_len);
+    return o;
+}
+
+void v4f_oai_out_free(v4f_oai_out *o) {
+    if (!o) return;
+    v4f_dsml_free(o->dsml);
+    v4f_json_buf_free(&o->raw);
+    for (size_t i = 0; i < o->n_call_ids; i++) free(o->call_ids[i]);
+    free(o->call_ids);
+    free(o);
+}
+
+/* The visible text (content or completion text) so far. */
+static const char *visible(const v4f_oai_out *o, size_t *len) {
+    if (o->kind == V4F_OAI_COMPLETION) {
+        *len = o->raw.len;
+        return o->raw.len ? o->raw.data : "";
+    }
+    const char *r, *c;
+    size_t rl;
+    v4f_dsml_text(o->dsml, &r, &rl, &c, len);
+    return c;
+}
+
+/* The first stop string in t[0..n) that ends after `from` (t[0..from) was
+ * searched before); returns its start or n. */
+static size_t find_stop(const v4f_oai_out *o, const char *t, size_t n, size_t from) {
+    size_t best = n;
+    for (uint32_t i = 0; i < o->n_stop; i++) {
+        size_t sl = o->stop_len[i];
+        size_t start = from > sl ? from - sl + 1 : 0;
+        for (size_t p = start; p + sl <= n && p < best; p++)
+            if (!memcmp(t + p, o->stop[i], sl)) {
+                best = p;
+                break;
+            }
+    }
+    return best;
+}
+
+/* Bytes at the end of t[0..n) that could be the start of a stop string. */
+static size_t stop_holdback(const v4f_oai_out *o, const char *t, size_t n) {
+    size_t hold = 0;
+    for (uint32_t i = 0; i < o->n_stop; i++) {
+        size_t sl = o->stop_len[i];
+        for (size_t k = sl - 1; k > hold; k--)
+            if (k <= n && !memcmp(t + n - k, o->stop[i], k)) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
+}
+
+static void chunk_head(v4f_oai_out *o, v4f_json_buf *b) {
+    v4f_json_buf_puts(b, "data: {");
+    put_kv_str(b, "id", o->id, strlen(o->id));
+    v4f_json_buf_puts(b, o->kind == V4F_OAI_CHAT ? ",\"object\":\"chat.completion.chunk\","
+                                                 : ",\"object\":\"text_completion\",");
+    put_kv_u64(b, "created", (uint64_t)o->created);
+    v4f_json_buf_putc(b, ',');
+    put_kv_str(b, "model", o->model, strlen(o->model));
+    v4f_json_buf_puts(b, ",\"choices\":[{\"index\":0,");
+}
+
+/* One delta chunk: {"delta": {key: text}} (chat) or {"text": text}. */
+static void chunk_text(v4f_oai_out *o, v4f_json_buf *b, const char *key, const char *s, size_t n) {
+    chunk_head(o, b);
+    if (o->kind == V4F_OAI_CHAT) {
+        v4f_json_buf_puts(b, "\"delta\":{");
+        if (!o->sent_role) {
+            v4f_json_buf_puts(b, "\"role\":\"assistant\",");
+            o->sent_role = true;
+        }
+        put_kv_str(b, key, s, n);
+        v4f_json_buf_puts(b, "},\"finish_reason\":null}]}\n\n");
+    } else {
+        put_kv_str(b, "text", s, n);
+        v4f_json_buf_puts(b, ",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    }
+}
+
+bool v4f_oai_out_feed(v4f_oai_out *o, const char *text, size_t len, v4f_json_buf *sse) {
+    if (o->stopped) return false;
+    if (o->kind == V4F_OAI_CHAT) v4f_dsml_feed(o->dsml, text, len);
+    else v4f_json_buf_append(&o->raw, text, len);
+    size_t vl = 0;
+    const char *v = visible(o, &vl);
+    if (o->n_stop) {
+        size_t at = find_stop(o, v, vl, o->scanned);
+        o->scanned = vl;
+        if (at < vl) {
+            o->stopped = true;
+            o->cut = at;
+        }
+    }
+    if (!o->stream) return !o->stopped;
+    if (o->kind == V4F_OAI_CHAT) {
+        const char *r, *c;
+        size_t rl, cl;
+        v4f_dsml_text(o->dsml, &r, &rl, &c, &cl);
+        if (rl > o->sent_reasoning) {
+            chunk_text(o, sse, "reasoning_content", r + o->sent_reasoning, rl - o->sent_reasoning);
+            o->sent_reasoning = rl;
+        }
+    }
+    size_t upto = o->stopped ? o->cut : vl - stop_holdback(o, v, vl);
+    if (upto > o->sent_content) {
+        chunk_text(o, sse, "content", v + o->sent_content, upto - o->sent_content);
+        o->sent_content = upto;
+    }
+    return !o->stopped;
+}
+
+static void write_usage(v4f_json_buf *b, const v4f_oai_usage *u) {
+    v4f_json_buf_puts(b, "\"usage\":{");
+    put_kv_u64(b, "prompt_tokens", u->prompt_tokens);
+    v4f_json_buf_putc(b, ',');
+    put_kv_u64(b, "completion_tokens", u->completion_tokens);
+    v4f_json_buf_putc(b, ',');
+    put_kv_u64(b, "total_tokens", u->prompt_tokens + u->completion_tokens);
+    v4f_json_buf_puts(b, ",\"prompt_tokens_details\":{");
+    put_kv_u64(b, "cached_tokens", u->cached_tokens);
+    v4f_json_buf_puts(b, "}}");
+}
+
+static void write_calls(v4f_oai_out *o, v4f_json_buf *b, const v4f_dsml_msg *m, bool delta) {
+    v4f_json_buf_puts(b, "\"tool_calls\":[");
+    for (size_t i = 0; i < m->n_calls; i++) {
+        if (i) v4f_json_buf_putc(b, ',');
+        v4f_json_buf_putc(b, '{');
+        if (delta) {
+            put_kv_u64(b, "index", i);
+            v4f_json_buf_putc(b, ',');
+        }
+        put_kv_str(b, "id", o->call_ids[i], strlen(o->call_ids[i]));
+        v4f_json_buf_puts(b, ",\"type\":\"function\",\"function\":{");
+        put_kv_str(b, "name", m->calls[i].name, m->calls[i].name_len);
+        v4f_json_buf_putc(b, ',');
+        put_kv_str(b, "arguments", m->calls[i].arguments, m->calls[i].arguments_len);
+        v4f_json_buf_puts(b, "}}");
+    }
+    v4f_json_buf_putc(b, ']');
+}
+
+void v4f_oai_out_finish(v4f_oai_out *o, const char *reason, const v4f_oai_usage *u, v4f_json_buf *dst) {
+    v4f_dsml_msg m = {0};
+    if (o->kind == V4F_OAI_CHAT) {
+        v4f_dsml_finish(o->dsml);
+        v4f_dsml_result(o->dsml, &m);
+        if (o->stopped) m.n_calls = 0; /* a stop string ended the text before any call */
+    }
+    size_t vl = 0;
+    const char *v; /* m stays valid: no other parser call from here on */
+    if (o->kind == V4F_OAI_CHAT) {
+        v = m.content;
+        vl = m.content_len;
+    } else {
+        v = visible(o, &vl);
+    }
+    if (o->n_stop && !o->stopped) { /* text flushed by finish may hold a stop string */
+        size_t at = find_stop(o, v, vl, o->scanned);
+        o->scanned = vl;
+        if (at < vl) {
+            o->stopped = true;
+            o->cut = at;
+            m.n_calls = 0;
+        }
+    }
+    if (o->stopped) vl = o->cut;
+    if (m.n_calls && !o->n_call_ids) {
+        o->call_ids = v4f_xmalloc(m.n_calls * sizeof *o->call_ids);
+        for (size_t i = 0; i < m.n_calls; i++) {
+            char id[64];
+            v4f_oai_random_id(id, sizeof id, "call_");
+            o->call_ids[i] = strdup(id);
+            if (!o->call_ids[i]) abort();
+        }
+        o->n_call_ids = m.n_calls;
+    }
+    o->finish_reason = o->stopped ? "stop" : m.n_calls ? "tool_calls" : strcmp(reason, "length") ? "stop" : "length";
+    if (o->stream) {
+        if (o->kind == V4F_OAI_CHAT && m.reasoning_len > o->sent_reasoning) {
+            chunk_text(o, dst, "reasoning_content", m.reasoning + o->sent_reasoning,
+                       m.reasoning_len - o->sent_reasoning);
+            o->sent_reasoning = m.reasoning_len;
+        }
+        if (vl > o->sent_content) {
+            chunk_text(o, dst, "content", v + o->sent_content, vl - o->sent_content);
+            o->sent_content = vl;
+        }
+        chunk_head(o, dst);
+        if (o->kind == V4F_OAI_CHAT) {
+            v4f_json_buf_puts(dst, "\"delta\":{");
+            if (!o->sent_role) {
+                v4f_json_buf_puts(dst, "\"role\":\"assistant\"");
+                o->sent_role = true;
+                if (m.n_calls) v4f_json_buf_putc(dst, ',');
+            }
+            if (m.n_calls) write_calls(o, dst, &m, true);
+            v4f_json_buf_puts(dst, "},");
+        } else {
+            v4f_json_buf_puts(dst, "\"text\":\"\",\"logprobs\":null,");
+        }
+        put_kv_str(dst, "finish_reason", o->finish_reason, strlen(o->finish_reason));
+        v4f_json_buf_puts(dst, "}]}\n\n");
+        if (o->include_usage && u) {
+            v4f_json_buf_puts(dst, "data: {");
+            put_kv_str(dst, "id", o->id, strlen(o->id));
+            v4f_json_buf_puts(dst, o->kind == V4F_OAI_CHAT ? ",\"object\":\"chat.completion.chunk\","
+                                                           : ",\"object\":\"text_completion\",");
+            put_kv_u64(dst, "created", (uint64_t)o->created);
+            v4f_json_buf_putc(dst, ',');
+            put_kv_str(dst, "model", o->model, strlen(o->model));
+            v4f_json_buf_puts(dst, ",\"choices\":[],");
+            write_usage(dst, u);
+            v4f_json_buf_puts(dst, "}\n\n");
+        }
+        v4f_json_buf_puts(dst, "data: [DONE]\n\n");
+        return;
+    }
+    v4f_json_buf_putc(dst, '{');
+    put_kv_str(dst, "id", o->id, strlen(o->id));
+    v4f_json_buf_puts(dst, o->kind == V4F_OAI_CHAT ? ",\"object\":\"chat.completion\"," : ",\"object\":\"text_completion\",");
+    put_kv_u64(dst, "created", (uint64_t)o->created);
+    v4f_json_buf_putc(dst, ',');
+    put_kv_str(dst, "model", o->model, strlen(o->model));
+    v4f_json_buf_puts(dst, ",\"choices\":[{\"index\":0,");
+    if (o->kind == V4F_OAI_CHAT) {
+        v4f_json_buf_puts(dst, "\"message\":{\"role\":\"assistant\",");
+        put_kv_str(dst, "content", v, vl);
+        if (m.reasoning_len) {
+            v4f_json_buf_putc(dst, ',');
+            put_kv_str(dst, "reasoning_content", m.reasoning, m.reasoning_len);
+        }
+        if (m.n_calls) {
+            v4f_json_buf_putc(dst, ',');
+            write_calls(o, dst, &m, false);
+        }
+        v4f_json_buf_puts(dst, "},");
+    } else {
+        put_kv_str(dst, "text", v, vl);
+        v4f_json_buf_puts(dst, ",\"logprobs\":null,");
+    }
+    put_kv_str(dst, "finish_reason", o->finish_reason, strlen(o->finish_reason));
+    v4f_json_buf_puts(dst, "}]");
+    if (u) {
+        v4f_json_buf_putc(dst, ',');
+        write_usage(dst, u);
+    }
+    v4f_json_buf_puts(dst, "}");
+}
+
+const char *v4f_oai_out_finish_reason(const v4f_oai_out *o) {
+    return o->finish_reason;
+}

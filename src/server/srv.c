@@ -1,0 +1,320 @@
+/*
+ * srv.c - the server's live session: prefix reuse, prefill, sampling (see
+ * srv.h).
+ */
+#include "server/srv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/snapshot.h"
+#include "tokenizer/chat.h"
+
+#define SRV_CPU_PIECE 512 /* most prompt tokens per CPU eval (cancellation checks) */
+
+struct v4f_srv {
+    v4f_session *s;
+    const v4f_tok *tok;
+    uint32_t n_ctx, n_vocab, snapshot_min;
+    int32_t eos, think_end;
+    /* what the KV holds: ids, their text, and where each token's text ends */
+    int32_t *ids;
+    uint64_t *ends;
+    size_t n, cap;
+    char *text;
+    size_t text_len, text_cap;
+    float *logits;
+    v4f_snapshot_mem snap; /* the KV at the end of an earlier prompt */
+    uint32_t snap_pos;     /* 0: none; valid while ids[0..snap_pos) are unchanged */
+};
+
+v4f_srv *v4f_srv_new(v4f_session *s, const v4f_tok *tok, uint32_t n_ctx, const v4f_srv_opts *o) {
+    v4f_srv *w = v4f_xmalloc(sizeof *w);
+    memset(w, 0, sizeof *w);
+    w->s = s;
+    w->tok = tok;
+    w->n_ctx = n_ctx;
+    w->n_vocab = o->n_vocab;
+    w->snapshot_min = o->snapshot_min;
+    w->eos = v4f_tok_eos(tok) >= 0 ? v4f_tok_eos(tok) : 1;
+    w->think_end = v4f_tok_find(tok, V4F_CHAT_THINK_END, strlen(V4F_CHAT_THINK_END));
+    w->logits = v4f_xmalloc((size_t)o->n_vocab * sizeof *w->logits);
+    return w;
+}
+
+void v4f_srv_free(v4f_srv *w) {
+    if (!w) return;
+    free(w->ids);
+    free(w->ends);
+    free(w->text);
+    free(w->logits);
+    v4f_snapshot_mem_free(&w->snap);
+    free(w);
+}
+
+uint32_t v4f_srv_pos(const v4f_srv *w) {
+    return (uint32_t)w->n;
+}
+
+/* ---- history ---------------------------------------------------------------- */
+
+static void hist_push(v4f_srv *w, const int32_t *ids, size_t n) {
+    if (w->n + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 1024;
+        while (cap < w->n + n) cap *= 2;
+        w->ids = v4f_xrealloc(w->ids, cap * sizeof *w->ids);
+        w->ends = v4f_xrealloc(w->ends, cap * sizeof *w->ends);
+        w->cap = cap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *b = NULL;
+        size_t bl = 0;
+        if (!v4f_tok_token_bytes(w->tok, ids[i], &b, &bl)) bl = 0; /* ids were validated by the model */
+        if (w->text_len + bl + 1 > w->text_cap) {
+            size_t cap = w->text_cap ? w->text_cap : 4096;
+            while (cap < w->text_len + bl + 1) cap *= 2;
+            w->text = v4f_xrealloc(w->text, cap);
+            w->text_cap = cap;
+        }
+        memcpy(w->text + w->text_len, b, bl);
+        w->text_len += bl;
+        w->ids[w->n] = ids[i];
+        w->ends[w->n++] = w->text_len;
+    }
+}
+
+static void hist_cut(v4f_srv *w, size_t n) {
+    if (n >= w->n) return;
+    w->n = n;
+    w->text_len = n ? w->ends[n - 1] : 0;
+    if (w->snap_pos > n) w->snap_pos = 0; /* its tokens are gone */
+}
+
+/* Move the session back to position c (< w->n); returns the position reached
+ * and the way ("rewind", "snapshot", "cold"). */
+static uint32_t back_to(v4f_srv *w, uint32_t c, const char **how) {
+    v4f_err e = {0};
+    if (v4f_session_backend(w->s) == V4F_BACKEND_CUDA && v4f_session_rewind(w->s, c, &e) == V4F_OK) {
+        hist_cut(w, c);
+        *how = "rewind";
+        return c;
+    }
+    if (w->snap_pos && w->snap_pos <= c) {
+        w->snap.off = 0;
+        if (v4f_snapshot_mem_load(w->s, &w->snap, NULL, 0, &e) == V4F_OK) {
+            hist_cut(w, w->snap_pos);
+            *how = "snapshot";
+            return w->snap_pos;
+        }
+        v4f_log(V4F_LOG_WARN, "serve: the prompt snapshot did not restore (%s); prefilling", e.msg);
+        w->snap_pos = 0;
+    }
+    v4f_session_reset(w->s);
+    hist_cut(w, 0);
+    *how = "cold";
+    return 0;
+}
+
+v4f_status v4f_srv_count_tokens(const v4f_tok *tok, const char *prompt, size_t len, uint32_t *n,
+                                v4f_err *err) {
+    v4f_tok_ids ids = {0};
+    v4f_status st = v4f_tok_encode(tok, prompt, len, V4F_TOK_ENC_SPECIAL, &ids, err);
+    *n = ids.n > UINT32_MAX ? UINT32_MAX : (uint32_t)ids.n;
+    v4f_tok_ids_free(&ids);
+    return st;
+}
+
+/* The tokens to evaluate for this prompt: the session is moved to the
+ * reusable prefix, *todo receives the rest (at least one token). */
+static v4f_status prepare(v4f_srv *w, const char *prompt, size_t len, v4f_tok_ids *todo, v4f_srv_result *r,
+                          v4f_err *err) {
+    v4f_status st;
+    if (w->n && len > w->text_len && !memcmp(prompt, w->text, w->text_len)) {
+        st = v4f_tok_encode(w->tok, prompt + w->text_len, len - w->text_len, V4F_TOK_ENC_SPECIAL, todo, err);
+        if (st) return st;
+        r->cache = "live";
+        r->n_cached = (uint32_t)w->n;
+    } else {
+        v4f_tok_ids all = {0};
+        st = v4f_tok_encode(w->tok, prompt, len, V4F_TOK_ENC_SPECIAL, &all, err);
+        if (st) return st;
+        if (all.n == 0) {
+            v4f_tok_ids_free(&all);
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "the prompt is empty");
+        }
+        size_t c = 0;
+        while (c < w->n && c < all.n && w->ids[c] == all.ids[c]) c++;
+        if (c == all.n) c--; /* evaluate at least the last token */
+        r->cache = c ? "live" : "cold";
+        if (c < w->n) c = back_to(w, (uint32_t)c, &r->cache);
+        r->n_cached = (uint32_t)c;
+        for (size_t i = c; i < all.n; i++) {
+            /* append without another encode */
+            if (todo->n == todo->cap) {
+                todo->cap = todo->cap ? 2 * todo->cap : all.n - c;
+                todo->ids = v4f_xrealloc(todo->ids, todo->cap * sizeof *todo->ids);
+            }
+            todo->ids[todo->n++] = all.ids[i];
+        }
+        v4f_tok_ids_free(&all);
+    }
+    if (todo->n == 0) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "the prompt is empty");
+    return V4F_OK;
+}
+
+/* ---- generation ---------------------------------------------------------------- */
+
+typedef struct gen {
+    v4f_srv *w;
+    const v4f_srv_job *j;
+    const v4f_srv_sink *k;
+    v4f_srv_result *r;
+    v4f_tok_stream *ts;
+    uint64_t n_max;
+    bool done, push; /* push: record accepted tokens in the history (greedy loop) */
+} gen;
+
+static bool cancelled(const v4f_srv_sink *k) {
+    return k->cancelled && k->cancelled(k->ud);
+}
+
+/* Report sampled token t; false when generation ends with it (EOS, the
+ * budget, the sink) or before it (cancelled: t dropped unseen). */
+static bool emit(void *ud, int32_t t) {
+    gen *g = ud;
+    v4f_srv_result *r = g->r;
+    if (cancelled(g->k)) {
+        r->end = "cancelled";
+        return !(g->done = true);
+    }
+    r->n_gen++;
+    const char *b = NULL;
+    size_t bl = 0;
+    bool go = true;
+    if (t == g->w->eos) {
+        r->end = "eos";
+        v4f_tok_stream_flush(g->ts, &b, &bl);
+        if (bl) g->k->text(g->k->ud, b, bl);
+        if (g->j->emit_eos && v4f_tok_token_bytes(g->w->tok, t, &b, &bl)) g->k->text(g->k->ud, b, bl);
+        return !(g->done = true);
+    }
+    if (v4f_tok_is_special(g->w->tok, t)) {
+        v4f_tok_stream_flush(g->ts, &b, &bl);
+        if (bl) go = g->k->text(g->k->ud, b, bl);
+        if (go && v4f_tok_token_bytes(g->w->tok, t, &b, &bl)) go = g->k->text(g->k->ud, b, bl);
+    } else if (v4f_tok_stream_push(g->ts, t, &b, &bl, NULL) == V4F_OK && bl) {
+        go = g->k->text(g->k->ud, b, bl);
+    }
+    if (!go) {
+        r->end = "stop";
+        return !(g->done = true);
+    }
+    if (r->n_gen >= g->n_max) return !(g->done = true); /* r->end is "length" already */
+    if (g->push) hist_push(g->w, &t, 1);
+    return true;
+}
+
+/* Sample from w->logits until the end; the history follows the KV. */
+static v4f_status generate(v4f_srv *w, gen *g, v4f_sampler *smp, v4f_err *err) {
+    v4f_status st = V4F_OK;
+    g->push = v4f_sampler_is_greedy(smp);
+    int32_t t = -1;
+    bool fresh = false; /* t picked by the greedy loop, not yet reported */
+    while (g->n_max > 0) {
+        if (!fresh) t = v4f_sampler_sample(smp, w->logits);
+        fresh = false;
+        if (!emit(g, t)) break;
+        if (!g->push) {
+            if ((st = v4f_session_decode(w->s, t, w->logits, err))) break;
+            hist_push(w, &t, 1);
+            continue;
+        }
+        /* greedy: the session picks and feeds the tokens itself (pipelined on
+         * a GPU); emit recorded t and records every pick it accepts, and each
+         * accepted pick is evaluated (the one at max_eval comes back unreported) */
+        const size_t h0 = w->n - 1;
+        uint64_t max_eval = g->n_max - g->r->n_gen;
+        if (max_eval > UINT32_MAX) max_eval = UINT32_MAX;
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        st = v4f_session_decode_greedy(w->s, t, (uint32_t)max_eval, -1, emit, g, w->logits, &n_eval, &next, err);
+        if (st) {
+            hist_cut(w, h0 + n_eval); /* only what is in the KV */
+            break;
+        }
+        if (g->done) break;
+        t = next;
+        fresh = true;
+    }
+    return st; /* an incomplete character held by the stream is dropped */
+}
+
+v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink *k, v4f_srv_result *r,
+                            v4f_err *err) {
+    memset(r, 0, sizeof *r);
+    r->end = "length";
+    r->cache = "cold";
+    double t0 = v4f_time_s();
+    v4f_tok_ids todo = {0};
+    v4f_sampler *smp = NULL;
+    v4f_status st = v4f_sampler_new(&j->sp, w->n_vocab, &smp, err);
+    if (st) return st;
+    /* the whole prompt must fit with room for one reply token */
+    uint32_t n_all = 0;
+    if ((st = v4f_srv_count_tokens(w->tok, j->prompt, j->prompt_len, &n_all, err))) goto out;
+    if (n_all >= w->n_ctx) {
+        st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %u tokens; the context holds %u", n_all, w->n_ctx);
+        goto out;
+    }
+    if ((st = prepare(w, j->prompt, j->prompt_len, &todo, r, err))) goto out;
+    r->n_prompt = r->n_cached + (uint32_t)todo.n;
+    if (r->n_prompt >= w->n_ctx) { /* a reply split differently from its re-tokenization */
+        st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %u tokens; the context holds %u", r->n_prompt,
+                         w->n_ctx);
+        goto out;
+    }
+    /* the snapshot goes before the prompt's last token: a thinking prompt
+     * ends with <think>, which the next turn's history renders differently */
+    const size_t snap_pos = r->n_prompt - 1;
+    const size_t snap_at = w->snapshot_min && snap_pos >= w->snapshot_min && snap_pos > r->n_cached &&
+                                   snap_pos != w->snap_pos
+                               ? snap_pos - r->n_cached
+                               : SIZE_MAX; /* todo index after which to take it */
+    uint32_t chunk = v4f_session_chunk(w->s);
+    if (chunk == 0 || (chunk > SRV_CPU_PIECE && v4f_session_backend(w->s) != V4F_BACKEND_CUDA)) chunk = SRV_CPU_PIECE;
+    for (size_t done = 0; done < todo.n;) {
+        if (cancelled(k)) {
+            r->end = "cancelled";
+            goto out;
+        }
+        size_t n = todo.n - done < chunk ? todo.n - done : chunk;
+        if (done < snap_at && done + n > snap_at) n = snap_at - done;
+        bool last = done + n == todo.n;
+        if ((st = v4f_session_eval(w->s, todo.ids + done, (uint32_t)n, last ? w->logits : NULL, V4F_EVAL_LOGITS_LAST,
+                                   NULL, err)))
+            goto out;
+        hist_push(w, todo.ids + done, n);
+        done += n;
+        if (done == snap_at) {
+            v4f_err e = {0};
+            if (v4f_snapshot_mem_save(w->s, NULL, 0, &w->snap, &e) == V4F_OK) {
+                w->snap_pos = (uint32_t)w->n;
+            } else {
+                w->snap_pos = 0;
+                v4f_log(V4F_LOG_WARN, "serve: no prompt snapshot (%s)", e.msg);
+            }
+        }
+    }
+    r->t_prefill = v4f_time_s() - t0;
+    double t1 = v4f_time_s();
+    gen g = {.w = w, .j = j, .k = k, .r = r, .ts = v4f_tok_stream_new(w->tok)};
+    uint64_t room = w->n_ctx - w->n;
+    g.n_max = j->max_tokens && j->max_tokens < room ? j->max_tokens : room;
+    st = generate(w, &g, smp, err);
+    v4f_tok_stream_free(g.ts);
+    r->t_gen = v4f_time_s() - t1;
+out:
+    v4f_tok_ids_free(&todo);
+    v4f_sampler_free(smp);
+    return st;
+}

@@ -1,0 +1,90 @@
+/*
+ * srv.h - the live session of `v4flash serve`: one model session that every
+ * request runs on in turn, reusing whatever prefix of the new prompt its KV
+ * cache already holds.
+ *
+ * Prefix reuse, in order (the result says which applied):
+ *   "live"      the new prompt text starts with the exact bytes the KV holds
+ *               (the previous prompt + the sampled reply): only the rest is
+ *               tokenized and prefilled, so a reply the tokenizer would have
+ *               split differently still matches;
+ *   "live"      otherwise the longest common token prefix, when the KV holds
+ *               nothing beyond it;
+ *   "rewind"    the session moves back to that prefix (CUDA sessions, as far
+ *               as their position rings reach);
+ *   "snapshot"  an in-memory snapshot taken during the previous prompt's
+ *               prefill, before its last token, when that is a prefix of
+ *               the new prompt (the CPU session cannot rewind; an agent's
+ *               next request usually starts with its previous prompt, up
+ *               to the <think> that ends a thinking prompt);
+ *   "cold"      a fresh prefill.
+ * At least one prompt token is always evaluated (its logits start the reply).
+ *
+ * Ownership: the server borrows the session and tokenizer (they outlive it)
+ * and owns its token history, scratch and snapshot. Threading: one thread
+ * (the worker) uses it; the sink's callbacks run on that thread.
+ */
+#ifndef V4F_SERVER_SRV_H
+#define V4F_SERVER_SRV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "model/forward.h"
+#include "sampler/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct v4f_srv_opts {
+    uint32_t n_vocab;
+    uint32_t snapshot_min; /* snapshot prompts of more than this many tokens (0: never) */
+} v4f_srv_opts;
+
+typedef struct v4f_srv v4f_srv;
+
+v4f_srv *v4f_srv_new(v4f_session *s, const v4f_tok *tok, uint32_t n_ctx, const v4f_srv_opts *o);
+void v4f_srv_free(v4f_srv *w);
+
+typedef struct v4f_srv_sink {
+    void *ud;
+    /* generated text (decoded bytes, special tokens as their text); false:
+     * stop generating (a stop string matched, the client went away) */
+    bool (*text)(void *ud, const char *s, size_t n);
+    /* polled between prefill pieces and tokens (may be NULL) */
+    bool (*cancelled)(void *ud);
+} v4f_srv_sink;
+
+typedef struct v4f_srv_job {
+    const char *prompt; /* prompt text (special tokens recognised) */
+    size_t prompt_len;
+    v4f_sampler_params sp;
+    uint64_t max_tokens; /* 0: as many as the context holds */
+    bool emit_eos;       /* pass the EOS token's text to the sink (the DSML parser wants it) */
+} v4f_srv_job;
+
+typedef struct v4f_srv_result {
+    uint32_t n_prompt;  /* prompt tokens */
+    uint32_t n_cached;  /* of them taken from the KV cache, not prefilled */
+    uint64_t n_gen;     /* sampled tokens (EOS included) */
+    const char *end;    /* "eos", "length" (max_tokens or the context), "stop" (the sink said
+                         * so), "cancelled" */
+    const char *cache;  /* "live", "rewind", "snapshot", "cold" */
+    double t_prefill, t_gen;
+} v4f_srv_result;
+
+/* Tokens of a prompt text as the server counts them (a thread-safe check
+ * before queueing: RANGE when they do not leave room for one reply token). */
+v4f_status v4f_srv_count_tokens(const v4f_tok *tok, const char *prompt, size_t len, uint32_t *n,
+                                v4f_err *err);
+
+/* Run one request. Errors: RANGE (the prompt does not fit the context,
+ * nothing evaluated), model failures (the history is then cut to what the
+ * KV holds). */
+v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink *k, v4f_srv_result *r,
+                            v4f_err *err);
+
+/* Tokens the KV cache holds now (tests). */
+uint32_t v4f_srv_pos(const v4f_srv *w);
+
+#endif /* V4F_SERVER_SRV_H */
