@@ -74,6 +74,16 @@ ifeq ($(HAVE_LIBEDIT),1)
   LDLIBS   += $(shell pkg-config --libs libedit)
 endif
 
+# libmicrohttpd is the HTTP server of `serve`; without it serve says how to
+# get it (the engine core never needs it).
+ifneq ($(NO_MHD),1)
+  HAVE_MHD := $(shell pkg-config --exists libmicrohttpd 2>/dev/null && echo 1)
+endif
+ifeq ($(HAVE_MHD),1)
+  CPPFLAGS += -DV4F_HAVE_MHD $(shell pkg-config --cflags libmicrohttpd)
+  LDLIBS   += $(shell pkg-config --libs libmicrohttpd)
+endif
+
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
 

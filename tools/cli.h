@@ -18,5 +18,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_render(int argc, char **argv);
 int cmd_kv(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@ static const command k_commands[] = {
     {"inspect", cmd_inspect, "print a GGUF file's metadata, tensors and layout verdict"},
     {"run", cmd_run, "generate a reply to one prompt (chat template, streaming)"},
     {"chat", cmd_chat, "interactive multi-turn chat keeping the KV cache"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat completions, tools, streaming)"},
     {"synth", cmd_synth, "write a random-weight model in the published layout"},
     {"bench", cmd_bench, "prefill/decode speed at context frontiers; --membw: memory bandwidth"},
     {"logits", cmd_logits, "evaluate token ids (prefill + decode) and write all logits"},

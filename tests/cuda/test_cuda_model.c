@@ -26,6 +26,8 @@
 #include "model/model.h"
 #include "model/snapshot.h"
 #include "model/synth.h"
+#include "server/srv.h"
+#include "tokenizer/tokenizer.h"
 
 /* docs/TOLERANCES.md "## golden (forward pass)": the CPU test's bound */
 #define GPU_HC_DRIFT_TOL 2e-2
@@ -873,6 +875,81 @@ static void test_snapshot_codes(const char *name) {
     golden_fixture_close(&f);
 }
 
+/* ---- the server's live session on the GPU (src/server/srv.c) --------------------
+ * Requests on one session reuse its KV ("live" text, "rewind" to a token
+ * prefix); each greedy reply must equal a fresh session's reply to the same
+ * prompt. */
+typedef struct srv_text {
+    char buf[4096];
+    size_t n;
+} srv_text;
+
+static bool srv_text_cb(void *ud, const char *s, size_t n) {
+    srv_text *t = ud;
+    if (t->n + n < sizeof t->buf) {
+        memcpy(t->buf + t->n, s, n);
+        t->n += n;
+        t->buf[t->n] = 0;
+    }
+    return true;
+}
+
+static int srv_run(v4f_srv *w, const char *prompt, srv_text *out, v4f_srv_result *r) {
+    v4f_srv_job j = {.prompt = prompt, .prompt_len = strlen(prompt), .max_tokens = 8};
+    j.sp = v4f_sampler_params_default();
+    j.sp.temperature = 0;
+    memset(out, 0, sizeof *out);
+    const v4f_srv_sink k = {.ud = out, .text = srv_text_cb};
+    v4f_err err = {0};
+    if (v4f_srv_generate(w, &j, &k, r, &err) != V4F_OK) {
+        fprintf(stderr, "srv: %s\n", err.msg);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_serve_session(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) {
+        CHECK(0, "%s: fixture", name);
+        return;
+    }
+    v4f_tok *tok = NULL;
+    v4f_err err = {0};
+    v4f_session *a = new_sess(&f, V4F_BACKEND_CUDA);
+    int ok = a && v4f_tok_from_gguf(f.m->gguf, &tok, &err) == V4F_OK;
+    CHECK(ok, "%s: serve session: %s", name, err.msg);
+    if (ok) {
+        const v4f_srv_opts so = {.n_vocab = f.vocab};
+        v4f_srv *w = v4f_srv_new(a, tok, 512, &so);
+        const char *p1 = "The quick brown fox jumps", *p2 = "The quick brown fox jumps over the lazy dog";
+        const char *prompts[] = {p1, p2, p1};
+        const char *want_cache[] = {"cold", "live", "rewind"};
+        for (int i = 0; i < 3; i++) {
+            srv_text got, fresh;
+            v4f_srv_result r, rf;
+            v4f_session *b = new_sess(&f, V4F_BACKEND_CUDA);
+            v4f_srv *wb = b ? v4f_srv_new(b, tok, 512, &so) : NULL;
+            ok = wb && srv_run(w, prompts[i], &got, &r) && srv_run(wb, prompts[i], &fresh, &rf);
+            CHECK(ok, "%s: serve request %d", name, i);
+            if (ok) {
+                CHECK(!strcmp(r.cache, want_cache[i]), "%s: request %d: cache %s, expected %s", name, i, r.cache,
+                      want_cache[i]);
+                CHECK(i == 0 || r.n_cached > 0, "%s: request %d: nothing reused", name, i);
+                CHECK(got.n == fresh.n && !memcmp(got.buf, fresh.buf, got.n) && r.n_gen == rf.n_gen,
+                      "%s: request %d (%s): reply differs from a fresh session's (%zu vs %zu bytes)", name, i,
+                      r.cache, got.n, fresh.n);
+            }
+            v4f_srv_free(wb);
+            v4f_session_free(b);
+        }
+        v4f_srv_free(w);
+    }
+    v4f_tok_free(tok);
+    v4f_session_free(a);
+    golden_fixture_close(&f);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_dir = argv[1];
     if (!v4f_gpu_available()) {
@@ -890,6 +967,7 @@ int main(int argc, char **argv) {
             test_logits_last(names[i]);
             test_greedy_pipe(names[i]);
             test_short_eval(names[i]);
+            test_serve_session(names[i]);
         }
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_long("tiny-q2");
     if (argc <= 2 || !strcmp(argv[2], "synth")) test_logits_last_synth(); /* [DIR synth]: only this */
