@@ -6,6 +6,7 @@
  *   GET  /v1/models[/ID]          the one model (id deepseek-v4-flash)
  *   POST /v1/chat/completions     chat (tools as DSML, reasoning_content, SSE streaming)
  *   POST /v1/completions          raw text continuation
+ *   POST /v1/messages             Anthropic Messages (Claude Code); /count_tokens
  *
  * HTTP is libmicrohttpd (thread per connection). A connection thread reads
  * and validates a request (JSON, chat template, token count), then queues a
@@ -133,14 +134,19 @@ static enum MHD_Result respond(const server *sv, struct MHD_Connection *c, unsig
     return ok;
 }
 
-static enum MHD_Result respond_error(const server *sv, struct MHD_Connection *c, unsigned status, const char *msg,
-                                     const char *type, const char *code) {
+static enum MHD_Result respond_error_for(const server *sv, struct MHD_Connection *c, v4f_oai_kind kind,
+                                         unsigned status, const char *msg, const char *type, const char *code) {
     v4f_json_buf b;
     v4f_json_buf_init(&b);
-    v4f_oai_error_json(&b, msg, type, code);
+    v4f_oai_error_json_for(kind, &b, msg, type, code);
     enum MHD_Result ok = respond(sv, c, status, b.data, b.len);
     v4f_json_buf_free(&b);
     return ok;
+}
+
+static enum MHD_Result respond_error(const server *sv, struct MHD_Connection *c, unsigned status, const char *msg,
+                                     const char *type, const char *code) {
+    return respond_error_for(sv, c, V4F_OAI_CHAT, status, msg, type, code);
 }
 
 /* ---- streaming -------------------------------------------------------------------- */
@@ -201,20 +207,29 @@ static bool peer_closed(struct MHD_Connection *c) {
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-static enum MHD_Result handle_generate(server *sv, struct MHD_Connection *c, v4f_oai_kind kind, conn *cc) {
+static enum MHD_Result handle_generate(server *sv, struct MHD_Connection *c, v4f_oai_kind kind, conn *cc,
+                                       bool count_only) {
     job *j = v4f_xmalloc(sizeof *j);
     memset(j, 0, sizeof *j);
     v4f_err err = {0};
     if (v4f_oai_parse(kind, cc->body.len ? cc->body.data : "", cc->body.len, &sv->defaults, &j->req, &err)) {
         free(j);
-        return respond_error(sv, c, 400, err.msg, "invalid_request_error", NULL);
+        return respond_error_for(sv, c, kind, 400, err.msg, "invalid_request_error", NULL);
     }
     if (v4f_oai_prompt(&j->req, &j->prompt, &j->prompt_len, &err) ||
         v4f_srv_count_tokens(sv->tok, j->prompt, j->prompt_len, &j->n_prompt, &err)) {
         v4f_oai_req_free(&j->req);
         free(j->prompt);
         free(j);
-        return respond_error(sv, c, 400, err.msg, "invalid_request_error", NULL);
+        return respond_error_for(sv, c, kind, 400, err.msg, "invalid_request_error", NULL);
+    }
+    if (count_only) { /* /v1/messages/count_tokens */
+        char out[64];
+        int n = snprintf(out, sizeof out, "{\"input_tokens\":%u}", j->n_prompt);
+        v4f_oai_req_free(&j->req);
+        free(j->prompt);
+        free(j);
+        return respond(sv, c, 200, out, (size_t)n);
     }
     if (j->n_prompt >= sv->n_ctx) {
         char msg[160];
@@ -223,7 +238,7 @@ static enum MHD_Result handle_generate(server *sv, struct MHD_Connection *c, v4f
         v4f_oai_req_free(&j->req);
         free(j->prompt);
         free(j);
-        return respond_error(sv, c, 400, msg, "invalid_request_error", "context_length_exceeded");
+        return respond_error_for(sv, c, kind, 400, msg, "invalid_request_error", "context_length_exceeded");
     }
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
@@ -243,7 +258,8 @@ static enum MHD_Result handle_generate(server *sv, struct MHD_Connection *c, v4f
     if (closing) {
         j->refs = 1;
         job_unref(j);
-        return respond_error(sv, c, 503, "the server is shutting down", "server_error", NULL);
+        return respond_error_for(sv, c, kind, 503, "the server is shutting down",
+                                 kind == V4F_OAI_MESSAGES ? "overloaded_error" : "server_error", NULL);
     }
     if (j->req.stream) {
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, j, stream_free);
@@ -304,8 +320,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return respond(sv, c, 200, ok, sizeof ok - 1);
     }
     if (!authorized(sv, c))
-        return respond_error(sv, c, 401, "missing or wrong API key (Authorization: Bearer KEY)",
-                             "authentication_error", "invalid_api_key");
+        return respond_error_for(sv, c, strncmp(url, "/v1/messages", 12) ? V4F_OAI_CHAT : V4F_OAI_MESSAGES, 401,
+                                 "missing or wrong API key (Authorization: Bearer KEY or x-api-key: KEY)",
+                                 "authentication_error", "invalid_api_key");
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
         if (!get) return respond_error(sv, c, 405, "use GET", "invalid_request_error", NULL);
         const bool list = url[10] == 0;
@@ -319,15 +336,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         v4f_json_buf_free(&b);
         return ok;
     }
-    const bool chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions");
-    if (chat || compl) {
-        if (!post) return respond_error(sv, c, 405, "use POST", "invalid_request_error", NULL);
+    const bool chat = !strcmp(url, "/v1/chat/completions"), compl = !strcmp(url, "/v1/completions"),
+               msgs = !strcmp(url, "/v1/messages"), count = !strcmp(url, "/v1/messages/count_tokens");
+    if (chat || compl || msgs || count) {
+        const v4f_oai_kind kind = chat ? V4F_OAI_CHAT : compl ? V4F_OAI_COMPLETION : V4F_OAI_MESSAGES;
+        if (!post) return respond_error_for(sv, c, kind, 405, "use POST", "invalid_request_error", NULL);
         if (cc->too_large) {
             char msg[96];
             snprintf(msg, sizeof msg, "the body exceeds %zu MiB (--max-body-mb)", sv->max_body >> 20);
-            return respond_error(sv, c, 413, msg, "invalid_request_error", NULL);
+            return respond_error_for(sv, c, kind, 413, msg, "invalid_request_error", NULL);
         }
-        return handle_generate(sv, c, chat ? V4F_OAI_CHAT : V4F_OAI_COMPLETION, cc);
+        return handle_generate(sv, c, kind, cc, count);
     }
     return respond_error(sv, c, 404, "unknown endpoint", "invalid_request_error", NULL);
 }
@@ -364,6 +383,11 @@ static bool run_text(void *ud, const char *s, size_t n) {
     return go;
 }
 
+static void run_prefilled(void *ud, uint32_t n_prompt, uint32_t n_cached) {
+    run_ctx *rc = ud;
+    v4f_oai_out_prompt_usage(rc->o, n_prompt, n_cached);
+}
+
 static bool run_cancelled(void *ud) {
     run_ctx *rc = ud;
     pthread_mutex_lock(&rc->j->mu);
@@ -384,19 +408,21 @@ static void finish_job(job *j, int status, const v4f_json_buf *body) {
 static void fail_job(job *j, int status, const char *msg, const char *type) {
     v4f_json_buf b;
     v4f_json_buf_init(&b);
-    if (j->req.stream) v4f_json_buf_puts(&b, "data: ");
-    v4f_oai_error_json(&b, msg, type, NULL);
-    if (j->req.stream) v4f_json_buf_puts(&b, "\n\ndata: [DONE]\n\n");
+    const bool anth = j->req.kind == V4F_OAI_MESSAGES;
+    if (j->req.stream) v4f_json_buf_puts(&b, anth ? "event: error\ndata: " : "data: ");
+    v4f_oai_error_json_for(j->req.kind, &b, msg, type, NULL);
+    if (j->req.stream) v4f_json_buf_puts(&b, anth ? "\n\n" : "\n\ndata: [DONE]\n\n");
     finish_job(j, status, &b);
     v4f_json_buf_free(&b);
 }
 
 static void run_job(server *sv, v4f_srv *w, job *j) {
     char id[64];
-    v4f_oai_random_id(id, sizeof id, j->req.kind == V4F_OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    v4f_oai_random_id(id, sizeof id,
+                      j->req.kind == V4F_OAI_CHAT ? "chatcmpl-" : j->req.kind == V4F_OAI_MESSAGES ? "msg_" : "cmpl-");
     run_ctx rc = {.j = j, .o = v4f_oai_out_new(&j->req, id, (int64_t)time(NULL))};
     v4f_json_buf_init(&rc.ev);
-    v4f_srv_job sj = {.prompt = j->prompt, .prompt_len = j->prompt_len, .emit_eos = j->req.kind == V4F_OAI_CHAT};
+    v4f_srv_job sj = {.prompt = j->prompt, .prompt_len = j->prompt_len, .emit_eos = j->req.kind != V4F_OAI_COMPLETION};
     sj.sp = v4f_sampler_params_default();
     sj.sp.temperature = j->req.temperature;
     sj.sp.top_p = j->req.top_p;
@@ -410,7 +436,7 @@ static void run_job(server *sv, v4f_srv *w, job *j) {
         sj.sp.seed = strtoull(r, NULL, 16);
     }
     sj.max_tokens = j->req.max_tokens > 0 ? (uint64_t)j->req.max_tokens : sv->default_max;
-    const v4f_srv_sink sink = {.ud = &rc, .text = run_text, .cancelled = run_cancelled};
+    const v4f_srv_sink sink = {.ud = &rc, .text = run_text, .cancelled = run_cancelled, .prefilled = run_prefilled};
     v4f_srv_result res;
     v4f_err err = {0};
     v4f_status st = v4f_srv_generate(w, &sj, &sink, &res, &err);
@@ -430,7 +456,8 @@ static void run_job(server *sv, v4f_srv *w, job *j) {
             const uint32_t fresh = res.n_prompt - res.n_cached;
             fprintf(stderr,
                     "serve: %s: prompt %u tokens (%u cached, %s), prefill %.1f t/s; %llu generated (%s) at %.1f t/s\n",
-                    j->req.kind == V4F_OAI_CHAT ? "chat" : "completion", res.n_prompt, res.n_cached, res.cache,
+                    j->req.kind == V4F_OAI_CHAT ? "chat" : j->req.kind == V4F_OAI_MESSAGES ? "messages" : "completion",
+                    res.n_prompt, res.n_cached, res.cache,
                     res.t_prefill > 0 ? fresh / res.t_prefill : 0.0, (unsigned long long)res.n_gen,
                     v4f_oai_out_finish_reason(rc.o), res.t_gen > 0 ? res.n_gen / res.t_gen : 0.0);
         }
@@ -517,9 +544,10 @@ int cmd_serve(int argc, char **argv) {
         .cmd = "v4flash serve",
         .synopsis = "[-m MODEL | --synthetic PRESET] [--host ADDR] [--port N] [options]",
         .about = "OpenAI-compatible HTTP server: POST /v1/chat/completions (tools, reasoning_content,\n"
-                 "stream), POST /v1/completions, GET /v1/models, GET /health. One model session\n"
-                 "serves the requests in order and reuses the KV cache of the previous request\n"
-                 "where the new prompt starts the same way (usage.prompt_tokens_details.cached_tokens).",
+                 "stream), POST /v1/completions, POST /v1/messages (Anthropic, Claude Code), GET /v1/models,\n"
+                 "GET /health. One model session serves the requests in order and reuses the KV cache\n"
+                 "of the previous request where the new prompt starts the same way\n"
+                 "(usage.prompt_tokens_details.cached_tokens, Anthropic cache_read_input_tokens).",
         .opts = opts,
     };
     int rc = v4f_args_parse(&spec, argc, argv, NULL, NULL);

@@ -109,6 +109,234 @@ static v4f_status parse_thinking(const v4f_json *root, const v4f_oai_defaults *d
     return V4F_OK;
 }
 
+/* ---- Anthropic requests -> the OpenAI message form ------------------------------ */
+
+/* Text of an Anthropic content value (a string, or blocks whose text parts
+ * are joined by "\n\n"), appended as a JSON string literal. */
+static void anth_text_literal(v4f_json_buf *b, const v4f_json *v) {
+    if (v4f_json_is(v, V4F_JSON_STRING)) {
+        v4f_json_write_string(b, v->str, v->len, 0);
+        return;
+    }
+    v4f_json_buf t;
+    v4f_json_buf_init(&t);
+    for (const v4f_json *p = v4f_json_is(v, V4F_JSON_ARRAY) ? v->child : NULL; p; p = p->next) {
+        size_t tl = 0;
+        const char *tx = v4f_json_get_str(p, "text", &tl);
+        if (!tx) continue;
+        if (t.len) v4f_json_buf_puts(&t, "\n\n");
+        v4f_json_buf_append(&t, tx, tl);
+    }
+    v4f_json_write_string(b, t.len ? t.data : "", t.len, 0);
+    v4f_json_buf_free(&t);
+}
+
+/* One Anthropic message -> one or more OpenAI messages appended to b
+ * (comma-separated; *first tracks the list). */
+static v4f_status anth_message(v4f_json_buf *b, const v4f_json *m, size_t idx, bool *first, v4f_err *err) {
+    size_t rl = 0;
+    const char *role = v4f_json_get_str(m, "role", &rl);
+    const bool user = role && !strcmp(role, "user"), asst = role && !strcmp(role, "assistant");
+    if (!user && !asst)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "'messages' %zu: role must be \"user\" or \"assistant\"", idx);
+    const v4f_json *c = v4f_json_get(m, "content");
+    if (!v4f_json_is(c, V4F_JSON_STRING) && !v4f_json_is(c, V4F_JSON_ARRAY))
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "'messages' %zu: content must be a string or a list of blocks",
+                           idx);
+#define SEP() (*first ? (void)(*first = false) : v4f_json_buf_putc(b, ','))
+    if (c->type == V4F_JSON_STRING) {
+        SEP();
+        v4f_json_buf_puts(b, user ? "{\"role\":\"user\",\"content\":" : "{\"role\":\"assistant\",\"content\":");
+        v4f_json_write_string(b, c->str, c->len, 0);
+        v4f_json_buf_putc(b, '}');
+        return V4F_OK;
+    }
+    for (const v4f_json *p = c->child; p; p = p->next)
+        if (!v4f_json_is(p, V4F_JSON_OBJECT) || !v4f_json_get_str(p, "type", NULL))
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "'messages' %zu: a content block without a type", idx);
+    if (user) {
+        /* tool results become tool messages; the other blocks one user
+         * message, in order around them */
+        const v4f_json *p = c->child;
+        while (p) {
+            const char *ty = v4f_json_get_str(p, "type", NULL);
+            if (!strcmp(ty, "tool_result")) {
+                size_t il = 0;
+                const char *id = v4f_json_get_str(p, "tool_use_id", &il);
+                SEP();
+                v4f_json_buf_puts(b, "{\"role\":\"tool\",\"tool_call_id\":");
+                v4f_json_write_string(b, id ? id : "", id ? il : 0, 0);
+                v4f_json_buf_puts(b, ",\"content\":");
+                anth_text_literal(b, v4f_json_get(p, "content"));
+                v4f_json_buf_putc(b, '}');
+                p = p->next;
+                continue;
+            }
+            SEP();
+            v4f_json_buf_puts(b, "{\"role\":\"user\",\"content\":[");
+            bool f2 = true;
+            for (; p && strcmp(v4f_json_get_str(p, "type", NULL), "tool_result"); p = p->next) {
+                if (!f2) v4f_json_buf_putc(b, ',');
+                f2 = false;
+                const char *t2 = v4f_json_get_str(p, "type", NULL);
+                size_t tl = 0;
+                const char *tx = v4f_json_get_str(p, "text", &tl);
+                if (!strcmp(t2, "text") && tx) {
+                    v4f_json_buf_puts(b, "{\"type\":\"text\",\"text\":");
+                    v4f_json_write_string(b, tx, tl, 0);
+                    v4f_json_buf_putc(b, '}');
+                } else { /* images, documents: the renderer names them unsupported */
+                    v4f_json_buf_puts(b, "{\"type\":");
+                    v4f_json_write_string(b, t2, strlen(t2), 0);
+                    v4f_json_buf_putc(b, '}');
+                }
+            }
+            v4f_json_buf_puts(b, "]}");
+        }
+        return V4F_OK;
+    }
+    v4f_json_buf reasoning, text, calls;
+    v4f_json_buf_init(&reasoning);
+    v4f_json_buf_init(&text);
+    v4f_json_buf_init(&calls);
+    for (const v4f_json *p = c->child; p; p = p->next) {
+        const char *ty = v4f_json_get_str(p, "type", NULL);
+        size_t tl = 0;
+        const char *tx;
+        if (!strcmp(ty, "thinking") && (tx = v4f_json_get_str(p, "thinking", &tl))) {
+            v4f_json_buf_append(&reasoning, tx, tl);
+        } else if (!strcmp(ty, "text") && (tx = v4f_json_get_str(p, "text", &tl))) {
+            v4f_json_buf_append(&text, tx, tl);
+        } else if (!strcmp(ty, "tool_use")) {
+            size_t nl = 0, il = 0;
+            const char *name = v4f_json_get_str(p, "name", &nl), *id = v4f_json_get_str(p, "id", &il);
+            const v4f_json *in = v4f_json_get(p, "input");
+            v4f_json_buf args;
+            v4f_json_buf_init(&args);
+            if (in) v4f_json_write(&args, in, 0);
+            else v4f_json_buf_puts(&args, "{}");
+            v4f_json_buf_puts(&calls, calls.len ? ",{\"id\":" : "{\"id\":");
+            v4f_json_write_string(&calls, id ? id : "", id ? il : 0, 0);
+            v4f_json_buf_puts(&calls, ",\"type\":\"function\",\"function\":{\"name\":");
+            v4f_json_write_string(&calls, name ? name : "", name ? nl : 0, 0);
+            v4f_json_buf_puts(&calls, ",\"arguments\":");
+            v4f_json_write_string(&calls, args.data, args.len, 0);
+            v4f_json_buf_puts(&calls, "}}");
+            v4f_json_buf_free(&args);
+        }
+    }
+    SEP();
+    v4f_json_buf_puts(b, "{\"role\":\"assistant\",\"content\":");
+    v4f_json_write_string(b, text.len ? text.data : "", text.len, 0);
+    if (reasoning.len) {
+        v4f_json_buf_puts(b, ",\"reasoning_content\":");
+        v4f_json_write_string(b, reasoning.data, reasoning.len, 0);
+    }
+    if (calls.len) {
+        v4f_json_buf_puts(b, ",\"tool_calls\":[");
+        v4f_json_buf_append(b, calls.data, calls.len);
+        v4f_json_buf_putc(b, ']');
+    }
+    v4f_json_buf_putc(b, '}');
+#undef SEP
+    v4f_json_buf_free(&reasoning);
+    v4f_json_buf_free(&text);
+    v4f_json_buf_free(&calls);
+    return V4F_OK;
+}
+
+/* The Anthropic request's conversation and tools as one OpenAI-form document
+ * {"messages": [...], "tools": [...]} (r->conv). */
+static v4f_status anth_convert(const v4f_json *root, v4f_oai_req *r, v4f_err *err) {
+    const v4f_json *msgs = v4f_json_get(root, "messages");
+    if (!v4f_json_is(msgs, V4F_JSON_ARRAY) || msgs->n == 0) return bad(err, "messages", "must be a non-empty list");
+    v4f_json_buf b;
+    v4f_json_buf_init(&b);
+    v4f_json_buf_puts(&b, "{\"messages\":[");
+    bool first = true;
+    const v4f_json *sys = v4f_json_get(root, "system");
+    if (sys && sys->type != V4F_JSON_NULL) {
+        if (!v4f_json_is(sys, V4F_JSON_STRING) && !v4f_json_is(sys, V4F_JSON_ARRAY)) {
+            v4f_json_buf_free(&b);
+            return bad(err, "system", "must be a string or a list of text blocks");
+        }
+        v4f_json_buf_puts(&b, "{\"role\":\"system\",\"content\":");
+        anth_text_literal(&b, sys);
+        v4f_json_buf_putc(&b, '}');
+        first = false;
+    }
+    v4f_status st = V4F_OK;
+    size_t i = 0;
+    for (const v4f_json *m = msgs->child; m && !st; m = m->next, i++) {
+        if (!v4f_json_is(m, V4F_JSON_OBJECT)) st = bad(err, "messages", "must hold objects");
+        else st = anth_message(&b, m, i, &first, err);
+    }
+    v4f_json_buf_puts(&b, "],\"tools\":[");
+    const v4f_json *tools = v4f_json_get(root, "tools");
+    if (!st && tools && tools->type != V4F_JSON_NULL && !v4f_json_is(tools, V4F_JSON_ARRAY))
+        st = bad(err, "tools", "must be a list");
+    bool ft = true;
+    for (const v4f_json *t = tools && tools->type == V4F_JSON_ARRAY ? tools->child : NULL; t && !st; t = t->next) {
+        size_t nl = 0, dl = 0;
+        const char *name = v4f_json_get_str(t, "name", &nl), *desc = v4f_json_get_str(t, "description", &dl);
+        const v4f_json *schema = v4f_json_get(t, "input_schema");
+        if (!name) {
+            st = bad(err, "tools", "must hold objects with a name");
+            break;
+        }
+        if (!schema) continue; /* a server tool (web search ...): not something this model calls */
+        if (!ft) v4f_json_buf_putc(&b, ',');
+        ft = false;
+        v4f_json_buf_puts(&b, "{\"type\":\"function\",\"function\":{\"name\":");
+        v4f_json_write_string(&b, name, nl, 0);
+        if (desc) {
+            v4f_json_buf_puts(&b, ",\"description\":");
+            v4f_json_write_string(&b, desc, dl, 0);
+        }
+        v4f_json_buf_puts(&b, ",\"parameters\":");
+        v4f_json_write(&b, schema, 0);
+        v4f_json_buf_puts(&b, "}}");
+    }
+    v4f_json_buf_puts(&b, "]}");
+    if (!st) {
+        const v4f_json_limits lim = {.max_bytes = b.len + 1, .max_depth = BODY_MAX_DEPTH + 8};
+        st = v4f_json_parse(b.data, b.len, &lim, &r->conv, err);
+    }
+    v4f_json_buf_free(&b);
+    if (st) return st;
+    const v4f_json *croot = v4f_json_doc_root(r->conv);
+    r->messages = v4f_json_get(croot, "messages");
+    const v4f_json *ct = v4f_json_get(croot, "tools");
+    r->tools = ct && ct->n ? ct : NULL;
+    const v4f_json *tc = v4f_json_get(root, "tool_choice");
+    if (str_is(v4f_json_get(tc, "type"), "none")) r->tools = NULL;
+    const v4f_json *th = v4f_json_get(root, "thinking");
+    if (th && th->type != V4F_JSON_NULL) {
+        const v4f_json *ty = v4f_json_get(th, "type");
+        if (str_is(ty, "enabled")) r->thinking = true;
+        else if (str_is(ty, "disabled")) r->thinking = false;
+        else return bad(err, "thinking.type", "must be \"enabled\" or \"disabled\"");
+    }
+    /* stop_sequences: as OpenAI's stop list */
+    const v4f_json *ss = v4f_json_get(root, "stop_sequences");
+    if (ss && ss->type != V4F_JSON_NULL) {
+        if (!v4f_json_is(ss, V4F_JSON_ARRAY)) return bad(err, "stop_sequences", "must be a list of strings");
+        for (const v4f_json *x = ss->child; x; x = x->next) {
+            if (x->type != V4F_JSON_STRING) return bad(err, "stop_sequences", "must be a list of strings");
+            if (!x->len) continue;
+            if (r->n_stop == V4F_OAI_MAX_STOP) return bad(err, "stop_sequences", "has more than 4 entries");
+            if (x->len > V4F_OAI_STOP_MAX_BYTES) return bad(err, "stop_sequences", "has a string longer than 256 bytes");
+            memcpy(r->stop[r->n_stop], x->str, x->len);
+            r->stop[r->n_stop][x->len] = 0;
+            r->stop_len[r->n_stop++] = x->len;
+        }
+    }
+    double mt = -1;
+    st = get_num(root, "max_tokens", 1, 1e15, true, &mt, NULL, err);
+    r->max_tokens = (int64_t)mt;
+    return st;
+}
+
 v4f_status v4f_oai_parse(v4f_oai_kind kind, const char *body, size_t len, const v4f_oai_defaults *d,
                          v4f_oai_req *out, v4f_err *err) {
     memset(out, 0, sizeof *out);
@@ -141,7 +369,9 @@ v4f_status v4f_oai_parse(v4f_oai_kind kind, const char *body, size_t len, const 
         memcpy(r->model, model, ml);
         r->model[ml] = 0;
     }
-    if (kind == V4F_OAI_CHAT) {
+    if (kind == V4F_OAI_MESSAGES) {
+        if ((st = anth_convert(root, r, err))) goto fail;
+    } else if (kind == V4F_OAI_CHAT) {
         r->messages = v4f_json_get(root, "messages");
         if (!v4f_json_is(r->messages, V4F_JSON_ARRAY) || r->messages->n == 0) {
             st = bad(err, "messages", "must be a non-empty list");
@@ -215,10 +445,11 @@ v4f_status v4f_oai_parse(v4f_oai_kind kind, const char *body, size_t len, const 
     const v4f_json *so = v4f_json_get(root, "stream_options");
     if (v4f_json_is(so, V4F_JSON_OBJECT) && (st = get_bool(so, "include_usage", &r->include_usage, err)))
         goto fail;
-    if ((st = parse_stop(root, r, err))) goto fail;
+    if (kind != V4F_OAI_MESSAGES && (st = parse_stop(root, r, err))) goto fail;
     return V4F_OK;
 fail:
     v4f_json_doc_free(doc);
+    v4f_json_doc_free(r->conv);
     memset(out, 0, sizeof *out);
     return st;
 }
@@ -226,7 +457,9 @@ fail:
 void v4f_oai_req_free(v4f_oai_req *r) {
     if (!r) return;
     v4f_json_doc_free(r->doc);
+    v4f_json_doc_free(r->conv);
     r->doc = NULL;
+    r->conv = NULL;
 }
 
 v4f_status v4f_oai_prompt(const v4f_oai_req *r, char **out, size_t *out_len, v4f_err *err) {
@@ -259,6 +492,19 @@ static void put_kv_u64(v4f_json_buf *b, const char *key, uint64_t v) {
     v4f_json_write_string(b, key, strlen(key), 0);
     v4f_json_buf_putc(b, ':');
     v4f_json_buf_puts(b, tmp);
+}
+
+void v4f_oai_error_json_for(v4f_oai_kind kind, v4f_json_buf *b, const char *msg, const char *type,
+                            const char *code) {
+    if (kind != V4F_OAI_MESSAGES) {
+        v4f_oai_error_json(b, msg, type, code);
+        return;
+    }
+    v4f_json_buf_puts(b, "{\"type\":\"error\",\"error\":{");
+    put_kv_str(b, "type", type, strlen(type));
+    v4f_json_buf_putc(b, ',');
+    put_kv_str(b, "message", msg, strlen(msg));
+    v4f_json_buf_puts(b, "}}");
 }
 
 void v4f_oai_error_json(v4f_json_buf *b, const char *msg, const char *type, const char *code) {
@@ -325,9 +571,15 @@ struct v4f_oai_out {
     uint32_t n_stop;
     char stop[V4F_OAI_MAX_STOP][V4F_OAI_STOP_MAX_BYTES + 1];
     size_t stop_len[V4F_OAI_MAX_STOP];
+    int stop_idx;       /* the stop string that matched */
     char **call_ids;    /* one per finished tool call */
     size_t n_call_ids;
     const char *finish_reason;
+    /* Anthropic streams */
+    uint64_t prompt_tokens, cached_tokens;
+    bool sent_start;
+    int block;          /* open content block: 0 none, 1 thinking, 2 text */
+    int n_blocks;       /* blocks opened so far (the next index) */
 };
 
 v4f_oai_out *v4f_oai_out_new(const v4f_oai_req *r, const char *id, int64_t created) {
@@ -339,7 +591,7 @@ v4f_oai_out *v4f_oai_out_new(const v4f_oai_req *r, const char *id, int64_t creat
     snprintf(o->id, sizeof o->id, "%s", id);
     snprintf(o->model, sizeof o->model, "%s", r->model);
     o->created = created;
-    if (r->kind == V4F_OAI_CHAT) o->dsml = v4f_dsml_new(r->thinking);
+    if (r->kind != V4F_OAI_COMPLETION) o->dsml = v4f_dsml_new(r->thinking);
     v4f_json_buf_init(&o->raw);
     o->n_stop = r->n_stop;
     memcpy(o->stop, r->stop, sizeof o->stop);
@@ -369,8 +621,8 @@ static const char *visible(const v4f_oai_out *o, size_t *len) {
 }
 
 /* The first stop string in t[0..n) that ends after `from` (t[0..from) was
- * searched before); returns its start or n. */
-static size_t find_stop(const v4f_oai_out *o, const char *t, size_t n, size_t from) {
+ * searched before); returns its start (and *idx) or n. */
+static size_t find_stop(const v4f_oai_out *o, const char *t, size_t n, size_t from, int *idx) {
     size_t best = n;
     for (uint32_t i = 0; i < o->n_stop; i++) {
         size_t sl = o->stop_len[i];
@@ -378,6 +630,7 @@ static size_t find_stop(const v4f_oai_out *o, const char *t, size_t n, size_t fr
         for (size_t p = start; p + sl <= n && p < best; p++)
             if (!memcmp(t + p, o->stop[i], sl)) {
                 best = p;
+                *idx = (int)i;
                 break;
             }
     }
@@ -426,14 +679,203 @@ static void chunk_text(v4f_oai_out *o, v4f_json_buf *b, const char *key, const c
     }
 }
 
+/* ---- Anthropic responses ------------------------------------------------------------ */
+
+void v4f_oai_out_prompt_usage(v4f_oai_out *o, uint64_t prompt_tokens, uint64_t cached_tokens) {
+    o->prompt_tokens = prompt_tokens;
+    o->cached_tokens = cached_tokens;
+}
+
+static void anth_event(v4f_json_buf *b, const char *name) {
+    v4f_json_buf_puts(b, "event: ");
+    v4f_json_buf_puts(b, name);
+    v4f_json_buf_puts(b, "\ndata: ");
+}
+
+static void anth_usage(v4f_json_buf *b, uint64_t prompt, uint64_t cached, uint64_t out) {
+    v4f_json_buf_puts(b, "\"usage\":{");
+    put_kv_u64(b, "input_tokens", prompt > cached ? prompt - cached : 0);
+    v4f_json_buf_putc(b, ',');
+    put_kv_u64(b, "cache_read_input_tokens", cached);
+    v4f_json_buf_puts(b, ",\"cache_creation_input_tokens\":0,");
+    put_kv_u64(b, "output_tokens", out);
+    v4f_json_buf_putc(b, '}');
+}
+
+static void anth_message_head(v4f_oai_out *o, v4f_json_buf *b) {
+    v4f_json_buf_putc(b, '{');
+    put_kv_str(b, "id", o->id, strlen(o->id));
+    v4f_json_buf_puts(b, ",\"type\":\"message\",\"role\":\"assistant\",");
+    put_kv_str(b, "model", o->model, strlen(o->model));
+    v4f_json_buf_putc(b, ',');
+}
+
+static void anth_start(v4f_oai_out *o, v4f_json_buf *b) {
+    if (o->sent_start) return;
+    o->sent_start = true;
+    anth_event(b, "message_start");
+    v4f_json_buf_puts(b, "{\"type\":\"message_start\",\"message\":");
+    anth_message_head(o, b);
+    v4f_json_buf_puts(b, "\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,");
+    anth_usage(b, o->prompt_tokens, o->cached_tokens, 0);
+    v4f_json_buf_puts(b, "}}\n\n");
+}
+
+static void anth_close_block(v4f_oai_out *o, v4f_json_buf *b) {
+    if (!o->block) return;
+    anth_event(b, "content_block_stop");
+    v4f_json_buf_puts(b, "{\"type\":\"content_block_stop\",");
+    put_kv_u64(b, "index", (uint64_t)(o->n_blocks - 1));
+    v4f_json_buf_puts(b, "}\n\n");
+    o->block = 0;
+}
+
+/* Open block `kind` (1 thinking, 2 text) unless it is the open one. */
+static void anth_open_block(v4f_oai_out *o, v4f_json_buf *b, int kind) {
+    if (o->block == kind) return;
+    anth_close_block(o, b);
+    anth_event(b, "content_block_start");
+    v4f_json_buf_puts(b, "{\"type\":\"content_block_start\",");
+    put_kv_u64(b, "index", (uint64_t)o->n_blocks++);
+    v4f_json_buf_puts(b, kind == 1 ? ",\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}\n\n"
+                                   : ",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+    o->block = kind;
+}
+
+static void anth_delta(v4f_oai_out *o, v4f_json_buf *b, int kind, const char *s, size_t n) {
+    anth_open_block(o, b, kind);
+    anth_event(b, "content_block_delta");
+    v4f_json_buf_puts(b, "{\"type\":\"content_block_delta\",");
+    put_kv_u64(b, "index", (uint64_t)(o->n_blocks - 1));
+    v4f_json_buf_puts(b, kind == 1 ? ",\"delta\":{\"type\":\"thinking_delta\"," : ",\"delta\":{\"type\":\"text_delta\",");
+    put_kv_str(b, kind == 1 ? "thinking" : "text", s, n);
+    v4f_json_buf_puts(b, "}}\n\n");
+}
+
+/* Stream the reasoning and the content up to `upto` not sent yet. */
+static void anth_deltas(v4f_oai_out *o, v4f_json_buf *b, size_t upto) {
+    anth_start(o, b);
+    const char *r, *c;
+    size_t rl, cl;
+    v4f_dsml_text(o->dsml, &r, &rl, &c, &cl);
+    if (rl > o->sent_reasoning) {
+        anth_delta(o, b, 1, r + o->sent_reasoning, rl - o->sent_reasoning);
+        o->sent_reasoning = rl;
+    }
+    if (upto > cl) upto = cl;
+    if (upto > o->sent_content) {
+        anth_delta(o, b, 2, c + o->sent_content, upto - o->sent_content);
+        o->sent_content = upto;
+    }
+}
+
+/* A tool call's input: the arguments object, or {"arguments": text} when
+ * the model wrote something that is not a JSON object. */
+static void anth_input(v4f_json_buf *b, const v4f_dsml_call *c) {
+    v4f_json_doc *d = NULL;
+    v4f_err e = {0};
+    if (v4f_json_parse(c->arguments, c->arguments_len, NULL, &d, &e) == V4F_OK &&
+        v4f_json_is(v4f_json_doc_root(d), V4F_JSON_OBJECT)) {
+        v4f_json_write(b, v4f_json_doc_root(d), 0);
+    } else {
+        v4f_json_buf_puts(b, "{\"arguments\":");
+        v4f_json_write_string(b, c->arguments, c->arguments_len, 0);
+        v4f_json_buf_putc(b, '}');
+    }
+    v4f_json_doc_free(d);
+}
+
+static void anth_stop_sequence(v4f_oai_out *o, v4f_json_buf *b) {
+    v4f_json_buf_puts(b, "\"stop_sequence\":");
+    if (o->stopped) v4f_json_write_string(b, o->stop[o->stop_idx], o->stop_len[o->stop_idx], 0);
+    else v4f_json_buf_puts(b, "null");
+}
+
+static void anth_finish(v4f_oai_out *o, const v4f_dsml_msg *m, const char *v, size_t vl, const v4f_oai_usage *u,
+                        v4f_json_buf *dst) {
+    const uint64_t out_tokens = u ? u->completion_tokens : 0;
+    if (u) v4f_oai_out_prompt_usage(o, u->prompt_tokens, u->cached_tokens);
+    if (o->stream) {
+        anth_deltas(o, dst, vl);
+        anth_close_block(o, dst);
+        for (size_t i = 0; i < m->n_calls; i++) {
+            anth_event(dst, "content_block_start");
+            v4f_json_buf_puts(dst, "{\"type\":\"content_block_start\",");
+            put_kv_u64(dst, "index", (uint64_t)o->n_blocks);
+            v4f_json_buf_puts(dst, ",\"content_block\":{\"type\":\"tool_use\",");
+            put_kv_str(dst, "id", o->call_ids[i], strlen(o->call_ids[i]));
+            v4f_json_buf_putc(dst, ',');
+            put_kv_str(dst, "name", m->calls[i].name, m->calls[i].name_len);
+            v4f_json_buf_puts(dst, ",\"input\":{}}}\n\n");
+            v4f_json_buf in;
+            v4f_json_buf_init(&in);
+            anth_input(&in, &m->calls[i]);
+            anth_event(dst, "content_block_delta");
+            v4f_json_buf_puts(dst, "{\"type\":\"content_block_delta\",");
+            put_kv_u64(dst, "index", (uint64_t)o->n_blocks);
+            v4f_json_buf_puts(dst, ",\"delta\":{\"type\":\"input_json_delta\",");
+            put_kv_str(dst, "partial_json", in.data, in.len);
+            v4f_json_buf_puts(dst, "}}\n\n");
+            v4f_json_buf_free(&in);
+            anth_event(dst, "content_block_stop");
+            v4f_json_buf_puts(dst, "{\"type\":\"content_block_stop\",");
+            put_kv_u64(dst, "index", (uint64_t)o->n_blocks++);
+            v4f_json_buf_puts(dst, "}\n\n");
+        }
+        anth_event(dst, "message_delta");
+        v4f_json_buf_puts(dst, "{\"type\":\"message_delta\",\"delta\":{");
+        put_kv_str(dst, "stop_reason", o->finish_reason, strlen(o->finish_reason));
+        v4f_json_buf_putc(dst, ',');
+        anth_stop_sequence(o, dst);
+        v4f_json_buf_puts(dst, "},");
+        anth_usage(dst, o->prompt_tokens, o->cached_tokens, out_tokens);
+        v4f_json_buf_puts(dst, "}\n\n");
+        anth_event(dst, "message_stop");
+        v4f_json_buf_puts(dst, "{\"type\":\"message_stop\"}\n\n");
+        return;
+    }
+    anth_message_head(o, dst);
+    v4f_json_buf_puts(dst, "\"content\":[");
+    bool first = true;
+    if (m->reasoning_len) {
+        v4f_json_buf_puts(dst, "{\"type\":\"thinking\",");
+        put_kv_str(dst, "thinking", m->reasoning, m->reasoning_len);
+        v4f_json_buf_puts(dst, ",\"signature\":\"\"}");
+        first = false;
+    }
+    if (vl || (!m->reasoning_len && !m->n_calls)) {
+        v4f_json_buf_puts(dst, first ? "{\"type\":\"text\"," : ",{\"type\":\"text\",");
+        put_kv_str(dst, "text", v, vl);
+        v4f_json_buf_putc(dst, '}');
+        first = false;
+    }
+    for (size_t i = 0; i < m->n_calls; i++) {
+        v4f_json_buf_puts(dst, first ? "{\"type\":\"tool_use\"," : ",{\"type\":\"tool_use\",");
+        first = false;
+        put_kv_str(dst, "id", o->call_ids[i], strlen(o->call_ids[i]));
+        v4f_json_buf_putc(dst, ',');
+        put_kv_str(dst, "name", m->calls[i].name, m->calls[i].name_len);
+        v4f_json_buf_puts(dst, ",\"input\":");
+        anth_input(dst, &m->calls[i]);
+        v4f_json_buf_putc(dst, '}');
+    }
+    v4f_json_buf_puts(dst, "],");
+    put_kv_str(dst, "stop_reason", o->finish_reason, strlen(o->finish_reason));
+    v4f_json_buf_putc(dst, ',');
+    anth_stop_sequence(o, dst);
+    v4f_json_buf_putc(dst, ',');
+    anth_usage(dst, o->prompt_tokens, o->cached_tokens, out_tokens);
+    v4f_json_buf_putc(dst, '}');
+}
+
 bool v4f_oai_out_feed(v4f_oai_out *o, const char *text, size_t len, v4f_json_buf *sse) {
     if (o->stopped) return false;
-    if (o->kind == V4F_OAI_CHAT) v4f_dsml_feed(o->dsml, text, len);
+    if (o->kind != V4F_OAI_COMPLETION) v4f_dsml_feed(o->dsml, text, len);
     else v4f_json_buf_append(&o->raw, text, len);
     size_t vl = 0;
     const char *v = visible(o, &vl);
     if (o->n_stop) {
-        size_t at = find_stop(o, v, vl, o->scanned);
+        size_t at = find_stop(o, v, vl, o->scanned, &o->stop_idx);
         o->scanned = vl;
         if (at < vl) {
             o->stopped = true;
@@ -441,6 +883,10 @@ bool v4f_oai_out_feed(v4f_oai_out *o, const char *text, size_t len, v4f_json_buf
         }
     }
     if (!o->stream) return !o->stopped;
+    if (o->kind == V4F_OAI_MESSAGES) {
+        anth_deltas(o, sse, o->stopped ? o->cut : vl - stop_holdback(o, v, vl));
+        return !o->stopped;
+    }
     if (o->kind == V4F_OAI_CHAT) {
         const char *r, *c;
         size_t rl, cl;
@@ -491,21 +937,21 @@ static void write_calls(v4f_oai_out *o, v4f_json_buf *b, const v4f_dsml_msg *m, 
 
 void v4f_oai_out_finish(v4f_oai_out *o, const char *reason, const v4f_oai_usage *u, v4f_json_buf *dst) {
     v4f_dsml_msg m = {0};
-    if (o->kind == V4F_OAI_CHAT) {
+    if (o->kind != V4F_OAI_COMPLETION) {
         v4f_dsml_finish(o->dsml);
         v4f_dsml_result(o->dsml, &m);
         if (o->stopped) m.n_calls = 0; /* a stop string ended the text before any call */
     }
     size_t vl = 0;
     const char *v; /* m stays valid: no other parser call from here on */
-    if (o->kind == V4F_OAI_CHAT) {
+    if (o->kind != V4F_OAI_COMPLETION) {
         v = m.content;
         vl = m.content_len;
     } else {
         v = visible(o, &vl);
     }
     if (o->n_stop && !o->stopped) { /* text flushed by finish may hold a stop string */
-        size_t at = find_stop(o, v, vl, o->scanned);
+        size_t at = find_stop(o, v, vl, o->scanned, &o->stop_idx);
         o->scanned = vl;
         if (at < vl) {
             o->stopped = true;
@@ -518,11 +964,16 @@ void v4f_oai_out_finish(v4f_oai_out *o, const char *reason, const v4f_oai_usage 
         o->call_ids = v4f_xmalloc(m.n_calls * sizeof *o->call_ids);
         for (size_t i = 0; i < m.n_calls; i++) {
             char id[64];
-            v4f_oai_random_id(id, sizeof id, "call_");
+            v4f_oai_random_id(id, sizeof id, o->kind == V4F_OAI_MESSAGES ? "toolu_" : "call_");
             o->call_ids[i] = strdup(id);
             if (!o->call_ids[i]) abort();
         }
         o->n_call_ids = m.n_calls;
+    }
+    if (o->kind == V4F_OAI_MESSAGES) {
+        o->finish_reason = o->stopped ? "stop_sequence" : m.n_calls ? "tool_use" : strcmp(reason, "length") ? "end_turn" : "max_tokens";
+        anth_finish(o, &m, v, vl, u, dst);
+        return;
     }
     o->finish_reason = o->stopped ? "stop" : m.n_calls ? "tool_calls" : strcmp(reason, "length") ? "stop" : "length";
     if (o->stream) {

@@ -19,6 +19,16 @@
  *               sent as raw text (special tokens recognised, no template),
  *               plus the sampling, stop and stream fields; echo, suffix,
  *               best_of and logprobs are refused.
+ *   messages    Anthropic /v1/messages (Claude Code): system (a string or
+ *               text blocks), messages with content blocks (text, thinking,
+ *               tool_use, tool_result; images become "[Unsupported image]"
+ *               as the renderer writes them), tools (name, description,
+ *               input_schema), tool_choice ({"type": "none"} renders without
+ *               the tools), max_tokens, stop_sequences, temperature, top_p,
+ *               top_k, stream, thinking ({"type": "enabled"|"disabled"}).
+ *               Converted to the OpenAI message form the renderer reads:
+ *               thinking -> reasoning_content, tool_use -> tool_calls
+ *               (input as the arguments JSON), tool_result -> a tool message.
  * A bad value gets INVALID_ARG with a message naming the field.
  *
  * Responses: v4f_oai_out follows one generation. Feed it the generated text
@@ -30,6 +40,11 @@
  * last chunk with finish_reason, the usage chunk if asked, and
  * "data: [DONE]". Otherwise finish writes the whole response object.
  * finish_reason: "stop" (EOS or a stop string), "tool_calls", "length".
+ * Anthropic: a message object with thinking / text / tool_use blocks
+ * (toolu_ ids), stop_reason end_turn / tool_use / max_tokens / stop_sequence;
+ * streamed as message_start, content_block_start / _delta / _stop,
+ * message_delta and message_stop events. usage: input_tokens (the prompt
+ * tokens not taken from the cache), cache_read_input_tokens, output_tokens.
  *
  * Ownership: a v4f_oai_req owns its parsed document; a v4f_oai_out owns its
  * parser and copies what it needs from the request. Output goes into
@@ -49,7 +64,11 @@
 #define V4F_OAI_MAX_STOP 4
 #define V4F_OAI_STOP_MAX_BYTES 256
 
-typedef enum v4f_oai_kind { V4F_OAI_CHAT = 0, V4F_OAI_COMPLETION = 1 } v4f_oai_kind;
+typedef enum v4f_oai_kind {
+    V4F_OAI_CHAT = 0,       /* OpenAI /v1/chat/completions */
+    V4F_OAI_COMPLETION = 1, /* OpenAI /v1/completions */
+    V4F_OAI_MESSAGES = 2    /* Anthropic /v1/messages */
+} v4f_oai_kind;
 
 /* Server-wide defaults a request starts from. */
 typedef struct v4f_oai_defaults {
@@ -62,6 +81,7 @@ typedef struct v4f_oai_defaults {
 typedef struct v4f_oai_req {
     v4f_oai_kind kind;
     v4f_json_doc *doc;            /* the parsed body (owned) */
+    v4f_json_doc *conv;           /* messages: the OpenAI form of the conversation (owned) */
     const v4f_json *messages;     /* chat */
     const v4f_json *tools;        /* chat, NULL when absent or tool_choice "none" */
     const char *prompt;           /* completion (points into doc) */
@@ -90,8 +110,11 @@ void v4f_oai_req_free(v4f_oai_req *r);
  * malloc'ed (caller frees). INVALID_ARG for messages the renderer refuses. */
 v4f_status v4f_oai_prompt(const v4f_oai_req *r, char **out, size_t *out_len, v4f_err *err);
 
-/* {"error": {"message": msg, "type": type, "param": null, "code": code|null}} */
+/* {"error": {"message": msg, "type": type, "param": null, "code": code|null}};
+ * for Anthropic requests {"type": "error", "error": {"type": type, "message": msg}} */
 void v4f_oai_error_json(v4f_json_buf *b, const char *msg, const char *type, const char *code);
+void v4f_oai_error_json_for(v4f_oai_kind kind, v4f_json_buf *b, const char *msg, const char *type,
+                            const char *code);
 
 /* The model list / one model object (GET /v1/models[/id]). */
 void v4f_oai_models_json(v4f_json_buf *b, uint32_t n_ctx, int64_t created, bool list);
@@ -108,6 +131,9 @@ typedef struct v4f_oai_out v4f_oai_out;
 /* A generation's output for request r (id and created as given). */
 v4f_oai_out *v4f_oai_out_new(const v4f_oai_req *r, const char *id, int64_t created);
 void v4f_oai_out_free(v4f_oai_out *o);
+/* The prompt's token counts, once the prefill is done (Anthropic streams
+ * send them in their first event). */
+void v4f_oai_out_prompt_usage(v4f_oai_out *o, uint64_t prompt_tokens, uint64_t cached_tokens);
 /* Generated text; stream mode appends events to sse. Returns false once a
  * stop string matched (the text after it is dropped; stop generating). */
 bool v4f_oai_out_feed(v4f_oai_out *o, const char *text, size_t len, v4f_json_buf *sse);

@@ -306,6 +306,7 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
         }
     }
     r->t_prefill = v4f_time_s() - t0;
+    if (k->prefilled) k->prefilled(k->ud, r->n_prompt, r->n_cached);
     double t1 = v4f_time_s();
     gen g = {.w = w, .j = j, .k = k, .r = r, .ts = v4f_tok_stream_new(w->tok)};
     uint64_t room = w->n_ctx - w->n;

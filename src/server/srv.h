@@ -53,6 +53,9 @@ typedef struct v4f_srv_sink {
     bool (*text)(void *ud, const char *s, size_t n);
     /* polled between prefill pieces and tokens (may be NULL) */
     bool (*cancelled)(void *ud);
+    /* the prompt is in the KV: its tokens and how many came from the cache
+     * (may be NULL) */
+    void (*prefilled)(void *ud, uint32_t n_prompt, uint32_t n_cached);
 } v4f_srv_sink;
 
 typedef struct v4f_srv_job {

@@ -282,6 +282,30 @@ TEST(serve_endpoints_and_errors) {
     CHECK_EQ_INT(r.status, 400);
     CHECK(json_path_str(r.body, "error.code", s, sizeof s) && !strcmp(s, "context_length_exceeded"));
     resp_free(&r);
+    /* Anthropic: errors in its shape, count_tokens, a message */
+    REQUIRE(http(p.port, "POST", "/v1/messages", "{\"messages\":[]}", "x-api-key: sekret\r\n", &r));
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(json_path_str(r.body, "type", s, sizeof s) && !strcmp(s, "error"));
+    CHECK(json_path_str(r.body, "error.type", s, sizeof s) && !strcmp(s, "invalid_request_error"));
+    resp_free(&r);
+    REQUIRE(http(p.port, "POST", "/v1/messages/count_tokens",
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}", "x-api-key: sekret\r\n", &r));
+    CHECK_EQ_INT(r.status, 200);
+    const long counted = json_path_long(r.body, "input_tokens");
+    CHECK(counted > 3);
+    resp_free(&r);
+    REQUIRE(http(p.port, "POST", "/v1/messages",
+                 "{\"model\":\"claude-x\",\"max_tokens\":3,\"temperature\":0,\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"Hello\"}]}",
+                 "x-api-key: sekret\r\n", &r));
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(json_path_str(r.body, "type", s, sizeof s) && !strcmp(s, "message"));
+    CHECK(json_path_str(r.body, "model", s, sizeof s) && !strcmp(s, "claude-x"));
+    CHECK(json_path_str(r.body, "stop_reason", s, sizeof s) && !strcmp(s, "max_tokens"));
+    CHECK_EQ_INT(json_path_long(r.body, "usage.output_tokens"), 3);
+    CHECK_EQ_INT(json_path_long(r.body, "usage.input_tokens") + json_path_long(r.body, "usage.cache_read_input_tokens"),
+                 counted);
+    resp_free(&r);
     /* still serving after all that */
     REQUIRE(http(p.port, "POST", "/v1/chat/completions",
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":4,\"temperature\":0}", auth,

@@ -424,3 +424,233 @@ TEST(oai_error_and_models_json) {
     CHECK_EQ_INT(strlen(a), 37);
     CHECK(strcmp(a, c) != 0);
 }
+
+/* ---- Anthropic /v1/messages ------------------------------------------------------- */
+
+/* The Anthropic conversation renders exactly as its OpenAI equivalent. */
+TEST(anth_request_renders_as_openai) {
+    const char *anth =
+        "{\"model\":\"claude-sonnet\",\"max_tokens\":100,\"system\":[{\"type\":\"text\",\"text\":\"You code.\"},"
+        "{\"type\":\"text\",\"text\":\"Be brief.\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
+        "\"tools\":[{\"name\":\"ls\",\"description\":\"List files\",\"input_schema\":{\"type\":\"object\","
+        "\"properties\":{\"path\":{\"type\":\"string\"}}}},{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}],"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"List src\"},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"Use ls.\",\"signature\":\"s\"},"
+        "{\"type\":\"text\",\"text\":\"Listing.\"},{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"ls\","
+        "\"input\":{\"path\":\"src\"}}]},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_1\",\"content\":"
+        "[{\"type\":\"text\",\"text\":\"a.c\"}]},{\"type\":\"text\",\"text\":\"And now?\"}]}]}";
+    const char *oai =
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"You code.\\n\\nBe brief.\"},"
+        "{\"role\":\"user\",\"content\":\"List src\"},"
+        "{\"role\":\"assistant\",\"content\":\"Listing.\",\"reasoning_content\":\"Use ls.\",\"tool_calls\":[{\"id\":"
+        "\"toolu_1\",\"type\":\"function\",\"function\":{\"name\":\"ls\",\"arguments\":\"{\\\"path\\\":\\\"src\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_1\",\"content\":\"a.c\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"And now?\"}]}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"ls\",\"description\":\"List files\",\"parameters\":"
+        "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"}}}}}]}";
+    v4f_oai_req a, o;
+    v4f_err err = {0};
+    REQUIRE(parse(V4F_OAI_MESSAGES, anth, &a, &err) == V4F_OK);
+    REQUIRE(parse(V4F_OAI_CHAT, oai, &o, &err) == V4F_OK);
+    CHECK_EQ_INT(a.max_tokens, 100);
+    CHECK_STR(a.model, "claude-sonnet");
+    char *pa = NULL, *po = NULL;
+    size_t la = 0, lo = 0;
+    REQUIRE(v4f_oai_prompt(&a, &pa, &la, &err) == V4F_OK);
+    REQUIRE(v4f_oai_prompt(&o, &po, &lo, &err) == V4F_OK);
+    CHECK_MSG(la == lo && !memcmp(pa, po, la), "anthropic:\n%s\nopenai:\n%s", pa, po);
+    CHECK(strstr(pa, "web_search") == NULL); /* a server tool is not rendered */
+    free(pa);
+    free(po);
+    v4f_oai_req_free(&a);
+    v4f_oai_req_free(&o);
+    /* tool_choice none, thinking off, stop_sequences */
+    REQUIRE(parse(V4F_OAI_MESSAGES,
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"name\":\"ls\",\"input_schema\":{}}],"
+                  "\"tool_choice\":{\"type\":\"none\"},\"thinking\":{\"type\":\"disabled\"},\"stop_sequences\":[\"##\"]}",
+                  &a, &err) == V4F_OK);
+    CHECK(a.tools == NULL && !a.thinking && a.n_stop == 1 && a.max_tokens == -1);
+    v4f_oai_req_free(&a);
+    static const char *const bad_bodies[] = {
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":5}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"no type\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"system\":7}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"input_schema\":{}}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop_sequences\":\"x\"}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"thinking\":{\"type\":\"sometimes\"}}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}",
+    };
+    for (size_t i = 0; i < sizeof bad_bodies / sizeof *bad_bodies; i++)
+        CHECK_MSG(parse(V4F_OAI_MESSAGES, bad_bodies[i], &a, &err) == V4F_STATUS_INVALID_ARG, "%s", bad_bodies[i]);
+}
+
+typedef struct anth_sum {
+    v4f_json_buf thinking, text, input, names, events;
+    char stop_reason[32], stop_sequence[32];
+    int n_start, n_stop_events, bad;
+    long in_tokens, cached, out_tokens;
+} anth_sum;
+
+static void anth_parse_stream(const char *s, size_t n, anth_sum *o) {
+    memset(o, 0, sizeof *o);
+    const char *end = s + n;
+    int open = -1;
+    while (s < end) {
+        const char *e = strstr(s, "\n\n");
+        const char *nl = strchr(s, '\n');
+        if (!e || strncmp(s, "event: ", 7) || !nl || nl > e || strncmp(nl + 1, "data: ", 6)) {
+            o->bad++;
+            break;
+        }
+        v4f_json_buf_append(&o->events, s + 7, (size_t)(nl - s - 7));
+        v4f_json_buf_putc(&o->events, ' ');
+        const char *d = nl + 7;
+        v4f_json_doc *doc = NULL;
+        v4f_err err = {0};
+        if (v4f_json_parse(d, (size_t)(e - d), NULL, &doc, &err)) {
+            o->bad++;
+            break;
+        }
+        const v4f_json *root = v4f_json_doc_root(doc);
+        size_t tl = 0;
+        const char *ty = v4f_json_get_str(root, "type", &tl);
+        if (!ty || strncmp(ty, s + 7, (size_t)(nl - s - 7))) o->bad++; /* event name = type */
+        const v4f_json *idx = v4f_json_get(root, "index");
+        const long ix = idx ? strtol(idx->str, NULL, 10) : -1;
+        if (ty && !strcmp(ty, "message_start")) {
+            o->n_start++;
+            const v4f_json *u = v4f_json_get(v4f_json_get(root, "message"), "usage");
+            o->in_tokens = strtol(v4f_json_get(u, "input_tokens")->str, NULL, 10);
+            o->cached = strtol(v4f_json_get(u, "cache_read_input_tokens")->str, NULL, 10);
+        } else if (ty && !strcmp(ty, "content_block_start")) {
+            if (open != -1) o->bad++;
+            open = (int)ix;
+            const v4f_json *cb = v4f_json_get(root, "content_block");
+            size_t nl2 = 0;
+            const char *nm = v4f_json_get_str(cb, "name", &nl2);
+            if (nm) v4f_json_buf_append(&o->names, nm, nl2);
+        } else if (ty && !strcmp(ty, "content_block_delta")) {
+            if (ix != open) o->bad++;
+            const v4f_json *dl = v4f_json_get(root, "delta");
+            str_member(&o->thinking, dl, "thinking");
+            str_member(&o->text, dl, "text");
+            str_member(&o->input, dl, "partial_json");
+        } else if (ty && !strcmp(ty, "content_block_stop")) {
+            if (ix != open) o->bad++;
+            open = -1;
+        } else if (ty && !strcmp(ty, "message_delta")) {
+            const v4f_json *dl = v4f_json_get(root, "delta");
+            size_t l2 = 0;
+            const char *sr = v4f_json_get_str(dl, "stop_reason", &l2);
+            if (sr) snprintf(o->stop_reason, sizeof o->stop_reason, "%.*s", (int)l2, sr);
+            const char *sq = v4f_json_get_str(dl, "stop_sequence", &l2);
+            if (sq) snprintf(o->stop_sequence, sizeof o->stop_sequence, "%.*s", (int)l2, sq);
+            o->out_tokens = strtol(v4f_json_get(v4f_json_get(root, "usage"), "output_tokens")->str, NULL, 10);
+        } else if (ty && !strcmp(ty, "message_stop")) {
+            o->n_stop_events++;
+        }
+        v4f_json_doc_free(doc);
+        s = e + 2;
+    }
+    if (open != -1) o->bad++;
+}
+
+static void anth_free(anth_sum *o) {
+    v4f_json_buf_free(&o->thinking);
+    v4f_json_buf_free(&o->text);
+    v4f_json_buf_free(&o->input);
+    v4f_json_buf_free(&o->names);
+    v4f_json_buf_free(&o->events);
+}
+
+TEST(anth_stream_blocks) {
+    const size_t steps[] = {0, 1, 3, 8};
+    for (size_t si = 0; si < sizeof steps / sizeof *steps; si++) {
+        v4f_oai_req r;
+        v4f_err err = {0};
+        REQUIRE(parse(V4F_OAI_MESSAGES, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}", &r,
+                      &err) == V4F_OK);
+        v4f_oai_out *o = v4f_oai_out_new(&r, "msg_x", 1);
+        v4f_oai_out_prompt_usage(o, 20, 15);
+        v4f_json_buf b;
+        v4f_json_buf_init(&b);
+        feed_all(o, TOOL_TEXT, steps[si], &b);
+        const v4f_oai_usage u = {.prompt_tokens = 20, .completion_tokens = 9, .cached_tokens = 15};
+        v4f_oai_out_finish(o, "eos", &u, &b);
+        anth_sum s;
+        anth_parse_stream(b.data, b.len, &s);
+        CHECK_MSG(s.bad == 0 && s.n_start == 1 && s.n_stop_events == 1, "step %zu: %s", steps[si], b.data);
+        CHECK_STR(nz(&s.thinking), "Let me look.");
+        CHECK_STR(nz(&s.text), "Listing.");
+        CHECK_STR(nz(&s.names), "ls");
+        CHECK_STR(nz(&s.input), "{\"path\":\"src/\",\"depth\":2}");
+        CHECK_STR(s.stop_reason, "tool_use");
+        CHECK_EQ_INT(s.in_tokens, 5);
+        CHECK_EQ_INT(s.cached, 15);
+        CHECK_EQ_INT(s.out_tokens, 9);
+        anth_free(&s);
+        v4f_json_buf_free(&b);
+        v4f_oai_out_free(o);
+        v4f_oai_req_free(&r);
+    }
+}
+
+TEST(anth_message_object_and_stop_sequence) {
+    v4f_oai_req r;
+    v4f_err err = {0};
+    REQUIRE(parse(V4F_OAI_MESSAGES, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &r, &err) == V4F_OK);
+    v4f_oai_out *o = v4f_oai_out_new(&r, "msg_y", 1);
+    v4f_json_buf b;
+    v4f_json_buf_init(&b);
+    feed_all(o, TOOL_TEXT, 4, &b);
+    const v4f_oai_usage u = {.prompt_tokens = 7, .completion_tokens = 3, .cached_tokens = 2};
+    v4f_oai_out_finish(o, "eos", &u, &b);
+    v4f_json_doc *doc = NULL;
+    REQUIRE(v4f_json_parse(b.data, b.len, NULL, &doc, &err) == V4F_OK);
+    const v4f_json *root = v4f_json_doc_root(doc);
+    CHECK_STR(v4f_json_get_str(root, "type", NULL), "message");
+    CHECK_STR(v4f_json_get_str(root, "stop_reason", NULL), "tool_use");
+    const v4f_json *c = v4f_json_get(root, "content");
+    REQUIRE(c && c->n == 3);
+    CHECK_STR(v4f_json_get_str(v4f_json_at(c, 0), "thinking", NULL), "Let me look.");
+    CHECK_STR(v4f_json_get_str(v4f_json_at(c, 1), "text", NULL), "Listing.");
+    const v4f_json *tu = v4f_json_at(c, 2);
+    CHECK_STR(v4f_json_get_str(tu, "type", NULL), "tool_use");
+    size_t il = 0;
+    const char *id = v4f_json_get_str(tu, "id", &il);
+    CHECK(id && il == 38 && !strncmp(id, "toolu_", 6));
+    CHECK_STR(v4f_json_get_str(v4f_json_get(tu, "input"), "path", NULL), "src/");
+    const v4f_json *it = v4f_json_get(v4f_json_get(root, "usage"), "input_tokens");
+    CHECK(it && !strcmp(it->str, "5"));
+    v4f_json_doc_free(doc);
+    v4f_json_buf_free(&b);
+    v4f_oai_out_free(o);
+    v4f_oai_req_free(&r);
+
+    REQUIRE(parse(V4F_OAI_MESSAGES,
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"thinking\":{\"type\":\"disabled\"},"
+                  "\"stop_sequences\":[\"END\"],\"stream\":true}",
+                  &r, &err) == V4F_OK);
+    o = v4f_oai_out_new(&r, "msg_z", 1);
+    v4f_json_buf_init(&b);
+    CHECK(feed_all(o, "abc EN", 1, &b)); /* "EN" may begin END: held back */
+    CHECK(!feed_all(o, "D tail", 1, &b));
+    v4f_oai_out_finish(o, "length", NULL, &b);
+    anth_sum s;
+    anth_parse_stream(b.data, b.len, &s);
+    CHECK_MSG(s.bad == 0, "%s", b.data);
+    CHECK_STR(nz(&s.text), "abc ");
+    CHECK_STR(s.stop_reason, "stop_sequence");
+    CHECK_STR(s.stop_sequence, "END");
+    anth_free(&s);
+    v4f_json_buf_free(&b);
+    v4f_oai_out_free(o);
+    v4f_oai_req_free(&r);
+
+    v4f_json_buf_init(&b);
+    v4f_oai_error_json_for(V4F_OAI_MESSAGES, &b, "no", "invalid_request_error", NULL);
+    CHECK_STR(b.data, "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"no\"}}");
+    v4f_json_buf_free(&b);
+}
