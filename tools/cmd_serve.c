@@ -35,6 +35,7 @@
 #include "backend_opts.h"
 #include "cli.h"
 #include "cli_model.h"
+#include "engine/kvcache.h"
 #include "json/json.h"
 #include "model/forward.h"
 #include "server/oai.h"
@@ -510,7 +511,9 @@ int cmd_serve(int argc, char **argv) {
     const char *precision = "default";
     int port = 8000, threads = 0;
     int64_t n_ctx = 32768, n_max = 0, max_body_mb = 64, snapshot_min = 512;
-    bool no_think = false, cors = false, quiet = false;
+    int64_t kv_space_mb = 0, kv_min_tokens = 512;
+    const char *kv_dir = NULL;
+    bool no_think = false, cors = false, quiet = false, kv_share_family = false;
     float temp = 1.0f, top_p = 1.0f, min_p = 0.05f;
     int top_k = 0;
     uint64_t synth_seed = 1;
@@ -536,6 +539,12 @@ int cmd_serve(int argc, char **argv) {
         {"snapshot-min", 0, V4F_ARG_INT, &snapshot_min, 0, 1 << 30, "N",
          "keep an in-memory snapshot of prompts of at least N tokens to resume the next request from (512; 0 = off; "
          "CPU sessions, GPU sessions rewind instead)", NULL},
+        {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR",
+         "disk KV cache: resume the longest saved prefix of a prompt (after a restart, or a conversation another "
+         "one displaced); saves per ds4's policy, before the live KV is displaced and on shutdown", NULL},
+        {"kv-space-mb", 0, V4F_ARG_INT, &kv_space_mb, 0, 1LL << 40, "N", "disk KV cache budget in MiB (0 = unlimited)", NULL},
+        {"kv-min-tokens", 0, V4F_ARG_INT, &kv_min_tokens, 1, 1 << 30, "N", "shortest prefix saved / reused (512)", NULL},
+        {"kv-share-family", 0, V4F_ARG_FLAG, &kv_share_family, 0, 0, NULL, "also reuse checkpoints of other quantizations of this model", NULL},
         {"quiet", 'q', V4F_ARG_FLAG, &quiet, 0, 0, NULL, "no per-request log lines", NULL},
         V4F_CLI_BACKEND_OPTS(be),
         {0},
@@ -571,6 +580,8 @@ int cmd_serve(int argc, char **argv) {
     v4f_tok *tok = NULL;
     v4f_session *s = NULL;
     v4f_srv *w = NULL;
+    v4f_kvstore *kvs = NULL;
+    v4f_kv_ident kvid;
     struct MHD_Daemon *d = NULL;
     server sv = {.api_key = api_key, .cors = cors, .max_body = (size_t)max_body_mb << 20, .n_ctx = (uint32_t)n_ctx,
                  .created = (int64_t)time(NULL), .default_max = (uint64_t)n_max, .quiet = quiet};
@@ -592,7 +603,23 @@ int cmd_serve(int argc, char **argv) {
     }
     v4f_cli_backend_report(s);
     const bool gpu = v4f_session_backend(s) == V4F_BACKEND_CUDA;
-    const v4f_srv_opts wo = {.n_vocab = cm.m->cfg.n_vocab, .snapshot_min = gpu ? 0 : (uint32_t)snapshot_min};
+    v4f_srv_opts wo = {.n_vocab = cm.m->cfg.n_vocab, .snapshot_min = gpu ? 0 : (uint32_t)snapshot_min};
+    if (kv_dir) {
+        v4f_kvstore_opts ko;
+        v4f_kvstore_opts_default(&ko);
+        ko.budget_bytes = (uint64_t)kv_space_mb << 20;
+        ko.create = true;
+        if (v4f_kvstore_open_opts(kv_dir, &ko, &kvs, &err)) {
+            fprintf(stderr, "v4flash serve: --kv-dir %s: %s\n", kv_dir, err.msg);
+            goto out;
+        }
+        v4f_kvcache_ident(cm.m, (uint32_t)n_ctx, so.precision != V4F_PRECISION_REF, false, &kvid);
+        wo.kvs = kvs;
+        wo.kv_id = &kvid;
+        v4f_kv_policy_default(&wo.kv_pol);
+        wo.kv_pol.min_tokens = (uint32_t)kv_min_tokens;
+        wo.kv_allow_family = kv_share_family;
+    }
     w = v4f_srv_new(s, tok, (uint32_t)n_ctx, &wo);
     sv.tok = tok;
     sv.defaults = (v4f_oai_defaults){.thinking = !no_think, .think_max_ok = n_ctx >= THINK_MAX_MIN_CTX,
@@ -625,8 +652,9 @@ int cmd_serve(int argc, char **argv) {
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     const int bound = di ? di->port : port;
-    fprintf(stderr, "v4flash serve: listening on http://%s%s%s:%d (model %s, ctx %lld%s)\n", v6 ? "[" : "", host,
-            v6 ? "]" : "", bound, cm.desc, (long long)n_ctx, api_key ? ", API key required" : "");
+    fprintf(stderr, "v4flash serve: listening on http://%s%s%s:%d (model %s, ctx %lld%s%s%s)\n", v6 ? "[" : "",
+            host, v6 ? "]" : "", bound, cm.desc, (long long)n_ctx, api_key ? ", API key required" : "",
+            kv_dir ? ", kv cache " : "", kv_dir ? kv_dir : "");
     while (!g_stop) {
         job *j = next_job(&sv);
         if (!j) continue;
@@ -660,12 +688,14 @@ int cmd_serve(int argc, char **argv) {
     }
     pthread_mutex_unlock(&sv.mu);
     MHD_stop_daemon(d);
+    v4f_srv_save_live(w); /* --kv-dir: the conversation survives the restart */
     rc = 0;
 sigs:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
 out:
     v4f_srv_free(w);
+    v4f_kvstore_close(kvs);
     v4f_session_free(s);
     v4f_tok_free(tok);
     v4f_cli_model_close(&cm);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/kvcache.h"
 #include "model/snapshot.h"
 #include "tokenizer/chat.h"
 
@@ -25,6 +26,10 @@ struct v4f_srv {
     size_t text_len, text_cap;
     float *logits;
     v4f_snapshot_mem snap; /* the KV at the end of an earlier prompt */
+    v4f_kvstore *kvs;      /* disk checkpoints (borrowed; NULL: none) */
+    const v4f_kv_ident *kv_id;
+    v4f_kv_policy kv_pol;
+    bool kv_allow_family;
     uint32_t snap_pos;     /* 0: none; valid while ids[0..snap_pos) are unchanged */
 };
 
@@ -36,6 +41,10 @@ v4f_srv *v4f_srv_new(v4f_session *s, const v4f_tok *tok, uint32_t n_ctx, const v
     w->n_ctx = n_ctx;
     w->n_vocab = o->n_vocab;
     w->snapshot_min = o->snapshot_min;
+    w->kvs = o->kvs;
+    w->kv_id = o->kv_id;
+    w->kv_pol = o->kv_pol;
+    w->kv_allow_family = o->kv_allow_family;
     w->eos = v4f_tok_eos(tok) >= 0 ? v4f_tok_eos(tok) : 1;
     w->think_end = v4f_tok_find(tok, V4F_CHAT_THINK_END, strlen(V4F_CHAT_THINK_END));
     w->logits = v4f_xmalloc((size_t)o->n_vocab * sizeof *w->logits);
@@ -124,42 +133,100 @@ v4f_status v4f_srv_count_tokens(const v4f_tok *tok, const char *prompt, size_t l
     return st;
 }
 
-/* The tokens to evaluate for this prompt: the session is moved to the
- * reusable prefix, *todo receives the rest (at least one token). */
-static v4f_status prepare(v4f_srv *w, const char *prompt, size_t len, v4f_tok_ids *todo, v4f_srv_result *r,
-                          v4f_err *err) {
+/* ---- disk checkpoints --------------------------------------------------------------- */
+
+/* Save what the KV holds now (tokens ids[0..n), n == the session position)
+ * unless the store has it. */
+static void disk_save(v4f_srv *w, uint32_t reason) {
+    if (!w->kvs || !w->n || v4f_kvcache_has(w->kvs, w->kv_id, w->ids, (uint32_t)w->n)) return;
+    v4f_err e = {0};
+    char nm[V4F_KVSTORE_NAME_MAX];
+    double secs = 0;
+    if (v4f_kvcache_save(w->kvs, w->kv_id, w->s, w->ids, (uint32_t)w->n, NULL, 0, NULL, 0, reason, NULL, nm, &secs,
+                         NULL, &e))
+        v4f_log(V4F_LOG_WARN, "serve: kv cache save: %s", e.msg);
+    else
+        v4f_log(V4F_LOG_INFO, "serve: kv cache: saved %zu tokens (%s) as %s in %.1f ms", w->n,
+                v4f_kv_reason_name(reason), nm, 1e3 * secs);
+}
+
+/* Before the live KV is cut back to c: keep it on disk when that drops a
+ * useful amount (another conversation comes in; it may come back). */
+static void disk_save_evicted(v4f_srv *w, size_t c) {
+    if (w->kvs && v4f_kv_policy_save_live(&w->kv_pol, (uint32_t)w->n) && w->n - c >= w->kv_pol.min_tokens)
+        disk_save(w, V4F_KV_REASON_EVICT);
+}
+
+void v4f_srv_save_live(v4f_srv *w) {
+    if (w->kvs && v4f_kv_policy_save_live(&w->kv_pol, (uint32_t)w->n)) disk_save(w, V4F_KV_REASON_SHUTDOWN);
+}
+
+/* ---- prefix reuse ------------------------------------------------------------------- */
+
+static void ids_append(v4f_tok_ids *v, const int32_t *ids, size_t n) {
+    if (v->n + n > v->cap) {
+        size_t cap = v->cap ? v->cap : 256;
+        while (cap < v->n + n) cap *= 2;
+        v->ids = v4f_xrealloc(v->ids, cap * sizeof *v->ids);
+        v->cap = cap;
+    }
+    memcpy(v->ids + v->n, ids, n * sizeof *ids);
+    v->n += n;
+}
+
+/* The prompt's tokens (*all) and how many of them the live KV can keep
+ * (*keep; the session is not moved yet): the live text when the prompt
+ * starts with it, else the common token prefix, leaving at least one token
+ * to evaluate. */
+static v4f_status live_match(v4f_srv *w, const char *prompt, size_t len, v4f_tok_ids *all, size_t *keep,
+                             v4f_err *err) {
     v4f_status st;
     if (w->n && len > w->text_len && !memcmp(prompt, w->text, w->text_len)) {
-        st = v4f_tok_encode(w->tok, prompt + w->text_len, len - w->text_len, V4F_TOK_ENC_SPECIAL, todo, err);
-        if (st) return st;
-        r->cache = "live";
-        r->n_cached = (uint32_t)w->n;
+        ids_append(all, w->ids, w->n);
+        if ((st = v4f_tok_encode(w->tok, prompt + w->text_len, len - w->text_len, V4F_TOK_ENC_SPECIAL, all, err)))
+            return st;
+        *keep = w->n;
     } else {
-        v4f_tok_ids all = {0};
-        st = v4f_tok_encode(w->tok, prompt, len, V4F_TOK_ENC_SPECIAL, &all, err);
-        if (st) return st;
-        if (all.n == 0) {
-            v4f_tok_ids_free(&all);
-            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "the prompt is empty");
-        }
+        if ((st = v4f_tok_encode(w->tok, prompt, len, V4F_TOK_ENC_SPECIAL, all, err))) return st;
         size_t c = 0;
-        while (c < w->n && c < all.n && w->ids[c] == all.ids[c]) c++;
-        if (c == all.n) c--; /* evaluate at least the last token */
-        r->cache = c ? "live" : "cold";
-        if (c < w->n) c = back_to(w, (uint32_t)c, &r->cache);
-        r->n_cached = (uint32_t)c;
-        for (size_t i = c; i < all.n; i++) {
-            /* append without another encode */
-            if (todo->n == todo->cap) {
-                todo->cap = todo->cap ? 2 * todo->cap : all.n - c;
-                todo->ids = v4f_xrealloc(todo->ids, todo->cap * sizeof *todo->ids);
-            }
-            todo->ids[todo->n++] = all.ids[i];
-        }
-        v4f_tok_ids_free(&all);
+        while (c < w->n && c < all->n && w->ids[c] == all->ids[c]) c++;
+        if (c == all->n && c) c--; /* evaluate at least the last token */
+        *keep = c;
     }
-    if (todo->n == 0) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "the prompt is empty");
+    if (all->n == 0 || *keep >= all->n) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "the prompt is empty");
     return V4F_OK;
+}
+
+/* Move the session to the best reusable prefix of all[0..n): the live KV,
+ * a longer disk checkpoint, or back to the live prefix (rewind, snapshot,
+ * cold). Returns the tokens kept. */
+static size_t reuse(v4f_srv *w, const v4f_tok_ids *all, size_t keep, v4f_srv_result *r) {
+    r->cache = keep ? "live" : "cold";
+    if (w->kvs && all->n - 1 >= w->kv_pol.min_tokens && keep < all->n - 1) {
+        const v4f_kvstore_lookup_opts lo = {.allow_family = w->kv_allow_family, .min_tokens = w->kv_pol.min_tokens,
+                                            .max_ctx = w->n_ctx};
+        v4f_kvstore_match m;
+        v4f_err e = {0};
+        const v4f_status ls = v4f_kvstore_lookup(w->kvs, all->ids, (uint32_t)all->n - 1, w->kv_id, &lo, &m, &e);
+        if (ls != V4F_OK && ls != V4F_STATUS_NOT_FOUND) v4f_log(V4F_LOG_WARN, "serve: kv cache lookup: %s", e.msg);
+        if (ls == V4F_OK && m.n_tokens > keep) {
+            disk_save_evicted(w, 0);
+            v4f_kvcache_hit hit;
+            if (v4f_kvcache_restore_prefix(w->kvs, w->kv_id, w->kv_allow_family, w->kv_pol.min_tokens, w->s, all->ids,
+                                           (uint32_t)all->n - 1, NULL, 0, &hit, &e))
+                v4f_log(V4F_LOG_WARN, "serve: kv cache restore: %s", e.msg);
+            hist_cut(w, 0); /* the session holds the checkpoint now (or nothing) */
+            w->snap_pos = 0;
+            hist_push(w, all->ids, hit.n_tokens);
+            r->cache = hit.n_tokens ? "disk" : "cold";
+            return hit.n_tokens;
+        }
+    }
+    if (keep < w->n) {
+        disk_save_evicted(w, keep);
+        keep = back_to(w, (uint32_t)keep, &r->cache);
+    }
+    return keep;
 }
 
 /* ---- generation ---------------------------------------------------------------- */
@@ -255,7 +322,7 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     r->end = "length";
     r->cache = "cold";
     double t0 = v4f_time_s();
-    v4f_tok_ids todo = {0};
+    v4f_tok_ids all = {0};
     v4f_sampler *smp = NULL;
     v4f_status st = v4f_sampler_new(&j->sp, w->n_vocab, &smp, err);
     if (st) return st;
@@ -266,36 +333,48 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
         st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %u tokens; the context holds %u", n_all, w->n_ctx);
         goto out;
     }
-    if ((st = prepare(w, j->prompt, j->prompt_len, &todo, r, err))) goto out;
-    r->n_prompt = r->n_cached + (uint32_t)todo.n;
-    if (r->n_prompt >= w->n_ctx) { /* a reply split differently from its re-tokenization */
-        st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %u tokens; the context holds %u", r->n_prompt,
-                         w->n_ctx);
+    size_t keep = 0;
+    if ((st = live_match(w, j->prompt, j->prompt_len, &all, &keep, err))) goto out;
+    if (all.n >= w->n_ctx) { /* a reply split differently from its re-tokenization */
+        st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %zu tokens; the context holds %u", all.n, w->n_ctx);
         goto out;
     }
+    keep = reuse(w, &all, keep, r);
+    r->n_prompt = (uint32_t)all.n;
+    r->n_cached = (uint32_t)keep;
     /* the snapshot goes before the prompt's last token: a thinking prompt
      * ends with <think>, which the next turn's history renders differently */
-    const size_t snap_pos = r->n_prompt - 1;
-    const size_t snap_at = w->snapshot_min && snap_pos >= w->snapshot_min && snap_pos > r->n_cached &&
-                                   snap_pos != w->snap_pos
-                               ? snap_pos - r->n_cached
-                               : SIZE_MAX; /* todo index after which to take it */
+    const size_t snap_pos = all.n - 1;
+    const bool snap = w->snapshot_min && snap_pos >= w->snapshot_min && snap_pos > keep && snap_pos != w->snap_pos;
+    /* disk checkpoints at the policy's points (a cold prefix, continued frontiers) */
+    v4f_kv_save_point pts[64];
+    size_t n_pts = w->kvs ? v4f_kv_policy_plan_prefill(&w->kv_pol, (uint32_t)all.n, (uint32_t)keep, pts, 64) : 0;
+    if (n_pts > 64) n_pts = 64;
+    /* a checkpoint of the whole prompt could not serve the same prompt again
+     * (it has no logits to start the reply from): stop one token short */
+    if (n_pts && pts[n_pts - 1].pos >= all.n) {
+        pts[n_pts - 1].pos = (uint32_t)all.n - 1;
+        if (pts[n_pts - 1].pos <= keep || (n_pts > 1 && pts[n_pts - 2].pos >= pts[n_pts - 1].pos)) n_pts--;
+    }
     uint32_t chunk = v4f_session_chunk(w->s);
     if (chunk == 0 || (chunk > SRV_CPU_PIECE && v4f_session_backend(w->s) != V4F_BACKEND_CUDA)) chunk = SRV_CPU_PIECE;
-    for (size_t done = 0; done < todo.n;) {
+    size_t next_pt = 0;
+    for (size_t done = keep; done < all.n;) {
         if (cancelled(k)) {
             r->end = "cancelled";
             goto out;
         }
-        size_t n = todo.n - done < chunk ? todo.n - done : chunk;
-        if (done < snap_at && done + n > snap_at) n = snap_at - done;
-        bool last = done + n == todo.n;
-        if ((st = v4f_session_eval(w->s, todo.ids + done, (uint32_t)n, last ? w->logits : NULL, V4F_EVAL_LOGITS_LAST,
+        while (next_pt < n_pts && pts[next_pt].pos <= done) next_pt++;
+        size_t n = all.n - done < chunk ? all.n - done : chunk;
+        if (snap && done < snap_pos && done + n > snap_pos) n = snap_pos - done;
+        if (next_pt < n_pts && done + n > pts[next_pt].pos) n = pts[next_pt].pos - done;
+        const bool last = done + n == all.n;
+        if ((st = v4f_session_eval(w->s, all.ids + done, (uint32_t)n, last ? w->logits : NULL, V4F_EVAL_LOGITS_LAST,
                                    NULL, err)))
             goto out;
-        hist_push(w, todo.ids + done, n);
+        hist_push(w, all.ids + done, n);
         done += n;
-        if (done == snap_at) {
+        if (snap && done == snap_pos) {
             v4f_err e = {0};
             if (v4f_snapshot_mem_save(w->s, NULL, 0, &w->snap, &e) == V4F_OK) {
                 w->snap_pos = (uint32_t)w->n;
@@ -304,6 +383,7 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
                 v4f_log(V4F_LOG_WARN, "serve: no prompt snapshot (%s)", e.msg);
             }
         }
+        if (next_pt < n_pts && done == pts[next_pt].pos) disk_save(w, pts[next_pt++].reason);
     }
     r->t_prefill = v4f_time_s() - t0;
     if (k->prefilled) k->prefilled(k->ud, r->n_prompt, r->n_cached);
@@ -315,7 +395,7 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     v4f_tok_stream_free(g.ts);
     r->t_gen = v4f_time_s() - t1;
 out:
-    v4f_tok_ids_free(&todo);
+    v4f_tok_ids_free(&all);
     v4f_sampler_free(smp);
     return st;
 }

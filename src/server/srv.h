@@ -17,6 +17,9 @@
  *               the new prompt (the CPU session cannot rewind; an agent's
  *               next request usually starts with its previous prompt, up
  *               to the <think> that ends a thinking prompt);
+ *   "disk"      a disk checkpoint holding a longer prefix than the live KV
+ *               (--kv-dir: after a restart, or a conversation that was
+ *               evicted by another);
  *   "cold"      a fresh prefill.
  * At least one prompt token is always evaluated (its logits start the reply).
  *
@@ -32,6 +35,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "kvstore/kvstore.h"
 #include "model/forward.h"
 #include "sampler/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -39,6 +43,14 @@
 typedef struct v4f_srv_opts {
     uint32_t n_vocab;
     uint32_t snapshot_min; /* snapshot prompts of more than this many tokens (0: never) */
+    /* disk checkpoints (optional): restored when one holds a longer prefix
+     * of a prompt than the live KV; saved at the policy's points of a
+     * prefill, before the live KV is cut back by at least min_tokens
+     * (evict), and by v4f_srv_save_live (shutdown) */
+    v4f_kvstore *kvs;
+    const v4f_kv_ident *kv_id;
+    v4f_kv_policy kv_pol;
+    bool kv_allow_family;
 } v4f_srv_opts;
 
 typedef struct v4f_srv v4f_srv;
@@ -86,6 +98,10 @@ v4f_status v4f_srv_count_tokens(const v4f_tok *tok, const char *prompt, size_t l
  * KV holds). */
 v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink *k, v4f_srv_result *r,
                             v4f_err *err);
+
+/* Save the live KV as a disk checkpoint (shutdown), when there is a store
+ * and the policy wants it. */
+void v4f_srv_save_live(v4f_srv *w);
 
 /* Tokens the KV cache holds now (tests). */
 uint32_t v4f_srv_pos(const v4f_srv *w);

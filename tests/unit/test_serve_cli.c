@@ -382,6 +382,59 @@ TEST(serve_prefix_reuse_matches_fresh) {
     CHECK_EQ_INT(srv_stop(&p), 0);
 }
 
+/* --kv-dir: a restarted server resumes a prompt from its disk checkpoint
+ * and gives the reply the first server gave; the shutdown save keeps the
+ * conversation (prompt + reply) for its next turn. */
+TEST(serve_disk_cache_across_restart) {
+    SKIP_NO_BIN();
+    char args[600];
+    snprintf(args, sizeof args, "--kv-dir %s/serve-kv --kv-min-tokens 16", test_tmp_dir());
+    static char prompt[4096], body[8192], turn2[8192];
+    int n = 0;
+    for (int i = 0; i < 40; i++) n += snprintf(prompt + n, sizeof prompt - (size_t)n, "word%d ", i);
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"max_tokens\":5,\"temperature\":0}", prompt);
+    srv_proc p;
+    http_resp a, b, c;
+    REQUIRE(srv_start(&p, args));
+    REQUIRE(http(p.port, "POST", "/v1/completions", body, NULL, &a) && a.status == 200);
+    const long n_prompt = json_path_long(a.body, "usage.prompt_tokens");
+    CHECK(n_prompt > 40);
+    CHECK_EQ_INT(srv_stop(&p), 0);
+    CHECK_MSG(strstr(p.log, "(cold)") && strstr(p.log, "(shutdown)"), "%s", p.log);
+
+    REQUIRE(srv_start(&p, args));
+    REQUIRE(http(p.port, "POST", "/v1/completions", body, NULL, &b) && b.status == 200);
+    CHECK_EQ_INT(json_path_long(b.body, "usage.prompt_tokens_details.cached_tokens"), n_prompt - 1);
+    char ta[1024], tb[1024];
+    CHECK(json_path_str(a.body, "choices.0.text", ta, sizeof ta) && json_path_str(b.body, "choices.0.text", tb, sizeof tb));
+    CHECK_MSG(!strcmp(ta, tb), "first server '%s', restarted '%s'", ta, tb);
+    CHECK_EQ_INT(srv_stop(&p), 0);
+    CHECK_MSG(strstr(p.log, "cached, disk)"), "%s", p.log);
+    resp_free(&b);
+
+    /* the next turn extends the prompt and the reply: served from disk (the
+     * shutdown checkpoint, prompt + 4 evaluated reply tokens, when the
+     * reply's text tokenizes back the same way; else the cold one) */
+    REQUIRE(srv_start(&p, args));
+    v4f_json_buf t2;
+    v4f_json_buf_init(&t2);
+    v4f_json_buf_puts(&t2, prompt);
+    v4f_json_buf_puts(&t2, ta);
+    v4f_json_buf_puts(&t2, " and more");
+    v4f_json_buf js;
+    v4f_json_buf_init(&js);
+    v4f_json_write_string(&js, t2.data, t2.len, 0);
+    snprintf(turn2, sizeof turn2, "{\"prompt\":%s,\"max_tokens\":3,\"temperature\":0}", js.data);
+    v4f_json_buf_free(&t2);
+    v4f_json_buf_free(&js);
+    REQUIRE(http(p.port, "POST", "/v1/completions", turn2, NULL, &c) && c.status == 200);
+    CHECK_MSG(json_path_long(c.body, "usage.prompt_tokens_details.cached_tokens") >= n_prompt - 1, "%s", c.body);
+    resp_free(&c);
+    CHECK_EQ_INT(srv_stop(&p), 0);
+    CHECK_MSG(strstr(p.log, "cached, disk)"), "%s", p.log);
+    resp_free(&a);
+}
+
 /* SSE: role first, deltas, finish_reason, usage, [DONE]; the same text as
  * the non-streaming reply. */
 TEST(serve_stream_matches_non_stream) {
