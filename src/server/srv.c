@@ -326,16 +326,9 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     v4f_sampler *smp = NULL;
     v4f_status st = v4f_sampler_new(&j->sp, w->n_vocab, &smp, err);
     if (st) return st;
-    /* the whole prompt must fit with room for one reply token */
-    uint32_t n_all = 0;
-    if ((st = v4f_srv_count_tokens(w->tok, j->prompt, j->prompt_len, &n_all, err))) goto out;
-    if (n_all >= w->n_ctx) {
-        st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %u tokens; the context holds %u", n_all, w->n_ctx);
-        goto out;
-    }
     size_t keep = 0;
     if ((st = live_match(w, j->prompt, j->prompt_len, &all, &keep, err))) goto out;
-    if (all.n >= w->n_ctx) { /* a reply split differently from its re-tokenization */
+    if (all.n >= w->n_ctx) { /* the prompt must leave room for one reply token (checked before the KV moves) */
         st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %zu tokens; the context holds %u", all.n, w->n_ctx);
         goto out;
     }

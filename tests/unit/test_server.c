@@ -654,3 +654,102 @@ TEST(anth_message_object_and_stop_sequence) {
     CHECK_STR(b.data, "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"no\"}}");
     v4f_json_buf_free(&b);
 }
+
+/* ---- the live session (src/server/srv.c) on the CPU ------------------------------- */
+
+#include "model/forward.h"
+#include "model/model.h"
+#include "server/srv.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct srv_cap {
+    char text[4096];
+    size_t n;
+    int stop_after; /* pieces to accept (0: all) */
+    int pieces, cancel_at_poll, polls;
+} srv_cap;
+
+static bool cap_text(void *ud, const char *s, size_t n) {
+    srv_cap *c = ud;
+    if (c->n + n < sizeof c->text) {
+        memcpy(c->text + c->n, s, n);
+        c->n += n;
+        c->text[c->n] = 0;
+    }
+    return !c->stop_after || ++c->pieces < c->stop_after;
+}
+
+static bool cap_cancel(void *ud) {
+    srv_cap *c = ud;
+    return c->cancel_at_poll && ++c->polls >= c->cancel_at_poll;
+}
+
+static v4f_status srv_go(v4f_srv *w, const char *prompt, uint64_t max_tokens, float temp, srv_cap *c,
+                         v4f_srv_result *r, v4f_err *err) {
+    v4f_srv_job j = {.prompt = prompt, .prompt_len = strlen(prompt), .max_tokens = max_tokens};
+    j.sp = v4f_sampler_params_default();
+    j.sp.temperature = temp;
+    j.sp.seed = 7;
+    const v4f_srv_sink k = {.ud = c, .text = cap_text, .cancelled = cap_cancel};
+    return v4f_srv_generate(w, &j, &k, r, err);
+}
+
+TEST(srv_session_ends_and_errors) {
+    v4f_model *m = NULL;
+    v4f_err err = {0};
+    REQUIRE(v4f_model_open(test_fixture_path("model/tiny-q2.gguf"), NULL, &m, NULL, &err) == V4F_OK);
+    v4f_tok *tok = NULL;
+    REQUIRE(v4f_tok_from_gguf(m->gguf, &tok, &err) == V4F_OK);
+    const v4f_session_opts so = {.n_ctx = 64, .n_threads = 2};
+    v4f_session *s = NULL;
+    REQUIRE(v4f_session_new(m, &so, &s, &err) == V4F_OK);
+    const v4f_srv_opts o = {.n_vocab = m->cfg.n_vocab, .snapshot_min = 4};
+    v4f_srv *w = v4f_srv_new(s, tok, 64, &o);
+    srv_cap c = {0};
+    v4f_srv_result r;
+    /* the reply stops at max_tokens; the KV holds the prompt and the
+     * evaluated reply tokens (the last sampled one is not evaluated) */
+    REQUIRE(srv_go(w, "Hello there, model", 5, 0.8f, &c, &r, &err) == V4F_OK);
+    CHECK_STR(r.end, "length");
+    CHECK_EQ_INT(r.n_gen, 5);
+    CHECK_EQ_INT(v4f_srv_pos(w), r.n_prompt + 4);
+    CHECK_EQ_INT(v4f_session_pos(s), v4f_srv_pos(w));
+    /* the context: a prompt that does not fit is refused before the KV moves */
+    static char big[4096];
+    size_t n = 0;
+    for (int i = 0; i < 100; i++) n += (size_t)snprintf(big + n, sizeof big - n, "w%d ", i);
+    const uint32_t before = v4f_srv_pos(w);
+    memset(&c, 0, sizeof c);
+    CHECK(srv_go(w, big, 5, 0, &c, &r, &err) == V4F_STATUS_RANGE);
+    CHECK(strstr(err.msg, "context holds 64") != NULL);
+    CHECK_EQ_INT(v4f_srv_pos(w), before);
+    /* the reply runs into the context's end: "length" at 64 positions */
+    memset(&c, 0, sizeof c);
+    REQUIRE(srv_go(w, "Hello there, model", 0, 0, &c, &r, &err) == V4F_OK);
+    CHECK_STR(r.end, "length"); /* greedy from this prompt meets no EOS (deterministic) */
+    CHECK_EQ_INT(r.n_prompt + r.n_gen, 64);
+    CHECK_EQ_INT(v4f_session_pos(s), v4f_srv_pos(w));
+    /* the sink stops it (a stop string): the stopping token is not evaluated */
+    memset(&c, 0, sizeof c);
+    c.stop_after = 2;
+    REQUIRE(srv_go(w, "Hello there, model", 20, 0, &c, &r, &err) == V4F_OK);
+    CHECK_STR(r.end, "stop");
+    CHECK_EQ_INT(r.n_gen, 2);
+    CHECK_EQ_INT(v4f_session_pos(s), v4f_srv_pos(w));
+    CHECK_EQ_INT(v4f_srv_pos(w), r.n_prompt + 1);
+    /* cancelled before the first prefill piece: nothing evaluated, the
+     * next request still works and reuses what is there */
+    memset(&c, 0, sizeof c);
+    c.cancel_at_poll = 1;
+    REQUIRE(srv_go(w, "A different prompt entirely", 5, 0, &c, &r, &err) == V4F_OK);
+    CHECK_STR(r.end, "cancelled");
+    CHECK_EQ_INT(r.n_gen, 0);
+    CHECK_EQ_INT(v4f_session_pos(s), v4f_srv_pos(w));
+    memset(&c, 0, sizeof c);
+    REQUIRE(srv_go(w, "A different prompt entirely", 3, 0, &c, &r, &err) == V4F_OK);
+    CHECK_STR(r.end, "length");
+    v4f_srv_free(w);
+    v4f_session_free(s);
+    v4f_tok_free(tok);
+    v4f_model_close(m);
+}
