@@ -500,8 +500,14 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, bool
         fprintf(stderr, "v4flash serve: --host %s: %s\n", host, gai_strerror(e));
         return 2;
     }
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *v6 = res->ai_family == AF_INET6;
+    const struct addrinfo *a = res; /* IPv4 first ("localhost" often lists ::1 first) */
+    for (const struct addrinfo *x = res; x; x = x->ai_next)
+        if (x->ai_family == AF_INET) {
+            a = x;
+            break;
+        }
+    memcpy(ss, a->ai_addr, a->ai_addrlen);
+    *v6 = a->ai_family == AF_INET6;
     freeaddrinfo(res);
     return 0;
 }
@@ -640,7 +646,7 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&block, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &block, &prev);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-    if (v6) flags |= MHD_USE_IPv6;
+    if (v6) flags |= MHD_USE_DUAL_STACK; /* "::" takes IPv4 clients too */
     d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, &sv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                          MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, 600u,
                          MHD_OPTION_END);
