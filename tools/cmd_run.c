@@ -227,13 +227,11 @@ int cmd_run(int argc, char **argv) {
                 ids.n, (long long)n_ctx);
         goto out;
     }
-    v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
-                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF,
-                           .kv_page_dir = kv_page_dir};
-    so.backend = bso.backend;
-    so.gpu_device = bso.gpu_device;
-    so.gpu_mem_gb = bso.gpu_mem_gb;
-    so.max_chunk = bso.max_chunk;
+    v4f_session_opts so = bso; /* the backend choice */
+    so.n_ctx = (uint32_t)n_ctx;
+    so.n_threads = threads;
+    so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
+    so.kv_page_dir = kv_page_dir;
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash run: session: %s\n", err.msg);
         goto out;

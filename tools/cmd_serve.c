@@ -54,6 +54,19 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
+/* pthread_cond_timedwait for at most ms milliseconds; true on a timeout */
+static bool cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_cond_timedwait(cv, mu, &ts) == ETIMEDOUT;
+}
+
 typedef struct job job;
 struct job {
     pthread_mutex_t mu;
@@ -157,10 +170,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     job *j = cls;
     pthread_mutex_lock(&j->mu);
     while (j->out_off == j->out.len && !j->done) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += KEEPALIVE_S;
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT && j->out_off == j->out.len && !j->done) {
+        if (cond_wait_ms(&j->cv, &j->mu, KEEPALIVE_S * 1000L) && j->out_off == j->out.len && !j->done) {
             pthread_mutex_unlock(&j->mu);
             static const char ka[] = ": keep-alive\n\n";
             size_t n = sizeof ka - 1 < max ? sizeof ka - 1 : max;
@@ -276,10 +286,7 @@ static enum MHD_Result handle_generate(server *sv, struct MHD_Connection *c, v4f
     }
     pthread_mutex_lock(&j->mu);
     while (!j->done) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        cond_wait_ms(&j->cv, &j->mu, 1000);
         if (!j->done && !j->gone && peer_closed(c)) j->gone = true; /* cancels the job */
     }
     pthread_mutex_unlock(&j->mu);
@@ -469,16 +476,7 @@ static void run_job(server *sv, v4f_srv *w, job *j) {
 
 static job *next_job(server *sv) {
     pthread_mutex_lock(&sv->mu);
-    while (!sv->head && !g_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&sv->cv, &sv->mu, &ts);
-    }
+    while (!sv->head && !g_stop) cond_wait_ms(&sv->cv, &sv->mu, 200); /* g_stop is polled */
     job *j = NULL;
     if (!g_stop && sv->head) {
         j = sv->head;
@@ -597,12 +595,10 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "v4flash serve: tokenizer: %s\n", err.msg);
         goto out;
     }
-    v4f_session_opts so = {.n_ctx = (uint32_t)n_ctx, .n_threads = threads,
-                           .precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF};
-    so.backend = bso.backend;
-    so.gpu_device = bso.gpu_device;
-    so.gpu_mem_gb = bso.gpu_mem_gb;
-    so.max_chunk = bso.max_chunk;
+    v4f_session_opts so = bso; /* the backend choice */
+    so.n_ctx = (uint32_t)n_ctx;
+    so.n_threads = threads;
+    so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash serve: session: %s\n", err.msg);
         goto out;
@@ -682,16 +678,7 @@ int cmd_serve(int argc, char **argv) {
     /* let the answers to the running and queued requests go out (a few
      * seconds at most) before the connections close */
     pthread_mutex_lock(&sv.mu);
-    for (int i = 0; i < 50 && sv.active > 0; i++) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&sv.cv, &sv.mu, &ts);
-    }
+    for (int i = 0; i < 50 && sv.active > 0; i++) cond_wait_ms(&sv.cv, &sv.mu, 100);
     pthread_mutex_unlock(&sv.mu);
     MHD_stop_daemon(d);
     v4f_srv_save_live(w); /* --kv-dir: the conversation survives the restart */

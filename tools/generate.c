@@ -54,15 +54,7 @@ bool v4f_reason_mode_parse(const char *s, v4f_reason_mode *out) {
 }
 
 static void hist_push(v4f_tok_ids *h, const int32_t *ids, uint64_t n) {
-    if (!h) return;
-    if (h->n + n > h->cap) {
-        size_t cap = h->cap ? h->cap : 256;
-        while (cap < h->n + n) cap *= 2;
-        h->ids = v4f_xrealloc(h->ids, cap * sizeof *h->ids);
-        h->cap = cap;
-    }
-    memcpy(h->ids + h->n, ids, n * sizeof *ids);
-    h->n += n;
+    if (h) v4f_tok_ids_append(h, ids, n);
 }
 
 v4f_status v4f_gen_prefill(v4f_gen *g, const int32_t *ids, uint64_t n, v4f_gen_result *r,

@@ -651,7 +651,8 @@ static size_t stop_holdback(const v4f_oai_out *o, const char *t, size_t n) {
     return hold;
 }
 
-static void chunk_head(v4f_oai_out *o, v4f_json_buf *b) {
+/* "data: {id, object, created, model," of an OpenAI stream chunk */
+static void chunk_open(v4f_oai_out *o, v4f_json_buf *b) {
     v4f_json_buf_puts(b, "data: {");
     put_kv_str(b, "id", o->id, strlen(o->id));
     v4f_json_buf_puts(b, o->kind == V4F_OAI_CHAT ? ",\"object\":\"chat.completion.chunk\","
@@ -659,7 +660,12 @@ static void chunk_head(v4f_oai_out *o, v4f_json_buf *b) {
     put_kv_u64(b, "created", (uint64_t)o->created);
     v4f_json_buf_putc(b, ',');
     put_kv_str(b, "model", o->model, strlen(o->model));
-    v4f_json_buf_puts(b, ",\"choices\":[{\"index\":0,");
+    v4f_json_buf_putc(b, ',');
+}
+
+static void chunk_head(v4f_oai_out *o, v4f_json_buf *b) {
+    chunk_open(o, b);
+    v4f_json_buf_puts(b, "\"choices\":[{\"index\":0,");
 }
 
 /* One delta chunk: {"delta": {key: text}} (chat) or {"text": text}. */
@@ -1002,14 +1008,8 @@ void v4f_oai_out_finish(v4f_oai_out *o, const char *reason, const v4f_oai_usage 
         put_kv_str(dst, "finish_reason", o->finish_reason, strlen(o->finish_reason));
         v4f_json_buf_puts(dst, "}]}\n\n");
         if (o->include_usage && u) {
-            v4f_json_buf_puts(dst, "data: {");
-            put_kv_str(dst, "id", o->id, strlen(o->id));
-            v4f_json_buf_puts(dst, o->kind == V4F_OAI_CHAT ? ",\"object\":\"chat.completion.chunk\","
-                                                           : ",\"object\":\"text_completion\",");
-            put_kv_u64(dst, "created", (uint64_t)o->created);
-            v4f_json_buf_putc(dst, ',');
-            put_kv_str(dst, "model", o->model, strlen(o->model));
-            v4f_json_buf_puts(dst, ",\"choices\":[],");
+            chunk_open(o, dst);
+            v4f_json_buf_puts(dst, "\"choices\":[],");
             write_usage(dst, u);
             v4f_json_buf_puts(dst, "}\n\n");
         }

@@ -163,17 +163,6 @@ void v4f_srv_save_live(v4f_srv *w) {
 
 /* ---- prefix reuse ------------------------------------------------------------------- */
 
-static void ids_append(v4f_tok_ids *v, const int32_t *ids, size_t n) {
-    if (v->n + n > v->cap) {
-        size_t cap = v->cap ? v->cap : 256;
-        while (cap < v->n + n) cap *= 2;
-        v->ids = v4f_xrealloc(v->ids, cap * sizeof *v->ids);
-        v->cap = cap;
-    }
-    memcpy(v->ids + v->n, ids, n * sizeof *ids);
-    v->n += n;
-}
-
 /* The prompt's tokens (*all) and how many of them the live KV can keep
  * (*keep; the session is not moved yet): the live text when the prompt
  * starts with it, else the common token prefix, leaving at least one token
@@ -182,7 +171,7 @@ static v4f_status live_match(v4f_srv *w, const char *prompt, size_t len, v4f_tok
                              v4f_err *err) {
     v4f_status st;
     if (w->n && len > w->text_len && !memcmp(prompt, w->text, w->text_len)) {
-        ids_append(all, w->ids, w->n);
+        v4f_tok_ids_append(all, w->ids, w->n);
         if ((st = v4f_tok_encode(w->tok, prompt + w->text_len, len - w->text_len, V4F_TOK_ENC_SPECIAL, all, err)))
             return st;
         *keep = w->n;

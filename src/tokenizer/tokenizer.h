@@ -77,6 +77,8 @@ typedef struct v4f_tok_ids {
     size_t n, cap;
 } v4f_tok_ids;
 void v4f_tok_ids_free(v4f_tok_ids *v);
+/* Append ids[0..n) (grows the array; aborts only when memory runs out). */
+void v4f_tok_ids_append(v4f_tok_ids *v, const int32_t *ids, size_t n);
 
 /* Append the ids of text[0..len) to out (any bytes, NUL included; invalid
  * UTF-8 bytes are single-byte pieces). Never fails on content. */

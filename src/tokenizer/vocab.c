@@ -342,6 +342,17 @@ void v4f_tok_ids_free(v4f_tok_ids *v) {
     memset(v, 0, sizeof *v);
 }
 
+void v4f_tok_ids_append(v4f_tok_ids *v, const int32_t *ids, size_t n) {
+    if (v->n + n > v->cap) {
+        size_t cap = v->cap ? v->cap : 256;
+        while (cap < v->n + n) cap *= 2;
+        v->ids = v4f_xrealloc(v->ids, cap * sizeof *v->ids);
+        v->cap = cap;
+    }
+    memcpy(v->ids + v->n, ids, n * sizeof *ids);
+    v->n += n;
+}
+
 /* ---- decoding ------------------------------------------------------------ */
 
 bool v4f_tok_token_bytes(const v4f_tok *t, int32_t id, const char **bytes, size_t *len) {
