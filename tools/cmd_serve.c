@@ -542,7 +542,7 @@ int cmd_serve(int argc, char **argv) {
         {"max-body-mb", 0, V4F_ARG_INT, &max_body_mb, 1, 4096, "N", "largest request body in MiB (64)", NULL},
         {"snapshot-min", 0, V4F_ARG_INT, &snapshot_min, 0, 1 << 30, "N",
          "keep an in-memory snapshot of prompts of at least N tokens to resume the next request from (512; 0 = off; "
-         "CPU sessions, GPU sessions rewind instead)", NULL},
+         "on a GPU only for prefills of more than two chunks, which it cannot rewind across)", NULL},
         {"kv-dir", 0, V4F_ARG_STR, &kv_dir, 0, 0, "DIR",
          "disk KV cache: resume the longest saved prefix of a prompt (after a restart, or a conversation another "
          "one displaced); saves per ds4's policy, before the live KV is displaced and on shutdown", NULL},
@@ -604,8 +604,7 @@ int cmd_serve(int argc, char **argv) {
         goto out;
     }
     v4f_cli_backend_report(s);
-    const bool gpu = v4f_session_backend(s) == V4F_BACKEND_CUDA;
-    v4f_srv_opts wo = {.n_vocab = cm.m->cfg.n_vocab, .snapshot_min = gpu ? 0 : (uint32_t)snapshot_min};
+    v4f_srv_opts wo = {.n_vocab = cm.m->cfg.n_vocab, .snapshot_min = (uint32_t)snapshot_min};
     if (kv_dir) {
         v4f_kvstore_opts ko;
         v4f_kvstore_opts_default(&ko);

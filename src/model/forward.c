@@ -558,6 +558,7 @@ double v4f_session_kv_bytes_per_token(const v4f_session *s) {
     return v4f_kv_bytes_per_token(&s->cfg, s->gpu ? false : s->kv->compact);
 }
 uint32_t v4f_session_chunk(const v4f_session *s) { return s->chunk; }
+uint32_t v4f_session_rewind_reach(const v4f_session *s) { return s->gpu ? v4f_gpu_rewind_reach(s->gpu) : 0; }
 v4f_backend v4f_session_backend(const v4f_session *s) { return s->gpu ? V4F_BACKEND_CUDA : V4F_BACKEND_CPU; }
 const char *v4f_session_gpu_report(const v4f_session *s) { return s->gpu ? v4f_gpu_report(s->gpu) : NULL; }
 struct v4f_gpu *v4f_session_gpu(v4f_session *s) { return s->gpu; }

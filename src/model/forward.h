@@ -100,6 +100,10 @@ void v4f_session_reset(v4f_session *s);
  * beyond, v4f_gpu_can_rewind). The CPU session's compressor state cannot
  * rewind (use a snapshot): UNSUPPORTED. */
 v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err);
+/* How far back a rewind is sure to reach after more tokens were evaluated
+ * (0: never, the CPU session; a GPU session: its decode chunk, and not
+ * behind an eval of more than two such chunks). */
+uint32_t v4f_session_rewind_reach(const v4f_session *s);
 
 /* Benchmarks only: the KV cache filled with seeded random rows as if pos
  * tokens had been evaluated (row counts and access pattern real, values

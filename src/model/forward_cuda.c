@@ -90,6 +90,7 @@ v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
 uint32_t v4f_gpu_chunk(const v4f_gpu *g) { (void)g; return 0; }
+uint32_t v4f_gpu_rewind_reach(const v4f_gpu *g) { (void)g; return 0; }
 const char *v4f_gpu_report(const v4f_gpu *g) { (void)g; return ""; }
 void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *experts_host, uint64_t *dev_bytes,
                        uint64_t *host_bytes) {
@@ -1456,6 +1457,7 @@ v4f_status v4f_gpu_fill_synthetic(v4f_gpu *g, uint64_t seed, v4f_err *err) {
     return v4f_cuda_sync(g->c, err);
 }
 uint32_t v4f_gpu_chunk(const v4f_gpu *g) { return g->flex ? g->pl[1].N : g->pl[0].N; }
+uint32_t v4f_gpu_rewind_reach(const v4f_gpu *g) { return g->pl[0].N; }
 const char *v4f_gpu_report(const v4f_gpu *g) { return g->report; }
 const char *v4f_gpu_device_name(const v4f_gpu *g) { return v4f_cuda_device_name(g->c); }
 uint32_t v4f_gpu_experts_on_device(const v4f_gpu *g) { return g->e_dev; }

@@ -93,6 +93,10 @@ bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from);
 /* The session went back to position 0 (v4f_session_reset): nothing to keep. */
 void v4f_gpu_reset(v4f_gpu *g);
 uint32_t v4f_gpu_chunk(const v4f_gpu *g);
+/* Positions the device state always reaches back after writing (the decode
+ * placement's chunk; an eval of more than two of them switches placement,
+ * and a switch is not crossed back either). */
+uint32_t v4f_gpu_rewind_reach(const v4f_gpu *g);
 /* Human-readable placement report (device, budget, what lives where);
  * valid until v4f_gpu_free. */
 const char *v4f_gpu_report(const v4f_gpu *g);

@@ -186,11 +186,27 @@ static v4f_status live_match(v4f_srv *w, const char *prompt, size_t len, v4f_tok
     return V4F_OK;
 }
 
+/* Restore the longest disk checkpoint of all[0..n-1) into the session (the
+ * live KV is replaced); the tokens restored (0: the session is reset). */
+static size_t disk_restore(v4f_srv *w, const v4f_tok_ids *all, v4f_srv_result *r) {
+    v4f_kvcache_hit hit;
+    v4f_err e = {0};
+    if (v4f_kvcache_restore_prefix(w->kvs, w->kv_id, w->kv_allow_family, w->kv_pol.min_tokens, w->s, all->ids,
+                                   (uint32_t)all->n - 1, NULL, 0, &hit, &e))
+        v4f_log(V4F_LOG_WARN, "serve: kv cache restore: %s", e.msg);
+    hist_cut(w, 0); /* the session holds the checkpoint now (or nothing) */
+    w->snap_pos = 0;
+    hist_push(w, all->ids, hit.n_tokens);
+    r->cache = hit.n_tokens ? "disk" : "cold";
+    return hit.n_tokens;
+}
+
 /* Move the session to the best reusable prefix of all[0..n): the live KV,
- * a longer disk checkpoint, or back to the live prefix (rewind, snapshot,
- * cold). Returns the tokens kept. */
+ * a longer disk checkpoint, or back to the live prefix (rewind, snapshot),
+ * else the disk checkpoint after all, else cold. Returns the tokens kept. */
 static size_t reuse(v4f_srv *w, const v4f_tok_ids *all, size_t keep, v4f_srv_result *r) {
     r->cache = keep ? "live" : "cold";
+    uint32_t on_disk = 0; /* the longest checkpoint's tokens */
     if (w->kvs && all->n - 1 >= w->kv_pol.min_tokens && keep < all->n - 1) {
         const v4f_kvstore_lookup_opts lo = {.allow_family = w->kv_allow_family, .min_tokens = w->kv_pol.min_tokens,
                                             .max_ctx = w->n_ctx};
@@ -198,22 +214,18 @@ static size_t reuse(v4f_srv *w, const v4f_tok_ids *all, size_t keep, v4f_srv_res
         v4f_err e = {0};
         const v4f_status ls = v4f_kvstore_lookup(w->kvs, all->ids, (uint32_t)all->n - 1, w->kv_id, &lo, &m, &e);
         if (ls != V4F_OK && ls != V4F_STATUS_NOT_FOUND) v4f_log(V4F_LOG_WARN, "serve: kv cache lookup: %s", e.msg);
-        if (ls == V4F_OK && m.n_tokens > keep) {
+        if (ls == V4F_OK) on_disk = m.n_tokens;
+        if (on_disk > keep) {
             disk_save_evicted(w, 0);
-            v4f_kvcache_hit hit;
-            if (v4f_kvcache_restore_prefix(w->kvs, w->kv_id, w->kv_allow_family, w->kv_pol.min_tokens, w->s, all->ids,
-                                           (uint32_t)all->n - 1, NULL, 0, &hit, &e))
-                v4f_log(V4F_LOG_WARN, "serve: kv cache restore: %s", e.msg);
-            hist_cut(w, 0); /* the session holds the checkpoint now (or nothing) */
-            w->snap_pos = 0;
-            hist_push(w, all->ids, hit.n_tokens);
-            r->cache = hit.n_tokens ? "disk" : "cold";
-            return hit.n_tokens;
+            return disk_restore(w, all, r);
         }
     }
     if (keep < w->n) {
         disk_save_evicted(w, keep);
         keep = back_to(w, (uint32_t)keep, &r->cache);
+        /* a GPU session whose rings no longer reach back (a long prefill
+         * switched its placement), no snapshot: a checkpoint still beats cold */
+        if (keep == 0 && on_disk) return disk_restore(w, all, r);
     }
     return keep;
 }
@@ -327,7 +339,14 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     /* the snapshot goes before the prompt's last token: a thinking prompt
      * ends with <think>, which the next turn's history renders differently */
     const size_t snap_pos = all.n - 1;
-    const bool snap = w->snapshot_min && snap_pos >= w->snapshot_min && snap_pos > keep && snap_pos != w->snap_pos;
+    /* the CPU session cannot rewind; a GPU session only as far as its rings
+     * reach, not behind the placement switch of an eval of more than two
+     * decode chunks (cards with experts in host memory), nor before a reply
+     * longer than that reach: keep the snapshot for a prefill of more than
+     * two such chunks (a KV download, ~64 ms per 8K tokens on an H100) */
+    const size_t reach = v4f_session_rewind_reach(w->s);
+    const bool snap = w->snapshot_min && snap_pos >= w->snapshot_min && snap_pos > keep && snap_pos != w->snap_pos &&
+                      (!reach || snap_pos - keep > 2 * reach);
     /* disk checkpoints at the policy's points (a cold prefix, continued frontiers) */
     v4f_kv_save_point pts[64];
     size_t n_pts = w->kvs ? v4f_kv_policy_plan_prefill(&w->kv_pol, (uint32_t)all.n, (uint32_t)keep, pts, 64) : 0;

@@ -14,9 +14,10 @@
  *               as their position rings reach);
  *   "snapshot"  an in-memory snapshot taken during the previous prompt's
  *               prefill, before its last token, when that is a prefix of
- *               the new prompt (the CPU session cannot rewind; an agent's
- *               next request usually starts with its previous prompt, up
- *               to the <think> that ends a thinking prompt);
+ *               the new prompt (the CPU session cannot rewind, nor a GPU
+ *               session behind the placement switch of a long prefill; an
+ *               agent's next request usually starts with its previous
+ *               prompt, up to the <think> that ends a thinking prompt);
  *   "disk"      a disk checkpoint holding a longer prefix than the live KV
  *               (--kv-dir: after a restart, or a conversation that was
  *               evicted by another);
@@ -42,7 +43,8 @@
 
 typedef struct v4f_srv_opts {
     uint32_t n_vocab;
-    uint32_t snapshot_min; /* snapshot prompts of more than this many tokens (0: never) */
+    uint32_t snapshot_min; /* snapshot prompts of more than this many tokens (0: never); on a GPU
+                            * only those whose prefill spans more than two chunks */
     /* disk checkpoints (optional): restored when one holds a longer prefix
      * of a prompt than the live KV; saved at the policy's points of a
      * prefill, before the live KV is cut back by at least min_tokens

@@ -962,6 +962,63 @@ static void test_serve_session(const char *name) {
     golden_fixture_close(&f);
 }
 
+/* A card with experts in host memory: a long prefill switches placement,
+ * after which the session cannot rewind behind it; the server keeps a
+ * snapshot for such prompts, and a retry of the prompt restores it and
+ * gives the fresh session's reply. */
+static void test_serve_flex(const char *name) {
+    fixture f;
+    if (!fixture_open(name, &f)) {
+        CHECK(0, "%s: fixture", name);
+        return;
+    }
+    const v4f_config *c = &f.m->cfg;
+    char kv[32];
+    snprintf(kv, sizeof kv, "%u,%u", c->n_expert / 2 + 1, c->n_expert / 4 ? c->n_expert / 4 : 1);
+    setenv("V4F_CUDA_CHUNK_TIGHT", "64", 1);
+    setenv("V4F_CUDA_MAX_EXPERTS", kv, 1);
+    v4f_tok *tok = NULL;
+    v4f_err err = {0};
+    int ok = v4f_tok_from_gguf(f.m->gguf, &tok, &err) == V4F_OK;
+    static char prompt[4096];
+    size_t n = 0;
+    for (int i = 0; i < 120; i++) n += (size_t)snprintf(prompt + n, sizeof prompt - n, "w%d ", i);
+    const v4f_srv_opts so = {.n_vocab = f.vocab, .snapshot_min = 4};
+    /* 80 reply tokens: more than the 64-position reach */
+    v4f_srv_job j = {.prompt = prompt, .prompt_len = n, .max_tokens = 80};
+    j.sp = v4f_sampler_params_default();
+    j.sp.temperature = 0;
+    srv_text t[3];
+    v4f_srv_result r[3];
+    memset(t, 0, sizeof t);
+    const v4f_srv_sink k[3] = {{.ud = &t[0], .text = srv_text_cb}, {.ud = &t[1], .text = srv_text_cb},
+                               {.ud = &t[2], .text = srv_text_cb}};
+    /* one session: the prompt, then the same prompt again; then a fresh one */
+    for (int sess = 0; sess < 2 && ok; sess++) {
+        v4f_session *s = new_sess(&f, V4F_BACKEND_CUDA);
+        v4f_srv *w = s ? v4f_srv_new(s, tok, 512, &so) : NULL;
+        ok = w != NULL;
+        for (int i = sess ? 2 : 0; i < (sess ? 3 : 2) && ok; i++)
+            ok = v4f_srv_generate(w, &j, &k[i], &r[i], &err) == V4F_OK;
+        v4f_srv_free(w);
+        v4f_session_free(s);
+    }
+    CHECK(ok, "%s: flex serve: %s", name, err.msg);
+    if (ok) {
+        CHECK(r[0].n_prompt > 130 && !strcmp(r[0].cache, "cold"), "%s: flex: %u prompt tokens, %s", name,
+              r[0].n_prompt, r[0].cache);
+        CHECK(!strcmp(r[1].cache, "snapshot") && r[1].n_cached == r[1].n_prompt - 1, "%s: flex retry: %s, %u of %u cached",
+              name, r[1].cache, r[1].n_cached, r[1].n_prompt);
+        CHECK(t[0].n == t[2].n && !memcmp(t[0].buf, t[2].buf, t[0].n) && t[1].n == t[2].n &&
+                  !memcmp(t[1].buf, t[2].buf, t[1].n),
+              "%s: flex replies differ from a fresh session's (%zu / %zu / %zu bytes)", name, t[0].n, t[1].n, t[2].n);
+    }
+    unsetenv("V4F_CUDA_CHUNK_TIGHT");
+    unsetenv("V4F_CUDA_MAX_EXPERTS");
+    v4f_tok_free(tok);
+    golden_fixture_close(&f);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_dir = argv[1];
     if (!v4f_gpu_available()) {
@@ -982,6 +1039,7 @@ int main(int argc, char **argv) {
             test_serve_session(names[i]);
         }
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_long("tiny-q2");
+    if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_serve_flex("tiny-q2");
     if (argc <= 2 || !strcmp(argv[2], "synth")) test_logits_last_synth(); /* [DIR synth]: only this */
     /* one chain only (V4F_CUDA_FORK=0, the schedule used when no second
      * stream can be made): whole HC_pre kernels, compressors in line */
