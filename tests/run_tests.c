@@ -63,6 +63,11 @@ const char *test_fixture_path(const char *rel) {
 
 const char *test_tmp_dir(void) { return g_tmp; }
 
+const char *test_bin(void) {
+    const char *b = getenv("V4F_BIN");
+    return b && *b ? b : NULL;
+}
+
 char *test_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;

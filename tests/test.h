@@ -23,6 +23,17 @@ void test_fail(const char *file, int line, const char *fmt, ...)
 int test_verbose(void);
 const char *test_fixture_path(const char *rel); /* one of 8 rotating static buffers */
 const char *test_tmp_dir(void);                  /* per-run scratch dir */
+/* The v4flash binary of the end-to-end tests ($V4F_BIN, which `make test`
+ * sets), or NULL when unset or empty. */
+const char *test_bin(void);
+/* Leave an end-to-end test early (saying so) when there is no binary. */
+#define SKIP_NO_BIN()                                      \
+    do {                                                   \
+        if (!test_bin()) {                                 \
+            printf("    skip: V4F_BIN not set (make test sets it)\n"); \
+            return;                                        \
+        }                                                  \
+    } while (0)
 /* Whole file as a malloc'd, NUL-terminated buffer (caller frees); *len (if
  * non-NULL) gets the byte count. NULL if the file cannot be read. */
 char *test_read_file(const char *path, size_t *len);

@@ -791,8 +791,10 @@ static void anth_input(v4f_json_buf *b, const v4f_dsml_call *c) {
     v4f_json_doc_free(d);
 }
 
-static void anth_stop_sequence(v4f_oai_out *o, v4f_json_buf *b) {
-    v4f_json_buf_puts(b, "\"stop_sequence\":");
+/* "stop_reason": ..., "stop_sequence": ... */
+static void anth_stop_fields(v4f_oai_out *o, v4f_json_buf *b) {
+    put_kv_str(b, "stop_reason", o->finish_reason, strlen(o->finish_reason));
+    v4f_json_buf_puts(b, ",\"stop_sequence\":");
     if (o->stopped) v4f_json_write_string(b, o->stop[o->stop_idx], o->stop_len[o->stop_idx], 0);
     else v4f_json_buf_puts(b, "null");
 }
@@ -830,9 +832,7 @@ static void anth_finish(v4f_oai_out *o, const v4f_dsml_msg *m, const char *v, si
         }
         anth_event(dst, "message_delta");
         v4f_json_buf_puts(dst, "{\"type\":\"message_delta\",\"delta\":{");
-        put_kv_str(dst, "stop_reason", o->finish_reason, strlen(o->finish_reason));
-        v4f_json_buf_putc(dst, ',');
-        anth_stop_sequence(o, dst);
+        anth_stop_fields(o, dst);
         v4f_json_buf_puts(dst, "},");
         anth_usage(dst, o->prompt_tokens, o->cached_tokens, out_tokens);
         v4f_json_buf_puts(dst, "}\n\n");
@@ -866,9 +866,7 @@ static void anth_finish(v4f_oai_out *o, const v4f_dsml_msg *m, const char *v, si
         v4f_json_buf_putc(dst, '}');
     }
     v4f_json_buf_puts(dst, "],");
-    put_kv_str(dst, "stop_reason", o->finish_reason, strlen(o->finish_reason));
-    v4f_json_buf_putc(dst, ',');
-    anth_stop_sequence(o, dst);
+    anth_stop_fields(o, dst);
     v4f_json_buf_putc(dst, ',');
     anth_usage(dst, o->prompt_tokens, o->cached_tokens, out_tokens);
     v4f_json_buf_putc(dst, '}');

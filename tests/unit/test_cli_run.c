@@ -19,13 +19,12 @@
 #include "../test.h"
 #include "golden_cmp.h"
 
-static const char *bin(void) { return getenv("V4F_BIN"); }
 
 /* Run "BIN args", capture stdout (and stderr when err) into out
  * (NUL-terminated); exit status. */
 static int run_capture_ex(const char *args, bool err, char *out, size_t cap) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s %s", bin(), args, err ? "2>&1" : "2>/dev/null");
+    snprintf(cmd, sizeof cmd, "%s %s %s", test_bin(), args, err ? "2>&1" : "2>/dev/null");
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t n = 0, got;
@@ -67,13 +66,6 @@ static double json_num(const char *js, const char *key) {
     return strtod(p + strlen(pat), NULL);
 }
 
-#define SKIP_NO_BIN()                                       \
-    do {                                                    \
-        if (!bin()) {                                       \
-            printf("    skip: V4F_BIN not set\n");          \
-            return;                                         \
-        }                                                   \
-    } while (0)
 
 TEST(cli_run_tiny_fixture_stats) {
     SKIP_NO_BIN();
@@ -351,7 +343,7 @@ TEST(cli_chat_sigterm_saves_session) {
         if (!freopen("/dev/null", "w", stdout)) _exit(126);
         close(in[1]);
         close(er[0]);
-        execl(bin(), bin(), "chat", "-m", test_fixture_path("model/tiny-q2.gguf"), "-n", "3", "--temp", "0",
+        execl(test_bin(), test_bin(), "chat", "-m", test_fixture_path("model/tiny-q2.gguf"), "-n", "3", "--temp", "0",
               "--reasoning", "hide", "--kv-dir", kvdir, "--session", "S", (char *)NULL);
         _exit(127);
     }

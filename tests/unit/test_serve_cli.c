@@ -23,15 +23,7 @@
 #include "json/json.h"
 #include "../test.h"
 
-static const char *bin(void) { return getenv("V4F_BIN"); }
 
-#define SKIP_NO_BIN()                              \
-    do {                                           \
-        if (!bin()) {                              \
-            printf("    skip: V4F_BIN not set\n"); \
-            return;                                \
-        }                                          \
-    } while (0)
 
 #ifdef V4F_HAVE_MHD
 
@@ -68,7 +60,7 @@ static bool srv_start(srv_proc *p, const char *extra) {
     snprintf(args, sizeof args, "%s", extra ? extra : "");
     char *argv[48];
     int n = 0;
-    argv[n++] = (char *)bin();
+    argv[n++] = (char *)test_bin();
     argv[n++] = "serve";
     argv[n++] = "-m";
     argv[n++] = (char *)test_fixture_path("model/tiny-q2.gguf");
@@ -86,7 +78,7 @@ static bool srv_start(srv_proc *p, const char *extra) {
         dup2(er[1], 2);
         if (!freopen("/dev/null", "w", stdout)) _exit(126);
         close(er[0]);
-        execv(bin(), argv);
+        execv(test_bin(), argv);
         _exit(127);
     }
     close(er[1]);
@@ -562,7 +554,7 @@ TEST(serve_sigterm_mid_request) {
 TEST(serve_without_mhd_says_so) {
     SKIP_NO_BIN();
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s serve -m %s 2>&1", bin(), test_fixture_path("model/tiny-q2.gguf"));
+    snprintf(cmd, sizeof cmd, "%s serve -m %s 2>&1", test_bin(), test_fixture_path("model/tiny-q2.gguf"));
     FILE *f = popen(cmd, "r");
     REQUIRE(f);
     char out[1024] = "";

@@ -411,7 +411,6 @@ TEST(snap_kvstore_roundtrip_and_damage) {
 
 /* ---- CLI across processes ----------------------------------------------------------- */
 
-static const char *bin(void) { return getenv("V4F_BIN"); }
 
 static int sh_capture(const char *cmd, char *out, size_t cap) {
     FILE *p = popen(cmd, "r");
@@ -437,7 +436,7 @@ static double json_num(const char *path, const char *key) {
 }
 
 TEST(snap_cli_run_kv_dir) {
-    if (!bin()) {
+    if (!test_bin()) {
         printf("    skip: V4F_BIN not set\n");
         return;
     }
@@ -448,7 +447,7 @@ TEST(snap_cli_run_kv_dir) {
     snprintf(base, sizeof base,
              "%s run -m %s -p 'Review this code: int main(void) { return 0; } and explain it' "
              "-n 12 --temp 0 -q --threads 2 --ctx 1024 --kv-dir %s --kv-min-tokens 8 --stats-json %s",
-             bin(), test_fixture_path("model/tiny-q2.gguf"), dir, js);
+             test_bin(), test_fixture_path("model/tiny-q2.gguf"), dir, js);
     static char o1[65536], o2[65536], o3[65536];
     snprintf(cmd, sizeof cmd, "%s 2>/dev/null", base);
     CHECK_EQ_INT(sh_capture(cmd, o1, sizeof o1), 0);
@@ -502,14 +501,14 @@ TEST(snap_cli_run_kv_dir) {
                  base, ob, oa, ob, oa);
         CHECK_EQ_INT(sh_capture(cmd, o3, sizeof o3), 0);
         CHECK_STR(o1, o3);
-        snprintf(cmd, sizeof cmd, "%s kv verify --kv-dir %s >/dev/null 2>&1", bin(), dir);
+        snprintf(cmd, sizeof cmd, "%s kv verify --kv-dir %s >/dev/null 2>&1", test_bin(), dir);
         CHECK_EQ_INT(system(cmd), 0);
     }
     /* an unusable --kv-dir: warning, plain run, same text */
     snprintf(cmd, sizeof cmd,
              "%s run -m %s -p 'Review this code: int main(void) { return 0; } and explain it' "
              "-n 12 --temp 0 -q --threads 2 --ctx 1024 --kv-dir /dev/null/kv --kv-min-tokens 8 2>/dev/null",
-             bin(), test_fixture_path("model/tiny-q2.gguf"));
+             test_bin(), test_fixture_path("model/tiny-q2.gguf"));
     CHECK_EQ_INT(sh_capture(cmd, o3, sizeof o3), 0);
     CHECK_STR(o1, o3);
     /* checkpoints inside the prompt and during generation (cold at 16, continued
@@ -523,7 +522,7 @@ TEST(snap_cli_run_kv_dir) {
                  "%s run -m %s -p 'Review this code: int main(void) { return 0; } and explain it' "
                  "-n 12 --temp 0 -q --threads 2 --ctx 1024 --kv-dir %s --kv-min-tokens 8 --kv-interval 16 "
                  "--kv-align 16 --stats-json %s 2>/dev/null",
-                 bin(), test_fixture_path("model/tiny-q2.gguf"), d2, js);
+                 test_bin(), test_fixture_path("model/tiny-q2.gguf"), d2, js);
         CHECK_EQ_INT(sh_capture(cmd2, o3, sizeof o3), 0);
         CHECK_STR(o1, o3);
         CHECK_EQ_INT(sh_capture(cmd2, o3, sizeof o3), 0);
@@ -538,13 +537,13 @@ TEST(snap_cli_run_kv_dir) {
     snprintf(cmd, sizeof cmd,
              "%s run -m %s -p 'Review this code: int main(void) { return 0; } and explain it' "
              "-n 4 --temp 0 -q --threads 2 --ctx 1024 --kv-dir %s --kv-min-tokens 8 --stats-json %s 2>/dev/null",
-             bin(), test_fixture_path("model/tiny-q4.gguf"), dir, js);
+             test_bin(), test_fixture_path("model/tiny-q4.gguf"), dir, js);
     CHECK_EQ_INT(sh_capture(cmd, o3, sizeof o3), 0);
     CHECK_EQ_INT(json_num(js, "prefill_tokens_reused"), 0);
 }
 
 TEST(snap_cli_chat_session) {
-    if (!bin()) {
+    if (!test_bin()) {
         printf("    skip: V4F_BIN not set\n");
         return;
     }
@@ -557,15 +556,15 @@ TEST(snap_cli_chat_session) {
      * new process resumes the session and runs the second turn */
     snprintf(cmd, sizeof cmd,
              "printf 'Hello there\\nAnd now?\\n' | %s chat -m %s -n 6 --temp 0 --threads 2 --ctx 1024 "
-             "--no-think 2>/dev/null", bin(), m);
+             "--no-think 2>/dev/null", test_bin(), m);
     CHECK_EQ_INT(sh_capture(cmd, o1, sizeof o1), 0);
     snprintf(cmd, sizeof cmd,
              "printf 'Hello there\\n' | %s chat -m %s -n 6 --temp 0 --threads 2 --ctx 1024 --no-think "
-             "--session t1 --kv-dir %s 2>/dev/null", bin(), m, dir);
+             "--session t1 --kv-dir %s 2>/dev/null", test_bin(), m, dir);
     CHECK_EQ_INT(sh_capture(cmd, o2, sizeof o2), 0);
     snprintf(cmd, sizeof cmd,
              "printf 'And now?\\n/stats\\n' | %s chat -m %s -n 6 --temp 0 --threads 2 --ctx 1024 --no-think "
-             "--session t1 --kv-dir %s 2>&1 >>/dev/null | grep -E 'restored|recomputed'", bin(), m, dir);
+             "--session t1 --kv-dir %s 2>&1 >>/dev/null | grep -E 'restored|recomputed'", test_bin(), m, dir);
     CHECK_EQ_INT(sh_capture(cmd, o3, sizeof o3), 0);
     CHECK_MSG(strstr(o3, "0 recomputed") != NULL, "resume message: %s", o3);
     /* the session now holds two turns: start over for an exact comparison */
@@ -574,7 +573,7 @@ TEST(snap_cli_chat_session) {
              "printf 'Hello there\\n' | %s chat -m %s -n 6 --temp 0 --threads 2 --ctx 1024 --no-think "
              "--session t1 --kv-dir %s >/dev/null 2>&1 && printf 'And now?\\n' | %s chat -m %s -n 6 "
              "--temp 0 --threads 2 --ctx 1024 --no-think --session t1 --kv-dir %s 2>/dev/null",
-             bin(), m, dir, bin(), m, dir);
+             test_bin(), m, dir, test_bin(), m, dir);
     CHECK_EQ_INT(sh_capture(cmd, o3, sizeof o3), 0);
     /* o1 = reply1 \n reply2 \n ; o2 = reply1 \n ; o3 = reply2 \n */
     size_t l2 = strlen(o2);
@@ -583,7 +582,7 @@ TEST(snap_cli_chat_session) {
 }
 
 TEST(snap_cli_bench_rolls_back_probes) {
-    if (!bin()) {
+    if (!test_bin()) {
         printf("    skip: V4F_BIN not set\n");
         return;
     }
@@ -591,7 +590,7 @@ TEST(snap_cli_bench_rolls_back_probes) {
     snprintf(cmd, sizeof cmd,
              "%s bench --synthetic tiny --ctx-start 32 --ctx-max 96 --step-incr 32 --gen 4 "
              "--no-membw --threads 2 --csv - 2>/dev/null | grep -E '^[0-9]+,' | cut -d, -f1 | tr '\\n' ' '",
-             bin());
+             test_bin());
     CHECK_EQ_INT(sh_capture(cmd, out, sizeof out), 0);
     CHECK_STR(out, "32 64 96 "); /* each probe is restored away: frontiers exact */
 }

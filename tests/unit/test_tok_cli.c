@@ -11,13 +11,11 @@
 #include "../test.h"
 
 static const char *bin(void) {
-    const char *b = getenv("V4F_BIN");
-    if (!b || !*b) {
+    if (!test_bin()) {
         static int said;
         if (!said++) printf("    skipped: V4F_BIN is not set (run via make test)\n");
-        return NULL;
     }
-    return b;
+    return test_bin();
 }
 
 /* Run cmd, capture stdout (binary, NUL-terminated) into *out; returns the
