@@ -425,6 +425,14 @@ static void fail_job(job *j, int status, const char *msg, const char *type) {
 }
 
 static void run_job(server *sv, v4f_srv *w, job *j) {
+    pthread_mutex_lock(&j->mu);
+    const bool gone = j->gone;
+    pthread_mutex_unlock(&j->mu);
+    if (gone) { /* the client left while the request waited: the KV stays as it is */
+        fail_job(j, 503, "cancelled", "server_error");
+        if (!sv->quiet) fprintf(stderr, "serve: request cancelled before it started\n");
+        return;
+    }
     char id[64];
     v4f_oai_random_id(id, sizeof id,
                       j->req.kind == V4F_OAI_CHAT ? "chatcmpl-" : j->req.kind == V4F_OAI_MESSAGES ? "msg_" : "cmpl-");

@@ -518,6 +518,39 @@ TEST(serve_client_disconnect_cancels) {
     disconnect_case(false);
 }
 
+/* A queued request whose client left is dropped before it starts (the KV
+ * is not touched for it). */
+TEST(serve_queued_request_cancelled) {
+    SKIP_NO_BIN();
+    srv_proc p;
+    REQUIRE(srv_start(&p, "--no-think --ctx 4096"));
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Go\"}],\"max_tokens\":4000,\"temperature\":0%s}";
+    char b1[256], b2[256], req[512];
+    snprintf(b1, sizeof b1, body, ",\"stream\":true");
+    snprintf(b2, sizeof b2, body, "");
+    int a = connect_to(p.port), b = connect_to(p.port);
+    REQUIRE(a >= 0 && b >= 0);
+    int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(b1), b1);
+    REQUIRE(write(a, req, (size_t)n) == n);
+    char buf[512];
+    struct pollfd pf = {.fd = a, .events = POLLIN};
+    REQUIRE(poll(&pf, 1, IO_TIMEOUT_MS) > 0 && read(a, buf, sizeof buf) > 0); /* A runs */
+    n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+                 strlen(b2), b2);
+    REQUIRE(write(b, req, (size_t)n) == n);
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    close(b); /* B waits in the queue; its connection notices within a second */
+    ts.tv_sec = 1;
+    ts.tv_nsec = 500 * 1000 * 1000;
+    nanosleep(&ts, NULL);
+    close(a);
+    CHECK_MSG(read_log_until(&p, "request cancelled before it started", IO_TIMEOUT_MS), "%s", p.log);
+    CHECK_MSG(strstr(p.log, "request cancelled after") != NULL, "%s", p.log);
+    CHECK_EQ_INT(srv_stop(&p), 0);
+}
+
 /* SIGTERM during a long request: the client gets an error, exit 0. */
 TEST(serve_sigterm_mid_request) {
     SKIP_NO_BIN();
