@@ -19,5 +19,6 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_render(int argc, char **argv);
 int cmd_kv(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif

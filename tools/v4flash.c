@@ -17,6 +17,7 @@ static const command k_commands[] = {
     {"run", cmd_run, "generate a reply to one prompt (chat template, streaming)"},
     {"chat", cmd_chat, "interactive multi-turn chat keeping the KV cache"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat completions, tools, streaming)"},
+    {"quantize", cmd_quantize, "re-quantize the routed experts into the other published layout (q4 <-> q2)"},
     {"synth", cmd_synth, "write a random-weight model in the published layout"},
     {"bench", cmd_bench, "prefill/decode speed at context frontiers; --membw: memory bandwidth"},
     {"logits", cmd_logits, "evaluate token ids (prefill + decode) and write all logits"},

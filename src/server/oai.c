@@ -38,7 +38,8 @@ static v4f_status get_num(const v4f_json *obj, const char *key, double lo, doubl
     double x = strtod(tmp, NULL);
     if (errno || !isfinite(x) || x < lo || x > hi) {
         char msg[96];
-        snprintf(msg, sizeof msg, "must be between %g and %g", lo, hi);
+        if (lo == hi) snprintf(msg, sizeof msg, "must be %g (the only value supported)", lo);
+        else snprintf(msg, sizeof msg, "must be between %g and %g", lo, hi);
         return bad(err, key, msg);
     }
     *out = x;

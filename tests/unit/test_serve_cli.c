@@ -286,7 +286,7 @@ TEST(serve_endpoints_and_errors) {
     const long counted = json_path_long(r.body, "input_tokens");
     CHECK(counted > 3);
     resp_free(&r);
-    REQUIRE(http(p.port, "POST", "/v1/messages",
+    REQUIRE(http(p.port, "POST", "/v1/messages?beta=true", /* Claude Code's URL */
                  "{\"model\":\"claude-x\",\"max_tokens\":3,\"temperature\":0,\"messages\":[{\"role\":\"user\","
                  "\"content\":\"Hello\"}]}",
                  "x-api-key: sekret\r\n", &r));
