@@ -557,7 +557,7 @@ int cmd_serve(int argc, char **argv) {
         {"kv-space-mb", 0, V4F_ARG_INT, &kv_space_mb, 0, 1LL << 40, "N", "disk KV cache budget in MiB (0 = unlimited)", NULL},
         {"kv-min-tokens", 0, V4F_ARG_INT, &kv_min_tokens, 1, 1 << 30, "N", "shortest prefix saved / reused (512)", NULL},
         {"kv-share-family", 0, V4F_ARG_FLAG, &kv_share_family, 0, 0, NULL, "also reuse checkpoints of other quantizations of this model", NULL},
-        {"quiet", 'q', V4F_ARG_FLAG, &quiet, 0, 0, NULL, "no per-request log lines", NULL},
+        {"quiet", 'q', V4F_ARG_FLAG, &quiet, 0, 0, NULL, "no per-request or cache log lines (warnings and errors only)", NULL},
         V4F_CLI_BACKEND_OPTS(be),
         {0},
     };
@@ -578,6 +578,7 @@ int cmd_serve(int argc, char **argv) {
     if (v4f_cli_backend_apply(&be, &spec, &bso)) return 2;
     if (strcmp(precision, "default") && strcmp(precision, "ref"))
         return v4f_args_fail(&spec, "--precision must be default or ref");
+    if (quiet) v4f_log_set_level(V4F_LOG_WARN);
     if (!api_key) api_key = getenv("V4F_API_KEY");
     if (api_key && !*api_key) api_key = NULL;
     struct sockaddr_storage ss;

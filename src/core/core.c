@@ -82,6 +82,10 @@ void v4f_log_set_sink(v4f_log_fn fn, void *ud, v4f_log_level max_level) {
     g_log_max = max_level;
 }
 
+void v4f_log_set_level(v4f_log_level max_level) {
+    g_log_max = max_level;
+}
+
 void v4f_log(v4f_log_level level, const char *fmt, ...) {
     if (!g_log_fn || level > g_log_max) return;
     char buf[1024];

@@ -49,6 +49,8 @@ typedef void (*v4f_log_fn)(v4f_log_level level, const char *msg, void *ud);
 
 /* Default sink: stderr, level <= INFO. fn == NULL silences logging. */
 void v4f_log_set_sink(v4f_log_fn fn, void *ud, v4f_log_level max_level);
+/* Keep the sink, change the most verbose level it gets (e.g. WARN: quiet). */
+void v4f_log_set_level(v4f_log_level max_level);
 void v4f_log(v4f_log_level level, const char *fmt, ...) V4F_PRINTF(2, 3);
 
 /* ---- asserts (bugs only, never for external data) ---------------------- */

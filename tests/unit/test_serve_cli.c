@@ -374,6 +374,31 @@ TEST(serve_prefix_reuse_matches_fresh) {
     CHECK_EQ_INT(srv_stop(&p), 0);
 }
 
+/* --quiet: the listening line and warnings only (no request or cache lines). */
+TEST(serve_quiet) {
+    SKIP_NO_BIN();
+    char args[600];
+    snprintf(args, sizeof args, "-q --kv-dir %s/serve-kv-quiet --kv-min-tokens 4", test_tmp_dir());
+    srv_proc p;
+    REQUIRE(srv_start(&p, args));
+    http_resp r;
+    REQUIRE(http(p.port, "POST", "/v1/completions", "{\"prompt\":\"one two three four five six\",\"max_tokens\":2}",
+                 NULL, &r) &&
+            r.status == 200);
+    resp_free(&r);
+    CHECK_EQ_INT(srv_stop(&p), 0);
+    CHECK_MSG(!strstr(p.log, "serve: completion") && !strstr(p.log, "kv cache: saved"), "%s", p.log);
+    /* the same without -q says both */
+    snprintf(args, sizeof args, "--kv-dir %s/serve-kv-loud --kv-min-tokens 4", test_tmp_dir());
+    REQUIRE(srv_start(&p, args));
+    REQUIRE(http(p.port, "POST", "/v1/completions", "{\"prompt\":\"one two three four five six\",\"max_tokens\":2}",
+                 NULL, &r) &&
+            r.status == 200);
+    resp_free(&r);
+    CHECK_EQ_INT(srv_stop(&p), 0);
+    CHECK_MSG(strstr(p.log, "serve: completion") && strstr(p.log, "kv cache: saved"), "%s", p.log);
+}
+
 /* --kv-dir: a restarted server resumes a prompt from its disk checkpoint
  * and gives the reply the first server gave; the shutdown save keeps the
  * conversation (prompt + reply) for its next turn. */
