@@ -50,7 +50,6 @@
 
 #define DEFAULT_SYSTEM "You are a helpful assistant"
 #define SAVE_MAGIC "v4flash-chat-tokens 1"
-#define THINK_MAX_MIN_CTX 393216 /* ds4 adds the max-effort prefix only from here */
 
 static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) {
@@ -117,7 +116,7 @@ static int do_turn(chat_state *c, const char *msg) {
     char *text = NULL;
     if (c->hist.n == 0) {
         size_t tl = 0;
-        bool use_max = c->think && c->think_max && c->n_ctx >= THINK_MAX_MIN_CTX;
+        bool use_max = c->think && c->think_max && c->n_ctx >= V4F_CHAT_THINK_MAX_MIN_CTX;
         if (v4f_gen_render_prompt(c->system, msg, c->think, use_max, &text, &tl, &err)) {
             fprintf(stderr, "prompt: %s\n", err.msg);
             return 1;
@@ -490,9 +489,9 @@ int cmd_chat(int argc, char **argv) {
     if (strcmp(precision, "default") && strcmp(precision, "ref"))
         return v4f_args_fail(&spec, "--precision must be default or ref");
     if (!seed_given) seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    if (think_max && n_ctx < THINK_MAX_MIN_CTX)
+    if (think_max && n_ctx < V4F_CHAT_THINK_MAX_MIN_CTX)
         fprintf(stderr, "note: --think-max: the max-effort prefix needs --ctx >= %d; thinking "
-                        "normally\n", THINK_MAX_MIN_CTX);
+                        "normally\n", V4F_CHAT_THINK_MAX_MIN_CTX);
     rc = v4f_cli_model_open("v4flash chat", model, synthetic, synth_seed, threads, &c.cm);
     if (rc) return rc;
     v4f_err err = {0};
@@ -594,7 +593,7 @@ int cmd_chat(int argc, char **argv) {
                 c.think = c.think_max = true;
                 chat_reset(&c);
                 fprintf(stderr, "(think-max%s: new conversation)\n",
-                        c.n_ctx >= THINK_MAX_MIN_CTX ? "" : " without prefix, --ctx < 393216");
+                        c.n_ctx >= V4F_CHAT_THINK_MAX_MIN_CTX ? "" : " without prefix, --ctx < 393216");
             } else if (!strcmp(line, "/think") && (!arg || !*arg || !strcmp(arg, "on"))) {
                 c.think = true;
                 fprintf(stderr, "(thinking on)\n");
@@ -605,7 +604,7 @@ int cmd_chat(int argc, char **argv) {
                 c.think = c.think_max = true;
                 chat_reset(&c);
                 fprintf(stderr, "(think-max%s: new conversation)\n",
-                        c.n_ctx >= THINK_MAX_MIN_CTX ? "" : " without prefix, --ctx < 393216");
+                        c.n_ctx >= V4F_CHAT_THINK_MAX_MIN_CTX ? "" : " without prefix, --ctx < 393216");
             } else if (!strcmp(line, "/stats")) print_stats(&c);
             else if (!strcmp(line, "/save") && arg && *arg && is_path(arg)) do_save(&c, arg);
             else if (!strcmp(line, "/load") && arg && *arg && is_path(arg)) do_load(&c, arg);

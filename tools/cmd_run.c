@@ -46,7 +46,6 @@
 #include "tokenizer/tokenizer.h"
 
 #define DEFAULT_SYSTEM "You are a helpful assistant"
-#define THINK_MAX_MIN_CTX 393216 /* ds4 adds the max-effort prefix only from here */
 
 static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) {
@@ -205,10 +204,10 @@ int cmd_run(int argc, char **argv) {
         rendered = v4f_xstrdup(ptext);
         rlen = strlen(rendered);
     } else {
-        bool use_max = think_max && n_ctx >= THINK_MAX_MIN_CTX;
+        bool use_max = think_max && n_ctx >= V4F_CHAT_THINK_MAX_MIN_CTX;
         if (think_max && !use_max && !quiet)
             fprintf(stderr, "v4flash run: --think-max: max-effort prefix needs --ctx >= %d; "
-                            "thinking normally\n", THINK_MAX_MIN_CTX);
+                            "thinking normally\n", V4F_CHAT_THINK_MAX_MIN_CTX);
         if (v4f_gen_render_prompt(system, ptext, think, use_max, &rendered, &rlen, &err)) {
             fprintf(stderr, "v4flash run: prompt: %s\n", err.msg);
             goto out;

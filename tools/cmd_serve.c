@@ -39,13 +39,13 @@
 #include "json/json.h"
 #include "model/forward.h"
 #include "server/oai.h"
+#include "tokenizer/chat.h"
 #include "server/srv.h"
 #include "tokenizer/tokenizer.h"
 
 #ifdef V4F_HAVE_MHD
 #include <microhttpd.h>
 
-#define THINK_MAX_MIN_CTX 393216 /* the max-effort prefix only from this context (as ds4) */
 #define KEEPALIVE_S 5            /* SSE comment after this many idle seconds */
 
 static volatile sig_atomic_t g_stop;
@@ -75,7 +75,7 @@ struct job {
     v4f_oai_req req;
     char *prompt;
     size_t prompt_len;
-    uint32_t n_prompt; /* counted by the connection thread */
+    v4f_tok_ids ids;   /* the prompt's tokens, encoded by the connection thread */
     v4f_json_buf out;  /* stream: events so far; else the response body */
     size_t out_off;    /* stream: bytes handed to MHD */
     int status;        /* non-stream: HTTP status of out */
@@ -121,9 +121,18 @@ static void job_unref(job *j) {
     if (left) return;
     v4f_oai_req_free(&j->req);
     free(j->prompt);
+    v4f_tok_ids_free(&j->ids);
     v4f_json_buf_free(&j->out);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+/* A job that was never queued (its lock and buffers not set up yet). */
+static void job_discard(job *j) {
+    v4f_oai_req_free(&j->req);
+    free(j->prompt);
+    v4f_tok_ids_free(&j->ids);
     free(j);
 }
 
@@ -228,27 +237,21 @@ static enum MHD_Result handle_generate(server *sv, struct MHD_Connection *c, v4f
         return respond_error_for(sv, c, kind, 400, err.msg, "invalid_request_error", NULL);
     }
     if (v4f_oai_prompt(&j->req, &j->prompt, &j->prompt_len, &err) ||
-        v4f_srv_count_tokens(sv->tok, j->prompt, j->prompt_len, &j->n_prompt, &err)) {
-        v4f_oai_req_free(&j->req);
-        free(j->prompt);
-        free(j);
+        v4f_tok_encode(sv->tok, j->prompt, j->prompt_len, V4F_TOK_ENC_SPECIAL, &j->ids, &err)) {
+        job_discard(j);
         return respond_error_for(sv, c, kind, 400, err.msg, "invalid_request_error", NULL);
     }
     if (count_only) { /* /v1/messages/count_tokens */
         char out[64];
-        int n = snprintf(out, sizeof out, "{\"input_tokens\":%u}", j->n_prompt);
-        v4f_oai_req_free(&j->req);
-        free(j->prompt);
-        free(j);
+        int n = snprintf(out, sizeof out, "{\"input_tokens\":%zu}", j->ids.n);
+        job_discard(j);
         return respond(sv, c, 200, out, (size_t)n);
     }
-    if (j->n_prompt >= sv->n_ctx) {
+    if (j->ids.n >= sv->n_ctx) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the prompt has %u tokens; this server's context holds %u (--ctx)", j->n_prompt,
+        snprintf(msg, sizeof msg, "the prompt has %zu tokens; this server's context holds %u (--ctx)", j->ids.n,
                  sv->n_ctx);
-        v4f_oai_req_free(&j->req);
-        free(j->prompt);
-        free(j);
+        job_discard(j);
         return respond_error_for(sv, c, kind, 400, msg, "invalid_request_error", "context_length_exceeded");
     }
     pthread_mutex_init(&j->mu, NULL);
@@ -438,7 +441,8 @@ static void run_job(server *sv, v4f_srv *w, job *j) {
                       j->req.kind == V4F_OAI_CHAT ? "chatcmpl-" : j->req.kind == V4F_OAI_MESSAGES ? "msg_" : "cmpl-");
     run_ctx rc = {.j = j, .o = v4f_oai_out_new(&j->req, id, (int64_t)time(NULL))};
     v4f_json_buf_init(&rc.ev);
-    v4f_srv_job sj = {.prompt = j->prompt, .prompt_len = j->prompt_len, .emit_eos = j->req.kind != V4F_OAI_COMPLETION};
+    v4f_srv_job sj = {.prompt = j->prompt, .prompt_len = j->prompt_len, .ids = j->ids.ids, .n_ids = j->ids.n,
+                      .emit_eos = j->req.kind != V4F_OAI_COMPLETION};
     sj.sp = v4f_sampler_params_default();
     sj.sp.temperature = j->req.temperature;
     sj.sp.top_p = j->req.top_p;
@@ -632,7 +636,7 @@ int cmd_serve(int argc, char **argv) {
     }
     w = v4f_srv_new(s, tok, (uint32_t)n_ctx, &wo);
     sv.tok = tok;
-    sv.defaults = (v4f_oai_defaults){.thinking = !no_think, .think_max_ok = n_ctx >= THINK_MAX_MIN_CTX,
+    sv.defaults = (v4f_oai_defaults){.thinking = !no_think, .think_max_ok = n_ctx >= V4F_CHAT_THINK_MAX_MIN_CTX,
                                      .temperature = temp, .top_p = top_p, .min_p = min_p, .top_k = top_k};
 
     signal(SIGPIPE, SIG_IGN);

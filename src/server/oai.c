@@ -59,20 +59,34 @@ static bool str_is(const v4f_json *v, const char *s) {
     return v && v->type == V4F_JSON_STRING && v->len == strlen(s) && !memcmp(v->str, s, v->len);
 }
 
-static v4f_status parse_stop(const v4f_json *root, v4f_oai_req *r, v4f_err *err) {
-    const v4f_json *v = v4f_json_get(root, "stop");
+/* A stop list into r->stop: OpenAI's "stop" (a string, or a list of at most
+ * 4), Anthropic's "stop_sequences" (a list; at most 4 non-empty). Empty
+ * strings are dropped. */
+static v4f_status parse_stop(const v4f_json *root, const char *key, bool openai, v4f_oai_req *r, v4f_err *err) {
+    const v4f_json *v = v4f_json_get(root, key);
     if (!v || v->type == V4F_JSON_NULL) return V4F_OK;
-    const v4f_json *one = v->type == V4F_JSON_STRING ? v : NULL;
-    if (!one && v->type != V4F_JSON_ARRAY) return bad(err, "stop", "must be a string or a list of strings");
-    if (!one && v->n > V4F_OAI_MAX_STOP) return bad(err, "stop", "has more than 4 entries");
+    const char *shape = openai ? "must be a string or a list of strings" : "must be a list of strings";
+    const v4f_json *one = openai && v->type == V4F_JSON_STRING ? v : NULL;
+    if (!one && v->type != V4F_JSON_ARRAY) return bad(err, key, shape);
+    if (openai && !one && v->n > V4F_OAI_MAX_STOP) return bad(err, key, "has more than 4 entries");
     for (const v4f_json *s = one ? one : v->child; s; s = one ? NULL : s->next) {
-        if (s->type != V4F_JSON_STRING) return bad(err, "stop", "must be a string or a list of strings");
+        if (s->type != V4F_JSON_STRING) return bad(err, key, shape);
         if (s->len == 0) continue; /* an empty stop string matches nothing useful */
-        if (s->len > V4F_OAI_STOP_MAX_BYTES) return bad(err, "stop", "has a string longer than 256 bytes");
+        if (r->n_stop == V4F_OAI_MAX_STOP) return bad(err, key, "has more than 4 entries");
+        if (s->len > V4F_OAI_STOP_MAX_BYTES) return bad(err, key, "has a string longer than 256 bytes");
         memcpy(r->stop[r->n_stop], s->str, s->len);
         r->stop[r->n_stop][s->len] = 0;
         r->stop_len[r->n_stop++] = s->len;
     }
+    return V4F_OK;
+}
+
+/* {"type": "enabled" | "disabled"} -> r->thinking (anything else: an error) */
+static v4f_status thinking_type(const v4f_json *t, v4f_oai_req *r, v4f_err *err) {
+    const v4f_json *ty = v4f_json_get(t, "type");
+    if (str_is(ty, "enabled")) r->thinking = true;
+    else if (str_is(ty, "disabled")) r->thinking = false;
+    else return bad(err, "thinking.type", "must be \"enabled\" or \"disabled\"");
     return V4F_OK;
 }
 
@@ -83,10 +97,8 @@ static v4f_status parse_thinking(const v4f_json *root, const v4f_oai_defaults *d
     if (str_is(model, "deepseek-reasoner")) r->thinking = true;
     const v4f_json *t = v4f_json_get(root, "thinking");
     if (t && t->type == V4F_JSON_OBJECT) {
-        const v4f_json *ty = v4f_json_get(t, "type");
-        if (str_is(ty, "enabled")) r->thinking = true;
-        else if (str_is(ty, "disabled")) r->thinking = false;
-        else return bad(err, "thinking.type", "must be \"enabled\" or \"disabled\"");
+        v4f_status st = thinking_type(t, r, err);
+        if (st) return st;
     } else if (t && t->type != V4F_JSON_NULL) {
         v4f_status st = get_bool(root, "thinking", &r->thinking, err);
         if (st) return st;
@@ -312,26 +324,8 @@ static v4f_status anth_convert(const v4f_json *root, v4f_oai_req *r, v4f_err *er
     const v4f_json *tc = v4f_json_get(root, "tool_choice");
     if (str_is(v4f_json_get(tc, "type"), "none")) r->tools = NULL;
     const v4f_json *th = v4f_json_get(root, "thinking");
-    if (th && th->type != V4F_JSON_NULL) {
-        const v4f_json *ty = v4f_json_get(th, "type");
-        if (str_is(ty, "enabled")) r->thinking = true;
-        else if (str_is(ty, "disabled")) r->thinking = false;
-        else return bad(err, "thinking.type", "must be \"enabled\" or \"disabled\"");
-    }
-    /* stop_sequences: as OpenAI's stop list */
-    const v4f_json *ss = v4f_json_get(root, "stop_sequences");
-    if (ss && ss->type != V4F_JSON_NULL) {
-        if (!v4f_json_is(ss, V4F_JSON_ARRAY)) return bad(err, "stop_sequences", "must be a list of strings");
-        for (const v4f_json *x = ss->child; x; x = x->next) {
-            if (x->type != V4F_JSON_STRING) return bad(err, "stop_sequences", "must be a list of strings");
-            if (!x->len) continue;
-            if (r->n_stop == V4F_OAI_MAX_STOP) return bad(err, "stop_sequences", "has more than 4 entries");
-            if (x->len > V4F_OAI_STOP_MAX_BYTES) return bad(err, "stop_sequences", "has a string longer than 256 bytes");
-            memcpy(r->stop[r->n_stop], x->str, x->len);
-            r->stop[r->n_stop][x->len] = 0;
-            r->stop_len[r->n_stop++] = x->len;
-        }
-    }
+    if (th && th->type != V4F_JSON_NULL && (st = thinking_type(th, r, err))) return st;
+    if ((st = parse_stop(root, "stop_sequences", false, r, err))) return st;
     double mt = -1;
     st = get_num(root, "max_tokens", 1, 1e15, true, &mt, NULL, err);
     r->max_tokens = (int64_t)mt;
@@ -446,7 +440,7 @@ v4f_status v4f_oai_parse(v4f_oai_kind kind, const char *body, size_t len, const 
     const v4f_json *so = v4f_json_get(root, "stream_options");
     if (v4f_json_is(so, V4F_JSON_OBJECT) && (st = get_bool(so, "include_usage", &r->include_usage, err)))
         goto fail;
-    if (kind != V4F_OAI_MESSAGES && (st = parse_stop(root, r, err))) goto fail;
+    if (kind != V4F_OAI_MESSAGES && (st = parse_stop(root, "stop", true, r, err))) goto fail;
     return V4F_OK;
 fail:
     v4f_json_doc_free(doc);

@@ -9,7 +9,6 @@
 
 #include "engine/kvcache.h"
 #include "model/snapshot.h"
-#include "tokenizer/chat.h"
 
 #define SRV_CPU_PIECE 512 /* most prompt tokens per CPU eval (cancellation checks) */
 
@@ -17,7 +16,7 @@ struct v4f_srv {
     v4f_session *s;
     const v4f_tok *tok;
     uint32_t n_ctx, n_vocab, snapshot_min;
-    int32_t eos, think_end;
+    int32_t eos;
     /* what the KV holds: ids, their text, and where each token's text ends */
     int32_t *ids;
     uint64_t *ends;
@@ -46,7 +45,6 @@ v4f_srv *v4f_srv_new(v4f_session *s, const v4f_tok *tok, uint32_t n_ctx, const v
     w->kv_pol = o->kv_pol;
     w->kv_allow_family = o->kv_allow_family;
     w->eos = v4f_tok_eos(tok) >= 0 ? v4f_tok_eos(tok) : 1;
-    w->think_end = v4f_tok_find(tok, V4F_CHAT_THINK_END, strlen(V4F_CHAT_THINK_END));
     w->logits = v4f_xmalloc((size_t)o->n_vocab * sizeof *w->logits);
     return w;
 }
@@ -124,15 +122,6 @@ static uint32_t back_to(v4f_srv *w, uint32_t c, const char **how) {
     return 0;
 }
 
-v4f_status v4f_srv_count_tokens(const v4f_tok *tok, const char *prompt, size_t len, uint32_t *n,
-                                v4f_err *err) {
-    v4f_tok_ids ids = {0};
-    v4f_status st = v4f_tok_encode(tok, prompt, len, V4F_TOK_ENC_SPECIAL, &ids, err);
-    *n = ids.n > UINT32_MAX ? UINT32_MAX : (uint32_t)ids.n;
-    v4f_tok_ids_free(&ids);
-    return st;
-}
-
 /* ---- disk checkpoints --------------------------------------------------------------- */
 
 /* Save what the KV holds now (tokens ids[0..n), n == the session position)
@@ -167,16 +156,18 @@ void v4f_srv_save_live(v4f_srv *w) {
  * (*keep; the session is not moved yet): the live text when the prompt
  * starts with it, else the common token prefix, leaving at least one token
  * to evaluate. */
-static v4f_status live_match(v4f_srv *w, const char *prompt, size_t len, v4f_tok_ids *all, size_t *keep,
-                             v4f_err *err) {
+static v4f_status live_match(v4f_srv *w, const v4f_srv_job *j, v4f_tok_ids *all, size_t *keep, v4f_err *err) {
     v4f_status st;
+    const char *prompt = j->prompt;
+    const size_t len = j->prompt_len;
     if (w->n && len > w->text_len && !memcmp(prompt, w->text, w->text_len)) {
         v4f_tok_ids_append(all, w->ids, w->n);
         if ((st = v4f_tok_encode(w->tok, prompt + w->text_len, len - w->text_len, V4F_TOK_ENC_SPECIAL, all, err)))
             return st;
         *keep = w->n;
     } else {
-        if ((st = v4f_tok_encode(w->tok, prompt, len, V4F_TOK_ENC_SPECIAL, all, err))) return st;
+        if (j->ids) v4f_tok_ids_append(all, j->ids, j->n_ids);
+        else if ((st = v4f_tok_encode(w->tok, prompt, len, V4F_TOK_ENC_SPECIAL, all, err))) return st;
         size_t c = 0;
         while (c < w->n && c < all->n && w->ids[c] == all->ids[c]) c++;
         if (c == all->n && c) c--; /* evaluate at least the last token */
@@ -328,7 +319,7 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     v4f_status st = v4f_sampler_new(&j->sp, w->n_vocab, &smp, err);
     if (st) return st;
     size_t keep = 0;
-    if ((st = live_match(w, j->prompt, j->prompt_len, &all, &keep, err))) goto out;
+    if ((st = live_match(w, j, &all, &keep, err))) goto out;
     if (all.n >= w->n_ctx) { /* the prompt must leave room for one reply token (checked before the KV moves) */
         st = v4f_err_set(err, V4F_STATUS_RANGE, "the prompt has %zu tokens; the context holds %u", all.n, w->n_ctx);
         goto out;

@@ -75,6 +75,9 @@ typedef struct v4f_srv_sink {
 typedef struct v4f_srv_job {
     const char *prompt; /* prompt text (special tokens recognised) */
     size_t prompt_len;
+    const int32_t *ids; /* optional: its tokens, already encoded (v4f_tok_encode with
+                         * V4F_TOK_ENC_SPECIAL), used when the live text does not match */
+    size_t n_ids;
     v4f_sampler_params sp;
     uint64_t max_tokens; /* 0: as many as the context holds */
     bool emit_eos;       /* pass the EOS token's text to the sink (the DSML parser wants it) */
@@ -89,11 +92,6 @@ typedef struct v4f_srv_result {
     const char *cache;  /* "live", "rewind", "snapshot", "cold" */
     double t_prefill, t_gen;
 } v4f_srv_result;
-
-/* Tokens of a prompt text as the server counts them (a thread-safe check
- * before queueing: RANGE when they do not leave room for one reply token). */
-v4f_status v4f_srv_count_tokens(const v4f_tok *tok, const char *prompt, size_t len, uint32_t *n,
-                                v4f_err *err);
 
 /* Run one request. Errors: RANGE (the prompt does not fit the context,
  * nothing evaluated), model failures (the history is then cut to what the

@@ -62,6 +62,10 @@ v4f_status v4f_chat_doc_parts(const v4f_json *root, const v4f_json **messages,
 v4f_status v4f_chat_render_tool_call(v4f_json_buf *b, const char *name, size_t name_len,
                                      const char *arguments, size_t args_len, v4f_err *err);
 
+/* ds4 adds the max-effort prefix (reasoning_effort "max") only for contexts
+ * of at least this many tokens; below it thinking runs without the prefix. */
+#define V4F_CHAT_THINK_MAX_MIN_CTX 393216
+
 /* The special strings of the format. */
 #define V4F_CHAT_BOS "<｜begin▁of▁sentence｜>"
 #define V4F_CHAT_EOS "<｜end▁of▁sentence｜>"
