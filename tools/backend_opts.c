@@ -32,3 +32,21 @@ void v4f_cli_backend_report(const v4f_session *s) {
     const char *r = v4f_session_gpu_report(s);
     if (r) fputs(r, stderr);
 }
+
+void v4f_cli_mtp_opts(const char *mtp, bool greedy, v4f_session_opts *so) {
+    so->enable_mtp = mtp != NULL;
+    so->mtp_draft = mtp != NULL && greedy && so->backend == V4F_BACKEND_CUDA;
+}
+
+void v4f_cli_mtp_note(const v4f_session *s, const char *mtp, bool greedy, const char *cmd) {
+    if (!mtp || v4f_session_drafts(s)) return;
+    fprintf(stderr, "%s: note: MTP drafts are used in greedy decoding (--temp 0) on a GPU only; %s\n", cmd,
+            greedy ? "this session runs on the CPU" : "this run samples");
+}
+
+void v4f_cli_mtp_report(const v4f_session *s, const char *cmd) {
+    if (!v4f_session_drafts(s)) return;
+    const v4f_spec_stats st = v4f_session_spec_stats(s);
+    fprintf(stderr, "%s: MTP drafts: %llu of %llu accepted (%.1f%%)\n", cmd, (unsigned long long)st.accepted,
+            (unsigned long long)st.drafted, st.drafted ? 100.0 * (double)st.accepted / (double)st.drafted : 0.0);
+}

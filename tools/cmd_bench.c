@@ -109,13 +109,46 @@ static uint64_t decode_weight_bytes(const v4f_model *m) {
 typedef struct pick_clock {
     double *at;
     int64_t n, cap;
+    struct oracle *rec; /* optional: record the picks */
 } pick_clock;
 
+static bool pick_record(struct oracle *o, int32_t token);
+
 static bool pick_time(void *ud, int32_t token) {
-    (void)token;
     pick_clock *pc = ud;
     if (pc->n < pc->cap) pc->at[pc->n++] = v4f_time_s();
+    if (pc->rec) pick_record(pc->rec, token);
     return true;
+}
+
+/* --draft-accept P,..: oracle drafts for speculative decoding (--mtp).
+ * At each frontier the greedy picks are first recorded with drafting off
+ * (that run is also timed: the "no drafts" row), then each P drafts the
+ * recorded pick with probability P (else a wrong token), so the cost of
+ * drafting is measured at known acceptances on random weights. */
+typedef struct oracle {
+    int32_t *ref; /* picks for positions at + 1 .. */
+    uint32_t at, n, cap, vocab;
+    int32_t avoid; /* never drafted (the suppressed EOS) */
+    double p;      /* < 0: the MTP block's drafts */
+    uint64_t rng;
+} oracle;
+
+static bool pick_record(struct oracle *o, int32_t token) {
+    if (o->n < o->cap) o->ref[o->n++] = token;
+    return true;
+}
+
+static int32_t oracle_draft(void *ud, uint32_t pos, int32_t mtp_pick) {
+    oracle *o = ud;
+    if (o->p < 0) return mtp_pick;
+    if (pos <= o->at || pos - o->at - 1 >= o->n) return -1;
+    const int32_t r = o->ref[pos - o->at - 1];
+    o->rng = o->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    if ((double)(o->rng >> 11) * 0x1.0p-53 < o->p) return r;
+    int32_t w = (int32_t)(((uint32_t)r + 1) % o->vocab);
+    if (w == o->avoid) w = (int32_t)(((uint32_t)w + 1) % o->vocab);
+    return w;
 }
 
 /* Prompt ids for positions [0, n): tokenized text repeated, or random. */
@@ -567,7 +600,7 @@ static int bench_fake_ctx_gpu(const v4f_cli_model *bm, v4f_session_opts so, int6
         }
         /* gen greedy steps, EOS suppressed; dt[i]: from pick i - 1 (the
          * start for i = 0) to pick i, the last one at the return */
-        pick_clock pc = {dt, 0, gen};
+        pick_clock pc = {dt, 0, gen, NULL};
         uint32_t n_eval = 0;
         int32_t next = 0;
         const double a = v4f_time_s();
@@ -710,9 +743,52 @@ static int evals_probe(v4f_session *s, v4f_snapshot_mem *snap, float *logits, co
     return 0;
 }
 
+/* --draft-accept at the frontier `at` (tok: the first token): decode
+ * without drafts, recording the picks, then with oracle drafts right with
+ * each probability; one line each, rolled back. */
+static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *snap, float *logits,
+                       const v4f_config *c, int32_t tok, int64_t gen, oracle *orc, const double *accepts,
+                       int n_accepts) {
+    v4f_err err = {0};
+    for (int i = -1; i < n_accepts; i++) {
+        if (rollback(s, gpu, at, snap, logits, c->n_vocab)) return 1;
+        v4f_session_set_drafting(s, i >= 0);
+        orc->at = at;
+        if (i < 0) orc->n = 0;
+        orc->p = i < 0 ? -1 : accepts[i];
+        double first_at = 0;
+        pick_clock pc = {&first_at, 0, 1, i < 0 ? orc : NULL};
+        uint32_t n_eval = 0;
+        int32_t next = 0;
+        const v4f_spec_stats s0 = v4f_session_spec_stats(s);
+        double t0 = v4f_time_s();
+        v4f_status st = v4f_session_decode_greedy(s, tok, (uint32_t)gen, 1, pick_time, &pc, logits, &n_eval, &next, &err);
+        double td = v4f_time_s() - t0, t_first = pc.n ? first_at - t0 : td;
+        if (st) {
+            fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
+            v4f_session_set_drafting(s, true);
+            return 1;
+        }
+        const v4f_spec_stats s1 = v4f_session_spec_stats(s);
+        const uint64_t nd = s1.drafted - s0.drafted, na = s1.accepted - s0.accepted;
+        const double ss = gen > 1 ? (double)(gen - 1) / (td - t_first) : gen / td;
+        if (i < 0)
+            printf("%10s no drafts: %9.2f t/s, ss %9.2f t/s\n", "", gen / td, ss);
+        else
+            printf("%10s oracle drafts right with p %.2f: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept (%.1f%%)\n", "",
+                   accepts[i], gen / td, ss, (unsigned long long)na, (unsigned long long)nd,
+                   nd ? 100.0 * (double)na / (double)nd : 0.0);
+        fflush(stdout);
+    }
+    orc->p = -1;
+    v4f_session_set_drafting(s, true);
+    return rollback(s, gpu, at, snap, logits, c->n_vocab);
+}
+
 int cmd_bench(int argc, char **argv) {
-    const char *model = NULL, *synthetic = NULL, *csv = NULL, *prompt_file = NULL;
+    const char *model = NULL, *synthetic = NULL, *csv = NULL, *prompt_file = NULL, *mtp = NULL;
     const char *precision = "default";
+    const char *draft_accept = NULL;
     int64_t ctx_start = 2048, ctx_max = 32768, step_incr = 0, gen = 128, membw_bytes = 1 << 30;
     double step_mul = 0;
     int threads = 0;
@@ -750,6 +826,8 @@ int cmd_bench(int argc, char **argv) {
         {"kv-evict", 0, V4F_ARG_FLAG, &kv_evict, 0, 0, NULL, "with --fake-ctx and --kv-page-dir: drop the file-backed rows from RAM before every step", NULL},
         {"expert-stats", 0, V4F_ARG_INT, &expert_stats, 1, 65536, "N", "after the last frontier, decode N greedy tokens step by step and count the routed experts they read, and on a GPU how many of those live in host memory", NULL},
         {"evals", 0, V4F_ARG_STR, &evals_opt, 0, 0, "N,N,..", "after the last frontier, time one eval of each token count (a turn's new tokens; median of 3, rolled back)", NULL},
+        V4F_CLI_MTP_OPT(mtp),
+        {"draft-accept", 0, V4F_ARG_STR, &draft_accept, 0, 0, "P,P,..", "with --mtp: also time decoding without drafts (recording the picks) and with ORACLE drafts, right with probability P, at each frontier: speculative decoding at known acceptances", NULL},
         V4F_CLI_BACKEND_OPTS(be),
         {0},
     };
@@ -772,6 +850,19 @@ int cmd_bench(int argc, char **argv) {
     if (strcmp(precision, "default") && strcmp(precision, "ref"))
         return v4f_args_fail(&spec, "--precision must be default or ref");
     if (!step_incr && !step_mul) step_incr = 2048;
+    double accepts[8];
+    int n_accepts = 0;
+    if (draft_accept) {
+        if (!mtp) return v4f_args_fail(&spec, "--draft-accept needs --mtp");
+        for (const char *p = draft_accept; *p;) {
+            char *end;
+            double v = strtod(p, &end);
+            if (end == p || v < 0 || v > 1 || n_accepts == 8 || (*end && *end != ','))
+                return v4f_args_fail(&spec, "--draft-accept wants up to 8 probabilities 0..1 separated by commas");
+            accepts[n_accepts++] = v;
+            p = *end ? end + 1 : end;
+        }
+    }
     int64_t evals[16], eval_max = 0;
     int n_evals = 0;
     if (evals_opt) {
@@ -821,7 +912,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (fake_ctx && gpu) {
         v4f_cli_model fm;
-        rc = v4f_cli_model_open("v4flash bench", model, synthetic, seed, threads, &fm);
+        rc = v4f_cli_model_open("v4flash bench", model, synthetic, NULL, seed, threads, &fm);
         if (rc) return rc;
         bso.n_threads = threads;
         bso.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
@@ -832,7 +923,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (fake_ctx) {
         v4f_cli_model fm;
-        rc = v4f_cli_model_open("v4flash bench", model, synthetic, seed, threads, &fm);
+        rc = v4f_cli_model_open("v4flash bench", model, synthetic, NULL, seed, threads, &fm);
         if (rc) return rc;
         rc = bench_fake_ctx(&fm, cpu, threads, !strcmp(precision, "ref"), fake_ctx, gen,
                             kv_page_dir, kv_evict, seed);
@@ -844,7 +935,7 @@ int cmd_bench(int argc, char **argv) {
     if (gpu) bw.best_gbs = copy_gbs; /* the roofline of a GPU run is the device copy bandwidth */
 
     v4f_cli_model bm;
-    rc = v4f_cli_model_open("v4flash bench", model, synthetic, seed, threads, &bm);
+    rc = v4f_cli_model_open("v4flash bench", model, synthetic, mtp, seed, threads, &bm);
     if (rc) return rc;
     const double load_s = bm.load_s;
     const v4f_config *c = &bm.m->cfg;
@@ -868,12 +959,20 @@ int cmd_bench(int argc, char **argv) {
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
     so.kv_page_dir = kv_page_dir;
+    v4f_cli_mtp_opts(mtp, true, &so);
     if (n_ctx > 0xffffffffu || v4f_session_new(bm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash bench: session: %s\n", err.msg[0] ? err.msg : "context too large");
         v4f_cli_model_close(&bm);
         return 1;
     }
     v4f_cli_backend_report(s);
+    v4f_cli_mtp_note(s, mtp, true, "v4flash bench");
+    oracle orc = {.p = -1, .vocab = c->n_vocab, .avoid = 1, .rng = seed};
+    if (n_accepts && v4f_session_drafts(s)) {
+        orc.cap = (uint32_t)gen + 1;
+        orc.ref = v4f_xmalloc(orc.cap * sizeof(int32_t));
+        v4f_session_set_draft_hook(s, oracle_draft, &orc);
+    }
     int32_t *prompt = make_prompt(&bm, prompt_file, (uint32_t)n_ctx, seed);
     float *logits = v4f_xmalloc((size_t)c->n_vocab * sizeof *logits);
     if (!prompt) {
@@ -936,11 +1035,13 @@ int cmd_bench(int argc, char **argv) {
         }
         double t_save = v4f_time_s() - ts0;
         int32_t tok = v4f_argmax_f32_except(logits, c->n_vocab, eos), next = 0;
+        uint32_t n_eval = 0;
+        orc.p = -1;
+        const v4f_spec_stats sp0 = v4f_session_spec_stats(s);
         /* gen greedy steps with EOS suppressed, the picks fed by the session
          * (on a GPU without waiting for the host); t_first: the first pick */
         double first_at = 0;
-        pick_clock pc = {&first_at, 0, 1};
-        uint32_t n_eval = 0;
+        pick_clock pc = {&first_at, 0, 1, NULL};
         double t0 = v4f_time_s();
         if (v4f_session_decode_greedy(s, tok, (uint32_t)gen, eos, pick_time, &pc, logits, &n_eval, &next, &err)) {
             fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
@@ -961,6 +1062,14 @@ int cmd_bench(int argc, char **argv) {
         printf("%10u %9u %11.1f %6lld %9.2f %9.2f %9.4f %12llu %8.2f %6.1f%% %9.2f %8.2f %8.2f\n", at,
                n_new, ptps, (long long)gen, gtps, ss, t_first, (unsigned long long)kvb, gbs,
                100 * roof, (double)snap.len / 1048576.0, 1e3 * t_save, 1e3 * t_rest);
+        if (v4f_session_drafts(s)) {
+            const v4f_spec_stats sp1 = v4f_session_spec_stats(s);
+            const uint64_t nd = sp1.drafted - sp0.drafted, na = sp1.accepted - sp0.accepted;
+            printf("%10s MTP drafts: %llu of %llu kept (%.1f%%)\n", "", (unsigned long long)na,
+                   (unsigned long long)nd, nd ? 100.0 * (double)na / (double)nd : 0.0);
+        }
+        if (orc.ref && (rc = draft_probe(s, gpu, at, &snap, logits, c, tok, gen, &orc, accepts, n_accepts)))
+            goto out;
         fflush(stdout);
         if (cf) {
             fprintf(cf, "%u,%u,%.3f,%lld,%.3f,%.3f,%.6f,%llu,%llu,%.3f,%.3f,%.4f,%zu,%.6f,%.6f\n", at,
@@ -1011,6 +1120,7 @@ int cmd_bench(int argc, char **argv) {
         v4f_kvstore_close(ks);
     }
 out:
+    free(orc.ref);
     v4f_snapshot_mem_free(&snap);
     if (cf && cf != stdout) fclose(cf);
     free(prompt);

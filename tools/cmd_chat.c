@@ -309,6 +309,7 @@ static void print_stats(const chat_state *c) {
             (unsigned long long)r->n_prefill, r->t_prefill > 0 ? r->n_prefill / r->t_prefill : 0.0,
             (unsigned long long)r->n_gen, r->t_gen > 0 ? r->n_gen / r->t_gen : 0.0,
             r->stop_reason ? r->stop_reason : "-");
+    v4f_cli_mtp_report(c->s, "v4flash chat");
 }
 
 static void do_save(const chat_state *c, const char *path) {
@@ -433,7 +434,7 @@ static int read_line(bool tty, const char *prompt, char *line, size_t cap) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    const char *model = "ds4flash.gguf", *synthetic = NULL, *system = DEFAULT_SYSTEM;
+    const char *model = "ds4flash.gguf", *synthetic = NULL, *system = DEFAULT_SYSTEM, *mtp = NULL;
     const char *reasoning = "auto", *precision = "default";
     bool no_think = false, think_max = false, seed_given = false;
     int64_t n_max = 50000, n_ctx = 32768;
@@ -449,6 +450,7 @@ int cmd_chat(int argc, char **argv) {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory", NULL},
         {"synth-seed", 0, V4F_ARG_U64, &synth_seed, 0, 0, "S", "weights seed for --synthetic (1)", NULL},
+        V4F_CLI_MTP_OPT(mtp),
         {"system", 's', V4F_ARG_STR, &system, 0, 0, "TEXT", "system prompt (\"" DEFAULT_SYSTEM "\"; \"\" for none)", NULL},
         {"no-think", 0, V4F_ARG_FLAG, &no_think, 0, 0, NULL, "start without reasoning (/think toggles)", NULL},
         {"think-max", 0, V4F_ARG_FLAG, &think_max, 0, 0, NULL, "maximum reasoning effort (needs --ctx >= 393216)", NULL},
@@ -492,7 +494,7 @@ int cmd_chat(int argc, char **argv) {
     if (think_max && n_ctx < V4F_CHAT_THINK_MAX_MIN_CTX)
         fprintf(stderr, "note: --think-max: the max-effort prefix needs --ctx >= %d; thinking "
                         "normally\n", V4F_CHAT_THINK_MAX_MIN_CTX);
-    rc = v4f_cli_model_open("v4flash chat", model, synthetic, synth_seed, threads, &c.cm);
+    rc = v4f_cli_model_open("v4flash chat", model, synthetic, mtp, synth_seed, threads, &c.cm);
     if (rc) return rc;
     v4f_err err = {0};
     rc = 1;
@@ -505,11 +507,14 @@ int cmd_chat(int argc, char **argv) {
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
     so.kv_page_dir = kv_page_dir;
+    const bool greedy = temp <= 0 || top_k == 1;
+    v4f_cli_mtp_opts(mtp, greedy, &so);
     if (v4f_session_new(c.cm.m, &so, &c.s, &err)) {
         fprintf(stderr, "v4flash chat: session: %s\n", err.msg);
         goto out;
     }
     v4f_cli_backend_report(c.s);
+    v4f_cli_mtp_note(c.s, mtp, greedy, "v4flash chat");
     v4f_sampler_params sp = {.temperature = temp, .top_k = top_k, .top_p = top_p, .min_p = min_p,
                              .seed = seed};
     if (v4f_sampler_new(&sp, c.cm.m->cfg.n_vocab, &c.smp, &err)) {

@@ -117,7 +117,7 @@ int cmd_logits(int argc, char **argv) {
     v4f_model *m = NULL;
     v4f_cli_model cm = {0}; /* owns m for --synthetic */
     if (synthetic) {
-        int orc = v4f_cli_model_open("v4flash logits", NULL, synthetic, 1, (int)threads, &cm);
+        int orc = v4f_cli_model_open("v4flash logits", NULL, synthetic, NULL, 1, (int)threads, &cm);
         if (orc) {
             free(tok);
             return orc;

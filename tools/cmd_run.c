@@ -90,7 +90,7 @@ static uint32_t kv_next_pause(void *ud, uint32_t pos) {
 }
 
 int cmd_run(int argc, char **argv) {
-    const char *model = "ds4flash.gguf", *synthetic = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *model = "ds4flash.gguf", *synthetic = NULL, *prompt = NULL, *prompt_file = NULL, *mtp = NULL;
     const char *system = DEFAULT_SYSTEM, *stats_json = NULL, *reasoning = "auto";
     const char *precision = "default";
     bool no_think = false, think_max = false, raw = false, quiet = false, seed_given = false;
@@ -106,6 +106,7 @@ int cmd_run(int argc, char **argv) {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory (tiny | small | full-q2 | full-q4)", NULL},
         {"synth-seed", 0, V4F_ARG_U64, &synth_seed, 0, 0, "S", "weights seed for --synthetic (1)", NULL},
+        V4F_CLI_MTP_OPT(mtp),
         {"prompt", 'p', V4F_ARG_STR, &prompt, 0, 0, "TEXT", "the user prompt", NULL},
         {"prompt-file", 'f', V4F_ARG_STR, &prompt_file, 0, 0, "FILE", "read the prompt from FILE", NULL},
         {"system", 's', V4F_ARG_STR, &system, 0, 0, "TEXT", "system prompt (\"" DEFAULT_SYSTEM "\"; \"\" for none)", NULL},
@@ -167,7 +168,7 @@ int cmd_run(int argc, char **argv) {
     }
 
     v4f_cli_model cm;
-    rc = v4f_cli_model_open("v4flash run", model, synthetic, synth_seed, threads, &cm);
+    rc = v4f_cli_model_open("v4flash run", model, synthetic, mtp, synth_seed, threads, &cm);
     if (rc) {
         free(ptext);
         return rc;
@@ -231,11 +232,13 @@ int cmd_run(int argc, char **argv) {
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
     so.kv_page_dir = kv_page_dir;
+    v4f_cli_mtp_opts(mtp, temp <= 0 || top_k == 1, &so);
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash run: session: %s\n", err.msg);
         goto out;
     }
     v4f_cli_backend_report(s);
+    if (!quiet) v4f_cli_mtp_note(s, mtp, temp <= 0 || top_k == 1, "v4flash run");
     v4f_sampler_params sp = {.temperature = temp, .top_k = top_k, .top_p = top_p, .min_p = min_p,
                              .seed = seed};
     if (v4f_sampler_new(&sp, cm.m->cfg.n_vocab, &smp, &err)) {
@@ -372,6 +375,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "prefill: %.2f t/s (%llu tokens), generation: %.2f t/s (%llu tokens, %s)\n",
                 prefill_tps, (unsigned long long)n_prefilled, decode_tps,
                 (unsigned long long)n_gen, stop_reason);
+    if (!quiet) v4f_cli_mtp_report(s, "v4flash run");
     if (stats_json) {
         v4f_run_stats rs = {
             .load_s = cm.load_s, .prompt_tokens = ids.n, .prefill_tokens_computed = n_prefilled,

@@ -523,7 +523,7 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, bool
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *model = "ds4flash.gguf", *synthetic = NULL, *host = "127.0.0.1", *api_key = NULL;
+    const char *model = "ds4flash.gguf", *synthetic = NULL, *host = "127.0.0.1", *api_key = NULL, *mtp = NULL;
     const char *precision = "default";
     int port = 8000, threads = 0;
     int64_t n_ctx = 32768, n_max = 0, max_body_mb = 64, snapshot_min = 512;
@@ -538,6 +538,7 @@ int cmd_serve(int argc, char **argv) {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf)", NULL},
         {"synthetic", 0, V4F_ARG_STR, &synthetic, 0, 0, "PRESET[:L]", "random-weight model built in memory (tests, speed)", NULL},
         {"synth-seed", 0, V4F_ARG_U64, &synth_seed, 0, 0, "S", "weights seed for --synthetic (1)", NULL},
+        V4F_CLI_MTP_OPT(mtp),
         {"host", 0, V4F_ARG_STR, &host, 0, 0, "ADDR", "address to listen on (127.0.0.1; 0.0.0.0 or :: for all)", NULL},
         {"port", 0, V4F_ARG_INT32, &port, 0, 65535, "N", "TCP port (8000; 0 picks a free one)", NULL},
         {"api-key", 0, V4F_ARG_STR, &api_key, 0, 0, "KEY", "require Authorization: Bearer KEY on /v1 (default $V4F_API_KEY)", NULL},
@@ -590,7 +591,7 @@ int cmd_serve(int argc, char **argv) {
     if ((rc = resolve(host, port, &ss, &v6))) return rc;
 
     v4f_cli_model cm;
-    rc = v4f_cli_model_open("v4flash serve", model, synthetic, synth_seed, threads, &cm);
+    rc = v4f_cli_model_open("v4flash serve", model, synthetic, mtp, synth_seed, threads, &cm);
     if (rc) return rc;
     rc = 1;
     v4f_err err = {0};
@@ -612,11 +613,13 @@ int cmd_serve(int argc, char **argv) {
     so.n_ctx = (uint32_t)n_ctx;
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
+    v4f_cli_mtp_opts(mtp, true, &so); /* greedy requests draft */
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash serve: session: %s\n", err.msg);
         goto out;
     }
     v4f_cli_backend_report(s);
+    v4f_cli_mtp_note(s, mtp, true, "v4flash serve");
     v4f_srv_opts wo = {.n_vocab = cm.m->cfg.n_vocab, .snapshot_min = (uint32_t)snapshot_min};
     if (kv_dir) {
         v4f_kvstore_opts ko;

@@ -158,6 +158,21 @@ struct v4f_session {
     bool has_trace;
     v4f_debug_flags dbg;
     v4f_gpu *gpu; /* CUDA sessions: everything above except pos/opts/cfg is unused */
+    /* speculative greedy decoding with MTP drafts (opts.mtp_draft, CUDA):
+     * the main model's final HC state of positions p0 .. p0 + n - 1 not yet
+     * given to the MTP block (which pairs position i with the token at
+     * i + 1: tok[i - p0], known for all but the last row) */
+    struct {
+        bool on;
+        uint32_t p0, n, cap; /* cap: the MTP window + 2 rows */
+        float *hc;           /* [cap][n_hc * n_embd] */
+        int32_t *tok;        /* [cap] */
+        float *vlog, *vhc;   /* a verify step's logits [2][n_vocab] and HC states [2][n_hc * n_embd] */
+        float *dlog;         /* the MTP block's logits [n_vocab] */
+        v4f_spec_stats st;
+        v4f_draft_fn hook;
+        void *hook_ud;
+    } spec;
     struct {
         bool on;      /* V4F_PROFILE set at session creation */
         int mode;     /* PROF_DECODE / PROF_PREFILL for the current eval */
@@ -384,6 +399,11 @@ void v4f_session_free(v4f_session *s) {
     if (s->gpu) {
         v4f_gpu_free(s->gpu);
         v4f_kv_free(s->kv);
+        free(s->spec.hc);
+        free(s->spec.tok);
+        free(s->spec.vlog);
+        free(s->spec.vhc);
+        free(s->spec.dlog);
         free(s);
         return;
     }
@@ -469,6 +489,10 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
         free(s);
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "MTP requested but the model has no MTP block");
     }
+    if (s->opts.mtp_draft && !s->opts.enable_mtp) {
+        free(s);
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "MTP drafts need the MTP block (enable_mtp)");
+    }
     uint32_t n_ctx = s->opts.n_ctx;
     if (o->backend == V4F_BACKEND_CUDA) {
         if (o->kv_page_dir) {
@@ -482,6 +506,16 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
             return gst;
         }
         s->chunk = v4f_gpu_chunk(s->gpu);
+        if (s->opts.mtp_draft && s->opts.enable_mtp) {
+            const size_t HD = (size_t)c->n_hc * c->n_embd;
+            s->spec.on = true;
+            s->spec.cap = c->n_swa + 2;
+            s->spec.hc = v4f_xmalloc(s->spec.cap * HD * sizeof(float));
+            s->spec.tok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
+            s->spec.vlog = v4f_xmalloc(2 * (size_t)c->n_vocab * sizeof(float));
+            s->spec.vhc = v4f_xmalloc(2 * HD * sizeof(float));
+            s->spec.dlog = v4f_xmalloc((size_t)c->n_vocab * sizeof(float));
+        }
         *out = s;
         return V4F_OK;
     }
@@ -568,6 +602,17 @@ void v4f_session_reset(v4f_session *s) {
     if (s->gpu) v4f_gpu_reset(s->gpu);
     s->pos = 0;
     s->mtp_pos = 0;
+    s->spec.n = 0;
+}
+v4f_spec_stats v4f_session_spec_stats(const v4f_session *s) { return s->spec.st; }
+void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud) {
+    s->spec.hook = fn;
+    s->spec.hook_ud = ud;
+}
+bool v4f_session_drafts(const v4f_session *s) { return s->spec.on; }
+void v4f_session_set_drafting(v4f_session *s, bool on) {
+    s->spec.on = on && s->spec.cap > 0;
+    if (!s->spec.on) s->spec.n = 0;
 }
 void v4f_session_set_trace(v4f_session *s, const v4f_trace *t) {
     s->has_trace = t != NULL;
@@ -1345,6 +1390,105 @@ static void embed_tokens(v4f_session *s, const int32_t *tokens, uint32_t n) {
     }
 }
 
+/* ---- speculative decoding with MTP drafts (opts.mtp_draft, CUDA) --------------------------- */
+
+/* Makes room for k (<= cap) pending rows of positions q..q+k-1 and returns
+ * the index of the first: after the pending rows when they end at q (the
+ * oldest dropped beyond cap: the MTP block attends a window only), else in
+ * their place. */
+static uint32_t spec_room(v4f_session *s, uint32_t q, uint32_t k) {
+    const size_t HD = (size_t)s->cfg.n_hc * s->cfg.n_embd;
+    if (s->spec.n && s->spec.p0 + s->spec.n != q) s->spec.n = 0;
+    if (s->spec.n + k > s->spec.cap) {
+        const uint32_t drop = s->spec.n + k - s->spec.cap, keep = s->spec.n - drop;
+        memmove(s->spec.hc, s->spec.hc + drop * HD, keep * HD * sizeof(float));
+        memmove(s->spec.tok, s->spec.tok + drop, keep * sizeof(int32_t));
+        s->spec.p0 += drop;
+        s->spec.n = keep;
+    }
+    if (s->spec.n == 0) s->spec.p0 = q;
+    return s->spec.n;
+}
+
+/* k rows were written at index i; tokens: the inputs of their positions
+ * (the first is the token after the row before them). */
+static void spec_added(v4f_session *s, uint32_t i, const int32_t *tokens, uint32_t k) {
+    if (i > 0) s->spec.tok[i - 1] = tokens[0];
+    for (uint32_t j = 0; j + 1 < k; j++) s->spec.tok[i + j] = tokens[j + 1];
+    s->spec.n = i + k;
+}
+
+/* The pending rows to the MTP block, the last one paired with `next` (the
+ * token after it); *draft: the block's greedy guess of the token after
+ * next (-1: nothing pending). */
+static v4f_status spec_flush(v4f_session *s, int32_t next, int32_t suppress, int32_t *draft, v4f_err *err) {
+    const uint32_t n = s->spec.n;
+    *draft = -1;
+    if (n == 0) return V4F_OK;
+    s->spec.tok[n - 1] = next;
+    s->spec.n = 0;
+    v4f_status st = v4f_gpu_mtp_eval(s->gpu, s->spec.hc, s->spec.tok, n, s->spec.p0, s->spec.dlog, true, err);
+    if (st) return st;
+    s->mtp_pos = s->spec.p0 + n;
+    *draft = v4f_argmax_f32_except(s->spec.dlog, s->cfg.n_vocab, suppress);
+    return V4F_OK;
+}
+
+/* v4f_session_decode_greedy with drafts (forward.h); the caller checked
+ * the arguments and the context room for max_eval tokens. */
+static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress, v4f_pick_fn fn,
+                              void *ud, float *logits, uint32_t *n_eval, int32_t *next, v4f_err *err) {
+    const v4f_config *c = &s->cfg;
+    const size_t V = c->n_vocab, HD = (size_t)c->n_hc * c->n_embd;
+    const float *last = NULL; /* logits of the last evaluated position */
+    v4f_status st = V4F_OK;
+    for (int32_t a = token;;) {
+        const uint32_t p = s->pos;
+        int32_t d = -1;
+        if (s->spec.n && s->spec.p0 + s->spec.n == p) st = spec_flush(s, a, suppress, &d, err);
+        else s->spec.n = 0;
+        if (st) break;
+        if (s->spec.hook) d = s->spec.hook(s->spec.hook_ud, p + 1, d);
+        const bool two = d >= 0 && (uint32_t)d < c->n_vocab && max_eval - *n_eval >= 2;
+        const int32_t in[2] = {a, d};
+        const uint32_t k = two ? 2 : 1, at = spec_room(s, p, k);
+        st = v4f_gpu_eval(s->gpu, in, k, p, s->spec.vlog, 0, s->spec.hc + at * HD, k, NULL, &s->dbg, err);
+        if (st) {
+            s->spec.n = 0;
+            break;
+        }
+        s->pos = p + k;
+        last = s->spec.vlog;
+        int32_t g = v4f_argmax_f32_except(s->spec.vlog, (uint32_t)V, suppress);
+        if (two) {
+            s->spec.st.steps++;
+            s->spec.st.drafted++;
+        }
+        if (two && g == d) {
+            s->spec.st.accepted++;
+            spec_added(s, at, in, 2);
+            *n_eval += 2;
+            *next = g;
+            if (fn && !fn(ud, g)) { /* the draft was picked and refused: not evaluated after all */
+                st = v4f_session_rewind(s, p + 1, err);
+                --*n_eval;
+                break;
+            }
+            last = s->spec.vlog + V;
+            g = v4f_argmax_f32_except(s->spec.vlog + V, (uint32_t)V, suppress);
+        } else {
+            if (two && (st = v4f_session_rewind(s, p + 1, err))) break;
+            spec_added(s, at, in, 1);
+            ++*n_eval;
+        }
+        *next = g;
+        if (*n_eval >= max_eval || (fn && !fn(ud, g))) break;
+        a = g;
+    }
+    if (last) memcpy(logits, last, V * sizeof(float));
+    return st;
+}
+
 v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, float *logits,
                             unsigned flags, float *hc_out, v4f_err *err) {
     const v4f_config *c = &s->cfg;
@@ -1357,9 +1501,23 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)",
                                tokens[i], c->n_vocab);
     if (s->gpu) {
-        v4f_status gst = v4f_gpu_eval(s->gpu, tokens, n, s->pos, logits, flags, hc_out,
+        /* with MTP drafts, the HC states of the last positions (the MTP
+         * block's window) are kept for it */
+        const bool rec = s->spec.on && !hc_out;
+        uint32_t rows = n, at = 0;
+        if (rec) {
+            rows = n < s->spec.cap - 2 ? n : s->spec.cap - 2;
+            at = spec_room(s, s->pos + n - rows, rows);
+            hc_out = s->spec.hc + (size_t)at * c->n_hc * c->n_embd;
+        }
+        v4f_status gst = v4f_gpu_eval(s->gpu, tokens, n, s->pos, logits, flags, hc_out, rows,
                                       s->has_trace ? &s->trace : NULL, &s->dbg, err);
-        if (gst == V4F_OK) s->pos += n;
+        if (gst == V4F_OK) {
+            if (rec) spec_added(s, at, tokens + n - rows, rows);
+            s->pos += n;
+        } else if (rec) {
+            s->spec.n = 0;
+        }
         return gst;
     }
     if (n >= 2 && n <= s->short_max && (!logits || (flags & V4F_EVAL_LOGITS_LAST)) && !hc_out) {
@@ -1426,6 +1584,8 @@ v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max
                            s->opts.n_ctx);
     if (token < 0 || (uint32_t)token >= c->n_vocab)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)", token, c->n_vocab);
+    if (s->spec.on && !s->has_trace)
+        return spec_greedy(s, token, max_eval, suppress, fn, ud, logits, n_eval, next, err);
     if (s->gpu && !s->has_trace && !s->dbg.no_sink && !s->dbg.no_kv_fp8) {
         v4f_err e2 = {0};
         v4f_status st = v4f_gpu_decode_greedy(s->gpu, token, s->pos, max_eval, suppress, fn, ud, logits, n_eval,
@@ -1456,6 +1616,8 @@ v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err) {
                            "rewind to %u: the device keeps the state of positions %u..%u only; restore a snapshot",
                            pos, from, s->pos);
     s->pos = pos;
+    if (s->spec.n && pos <= s->spec.p0) s->spec.n = 0;
+    else if (s->spec.n && s->spec.p0 + s->spec.n > pos) s->spec.n = pos - s->spec.p0;
     return V4F_OK;
 }
 
@@ -1470,6 +1632,7 @@ v4f_status v4f_session_fake_ctx(v4f_session *s, uint32_t pos, uint64_t seed, v4f
     }
     s->pos = pos;
     s->mtp_pos = 0;
+    s->spec.n = 0;
     return V4F_OK;
 }
 
@@ -1512,7 +1675,7 @@ v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *
         for (uint32_t i = 0; i < n; i++)
             if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->n_vocab)
                 return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range", tokens[i]);
-        v4f_status gst = v4f_gpu_mtp_eval(s->gpu, hc, tokens, n, s->mtp_pos, logits, err);
+        v4f_status gst = v4f_gpu_mtp_eval(s->gpu, hc, tokens, n, s->mtp_pos, logits, false, err);
         if (gst == V4F_OK) s->mtp_pos += n;
         return gst;
     }
@@ -1573,6 +1736,7 @@ v4f_status v4f_session_restore_pos(v4f_session *s, uint32_t pos, uint32_t mtp_po
         if (st) return st;
         s->pos = pos;
         s->mtp_pos = 0;
+        s->spec.n = 0; /* the MTP block gets no HC states of the restored positions */
         return V4F_OK;
     }
     if (pos > s->opts.n_ctx || mtp_pos > s->opts.n_ctx || (mtp_pos && !s->opts.enable_mtp))

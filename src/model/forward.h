@@ -34,6 +34,9 @@ typedef struct v4f_session_opts {
     int n_threads;         /* <= 0: all online CPUs */
     v4f_precision precision;
     bool enable_mtp;       /* allocate the MTP block's cache (model must have MTP) */
+    bool mtp_draft;        /* speculative greedy decoding with MTP drafts (CUDA; needs enable_mtp):
+                            * v4f_session_decode_greedy verifies the MTP block's draft of the next
+                            * token with each step, and evals keep the MTP block fed */
     uint32_t max_chunk;    /* tokens per layer-major pass (0: automatic, from n_ctx up to 2048 on
                             * the CPU, 8192 on the GPU) */
     const char *kv_page_dir; /* NULL: KV in RAM; else page the ratio-4 compressed rows to an
@@ -77,9 +80,38 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
  * the same as the step-by-step loop. On error *n_eval tokens were
  * evaluated. */
 typedef bool (*v4f_pick_fn)(void *ud, int32_t token);
+/* With opts.mtp_draft on a CUDA session the same call drafts: each step
+ * evaluates [token, draft] in one 2-token eval, where draft is the MTP
+ * block's greedy guess of the token after `token`; the draft is kept when
+ * the model's own pick equals it (two tokens for one step) and dropped
+ * (rewound) otherwise. The picks are the model's greedy picks either way,
+ * from the logits of the 2-token eval, which may differ from one-token
+ * decode steps in the last bits (GPU batched kernels), so a near-tie can
+ * resolve differently than without drafts. */
 v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress,
                                      v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
                                      v4f_err *err);
+
+/* Speculative decoding counters (opts.mtp_draft): verify steps, draft
+ * tokens proposed, drafts accepted; since session creation. */
+typedef struct v4f_spec_stats {
+    uint64_t steps, drafted, accepted;
+} v4f_spec_stats;
+v4f_spec_stats v4f_session_spec_stats(const v4f_session *s);
+/* Benchmarks: replace the draft of the token at position pos (mtp_pick:
+ * the MTP block's draft, -1 when it has none); return -1 for no draft.
+ * NULL: the MTP block's drafts. */
+typedef int32_t (*v4f_draft_fn)(void *ud, uint32_t pos, int32_t mtp_pick);
+void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud);
+/* Whether greedy decoding drafts (opts.mtp_draft on a CUDA session, and
+ * not turned off). */
+bool v4f_session_drafts(const v4f_session *s);
+/* Turn drafting off (e.g. for sampled requests: evals then skip keeping the
+ * MTP block fed, and greedy decoding runs as without opts.mtp_draft) or
+ * back on (only where opts.mtp_draft made it possible; the MTP block has
+ * then missed the positions evaluated meanwhile, which costs draft
+ * quality for up to its window, not correctness). */
+void v4f_session_set_drafting(v4f_session *s, bool on);
 
 uint32_t v4f_session_pos(const v4f_session *s);
 uint64_t v4f_session_kv_bytes(const v4f_session *s);

@@ -52,9 +52,10 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
 }
 void v4f_gpu_free(v4f_gpu *g) { (void)g; }
 v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
-                        unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
-                        v4f_err *err) {
-    (void)g, (void)tokens, (void)n, (void)pos, (void)logits, (void)flags, (void)hc_out, (void)trace, (void)dbg;
+                        unsigned flags, float *hc_out, uint32_t hc_rows, const v4f_trace *trace,
+                        const v4f_debug_flags *dbg, v4f_err *err) {
+    (void)g, (void)tokens, (void)n, (void)pos, (void)logits, (void)flags, (void)hc_out, (void)hc_rows, (void)trace,
+        (void)dbg;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
 v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32_t max_eval, int32_t suppress,
@@ -73,8 +74,8 @@ bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from) {
 }
 void v4f_gpu_reset(v4f_gpu *g) { (void)g; }
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
-                            float *logits, v4f_err *err) {
-    (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits;
+                            float *logits, bool last_only, v4f_err *err) {
+    (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits, (void)last_only;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
 v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
@@ -2263,8 +2264,8 @@ static v4f_status eval_short(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint
 }
 
 v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
-                        unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
-                        v4f_err *err) {
+                        unsigned flags, float *hc_out, uint32_t hc_rows, const v4f_trace *trace,
+                        const v4f_debug_flags *dbg, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     static const v4f_debug_flags none = {0};
     if (!dbg) dbg = &none;
@@ -2274,6 +2275,8 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
     bool plain = plain_dbg && !tracing && !hc_out && !g->prof.on;
+    /* the first row whose HC state goes to hc_out (n: none) */
+    const uint32_t hc_from = !hc_out ? n : hc_rows >= n ? 0 : n - hc_rows;
     TRY(set_place(g, n > g->flex_min ? 1 : 0, pos, err));
     wrote(g, (uint64_t)pos + n);
     if (n >= 2 && n <= g->short_max && n <= g->N && (last_only || !logits) && plain && g->place == 0 &&
@@ -2295,10 +2298,15 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
             continue;
         }
         pmark(g, GP_PREP);
-        const v4f_out_rows out = v4f_eval_out_rows(logits != NULL, hc_out != NULL, flags, done + m == n);
+        const bool chunk_hc = done + m > hc_from;
+        const v4f_out_rows out = v4f_eval_out_rows(logits != NULL, chunk_hc, flags, done + m == n);
         int64_t row0 = m - 1;
         TRY(chunk_body(g, m, false, dbg, tracing ? trace : NULL, pos + done, out, &row0, err));
-        if (hc_out) TRY(v4f_cuda_download(g->c, hc_out + (int64_t)done * HD, x->X, (size_t)m * HD * sizeof(float), err));
+        if (chunk_hc) {
+            const uint32_t r0 = hc_from > done ? hc_from - done : 0;
+            TRY(v4f_cuda_download(g->c, hc_out + (int64_t)(done + r0 - hc_from) * HD, x->X + (int64_t)r0 * HD,
+                                  (size_t)(m - r0) * HD * sizeof(float), err));
+        }
         if (want_logits)
             TRY(head_logits(g, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, last_only ? row0 : 0,
                             last_only ? row0 + 1 : m, last_only ? logits : logits + (int64_t)done * c->n_vocab, err));
@@ -2351,7 +2359,7 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
 }
 
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
-                            float *logits, v4f_err *err) {
+                            float *logits, bool last_only, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     static const v4f_debug_flags none = {0};
     if (!g->mtp) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "session was created without MTP");
@@ -2374,9 +2382,9 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
         x->mix_of = NULL;
         TRY(attention(g, r, m, 0, &none, err));
         TRY(ffn(g, r, m, NULL, err));
-        if (logits)
-            TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, 0, m,
-                            logits + (int64_t)done * c->n_vocab, err));
+        if (logits && (!last_only || done + m == n))
+            TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, last_only ? m - 1 : 0, m,
+                            logits + (last_only ? 0 : (int64_t)done * c->n_vocab), err));
         TRY(v4f_cuda_sync(g->c, err));
         done += m;
     }

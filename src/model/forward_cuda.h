@@ -47,12 +47,14 @@ v4f_status v4f_gpu_copy_bw(int device, double *gbs, v4f_err *err);
 v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **out, v4f_err *err);
 void v4f_gpu_free(v4f_gpu *g);
 
-/* Evaluate n tokens at positions pos..pos+n-1 (flags as v4f_session_eval;
- * hc_out optional). trace (optional): hc_after_layer and experts are
- * reported (copied back from the device; slow, for tests). */
+/* Evaluate n tokens at positions pos..pos+n-1 (flags as v4f_session_eval).
+ * hc_out (optional) receives the final HC state of the last min(n,
+ * hc_rows) positions, [min(n, hc_rows)][n_hc * n_embd]. trace (optional):
+ * hc_after_layer and experts are reported (copied back from the device;
+ * slow, for tests). */
 v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
-                        unsigned flags, float *hc_out, const v4f_trace *trace, const v4f_debug_flags *dbg,
-                        v4f_err *err);
+                        unsigned flags, float *hc_out, uint32_t hc_rows, const v4f_trace *trace,
+                        const v4f_debug_flags *dbg, v4f_err *err);
 
 /* Pipelined greedy decoding (v4f_session_decode_greedy's contract; pos is
  * the session position): the decode graph picks each next token on the
@@ -80,9 +82,10 @@ v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_
 v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, v4f_err *err);
 
 /* The MTP block (fixture convention, as v4f_session_mtp_eval) over n
- * positions pos.. of its own cache; hc: host [n][n_hc * n_embd]. */
+ * positions pos.. of its own cache; hc: host [n][n_hc * n_embd]; logits
+ * (optional): [n][n_vocab], or the last position's [n_vocab] (last_only). */
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
-                            float *logits, v4f_err *err);
+                            float *logits, bool last_only, v4f_err *err);
 
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g);
 /* Whether the device state can go back to pos (v4f_session_rewind): its

@@ -153,7 +153,7 @@ static void add_m(v4f_synth_plan *pl, meta m) {
 
 static uint32_t layer_ratio(uint32_t l) { return l < 2 ? 0 : (l % 2 == 0 ? 4 : 128); }
 
-static void plan_metadata(v4f_synth_plan *pl) {
+static void plan_metadata(v4f_synth_plan *pl, bool tokenizer) {
     const synth_preset *p = pl->p;
     const uint32_t L = pl->n_layer;
     M_U32("general.alignment", 32);
@@ -206,6 +206,7 @@ static void plan_metadata(v4f_synth_plan *pl) {
     M_F32(ARCH "expert_weights_scale", 1.5f);
     add_m(pl, (meta){.key = ARCH "expert_weights_norm", .kind = MK_BOOL, .u = 1});
     M_U32(ARCH "nextn_predict_layers", 1);
+    if (!tokenizer) return;
     M_STR("tokenizer.ggml.model", "gpt2");
     M_STR("tokenizer.ggml.pre", "joyai-llm");
     add_m(pl, (meta){.key = "tokenizer.ggml.tokens", .kind = MK_ARR_STR,
@@ -220,18 +221,34 @@ static void plan_metadata(v4f_synth_plan *pl) {
 
 /* Gains: 1 for projections that read a normalised input, 0.5 for those that
  * write into the residual stream (output_b, expert/shared down), 2 for the
- * LM head (livelier logits). */
+ * LM head (livelier logits). Layer l (blk.l.*), or the MTP block (l ==
+ * n_layer: mtp.0.*, ratio 0, not hash-routed). */
 static void plan_layer(v4f_synth_plan *pl, uint32_t l) {
     const synth_preset *p = pl->p;
     const uint64_t d = p->d, mix = (2 + 4) * 4, hcd = 4 * d;
-    const uint32_t ratio = layer_ratio(l);
-    const int hash = l < p->n_hash; /* n_hash is clamped to n_layer in the metadata */
+    const bool mtp = l == pl->n_layer;
+    const uint32_t ratio = mtp ? 0 : layer_ratio(l);
+    const int hash = !mtp && l < p->n_hash; /* n_hash is clamped to n_layer in the metadata */
     char n[64];
 #define T(suffix, type, nd, a0, a1, a2, role, x, y)                       \
     do {                                                                  \
-        snprintf(n, sizeof n, "blk.%u." suffix, l);                       \
+        if (mtp) snprintf(n, sizeof n, "mtp.0." suffix);                  \
+        else snprintf(n, sizeof n, "blk.%u." suffix, l);                  \
         add_t(pl, n, type, nd, a0, a1, a2, role, x, y);                   \
     } while (0)
+    if (mtp) {
+        T("hc_head_base.weight", V4F_TYPE_F32, 1, 4, 1, 1, ROLE_UNIF, 0.0f, 0.5f);
+        T("hc_head_fn.weight", V4F_TYPE_F16, 2, hcd, 4, 1, ROLE_MAT, 1.0f, 0);
+        T("hc_head_scale.weight", V4F_TYPE_F32, 1, 1, 1, 1, ROLE_UNIF, 1.0f, 0.25f);
+        T("e_proj.weight", V4F_TYPE_Q8_0, 2, d, d, 1, ROLE_MAT, 1.0f, 0);
+        T("h_proj.weight", V4F_TYPE_Q8_0, 2, d, d, 1, ROLE_MAT, 1.0f, 0);
+        T("enorm.weight", V4F_TYPE_F32, 1, d, 1, 1, ROLE_CONST, 1.0f, 0);
+        T("hnorm.weight", V4F_TYPE_F32, 1, d, 1, 1, ROLE_CONST, 1.0f, 0);
+        T("norm.weight", V4F_TYPE_F32, 1, d, 1, 1, ROLE_CONST, 1.0f, 0);
+    }
+    /* the published MTP file keeps its routed experts in Q4_K */
+    const uint32_t t_gateup = mtp && p->d >= 4096 ? V4F_TYPE_Q4_K : p->t_gateup;
+    const uint32_t t_down = mtp && p->d >= 4096 ? V4F_TYPE_Q4_K : p->t_down;
     T("hc_attn_fn.weight", V4F_TYPE_F16, 2, hcd, mix, 1, ROLE_MAT, 1.0f, 0);
     T("hc_attn_scale.weight", V4F_TYPE_F32, 1, 3, 1, 1, ROLE_UNIF, 0.75f, 0.25f);
     T("hc_attn_base.weight", V4F_TYPE_F32, 1, mix, 1, 1, ROLE_UNIF, 0.0f, 0.5f);
@@ -274,9 +291,9 @@ static void plan_layer(v4f_synth_plan *pl, uint32_t l) {
     if (hash)
         T("ffn_gate_tid2eid.weight", V4F_TYPE_I32, 2, p->n_used, p->vocab, 1, ROLE_TID,
           (float)p->n_exp, 0);
-    T("ffn_gate_exps.weight", p->t_gateup, 3, d, p->n_ff, p->n_exp, ROLE_MAT, 1.0f, 0);
-    T("ffn_up_exps.weight", p->t_gateup, 3, d, p->n_ff, p->n_exp, ROLE_MAT, 1.0f, 0);
-    T("ffn_down_exps.weight", p->t_down, 3, p->n_ff, d, p->n_exp, ROLE_MAT, 0.5f, 0);
+    T("ffn_gate_exps.weight", t_gateup, 3, d, p->n_ff, p->n_exp, ROLE_MAT, 1.0f, 0);
+    T("ffn_up_exps.weight", t_gateup, 3, d, p->n_ff, p->n_exp, ROLE_MAT, 1.0f, 0);
+    T("ffn_down_exps.weight", t_down, 3, p->n_ff, d, p->n_exp, ROLE_MAT, 0.5f, 0);
     uint64_t ffs = (uint64_t)p->n_ff * p->n_shared;
     T("ffn_gate_shexp.weight", V4F_TYPE_Q8_0, 2, d, ffs, 1, ROLE_MAT, 1.0f, 0);
     T("ffn_up_shexp.weight", V4F_TYPE_Q8_0, 2, d, ffs, 1, ROLE_MAT, 1.0f, 0);
@@ -284,8 +301,19 @@ static void plan_layer(v4f_synth_plan *pl, uint32_t l) {
 #undef T
 }
 
+static v4f_status plan_new(const char *preset_name, uint32_t n_layer, bool mtp, v4f_synth_plan **out,
+                           v4f_err *err);
 v4f_status v4f_synth_plan_new(const char *preset_name, uint32_t n_layer, v4f_synth_plan **out,
                               v4f_err *err) {
+    return plan_new(preset_name, n_layer, false, out, err);
+}
+v4f_status v4f_synth_plan_new_mtp(const char *preset_name, uint32_t n_layer, v4f_synth_plan **out,
+                                  v4f_err *err) {
+    return plan_new(preset_name, n_layer, true, out, err);
+}
+
+static v4f_status plan_new(const char *preset_name, uint32_t n_layer, bool mtp, v4f_synth_plan **out,
+                           v4f_err *err) {
     *out = NULL;
     const synth_preset *p = find_preset(preset_name ? preset_name : "");
     if (!p)
@@ -297,14 +325,19 @@ v4f_status v4f_synth_plan_new(const char *preset_name, uint32_t n_layer, v4f_syn
     v4f_synth_plan *pl = v4f_xcalloc(1, sizeof *pl);
     pl->p = p;
     pl->n_layer = n_layer;
-    if (n_layer == p->n_layer) snprintf(pl->name, sizeof pl->name, "synthetic-%s", p->name);
-    else snprintf(pl->name, sizeof pl->name, "synthetic-%s-%uL", p->name, n_layer);
+    if (n_layer == p->n_layer) snprintf(pl->name, sizeof pl->name, "synthetic-%s%s", p->name, mtp ? " MTP" : "");
+    else snprintf(pl->name, sizeof pl->name, "synthetic-%s-%uL%s", p->name, n_layer, mtp ? " MTP" : "");
     v4f_status st = v4f_synth_vocab_build(p->vocab, &pl->vocab, err);
     if (st) {
         v4f_synth_plan_free(pl);
         return st;
     }
-    plan_metadata(pl);
+    plan_metadata(pl, !mtp);
+    if (mtp) { /* the MTP file: metadata and the mtp.0.* block only (MODEL.md §3.3) */
+        plan_layer(pl, n_layer);
+        *out = pl;
+        return V4F_OK;
+    }
     const uint64_t d = p->d;
     add_t(pl, "token_embd.weight", V4F_TYPE_F16, 2, d, p->vocab, 1, ROLE_UNIF, 0.0f, 1.7320508f);
     for (uint32_t l = 0; l < n_layer; l++) plan_layer(pl, l);
@@ -622,7 +655,7 @@ static v4f_status pipe_generate(const v4f_synth_plan *pl, const v4f_synth_opts *
 
 v4f_status v4f_synth_write_file(const char *path, const v4f_synth_opts *o, v4f_err *err) {
     v4f_synth_plan *pl = NULL;
-    v4f_status st = v4f_synth_plan_new(o->preset, o->n_layer, &pl, err);
+    v4f_status st = plan_new(o->preset, o->n_layer, o->mtp, &pl, err);
     if (st) return st;
     v4f_gguf_writer *w = NULL;
     st = v4f_gguf_writer_open(path, 32, &w, err);
@@ -752,7 +785,7 @@ v4f_status v4f_synth_build_memory_ex(const v4f_synth_opts *o, void **buf_out, si
     *buf_out = NULL;
     *size_out = 0;
     v4f_synth_plan *pl = NULL;
-    v4f_status st = v4f_synth_plan_new(o->preset, o->n_layer, &pl, err);
+    v4f_status st = plan_new(o->preset, o->n_layer, o->mtp, &pl, err);
     if (st) return st;
     const uint64_t align = 32;
     membuf h = {0};

@@ -75,6 +75,9 @@ typedef struct v4f_synth_opts {
      * all-zero blocks) so the directory of a full-size model can be
      * validated cheaply; small tensors (tid2eid, vectors) are generated. */
     bool skeleton;
+    /* build the preset's MTP file instead (metadata and the mtp.0.* block,
+     * the published MTP file's layout: Q4_K routed experts at full size) */
+    bool mtp;
     v4f_synth_progress_fn progress;
     void *progress_ud;
 } v4f_synth_opts;
@@ -89,6 +92,9 @@ const char *v4f_synth_preset_names(void);
 /* The tensor directory and metadata of a preset (no data). */
 v4f_status v4f_synth_plan_new(const char *preset, uint32_t n_layer, v4f_synth_plan **out,
                               v4f_err *err);
+/* The preset's MTP file (v4f_synth_opts.mtp). */
+v4f_status v4f_synth_plan_new_mtp(const char *preset, uint32_t n_layer, v4f_synth_plan **out,
+                                  v4f_err *err);
 void v4f_synth_plan_free(v4f_synth_plan *p);
 uint32_t v4f_synth_plan_n_tensors(const v4f_synth_plan *p);
 const v4f_synth_tensor *v4f_synth_plan_tensor(const v4f_synth_plan *p, uint32_t i);

@@ -567,6 +567,140 @@ static void test_greedy_pipe(const char *name) {
     golden_fixture_close(&f);
 }
 
+/* Speculative greedy decoding with MTP drafts (opts.mtp_draft): the picks
+ * are the model's greedy picks, taken from the logits of 2-token evals, so
+ * they may leave the one-token loop's only where the loop's top two logits
+ * are within SPEC_TIE_MARGIN (docs/TOLERANCES.md "## cuda model"). Checked
+ * with the MTP block's own drafts, with oracle drafts that are always right
+ * (every step keeps its draft) and always wrong (every draft rewound), and
+ * with stops on a kept draft and after it: the session then stands where
+ * the loop is, and decodes on with the loop's picks. */
+#define SPEC_STEPS GREEDY_STEPS
+#define SPEC_TIE_MARGIN 1e-3f
+
+typedef struct spec_oracle {
+    const int32_t *picks; /* the loop's: the token at position at + 1 + i */
+    uint32_t at;
+    int right; /* 1: draft the loop's pick, 0: a wrong token, -1: the MTP block's */
+    uint32_t vocab;
+} spec_oracle;
+
+static int32_t spec_draft(void *ud, uint32_t pos, int32_t mtp_pick) {
+    const spec_oracle *o = ud;
+    if (o->right < 0) return mtp_pick;
+    if (pos <= o->at || pos - o->at - 1 >= SPEC_STEPS) return -1;
+    const int32_t r = o->picks[pos - o->at - 1];
+    return o->right ? r : (int32_t)(((uint32_t)r + 1) % o->vocab);
+}
+
+/* the first index where the picks differ (n: none); a difference must sit
+ * on a near-tie of the loop's logits */
+static int spec_agree(const char *what, const int32_t *loop, const float *margin, const int32_t *got, int n) {
+    for (int i = 0; i < n; i++)
+        if (got[i] != loop[i]) {
+            CHECK(margin[i] < SPEC_TIE_MARGIN, "%s: pick %d is %d, the loop's %d (top-2 margin %.3g)", what, i, got[i],
+                  loop[i], margin[i]);
+            return i;
+        }
+    return n;
+}
+
+static void test_spec_greedy(const char *name, v4f_precision prec) {
+    char msg[1200];
+    fixture f;
+    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
+        fprintf(stderr, "%s\n", msg);
+        g_fail++;
+        return;
+    }
+    const uint32_t V = (uint32_t)f.vocab, K = SPEC_STEPS, split = (uint32_t)f.split;
+    const char *pn = prec == V4F_PRECISION_REF ? "ref" : "default";
+    v4f_session_opts oa = {.n_ctx = 512, .precision = prec, .backend = V4F_BACKEND_CUDA}, ob = oa;
+    ob.enable_mtp = ob.mtp_draft = true;
+    v4f_session *a = NULL, *b = NULL;
+    v4f_err err = {0};
+    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    float margin[SPEC_STEPS];
+    int32_t loop[SPEC_STEPS];
+    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
+             v4f_session_drafts(b) && !v4f_session_drafts(a) &&
+             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
+             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    /* the loop: one-token steps, their picks and top-2 margins */
+    int32_t tok = f.tokens[split];
+    for (uint32_t i = 0; ok && i < K; i++) {
+        ok = v4f_session_eval(a, &tok, 1, la, 0, NULL, &err) == V4F_OK;
+        tok = loop[i] = v4f_argmax_f32_except(la, V, -1);
+        float second = -INFINITY;
+        for (uint32_t v = 0; v < V; v++)
+            if ((int32_t)v != tok && la[v] > second) second = la[v];
+        margin[i] = la[tok] - second;
+    }
+    CHECK(ok, "%s %s: spec sessions: %s", name, pn, err.msg);
+    spec_oracle orc = {loop, split, -1, V};
+    v4f_session_set_draft_hook(b, spec_draft, &orc);
+    const char *modes[3] = {"MTP drafts", "right drafts", "wrong drafts"};
+    for (int m = 0; ok && m < 3; m++) {
+        orc.right = m == 0 ? -1 : m == 1 ? 1 : 0;
+        pick_rec rec = {.n = 0};
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        const v4f_spec_stats s0 = v4f_session_spec_stats(b);
+        ok = v4f_session_rewind(b, split, &err) == V4F_OK &&
+             v4f_session_decode_greedy(b, f.tokens[split], K, -1, pick_cb, &rec, lb, &n_eval, &next, &err) == V4F_OK;
+        CHECK(ok, "%s %s %s: decode failed: %s", name, pn, modes[m], err.msg);
+        if (!ok) break;
+        const v4f_spec_stats s1 = v4f_session_spec_stats(b);
+        const uint64_t nd = s1.drafted - s0.drafted, na = s1.accepted - s0.accepted;
+        int32_t got[SPEC_STEPS];
+        memcpy(got, rec.picks, (K - 1) * sizeof(int32_t));
+        got[K - 1] = next;
+        char what[160];
+        snprintf(what, sizeof what, "%s %s %s", name, pn, modes[m]);
+        const int agree = spec_agree(what, loop, margin, got, (int)K);
+        CHECK(n_eval == K && rec.n == (int)K - 1 && v4f_session_pos(b) == split + K, "%s: n_eval %u, %d picks, pos %u",
+              what, n_eval, rec.n, v4f_session_pos(b));
+        /* every step drafts (the prefill fed the MTP block); right drafts
+         * are all kept until the picks leave the loop's, wrong ones never */
+        if (m == 1 && agree == (int)K) CHECK(na == nd && nd >= K / 2 - 1, "%s: %llu of %llu kept", what,
+                                            (unsigned long long)na, (unsigned long long)nd);
+        if (m == 2) CHECK(na == 0 && nd == K - 1, "%s: %llu of %llu kept", what, (unsigned long long)na,
+                          (unsigned long long)nd);
+        if (m == 0) CHECK(nd >= K / 2 - 1, "%s: only %llu drafts", what, (unsigned long long)nd);
+        printf("  spec greedy %-8s %-13s: %llu of %llu drafts kept, picks %s\n", pn, modes[m],
+               (unsigned long long)na, (unsigned long long)nd,
+               agree == (int)K ? "equal to the one-token loop" : "leave the loop's at a near-tie");
+    }
+    /* stops: on a kept draft (the 5th pick) and on the pick after one (4th) */
+    orc.right = 1;
+    for (int stop = 4; ok && stop <= 5; stop++) {
+        pick_rec r = {.n = 0, .stop_after = stop};
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        ok = v4f_session_rewind(b, split, &err) == V4F_OK &&
+             v4f_session_decode_greedy(b, f.tokens[split], K, -1, pick_cb, &r, lb, &n_eval, &next, &err) == V4F_OK;
+        int same = ok && n_eval == (uint32_t)stop && r.n == stop && v4f_session_pos(b) == split + (uint32_t)stop;
+        int32_t got[SPEC_STEPS];
+        int n = 0;
+        for (int i = 0; i < stop - 1; i++) got[n++] = r.picks[i];
+        got[n++] = next;
+        /* decode on from the stop, one token at a time */
+        for (tok = next; same && n < (int)K; n++) {
+            same = v4f_session_eval(b, &tok, 1, lb, 0, NULL, &err) == V4F_OK;
+            tok = got[n] = v4f_argmax_f32_except(lb, V, -1);
+        }
+        char what[160];
+        snprintf(what, sizeof what, "%s %s stop after pick %d", name, pn, stop);
+        CHECK(same, "%s: n_eval %u, %d picks, pos %u (%s)", what, n_eval, r.n, v4f_session_pos(b), err.msg);
+        if (same) spec_agree(what, loop, margin, got, (int)K);
+    }
+    v4f_session_free(a);
+    v4f_session_free(b);
+    free(la);
+    free(lb);
+    golden_fixture_close(&f);
+}
+
 /* The MTP block on the GPU (fixture convention): the final HC states of a
  * one-call prefill and the next tokens give the draft logits; Tier A vs
  * the golden mtp.logits in ref precision, Tier B in the default mode. */
@@ -1035,6 +1169,8 @@ int main(int argc, char **argv) {
             test_mtp(names[i], V4F_PRECISION_DEFAULT);
             test_logits_last(names[i]);
             test_greedy_pipe(names[i]);
+            test_spec_greedy(names[i], V4F_PRECISION_REF);
+            test_spec_greedy(names[i], V4F_PRECISION_DEFAULT);
             test_short_eval(names[i]);
             test_serve_session(names[i]);
         }
