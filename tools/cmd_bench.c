@@ -122,15 +122,18 @@ static bool pick_time(void *ud, int32_t token) {
 }
 
 /* --draft-accept P,..: oracle drafts for speculative decoding (--mtp).
- * At each frontier the greedy picks are first recorded with drafting off
- * (that run is also timed: the "no drafts" row), then each P drafts the
- * recorded pick with probability P (else a wrong token), so the cost of
- * drafting is measured at known acceptances on random weights. */
+ * At each frontier decoding is timed without drafts, then the picks are
+ * recorded with a draft that is always wrong (the suppressed EOS: every step
+ * a 2-token eval whose draft is dropped, the picks taken from the same
+ * kernels as in the drafting runs; random weights leave many near-ties,
+ * where the one-token path may pick otherwise), then each P drafts the
+ * recorded pick with probability P (else a wrong token): the cost of
+ * drafting at known acceptances on random weights. */
 typedef struct oracle {
     int32_t *ref; /* picks for positions at + 1 .. */
     uint32_t at, n, cap, vocab;
     int32_t avoid; /* never drafted (the suppressed EOS) */
-    double p;      /* < 0: the MTP block's drafts */
+    double p;      /* < 0: the MTP block's drafts; > 1: always wrong */
     uint64_t rng;
 } oracle;
 
@@ -142,6 +145,7 @@ static bool pick_record(struct oracle *o, int32_t token) {
 static int32_t oracle_draft(void *ud, uint32_t pos, int32_t mtp_pick) {
     oracle *o = ud;
     if (o->p < 0) return mtp_pick;
+    if (o->p > 1) return o->avoid;
     if (pos <= o->at || pos - o->at - 1 >= o->n) return -1;
     const int32_t r = o->ref[pos - o->at - 1];
     o->rng = o->rng * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -744,20 +748,20 @@ static int evals_probe(v4f_session *s, v4f_snapshot_mem *snap, float *logits, co
 }
 
 /* --draft-accept at the frontier `at` (tok: the first token): decode
- * without drafts, recording the picks, then with oracle drafts right with
- * each probability; one line each, rolled back. */
+ * without drafts, then with wrong drafts recording the picks, then with
+ * oracle drafts right with each probability; one line each, rolled back. */
 static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *snap, float *logits,
                        const v4f_config *c, int32_t tok, int64_t gen, oracle *orc, const double *accepts,
                        int n_accepts) {
     v4f_err err = {0};
-    for (int i = -1; i < n_accepts; i++) {
+    for (int i = -2; i < n_accepts; i++) {
         if (rollback(s, gpu, at, snap, logits, c->n_vocab)) return 1;
-        v4f_session_set_drafting(s, i >= 0);
+        v4f_session_set_drafting(s, i >= -1);
         orc->at = at;
-        if (i < 0) orc->n = 0;
-        orc->p = i < 0 ? -1 : accepts[i];
+        if (i == -1) orc->n = 0;
+        orc->p = i == -1 ? 2 : i < 0 ? -1 : accepts[i];
         double first_at = 0;
-        pick_clock pc = {&first_at, 0, 1, i < 0 ? orc : NULL};
+        pick_clock pc = {&first_at, 0, 1, i == -1 ? orc : NULL};
         uint32_t n_eval = 0;
         int32_t next = 0;
         const v4f_spec_stats s0 = v4f_session_spec_stats(s);
@@ -772,8 +776,11 @@ static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *
         const v4f_spec_stats s1 = v4f_session_spec_stats(s);
         const uint64_t nd = s1.drafted - s0.drafted, na = s1.accepted - s0.accepted;
         const double ss = gen > 1 ? (double)(gen - 1) / (td - t_first) : gen / td;
-        if (i < 0)
+        if (i == -2)
             printf("%10s no drafts: %9.2f t/s, ss %9.2f t/s\n", "", gen / td, ss);
+        else if (i == -1)
+            printf("%10s wrong drafts: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept\n", "", gen / td, ss,
+                   (unsigned long long)na, (unsigned long long)nd);
         else
             printf("%10s oracle drafts right with p %.2f: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept (%.1f%%)\n", "",
                    accepts[i], gen / td, ss, (unsigned long long)na, (unsigned long long)nd,

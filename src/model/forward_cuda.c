@@ -212,6 +212,9 @@ static const char *const GP_NAMES[GP_COUNT] = {
     "attention (window+compressed)", "attn out_a/out_b", "router", "experts+shared gate/up", "swiglu",
     "experts+shared down", "moe sum", "lm head"};
 #define GP_MAX_MARKS 8192
+/* profile modes: one-token evals, evals of 2..GPU_COLS_EVAL tokens (short
+ * evals, speculative verify steps), longer ones, the MTP block */
+enum { GP_DECODE, GP_SHORT, GP_PREFILL, GP_MTP, GP_MODES };
 
 typedef struct glayer {
     uint32_t ratio;
@@ -346,8 +349,8 @@ struct v4f_gpu {
         int n;
         uint8_t phase[GP_MAX_MARKS];
         float ms[GP_MAX_MARKS];
-        double acc[2][GP_COUNT];
-        uint64_t tokens[2], evals[2];
+        double acc[GP_MODES][GP_COUNT];
+        uint64_t tokens[GP_MODES], evals[GP_MODES];
     } prof;
     char report[2048];
 };
@@ -371,8 +374,8 @@ static void prof_collect(v4f_gpu *g, int mode, uint32_t tokens) {
 }
 
 static void prof_print(const v4f_gpu *g) {
-    static const char *const mode_names[2] = {"decode", "prefill"};
-    for (int m = 0; m < 2; m++) {
+    static const char *const mode_names[GP_MODES] = {"decode", "short", "prefill", "mtp"};
+    for (int m = 0; m < GP_MODES; m++) {
         if (!g->prof.evals[m]) continue;
         double tot = 0, tok = (double)g->prof.tokens[m];
         for (int p = 0; p < GP_COUNT; p++) tot += g->prof.acc[m][p];
@@ -2311,7 +2314,7 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
             TRY(head_logits(g, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, last_only ? row0 : 0,
                             last_only ? row0 + 1 : m, last_only ? logits : logits + (int64_t)done * c->n_vocab, err));
         TRY(v4f_cuda_sync(g->c, err));
-        prof_collect(g, m == 1 ? 0 : 1, m);
+        prof_collect(g, m == 1 ? GP_DECODE : m <= GPU_COLS_EVAL ? GP_SHORT : GP_PREFILL, m);
         done += m;
     }
     return V4F_OK;
@@ -2386,6 +2389,7 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
             TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, last_only ? m - 1 : 0, m,
                             logits + (last_only ? 0 : (int64_t)done * c->n_vocab), err));
         TRY(v4f_cuda_sync(g->c, err));
+        prof_collect(g, GP_MTP, m);
         done += m;
     }
     return V4F_OK;

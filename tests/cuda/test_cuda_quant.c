@@ -491,6 +491,13 @@ static void conformance(v4f_cuda *c) {
             run_mvexp(c, type, 2 * be, 131, 5, 4, 1);
             run_mvexp(c, type, 3 * be, 9, 6, 2, 2);
         }
+        /* several columns of float x read in place (compressor, indexer and
+         * router projections of a short eval): 2, 4 + 3 and 4 + 1 columns */
+        if (type == V4F_TYPE_F32 || type == V4F_TYPE_F16 || type == V4F_TYPE_BF16) {
+            run_cols(c, type, nf, 37, 1, 2);
+            run_cols(c, type, nf, 131, 3, 7);
+            run_cols(c, type, 4096, 1031, 2, 5);
+        }
     }
     /* the decode shapes of the published model, including the split-K
      * (few rows) and multi-chunk (long rows) plans of the fast kernel */

@@ -146,11 +146,13 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
 
 /* Several x per matrix (short evals: the dense projections of a few
  * tokens): for i < n_mat, t < n: y[i] + t ldy = w[i] (x[i] + t ldx), each
- * weight read once per 4 columns (the decode kernel, int8 planes). All
- * w[i] share type and n_in; x[i] may repeat. v4f_cuda_matvec_cols_ok tells
- * whether a matrix qualifies (quantized types with int8 planes, n_in <=
- * 16384, 16-byte aligned rows); n_distinct_x * n <= the plane scratch
- * (32 rows of 16384). Same results per column as v4f_cuda_matvec. */
+ * weight read once per 4 columns (the decode kernel: int8 planes, or the
+ * float x read in place for F32 / F16 / BF16, then 16-byte aligned x and
+ * ldx % 4 == 0). All w[i] share type and n_in; x[i] may repeat.
+ * v4f_cuda_matvec_cols_ok tells whether a matrix qualifies (F32 / F16 /
+ * BF16, or quantized types with int8 planes and n_in <= 16384; 16-byte
+ * aligned rows); n_distinct_x * n <= the plane scratch (32 rows of 16384).
+ * Same results per column as v4f_cuda_matvec. */
 bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w);
 int64_t v4f_cuda_matvec_cols_rows(const v4f_cuda *c, int64_t n_in); /* plane rows (distinct x times n) it holds */
 v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,

@@ -682,11 +682,13 @@ typedef struct mv_pair {
 typedef struct mv_args {
     mv_pair p[V4F_CUDA_MATVEC_MAX_BATCH];
     int64_t n_in;
-    /* several x per pair (k_matvec with C > 1, int8 planes only): column j
-     * of pair p multiplies the planes at p.xq + j xq_col into p.y + j ldy,
-     * j < ncol <= C; ncol 0: one x per pair, planes made by the launcher */
+    /* several x per pair (k_matvec with C > 1): column j of pair p
+     * multiplies the planes at p.xq + j xq_col (int8-plane types) or the
+     * floats at p.x + j x_col (the others) into p.y + j ldy, j < ncol <= C;
+     * ncol 0: one x per pair, planes made by the launcher */
     int ncol;
     uint64_t xq_col;
+    int64_t x_col;
     int64_t ldy;
     const void *const *tab; /* NULL: direct (p[i].w) */
     const int32_t *ids;
@@ -708,14 +710,17 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 #define MV_SMEM_WIDE (40 * 1024) /* ... when those rows fit this in one chunk (n_in <= 4608) */
 #define MV_SMEM_SLACK 16 /* lds_8at2 may read 4 bytes past a row chunk */
 #define MV_COLS 4        /* x per pair of a several-column launch (v4f_cuda_matvec_cols) */
+/* Resident CTAs asked of the int8-plane instances: one column 8 (64
+ * registers), two 5 (96: at 6 the 8-row instances spilled 56-216 bytes),
+ * up to MV_COLS 4 (the accumulators grow with R x C). */
+#define MV_MIN_BLOCKS(Q, C) ((Q) ? ((C) > 2 ? 4 : (C) > 1 ? 5 : 8) : 0)
 
 template <int T, bool Q, int R, int C = 1>
-__global__ void __launch_bounds__(MV_THREADS, Q ? (C > 1 ? 4 : 8) : 0)
+__global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
     /* the int8-plane path always uses units of 32 elements */
     constexpr int SBB = fmt<T>::SBB, SBE = fmt<T>::SBE, UE = fmt<T>::UE, UPS = SBE / (Q ? 32 : UE);
     extern __shared__ __align__(16) uint8_t smem[];
-    static_assert(C == 1 || Q, "several columns on the int8-plane path only");
     __shared__ float red[MV_THREADS / 32][R * C];
     /* IQ2_XXS: per-lane random grid reads; shared memory serves them with
      * fewer wavefronts than L1 (filled before the first barrier below) */
@@ -813,14 +818,17 @@ __global__ void __launch_bounds__(MV_THREADS, Q ? (C > 1 ? 4 : 8) : 0)
                 }
             }
         } else {
-            const float *xc = p.x + sb0 * SBE;
             for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
-                float xr[UE], xs[4];
-                load_x<T>(xc, u, xr, xs);
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                    acc[r][0] += dot_unit<T>(smem + min(r, nrows - 1) * chunk_bytes, u, xr, xs, s_grid);
+                for (int j = 0; j < C; j++) {
+                    if (C > 1 && j >= a.ncol) break; /* uniform */
+                    float xr[UE], xs[4];
+                    load_x<T>(p.x + (C > 1 ? j * a.x_col : 0) + sb0 * SBE, u, xr, xs);
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        if (BULK && r == RH) mbar_wait(&mbar[1], phase);
+                        acc[r][j] += dot_unit<T>(smem + min(r, nrows - 1) * chunk_bytes, u, xr, xs, s_grid);
+                    }
                 }
             }
         }
@@ -1100,8 +1108,15 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
         if (threads > MV_THREADS) threads = MV_THREADS;
         const size_t smem = (size_t)R * (size_t)chunk_sb * SBB + MV_SMEM_SLACK;
         const dim3 grid((unsigned)((max_out + R - 1) / R), (unsigned)n);
+        /* two columns (a 2-token eval, a speculative verify step) in an
+         * instance with fewer accumulators and more resident CTAs */
+        const bool two = a->ncol > 0 && a->ncol <= 2;
         if constexpr (kPlanes) {
-            if (planes && a->ncol > 0 && shortrow)
+            if (planes && two && shortrow)
+                v4f_launch(k_matvec<T, true, RS, 2>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            else if (planes && two)
+                v4f_launch(k_matvec<T, true, fmt<T>::R, 2>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            else if (planes && a->ncol > 0 && shortrow)
                 v4f_launch(k_matvec<T, true, RS, MV_COLS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
             else if (planes && a->ncol > 0)
                 v4f_launch(k_matvec<T, true, fmt<T>::R, MV_COLS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
@@ -1113,6 +1128,10 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
                 v4f_launch(k_matvec<T, false, RS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
             else
                 v4f_launch(k_matvec<T, false, fmt<T>::R>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+        } else if (two) { /* float types: columns of p.x */
+            v4f_launch(k_matvec<T, false, fmt<T>::R, 2>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+        } else if (a->ncol > 0) {
+            v4f_launch(k_matvec<T, false, fmt<T>::R, MV_COLS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
         } else {
             v4f_launch(k_matvec<T, false, fmt<T>::R>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
         }
@@ -1266,9 +1285,15 @@ int64_t v4f_cuda_matvec_cols_rows(const v4f_cuda *c, int64_t n_in) {
     return n_in > 0 && n_in <= QX_MAX_IN ? (int64_t)(c->qx_plane_bytes / qx_slot_bytes(n_in)) : 0;
 }
 
+/* F32 / F16 / BF16: the float path of k_matvec, columns read in place */
+static bool cols_float(uint32_t type) {
+    return type == V4F_TYPE_F32 || type == V4F_TYPE_F16 || type == V4F_TYPE_BF16;
+}
+
 bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w) {
-    return w && uses_planes(w->type) && w->n_in > 0 && w->n_in <= QX_MAX_IN && w->n_in % fast_sbe(w->type) == 0 &&
-           w->row_bytes % 16 == 0 && (uintptr_t)w->data % 16 == 0 && w->n_out > 0 &&
+    if (!w || w->n_in <= 0 || w->n_out <= 0 || w->row_bytes % 16 != 0 || (uintptr_t)w->data % 16 != 0) return false;
+    if (cols_float(w->type)) return w->n_in % fast_sbe(w->type) == 0;
+    return uses_planes(w->type) && w->n_in <= QX_MAX_IN && w->n_in % fast_sbe(w->type) == 0 &&
            !(w->type == V4F_TYPE_Q8_0 && q8_f32()); /* the int8-plane path only */
 }
 
@@ -1288,6 +1313,35 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: matrix %d unsupported or mixed", i);
     }
     CUDA_TRY_DEVICE(c);
+    if (cols_float(type)) { /* the floats in place: rows 16-byte aligned */
+        if (ldx % 4 != 0) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: ldx %lld", (long long)ldx);
+        for (int i = 0; i < n_mat; i++) {
+            if ((uintptr_t)x[i] % 16 != 0)
+                return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: unaligned x %d", i);
+            a.p[i].x = x[i];
+            a.p[i].w = (const uint8_t *)w[i].data;
+            a.p[i].y = y[i];
+            a.p[i].n_out = w[i].n_out;
+            a.p[i].row_bytes = w[i].row_bytes;
+        }
+        a.x_col = ldx;
+        a.ldy = ldy;
+        for (int c0 = 0; c0 < n; c0 += MV_COLS) {
+            a.ncol = n - c0 < MV_COLS ? n - c0 : MV_COLS;
+            v4f_status st;
+            switch (type) {
+            case V4F_TYPE_F32: st = launch_matvec<V4F_TYPE_F32>(c, &a, n_mat, true, err); break;
+            case V4F_TYPE_F16: st = launch_matvec<V4F_TYPE_F16>(c, &a, n_mat, true, err); break;
+            default: st = launch_matvec<V4F_TYPE_BF16>(c, &a, n_mat, true, err); break;
+            }
+            if (st != V4F_OK) return st;
+            for (int i = 0; i < n_mat; i++) {
+                a.p[i].x += MV_COLS * ldx;
+                a.p[i].y += MV_COLS * ldy;
+            }
+        }
+        return V4F_OK;
+    }
     /* the distinct x of the launch, n plane rows each, in scratch slots */
     const float *ux[V4F_CUDA_MATVEC_MAX_BATCH];
     int nu = 0;
