@@ -474,12 +474,16 @@ static void run_job(server *sv, v4f_srv *w, job *j) {
         finish_job(j, 200, &rc.ev);
         if (!sv->quiet) {
             const uint32_t fresh = res.n_prompt - res.n_cached;
+            char drafts[64] = "";
+            if (res.drafted)
+                snprintf(drafts, sizeof drafts, ", MTP drafts %llu of %llu kept", (unsigned long long)res.accepted,
+                         (unsigned long long)res.drafted);
             fprintf(stderr,
-                    "serve: %s: prompt %u tokens (%u cached, %s), prefill %.1f t/s; %llu generated (%s) at %.1f t/s\n",
+                    "serve: %s: prompt %u tokens (%u cached, %s), prefill %.1f t/s; %llu generated (%s) at %.1f t/s%s\n",
                     j->req.kind == V4F_OAI_CHAT ? "chat" : j->req.kind == V4F_OAI_MESSAGES ? "messages" : "completion",
                     res.n_prompt, res.n_cached, res.cache,
                     res.t_prefill > 0 ? fresh / res.t_prefill : 0.0, (unsigned long long)res.n_gen,
-                    v4f_oai_out_finish_reason(rc.o), res.t_gen > 0 ? res.n_gen / res.t_gen : 0.0);
+                    v4f_oai_out_finish_reason(rc.o), res.t_gen > 0 ? res.n_gen / res.t_gen : 0.0, drafts);
         }
     }
     v4f_json_buf_free(&rc.ev);

@@ -318,6 +318,10 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     v4f_sampler *smp = NULL;
     v4f_status st = v4f_sampler_new(&j->sp, w->n_vocab, &smp, err);
     if (st) return st;
+    /* MTP drafts serve greedy requests; a sampled one skips feeding the
+     * MTP block (a no-op for sessions made without opts.mtp_draft) */
+    v4f_session_set_drafting(w->s, v4f_sampler_is_greedy(smp));
+    const v4f_spec_stats sp0 = v4f_session_spec_stats(w->s);
     size_t keep = 0;
     if ((st = live_match(w, j, &all, &keep, err))) goto out;
     if (all.n >= w->n_ctx) { /* the prompt must leave room for one reply token (checked before the KV moves) */
@@ -386,6 +390,9 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     st = generate(w, &g, smp, err);
     v4f_tok_stream_free(g.ts);
     r->t_gen = v4f_time_s() - t1;
+    const v4f_spec_stats sp1 = v4f_session_spec_stats(w->s);
+    r->drafted = sp1.drafted - sp0.drafted;
+    r->accepted = sp1.accepted - sp0.accepted;
 out:
     v4f_tok_ids_free(&all);
     v4f_sampler_free(smp);

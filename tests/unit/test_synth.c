@@ -384,3 +384,77 @@ TEST(synth_cli_usage) {
     if (m) CHECK_EQ_INT(m->cfg.n_layer, 3);
     v4f_model_close(m);
 }
+
+/* The MTP file of a preset (v4f_synth_opts.mtp): tiny's has the tensor
+ * directory of the tiny-q2 fixture's MTP file (names, order, types,
+ * shapes), validates as an MTP file, binds to the tiny model and drafts
+ * finite logits; the full presets' block keeps its routed experts in Q4_K,
+ * as the published MTP file does. */
+TEST(synth_mtp_block) {
+    v4f_err err = {0};
+    void *buf = NULL, *mbuf = NULL;
+    size_t size = 0, msize = 0;
+    v4f_synth_opts o = {.preset = "tiny", .seed = 3, .n_threads = 1};
+    REQUIRE(v4f_synth_build_memory_ex(&o, &buf, &size, &err) == V4F_OK);
+    o.mtp = true;
+    REQUIRE(v4f_synth_build_memory_ex(&o, &mbuf, &msize, &err) == V4F_OK);
+    v4f_gguf *fx = NULL, *g = NULL, *mg = NULL;
+    REQUIRE(v4f_gguf_open(test_fixture_path("model/tiny-q2.mtp.gguf"), &fx, &err) == V4F_OK);
+    REQUIRE(v4f_gguf_open_memory(mbuf, msize, "synth-mtp", &mg, &err) == V4F_OK);
+    CHECK_EQ_INT(v4f_gguf_n_tensors(mg), v4f_gguf_n_tensors(fx));
+    for (uint64_t i = 0; i < v4f_gguf_n_tensors(fx) && i < v4f_gguf_n_tensors(mg); i++) {
+        const v4f_gguf_tensor *a = v4f_gguf_tensor_at(fx, i), *b = v4f_gguf_tensor_at(mg, i);
+        CHECK_MSG(a->name.len == b->name.len && !memcmp(a->name.ptr, b->name.ptr, a->name.len) && a->type == b->type &&
+                      a->n_dims == b->n_dims && a->ne[0] == b->ne[0] && a->ne[1] == b->ne[1] && a->ne[2] == b->ne[2],
+                  "MTP tensor %llu: %.*s vs the fixture's %.*s", (unsigned long long)i, (int)b->name.len, b->name.ptr,
+                  (int)a->name.len, a->name.ptr);
+    }
+    v4f_gguf_close(fx);
+    v4f_config mc;
+    CHECK(v4f_mtp_file_validate(mg, &mc, NULL, &err) == V4F_OK);
+    REQUIRE(v4f_gguf_open_memory(buf, size, "synth-main", &g, &err) == V4F_OK);
+    v4f_model *m = NULL;
+    REQUIRE(v4f_model_open_gguf(g, mg, &m, NULL, &err) == V4F_OK);
+    CHECK(m->has_mtp);
+    /* the block drafts: finite logits for (hc, next token) pairs */
+    v4f_session_opts so = {.n_ctx = 64, .n_threads = 1, .enable_mtp = true, .mtp_draft = true};
+    v4f_session *s = NULL;
+    REQUIRE(v4f_session_new(m, &so, &s, &err) == V4F_OK);
+    CHECK(!v4f_session_drafts(s)); /* drafts are a GPU feature */
+    const int32_t toks[4] = {5, 17, 99, 300};
+    const size_t HD = (size_t)m->cfg.n_hc * m->cfg.n_embd, V = m->cfg.n_vocab;
+    float *hc = malloc(4 * HD * sizeof(float)), *lg = malloc(3 * V * sizeof(float));
+    REQUIRE(hc && lg);
+    CHECK(v4f_session_eval(s, toks, 4, NULL, 0, hc, &err) == V4F_OK);
+    CHECK(v4f_session_mtp_eval(s, hc, toks + 1, 3, lg, &err) == V4F_OK);
+    int bad = 0;
+    for (size_t i = 0; i < 3 * V; i++) bad += !isfinite(lg[i]);
+    CHECK_EQ_INT(bad, 0);
+    free(hc);
+    free(lg);
+    v4f_session_free(s);
+    v4f_model_close(m);
+    /* drafts need the block */
+    v4f_session_opts bad_o = {.n_ctx = 64, .n_threads = 1, .mtp_draft = true};
+    v4f_model *m2 = open_image(buf, size, &err);
+    REQUIRE(m2);
+    CHECK(v4f_session_new(m2, &bad_o, &s, &err) == V4F_STATUS_INVALID_ARG);
+    v4f_model_close(m2);
+    v4f_synth_memory_free(buf, size);
+    v4f_synth_memory_free(mbuf, msize);
+    /* full size: Q4_K routed experts, Q8_0 projections */
+    v4f_synth_plan *p = NULL;
+    REQUIRE(v4f_synth_plan_new_mtp("full-q2", 0, &p, &err) == V4F_OK);
+    int experts = 0;
+    for (uint32_t i = 0; i < v4f_synth_plan_n_tensors(p); i++) {
+        const v4f_synth_tensor *t = v4f_synth_plan_tensor(p, i);
+        CHECK(!strncmp(t->name, "mtp.0.", 6));
+        if (strstr(t->name, "_exps.weight")) {
+            experts++;
+            CHECK_EQ_INT(t->type, V4F_TYPE_Q4_K);
+        }
+        if (strstr(t->name, "proj.weight")) CHECK_EQ_INT(t->type, V4F_TYPE_Q8_0);
+    }
+    CHECK_EQ_INT(experts, 3);
+    v4f_synth_plan_free(p);
+}
