@@ -5,6 +5,7 @@
  *   v4flash bench --membw [--membw-bytes N] [--threads T]
  *   v4flash bench (-m MODEL | --synthetic PRESET[:LAYERS]) [--ctx-start N]
  *       [--ctx-max N] [--step-incr N | --step-mul F] [--gen N] [--csv FILE]
+ *       [--mtp FILE|synthetic [--draft-accept P,..]]
  *
  * Method: the model loads once; prefill is incremental, so each row times
  * only the tokens added since the previous frontier (one batched prefill
@@ -29,6 +30,13 @@
  *
  * Prompt tokens: --prompt-file text tokenized with the model's tokenizer
  * (repeated to fill the context), else seeded random non-special ids.
+ *
+ * --mtp FILE|synthetic: a GPU session drafts with the MTP block
+ * (speculative greedy decoding, forward.h); each frontier reports how many
+ * drafts were kept. --draft-accept P,.. adds at each frontier decoding
+ * without drafts, with always-wrong drafts (recording the picks) and with
+ * oracle drafts right with probability P: the cost of drafting at known
+ * acceptances, since random weights draft nothing right.
  *
  * --fake-ctx N (synthetic-KV decode timing, for contexts too long to
  * prefill here): the KV cache is filled with seeded random rows as if N
