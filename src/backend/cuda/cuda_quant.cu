@@ -1143,6 +1143,18 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
     return V4F_OK;
 }
 
+static v4f_status launch_type(v4f_cuda *c, uint32_t type, mv_args *a, int n, bool fast, v4f_err *err) {
+    switch (type) {
+    case V4F_TYPE_F32: return launch_matvec<V4F_TYPE_F32>(c, a, n, fast, err);
+    case V4F_TYPE_F16: return launch_matvec<V4F_TYPE_F16>(c, a, n, fast, err);
+    case V4F_TYPE_BF16: return launch_matvec<V4F_TYPE_BF16>(c, a, n, fast, err);
+    case V4F_TYPE_Q8_0: return launch_matvec<V4F_TYPE_Q8_0>(c, a, n, fast, err);
+    case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, a, n, fast, err);
+    case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, a, n, fast, err);
+    default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, a, n, fast, err);
+    }
+}
+
 static int64_t fast_sbe(uint32_t type) {
     switch (type) {
     case V4F_TYPE_F32: return fmt<V4F_TYPE_F32>::SBE;
@@ -1195,15 +1207,7 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
         fast = fast && ((uintptr_t)w[i].data % 16 == 0) && (w[i].row_bytes % 16 == 0) && ((uintptr_t)x[i] % 16 == 0);
     }
     CUDA_TRY_DEVICE(c);
-    switch (type) {
-    case V4F_TYPE_F32: return launch_matvec<V4F_TYPE_F32>(c, &a, n, fast, err);
-    case V4F_TYPE_F16: return launch_matvec<V4F_TYPE_F16>(c, &a, n, fast, err);
-    case V4F_TYPE_BF16: return launch_matvec<V4F_TYPE_BF16>(c, &a, n, fast, err);
-    case V4F_TYPE_Q8_0: return launch_matvec<V4F_TYPE_Q8_0>(c, &a, n, fast, err);
-    case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, &a, n, fast, err);
-    case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, &a, n, fast, err);
-    default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, &a, n, fast, err);
-    }
+    return launch_type(c, type, &a, n, fast, err);
 }
 
 v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err) {
@@ -1239,15 +1243,7 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
         fast = fast && ((uintptr_t)x[i] % 16 == 0);
     }
     CUDA_TRY_DEVICE(c);
-    switch (shape->type) {
-    case V4F_TYPE_F32: return launch_matvec<V4F_TYPE_F32>(c, &a, n, fast, err);
-    case V4F_TYPE_F16: return launch_matvec<V4F_TYPE_F16>(c, &a, n, fast, err);
-    case V4F_TYPE_BF16: return launch_matvec<V4F_TYPE_BF16>(c, &a, n, fast, err);
-    case V4F_TYPE_Q8_0: return launch_matvec<V4F_TYPE_Q8_0>(c, &a, n, fast, err);
-    case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, &a, n, fast, err);
-    case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, &a, n, fast, err);
-    default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, &a, n, fast, err);
-    }
+    return launch_type(c, shape->type, &a, n, fast, err);
 }
 
 /* ---- int8-plane rows (several columns, expert by expert) ------------------ */
@@ -1313,41 +1309,17 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: matrix %d unsupported or mixed", i);
     }
     CUDA_TRY_DEVICE(c);
-    if (cols_float(type)) { /* the floats in place: rows 16-byte aligned */
-        if (ldx % 4 != 0) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: ldx %lld", (long long)ldx);
-        for (int i = 0; i < n_mat; i++) {
-            if ((uintptr_t)x[i] % 16 != 0)
-                return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: unaligned x %d", i);
-            a.p[i].x = x[i];
-            a.p[i].w = (const uint8_t *)w[i].data;
-            a.p[i].y = y[i];
-            a.p[i].n_out = w[i].n_out;
-            a.p[i].row_bytes = w[i].row_bytes;
-        }
-        a.x_col = ldx;
-        a.ldy = ldy;
-        for (int c0 = 0; c0 < n; c0 += MV_COLS) {
-            a.ncol = n - c0 < MV_COLS ? n - c0 : MV_COLS;
-            v4f_status st;
-            switch (type) {
-            case V4F_TYPE_F32: st = launch_matvec<V4F_TYPE_F32>(c, &a, n_mat, true, err); break;
-            case V4F_TYPE_F16: st = launch_matvec<V4F_TYPE_F16>(c, &a, n_mat, true, err); break;
-            default: st = launch_matvec<V4F_TYPE_BF16>(c, &a, n_mat, true, err); break;
-            }
-            if (st != V4F_OK) return st;
-            for (int i = 0; i < n_mat; i++) {
-                a.p[i].x += MV_COLS * ldx;
-                a.p[i].y += MV_COLS * ldy;
-            }
-        }
-        return V4F_OK;
-    }
-    /* the distinct x of the launch, n plane rows each, in scratch slots */
+    /* float types: x read in place (16-byte aligned rows); the others: the
+     * distinct x of the launch, n plane rows each, in scratch slots */
+    const bool fl = cols_float(type);
+    if (fl && ldx % 4 != 0) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: ldx %lld", (long long)ldx);
     const float *ux[V4F_CUDA_MATVEC_MAX_BATCH];
     int nu = 0;
     for (int i = 0; i < n_mat; i++) {
-        const int k = distinct_index(ux, &nu, x[i]);
-        a.p[i].xq = c->qx + (size_t)k * n * slot;
+        if (fl && (uintptr_t)x[i] % 16 != 0)
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: unaligned x %d", i);
+        if (fl) a.p[i].x = x[i];
+        else a.p[i].xq = c->qx + (size_t)distinct_index(ux, &nu, x[i]) * n * slot;
         a.p[i].w = (const uint8_t *)w[i].data;
         a.p[i].y = y[i];
         a.p[i].n_out = w[i].n_out;
@@ -1362,19 +1334,15 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
         if (st != V4F_OK) return st;
     }
     a.xq_col = slot;
+    a.x_col = ldx;
     a.ldy = ldy;
     for (int c0 = 0; c0 < n; c0 += MV_COLS) {
         a.ncol = n - c0 < MV_COLS ? n - c0 : MV_COLS;
-        v4f_status st;
-        switch (type) {
-        case V4F_TYPE_Q8_0: st = launch_matvec<V4F_TYPE_Q8_0>(c, &a, n_mat, true, err); break;
-        case V4F_TYPE_Q2_K: st = launch_matvec<V4F_TYPE_Q2_K>(c, &a, n_mat, true, err); break;
-        case V4F_TYPE_Q4_K: st = launch_matvec<V4F_TYPE_Q4_K>(c, &a, n_mat, true, err); break;
-        default: st = launch_matvec<V4F_TYPE_IQ2_XXS>(c, &a, n_mat, true, err); break;
-        }
+        const v4f_status st = launch_type(c, type, &a, n_mat, true, err);
         if (st != V4F_OK) return st;
         for (int i = 0; i < n_mat; i++) {
-            a.p[i].xq += MV_COLS * slot;
+            if (fl) a.p[i].x += MV_COLS * ldx;
+            else a.p[i].xq += MV_COLS * slot;
             a.p[i].y += MV_COLS * ldy;
         }
     }
