@@ -150,9 +150,9 @@ static bool pick_record(struct oracle *o, int32_t token) {
     return true;
 }
 
-static int32_t oracle_draft(void *ud, uint32_t pos, int32_t mtp_pick) {
+static int32_t oracle_draft(void *ud, uint32_t pos) {
     oracle *o = ud;
-    if (o->p < 0) return mtp_pick;
+    if (o->p < 0) return -1; /* the MTP block's */
     if (o->p > 1) return o->avoid;
     if (pos <= o->at || pos - o->at - 1 >= o->n) return -1;
     const int32_t r = o->ref[pos - o->at - 1];

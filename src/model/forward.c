@@ -159,16 +159,15 @@ struct v4f_session {
     v4f_debug_flags dbg;
     v4f_gpu *gpu; /* CUDA sessions: everything above except pos/opts/cfg is unused */
     /* speculative greedy decoding with MTP drafts (opts.mtp_draft, CUDA):
-     * the main model's final HC state of positions p0 .. p0 + n - 1 not yet
-     * given to the MTP block (which pairs position i with the token at
-     * i + 1: tok[i - p0], known for all but the last row) */
+     * positions p0 .. p0 + n - 1 whose main HC states (in the GPU's ring,
+     * v4f_gpu_spec_step) the MTP block has not taken yet; it pairs position
+     * q with the token at q + 1, tok[q % cap], known for all but the last */
     struct {
         bool on;
-        uint32_t p0, n, cap; /* cap: the MTP window + 2 rows */
-        float *hc;           /* [cap][n_hc * n_embd] */
+        uint32_t p0, n, cap; /* cap: the MTP window + 2 rows, as the GPU ring */
+        uint32_t lo;         /* positions below lo have lost their ring rows (overwritten, restored over) */
         int32_t *tok;        /* [cap] */
-        float *vlog, *vhc;   /* a verify step's logits [2][n_vocab] and HC states [2][n_hc * n_embd] */
-        float *dlog;         /* the MTP block's logits [n_vocab] */
+        int32_t *ptok;       /* [cap]: a step's tokens for the MTP block */
         v4f_spec_stats st;
         v4f_draft_fn hook;
         void *hook_ud;
@@ -399,11 +398,8 @@ void v4f_session_free(v4f_session *s) {
     if (s->gpu) {
         v4f_gpu_free(s->gpu);
         v4f_kv_free(s->kv);
-        free(s->spec.hc);
         free(s->spec.tok);
-        free(s->spec.vlog);
-        free(s->spec.vhc);
-        free(s->spec.dlog);
+        free(s->spec.ptok);
         free(s);
         return;
     }
@@ -507,14 +503,10 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
         }
         s->chunk = v4f_gpu_chunk(s->gpu);
         if (s->opts.mtp_draft && s->opts.enable_mtp) {
-            const size_t HD = (size_t)c->n_hc * c->n_embd;
             s->spec.on = true;
             s->spec.cap = c->n_swa + 2;
-            s->spec.hc = v4f_xmalloc(s->spec.cap * HD * sizeof(float));
             s->spec.tok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
-            s->spec.vlog = v4f_xmalloc(2 * (size_t)c->n_vocab * sizeof(float));
-            s->spec.vhc = v4f_xmalloc(2 * HD * sizeof(float));
-            s->spec.dlog = v4f_xmalloc((size_t)c->n_vocab * sizeof(float));
+            s->spec.ptok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
         }
         *out = s;
         return V4F_OK;
@@ -603,6 +595,7 @@ void v4f_session_reset(v4f_session *s) {
     s->pos = 0;
     s->mtp_pos = 0;
     s->spec.n = 0;
+    s->spec.lo = 0;
 }
 v4f_spec_stats v4f_session_spec_stats(const v4f_session *s) { return s->spec.st; }
 void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud) {
@@ -1392,46 +1385,26 @@ static void embed_tokens(v4f_session *s, const int32_t *tokens, uint32_t n) {
 
 /* ---- speculative decoding with MTP drafts (opts.mtp_draft, CUDA) --------------------------- */
 
-/* Makes room for k (<= cap) pending rows of positions q..q+k-1 and returns
- * the index of the first: after the pending rows when they end at q (the
- * oldest dropped beyond cap: the MTP block attends a window only), else in
- * their place. */
-static uint32_t spec_room(v4f_session *s, uint32_t q, uint32_t k) {
-    const size_t HD = (size_t)s->cfg.n_hc * s->cfg.n_embd;
+/* Positions q..q+k-1, just evaluated (their HC states in the GPU's ring),
+ * join the pending ones: after them when they end at q (the oldest dropped
+ * beyond cap: the MTP block attends a window only), else in their place;
+ * tokens: the inputs of those positions (the first is also the token after
+ * the row before them). */
+static void spec_added(v4f_session *s, uint32_t q, const int32_t *tokens, uint32_t k) {
+    const uint32_t cap = s->spec.cap;
     if (s->spec.n && s->spec.p0 + s->spec.n != q) s->spec.n = 0;
-    if (s->spec.n + k > s->spec.cap) {
-        const uint32_t drop = s->spec.n + k - s->spec.cap, keep = s->spec.n - drop;
-        memmove(s->spec.hc, s->spec.hc + drop * HD, keep * HD * sizeof(float));
-        memmove(s->spec.tok, s->spec.tok + drop, keep * sizeof(int32_t));
-        s->spec.p0 += drop;
-        s->spec.n = keep;
-    }
     if (s->spec.n == 0) s->spec.p0 = q;
-    return s->spec.n;
-}
-
-/* k rows were written at index i; tokens: the inputs of their positions
- * (the first is the token after the row before them). */
-static void spec_added(v4f_session *s, uint32_t i, const int32_t *tokens, uint32_t k) {
-    if (i > 0) s->spec.tok[i - 1] = tokens[0];
-    for (uint32_t j = 0; j + 1 < k; j++) s->spec.tok[i + j] = tokens[j + 1];
-    s->spec.n = i + k;
-}
-
-/* The pending rows to the MTP block, the last one paired with `next` (the
- * token after it); *draft: the block's greedy guess of the token after
- * next (-1: nothing pending). */
-static v4f_status spec_flush(v4f_session *s, int32_t next, int32_t suppress, int32_t *draft, v4f_err *err) {
-    const uint32_t n = s->spec.n;
-    *draft = -1;
-    if (n == 0) return V4F_OK;
-    s->spec.tok[n - 1] = next;
-    s->spec.n = 0;
-    v4f_status st = v4f_gpu_mtp_eval(s->gpu, s->spec.hc, s->spec.tok, n, s->spec.p0, s->spec.dlog, true, err);
-    if (st) return st;
-    s->mtp_pos = s->spec.p0 + n;
-    *draft = v4f_argmax_f32_except(s->spec.dlog, s->cfg.n_vocab, suppress);
-    return V4F_OK;
+    else s->spec.tok[(q - 1) % cap] = tokens[0];
+    for (uint32_t j = 0; j + 1 < k; j++) s->spec.tok[(q + j) % cap] = tokens[j + 1];
+    s->spec.n = q + k - s->spec.p0;
+    /* the rows of q + k - cap and before are overwritten (also those kept
+     * across a rewind) */
+    if (q + k > cap && s->spec.lo < q + k - cap) s->spec.lo = q + k - cap;
+    if (s->spec.p0 < s->spec.lo) {
+        const uint32_t drop = s->spec.lo - s->spec.p0;
+        s->spec.n = s->spec.n > drop ? s->spec.n - drop : 0;
+        s->spec.p0 = s->spec.lo;
+    }
 }
 
 /* v4f_session_decode_greedy with drafts (forward.h); the caller checked
@@ -1439,53 +1412,66 @@ static v4f_status spec_flush(v4f_session *s, int32_t next, int32_t suppress, int
 static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress, v4f_pick_fn fn,
                               void *ud, float *logits, uint32_t *n_eval, int32_t *next, v4f_err *err) {
     const v4f_config *c = &s->cfg;
-    const size_t V = c->n_vocab, HD = (size_t)c->n_hc * c->n_embd;
-    const float *last = NULL; /* logits of the last evaluated position */
+    const uint32_t cap = s->spec.cap;
+    int last_row = -1; /* the verify row holding the last logits (-1: `logits` has them) */
     v4f_status st = V4F_OK;
     for (int32_t a = token;;) {
         const uint32_t p = s->pos;
-        int32_t d = -1;
-        if (s->spec.n && s->spec.p0 + s->spec.n == p) st = spec_flush(s, a, suppress, &d, err);
-        else s->spec.n = 0;
-        if (st) break;
-        if (s->spec.hook) d = s->spec.hook(s->spec.hook_ud, p + 1, d);
-        const bool two = d >= 0 && (uint32_t)d < c->n_vocab && max_eval - *n_eval >= 2;
-        const int32_t in[2] = {a, d};
-        const uint32_t k = two ? 2 : 1, at = spec_room(s, p, k);
-        st = v4f_gpu_eval(s->gpu, in, k, p, s->spec.vlog, 0, s->spec.hc + at * HD, k, NULL, &s->dbg, err);
-        if (st) {
-            s->spec.n = 0;
-            break;
-        }
-        s->pos = p + k;
-        last = s->spec.vlog;
-        int32_t g = v4f_argmax_f32_except(s->spec.vlog, (uint32_t)V, suppress);
-        if (two) {
-            s->spec.st.steps++;
-            s->spec.st.drafted++;
-        }
-        if (two && g == d) {
-            s->spec.st.accepted++;
-            spec_added(s, at, in, 2);
-            *n_eval += 2;
-            *next = g;
-            if (fn && !fn(ud, g)) { /* the draft was picked and refused: not evaluated after all */
-                st = v4f_session_rewind(s, p + 1, err);
-                --*n_eval;
+        if (s->spec.n && s->spec.p0 + s->spec.n != p) s->spec.n = 0;
+        const uint32_t pn = s->spec.n, pp0 = s->spec.p0;
+        int32_t over = s->spec.hook ? s->spec.hook(s->spec.hook_ud, p + 1) : -1;
+        if (over >= (int32_t)c->n_vocab) over = -1;
+        int32_t g;
+        if ((pn == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
+            st = v4f_gpu_eval(s->gpu, &a, 1, p, logits, 0, NULL, 1, NULL, &s->dbg, err);
+            if (st) {
+                s->spec.n = 0;
                 break;
             }
-            last = s->spec.vlog + V;
-            g = v4f_argmax_f32_except(s->spec.vlog + V, (uint32_t)V, suppress);
-        } else {
-            if (two && (st = v4f_session_rewind(s, p + 1, err))) break;
-            spec_added(s, at, in, 1);
+            s->pos = p + 1;
+            spec_added(s, p, &a, 1);
+            last_row = -1;
             ++*n_eval;
+            g = v4f_argmax_f32_except(logits, c->n_vocab, suppress);
+        } else {
+            for (uint32_t i = 0; i + 1 < pn; i++) s->spec.ptok[i] = s->spec.tok[(pp0 + i) % cap];
+            if (pn) s->spec.ptok[pn - 1] = a;
+            int32_t got[3];
+            st = v4f_gpu_spec_step(s->gpu, s->spec.ptok, pn, pp0, a, p, suppress, over, got, err);
+            s->spec.n = 0; /* the MTP block took them (or the ring is in doubt after an error) */
+            if (st) break;
+            if (pn) s->mtp_pos = pp0 + pn;
+            s->pos = p + 2;
+            const int32_t d = got[0], in[2] = {a, d};
+            spec_added(s, p, in, 2);
+            s->spec.st.steps++;
+            s->spec.st.drafted++;
+            g = got[1];
+            last_row = 0;
+            if (g == d) {
+                s->spec.st.accepted++;
+                *n_eval += 2;
+                *next = g;
+                if (fn && !fn(ud, g)) { /* the draft was picked and refused: not evaluated after all */
+                    st = v4f_session_rewind(s, p + 1, err);
+                    --*n_eval;
+                    break;
+                }
+                g = got[2];
+                last_row = 1;
+            } else {
+                if ((st = v4f_session_rewind(s, p + 1, err))) break;
+                ++*n_eval;
+            }
         }
         *next = g;
         if (*n_eval >= max_eval || (fn && !fn(ud, g))) break;
         a = g;
     }
-    if (last) memcpy(logits, last, V * sizeof(float));
+    if (last_row >= 0) {
+        v4f_status st2 = v4f_gpu_logits_row(s->gpu, (uint32_t)last_row, logits, st ? NULL : err);
+        if (st == V4F_OK) st = st2;
+    }
     return st;
 }
 
@@ -1504,16 +1490,11 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
         /* with MTP drafts, the HC states of the last positions (the MTP
          * block's window) are kept for it */
         const bool rec = s->spec.on && !hc_out;
-        uint32_t rows = n, at = 0;
-        if (rec) {
-            rows = n < s->spec.cap - 2 ? n : s->spec.cap - 2;
-            at = spec_room(s, s->pos + n - rows, rows);
-            hc_out = s->spec.hc + (size_t)at * c->n_hc * c->n_embd;
-        }
-        v4f_status gst = v4f_gpu_eval(s->gpu, tokens, n, s->pos, logits, flags, hc_out, rows,
+        const uint32_t rows = !rec ? n : n < s->spec.cap - 2 ? n : s->spec.cap - 2;
+        v4f_status gst = v4f_gpu_eval(s->gpu, tokens, n, s->pos, logits, flags, hc_out, rec ? rows : hc_out ? n : 0,
                                       s->has_trace ? &s->trace : NULL, &s->dbg, err);
         if (gst == V4F_OK) {
-            if (rec) spec_added(s, at, tokens + n - rows, rows);
+            if (rec) spec_added(s, s->pos + n - rows, tokens + n - rows, rows);
             s->pos += n;
         } else if (rec) {
             s->spec.n = 0;
@@ -1633,6 +1614,7 @@ v4f_status v4f_session_fake_ctx(v4f_session *s, uint32_t pos, uint64_t seed, v4f
     s->pos = pos;
     s->mtp_pos = 0;
     s->spec.n = 0;
+    s->spec.lo = pos;
     return V4F_OK;
 }
 
@@ -1737,6 +1719,7 @@ v4f_status v4f_session_restore_pos(v4f_session *s, uint32_t pos, uint32_t mtp_po
         s->pos = pos;
         s->mtp_pos = 0;
         s->spec.n = 0; /* the MTP block gets no HC states of the restored positions */
+        s->spec.lo = pos;
         return V4F_OK;
     }
     if (pos > s->opts.n_ctx || mtp_pos > s->opts.n_ctx || (mtp_pos && !s->opts.enable_mtp))

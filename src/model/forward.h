@@ -98,10 +98,11 @@ typedef struct v4f_spec_stats {
     uint64_t steps, drafted, accepted;
 } v4f_spec_stats;
 v4f_spec_stats v4f_session_spec_stats(const v4f_session *s);
-/* Benchmarks: replace the draft of the token at position pos (mtp_pick:
- * the MTP block's draft, -1 when it has none); return -1 for no draft.
- * NULL: the MTP block's drafts. */
-typedef int32_t (*v4f_draft_fn)(void *ud, uint32_t pos, int32_t mtp_pick);
+/* Benchmarks and tests: the draft of the token at position pos instead of
+ * the MTP block's (which stays on the device), or -1 to keep the block's
+ * (none when the block has no HC state of the position before: then the
+ * step evaluates one token). NULL: the MTP block's drafts. */
+typedef int32_t (*v4f_draft_fn)(void *ud, uint32_t pos);
 void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud);
 /* Whether greedy decoding drafts (opts.mtp_draft on a CUDA session, and
  * not turned off). */

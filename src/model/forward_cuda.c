@@ -78,6 +78,15 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
     (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits, (void)last_only;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
+v4f_status v4f_gpu_spec_step(v4f_gpu *g, const int32_t *ptok, uint32_t pn, uint32_t pp0, int32_t a, uint32_t p,
+                             int32_t suppress, int32_t over, int32_t out[3], v4f_err *err) {
+    (void)g, (void)ptok, (void)pn, (void)pp0, (void)a, (void)p, (void)suppress, (void)over, (void)out;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
+v4f_status v4f_gpu_logits_row(v4f_gpu *g, uint32_t row, float *dst, v4f_err *err) {
+    (void)g, (void)row, (void)dst;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
 v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
     (void)g, (void)kv, (void)pos;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
@@ -133,7 +142,7 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define GPU_HEAD_ROWS 64                      /* logits rows per head pass in prefill */
 #define GPU_MAX_GROUPS 64
 #define MV_BATCH V4F_CUDA_MATVEC_MAX_BATCH
-#define H_IN_EXTRA 2 /* h_in after the N tokens: pos0, suppress */
+#define H_IN_EXTRA 5 /* h_in after the N tokens: pos0, suppress, a verify step's two tokens and pos0 */
 /* Evals of 2..GPU_SHORT_EVAL tokens (logits of the last one at most) can
  * run as that many decode-graph replays (7.6 ms per token on the H200,
  * full-q2, 8K context). The batched kernels now beat them from 2 tokens:
@@ -343,6 +352,15 @@ struct v4f_gpu {
     uint32_t mx_min, mx_max; /* chunks of mx_min + 1 .. mx_max tokens: expert by expert (GPU_MVEXP_*) */
     uint32_t cols_max;       /* chunks of 2..cols_max tokens: dense matvecs of several columns (GPU_COLS_EVAL) */
     int32_t *h_used;    /* pinned [n_expert + 1]: bucket offsets of the host-resident experts */
+    /* speculative decoding (opts.mtp_draft, v4f_gpu_spec_step): the main HC
+     * states the MTP block has not taken yet, position q at row q % spec_cap */
+    float *spec_hc;              /* device [spec_cap][n_hc * n_embd] */
+    uint32_t spec_cap;
+    int32_t *spec_dev;           /* device [2]: the draft, a counter the greedy kernel advances */
+    volatile int32_t *h_spec;    /* pinned, mapped [3]: the draft, the picks of the two rows */
+    int32_t *d_spec;             /* its device address */
+    v4f_cuda_graph *vgraph;      /* a verify step (2 tokens, logits and picks of both rows) */
+    bool vgraph_failed;
     struct {
         bool on;
         v4f_cuda_marks *marks;
@@ -963,6 +981,10 @@ void v4f_gpu_free(v4f_gpu *g) {
     if (g->c) {
         (void)v4f_cuda_sync(g->c, NULL);
         v4f_cuda_graph_free(g->graph);
+        v4f_cuda_graph_free(g->vgraph);
+        v4f_cuda_free(g->c, g->spec_hc);
+        v4f_cuda_free(g->c, g->spec_dev);
+        v4f_cuda_host_free(g->c, (void *)g->h_spec);
         for (int i = 0; i < g->n_reg; i++) v4f_cuda_host_unregister(g->c, g->reg[i]);
         v4f_cuda_host_free(g->c, g->host_copy);
         v4f_cuda_host_free(g->c, g->h_in);
@@ -1175,6 +1197,14 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         if (!v4f_env_off("V4F_CUDA_STAGE_USED") &&
             (st = v4f_cuda_host_alloc(g->c, ((size_t)c->n_expert + 1) * sizeof(int32_t), (void **)&g->h_used, NULL,
                                       err)))
+            goto fail;
+    }
+    if (o->mtp_draft && g->mtp) {
+        g->spec_cap = c->n_swa + 2;
+        if ((st = v4f_cuda_alloc(g->c, (size_t)g->spec_cap * c->n_hc * c->n_embd * sizeof(float), (void **)&g->spec_hc,
+                                 err)) ||
+            (st = v4f_cuda_alloc(g->c, 2 * sizeof(int32_t), (void **)&g->spec_dev, err)) ||
+            (st = v4f_cuda_host_alloc(g->c, 4 * sizeof(int32_t), (void **)&g->h_spec, (void **)&g->d_spec, err)))
             goto fail;
     }
     g->short_max = v4f_env_u32("V4F_CUDA_SHORT_EVAL", GPU_SHORT_EVAL, 0, GPU_SHORT_MAX);
@@ -2266,9 +2296,25 @@ static v4f_status eval_short(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint
     return V4F_OK;
 }
 
+/* Rows [0, n) of src (device, [n][HD]) into the speculative ring as
+ * positions q..q+n-1, or back (to_ring false: ring rows of q.. into src). */
+static v4f_status spec_ring(v4f_gpu *g, float *src, uint32_t q, uint32_t n, bool to_ring, v4f_err *err) {
+    const size_t HD = (size_t)g->cfg.n_hc * g->cfg.n_embd;
+    for (uint32_t i = 0; i < n;) {
+        const uint32_t r = (q + i) % g->spec_cap, k = n - i < g->spec_cap - r ? n - i : g->spec_cap - r;
+        float *rp = g->spec_hc + (size_t)r * HD, *sp = src + (size_t)i * HD;
+        TRY(v4f_cuda_copy(g->c, to_ring ? rp : sp, to_ring ? sp : rp, (size_t)k * HD * sizeof(float), err));
+        i += k;
+    }
+    return V4F_OK;
+}
+
 v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
                         unsigned flags, float *hc_out, uint32_t hc_rows, const v4f_trace *trace,
                         const v4f_debug_flags *dbg, v4f_err *err) {
+    /* hc_out NULL with hc_rows: the HC states go to the speculative ring */
+    const bool ring = !hc_out && hc_rows > 0;
+    if (ring && !g->spec_hc) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: no speculative ring");
     const v4f_config *c = &g->cfg;
     static const v4f_debug_flags none = {0};
     if (!dbg) dbg = &none;
@@ -2277,9 +2323,9 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     gscratch *x = &g->s;
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
-    bool plain = plain_dbg && !tracing && !hc_out && !g->prof.on;
-    /* the first row whose HC state goes to hc_out (n: none) */
-    const uint32_t hc_from = !hc_out ? n : hc_rows >= n ? 0 : n - hc_rows;
+    bool plain = plain_dbg && !tracing && !hc_out && !ring && !g->prof.on;
+    /* the first row whose HC state goes to hc_out or the ring (n: none) */
+    const uint32_t hc_from = !hc_out && !ring ? n : hc_rows >= n ? 0 : n - hc_rows;
     TRY(set_place(g, n > g->flex_min ? 1 : 0, pos, err));
     wrote(g, (uint64_t)pos + n);
     if (n >= 2 && n <= g->short_max && n <= g->N && (last_only || !logits) && plain && g->place == 0 &&
@@ -2307,8 +2353,11 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
         TRY(chunk_body(g, m, false, dbg, tracing ? trace : NULL, pos + done, out, &row0, err));
         if (chunk_hc) {
             const uint32_t r0 = hc_from > done ? hc_from - done : 0;
-            TRY(v4f_cuda_download(g->c, hc_out + (int64_t)(done + r0 - hc_from) * HD, x->X + (int64_t)r0 * HD,
-                                  (size_t)(m - r0) * HD * sizeof(float), err));
+            if (ring)
+                TRY(spec_ring(g, x->X + (int64_t)r0 * HD, pos + done + r0, m - r0, true, err));
+            else
+                TRY(v4f_cuda_download(g->c, hc_out + (int64_t)(done + r0 - hc_from) * HD, x->X + (int64_t)r0 * HD,
+                                      (size_t)(m - r0) * HD * sizeof(float), err));
         }
         if (want_logits)
             TRY(head_logits(g, &g->out_hc_fn, g->out_hc_base, g->out_hc_scale, g->out_norm, last_only ? row0 : 0,
@@ -2361,30 +2410,118 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
     return v4f_cuda_download(g->c, logits, g->s.logits_keep + ((pos + done - 1) & 1) * V, V * sizeof(float), err);
 }
 
+/* The MTP block over m staged positions (tokens and pos0 on the device,
+ * the main HC states in X2); leaves its final HC states in X. */
+static v4f_status mtp_body(v4f_gpu *g, uint32_t m, v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    static const v4f_debug_flags none = {0};
+    gscratch *x = &g->s;
+    const int64_t d = c->n_embd, H = c->n_hc;
+    TRY(v4f_cuda_step_prep(g->c, x->pos0, m, (int32_t)c->n_swa, (int)g->n_ratios, g->ratios, x->pos, x->rf, x->rc,
+                           x->nvis, err));
+    /* X[t][h] = h_proj(hnorm(hc[t][h])) + e_proj(enorm(embed(token))) */
+    TRY(v4f_cuda_rmsnorm(g->c, x->X2, g->mtp_hnorm, x->X2, (int64_t)m * H, d, c->rms_eps, err));
+    TRY(v4f_cuda_embed(g->c, g->embd, g->embd_type, g->embd_row_bytes, c->n_vocab, x->tok, m, d, 1, x->a, err));
+    TRY(v4f_cuda_rmsnorm(g->c, x->a, g->mtp_enorm, x->xn, m, d, c->rms_eps, err));
+    TRY(mm(g, &g->mtp_h_proj, x->X2, d, (int64_t)m * H, x->X, d, err));
+    TRY(mm(g, &g->mtp_e_proj, x->xn, d, m, x->out, d, err));
+    TRY(v4f_cuda_add_streams(g->c, x->out, m, (int)H, d, x->X, err));
+    x->mix_of = NULL;
+    TRY(attention(g, &g->L[c->n_layer], m, 0, &none, err));
+    return ffn(g, &g->L[c->n_layer], m, NULL, err);
+}
+
+/* The device part of a verify step: the 2-token chunk staged, both rows'
+ * logits, their greedy picks into the mapped h_spec[1..2]. */
+static v4f_status verify_body(v4f_gpu *g, v4f_err *err) {
+    static const v4f_debug_flags none = {0};
+    gscratch *x = &g->s;
+    const size_t V = g->cfg.n_vocab;
+    int64_t row0 = 1;
+    TRY(chunk_body(g, 2, false, &none, NULL, 0, V4F_OUT_ROWS_ALL, &row0, err));
+    TRY(head(g, 0, 2, err));
+    for (int i = 0; i < 2; i++)
+        TRY(v4f_cuda_greedy_next(g->c, x->logits + i * V, (int64_t)V, x->suppress, g->d_spec + 1 + i, g->spec_dev + 1,
+                                 NULL, NULL, x->greedy_scr, err));
+    return V4F_OK;
+}
+
+v4f_status v4f_gpu_spec_step(v4f_gpu *g, const int32_t *ptok, uint32_t pn, uint32_t pp0, int32_t a, uint32_t p,
+                             int32_t suppress, int32_t over, int32_t out[3], v4f_err *err) {
+    const v4f_config *c = &g->cfg;
+    gscratch *x = &g->s;
+    if (!g->spec_hc || (pn == 0 && over < 0) || pn > g->spec_cap || (pn && pp0 + pn != p) || p + 2 > g->n_ctx)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: speculative step without a draft or ring");
+    TRY(set_place(g, 0, p, err));
+    wrote(g, (uint64_t)p + 2);
+    g->h_in[g->N + 1] = suppress;
+    TRY(v4f_cuda_upload_async(g->c, x->suppress, g->h_in + g->N + 1, sizeof(int32_t), err));
+    if (pn) {
+        /* the MTP block takes the pending rows; its greedy guess of the
+         * token after `a` goes to the device draft slot */
+        TRY(stage_chunk(g, ptok, pn, pp0, err));
+        TRY(spec_ring(g, x->X2, pp0, pn, false, err));
+        TRY(mtp_body(g, pn, err));
+        TRY(head_with(g, pn - 1, 1, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, err));
+        TRY(v4f_cuda_greedy_next(g->c, x->logits, c->n_vocab, x->suppress, g->spec_dev, g->spec_dev + 1, NULL, NULL,
+                                 x->greedy_scr, err));
+        prof_collect(g, GP_MTP, pn);
+    }
+    /* the verify chunk: [a, draft] at p (an override replaces the MTP
+     * draft); its own h_in slots, the MTP's tokens may not be copied yet */
+    int32_t *hv = g->h_in + g->N + 2;
+    hv[0] = a;
+    hv[1] = over;
+    hv[2] = (int32_t)p;
+    TRY(v4f_cuda_upload_async(g->c, x->tok, hv, (over >= 0 ? 2 : 1) * sizeof(int32_t), err));
+    if (over < 0) TRY(v4f_cuda_copy(g->c, x->tok + 1, g->spec_dev, sizeof(int32_t), err));
+    TRY(v4f_cuda_copy(g->c, g->d_spec, x->tok + 1, sizeof(int32_t), err));
+    TRY(v4f_cuda_upload_async(g->c, x->pos0, hv + 2, sizeof(int32_t), err));
+    /* a graph where the step needs no host in between (all experts on the
+     * device; host experts are staged per chunk by the host) */
+    const bool graphable = !g->e_host && !g->prof.on && !g->vgraph_failed && !v4f_env_off("V4F_CUDA_VERIFY_GRAPH");
+    if (graphable && !g->vgraph) {
+        v4f_err e2 = {0};
+        v4f_status st = v4f_cuda_capture_begin(g->c, &e2);
+        if (st == V4F_OK) {
+            st = verify_body(g, &e2);
+            v4f_status st2 = v4f_cuda_capture_end(g->c, st == V4F_OK, &g->vgraph, st == V4F_OK ? &e2 : NULL);
+            if (st == V4F_OK) st = st2;
+        }
+        if (st != V4F_OK) {
+            v4f_log(V4F_LOG_WARN, "cuda: verify graph capture failed (%s); launching kernel by kernel", e2.msg);
+            g->vgraph_failed = true;
+            g->vgraph = NULL;
+        }
+    }
+    if (graphable && g->vgraph) TRY(v4f_cuda_graph_launch(g->c, g->vgraph, err));
+    else TRY(verify_body(g, err));
+    TRY(spec_ring(g, x->X, p, 2, true, err));
+    TRY(v4f_cuda_sync(g->c, err));
+    prof_collect(g, GP_SHORT, 2);
+    out[0] = g->h_spec[0];
+    out[1] = g->h_spec[1];
+    out[2] = g->h_spec[2];
+    return V4F_OK;
+}
+
+v4f_status v4f_gpu_logits_row(v4f_gpu *g, uint32_t row, float *dst, v4f_err *err) {
+    const size_t V = g->cfg.n_vocab;
+    if (row >= GPU_HEAD_ROWS) return v4f_err_set(err, V4F_STATUS_RANGE, "cuda: logits row %u", row);
+    return v4f_cuda_download(g->c, dst, g->s.logits + row * V, V * sizeof(float), err);
+}
+
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
                             float *logits, bool last_only, v4f_err *err) {
     const v4f_config *c = &g->cfg;
-    static const v4f_debug_flags none = {0};
     if (!g->mtp) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "session was created without MTP");
     gscratch *x = &g->s;
     int64_t d = c->n_embd, H = c->n_hc, HD = H * d;
-    const glayer *r = &g->L[c->n_layer];
     for (uint32_t done = 0; done < n;) {
         uint32_t m = n - done < g->N ? n - done : g->N;
         TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         TRY(v4f_cuda_upload(g->c, x->X2, hc + (int64_t)done * HD, (size_t)m * HD * sizeof(float), err));
-        TRY(v4f_cuda_step_prep(g->c, x->pos0, m, (int32_t)c->n_swa, (int)g->n_ratios, g->ratios, x->pos, x->rf,
-                               x->rc, x->nvis, err));
-        /* X[t][h] = h_proj(hnorm(hc[t][h])) + e_proj(enorm(embed(token))) */
-        TRY(v4f_cuda_rmsnorm(g->c, x->X2, g->mtp_hnorm, x->X2, (int64_t)m * H, d, c->rms_eps, err));
-        TRY(v4f_cuda_embed(g->c, g->embd, g->embd_type, g->embd_row_bytes, c->n_vocab, x->tok, m, d, 1, x->a, err));
-        TRY(v4f_cuda_rmsnorm(g->c, x->a, g->mtp_enorm, x->xn, m, d, c->rms_eps, err));
-        TRY(mm(g, &g->mtp_h_proj, x->X2, d, (int64_t)m * H, x->X, d, err));
-        TRY(mm(g, &g->mtp_e_proj, x->xn, d, m, x->out, d, err));
-        TRY(v4f_cuda_add_streams(g->c, x->out, m, (int)H, d, x->X, err));
-        x->mix_of = NULL;
-        TRY(attention(g, r, m, 0, &none, err));
-        TRY(ffn(g, r, m, NULL, err));
+        TRY(mtp_body(g, m, err));
         if (logits && (!last_only || done + m == n))
             TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, last_only ? m - 1 : 0, m,
                             logits + (last_only ? 0 : (int64_t)done * c->n_vocab), err));

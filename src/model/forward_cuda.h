@@ -49,7 +49,9 @@ void v4f_gpu_free(v4f_gpu *g);
 
 /* Evaluate n tokens at positions pos..pos+n-1 (flags as v4f_session_eval).
  * hc_out (optional) receives the final HC state of the last min(n,
- * hc_rows) positions, [min(n, hc_rows)][n_hc * n_embd]. trace (optional):
+ * hc_rows) positions, [min(n, hc_rows)][n_hc * n_embd]; hc_out NULL with
+ * hc_rows > 0: they go to the speculative ring instead (opts.mtp_draft,
+ * v4f_gpu_spec_step; positions q at row q % (n_swa + 2)). trace (optional):
  * hc_after_layer and experts are reported (copied back from the device;
  * slow, for tests). */
 v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,
@@ -86,6 +88,20 @@ v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, 
  * (optional): [n][n_vocab], or the last position's [n_vocab] (last_only). */
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
                             float *logits, bool last_only, v4f_err *err);
+
+/* One speculative greedy step (opts.mtp_draft; forward.c's spec_greedy).
+ * When pn > 0 the MTP block takes the ring rows of positions pp0 .. p - 1
+ * (pp0 + pn == p) with the next tokens ptok[0..pn) (the last is `a`) and
+ * drafts greedily; over >= 0 replaces that draft (over required when pn is
+ * 0). Then [a, draft] is evaluated at p, p + 1, both rows' HC states go to
+ * the ring and their greedy picks (suppress: an id never picked, -1 none)
+ * come back: out = {draft, pick after a, pick after the draft}. Both
+ * rows' logits stay on the device (v4f_gpu_logits_row). On a device that
+ * holds every expert the 2-token part is replayed from a CUDA graph. */
+v4f_status v4f_gpu_spec_step(v4f_gpu *g, const int32_t *ptok, uint32_t pn, uint32_t pp0, int32_t a, uint32_t p,
+                             int32_t suppress, int32_t over, int32_t out[3], v4f_err *err);
+/* Row `row` of the last head's logits (a verify step's rows 0, 1) to dst. */
+v4f_status v4f_gpu_logits_row(v4f_gpu *g, uint32_t row, float *dst, v4f_err *err);
 
 uint64_t v4f_gpu_kv_bytes(const v4f_gpu *g);
 /* Whether the device state can go back to pos (v4f_session_rewind): its

@@ -585,9 +585,9 @@ typedef struct spec_oracle {
     uint32_t vocab;
 } spec_oracle;
 
-static int32_t spec_draft(void *ud, uint32_t pos, int32_t mtp_pick) {
+static int32_t spec_draft(void *ud, uint32_t pos) {
     const spec_oracle *o = ud;
-    if (o->right < 0) return mtp_pick;
+    if (o->right < 0) return -1; /* the MTP block's */
     if (pos <= o->at || pos - o->at - 1 >= SPEC_STEPS) return -1;
     const int32_t r = o->picks[pos - o->at - 1];
     return o->right ? r : (int32_t)(((uint32_t)r + 1) % o->vocab);
