@@ -165,7 +165,7 @@ struct v4f_session {
     struct {
         bool on;
         uint32_t p0, n, cap; /* cap: the MTP window + 2 rows, as the GPU ring */
-        uint32_t lo;         /* positions below lo have lost their ring rows (overwritten, restored over) */
+        uint32_t *slot;      /* [cap]: the position whose HC state ring row r holds (UINT32_MAX: none) */
         int32_t *tok;        /* [cap] */
         int32_t *ptok;       /* [cap]: a step's tokens for the MTP block */
         v4f_spec_stats st;
@@ -393,6 +393,13 @@ static uint64_t per_token_scratch(const v4f_session *s) {
     return b2 - b1;
 }
 
+/* No pending rows, no ring row holding a known position (speculative
+ * decoding; a no-op for sessions without it). */
+static void spec_clear(v4f_session *s) {
+    s->spec.n = 0;
+    for (uint32_t r = 0; r < s->spec.cap; r++) s->spec.slot[r] = UINT32_MAX;
+}
+
 void v4f_session_free(v4f_session *s) {
     if (!s) return;
     if (s->gpu) {
@@ -400,6 +407,7 @@ void v4f_session_free(v4f_session *s) {
         v4f_kv_free(s->kv);
         free(s->spec.tok);
         free(s->spec.ptok);
+        free(s->spec.slot);
         free(s);
         return;
     }
@@ -507,6 +515,8 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
             s->spec.cap = c->n_swa + 2;
             s->spec.tok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
             s->spec.ptok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
+            s->spec.slot = v4f_xmalloc(s->spec.cap * sizeof(uint32_t));
+            spec_clear(s);
         }
         *out = s;
         return V4F_OK;
@@ -594,8 +604,7 @@ void v4f_session_reset(v4f_session *s) {
     if (s->gpu) v4f_gpu_reset(s->gpu);
     s->pos = 0;
     s->mtp_pos = 0;
-    s->spec.n = 0;
-    s->spec.lo = 0;
+    spec_clear(s);
 }
 v4f_spec_stats v4f_session_spec_stats(const v4f_session *s) { return s->spec.st; }
 void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud) {
@@ -1397,13 +1406,12 @@ static void spec_added(v4f_session *s, uint32_t q, const int32_t *tokens, uint32
     else s->spec.tok[(q - 1) % cap] = tokens[0];
     for (uint32_t j = 0; j + 1 < k; j++) s->spec.tok[(q + j) % cap] = tokens[j + 1];
     s->spec.n = q + k - s->spec.p0;
-    /* the rows of q + k - cap and before are overwritten (also those kept
-     * across a rewind) */
-    if (q + k > cap && s->spec.lo < q + k - cap) s->spec.lo = q + k - cap;
-    if (s->spec.p0 < s->spec.lo) {
-        const uint32_t drop = s->spec.lo - s->spec.p0;
-        s->spec.n = s->spec.n > drop ? s->spec.n - drop : 0;
-        s->spec.p0 = s->spec.lo;
+    for (uint32_t j = 0; j < k; j++) s->spec.slot[(q + j) % cap] = q + j;
+    /* pending rows whose ring rows were overwritten since (more than cap
+     * positions on, or across a rewind) are no longer pending */
+    while (s->spec.n && s->spec.slot[s->spec.p0 % cap] != s->spec.p0) {
+        s->spec.p0++;
+        s->spec.n--;
     }
 }
 
@@ -1613,8 +1621,7 @@ v4f_status v4f_session_fake_ctx(v4f_session *s, uint32_t pos, uint64_t seed, v4f
     }
     s->pos = pos;
     s->mtp_pos = 0;
-    s->spec.n = 0;
-    s->spec.lo = pos;
+    spec_clear(s);
     return V4F_OK;
 }
 
@@ -1718,8 +1725,7 @@ v4f_status v4f_session_restore_pos(v4f_session *s, uint32_t pos, uint32_t mtp_po
         if (st) return st;
         s->pos = pos;
         s->mtp_pos = 0;
-        s->spec.n = 0; /* the MTP block gets no HC states of the restored positions */
-        s->spec.lo = pos;
+        spec_clear(s); /* the MTP block gets no HC states of the restored positions */
         return V4F_OK;
     }
     if (pos > s->opts.n_ctx || mtp_pos > s->opts.n_ctx || (mtp_pos && !s->opts.enable_mtp))
