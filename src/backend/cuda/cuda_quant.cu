@@ -1328,10 +1328,25 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     if ((int64_t)nu * n > max_rows)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: %d x %d plane rows (scratch: %lld)", nu,
                            n, (long long)max_rows);
-    for (int k = 0; k < nu; k++) {
-        /* natural order: k_matvec permutes IQ2_XXS x units itself */
-        const v4f_status st = quant_rows(c, false, ux[k], n, a.n_in, ldx, c->qx + (size_t)k * n * slot, err);
-        if (st != V4F_OK) return st;
+    if ((int64_t)nu * n <= V4F_CUDA_MATVEC_MAX_BATCH && nu > 1) {
+        /* every plane row in one launch (out_a: 8 group slices x 2 tokens
+         * were 8 launches per layer); natural order: k_matvec permutes
+         * IQ2_XXS x units itself */
+        qx_args q;
+        memset(&q, 0, sizeof q);
+        q.n_in = a.n_in;
+        for (int k = 0; k < nu; k++)
+            for (int t = 0; t < n; t++) {
+                q.x[k * n + t] = ux[k] + (int64_t)t * ldx;
+                q.q[k * n + t] = c->qx + ((size_t)k * n + t) * slot;
+            }
+        v4f_launch(k_quant_x, dim3((unsigned)((a.n_in / 32 + 7) / 8), (unsigned)(nu * n)), 256, 0, c->stream, q);
+        CUDA_TRY_LAUNCH();
+    } else {
+        for (int k = 0; k < nu; k++) {
+            const v4f_status st = quant_rows(c, false, ux[k], n, a.n_in, ldx, c->qx + (size_t)k * n * slot, err);
+            if (st != V4F_OK) return st;
+        }
     }
     a.xq_col = slot;
     a.x_col = ldx;
