@@ -383,6 +383,20 @@ TEST(synth_cli_usage) {
     CHECK_MSG(v4f_model_open(args, NULL, &m, NULL, &err) == V4F_OK, "%s", err.msg);
     if (m) CHECK_EQ_INT(m->cfg.n_layer, 3);
     v4f_model_close(m);
+    /* --mtp: the same preset's MTP file, which binds to the model */
+    snprintf(args, sizeof args, "synth %s/cli-tiny.mtp.gguf --preset tiny --layers 3 --seed 5 --mtp -q",
+             test_tmp_dir());
+    CHECK_EQ_INT(run_cli(args), 0);
+    char path[600], mpath[600];
+    snprintf(path, sizeof path, "%s/cli-tiny.gguf", test_tmp_dir());
+    snprintf(mpath, sizeof mpath, "%s/cli-tiny.mtp.gguf", test_tmp_dir());
+    m = NULL;
+    CHECK_MSG(v4f_model_open(path, mpath, &m, NULL, &err) == V4F_OK, "%s", err.msg);
+    if (m) CHECK(m->has_mtp);
+    v4f_model_close(m);
+    /* the model file is not an MTP file, nor the other way round */
+    CHECK(v4f_model_open(path, path, &m, NULL, &err) != V4F_OK);
+    CHECK(v4f_model_open(mpath, NULL, &m, NULL, &err) != V4F_OK);
 }
 
 /* The MTP file of a preset (v4f_synth_opts.mtp): tiny's has the tensor
