@@ -1498,8 +1498,9 @@ v4f_status v4f_session_eval(v4f_session *s, const int32_t *tokens, uint32_t n, f
         /* with MTP drafts, the HC states of the last positions (the MTP
          * block's window) are kept for it */
         const bool rec = s->spec.on && !hc_out;
-        const uint32_t rows = !rec ? n : n < s->spec.cap - 2 ? n : s->spec.cap - 2;
-        v4f_status gst = v4f_gpu_eval(s->gpu, tokens, n, s->pos, logits, flags, hc_out, rec ? rows : hc_out ? n : 0,
+        /* HC rows: all to hc_out, the window's to the ring, or none */
+        const uint32_t rows = hc_out ? n : !rec ? 0 : n < s->spec.cap - 2 ? n : s->spec.cap - 2;
+        v4f_status gst = v4f_gpu_eval(s->gpu, tokens, n, s->pos, logits, flags, hc_out, rows,
                                       s->has_trace ? &s->trace : NULL, &s->dbg, err);
         if (gst == V4F_OK) {
             if (rec) spec_added(s, s->pos + n - rows, tokens + n - rows, rows);
@@ -1664,7 +1665,7 @@ v4f_status v4f_session_mtp_eval(v4f_session *s, const float *hc, const int32_t *
         for (uint32_t i = 0; i < n; i++)
             if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->n_vocab)
                 return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range", tokens[i]);
-        v4f_status gst = v4f_gpu_mtp_eval(s->gpu, hc, tokens, n, s->mtp_pos, logits, false, err);
+        v4f_status gst = v4f_gpu_mtp_eval(s->gpu, hc, tokens, n, s->mtp_pos, logits, err);
         if (gst == V4F_OK) s->mtp_pos += n;
         return gst;
     }

@@ -74,8 +74,8 @@ bool v4f_gpu_can_rewind(const v4f_gpu *g, uint32_t pos, uint32_t *from) {
 }
 void v4f_gpu_reset(v4f_gpu *g) { (void)g; }
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
-                            float *logits, bool last_only, v4f_err *err) {
-    (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits, (void)last_only;
+                            float *logits, v4f_err *err) {
+    (void)g, (void)hc, (void)tokens, (void)n, (void)pos, (void)logits;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
 v4f_status v4f_gpu_spec_step(v4f_gpu *g, const int32_t *ptok, uint32_t pn, uint32_t pp0, int32_t a, uint32_t p,
@@ -2512,7 +2512,7 @@ v4f_status v4f_gpu_logits_row(v4f_gpu *g, uint32_t row, float *dst, v4f_err *err
 }
 
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
-                            float *logits, bool last_only, v4f_err *err) {
+                            float *logits, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     if (!g->mtp) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "session was created without MTP");
     gscratch *x = &g->s;
@@ -2522,9 +2522,9 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
         TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         TRY(v4f_cuda_upload(g->c, x->X2, hc + (int64_t)done * HD, (size_t)m * HD * sizeof(float), err));
         TRY(mtp_body(g, m, err));
-        if (logits && (!last_only || done + m == n))
-            TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, last_only ? m - 1 : 0, m,
-                            logits + (last_only ? 0 : (int64_t)done * c->n_vocab), err));
+        if (logits)
+            TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, 0, m,
+                            logits + (int64_t)done * c->n_vocab, err));
         TRY(v4f_cuda_sync(g->c, err));
         prof_collect(g, GP_MTP, m);
         done += m;

@@ -84,10 +84,9 @@ v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_
 v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, v4f_err *err);
 
 /* The MTP block (fixture convention, as v4f_session_mtp_eval) over n
- * positions pos.. of its own cache; hc: host [n][n_hc * n_embd]; logits
- * (optional): [n][n_vocab], or the last position's [n_vocab] (last_only). */
+ * positions pos.. of its own cache; hc: host [n][n_hc * n_embd]. */
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
-                            float *logits, bool last_only, v4f_err *err);
+                            float *logits, v4f_err *err);
 
 /* One speculative greedy step (opts.mtp_draft; forward.c's spec_greedy).
  * When pn > 0 the MTP block takes the ring rows of positions pp0 .. p - 1
