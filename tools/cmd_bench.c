@@ -112,23 +112,6 @@ static uint64_t decode_weight_bytes(const v4f_model *m) {
     return total;
 }
 
-/* Decode timing through v4f_session_decode_greedy (pipelined on a GPU):
- * the wall time at which each pick reaches the host. */
-typedef struct pick_clock {
-    double *at;
-    int64_t n, cap;
-    struct oracle *rec; /* optional: record the picks */
-} pick_clock;
-
-static bool pick_record(struct oracle *o, int32_t token);
-
-static bool pick_time(void *ud, int32_t token) {
-    pick_clock *pc = ud;
-    if (pc->n < pc->cap) pc->at[pc->n++] = v4f_time_s();
-    if (pc->rec) pick_record(pc->rec, token);
-    return true;
-}
-
 /* --draft-accept P,..: oracle drafts for speculative decoding (--mtp).
  * At each frontier decoding is timed without drafts, then the picks are
  * recorded with a draft that is always wrong (the suppressed EOS: every step
@@ -145,8 +128,19 @@ typedef struct oracle {
     uint64_t rng;
 } oracle;
 
-static bool pick_record(struct oracle *o, int32_t token) {
-    if (o->n < o->cap) o->ref[o->n++] = token;
+/* Decode timing through v4f_session_decode_greedy (pipelined on a GPU):
+ * the wall time at which each pick reaches the host; rec (optional)
+ * records the picks for the oracle. */
+typedef struct pick_clock {
+    double *at;
+    int64_t n, cap;
+    oracle *rec;
+} pick_clock;
+
+static bool pick_time(void *ud, int32_t token) {
+    pick_clock *pc = ud;
+    if (pc->n < pc->cap) pc->at[pc->n++] = v4f_time_s();
+    if (pc->rec && pc->rec->n < pc->rec->cap) pc->rec->ref[pc->rec->n++] = token;
     return true;
 }
 
@@ -161,6 +155,20 @@ static int32_t oracle_draft(void *ud, uint32_t pos) {
     int32_t w = (int32_t)(((uint32_t)r + 1) % o->vocab);
     if (w == o->avoid) w = (int32_t)(((uint32_t)w + 1) % o->vocab);
     return w;
+}
+
+/* A comma-separated list of at most max numbers in [lo, hi] (integers
+ * when integral) into out: the count, or -1 when malformed. */
+static int parse_list(const char *s, double lo, double hi, bool integral, double *out, int max) {
+    int n = 0;
+    for (const char *p = s; *p;) {
+        char *end;
+        const double v = integral ? (double)strtoll(p, &end, 10) : strtod(p, &end);
+        if (end == p || v < lo || v > hi || n == max || (*end && *end != ',')) return -1;
+        out[n++] = v;
+        p = *end ? end + 1 : end;
+    }
+    return n;
 }
 
 /* Prompt ids for positions [0, n): tokenized text repeated, or random. */
@@ -842,7 +850,7 @@ int cmd_bench(int argc, char **argv) {
         {"expert-stats", 0, V4F_ARG_INT, &expert_stats, 1, 65536, "N", "after the last frontier, decode N greedy tokens step by step and count the routed experts they read, and on a GPU how many of those live in host memory", NULL},
         {"evals", 0, V4F_ARG_STR, &evals_opt, 0, 0, "N,N,..", "after the last frontier, time one eval of each token count (a turn's new tokens; median of 3, rolled back)", NULL},
         V4F_CLI_MTP_OPT(mtp),
-        {"draft-accept", 0, V4F_ARG_STR, &draft_accept, 0, 0, "P,P,..", "with --mtp: also time decoding without drafts (recording the picks) and with ORACLE drafts, right with probability P, at each frontier: speculative decoding at known acceptances", NULL},
+        {"draft-accept", 0, V4F_ARG_STR, &draft_accept, 0, 0, "P,P,..", "with --mtp: also time, at each frontier, decoding without drafts, with always-wrong drafts (recording the picks) and with ORACLE drafts right with probability P: speculative decoding at known acceptances", NULL},
         V4F_CLI_BACKEND_OPTS(be),
         {0},
     };
@@ -869,27 +877,18 @@ int cmd_bench(int argc, char **argv) {
     int n_accepts = 0;
     if (draft_accept) {
         if (!mtp) return v4f_args_fail(&spec, "--draft-accept needs --mtp");
-        for (const char *p = draft_accept; *p;) {
-            char *end;
-            double v = strtod(p, &end);
-            if (end == p || v < 0 || v > 1 || n_accepts == 8 || (*end && *end != ','))
-                return v4f_args_fail(&spec, "--draft-accept wants up to 8 probabilities 0..1 separated by commas");
-            accepts[n_accepts++] = v;
-            p = *end ? end + 1 : end;
-        }
+        if ((n_accepts = parse_list(draft_accept, 0, 1, false, accepts, 8)) < 0)
+            return v4f_args_fail(&spec, "--draft-accept wants up to 8 probabilities 0..1 separated by commas");
     }
     int64_t evals[16], eval_max = 0;
     int n_evals = 0;
     if (evals_opt) {
-        const char *p = evals_opt;
-        char *end;
-        while (*p) {
-            long long v = strtoll(p, &end, 10);
-            if (end == p || v < 1 || v > 65536 || n_evals == 16 || (*end && *end != ','))
-                return v4f_args_fail(&spec, "--evals wants up to 16 token counts 1..65536 separated by commas");
-            evals[n_evals++] = v;
-            if (v > eval_max) eval_max = v;
-            p = *end ? end + 1 : end;
+        double ev[16];
+        if ((n_evals = parse_list(evals_opt, 1, 65536, true, ev, 16)) < 0)
+            return v4f_args_fail(&spec, "--evals wants up to 16 token counts 1..65536 separated by commas");
+        for (int i = 0; i < n_evals; i++) {
+            evals[i] = (int64_t)ev[i];
+            if (evals[i] > eval_max) eval_max = evals[i];
         }
         if (!n_evals) return v4f_args_fail(&spec, "--evals wants at least one token count");
         if (fake_ctx) return v4f_args_fail(&spec, "--evals needs a prefilled context, not --fake-ctx");
