@@ -47,6 +47,8 @@ void v4f_cli_mtp_note(const v4f_session *s, const char *mtp, bool greedy, const 
 void v4f_cli_mtp_report(const v4f_session *s, const char *cmd) {
     if (!v4f_session_drafts(s)) return;
     const v4f_spec_stats st = v4f_session_spec_stats(s);
-    fprintf(stderr, "%s: MTP drafts: %llu of %llu accepted (%.1f%%)\n", cmd, (unsigned long long)st.accepted,
+    fprintf(stderr, "%s: MTP drafts: %llu of %llu accepted (%.1f%%)", cmd, (unsigned long long)st.accepted,
             (unsigned long long)st.drafted, st.drafted ? 100.0 * (double)st.accepted / (double)st.drafted : 0.0);
+    if (st.paused) fprintf(stderr, "; %llu tokens decoded with drafting paused (too few kept)", (unsigned long long)st.paused);
+    fputc('\n', stderr);
 }

@@ -35,8 +35,10 @@
  * (speculative greedy decoding, forward.h); each frontier reports how many
  * drafts were kept. --draft-accept P,.. adds at each frontier decoding
  * without drafts, with always-wrong drafts (recording the picks) and with
- * oracle drafts right with probability P: the cost of drafting at known
- * acceptances, since random weights draft nothing right.
+ * oracle drafts right with probability P (the draft gate off: the cost of
+ * drafting at known acceptances, since random weights draft nothing right),
+ * then with the gate on (spec_gate.h) for the MTP block's drafts and for
+ * wrong ones: what a session pays where drafts miss.
  *
  * --fake-ctx N (synthetic-KV decode timing, for contexts too long to
  * prefill here): the KV cache is filled with seeded random rows as if N
@@ -765,17 +767,23 @@ static int evals_probe(v4f_session *s, v4f_snapshot_mem *snap, float *logits, co
 
 /* --draft-accept at the frontier `at` (tok: the first token): decode
  * without drafts, then with wrong drafts recording the picks, then with
- * oracle drafts right with each probability; one line each, rolled back. */
+ * oracle drafts right with each probability (these with the draft gate off:
+ * every step drafts, the cost at a known acceptance), then with the gate on
+ * (as run / serve decode): the MTP block's own drafts and wrong ones; one
+ * line each, rolled back. */
 static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *snap, float *logits,
                        const v4f_config *c, int32_t tok, int64_t gen, oracle *orc, const double *accepts,
                        int n_accepts) {
     v4f_err err = {0};
-    for (int i = -2; i < n_accepts; i++) {
-        if (rollback(s, gpu, at, snap, logits, c->n_vocab)) return 1;
+    int rc = 0;
+    for (int i = -2; i < n_accepts + 2 && !rc; i++) {
+        if ((rc = rollback(s, gpu, at, snap, logits, c->n_vocab))) break;
+        const bool gated = i >= n_accepts;
         v4f_session_set_drafting(s, i >= -1);
+        v4f_session_set_draft_gate(s, gated);
         orc->at = at;
         if (i == -1) orc->n = 0;
-        orc->p = i == -1 ? 2 : i < 0 ? -1 : accepts[i];
+        orc->p = i == -1 || i == n_accepts + 1 ? 2 : i < 0 || gated ? -1 : accepts[i];
         double first_at = 0;
         pick_clock pc = {&first_at, 0, 1, i == -1 ? orc : NULL};
         uint32_t n_eval = 0;
@@ -786,26 +794,31 @@ static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *
         double td = v4f_time_s() - t0, t_first = pc.n ? first_at - t0 : td;
         if (st) {
             fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
-            v4f_session_set_drafting(s, true);
-            return 1;
+            rc = 1;
+            break;
         }
         const v4f_spec_stats s1 = v4f_session_spec_stats(s);
-        const uint64_t nd = s1.drafted - s0.drafted, na = s1.accepted - s0.accepted;
+        const uint64_t nd = s1.drafted - s0.drafted, na = s1.accepted - s0.accepted, np = s1.paused - s0.paused;
         const double ss = gen > 1 ? (double)(gen - 1) / (td - t_first) : gen / td;
         if (i == -2)
             printf("%10s no drafts: %9.2f t/s, ss %9.2f t/s\n", "", gen / td, ss);
         else if (i == -1)
             printf("%10s wrong drafts: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept\n", "", gen / td, ss,
                    (unsigned long long)na, (unsigned long long)nd);
-        else
+        else if (!gated)
             printf("%10s oracle drafts right with p %.2f: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept (%.1f%%)\n", "",
                    accepts[i], gen / td, ss, (unsigned long long)na, (unsigned long long)nd,
                    nd ? 100.0 * (double)na / (double)nd : 0.0);
+        else
+            printf("%10s gated, %s drafts: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept, %llu tokens paused\n", "",
+                   i == n_accepts ? "MTP" : "wrong", gen / td, ss, (unsigned long long)na, (unsigned long long)nd,
+                   (unsigned long long)np);
         fflush(stdout);
     }
     orc->p = -1;
     v4f_session_set_drafting(s, true);
-    return rollback(s, gpu, at, snap, logits, c->n_vocab);
+    v4f_session_set_draft_gate(s, true);
+    return rc ? rc : rollback(s, gpu, at, snap, logits, c->n_vocab);
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -850,7 +863,7 @@ int cmd_bench(int argc, char **argv) {
         {"expert-stats", 0, V4F_ARG_INT, &expert_stats, 1, 65536, "N", "after the last frontier, decode N greedy tokens step by step and count the routed experts they read, and on a GPU how many of those live in host memory", NULL},
         {"evals", 0, V4F_ARG_STR, &evals_opt, 0, 0, "N,N,..", "after the last frontier, time one eval of each token count (a turn's new tokens; median of 3, rolled back)", NULL},
         V4F_CLI_MTP_OPT(mtp),
-        {"draft-accept", 0, V4F_ARG_STR, &draft_accept, 0, 0, "P,P,..", "with --mtp: also time, at each frontier, decoding without drafts, with always-wrong drafts (recording the picks) and with ORACLE drafts right with probability P: speculative decoding at known acceptances", NULL},
+        {"draft-accept", 0, V4F_ARG_STR, &draft_accept, 0, 0, "P,P,..", "with --mtp: also time, at each frontier, decoding without drafts, with always-wrong drafts (recording the picks), with ORACLE drafts right with probability P (speculative decoding at known acceptances, every step drafting), and with the draft gate on", NULL},
         V4F_CLI_BACKEND_OPTS(be),
         {0},
     };

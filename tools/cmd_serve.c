@@ -474,10 +474,11 @@ static void run_job(server *sv, v4f_srv *w, job *j) {
         finish_job(j, 200, &rc.ev);
         if (!sv->quiet) {
             const uint32_t fresh = res.n_prompt - res.n_cached;
-            char drafts[64] = "";
+            char drafts[96] = "";
             if (res.drafted)
-                snprintf(drafts, sizeof drafts, ", MTP drafts %llu of %llu kept", (unsigned long long)res.accepted,
-                         (unsigned long long)res.drafted);
+                snprintf(drafts, sizeof drafts, ", MTP drafts %llu of %llu kept, %llu tokens paused",
+                         (unsigned long long)res.accepted, (unsigned long long)res.drafted,
+                         (unsigned long long)res.paused);
             fprintf(stderr,
                     "serve: %s: prompt %u tokens (%u cached, %s), prefill %.1f t/s; %llu generated (%s) at %.1f t/s%s\n",
                     j->req.kind == V4F_OAI_CHAT ? "chat" : j->req.kind == V4F_OAI_MESSAGES ? "messages" : "completion",

@@ -36,6 +36,7 @@
 #include "core/threadpool.h"
 #include "model/forward_cuda.h"
 #include "model/kv.h"
+#include "model/spec_gate.h"
 #include "quant/quant.h"
 
 #define CHUNK_CAP 2048
@@ -169,6 +170,7 @@ struct v4f_session {
         int32_t *tok;        /* [cap] */
         int32_t *ptok;       /* [cap]: a step's tokens for the MTP block */
         v4f_spec_stats st;
+        v4f_spec_gate gate;
         v4f_draft_fn hook;
         void *hook_ud;
     } spec;
@@ -516,6 +518,7 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
             s->spec.tok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
             s->spec.ptok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
             s->spec.slot = v4f_xmalloc(s->spec.cap * sizeof(uint32_t));
+            v4f_spec_gate_init(&s->spec.gate, true);
             spec_clear(s);
         }
         *out = s;
@@ -611,6 +614,7 @@ void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud) {
     s->spec.hook = fn;
     s->spec.hook_ud = ud;
 }
+void v4f_session_set_draft_gate(v4f_session *s, bool on) { v4f_spec_gate_init(&s->spec.gate, on); }
 bool v4f_session_drafts(const v4f_session *s) { return s->spec.on; }
 void v4f_session_set_drafting(v4f_session *s, bool on) {
     s->spec.on = on && s->spec.cap > 0;
@@ -1396,23 +1400,52 @@ static void embed_tokens(v4f_session *s, const int32_t *tokens, uint32_t n) {
 
 /* Positions q..q+k-1, just evaluated (their HC states in the GPU's ring),
  * join the pending ones: after them when they end at q (the oldest dropped
- * beyond cap: the MTP block attends a window only), else in their place;
- * tokens: the inputs of those positions (the first is also the token after
- * the row before them). */
-static void spec_added(v4f_session *s, uint32_t q, const int32_t *tokens, uint32_t k) {
-    const uint32_t cap = s->spec.cap;
-    if (s->spec.n && s->spec.p0 + s->spec.n != q) s->spec.n = 0;
-    if (s->spec.n == 0) s->spec.p0 = q;
-    else s->spec.tok[(q - 1) % cap] = tokens[0];
-    for (uint32_t j = 0; j + 1 < k; j++) s->spec.tok[(q + j) % cap] = tokens[j + 1];
-    s->spec.n = q + k - s->spec.p0;
-    for (uint32_t j = 0; j < k; j++) s->spec.slot[(q + j) % cap] = q + j;
-    /* pending rows whose ring rows were overwritten since (more than cap
-     * positions on, or across a rewind) are no longer pending */
-    while (s->spec.n && s->spec.slot[s->spec.p0 % cap] != s->spec.p0) {
+ * beyond cap: the MTP block attends a window only), else in their place.
+ * The token paired with each row but the last (the input of the position
+ * after it) is already in tok. */
+/* Pending rows whose ring rows were overwritten since (more than cap
+ * positions on, across a rewind, or by a pipelined step past a stop) are no
+ * longer pending. */
+static void spec_trim(v4f_session *s) {
+    while (s->spec.n && s->spec.slot[s->spec.p0 % s->spec.cap] != s->spec.p0) {
         s->spec.p0++;
         s->spec.n--;
     }
+}
+
+static void spec_mark(v4f_session *s, uint32_t q, uint32_t k) {
+    const uint32_t cap = s->spec.cap;
+    if (s->spec.n && s->spec.p0 + s->spec.n != q) s->spec.n = 0;
+    if (s->spec.n == 0) s->spec.p0 = q;
+    s->spec.n = q + k - s->spec.p0;
+    for (uint32_t j = k > cap ? k - cap : 0; j < k; j++) s->spec.slot[(q + j) % cap] = q + j;
+    spec_trim(s);
+}
+
+/* spec_mark with the positions' input tokens (the first is also the token
+ * paired with the row before them). */
+static void spec_added(v4f_session *s, uint32_t q, const int32_t *tokens, uint32_t k) {
+    const uint32_t cap = s->spec.cap;
+    if (s->spec.n && s->spec.p0 + s->spec.n == q) s->spec.tok[(q - 1) % cap] = tokens[0];
+    for (uint32_t j = 0; j + 1 < k; j++) s->spec.tok[(q + j) % cap] = tokens[j + 1];
+    spec_mark(s, q, k);
+}
+
+/* Plain greedy decoding while the gate pauses drafts: each pick pairs with
+ * the row before it (the decode graph writes the rows to the ring). */
+typedef struct plain_rec {
+    v4f_session *s;
+    uint32_t p, j; /* first position, picks so far */
+    v4f_pick_fn fn;
+    void *ud;
+    bool refused;
+} plain_rec;
+
+static bool plain_pick(void *ud, int32_t t) {
+    plain_rec *r = ud;
+    r->s->spec.tok[(r->p + r->j++) % r->s->spec.cap] = t;
+    if (r->fn && !r->fn(r->ud, t)) return !(r->refused = true);
+    return true;
 }
 
 /* v4f_session_decode_greedy with drafts (forward.h); the caller checked
@@ -1422,15 +1455,47 @@ static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, 
     const v4f_config *c = &s->cfg;
     const uint32_t cap = s->spec.cap;
     int last_row = -1; /* the verify row holding the last logits (-1: `logits` has them) */
+    bool graph = true;  /* plain pipelined decoding is available */
     v4f_status st = V4F_OK;
     for (int32_t a = token;;) {
         const uint32_t p = s->pos;
         if (s->spec.n && s->spec.p0 + s->spec.n != p) s->spec.n = 0;
         const uint32_t pn = s->spec.n, pp0 = s->spec.p0;
+        uint32_t pause = v4f_spec_gate_pause(&s->spec.gate);
+        if (pause > max_eval - *n_eval) pause = max_eval - *n_eval;
+        int32_t g;
+        if (pause && graph) { /* drafting paused: plain greedy decoding, pipelined */
+            if (pn) s->spec.tok[(p - 1) % cap] = a;
+            plain_rec r = {s, p, 0, fn, ud, false};
+            uint32_t ne = 0;
+            st = v4f_gpu_decode_greedy(s->gpu, a, p, pause, suppress, plain_pick, &r, logits, &ne, &g, err);
+            if (st == V4F_STATUS_UNSUPPORTED && ne == 0) { /* no decode graph: token by token */
+                graph = false;
+                st = V4F_OK;
+                continue;
+            }
+            s->pos = p + ne;
+            *n_eval += ne;
+            spec_mark(s, p, ne);
+            if (r.refused) { /* a step queued past the stop wrote the ring row of position p + ne */
+                s->spec.slot[(p + ne) % cap] = UINT32_MAX;
+                spec_trim(s);
+            }
+            v4f_spec_gate_plain(&s->spec.gate, ne);
+            s->spec.st.paused += ne;
+            last_row = -1;
+            if (st) {
+                s->spec.n = 0;
+                break;
+            }
+            *next = g; /* picked after the batch's last token, not reported yet */
+            if (r.refused || *n_eval >= max_eval || (fn && !fn(ud, g))) break;
+            a = g;
+            continue;
+        }
         int32_t over = s->spec.hook ? s->spec.hook(s->spec.hook_ud, p + 1) : -1;
         if (over >= (int32_t)c->n_vocab) over = -1;
-        int32_t g;
-        if ((pn == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
+        if (pause || (pn == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
             st = v4f_gpu_eval(s->gpu, &a, 1, p, logits, 0, NULL, 1, NULL, &s->dbg, err);
             if (st) {
                 s->spec.n = 0;
@@ -1440,6 +1505,10 @@ static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, 
             spec_added(s, p, &a, 1);
             last_row = -1;
             ++*n_eval;
+            if (pause) {
+                v4f_spec_gate_plain(&s->spec.gate, 1);
+                s->spec.st.paused++;
+            }
             g = v4f_argmax_f32_except(logits, c->n_vocab, suppress);
         } else {
             for (uint32_t i = 0; i + 1 < pn; i++) s->spec.ptok[i] = s->spec.tok[(pp0 + i) % cap];
@@ -1456,6 +1525,7 @@ static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, 
             s->spec.st.drafted++;
             g = got[1];
             last_row = 0;
+            v4f_spec_gate_step(&s->spec.gate, g == d);
             if (g == d) {
                 s->spec.st.accepted++;
                 *n_eval += 2;

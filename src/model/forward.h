@@ -93,11 +93,17 @@ v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max
                                      v4f_err *err);
 
 /* Speculative decoding counters (opts.mtp_draft): verify steps, draft
- * tokens proposed, drafts accepted; since session creation. */
+ * tokens proposed, drafts accepted, tokens decoded without drafts while the
+ * gate paused drafting; since session creation. */
 typedef struct v4f_spec_stats {
-    uint64_t steps, drafted, accepted;
+    uint64_t steps, drafted, accepted, paused;
 } v4f_spec_stats;
 v4f_spec_stats v4f_session_spec_stats(const v4f_session *s);
+/* The draft gate (spec_gate.h, on by default): drafting pauses for a run of
+ * plain (pipelined) decode steps where too few drafts are kept, so drafts
+ * that miss cost little. Off: every step drafts (benchmarks that time a
+ * fixed acceptance). Resets the gate's state. */
+void v4f_session_set_draft_gate(v4f_session *s, bool on);
 /* Benchmarks and tests: the draft of the token at position pos instead of
  * the MTP block's (which stays on the device), or -1 to keep the block's
  * (none when the block has no HC state of the position before: then the

@@ -87,6 +87,10 @@ v4f_status v4f_gpu_logits_row(v4f_gpu *g, uint32_t row, float *dst, v4f_err *err
     (void)g, (void)row, (void)dst;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
 }
+v4f_status v4f_gpu_spec_ring_row(v4f_gpu *g, uint32_t pos, float *dst, v4f_err *err) {
+    (void)g, (void)pos, (void)dst;
+    return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
+}
 v4f_status v4f_gpu_kv_download(v4f_gpu *g, struct v4f_kv *kv, uint32_t pos, v4f_err *err) {
     (void)g, (void)kv, (void)pos;
     return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "built without CUDA");
@@ -2219,6 +2223,12 @@ static v4f_status capture_decode(v4f_gpu *g, v4f_err *err) {
     g->capturing = true;
     v4f_status st = chunk_body(g, 1, true, &none, NULL, 0, V4F_OUT_ROWS_ALL, NULL, err);
     g->capturing = false;
+    /* a drafting session's ring of HC states gets the step's row, so that
+     * one-token evals and paused drafting (plain greedy decoding) keep the
+     * MTP block's pending rows */
+    if (st == V4F_OK && g->spec_hc)
+        st = v4f_cuda_ring_put(g->c, g->s.X, 1, (int64_t)g->cfg.n_hc * g->cfg.n_embd, g->spec_hc, (int32_t)g->spec_cap,
+                               g->s.pos0, err);
     /* the greedy pick, for pipelined greedy decoding (v4f_gpu_decode_greedy);
      * plain replays stage their own token and position over it */
     if (st == V4F_OK)
@@ -2323,7 +2333,8 @@ v4f_status v4f_gpu_eval(v4f_gpu *g, const int32_t *tokens, uint32_t n, uint32_t 
     gscratch *x = &g->s;
     int64_t HD = (int64_t)c->n_hc * c->n_embd;
     bool last_only = (flags & V4F_EVAL_LOGITS_LAST) != 0;
-    bool plain = plain_dbg && !tracing && !hc_out && !ring && !g->prof.on;
+    /* (the decode graph writes each step's HC row to the ring itself) */
+    bool plain = plain_dbg && !tracing && !hc_out && (!ring || hc_rows >= n) && !g->prof.on;
     /* the first row whose HC state goes to hc_out or the ring (n: none) */
     const uint32_t hc_from = !hc_out && !ring ? n : hc_rows >= n ? 0 : n - hc_rows;
     TRY(set_place(g, n > g->flex_min ? 1 : 0, pos, err));
@@ -2503,6 +2514,12 @@ v4f_status v4f_gpu_spec_step(v4f_gpu *g, const int32_t *ptok, uint32_t pn, uint3
     out[1] = g->h_spec[1];
     out[2] = g->h_spec[2];
     return V4F_OK;
+}
+
+v4f_status v4f_gpu_spec_ring_row(v4f_gpu *g, uint32_t pos, float *dst, v4f_err *err) {
+    const size_t HD = (size_t)g->cfg.n_hc * g->cfg.n_embd;
+    if (!g->spec_hc) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: no speculative ring");
+    return v4f_cuda_download(g->c, dst, g->spec_hc + (size_t)(pos % g->spec_cap) * HD, HD * sizeof(float), err);
 }
 
 v4f_status v4f_gpu_logits_row(v4f_gpu *g, uint32_t row, float *dst, v4f_err *err) {

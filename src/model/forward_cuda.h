@@ -88,6 +88,11 @@ v4f_status v4f_gpu_kv_upload(v4f_gpu *g, const struct v4f_kv *kv, uint32_t pos, 
 v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, uint32_t n, uint32_t pos,
                             float *logits, v4f_err *err);
 
+/* Tests: the speculative ring's row for position pos (the HC state the
+ * last eval or decode step at pos left there) into dst [n_hc * n_embd].
+ * INVALID_ARG without a ring. */
+v4f_status v4f_gpu_spec_ring_row(v4f_gpu *g, uint32_t pos, float *dst, v4f_err *err);
+
 /* One speculative greedy step (opts.mtp_draft; forward.c's spec_greedy).
  * When pn > 0 the MTP block takes the ring rows of positions pp0 .. p - 1
  * (pp0 + pn == p) with the next tokens ptok[0..pn) (the last is `a`) and

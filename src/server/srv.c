@@ -393,6 +393,7 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     const v4f_spec_stats sp1 = v4f_session_spec_stats(w->s);
     r->drafted = sp1.drafted - sp0.drafted;
     r->accepted = sp1.accepted - sp0.accepted;
+    r->paused = sp1.paused - sp0.paused;
 out:
     v4f_tok_ids_free(&all);
     v4f_sampler_free(smp);

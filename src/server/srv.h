@@ -92,6 +92,7 @@ typedef struct v4f_srv_result {
     const char *cache;  /* "live", "rewind", "snapshot", "cold" */
     double t_prefill, t_gen;
     uint64_t drafted, accepted; /* MTP drafts of this request, and those kept */
+    uint64_t paused;            /* its tokens decoded while the draft gate paused drafting */
 } v4f_srv_result;
 
 /* Run one request. Errors: RANGE (the prompt does not fit the context,

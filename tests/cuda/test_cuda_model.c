@@ -24,6 +24,7 @@
 #include "model/forward.h"
 #include "model/forward_cuda.h"
 #include "model/model.h"
+#include "model/spec_gate.h"
 #include "model/snapshot.h"
 #include "model/synth.h"
 #include "server/srv.h"
@@ -639,6 +640,7 @@ static void test_spec_greedy(const char *name, v4f_precision prec) {
     CHECK(ok, "%s %s: spec sessions: %s", name, pn, err.msg);
     spec_oracle orc = {loop, split, -1, V};
     v4f_session_set_draft_hook(b, spec_draft, &orc);
+    v4f_session_set_draft_gate(b, false); /* every step drafts (test_spec_gate has the gate) */
     const char *modes[3] = {"MTP drafts", "right drafts", "wrong drafts"};
     for (int m = 0; ok && m < 3; m++) {
         orc.right = m == 0 ? -1 : m == 1 ? 1 : 0;
@@ -698,6 +700,173 @@ static void test_spec_greedy(const char *name, v4f_precision prec) {
     v4f_session_free(b);
     free(la);
     free(lb);
+    golden_fixture_close(&f);
+}
+
+/* The draft gate (spec_gate.h) on a drafting session, default precision:
+ * GATE_STEPS greedy tokens after the fixture's split with drafts that are
+ * always wrong pause after each window (64 plain tokens after the first,
+ * then the rest), with drafts that are always right never; the picks equal
+ * the one-token loop's either way (up to a near-tie, SPEC_TIE_MARGIN). */
+#define GATE_STEPS 100
+
+typedef struct gate_rec {
+    int32_t picks[GATE_STEPS];
+    int n;
+} gate_rec;
+
+static bool gate_cb(void *ud, int32_t t) {
+    gate_rec *r = ud;
+    if (r->n < GATE_STEPS) r->picks[r->n] = t;
+    r->n++;
+    return true;
+}
+
+typedef struct gate_oracle {
+    const int32_t *picks; /* the loop's: the token at position at + 1 + i */
+    uint32_t at, vocab;
+    bool right;
+} gate_oracle;
+
+static int32_t gate_draft(void *ud, uint32_t pos) {
+    const gate_oracle *o = ud;
+    if (pos <= o->at || pos - o->at - 1 >= GATE_STEPS) return -1;
+    const int32_t r = o->picks[pos - o->at - 1];
+    return o->right ? r : (int32_t)(((uint32_t)r + 1) % o->vocab);
+}
+
+static void test_spec_gate(const char *name) {
+    char msg[1200];
+    fixture f;
+    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
+        fprintf(stderr, "%s\n", msg);
+        g_fail++;
+        return;
+    }
+    const uint32_t V = (uint32_t)f.vocab, K = GATE_STEPS, split = (uint32_t)f.split;
+    v4f_session_opts oa = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA}, ob = oa;
+    ob.enable_mtp = ob.mtp_draft = true;
+    v4f_session *a = NULL, *b = NULL;
+    v4f_err err = {0};
+    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    float margin[GATE_STEPS];
+    int32_t loop[GATE_STEPS];
+    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
+             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
+             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    int32_t tok = f.tokens[split];
+    for (uint32_t i = 0; ok && i < K; i++) {
+        ok = v4f_session_eval(a, &tok, 1, la, 0, NULL, &err) == V4F_OK;
+        tok = loop[i] = v4f_argmax_f32_except(la, V, -1);
+        float second = -INFINITY;
+        for (uint32_t v = 0; v < V; v++)
+            if ((int32_t)v != tok && la[v] > second) second = la[v];
+        margin[i] = la[tok] - second;
+    }
+    CHECK(ok, "%s: gate sessions: %s", name, err.msg);
+    gate_oracle orc = {loop, split, V, false};
+    v4f_session_set_draft_hook(b, gate_draft, &orc);
+    for (int right = 0; ok && right <= 1; right++) {
+        orc.right = right;
+        v4f_session_set_draft_gate(b, true);
+        gate_rec rec = {.n = 0};
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        const v4f_spec_stats s0 = v4f_session_spec_stats(b);
+        ok = v4f_session_rewind(b, split, &err) == V4F_OK &&
+             v4f_session_decode_greedy(b, f.tokens[split], K, -1, gate_cb, &rec, lb, &n_eval, &next, &err) == V4F_OK;
+        char what[160];
+        snprintf(what, sizeof what, "%s gate, %s drafts", name, right ? "right" : "wrong");
+        CHECK(ok, "%s: decode failed: %s", what, err.msg);
+        if (!ok) break;
+        const v4f_spec_stats s1 = v4f_session_spec_stats(b);
+        const uint64_t nd = s1.drafted - s0.drafted, na = s1.accepted - s0.accepted, np = s1.paused - s0.paused;
+        int32_t got[GATE_STEPS];
+        memcpy(got, rec.picks, (K - 1) * sizeof(int32_t));
+        got[K - 1] = next;
+        const int agree = spec_agree(what, loop, margin, got, (int)K);
+        CHECK(n_eval == K && rec.n == (int)K - 1 && v4f_session_pos(b) == split + K, "%s: n_eval %u, %d picks, pos %u",
+              what, n_eval, rec.n, v4f_session_pos(b));
+        /* wrong: a window of drafting steps (one token each), 64 plain
+         * tokens, a second window, then plain to the end; right: no pause */
+        if (!right)
+            CHECK(na == 0 && nd == 2 * V4F_GATE_WINDOW && np == K - nd, "%s: %llu of %llu kept, %llu paused", what,
+                  (unsigned long long)na, (unsigned long long)nd, (unsigned long long)np);
+        else if (agree == (int)K)
+            CHECK(np == 0 && na == nd && nd >= K / 2 - 1, "%s: %llu of %llu kept, %llu paused", what,
+                  (unsigned long long)na, (unsigned long long)nd, (unsigned long long)np);
+        printf("  spec gate %-6s drafts: %llu of %llu kept, %llu tokens paused, picks %s\n", right ? "right" : "wrong",
+               (unsigned long long)na, (unsigned long long)nd, (unsigned long long)np,
+               agree == (int)K ? "equal to the one-token loop" : "leave the loop's at a near-tie");
+    }
+    v4f_session_free(a);
+    v4f_session_free(b);
+    free(la);
+    free(lb);
+    golden_fixture_close(&f);
+}
+
+/* The decode graph of a drafting session writes each step's final HC state
+ * to the speculative ring (the rows the MTP block takes after plain steps):
+ * one-token evals (the graph) and a 3-token eval (a chunk) leave rows equal,
+ * bit for bit, to the HC states of the same evals on a session without
+ * drafts (the same kernels). */
+static void test_spec_ring(const char *name) {
+    char msg[1200];
+    fixture f;
+    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
+        fprintf(stderr, "%s\n", msg);
+        g_fail++;
+        return;
+    }
+    const uint32_t split = (uint32_t)f.split, n = 8;
+    v4f_session_opts oa = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA}, ob = oa;
+    ob.enable_mtp = ob.mtp_draft = true;
+    v4f_session *a = NULL, *b = NULL;
+    v4f_err err = {0};
+    const size_t HD = (size_t)f.m->cfg.n_hc * f.m->cfg.n_embd;
+    float *ha = malloc(n * HD * sizeof(float)), *hb = malloc(HD * sizeof(float));
+    float *lg = malloc((size_t)f.vocab * sizeof(float));
+    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
+             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
+             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    for (uint32_t i = 0; ok && i < n - 3; i++) /* reference: the same evals, HC out */
+        ok = v4f_session_eval(a, f.tokens + split + i, 1, NULL, 0, ha + i * HD, &err) == V4F_OK;
+    ok = ok && v4f_session_eval(a, f.tokens + split + n - 3, 3, NULL, 0, ha + (n - 3) * HD, &err) == V4F_OK;
+    for (uint32_t i = 0; ok && i < n - 3; i++)
+        ok = v4f_session_eval(b, f.tokens + split + i, 1, NULL, 0, NULL, &err) == V4F_OK;
+    ok = ok && v4f_session_eval(b, f.tokens + split + n - 3, 3, NULL, V4F_EVAL_LOGITS_LAST, NULL, &err) == V4F_OK;
+    CHECK(ok, "%s spec ring: evals failed: %s", name, err.msg);
+    int same = 0;
+    for (uint32_t i = 0; ok && i < n; i++) {
+        ok = v4f_gpu_spec_ring_row(v4f_session_gpu(b), split + i, hb, &err) == V4F_OK;
+        same += ok && memcmp(hb, ha + i * HD, HD * sizeof(float)) == 0;
+    }
+    CHECK(ok && same == (int)n, "%s spec ring: %d of %u rows equal the HC states (%s)", name, same, n, err.msg);
+    printf("  spec ring: %d of %u rows of evals equal the HC states\n", same, n);
+    /* pipelined greedy decoding (drafting off: the plain graph loop, as
+     * while the draft gate pauses) writes the rows of its steps too */
+    enum { G = 6 };
+    gate_rec rec = {.n = 0};
+    uint32_t n_eval = 0;
+    int32_t next = -1, in[G];
+    in[0] = f.tokens[split + n];
+    v4f_session_set_drafting(b, false);
+    ok = ok && v4f_session_decode_greedy(b, in[0], G, -1, gate_cb, &rec, lg, &n_eval, &next, &err) == V4F_OK &&
+         n_eval == G;
+    v4f_session_set_drafting(b, true);
+    for (int i = 1; ok && i < G; i++) in[i] = rec.picks[i - 1];
+    for (int i = 0; ok && i < G; i++)
+        ok = v4f_session_eval(a, in + i, 1, NULL, 0, ha + (size_t)(i % n) * HD, &err) == V4F_OK &&
+             v4f_gpu_spec_ring_row(v4f_session_gpu(b), split + n + (uint32_t)i, hb, &err) == V4F_OK &&
+             memcmp(hb, ha + (size_t)(i % n) * HD, HD * sizeof(float)) == 0;
+    CHECK(ok, "%s spec ring: a row of pipelined greedy decoding differs from the HC state (%s)", name, err.msg);
+    printf("  spec ring: the %d rows of pipelined greedy steps %s\n", G, ok ? "equal the HC states" : "DIFFER");
+    v4f_session_free(a);
+    v4f_session_free(b);
+    free(ha);
+    free(hb);
+    free(lg);
     golden_fixture_close(&f);
 }
 
@@ -1171,6 +1340,8 @@ int main(int argc, char **argv) {
             test_greedy_pipe(names[i]);
             test_spec_greedy(names[i], V4F_PRECISION_REF);
             test_spec_greedy(names[i], V4F_PRECISION_DEFAULT);
+            test_spec_gate(names[i]);
+            test_spec_ring(names[i]);
             test_short_eval(names[i]);
             test_serve_session(names[i]);
         }

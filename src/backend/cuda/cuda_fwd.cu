@@ -510,6 +510,26 @@ extern "C" v4f_status v4f_cuda_greedy_next(v4f_cuda *c, const float *logits, int
     return V4F_OK;
 }
 
+__global__ void k_ring_put(const float *src, int64_t w, float *ring, int32_t cap, const int32_t *pos0) {
+    V4F_PDL_ENTRY();
+    const int64_t r = ((int64_t)pos0[0] + blockIdx.y) % cap;
+    const float *s = src + (int64_t)blockIdx.y * w;
+    float *d = ring + r * w;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < w; i += (int64_t)gridDim.x * blockDim.x)
+        d[i] = s[i];
+}
+
+extern "C" v4f_status v4f_cuda_ring_put(v4f_cuda *c, const float *src, int64_t n, int64_t w, float *ring, int32_t cap,
+                                       const int32_t *pos0, v4f_err *err) {
+    ARG_CHECK(src && ring && pos0 && n >= 0 && n <= 65535 && w > 0 && cap > 0, "cuda ring put: bad arguments");
+    if (n == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    v4f_launch(k_ring_put, dim3(blocks_for(w, 256) < 64 ? blocks_for(w, 256) : 64, (unsigned)n), 256, 0, c->stream,
+               src, w, ring, cap, pos0);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
 /* ---- step preparation ---------------------------------------------------------------- */
 
 typedef struct ratio_set {

@@ -140,6 +140,12 @@ v4f_status v4f_cuda_greedy_next(v4f_cuda *c, const float *logits, int64_t n, con
                                 int32_t *tok, int32_t *pos0, float *keep, int32_t *pick_out, void *scratch,
                                 v4f_err *err);
 
+/* Rows [0, n) of src ([n][w] floats) into rows (pos0[0] + i) % cap of ring
+ * ([cap][w]), the position read on the device (a replayed decode graph keeps
+ * the speculative ring of HC states fed). */
+v4f_status v4f_cuda_ring_put(v4f_cuda *c, const float *src, int64_t n, int64_t w, float *ring, int32_t cap,
+                             const int32_t *pos0, v4f_err *err);
+
 #define V4F_CUDA_MAX_RATIOS 4
 
 /* For t < n, p = pos0[0] + t: pos[t] = p, raw_first[t] = max(0, p - n_swa + 1),
