@@ -225,18 +225,46 @@ static int use_greedy(const v4f_sampler *s) { return s->p.temperature <= 0 || s-
 
 bool v4f_sampler_is_greedy(const v4f_sampler *s) { return use_greedy(s) != 0; }
 
+/* Step 6 over c[0..n) without the candidate `skip` (-1: none): the first
+ * whose cumulative mass exceeds u (unnormalised), else the last one. */
+static int32_t walk(const v4f_sampler *s, uint32_t n, double u, int32_t skip) {
+    const double z0 = s->zmax;
+    double cum = 0;
+    int32_t last = -1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (s->c[i].id == skip) continue;
+        cum += exp(s->c[i].z - z0);
+        last = s->c[i].id;
+        if (u < cum) return last;
+    }
+    return last;
+}
+
 int32_t v4f_sampler_sample(v4f_sampler *s, const float *logits) {
     if (use_greedy(s)) return v4f_sampler_greedy(logits, s->n_vocab);
     double sum = 0;
     uint32_t n = build_candidates(s, logits, &sum, 0);
     if (n == 0) return v4f_sampler_greedy(logits, s->n_vocab);
-    double u = v4f_rng_uniform(&s->rng) * sum, cum = 0;
-    const double z0 = s->zmax;
-    for (uint32_t i = 0; i < n; i++) {
-        cum += exp(s->c[i].z - z0);
-        if (u < cum) return s->c[i].id;
-    }
-    return s->c[n - 1].id;
+    return walk(s, n, v4f_rng_uniform(&s->rng) * sum, -1);
+}
+
+int32_t v4f_sampler_verify(v4f_sampler *s, const float *logits, int32_t draft) {
+    if (use_greedy(s)) return v4f_sampler_greedy(logits, s->n_vocab);
+    double sum = 0;
+    uint32_t n = build_candidates(s, logits, &sum, 0);
+    if (n == 0) return v4f_sampler_greedy(logits, s->n_vocab);
+    double pd = 0; /* the draft's unnormalised mass (0: not a candidate) */
+    for (uint32_t i = 0; i < n; i++)
+        if (s->c[i].id == draft) {
+            pd = exp(s->c[i].z - s->zmax);
+            break;
+        }
+    if (pd <= 0) return walk(s, n, v4f_rng_uniform(&s->rng) * sum, -1); /* as v4f_sampler_sample */
+    if (v4f_rng_uniform(&s->rng) * sum < pd) return draft;
+    /* refused: a draw from the other candidates, renormalised (none left:
+     * the draft had all the mass, and the test above kept it) */
+    const int32_t t = walk(s, n, v4f_rng_uniform(&s->rng) * (sum - pd), draft);
+    return t >= 0 ? t : draft;
 }
 
 uint32_t v4f_sampler_dist(v4f_sampler *s, const float *logits, int32_t *ids, double *probs,

@@ -17,6 +17,7 @@
  *   6. draw u in [0,1) (53 random bits) and walk the cumulative mass (in
  *      rank order; with no top-k/top-p and > 4096 survivors, in id order,
  *      which needs no sort and is just as deterministic).
+ *      v4f_sampler_verify (speculative decoding) first tests a draft.
  * Cost: O(n_vocab) per token plus a sort of the survivors; top-p first
  * tries the best 1024 candidates, so it sorts the whole vocabulary only
  * when the nucleus is wider than that.
@@ -62,6 +63,15 @@ bool v4f_sampler_is_greedy(const v4f_sampler *s);
 
 /* Pick the next token from logits[0..n_vocab). */
 int32_t v4f_sampler_sample(v4f_sampler *s, const float *logits);
+
+/* Speculative sampling with a deterministic draft (e.g. the MTP block's
+ * greedy guess, already evaluated): with P the distribution of steps 1-5,
+ * returns draft with probability P(draft) (one draw), else a draw from P
+ * without the draft, renormalised (a second draw), so the result is
+ * distributed as v4f_sampler_sample's. A draft outside the candidates
+ * (P(draft) = 0) costs no extra draw: the result and the RNG state are
+ * then exactly those of v4f_sampler_sample. Greedy: the argmax, no draw. */
+int32_t v4f_sampler_verify(v4f_sampler *s, const float *logits, int32_t draft);
 
 /* The final distribution the sampler would draw from (steps 1-5), most
  * likely first: writes up to max_out (id, prob) pairs, returns the number of

@@ -355,3 +355,69 @@ TEST(sampler_top_p_large_vocab) {
     free(ids);
     free(pr);
 }
+
+/* Speculative sampling (v4f_sampler_verify): whatever the draft, the result
+ * follows the sampler's distribution; the draft is kept with its
+ * probability; a draft outside the candidates leaves the draws exactly as
+ * v4f_sampler_sample's; greedy ignores the draft. */
+TEST(sampler_verify_frequencies) {
+    const double probs[8] = {0.30, 0.20, 0.15, 0.12, 0.10, 0.08, 0.04, 0.01};
+    float l[8];
+    logits_from_probs(probs, l, 8);
+    const int32_t drafts[3] = {0, 2, 7}; /* likely, middle, rare */
+    for (int k = 0; k < 3; k++) {
+        v4f_sampler *s = mk(1.0f, 0, 1.0f, 0.0f, 77 + (uint64_t)k, 8);
+        REQUIRE(s);
+        long cnt[8] = {0};
+        for (int i = 0; i < V4F_SAMPLER_FREQ_DRAWS; i++) {
+            int32_t t = v4f_sampler_verify(s, l, drafts[k]);
+            REQUIRE(t >= 0 && t < 8);
+            cnt[t]++;
+        }
+        for (int i = 0; i < 8; i++) {
+            double f = (double)cnt[i] / V4F_SAMPLER_FREQ_DRAWS;
+            double sigma = sqrt(probs[i] * (1 - probs[i]) / V4F_SAMPLER_FREQ_DRAWS);
+            CHECK_MSG(fabs(f - probs[i]) <= V4F_TOL_SAMPLER_SIGMAS * sigma,
+                      "draft %d: token %d freq %.5f vs p %.5f (%.1f sigma)", drafts[k], i, f, probs[i],
+                      fabs(f - probs[i]) / sigma);
+        }
+        v4f_sampler_free(s);
+    }
+    /* with min_p 0.3 the draft 6 (p 0.04) is no candidate: never returned */
+    v4f_sampler *s = mk(1.0f, 0, 1.0f, 0.3f, 5, 8);
+    REQUIRE(s);
+    long six = 0;
+    for (int i = 0; i < 20000; i++) six += v4f_sampler_verify(s, l, 6) == 6;
+    CHECK(six == 0);
+    v4f_sampler_free(s);
+}
+
+TEST(sampler_verify_outside_draft_is_sample) {
+    /* random logits, min-p 0.2: a draft below the cut costs no draw, so the
+     * sequence and the RNG state equal v4f_sampler_sample's */
+    enum { NV = 300, STEPS = 400 };
+    v4f_sampler *a = mk(0.8f, 0, 0.95f, 0.2f, 31, NV), *b = mk(0.8f, 0, 0.95f, 0.2f, 31, NV);
+    REQUIRE(a && b);
+    v4f_rng r;
+    v4f_rng_seed(&r, 8);
+    float l[NV];
+    int same = 0;
+    for (int step = 0; step < STEPS; step++) {
+        int32_t lo = 0;
+        for (int i = 0; i < NV; i++) {
+            l[i] = (float)(6.0 * v4f_rng_uniform(&r));
+            if (l[i] < l[lo]) lo = i;
+        }
+        l[lo] = -20.0f; /* far below the min-p cut */
+        same += v4f_sampler_sample(a, l) == v4f_sampler_verify(b, l, lo);
+    }
+    CHECK_MSG(same == STEPS, "%d of %d equal", same, STEPS);
+    v4f_sampler_free(a);
+    v4f_sampler_free(b);
+    /* greedy: the argmax whatever the draft */
+    v4f_sampler *g = mk(0.0f, 0, 1.0f, 0.0f, 1, 4);
+    REQUIRE(g);
+    const float lg[4] = {0.5f, 2.0f, 1.0f, -1.0f};
+    CHECK(v4f_sampler_verify(g, lg, 0) == 1 && v4f_sampler_verify(g, lg, 1) == 1 && v4f_sampler_verify(g, lg, 3) == 1);
+    v4f_sampler_free(g);
+}
