@@ -33,15 +33,14 @@ void v4f_cli_backend_report(const v4f_session *s) {
     if (r) fputs(r, stderr);
 }
 
-void v4f_cli_mtp_opts(const char *mtp, bool greedy, v4f_session_opts *so) {
+void v4f_cli_mtp_opts(const char *mtp, v4f_session_opts *so) {
     so->enable_mtp = mtp != NULL;
-    so->mtp_draft = mtp != NULL && greedy && so->backend == V4F_BACKEND_CUDA;
+    so->mtp_draft = mtp != NULL && so->backend == V4F_BACKEND_CUDA;
 }
 
-void v4f_cli_mtp_note(const v4f_session *s, const char *mtp, bool greedy, const char *cmd) {
+void v4f_cli_mtp_note(const v4f_session *s, const char *mtp, const char *cmd) {
     if (!mtp || v4f_session_drafts(s)) return;
-    fprintf(stderr, "%s: note: MTP drafts are used in greedy decoding (--temp 0) on a GPU only; %s\n", cmd,
-            greedy ? "this session runs on the CPU" : "this run samples");
+    fprintf(stderr, "%s: note: MTP drafts are used on a GPU only; this session runs on the CPU\n", cmd);
 }
 
 void v4f_cli_mtp_report(const v4f_session *s, const char *cmd) {

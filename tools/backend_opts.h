@@ -48,15 +48,15 @@ int v4f_cli_backend_apply(const v4f_cli_backend *b, const v4f_args_spec *spec, v
 void v4f_cli_backend_report(const v4f_session *s);
 
 /* --mtp FILE of run / chat / serve / bench: the session keeps the MTP block
- * (enable_mtp) and drafts with it when decoding is greedy on a GPU
- * (mtp_draft). Call after v4f_cli_backend_apply. */
+ * (enable_mtp) and drafts with it on a GPU (mtp_draft; greedy and sampled
+ * decoding). Call after v4f_cli_backend_apply. */
 #define V4F_CLI_MTP_OPT(p)                                                                                       \
     {"mtp", 0, V4F_ARG_STR, &(p), 0, 0, "FILE",                                                                 \
-     "the MTP GGUF: speculative greedy decoding with its drafts (GPU, --temp 0); with --synthetic, 'synthetic' " \
+     "the MTP GGUF: speculative decoding with its drafts (GPU; greedy and sampled); with --synthetic, 'synthetic' " \
      "builds a random MTP block", NULL}
-void v4f_cli_mtp_opts(const char *mtp, bool greedy, v4f_session_opts *so);
+void v4f_cli_mtp_opts(const char *mtp, v4f_session_opts *so);
 /* After v4f_session_new: a note when --mtp was given but will not draft. */
-void v4f_cli_mtp_note(const v4f_session *s, const char *mtp, bool greedy, const char *cmd);
+void v4f_cli_mtp_note(const v4f_session *s, const char *mtp, const char *cmd);
 /* The draft acceptance of a drafting session, to stderr. */
 void v4f_cli_mtp_report(const v4f_session *s, const char *cmd);
 

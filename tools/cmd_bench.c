@@ -986,14 +986,14 @@ int cmd_bench(int argc, char **argv) {
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
     so.kv_page_dir = kv_page_dir;
-    v4f_cli_mtp_opts(mtp, true, &so);
+    v4f_cli_mtp_opts(mtp, &so);
     if (n_ctx > 0xffffffffu || v4f_session_new(bm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash bench: session: %s\n", err.msg[0] ? err.msg : "context too large");
         v4f_cli_model_close(&bm);
         return 1;
     }
     v4f_cli_backend_report(s);
-    v4f_cli_mtp_note(s, mtp, true, "v4flash bench");
+    v4f_cli_mtp_note(s, mtp, "v4flash bench");
     oracle orc = {.p = -1, .vocab = c->n_vocab, .avoid = 1, .rng = seed};
     if (n_accepts && v4f_session_drafts(s)) {
         orc.cap = (uint32_t)gen + 1;

@@ -507,14 +507,13 @@ int cmd_chat(int argc, char **argv) {
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
     so.kv_page_dir = kv_page_dir;
-    const bool greedy = temp <= 0 || top_k == 1;
-    v4f_cli_mtp_opts(mtp, greedy, &so);
+    v4f_cli_mtp_opts(mtp, &so);
     if (v4f_session_new(c.cm.m, &so, &c.s, &err)) {
         fprintf(stderr, "v4flash chat: session: %s\n", err.msg);
         goto out;
     }
     v4f_cli_backend_report(c.s);
-    v4f_cli_mtp_note(c.s, mtp, greedy, "v4flash chat");
+    v4f_cli_mtp_note(c.s, mtp, "v4flash chat");
     v4f_sampler_params sp = {.temperature = temp, .top_k = top_k, .top_p = top_p, .min_p = min_p,
                              .seed = seed};
     if (v4f_sampler_new(&sp, c.cm.m->cfg.n_vocab, &c.smp, &err)) {

@@ -232,13 +232,13 @@ int cmd_run(int argc, char **argv) {
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
     so.kv_page_dir = kv_page_dir;
-    v4f_cli_mtp_opts(mtp, temp <= 0 || top_k == 1, &so);
+    v4f_cli_mtp_opts(mtp, &so);
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash run: session: %s\n", err.msg);
         goto out;
     }
     v4f_cli_backend_report(s);
-    if (!quiet) v4f_cli_mtp_note(s, mtp, temp <= 0 || top_k == 1, "v4flash run");
+    if (!quiet) v4f_cli_mtp_note(s, mtp, "v4flash run");
     v4f_sampler_params sp = {.temperature = temp, .top_k = top_k, .top_p = top_p, .min_p = min_p,
                              .seed = seed};
     if (v4f_sampler_new(&sp, cm.m->cfg.n_vocab, &smp, &err)) {

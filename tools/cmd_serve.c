@@ -618,13 +618,13 @@ int cmd_serve(int argc, char **argv) {
     so.n_ctx = (uint32_t)n_ctx;
     so.n_threads = threads;
     so.precision = strcmp(precision, "ref") ? V4F_PRECISION_DEFAULT : V4F_PRECISION_REF;
-    v4f_cli_mtp_opts(mtp, true, &so); /* greedy requests draft */
+    v4f_cli_mtp_opts(mtp, &so);
     if (v4f_session_new(cm.m, &so, &s, &err)) {
         fprintf(stderr, "v4flash serve: session: %s\n", err.msg);
         goto out;
     }
     v4f_cli_backend_report(s);
-    v4f_cli_mtp_note(s, mtp, true, "v4flash serve");
+    v4f_cli_mtp_note(s, mtp, "v4flash serve");
     v4f_srv_opts wo = {.n_vocab = cm.m->cfg.n_vocab, .snapshot_min = (uint32_t)snapshot_min};
     if (kv_dir) {
         v4f_kvstore_opts ko;

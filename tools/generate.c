@@ -155,10 +155,13 @@ v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, uint64_t n_room, bool re
     r->ended_with_eos = false;
     e.t0 = v4f_time_s();
     if (reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[2m", stdout);
-    /* greedy sampling: the session picks and feeds the tokens itself
-     * (pipelined on a GPU), pausing where after_decode needs the logits */
-    const bool greedy = v4f_sampler_is_greedy(g->smp);
-    e.push = greedy;
+    /* greedy sampling, or a session that drafts with the MTP block: the
+     * session feeds the picks itself (greedy: picked on a GPU and
+     * pipelined; sampled: drawn by the sampler, the drafts verified),
+     * pausing where after_decode needs the logits */
+    const bool greedy = v4f_sampler_is_greedy(g->smp), batch = greedy || v4f_session_drafts(g->s);
+    const v4f_drawer dw = v4f_sampler_drawer(g->smp);
+    e.push = batch;
     v4f_status st = V4F_OK;
     int32_t t = -1;
     bool fresh = false; /* t sampled but not yet reported */
@@ -166,7 +169,7 @@ v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, uint64_t n_room, bool re
         if (!fresh) t = v4f_sampler_sample(g->smp, g->logits);
         if (!gen_emit_token(&e, t)) break;
         fresh = false;
-        if (!greedy) {
+        if (!batch) {
             st = v4f_session_decode(g->s, t, g->logits, err);
             if (st) break;
             hist_push(g->history, &t, 1);
@@ -184,8 +187,10 @@ v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, uint64_t n_room, bool re
         const size_t h0 = g->history ? g->history->n - 1 : 0;
         uint32_t n_eval = 0;
         int32_t next = -1;
-        st = v4f_session_decode_greedy(g->s, t, (uint32_t)max_eval, -1, gen_emit_token, &e, g->logits, &n_eval,
-                                       &next, err);
+        st = greedy ? v4f_session_decode_greedy(g->s, t, (uint32_t)max_eval, -1, gen_emit_token, &e, g->logits,
+                                                &n_eval, &next, err)
+                    : v4f_session_decode_sampled(g->s, t, (uint32_t)max_eval, &dw, gen_emit_token, &e, g->logits,
+                                                 &n_eval, &next, err);
         if (st) {
             if (g->history) g->history->n = h0 + n_eval; /* only what is in the KV */
             break;

@@ -135,6 +135,17 @@ int32_t v4f_argmax_f32(const float *x, uint32_t n);
  * and restored around the scan, hence not const). */
 int32_t v4f_argmax_f32_except(float *x, uint32_t n, int32_t except);
 
+/* A token picker over the logits of one position, for decoding loops that
+ * sample on the host (v4f_session_decode_sampled; the sampler makes one,
+ * v4f_sampler_drawer): draw picks a token; verify returns draft with the
+ * probability draw would pick it, else a draw from the rest (speculative
+ * sampling), so its picks are distributed as draw's. */
+typedef struct v4f_drawer {
+    int32_t (*draw)(void *ud, const float *logits);
+    int32_t (*verify)(void *ud, const float *logits, int32_t draft);
+    void *ud;
+} v4f_drawer;
+
 /* ---- half / bfloat16 conversions (exact, scalar) ------------------------ */
 
 float v4f_f16_to_f32(uint16_t h);

@@ -1665,6 +1665,101 @@ v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max
     }
 }
 
+/* v4f_session_decode_sampled with drafts (forward.h); the caller checked
+ * the arguments and the context room for max_eval tokens. Every pick is
+ * drawn on the host from downloaded logits, so `logits` always holds the
+ * last pick's. */
+static v4f_status spec_sampled(v4f_session *s, int32_t token, uint32_t max_eval, const v4f_drawer *dw,
+                               v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                               v4f_err *err) {
+    const v4f_config *c = &s->cfg;
+    const uint32_t cap = s->spec.cap;
+    v4f_status st = V4F_OK;
+    for (int32_t a = token;;) {
+        const uint32_t p = s->pos;
+        if (s->spec.n && s->spec.p0 + s->spec.n != p) s->spec.n = 0;
+        const uint32_t pn = s->spec.n, pp0 = s->spec.p0;
+        const uint32_t pause = v4f_spec_gate_pause(&s->spec.gate);
+        int32_t over = !pause && s->spec.hook ? s->spec.hook(s->spec.hook_ud, p + 1) : -1;
+        if (over >= (int32_t)c->n_vocab) over = -1;
+        int32_t t;
+        if (pause || (pn == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
+            st = v4f_gpu_eval(s->gpu, &a, 1, p, logits, 0, NULL, 1, NULL, &s->dbg, err);
+            if (st) {
+                s->spec.n = 0;
+                break;
+            }
+            s->pos = p + 1;
+            spec_added(s, p, &a, 1);
+            ++*n_eval;
+            if (pause) {
+                v4f_spec_gate_plain(&s->spec.gate, 1);
+                s->spec.st.paused++;
+            }
+            t = dw->draw(dw->ud, logits);
+        } else {
+            for (uint32_t i = 0; i + 1 < pn; i++) s->spec.ptok[i] = s->spec.tok[(pp0 + i) % cap];
+            if (pn) s->spec.ptok[pn - 1] = a;
+            int32_t got[3];
+            st = v4f_gpu_spec_step(s->gpu, s->spec.ptok, pn, pp0, a, p, -1, over, got, err);
+            s->spec.n = 0;
+            if (st == V4F_OK) st = v4f_gpu_logits_row(s->gpu, 0, logits, err);
+            if (st) break;
+            if (pn) s->mtp_pos = pp0 + pn;
+            s->pos = p + 2;
+            const int32_t d = got[0], in[2] = {a, d};
+            spec_added(s, p, in, 2);
+            s->spec.st.steps++;
+            s->spec.st.drafted++;
+            t = dw->verify(dw->ud, logits, d);
+            v4f_spec_gate_step(&s->spec.gate, t == d);
+            if (t == d) {
+                s->spec.st.accepted++;
+                *n_eval += 2;
+                *next = d;
+                if (fn && !fn(ud, d)) { /* the draft was picked and refused: not evaluated after all */
+                    st = v4f_session_rewind(s, p + 1, err);
+                    --*n_eval;
+                    break;
+                }
+                if ((st = v4f_gpu_logits_row(s->gpu, 1, logits, err))) break;
+                t = dw->draw(dw->ud, logits);
+            } else {
+                if ((st = v4f_session_rewind(s, p + 1, err))) break;
+                ++*n_eval;
+            }
+        }
+        *next = t;
+        if (*n_eval >= max_eval || (fn && !fn(ud, t))) break;
+        a = t;
+    }
+    return st;
+}
+
+v4f_status v4f_session_decode_sampled(v4f_session *s, int32_t token, uint32_t max_eval, const v4f_drawer *dw,
+                                      v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                                      v4f_err *err) {
+    const v4f_config *c = &s->cfg;
+    *n_eval = 0;
+    *next = -1;
+    if (max_eval == 0 || !logits || !dw || !dw->draw || !dw->verify)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "sampled decode: max_eval 0, no logits buffer or no drawer");
+    if ((uint64_t)s->pos + max_eval > s->opts.n_ctx)
+        return v4f_err_set(err, V4F_STATUS_RANGE, "context full: %u + %u tokens > ctx %u", s->pos, max_eval,
+                           s->opts.n_ctx);
+    if (token < 0 || (uint32_t)token >= c->n_vocab)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)", token, c->n_vocab);
+    if (s->spec.on && !s->has_trace)
+        return spec_sampled(s, token, max_eval, dw, fn, ud, logits, n_eval, next, err);
+    for (int32_t in = token;; in = *next) {
+        v4f_status st = v4f_session_eval(s, &in, 1, logits, 0, NULL, err);
+        if (st) return st;
+        ++*n_eval;
+        *next = dw->draw(dw->ud, logits);
+        if (*n_eval == max_eval || (fn && !fn(ud, *next))) return V4F_OK;
+    }
+}
+
 v4f_status v4f_session_rewind(v4f_session *s, uint32_t pos, v4f_err *err) {
     if (!s->gpu)
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "the CPU session cannot rewind; restore a snapshot instead");

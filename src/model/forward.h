@@ -34,9 +34,9 @@ typedef struct v4f_session_opts {
     int n_threads;         /* <= 0: all online CPUs */
     v4f_precision precision;
     bool enable_mtp;       /* allocate the MTP block's cache (model must have MTP) */
-    bool mtp_draft;        /* speculative greedy decoding with MTP drafts (CUDA; needs enable_mtp):
-                            * v4f_session_decode_greedy verifies the MTP block's draft of the next
-                            * token with each step, and evals keep the MTP block fed */
+    bool mtp_draft;        /* speculative decoding with MTP drafts (CUDA; needs enable_mtp):
+                            * v4f_session_decode_greedy / _sampled verify the MTP block's draft of
+                            * the next token with each step, and evals keep the MTP block fed */
     uint32_t max_chunk;    /* tokens per layer-major pass (0: automatic, from n_ctx up to 2048 on
                             * the CPU, 8192 on the GPU) */
     const char *kv_page_dir; /* NULL: KV in RAM; else page the ratio-4 compressed rows to an
@@ -92,6 +92,18 @@ v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max
                                      v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
                                      v4f_err *err);
 
+/* Sampled decoding with the same contract as v4f_session_decode_greedy,
+ * the picks made on the host by a drawer (core.h; e.g. v4f_sampler_drawer).
+ * On a drafting session (opts.mtp_draft, CUDA) each step evaluates [token,
+ * MTP draft] in one 2-token eval and verifies the draft against the first
+ * row's logits (the picks keep the drawer's distribution); the draft gate
+ * applies as in greedy decoding. Elsewhere: one eval and one draw per
+ * token. logits (required) receives the logits the last pick was drawn
+ * from. */
+v4f_status v4f_session_decode_sampled(v4f_session *s, int32_t token, uint32_t max_eval, const v4f_drawer *dw,
+                                      v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
+                                      v4f_err *err);
+
 /* Speculative decoding counters (opts.mtp_draft): verify steps, draft
  * tokens proposed, drafts accepted, tokens decoded without drafts while the
  * gate paused drafting; since session creation. */
@@ -113,8 +125,8 @@ void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud);
 /* Whether greedy decoding drafts (opts.mtp_draft on a CUDA session, and
  * not turned off). */
 bool v4f_session_drafts(const v4f_session *s);
-/* Turn drafting off (e.g. for sampled requests: evals then skip keeping the
- * MTP block fed, and greedy decoding runs as without opts.mtp_draft) or
+/* Turn drafting off (benchmarks, tests: evals then skip keeping the MTP
+ * block fed, and decoding runs as without opts.mtp_draft) or
  * back on (only where opts.mtp_draft made it possible; the MTP block has
  * then missed the positions evaluated meanwhile, which costs draft
  * quality for up to its window, not correctness). */

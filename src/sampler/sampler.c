@@ -285,3 +285,9 @@ uint32_t v4f_sampler_dist(v4f_sampler *s, const float *logits, int32_t *ids, dou
     }
     return n;
 }
+
+static int32_t drawer_draw(void *ud, const float *logits) { return v4f_sampler_sample(ud, logits); }
+static int32_t drawer_verify(void *ud, const float *logits, int32_t draft) {
+    return v4f_sampler_verify(ud, logits, draft);
+}
+v4f_drawer v4f_sampler_drawer(v4f_sampler *s) { return (v4f_drawer){drawer_draw, drawer_verify, s}; }

@@ -72,6 +72,9 @@ int32_t v4f_sampler_sample(v4f_sampler *s, const float *logits);
  * (P(draft) = 0) costs no extra draw: the result and the RNG state are
  * then exactly those of v4f_sampler_sample. Greedy: the argmax, no draw. */
 int32_t v4f_sampler_verify(v4f_sampler *s, const float *logits, int32_t draft);
+/* The sampler as a drawer (core.h): draw = v4f_sampler_sample, verify =
+ * v4f_sampler_verify. */
+v4f_drawer v4f_sampler_drawer(v4f_sampler *s);
 
 /* The final distribution the sampler would draw from (steps 1-5), most
  * likely first: writes up to max_out (id, prob) pairs, returns the number of

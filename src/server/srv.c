@@ -276,7 +276,9 @@ static bool emit(void *ud, int32_t t) {
 /* Sample from w->logits until the end; the history follows the KV. */
 static v4f_status generate(v4f_srv *w, gen *g, v4f_sampler *smp, v4f_err *err) {
     v4f_status st = V4F_OK;
-    g->push = v4f_sampler_is_greedy(smp);
+    const bool greedy = v4f_sampler_is_greedy(smp);
+    const v4f_drawer dw = v4f_sampler_drawer(smp);
+    g->push = greedy || v4f_session_drafts(w->s); /* the session feeds its picks itself */
     int32_t t = -1;
     bool fresh = false; /* t picked by the greedy loop, not yet reported */
     while (g->n_max > 0) {
@@ -288,15 +290,18 @@ static v4f_status generate(v4f_srv *w, gen *g, v4f_sampler *smp, v4f_err *err) {
             hist_push(w, &t, 1);
             continue;
         }
-        /* greedy: the session picks and feeds the tokens itself (pipelined on
-         * a GPU); emit recorded t and records every pick it accepts, and each
-         * accepted pick is evaluated (the one at max_eval comes back unreported) */
+        /* greedy (picked on a GPU, pipelined) or drafting (drawn by the
+         * sampler, drafts verified): the session feeds the picks itself; emit
+         * recorded t and records every pick it accepts, and each accepted
+         * pick is evaluated (the one at max_eval comes back unreported) */
         const size_t h0 = w->n - 1;
         uint64_t max_eval = g->n_max - g->r->n_gen;
         if (max_eval > UINT32_MAX) max_eval = UINT32_MAX;
         uint32_t n_eval = 0;
         int32_t next = -1;
-        st = v4f_session_decode_greedy(w->s, t, (uint32_t)max_eval, -1, emit, g, w->logits, &n_eval, &next, err);
+        st = greedy ? v4f_session_decode_greedy(w->s, t, (uint32_t)max_eval, -1, emit, g, w->logits, &n_eval, &next, err)
+                    : v4f_session_decode_sampled(w->s, t, (uint32_t)max_eval, &dw, emit, g, w->logits, &n_eval, &next,
+                                                 err);
         if (st) {
             hist_cut(w, h0 + n_eval); /* only what is in the KV */
             break;
@@ -318,9 +323,6 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     v4f_sampler *smp = NULL;
     v4f_status st = v4f_sampler_new(&j->sp, w->n_vocab, &smp, err);
     if (st) return st;
-    /* MTP drafts serve greedy requests; a sampled one skips feeding the
-     * MTP block (a no-op for sessions made without opts.mtp_draft) */
-    v4f_session_set_drafting(w->s, v4f_sampler_is_greedy(smp));
     const v4f_spec_stats sp0 = v4f_session_spec_stats(w->s);
     size_t keep = 0;
     if ((st = live_match(w, j, &all, &keep, err))) goto out;

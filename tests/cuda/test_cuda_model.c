@@ -25,6 +25,7 @@
 #include "model/forward_cuda.h"
 #include "model/model.h"
 #include "model/spec_gate.h"
+#include "sampler/sampler.h"
 #include "model/snapshot.h"
 #include "model/synth.h"
 #include "server/srv.h"
@@ -806,6 +807,133 @@ static void test_spec_gate(const char *name) {
     golden_fixture_close(&f);
 }
 
+/* Sampled decoding with MTP drafts (v4f_session_decode_sampled, default
+ * precision, the draft gate off so that every step drafts):
+ *  - drafts the sampler can never pick (the position's lowest logit, below
+ *    the min-p cut) are refused without an extra RNG draw, so the tokens
+ *    equal a plain sampled loop with the same seed;
+ *  - drafted with the likeliest token, the first pick over SPEC_SAMPLE_TRIALS
+ *    seeds follows the sampler's distribution (each of the 4 likeliest
+ *    tokens within SPEC_SAMPLE_SIGMAS binomial sigmas, docs/TOLERANCES.md):
+ *    the draft is kept with its probability, not more, not less. */
+#define SPEC_SAMPLE_STEPS 24
+#define SPEC_SAMPLE_TRIALS 1000
+#define SPEC_SAMPLE_SIGMAS 5.0
+
+typedef struct sample_oracle {
+    const int32_t *drafts; /* the draft of position at + 1 + i */
+    uint32_t at, n;
+} sample_oracle;
+
+static int32_t sample_draft(void *ud, uint32_t pos) {
+    const sample_oracle *o = ud;
+    return pos <= o->at || pos - o->at - 1 >= o->n ? -1 : o->drafts[pos - o->at - 1];
+}
+
+static bool stop_first(void *ud, int32_t t) {
+    (void)ud, (void)t;
+    return false;
+}
+
+static void test_spec_sampled(const char *name) {
+    char msg[1200];
+    fixture f;
+    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
+        fprintf(stderr, "%s\n", msg);
+        g_fail++;
+        return;
+    }
+    const uint32_t V = (uint32_t)f.vocab, K = SPEC_SAMPLE_STEPS, split = (uint32_t)f.split;
+    v4f_session_opts oa = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA}, ob = oa;
+    ob.enable_mtp = ob.mtp_draft = true;
+    v4f_session *a = NULL, *b = NULL;
+    v4f_sampler *sa = NULL, *sb = NULL;
+    v4f_err err = {0};
+    const v4f_sampler_params sp = {.temperature = 0.7f, .top_k = 0, .top_p = 1.0f, .min_p = 0.05f, .seed = 11};
+    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    int32_t loop[SPEC_SAMPLE_STEPS], low[SPEC_SAMPLE_STEPS];
+    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
+             v4f_sampler_new(&sp, V, &sa, &err) == V4F_OK && v4f_sampler_new(&sp, V, &sb, &err) == V4F_OK &&
+             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
+             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    /* the plain loop: one eval and one draw per token; the lowest logit of
+     * each position is the next test's draft */
+    int32_t tok = f.tokens[split];
+    int below = 0; /* positions whose lowest logit is under the min-p cut */
+    for (uint32_t i = 0; ok && i < K; i++) {
+        ok = v4f_session_eval(a, &tok, 1, la, 0, NULL, &err) == V4F_OK;
+        low[i] = 0;
+        float hi = la[0];
+        for (uint32_t v = 1; v < V; v++) {
+            if (la[v] < la[low[i]]) low[i] = (int32_t)v;
+            hi = la[v] > hi ? la[v] : hi;
+        }
+        below += (double)(hi - la[low[i]]) / sp.temperature > log(1.0 / sp.min_p) + 1e-3;
+        tok = loop[i] = v4f_sampler_sample(sa, la);
+    }
+    CHECK(ok && below == (int)K, "%s spec sampled: sessions: %s; %d of %u lowest logits under the cut", name, err.msg,
+          below, K);
+    sample_oracle orc = {low, split, K};
+    v4f_session_set_draft_hook(b, sample_draft, &orc);
+    v4f_session_set_draft_gate(b, false);
+    const v4f_drawer dw = v4f_sampler_drawer(sb);
+    if (ok) {
+        gate_rec rec = {.n = 0};
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        const v4f_spec_stats s0 = v4f_session_spec_stats(b);
+        ok = v4f_session_decode_sampled(b, f.tokens[split], K, &dw, gate_cb, &rec, lb, &n_eval, &next, &err) == V4F_OK;
+        const v4f_spec_stats s1 = v4f_session_spec_stats(b);
+        int same = ok && n_eval == K && rec.n == (int)K - 1 && next == loop[K - 1];
+        for (uint32_t i = 0; same && i + 1 < K; i++) same = rec.picks[i] == loop[i];
+        CHECK(same && s1.drafted - s0.drafted == K - 1 && s1.accepted == s0.accepted,
+              "%s spec sampled, unpickable drafts: tokens %s the plain loop's, %llu drafts, %llu kept (%s)", name,
+              same ? "equal" : "differ from", (unsigned long long)(s1.drafted - s0.drafted),
+              (unsigned long long)(s1.accepted - s0.accepted), err.msg);
+        printf("  spec sampled, unpickable drafts: %s\n", same ? "tokens equal the plain sampled loop" : "DIFFER");
+    }
+    /* the first pick after the split, drafted with the likeliest token */
+    int32_t ids[4];
+    double probs[4];
+    long cnt[4] = {0};
+    ok = ok && v4f_session_rewind(a, split, &err) == V4F_OK &&
+         v4f_session_eval(a, f.tokens + split, 1, la, 0, NULL, &err) == V4F_OK;
+    const uint32_t nd = ok ? v4f_sampler_dist(sa, la, ids, probs, 4) : 0;
+    int32_t likely = nd ? ids[0] : 0;
+    orc.drafts = &likely;
+    orc.n = 1;
+    const v4f_spec_stats s0 = v4f_session_spec_stats(b);
+    for (int trial = 0; ok && nd && trial < SPEC_SAMPLE_TRIALS; trial++) {
+        v4f_sampler_reseed(sb, 1000 + (uint64_t)trial);
+        uint32_t n_eval = 0;
+        int32_t next = -1;
+        ok = v4f_session_rewind(b, split, &err) == V4F_OK &&
+             v4f_session_decode_sampled(b, f.tokens[split], 2, &dw, stop_first, NULL, lb, &n_eval, &next, &err) ==
+                 V4F_OK &&
+             n_eval == 1;
+        for (uint32_t k = 0; ok && k < nd && k < 4; k++) cnt[k] += next == ids[k];
+    }
+    const v4f_spec_stats s1 = v4f_session_spec_stats(b);
+    CHECK(ok && nd && s1.drafted - s0.drafted == SPEC_SAMPLE_TRIALS, "%s spec sampled trials: %u candidates, %llu drafts (%s)",
+          name, nd, (unsigned long long)(s1.drafted - s0.drafted), err.msg);
+    for (uint32_t k = 0; ok && k < nd && k < 4; k++) {
+        const double fr = (double)cnt[k] / SPEC_SAMPLE_TRIALS;
+        const double sigma = sqrt(probs[k] * (1 - probs[k]) / SPEC_SAMPLE_TRIALS);
+        CHECK(fabs(fr - probs[k]) <= SPEC_SAMPLE_SIGMAS * sigma + 1e-12,
+              "%s spec sampled: token %d (%s) drawn %.4f of trials, p %.4f (%.1f sigma)", name, ids[k],
+              k ? "not drafted" : "the draft", fr, probs[k], sigma > 0 ? fabs(fr - probs[k]) / sigma : 0.0);
+        printf("  spec sampled: %s token p %.4f, drawn %.4f of %d trials\n", k ? "other" : "drafted", probs[k], fr,
+               SPEC_SAMPLE_TRIALS);
+    }
+    v4f_sampler_free(sa);
+    v4f_sampler_free(sb);
+    v4f_session_free(a);
+    v4f_session_free(b);
+    free(la);
+    free(lb);
+    golden_fixture_close(&f);
+}
+
 /* The decode graph of a drafting session writes each step's final HC state
  * to the speculative ring (the rows the MTP block takes after plain steps):
  * one-token evals (the graph) and a 3-token eval (a chunk) leave rows equal,
@@ -1342,6 +1470,7 @@ int main(int argc, char **argv) {
             test_spec_greedy(names[i], V4F_PRECISION_DEFAULT);
             test_spec_gate(names[i]);
             test_spec_ring(names[i]);
+            test_spec_sampled(names[i]);
             test_short_eval(names[i]);
             test_serve_session(names[i]);
         }
