@@ -1448,11 +1448,79 @@ static bool plain_pick(void *ud, int32_t t) {
     return true;
 }
 
+/* The draft of the token after position p: a hook's override (-1: the MTP
+ * block's), none while the gate pauses. */
+static int32_t spec_over(v4f_session *s, uint32_t p, uint32_t pause) {
+    int32_t over = !pause && s->spec.hook ? s->spec.hook(s->spec.hook_ud, p + 1) : -1;
+    return over < (int32_t)s->cfg.n_vocab ? over : -1;
+}
+
+/* One token `a` at the session position without a draft (logits of it into
+ * `logits`); its HC state joins the pending rows. pause: the gate paused
+ * drafting (counted). */
+static v4f_status spec_one(v4f_session *s, int32_t a, bool pause, float *logits, uint32_t *n_eval, v4f_err *err) {
+    const uint32_t p = s->pos;
+    v4f_status st = v4f_gpu_eval(s->gpu, &a, 1, p, logits, 0, NULL, 1, NULL, &s->dbg, err);
+    if (st) {
+        s->spec.n = 0;
+        return st;
+    }
+    s->pos = p + 1;
+    spec_added(s, p, &a, 1);
+    ++*n_eval;
+    if (pause) {
+        v4f_spec_gate_plain(&s->spec.gate, 1);
+        s->spec.st.paused++;
+    }
+    return V4F_OK;
+}
+
+/* A drafting step at the session position p: the MTP block takes the
+ * pending rows and drafts (or `over`), [a, draft] is evaluated at p;
+ * got = {draft, greedy pick after a, greedy pick after the draft}. */
+static v4f_status spec_draft(v4f_session *s, int32_t a, int32_t suppress, int32_t over, int32_t got[3],
+                             v4f_err *err) {
+    const uint32_t p = s->pos, pn = s->spec.n, pp0 = s->spec.p0, cap = s->spec.cap;
+    for (uint32_t i = 0; i + 1 < pn; i++) s->spec.ptok[i] = s->spec.tok[(pp0 + i) % cap];
+    if (pn) s->spec.ptok[pn - 1] = a;
+    v4f_status st = v4f_gpu_spec_step(s->gpu, s->spec.ptok, pn, pp0, a, p, suppress, over, got, err);
+    s->spec.n = 0; /* the MTP block took them (or the ring is in doubt after an error) */
+    if (st) return st;
+    if (pn) s->mtp_pos = pp0 + pn;
+    s->pos = p + 2;
+    const int32_t in[2] = {a, got[0]};
+    spec_added(s, p, in, 2);
+    s->spec.st.steps++;
+    s->spec.st.drafted++;
+    return V4F_OK;
+}
+
+/* After a drafting step at p whose first pick was `pick`: a kept draft
+ * (pick == draft) counts two evaluated tokens and is reported to fn (a
+ * refusal rewinds it: *stop); a refused one is rewound. */
+static v4f_status spec_settle(v4f_session *s, uint32_t p, int32_t draft, int32_t pick, v4f_pick_fn fn, void *ud,
+                              uint32_t *n_eval, int32_t *next, bool *stop, v4f_err *err) {
+    v4f_spec_gate_step(&s->spec.gate, pick == draft);
+    *stop = false;
+    if (pick != draft) {
+        ++*n_eval;
+        return v4f_session_rewind(s, p + 1, err);
+    }
+    s->spec.st.accepted++;
+    *n_eval += 2;
+    *next = draft;
+    if (fn && !fn(ud, draft)) { /* the draft was picked and refused: not evaluated after all */
+        *stop = true;
+        --*n_eval;
+        return v4f_session_rewind(s, p + 1, err);
+    }
+    return V4F_OK;
+}
+
 /* v4f_session_decode_greedy with drafts (forward.h); the caller checked
  * the arguments and the context room for max_eval tokens. */
 static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress, v4f_pick_fn fn,
                               void *ud, float *logits, uint32_t *n_eval, int32_t *next, v4f_err *err) {
-    const v4f_config *c = &s->cfg;
     const uint32_t cap = s->spec.cap;
     int last_row = -1; /* the verify row holding the last logits (-1: `logits` has them) */
     bool graph = true;  /* plain pipelined decoding is available */
@@ -1460,12 +1528,11 @@ static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, 
     for (int32_t a = token;;) {
         const uint32_t p = s->pos;
         if (s->spec.n && s->spec.p0 + s->spec.n != p) s->spec.n = 0;
-        const uint32_t pn = s->spec.n, pp0 = s->spec.p0;
         uint32_t pause = v4f_spec_gate_pause(&s->spec.gate);
         if (pause > max_eval - *n_eval) pause = max_eval - *n_eval;
         int32_t g;
         if (pause && graph) { /* drafting paused: plain greedy decoding, pipelined */
-            if (pn) s->spec.tok[(p - 1) % cap] = a;
+            if (s->spec.n) s->spec.tok[(p - 1) % cap] = a;
             plain_rec r = {s, p, 0, fn, ud, false};
             uint32_t ne = 0;
             st = v4f_gpu_decode_greedy(s->gpu, a, p, pause, suppress, plain_pick, &r, logits, &ne, &g, err);
@@ -1493,53 +1560,22 @@ static v4f_status spec_greedy(v4f_session *s, int32_t token, uint32_t max_eval, 
             a = g;
             continue;
         }
-        int32_t over = s->spec.hook ? s->spec.hook(s->spec.hook_ud, p + 1) : -1;
-        if (over >= (int32_t)c->n_vocab) over = -1;
-        if (pause || (pn == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
-            st = v4f_gpu_eval(s->gpu, &a, 1, p, logits, 0, NULL, 1, NULL, &s->dbg, err);
-            if (st) {
-                s->spec.n = 0;
-                break;
-            }
-            s->pos = p + 1;
-            spec_added(s, p, &a, 1);
+        const int32_t over = spec_over(s, p, pause);
+        if (pause || (s->spec.n == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
+            if ((st = spec_one(s, a, pause, logits, n_eval, err))) break;
             last_row = -1;
-            ++*n_eval;
-            if (pause) {
-                v4f_spec_gate_plain(&s->spec.gate, 1);
-                s->spec.st.paused++;
-            }
-            g = v4f_argmax_f32_except(logits, c->n_vocab, suppress);
+            g = v4f_argmax_f32_except(logits, s->cfg.n_vocab, suppress);
         } else {
-            for (uint32_t i = 0; i + 1 < pn; i++) s->spec.ptok[i] = s->spec.tok[(pp0 + i) % cap];
-            if (pn) s->spec.ptok[pn - 1] = a;
             int32_t got[3];
-            st = v4f_gpu_spec_step(s->gpu, s->spec.ptok, pn, pp0, a, p, suppress, over, got, err);
-            s->spec.n = 0; /* the MTP block took them (or the ring is in doubt after an error) */
-            if (st) break;
-            if (pn) s->mtp_pos = pp0 + pn;
-            s->pos = p + 2;
-            const int32_t d = got[0], in[2] = {a, d};
-            spec_added(s, p, in, 2);
-            s->spec.st.steps++;
-            s->spec.st.drafted++;
-            g = got[1];
+            bool stop;
+            if ((st = spec_draft(s, a, suppress, over, got, err))) break;
             last_row = 0;
-            v4f_spec_gate_step(&s->spec.gate, g == d);
-            if (g == d) {
-                s->spec.st.accepted++;
-                *n_eval += 2;
-                *next = g;
-                if (fn && !fn(ud, g)) { /* the draft was picked and refused: not evaluated after all */
-                    st = v4f_session_rewind(s, p + 1, err);
-                    --*n_eval;
-                    break;
-                }
+            st = spec_settle(s, p, got[0], got[1], fn, ud, n_eval, next, &stop, err);
+            if (st || stop) break;
+            g = got[1];
+            if (g == got[0]) {
                 g = got[2];
                 last_row = 1;
-            } else {
-                if ((st = v4f_session_rewind(s, p + 1, err))) break;
-                ++*n_eval;
             }
         }
         *next = g;
@@ -1631,19 +1667,29 @@ v4f_status v4f_session_decode(v4f_session *s, int32_t token, float *logits, v4f_
     return v4f_session_eval(s, &token, 1, logits, 0, NULL, err);
 }
 
+/* The arguments of a decoding loop (v4f_session_decode_greedy / _sampled):
+ * the context room for max_eval tokens, a valid first token, a logits
+ * buffer (what: the loop's name). */
+static v4f_status decode_args(const v4f_session *s, int32_t token, uint32_t max_eval, const float *logits,
+                              const char *what, uint32_t *n_eval, int32_t *next, v4f_err *err) {
+    *n_eval = 0;
+    *next = -1;
+    if (max_eval == 0 || !logits)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "%s decode: max_eval 0 or no logits buffer", what);
+    if ((uint64_t)s->pos + max_eval > s->opts.n_ctx)
+        return v4f_err_set(err, V4F_STATUS_RANGE, "context full: %u + %u tokens > ctx %u", s->pos, max_eval,
+                           s->opts.n_ctx);
+    if (token < 0 || (uint32_t)token >= s->cfg.n_vocab)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)", token, s->cfg.n_vocab);
+    return V4F_OK;
+}
+
 v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max_eval, int32_t suppress,
                                      v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
                                      v4f_err *err) {
     const v4f_config *c = &s->cfg;
-    *n_eval = 0;
-    *next = -1;
-    if (max_eval == 0 || !logits)
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "greedy decode: max_eval 0 or no logits buffer");
-    if ((uint64_t)s->pos + max_eval > s->opts.n_ctx)
-        return v4f_err_set(err, V4F_STATUS_RANGE, "context full: %u + %u tokens > ctx %u", s->pos, max_eval,
-                           s->opts.n_ctx);
-    if (token < 0 || (uint32_t)token >= c->n_vocab)
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)", token, c->n_vocab);
+    v4f_status ast = decode_args(s, token, max_eval, logits, "greedy", n_eval, next, err);
+    if (ast) return ast;
     if (s->spec.on && !s->has_trace)
         return spec_greedy(s, token, max_eval, suppress, fn, ud, logits, n_eval, next, err);
     if (s->gpu && !s->has_trace && !s->dbg.no_sink && !s->dbg.no_kv_fp8) {
@@ -1672,61 +1718,26 @@ v4f_status v4f_session_decode_greedy(v4f_session *s, int32_t token, uint32_t max
 static v4f_status spec_sampled(v4f_session *s, int32_t token, uint32_t max_eval, const v4f_drawer *dw,
                                v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
                                v4f_err *err) {
-    const v4f_config *c = &s->cfg;
-    const uint32_t cap = s->spec.cap;
     v4f_status st = V4F_OK;
     for (int32_t a = token;;) {
         const uint32_t p = s->pos;
         if (s->spec.n && s->spec.p0 + s->spec.n != p) s->spec.n = 0;
-        const uint32_t pn = s->spec.n, pp0 = s->spec.p0;
         const uint32_t pause = v4f_spec_gate_pause(&s->spec.gate);
-        int32_t over = !pause && s->spec.hook ? s->spec.hook(s->spec.hook_ud, p + 1) : -1;
-        if (over >= (int32_t)c->n_vocab) over = -1;
+        const int32_t over = spec_over(s, p, pause);
         int32_t t;
-        if (pause || (pn == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
-            st = v4f_gpu_eval(s->gpu, &a, 1, p, logits, 0, NULL, 1, NULL, &s->dbg, err);
-            if (st) {
-                s->spec.n = 0;
-                break;
-            }
-            s->pos = p + 1;
-            spec_added(s, p, &a, 1);
-            ++*n_eval;
-            if (pause) {
-                v4f_spec_gate_plain(&s->spec.gate, 1);
-                s->spec.st.paused++;
-            }
+        if (pause || (s->spec.n == 0 && over < 0) || max_eval - *n_eval < 2) { /* no draft: one token */
+            if ((st = spec_one(s, a, pause, logits, n_eval, err))) break;
             t = dw->draw(dw->ud, logits);
         } else {
-            for (uint32_t i = 0; i + 1 < pn; i++) s->spec.ptok[i] = s->spec.tok[(pp0 + i) % cap];
-            if (pn) s->spec.ptok[pn - 1] = a;
             int32_t got[3];
-            st = v4f_gpu_spec_step(s->gpu, s->spec.ptok, pn, pp0, a, p, -1, over, got, err);
-            s->spec.n = 0;
-            if (st == V4F_OK) st = v4f_gpu_logits_row(s->gpu, 0, logits, err);
-            if (st) break;
-            if (pn) s->mtp_pos = pp0 + pn;
-            s->pos = p + 2;
-            const int32_t d = got[0], in[2] = {a, d};
-            spec_added(s, p, in, 2);
-            s->spec.st.steps++;
-            s->spec.st.drafted++;
-            t = dw->verify(dw->ud, logits, d);
-            v4f_spec_gate_step(&s->spec.gate, t == d);
-            if (t == d) {
-                s->spec.st.accepted++;
-                *n_eval += 2;
-                *next = d;
-                if (fn && !fn(ud, d)) { /* the draft was picked and refused: not evaluated after all */
-                    st = v4f_session_rewind(s, p + 1, err);
-                    --*n_eval;
-                    break;
-                }
+            bool stop;
+            if ((st = spec_draft(s, a, -1, over, got, err)) || (st = v4f_gpu_logits_row(s->gpu, 0, logits, err))) break;
+            t = dw->verify(dw->ud, logits, got[0]);
+            st = spec_settle(s, p, got[0], t, fn, ud, n_eval, next, &stop, err);
+            if (st || stop) break;
+            if (t == got[0]) { /* kept: the next pick is drawn from the draft's row */
                 if ((st = v4f_gpu_logits_row(s->gpu, 1, logits, err))) break;
                 t = dw->draw(dw->ud, logits);
-            } else {
-                if ((st = v4f_session_rewind(s, p + 1, err))) break;
-                ++*n_eval;
             }
         }
         *next = t;
@@ -1739,16 +1750,9 @@ static v4f_status spec_sampled(v4f_session *s, int32_t token, uint32_t max_eval,
 v4f_status v4f_session_decode_sampled(v4f_session *s, int32_t token, uint32_t max_eval, const v4f_drawer *dw,
                                       v4f_pick_fn fn, void *ud, float *logits, uint32_t *n_eval, int32_t *next,
                                       v4f_err *err) {
-    const v4f_config *c = &s->cfg;
-    *n_eval = 0;
-    *next = -1;
-    if (max_eval == 0 || !logits || !dw || !dw->draw || !dw->verify)
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "sampled decode: max_eval 0, no logits buffer or no drawer");
-    if ((uint64_t)s->pos + max_eval > s->opts.n_ctx)
-        return v4f_err_set(err, V4F_STATUS_RANGE, "context full: %u + %u tokens > ctx %u", s->pos, max_eval,
-                           s->opts.n_ctx);
-    if (token < 0 || (uint32_t)token >= c->n_vocab)
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "token id %d out of range [0, %u)", token, c->n_vocab);
+    v4f_status ast = decode_args(s, token, max_eval, logits, "sampled", n_eval, next, err);
+    if (ast) return ast;
+    if (!dw || !dw->draw || !dw->verify) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "sampled decode: no drawer");
     if (s->spec.on && !s->has_trace)
         return spec_sampled(s, token, max_eval, dw, fn, ud, logits, n_eval, next, err);
     for (int32_t in = token;; in = *next) {

@@ -607,38 +607,71 @@ static int spec_agree(const char *what, const int32_t *loop, const float *margin
     return n;
 }
 
-static void test_spec_greedy(const char *name, v4f_precision prec) {
+/* A fixture and two CUDA sessions that evaluated its first `split` tokens:
+ * *a without drafts, *b drafting (the MTP block, opts.mtp_draft). false
+ * (a failure counted, everything closed) when a step fails. */
+static bool spec_open(const char *name, v4f_precision prec, fixture *f, v4f_session **a, v4f_session **b) {
     char msg[1200];
-    fixture f;
-    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
+    *a = *b = NULL;
+    if (!golden_fixture_open(g_dir, name, true, f, msg, sizeof msg)) {
         fprintf(stderr, "%s\n", msg);
         g_fail++;
-        return;
+        return false;
     }
-    const uint32_t V = (uint32_t)f.vocab, K = SPEC_STEPS, split = (uint32_t)f.split;
-    const char *pn = prec == V4F_PRECISION_REF ? "ref" : "default";
+    const uint32_t split = (uint32_t)f->split;
     v4f_session_opts oa = {.n_ctx = 512, .precision = prec, .backend = V4F_BACKEND_CUDA}, ob = oa;
     ob.enable_mtp = ob.mtp_draft = true;
-    v4f_session *a = NULL, *b = NULL;
     v4f_err err = {0};
-    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
-    float margin[SPEC_STEPS];
-    int32_t loop[SPEC_STEPS];
-    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
-             v4f_session_drafts(b) && !v4f_session_drafts(a) &&
-             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
-             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
-    /* the loop: one-token steps, their picks and top-2 margins */
-    int32_t tok = f.tokens[split];
-    for (uint32_t i = 0; ok && i < K; i++) {
-        ok = v4f_session_eval(a, &tok, 1, la, 0, NULL, &err) == V4F_OK;
+    const bool ok = v4f_session_new(f->m, &oa, a, &err) == V4F_OK && v4f_session_new(f->m, &ob, b, &err) == V4F_OK &&
+                    v4f_session_drafts(*b) && !v4f_session_drafts(*a) &&
+                    v4f_session_eval(*a, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
+                    v4f_session_eval(*b, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    CHECK(ok, "%s: spec sessions: %s", name, err.msg);
+    if (!ok) {
+        v4f_session_free(*a);
+        v4f_session_free(*b);
+        golden_fixture_close(f);
+    }
+    return ok;
+}
+
+static void spec_close(fixture *f, v4f_session *a, v4f_session *b) {
+    v4f_session_free(a);
+    v4f_session_free(b);
+    golden_fixture_close(f);
+}
+
+/* n one-token greedy steps of a from the fixture's split token: the picks
+ * and their top-2 margins (la: [vocab] scratch) */
+static bool spec_loop(v4f_session *a, const fixture *f, uint32_t n, float *la, int32_t *loop, float *margin) {
+    const uint32_t V = (uint32_t)f->vocab;
+    v4f_err err = {0};
+    int32_t tok = f->tokens[f->split];
+    for (uint32_t i = 0; i < n; i++) {
+        if (v4f_session_eval(a, &tok, 1, la, 0, NULL, &err) != V4F_OK) {
+            CHECK(false, "spec loop: %s", err.msg);
+            return false;
+        }
         tok = loop[i] = v4f_argmax_f32_except(la, V, -1);
         float second = -INFINITY;
         for (uint32_t v = 0; v < V; v++)
             if ((int32_t)v != tok && la[v] > second) second = la[v];
         margin[i] = la[tok] - second;
     }
-    CHECK(ok, "%s %s: spec sessions: %s", name, pn, err.msg);
+    return true;
+}
+
+static void test_spec_greedy(const char *name, v4f_precision prec) {
+    fixture f;
+    v4f_session *a, *b;
+    if (!spec_open(name, prec, &f, &a, &b)) return;
+    const uint32_t V = (uint32_t)f.vocab, K = SPEC_STEPS, split = (uint32_t)f.split;
+    const char *pn = prec == V4F_PRECISION_REF ? "ref" : "default";
+    v4f_err err = {0};
+    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    float margin[SPEC_STEPS];
+    int32_t loop[SPEC_STEPS], tok;
+    int ok = spec_loop(a, &f, K, la, loop, margin);
     spec_oracle orc = {loop, split, -1, V};
     v4f_session_set_draft_hook(b, spec_draft, &orc);
     v4f_session_set_draft_gate(b, false); /* every step drafts (test_spec_gate has the gate) */
@@ -697,11 +730,9 @@ static void test_spec_greedy(const char *name, v4f_precision prec) {
         CHECK(same, "%s: n_eval %u, %d picks, pos %u (%s)", what, n_eval, r.n, v4f_session_pos(b), err.msg);
         if (same) spec_agree(what, loop, margin, got, (int)K);
     }
-    v4f_session_free(a);
-    v4f_session_free(b);
+    spec_close(&f, a, b);
     free(la);
     free(lb);
-    golden_fixture_close(&f);
 }
 
 /* The draft gate (spec_gate.h) on a drafting session, default precision:
@@ -737,34 +768,15 @@ static int32_t gate_draft(void *ud, uint32_t pos) {
 }
 
 static void test_spec_gate(const char *name) {
-    char msg[1200];
     fixture f;
-    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
-        fprintf(stderr, "%s\n", msg);
-        g_fail++;
-        return;
-    }
+    v4f_session *a, *b;
+    if (!spec_open(name, V4F_PRECISION_DEFAULT, &f, &a, &b)) return;
     const uint32_t V = (uint32_t)f.vocab, K = GATE_STEPS, split = (uint32_t)f.split;
-    v4f_session_opts oa = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA}, ob = oa;
-    ob.enable_mtp = ob.mtp_draft = true;
-    v4f_session *a = NULL, *b = NULL;
     v4f_err err = {0};
     float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
     float margin[GATE_STEPS];
     int32_t loop[GATE_STEPS];
-    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
-             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
-             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
-    int32_t tok = f.tokens[split];
-    for (uint32_t i = 0; ok && i < K; i++) {
-        ok = v4f_session_eval(a, &tok, 1, la, 0, NULL, &err) == V4F_OK;
-        tok = loop[i] = v4f_argmax_f32_except(la, V, -1);
-        float second = -INFINITY;
-        for (uint32_t v = 0; v < V; v++)
-            if ((int32_t)v != tok && la[v] > second) second = la[v];
-        margin[i] = la[tok] - second;
-    }
-    CHECK(ok, "%s: gate sessions: %s", name, err.msg);
+    int ok = spec_loop(a, &f, K, la, loop, margin);
     gate_oracle orc = {loop, split, V, false};
     v4f_session_set_draft_hook(b, gate_draft, &orc);
     for (int right = 0; ok && right <= 1; right++) {
@@ -800,11 +812,9 @@ static void test_spec_gate(const char *name) {
                (unsigned long long)na, (unsigned long long)nd, (unsigned long long)np,
                agree == (int)K ? "equal to the one-token loop" : "leave the loop's at a near-tie");
     }
-    v4f_session_free(a);
-    v4f_session_free(b);
+    spec_close(&f, a, b);
     free(la);
     free(lb);
-    golden_fixture_close(&f);
 }
 
 /* Sampled decoding with MTP drafts (v4f_session_decode_sampled, default
@@ -836,26 +846,16 @@ static bool stop_first(void *ud, int32_t t) {
 }
 
 static void test_spec_sampled(const char *name) {
-    char msg[1200];
     fixture f;
-    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
-        fprintf(stderr, "%s\n", msg);
-        g_fail++;
-        return;
-    }
+    v4f_session *a, *b;
+    if (!spec_open(name, V4F_PRECISION_DEFAULT, &f, &a, &b)) return;
     const uint32_t V = (uint32_t)f.vocab, K = SPEC_SAMPLE_STEPS, split = (uint32_t)f.split;
-    v4f_session_opts oa = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA}, ob = oa;
-    ob.enable_mtp = ob.mtp_draft = true;
-    v4f_session *a = NULL, *b = NULL;
     v4f_sampler *sa = NULL, *sb = NULL;
     v4f_err err = {0};
     const v4f_sampler_params sp = {.temperature = 0.7f, .top_k = 0, .top_p = 1.0f, .min_p = 0.05f, .seed = 11};
     float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
     int32_t loop[SPEC_SAMPLE_STEPS], low[SPEC_SAMPLE_STEPS];
-    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
-             v4f_sampler_new(&sp, V, &sa, &err) == V4F_OK && v4f_sampler_new(&sp, V, &sb, &err) == V4F_OK &&
-             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
-             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    int ok = v4f_sampler_new(&sp, V, &sa, &err) == V4F_OK && v4f_sampler_new(&sp, V, &sb, &err) == V4F_OK;
     /* the plain loop: one eval and one draw per token; the lowest logit of
      * each position is the next test's draft */
     int32_t tok = f.tokens[split];
@@ -871,7 +871,7 @@ static void test_spec_sampled(const char *name) {
         below += (double)(hi - la[low[i]]) / sp.temperature > log(1.0 / sp.min_p) + 1e-3;
         tok = loop[i] = v4f_sampler_sample(sa, la);
     }
-    CHECK(ok && below == (int)K, "%s spec sampled: sessions: %s; %d of %u lowest logits under the cut", name, err.msg,
+    CHECK(ok && below == (int)K, "%s spec sampled: samplers and loop: %s; %d of %u lowest logits under the cut", name, err.msg,
           below, K);
     sample_oracle orc = {low, split, K};
     v4f_session_set_draft_hook(b, sample_draft, &orc);
@@ -927,11 +927,9 @@ static void test_spec_sampled(const char *name) {
     }
     v4f_sampler_free(sa);
     v4f_sampler_free(sb);
-    v4f_session_free(a);
-    v4f_session_free(b);
+    spec_close(&f, a, b);
     free(la);
     free(lb);
-    golden_fixture_close(&f);
 }
 
 /* The decode graph of a drafting session writes each step's final HC state
@@ -940,24 +938,15 @@ static void test_spec_sampled(const char *name) {
  * bit for bit, to the HC states of the same evals on a session without
  * drafts (the same kernels). */
 static void test_spec_ring(const char *name) {
-    char msg[1200];
     fixture f;
-    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
-        fprintf(stderr, "%s\n", msg);
-        g_fail++;
-        return;
-    }
+    v4f_session *a, *b;
+    if (!spec_open(name, V4F_PRECISION_DEFAULT, &f, &a, &b)) return;
     const uint32_t split = (uint32_t)f.split, n = 8;
-    v4f_session_opts oa = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA}, ob = oa;
-    ob.enable_mtp = ob.mtp_draft = true;
-    v4f_session *a = NULL, *b = NULL;
     v4f_err err = {0};
     const size_t HD = (size_t)f.m->cfg.n_hc * f.m->cfg.n_embd;
     float *ha = malloc(n * HD * sizeof(float)), *hb = malloc(HD * sizeof(float));
     float *lg = malloc((size_t)f.vocab * sizeof(float));
-    int ok = v4f_session_new(f.m, &oa, &a, &err) == V4F_OK && v4f_session_new(f.m, &ob, &b, &err) == V4F_OK &&
-             v4f_session_eval(a, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
-             v4f_session_eval(b, f.tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    int ok = 1;
     for (uint32_t i = 0; ok && i < n - 3; i++) /* reference: the same evals, HC out */
         ok = v4f_session_eval(a, f.tokens + split + i, 1, NULL, 0, ha + i * HD, &err) == V4F_OK;
     ok = ok && v4f_session_eval(a, f.tokens + split + n - 3, 3, NULL, 0, ha + (n - 3) * HD, &err) == V4F_OK;
@@ -990,12 +979,10 @@ static void test_spec_ring(const char *name) {
              memcmp(hb, ha + (size_t)(i % n) * HD, HD * sizeof(float)) == 0;
     CHECK(ok, "%s spec ring: a row of pipelined greedy decoding differs from the HC state (%s)", name, err.msg);
     printf("  spec ring: the %d rows of pipelined greedy steps %s\n", G, ok ? "equal the HC states" : "DIFFER");
-    v4f_session_free(a);
-    v4f_session_free(b);
+    spec_close(&f, a, b);
     free(ha);
     free(hb);
     free(lg);
-    golden_fixture_close(&f);
 }
 
 /* The MTP block on the GPU (fixture convention): the final HC states of a

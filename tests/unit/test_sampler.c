@@ -247,6 +247,18 @@ TEST(sampler_seed_determinism) {
     v4f_sampler_free(s3);
 }
 
+/* every token's count of V4F_SAMPLER_FREQ_DRAWS draws within the sigma
+ * tolerance of its probability */
+static void check_freqs(const long *cnt, const double *probs, int n, const char *what) {
+    for (int i = 0; i < n; i++) {
+        double f = (double)cnt[i] / V4F_SAMPLER_FREQ_DRAWS;
+        double sigma = sqrt(probs[i] * (1 - probs[i]) / V4F_SAMPLER_FREQ_DRAWS);
+        CHECK_MSG(fabs(f - probs[i]) <= V4F_TOL_SAMPLER_SIGMAS * sigma + 1e-12,
+                  "%s: token %d freq %.5f vs p %.5f (%.1f sigma)", what, i, f, probs[i],
+                  sigma > 0 ? fabs(f - probs[i]) / sigma : 0.0);
+    }
+}
+
 TEST(sampler_empirical_frequencies) {
     const double probs[8] = {0.30, 0.20, 0.15, 0.12, 0.10, 0.08, 0.04, 0.01};
     float l[8];
@@ -260,27 +272,16 @@ TEST(sampler_empirical_frequencies) {
         REQUIRE(t >= 0 && t < 8);
         cnt[t]++;
     }
-    for (int i = 0; i < 8; i++) {
-        double f = (double)cnt[i] / V4F_SAMPLER_FREQ_DRAWS;
-        double sigma = sqrt(probs[i] * (1 - probs[i]) / V4F_SAMPLER_FREQ_DRAWS);
-        CHECK_MSG(fabs(f - probs[i]) <= V4F_TOL_SAMPLER_SIGMAS * sigma,
-                  "token %d: freq %.5f vs p %.5f (%.1f sigma)", i, f, probs[i],
-                  fabs(f - probs[i]) / sigma);
-    }
+    check_freqs(cnt, probs, 8, "T 1");
     v4f_sampler_free(s);
     /* with min_p 0.3 (cut at 0.09) and T = 1: renormalised over the first 5 */
     s = mk(1.0f, 0, 1.0f, 0.3f, 99, 8);
     REQUIRE(s);
     memset(cnt, 0, sizeof cnt);
     for (int i = 0; i < V4F_SAMPLER_FREQ_DRAWS; i++) cnt[v4f_sampler_sample(s, l)]++;
-    double kept = 0.30 + 0.20 + 0.15 + 0.12 + 0.10;
-    for (int i = 0; i < 8; i++) {
-        double p = i < 5 ? probs[i] / kept : 0;
-        double f = (double)cnt[i] / V4F_SAMPLER_FREQ_DRAWS;
-        double sigma = sqrt(p * (1 - p) / V4F_SAMPLER_FREQ_DRAWS);
-        CHECK_MSG(fabs(f - p) <= V4F_TOL_SAMPLER_SIGMAS * sigma + 1e-12,
-                  "min_p: token %d freq %.5f vs p %.5f", i, f, p);
-    }
+    double kept = 0.30 + 0.20 + 0.15 + 0.12 + 0.10, pk[8];
+    for (int i = 0; i < 8; i++) pk[i] = i < 5 ? probs[i] / kept : 0;
+    check_freqs(cnt, pk, 8, "min_p");
     v4f_sampler_free(s);
 }
 
@@ -374,13 +375,7 @@ TEST(sampler_verify_frequencies) {
             REQUIRE(t >= 0 && t < 8);
             cnt[t]++;
         }
-        for (int i = 0; i < 8; i++) {
-            double f = (double)cnt[i] / V4F_SAMPLER_FREQ_DRAWS;
-            double sigma = sqrt(probs[i] * (1 - probs[i]) / V4F_SAMPLER_FREQ_DRAWS);
-            CHECK_MSG(fabs(f - probs[i]) <= V4F_TOL_SAMPLER_SIGMAS * sigma,
-                      "draft %d: token %d freq %.5f vs p %.5f (%.1f sigma)", drafts[k], i, f, probs[i],
-                      fabs(f - probs[i]) / sigma);
-        }
+        check_freqs(cnt, probs, 8, k == 0 ? "draft 0" : k == 1 ? "draft 2" : "draft 7");
         v4f_sampler_free(s);
     }
     /* with min_p 0.3 the draft 6 (p 0.04) is no candidate: never returned */
