@@ -735,8 +735,8 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
         }
         if (copy || st != V4F_OK) {
             /* pinning the mapping was refused: one pinned copy of what stays on the host */
-            v4f_log(V4F_LOG_WARN, "cuda: %s; copying the host-resident weights to pinned memory",
-                    copy ? "V4F_CUDA_HOST_COPY=1" : err->msg);
+            v4f_log(V4F_LOG_WARN, "%s; copying the host-resident weights to pinned memory",
+                    copy ? "cuda: V4F_CUDA_HOST_COPY=1" : err->msg);
             for (int i = 0; i < g->n_reg; i++) v4f_cuda_host_unregister(g->c, g->reg[i]);
             g->n_reg = 0;
             size_t tot = 0;

@@ -607,9 +607,14 @@ static int spec_agree(const char *what, const int32_t *loop, const float *margin
     return n;
 }
 
+/* V4F_CUDA_MAX_EXPERTS for the drafting session of spec_open (NULL: all
+ * routed experts on the device) */
+static const char *g_spec_b_experts;
+
 /* A fixture and two CUDA sessions that evaluated its first `split` tokens:
- * *a without drafts, *b drafting (the MTP block, opts.mtp_draft). false
- * (a failure counted, everything closed) when a step fails. */
+ * *a without drafts, *b drafting (the MTP block, opts.mtp_draft; with
+ * g_spec_b_experts routed experts per layer on the device, the rest in host
+ * memory). false (a failure counted, everything closed) when a step fails. */
 static bool spec_open(const char *name, v4f_precision prec, fixture *f, v4f_session **a, v4f_session **b) {
     char msg[1200];
     *a = *b = NULL;
@@ -622,10 +627,15 @@ static bool spec_open(const char *name, v4f_precision prec, fixture *f, v4f_sess
     v4f_session_opts oa = {.n_ctx = 512, .precision = prec, .backend = V4F_BACKEND_CUDA}, ob = oa;
     ob.enable_mtp = ob.mtp_draft = true;
     v4f_err err = {0};
-    const bool ok = v4f_session_new(f->m, &oa, a, &err) == V4F_OK && v4f_session_new(f->m, &ob, b, &err) == V4F_OK &&
-                    v4f_session_drafts(*b) && !v4f_session_drafts(*a) &&
-                    v4f_session_eval(*a, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
-                    v4f_session_eval(*b, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK;
+    bool ok = v4f_session_new(f->m, &oa, a, &err) == V4F_OK;
+    if (g_spec_b_experts) setenv("V4F_CUDA_MAX_EXPERTS", g_spec_b_experts, 1);
+    ok = ok && v4f_session_new(f->m, &ob, b, &err) == V4F_OK;
+    unsetenv("V4F_CUDA_MAX_EXPERTS");
+    uint32_t on_dev = ok ? v4f_gpu_experts_on_device(v4f_session_gpu(*b)) : 0;
+    ok = ok && (g_spec_b_experts ? on_dev == (uint32_t)atoi(g_spec_b_experts) : on_dev == f->m->cfg.n_expert) &&
+         v4f_session_drafts(*b) && !v4f_session_drafts(*a) &&
+         v4f_session_eval(*a, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
+         v4f_session_eval(*b, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK;
     CHECK(ok, "%s: spec sessions: %s", name, err.msg);
     if (!ok) {
         v4f_session_free(*a);
@@ -930,6 +940,39 @@ static void test_spec_sampled(const char *name) {
     spec_close(&f, a, b);
     free(la);
     free(lb);
+}
+
+/* Two sessions of one model at once, both with routed experts in host
+ * memory: the second cannot pin the pages the first pinned (it takes a
+ * pinned copy) and its uploads of ranges next to them go through a bounce
+ * buffer; both give the logits of a session with every expert on the
+ * device, bit for bit. */
+static void test_two_host_sessions(const char *name) {
+    char msg[1200];
+    fixture f;
+    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
+        fprintf(stderr, "%s\n", msg);
+        g_fail++;
+        return;
+    }
+    const uint32_t V = (uint32_t)f.vocab, split = (uint32_t)f.split;
+    v4f_session_opts o = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA};
+    v4f_session *s[3] = {NULL, NULL, NULL};
+    v4f_err err = {0};
+    float *lg = malloc(3 * (size_t)V * sizeof(float));
+    int ok = v4f_session_new(f.m, &o, &s[0], &err) == V4F_OK;
+    setenv("V4F_CUDA_MAX_EXPERTS", "3", 1);
+    for (int i = 1; ok && i < 3; i++) ok = v4f_session_new(f.m, &o, &s[i], &err) == V4F_OK;
+    unsetenv("V4F_CUDA_MAX_EXPERTS");
+    for (int i = 0; ok && i < 3; i++)
+        ok = v4f_session_eval(s[i], f.tokens, split, lg + (size_t)i * V, V4F_EVAL_LOGITS_LAST, NULL, &err) == V4F_OK &&
+             (i == 0 || v4f_gpu_experts_on_device(v4f_session_gpu(s[i])) == 3);
+    const int same = ok && !memcmp(lg, lg + V, V * sizeof(float)) && !memcmp(lg, lg + 2 * (size_t)V, V * sizeof(float));
+    CHECK(same, "%s: two sessions with host-resident experts: %s (%s)", name, ok ? "logits differ" : "failed", err.msg);
+    printf("  two sessions with host-resident experts at once: %s\n", same ? "logits equal the all-device run" : "FAIL");
+    for (int i = 0; i < 3; i++) v4f_session_free(s[i]);
+    free(lg);
+    golden_fixture_close(&f);
 }
 
 /* The decode graph of a drafting session writes each step's final HC state
@@ -1463,6 +1506,18 @@ int main(int argc, char **argv) {
         }
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_long("tiny-q2");
     if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) test_serve_flex("tiny-q2");
+    if (argc <= 2 || !strcmp(argv[2], "tiny-q2")) {
+        /* drafting with routed experts in host memory (the verify step
+         * stages the routed ones from the host, paused stretches run the
+         * decode graph's DMA copies); the reference session holds them all */
+        printf("speculative decoding, 3 routed experts per layer on the GPU (V4F_CUDA_MAX_EXPERTS=3):\n");
+        g_spec_b_experts = "3";
+        test_spec_greedy("tiny-q2", V4F_PRECISION_DEFAULT);
+        test_spec_gate("tiny-q2");
+        test_spec_sampled("tiny-q2");
+        g_spec_b_experts = NULL;
+        test_two_host_sessions("tiny-q2");
+    }
     if (argc <= 2 || !strcmp(argv[2], "synth")) test_logits_last_synth(); /* [DIR synth]: only this */
     /* one chain only (V4F_CUDA_FORK=0, the schedule used when no second
      * stream can be made): whole HC_pre kernels, compressors in line */

@@ -17,6 +17,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define V4F_CUDA_ALLOC_ALIGN 256
 
@@ -162,9 +163,33 @@ void v4f_cuda_free(v4f_cuda *c, void *p) {
     if (cudaSetDevice(c->device) == cudaSuccess) (void)cudaFree(p);
 }
 
+/* Bytes per pass of an upload bounced through pinned memory. */
+#define UPLOAD_BOUNCE_BYTES (64u << 20)
+
 v4f_status v4f_cuda_upload(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
     CUDA_TRY_DEVICE(c);
-    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaErrorInvalidValue && dst && src && bytes) {
+        /* A host range that covers both pages pinned with cudaHostRegister
+         * (e.g. another session's host-resident experts in the same mapped
+         * model file) and pageable ones is refused as a whole: copy it
+         * through a pinned bounce buffer instead. */
+        (void)cudaGetLastError();
+        const size_t chunk = bytes < UPLOAD_BOUNCE_BYTES ? bytes : UPLOAD_BOUNCE_BYTES;
+        void *bounce = NULL;
+        CUDA_TRY(cudaHostAlloc(&bounce, chunk, cudaHostAllocDefault));
+        cudaError_t e2 = cudaSuccess;
+        for (size_t off = 0; off < bytes && e2 == cudaSuccess; off += chunk) {
+            const size_t n = bytes - off < chunk ? bytes - off : chunk;
+            memcpy(bounce, (const uint8_t *)src + off, n);
+            e2 = cudaMemcpyAsync((uint8_t *)dst + off, bounce, n, cudaMemcpyHostToDevice, c->stream);
+            if (e2 == cudaSuccess) e2 = cudaStreamSynchronize(c->stream);
+        }
+        (void)cudaFreeHost(bounce);
+        CUDA_TRY(e2);
+        return V4F_OK;
+    }
+    CUDA_TRY(e);
     CUDA_TRY(cudaStreamSynchronize(c->stream));
     return V4F_OK;
 }
