@@ -153,6 +153,9 @@ v4f_status v4f_gen_generate(v4f_gen *g, uint64_t n_max, uint64_t n_room, bool re
     r->n_gen = 0;
     r->stop_reason = at_limit; /* unless EOS or an interrupt ends it first */
     r->ended_with_eos = false;
+    /* each reply drafts from the start: a text the MTP block drafts well is
+     * not held back by a pause an earlier one earned */
+    v4f_session_set_draft_gate(g->s, true);
     e.t0 = v4f_time_s();
     if (reasoning && g->rmode == V4F_REASON_DIM) fputs("\033[2m", stdout);
     /* greedy sampling, or a session that drafts with the MTP block: the

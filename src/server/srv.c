@@ -323,6 +323,9 @@ v4f_status v4f_srv_generate(v4f_srv *w, const v4f_srv_job *j, const v4f_srv_sink
     v4f_sampler *smp = NULL;
     v4f_status st = v4f_sampler_new(&j->sp, w->n_vocab, &smp, err);
     if (st) return st;
+    /* each request drafts from the start: a text the MTP block drafts well
+     * is not held back by a pause an earlier request earned */
+    v4f_session_set_draft_gate(w->s, true);
     const v4f_spec_stats sp0 = v4f_session_spec_stats(w->s);
     size_t keep = 0;
     if ((st = live_match(w, j, &all, &keep, err))) goto out;
