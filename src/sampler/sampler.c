@@ -11,6 +11,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "sampler/sampler.h"
 
@@ -168,9 +171,9 @@ static uint32_t select_top_k(cand *c, uint32_t n, uint32_t k) {
 static uint32_t build_candidates(v4f_sampler *s, const float *logits, double *mass, int ordered) {
     const double t = s->p.temperature;
     const uint32_t nv = s->n_vocab;
-    float lmax = -INFINITY;
-    for (uint32_t i = 0; i < nv; i++)
-        if (logits[i] > lmax) lmax = logits[i];
+    /* the largest logit (NaN never wins; the SIMD argmax: one chain of
+     * scalar max was 55% of a sample) */
+    const float lmax = logits[v4f_argmax_f32(logits, nv)];
     if (!(lmax > -INFINITY)) return 0;
     const double zmax = (double)lmax / t;
     s->zmax = zmax;
@@ -178,11 +181,29 @@ static uint32_t build_candidates(v4f_sampler *s, const float *logits, double *ma
 
     cand *c = s->c;
     uint32_t n = 0;
-    for (uint32_t i = 0; i < nv; i++) {
-        float l = logits[i];
-        if (!(l > -INFINITY)) continue; /* NaN, -inf */
-        double z = (double)l / t;
-        if (z >= zcut) c[n++] = (cand){z, (int32_t)i};
+    /* The min-p cut as a logit a little below it: z = l / t rises with l,
+     * so every logit that passes the exact test (z >= zcut) passes a float
+     * compare with it, and only those pay for the division (a decode step's
+     * 129,280 logits: 372 -> ~40 us on a Xeon core). */
+    const double lc = zcut * t;
+    const bool pre = s->p.min_p > 0 && isfinite(lc);
+    const float lo = pre ? (float)(lc - fabs(lc) * 1e-6 - 1e-30) : -INFINITY;
+    for (uint32_t i0 = 0; i0 < nv; i0 += 8) {
+        const uint32_t i1 = i0 + 8 < nv ? i0 + 8 : nv;
+#if defined(__SSE2__)
+        if (pre && i1 == i0 + 8) { /* 8 below the cut (or NaN) at once */
+            const __m128 cut = _mm_set1_ps(lo);
+            const __m128 g = _mm_or_ps(_mm_cmpge_ps(_mm_loadu_ps(logits + i0), cut),
+                                       _mm_cmpge_ps(_mm_loadu_ps(logits + i0 + 4), cut));
+            if (!_mm_movemask_ps(g)) continue;
+        }
+#endif
+        for (uint32_t i = i0; i < i1; i++) {
+            float l = logits[i];
+            if (!(l > -INFINITY) || (pre && !(l >= lo))) continue; /* NaN, -inf, below the cut */
+            double z = (double)l / t;
+            if (z >= zcut) c[n++] = (cand){z, (int32_t)i};
+        }
     }
     uint32_t k = (uint32_t)s->p.top_k;
     if (k > 0 && n > k) n = select_top_k(c, n, k);

@@ -416,3 +416,36 @@ TEST(sampler_verify_outside_draft_is_sample) {
     CHECK(v4f_sampler_verify(g, lg, 0) == 1 && v4f_sampler_verify(g, lg, 1) == 1 && v4f_sampler_verify(g, lg, 3) == 1);
     v4f_sampler_free(g);
 }
+
+/* The min-p filter's float prefilter keeps exactly the logits whose
+ * tempered value passes the double test, also right at the cut: logits
+ * spread over a few ulps around it, several temperatures. */
+TEST(sampler_min_p_cut_exact) {
+    enum { NV = 4099 };
+    static float l[NV];
+    static int32_t ids[NV];
+    static double probs[NV];
+    const float temps[3] = {0.7f, 1.0f, 1.3f}, minps[3] = {0.05f, 0.2f, 0.9f};
+    int bad = 0;
+    for (int k = 0; k < 3; k++) {
+        const double t = temps[k];
+        l[0] = 5.0f; /* the max */
+        const double zcut = (double)l[0] / t + log((double)minps[k]);
+        float c = (float)(zcut * t);
+        for (int i = 1; i < NV; i++) { /* ulps around the cut, and some far away */
+            c = i % 2 ? nextafterf(c, INFINITY) : c;
+            l[i] = i % 17 == 0 ? -3.0f : i % 3 == 0 ? nextafterf(c, -INFINITY) : c;
+            if (i % 5 == 0) l[i] = nextafterf(nextafterf(l[i], -INFINITY), -INFINITY);
+        }
+        uint32_t want = 0;
+        for (int i = 0; i < NV; i++) want += (double)l[i] / t >= zcut;
+        v4f_sampler *s = mk(temps[k], 0, 1.0f, minps[k], 1, NV);
+        REQUIRE(s);
+        const uint32_t got = v4f_sampler_dist(s, l, ids, probs, NV);
+        bad += got != want;
+        CHECK_MSG(got == want, "T %.1f min_p %.2f: %u candidates, the double test keeps %u", temps[k], minps[k], got,
+                  want);
+        v4f_sampler_free(s);
+    }
+    CHECK(bad == 0);
+}
