@@ -5,13 +5,15 @@
  *   v4flash bench --membw [--membw-bytes N] [--threads T]
  *   v4flash bench (-m MODEL | --synthetic PRESET[:LAYERS]) [--ctx-start N]
  *       [--ctx-max N] [--step-incr N | --step-mul F] [--gen N] [--csv FILE]
- *       [--mtp FILE|synthetic [--draft-accept P,..]]
+ *       [--temp T] [--mtp FILE|synthetic [--draft-accept P,..]]
  *
  * Method: the model loads once; prefill is incremental, so each row times
  * only the tokens added since the previous frontier (one batched prefill
  * call). At each frontier N greedy tokens are decoded with EOS suppressed
  * (v4f_session_decode_greedy: on a GPU the device picks each token and the
- * host stays one step behind, as `run` decodes greedily);
+ * host stays one step behind, as `run` decodes greedily; with --temp T the
+ * tokens are drawn on the host at temperature T, min-p 0.05, seeded with
+ * --seed, as `run --temp T` samples: v4f_session_decode_sampled);
  * the session is snapshotted in memory (src/model/snapshot.h) before the
  * probe and restored after it (a GPU session rewinds instead where its
  * position rings still hold the frontier: the restore time is then the
@@ -71,6 +73,7 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "model/snapshot.h"
+#include "sampler/sampler.h"
 #include "engine/kvcache.h"
 #include "tokenizer/tokenizer.h"
 #include "core/ggml_type.h"
@@ -836,6 +839,7 @@ int cmd_bench(int argc, char **argv) {
     bool kv_evict = false;
     const char *evals_opt = NULL;
     int64_t expert_stats = 0;
+    float temp = 0;
     v4f_cli_backend be = V4F_CLI_BACKEND_DEFAULT;
     const v4f_opt opts[] = {
         {"model", 'm', V4F_ARG_STR, &model, 0, 0, "FILE", "model GGUF (default ./ds4flash.gguf unless --synthetic)", NULL},
@@ -844,7 +848,8 @@ int cmd_bench(int argc, char **argv) {
         {"ctx-max", 0, V4F_ARG_INT, &ctx_max, 1, 1048576, "N", "last frontier (32768)", NULL},
         {"step-incr", 0, V4F_ARG_INT, &step_incr, 1, 1048576, "N", "frontier step (default 2048)", NULL},
         {"step-mul", 0, V4F_ARG_DOUBLE, &step_mul, 1.01, 64, "F", "geometric frontier step instead of --step-incr", NULL},
-        {"gen", 'n', V4F_ARG_INT, &gen, 1, 65536, "N", "greedy tokens decoded per frontier (128)", NULL},
+        {"gen", 'n', V4F_ARG_INT, &gen, 1, 65536, "N", "tokens decoded per frontier (128)", NULL},
+        {"temp", 0, V4F_ARG_FLOAT, &temp, 0, 100, "T", "decode by drawing at temperature T on the host (min-p 0.05, --seed) instead of greedily (0)", NULL},
         {"csv", 0, V4F_ARG_STR, &csv, 0, 0, "FILE", "also write the rows as CSV (- = stdout)", NULL},
         {"prompt-file", 0, V4F_ARG_STR, &prompt_file, 0, 0, "FILE", "text to prefill (tokenized, repeated); default random ids", NULL},
         {"threads", 't', V4F_ARG_INT32, &threads, 0, 4096, "N", "threads (default: all CPUs)", NULL},
@@ -1002,6 +1007,17 @@ int cmd_bench(int argc, char **argv) {
     }
     int32_t *prompt = make_prompt(&bm, prompt_file, (uint32_t)n_ctx, seed);
     float *logits = v4f_xmalloc((size_t)c->n_vocab * sizeof *logits);
+    v4f_sampler *smp = NULL;
+    if (temp > 0) {
+        v4f_sampler_params sp = v4f_sampler_params_default();
+        sp.temperature = temp;
+        sp.seed = seed;
+        if (v4f_sampler_new(&sp, c->n_vocab, &smp, &err)) {
+            fprintf(stderr, "v4flash bench: sampler: %s\n", err.msg);
+            free(prompt);
+            prompt = NULL;
+        }
+    }
     if (!prompt) {
         v4f_session_free(s);
         v4f_cli_model_close(&bm);
@@ -1033,6 +1049,8 @@ int cmd_bench(int argc, char **argv) {
     printf("model: %s, load %.2f s, precision %s\n", bm.desc, load_s, precision);
     printf("weights read per decoded token: %.3f GB (non-expert + %u of %u experts per layer)\n",
            (double)wbytes / 1e9, c->n_expert_used, c->n_expert);
+    if (smp) printf("decode: drawn on the host at temperature %.2f, min-p 0.05, seed %llu\n", (double)temp,
+                    (unsigned long long)seed);
     printf("\n%10s %9s %11s %6s %9s %9s %9s %12s %8s %7s %9s %8s %8s\n", "ctx", "prefill",
            "prefill t/s", "gen", "gen t/s", "ss t/s", "1st tok s", "kv bytes", "GB/s", "roof",
            "snap MiB", "save ms", "rest ms");
@@ -1066,11 +1084,15 @@ int cmd_bench(int argc, char **argv) {
         orc.p = -1;
         const v4f_spec_stats sp0 = v4f_session_spec_stats(s);
         /* gen greedy steps with EOS suppressed, the picks fed by the session
-         * (on a GPU without waiting for the host); t_first: the first pick */
+         * (on a GPU without waiting for the host), or gen draws (--temp);
+         * t_first: the first pick */
         double first_at = 0;
         pick_clock pc = {&first_at, 0, 1, NULL};
+        if (smp) v4f_sampler_reseed(smp, seed); /* every frontier draws the same way */
+        const v4f_drawer dw = smp ? v4f_sampler_drawer(smp) : (v4f_drawer){0};
         double t0 = v4f_time_s();
-        if (v4f_session_decode_greedy(s, tok, (uint32_t)gen, eos, pick_time, &pc, logits, &n_eval, &next, &err)) {
+        if (smp ? v4f_session_decode_sampled(s, tok, (uint32_t)gen, &dw, pick_time, &pc, logits, &n_eval, &next, &err)
+                : v4f_session_decode_greedy(s, tok, (uint32_t)gen, eos, pick_time, &pc, logits, &n_eval, &next, &err)) {
             fprintf(stderr, "v4flash bench: decode: %s\n", err.msg);
             rc = 1;
             goto out;
@@ -1148,6 +1170,7 @@ int cmd_bench(int argc, char **argv) {
     }
 out:
     free(orc.ref);
+    v4f_sampler_free(smp);
     v4f_snapshot_mem_free(&snap);
     if (cf && cf != stdout) fclose(cf);
     free(prompt);

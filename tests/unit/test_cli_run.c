@@ -246,6 +246,11 @@ TEST(cli_bench_tiny) {
                              out, sizeof out), 0);
     CHECK(strstr(out, "experts of 5 greedy decode steps at context 32:") != NULL);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --expert-stats 0", NULL, 0), 2);
+    /* --temp: the frontier decodes drawn on the host; a negative one refused */
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-start 32 --ctx-max 32 --gen 4 --no-membw --temp 0.8", out,
+                             sizeof out), 0);
+    CHECK(strstr(out, "decode: drawn on the host at temperature 0.80") && strstr(out, "        32        32"));
+    CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --temp -1", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 2,,3", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 0", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --evals 2x", NULL, 0), 2);
