@@ -1398,11 +1398,6 @@ static void embed_tokens(v4f_session *s, const int32_t *tokens, uint32_t n) {
 
 /* ---- speculative decoding with MTP drafts (opts.mtp_draft, CUDA) --------------------------- */
 
-/* Positions q..q+k-1, just evaluated (their HC states in the GPU's ring),
- * join the pending ones: after them when they end at q (the oldest dropped
- * beyond cap: the MTP block attends a window only), else in their place.
- * The token paired with each row but the last (the input of the position
- * after it) is already in tok. */
 /* Pending rows whose ring rows were overwritten since (more than cap
  * positions on, across a rewind, or by a pipelined step past a stop) are no
  * longer pending. */
@@ -1413,6 +1408,11 @@ static void spec_trim(v4f_session *s) {
     }
 }
 
+/* Positions q..q+k-1, just evaluated (their HC states in the GPU's ring),
+ * join the pending ones: after them when they end at q (the oldest dropped
+ * beyond cap: the MTP block attends a window only), else in their place.
+ * The token paired with each row but the last (the input of the position
+ * after it) is already in tok. */
 static void spec_mark(v4f_session *s, uint32_t q, uint32_t k) {
     const uint32_t cap = s->spec.cap;
     if (s->spec.n && s->spec.p0 + s->spec.n != q) s->spec.n = 0;
