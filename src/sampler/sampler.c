@@ -19,6 +19,7 @@
 
 typedef struct cand {
     double z; /* tempered logit */
+    double e; /* exp(z - zmax), the unnormalised probability (computed once) */
     int32_t id;
 } cand;
 
@@ -167,7 +168,7 @@ static uint32_t select_top_k(cand *c, uint32_t n, uint32_t k) {
 
 /* Steps 2-5 of the pipeline: fills s->c[0..n) (rank order when ordered, or
  * when top-k / top-p need it) and returns n; *mass gets the unnormalised
- * kept mass; probabilities are exp(z - s->zmax) / *mass. */
+ * kept mass; probabilities are c[i].e = exp(z - s->zmax) / *mass. */
 static uint32_t build_candidates(v4f_sampler *s, const float *logits, double *mass, int ordered) {
     const double t = s->p.temperature;
     const uint32_t nv = s->n_vocab;
@@ -202,13 +203,13 @@ static uint32_t build_candidates(v4f_sampler *s, const float *logits, double *ma
             float l = logits[i];
             if (!(l > -INFINITY) || (pre && !(l >= lo))) continue; /* NaN, -inf, below the cut */
             double z = (double)l / t;
-            if (z >= zcut) c[n++] = (cand){z, (int32_t)i};
+            if (z >= zcut) c[n++] = (cand){z, 0, (int32_t)i};
         }
     }
     uint32_t k = (uint32_t)s->p.top_k;
     if (k > 0 && n > k) n = select_top_k(c, n, k);
     double all = 0; /* mass of the min-p / top-k survivors */
-    for (uint32_t i = 0; i < n; i++) all += exp(c[i].z - zmax);
+    for (uint32_t i = 0; i < n; i++) all += c[i].e = exp(c[i].z - zmax);
     if (s->p.top_p >= 1) {
         /* Pure temperature sampling over many candidates needs no order: the
          * walk in id order (ids are ascending here) is just as deterministic. */
@@ -223,21 +224,21 @@ static uint32_t build_candidates(v4f_sampler *s, const float *logits, double *ma
          * result as sorting everything). */
         select_top_k(c, n, TOP_P_PREFILTER);
         double best = 0;
-        for (uint32_t i = 0; i < TOP_P_PREFILTER; i++) best += exp(c[i].z - zmax);
+        for (uint32_t i = 0; i < TOP_P_PREFILTER; i++) best += c[i].e;
         if (best >= target * (1 + 1e-9)) n = TOP_P_PREFILTER;
     }
     sort_cands(c, n);
     double cum = 0;
     uint32_t keep = n;
     for (uint32_t i = 0; i < n; i++) {
-        cum += exp(c[i].z - zmax);
+        cum += c[i].e;
         if (cum >= target) {
             keep = i + 1;
             break;
         }
     }
     double sum = 0; /* mass of the kept prefix */
-    for (uint32_t i = 0; i < keep; i++) sum += exp(c[i].z - zmax);
+    for (uint32_t i = 0; i < keep; i++) sum += c[i].e;
     *mass = sum;
     return keep;
 }
@@ -249,12 +250,11 @@ bool v4f_sampler_is_greedy(const v4f_sampler *s) { return use_greedy(s) != 0; }
 /* Step 6 over c[0..n) without the candidate `skip` (-1: none): the first
  * whose cumulative mass exceeds u (unnormalised), else the last one. */
 static int32_t walk(const v4f_sampler *s, uint32_t n, double u, int32_t skip) {
-    const double z0 = s->zmax;
     double cum = 0;
     int32_t last = -1;
     for (uint32_t i = 0; i < n; i++) {
         if (s->c[i].id == skip) continue;
-        cum += exp(s->c[i].z - z0);
+        cum += s->c[i].e;
         last = s->c[i].id;
         if (u < cum) return last;
     }
@@ -277,7 +277,7 @@ int32_t v4f_sampler_verify(v4f_sampler *s, const float *logits, int32_t draft) {
     double pd = 0; /* the draft's unnormalised mass (0: not a candidate) */
     for (uint32_t i = 0; i < n; i++)
         if (s->c[i].id == draft) {
-            pd = exp(s->c[i].z - s->zmax);
+            pd = s->c[i].e;
             break;
         }
     if (pd <= 0) return walk(s, n, v4f_rng_uniform(&s->rng) * sum, -1); /* as v4f_sampler_sample */
@@ -299,10 +299,9 @@ uint32_t v4f_sampler_dist(v4f_sampler *s, const float *logits, int32_t *ids, dou
     }
     double sum = 0;
     uint32_t n = build_candidates(s, logits, &sum, 1);
-    const double z0 = s->zmax;
     for (uint32_t i = 0; i < n && i < max_out; i++) {
         ids[i] = s->c[i].id;
-        probs[i] = exp(s->c[i].z - z0) / sum;
+        probs[i] = s->c[i].e / sum;
     }
     return n;
 }
