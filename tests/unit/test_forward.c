@@ -423,6 +423,71 @@ TEST(forward_decode_greedy) {
     fx_close(&f);
 }
 
+/* v4f_session_decode_sampled on the CPU (no drafts): the picks and final
+ * logits of the loop of one decode and one draw per token with a sampler
+ * of the same seed, a refusing callback stops at its pick, and bad
+ * arguments (no drawer, max_eval 0, a bad token) are refused with nothing
+ * evaluated. */
+TEST(forward_decode_sampled) {
+    fx f;
+    if (!fx_open("tiny-q2", &f)) return;
+    const int split = 8, V = f.vocab;
+    v4f_session_opts o = {.n_ctx = 64, .n_threads = 2};
+    v4f_session *s[3] = {NULL, NULL, NULL};
+    v4f_sampler *smp[3] = {NULL, NULL, NULL};
+    const v4f_sampler_params sp = {.temperature = 1.5f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .seed = 9};
+    v4f_err err = {0};
+    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    for (int i = 0; i < 3; i++) {
+        CHECK_STATUS(v4f_session_new(f.m, &o, &s[i], &err), V4F_OK);
+        CHECK_STATUS(v4f_sampler_new(&sp, (uint32_t)V, &smp[i], &err), V4F_OK);
+        if (s[i]) CHECK_STATUS(v4f_session_prefill(s[i], f.tokens, split, NULL, &err), V4F_OK);
+    }
+    REQUIRE(s[0] && s[1] && s[2] && smp[0] && smp[1] && smp[2]);
+    int32_t loop[GREEDY_K], tok = f.tokens[split];
+    int distinct = 0;
+    for (int i = 0; i < GREEDY_K; i++) {
+        CHECK_STATUS(v4f_session_decode(s[0], tok, la, &err), V4F_OK);
+        tok = loop[i] = v4f_sampler_sample(smp[0], la);
+        distinct += loop[i] != v4f_sampler_greedy(la, (uint32_t)V);
+    }
+    CHECK(distinct > 0); /* T 1.5 without min-p: not the greedy loop */
+    picks p = {.n = 0};
+    uint32_t n_eval = 0;
+    int32_t next = -1;
+    const v4f_drawer dw = v4f_sampler_drawer(smp[1]);
+    CHECK_STATUS(v4f_session_decode_sampled(s[1], f.tokens[split], GREEDY_K, &dw, on_pick, &p, lb, &n_eval, &next, &err),
+                 V4F_OK);
+    CHECK_EQ_INT(n_eval, GREEDY_K);
+    CHECK_EQ_INT(p.n, GREEDY_K - 1);
+    CHECK_EQ_INT(next, loop[GREEDY_K - 1]);
+    CHECK(!memcmp(p.t, loop, (GREEDY_K - 1) * sizeof(int32_t)));
+    CHECK(!memcmp(lb, la, (size_t)V * sizeof(float)));
+    picks q = {.n = 0, .stop_after = 3};
+    const v4f_drawer dw2 = v4f_sampler_drawer(smp[2]);
+    CHECK_STATUS(v4f_session_decode_sampled(s[2], f.tokens[split], GREEDY_K, &dw2, on_pick, &q, lb, &n_eval, &next, &err),
+                 V4F_OK);
+    CHECK_EQ_INT(n_eval, 3);
+    CHECK_EQ_INT(next, loop[2]);
+    CHECK_EQ_INT(v4f_session_pos(s[2]), split + 3);
+    const v4f_drawer none = {NULL, NULL, NULL};
+    CHECK_STATUS(v4f_session_decode_sampled(s[2], 0, 1, &none, NULL, NULL, lb, &n_eval, &next, &err),
+                 V4F_STATUS_INVALID_ARG);
+    CHECK_STATUS(v4f_session_decode_sampled(s[2], 0, 0, &dw2, NULL, NULL, lb, &n_eval, &next, &err),
+                 V4F_STATUS_INVALID_ARG);
+    CHECK_STATUS(v4f_session_decode_sampled(s[2], -1, 1, &dw2, NULL, NULL, lb, &n_eval, &next, &err),
+                 V4F_STATUS_INVALID_ARG);
+    CHECK_EQ_INT(n_eval, 0);
+    CHECK_EQ_INT(v4f_session_pos(s[2]), split + 3);
+    for (int i = 0; i < 3; i++) {
+        v4f_session_free(s[i]);
+        v4f_sampler_free(smp[i]);
+    }
+    free(la);
+    free(lb);
+    fx_close(&f);
+}
+
 static float *read_f32(const char *path, size_t n) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
