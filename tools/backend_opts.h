@@ -25,6 +25,14 @@ typedef struct v4f_cli_backend {
 
 #define V4F_CLI_BACKEND_DEFAULT {"auto", false, false, 0, 0.0, 0}
 
+/* The sampler's options of run / chat / serve (four v4f_opt initializers;
+ * what: "" or "default " for serve, whose requests may override them). */
+#define V4F_CLI_SAMPLING_OPTS(what, temp, top_k, top_p, min_p)                                                   \
+    {"temp", 0, V4F_ARG_FLOAT, &(temp), 0, 100, "T", what "temperature (1; 0 = greedy)", NULL},                  \
+    {"top-k", 0, V4F_ARG_INT32, &(top_k), 0, 1 << 30, "K", what "top-k (0 = off)", NULL},                         \
+    {"top-p", 0, V4F_ARG_FLOAT, &(top_p), 1e-6, 1, "P", what "nucleus top-p (1 = off)", NULL},                    \
+    {"min-p", 0, V4F_ARG_FLOAT, &(min_p), 0, 1, "P", what "min-p relative to the top token (0.05)", NULL}
+
 /* Table entries (six v4f_opt initializers) for a command's option table. */
 #define V4F_CLI_BACKEND_OPTS(b)                                                                                  \
     {"backend", 0, V4F_ARG_STR, &(b).name, 0, 0, "NAME",                                                        \
