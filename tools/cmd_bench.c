@@ -34,7 +34,7 @@
  * (repeated to fill the context), else seeded random non-special ids.
  *
  * --mtp FILE|synthetic: a GPU session drafts with the MTP block
- * (speculative greedy decoding, forward.h); each frontier reports how many
+ * (speculative decoding, forward.h; sampled with --temp); each frontier reports how many
  * drafts were kept. --draft-accept P,.. adds at each frontier decoding
  * without drafts, with always-wrong drafts (recording the picks) and with
  * oracle drafts right with probability P (the draft gate off: the cost of
