@@ -6,6 +6,7 @@
  */
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,16 @@ static int run_capture_ex(const char *args, bool err, char *out, size_t cap) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -2;
 }
 static int run_capture(const char *args, char *out, size_t cap) { return run_capture_ex(args, false, out, cap); }
+
+/* The exit code of `v4flash` with printf-formatted arguments (output not kept). */
+__attribute__((format(printf, 1, 2))) static int run_f(const char *fmt, ...) {
+    char args[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    return run_capture(args, NULL, 0);
+}
 
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -118,11 +129,9 @@ TEST(cli_run_stop_reasons) {
                               {"-n 500 -c 48 --temp 0.8 --seed 3", "context_full", "48"},
                               {"-n 3 -c 48 --temp 0", "max_tokens", "0"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char args[1024], js_path[512];
+        char js_path[512];
         snprintf(js_path, sizeof js_path, "%s/run-stop-%zu.json", test_tmp_dir(), i);
-        snprintf(args, sizeof args, "run -m %s -p 'Hello there' %s -q --no-think --stats-json %s", m,
-                 cases[i][0], js_path);
-        CHECK_EQ_INT(run_capture(args, NULL, 0), 0);
+        CHECK_EQ_INT(run_f("run -m %s -p 'Hello there' %s -q --no-think --stats-json %s", m, cases[i][0], js_path), 0);
         char *js = slurp(js_path);
         REQUIRE(js);
         CHECK_MSG(json_has_str(js, "stop_reason", cases[i][1]), "case %zu: %s", i, js);
@@ -160,25 +169,18 @@ TEST(cli_run_raw_and_synthetic) {
 
 TEST(cli_run_errors) {
     SKIP_NO_BIN();
-    char args[1024];
     const char *m = test_fixture_path("model/tiny-q2.gguf");
     CHECK_EQ_INT(run_capture("run --help", NULL, 0), 0);
     CHECK_EQ_INT(run_capture("run -m /nonexistent/model.gguf -p x", NULL, 0), 1);
-    snprintf(args, sizeof args, "run -m %s -p x", test_fixture_path("model/tiny-q2.golden.gguf"));
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 1); /* valid GGUF, not a model */
-    snprintf(args, sizeof args, "run -m %s -p x --bogus", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
-    snprintf(args, sizeof args, "run -m %s -p x --temp abc", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
-    snprintf(args, sizeof args, "run -m %s -p x --ctx 2000000", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
-    snprintf(args, sizeof args, "run -m %s", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2); /* no prompt */
-    snprintf(args, sizeof args, "run -m %s -p x --no-think --think-max", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    /* a valid GGUF, not a model */
+    CHECK_EQ_INT(run_f("run -m %s -p x", test_fixture_path("model/tiny-q2.golden.gguf")), 1);
+    CHECK_EQ_INT(run_f("run -m %s -p x --bogus", m), 2);
+    CHECK_EQ_INT(run_f("run -m %s -p x --temp abc", m), 2);
+    CHECK_EQ_INT(run_f("run -m %s -p x --ctx 2000000", m), 2);
+    CHECK_EQ_INT(run_f("run -m %s", m), 2); /* no prompt */
+    CHECK_EQ_INT(run_f("run -m %s -p x --no-think --think-max", m), 2);
     CHECK_EQ_INT(run_capture("run --synthetic nope -p x", NULL, 0), 2);
-    snprintf(args, sizeof args, "run -m %s -p x --ctx 16", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 1); /* prompt longer than the context */
+    CHECK_EQ_INT(run_f("run -m %s -p x --ctx 16", m), 1); /* prompt longer than the context */
 }
 
 /* --mtp: the MTP file (or a synthetic block) opens with the model; MTP
@@ -203,12 +205,9 @@ TEST(cli_run_mtp) {
     CHECK_EQ_INT(run_capture("run --synthetic tiny:2 --mtp synthetic --cpu -p Hello -n 4 --temp 0 -q", a, sizeof a), 0);
     /* errors: a missing file, the synthetic block without a synthetic model,
      * an MTP file of other dimensions, --draft-accept without --mtp */
-    snprintf(args, sizeof args, "run -m %s --mtp /nonexistent/mtp.gguf -p x", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 1);
-    snprintf(args, sizeof args, "run -m %s --mtp synthetic -p x", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
-    snprintf(args, sizeof args, "run --synthetic small:2 --mtp %s -p x", mtp);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 1);
+    CHECK_EQ_INT(run_f("run -m %s --mtp /nonexistent/mtp.gguf -p x", m), 1);
+    CHECK_EQ_INT(run_f("run -m %s --mtp synthetic -p x", m), 2);
+    CHECK_EQ_INT(run_f("run --synthetic small:2 --mtp %s -p x", mtp), 1);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --draft-accept 0.5", NULL, 0), 2);
     CHECK_EQ_INT(run_capture("bench --synthetic tiny --ctx-max 32 --mtp synthetic --draft-accept 2", NULL, 0), 2);
 }
@@ -259,7 +258,7 @@ TEST(cli_bench_tiny) {
 
 TEST(cli_chat_script) {
     SKIP_NO_BIN();
-    char script[512], save[512], args[2048];
+    char script[512], save[512];
     snprintf(script, sizeof script, "%s/chat-in.txt", test_tmp_dir());
     snprintf(save, sizeof save, "%s/chat-save.txt", test_tmp_dir());
     FILE *f = fopen(script, "w");
@@ -268,9 +267,8 @@ TEST(cli_chat_script) {
                "After reset\n/quit\n",
             save, save);
     fclose(f);
-    snprintf(args, sizeof args, "chat -m %s -n 6 --temp 0 --reasoning hide < %s",
-             test_fixture_path("model/tiny-q2.gguf"), script);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 0);
+    CHECK_EQ_INT(
+        run_f("chat -m %s -n 6 --temp 0 --reasoning hide < %s", test_fixture_path("model/tiny-q2.gguf"), script), 0);
     char *s = slurp(save);
     REQUIRE(s);
     CHECK(!strncmp(s, "v4flash-chat-tokens 1 ", 22));
@@ -493,8 +491,7 @@ TEST(cli_synthetic_equals_synth_file) {
         double d = golden_max_abs((const float *)bb, (const float *)ba, (size_t)na / 4);
         CHECK_MSG(d < GOLDEN_LAST_ROW_ABS, "--chunk 3 logits differ by %g", d);
     }
-    snprintf(args, sizeof args, "logits --synthetic tiny --tokens-file %s --out %s --chunk 0", ids, b);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
+    CHECK_EQ_INT(run_f("logits --synthetic tiny --tokens-file %s --out %s --chunk 0", ids, b), 2);
 }
 
 /* Backend selection: bad names and contradictions are usage errors; asking
@@ -502,17 +499,12 @@ TEST(cli_synthetic_equals_synth_file) {
  * error, and --cpu always works. */
 TEST(cli_backend_flags) {
     SKIP_NO_BIN();
-    char args[1024];
     const char *m = test_fixture_path("model/tiny-q2.gguf");
-    snprintf(args, sizeof args, "run -m %s -p x -n 2 --backend bogus", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
-    snprintf(args, sizeof args, "run -m %s -p x -n 2 --cpu --cuda", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 2);
-    snprintf(args, sizeof args, "run -m %s -p x -n 2 --cpu --temp 0 -q", m);
-    CHECK_EQ_INT(run_capture(args, NULL, 0), 0);
+    CHECK_EQ_INT(run_f("run -m %s -p x -n 2 --backend bogus", m), 2);
+    CHECK_EQ_INT(run_f("run -m %s -p x -n 2 --cpu --cuda", m), 2);
+    CHECK_EQ_INT(run_f("run -m %s -p x -n 2 --cpu --temp 0 -q", m), 0);
     if (!v4f_gpu_available()) {
-        snprintf(args, sizeof args, "run -m %s -p x -n 2 --cuda -q", m);
-        CHECK_EQ_INT(run_capture(args, NULL, 0), 1);
+        CHECK_EQ_INT(run_f("run -m %s -p x -n 2 --cuda -q", m), 1);
     }
 }
 
