@@ -2267,6 +2267,13 @@ static v4f_status stage_chunk(v4f_gpu *g, const int32_t *tokens, uint32_t m, uin
     return v4f_cuda_upload_async(g->c, g->s.pos0, g->h_in + g->N, sizeof(int32_t), err);
 }
 
+/* The id the device's greedy picks never take (-1: none), through its
+ * pinned staging slot (queued, not waited for). */
+static v4f_status stage_suppress(v4f_gpu *g, int32_t id, v4f_err *err) {
+    g->h_in[g->N + 1] = id;
+    return v4f_cuda_upload_async(g->c, g->s.suppress, g->h_in + g->N + 1, sizeof(int32_t), err);
+}
+
 /* Logits of chunk rows [r0, m) through a head (the model's or the MTP
  * block's) into dst, row r at dst + (r - r0) * n_vocab, GPU_HEAD_ROWS rows
  * per pass. */
@@ -2389,9 +2396,8 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
     if (g->prof.on || !decode_graph(g))
         return v4f_err_set(err, V4F_STATUS_UNSUPPORTED, "no decode graph: decode step by step");
     const size_t V = g->cfg.n_vocab;
-    g->h_in[g->N + 1] = suppress;
     TRY(stage_chunk(g, &token, 1, pos, err));
-    TRY(v4f_cuda_upload_async(g->c, g->s.suppress, g->h_in + g->N + 1, sizeof(int32_t), err));
+    TRY(stage_suppress(g, suppress, err));
     /* The host stays one step behind the device: step k + 1 is queued (it
      * reads step k's pick on the device) before the host reads pick k, so
      * the GPU never waits for the host. The graph's last kernel leaves step
@@ -2465,8 +2471,7 @@ v4f_status v4f_gpu_spec_step(v4f_gpu *g, const int32_t *ptok, uint32_t pn, uint3
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: speculative step without a draft or ring");
     TRY(set_place(g, 0, p, err));
     wrote(g, (uint64_t)p + 2);
-    g->h_in[g->N + 1] = suppress;
-    TRY(v4f_cuda_upload_async(g->c, x->suppress, g->h_in + g->N + 1, sizeof(int32_t), err));
+    TRY(stage_suppress(g, suppress, err));
     if (pn) {
         /* the MTP block takes the pending rows; its greedy guess of the
          * token after `a` goes to the device draft slot */
