@@ -114,6 +114,7 @@ void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *expert
 }
 const char *v4f_gpu_device_name(const v4f_gpu *g) { (void)g; return ""; }
 uint32_t v4f_gpu_experts_on_device(const v4f_gpu *g) { (void)g; return 0; }
+bool v4f_gpu_mtp_host(const v4f_gpu *g) { (void)g; return false; }
 void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_expert) {
     (void)g;
     *fixed = *per_expert = 0;
@@ -346,6 +347,8 @@ struct v4f_gpu {
     uint64_t per_expert;    /* one expert's bytes summed over the layers */
     uint64_t host_expert_bytes;
     bool embd_host;
+    bool mtp_host; /* the MTP block's routed experts stay in host memory, read over the bus */
+    uint64_t mtp_host_bytes;
     v4f_cuda_graph *graph;
     bool graph_failed;
     v4f_cuda_marks *pipe; /* two events: the picks of pipelined greedy steps */
@@ -573,7 +576,8 @@ static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err 
             return st;
     if (g->mtp) {
         /* the MTP block: a ratio-0 layer with biased top-k routing; its routed
-         * experts are uploaded whole (one layer's worth) */
+         * experts are uploaded whole (one layer's worth), or stay in host
+         * memory (mtp_host: their table is filled by place_experts) */
         const v4f_mtp_weights *w = &m->mtp;
         glayer *r = &g->L[c->n_layer];
         if ((st = place_layer(g, &cv, r, &w->block, 0, c->swiglu_limit[c->n_layer], dfp, dfc, err))) return st;
@@ -589,11 +593,11 @@ static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err 
         if ((st = up_vec(g, &cv, &w->hc_head_scale, &g->mtp_hc_scale, err))) return st;
         const v4f_wt *ex[3] = {&w->block.ffn_gate_exps, &w->block.ffn_up_exps, &w->block.ffn_down_exps};
         const void *ebase[3];
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 3 && !g->mtp_host; i++)
             if ((st = up_raw(g, &cv, ex[i]->data, ex[i]->n_mat * ex[i]->mat_bytes, &ebase[i], err))) return st;
         r->etab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
         r->ptab = r->etab;
-        if (cv.base) {
+        if (cv.base && !g->mtp_host) {
             const void **tab = v4f_xmalloc(3ull * c->n_expert * sizeof(void *));
             for (int i = 0; i < 3; i++)
                 for (uint32_t e = 0; e < c->n_expert; e++)
@@ -691,9 +695,15 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
     }
     /* host ranges */
     size_t nr = 0;
-    hrange *rg = v4f_xcalloc(3ull * c->n_layer + 2, sizeof *rg);
+    hrange *rg = v4f_xcalloc(3ull * c->n_layer + 5, sizeof *rg);
     long pg = sysconf(_SC_PAGESIZE);
     uintptr_t pmask = (uintptr_t)(pg > 0 ? pg : 4096) - 1;
+    const v4f_wt *mx[3] = {&m->mtp.block.ffn_gate_exps, &m->mtp.block.ffn_up_exps, &m->mtp.block.ffn_down_exps};
+    for (int i = 0; i < 3 && g->mtp_host; i++) {
+        rg[nr].lo = (uintptr_t)mx[i]->data & ~pmask;
+        rg[nr].hi = ((uintptr_t)mx[i]->data + mx[i]->n_mat * mx[i]->mat_bytes + pmask) & ~pmask;
+        nr++;
+    }
     if (st == V4F_OK && ed < E) {
         for (uint32_t l = 0; l < c->n_layer; l++) {
             const v4f_wt *ex[3] = {&m->layers[l].ffn_gate_exps, &m->layers[l].ffn_up_exps,
@@ -800,6 +810,15 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
         }
     }
     free(pt);
+    if (st == V4F_OK && g->mtp_host) {
+        /* the MTP block's expert table: host addresses as the device sees them */
+        const void **mt = v4f_xmalloc(3ull * E * sizeof(void *));
+        for (int i = 0; i < 3; i++)
+            for (uint32_t e = 0; e < E; e++)
+                mt[(size_t)i * E + e] = host_dev_ptr(rg, nr, (uintptr_t)mx[i]->data + (uintptr_t)e * mx[i]->mat_bytes);
+        st = v4f_cuda_upload(g->c, (void *)g->L[c->n_layer].etab, mt, 3ull * E * sizeof(void *), err);
+        free(mt);
+    }
     if (st == V4F_OK && nx) st = upload_extra(g, err);
     if (st == V4F_OK && g->embd_host) {
         g->embd = host_dev_ptr(rg, nr, (uintptr_t)m->token_embd.data);
@@ -1087,6 +1106,13 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         if (a >= 0 && a < (long)E) cap0 = (uint32_t)a;
         if (b >= 0 && b < (long)cap0) cap1 = (uint32_t)b;
     }
+    /* The MTP block's routed experts (one layer's worth, read once per
+     * drafting step and not at all in plain decoding) go to host memory
+     * first when the main model's do not all fit: the device memory they
+     * free holds main-model experts, read at every token.
+     * V4F_CUDA_MTP_HOST=1 / 0: always / never (tests, measurements). */
+    const long mtp_env = v4f_env_long("V4F_CUDA_MTP_HOST", -1);
+    g->mtp_host = g->mtp && mtp_env == 1;
     size_t dense = 0, kvb = 0, scr = 0;
     for (;;) {
         g->embd_host = false;
@@ -1095,8 +1121,19 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         scr = layout_scratch(g, NULL, N);
         uint64_t fixed = dense + kvb + scr;
         uint64_t all = fixed + per_layer_expert * c->n_expert;
-        if ((all <= budget && cap0 == E) || N <= tight || o->max_chunk) break;
+        const bool fits = all <= budget && cap0 == E;
+        if (!fits && g->mtp && !g->mtp_host && mtp_env != 0) {
+            g->mtp_host = true;
+            continue;
+        }
+        if (fits || N <= tight || o->max_chunk) break;
         N = N / 2 > tight ? N / 2 : tight;
+    }
+    if (g->mtp_host) {
+        const v4f_layer_weights *mb = &m->mtp.block;
+        g->mtp_host_bytes = mb->ffn_gate_exps.n_mat * mb->ffn_gate_exps.mat_bytes +
+                            mb->ffn_up_exps.n_mat * mb->ffn_up_exps.mat_bytes +
+                            mb->ffn_down_exps.n_mat * mb->ffn_down_exps.mat_bytes;
     }
     uint64_t fixed = dense + kvb + scr;
     if (fixed + per_layer_expert * c->n_expert > budget && embd_bytes > (64ull << 20)) {
@@ -1229,7 +1266,10 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
                  g->decode_dma ? "copies the picked ones (copy engine)" : "reads them over the bus",
                  g->prefetch ? "copies each layer's during the layer before" : "stages each layer's",
                  g->prefetch ? 2 : 1, gib(g->pl[0].stage_bytes));
-    char fl[256] = "";
+    char fl[256] = "", mh[160] = "";
+    if (g->mtp_host)
+        snprintf(mh, sizeof mh, "gpu: MTP block: routed experts in host memory (%.2f GiB), read over the bus "
+                 "when drafting\n", gib(g->mtp_host_bytes));
     if (g->flex)
         snprintf(fl, sizeof fl,
                  "gpu: evals of more than %u tokens: chunk %u, %u experts per layer on the GPU, %u in host memory "
@@ -1239,11 +1279,11 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
              "gpu: %s, budget %.2f GiB (free %.2f of %.2f GiB)\n"
              "gpu: dense weights %.2f GiB%s, KV %.2f GiB (ctx %u), scratch %.2f GiB (chunk %u)\n"
              "gpu: routed experts %u of %u per layer on the GPU (%.2f GiB), %u in host memory (%.2f GiB%s)\n"
-             "gpu: %s\n%s",
+             "gpu: %s\n%s%s",
              v4f_cuda_device_name(g->c), gib(budget), gib(free_b), gib(total_b), gib(dense),
              g->embd_host ? " (embedding in host memory)" : "", gib(kvb), g->n_ctx, gib(scr), N, g->e_dev,
              c->n_expert, gib((uint64_t)ed0 * per_layer_expert), g->e_host, gib(g->host_expert_bytes),
-             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "", how, fl);
+             g->e_host ? (g->host_copy ? ", pinned copy" : ", model pages pinned in place") : "", how, mh, fl);
     *out = g;
     return V4F_OK;
 fail:
@@ -1510,6 +1550,7 @@ void v4f_gpu_placement(const v4f_gpu *g, uint32_t *experts_dev, uint32_t *expert
     *dev_bytes = g->w_bytes + g->e_bytes;
     *host_bytes = g->host_expert_bytes;
 }
+bool v4f_gpu_mtp_host(const v4f_gpu *g) { return g->mtp_host; }
 
 /* ---- matmul dispatch ----------------------------------------------------------------------------------- */
 
@@ -2024,7 +2065,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
      * p / k's choice p % k), like a decode step */
     const bool mvx = mvexp_now(g, r, n);
     const bool grouped = n > 1 && !mvx && (uint64_t)n > g->pair_max;
-    /* (the MTP layer's experts are all on the device) */
+    /* (the MTP layer's experts are on the device or read over the bus) */
     const bool host_chunk = n > 1 && g->e_host && r < g->L + c->n_layer;
     const bool used = host_chunk && stage_used_now(g, n);
     /* bucket the (token, slot) pairs by expert: for the grouped matmuls, expert by expert, and
@@ -2428,8 +2469,11 @@ v4f_status v4f_gpu_decode_greedy(v4f_gpu *g, int32_t token, uint32_t pos, uint32
 }
 
 /* The MTP block over m staged positions (tokens and pos0 on the device,
- * the main HC states in X2); leaves its final HC states in X. */
-static v4f_status mtp_body(v4f_gpu *g, uint32_t m, v4f_err *err) {
+ * the main HC states in X2); leaves its final HC states in X. last: the
+ * query side and the FFN for the last row only, its state in row 0 (a
+ * draft needs that row alone; the block's KV rows still cover every row,
+ * and a single layer's KV does not depend on its FFN). */
+static v4f_status mtp_body(v4f_gpu *g, uint32_t m, bool last, v4f_err *err) {
     const v4f_config *c = &g->cfg;
     static const v4f_debug_flags none = {0};
     gscratch *x = &g->s;
@@ -2444,8 +2488,9 @@ static v4f_status mtp_body(v4f_gpu *g, uint32_t m, v4f_err *err) {
     TRY(mm(g, &g->mtp_e_proj, x->xn, d, m, x->out, d, err));
     TRY(v4f_cuda_add_streams(g->c, x->out, m, (int)H, d, x->X, err));
     x->mix_of = NULL;
-    TRY(attention(g, &g->L[c->n_layer], m, 0, &none, err));
-    return ffn(g, &g->L[c->n_layer], m, NULL, err);
+    const int64_t q0 = last ? (int64_t)m - 1 : 0;
+    TRY(attention(g, &g->L[c->n_layer], m, q0, &none, err));
+    return ffn(g, &g->L[c->n_layer], (int64_t)m - q0, NULL, err);
 }
 
 /* The device part of a verify step: the 2-token chunk staged, both rows'
@@ -2477,8 +2522,8 @@ v4f_status v4f_gpu_spec_step(v4f_gpu *g, const int32_t *ptok, uint32_t pn, uint3
          * token after `a` goes to the device draft slot */
         TRY(stage_chunk(g, ptok, pn, pp0, err));
         TRY(spec_ring(g, x->X2, pp0, pn, false, err));
-        TRY(mtp_body(g, pn, err));
-        TRY(head_with(g, pn - 1, 1, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, err));
+        TRY(mtp_body(g, pn, true, err));
+        TRY(head_with(g, 0, 1, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, err));
         TRY(v4f_cuda_greedy_next(g->c, x->logits, c->n_vocab, x->suppress, g->spec_dev, g->spec_dev + 1, NULL, NULL,
                                  x->greedy_scr, err));
         prof_collect(g, GP_MTP, pn);
@@ -2543,7 +2588,7 @@ v4f_status v4f_gpu_mtp_eval(v4f_gpu *g, const float *hc, const int32_t *tokens, 
         uint32_t m = n - done < g->N ? n - done : g->N;
         TRY(stage_chunk(g, tokens + done, m, pos + done, err));
         TRY(v4f_cuda_upload(g->c, x->X2, hc + (int64_t)done * HD, (size_t)m * HD * sizeof(float), err));
-        TRY(mtp_body(g, m, err));
+        TRY(mtp_body(g, m, false, err));
         if (logits)
             TRY(head_logits(g, &g->mtp_hc_fn, g->mtp_hc_base, g->mtp_hc_scale, g->mtp_norm, 0, m,
                             logits + (int64_t)done * c->n_vocab, err));

@@ -131,6 +131,9 @@ const char *v4f_gpu_device_name(const v4f_gpu *g);
 /* Routed experts per layer held on the device: ids [0, n) there, the rest
  * in host memory (0 without CUDA). */
 uint32_t v4f_gpu_experts_on_device(const v4f_gpu *g);
+/* Whether the MTP block's routed experts stay in host memory (they do when
+ * the main model's routed experts do not all fit; false without CUDA). */
+bool v4f_gpu_mtp_host(const v4f_gpu *g);
 /* Budget arithmetic (tests, reports): *fixed = dense weights + KV +
  * scratch on the device, *per_expert = bytes of one routed expert (gate,
  * up, down) summed over all layers. */

@@ -632,7 +632,9 @@ static bool spec_open(const char *name, v4f_precision prec, fixture *f, v4f_sess
     ok = ok && v4f_session_new(f->m, &ob, b, &err) == V4F_OK;
     unsetenv("V4F_CUDA_MAX_EXPERTS");
     uint32_t on_dev = ok ? v4f_gpu_experts_on_device(v4f_session_gpu(*b)) : 0;
+    /* (main-model experts in host memory put the MTP block's there too) */
     ok = ok && (g_spec_b_experts ? on_dev == (uint32_t)atoi(g_spec_b_experts) : on_dev == f->m->cfg.n_expert) &&
+         v4f_gpu_mtp_host(v4f_session_gpu(*b)) == (g_spec_b_experts != NULL) &&
          v4f_session_drafts(*b) && !v4f_session_drafts(*a) &&
          v4f_session_eval(*a, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK &&
          v4f_session_eval(*b, f->tokens, split, NULL, 0, NULL, &err) == V4F_OK;
@@ -1028,6 +1030,69 @@ static void test_spec_ring(const char *name) {
     free(lg);
 }
 
+/* The MTP draft of a speculative step (v4f_gpu_spec_step: the block over
+ * the pending rows, its query side and FFN for the last row only) equals the
+ * greedy pick from the block's logits of every row (v4f_session_mtp_eval)
+ * at that position, up to a near-tie (SPEC_TIE_MARGIN); after prefixes
+ * longer and shorter than the block's window, with its routed experts on
+ * the device and in host memory (V4F_CUDA_MTP_HOST=1). */
+static void test_mtp_drafts(const char *name) {
+    fixture f;
+    char msg[1200];
+    if (!golden_fixture_open(g_dir, name, true, &f, msg, sizeof msg)) {
+        fprintf(stderr, "%s\n", msg);
+        g_fail++;
+        return;
+    }
+    const uint32_t V = (uint32_t)f.vocab, split = (uint32_t)f.split, cap = f.m->cfg.n_swa + 2;
+    const size_t HD = (size_t)f.m->cfg.n_hc * f.m->cfg.n_embd;
+    float *hc = malloc((size_t)(split + 1) * HD * sizeof(float)), *lg = malloc((size_t)split * V * sizeof(float));
+    int32_t *ptok = malloc((size_t)cap * sizeof(int32_t));
+    v4f_session_opts o = {.n_ctx = 512, .backend = V4F_BACKEND_CUDA, .enable_mtp = true};
+    v4f_session *s = NULL;
+    v4f_err err = {0};
+    int ok = v4f_session_new(f.m, &o, &s, &err) == V4F_OK &&
+             v4f_session_eval(s, f.tokens, split + 1, NULL, 0, hc, &err) == V4F_OK &&
+             v4f_session_mtp_eval(s, hc, f.tokens + 1, split, lg, &err) == V4F_OK;
+    v4f_session_free(s);
+    CHECK(ok, "%s mtp drafts: reference failed: %s", name, err.msg);
+    const uint32_t prefix[3] = {split, split - 5, 40 < split ? 40 : split / 2};
+    o.mtp_draft = true;
+    for (int host = 0; ok && host <= 1; host++) {
+        int agree = 0, ties = 0;
+        for (int k = 0; ok && k < 3; k++) {
+            const uint32_t P = prefix[k], pn = P < cap ? P : cap, pp0 = P - pn;
+            for (uint32_t i = 0; i < pn; i++) ptok[i] = f.tokens[pp0 + 1 + i];
+            if (host) setenv("V4F_CUDA_MTP_HOST", "1", 1);
+            ok = v4f_session_new(f.m, &o, &s, &err) == V4F_OK;
+            unsetenv("V4F_CUDA_MTP_HOST");
+            int32_t out[3] = {-1, -1, -1};
+            ok = ok && v4f_gpu_mtp_host(v4f_session_gpu(s)) == (host == 1) &&
+                 v4f_session_eval(s, f.tokens, P, NULL, V4F_EVAL_LOGITS_LAST, NULL, &err) == V4F_OK &&
+                 v4f_gpu_spec_step(v4f_session_gpu(s), ptok, pn, pp0, f.tokens[P], P, -1, -1, out, &err) == V4F_OK;
+            v4f_session_free(s);
+            CHECK(ok, "%s mtp drafts (host %d, prefix %u): %s", name, host, P, err.msg);
+            if (!ok) break;
+            float *row = lg + (size_t)(P - 1) * V;
+            const int32_t want = v4f_argmax_f32_except(row, V, -1);
+            float second = -INFINITY;
+            for (uint32_t v = 0; v < V; v++)
+                if ((int32_t)v != want && row[v] > second) second = row[v];
+            agree += out[0] == want;
+            ties += out[0] != want && row[want] - second < SPEC_TIE_MARGIN;
+            CHECK(out[0] == want || row[want] - second < SPEC_TIE_MARGIN,
+                  "%s mtp drafts (host %d, prefix %u, %u pending rows): draft %d, the block's pick %d (margin %.3g)", name,
+                  host, P, pn, out[0], want, row[want] - second);
+        }
+        printf("  mtp drafts, experts %s: %d of 3 equal the block's picks (%d near-ties)\n",
+               host ? "in host memory" : "on the GPU", agree, ties);
+    }
+    free(hc);
+    free(lg);
+    free(ptok);
+    golden_fixture_close(&f);
+}
+
 /* The MTP block on the GPU (fixture convention): the final HC states of a
  * one-call prefill and the next tokens give the draft logits; Tier A vs
  * the golden mtp.logits in ref precision, Tier B in the default mode. */
@@ -1066,6 +1131,24 @@ static void test_mtp(const char *name, v4f_precision prec) {
         CHECK(pass, "%s", what);
     }
     v4f_session_free(s);
+    s = NULL;
+    /* the MTP block's routed experts in host memory (V4F_CUDA_MTP_HOST=1,
+     * as when the main model's do not all fit): the same kernels read them
+     * over the bus, so the same bits */
+    if (ok) {
+        float *lh = calloc((size_t)n * V, sizeof(float));
+        setenv("V4F_CUDA_MTP_HOST", "1", 1);
+        int okh = v4f_session_new(m, &o, &s, &err) == V4F_OK;
+        unsetenv("V4F_CUDA_MTP_HOST");
+        const v4f_gpu *g = okh ? v4f_session_gpu(s) : NULL;
+        okh = okh && v4f_gpu_mtp_host(g) && v4f_gpu_experts_on_device(g) == m->cfg.n_expert;
+        okh = okh && v4f_session_mtp_eval(s, hc, (const int32_t *)tk->data + 1, (uint32_t)n - 1, lh, &err) == V4F_OK;
+        CHECK(okh && memcmp(lg, lh, (size_t)(n - 1) * V * sizeof(float)) == 0,
+              "%s: MTP %s with its experts in host memory differs from the device-resident run (%s)", name,
+              prec == V4F_PRECISION_REF ? "ref" : "default", err.msg);
+        v4f_session_free(s);
+        free(lh);
+    }
     free(hc);
     free(lg);
     v4f_gguf_close(gold_f);
@@ -1494,6 +1577,7 @@ int main(int argc, char **argv) {
             test_snapshot_codes(names[i]);
             test_mtp(names[i], V4F_PRECISION_REF);
             test_mtp(names[i], V4F_PRECISION_DEFAULT);
+            test_mtp_drafts(names[i]);
             test_logits_last(names[i]);
             test_greedy_pipe(names[i]);
             test_spec_greedy(names[i], V4F_PRECISION_REF);
