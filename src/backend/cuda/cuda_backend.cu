@@ -15,6 +15,7 @@
  */
 #include "backend/cuda/cuda_common.cuh"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,18 +164,74 @@ void v4f_cuda_free(v4f_cuda *c, void *p) {
     if (cudaSetDevice(c->device) == cudaSuccess) (void)cudaFree(p);
 }
 
+/* ---- host ranges pinned by this process (v4f_cuda_host_register) ---------------------- */
+
+/* Every context's registrations, so that a second session of one mapped
+ * model neither asks the driver to pin pages a first one pinned nor
+ * uploads a range that mixes them with pageable pages (the driver refuses
+ * both with an error, which compute-sanitizer reports); guarded by g_reg_mu. */
+typedef struct reg_range {
+    uintptr_t lo, hi;
+} reg_range;
+static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static reg_range *g_reg;
+static size_t g_reg_n, g_reg_cap;
+
+/* 0: [p, p + n) touches no pinned range; 1: lies inside one; 2: partly. */
+static int reg_overlap_locked(uintptr_t lo, uintptr_t hi) {
+    for (size_t i = 0; i < g_reg_n; i++) {
+        if (hi <= g_reg[i].lo || lo >= g_reg[i].hi) continue;
+        return lo >= g_reg[i].lo && hi <= g_reg[i].hi ? 1 : 2;
+    }
+    return 0;
+}
+
+int v4f_cuda_reg_overlap(const void *p, size_t n) {
+    pthread_mutex_lock(&g_reg_mu);
+    const int r = reg_overlap_locked((uintptr_t)p, (uintptr_t)p + n);
+    pthread_mutex_unlock(&g_reg_mu);
+    return r;
+}
+
+bool v4f_cuda_reg_add(const void *p, size_t n) {
+    pthread_mutex_lock(&g_reg_mu);
+    bool ok = reg_overlap_locked((uintptr_t)p, (uintptr_t)p + n) == 0;
+    if (ok && g_reg_n == g_reg_cap) {
+        const size_t cap = g_reg_cap ? 2 * g_reg_cap : 64;
+        reg_range *r = (reg_range *)realloc(g_reg, cap * sizeof *r);
+        if (r) g_reg = r, g_reg_cap = cap;
+        else ok = false;
+    }
+    if (ok) g_reg[g_reg_n++] = (reg_range){(uintptr_t)p, (uintptr_t)p + n};
+    pthread_mutex_unlock(&g_reg_mu);
+    return ok;
+}
+
+void v4f_cuda_reg_remove(const void *p) {
+    pthread_mutex_lock(&g_reg_mu);
+    for (size_t i = 0; i < g_reg_n; i++)
+        if (g_reg[i].lo == (uintptr_t)p) {
+            g_reg[i] = g_reg[--g_reg_n];
+            break;
+        }
+    pthread_mutex_unlock(&g_reg_mu);
+}
+
 /* Bytes per pass of an upload bounced through pinned memory. */
 #define UPLOAD_BOUNCE_BYTES (64u << 20)
 
 v4f_status v4f_cuda_upload(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
     CUDA_TRY_DEVICE(c);
-    const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
+    /* A host range that covers both pages pinned with cudaHostRegister
+     * (e.g. another session's host-resident experts in the same mapped
+     * model file) and pageable ones is refused as a whole: such ranges go
+     * through a pinned bounce buffer (those pinned outside v4flash are
+     * found by the driver's refusal). */
+    const bool mixed = src && bytes && v4f_cuda_reg_overlap(src, bytes) == 2;
+    const cudaError_t e =
+        mixed ? cudaErrorInvalidValue : cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
     if (e == cudaErrorInvalidValue && dst && src && bytes) {
-        /* A host range that covers both pages pinned with cudaHostRegister
-         * (e.g. another session's host-resident experts in the same mapped
-         * model file) and pageable ones is refused as a whole: copy it
-         * through a pinned bounce buffer instead. */
-        (void)cudaGetLastError();
+        if (!mixed) (void)cudaGetLastError();
         const size_t chunk = bytes < UPLOAD_BOUNCE_BYTES ? bytes : UPLOAD_BOUNCE_BYTES;
         void *bounce = NULL;
         CUDA_TRY(cudaHostAlloc(&bounce, chunk, cudaHostAllocDefault));

@@ -205,6 +205,13 @@ static v4f_status v4f_smem_optin(v4f_cuda *c, K kernel, size_t smem, unsigned lo
     return V4F_OK;
 }
 
+/* cuda_backend.cu: the host ranges pinned by v4f_cuda_host_register in this
+ * process (all contexts). overlap: 0 none, 1 inside one, 2 partly; add
+ * refuses (false) a range that overlaps one; remove takes its start. */
+int v4f_cuda_reg_overlap(const void *p, size_t n);
+bool v4f_cuda_reg_add(const void *p, size_t n);
+void v4f_cuda_reg_remove(const void *p);
+
 /* cuda_quant.cu: upload the format tables to the current device and
  * allocate the activation scratch; deinit frees the scratch (NULL-safe). */
 v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err);

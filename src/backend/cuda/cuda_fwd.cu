@@ -48,6 +48,10 @@ extern "C" v4f_status v4f_cuda_mem_info(v4f_cuda *c, size_t *free_bytes, size_t 
 extern "C" v4f_status v4f_cuda_host_register(v4f_cuda *c, void *p, size_t bytes, void **dev, v4f_err *err) {
     ARG_CHECK(p && bytes > 0 && dev, "cuda host register: empty range");
     CUDA_TRY_DEVICE(c);
+    /* pages another session pinned: the caller falls back to a pinned copy */
+    if (!v4f_cuda_reg_add(p, bytes))
+        return v4f_err_set(err, V4F_STATUS_DEVICE,
+                           "cuda: cannot pin %zu bytes of host memory: part of it is pinned by another session", bytes);
     cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterMapped | cudaHostRegisterReadOnly);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
@@ -56,10 +60,16 @@ extern "C" v4f_status v4f_cuda_host_register(v4f_cuda *c, void *p, size_t bytes,
     }
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
+        v4f_cuda_reg_remove(p);
         return v4f_err_set(err, V4F_STATUS_DEVICE, "cuda: cannot pin %zu bytes of host memory: %s", bytes,
                            cudaGetErrorString(e));
     }
-    CUDA_TRY(cudaHostGetDevicePointer(dev, p, 0));
+    e = cudaHostGetDevicePointer(dev, p, 0);
+    if (e != cudaSuccess) {
+        (void)cudaHostUnregister(p);
+        v4f_cuda_reg_remove(p);
+        return v4f_cuda_fail(err, e, "cudaHostGetDevicePointer", __FILE__, __LINE__);
+    }
     return V4F_OK;
 }
 
@@ -67,6 +77,7 @@ extern "C" void v4f_cuda_host_unregister(v4f_cuda *c, void *p) {
     if (!p) return;
     (void)cudaSetDevice(c->device);
     if (cudaHostUnregister(p) != cudaSuccess) (void)cudaGetLastError();
+    v4f_cuda_reg_remove(p);
 }
 
 extern "C" v4f_status v4f_cuda_host_alloc(v4f_cuda *c, size_t bytes, void **host, void **dev, v4f_err *err) {
