@@ -348,7 +348,6 @@ struct v4f_gpu {
     uint64_t host_expert_bytes;
     bool embd_host;
     bool mtp_host; /* the MTP block's routed experts stay in host memory, read over the bus */
-    uint64_t mtp_host_bytes;
     v4f_cuda_graph *graph;
     bool graph_failed;
     v4f_cuda_marks *pipe; /* two events: the picks of pipelined greedy steps */
@@ -553,6 +552,23 @@ static uint64_t expert_bytes_one(const v4f_layer_weights *w) {
            ((w->ffn_down_exps.mat_bytes + 255) & ~255ull);
 }
 
+/* The MTP block's expert pointer table (L[n_layer].etab): expert e of gate
+ * / up / down at base[i] + e matrices, base[i] being where the device sees
+ * the tensor (its upload, or its mapped host pages). */
+static v4f_status mtp_etab(v4f_gpu *g, const void *const base[3], v4f_err *err) {
+    const uint32_t E = g->cfg.n_expert;
+    const v4f_layer_weights *b = &g->m->mtp.block;
+    const v4f_wt *ex[3] = {&b->ffn_gate_exps, &b->ffn_up_exps, &b->ffn_down_exps};
+    const void **tab = v4f_xmalloc(3ull * E * sizeof(void *));
+    for (int i = 0; i < 3; i++)
+        for (uint32_t e = 0; e < E; e++)
+            tab[(size_t)i * E + e] = (const uint8_t *)base[i] + (uint64_t)e * ex[i]->mat_bytes;
+    const v4f_status st =
+        v4f_cuda_upload(g->c, (void *)g->L[g->cfg.n_layer].etab, tab, 3ull * E * sizeof(void *), err);
+    free(tab);
+    return st;
+}
+
 /* Dense weights: pass 1 (base NULL) measures. */
 static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err *err) {
     const v4f_model *m = g->m;
@@ -597,15 +613,7 @@ static v4f_status place_dense(v4f_gpu *g, uint8_t *base, size_t *bytes, v4f_err 
             if ((st = up_raw(g, &cv, ex[i]->data, ex[i]->n_mat * ex[i]->mat_bytes, &ebase[i], err))) return st;
         r->etab = carve(&cv, 3ull * c->n_expert * sizeof(void *));
         r->ptab = r->etab;
-        if (cv.base && !g->mtp_host) {
-            const void **tab = v4f_xmalloc(3ull * c->n_expert * sizeof(void *));
-            for (int i = 0; i < 3; i++)
-                for (uint32_t e = 0; e < c->n_expert; e++)
-                    tab[(size_t)i * c->n_expert + e] = (const uint8_t *)ebase[i] + (uint64_t)e * ex[i]->mat_bytes;
-            st = v4f_cuda_upload(g->c, (void *)r->etab, tab, 3ull * c->n_expert * sizeof(void *), err);
-            free(tab);
-            if (st) return st;
-        }
+        if (cv.base && !g->mtp_host && (st = mtp_etab(g, ebase, err))) return st;
     }
     if ((st = up_mat(g, &cv, &m->output_hc_fn, &g->out_hc_fn, err))) return st;
     if ((st = up_mat(g, &cv, &m->output, &g->output, err))) return st;
@@ -810,14 +818,12 @@ static v4f_status place_experts(v4f_gpu *g, v4f_err *err) {
         }
     }
     free(pt);
-    if (st == V4F_OK && g->mtp_host) {
-        /* the MTP block's expert table: host addresses as the device sees them */
-        const void **mt = v4f_xmalloc(3ull * E * sizeof(void *));
-        for (int i = 0; i < 3; i++)
-            for (uint32_t e = 0; e < E; e++)
-                mt[(size_t)i * E + e] = host_dev_ptr(rg, nr, (uintptr_t)mx[i]->data + (uintptr_t)e * mx[i]->mat_bytes);
-        st = v4f_cuda_upload(g->c, (void *)g->L[c->n_layer].etab, mt, 3ull * E * sizeof(void *), err);
-        free(mt);
+    if (st == V4F_OK && g->mtp_host) { /* each tensor lies in one mapped range */
+        const void *mb[3];
+        for (int i = 0; i < 3 && st == V4F_OK; i++)
+            if (!(mb[i] = host_dev_ptr(rg, nr, (uintptr_t)mx[i]->data)))
+                st = v4f_err_set(err, V4F_STATUS_DEVICE, "cuda: MTP experts not mapped");
+        if (st == V4F_OK) st = mtp_etab(g, mb, err);
     }
     if (st == V4F_OK && nx) st = upload_extra(g, err);
     if (st == V4F_OK && g->embd_host) {
@@ -1129,12 +1135,6 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
         if (fits || N <= tight || o->max_chunk) break;
         N = N / 2 > tight ? N / 2 : tight;
     }
-    if (g->mtp_host) {
-        const v4f_layer_weights *mb = &m->mtp.block;
-        g->mtp_host_bytes = mb->ffn_gate_exps.n_mat * mb->ffn_gate_exps.mat_bytes +
-                            mb->ffn_up_exps.n_mat * mb->ffn_up_exps.mat_bytes +
-                            mb->ffn_down_exps.n_mat * mb->ffn_down_exps.mat_bytes;
-    }
     uint64_t fixed = dense + kvb + scr;
     if (fixed + per_layer_expert * c->n_expert > budget && embd_bytes > (64ull << 20)) {
         g->embd_host = true; /* one row per token: cheap over the bus */
@@ -1267,9 +1267,14 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
                  g->prefetch ? "copies each layer's during the layer before" : "stages each layer's",
                  g->prefetch ? 2 : 1, gib(g->pl[0].stage_bytes));
     char fl[256] = "", mh[160] = "";
-    if (g->mtp_host)
+    if (g->mtp_host) {
+        const v4f_layer_weights *mb = &m->mtp.block;
+        const uint64_t hb = mb->ffn_gate_exps.n_mat * mb->ffn_gate_exps.mat_bytes +
+                            mb->ffn_up_exps.n_mat * mb->ffn_up_exps.mat_bytes +
+                            mb->ffn_down_exps.n_mat * mb->ffn_down_exps.mat_bytes;
         snprintf(mh, sizeof mh, "gpu: MTP block: routed experts in host memory (%.2f GiB), read over the bus "
-                 "when drafting\n", gib(g->mtp_host_bytes));
+                 "when drafting\n", gib(hb));
+    }
     if (g->flex)
         snprintf(fl, sizeof fl,
                  "gpu: evals of more than %u tokens: chunk %u, %u experts per layer on the GPU, %u in host memory "

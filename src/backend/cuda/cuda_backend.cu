@@ -220,31 +220,36 @@ void v4f_cuda_reg_remove(const void *p) {
 /* Bytes per pass of an upload bounced through pinned memory. */
 #define UPLOAD_BOUNCE_BYTES (64u << 20)
 
+/* src -> dst through a pinned bounce buffer, synchronously. */
+static v4f_status upload_bounced(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
+    const size_t chunk = bytes < UPLOAD_BOUNCE_BYTES ? bytes : UPLOAD_BOUNCE_BYTES;
+    void *bounce = NULL;
+    CUDA_TRY(cudaHostAlloc(&bounce, chunk, cudaHostAllocDefault));
+    cudaError_t e = cudaSuccess;
+    for (size_t off = 0; off < bytes && e == cudaSuccess; off += chunk) {
+        const size_t n = bytes - off < chunk ? bytes - off : chunk;
+        memcpy(bounce, (const uint8_t *)src + off, n);
+        e = cudaMemcpyAsync((uint8_t *)dst + off, bounce, n, cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    }
+    (void)cudaFreeHost(bounce);
+    CUDA_TRY(e);
+    return V4F_OK;
+}
+
 v4f_status v4f_cuda_upload(v4f_cuda *c, void *dst, const void *src, size_t bytes, v4f_err *err) {
     CUDA_TRY_DEVICE(c);
     /* A host range that covers both pages pinned with cudaHostRegister
      * (e.g. another session's host-resident experts in the same mapped
      * model file) and pageable ones is refused as a whole: such ranges go
-     * through a pinned bounce buffer (those pinned outside v4flash are
-     * found by the driver's refusal). */
-    const bool mixed = src && bytes && v4f_cuda_reg_overlap(src, bytes) == 2;
-    const cudaError_t e =
-        mixed ? cudaErrorInvalidValue : cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
-    if (e == cudaErrorInvalidValue && dst && src && bytes) {
-        if (!mixed) (void)cudaGetLastError();
-        const size_t chunk = bytes < UPLOAD_BOUNCE_BYTES ? bytes : UPLOAD_BOUNCE_BYTES;
-        void *bounce = NULL;
-        CUDA_TRY(cudaHostAlloc(&bounce, chunk, cudaHostAllocDefault));
-        cudaError_t e2 = cudaSuccess;
-        for (size_t off = 0; off < bytes && e2 == cudaSuccess; off += chunk) {
-            const size_t n = bytes - off < chunk ? bytes - off : chunk;
-            memcpy(bounce, (const uint8_t *)src + off, n);
-            e2 = cudaMemcpyAsync((uint8_t *)dst + off, bounce, n, cudaMemcpyHostToDevice, c->stream);
-            if (e2 == cudaSuccess) e2 = cudaStreamSynchronize(c->stream);
-        }
-        (void)cudaFreeHost(bounce);
-        CUDA_TRY(e2);
-        return V4F_OK;
+     * through a pinned bounce buffer, those that v4flash pinned in part
+     * without asking the driver, others after its refusal. */
+    const bool some = dst && src && bytes;
+    if (some && v4f_cuda_reg_overlap(src, bytes) == 2) return upload_bounced(c, dst, src, bytes, err);
+    const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaErrorInvalidValue && some) {
+        (void)cudaGetLastError();
+        return upload_bounced(c, dst, src, bytes, err);
     }
     CUDA_TRY(e);
     CUDA_TRY(cudaStreamSynchronize(c->stream));
