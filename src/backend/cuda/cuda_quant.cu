@@ -704,6 +704,7 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 #define MV_SHORT_ROWS 8 /* Q8_0 rows per CTA when a row is one warp's worth of units (n_in <= 1024) */
 #endif
 #define MV_SMEM_BUDGET (32 * 1024)
+#define MV_Q4K_THREADS 64 /* threads of a Q4_K int8-plane CTA */
 #ifndef MV_WIDE_ROWS
 #define MV_WIDE_ROWS 4096 /* Q8_0 launches of this many rows or more take MV_SHORT_ROWS rows per CTA */
 #endif
@@ -1143,6 +1144,10 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
         const int64_t units = chunk_sb * (SBE / (planes ? 32 : UE));
         int threads = (int)((units + 31) / 32 * 32);
         if (threads > MV_THREADS) threads = MV_THREADS;
+        /* Q4_K: two units per thread (H200, session 24: the q4 layer's
+         * routed gate+up 30.3 -> 27.8 us; IQ2_XXS and Q2_K unchanged or
+         * slower that way, Q8_0 slower) */
+        if (T == V4F_TYPE_Q4_K && planes && threads > MV_Q4K_THREADS) threads = MV_Q4K_THREADS;
         const size_t smem = (size_t)R * (size_t)chunk_sb * SBB + MV_SMEM_SLACK;
         const dim3 grid((unsigned)((max_out + R - 1) / R), (unsigned)n);
         /* two columns (a 2-token eval, a speculative verify step) in an
