@@ -1220,6 +1220,8 @@ int main(int argc, char **argv) {
     t_post_mix(c, 1, 4, 4096, 24, 128, 1, 6, 0); /* one token, explicit pair map */
     t_post_mix(c, 1, 4, 1024, 24, 16, 1, 6, 1);  /* two elements per thread: the loop after the early one */
     t_post_mix(c, 3, 4, 1024, 24, 32, 1, 6, 0);  /* a short chunk */
+    t_post_mix(c, 2, 4, 4096, 24, 128, 1, 6, 0); /* a 2-token verify step: the early-load instance */
+    t_post_mix(c, 2, 4, 4096, 24, 128, 0, 0, 0);
     t_post_mix(c, 2, 3, 640, 7, 15, 0, 0, 0);    /* 3 streams, 128 elements per split */
     t_post_mix(c, 1, 6, 256, 5, 6, 1, 10, 1);    /* more streams and experts than the early path takes */
     t_hc_head(c, 1, 4);

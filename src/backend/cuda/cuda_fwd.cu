@@ -1418,9 +1418,14 @@ typedef struct pm_args {
 
 #define PM_PRE_H 4
 #define PM_PRE_K 8
-/* PRE (single-token launches): the first element's inputs are loaded early
- * (below); an instance of its own, since the early values take registers
- * (~250 instead of ~120) that would halve the CTAs per SM of a chunk. */
+/* PRE (launches of up to PM_PRE_MAX tokens: decode, 2-token verify steps):
+ * the first element's inputs are loaded early (below); an instance of its
+ * own, since the early values take registers (~250 instead of ~120) that
+ * would halve the CTAs per SM of a chunk (2 x 128 splits still fit one
+ * wave at 2 CTAs per SM). */
+#ifndef PM_PRE_MAX
+#define PM_PRE_MAX 2
+#endif
 template <int T, bool MOE, bool PRE>
 __global__ void __launch_bounds__(MIXP_THREADS) k_post_mix(const __grid_constant__ pm_args a) {
     __shared__ float red[MIXP_THREADS / 32][MIXP_MAX_M];
@@ -1671,9 +1676,9 @@ extern "C" v4f_status v4f_cuda_post_mix(v4f_cuda *c, const float *o, const float
     pm_args a = {o,    y,       ysh, einv, k, X, post, comb, H, d, Xout, (const uint8_t *)W, row_bytes, M, n_split,
                  part, ss, gram};
     const dim3 grid((unsigned)n_split, (unsigned)n);
-    if (o && n == 1) launch_post_mix<false, true>(c->stream, type, grid, a);
+    if (o && n <= PM_PRE_MAX) launch_post_mix<false, true>(c->stream, type, grid, a);
     else if (o) launch_post_mix<false, false>(c->stream, type, grid, a);
-    else if (n == 1) launch_post_mix<true, true>(c->stream, type, grid, a);
+    else if (n <= PM_PRE_MAX) launch_post_mix<true, true>(c->stream, type, grid, a);
     else launch_post_mix<true, false>(c->stream, type, grid, a);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
