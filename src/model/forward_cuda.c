@@ -1562,11 +1562,16 @@ bool v4f_gpu_mtp_host(const v4f_gpu *g) { return g->mtp_host; }
 /* Y[t] = W X[t] for t < n (rows of ldx / ldy floats): matvec for one token,
  * else the batched matmul (float32 in --precision ref, tensor cores
  * otherwise). */
+/* whether w times the x of a chunk of n > 1 tokens takes the several-column matvec */
+static bool cols_fit(v4f_gpu *g, const gmat *w, int64_t n) {
+    return (uint64_t)n <= g->cols_max && v4f_cuda_matvec_cols_ok(w) && n <= v4f_cuda_matvec_cols_rows(g->c, w->n_in);
+}
+
 static v4f_status mm(v4f_gpu *g, const gmat *w, const float *X, int64_t ldx, int64_t n, float *Y, int64_t ldy,
                      v4f_err *err) {
     if (n == 1) return v4f_cuda_matvec(g->c, w, X, Y, err);
-    if ((uint64_t)n <= g->cols_max && v4f_cuda_matvec_cols_ok(w) && n <= v4f_cuda_matvec_cols_rows(g->c, w->n_in))
-        return v4f_cuda_matvec_cols(g->c, 1, w, &X, ldx, (int)n, &Y, ldy, err);
+    if (cols_fit(g, w, n))
+        return v4f_cuda_matvec_cols(g->c, 1, w, &X, ldx, (int)n, &Y, &ldy, err);
     return v4f_cuda_matmul(g->c, w, X, ldx, n, Y, ldy, g->exact, err);
 }
 
@@ -1591,8 +1596,39 @@ typedef struct mmjob {
 static v4f_status mm_multi(v4f_gpu *g, const mmjob *j, int nj, int64_t n, v4f_err *err) {
     v4f_status st;
     if (n != 1) {
-        for (int i = 0; i < nj; i++)
-            if ((st = mm(g, j[i].w, j[i].X, j[i].ldx, n, j[i].Y, j[i].ldy, err))) return st;
+        /* a few tokens: the several-column jobs of one type, n_in and x
+         * stride in one launch (and one plane split: q_a and kv of a
+         * verify step were two of each), the others one by one */
+        bool done[MV_BATCH] = {0};
+        for (int i = 0; i < nj; i++) {
+            if (done[i]) continue;
+            if (!cols_fit(g, j[i].w, n)) {
+                if ((st = mm(g, j[i].w, j[i].X, j[i].ldx, n, j[i].Y, j[i].ldy, err))) return st;
+                continue;
+            }
+            gmat ws[MV_BATCH];
+            const float *xs[MV_BATCH];
+            float *ys[MV_BATCH];
+            int64_t ldys[MV_BATCH];
+            const float *ux[MV_BATCH];
+            int nb = 0, nu = 0;
+            for (int k = i; k < nj; k++) {
+                if (done[k] || j[k].w->type != j[i].w->type || j[k].w->n_in != j[i].w->n_in ||
+                    j[k].ldx != j[i].ldx || !cols_fit(g, j[k].w, n))
+                    continue;
+                int u = 0;
+                while (u < nu && ux[u] != j[k].X) u++;
+                if (u == nu && (int64_t)(nu + 1) * n > v4f_cuda_matvec_cols_rows(g->c, j[i].w->n_in)) continue;
+                if (u == nu) ux[nu++] = j[k].X;
+                ws[nb] = *j[k].w;
+                xs[nb] = j[k].X;
+                ys[nb] = j[k].Y;
+                ldys[nb] = j[k].ldy;
+                nb++;
+                done[k] = true;
+            }
+            if ((st = v4f_cuda_matvec_cols(g->c, nb, ws, xs, j[i].ldx, (int)n, ys, ldys, err))) return st;
+        }
         return V4F_OK;
     }
     bool done[MV_BATCH] = {0};
@@ -1863,15 +1899,17 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     gmat ws[GPU_MAX_GROUPS];
     const float *xs[GPU_MAX_GROUPS];
     float *ys[GPU_MAX_GROUPS];
+    int64_t ldys[GPU_MAX_GROUPS];
     for (int64_t gi = 0; gi < og; gi++) {
         ws[gi] = sub;
         ws[gi].data = (const uint8_t *)r->out_a.data + (uint64_t)(gi * orank) * r->out_a.row_bytes;
         xs[gi] = x->o + gi * gin;
         ys[gi] = x->low + gi * orank;
+        ldys[gi] = og * orank;
     }
     if (nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub) &&
         og * nqr <= v4f_cuda_matvec_cols_rows(g->c, sub.n_in)) {
-        TRY(v4f_cuda_matvec_cols(g->c, (int)og, ws, xs, nq, (int)nqr, ys, og * orank, err));
+        TRY(v4f_cuda_matvec_cols(g->c, (int)og, ws, xs, nq, (int)nqr, ys, ldys, err));
     } else if (nqr == 1) {
         for (int64_t g0 = 0; g0 < og; g0 += MV_BATCH) {
             int nb = (int)(og - g0 < MV_BATCH ? og - g0 : MV_BATCH);

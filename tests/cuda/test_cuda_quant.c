@@ -303,17 +303,19 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
 /* Several x per matrix (v4f_cuda_matvec_cols), as short evals' dense
  * projections use it: n_mat matrices (the first two sharing x), n columns
  * (more than one launch's 4 for n > 4), x rows in a padded stride, outputs
- * in a padded stride. */
+ * in a padded stride of their own per matrix. */
 static void run_cols(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, int n_mat, int n) {
     mcase m[3];
     void *dw[3], *dx[3], *dy[3];
-    const int64_t ldx = n_in + 64, ldy = n_out + 7 * (n_mat - 1) + 5; /* matrix i has n_out + 7 i rows */
+    const int64_t ldx = n_in + 64;
+    int64_t ldy[3]; /* matrix i has n_out + 7 i rows, its outputs a stride of n_out + 12 i + 5 */
     float *hx[3];
     v4f_cuda_mat w[3];
     const float *xs[3];
     float *ys[3];
     for (int i = 0; i < n_mat; i++) {
         mcase_make(&m[i], type, n_in, n_out + 7 * i, 0, 0, 0);
+        ldy[i] = n_out + 12 * i + 5;
         TRY(v4f_cuda_alloc(c, (size_t)(m[i].n_out * m[i].row_bytes), &dw[i], err));
         TRY(v4f_cuda_upload(c, dw[i], m[i].hw, (size_t)(m[i].n_out * m[i].row_bytes), err));
         w[i] = (v4f_cuda_mat){dw[i], type, n_in, m[i].n_out, m[i].row_bytes};
@@ -322,8 +324,8 @@ static void run_cols(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, in
         if (i == 1) memcpy(hx[1], hx[0], (size_t)(n * ldx) * sizeof(float));
         TRY(v4f_cuda_alloc(c, (size_t)(n * ldx) * sizeof(float), &dx[i], err));
         TRY(v4f_cuda_upload(c, dx[i], hx[i], (size_t)(n * ldx) * sizeof(float), err));
-        TRY(v4f_cuda_alloc(c, (size_t)(n * ldy) * sizeof(float), &dy[i], err));
-        TRY(v4f_cuda_memset(c, dy[i], 0xff, (size_t)(n * ldy) * sizeof(float), err));
+        TRY(v4f_cuda_alloc(c, (size_t)(n * ldy[i]) * sizeof(float), &dy[i], err));
+        TRY(v4f_cuda_memset(c, dy[i], 0xff, (size_t)(n * ldy[i]) * sizeof(float), err));
         xs[i] = i == 1 ? (const float *)dx[0] : (const float *)dx[i];
         ys[i] = dy[i];
     }
@@ -333,13 +335,13 @@ static void run_cols(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, in
         g_fail++;
     }
     TRY(v4f_cuda_matvec_cols(c, n_mat, w, xs, ldx, n, ys, ldy, err));
-    float *y = v4f_xmalloc((size_t)(n * ldy) * sizeof(float));
+    float *y = v4f_xmalloc((size_t)(n * ldy[n_mat - 1]) * sizeof(float));
     for (int i = 0; i < n_mat; i++) {
-        TRY(v4f_cuda_download(c, y, dy[i], (size_t)(n * ldy) * sizeof(float), err));
+        TRY(v4f_cuda_download(c, y, dy[i], (size_t)(n * ldy[i]) * sizeof(float), err));
         for (int t = 0; t < n; t++) {
             mcase tc = m[i];
             tc.hx = hx[i == 1 ? 0 : i] + (int64_t)t * ldx;
-            check_y(&tc, y + (int64_t)t * ldy, "matvec_cols");
+            check_y(&tc, y + (int64_t)t * ldy[i], "matvec_cols");
         }
     }
     free(y);

@@ -145,7 +145,7 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
                                     const float *const *x, float *const *y, v4f_err *err);
 
 /* Several x per matrix (short evals: the dense projections of a few
- * tokens): for i < n_mat, t < n: y[i] + t ldy = w[i] (x[i] + t ldx), each
+ * tokens): for i < n_mat, t < n: y[i] + t ldy[i] = w[i] (x[i] + t ldx), each
  * weight read once per 4 columns (the decode kernel: int8 planes, or the
  * float x read in place for F32 / F16 / BF16, then 16-byte aligned x and
  * ldx % 4 == 0). All w[i] share type and n_in; x[i] may repeat.
@@ -156,7 +156,7 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
 bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w);
 int64_t v4f_cuda_matvec_cols_rows(const v4f_cuda *c, int64_t n_in); /* plane rows (distinct x times n) it holds */
 v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,
-                                int n, float *const *y, int64_t ldy, v4f_err *err);
+                                int n, float *const *y, const int64_t *ldy, v4f_err *err);
 
 /* Routed experts grouped by expert (evals of a few to a few hundred
  * tokens): every matrix is read once for all the pairs routed to it. For

@@ -677,6 +677,7 @@ typedef struct mv_pair {
     int64_t n_out;
     uint64_t row_bytes;
     int32_t tab_off, slot; /* indirect launches: w = tab[tab_off + ids[slot]] */
+    int64_t ldy;           /* several-column launches: column j into y + j ldy */
 } mv_pair;
 
 typedef struct mv_args {
@@ -684,12 +685,11 @@ typedef struct mv_args {
     int64_t n_in;
     /* several x per pair (k_matvec with C > 1): column j of pair p
      * multiplies the planes at p.xq + j xq_col (int8-plane types) or the
-     * floats at p.x + j x_col (the others) into p.y + j ldy, j < ncol <= C;
+     * floats at p.x + j x_col (the others) into p.y + j p.ldy, j < ncol <= C;
      * ncol 0: one x per pair, planes made by the launcher */
     int ncol;
     uint64_t xq_col;
     int64_t x_col;
-    int64_t ldy;
     const void *const *tab; /* NULL: direct (p[i].w) */
     const int32_t *ids;
 } mv_args;
@@ -889,7 +889,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
         const int r = i % nrows, j = i / nrows;
         float v = 0;
         for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][r * C + j];
-        p.y[(C > 1 ? j * a.ldy : 0) + row0 + r] = v;
+        p.y[(C > 1 ? j * p.ldy : 0) + row0 + r] = v;
     }
 }
 
@@ -1336,7 +1336,7 @@ bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w) {
 }
 
 v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,
-                                int n, float *const *y, int64_t ldy, v4f_err *err) {
+                                int n, float *const *y, const int64_t *ldy, v4f_err *err) {
     if (n_mat < 1 || n_mat > V4F_CUDA_MATVEC_MAX_BATCH || n < 1 || ldx < w[0].n_in)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec of %d matrices x %d columns", n_mat, n);
     mv_args a;
@@ -1347,7 +1347,7 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     const int64_t max_rows = v4f_cuda_matvec_cols_rows(c, a.n_in);
     for (int i = 0; i < n_mat; i++) {
         if (!v4f_cuda_matvec_cols_ok(&w[i]) || w[i].type != type || w[i].n_in != a.n_in || !x[i] || !y[i] ||
-            ldy < w[i].n_out)
+            (n > 1 && ldy[i] < w[i].n_out))
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: matrix %d unsupported or mixed", i);
     }
     CUDA_TRY_DEVICE(c);
@@ -1364,6 +1364,7 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
         else a.p[i].xq = c->qx + (size_t)distinct_index(ux, &nu, x[i]) * n * slot;
         a.p[i].w = (const uint8_t *)w[i].data;
         a.p[i].y = y[i];
+        a.p[i].ldy = ldy[i];
         a.p[i].n_out = w[i].n_out;
         a.p[i].row_bytes = w[i].row_bytes;
     }
@@ -1392,7 +1393,6 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     }
     a.xq_col = slot;
     a.x_col = ldx;
-    a.ldy = ldy;
     for (int c0 = 0; c0 < n; c0 += MV_COLS) {
         a.ncol = n - c0 < MV_COLS ? n - c0 : MV_COLS;
         const v4f_status st = launch_type(c, type, &a, n_mat, true, err);
@@ -1400,7 +1400,7 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
         for (int i = 0; i < n_mat; i++) {
             if (fl) a.p[i].x += MV_COLS * ldx;
             else a.p[i].xq += MV_COLS * slot;
-            a.p[i].y += MV_COLS * ldy;
+            a.p[i].y += MV_COLS * ldy[i];
         }
     }
     return V4F_OK;
