@@ -3,8 +3,9 @@
  */
 #include "model/spec_gate.h"
 
-void v4f_spec_gate_init(v4f_spec_gate *g, bool on) {
+void v4f_spec_gate_init(v4f_spec_gate *g, bool on, uint32_t keep_min) {
     g->on = on;
+    g->keep_min = keep_min < V4F_GATE_WINDOW ? keep_min : V4F_GATE_WINDOW;
     g->steps = g->kept = g->pause = 0;
     g->backoff = V4F_GATE_PAUSE_MIN;
 }
@@ -16,7 +17,7 @@ void v4f_spec_gate_step(v4f_spec_gate *g, bool kept) {
     g->steps++;
     g->kept += kept;
     if (g->steps < V4F_GATE_WINDOW) return;
-    if (g->kept < V4F_GATE_KEEP_MIN) {
+    if (g->kept < g->keep_min) {
         g->pause = g->backoff;
         g->backoff = g->backoff * 2 < V4F_GATE_PAUSE_MAX ? g->backoff * 2 : V4F_GATE_PAUSE_MAX;
     } else {
