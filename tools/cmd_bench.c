@@ -779,6 +779,7 @@ static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *
                        int n_accepts) {
     v4f_err err = {0};
     int rc = 0;
+    double ss_plain = 0; /* steady state without drafts */
     for (int i = -2; i < n_accepts + 2 && !rc; i++) {
         if ((rc = rollback(s, gpu, at, snap, logits, c->n_vocab))) break;
         const bool gated = i >= n_accepts;
@@ -803,11 +804,19 @@ static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *
         const v4f_spec_stats s1 = v4f_session_spec_stats(s);
         const uint64_t nd = s1.drafted - s0.drafted, na = s1.accepted - s0.accepted, np = s1.paused - s0.paused;
         const double ss = gen > 1 ? (double)(gen - 1) / (td - t_first) : gen / td;
-        if (i == -2)
+        if (i == -2) {
             printf("%10s no drafts: %9.2f t/s, ss %9.2f t/s\n", "", gen / td, ss);
-        else if (i == -1)
-            printf("%10s wrong drafts: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept\n", "", gen / td, ss,
+            ss_plain = ss;
+        } else if (i == -1) {
+            /* every step drafted and yielded one token: its cost in plain
+             * steps, and the share of kept drafts above which drafting pays */
+            printf("%10s wrong drafts: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept", "", gen / td, ss,
                    (unsigned long long)na, (unsigned long long)nd);
+            if (na == 0 && nd > 0 && ss > 0 && ss_plain > 0)
+                printf("; a drafting step costs %.2f decode steps: drafts pay above %.0f%% kept", ss_plain / ss,
+                       100.0 * (ss_plain / ss - 1.0));
+            printf("\n");
+        }
         else if (!gated)
             printf("%10s oracle drafts right with p %.2f: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept (%.1f%%)\n", "",
                    accepts[i], gen / td, ss, (unsigned long long)na, (unsigned long long)nd,
