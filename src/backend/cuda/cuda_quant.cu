@@ -803,23 +803,14 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
         const int nunits = nsb * UPS;
         /* rows past the end recompute the last valid row (no branch, no
          * unwritten shared memory); their sums are dropped */
-        if constexpr (Q && C == 1) {
-            for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
-                xq_unit xu;
-                load_xq(p.xq, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
-                if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x(&xu);
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                    acc[r][0] += dot_unit_q<T>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel);
-                }
-            }
-        } else if constexpr (Q && C == 2 && T != V4F_TYPE_Q2_K) {
+        if constexpr (Q && C == 2 && (T == V4F_TYPE_Q8_0 || T == V4F_TYPE_Q4_K)) {
             /* two columns (a 2-token eval, a speculative verify step): the x
              * of both held at once and each row's unit decoded once for
              * them (unit_codes, then unit_dot per column: the arithmetic of
-             * dot_unit_q, so the same bits as the loop below). Q2_K keeps
-             * that loop: this form spilled 88 bytes there at 96 registers. */
+             * dot_unit_q, so the same bits as the loop below). Q2_K and
+             * IQ2_XXS keep that loop: this form spilled 88 / 56 bytes there
+             * at 96 registers (their several-column launches are rare: the
+             * routed experts of a few tokens go pair by pair). */
             for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
                 xq_unit xu[2];
 #pragma unroll
@@ -844,7 +835,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
             for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
 #pragma unroll
                 for (int j = 0; j < C; j++) {
-                    if (j >= a.ncol) break; /* uniform */
+                    if (C > 1 && j >= a.ncol) break; /* uniform */
                     xq_unit xu;
                     load_xq(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
                     if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x(&xu);
