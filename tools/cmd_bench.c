@@ -816,8 +816,7 @@ static int draft_probe(v4f_session *s, bool gpu, uint32_t at, v4f_snapshot_mem *
                 printf("; a drafting step costs %.2f decode steps: drafts pay above %.0f%% kept", ss_plain / ss,
                        100.0 * (ss_plain / ss - 1.0));
             printf("\n");
-        }
-        else if (!gated)
+        } else if (!gated)
             printf("%10s oracle drafts right with p %.2f: %9.2f t/s, ss %9.2f t/s, %llu of %llu kept (%.1f%%)\n", "",
                    accepts[i], gen / td, ss, (unsigned long long)na, (unsigned long long)nd,
                    nd ? 100.0 * (double)na / (double)nd : 0.0);

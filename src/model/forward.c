@@ -171,7 +171,6 @@ struct v4f_session {
         int32_t *ptok;       /* [cap]: a step's tokens for the MTP block */
         v4f_spec_stats st;
         v4f_spec_gate gate;
-        uint32_t keep_min; /* the gate's bar for this session's placement */
         v4f_draft_fn hook;
         void *hook_ud;
     } spec;
@@ -520,8 +519,8 @@ v4f_status v4f_session_new(const v4f_model *m, const v4f_session_opts *o, v4f_se
             s->spec.ptok = v4f_xmalloc(s->spec.cap * sizeof(int32_t));
             s->spec.slot = v4f_xmalloc(s->spec.cap * sizeof(uint32_t));
             /* the gate's bar by what a drafting step costs (spec_gate.h) */
-            s->spec.keep_min = v4f_gpu_mtp_host(s->gpu) ? V4F_GATE_KEEP_MIN : V4F_GATE_KEEP_MIN_CARD;
-            v4f_spec_gate_init(&s->spec.gate, true, s->spec.keep_min);
+            v4f_spec_gate_init(&s->spec.gate, true,
+                               v4f_gpu_mtp_host(s->gpu) ? V4F_GATE_KEEP_MIN : V4F_GATE_KEEP_MIN_CARD);
             spec_clear(s);
         }
         *out = s;
@@ -617,7 +616,9 @@ void v4f_session_set_draft_hook(v4f_session *s, v4f_draft_fn fn, void *ud) {
     s->spec.hook = fn;
     s->spec.hook_ud = ud;
 }
-void v4f_session_set_draft_gate(v4f_session *s, bool on) { v4f_spec_gate_init(&s->spec.gate, on, s->spec.keep_min); }
+void v4f_session_set_draft_gate(v4f_session *s, bool on) {
+    v4f_spec_gate_init(&s->spec.gate, on, s->spec.gate.keep_min); /* the bar set at creation */
+}
 bool v4f_session_drafts(const v4f_session *s) { return s->spec.on; }
 void v4f_session_set_drafting(v4f_session *s, bool on) {
     s->spec.on = on && s->spec.cap > 0;

@@ -1559,14 +1559,14 @@ bool v4f_gpu_mtp_host(const v4f_gpu *g) { return g->mtp_host; }
 
 /* ---- matmul dispatch ----------------------------------------------------------------------------------- */
 
-/* Y[t] = W X[t] for t < n (rows of ldx / ldy floats): matvec for one token,
- * else the batched matmul (float32 in --precision ref, tensor cores
- * otherwise). */
 /* whether w times the x of a chunk of n > 1 tokens takes the several-column matvec */
 static bool cols_fit(v4f_gpu *g, const gmat *w, int64_t n) {
     return (uint64_t)n <= g->cols_max && v4f_cuda_matvec_cols_ok(w) && n <= v4f_cuda_matvec_cols_rows(g->c, w->n_in);
 }
 
+/* Y[t] = W X[t] for t < n (rows of ldx / ldy floats): matvec for one token,
+ * several-column matvecs for a few, else the batched matmul (float32 in
+ * --precision ref, tensor cores otherwise). */
 static v4f_status mm(v4f_gpu *g, const gmat *w, const float *X, int64_t ldx, int64_t n, float *Y, int64_t ldy,
                      v4f_err *err) {
     if (n == 1) return v4f_cuda_matvec(g->c, w, X, Y, err);
@@ -1594,59 +1594,41 @@ typedef struct mmjob {
 } mmjob;
 
 static v4f_status mm_multi(v4f_gpu *g, const mmjob *j, int nj, int64_t n, v4f_err *err) {
-    v4f_status st;
-    if (n != 1) {
-        /* a few tokens: the several-column jobs of one type, n_in and x
-         * stride in one launch (and one plane split: q_a and kv of a
-         * verify step were two of each), the others one by one */
-        bool done[MV_BATCH] = {0};
-        for (int i = 0; i < nj; i++) {
-            if (done[i]) continue;
-            if (!cols_fit(g, j[i].w, n)) {
-                if ((st = mm(g, j[i].w, j[i].X, j[i].ldx, n, j[i].Y, j[i].ldy, err))) return st;
-                continue;
-            }
-            gmat ws[MV_BATCH];
-            const float *xs[MV_BATCH];
-            float *ys[MV_BATCH];
-            int64_t ldys[MV_BATCH];
-            const float *ux[MV_BATCH];
-            int nb = 0, nu = 0;
-            for (int k = i; k < nj; k++) {
-                if (done[k] || j[k].w->type != j[i].w->type || j[k].w->n_in != j[i].w->n_in ||
-                    j[k].ldx != j[i].ldx || !cols_fit(g, j[k].w, n))
-                    continue;
+    /* jobs of one type and n_in go out in one launch: one token, a batch of
+     * matvecs; a few tokens, several-column matvecs of one x stride and at
+     * most the plane rows the scratch holds (one plane split: q_a and kv of
+     * a verify step were two launches and two splits), the others one by one */
+    const bool cols = n > 1;
+    bool done[MV_BATCH] = {0};
+    for (int i = 0; i < nj; i++) {
+        if (done[i]) continue;
+        if (cols && !cols_fit(g, j[i].w, n)) {
+            TRY(mm(g, j[i].w, j[i].X, j[i].ldx, n, j[i].Y, j[i].ldy, err));
+            continue;
+        }
+        gmat ws[MV_BATCH];
+        const float *xs[MV_BATCH], *ux[MV_BATCH];
+        float *ys[MV_BATCH];
+        int64_t ldys[MV_BATCH];
+        int nb = 0, nu = 0;
+        for (int k = i; k < nj; k++) {
+            if (done[k] || j[k].w->type != j[i].w->type || j[k].w->n_in != j[i].w->n_in) continue;
+            if (cols) { /* same x stride; a new x must fit the plane rows */
+                if (j[k].ldx != j[i].ldx || !cols_fit(g, j[k].w, n)) continue;
                 int u = 0;
                 while (u < nu && ux[u] != j[k].X) u++;
                 if (u == nu && (int64_t)(nu + 1) * n > v4f_cuda_matvec_cols_rows(g->c, j[i].w->n_in)) continue;
                 if (u == nu) ux[nu++] = j[k].X;
-                ws[nb] = *j[k].w;
-                xs[nb] = j[k].X;
-                ys[nb] = j[k].Y;
-                ldys[nb] = j[k].ldy;
-                nb++;
-                done[k] = true;
             }
-            if ((st = v4f_cuda_matvec_cols(g->c, nb, ws, xs, j[i].ldx, (int)n, ys, ldys, err))) return st;
-        }
-        return V4F_OK;
-    }
-    bool done[MV_BATCH] = {0};
-    for (int i = 0; i < nj; i++) {
-        if (done[i]) continue;
-        gmat ws[MV_BATCH];
-        const float *xs[MV_BATCH];
-        float *ys[MV_BATCH];
-        int nb = 0;
-        for (int k = i; k < nj; k++) {
-            if (done[k] || j[k].w->type != j[i].w->type || j[k].w->n_in != j[i].w->n_in) continue;
             ws[nb] = *j[k].w;
             xs[nb] = j[k].X;
             ys[nb] = j[k].Y;
+            ldys[nb] = j[k].ldy;
             nb++;
             done[k] = true;
         }
-        if ((st = v4f_cuda_matvec_batch(g->c, nb, ws, xs, ys, err))) return st;
+        TRY(cols ? v4f_cuda_matvec_cols(g->c, nb, ws, xs, j[i].ldx, (int)n, ys, ldys, err)
+                 : v4f_cuda_matvec_batch(g->c, nb, ws, xs, ys, err));
     }
     return V4F_OK;
 }
