@@ -1566,12 +1566,20 @@ static bool cols_fit(v4f_gpu *g, const gmat *w, int64_t n) {
 
 /* Y[t] = W X[t] for t < n (rows of ldx / ldy floats): matvec for one token,
  * several-column matvecs for a few, else the batched matmul (float32 in
- * --precision ref, tensor cores otherwise). */
+ * --precision ref, tensor cores otherwise). A few tokens whose matrix the
+ * several-column kernel does not take (a small model's shapes: n_in not a
+ * whole superblock) go column by column through the one-token matvec, so
+ * that a short eval (a speculative verify step) computes what one-token
+ * steps do, bit for bit (test_cuda_model's short-eval checks). */
 static v4f_status mm(v4f_gpu *g, const gmat *w, const float *X, int64_t ldx, int64_t n, float *Y, int64_t ldy,
                      v4f_err *err) {
     if (n == 1) return v4f_cuda_matvec(g->c, w, X, Y, err);
     if (cols_fit(g, w, n))
         return v4f_cuda_matvec_cols(g->c, 1, w, &X, ldx, (int)n, &Y, &ldy, err);
+    if ((uint64_t)n <= g->cols_max) {
+        for (int64_t t = 0; t < n; t++) TRY(v4f_cuda_matvec(g->c, w, X + t * ldx, Y + t * ldy, err));
+        return V4F_OK;
+    }
     return v4f_cuda_matmul(g->c, w, X, ldx, n, Y, ldy, g->exact, err);
 }
 
@@ -1892,10 +1900,15 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     if (nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub) &&
         og * nqr <= v4f_cuda_matvec_cols_rows(g->c, sub.n_in)) {
         TRY(v4f_cuda_matvec_cols(g->c, (int)og, ws, xs, nq, (int)nqr, ys, ldys, err));
-    } else if (nqr == 1) {
-        for (int64_t g0 = 0; g0 < og; g0 += MV_BATCH) {
-            int nb = (int)(og - g0 < MV_BATCH ? og - g0 : MV_BATCH);
-            TRY(v4f_cuda_matvec_batch(g->c, nb, ws + g0, xs + g0, ys + g0, err));
+    } else if (nqr == 1 || (uint64_t)nqr <= g->cols_max) { /* one token, or a few column by column (as mm) */
+        for (int64_t t = 0; t < nqr; t++) {
+            const float *xt[GPU_MAX_GROUPS];
+            float *yt[GPU_MAX_GROUPS];
+            for (int64_t gi = 0; gi < og; gi++) xt[gi] = xs[gi] + t * nq, yt[gi] = ys[gi] + t * og * orank;
+            for (int64_t g0 = 0; g0 < og; g0 += MV_BATCH) {
+                int nb = (int)(og - g0 < MV_BATCH ? og - g0 : MV_BATCH);
+                TRY(v4f_cuda_matvec_batch(g->c, nb, ws + g0, xt + g0, yt + g0, err));
+            }
         }
     } else {
         /* the o_groups row slices in one launch (block-diagonal) */
