@@ -1063,6 +1063,10 @@ v4f_status v4f_gpu_new(const v4f_model *m, const v4f_session_opts *o, v4f_gpu **
     g->L[c->n_layer].ratio_slot = -1;
     v4f_status st = v4f_cuda_open(o->gpu_device, &g->c, err);
     if (st) goto fail;
+    /* the default precision multiplies two int8 planes of x (residual
+     * 3.1e-5 of a group's max|x|), --precision ref three (2.4e-7) */
+    st = v4f_cuda_set_x_planes(g->c, g->exact ? 3 : 2, err);
+    if (st) goto fail;
     for (uint32_t l = 0; l < c->n_layer; l++) {
         uint32_t r = c->compress_ratio[l];
         if (r && ratio_slot(g, r) < 0) {

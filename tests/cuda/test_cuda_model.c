@@ -1299,7 +1299,11 @@ static void test_logits_last_synth(void) {
  * bit (logits, and the next decode step, so positions and state advanced
  * alike), and agree with the batched kernels (V4F_CUDA_SHORT_EVAL=0) as the
  * last-row test does: GOLDEN_LAST_ROW_ABS in reference precision, Tier B
- * in the default one. */
+ * in the default one; bit for bit up to SHORT_COLS_EXACT tokens, which the
+ * batched path multiplies column by column with the decode matvecs
+ * (forward_cuda.c GPU_COLS_EVAL, 6: a speculative verify step then equals
+ * one-token steps). */
+#define SHORT_COLS_EXACT 5
 static void test_short_eval(const char *name) {
     fixture f;
     if (!fixture_open(name, &f)) {
@@ -1352,6 +1356,9 @@ static void test_short_eval(const char *name) {
                    st.max_abs, buf);
             CHECK(prec ? st.max_abs < GOLDEN_LAST_ROW_ABS : golden_tier_b(&st),
                   "%s %s: %d-token eval differs from the batched kernels by %g", name, pn, k, st.max_abs);
+            CHECK(k > SHORT_COLS_EXACT || memcmp(la, lc, V * 4) == 0,
+                  "%s %s: the batched kernels' %d-token eval is not bit for bit the decode graph's (max abs %g)", name,
+                  pn, k, st.max_abs);
         }
         /* one more step after the last (logit-less) short eval */
         ok = ok && v4f_session_eval(a, f.tokens + at, 1, la, 0, NULL, &err) == V4F_OK &&

@@ -46,8 +46,14 @@
 /* f32 accumulation error bound relative to max|w| * sum|x|: see
  * docs/TOLERANCES.md "## cuda". */
 #define V4F_TOL_CUDA_MATVEC 3e-5
+/* With two int8 planes of x (v4f_cuda_set_x_planes): each x within
+ * max|x_group| / (127 * 2 * 128) of its value, added per case as
+ * V4F_X2_RESIDUAL * n_in * max|x| / sum|x| (a bound of sum |w_i| |r_i|
+ * relative to max|w| * sum|x|) */
+#define V4F_X2_RESIDUAL (1.0 / (127.0 * 2.0 * 128.0))
 
 static int g_fail;
+static int g_x_planes = 3; /* the context's setting for the running pass */
 static double g_max_err[V4F_TYPE_COUNT];
 static int g_cases[V4F_TYPE_COUNT];
 
@@ -81,8 +87,17 @@ static void mcase_free(mcase *m) {
 /* Compare y (n_out floats from the device) with the reference. */
 static void check_y(const mcase *m, const float *y, const char *what) {
     float *w = v4f_xmalloc((size_t)m->n_in * sizeof(float));
-    double sx = 0;
-    for (int64_t i = 0; i < m->n_in; i++) sx += fabs(m->hx[i]);
+    double sx = 0, xmax = 0;
+    for (int64_t i = 0; i < m->n_in; i++) {
+        sx += fabs(m->hx[i]);
+        if (fabs(m->hx[i]) > xmax) xmax = fabs(m->hx[i]);
+    }
+    /* the two-plane residual applies to the int8-plane types only */
+    const bool planes = m->type == V4F_TYPE_Q8_0 || m->type == V4F_TYPE_Q2_K || m->type == V4F_TYPE_Q4_K ||
+                        m->type == V4F_TYPE_IQ2_XXS;
+    const double tol = V4F_TOL_CUDA_MATVEC + (g_x_planes == 2 && planes && sx > 0
+                                                  ? V4F_X2_RESIDUAL * (double)m->n_in * xmax / sx
+                                                  : 0.0);
     double worst = 0;
     for (int64_t r = 0; r < m->n_out; r++) {
         v4f_dequant_row_ref(m->type, m->hw + r * m->row_bytes, w, m->n_in);
@@ -93,7 +108,7 @@ static void check_y(const mcase *m, const float *y, const char *what) {
         }
         const double scale = amax * sx > 1e-30 ? amax * sx : 1e-30;
         const double e = isfinite(y[r]) ? fabs(y[r] - ref) / scale : INFINITY;
-        if (!(e <= V4F_TOL_CUDA_MATVEC)) {
+        if (!(e <= tol)) {
             if (g_fail < 20)
                 fprintf(stderr, "FAIL %s %s n_in %lld n_out %lld row %lld: got %.9g want %.9g (rel %.3g)\n", what,
                         v4f_type_name(m->type), (long long)m->n_in, (long long)m->n_out, (long long)r, y[r], ref, e);
@@ -336,14 +351,45 @@ static void run_cols(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, in
     }
     TRY(v4f_cuda_matvec_cols(c, n_mat, w, xs, ldx, n, ys, ldy, err));
     float *y = v4f_xmalloc((size_t)(n * ldy[n_mat - 1]) * sizeof(float));
+    /* each column must equal a one-token matvec of that column bit for bit,
+     * alone and with the launch's matrices batched (the same units per
+     * thread and reductions: a short eval then computes what one-token
+     * steps do) */
+    void *d1;
+    TRY(v4f_cuda_alloc(c, (size_t)(3 * (n_out + 16)) * sizeof(float), &d1, err));
+    float *h1 = v4f_xmalloc((size_t)(3 * (n_out + 16)) * sizeof(float));
     for (int i = 0; i < n_mat; i++) {
         TRY(v4f_cuda_download(c, y, dy[i], (size_t)(n * ldy[i]) * sizeof(float), err));
         for (int t = 0; t < n; t++) {
             mcase tc = m[i];
             tc.hx = hx[i == 1 ? 0 : i] + (int64_t)t * ldx;
             check_y(&tc, y + (int64_t)t * ldy[i], "matvec_cols");
+            const float *xt = xs[i] + (int64_t)t * ldx;
+            TRY(v4f_cuda_matvec(c, &w[i], xt, (float *)d1, err));
+            TRY(v4f_cuda_download(c, h1, d1, (size_t)m[i].n_out * sizeof(float), err));
+            int diff = 0;
+            for (int64_t r = 0; r < m[i].n_out; r++) diff += memcmp(&h1[r], &y[(int64_t)t * ldy[i] + r], 4) != 0;
+            const float *xb[3];
+            float *yb[3];
+            for (int q = 0; q < n_mat; q++) {
+                xb[q] = xs[q] + (int64_t)t * ldx;
+                yb[q] = (float *)d1 + q * (n_out + 16);
+            }
+            TRY(v4f_cuda_matvec_batch(c, n_mat, w, xb, yb, err));
+            TRY(v4f_cuda_download(c, h1, d1, (size_t)(3 * (n_out + 16)) * sizeof(float), err));
+            int diffb = 0;
+            for (int64_t r = 0; r < m[i].n_out; r++)
+                diffb += memcmp(&h1[i * (n_out + 16) + r], &y[(int64_t)t * ldy[i] + r], 4) != 0;
+            if (diff || diffb) {
+                fprintf(stderr, "FAIL matvec_cols %s %lld x %lld, %d matrices, %d columns: matrix %d column %d: %d rows "
+                        "differ from a single matvec, %d from a batched one\n", v4f_type_name(type),
+                        (long long)m[i].n_out, (long long)n_in, n_mat, n, i, t, diff, diffb);
+                g_fail++;
+            }
         }
     }
+    v4f_cuda_free(c, d1);
+    free(h1);
     free(y);
     for (int i = 0; i < n_mat; i++) {
         v4f_cuda_free(c, dw[i]);
@@ -943,13 +989,15 @@ static void profile(v4f_cuda *c) {
 
 int main(int argc, char **argv) {
     rnd_seed(0x9e3779b97f4a7c15ULL); /* this program's random cases */
-    int do_bench = 0, do_profile = 0;
+    int do_bench = 0, do_profile = 0, bench_planes = 2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--bench")) do_bench = 1;
         else if (!strcmp(argv[i], "--bench-layer")) do_bench = 2;
         else if (!strcmp(argv[i], "--profile")) do_profile = 1;
+        else if (!strcmp(argv[i], "--x-planes") && i + 1 < argc) bench_planes = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--bench | --bench-layer | --profile]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--bench | --bench-layer | --profile] [--x-planes 2|3 (benches: 2)]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -960,19 +1008,36 @@ int main(int argc, char **argv) {
     v4f_cuda *c;
     TRY(v4f_cuda_open(0, &c, err));
     printf("device: %s, %d SMs\n", v4f_cuda_device_name(c), v4f_cuda_sm_count(c));
-    if (do_bench || do_profile) {
+    if (do_bench || do_profile) { /* the default precision's decode: two x planes */
+        TRY(v4f_cuda_set_x_planes(c, bench_planes, err));
+        printf("x planes: %d\n", bench_planes);
         if (do_bench == 2) bench_short(c);
         else if (do_bench) bench(c);
         else profile(c);
         v4f_cuda_close(c);
         return 0;
     }
-    conformance(c);
-    TRY(v4f_cuda_sync(c, err));
-    printf("%-8s %6s %12s  (tolerance %.1e of max|w| * sum|x|; dequant bit-exact)\n", "type", "cases", "max rel err",
-           V4F_TOL_CUDA_MATVEC);
-    for (int t = 0; t < V4F_TYPE_COUNT; t++)
-        if (g_cases[t]) printf("%-8s %6d %12.3e\n", v4f_type_name((uint32_t)t), g_cases[t], g_max_err[t]);
+    /* every case with three x planes (the context's default, --precision
+     * ref), then with two (the default precision's decode) */
+    for (int pass = 0; pass < 2; pass++) {
+        g_x_planes = pass ? 2 : 3;
+        TRY(v4f_cuda_set_x_planes(c, g_x_planes, err));
+        memset(g_max_err, 0, sizeof g_max_err);
+        memset(g_cases, 0, sizeof g_cases);
+        conformance(c);
+        TRY(v4f_cuda_sync(c, err));
+        printf("%d x planes: %-8s %6s %12s  (tolerance %.1e of max|w| * sum|x|%s; dequant bit-exact)\n", g_x_planes,
+               "type", "cases", "max rel err", V4F_TOL_CUDA_MATVEC,
+               g_x_planes == 2 ? " + the planes' residual" : "");
+        for (int t = 0; t < V4F_TYPE_COUNT; t++)
+            if (g_cases[t]) printf("%-8s %6d %12.3e\n", v4f_type_name((uint32_t)t), g_cases[t], g_max_err[t]);
+    }
+    v4f_err xerr = {0};
+    const v4f_status bad = v4f_cuda_set_x_planes(c, 4, &xerr);
+    if (bad != V4F_STATUS_INVALID_ARG) {
+        fprintf(stderr, "FAIL v4f_cuda_set_x_planes(4) returned %d\n", (int)bad);
+        g_fail++;
+    }
     v4f_cuda_close(c);
     printf("%s (%d failures)\n", g_fail ? "FAIL" : "PASS", g_fail);
     return g_fail ? 1 : 0;

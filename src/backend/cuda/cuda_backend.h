@@ -122,6 +122,16 @@ v4f_status v4f_cuda_timer_stop(v4f_cuda *c, float *ms, v4f_err *err);
 /* true for F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS */
 bool v4f_cuda_type_supported(uint32_t type);
 
+/* How many int8 planes of x the quantized matvecs multiply (Q8_0, Q2_K,
+ * Q4_K, IQ2_XXS with n_in <= 16384; every matvec entry point below): 3
+ * (the default at open: x to within 2.4e-7 of its group's max|x|, near
+ * float32) or 2 (within 3.1e-5 of it, still 60x finer than bf16; a third
+ * fewer __dp4a and x bytes per weight: the decode of the default precision,
+ * docs/PERF_NOTES.md session 25). Applies to launches queued after the
+ * call; a graph keeps the count it was captured with. Errors:
+ * V4F_STATUS_INVALID_ARG for another n. */
+v4f_status v4f_cuda_set_x_planes(v4f_cuda *c, int n, v4f_err *err);
+
 /* y[0..n_out) = W x[0..n_in); x and y device pointers (float32). y must
  * not overlap x or W. */
 v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err);

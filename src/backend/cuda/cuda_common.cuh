@@ -40,6 +40,7 @@ struct v4f_cuda {
      * qx_max_in), allocated at open so matvecs never allocate. */
     uint8_t *qx;
     int64_t qx_max_in;
+    int x_planes; /* planes the quantized matvecs multiply: 3 or 2 (v4f_cuda_set_x_planes) */
     size_t qx_slot_bytes;
     size_t qx_bytes; /* whole scratch: the plane slots, then the split-K partials */
     size_t qx_plane_bytes; /* the plane slots; cuda_gemm.cu's split-K partial sums follow

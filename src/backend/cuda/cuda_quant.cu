@@ -510,9 +510,11 @@ struct xq_unit {
     float s0, s1;     /* sums of x over [e0, e0 + 16) and [e0 + 16, e0 + 32) */
 };
 
-__device__ __forceinline__ void load_xq(const uint8_t *xq, int64_t n_in, int64_t e0, xq_unit *x) {
+/* NP: the planes a kernel multiplies, 3 or 2 (v4f_cuda_set_x_planes; the
+ * kernels are instantiated per count, p[2] unused with 2) */
+template <int NP> __device__ __forceinline__ void load_xq(const uint8_t *xq, int64_t n_in, int64_t e0, xq_unit *x) {
 #pragma unroll
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < NP; k++) {
         const uint4 *src = (const uint4 *)(xq + k * n_in + e0);
         const uint4 a = __ldg(src), b = __ldg(src + 1);
         x->p[k][0] = a.x, x->p[k][1] = a.y, x->p[k][2] = a.z, x->p[k][3] = a.w;
@@ -524,15 +526,16 @@ __device__ __forceinline__ void load_xq(const uint8_t *xq, int64_t n_in, int64_t
     x->s0 = s.x, x->s1 = s.y;
 }
 
-/* sum over words [w0, w0 + nw) of codes . x planes, combined in float */
-template <int NW>
+/* sum over words [w0, w0 + nw) of codes . x planes (NP of them), combined
+ * in float; with two planes s3 stays 0 and adds +0.0f */
+template <int NW, int NP>
 __device__ __forceinline__ float dot_planes(const uint32_t *codes, const xq_unit *x, int w0) {
     int s1 = 0, s2 = 0, s3 = 0;
 #pragma unroll
     for (int w = 0; w < NW; w++) {
         s1 = __dp4a((int)codes[w], (int)x->p[0][w0 + w], s1);
         s2 = __dp4a((int)codes[w], (int)x->p[1][w0 + w], s2);
-        s3 = __dp4a((int)codes[w], (int)x->p[2][w0 + w], s3);
+        if (NP == 3) s3 = __dp4a((int)codes[w], (int)x->p[2][w0 + w], s3);
     }
     /* |s1| <= 32 * 127 * 127, so s1 * 128 + s2 is exact in int32 */
     return (float)(s1 * 128 + s2) * (1.0f / 128.0f) + (float)s3 * (1.0f / 16384.0f);
@@ -565,15 +568,16 @@ template <int T> __device__ __forceinline__ int unit_e0(int u) {
 
 /* IQ2_XXS: the x planes of a unit in the weight order of the selector
  * prmt (see IQ2_SIGN_SPREAD): per group of 8, (0,4,1,5) and (2,6,3,7). */
-__device__ __forceinline__ void iq2_perm_x(xq_unit *x) {
+template <int NP> __device__ __forceinline__ void iq2_perm_x(xq_unit *x) {
 #pragma unroll
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < NP; k++) {
 #pragma unroll
         for (int w = 0; w < 8; w += 2) {
             const uint32_t a = x->p[k][w], b = x->p[k][w + 1];
             x->p[k][w] = __byte_perm(a, b, 0x5140);
             x->p[k][w + 1] = __byte_perm(a, b, 0x7362);
         }
+    }
 }
 
 /* The decoded weights of one unit (32 codes) and the scale terms the
@@ -646,25 +650,25 @@ template <int T> __device__ __forceinline__ void unit_codes(const uint8_t *s, in
     }
 }
 
-template <int T> __device__ __forceinline__ float unit_dot(const ucode *w, const xq_unit *x) {
+template <int T, int NP> __device__ __forceinline__ float unit_dot(const ucode *w, const xq_unit *x) {
     if constexpr (T == V4F_TYPE_Q2_K) {
-        const float lo = dot_planes<4>(w->c, x, 0), hi = dot_planes<4>(w->c + 4, x, 4);
+        const float lo = dot_planes<4, NP>(w->c, x, 0), hi = dot_planes<4, NP>(w->c + 4, x, 4);
         const uint32_t sc0 = w->k & 255, sc1 = w->k >> 8;
         const float dsum = (float)(sc0 & 15) * lo + (float)(sc1 & 15) * hi;
         const float msum = (float)(sc0 >> 4) * x->s0 + (float)(sc1 >> 4) * x->s1;
         return w->a * x->d * dsum - w->b * msum;
     } else if constexpr (T == V4F_TYPE_Q4_K) {
-        return w->a * x->d * dot_planes<8>(w->c, x, 0) - w->b * (x->s0 + x->s1);
+        return w->a * x->d * dot_planes<8, NP>(w->c, x, 0) - w->b * (x->s0 + x->s1);
     } else { /* Q8_0; IQ2_XXS with x in the permuted order */
-        return w->a * x->d * dot_planes<8>(w->c, x, 0);
+        return w->a * x->d * dot_planes<8, NP>(w->c, x, 0);
     }
 }
 
-template <int T>
+template <int T, int NP>
 __device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint32_t *gsel) {
     ucode w;
     unit_codes<T>(s, u, gsel, &w);
-    return unit_dot<T>(&w, x);
+    return unit_dot<T, NP>(&w, x);
 }
 
 /* ---- kernels -------------------------------------------------------------- */
@@ -716,7 +720,7 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
  * up to MV_COLS 4 (the accumulators grow with R x C). */
 #define MV_MIN_BLOCKS(Q, C) ((Q) ? ((C) > 2 ? 4 : (C) > 1 ? 5 : 8) : 0)
 
-template <int T, bool Q, int R, int C = 1>
+template <int T, bool Q, int R, int C = 1, int NP = 3>
 __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
     /* the int8-plane path always uses units of 32 elements */
@@ -816,8 +820,8 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
 #pragma unroll
                 for (int j = 0; j < 2; j++) {
                     if (j >= a.ncol) break; /* uniform */
-                    load_xq(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu[j]);
-                    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x(&xu[j]);
+                    load_xq<NP>(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu[j]);
+                    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x<NP>(&xu[j]);
                 }
 #pragma unroll
                 for (int r = 0; r < R; r++) {
@@ -827,7 +831,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
 #pragma unroll
                     for (int j = 0; j < 2; j++) {
                         if (j >= a.ncol) break;
-                        acc[r][j] += unit_dot<T>(&w, &xu[j]);
+                        acc[r][j] += unit_dot<T, NP>(&w, &xu[j]);
                     }
                 }
             }
@@ -837,12 +841,12 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
                 for (int j = 0; j < C; j++) {
                     if (C > 1 && j >= a.ncol) break; /* uniform */
                     xq_unit xu;
-                    load_xq(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
-                    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x(&xu);
+                    load_xq<NP>(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
+                    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x<NP>(&xu);
 #pragma unroll
                     for (int r = 0; r < R; r++) {
                         if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                        acc[r][j] += dot_unit_q<T>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel);
+                        acc[r][j] += dot_unit_q<T, NP>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel);
                     }
                 }
             }
@@ -933,7 +937,7 @@ typedef struct mx_args {
 #define MX_PASS 4                        /* pairs per pass over the rows */
 #define MX_SMEM_MAX (96 * 1024)          /* opted in above 40 KB (16 Q8_0 rows of 4096: 70 KB) */
 
-template <int T> __global__ void __launch_bounds__(MX_THREADS, 4) k_mvexp(const __grid_constant__ mx_args a) {
+template <int T, int NP> __global__ void __launch_bounds__(MX_THREADS, 4) k_mvexp(const __grid_constant__ mx_args a) {
     constexpr int RW = MX_RW, C = MX_PASS, R = MX_ROWS;
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
@@ -989,9 +993,9 @@ template <int T> __global__ void __launch_bounds__(MX_THREADS, 4) k_mvexp(const 
             for (int j = 0; j < C; j++) {
                 if (j < nc) { /* uniform */
                     xq_unit xu;
-                    load_xq(a.xq + (uint64_t)xr[j] * a.xq_stride, a.n_in, e0, &xu);
+                    load_xq<NP>(a.xq + (uint64_t)xr[j] * a.xq_stride, a.n_in, e0, &xu);
 #pragma unroll
-                    for (int r = 0; r < RW; r++) acc[r][j] += unit_dot<T>(&w[r], &xu);
+                    for (int r = 0; r < RW; r++) acc[r][j] += unit_dot<T, NP>(&w[r], &xu);
                 }
             }
         }
@@ -1045,6 +1049,7 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
     CUDA_TRY(cudaMemcpyToSymbolAsync(g_iq2xxs_sel, sel, sizeof sel, 0, cudaMemcpyHostToDevice, c->stream));
     CUDA_TRY(cudaStreamSynchronize(c->stream));
     c->qx_max_in = QX_MAX_IN;
+    c->x_planes = 3;
     c->qx_slot_bytes = qx_slot_bytes(QX_MAX_IN);
     c->qx_plane_bytes = c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH;
     c->qx_bytes = c->qx_plane_bytes + V4F_CUDA_SPLITK_BYTES;
@@ -1055,6 +1060,12 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
 void v4f_cuda_quant_deinit(v4f_cuda *c) {
     if (c->qx) (void)cudaFree(c->qx);
     c->qx = NULL;
+}
+
+v4f_status v4f_cuda_set_x_planes(v4f_cuda *c, int n, v4f_err *err) {
+    if (n != 2 && n != 3) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: %d x planes (2 or 3)", n);
+    c->x_planes = n;
+    return V4F_OK;
 }
 
 bool v4f_cuda_type_supported(uint32_t type) {
@@ -1105,6 +1116,21 @@ static bool q8_f32(void) {
     return e && e[0] == '1';
 }
 
+/* The int8-plane instances of k_matvec with NP planes: two columns, up to
+ * MV_COLS, or one; RS rows per CTA for short / wide rows. */
+template <int T, int RS, int NP>
+static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads, size_t smem, int chunk_sb, bool two,
+                          bool shortrow) {
+    constexpr int R = fmt<T>::R;
+    if (two && shortrow) v4f_launch(k_matvec<T, true, RS, 2, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
+    else if (two) v4f_launch(k_matvec<T, true, R, 2, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
+    else if (a->ncol > 0 && shortrow)
+        v4f_launch(k_matvec<T, true, RS, MV_COLS, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
+    else if (a->ncol > 0) v4f_launch(k_matvec<T, true, R, MV_COLS, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
+    else if (shortrow) v4f_launch(k_matvec<T, true, RS, 1, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
+    else v4f_launch(k_matvec<T, true, R, 1, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
+}
+
 template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, v4f_err *err) {
     int64_t max_out = 0;
     for (int i = 0; i < n; i++) max_out = a->p[i].n_out > max_out ? a->p[i].n_out : max_out;
@@ -1145,18 +1171,10 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
          * instance with fewer accumulators and more resident CTAs */
         const bool two = a->ncol > 0 && a->ncol <= 2;
         if constexpr (kPlanes) {
-            if (planes && two && shortrow)
-                v4f_launch(k_matvec<T, true, RS, 2>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
-            else if (planes && two)
-                v4f_launch(k_matvec<T, true, fmt<T>::R, 2>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
-            else if (planes && a->ncol > 0 && shortrow)
-                v4f_launch(k_matvec<T, true, RS, MV_COLS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
-            else if (planes && a->ncol > 0)
-                v4f_launch(k_matvec<T, true, fmt<T>::R, MV_COLS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
-            else if (planes && shortrow)
-                v4f_launch(k_matvec<T, true, RS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+            if (planes && c->x_planes == 2)
+                launch_planes<T, RS, 2>(c, a, grid, threads, smem, (int)chunk_sb, two, shortrow);
             else if (planes)
-                v4f_launch(k_matvec<T, true, fmt<T>::R>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
+                launch_planes<T, RS, 3>(c, a, grid, threads, smem, (int)chunk_sb, two, shortrow);
             else if (shortrow)
                 v4f_launch(k_matvec<T, false, RS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
             else
@@ -1416,14 +1434,20 @@ bool v4f_cuda_mvexp_ok(const v4f_cuda_mat *shape) {
     return mvexp_smem(shape->row_bytes) <= MX_SMEM_MAX;
 }
 
-template <int T> static v4f_status launch_mvexp(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
+template <int T, int NP>
+static v4f_status launch_mvexp_np(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
     static unsigned long long optin = 0;
-    const v4f_status st = v4f_smem_optin(c, k_mvexp<T>, MX_SMEM_MAX, &optin, err); /* the most any shape takes */
+    const v4f_status st = v4f_smem_optin(c, k_mvexp<T, NP>, MX_SMEM_MAX, &optin, err); /* the most any shape takes */
     if (st != V4F_OK) return st;
     const dim3 grid((unsigned)((a->n_out + MX_ROWS - 1) / MX_ROWS), (unsigned)max_act, (unsigned)n_mat);
-    v4f_launch(k_mvexp<T>, grid, MX_THREADS, mvexp_smem(a->row_bytes), c->stream, *a);
+    v4f_launch(k_mvexp<T, NP>, grid, MX_THREADS, mvexp_smem(a->row_bytes), c->stream, *a);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
+}
+
+template <int T> static v4f_status launch_mvexp(v4f_cuda *c, const mx_args *a, int n_mat, int max_act, v4f_err *err) {
+    return c->x_planes == 2 ? launch_mvexp_np<T, 2>(c, a, n_mat, max_act, err)
+                            : launch_mvexp_np<T, 3>(c, a, n_mat, max_act, err);
 }
 
 v4f_status v4f_cuda_matvec_experts(v4f_cuda *c, int n_mat, const v4f_cuda_mat *shape, const void *const *tab,
