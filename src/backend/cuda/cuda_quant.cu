@@ -22,7 +22,10 @@
  *  - int8 planes (Q8_0, Q2_K, Q4_K, IQ2_XXS): a pre-pass (k_quant_x) splits
  *    each distinct x of the launch into three int8 planes per group of 32
  *    (residual < 2.5e-7 max|x|, near f32 rounding), then __dp4a multiplies
- *    4 codes per instruction with exact int32 sums. The f32 path is bound
+ *    4 codes per instruction with exact int32 sums; the kernels multiply
+ *    all three or the first two (v4f_cuda_set_x_planes: residual < 3.1e-5
+ *    max|x|, the default precision's decode, a third fewer __dp4a and x
+ *    loads), instantiated per count. The f32 path is bound
  *    by instruction issue for these types (measured in docs/PERF_NOTES.md,
  *    "CUDA matvec"); the scratch for the planes is allocated at open.
  *
