@@ -84,6 +84,11 @@ static void mcase_free(mcase *m) {
     free(m->hx);
 }
 
+/* the types the kernels multiply with int8 planes of x (n_in <= 16384) */
+static bool plane_type(uint32_t type) {
+    return type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K || type == V4F_TYPE_IQ2_XXS;
+}
+
 /* Compare y (n_out floats from the device) with the reference. */
 static void check_y(const mcase *m, const float *y, const char *what) {
     float *w = v4f_xmalloc((size_t)m->n_in * sizeof(float));
@@ -93,9 +98,7 @@ static void check_y(const mcase *m, const float *y, const char *what) {
         if (fabs(m->hx[i]) > xmax) xmax = fabs(m->hx[i]);
     }
     /* the two-plane residual applies to the int8-plane types only */
-    const bool planes = m->type == V4F_TYPE_Q8_0 || m->type == V4F_TYPE_Q2_K || m->type == V4F_TYPE_Q4_K ||
-                        m->type == V4F_TYPE_IQ2_XXS;
-    const double tol = V4F_TOL_CUDA_MATVEC + (g_x_planes == 2 && planes && sx > 0
+    const double tol = V4F_TOL_CUDA_MATVEC + (g_x_planes == 2 && plane_type(m->type) && sx > 0
                                                   ? V4F_X2_RESIDUAL * (double)m->n_in * xmax / sx
                                                   : 0.0);
     double worst = 0;
@@ -528,7 +531,7 @@ static void conformance(v4f_cuda *c) {
         run_indirect(c, type, be == 1 ? 1000 : 3 * be, 19, 0, 0);
         run_indirect(c, type, nf, 37, 0, 1);
         /* expert by expert: gate/up-like (x per token) and down-like (x per pair), tails of rows */
-        if (type == V4F_TYPE_Q8_0 || type == V4F_TYPE_Q2_K || type == V4F_TYPE_Q4_K || type == V4F_TYPE_IQ2_XXS) {
+        if (plane_type(type)) {
             run_mvexp(c, type, type == V4F_TYPE_Q8_0 ? 1024 : nf, 37, 9, 3, 3);
             /* 16 rows of 4,352 bytes: above 48 KB of shared memory (the opted-in limit) */
             if (type == V4F_TYPE_Q8_0) run_mvexp(c, type, 4096, 70, 4, 6, 6);

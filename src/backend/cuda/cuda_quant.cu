@@ -824,7 +824,6 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
                 for (int j = 0; j < 2; j++) {
                     if (j >= a.ncol) break; /* uniform */
                     load_xq<NP>(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu[j]);
-                    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x<NP>(&xu[j]);
                 }
 #pragma unroll
                 for (int r = 0; r < R; r++) {
