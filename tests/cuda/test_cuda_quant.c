@@ -4,7 +4,8 @@
  * of cuda_backend.h. Built and run by `make CUDA=1 test-cuda` (conformance)
  * and `make CUDA=1 bench-cuda` (--bench); needs a GPU.
  *
- * Conformance: every matvec (single and batched) and every row dequantizer
+ * Conformance (with 3 x planes, 2, and 2 with plain weight copies): every
+ * matvec (single and batched) and every row dequantizer
  * is compared with the CPU scalar reference (v4f_dequant_row_ref, dot in
  * double) on seeded random matrices: random block bytes with sane f16
  * scales, awkward sizes (n_out not a multiple of the rows per CTA, n_in of
@@ -24,7 +25,9 @@
  * throughput without host launch gaps), reported as a fraction of the copy
  * bandwidth. First the per-layer decode set (bench_layer: every weight
  * matvec of one layer, CUDA graphs over 3 weight copies), then the
- * single shapes. --profile runs one 4096 x 32768 matvec per type
+ * single shapes. --hot times each group on one copy (weights L2-resident
+ * where they fit), --no-evict-first with plain weight copies (no L2
+ * evict-first hint). --profile runs one 4096 x 32768 matvec per type
  * (for ncu).
  *
  * Memory: host buffers malloc'd and freed per case; device buffers per case.
@@ -859,6 +862,10 @@ static float time_graphs(v4f_cuda *c, v4f_cuda_graph **gs, int ng, int rounds) {
     return t[BENCH_REPS / 2];
 }
 
+/* --hot: each group's launches read one copy of its weights (the L2 cache
+ * holds what fits: the speed of weights read from L2) */
+static bool g_hot;
+
 static void bench_layer(v4f_cuda *c, double copy_bw, bool q4) {
     const uint32_t et_gu = q4 ? V4F_TYPE_Q4_K : V4F_TYPE_IQ2_XXS, et_d = q4 ? V4F_TYPE_Q4_K : V4F_TYPE_Q2_K;
     lcopy cp[LAYER_COPIES];
@@ -886,8 +893,9 @@ static void bench_layer(v4f_cuda *c, double copy_bw, bool q4) {
     double total = 0;
     for (int g = 0; g < LG_N; g++) total += group_bytes(g, et_gu, et_d);
 
-    printf("\nper-layer decode set (%s experts), %.2f MB of weights per layer, %d copies rotated:\n",
-           q4 ? "q4: Q4_K" : "q2: IQ2_XXS/Q2_K", total / 1e6, LAYER_COPIES);
+    printf("\nper-layer decode set (%s experts), %.2f MB of weights per layer, %d copies rotated%s:\n",
+           q4 ? "q4: Q4_K" : "q2: IQ2_XXS/Q2_K", total / 1e6, LAYER_COPIES,
+           g_hot ? " (groups: one copy, L2-hot)" : "");
     float tg[LG_N];
     v4f_cuda_graph *gs[LAYER_COPIES];
     for (int k = 0; k < LAYER_COPIES; k++) {
@@ -900,7 +908,7 @@ static void bench_layer(v4f_cuda *c, double copy_bw, bool q4) {
     for (int g = 0; g < LG_N; g++) {
         /* one group: a graph of 4 launches over the copies in turn */
         TRY(v4f_cuda_capture_begin(c, err));
-        for (int r = 0; r < 4; r++) layer_group(c, &cp[r % LAYER_COPIES], &b, g, et_gu, et_d);
+        for (int r = 0; r < 4; r++) layer_group(c, &cp[g_hot ? 0 : r % LAYER_COPIES], &b, g, et_gu, et_d);
         v4f_cuda_graph *g1;
         TRY(v4f_cuda_capture_end(c, true, &g1, err));
         tg[g] = time_graphs(c, &g1, 1, 10) / 4.0f;
@@ -993,13 +1001,16 @@ static void profile(v4f_cuda *c) {
 int main(int argc, char **argv) {
     rnd_seed(0x9e3779b97f4a7c15ULL); /* this program's random cases */
     int do_bench = 0, do_profile = 0, bench_planes = 2;
+    bool no_evict = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--bench")) do_bench = 1;
         else if (!strcmp(argv[i], "--bench-layer")) do_bench = 2;
         else if (!strcmp(argv[i], "--profile")) do_profile = 1;
+        else if (!strcmp(argv[i], "--hot")) g_hot = true;
+        else if (!strcmp(argv[i], "--no-evict-first")) no_evict = true;
         else if (!strcmp(argv[i], "--x-planes") && i + 1 < argc) bench_planes = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--bench | --bench-layer | --profile] [--x-planes 2|3 (benches: 2)]\n",
+            fprintf(stderr, "usage: %s [--bench | --bench-layer | --profile] [--x-planes 2|3 (benches: 2)] [--hot] [--no-evict-first]\n",
                     argv[0]);
             return 2;
         }
@@ -1013,7 +1024,8 @@ int main(int argc, char **argv) {
     printf("device: %s, %d SMs\n", v4f_cuda_device_name(c), v4f_cuda_sm_count(c));
     if (do_bench || do_profile) { /* the default precision's decode: two x planes */
         TRY(v4f_cuda_set_x_planes(c, bench_planes, err));
-        printf("x planes: %d\n", bench_planes);
+        v4f_cuda_set_weight_evict_first(c, !no_evict);
+        printf("x planes: %d, weight copies %s\n", bench_planes, no_evict ? "plain" : "L2 evict-first");
         if (do_bench == 2) bench_short(c);
         else if (do_bench) bench(c);
         else profile(c);
@@ -1021,16 +1033,19 @@ int main(int argc, char **argv) {
         return 0;
     }
     /* every case with three x planes (the context's default, --precision
-     * ref), then with two (the default precision's decode) */
-    for (int pass = 0; pass < 2; pass++) {
+     * ref), then with two (the default precision's decode), then two again
+     * with plain weight copies (no L2 evict-first hint: the other copy
+     * instructions of k_matvec) */
+    for (int pass = 0; pass < 3; pass++) {
         g_x_planes = pass ? 2 : 3;
         TRY(v4f_cuda_set_x_planes(c, g_x_planes, err));
+        v4f_cuda_set_weight_evict_first(c, pass < 2);
         memset(g_max_err, 0, sizeof g_max_err);
         memset(g_cases, 0, sizeof g_cases);
         conformance(c);
         TRY(v4f_cuda_sync(c, err));
-        printf("%d x planes: %-8s %6s %12s  (tolerance %.1e of max|w| * sum|x|%s; dequant bit-exact)\n", g_x_planes,
-               "type", "cases", "max rel err", V4F_TOL_CUDA_MATVEC,
+        printf("%d x planes%s: %-8s %6s %12s  (tolerance %.1e of max|w| * sum|x|%s; dequant bit-exact)\n", g_x_planes,
+               pass == 2 ? ", plain copies" : "", "type", "cases", "max rel err", V4F_TOL_CUDA_MATVEC,
                g_x_planes == 2 ? " + the planes' residual" : "");
         for (int t = 0; t < V4F_TYPE_COUNT; t++)
             if (g_cases[t]) printf("%-8s %6d %12.3e\n", v4f_type_name((uint32_t)t), g_cases[t], g_max_err[t]);

@@ -132,6 +132,14 @@ bool v4f_cuda_type_supported(uint32_t type);
  * V4F_STATUS_INVALID_ARG for another n. */
 v4f_status v4f_cuda_set_x_planes(v4f_cuda *c, int n, v4f_err *err);
 
+/* Whether the fast matvecs' weight copies carry an L2 evict-first policy
+ * (on from open): the weights stream through once per step, and without
+ * the hint they push out what kernels read again soon (activations, KV
+ * rows, attention partials); H200 decode +4%, docs/PERF_NOTES.md session
+ * 26. A hint only: results are the same either way. Applies to launches
+ * queued after the call; a graph keeps what it was captured with. */
+void v4f_cuda_set_weight_evict_first(v4f_cuda *c, bool on);
+
 /* y[0..n_out) = W x[0..n_in); x and y device pointers (float32). y must
  * not overlap x or W. */
 v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err);

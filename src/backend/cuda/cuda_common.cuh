@@ -55,6 +55,9 @@ struct v4f_cuda {
     /* cuda_fwd.cu prefetch: a copy stream beside the main one */
     cudaStream_t pf_stream;
     cudaEvent_t ev_pf_free, ev_pf_done[V4F_CUDA_PREFETCH_SLOTS];
+    /* cuda_quant.cu: the fast matvecs' weight copies ask L2 to evict their
+     * lines first (v4f_cuda_set_weight_evict_first; on from open) */
+    bool mv_evict_first;
 };
 
 /* ---- programmatic dependent launch (PDL) ------------------------------------

@@ -14,7 +14,11 @@
  * registers and applies them to all R rows (x is re-read from L1/L2 once per
  * R rows, not once per row). Partial sums are reduced with warp shuffles and
  * one shared-memory step. Many CTAs per SM (small shared footprint) keep
- * enough bytes in flight to saturate DRAM.
+ * enough bytes in flight to saturate DRAM. The weight copies carry an L2
+ * evict-first policy (v4f_cuda_set_weight_evict_first, on by default): a
+ * decode step streams 3.3 GB of weights through the 50 MB L2 once, and
+ * without the hint they push out the activations and KV rows the next
+ * kernels read (H200 decode +4%, docs/PERF_NOTES.md session 26).
  * Two ways to multiply, chosen per type at compile time:
  *  - f32 (F32, F16, BF16; quantized types with n_in > QX_MAX_IN): codes
  *    become floats without the slow I2F path (a byte is placed in the
@@ -128,6 +132,18 @@ __device__ __forceinline__ void cp_async16(void *smem_dst, const void *gmem_src)
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem_src) : "memory");
 }
+/* The same with an L2 cache policy (createpolicy, l2_evict_first_policy). */
+__device__ __forceinline__ void cp_async16_hint(void *smem_dst, const void *gmem_src, uint64_t pol) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem_src), "l"(pol)
+                 : "memory");
+}
+/* A policy that asks L2 to evict the lines a load brings in first. */
+__device__ __forceinline__ uint64_t l2_evict_first_policy(void) {
+    uint64_t pol;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+    return pol;
+}
 __device__ __forceinline__ void cp_async_wait_all(void) {
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
@@ -169,6 +185,18 @@ __device__ __forceinline__ void bulk_copy(void *smem_dst, const void *gmem_src, 
                  : "memory");
 #else
     (void)smem_dst, (void)gmem_src, (void)bytes, (void)bar;
+#endif
+}
+__device__ __forceinline__ void bulk_copy_hint(void *smem_dst, const void *gmem_src, uint32_t bytes, uint64_t *bar,
+                                               uint64_t pol) {
+#if MV_BULK
+    const unsigned d = (unsigned)__cvta_generic_to_shared(smem_dst), b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(d),
+        "l"(gmem_src), "r"(bytes), "r"(b), "l"(pol)
+        : "memory");
+#else
+    (void)smem_dst, (void)gmem_src, (void)bytes, (void)bar, (void)pol;
 #endif
 }
 /* Waits until phase `parity` of bar has completed. */
@@ -699,6 +727,7 @@ typedef struct mv_args {
     int64_t x_col;
     const void *const *tab; /* NULL: direct (p[i].w) */
     const int32_t *ids;
+    int evict_first; /* the weight copies ask L2 to evict their lines first */
 } mv_args;
 
 /* The matrix of pair p: direct, or looked up on the device (routed experts). */
@@ -751,6 +780,11 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
      * and 12.4 -> 12.3 us; decode in the graph 126.5 -> 127.8 t/s) */
     constexpr int RH = R / 2;
     __shared__ uint64_t mbar[2];
+    const uint64_t pol = a.evict_first ? l2_evict_first_policy() : 0;
+    auto bcopy = [&](void *d, const void *s, uint32_t n, uint64_t *bar) {
+        if (a.evict_first) bulk_copy_hint(d, s, n, bar, pol);
+        else bulk_copy(d, s, n, bar);
+    };
     auto issue = [&](const uint8_t *pw, int64_t sb0) {
         const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
         const uint8_t *src0 = pw + (uint64_t)row0 * p.row_bytes + (uint64_t)sb0 * SBB;
@@ -762,11 +796,11 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
                 const int r0 = h * RH, r1 = min(nrows, r0 + RH);
                 mbar_expect(&mbar[h], r1 > r0 ? bytes * (uint32_t)(r1 - r0) : 0u);
                 if (r1 > r0 && contiguous)
-                    bulk_copy(smem + r0 * chunk_bytes, src0 + (uint64_t)r0 * p.row_bytes, bytes * (uint32_t)(r1 - r0),
-                              &mbar[h]);
+                    bcopy(smem + r0 * chunk_bytes, src0 + (uint64_t)r0 * p.row_bytes, bytes * (uint32_t)(r1 - r0),
+                          &mbar[h]);
                 else
                     for (int r = r0; r < r1; r++)
-                        bulk_copy(smem + r * chunk_bytes, src0 + (uint64_t)r * p.row_bytes, bytes, &mbar[h]);
+                        bcopy(smem + r * chunk_bytes, src0 + (uint64_t)r * p.row_bytes, bytes, &mbar[h]);
             }
             return;
         }
@@ -774,7 +808,10 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
         for (int r = 0; r < nrows; r++) {
             const uint8_t *src = src0 + (uint64_t)r * p.row_bytes;
             uint8_t *dst = smem + r * chunk_bytes;
-            for (int v = threadIdx.x; v < nvec; v += blockDim.x) cp_async16(dst + 16 * v, src + 16 * v);
+            if (a.evict_first)
+                for (int v = threadIdx.x; v < nvec; v += blockDim.x) cp_async16_hint(dst + 16 * v, src + 16 * v, pol);
+            else
+                for (int v = threadIdx.x; v < nvec; v += blockDim.x) cp_async16(dst + 16 * v, src + 16 * v);
         }
     };
     if (BULK && threadIdx.x == 0) mbar_init(&mbar[0]), mbar_init(&mbar[1]);
@@ -1052,6 +1089,7 @@ v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err) {
     CUDA_TRY(cudaStreamSynchronize(c->stream));
     c->qx_max_in = QX_MAX_IN;
     c->x_planes = 3;
+    c->mv_evict_first = true;
     c->qx_slot_bytes = qx_slot_bytes(QX_MAX_IN);
     c->qx_plane_bytes = c->qx_slot_bytes * V4F_CUDA_MATVEC_MAX_BATCH;
     c->qx_bytes = c->qx_plane_bytes + V4F_CUDA_SPLITK_BYTES;
@@ -1069,6 +1107,8 @@ v4f_status v4f_cuda_set_x_planes(v4f_cuda *c, int n, v4f_err *err) {
     c->x_planes = n;
     return V4F_OK;
 }
+
+void v4f_cuda_set_weight_evict_first(v4f_cuda *c, bool on) { c->mv_evict_first = on; }
 
 bool v4f_cuda_type_supported(uint32_t type) {
     switch (type) {
@@ -1137,6 +1177,7 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
     int64_t max_out = 0;
     for (int i = 0; i < n; i++) max_out = a->p[i].n_out > max_out ? a->p[i].n_out : max_out;
     if (max_out == 0) return V4F_OK;
+    a->evict_first = c->mv_evict_first;
     if (fast) {
         constexpr bool kPlanes = uses_planes(T);
         const bool planes = kPlanes && a->n_in <= c->qx_max_in && !(T == V4F_TYPE_Q8_0 && q8_f32());
