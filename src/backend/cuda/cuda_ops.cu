@@ -485,6 +485,18 @@ __global__ void k_router(const float *__restrict__ logits, const float *__restri
                     }
                 }
             }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+            {
+                /* two warp reductions instead of the 10-shuffle butterfly: the
+                 * largest value (as an order-preserving unsigned key; + 0.0f
+                 * folds -0 into +0, which compare equal), then the lowest
+                 * expert index among the lanes holding it */
+                const uint32_t u = __float_as_uint(bv + 0.0f);
+                const uint32_t key = bi == 0x7fffffff ? 0u : (u & 0x80000000u) ? ~u : u | 0x80000000u;
+                const uint32_t kmax = __reduce_max_sync(0xffffffffu, key);
+                bi = (int)__reduce_min_sync(0xffffffffu, key == kmax && bi != 0x7fffffff ? (uint32_t)bi : 0xffffffffu);
+            }
+#else
             for (int o = 16; o > 0; o >>= 1) {
                 const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
                 const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -493,6 +505,7 @@ __global__ void k_router(const float *__restrict__ logits, const float *__restri
                     bi = oi;
                 }
             }
+#endif
             /* every lane holds the winner; its owner records it */
             if ((bi & 31) == lane) {
                 if constexpr (REG) {
