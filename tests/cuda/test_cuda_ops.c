@@ -705,6 +705,17 @@ static void attn_cases(v4f_cuda *c) {
         attn_case fa = {3, 64, 512, 128, 900, rfa, rca, cca, idxa, 40, 1};
         t_attn(c, &fa, 3.0f);
     }
+    /* the decode kernel (k_fa_dec: no index list) at its query bound (16:
+     * a short eval) and one past it (the tiled kernel): per-query windows
+     * over a wrapping ring, per-query compressed row counts (one query
+     * without compressed rows) */
+    for (int nq = 16; nq <= 17; nq++) {
+        int32_t rfn[17], rcn[17], ccn[17];
+        for (int t = 0; t < nq; t++)
+            rfn[t] = (t * 29) % 128, rcn[t] = 1 + (t * 37) % 128, ccn[t] = t == 4 ? 0 : 1 + (t * 113) % 600;
+        attn_case dn = {nq, 64, 512, 128, 600, rfn, rcn, ccn, NULL, 0, 1};
+        t_attn(c, &dn, 2.0f);
+    }
     /* decode with many compressed rows (split key range): device counts with
      * no host bound, and scalar counts; 2 queries (MTP-like); 40 heads (a
      * partial head group) */
@@ -717,6 +728,7 @@ static void attn_cases(v4f_cuda *c) {
         int32_t rf2b[2] = {3, 4}, rc2b[2] = {128, 128}, cc2b[2] = {1037, 1038};
         attn_case g2 = {2, 40, 512, 128, 1038, rf2b, rc2b, cc2b, NULL, 0, 1};
         t_attn(c, &g2, 1.0f);
+        t_attn_p(c, &g2, 1.0f, 1); /* q_heads, then the decode kernel reading its keys before the wait */
     }
     /* prefill chunks in default precision (tensor cores): 40 queries x 8
      * heads x 128 (the tiny models' shape) over a wrapping ring with index

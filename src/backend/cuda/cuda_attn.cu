@@ -57,6 +57,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 
 #define ARG_CHECK(cond, ...)                                                                  \
     do {                                                                                      \
@@ -403,6 +404,239 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
     reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[ti] = r;
 }
 
+/* -- decode kernel: a few queries, head_dim 512, merged in a cluster --
+ *
+ * k_fa_dec: the CTAs (r, hg, t), r < CL, of a cluster along x take HG heads
+ * of query t and the r-th of CL equal slices of its keys. The 8 warps are
+ * HG / 4 head quads x key subsets: a warp holds its 4 heads' q and output
+ * accumulators in registers (lane: dims 4 lane + 128 c + e, c, e < 4) and
+ * runs an online softmax over every FD_WARPS / (HG / 4)-th key of the
+ * slice, two keys per step. The keys come through shared memory in tiles
+ * of FD_KT rows, FD_NBUF tiles in flight, one bulk copy per row. The
+ * warps' states are merged in the CTA (in
+ * key-subset order), then the CTAs' through distributed shared memory (in
+ * rank order, with the sink); CTA r writes the dim pairs p = r, r + CL, ...
+ * of its heads (so every CTA rotates its share of the RoPE tail, with
+ * cos / sin computed once per pair). No partials in global memory and no
+ * merge launch: k_fa_tile + k_fa_combine spent ~14 + 3 us per decode layer
+ * on the H200, one SM per 32 keys and 16 heads working through dependent
+ * phases (docs/PERF_NOTES.md, session 27). With keys.early the counts, row
+ * pointers and first FD_NBUF tiles are requested before the dependency
+ * wait (cuda_backend.h). The split of the keys does not depend on the
+ * number of queries: a query's result is the same bits in a decode step
+ * and in a short eval. Measured (H200, 8K, in the decode graph): 10-12 us
+ * a window or ratio-128 layer where the tiled kernel and its merge took
+ * 16-17; 21 us for a ratio-4 layer's 640 keys against 18, its key loop
+ * ~1 us per step and warp for a reason not found (neither 16-byte copies
+ * one tile ahead nor this ring of bulk copies changed it), so the launcher
+ * sends index lists to the tiled kernel. */
+#define FD_THREADS 256
+#define FD_WARPS (FD_THREADS / 32)
+#define FD_KT 16     /* keys per shared-memory tile */
+#define FD_NBUF 6    /* tiles in flight (96 keys, 192 KB) */
+#define FD_NQ_MAX 16 /* queries per launch (decode steps, short evals) */
+/* heads per CTA, CTAs per cluster: 8 and 8 measured best of (8, 16), (8,
+ * 8), (4, 8) (decode 133.3, 138.4, 133.0 t/s against 137.0 without the
+ * kernel, H200, session 27) */
+#define FD_HG 8
+#define FD_CL 8
+
+template <int HG, int CL> struct fd_smem {
+    float k[FD_NBUF][FD_KT][FA_HD]; /* key tiles; after the loop the warps' scaled outputs [warp][4][FA_HD] */
+    const float *rows[FD_NBUF][FD_KT];
+    uint64_t bar[FD_NBUF]; /* a tile's bulk copies land */
+    float wm[FD_WARPS][4], wl[FD_WARPS][4]; /* each warp's (max, sum) per head */
+    float cm[HG], cl[HG];                   /* the CTA's merged (max, sum) per head (read by the cluster) */
+    float co[HG][FA_HD];                    /* the CTA's merged output (read by the cluster) */
+    float cs[FA_HD / 2 / CL], sn[FA_HD / 2 / CL]; /* RoPE of this CTA's output pairs */
+};
+
+template <int HG, int CL>
+__global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_cuda_out_rope ro) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int NHQ = HG / 4, NKS = FD_WARPS / NHQ, PPC = FA_HD / 2 / CL; /* pairs per CTA */
+    static_assert(HG % 4 == 0 && FD_WARPS % NHQ == 0, "k_fa_dec: warps = head quads x key subsets");
+    static_assert((HG * 2 * PPC) % FD_THREADS == 0, "k_fa_dec: uniform output loop");
+    static_assert(FD_WARPS * 4 <= FD_NBUF * FD_KT && FD_NBUF <= FD_WARPS, "k_fa_dec: tile ring size");
+    extern __shared__ __align__(16) unsigned char fd_raw[];
+    fd_smem<HG, CL> &S = *reinterpret_cast<fd_smem<HG, CL> *>(fd_raw);
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    const int r = blockIdx.x, h0 = blockIdx.y * HG; /* gridDim.x == CL: r is the rank */
+    const int64_t t = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int hq = w % NHQ, ks = w / NHQ;
+    const bool early = a.k.early != 0;
+
+    if (!early) V4F_PDL_ENTRY();
+    int64_t n_raw, nk;
+    attn_counts(&a.k, t, &n_raw, &nk);
+    const int64_t per = (nk + CL - 1) / CL;
+    const int64_t kb = min(nk, (int64_t)r * per), ke = min(nk, kb + per);
+    const int ntile = (int)((ke - kb + FD_KT - 1) / FD_KT);
+    V4F_KT_POINT(); /* counts */
+    /* tile i into slot i % FD_NBUF (by one warp): lane j < FD_KT finds key j's
+     * row (NULL past the slice or for a -1 index) and queues its 2 KB as one
+     * bulk copy; lane 0 first arms the slot's barrier with the bytes */
+    auto issue = [&](int i) {
+        if (i >= ntile) return;
+        const int b = i % FD_NBUF;
+        const int64_t kk = kb + (int64_t)i * FD_KT + lane;
+        const float *row = lane < FD_KT && kk < ke ? attn_key_row(&a.k, t, kk, n_raw, FA_HD) : NULL;
+        if (lane < FD_KT) S.rows[b][lane] = row;
+        const unsigned n = __popc(__ballot_sync(0xffffffffu, row != NULL));
+        __syncwarp(); /* the rows, then the arrival (release: the waiters see them) */
+        if (lane == 0) mbar_expect(&S.bar[b], n * (uint32_t)(FA_HD * sizeof(float)));
+        __syncwarp();
+        if (row) bulk_copy(&S.k[b][lane][0], row, (uint32_t)(FA_HD * sizeof(float)), &S.bar[b]);
+    };
+    if (tid < FD_NBUF) mbar_init(&S.bar[tid]);
+    __syncthreads();
+    if (w < FD_NBUF) issue(w); /* the first tiles, a warp each */
+    if (early) V4F_PDL_ENTRY();
+
+    float q[4][16], o[4][16], m[4], l[4];
+#pragma unroll
+    for (int h = 0; h < 4; h++) {
+        const float *qh = a.q + (t * a.n_head + h0 + 4 * hq + h) * FA_HD + 4 * lane;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const float4 v = *reinterpret_cast<const float4 *>(qh + 128 * c);
+            q[h][4 * c] = v.x, q[h][4 * c + 1] = v.y, q[h][4 * c + 2] = v.z, q[h][4 * c + 3] = v.w;
+        }
+#pragma unroll
+        for (int e = 0; e < 16; e++) o[h][e] = 0.f;
+        m[h] = -INFINITY, l[h] = 0.f;
+    }
+    V4F_KT_POINT(); /* q loaded */
+    for (int i = 0; i < ntile; i++) {
+        const int b = i % FD_NBUF;
+        mbar_wait(&S.bar[b], (uint32_t)(i / FD_NBUF) & 1u); /* tile i landed; its rows are visible */
+        __syncwarp();
+        const int nt = (int)min((int64_t)FD_KT, ke - (kb + (int64_t)i * FD_KT));
+        for (int j = ks; j < nt; j += 2 * NKS) {
+            const int j1 = j + NKS;
+            const bool v0 = S.rows[b][j] != NULL, v1 = j1 < nt && S.rows[b][j1] != NULL;
+            /* a slot row without a key holds stale bytes: read as zeros */
+            const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
+            float kv[2][16];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const float4 x0 = v0 ? *reinterpret_cast<const float4 *>(&S.k[b][j][128 * c + 4 * lane]) : z4;
+                const float4 x1 = v1 ? *reinterpret_cast<const float4 *>(&S.k[b][j1][128 * c + 4 * lane]) : z4;
+                kv[0][4 * c] = x0.x, kv[0][4 * c + 1] = x0.y, kv[0][4 * c + 2] = x0.z, kv[0][4 * c + 3] = x0.w;
+                kv[1][4 * c] = x1.x, kv[1][4 * c + 1] = x1.y, kv[1][4 * c + 2] = x1.z, kv[1][4 * c + 3] = x1.w;
+            }
+            float s[2][4];
+#pragma unroll
+            for (int x = 0; x < 2; x++)
+#pragma unroll
+                for (int h = 0; h < 4; h++) {
+                    float v = 0.f;
+#pragma unroll
+                    for (int e = 0; e < 16; e++) v = fmaf(q[h][e], kv[x][e], v);
+                    s[x][h] = v;
+                }
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+                for (int x = 0; x < 2; x++)
+#pragma unroll
+                    for (int h = 0; h < 4; h++) s[x][h] += __shfl_xor_sync(0xffffffffu, s[x][h], off);
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const float a0 = v0 ? s[0][h] * a.scale : -INFINITY, a1 = v1 ? s[1][h] * a.scale : -INFINITY;
+                const float mn = fmaxf(m[h], fmaxf(a0, a1));
+                const float corr = m[h] == -INFINITY ? 0.f : expf(m[h] - mn);
+                const float p0 = a0 == -INFINITY ? 0.f : expf(a0 - mn), p1 = a1 == -INFINITY ? 0.f : expf(a1 - mn);
+                l[h] = (l[h] * corr + p0) + p1;
+                m[h] = mn;
+#pragma unroll
+                for (int e = 0; e < 16; e++) o[h][e] = fmaf(p1, kv[1][e], fmaf(p0, kv[0][e], o[h][e] * corr));
+            }
+        }
+        if (i + FD_NBUF < ntile) { /* refill slot b (long slices only) */
+            __syncthreads();
+            if (w == 0) issue(i + FD_NBUF);
+        }
+    }
+    V4F_KT_POINT(); /* keys done */
+
+    /* cos / sin of this CTA's output pairs in the rotated tail (the same for
+     * every head) */
+    if (ro.freqs && tid < PPC) {
+        const int d = 2 * (tid * CL + r);
+        if (d >= FA_HD - ro.n_rot) dev_rope_cs(ro.freqs[(d - (FA_HD - ro.n_rot)) / 2], ro.pos[t], &S.cs[tid], &S.sn[tid]);
+    }
+    /* the CTA's state: the key subsets' outputs scaled to the CTA's max per
+     * head and summed in subset order */
+    if (lane == 0)
+#pragma unroll
+        for (int h = 0; h < 4; h++) S.wm[w][h] = m[h], S.wl[w][h] = l[h];
+    __syncthreads();
+    float *po = &S.k[0][0][0];
+#pragma unroll
+    for (int h = 0; h < 4; h++) {
+        float M = -INFINITY;
+        for (int s2 = 0; s2 < NKS; s2++) M = fmaxf(M, S.wm[s2 * NHQ + hq][h]);
+        const float f = m[h] == -INFINITY ? 0.f : expf(m[h] - M);
+        float *dst = po + ((int64_t)w * 4 + h) * FA_HD + 4 * lane;
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            *reinterpret_cast<float4 *>(dst + 128 * c) =
+                make_float4(o[h][4 * c] * f, o[h][4 * c + 1] * f, o[h][4 * c + 2] * f, o[h][4 * c + 3] * f);
+        if (ks == 0 && lane == 0) {
+            float L = 0.f;
+            for (int s2 = 0; s2 < NKS; s2++) {
+                const float ms = S.wm[s2 * NHQ + hq][h];
+                L += ms == -INFINITY ? 0.f : S.wl[s2 * NHQ + hq][h] * expf(ms - M);
+            }
+            S.cm[4 * hq + h] = M, S.cl[4 * hq + h] = L;
+        }
+    }
+    __syncthreads();
+    for (int i2 = tid; i2 < HG * (FA_HD / 4); i2 += FD_THREADS) {
+        const int hl = i2 / (FA_HD / 4), c4 = i2 % (FA_HD / 4);
+        const float *src = po + (int64_t)hl * FA_HD + 4 * c4; /* warp hl / 4 = key subset 0 of head quad hl / 4 */
+        float4 v = *reinterpret_cast<const float4 *>(src);
+        for (int s2 = 1; s2 < NKS; s2++) {
+            const float4 u = *reinterpret_cast<const float4 *>(src + (int64_t)s2 * NHQ * 4 * FA_HD);
+            v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+        }
+        *reinterpret_cast<float4 *>(&S.co[hl][4 * c4]) = v;
+    }
+    V4F_KT_POINT(); /* CTA merged */
+    cluster.sync(); /* every CTA's (cm, cl, co) is visible to the cluster */
+
+    for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
+        const int hl = i2 / (2 * PPC), pp = i2 % (2 * PPC) / 2, d = 2 * (pp * CL + r) + (i2 & 1), h = h0 + hl;
+        const float sink = a.sinks[h];
+        float mc[CL], M = sink;
+#pragma unroll
+        for (int c = 0; c < CL; c++) {
+            mc[c] = *cluster.map_shared_rank(&S.cm[hl], c);
+            M = fmaxf(M, mc[c]);
+        }
+        float den = expf(sink - M), acc = 0.f;
+#pragma unroll
+        for (int c = 0; c < CL; c++) {
+            const float f = mc[c] == -INFINITY ? 0.f : expf(mc[c] - M);
+            den += *cluster.map_shared_rank(&S.cl[hl], c) * f;
+            acc += *cluster.map_shared_rank(&S.co[hl][d], c) * f;
+        }
+        float v = acc / den;
+        /* the inverse RoPE of the tail's pair (d & ~1, d | 1): neighbouring lanes */
+        const float pv = __shfl_xor_sync(0xffffffffu, v, 1);
+        if (ro.freqs && d >= FA_HD - ro.n_rot) {
+            float x = d & 1 ? pv : v, y = d & 1 ? v : pv;
+            dev_rope_apply(&x, &y, S.cs[pp], -S.sn[pp]);
+            v = d & 1 ? y : x;
+        }
+        a.out[(t * a.n_head + h) * FA_HD + d] = v;
+    }
+    V4F_KT_POINT(); /* output written */
+    cluster.sync(); /* no CTA leaves while another reads its shared memory */
+#endif
+}
 
 /* -- tensor-core kernel for prefill chunks (default precision) --
  *
@@ -734,6 +968,46 @@ static int64_t attn_key_guess(const v4f_cuda_attn_keys *k) {
     return r + c;
 }
 
+/* k_fa_dec per device: 0 not usable (pre-sm_90 code or device, clusters
+ * of FD_CL CTAs with this shared memory not resident, or V4F_FA_DEC=0),
+ * 1 usable; decided at the first call on the device. */
+static int fd_usable(v4f_cuda *c) {
+    static signed char state[64];
+    signed char *st = &state[c->device & 63];
+    if (*st) return *st > 0;
+    *st = -1;
+    int cc = 0;
+    cudaFuncAttributes fa;
+    const size_t bytes = sizeof(fd_smem<FD_HG, FD_CL>);
+    if (v4f_env_off("V4F_FA_DEC") || cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, c->device) ||
+        cc < 9 || cudaFuncGetAttributes(&fa, k_fa_dec<FD_HG, FD_CL>) || fa.binaryVersion < 90 ||
+        (size_t)max_smem_optin(c->device) < bytes)
+        return 0;
+    if (cudaFuncSetAttribute(k_fa_dec<FD_HG, FD_CL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes)) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    cudaLaunchAttribute at = {};
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = FD_CL, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(FD_CL, 1, 1);
+    cfg.blockDim = dim3(FD_THREADS, 1, 1);
+    cfg.dynamicSmemBytes = bytes;
+    cfg.attrs = &at;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, k_fa_dec<FD_HG, FD_CL>, &cfg) || n < 1) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    v4f_log(V4F_LOG_DEBUG, "cuda: device %d decode attention in clusters of %d (%d resident)", c->device, FD_CL, n);
+    *st = 1;
+    return 1;
+}
+
+void v4f_cuda_attn_init(v4f_cuda *c) { (void)fd_usable(c); }
+
 extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head,
                                               int64_t head_dim, const v4f_cuda_attn_keys *keys, const float *sinks,
                                               float scale, const v4f_cuda_out_rope *rope, float *out, v4f_err *err) {
@@ -750,6 +1024,30 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
     if (n_q == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
     bool roped = false; /* the output RoPE was applied inside the merge */
+    /* decode steps and short evals over the ring and all compressed rows
+     * (window and ratio-128 layers): k_fa_dec. With an index list (ratio-4
+     * layers: 512 selected rows) it measured slower than the tiled kernel
+     * (H200, 8K: 21 vs 18 us a layer; its key loop, not the copies, session
+     * 27), so those keep k_fa_tile + k_fa_combine. */
+    if (head_dim == FA_HD && n_q <= FD_NQ_MAX && n_head % FD_HG == 0 && n_head / FD_HG <= 65535 && ((uintptr_t)q & 15) == 0 &&
+        (!keys->raw || ((uintptr_t)keys->raw & 15) == 0) && (!keys->comp || ((uintptr_t)keys->comp & 15) == 0) &&
+        !keys->comp_idx && fd_usable(c)) {
+        fa_args a;
+        memset(&a, 0, sizeof a);
+        a.q = q;
+        a.out = out;
+        a.n_head = (int)n_head;
+        a.n_split = FD_CL;
+        a.sinks = sinks;
+        a.scale = scale;
+        a.k = *keys;
+        v4f_cuda_out_rope ro = {NULL, NULL, 0};
+        if (rope) ro = *rope;
+        v4f_launch_cluster(k_fa_dec<FD_HG, FD_CL>, dim3(FD_CL, (unsigned)(n_head / FD_HG), (unsigned)n_q), FD_THREADS,
+                           FD_CL, sizeof(fd_smem<FD_HG, FD_CL>), c->stream, a, ro);
+        CUDA_TRY_LAUNCH();
+        return V4F_OK;
+    }
     const size_t fa_bytes = sizeof(fa_smem);
     const int64_t n_hg = (n_head + FA_HG - 1) / FA_HG;
     if (head_dim == FA_HD && n_hg <= 65535 && (size_t)max_smem_optin(c->device) >= fa_bytes &&
@@ -836,6 +1134,10 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64
         if (qp) {
             v4f_status st = v4f_cuda_q_heads(c, q, n_q, n_head, head_dim, qp->pos, qp->freqs, qp->n_rot, qp->eps, err);
             if (st) return st;
+            /* the launch right before the attention wrote only q */
+            v4f_cuda_attn_keys k2 = *keys;
+            k2.early = 1;
+            return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, &k2, sinks, scale, rope, out, err);
         }
         return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, rope, out, err);
     }

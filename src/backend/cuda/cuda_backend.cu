@@ -79,6 +79,7 @@ static v4f_status ctx_init(v4f_cuda *c, int device, v4f_err *err) {
     CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUDA_TRY(cudaEventCreate(&c->ev_start));
     CUDA_TRY(cudaEventCreate(&c->ev_stop));
+    v4f_cuda_attn_init(c);
     return v4f_cuda_quant_init(c, err);
 }
 

@@ -292,6 +292,11 @@ typedef struct v4f_cuda_attn_keys {
     int32_t comp_count0;
     const int32_t *comp_idx;
     int64_t comp_idx_stride;
+    /* 1: the counts, indices and key rows were written two or more launches
+     * before the attention on its stream (the launch right before it wrote
+     * only q): the decode kernel requests them before its dependency wait.
+     * 0 (zeroed): nothing is read before the wait. */
+    int early;
 } v4f_cuda_attn_keys;
 
 /* Attention with sink (v4f_cpu_attn_sink) for n_q queries: q, out

@@ -69,10 +69,13 @@ struct v4f_cuda {
  * v4f_cuda_pdl is set: the next kernel's CTAs are then scheduled while the
  * current one still runs and sit at their wait, so the launch latency
  * between dependent kernels (the gaps of a decode graph) overlaps the work.
- * Rule: before V4F_PDL_ENTRY a kernel may read only its parameters and
- * memory no kernel writes (weights), and may write nothing global; every
- * CTA that touches memory passes the wait, so "kernel done" still implies
- * "all kernels before it done". Without the launch attribute (sm < 90, or
+ * Rule: before V4F_PDL_ENTRY a kernel may read only its parameters,
+ * memory no kernel writes (weights) and memory its launcher knows was
+ * written two or more launches back on the stream (k_fa_dec with
+ * keys.early: kernel N is launched once every CTA of N - 1 has passed its
+ * own wait, so N - 2 and all before it are done), and may write nothing
+ * global; every CTA that touches memory passes the wait, so "kernel done"
+ * still implies "all kernels before it done". Without the launch attribute (sm < 90, or
  * V4F_PDL=0) the wait returns at once and launches are ordinary. */
 extern int v4f_cuda_pdl; /* set by v4f_cuda_open: sm_90+ code on an sm_90+ device */
 
@@ -148,6 +151,92 @@ static inline void v4f_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_
     (void)cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
+/* The same for a kernel launched in thread block clusters of cx CTAs along
+ * x (sm_90+ code and device; the caller checks that such clusters can be
+ * resident, cudaOccupancyMaxActiveClusters). */
+template <typename... P, typename... A>
+static inline void v4f_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, unsigned cx, size_t smem,
+                                      cudaStream_t st, A... args) {
+    cudaLaunchAttribute at[2] = {};
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = cx;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = at;
+    cfg.numAttrs = v4f_cuda_pdl ? 2 : 1;
+    (void)cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* Bulk (TMA) copies into shared memory, sm_90 and later: one thread queues
+ * a whole contiguous range with one instruction and the copy engine signals
+ * an mbarrier with the bytes it wrote, instead of every thread computing
+ * and issuing 16-byte cp.async copies (k_matvec uses them where they
+ * measured faster, docs/PERF_NOTES.md session 9; k_fa_dec for its key
+ * rows). Source, destination and size must be multiples of 16 bytes. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define V4F_BULK 1
+#else
+#define V4F_BULK 0
+#endif
+__device__ __forceinline__ void mbar_init(uint64_t *bar) {
+#if V4F_BULK
+    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(b) : "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
+    (void)bar;
+#endif
+}
+/* Queues `bytes` in total for this phase of bar (one thread). */
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
+#if V4F_BULK
+    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b), "r"(bytes) : "memory");
+#else
+    (void)bar, (void)bytes;
+#endif
+}
+__device__ __forceinline__ void bulk_copy(void *smem_dst, const void *gmem_src, uint32_t bytes, uint64_t *bar) {
+#if V4F_BULK
+    const unsigned d = (unsigned)__cvta_generic_to_shared(smem_dst), b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(d),
+                 "l"(gmem_src), "r"(bytes), "r"(b)
+                 : "memory");
+#else
+    (void)smem_dst, (void)gmem_src, (void)bytes, (void)bar;
+#endif
+}
+__device__ __forceinline__ void bulk_copy_hint(void *smem_dst, const void *gmem_src, uint32_t bytes, uint64_t *bar,
+                                               uint64_t pol) {
+#if V4F_BULK
+    const unsigned d = (unsigned)__cvta_generic_to_shared(smem_dst), b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(d),
+        "l"(gmem_src), "r"(bytes), "r"(b), "l"(pol)
+        : "memory");
+#else
+    (void)smem_dst, (void)gmem_src, (void)bytes, (void)bar, (void)pol;
+#endif
+}
+/* Waits until phase `parity` of bar has completed. */
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+#if V4F_BULK
+    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
+    asm volatile("{\n .reg .pred p;\n W%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W%=;\n}\n" ::"r"(b),
+                 "r"(parity)
+                 : "memory");
+#else
+    (void)bar, (void)parity;
+#endif
+}
+
 /* prmt.b32 as inline PTX. __byte_perm(a, b, s) promises to use only bits
  * 0-2 of each selector nibble, so with a computed selector the compiler
  * adds an AND with 0x7777 (or, seeing that only 16 selector bits are used,
@@ -220,6 +309,9 @@ void v4f_cuda_reg_remove(const void *p);
  * allocate the activation scratch; deinit frees the scratch (NULL-safe). */
 v4f_status v4f_cuda_quant_init(v4f_cuda *c, v4f_err *err);
 void v4f_cuda_quant_deinit(v4f_cuda *c);
+/* cuda_attn.cu: decide once per device whether the decode attention kernel
+ * (thread block clusters) can run, outside any graph capture. */
+void v4f_cuda_attn_init(v4f_cuda *c);
 /* cuda_fwd.cu: free the fork/join stream, events and scratch (NULL-safe). */
 void v4f_cuda_fork_deinit(v4f_cuda *c);
 void v4f_cuda_prefetch_deinit(v4f_cuda *c);

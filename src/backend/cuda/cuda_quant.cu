@@ -148,68 +148,8 @@ __device__ __forceinline__ void cp_async_wait_all(void) {
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
-/* Bulk (TMA) copies into shared memory, sm_90 and later: one thread queues
- * a whole contiguous range with one instruction and the copy engine signals
- * an mbarrier with the bytes it wrote, instead of every thread computing
- * and issuing 16-byte cp.async copies (k_matvec uses them where they
- * measured faster; docs/PERF_NOTES.md, session 9). Source, destination and
- * size must be multiples of 16 bytes. */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define MV_BULK 1
-#else
-#define MV_BULK 0
-#endif
-__device__ __forceinline__ void mbar_init(uint64_t *bar) {
-#if MV_BULK
-    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(b) : "memory");
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#else
-    (void)bar;
-#endif
-}
-/* Queues `bytes` in total for this phase of bar (one thread). */
-__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
-#if MV_BULK
-    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b), "r"(bytes) : "memory");
-#else
-    (void)bar, (void)bytes;
-#endif
-}
-__device__ __forceinline__ void bulk_copy(void *smem_dst, const void *gmem_src, uint32_t bytes, uint64_t *bar) {
-#if MV_BULK
-    const unsigned d = (unsigned)__cvta_generic_to_shared(smem_dst), b = (unsigned)__cvta_generic_to_shared(bar);
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(d),
-                 "l"(gmem_src), "r"(bytes), "r"(b)
-                 : "memory");
-#else
-    (void)smem_dst, (void)gmem_src, (void)bytes, (void)bar;
-#endif
-}
-__device__ __forceinline__ void bulk_copy_hint(void *smem_dst, const void *gmem_src, uint32_t bytes, uint64_t *bar,
-                                               uint64_t pol) {
-#if MV_BULK
-    const unsigned d = (unsigned)__cvta_generic_to_shared(smem_dst), b = (unsigned)__cvta_generic_to_shared(bar);
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(d),
-        "l"(gmem_src), "r"(bytes), "r"(b), "l"(pol)
-        : "memory");
-#else
-    (void)smem_dst, (void)gmem_src, (void)bytes, (void)bar, (void)pol;
-#endif
-}
-/* Waits until phase `parity` of bar has completed. */
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-#if MV_BULK
-    const unsigned b = (unsigned)__cvta_generic_to_shared(bar);
-    asm volatile("{\n .reg .pred p;\n W%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W%=;\n}\n" ::"r"(b),
-                 "r"(parity)
-                 : "memory");
-#else
-    (void)bar, (void)parity;
-#endif
-}
+/* bulk copies: cuda_common.cuh */
+#define MV_BULK V4F_BULK
 
 /* 8 bytes starting at a 2-aligned shared-memory offset, as two words
  * (reads up to 4 bytes past the 8: the smem buffer has slack). */
