@@ -666,6 +666,37 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
 
 static void t_attn(v4f_cuda *c, const attn_case *ac, float q_amp) { t_attn_p(c, ac, q_amp, 0); }
 
+/* A query's output does not depend on the queries beside it in the launch
+ * (a short eval equals its decode steps bit for bit; the decode kernel
+ * splits each query's keys alone): all n_q at once == each alone. Per-query
+ * device arrays, no index list (the decode kernel's layers). */
+static void t_attn_alone(v4f_cuda *c, const attn_case *ac) {
+    const int64_t nq = ac->n_q, nh = ac->n_head, hd = ac->hd, n = nq * nh * hd;
+    float *q = rnd_vec(n, -2, 2), *raw = rnd_vec(ac->raw_cap * hd, -1, 1);
+    float *comp = rnd_vec(ac->n_comp_rows * hd, -1.5f, 1.5f), *sinks = rnd_vec(nh, -2, 2);
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    float *dq = dev_from(c, q, FB(n)), *draw = dev_from(c, raw, FB(ac->raw_cap * hd));
+    float *dcomp = dev_from(c, comp, FB(ac->n_comp_rows * hd)), *dsink = dev_from(c, sinks, FB(nh));
+    int32_t *d1 = dev_from(c, ac->raw_first, (size_t)nq * 4), *d2 = dev_from(c, ac->raw_count, (size_t)nq * 4);
+    int32_t *d3 = dev_from(c, ac->comp_count, (size_t)nq * 4);
+    float *dall = dev_poisoned(c, FB(n)), *done = dev_poisoned(c, FB(n));
+    v4f_cuda_attn_keys k;
+    memset(&k, 0, sizeof k);
+    k.raw = draw, k.raw_cap = ac->raw_cap, k.comp = dcomp;
+    k.raw_first = d1, k.raw_count = d2, k.comp_count = d3;
+    TRY(v4f_cuda_attn_sink(c, dq, nq, nh, hd, &k, dsink, scale, dall, err));
+    for (int64_t t = 0; t < nq; t++) {
+        v4f_cuda_attn_keys k1 = k;
+        k1.raw_first = d1 + t, k1.raw_count = d2 + t, k1.comp_count = d3 + t;
+        TRY(v4f_cuda_attn_sink(c, dq + t * nh * hd, 1, nh, hd, &k1, dsink, scale, done + t * nh * hd, err));
+    }
+    float *all = host_from(c, dall, FB(n)), *one = host_from(c, done, FB(n));
+    if (memcmp(all, one, FB(n)) != 0) fail(OP_ATTN, "a query alone differs from the same query among others");
+    v4f_cuda_free(c, dq), v4f_cuda_free(c, draw), v4f_cuda_free(c, dcomp), v4f_cuda_free(c, dsink);
+    v4f_cuda_free(c, d1), v4f_cuda_free(c, d2), v4f_cuda_free(c, d3), v4f_cuda_free(c, dall), v4f_cuda_free(c, done);
+    free(q), free(raw), free(comp), free(sinks), free(all), free(one);
+}
+
 static void attn_cases(v4f_cuda *c) {
     /* decode: 64 heads x 512, a full ring of 128 raw rows starting mid-ring,
      * 300 compressed rows (scalar key description) */
@@ -715,6 +746,7 @@ static void attn_cases(v4f_cuda *c) {
             rfn[t] = (t * 29) % 128, rcn[t] = 1 + (t * 37) % 128, ccn[t] = t == 4 ? 0 : 1 + (t * 113) % 600;
         attn_case dn = {nq, 64, 512, 128, 600, rfn, rcn, ccn, NULL, 0, 1};
         t_attn(c, &dn, 2.0f);
+        if (nq == 16) t_attn_alone(c, &dn);
     }
     /* decode with many compressed rows (split key range): device counts with
      * no host bound, and scalar counts; 2 queries (MTP-like); 40 heads (a
