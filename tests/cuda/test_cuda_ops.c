@@ -18,7 +18,9 @@
  * top-512, attention over the window + the selected rows) and one ratio-128
  * layer (attention over the window + all ctx/128 rows), decode at contexts
  * 2K, 32K, 128K and 1M and a 2048-query prefill chunk at 8K context, with
- * the model's shapes; prints a table and a 43-layer estimate.
+ * the model's shapes; prints a table and a 43-layer estimate; and one
+ * query's attention over 1 to 2048 keys without an index list (the decode
+ * kernel's fixed and per-key cost).
  *
  * Memory: host buffers malloc'd and freed per case, device buffers per case.
  * Threading: single-threaded.
@@ -1156,6 +1158,26 @@ static void bench(v4f_cuda *c) {
         printf("%8lld | %9.1f %9.1f %9.1f %9.1f | %9.1f | %12.1f\n", (long long)ctx, t_ix * 1e3, t_tk * 1e3,
                t_a4 * 1e3, r4 * 1e3, t_a128 * 1e3, (21 * r4 + 22 * t_a128) * 1e3);
     }
+
+    /* the decode attention's cost per key and fixed part: K keys, the
+     * 128-row ring then compressed rows without an index list (the decode
+     * kernel's layers; V4F_FA_DEC=0 for the tiled kernel + merge) */
+    printf("\ndecode attention over K keys, 1 query, no index list (us per call)\n%8s |", "K");
+    const int64_t nks[5] = {1, 128, 256, 640, 2048};
+    for (int i = 0; i < 5; i++) printf(" %7lld", (long long)nks[i]);
+    printf("\n%8s |", "us");
+    for (int i = 0; i < 5; i++) {
+        b.nq = 1;
+        memset(&b.k, 0, sizeof b.k);
+        b.k.raw = raw;
+        b.k.raw_cap = 128;
+        b.k.raw_first0 = 77;
+        b.k.raw_count0 = (int32_t)(nks[i] < 128 ? nks[i] : 128);
+        b.k.comp = comp128;
+        b.k.comp_count0 = (int32_t)(nks[i] - b.k.raw_count0);
+        printf(" %7.1f", bench_ms(c, b_attn, &b) * 1e3);
+    }
+    printf("\n");
 
     /* prefill: 2048 queries at positions 6144..8191 (8K context) */
     {
