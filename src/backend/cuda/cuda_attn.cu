@@ -1037,7 +1037,6 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
         a.q = q;
         a.out = out;
         a.n_head = (int)n_head;
-        a.n_split = FD_CL;
         a.sinks = sinks;
         a.scale = scale;
         a.k = *keys;

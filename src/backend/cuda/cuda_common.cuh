@@ -134,44 +134,42 @@ static struct v4f_kt_reg_t {
 } v4f_kt_reg_this_tu;
 #endif
 
-/* kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute
- * when enabled; errors surface through CUDA_TRY_LAUNCH as for <<<>>>. */
-template <typename... P, typename... A>
-static inline void v4f_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A... args) {
-    cudaLaunchAttribute at = {};
-    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cfg.attrs = &at;
-    cfg.numAttrs = v4f_cuda_pdl ? 1 : 0;
-    (void)cudaLaunchKernelEx(&cfg, kernel, args...);
-}
-
-/* The same for a kernel launched in thread block clusters of cx CTAs along
- * x (sm_90+ code and device; the caller checks that such clusters can be
- * resident, cudaOccupancyMaxActiveClusters). */
+/* kernel<<<grid, block, smem, stream>>>(args...) in thread block clusters
+ * of cx CTAs along x (cx > 1: sm_90+ code and device, and the caller checks
+ * that such clusters can be resident, cudaOccupancyMaxActiveClusters), with
+ * the PDL attribute when enabled; errors surface through CUDA_TRY_LAUNCH as
+ * for <<<>>>. */
 template <typename... P, typename... A>
 static inline void v4f_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, unsigned cx, size_t smem,
                                       cudaStream_t st, A... args) {
     cudaLaunchAttribute at[2] = {};
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = cx;
-    at[0].val.clusterDim.y = 1;
-    at[0].val.clusterDim.z = 1;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = 1;
+    unsigned n = 0;
+    if (cx > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = cx;
+        at[n].val.clusterDim.y = 1;
+        at[n].val.clusterDim.z = 1;
+        n++;
+    }
+    if (v4f_cuda_pdl) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n].val.programmaticStreamSerializationAllowed = 1;
+        n++;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
     cfg.attrs = at;
-    cfg.numAttrs = v4f_cuda_pdl ? 2 : 1;
+    cfg.numAttrs = n;
     (void)cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* The same without clusters: every kernel launch of the backend. */
+template <typename... P, typename... A>
+static inline void v4f_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A... args) {
+    v4f_launch_cluster(kernel, grid, block, 1u, smem, st, args...);
 }
 
 /* Bulk (TMA) copies into shared memory, sm_90 and later: one thread queues
