@@ -1866,14 +1866,17 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     keys.raw_cap = r->Rraw;
     keys.raw_first = x->rf + q0;
     keys.raw_count = x->rc + q0;
+    keys.key_max = (int64_t)c->n_swa; /* a query's window */
     if (r->ratio == 4) {
         keys.comp = r->comp;
         keys.comp_count = x->icnt;
         keys.comp_idx = x->isel;
         keys.comp_idx_stride = c->idx_topk;
+        keys.key_max += c->idx_topk;
     } else if (r->ratio) {
         keys.comp = r->comp;
         keys.comp_count = nvis;
+        keys.key_max += r->cap;
     }
     const float *sinks = dbg->no_sink ? x->no_sink : r->sinks;
     /* attention, then the inverse RoPE of the output heads (fused when decoding) */

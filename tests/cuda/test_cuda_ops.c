@@ -537,6 +537,7 @@ typedef struct attn_case {
     int32_t *comp_idx;                          /* [n_q][idx_stride] or NULL */
     int64_t idx_stride;
     int per_query_arrays; /* 1: pass the arrays; 0: use element 0 as the scalar */
+    int64_t key_max;      /* v4f_cuda_attn_keys.key_max (0: no host bound) */
 } attn_case;
 
 /* Device RoPE tables for n_rot dims: random frequencies, positions p0 + step t. */
@@ -579,6 +580,7 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
     k.raw = draw;
     k.raw_cap = ac->raw_cap;
     k.comp = dcomp;
+    k.key_max = ac->key_max;
     int32_t *d1 = NULL, *d2 = NULL, *d3 = NULL, *d4 = NULL;
     if (ac->per_query_arrays) {
         k.raw_first = d1 = dev_from(c, ac->raw_first, (size_t)nq * 4);
@@ -685,7 +687,7 @@ static void t_attn_alone(v4f_cuda *c, const attn_case *ac) {
     v4f_cuda_attn_keys k;
     memset(&k, 0, sizeof k);
     k.raw = draw, k.raw_cap = ac->raw_cap, k.comp = dcomp;
-    k.raw_first = d1, k.raw_count = d2, k.comp_count = d3;
+    k.raw_first = d1, k.raw_count = d2, k.comp_count = d3, k.key_max = ac->key_max;
     TRY(v4f_cuda_attn_sink(c, dq, nq, nh, hd, &k, dsink, scale, dall, err));
     for (int64_t t = 0; t < nq; t++) {
         v4f_cuda_attn_keys k1 = k;
@@ -703,7 +705,7 @@ static void attn_cases(v4f_cuda *c) {
     /* decode: 64 heads x 512, a full ring of 128 raw rows starting mid-ring,
      * 300 compressed rows (scalar key description) */
     int32_t rf = 77, rc = 128, cc = 300;
-    attn_case a = {1, 64, 512, 128, 300, &rf, &rc, &cc, NULL, 0, 0};
+    attn_case a = {1, 64, 512, 128, 300, &rf, &rc, &cc, NULL, 0, 0, 0};
     t_attn(c, &a, 1.0f);
     t_attn(c, &a, 6.0f); /* sharper softmax */
     /* 3 queries x 5 heads x 128: per-query windows, an index list with -1
@@ -712,12 +714,12 @@ static void attn_cases(v4f_cuda *c) {
     int32_t idx3[3 * 40];
     for (int i = 0; i < 3 * 40; i++) idx3[i] = (int32_t)(rnd_u64() % 70);
     idx3[40 + 2] = -1, idx3[80 + 7] = -1, idx3[80 + 39] = -1;
-    attn_case b = {3, 5, 128, 128, 70, rf3, rc3, cc3, idx3, 40, 1};
+    attn_case b = {3, 5, 128, 128, 70, rf3, rc3, cc3, idx3, 40, 1, 0};
     t_attn(c, &b, 2.0f);
     t_attn_p(c, &b, 2.0f, 1); /* prepared q, below the tensor-core size: q_heads + float32 kernel */
     /* 2 queries x 3 heads x 512: one with no keys at all (out = 0) */
     int32_t rf2[2] = {5, 0}, rc2[2] = {0, 3}, cc2[2] = {0, 9};
-    attn_case d = {2, 3, 512, 16, 9, rf2, rc2, cc2, NULL, 0, 1};
+    attn_case d = {2, 3, 512, 16, 9, rf2, rc2, cc2, NULL, 0, 1, 0};
     t_attn(c, &d, 1.0f);
     /* prefill-like: 33 queries x 64 heads x 512, causal windows, linear raw (cap 0) */
     enum { NQ = 33 };
@@ -735,34 +737,40 @@ static void attn_cases(v4f_cuda *c) {
         int32_t idxa[3 * 40];
         for (int i = 0; i < 3 * 40; i++) idxa[i] = (int32_t)(rnd_u64() % 900);
         idxa[3] = -1, idxa[39] = -1, idxa[80 + 17] = -1;
-        attn_case fa = {3, 64, 512, 128, 900, rfa, rca, cca, idxa, 40, 1};
+        attn_case fa = {3, 64, 512, 128, 900, rfa, rca, cca, idxa, 40, 1, 0};
         t_attn(c, &fa, 3.0f);
     }
-    /* the decode kernel (k_fa_dec: no index list) at its query bound (16:
-     * a short eval) and one past it (the tiled kernel): per-query windows
-     * over a wrapping ring, per-query compressed row counts (one query
-     * without compressed rows) */
+    /* the decode kernel (k_fa_dec: no index list, a host bound of at most
+     * 320 keys) at its query bound (16: a short eval) and one past it (the
+     * tiled kernel), and without the bound (the tiled kernel): per-query
+     * windows over a wrapping ring, per-query compressed row counts (one
+     * query without compressed rows) */
     for (int nq = 16; nq <= 17; nq++) {
         int32_t rfn[17], rcn[17], ccn[17];
         for (int t = 0; t < nq; t++)
-            rfn[t] = (t * 29) % 128, rcn[t] = 1 + (t * 37) % 128, ccn[t] = t == 4 ? 0 : 1 + (t * 113) % 600;
-        attn_case dn = {nq, 64, 512, 128, 600, rfn, rcn, ccn, NULL, 0, 1};
+            rfn[t] = (t * 29) % 128, rcn[t] = 1 + (t * 37) % 128, ccn[t] = t == 4 ? 0 : 1 + (t * 113) % 192;
+        attn_case dn = {nq, 64, 512, 128, 192, rfn, rcn, ccn, NULL, 0, 1, 128 + 192};
         t_attn(c, &dn, 2.0f);
         if (nq == 16) t_attn_alone(c, &dn);
+        dn.key_max = 0;
+        if (nq == 16) t_attn(c, &dn, 2.0f);
     }
     /* decode with many compressed rows (split key range): device counts with
      * no host bound, and scalar counts; 2 queries (MTP-like); 40 heads (a
      * partial head group) */
     {
         int32_t rf1 = 50, rc1 = 128, cc1 = 2000;
-        attn_case g1 = {1, 64, 512, 128, 2000, &rf1, &rc1, &cc1, NULL, 0, 1};
+        attn_case g1 = {1, 64, 512, 128, 2000, &rf1, &rc1, &cc1, NULL, 0, 1, 0};
         t_attn(c, &g1, 2.0f);
-        attn_case g0 = {1, 64, 512, 128, 2000, &rf1, &rc1, &cc1, NULL, 0, 0};
+        attn_case g0 = {1, 64, 512, 128, 2000, &rf1, &rc1, &cc1, NULL, 0, 0, 0};
         t_attn(c, &g0, 6.0f);
         int32_t rf2b[2] = {3, 4}, rc2b[2] = {128, 128}, cc2b[2] = {1037, 1038};
-        attn_case g2 = {2, 40, 512, 128, 1038, rf2b, rc2b, cc2b, NULL, 0, 1};
+        attn_case g2 = {2, 40, 512, 128, 1038, rf2b, rc2b, cc2b, NULL, 0, 1, 0};
         t_attn(c, &g2, 1.0f);
-        t_attn_p(c, &g2, 1.0f, 1); /* q_heads, then the decode kernel reading its keys before the wait */
+        t_attn_p(c, &g2, 1.0f, 1);
+        int32_t cc3b[2] = {191, 192};
+        attn_case g3 = {2, 40, 512, 128, 192, rf2b, rc2b, cc3b, NULL, 0, 1, 128 + 192};
+        t_attn_p(c, &g3, 1.0f, 1); /* q_heads, then the decode kernel reading its keys before the wait */
     }
     /* prefill chunks in default precision (tensor cores): 40 queries x 8
      * heads x 128 (the tiny models' shape) over a wrapping ring with index
@@ -777,7 +785,7 @@ static void attn_cases(v4f_cuda *c) {
             for (int j = 0; j < KS; j++) idxt[t * KS + j] = (int32_t)(rnd_u64() % 300);
         }
         idxt[KS + 1] = -1, idxt[7 * KS + 3] = -1;
-        attn_case tt = {NT, 8, 128, 100, 300, rft, rct, cct, idxt, KS, 1};
+        attn_case tt = {NT, 8, 128, 100, 300, rft, rct, cct, idxt, KS, 1, 0};
         t_attn(c, &tt, 2.0f);
         t_attn_p(c, &tt, 2.0f, 1); /* q heads prepared by the attention kernel */
         enum { NB = 36, KB = 512 };
@@ -787,13 +795,13 @@ static void attn_cases(v4f_cuda *c) {
             rfb[t] = (t * 11) % 128, rcb[t] = 128, ccb[t] = KB - (t % 3) * 100;
             for (int j = 0; j < KB; j++) idxb[t * KB + j] = (int32_t)(rnd_u64() % 2048);
         }
-        attn_case tb = {NB, 64, 512, 128, 2048, rfb, rcb, ccb, idxb, KB, 1};
+        attn_case tb = {NB, 64, 512, 128, 2048, rfb, rcb, ccb, idxb, KB, 1, 0};
         t_attn(c, &tb, 1.0f);
         t_attn(c, &tb, 6.0f);
         t_attn_p(c, &tb, 3.0f, 1);
         free(idxb);
     }
-    attn_case e = {NQ, 64, 512, 0, 200, rfp, rcp, ccp, NULL, 0, 1};
+    attn_case e = {NQ, 64, 512, 0, 200, rfp, rcp, ccp, NULL, 0, 1, 0};
     e.raw_cap = 0; /* the host copy below uses rows directly */
     /* raw buffer holds positions 0..172 linearly */
     {
@@ -1161,7 +1169,8 @@ static void bench(v4f_cuda *c) {
 
     /* the decode attention's cost per key and fixed part: K keys, the
      * 128-row ring then compressed rows without an index list (the decode
-     * kernel's layers; V4F_FA_DEC=0 for the tiled kernel + merge) */
+     * kernel up to its 320 keys, then the tiled kernel + merge; V4F_FA_DEC=0:
+     * always the tiled kernel) */
     printf("\ndecode attention over K keys, 1 query, no index list (us per call)\n%8s |", "K");
     const int64_t nks[5] = {1, 128, 256, 640, 2048};
     for (int i = 0; i < 5; i++) printf(" %7lld", (long long)nks[i]);

@@ -435,6 +435,14 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
 #define FD_KT 16     /* keys per shared-memory tile */
 #define FD_NBUF 6    /* tiles in flight (96 keys, 192 KB) */
 #define FD_NQ_MAX 16 /* queries per launch (decode steps, short evals) */
+/* at most this many keys per query (attn_key_guess, with the model's
+ * bound: the window plus the layer's compressed-row capacity): its per-key
+ * cost is ~3x the tiled kernel's (23 vs 7.5 ns a key for one query alone:
+ * float32 products on 64 SMs), which outweighs its smaller fixed cost in the
+ * decode graph past ~300 keys. H200, session 28: a 32K context (bound 386)
+ * decoded 134.3 vs 135.5 t/s at 32K, 143.5 vs 143.4 at 2K; 8K (bound 194)
+ * 138.2 vs 136.3; ratio-128 layers at 1M tokens alone 198 vs 64 us. */
+#define FD_MAX_KEYS 320
 /* heads per CTA, CTAs per cluster: 8 and 8 measured best of (8, 16), (8,
  * 8), (4, 8) (decode 133.3, 138.4, 133.0 t/s against 137.0 without the
  * kernel, H200, session 27) */
@@ -965,7 +973,7 @@ static int64_t attn_key_guess(const v4f_cuda_attn_keys *k) {
         c = k->comp_count0 > 0 ? k->comp_count0 : 0;
     else
         c = k->comp_idx ? k->comp_idx_stride : big;
-    return r + c;
+    return k->key_max > 0 && k->key_max < r + c ? k->key_max : r + c;
 }
 
 /* k_fa_dec per device: 0 not usable (pre-sm_90 code or device, clusters
@@ -1025,13 +1033,14 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
     CUDA_TRY_DEVICE(c);
     bool roped = false; /* the output RoPE was applied inside the merge */
     /* decode steps and short evals over the ring and all compressed rows
-     * (window and ratio-128 layers): k_fa_dec. With an index list (ratio-4
-     * layers: 512 selected rows) it measured slower than the tiled kernel
-     * (H200, 8K: 21 vs 18 us a layer; its key loop, not the copies, session
-     * 27), so those keep k_fa_tile + k_fa_combine. */
+     * (window and ratio-128 layers) with up to FD_MAX_KEYS keys a query:
+     * k_fa_dec. With an index list (ratio-4 layers: 512 selected rows) it
+     * measured slower than the tiled kernel (H200, 8K: 21 vs 18 us a layer;
+     * its key loop, not the copies, session 27), so those keep k_fa_tile +
+     * k_fa_combine. */
     if (head_dim == FA_HD && n_q <= FD_NQ_MAX && n_head % FD_HG == 0 && n_head / FD_HG <= 65535 && ((uintptr_t)q & 15) == 0 &&
         (!keys->raw || ((uintptr_t)keys->raw & 15) == 0) && (!keys->comp || ((uintptr_t)keys->comp & 15) == 0) &&
-        !keys->comp_idx && fd_usable(c)) {
+        !keys->comp_idx && attn_key_guess(keys) <= FD_MAX_KEYS && fd_usable(c)) {
         fa_args a;
         memset(&a, 0, sizeof a);
         a.q = q;

@@ -292,6 +292,11 @@ typedef struct v4f_cuda_attn_keys {
     int32_t comp_count0;
     const int32_t *comp_idx;
     int64_t comp_idx_stride;
+    /* > 0: no query has more keys (raw + compressed) than this, a bound the
+     * caller knows when the counts are on the device (the model: the window
+     * plus the layer's compressed-row capacity or top-k); it picks the
+     * kernel and the key split. 0: unknown. */
+    int64_t key_max;
     /* 1: the counts, indices and key rows were written two or more launches
      * before the attention on its stream (the launch right before it wrote
      * only q): the decode kernel requests them before its dependency wait.
