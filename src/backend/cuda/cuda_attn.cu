@@ -426,10 +426,11 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
  * number of queries: a query's result is the same bits in a decode step
  * and in a short eval. Measured (H200, 8K, in the decode graph): 10-12 us
  * a window or ratio-128 layer where the tiled kernel and its merge took
- * 16-17; 21 us for a ratio-4 layer's 640 keys against 18, its key loop
- * ~1 us per step and warp for a reason not found (neither 16-byte copies
- * one tile ahead nor this ring of bulk copies changed it), so the launcher
- * sends index lists to the tiled kernel. */
+ * 16-17; 21 us for a ratio-4 layer's 640 keys against 18 (its key loop:
+ * float32 products of 8 heads on 64 SMs, ~3x the tiled kernel's cost per
+ * key; ~40% of its time at 640 keys is the cluster merge, Nsight Compute),
+ * so the launcher sends index lists, and key bounds over FD_MAX_KEYS, to
+ * the tiled kernel. */
 #define FD_THREADS 256
 #define FD_WARPS (FD_THREADS / 32)
 #define FD_KT 16     /* keys per shared-memory tile */
