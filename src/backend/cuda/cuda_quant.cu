@@ -148,8 +148,7 @@ __device__ __forceinline__ void cp_async_wait_all(void) {
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
-/* bulk copies: cuda_common.cuh */
-#define MV_BULK V4F_BULK
+/* bulk copies (V4F_BULK, mbar_*, bulk_copy*): cuda_common.cuh */
 
 /* 8 bytes starting at a 2-aligned shared-memory offset, as two words
  * (reads up to 4 bytes past the 8: the smem buffer has slack). */
@@ -713,7 +712,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     /* bulk copies where they measured faster: CTAs of 8 or more rows (H200,
      * session 9: q_b 14.0 -> 12.6 us, experts gate+up 26.7 -> 24.7; with 2
      * rows out_b went 15.3 -> 16.4) */
-    constexpr bool BULK = MV_BULK && R >= 8;
+    constexpr bool BULK = V4F_BULK && R >= 8;
     /* bulk copies: completion of the current chunk's first and second half
      * of the rows, so the first half is multiplied while the second lands
      * (H200, session 13: the expert kernels alone unchanged, 21.5 -> 21.7
