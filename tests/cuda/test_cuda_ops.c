@@ -882,6 +882,23 @@ static void t_indexer(v4f_cuda *c, int64_t nq, int64_t nh, int64_t d, int64_t nk
     t_indexer_m(c, nq, nh, d, nk, nvalid, 0);
 }
 
+/* The tiled kernel's two tile sizes (16 keys for few rows, 64 for many)
+ * give a key the same score bit for bit: the first nk_short keys of one
+ * query scored alone (16-key tiles) and within nk_long keys (64-key tiles). */
+static void t_indexer_tiles(v4f_cuda *c, int64_t nk_short, int64_t nk_long) {
+    const int64_t nh = 64, d = 128;
+    float *q = rnd_vec(nh * d, -1, 1), *w = rnd_vec(nh, -0.5f, 1), *keys = rnd_vec(nk_long * d, -1, 1);
+    float *dq = dev_from(c, q, FB(nh * d)), *dw = dev_from(c, w, FB(nh)), *dk = dev_from(c, keys, FB(nk_long * d));
+    float *ds = dev_poisoned(c, FB(nk_short)), *dl = dev_poisoned(c, FB(nk_long));
+    TRY(v4f_cuda_indexer_scores(c, dq, dw, 1, nh, d, dk, nk_short, NULL, ds, err));
+    TRY(v4f_cuda_indexer_scores(c, dq, dw, 1, nh, d, dk, nk_long, NULL, dl, err));
+    float *a = host_from(c, ds, FB(nk_short)), *b = host_from(c, dl, FB(nk_long));
+    if (memcmp(a, b, FB(nk_short)) != 0) fail(OP_INDEXER, "16- and 64-key tiles score a key differently");
+    g_cases[OP_INDEXER]++;
+    v4f_cuda_free(c, dq), v4f_cuda_free(c, dw), v4f_cuda_free(c, dk), v4f_cuda_free(c, ds), v4f_cuda_free(c, dl);
+    free(q), free(w), free(keys), free(a), free(b);
+}
+
 /* kind 0: continuous, 1: few levels (many exact ties, +-0 mixed), 2: all
  * equal, 3: values 1 + j * 2^-20 (ties and neighbours within 2^-16 relative) */
 static void t_topk(v4f_cuda *c, int64_t rows, int64_t ld, const int32_t *nrow, int64_t n0, int64_t k, int kind) {
@@ -931,6 +948,14 @@ static void topk_cases(v4f_cuda *c) {
     const int32_t nr[5] = {0, 1, 513, 2000, 1999};
     t_topk(c, 5, 2000, nr, 0, 512, 1); /* per-row candidate counts */
     t_topk(c, 5, 2000, nr, 0, 512, 0);
+    /* the shared-memory path (rows up to TOPK_SMEM_N = 16384 keys) and
+     * the one-block path past it in one launch (5 rows: not the multi-CTA
+     * path); near-ties (kind 3) stop the passes late, heavy ties early */
+    const int32_t ne[5] = {16384, 16385, 20000, 2050, 8194};
+    t_topk(c, 5, 20000, ne, 0, 512, 3);
+    t_topk(c, 5, 20000, ne, 0, 512, 1);
+    t_topk(c, 5, 20000, ne, 0, 512, 0);
+    t_topk(c, 1, 2050, NULL, 2050, 2049, 0);
     /* long rows (multi-block select): continuous, near-ties sharing the
      * 24-bit prefix (kind 3), heavy ties (candidate overflow -> one-block
      * fallback), per-row counts below/above the k and the path threshold */
@@ -1135,8 +1160,8 @@ static void bench(v4f_cuda *c) {
     printf("\ndecode, 1 query (us per call; median of device-event times over 20 back-to-back calls)\n");
     printf("%8s | %9s %9s %9s %9s | %9s | %12s\n", "context", "r4 index", "r4 topk", "r4 attn", "r4 total",
            "r128 attn", "43 layers");
-    const int64_t ctxs[4] = {2048, 32768, 131072, 1048576};
-    for (int ci = 0; ci < 4; ci++) {
+    const int64_t ctxs[5] = {2048, 8192, 32768, 131072, 1048576};
+    for (int ci = 0; ci < 5; ci++) {
         const int64_t ctx = ctxs[ci], n4 = ctx / 4, n128 = ctx / 128;
         b.nq = 1;
         b.n_valid = NULL;
@@ -1315,6 +1340,7 @@ int main(int argc, char **argv) {
         const int32_t nv5[5] = {64, 65, 2999, 1, 3000};
         t_indexer(c, 5, 64, 128, 3000, nv5);
         t_indexer(c, 1, 64, 128, 40000, NULL); /* several key tiles per block */
+        t_indexer_tiles(c, 2050, 40000);
         const int32_t nv1[1] = {33333};
         t_indexer(c, 1, 61, 128, 40000, nv1);
         /* default precision, tensor cores: 64 heads (4 queries a CTA, 42

@@ -22,13 +22,16 @@
  *  - indexer scores: k_ix_tile (d = 128, up to 64 heads): one CTA holds the
  *    query's heads in shared memory and loops over tiles of 64 key rows
  *    (4 heads x 4 keys per thread, ReLU, weights, head sum in the
- *    epilogue); k_indexer_generic for other shapes.
+ *    epilogue), or of 16 rows (4 heads x 1 key) where 64 would leave SMs
+ *    idle; k_indexer_generic for other shapes.
  *  - default-precision prefill indexer scores: k_ix_mma (d = 128, 16-64
  *    heads, from V4F_CUDA_IX_TC_MIN_Q queries): bf16 tensor cores, exact
  *    products of the FP4-rounded q and key rows (description at the kernel);
  *    V4F_CUDA_IX_TC=0 turns it off (A/B).
  *  - top-k: rows up to 16K (and prefill's many rows) run k_topk (one block
- *    per row: 8-bit radix select, then an in-order compaction). Long rows
+ *    per row: 8-bit radix select, then an in-order compaction; rows up to
+ *    TOPK_SMEM_N keys from shared memory with per-lane histogram counters,
+ *    longer ones from global memory). Long rows
  *    (few rows, k <= 2048) run a multi-CTA radix select: k_tk_hist1 (top 12
  *    key bits, all SMs), k_tk_hist2 (next 12 bits inside the threshold bin),
  *    k_tk_collect (elements above the 24-bit threshold prefix, and the
@@ -1189,30 +1192,40 @@ extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_
 
 /* ---- indexer scores ----------------------------------------------------------------- */
 
-/* -- tiled kernel: d = 128, n_head <= 64 -- */
+/* -- tiled kernel: d = 128, n_head <= 64 --
+ *
+ * KM: key rows per thread; a tile is 16 KM keys. Thread (hq, jj) computes
+ * heads 4hq..4hq+3 against keys jj + 16m (m < KM) of the tile, so a key's
+ * score is the same sum in the same order whatever KM is (the dims in
+ * order per product, then the thread's 4 heads, the lane pair, the 8 warps
+ * in order). KM = 4 reuses each loaded q quad over 4 keys where the rows
+ * give the SMs enough tiles; KM = 1 cuts a decode step's 2K rows (8K
+ * context) into 128 tiles for 128 CTAs instead of 32 (docs/PERF_NOTES.md,
+ * session 29). */
 
 #define IX_D 128
 #define IX_H 64
-#define IX_KT 64
 #define IX_LD (IX_D + 4)
 #define IX_THREADS 256
 
-struct ix_smem {
+template <int KM> struct ix_smem {
     float q[IX_H][IX_LD];
-    float k[IX_KT][IX_LD];
-    float red[IX_THREADS / 32][IX_KT];
+    float k[16 * KM][IX_LD];
+    float red[IX_THREADS / 32][16 * KM];
     float w[IX_H];
 };
 
+template <int KM>
 __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restrict__ q, const float *__restrict__ w,
                                                           int nh, const float *__restrict__ keys, int64_t nk,
                                                           const int32_t *__restrict__ n_valid, float *score) {
+    constexpr int KT = 16 * KM;
     V4F_PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char ix_raw[];
-    ix_smem &S = *reinterpret_cast<ix_smem *>(ix_raw);
+    ix_smem<KM> &S = *reinterpret_cast<ix_smem<KM> *>(ix_raw);
     const int64_t t = blockIdx.y;
     const int64_t nv = n_valid ? min(nk, (int64_t)max(n_valid[t], 0)) : nk;
-    const int64_t n_tiles = (nv + IX_KT - 1) / IX_KT;
+    const int64_t n_tiles = (nv + KT - 1) / KT;
     if ((int64_t)blockIdx.x >= n_tiles) return; /* uniform over the CTA */
     const int tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
     for (int i = tid; i < IX_H * (IX_D / 4); i += IX_THREADS) {
@@ -1224,32 +1237,32 @@ __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restri
     if (tid < IX_H) S.w[tid] = tid < nh ? w[t * nh + tid] : 0.f;
     const int hq = 2 * wl + (lane >> 4), jj = lane & 15; /* heads 4hq..4hq+3, keys jj + 16m */
     for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
-        const int64_t c0 = tile * IX_KT;
+        const int64_t c0 = tile * KT;
         __syncthreads(); /* previous tile's readers done (and q, w stored) */
-        for (int i = tid; i < IX_KT * (IX_D / 4); i += IX_THREADS) {
+        for (int i = tid; i < KT * (IX_D / 4); i += IX_THREADS) {
             const int j = i / (IX_D / 4), c4 = i % (IX_D / 4);
             const bool ok = c0 + j < nv;
             cp_async16(&S.k[j][c4 * 4], ok ? keys + (c0 + j) * IX_D + c4 * 4 : keys, ok ? 16 : 0);
         }
         cp_async_wait_all();
         __syncthreads();
-        float acc[4][4];
+        float acc[4][KM];
 #pragma unroll
         for (int x = 0; x < 4; x++)
 #pragma unroll
-            for (int m = 0; m < 4; m++) acc[x][m] = 0.f;
+            for (int m = 0; m < KM; m++) acc[x][m] = 0.f;
         const float *qb = &S.q[4 * hq][0];
         const float *kb = &S.k[jj][0];
 #pragma unroll 2
         for (int d = 0; d < IX_D; d += 4) {
-            float4 kv[4];
+            float4 kv[KM];
 #pragma unroll
-            for (int m = 0; m < 4; m++) kv[m] = *reinterpret_cast<const float4 *>(kb + 16 * m * IX_LD + d);
+            for (int m = 0; m < KM; m++) kv[m] = *reinterpret_cast<const float4 *>(kb + 16 * m * IX_LD + d);
 #pragma unroll
             for (int x = 0; x < 4; x++) {
                 const float4 qv = *reinterpret_cast<const float4 *>(qb + x * IX_LD + d);
 #pragma unroll
-                for (int m = 0; m < 4; m++) {
+                for (int m = 0; m < KM; m++) {
                     acc[x][m] = fmaf(qv.x, kv[m].x, acc[x][m]);
                     acc[x][m] = fmaf(qv.y, kv[m].y, acc[x][m]);
                     acc[x][m] = fmaf(qv.z, kv[m].z, acc[x][m]);
@@ -1257,9 +1270,9 @@ __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restri
                 }
             }
         }
-        float part[4];
+        float part[KM];
 #pragma unroll
-        for (int m = 0; m < 4; m++) {
+        for (int m = 0; m < KM; m++) {
             float s = 0.f;
 #pragma unroll
             for (int x = 0; x < 4; x++)
@@ -1268,9 +1281,9 @@ __global__ void __launch_bounds__(IX_THREADS, 2) k_ix_tile(const float *__restri
         }
         if (lane < 16)
 #pragma unroll
-            for (int m = 0; m < 4; m++) S.red[wl][jj + 16 * m] = part[m];
+            for (int m = 0; m < KM; m++) S.red[wl][jj + 16 * m] = part[m];
         __syncthreads();
-        if (tid < IX_KT && c0 + tid < nv) {
+        if (tid < KT && c0 + tid < nv) {
             float s = 0.f;
 #pragma unroll
             for (int i = 0; i < IX_THREADS / 32; i++) s += S.red[i][tid];
@@ -1457,22 +1470,33 @@ extern "C" v4f_status v4f_cuda_indexer_scores(v4f_cuda *c, const float *q, const
               "cuda indexer scores: bad shape n_head %lld d %lld", (long long)n_head, (long long)d);
     if (n_q == 0 || n_keys == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    const size_t ix_bytes = sizeof(ix_smem);
+    const size_t ix_bytes = sizeof(ix_smem<4>);
     if (d == IX_D && n_head <= IX_H && (size_t)max_smem_optin(c->device) >= ix_bytes && ((uintptr_t)q & 15) == 0 &&
         ((uintptr_t)keys & 15) == 0) {
         static bool attr_set[64];
         if (!attr_set[c->device & 63]) {
-            CUDA_TRY(cudaFuncSetAttribute(k_ix_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ix_bytes));
+            CUDA_TRY(cudaFuncSetAttribute(k_ix_tile<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ix_bytes));
+            CUDA_TRY(cudaFuncSetAttribute(k_ix_tile<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          (int)sizeof(ix_smem<1>)));
             attr_set[c->device & 63] = true;
         }
         /* enough CTAs for two per SM; each loops over its share of the tiles
-         * (so the query load is amortised over several key tiles) */
-        const int64_t tiles = (n_keys + IX_KT - 1) / IX_KT;
+         * (so the query load is amortised over several key tiles); tiles of
+         * 16 keys where tiles of 64 would leave SMs idle (H200, one query:
+         * 2K rows 6.9 -> 4.5 us; at 8K rows 16-key tiles took 13.4 us
+         * against 7.4, and 32-key tiles were never the faster) */
+        const bool small = (n_keys + 63) / 64 * n_q < (int64_t)c->sm_count / 2;
+        const int64_t kt = small ? 16 : 64, tiles = (n_keys + kt - 1) / kt;
         int64_t gx = (2 * (int64_t)c->sm_count + n_q - 1) / n_q;
         if (gx > tiles) gx = tiles;
         if (gx < 1) gx = 1;
-        v4f_launch(k_ix_tile, dim3((unsigned)gx, (unsigned)n_q), IX_THREADS, ix_bytes, c->stream, q, w, (int)n_head, keys,
-                                                                                          n_keys, n_valid, score);
+        const dim3 grid((unsigned)gx, (unsigned)n_q);
+        if (small)
+            v4f_launch(k_ix_tile<1>, grid, IX_THREADS, sizeof(ix_smem<1>), c->stream, q, w, (int)n_head, keys, n_keys,
+                       n_valid, score);
+        else
+            v4f_launch(k_ix_tile<4>, grid, IX_THREADS, ix_bytes, c->stream, q, w, (int)n_head, keys, n_keys, n_valid,
+                       score);
         CUDA_TRY_LAUNCH();
         return V4F_OK;
     }
@@ -1532,6 +1556,14 @@ __device__ __forceinline__ int block_rank(bool flag, int *s_w, int *total) {
     }
     *total = tot;
     return before + in_warp;
+}
+
+/* Shared-memory histogram add, aggregated over the lanes with the same bin. */
+__device__ __forceinline__ void hist_add(unsigned *h, unsigned bin, bool active) {
+    const unsigned am = __ballot_sync(0xffffffffu, active);
+    if (!active) return;
+    const unsigned peers = __match_any_sync(am, bin);
+    if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&h[bin], (unsigned)__popc(peers));
 }
 
 /* One block (NT threads) selects the top k of row xr[0..n): radix select of
@@ -1621,14 +1653,144 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
     if (count && threadIdx.x == 0) *count = (int32_t)kk;
 }
 
+/* Rows of up to TOPK_SMEM_N keys (a decode step's indexer row: ctx / 4 + 2
+ * up to 64K tokens of context): the same selection with the keys read once
+ * into shared memory and the histograms without contention: every bin has
+ * one counter per lane (s_hist[bin][lane], bank = lane), so a warp's 32
+ * atomic adds never share an address, where float scores, sharing their
+ * top bits, made the plain adds serialise on a few bins and
+ * __match_any_sync aggregation did not help (H200, 2,050 / 8,192 keys: 8.5
+ * / 22 us before, docs/PERF_NOTES.md session 29); no pass after the one
+ * whose bin is needed whole; the in-order compaction as one packed block
+ * scan over contiguous runs. Same indices, same order. Dynamic shared
+ * memory: TOPK_HIST_BYTES, then the keys (topk_smem_keys). */
+#define TOPK_SMEM_N 16384
+#define TOPK_HIST_BYTES (256 * 32 * 4)
+
+template <int NT>
+__device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_t *out, int32_t *count,
+                              unsigned char *dsm) {
+    static_assert(NT == 512, "bin counts: two threads per bin");
+    unsigned *s_hist = (unsigned *)dsm;                       /* [256][32] */
+    uint32_t *s_key = (uint32_t *)(dsm + TOPK_HIST_BYTES); /* [n] */
+    __shared__ unsigned s_cnt[256], s_w[NT / 32];
+    __shared__ uint32_t s_prefix;
+    __shared__ int s_need, s_done;
+    const int tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
+    const int kk = min(k, n);
+    /* eight loads in flight per thread */
+    for (int i0 = 0; i0 < n; i0 += 8 * NT) {
+        float v[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int i = i0 + j * NT + tid;
+            v[j] = i < n ? xr[i] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int i = i0 + j * NT + tid;
+            if (i < n) s_key[i] = topk_key(v[j]);
+        }
+    }
+    for (int i = tid; i < 256 * 32; i += NT) s_hist[i] = 0;
+    __syncthreads();
+    uint32_t prefix = 0, mask = 0;
+    int need = kk;
+    for (int p = 0; p < 4; p++) {
+        const int shift = 24 - 8 * p;
+        for (int i = tid; i < n; i += NT) {
+            const uint32_t v = s_key[i];
+            if ((v & mask) == prefix) atomicAdd(&s_hist[((v >> shift) & 255u) * 32 + lane], 1u);
+        }
+        __syncthreads();
+        {
+            /* bin b = tid / 2 from lanes 16 h .. 16 h + 15 (h = tid & 1), read
+             * in a rotated order so that a warp's 32 reads hit 32 banks */
+            const int b = tid >> 1, h = tid & 1;
+            unsigned sum = 0;
+#pragma unroll
+            for (int j = 0; j < 16; j++) sum += s_hist[b * 32 + 16 * h + ((j + b) & 15)];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            if (h == 0) s_cnt[b] = sum;
+        }
+        __syncthreads();
+        if (wl == 0) {
+            /* the bin b holding the need-th largest: the highest b with
+             * (count above b) + count[b] >= need, else 0 (tk_radix_select) */
+            const int hi = 255 - 8 * lane;
+            unsigned c[8], sum = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) sum += c[j] = s_cnt[hi - j];
+            unsigned incl = sum;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += t;
+            }
+            int acc = (int)(incl - sum), b = -1;
+            unsigned cb = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (b < 0 && (hi - j == 0 || acc + (int)c[j] >= need)) b = hi - j, cb = c[j];
+                if (b < 0) acc += (int)c[j];
+            }
+            const unsigned found = __ballot_sync(0xffffffffu, b >= 0);
+            if (lane == __ffs(found) - 1) {
+                s_prefix = prefix | ((uint32_t)b << shift);
+                s_need = need - acc;
+                s_done = need - acc == (int)cb; /* the whole bin is selected */
+            }
+        } else {
+            for (int i = tid - 32; i < 256 * 32; i += NT - 32) s_hist[i] = 0; /* for the next pass */
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        need = s_need;
+        mask |= 255u << shift;
+        if (s_done) break; /* uniform */
+    }
+    /* key & mask above prefix: selected; equal: the first need of them */
+    const int per = (n + NT - 1) / NT, b0 = min(n, tid * per), b1 = min(n, b0 + per);
+    unsigned gt = 0, eq = 0;
+    for (int i = b0; i < b1; i++) {
+        const uint32_t v = s_key[i] & mask;
+        gt += v > prefix;
+        eq += v == prefix;
+    }
+    const unsigned pk = gt | eq << 16; /* both counts <= n < 2^16 */
+    unsigned incl = pk;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
+    }
+    if (lane == 31) s_w[wl] = incl;
+    __syncthreads();
+    unsigned before = incl - pk;
+    for (int w = 0; w < wl; w++) before += s_w[w];
+    int eq_b = (int)(before >> 16), pos = (int)(before & 0xffffu) + min(eq_b, need);
+    for (int i = b0; i < b1; i++) {
+        const uint32_t v = s_key[i] & mask;
+        if (v > prefix) out[pos++] = i;
+        else if (v == prefix && eq_b++ < need) out[pos++] = i;
+    }
+    for (int i = kk + tid; i < k; i += NT) out[i] = -1;
+    if (count && tid == 0) *count = kk;
+}
+
 #define TOPK_THREADS 512
 
+/* smem_n: the keys the launch's dynamic shared memory holds (0: none) */
 __global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *__restrict__ x, int64_t ld,
                                                        const int32_t *__restrict__ nr, int64_t n0, int64_t k,
-                                                       int32_t *idx, int32_t *count) {
+                                                       int32_t *idx, int32_t *count, int smem_n) {
     V4F_PDL_ENTRY();
-    const int64_t r = blockIdx.x;
-    topk_row_block<TOPK_THREADS>(x + r * ld, nr ? (int64_t)nr[r] : n0, k, idx + r * k, count ? count + r : NULL);
+    extern __shared__ __align__(16) unsigned char tk_dsm[];
+    const int64_t r = blockIdx.x, n = nr ? (int64_t)nr[r] : n0;
+    if (n > k && n <= smem_n)
+        topk_row_smem<TOPK_THREADS>(x + r * ld, (int)n, (int)k, idx + r * k, count ? count + r : NULL, tk_dsm);
+    else
+        topk_row_block<TOPK_THREADS>(x + r * ld, n, k, idx + r * k, count ? count + r : NULL);
 }
 
 /* -- multi-CTA radix select for long rows (few rows) -- */
@@ -1649,14 +1811,6 @@ static __device__ uint2 g_tk_cand[TK_ROWS][TK_CAP]; /* (key, index) */
 __device__ __forceinline__ int64_t tk_row_n(const int32_t *nr, int64_t n0, int64_t r) {
     const int64_t n = nr ? (int64_t)nr[r] : n0;
     return n > 0 ? n : 0;
-}
-
-/* Shared-memory histogram add, aggregated over the lanes with the same bin. */
-__device__ __forceinline__ void hist_add(unsigned *h, unsigned bin, bool active) {
-    const unsigned am = __ballot_sync(0xffffffffu, active);
-    if (!active) return;
-    const unsigned peers = __match_any_sync(am, bin);
-    if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&h[bin], (unsigned)__popc(peers));
 }
 
 /* Warp-aggregated append: returns the slot of this active lane in the list
@@ -1889,7 +2043,20 @@ extern "C" v4f_status v4f_cuda_topk(v4f_cuda *c, const float *x, int64_t n_rows,
         CUDA_TRY_LAUNCH();
         return V4F_OK;
     }
-    v4f_launch(k_topk, (unsigned)n_rows, TOPK_THREADS, 0, c->stream, x, ld, n, n0, k, idx, count);
+    /* the shared-memory path for rows up to TOPK_SMEM_N keys (and what
+     * the device's opt-in shared memory holds) */
+    int64_t smem_n = n_guess < TOPK_SMEM_N ? n_guess : TOPK_SMEM_N;
+    const int64_t fit = ((int64_t)max_smem_optin(c->device) - TOPK_HIST_BYTES - 8192) / 4;
+    if (smem_n > fit) smem_n = fit > 0 ? fit : 0;
+    const size_t tk_bytes = smem_n > 0 ? TOPK_HIST_BYTES + (size_t)smem_n * 4 : 0;
+    if (tk_bytes > 48 * 1024) {
+        static size_t attr_bytes[64];
+        if (attr_bytes[c->device & 63] < tk_bytes) {
+            CUDA_TRY(cudaFuncSetAttribute(k_topk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tk_bytes));
+            attr_bytes[c->device & 63] = tk_bytes;
+        }
+    }
+    v4f_launch(k_topk, (unsigned)n_rows, TOPK_THREADS, tk_bytes, c->stream, x, ld, n, n0, k, idx, count, (int)smem_n);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
