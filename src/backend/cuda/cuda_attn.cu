@@ -1661,8 +1661,8 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
  * top bits, made the plain adds serialise on a few bins and
  * __match_any_sync aggregation did not help (H200, 2,050 / 8,192 keys: 8.5
  * / 22 us before, docs/PERF_NOTES.md session 29); no pass after the one
- * whose bin is needed whole; the in-order compaction as one packed block
- * scan over contiguous runs. Same indices, same order. Dynamic shared
+ * whose bin is needed whole; the in-order compaction by warps over
+ * contiguous runs. Same indices, same order. Dynamic shared
  * memory: TOPK_HIST_BYTES, then the keys (topk_smem_keys). */
 #define TOPK_SMEM_N 16384
 #define TOPK_HIST_BYTES (256 * 32 * 4)
@@ -1749,30 +1749,34 @@ __device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_
         mask |= 255u << shift;
         if (s_done) break; /* uniform */
     }
-    /* key & mask above prefix: selected; equal: the first need of them */
-    const int per = (n + NT - 1) / NT, b0 = min(n, tid * per), b1 = min(n, b0 + per);
+    /* key & mask above prefix: selected; equal: the first need of them.
+     * Warp w compacts the run [w per, (w + 1) per) in index order, lanes
+     * on consecutive keys (a thread per run had 16-way bank conflicts) */
+    const int per = (n + NT / 32 - 1) / (NT / 32), w0 = min(n, wl * per), w1 = min(n, w0 + per);
     unsigned gt = 0, eq = 0;
-    for (int i = b0; i < b1; i++) {
+    for (int i = w0 + lane; i < w1; i += 32) {
         const uint32_t v = s_key[i] & mask;
         gt += v > prefix;
         eq += v == prefix;
     }
-    const unsigned pk = gt | eq << 16; /* both counts <= n < 2^16 */
-    unsigned incl = pk;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += t;
-    }
-    if (lane == 31) s_w[wl] = incl;
+    gt = __reduce_add_sync(0xffffffffu, gt);
+    eq = __reduce_add_sync(0xffffffffu, eq);
+    if (lane == 0) s_w[wl] = gt | eq << 16; /* both counts <= n < 2^16 */
     __syncthreads();
-    unsigned before = incl - pk;
+    unsigned before = 0;
     for (int w = 0; w < wl; w++) before += s_w[w];
     int eq_b = (int)(before >> 16), pos = (int)(before & 0xffffu) + min(eq_b, need);
-    for (int i = b0; i < b1; i++) {
-        const uint32_t v = s_key[i] & mask;
-        if (v > prefix) out[pos++] = i;
-        else if (v == prefix && eq_b++ < need) out[pos++] = i;
+    const unsigned below = (1u << lane) - 1u;
+    for (int i0 = w0; i0 < w1; i0 += 32) { /* uniform over the warp */
+        const int i = i0 + lane;
+        const uint32_t v = i < w1 ? s_key[i] & mask : 0u;
+        const bool is_eq = i < w1 && v == prefix;
+        const unsigned em = __ballot_sync(0xffffffffu, is_eq);
+        const bool sel = (i < w1 && v > prefix) || (is_eq && eq_b + __popc(em & below) < need);
+        const unsigned sm = __ballot_sync(0xffffffffu, sel);
+        if (sel) out[pos + __popc(sm & below)] = i;
+        pos += __popc(sm);
+        eq_b += __popc(em);
     }
     for (int i = kk + tid; i < k; i += NT) out[i] = -1;
     if (count && tid == 0) *count = kk;
