@@ -1833,8 +1833,13 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     }
     mmjob jq[2] = {{&r->q_b, qr, c->q_lora_rank, x->q, nq}, {&r->idx_q_b, qr, c->q_lora_rank, x->iq, nih * ihd}};
     if (nqr > 0) TRY(mm_multi(g, jq, r->ratio == 4 && !fq ? 2 : 1, nqr, err));
-    /* per-head q norm + RoPE (default precision: inside the attention call) */
-    if (g->exact && nqr > 0)
+    /* per-head q norm + RoPE (default precision: inside the attention call,
+     * except in a ratio-4 layer's decode-sized step with the indexer beside
+     * it: there now, beside the indexer queries, rather than on the chain
+     * after the top-k; the attention's float32 path, which those steps
+     * take, would launch the same kernel right before it) */
+    const bool q_now = g->exact || (fq && nqr < V4F_CUDA_ATTN_TC_MIN_Q);
+    if (q_now && nqr > 0)
         TRY(v4f_cuda_q_heads(g->c, x->q, nqr, nh, hd, qpos, r->freqs, (int)c->n_rot, c->rms_eps, err));
     pmark(g, GP_PROJ);
     /* compressors (unless forked above), indexer */
@@ -1886,7 +1891,8 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     if (g->exact)
         TRY(v4f_cuda_attn_sink_rope(g->c, x->q, nqr, nh, hd, &keys, sinks, asc, &oro, x->o, err));
     else /* tensor cores for prefill chunks */
-        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, nqr, nh, hd, &qp, &keys, sinks, asc, &oro, x->o, err));
+        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, nqr, nh, hd, q_now ? NULL : &qp, &keys, sinks, asc, &oro, x->o,
+                                          err));
     pmark(g, GP_ATTN);
     /* grouped low-rank output projection */
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
