@@ -1566,8 +1566,36 @@ __device__ __forceinline__ void hist_add(unsigned *h, unsigned bin, bool active)
     if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&h[bin], (unsigned)__popc(peers));
 }
 
-/* One block (NT threads) selects the top k of row xr[0..n): radix select of
- * the k-th largest key (8 bits a pass), then an in-order compaction. */
+/* One warp's search of a 256-bin histogram from the top bin down: the bin
+ * holding the need-th largest (the highest b with (count above b) + cnt[b]
+ * >= need, else 0), the count above it and cnt[b]. Lane l scans bins
+ * 255 - 8l down to 248 - 8l after a prefix sum over the lanes; the results
+ * are valid in the one lane that returns true. */
+__device__ __forceinline__ bool warp_find_bin(const unsigned *cnt, int64_t need, int *bin, int64_t *above,
+                                              unsigned *cb) {
+    const int lane = threadIdx.x & 31, hi = 255 - 8 * lane;
+    unsigned c[8], sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) sum += c[j] = cnt[hi - j];
+    unsigned incl = sum;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
+    }
+    int64_t acc = (int64_t)(incl - sum);
+    int b = -1;
+    unsigned cbv = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (b < 0 && (hi - j == 0 || acc + (int64_t)c[j] >= need)) b = hi - j, cbv = c[j];
+        if (b < 0) acc += c[j];
+    }
+    const unsigned found = __ballot_sync(0xffffffffu, b >= 0);
+    *bin = b, *above = acc, *cb = cbv;
+    return lane == __ffs(found) - 1;
+}
+
 /* Radix select over n_c values v(i) (32-bit keys, largest first; from
  * shared or global memory): the value V of the need-th largest and how many
  * equal to V are needed. 8 bits per pass, one block. */
@@ -1586,28 +1614,10 @@ __device__ void tk_radix_select(int64_t n_c, int64_t need, GetV getv, uint32_t *
         }
         __syncthreads();
         if (threadIdx.x < 32) {
-            /* the bin b holding the need-th largest: the highest b with
-             * (count above b) + hist[b] >= need, else 0; lane l scans bins
-             * 255 - 8l down to 248 - 8l after a prefix sum over the lanes */
-            const int lane = threadIdx.x, hi = 255 - 8 * lane;
-            unsigned c[8], sum = 0;
-#pragma unroll
-            for (int j = 0; j < 8; j++) sum += c[j] = hist[hi - j];
-            unsigned incl = sum;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += t;
-            }
-            int64_t acc = (int64_t)(incl - sum);
-            int b = -1;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (b < 0 && (hi - j == 0 || acc + (int64_t)c[j] >= need)) b = hi - j;
-                if (b < 0) acc += c[j];
-            }
-            const unsigned found = __ballot_sync(0xffffffffu, b >= 0);
-            if (lane == __ffs(found) - 1) {
+            int b;
+            int64_t acc;
+            unsigned cb;
+            if (warp_find_bin(hist, need, &b, &acc, &cb)) {
                 s_prefix = prefix | ((uint32_t)b << shift);
                 s_need = need - acc;
             }
@@ -1622,6 +1632,8 @@ __device__ void tk_radix_select(int64_t n_c, int64_t need, GetV getv, uint32_t *
     *need_eq = need;
 }
 
+/* One block (NT threads) selects the top k of row xr[0..n): radix select of
+ * the k-th largest key (8 bits a pass), then an in-order compaction. */
 template <int NT>
 __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t k, int32_t *out, int32_t *count) {
     __shared__ int s_w[NT / 32];
@@ -1715,30 +1727,13 @@ __device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_
         }
         __syncthreads();
         if (wl == 0) {
-            /* the bin b holding the need-th largest: the highest b with
-             * (count above b) + count[b] >= need, else 0 (tk_radix_select) */
-            const int hi = 255 - 8 * lane;
-            unsigned c[8], sum = 0;
-#pragma unroll
-            for (int j = 0; j < 8; j++) sum += c[j] = s_cnt[hi - j];
-            unsigned incl = sum;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += t;
-            }
-            int acc = (int)(incl - sum), b = -1;
-            unsigned cb = 0;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (b < 0 && (hi - j == 0 || acc + (int)c[j] >= need)) b = hi - j, cb = c[j];
-                if (b < 0) acc += (int)c[j];
-            }
-            const unsigned found = __ballot_sync(0xffffffffu, b >= 0);
-            if (lane == __ffs(found) - 1) {
+            int b;
+            int64_t acc;
+            unsigned cb;
+            if (warp_find_bin(s_cnt, need, &b, &acc, &cb)) {
                 s_prefix = prefix | ((uint32_t)b << shift);
-                s_need = need - acc;
-                s_done = need - acc == (int)cb; /* the whole bin is selected */
+                s_need = need - (int)acc;
+                s_done = need - acc == (int64_t)cb; /* the whole bin is selected */
             }
         } else {
             for (int i = tid - 32; i < 256 * 32; i += NT - 32) s_hist[i] = 0; /* for the next pass */
