@@ -1678,6 +1678,7 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
  * memory: TOPK_HIST_BYTES, then the keys (topk_smem_keys). */
 #define TOPK_SMEM_N 16384
 #define TOPK_HIST_BYTES (256 * 32 * 4)
+#define TOPK_STATIC_BYTES 8192 /* room left for k_topk's static shared memory (2.2 KB on sm_90) */
 
 template <int NT>
 __device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_t *out, int32_t *count,
@@ -2045,7 +2046,7 @@ extern "C" v4f_status v4f_cuda_topk(v4f_cuda *c, const float *x, int64_t n_rows,
     /* the shared-memory path for rows up to TOPK_SMEM_N keys (and what
      * the device's opt-in shared memory holds) */
     int64_t smem_n = n_guess < TOPK_SMEM_N ? n_guess : TOPK_SMEM_N;
-    const int64_t fit = ((int64_t)max_smem_optin(c->device) - TOPK_HIST_BYTES - 8192) / 4;
+    const int64_t fit = ((int64_t)max_smem_optin(c->device) - TOPK_HIST_BYTES - TOPK_STATIC_BYTES) / 4;
     if (smem_n > fit) smem_n = fit > 0 ? fit : 0;
     const size_t tk_bytes = smem_n > 0 ? TOPK_HIST_BYTES + (size_t)smem_n * 4 : 0;
     if (tk_bytes > 48 * 1024) {
