@@ -17,7 +17,7 @@
  * --bench: median device-event times of one ratio-4 layer (indexer scores,
  * top-512, attention over the window + the selected rows) and one ratio-128
  * layer (attention over the window + all ctx/128 rows), decode at contexts
- * 2K, 32K, 128K and 1M and a 2048-query prefill chunk at 8K context, with
+ * 2K, 8K, 32K, 128K and 1M and a 2048-query prefill chunk at 8K context, with
  * the model's shapes; prints a table and a 43-layer estimate; and one
  * query's attention over 1 to 2048 keys without an index list (the decode
  * kernel's fixed and per-key cost).

@@ -1558,14 +1558,6 @@ __device__ __forceinline__ int block_rank(bool flag, int *s_w, int *total) {
     return before + in_warp;
 }
 
-/* Shared-memory histogram add, aggregated over the lanes with the same bin. */
-__device__ __forceinline__ void hist_add(unsigned *h, unsigned bin, bool active) {
-    const unsigned am = __ballot_sync(0xffffffffu, active);
-    if (!active) return;
-    const unsigned peers = __match_any_sync(am, bin);
-    if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&h[bin], (unsigned)__popc(peers));
-}
-
 /* One warp's search of a 256-bin histogram from the top bin down: the bin
  * holding the need-th largest (the highest b with (count above b) + cnt[b]
  * >= need, else 0), the count above it and cnt[b]. Lane l scans bins
@@ -1675,7 +1667,7 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
  * / 22 us before, docs/PERF_NOTES.md session 29); no pass after the one
  * whose bin is needed whole; the in-order compaction by warps over
  * contiguous runs. Same indices, same order. Dynamic shared
- * memory: TOPK_HIST_BYTES, then the keys (topk_smem_keys). */
+ * memory: the histogram (TOPK_HIST_BYTES), then the row's keys. */
 #define TOPK_SMEM_N 16384
 #define TOPK_HIST_BYTES (256 * 32 * 4)
 #define TOPK_STATIC_BYTES 8192 /* room left for k_topk's static shared memory (2.2 KB on sm_90) */
@@ -1811,6 +1803,14 @@ static __device__ uint2 g_tk_cand[TK_ROWS][TK_CAP]; /* (key, index) */
 __device__ __forceinline__ int64_t tk_row_n(const int32_t *nr, int64_t n0, int64_t r) {
     const int64_t n = nr ? (int64_t)nr[r] : n0;
     return n > 0 ? n : 0;
+}
+
+/* Shared-memory histogram add, aggregated over the lanes with the same bin. */
+__device__ __forceinline__ void hist_add(unsigned *h, unsigned bin, bool active) {
+    const unsigned am = __ballot_sync(0xffffffffu, active);
+    if (!active) return;
+    const unsigned peers = __match_any_sync(am, bin);
+    if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&h[bin], (unsigned)__popc(peers));
 }
 
 /* Warp-aggregated append: returns the slot of this active lane in the list
