@@ -611,9 +611,10 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
         free(o2), free(o3);
     }
     /* default precision: tensor cores from V4F_CUDA_ATTN_TC_MIN_Q queries at
-     * head_dim 512 / 128 (against the reference below), else the same
-     * kernel as above (bit for bit); output RoPE as rope_tail */
-    const bool tc = nq >= V4F_CUDA_ATTN_TC_MIN_Q && (hd == 512 || hd == 128);
+     * head_dim 512 / 128, and in the split-key tiled kernel (head_dim 512)
+     * below that (against the reference below, V4F_TOL_CUDA_ATTN_TC); else
+     * the same kernel as above (bit for bit); output RoPE as rope_tail */
+    const bool tc = hd == 512 || (nq >= V4F_CUDA_ATTN_TC_MIN_Q && hd == 128);
     float *outm;
     {
         const int nr = 64;

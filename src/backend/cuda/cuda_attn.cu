@@ -702,6 +702,191 @@ __device__ __forceinline__ uint2 f4_to_h4(float4 v) {
     return r;
 }
 
+/* -- the same on tensor cores (default precision, decode and short evals) --
+ *
+ * k_fa_tc: k_fa_tile's grid, split and partials, with the two products on
+ * tensor cores (mma.sync m16n8k16, f16 operands, float32 sums), as k_fa_mma
+ * does for prefill chunks: S = Q K^T with warp w taking keys 8 (w & 3) ..
+ * + 8 of the tile and the dims' half w >> 2 (the two halves' sums added in
+ * the softmax), O += P V with warp w taking dims [64 w, 64 w + 64) of the
+ * 16 heads (32 float32 accumulators a thread). The q heads are rounded to
+ * f16 once; the key rows stay float32 in shared memory (the same copies as
+ * k_fa_tile) and are rounded as their fragments are loaded; P is rounded
+ * to f16 (the softmax sums stay float32). In k_fa_tile the two products
+ * read ~790 KB of shared memory per tile and were ~6.5 of its ~13.5 us a
+ * tile (session 27's stamps, 16 heads x 32 keys x 512 dims). Taken where the
+ * caller allows f16 products (keys.tc: v4f_cuda_attn_sink_rope_mixed's
+ * few-query fallback); error bound V4F_TOL_CUDA_ATTN_TC as k_fa_mma. */
+
+#define FT_LD 520          /* float row stride of the key tile: conflict-free 8-byte score fragments */
+#define FT_LDH (FA_HD + 8) /* f16 q row stride */
+#define FT_LDP (FA_KT + 8) /* f16 P row stride */
+
+struct ft_smem {
+    __half qh[FA_HG][FT_LDH];
+    float k[FA_KT][FT_LD];
+    float sp[2][FA_HG][FA_KT + 1]; /* score partials of the two dim halves */
+    __half ph[FA_HG][FT_LDP];      /* softmax weights of the tile, f16 */
+    float corr[FA_HG], m[FA_HG], l[FA_HG];
+    const float *rows[FA_KT];
+};
+
+__device__ __forceinline__ uint32_t h2_bits(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t *>(&v);
+}
+
+__global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tc(fa_args a) {
+    V4F_PDL_ENTRY();
+    extern __shared__ __align__(16) unsigned char ft_raw[];
+    ft_smem &S = *reinterpret_cast<ft_smem *>(ft_raw);
+    const int split = blockIdx.x, hg = blockIdx.y;
+    const int64_t t = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int g = lane >> 2, c = lane & 3; /* mma fragment row group, column pair */
+    const int h0 = hg * FA_HG;
+    const int64_t n_q = gridDim.z;
+
+    int64_t n_raw, nk;
+    attn_counts(&a.k, t, &n_raw, &nk);
+    const int64_t per = ((nk + a.n_split - 1) / a.n_split + FA_KT - 1) / FA_KT * FA_KT;
+    const int64_t kbeg = (int64_t)split * per;
+    const int64_t kend = min(nk, kbeg + per);
+    if (a.n_split > 1 && kbeg >= kend) { /* no keys in this split (k_fa_tile) */
+        for (int hl = tid; hl < FA_HG; hl += FA_THREADS)
+            if (h0 + hl < a.n_head) {
+                const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h0 + hl;
+                g_fa_ml[2 * slot] = -INFINITY, g_fa_ml[2 * slot + 1] = 0.f;
+            }
+        return;
+    }
+
+    /* the query heads of this group in f16 (zero rows past n_head) */
+    for (int i = tid; i < FA_HG * (FA_HD / 4); i += FA_THREADS) {
+        const int h = i / (FA_HD / 4), c4 = i % (FA_HD / 4);
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (h0 + h < a.n_head) v = reinterpret_cast<const float4 *>(a.q + (t * a.n_head + h0 + h) * FA_HD)[c4];
+        *reinterpret_cast<uint2 *>(&S.qh[h][c4 * 4]) = f4_to_h4(v);
+    }
+
+    /* softmax state: warp w owns heads 2w, 2w+1 (all lanes hold it) */
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    /* O: heads g (acc[n][0..1]) and g + 8 (acc[n][2..3]), dims 64 w + 8 n + 2 c, + 1 */
+    float acc[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[n][e] = 0.f;
+    const int sn = w & 3, sh = w >> 2; /* scores: keys 8 sn .. 8 sn + 7, dims [256 sh, 256 sh + 256) */
+
+    for (int64_t k0 = kbeg; k0 < kend; k0 += FA_KT) {
+        const int nt = (int)min((int64_t)FA_KT, kend - k0);
+        __syncthreads(); /* the previous tile's readers are done */
+        if (tid < FA_KT) S.rows[tid] = tid < nt ? attn_key_row(&a.k, t, k0 + tid, n_raw, FA_HD) : NULL;
+        __syncthreads();
+        for (int i = tid; i < FA_KT * (FA_HD / 4); i += FA_THREADS) {
+            const int j = i / (FA_HD / 4), c4 = i % (FA_HD / 4);
+            const float *src = S.rows[j];
+            cp_async16(&S.k[j][c4 * 4], src ? src + c4 * 4 : a.q, src ? 16 : 0); /* missing rows: zeros */
+        }
+        cp_async_wait_all();
+        __syncthreads();
+
+        /* S = Q K^T over this warp's keys and dim half */
+        {
+            float sc[4] = {0.f, 0.f, 0.f, 0.f};
+            const __half *q0 = &S.qh[g][256 * sh], *q1 = &S.qh[g + 8][256 * sh];
+            const float *kr = &S.k[8 * sn + g][256 * sh];
+#pragma unroll 4
+            for (int d = 0; d < 256; d += 16) {
+                uint32_t af[4], bf[2];
+                af[0] = *reinterpret_cast<const uint32_t *>(q0 + d + 2 * c);
+                af[1] = *reinterpret_cast<const uint32_t *>(q1 + d + 2 * c);
+                af[2] = *reinterpret_cast<const uint32_t *>(q0 + d + 8 + 2 * c);
+                af[3] = *reinterpret_cast<const uint32_t *>(q1 + d + 8 + 2 * c);
+                const float2 b0 = *reinterpret_cast<const float2 *>(kr + d + 2 * c);
+                const float2 b1 = *reinterpret_cast<const float2 *>(kr + d + 8 + 2 * c);
+                bf[0] = h2_bits(b0.x, b0.y);
+                bf[1] = h2_bits(b1.x, b1.y);
+                v4f_mma_f16(sc, af, bf);
+            }
+            const int kc = 8 * sn + 2 * c;
+            S.sp[sh][g][kc] = sc[0], S.sp[sh][g][kc + 1] = sc[1];
+            S.sp[sh][g + 8][kc] = sc[2], S.sp[sh][g + 8][kc + 1] = sc[3];
+        }
+        __syncthreads();
+
+        /* online softmax of the tile for heads 2w, 2w+1 (lane = key) */
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int hl = 2 * w + r;
+            float s = S.sp[0][hl][lane] + S.sp[1][hl][lane];
+            s = (lane < nt && S.rows[lane]) ? s * a.scale : -INFINITY;
+            const float mn = fmaxf(m_run[r], warp_max_f(s));
+            const float p = s == -INFINITY ? 0.f : expf(s - mn);
+            const float corr = m_run[r] == -INFINITY ? 0.f : expf(m_run[r] - mn);
+            l_run[r] = l_run[r] * corr + warp_sum_f(p);
+            m_run[r] = mn;
+            S.ph[hl][lane] = __float2half_rn(p);
+            if (lane == 0) S.corr[hl] = corr;
+        }
+        __syncthreads();
+
+        /* O = O corr + P V over this warp's 64 dims (missing keys: p = 0, rows 0) */
+        {
+            const float cr0 = S.corr[g], cr1 = S.corr[g + 8];
+#pragma unroll
+            for (int n = 0; n < 8; n++) acc[n][0] *= cr0, acc[n][1] *= cr0, acc[n][2] *= cr1, acc[n][3] *= cr1;
+#pragma unroll
+            for (int ks = 0; ks < 2; ks++) {
+                uint32_t af[4];
+                af[0] = *reinterpret_cast<const uint32_t *>(&S.ph[g][16 * ks + 2 * c]);
+                af[1] = *reinterpret_cast<const uint32_t *>(&S.ph[g + 8][16 * ks + 2 * c]);
+                af[2] = *reinterpret_cast<const uint32_t *>(&S.ph[g][16 * ks + 8 + 2 * c]);
+                af[3] = *reinterpret_cast<const uint32_t *>(&S.ph[g + 8][16 * ks + 8 + 2 * c]);
+                const float *v0 = &S.k[16 * ks + 2 * c][64 * w + g]; /* keys 2c, 2c + 1 (+ 8) of the step, dim g */
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    uint32_t bf[2];
+                    bf[0] = h2_bits(v0[8 * n], v0[8 * n + FT_LD]);
+                    bf[1] = h2_bits(v0[8 * n + 8 * FT_LD], v0[8 * n + 9 * FT_LD]);
+                    v4f_mma_f16(acc[n], af, bf);
+                }
+            }
+        }
+    }
+
+    if (lane == 0) {
+        S.m[2 * w] = m_run[0], S.m[2 * w + 1] = m_run[1];
+        S.l[2 * w] = l_run[0], S.l[2 * w + 1] = l_run[1];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int hl = g + 8 * r, h = h0 + hl;
+        if (h >= a.n_head) continue;
+        const float m = S.m[hl], l = S.l[hl];
+        float *dst;
+        float f;
+        if (a.n_split == 1) {
+            const float sink = a.sinks[h];
+            const float M = fmaxf(sink, m);
+            const float fm = m == -INFINITY ? 0.f : expf(m - M);
+            const float den = expf(sink - M) + l * fm;
+            f = fm / den;
+            dst = a.out + (t * a.n_head + h) * FA_HD;
+        } else {
+            const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h;
+            f = 1.0f;
+            dst = g_fa_part + slot * FA_HD;
+            if (w == 0 && c == 0) g_fa_ml[2 * slot] = m, g_fa_ml[2 * slot + 1] = l;
+        }
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+            *reinterpret_cast<float2 *>(dst + 64 * w + 8 * n + 2 * c) = make_float2(acc[n][2 * r] * f, acc[n][2 * r + 1] * f);
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
     V4F_PDL_ENTRY();
@@ -1060,15 +1245,18 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
         CUDA_TRY_LAUNCH();
         return V4F_OK;
     }
-    const size_t fa_bytes = sizeof(fa_smem);
+    /* f16 products where the caller allows them (keys->tc) */
+    const bool tc = keys->tc != 0;
+    const size_t fa_bytes = tc ? sizeof(ft_smem) : sizeof(fa_smem);
     const int64_t n_hg = (n_head + FA_HG - 1) / FA_HG;
     if (head_dim == FA_HD && n_hg <= 65535 && (size_t)max_smem_optin(c->device) >= fa_bytes &&
         ((uintptr_t)q & 15) == 0 && ((uintptr_t)out & 15) == 0 && (!keys->raw || ((uintptr_t)keys->raw & 15) == 0) &&
         (!keys->comp || ((uintptr_t)keys->comp & 15) == 0)) {
-        static bool attr_set[64];
-        if (!attr_set[c->device & 63]) {
-            CUDA_TRY(cudaFuncSetAttribute(k_fa_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bytes));
-            attr_set[c->device & 63] = true;
+        static bool attr_set[2][64];
+        if (!attr_set[tc][c->device & 63]) {
+            if (tc) CUDA_TRY(cudaFuncSetAttribute(k_fa_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bytes));
+            else CUDA_TRY(cudaFuncSetAttribute(k_fa_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bytes));
+            attr_set[tc][c->device & 63] = true;
         }
         /* split the key range until about two CTAs per SM, at least one tile
          * per split, within the partial buffer */
@@ -1088,7 +1276,9 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
         a.sinks = sinks;
         a.scale = scale;
         a.k = *keys;
-        v4f_launch(k_fa_tile, dim3((unsigned)n_split, (unsigned)n_hg, (unsigned)n_q), FA_THREADS, fa_bytes, c->stream, a);
+        const dim3 grid((unsigned)n_split, (unsigned)n_hg, (unsigned)n_q);
+        if (tc) v4f_launch(k_fa_tc, grid, FA_THREADS, fa_bytes, c->stream, a);
+        else v4f_launch(k_fa_tile, grid, FA_THREADS, fa_bytes, c->stream, a);
         CUDA_TRY_LAUNCH();
         if (n_split > 1) {
             /* the output RoPE rides along when it starts on a 4-dim boundary */
@@ -1143,15 +1333,16 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64
         (rope && !(rope->freqs && rope->pos && rope->n_rot > 0 && rope->n_rot % 2 == 0 && rope->n_rot <= head_dim)) ||
         ((uintptr_t)q & 15) || ((uintptr_t)out & 15) || ((uintptr_t)keys->raw & 15) ||
         ((uintptr_t)keys->comp & 15)) {
+        /* (f16 products allowed: the tiled kernel takes tensor cores) */
+        v4f_cuda_attn_keys k2 = *keys;
+        k2.tc = 1;
         if (qp) {
             v4f_status st = v4f_cuda_q_heads(c, q, n_q, n_head, head_dim, qp->pos, qp->freqs, qp->n_rot, qp->eps, err);
             if (st) return st;
             /* the launch right before the attention wrote only q */
-            v4f_cuda_attn_keys k2 = *keys;
             k2.early = 1;
-            return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, &k2, sinks, scale, rope, out, err);
         }
-        return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, rope, out, err);
+        return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, &k2, sinks, scale, rope, out, err);
     }
     CUDA_TRY_DEVICE(c);
     static bool attr_set[2][64];

@@ -302,6 +302,10 @@ typedef struct v4f_cuda_attn_keys {
      * only q): the decode kernel requests them before its dependency wait.
      * 0 (zeroed): nothing is read before the wait. */
     int early;
+    /* 1: f16 products with float32 sums are good enough (the default
+     * precision, V4F_TOL_CUDA_ATTN_TC): the split-key tiled kernel runs
+     * them on tensor cores. 0: float32 products. */
+    int tc;
 } v4f_cuda_attn_keys;
 
 /* Attention with sink (v4f_cpu_attn_sink) for n_q queries: q, out
@@ -338,7 +342,8 @@ typedef struct v4f_cuda_q_prep {
  * queries with head_dim 512 or 128, q and the key rows are rounded to f16
  * for tensor-core products (float32 sums, float32 softmax, P rounded to
  * f16); other shapes, or a device without the shared memory, run
- * v4f_cuda_attn_sink_rope. Error
+ * v4f_cuda_attn_sink_rope with keys->tc set (its split-key tiled kernel,
+ * head_dim 512, then takes the same f16 products). Error
  * bound in docs/TOLERANCES.md (V4F_TOL_CUDA_ATTN_TC). With qp, q holds the
  * raw heads: the tensor-core kernel prepares them as it loads them (q is
  * left unchanged), the fallback runs v4f_cuda_q_heads on q first. */
