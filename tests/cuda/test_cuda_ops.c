@@ -1359,8 +1359,8 @@ int main(int argc, char **argv) {
     t_router(c, 9, 256, 6, 0, 1, 0, 1, 1.5f); /* exact ties -> lowest index */
     t_router(c, 5, 64, 6, 0, 0, 0, 0, 1.0f);
     t_router(c, 6, 256, 6, 0, 0, 1, 1, 1.5f); /* hash routing */
-    t_router(c, 4, 200, 8, 1, 1, 0, 1, 2.0f);  /* register path, a partial last column of experts, ties */
-    t_router(c, 4, 300, 6, 1, 0, 0, 1, 1.5f);  /* more experts than the register path holds: shared memory */
+    t_router(c, 4, 200, 8, 1, 1, 0, 1, 2.0f);  /* the CTA kernel with a partial last warp of experts, ties */
+    t_router(c, 4, 300, 6, 1, 0, 0, 1, 1.5f);  /* more experts than the CTA kernel holds: one warp, shared memory */
     t_router(c, 3, 1000, 6, 0, 1, 0, 0, 1.0f); /* ... with ties */
     t_router(c, 3, 100, 64, 1, 1, 0, 1, 2.0f);
 

@@ -413,21 +413,18 @@ __device__ __forceinline__ float router_score(float l) {
     return sqrtf(l > 20.0f ? l : log1pf(expf(l)));
 }
 
-/* One warp per token, k rounds of a warp argmax (value desc, index asc)
- * over the unchosen experts. REG (n_expert <= 32 ROUTER_PER, the published
- * 256): lane l holds the selection values (score + bias) and the scores of
- * experts l, l + 32, ... in registers; else both go through shared memory.
- * The chosen experts' scores are kept in shared memory as they are picked
- * (hash routing: read in parallel), so the weights need no dependent global
- * loads; lane 0 sums them in selection order, as the CPU. Decode: 4.35 us
- * per layer, most of it that tail's serial round trips (session 25). */
-#define ROUTER_PER 8
-template <bool REG>
+/* One warp per token: hash routing (the experts come from tid2eid; their
+ * scores are read in parallel), and learned routing past RT_WARPS x 32
+ * experts (k_router_wide takes the published 256): k rounds of a warp argmax
+ * (value desc, index asc) over the unchosen experts, whose selection values
+ * (score + bias), scores and chosen flags live in shared memory. The chosen
+ * experts' scores are kept in shared memory as they are picked; lane 0 sums
+ * them in selection order, as the CPU. */
 __global__ void k_router(const float *__restrict__ logits, const float *__restrict__ bias, int64_t n_expert, int k,
                          const int32_t *__restrict__ tid2eid, const int32_t *__restrict__ tokens, int norm,
                          float scale, int32_t *ids, float *w) {
     V4F_PDL_ENTRY();
-    extern __shared__ float rs[]; /* !REG: [n_expert] selection values, [n_expert] scores, [n_expert] chosen flags */
+    extern __shared__ float rs[]; /* learned: [n_expert] selection values, [n_expert] scores, [n_expert] chosen flags */
     __shared__ float s_w[ROUTER_MAX_K];
     __shared__ float s_sum;
     const int64_t t = blockIdx.x;
@@ -444,59 +441,23 @@ __global__ void k_router(const float *__restrict__ logits, const float *__restri
     } else {
         float *sc = rs + n_expert;
         unsigned char *chosen = (unsigned char *)(rs + 2 * n_expert);
-        float rv[REG ? ROUTER_PER : 1], rsc[REG ? ROUTER_PER : 1];
-        uint32_t taken = 0; /* REG: bit j = expert lane + 32 j chosen */
-        if constexpr (REG) {
-#pragma unroll
-            for (int j = 0; j < ROUTER_PER; j++) {
-                const int64_t e = lane + 32 * j;
-                const float l = e < n_expert ? lg[e] : 0.0f;
-                rsc[j] = router_score(l);
-                rv[j] = __fadd_rn(rsc[j], bias && e < n_expert ? bias[e] : 0.0f);
-            }
-        } else {
-            for (int64_t e = lane; e < n_expert; e += 32) {
-                sc[e] = router_score(lg[e]);
-                rs[e] = __fadd_rn(sc[e], bias ? bias[e] : 0.0f);
-                chosen[e] = 0;
-            }
-            __syncwarp();
+        for (int64_t e = lane; e < n_expert; e += 32) {
+            sc[e] = router_score(lg[e]);
+            rs[e] = __fadd_rn(sc[e], bias ? bias[e] : 0.0f);
+            chosen[e] = 0;
         }
+        __syncwarp();
         for (int i = 0; i < k; i++) {
             float bv = -INFINITY;
             int bi = 0x7fffffff;
-            if constexpr (REG) {
-#pragma unroll
-                for (int j = 0; j < ROUTER_PER; j++) {
-                    const int e = lane + 32 * j;
-                    if (e >= n_expert || (taken >> j & 1u)) continue;
-                    if (bi == 0x7fffffff || rv[j] > bv) { /* ascending: first max wins */
-                        bv = rv[j];
-                        bi = e;
-                    }
-                }
-            } else {
-                for (int64_t e = lane; e < n_expert; e += 32) {
-                    if (chosen[e]) continue;
-                    const float v = rs[e];
-                    if (bi == 0x7fffffff || v > bv) {
-                        bv = v;
-                        bi = (int)e;
-                    }
+            for (int64_t e = lane; e < n_expert; e += 32) {
+                if (chosen[e]) continue;
+                const float v = rs[e];
+                if (bi == 0x7fffffff || v > bv) { /* ascending: first max wins */
+                    bv = v;
+                    bi = (int)e;
                 }
             }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-            {
-                /* two warp reductions instead of the 10-shuffle butterfly: the
-                 * largest value (as an order-preserving unsigned key; + 0.0f
-                 * folds -0 into +0, which compare equal), then the lowest
-                 * expert index among the lanes holding it */
-                const uint32_t u = __float_as_uint(bv + 0.0f);
-                const uint32_t key = bi == 0x7fffffff ? 0u : (u & 0x80000000u) ? ~u : u | 0x80000000u;
-                const uint32_t kmax = __reduce_max_sync(0xffffffffu, key);
-                bi = (int)__reduce_min_sync(0xffffffffu, key == kmax && bi != 0x7fffffff ? (uint32_t)bi : 0xffffffffu);
-            }
-#else
             for (int o = 16; o > 0; o >>= 1) {
                 const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
                 const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -505,18 +466,10 @@ __global__ void k_router(const float *__restrict__ logits, const float *__restri
                     bi = oi;
                 }
             }
-#endif
             /* every lane holds the winner; its owner records it */
             if ((bi & 31) == lane) {
-                if constexpr (REG) {
-#pragma unroll
-                    for (int j = 0; j < ROUTER_PER; j++)
-                        if (j == bi >> 5) s_w[i] = rsc[j];
-                    taken |= 1u << (bi >> 5);
-                } else {
-                    s_w[i] = sc[bi];
-                    chosen[bi] = 1;
-                }
+                s_w[i] = sc[bi];
+                chosen[bi] = 1;
                 id[i] = bi;
             }
             __syncwarp();
@@ -536,6 +489,76 @@ __global__ void k_router(const float *__restrict__ logits, const float *__restri
     }
 }
 
+/* Learned routing of up to RT_WARPS x 32 experts (the published 256), one
+ * CTA of RT_WARPS warps per token, a thread per expert: each round every
+ * warp reduces its unchosen experts to one candidate (largest value as an
+ * order-preserving key, then the lowest index) and every thread picks the
+ * round's winner among the warps' candidates (one barrier a round,
+ * candidates double-buffered by round parity). The same picks in the same
+ * order as k_router for finite values, and the same weights. Session 30's
+ * stamps of the one-warp form (8 experts a lane) in decode: 3.2-4.1 us to
+ * the scores (8 dependent-latency softplus chains a lane), 2.1 us for the 6
+ * rounds; this form: decode at 8K +1.7% (H200, 145.2 -> 147.8 ss t/s). */
+#define RT_WARPS 8
+__global__ void __launch_bounds__(RT_WARPS * 32) k_router_wide(const float *__restrict__ logits,
+                                                              const float *__restrict__ bias, int64_t n_expert, int k,
+                                                              int norm, float scale, int32_t *ids, float *w) {
+    V4F_PDL_ENTRY();
+    __shared__ uint32_t s_key[2][RT_WARPS];
+    __shared__ uint32_t s_idx[2][RT_WARPS];
+    __shared__ float s_w[ROUTER_MAX_K];
+    __shared__ float s_sum;
+    const int64_t t = blockIdx.x;
+    const int e = threadIdx.x, lane = e & 31, wl = e >> 5;
+    bool live = e < n_expert;
+    float sc = 0.0f;
+    uint32_t key = 0;
+    if (live) {
+        sc = router_score(logits[t * n_expert + e]);
+        const float v = __fadd_rn(sc, bias ? bias[e] : 0.0f);
+        const uint32_t u = __float_as_uint(v + 0.0f); /* -0 folds into +0 */
+        key = (u & 0x80000000u) ? ~u : u | 0x80000000u;
+    }
+    int32_t *id = ids + t * k;
+    for (int i = 0; i < k; i++) {
+        const int b = i & 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        const uint32_t wmax = __reduce_max_sync(0xffffffffu, live ? key : 0u);
+        const uint32_t widx = __reduce_min_sync(0xffffffffu, live && key == wmax ? (uint32_t)e : 0xffffffffu);
+#else
+        uint32_t wmax = live ? key : 0u;
+        for (int o = 16; o > 0; o >>= 1) wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+        uint32_t widx = live && key == wmax ? (uint32_t)e : 0xffffffffu;
+        for (int o = 16; o > 0; o >>= 1) widx = min(widx, __shfl_xor_sync(0xffffffffu, widx, o));
+#endif
+        if (lane == 0) s_key[b][wl] = wmax, s_idx[b][wl] = widx;
+        __syncthreads();
+        uint32_t bk = 0, bi = 0xffffffffu;
+#pragma unroll
+        for (int j = 0; j < RT_WARPS; j++) {
+            const uint32_t kj = s_key[b][j], ij = s_idx[b][j];
+            if (ij != 0xffffffffu && (bi == 0xffffffffu || kj > bk || (kj == bk && ij < bi))) bk = kj, bi = ij;
+        }
+        if ((uint32_t)e == bi) {
+            live = false;
+            s_w[i] = sc;
+            id[i] = e;
+        }
+    }
+    __syncthreads();
+    if (e == 0) {
+        float sum = 0;
+        for (int i = 0; i < k; i++) sum = __fadd_rn(sum, s_w[i]);
+        s_sum = sum;
+    }
+    __syncthreads();
+    for (int i = e; i < k; i += RT_WARPS * 32) {
+        float v = s_w[i];
+        if (norm) v = __fdiv_rn(v, s_sum);
+        w[t * k + i] = __fmul_rn(v, scale);
+    }
+}
+
 extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok,
                                       int64_t n_expert, int k, const int32_t *tid2eid, const int32_t *tokens,
                                       bool norm, float scale, int32_t *ids, float *w, v4f_err *err) {
@@ -545,12 +568,12 @@ extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const fl
     ARG_CHECK(!tid2eid || tokens, "cuda router: hash routing needs tokens");
     if (n_tok == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    if (n_expert <= 32 * ROUTER_PER)
-        v4f_launch(k_router<true>, (unsigned)n_tok, 32, 0, c->stream, logits, bias, n_expert, k, tid2eid, tokens,
-                   norm ? 1 : 0, scale, ids, w);
+    if (!tid2eid && n_expert <= RT_WARPS * 32)
+        v4f_launch(k_router_wide, (unsigned)n_tok, RT_WARPS * 32, 0, c->stream, logits, bias, n_expert, k, norm ? 1 : 0,
+                   scale, ids, w);
     else
-        v4f_launch(k_router<false>, (unsigned)n_tok, 32, (size_t)n_expert * (2 * sizeof(float) + 1), c->stream, logits,
-                   bias, n_expert, k, tid2eid, tokens, norm ? 1 : 0, scale, ids, w);
+        v4f_launch(k_router, (unsigned)n_tok, 32, tid2eid ? 0 : (size_t)n_expert * (2 * sizeof(float) + 1), c->stream,
+                   logits, bias, n_expert, k, tid2eid, tokens, norm ? 1 : 0, scale, ids, w);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }
