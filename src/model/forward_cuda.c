@@ -288,6 +288,8 @@ typedef struct gscratch {
     float *logits_keep; /* [2][vocab]: the decode graph's logits by position parity */
     void *greedy_scr;   /* 16 bytes of the greedy pick's reduction (zero between launches) */
     float *no_sink;
+    uint8_t *gq, *sgq; /* a one-token step's int8 planes of the SwiGLU rows (routed pairs, shared expert) */
+    uint8_t *oq;       /* a one-token step's int8 planes of the attention output (out_a's groups) */
 } gscratch;
 
 struct v4f_gpu {
@@ -909,6 +911,7 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(o, N * nq, F);
     C(kv, N * c->head_dim, F);
     C(low, N * (uint64_t)c->o_groups * c->o_lora_rank, F);
+    C(oq, (uint64_t)c->o_groups * v4f_cuda_quant_row_bytes(nq / c->o_groups), 1);
     C(out, N * d, F);
     C(ckv, N * 2 * c->head_dim, F);
     C(cgate, N * 2 * c->head_dim, F);
@@ -932,6 +935,8 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(g, nk * c->n_ff_exp, F);
     C(u, nk * c->n_ff_exp, F);
     C(sg, N * nsh, F);
+    C(gq, k * v4f_cuda_quant_row_bytes(c->n_ff_exp), 1);
+    C(sgq, v4f_cuda_quant_row_bytes(nsh), 1);
     C(su, N * nsh, F);
     C(yd, nk * d, F);
     C(ysh, N * d, F);
@@ -1888,16 +1893,19 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     v4f_cuda_out_rope oro = {r->freqs, qpos, (int)c->n_rot};
     const float asc = (float)(1.0 / sqrt((double)hd));
     const v4f_cuda_q_prep qp = {r->freqs, qpos, (int)c->n_rot, c->rms_eps};
-    if (g->exact)
-        TRY(v4f_cuda_attn_sink_rope(g->c, x->q, nqr, nh, hd, &keys, sinks, asc, &oro, x->o, err));
-    else /* tensor cores for prefill chunks */
-        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, nqr, nh, hd, q_now ? NULL : &qp, &keys, sinks, asc, &oro, x->o,
-                                          err));
-    pmark(g, GP_ATTN);
-    /* grouped low-rank output projection */
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
     gmat sub = r->out_a;
     sub.n_out = orank;
+    /* one token: the attention also writes out_a's planes (a launch fewer) */
+    const bool opl = nqr == 1 && og <= MV_BATCH && v4f_cuda_takes_planes(&sub);
+    const v4f_cuda_out_planes opq = {x->oq, gin};
+    if (g->exact)
+        TRY(v4f_cuda_attn_sink_rope(g->c, x->q, nqr, nh, hd, &keys, sinks, asc, &oro, x->o, opl ? &opq : NULL, err));
+    else /* tensor cores for prefill chunks */
+        TRY(v4f_cuda_attn_sink_rope_mixed(g->c, x->q, nqr, nh, hd, q_now ? NULL : &qp, &keys, sinks, asc, &oro, x->o,
+                                          opl ? &opq : NULL, err));
+    pmark(g, GP_ATTN);
+    /* grouped low-rank output projection */
     /* group gi: rows [gi orank, +orank) of out_a times x->o's slice gi */
     gmat ws[GPU_MAX_GROUPS];
     const float *xs[GPU_MAX_GROUPS];
@@ -1918,6 +1926,12 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
             const float *xt[GPU_MAX_GROUPS];
             float *yt[GPU_MAX_GROUPS];
             for (int64_t gi = 0; gi < og; gi++) xt[gi] = xs[gi] + t * nq, yt[gi] = ys[gi] + t * og * orank;
+            if (opl) { /* (og <= MV_BATCH) */
+                const uint8_t *xq[GPU_MAX_GROUPS];
+                for (int64_t gi = 0; gi < og; gi++) xq[gi] = x->oq + gi * v4f_cuda_quant_row_bytes(gin);
+                TRY(v4f_cuda_matvec_batch_planes(g->c, (int)og, ws, xt, xq, yt, err));
+                continue;
+            }
             for (int64_t g0 = 0; g0 < og; g0 += MV_BATCH) {
                 int nb = (int)(og - g0 < MV_BATCH ? og - g0 : MV_BATCH);
                 TRY(v4f_cuda_matvec_batch(g->c, nb, ws + g0, xt + g0, yt + g0, err));
@@ -2099,9 +2113,18 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         TRY(v4f_cuda_fork(g->c, err));
         mmjob js[2] = {{&r->gate_sh, x->xn, d, x->sg, nsh}, {&r->up_sh, x->xn, d, x->su, nsh}};
         v4f_status st = mm_multi(g, js, 2, n, err);
-        /* no clamp (the official MoE builds the shared expert without swiglu_limit) */
-        if (st == V4F_OK) st = v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err);
-        if (st == V4F_OK) st = mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err);
+        /* no clamp (the official MoE builds the shared expert without swiglu_limit);
+         * one token: SwiGLU also splits its row into the down matvec's planes */
+        if (n == 1 && v4f_cuda_takes_planes(&r->down_sh)) {
+            const float *xs = x->sg;
+            const uint8_t *xq = x->sgq;
+            float *ys = x->ysh;
+            if (st == V4F_OK) st = v4f_cuda_swiglu_planes(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, x->sgq, err);
+            if (st == V4F_OK) st = v4f_cuda_matvec_batch_planes(g->c, 1, &r->down_sh, &xs, &xq, &ys, err);
+        } else {
+            if (st == V4F_OK) st = v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err);
+            if (st == V4F_OK) st = mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err);
+        }
         v4f_status se = v4f_cuda_fork_end(g->c, st ? NULL : err);
         if (st) return st;
         if (se) return se;
@@ -2182,7 +2205,10 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         TRY(mm_multi(g, js, 2, n, err));
     }
     pmark(g, GP_EXP_GU);
-    TRY(v4f_cuda_swiglu(g->c, x->g, x->u, np, nff, r->limit, grouped ? x->wrow : x->ew, x->g, err));
+    /* one token: SwiGLU also splits each pair's row into the down matvecs' planes */
+    const bool gpl = n == 1 && !grouped && !mvx && v4f_cuda_takes_planes(&r->exp_down) && np <= (int64_t)k;
+    if (gpl) TRY(v4f_cuda_swiglu_planes(g->c, x->g, x->u, np, nff, r->limit, x->ew, x->g, x->gq, err));
+    else TRY(v4f_cuda_swiglu(g->c, x->g, x->u, np, nff, r->limit, grouped ? x->wrow : x->ew, x->g, err));
     /* shared expert: no clamp (the official MoE builds it without swiglu_limit) */
     if (!g->fork) TRY(v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err));
     pmark(g, GP_SWIGLU);
@@ -2196,15 +2222,22 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
             int nb = (int)(np - p0 < MV_BATCH ? np - p0 : MV_BATCH);
             int32_t off[MV_BATCH], slot[MV_BATCH];
             const float *xs[MV_BATCH];
+            const uint8_t *xq[MV_BATCH];
             float *ys[MV_BATCH];
+            const size_t qb = v4f_cuda_quant_row_bytes(nff);
             for (int i = 0; i < nb; i++) {
                 int64_t p = p0 + i;
                 off[i] = (int32_t)(2 * E);
                 slot[i] = (int32_t)p;
                 xs[i] = x->g + p * nff;
+                xq[i] = x->gq + (size_t)p * qb;
                 ys[i] = x->yd + p * d;
             }
-            TRY(v4f_cuda_matvec_indirect(g->c, nb, &r->exp_down, tabp, x->eids, off, slot, xs, ys, err));
+            if (gpl)
+                TRY(v4f_cuda_matvec_indirect_planes(g->c, nb, &r->exp_down, tabp, x->eids, off, slot, xs, xq, ys,
+                                                    err));
+            else
+                TRY(v4f_cuda_matvec_indirect(g->c, nb, &r->exp_down, tabp, x->eids, off, slot, xs, ys, err));
         }
     }
     if (g->fork) TRY(v4f_cuda_join(g->c, err));

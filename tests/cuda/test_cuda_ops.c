@@ -127,6 +127,25 @@ static void *host_from(v4f_cuda *c, const void *d, size_t bytes) {
 }
 #define FB(n) ((size_t)(n) * sizeof(float))
 
+/* Planes a producer kernel wrote (dq: rows slots of n elements) must equal
+ * v4f_cuda_quant_rows' split of what it produced (dx), bit for bit over the
+ * bytes the split writes (the slot's padding is not written). */
+static void expect_planes(v4f_cuda *c, int op, const float *dx, int64_t rows, int64_t n, const uint8_t *dq,
+                          const char *what) {
+    const size_t qb = v4f_cuda_quant_row_bytes(n);
+    const size_t used = (size_t)n * 3 + (size_t)(n / 32) * 4 + (size_t)(n / 16) * 4;
+    uint8_t *dref = dev_poisoned(c, qb * (size_t)rows);
+    TRY(v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, dx, rows, n, n, dref, err));
+    uint8_t *pa = host_from(c, dq, qb * (size_t)rows), *pb = host_from(c, dref, qb * (size_t)rows);
+    for (int64_t r = 0; r < rows; r++)
+        if (memcmp(pa + r * qb, pb + r * qb, used) != 0) {
+            fail(op, what);
+            break;
+        }
+    v4f_cuda_free(c, dref);
+    free(pa), free(pb);
+}
+
 /* ---- greedy pick (decode graph) ------------------------------------------------------ */
 
 /* v4f_cuda_greedy_next against v4f_sampler_greedy with logits[sup] set to
@@ -550,6 +569,15 @@ static void rope_tables(v4f_cuda *c, int n_rot, int64_t nq, int32_t p0, int32_t 
     free(fr), free(pos);
 }
 
+/* The output planes' slot of an attention case: whole heads, as the model's
+ * output groups (8 heads of 512), up to 4096 elements. */
+static int64_t attn_plane_slot(int64_t n_head, int64_t hd) {
+    int64_t k = 1;
+    for (int64_t j = 1; j <= n_head && j * hd <= 4096; j++)
+        if (n_head % j == 0) k = j;
+    return k * hd;
+}
+
 /* prep: the mixed call also gets the raw heads with a v4f_cuda_q_prep (its
  * kernel normalises and rotates them on load); every other path, and the
  * CPU reference, see the heads prepared by v4f_cuda_q_heads. */
@@ -603,11 +631,17 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
         rope_tables(c, nr, nq, 1000, 37, &dfr, &dpos);
         float *dr2 = dev_poisoned(c, FB(nq * nh * hd)), *dr3 = dev_from(c, out, FB(nq * nh * hd));
         v4f_cuda_out_rope ro = {dfr, dpos, nr};
-        TRY(v4f_cuda_attn_sink_rope(c, dq, nq, nh, hd, &k, dsink, scale, &ro, dr2, err));
+        /* with the output's planes (written by the decode kernels' merge,
+         * else split after): the same output, planes equal to its split */
+        const int64_t pn = attn_plane_slot(nh, hd);
+        uint8_t *dpl = dev_poisoned(c, v4f_cuda_quant_row_bytes(pn) * (size_t)(nq * nh * hd / pn));
+        const v4f_cuda_out_planes pl = {dpl, pn};
+        TRY(v4f_cuda_attn_sink_rope(c, dq, nq, nh, hd, &k, dsink, scale, &ro, dr2, &pl, err));
         TRY(v4f_cuda_rope_tail(c, dr3, nq, nh, hd, nr, dfr, dpos, 0, 0, true, err));
         float *o2 = host_from(c, dr2, FB(nq * nh * hd)), *o3 = host_from(c, dr3, FB(nq * nh * hd));
         if (memcmp(o2, o3, FB(nq * nh * hd)) != 0) fail(OP_ATTN, "attention with output rope differs from attention + rope_tail");
-        v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dr2), v4f_cuda_free(c, dr3);
+        expect_planes(c, OP_ATTN, dr2, nq * nh * hd / pn, pn, dpl, "attention's output planes differ from the split");
+        v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dr2), v4f_cuda_free(c, dr3), v4f_cuda_free(c, dpl);
         free(o2), free(o3);
     }
     /* default precision: tensor cores from V4F_CUDA_ATTN_TC_MIN_Q queries at
@@ -623,15 +657,21 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
         rope_tables(c, nr, nq, 7, 13, &dfr, &dpos);
         float *dm = dev_poisoned(c, FB(nq * nh * hd)), *dmr = dev_poisoned(c, FB(nq * nh * hd));
         TRY(v4f_cuda_attn_sink_rope_mixed(c, prep ? dq_raw : dq, nq, nh, hd, prep ? &qp : NULL, &k, dsink, scale, NULL,
-                                          dm, err));
+                                          dm, NULL, err));
         outm = host_from(c, dm, FB(nq * nh * hd));
         if (!tc && memcmp(outm, out, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "fallback differs from attn_sink");
         if (hd >= 64) {
             v4f_cuda_out_rope ro = {dfr, dpos, nr};
-            TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, NULL, &k, dsink, scale, &ro, dmr, err));
+            const int64_t pn = attn_plane_slot(nh, hd);
+            uint8_t *dpl = dev_poisoned(c, v4f_cuda_quant_row_bytes(pn) * (size_t)(nq * nh * hd / pn));
+            const v4f_cuda_out_planes pl = {dpl, pn};
+            TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, NULL, &k, dsink, scale, &ro, dmr, &pl, err));
             TRY(v4f_cuda_rope_tail(c, dm, nq, nh, hd, nr, dfr, dpos, 0, 0, true, err));
             float *o2 = host_from(c, dmr, FB(nq * nh * hd)), *o3 = host_from(c, dm, FB(nq * nh * hd));
             if (memcmp(o2, o3, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "mixed attention with output rope differs");
+            expect_planes(c, OP_ATTN_TC, dmr, nq * nh * hd / pn, pn, dpl,
+                          "mixed attention's output planes differ from the split");
+            v4f_cuda_free(c, dpl);
             free(o2), free(o3);
         }
         v4f_cuda_free(c, dfr), v4f_cuda_free(c, dpos), v4f_cuda_free(c, dm), v4f_cuda_free(c, dmr);
@@ -1026,6 +1066,18 @@ static void t_swiglu(v4f_cuda *c, int64_t rows, int64_t n, float limit, int weig
         v4f_cpu_swiglu(g + r * n, u + r * n, n, limit, wv, ref);
         for (int64_t i = 0; i < n; i++) cmp(OP_SWIGLU, h[r * n + i], ref[i], fabs((double)ref[i]) + 1e-30);
     }
+    /* with the int8 planes of each row (rows of n % 32 == 0): the same h
+     * bit for bit, and planes equal to v4f_cuda_quant_rows' split of h */
+    if (n % 32 == 0 && n <= 16384) {
+        float *dh2 = dev_poisoned(c, FB(rows * n));
+        uint8_t *dq = dev_poisoned(c, v4f_cuda_quant_row_bytes(n) * (size_t)rows);
+        TRY(v4f_cuda_swiglu_planes(c, dg, du, rows, n, limit, dwt, dh2, dq, err));
+        float *h2 = host_from(c, dh2, FB(rows * n));
+        if (memcmp(h, h2, FB(rows * n)) != 0) fail(OP_SWIGLU, "swiglu with planes changed its rows");
+        expect_planes(c, OP_SWIGLU, dh, rows, n, dq, "swiglu planes differ from the split");
+        v4f_cuda_free(c, dh2), v4f_cuda_free(c, dq);
+        free(h2);
+    }
     g_cases[OP_SWIGLU]++;
     v4f_cuda_free(c, dg), v4f_cuda_free(c, du), v4f_cuda_free(c, dwt), v4f_cuda_free(c, dh);
     free(g), free(u), free(wt), free(h), free(ref);
@@ -1367,6 +1419,8 @@ int main(int argc, char **argv) {
     t_swiglu(c, 3, 2048 + 5, 10.0f, 1);
     t_swiglu(c, 2, 1001, 0.0f, 0); /* shared expert: no clamp */
     t_swiglu(c, 6, 77, 10.0f, 0);
+    t_swiglu(c, 6, 2048, 10.0f, 1); /* a decode step's routed pairs (with their planes) */
+    t_swiglu(c, 1, 2048, 0.0f, 0);  /* its shared expert */
 
     t_pool(c, 3, 128, 128, 512, 128, 0, 512, 0, 1); /* ratio 128, D 512 */
     t_pool(c, 1, 8, 8, 2 * 128, 4, 128, 128, 4, 0); /* ratio 4 decode, k = 0: previous half -inf */

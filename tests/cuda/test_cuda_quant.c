@@ -207,6 +207,36 @@ static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n, int64_t n
         check_y(&m[i], y, "matvec_batch");
         free(y);
     }
+    /* x's planes made beforehand (the split a producer kernel shares, in
+     * the natural order: IQ2_XXS must ignore them and split again) give
+     * the same bits */
+    if (n_in % 32 == 0 && n_in <= 16384) {
+        const size_t qb = v4f_cuda_quant_row_bytes(n_in);
+        uint8_t *dq[V4F_CUDA_MATVEC_MAX_BATCH];
+        const uint8_t *xqs[V4F_CUDA_MATVEC_MAX_BATCH];
+        float *yp[V4F_CUDA_MATVEC_MAX_BATCH];
+        for (int i = 0; i < n; i++) {
+            TRY(v4f_cuda_alloc(c, qb, (void **)&dq[i], err));
+            TRY(v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, xs[i], 1, n_in, n_in, dq[i], err));
+            xqs[i] = dq[i];
+            TRY(v4f_cuda_alloc(c, (size_t)m[i].n_out * sizeof(float), (void **)&yp[i], err));
+        }
+        TRY(v4f_cuda_matvec_batch_planes(c, n, w, xs, xqs, yp, err));
+        for (int i = 0; i < n; i++) {
+            const size_t yb = (size_t)m[i].n_out * sizeof(float);
+            float *a = v4f_xmalloc(yb), *b = v4f_xmalloc(yb);
+            TRY(v4f_cuda_download(c, a, dy[i], yb, err));
+            TRY(v4f_cuda_download(c, b, yp[i], yb, err));
+            if (memcmp(a, b, yb) != 0) {
+                fprintf(stderr, "FAIL %s n_in %lld pair %d: matvec_batch_planes differs from matvec_batch\n",
+                        v4f_type_name(type), (long long)n_in, i);
+                g_fail++;
+            }
+            free(a), free(b);
+            v4f_cuda_free(c, dq[i]);
+            v4f_cuda_free(c, yp[i]);
+        }
+    }
     for (int i = 0; i < n; i++) {
         v4f_cuda_free(c, dw[i]);
         v4f_cuda_free(c, dx[i]);
@@ -310,6 +340,32 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
         mcase t = m[e];
         t.hx = hx[i % 3];
         check_y(&t, y + i * n_out, "matvec_indirect");
+    }
+    /* x's planes made beforehand (natural order: IQ2_XXS splits again) give the same bits */
+    if (n_in % 32 == 0 && n_in <= 16384 && x_off % 4 == 0) {
+        const size_t qb = v4f_cuda_quant_row_bytes(n_in), yb = (size_t)(IND_PAIRS * n_out) * sizeof(float);
+        uint8_t *dq[3];
+        const uint8_t *xqs[IND_PAIRS];
+        for (int k = 0; k < 3; k++) {
+            TRY(v4f_cuda_alloc(c, qb, (void **)&dq[k], err));
+            TRY(v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, dx[k], 1, n_in, n_in, dq[k], err));
+        }
+        void *dy2;
+        TRY(v4f_cuda_alloc(c, yb, &dy2, err));
+        float *ys2[IND_PAIRS];
+        for (int i = 0; i < IND_PAIRS; i++) xqs[i] = dq[i % 3], ys2[i] = (float *)dy2 + i * n_out;
+        TRY(v4f_cuda_matvec_indirect_planes(c, IND_PAIRS, &shape, (const void *const *)pool.dtab,
+                                            (const int32_t *)dids, tab_off, slot, xs, xqs, ys2, err));
+        float *y2 = v4f_xmalloc(yb);
+        TRY(v4f_cuda_download(c, y2, dy2, yb, err));
+        if (memcmp(y, y2, yb) != 0) {
+            fprintf(stderr, "FAIL %s n_in %lld: matvec_indirect_planes differs from matvec_indirect\n",
+                    v4f_type_name(type), (long long)n_in);
+            g_fail++;
+        }
+        free(y2);
+        v4f_cuda_free(c, dy2);
+        for (int k = 0; k < 3; k++) v4f_cuda_free(c, dq[k]);
     }
     free(y);
     v4f_cuda_free(c, dy);

@@ -55,6 +55,7 @@
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_dev.cuh"
 #include "backend/cuda/cuda_fwd.h"
+#include "core/ggml_type.h"
 
 #include <math.h>
 
@@ -152,6 +153,18 @@ struct fa_args {
     v4f_cuda_attn_keys k;
     v4f_cuda_q_prep qp; /* k_fa_mma: qp.pos non-NULL: normalise + RoPE the raw q heads on load */
 };
+
+/* The output's int8 planes (v4f_cuda_out_planes; qx NULL: none): output
+ * element e lies in slot e / n, group e % n / 32 of it. A full warp holding
+ * the 32 consecutive output values of one group (lane l: element e0 + l)
+ * splits them with the matvecs' own code. */
+struct fa_planes {
+    uint8_t *qx;
+    int64_t n, row_bytes;
+};
+__device__ __forceinline__ void fa_plane_group(const fa_planes &pl, float v, int lane, int64_t e0) {
+    dev_quant_x_group(v, lane, lane, pl.qx + e0 / pl.n * pl.row_bytes, pl.n, e0 % pl.n / 32);
+}
 
 __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
     V4F_PDL_ENTRY();
@@ -335,7 +348,8 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
 #define FA_CG 4
 #define FA_CT (FA_CG * FA_HD / 4) /* k_fa_combine's threads */
 __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_head, int n_split,
-                                                      const v4f_cuda_out_rope ro, float *out) {
+                                                      const v4f_cuda_out_rope ro, float *out, const fa_planes pl) {
+    static_assert(FA_CT / 32 == FA_HD / 32, "k_fa_combine: a warp per group of 32 output dims");
     V4F_PDL_ENTRY();
     /* the splits' (max, sum) are read at once, one per thread (n_split <=
      * FA_MAX_SPLIT <= blockDim.x), the maximum reduced over the block, the
@@ -389,22 +403,30 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
         if (ti == 0) s_den[gi - 1] = den;
     }
     __syncthreads();
-    if (gi > 0) return;
+    if (gi == 0) {
 #pragma unroll
-    for (int g = 0; g < FA_CG - 1; g++) {
-        const float4 v = s_o[g][ti];
-        o.x += v.x, o.y += v.y, o.z += v.z, o.w += v.w;
-        den += s_den[g];
+        for (int g = 0; g < FA_CG - 1; g++) {
+            const float4 v = s_o[g][ti];
+            o.x += v.x, o.y += v.y, o.z += v.z, o.w += v.w;
+            den += s_den[g];
+        }
+        const float inv = 1.0f / den;
+        float4 r = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+        const int e0 = 4 * ti - (FA_HD - ro.n_rot); /* first dim of this thread in the rotated tail */
+        if (ro.freqs && e0 >= 0) {
+            const int64_t p = ro.pos[t];
+            dev_rope_rot(&r.x, &r.y, ro.freqs[e0 / 2], p, 1);
+            dev_rope_rot(&r.z, &r.w, ro.freqs[e0 / 2 + 1], p, 1);
+        }
+        reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[ti] = r;
+        s_o[0][ti] = r; /* (this thread alone read s_o[.][ti]) */
     }
-    const float inv = 1.0f / den;
-    float4 r = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
-    const int e0 = 4 * ti - (FA_HD - ro.n_rot); /* first dim of this thread in the rotated tail */
-    if (ro.freqs && e0 >= 0) {
-        const int64_t p = ro.pos[t];
-        dev_rope_rot(&r.x, &r.y, ro.freqs[e0 / 2], p, 1);
-        dev_rope_rot(&r.z, &r.w, ro.freqs[e0 / 2 + 1], p, 1);
-    }
-    reinterpret_cast<float4 *>(out + (t * n_head + h) * FA_HD)[ti] = r;
+    if (!pl.qx) return;
+    /* the planes: warp w splits dims [32 w, 32 w + 32) of the head */
+    __syncthreads();
+    const int w = (int)threadIdx.x >> 5;
+    fa_plane_group(pl, reinterpret_cast<const float *>(s_o[0])[32 * w + lane], lane,
+                   (t * n_head + h) * FA_HD + 32 * w);
 }
 
 /* -- decode kernel: a few queries, head_dim 512, merged in a cluster --
@@ -418,9 +440,9 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
  * of FD_KT rows, FD_NBUF tiles in flight, one bulk copy per row. The
  * warps' states are merged in the CTA (in
  * key-subset order), then the CTAs' through distributed shared memory (in
- * rank order, with the sink); CTA r writes the dim pairs p = r, r + CL, ...
- * of its heads (so every CTA rotates its share of the RoPE tail, with
- * cos / sin computed once per pair). No partials in global memory and no
+ * rank order, with the sink); CTA r writes dims [r FA_HD / CL, (r + 1)
+ * FA_HD / CL) of its heads (cos / sin computed once per pair of the RoPE
+ * tail; whole groups of 32 for the output's planes). No partials in global memory and no
  * merge launch: k_fa_tile + k_fa_combine spent ~14 + 3 us per decode layer
  * on the H200, one SM per 32 keys and 16 heads working through dependent
  * phases (docs/PERF_NOTES.md, session 27). With keys.early the counts, row
@@ -464,11 +486,12 @@ template <int HG, int CL> struct fd_smem {
 };
 
 template <int HG, int CL>
-__global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_cuda_out_rope ro) {
+__global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_cuda_out_rope ro, const fa_planes pl) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     constexpr int NHQ = HG / 4, NKS = FD_WARPS / NHQ, PPC = FA_HD / 2 / CL; /* pairs per CTA */
     static_assert(HG % 4 == 0 && FD_WARPS % NHQ == 0, "k_fa_dec: warps = head quads x key subsets");
-    static_assert((HG * 2 * PPC) % FD_THREADS == 0, "k_fa_dec: uniform output loop");
+    static_assert((HG * 2 * PPC) % FD_THREADS == 0 && (2 * PPC) % 32 == 0,
+                  "k_fa_dec: uniform output loop, warps of 32 consecutive dims of a head");
     static_assert(FD_WARPS * 4 <= FD_NBUF * FD_KT && FD_NBUF <= FD_WARPS, "k_fa_dec: tile ring size");
     extern __shared__ __align__(16) unsigned char fd_raw[];
     fd_smem<HG, CL> &S = *reinterpret_cast<fd_smem<HG, CL> *>(fd_raw);
@@ -576,7 +599,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
     /* cos / sin of this CTA's output pairs in the rotated tail (the same for
      * every head) */
     if (ro.freqs && tid < PPC) {
-        const int d = 2 * (tid * CL + r);
+        const int d = 2 * (r * PPC + tid);
         if (d >= FA_HD - ro.n_rot) dev_rope_cs(ro.freqs[(d - (FA_HD - ro.n_rot)) / 2], ro.pos[t], &S.cs[tid], &S.sn[tid]);
     }
     /* the CTA's state: the key subsets' outputs scaled to the CTA's max per
@@ -620,7 +643,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
     cluster.sync(); /* every CTA's (cm, cl, co) is visible to the cluster */
 
     for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
-        const int hl = i2 / (2 * PPC), pp = i2 % (2 * PPC) / 2, d = 2 * (pp * CL + r) + (i2 & 1), h = h0 + hl;
+        const int hl = i2 / (2 * PPC), j = i2 % (2 * PPC), pp = j / 2, d = 2 * PPC * r + j, h = h0 + hl;
         const float sink = a.sinks[h];
         float mc[CL], M = sink;
 #pragma unroll
@@ -644,6 +667,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
             v = d & 1 ? y : x;
         }
         a.out[(t * a.n_head + h) * FA_HD + d] = v;
+        if (pl.qx) fa_plane_group(pl, v, lane, (t * a.n_head + h) * FA_HD + d - lane); /* warp: dims d - lane .. + 31 */
     }
     V4F_KT_POINT(); /* output written */
     cluster.sync(); /* no CTA leaves while another reads its shared memory */
@@ -1205,9 +1229,23 @@ static int fd_usable(v4f_cuda *c) {
 
 void v4f_cuda_attn_init(v4f_cuda *c) { (void)fd_usable(c); }
 
+/* the planes argument's checks (v4f_cuda_out_planes) */
+static bool out_planes_ok(const v4f_cuda_out_planes *pl, int64_t total) {
+    return !pl || (pl->qx && (uintptr_t)pl->qx % 16 == 0 && pl->n > 0 && pl->n % 32 == 0 && pl->n <= 16384 &&
+                   total % pl->n == 0 && total / pl->n <= 65535);
+}
+
+/* the kernels' form of it */
+static fa_planes fa_planes_of(const v4f_cuda_out_planes *pl) {
+    fa_planes r = {NULL, 1, 0};
+    if (pl) r.qx = pl->qx, r.n = pl->n, r.row_bytes = (int64_t)v4f_cuda_quant_row_bytes(pl->n);
+    return r;
+}
+
 extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head,
                                               int64_t head_dim, const v4f_cuda_attn_keys *keys, const float *sinks,
-                                              float scale, const v4f_cuda_out_rope *rope, float *out, v4f_err *err) {
+                                              float scale, const v4f_cuda_out_rope *rope, float *out,
+                                              const v4f_cuda_out_planes *planes, v4f_err *err) {
     ARG_CHECK(!rope || (rope->freqs && rope->pos && rope->n_rot > 0 && rope->n_rot % 2 == 0 &&
                         rope->n_rot <= head_dim),
               "cuda attn: bad output rope (n_rot %d)", rope ? rope->n_rot : 0);
@@ -1215,6 +1253,8 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
                   head_dim % 32 == 0 && head_dim <= 32 * ATTN_MAX_PER,
               "cuda attn: bad shape n_q %lld n_head %lld head_dim %lld", (long long)n_q, (long long)n_head,
               (long long)head_dim);
+    ARG_CHECK(out_planes_ok(planes, n_q * n_head * head_dim), "cuda attn: bad output planes (slots of %lld)",
+              planes ? (long long)planes->n : 0ll);
     ARG_CHECK(keys && (keys->raw || (!keys->raw_count && keys->raw_count0 <= 0)) &&
                   (keys->comp || (!keys->comp_count && keys->comp_count0 <= 0)) && keys->raw_cap >= 0,
               "cuda attn: key rows missing");
@@ -1241,10 +1281,11 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
         v4f_cuda_out_rope ro = {NULL, NULL, 0};
         if (rope) ro = *rope;
         v4f_launch_cluster(k_fa_dec<FD_HG, FD_CL>, dim3(FD_CL, (unsigned)(n_head / FD_HG), (unsigned)n_q), FD_THREADS,
-                           FD_CL, sizeof(fd_smem<FD_HG, FD_CL>), c->stream, a, ro);
+                           FD_CL, sizeof(fd_smem<FD_HG, FD_CL>), c->stream, a, ro, fa_planes_of(planes));
         CUDA_TRY_LAUNCH();
         return V4F_OK;
     }
+    bool planed = false; /* the planes were written by the merge */
     /* f16 products where the caller allows them (keys->tc) */
     const bool tc = keys->tc != 0;
     const size_t fa_bytes = tc ? sizeof(ft_smem) : sizeof(fa_smem);
@@ -1285,10 +1326,13 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
             const bool fuse = rope && (FA_HD - rope->n_rot) % 4 == 0;
             v4f_cuda_out_rope ro = {NULL, NULL, 0};
             if (fuse) ro = *rope;
+            /* the planes too when the output is final there */
+            const bool pfuse = planes && (!rope || fuse);
             v4f_launch(k_fa_combine, dim3((unsigned)n_head, (unsigned)n_q), FA_CT, 0, c->stream, sinks,
-                       (int)n_head, (int)n_split, ro, out);
+                       (int)n_head, (int)n_split, ro, out, fa_planes_of(pfuse ? planes : NULL));
             CUDA_TRY_LAUNCH();
             roped = fuse;
+            planed = pfuse;
         }
     } else {
         attn_args a;
@@ -1309,15 +1353,22 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
             v4f_launch(k_attn_generic<16>, grid, ATTN_WARPS * 32, 0, c->stream, a);
         CUDA_TRY_LAUNCH();
     }
-    if (rope && !roped) /* not fused: a launch of its own */
-        return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
+    if (rope && !roped) { /* not fused: a launch of its own */
+        const v4f_status st =
+            v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
+        if (st) return st;
+    }
+    if (planes && !planed) /* the matvecs' split of the final output (any type but IQ2_XXS's order) */
+        return v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, out, n_q * n_head * head_dim / planes->n, planes->n, planes->n,
+                                   planes->qx, err);
     return V4F_OK;
 }
 
 extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64_t n_q, int64_t n_head,
                                                     int64_t head_dim, const v4f_cuda_q_prep *qp,
                                                     const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
-                                                    const v4f_cuda_out_rope *rope, float *out, v4f_err *err) {
+                                                    const v4f_cuda_out_rope *rope, float *out,
+                                                    const v4f_cuda_out_planes *planes, v4f_err *err) {
     /* V4F_CUDA_ATTN_TC=0: always the float32 kernels (A/B) */
     const bool shape = !v4f_env_off("V4F_CUDA_ATTN_TC") && (head_dim == 512 || head_dim == 128) &&
                        n_q >= V4F_CUDA_ATTN_TC_MIN_Q && n_q <= 65535 && n_head > 0 &&
@@ -1342,8 +1393,10 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64
             /* the launch right before the attention wrote only q */
             k2.early = 1;
         }
-        return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, &k2, sinks, scale, rope, out, err);
+        return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, &k2, sinks, scale, rope, out, planes, err);
     }
+    ARG_CHECK(out_planes_ok(planes, n_q * n_head * head_dim), "cuda attn: bad output planes (slots of %lld)",
+              planes ? (long long)planes->n : 0ll);
     CUDA_TRY_DEVICE(c);
     static bool attr_set[2][64];
     const int which = head_dim == 512;
@@ -1370,15 +1423,21 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64
     else
         v4f_launch(k_fa_mma<128>, grid, FM_THREADS, bytes, c->stream, a);
     CUDA_TRY_LAUNCH();
-    if (rope)
-        return v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
+    if (rope) {
+        const v4f_status st =
+            v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
+        if (st) return st;
+    }
+    if (planes)
+        return v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, out, n_q * n_head * head_dim / planes->n, planes->n, planes->n,
+                                   planes->qx, err);
     return V4F_OK;
 }
 
 extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
                                          const v4f_cuda_attn_keys *keys, const float *sinks, float scale, float *out,
                                          v4f_err *err) {
-    return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, NULL, out, err);
+    return v4f_cuda_attn_sink_rope(c, q, n_q, n_head, head_dim, keys, sinks, scale, NULL, out, NULL, err);
 }
 
 /* ---- indexer scores ----------------------------------------------------------------- */

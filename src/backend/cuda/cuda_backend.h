@@ -151,6 +151,22 @@ v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, f
 v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x, float *const *y,
                                  v4f_err *err);
 
+/* The same with x's int8 planes already made (xq[i]: a slot of
+ * v4f_cuda_quant_row_bytes(n_in) bytes, 16-byte aligned, written by a
+ * kernel that produced x with the matvecs' own split: v4f_cuda_swiglu_planes,
+ * the decode attention with v4f_cuda_out_planes):
+ * launches that multiply planes read them instead of splitting x again
+ * (one launch fewer on the decode chain); the others, and IQ2_XXS (which
+ * wants its own order), use x. Same results as v4f_cuda_matvec_batch when
+ * the planes are x's. n_in % 32 == 0 and n_in <= 16384. */
+v4f_status v4f_cuda_matvec_batch_planes(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x,
+                                        const uint8_t *const *xq, float *const *y, v4f_err *err);
+
+/* Whether a matvec of w reads given planes (the entry points above and
+ * below): Q8_0, Q2_K and Q4_K with n_in % 32 == 0 and n_in <= 16384. For
+ * other matrices a producer need not make them. */
+bool v4f_cuda_takes_planes(const v4f_cuda_mat *w);
+
 /* Matvecs whose matrices are chosen on the device (routed experts; no host
  * synchronisation, capturable in a graph): pair i multiplies the matrix at
  * tab[tab_off[i] + ids[slot[i]]] (tab: device array of pointers to device or
@@ -161,6 +177,12 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
 v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
                                     const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
                                     const float *const *x, float *const *y, v4f_err *err);
+
+/* The same with x's int8 planes already made (as v4f_cuda_matvec_batch_planes). */
+v4f_status v4f_cuda_matvec_indirect_planes(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
+                                           const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
+                                           const float *const *x, const uint8_t *const *xq, float *const *y,
+                                           v4f_err *err);
 
 /* Several x per matrix (short evals: the dense projections of a few
  * tokens): for i < n_mat, t < n: y[i] + t ldy[i] = w[i] (x[i] + t ldx), each
@@ -325,9 +347,21 @@ typedef struct v4f_cuda_out_rope {
     const int32_t *pos;  /* [n_q] (device) */
     int n_rot;
 } v4f_cuda_out_rope;
+/* With planes (may be NULL): also the int8 planes of the output (after its
+ * RoPE) for the matvecs that take it, the matvecs' own split: the n_q
+ * n_head head_dim output floats in slots of n (n % 32 == 0, n <= 16384,
+ * dividing the total), slot s at qx + s v4f_cuda_quant_row_bytes(n) (qx
+ * 16-byte aligned). The decode kernels write them as they write the
+ * output (one launch fewer on the decode chain); other paths split the
+ * output after it. */
+typedef struct v4f_cuda_out_planes {
+    uint8_t *qx;
+    int64_t n;
+} v4f_cuda_out_planes;
 v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
                                    const v4f_cuda_attn_keys *keys, const float *sinks, float scale,
-                                   const v4f_cuda_out_rope *rope, float *out, v4f_err *err);
+                                   const v4f_cuda_out_rope *rope, float *out, const v4f_cuda_out_planes *planes,
+                                   v4f_err *err);
 
 /* Preparation of raw query heads (as v4f_cuda_q_heads): RMSNorm without
  * weight, then RoPE of each head's last n_rot dims at pos[t]. */
@@ -351,7 +385,7 @@ typedef struct v4f_cuda_q_prep {
 v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
                                          const v4f_cuda_q_prep *qp, const v4f_cuda_attn_keys *keys,
                                          const float *sinks, float scale, const v4f_cuda_out_rope *rope, float *out,
-                                         v4f_err *err);
+                                         const v4f_cuda_out_planes *planes, v4f_err *err);
 
 /* Indexer scores: score[t][c] = sum_h w[t][h] * max(0, q[t][h] . keys[c]) for
  * c < n_t; q [n_q][n_head][d], w [n_q][n_head], keys [n_keys][d], score rows
@@ -392,6 +426,12 @@ v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, 
  * rows r < n_rows of n (limit <= 0: no clamp; weight NULL: 1). */
 v4f_status v4f_cuda_swiglu(v4f_cuda *c, const float *g, const float *u, int64_t n_rows, int64_t n, float limit,
                            const float *weight, float *h, v4f_err *err);
+/* The same, and the int8 planes of each output row r at qx + r
+ * v4f_cuda_quant_row_bytes(n) (the matvecs' own split, for
+ * v4f_cuda_matvec_batch_planes / v4f_cuda_matvec_indirect_planes; n % 32
+ * == 0, n <= 16384, qx 16-byte aligned). */
+v4f_status v4f_cuda_swiglu_planes(v4f_cuda *c, const float *g, const float *u, int64_t n_rows, int64_t n, float limit,
+                                  const float *weight, float *h, uint8_t *qx, v4f_err *err);
 
 /* Compressor pooling (v4f_cpu_compress_pool) for n_groups output rows:
  * group g, candidate i < n_cand reads value and score rows at

@@ -15,6 +15,44 @@
 
 #define OPS_MAX_HC 16
 
+/* The int8-plane split of one group of 32 x values (cuda_quant.cu, "int8-
+ * plane activations"), one full warp per group: lane l holds x[32 g + l]
+ * and writes its three codes at byte 32 g + at of each plane (at = l, or
+ * the IQ2_XXS weight order), lane 0 the group scale, lanes 0 and 16 the
+ * sums of x over the group's halves, into a slot of n elements at base.
+ * k_quant_x and the kernels that produce an x together with its planes
+ * (k_swiglu, the decode attention's merges) share it, so the planes are the
+ * same bits either way. */
+__device__ __forceinline__ void dev_quant_x_group(float v, int lane, int at, uint8_t *base, int64_t n, int64_t g) {
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const bool bad = __any_sync(0xffffffffu, !(fabsf(v) <= 3.402823466e38f));
+    float d1 = amax / 127.0f;
+    int q1 = 0, q2 = 0, q3 = 0;
+    if (amax > 0 && !bad) {
+        q1 = (int)rintf(v / d1);
+        q1 = max(-127, min(127, q1));
+        const float r1 = fmaf(-d1, (float)q1, v);
+        const float d2 = d1 * (1.0f / 128.0f);
+        q2 = max(-127, min(127, (int)rintf(r1 / d2)));
+        const float r2 = fmaf(-d2, (float)q2, r1);
+        const float d3 = d2 * (1.0f / 128.0f);
+        q3 = max(-127, min(127, (int)rintf(r2 / d3)));
+    }
+    if (bad) d1 = __int_as_float(0x7fc00000);
+    base[32 * g + at] = (uint8_t)(int8_t)q1;
+    base[n + 32 * g + at] = (uint8_t)(int8_t)q2;
+    base[2 * n + 32 * g + at] = (uint8_t)(int8_t)q3;
+    float *d = (float *)(base + 3 * n);
+    float *s16 = d + n / 32;
+    if (lane == 0) d[g] = d1;
+    float sum = v;
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if ((lane & 15) == 0) s16[2 * g + (lane >> 4)] = sum;
+}
+
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

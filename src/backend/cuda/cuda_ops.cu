@@ -580,11 +580,14 @@ extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const fl
 
 /* ---- SwiGLU ---------------------------------------------------------------------------- */
 
+/* PL: also the int8 planes of each output row (a warp per group of 32:
+ * rows of n % 32 == 0 elements, so a warp's 32 outputs are one group) */
+template <bool PL>
 __global__ void k_swiglu(const float *__restrict__ g, const float *__restrict__ u, int64_t n_rows, int64_t n,
-                         float limit, const float *__restrict__ weight, float *h) {
+                         float limit, const float *__restrict__ weight, float *h, uint8_t *qx, uint64_t qx_bytes) {
     V4F_PDL_ENTRY();
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (gid >= n_rows * n) return;
+    if (gid >= n_rows * n) return; /* (PL: uniform over the warp, n_rows n % 32 == 0) */
     float gv = g[gid], uv = u[gid];
     if (limit > 0) {
         uv = uv < -limit ? -limit : uv > limit ? limit : uv;
@@ -592,7 +595,13 @@ __global__ void k_swiglu(const float *__restrict__ g, const float *__restrict__ 
     }
     const float s = __fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)));
     const float wt = weight ? weight[gid / n] : 1.0f;
-    h[gid] = __fmul_rn(wt, __fmul_rn(s, uv));
+    const float v = __fmul_rn(wt, __fmul_rn(s, uv));
+    h[gid] = v;
+    if constexpr (PL) {
+        const int64_t r = gid / n;
+        const int lane = threadIdx.x & 31;
+        dev_quant_x_group(v, lane, lane, qx + r * qx_bytes, n, (gid - r * n) / 32);
+    }
 }
 
 extern "C" v4f_status v4f_cuda_swiglu(v4f_cuda *c, const float *g, const float *u, int64_t n_rows, int64_t n,
@@ -600,7 +609,20 @@ extern "C" v4f_status v4f_cuda_swiglu(v4f_cuda *c, const float *g, const float *
     ARG_CHECK(n_rows >= 0 && n >= 0, "cuda swiglu: bad shape");
     if (n_rows * n == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    v4f_launch(k_swiglu, grid1(n_rows * n, 256), 256, 0, c->stream, g, u, n_rows, n, limit, weight, h);
+    v4f_launch(k_swiglu<false>, grid1(n_rows * n, 256), 256, 0, c->stream, g, u, n_rows, n, limit, weight, h,
+               (uint8_t *)NULL, (uint64_t)0);
+    CUDA_TRY_LAUNCH();
+    return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_swiglu_planes(v4f_cuda *c, const float *g, const float *u, int64_t n_rows, int64_t n,
+                                             float limit, const float *weight, float *h, uint8_t *qx, v4f_err *err) {
+    ARG_CHECK(n_rows >= 0 && n > 0 && n % 32 == 0 && n <= 16384 && qx && (uintptr_t)qx % 16 == 0,
+              "cuda swiglu planes: bad shape (n %lld) or planes", (long long)n);
+    if (n_rows == 0) return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    v4f_launch(k_swiglu<true>, grid1(n_rows * n, 256), 256, 0, c->stream, g, u, n_rows, n, limit, weight, h, qx,
+               (uint64_t)v4f_cuda_quant_row_bytes(n));
     CUDA_TRY_LAUNCH();
     return V4F_OK;
 }

@@ -67,6 +67,7 @@
  * Threading: launchers queue on the context's stream (one owner thread).
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_dev.cuh"
 
 #include <cuda_fp16.h>
 #include <stdlib.h>
@@ -444,33 +445,7 @@ __global__ void __launch_bounds__(256) k_quant_x(const __grid_constant__ qx_args
     const float v = (a.ldx ? a.x[0] + (int64_t)blockIdx.y * a.ldx : a.x[blockIdx.y])[32 * g + lane];
     /* element j of a group of 8 at byte iq2_nib(j) in the permuted order */
     const int at = a.perm ? (lane & 24) + iq2_nib(lane & 7) : lane;
-    float amax = fabsf(v);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const bool bad = __any_sync(0xffffffffu, !(fabsf(v) <= 3.402823466e38f));
-    float d1 = amax / 127.0f;
-    int q1 = 0, q2 = 0, q3 = 0;
-    if (amax > 0 && !bad) {
-        q1 = (int)rintf(v / d1);
-        q1 = max(-127, min(127, q1));
-        const float r1 = fmaf(-d1, (float)q1, v);
-        const float d2 = d1 * (1.0f / 128.0f);
-        q2 = max(-127, min(127, (int)rintf(r1 / d2)));
-        const float r2 = fmaf(-d2, (float)q2, r1);
-        const float d3 = d2 * (1.0f / 128.0f);
-        q3 = max(-127, min(127, (int)rintf(r2 / d3)));
-    }
-    if (bad) d1 = __int_as_float(0x7fc00000);
-    base[32 * g + at] = (uint8_t)(int8_t)q1;
-    base[n + 32 * g + at] = (uint8_t)(int8_t)q2;
-    base[2 * n + 32 * g + at] = (uint8_t)(int8_t)q3;
-    float *d = (float *)(base + 3 * n);
-    float *s16 = d + n / 32;
-    if (lane == 0) d[g] = d1;
-    float sum = v;
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if ((lane & 15) == 0) s16[2 * g + (lane >> 4)] = sum;
+    dev_quant_x_group(v, lane, at, base, n, g);
 }
 
 /* The x planes of one unit of 32 consecutive elements starting at e0. */
@@ -1112,7 +1087,10 @@ static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads,
     else v4f_launch(k_matvec<T, true, R, 1, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
 }
 
-template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, v4f_err *err) {
+/* xq_given: p[i].xq holds x's planes, made by the caller with this file's
+ * split (IQ2_XXS, which wants them in its weight order, splits again) */
+template <int T>
+static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, bool xq_given, v4f_err *err) {
     int64_t max_out = 0;
     for (int i = 0; i < n; i++) max_out = a->p[i].n_out > max_out ? a->p[i].n_out : max_out;
     if (max_out == 0) return V4F_OK;
@@ -1120,7 +1098,8 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
     if (fast) {
         constexpr bool kPlanes = uses_planes(T);
         const bool planes = kPlanes && a->n_in <= c->qx_max_in && !(T == V4F_TYPE_Q8_0 && q8_f32());
-        if (planes && a->ncol == 0) { /* ncol > 0: the caller made the planes (v4f_cuda_matvec_cols) */
+        /* ncol > 0: the caller made the planes (v4f_cuda_matvec_cols) */
+        if (planes && a->ncol == 0 && !(xq_given && T != V4F_TYPE_IQ2_XXS)) {
             const v4f_status st = prepare_planes(c, a, n, err);
             if (st != V4F_OK) return st;
         }
@@ -1176,15 +1155,16 @@ template <int T> static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n,
     return V4F_OK;
 }
 
-static v4f_status launch_type(v4f_cuda *c, uint32_t type, mv_args *a, int n, bool fast, v4f_err *err) {
+static v4f_status launch_type(v4f_cuda *c, uint32_t type, mv_args *a, int n, bool fast, v4f_err *err,
+                              bool xq_given = false) {
     switch (type) {
-    case V4F_TYPE_F32: return launch_matvec<V4F_TYPE_F32>(c, a, n, fast, err);
-    case V4F_TYPE_F16: return launch_matvec<V4F_TYPE_F16>(c, a, n, fast, err);
-    case V4F_TYPE_BF16: return launch_matvec<V4F_TYPE_BF16>(c, a, n, fast, err);
-    case V4F_TYPE_Q8_0: return launch_matvec<V4F_TYPE_Q8_0>(c, a, n, fast, err);
-    case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, a, n, fast, err);
-    case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, a, n, fast, err);
-    default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, a, n, fast, err);
+    case V4F_TYPE_F32: return launch_matvec<V4F_TYPE_F32>(c, a, n, fast, xq_given, err);
+    case V4F_TYPE_F16: return launch_matvec<V4F_TYPE_F16>(c, a, n, fast, xq_given, err);
+    case V4F_TYPE_BF16: return launch_matvec<V4F_TYPE_BF16>(c, a, n, fast, xq_given, err);
+    case V4F_TYPE_Q8_0: return launch_matvec<V4F_TYPE_Q8_0>(c, a, n, fast, xq_given, err);
+    case V4F_TYPE_Q2_K: return launch_matvec<V4F_TYPE_Q2_K>(c, a, n, fast, xq_given, err);
+    case V4F_TYPE_Q4_K: return launch_matvec<V4F_TYPE_Q4_K>(c, a, n, fast, xq_given, err);
+    default: return launch_matvec<V4F_TYPE_IQ2_XXS>(c, a, n, fast, xq_given, err);
     }
 }
 
@@ -1215,8 +1195,8 @@ static v4f_status check_mat(const v4f_cuda_mat *w, uint64_t *packed, v4f_err *er
     return V4F_OK;
 }
 
-v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x, float *const *y,
-                                 v4f_err *err) {
+static v4f_status matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x,
+                               const uint8_t *const *xq, float *const *y, v4f_err *err) {
     if (n < 1 || n > V4F_CUDA_MATVEC_MAX_BATCH)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec batch of %d (1..%d)", n,
                            V4F_CUDA_MATVEC_MAX_BATCH);
@@ -1232,6 +1212,9 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
         if (w[i].type != type || w[i].n_in != a.n_in)
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec batch mixes types or n_in");
         if (!x[i] || !y[i]) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL x or y");
+        if (xq && (!xq[i] || (uintptr_t)xq[i] % 16 != 0))
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL or unaligned x planes");
+        if (xq) a.p[i].xq = xq[i];
         a.p[i].w = (const uint8_t *)w[i].data;
         a.p[i].x = x[i];
         a.p[i].y = y[i];
@@ -1240,16 +1223,34 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
         fast = fast && ((uintptr_t)w[i].data % 16 == 0) && (w[i].row_bytes % 16 == 0) && ((uintptr_t)x[i] % 16 == 0);
     }
     CUDA_TRY_DEVICE(c);
-    return launch_type(c, type, &a, n, fast, err);
+    return launch_type(c, type, &a, n, fast, err, xq != NULL);
+}
+
+v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x, float *const *y,
+                                 v4f_err *err) {
+    return matvec_batch(c, n, w, x, NULL, y, err);
+}
+
+v4f_status v4f_cuda_matvec_batch_planes(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x,
+                                        const uint8_t *const *xq, float *const *y, v4f_err *err) {
+    if (!xq) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL x planes");
+    if (n >= 1 && (w[0].n_in % 32 != 0 || w[0].n_in > QX_MAX_IN))
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: x planes of n_in %lld", (long long)w[0].n_in);
+    return matvec_batch(c, n, w, x, xq, y, err);
+}
+
+bool v4f_cuda_takes_planes(const v4f_cuda_mat *w) {
+    return w && (w->type == V4F_TYPE_Q8_0 || w->type == V4F_TYPE_Q2_K || w->type == V4F_TYPE_Q4_K) &&
+           w->n_in % 32 == 0 && w->n_in <= QX_MAX_IN && !(w->type == V4F_TYPE_Q8_0 && q8_f32());
 }
 
 v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err) {
     return v4f_cuda_matvec_batch(c, 1, w, &x, &y, err);
 }
 
-v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
-                                    const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
-                                    const float *const *x, float *const *y, v4f_err *err) {
+static v4f_status matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
+                                  const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
+                                  const float *const *x, const uint8_t *const *xq, float *const *y, v4f_err *err) {
     if (n < 1 || n > V4F_CUDA_MATVEC_MAX_BATCH || !tab || !ids || !tab_off || !slot)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: indirect matvec of %d pairs (1..%d) or NULL table",
                            n, V4F_CUDA_MATVEC_MAX_BATCH);
@@ -1267,6 +1268,9 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
     for (int i = 0; i < n; i++) {
         if (!x[i] || !y[i] || tab_off[i] < 0 || slot[i] < 0)
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: indirect matvec pair %d: NULL x/y or bad slot", i);
+        if (xq && (!xq[i] || (uintptr_t)xq[i] % 16 != 0))
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL or unaligned x planes");
+        if (xq) a.p[i].xq = xq[i];
         a.p[i].x = x[i];
         a.p[i].y = y[i];
         a.p[i].n_out = shape->n_out;
@@ -1276,7 +1280,23 @@ v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shap
         fast = fast && ((uintptr_t)x[i] % 16 == 0);
     }
     CUDA_TRY_DEVICE(c);
-    return launch_type(c, shape->type, &a, n, fast, err);
+    return launch_type(c, shape->type, &a, n, fast, err, xq != NULL);
+}
+
+v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
+                                    const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
+                                    const float *const *x, float *const *y, v4f_err *err) {
+    return matvec_indirect(c, n, shape, tab, ids, tab_off, slot, x, NULL, y, err);
+}
+
+v4f_status v4f_cuda_matvec_indirect_planes(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
+                                           const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
+                                           const float *const *x, const uint8_t *const *xq, float *const *y,
+                                           v4f_err *err) {
+    if (!xq || !shape || shape->n_in % 32 != 0 || shape->n_in > QX_MAX_IN)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: x planes missing or of n_in %lld",
+                           shape ? (long long)shape->n_in : 0ll);
+    return matvec_indirect(c, n, shape, tab, ids, tab_off, slot, x, xq, y, err);
 }
 
 /* ---- int8-plane rows (several columns, expert by expert) ------------------ */
