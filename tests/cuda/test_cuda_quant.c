@@ -208,7 +208,7 @@ static void run_batch(v4f_cuda *c, uint32_t type, int64_t n_in, int n, int64_t n
         free(y);
     }
     /* x's planes made beforehand (the split a producer kernel shares, in
-     * the natural order: IQ2_XXS must ignore them and split again) give
+     * the natural order, which the IQ2_XXS kernel permutes itself) give
      * the same bits */
     if (n_in % 32 == 0 && n_in <= 16384) {
         const size_t qb = v4f_cuda_quant_row_bytes(n_in);
@@ -341,7 +341,7 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
         t.hx = hx[i % 3];
         check_y(&t, y + i * n_out, "matvec_indirect");
     }
-    /* x's planes made beforehand (natural order: IQ2_XXS splits again) give the same bits */
+    /* x's planes made beforehand (natural order for every type) give the same bits */
     if (n_in % 32 == 0 && n_in <= 16384 && x_off % 4 == 0) {
         const size_t qb = v4f_cuda_quant_row_bytes(n_in), yb = (size_t)(IND_PAIRS * n_out) * sizeof(float);
         uint8_t *dq[3];

@@ -152,19 +152,21 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
                                  v4f_err *err);
 
 /* The same with x's int8 planes already made (xq[i]: a slot of
- * v4f_cuda_quant_row_bytes(n_in) bytes, 16-byte aligned, written by a
+ * v4f_cuda_quant_row_bytes(n_in) bytes, 16-byte aligned, in the natural
+ * order as v4f_cuda_quant_rows(V4F_TYPE_Q8_0) makes them, for every type:
+ * the matvec kernel permutes IQ2_XXS's units itself; written by a
  * kernel that produced x with the matvecs' own split: v4f_cuda_swiglu_planes,
  * the decode attention with v4f_cuda_out_planes):
  * launches that multiply planes read them instead of splitting x again
- * (one launch fewer on the decode chain); the others, and IQ2_XXS (which
- * wants its own order), use x. Same results as v4f_cuda_matvec_batch when
- * the planes are x's. n_in % 32 == 0 and n_in <= 16384. */
+ * (one launch fewer on the decode chain); the others use x. Same results
+ * as v4f_cuda_matvec_batch when the planes are x's. n_in % 32 == 0 and
+ * n_in <= 16384. */
 v4f_status v4f_cuda_matvec_batch_planes(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x,
                                         const uint8_t *const *xq, float *const *y, v4f_err *err);
 
 /* Whether a matvec of w reads given planes (the entry points above and
- * below): Q8_0, Q2_K and Q4_K with n_in % 32 == 0 and n_in <= 16384. For
- * other matrices a producer need not make them. */
+ * below): Q8_0, Q2_K, Q4_K and IQ2_XXS with n_in % 32 == 0 and n_in <=
+ * 16384. For other matrices a producer need not make them. */
 bool v4f_cuda_takes_planes(const v4f_cuda_mat *w);
 
 /* Matvecs whose matrices are chosen on the device (routed experts; no host

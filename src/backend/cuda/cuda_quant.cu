@@ -1088,7 +1088,7 @@ static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads,
 }
 
 /* xq_given: p[i].xq holds x's planes, made by the caller with this file's
- * split (IQ2_XXS, which wants them in its weight order, splits again) */
+ * split in the natural order (k_matvec permutes IQ2_XXS units itself) */
 template <int T>
 static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, bool xq_given, v4f_err *err) {
     int64_t max_out = 0;
@@ -1098,8 +1098,9 @@ static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, bool 
     if (fast) {
         constexpr bool kPlanes = uses_planes(T);
         const bool planes = kPlanes && a->n_in <= c->qx_max_in && !(T == V4F_TYPE_Q8_0 && q8_f32());
-        /* ncol > 0: the caller made the planes (v4f_cuda_matvec_cols) */
-        if (planes && a->ncol == 0 && !(xq_given && T != V4F_TYPE_IQ2_XXS)) {
+        /* ncol > 0 or xq_given: the caller made the planes (v4f_cuda_matvec_cols,
+         * the _planes entry points) */
+        if (planes && a->ncol == 0 && !xq_given) {
             const v4f_status st = prepare_planes(c, a, n, err);
             if (st != V4F_OK) return st;
         }
@@ -1240,7 +1241,8 @@ v4f_status v4f_cuda_matvec_batch_planes(v4f_cuda *c, int n, const v4f_cuda_mat *
 }
 
 bool v4f_cuda_takes_planes(const v4f_cuda_mat *w) {
-    return w && (w->type == V4F_TYPE_Q8_0 || w->type == V4F_TYPE_Q2_K || w->type == V4F_TYPE_Q4_K) &&
+    return w && (w->type == V4F_TYPE_Q8_0 || w->type == V4F_TYPE_Q2_K || w->type == V4F_TYPE_Q4_K ||
+                 w->type == V4F_TYPE_IQ2_XXS) &&
            w->n_in % 32 == 0 && w->n_in <= QX_MAX_IN && !(w->type == V4F_TYPE_Q8_0 && q8_f32());
 }
 
