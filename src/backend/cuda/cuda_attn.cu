@@ -166,6 +166,69 @@ __device__ __forceinline__ void fa_plane_group(const fa_planes &pl, float v, int
     dev_quant_x_group(v, lane, lane, pl.qx + e0 / pl.n * pl.row_bytes, pl.n, e0 % pl.n / 32);
 }
 
+/* The split-key kernels' (k_fa_tile, k_fa_tc) key range for CTA split of
+ * query t: [*kbeg, *kend), whole tiles. false: no keys in this split
+ * (decode sizes the split count for the ring's capacity); its (max, sum) =
+ * (-inf, 0) are written, which the merge skips without reading the partial. */
+__device__ __forceinline__ bool fa_split_keys(const fa_args &a, int split, int64_t t, int64_t n_q, int h0, int tid,
+                                              int64_t *n_raw, int64_t *kbeg, int64_t *kend) {
+    int64_t nk;
+    attn_counts(&a.k, t, n_raw, &nk);
+    const int64_t per = ((nk + a.n_split - 1) / a.n_split + FA_KT - 1) / FA_KT * FA_KT;
+    *kbeg = (int64_t)split * per;
+    *kend = min(nk, *kbeg + per);
+    if (a.n_split > 1 && *kbeg >= *kend) {
+        for (int hl = tid; hl < FA_HG; hl += FA_THREADS)
+            if (h0 + hl < a.n_head) {
+                const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h0 + hl;
+                g_fa_ml[2 * slot] = -INFINITY, g_fa_ml[2 * slot + 1] = 0.f;
+            }
+        return false;
+    }
+    return true;
+}
+
+/* Key tile [k0, k0 + FA_KT) of query t (the split's keys end at kend) into
+ * shared rows k of ld floats, float32, and its row pointers into rows
+ * (NULL past the range or for a -1 index: the row reads as zeros). Returns
+ * the tile's key count; barriers before (the previous tile's readers are
+ * done) and after (the tile landed). */
+__device__ __forceinline__ int fa_load_tile(const fa_args &a, int64_t t, int64_t k0, int64_t kend, int64_t n_raw,
+                                            int tid, const float **rows, float *k, int ld) {
+    const int nt = (int)min((int64_t)FA_KT, kend - k0);
+    __syncthreads();
+    if (tid < FA_KT) rows[tid] = tid < nt ? attn_key_row(&a.k, t, k0 + tid, n_raw, FA_HD) : NULL;
+    __syncthreads();
+    for (int i = tid; i < FA_KT * (FA_HD / 4); i += FA_THREADS) {
+        const int j = i / (FA_HD / 4), c4 = i % (FA_HD / 4);
+        const float *src = rows[j];
+        cp_async16(k + (int64_t)j * ld + c4 * 4, src ? src + c4 * 4 : a.q, src ? 16 : 0); /* missing rows: zeros */
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    return nt;
+}
+
+/* Where the split-key kernels put head h's output of query t, whose
+ * softmax state over the split is (m, l), and the factor *f for it: one
+ * split, the output itself with the sink folded in; else the split's
+ * partial (factor 1), and writer stores (m, l) for the merge. */
+__device__ __forceinline__ float *fa_out_dest(const fa_args &a, int split, int64_t n_q, int64_t t, int h, float m,
+                                              float l, bool writer, float *f) {
+    if (a.n_split == 1) {
+        const float sink = a.sinks[h];
+        const float M = fmaxf(sink, m);
+        const float fm = m == -INFINITY ? 0.f : expf(m - M);
+        const float den = expf(sink - M) + l * fm;
+        *f = fm / den;
+        return a.out + (t * a.n_head + h) * FA_HD;
+    }
+    const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h;
+    *f = 1.0f;
+    if (writer) g_fa_ml[2 * slot] = m, g_fa_ml[2 * slot + 1] = l;
+    return g_fa_part + slot * FA_HD;
+}
+
 __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
     V4F_PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char fa_raw[];
@@ -176,22 +239,8 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
     const int h0 = hg * FA_HG;
     const int64_t n_q = gridDim.z;
 
-    int64_t n_raw, nk;
-    attn_counts(&a.k, t, &n_raw, &nk);
-    const int64_t per = ((nk + a.n_split - 1) / a.n_split + FA_KT - 1) / FA_KT * FA_KT;
-    const int64_t kbeg = (int64_t)split * per;
-    const int64_t kend = min(nk, kbeg + per);
-    if (a.n_split > 1 && kbeg >= kend) {
-        /* no keys in this split (decode sizes the split count for the
-         * ring's capacity): only its (max, sum) = (-inf, 0), which the merge
-         * skips without reading the partial */
-        for (int hl = tid; hl < FA_HG; hl += FA_THREADS)
-            if (h0 + hl < a.n_head) {
-                const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h0 + hl;
-                g_fa_ml[2 * slot] = -INFINITY, g_fa_ml[2 * slot + 1] = 0.f;
-            }
-        return;
-    }
+    int64_t n_raw, kbeg, kend;
+    if (!fa_split_keys(a, split, t, n_q, h0, tid, &n_raw, &kbeg, &kend)) return;
 
     /* the query heads of this group (zero rows past n_head) */
     for (int i = tid; i < FA_HG * (FA_HD / 4); i += FA_THREADS) {
@@ -215,17 +264,7 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
     const int aq = w >> 1, ahq = 2 * (w & 1) + (lane >> 4), jj = lane & 15;
 
     for (int64_t k0 = kbeg; k0 < kend; k0 += FA_KT) {
-        const int nt = (int)min((int64_t)FA_KT, kend - k0);
-        __syncthreads(); /* the previous tile's readers are done */
-        if (tid < FA_KT) S.rows[tid] = tid < nt ? attn_key_row(&a.k, t, k0 + tid, n_raw, FA_HD) : NULL;
-        __syncthreads();
-        for (int i = tid; i < FA_KT * (FA_HD / 4); i += FA_THREADS) {
-            const int j = i / (FA_HD / 4), c4 = i % (FA_HD / 4);
-            const float *src = S.rows[j];
-            cp_async16(&S.k[j][c4 * 4], src ? src + c4 * 4 : a.q, src ? 16 : 0);
-        }
-        cp_async_wait_all();
-        __syncthreads();
+        const int nt = fa_load_tile(a, t, k0, kend, n_raw, tid, S.rows, &S.k[0][0], FA_LD);
 
         /* scores: partial dots over the quarter [128 aq, 128 aq + 128) */
         {
@@ -314,22 +353,8 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
     for (int x = 0; x < 4; x++) {
         const int hl = 4 * cq + x, h = h0 + hl;
         if (h >= a.n_head) continue;
-        const float m = S.m[hl], l = S.l[hl];
-        float *dst;
         float f;
-        if (a.n_split == 1) {
-            const float sink = a.sinks[h];
-            const float M = fmaxf(sink, m);
-            const float fm = m == -INFINITY ? 0.f : expf(m - M);
-            const float den = expf(sink - M) + l * fm;
-            f = fm / den;
-            dst = a.out + (t * a.n_head + h) * FA_HD;
-        } else {
-            const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h;
-            f = 1.0f;
-            dst = g_fa_part + slot * FA_HD;
-            if (lane == 0 && chalf == 0) g_fa_ml[2 * slot] = m, g_fa_ml[2 * slot + 1] = l;
-        }
+        float *dst = fa_out_dest(a, split, n_q, t, h, S.m[hl], S.l[hl], lane == 0 && chalf == 0, &f);
         float *d0 = dst + chalf * 256 + lane * 4;
         *reinterpret_cast<float4 *>(d0) = make_float4(acc[x][0] * f, acc[x][1] * f, acc[x][2] * f, acc[x][3] * f);
         *reinterpret_cast<float4 *>(d0 + 128) =
@@ -771,19 +796,8 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tc(fa_args a) {
     const int h0 = hg * FA_HG;
     const int64_t n_q = gridDim.z;
 
-    int64_t n_raw, nk;
-    attn_counts(&a.k, t, &n_raw, &nk);
-    const int64_t per = ((nk + a.n_split - 1) / a.n_split + FA_KT - 1) / FA_KT * FA_KT;
-    const int64_t kbeg = (int64_t)split * per;
-    const int64_t kend = min(nk, kbeg + per);
-    if (a.n_split > 1 && kbeg >= kend) { /* no keys in this split (k_fa_tile) */
-        for (int hl = tid; hl < FA_HG; hl += FA_THREADS)
-            if (h0 + hl < a.n_head) {
-                const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h0 + hl;
-                g_fa_ml[2 * slot] = -INFINITY, g_fa_ml[2 * slot + 1] = 0.f;
-            }
-        return;
-    }
+    int64_t n_raw, kbeg, kend;
+    if (!fa_split_keys(a, split, t, n_q, h0, tid, &n_raw, &kbeg, &kend)) return;
 
     /* the query heads of this group in f16 (zero rows past n_head) */
     for (int i = tid; i < FA_HG * (FA_HD / 4); i += FA_THREADS) {
@@ -804,17 +818,7 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tc(fa_args a) {
     const int sn = w & 3, sh = w >> 2; /* scores: keys 8 sn .. 8 sn + 7, dims [256 sh, 256 sh + 256) */
 
     for (int64_t k0 = kbeg; k0 < kend; k0 += FA_KT) {
-        const int nt = (int)min((int64_t)FA_KT, kend - k0);
-        __syncthreads(); /* the previous tile's readers are done */
-        if (tid < FA_KT) S.rows[tid] = tid < nt ? attn_key_row(&a.k, t, k0 + tid, n_raw, FA_HD) : NULL;
-        __syncthreads();
-        for (int i = tid; i < FA_KT * (FA_HD / 4); i += FA_THREADS) {
-            const int j = i / (FA_HD / 4), c4 = i % (FA_HD / 4);
-            const float *src = S.rows[j];
-            cp_async16(&S.k[j][c4 * 4], src ? src + c4 * 4 : a.q, src ? 16 : 0); /* missing rows: zeros */
-        }
-        cp_async_wait_all();
-        __syncthreads();
+        const int nt = fa_load_tile(a, t, k0, kend, n_raw, tid, S.rows, &S.k[0][0], FT_LD);
 
         /* S = Q K^T over this warp's keys and dim half */
         {
@@ -889,22 +893,8 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tc(fa_args a) {
     for (int r = 0; r < 2; r++) {
         const int hl = g + 8 * r, h = h0 + hl;
         if (h >= a.n_head) continue;
-        const float m = S.m[hl], l = S.l[hl];
-        float *dst;
         float f;
-        if (a.n_split == 1) {
-            const float sink = a.sinks[h];
-            const float M = fmaxf(sink, m);
-            const float fm = m == -INFINITY ? 0.f : expf(m - M);
-            const float den = expf(sink - M) + l * fm;
-            f = fm / den;
-            dst = a.out + (t * a.n_head + h) * FA_HD;
-        } else {
-            const int64_t slot = ((int64_t)split * n_q + t) * a.n_head + h;
-            f = 1.0f;
-            dst = g_fa_part + slot * FA_HD;
-            if (w == 0 && c == 0) g_fa_ml[2 * slot] = m, g_fa_ml[2 * slot + 1] = l;
-        }
+        float *dst = fa_out_dest(a, split, n_q, t, h, S.m[hl], S.l[hl], w == 0 && c == 0, &f);
 #pragma unroll
         for (int n = 0; n < 8; n++)
             *reinterpret_cast<float2 *>(dst + 64 * w + 8 * n + 2 * c) = make_float2(acc[n][2 * r] * f, acc[n][2 * r + 1] * f);
