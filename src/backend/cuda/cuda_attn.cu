@@ -77,6 +77,19 @@ __device__ __forceinline__ float warp_max_f(float v) {
     return v;
 }
 
+/* One head's online-softmax step over a tile of up to 32 keys, lane = key
+ * (the tiled kernels): s is the lane's scaled score, -inf for no key; the
+ * running max m and sum l move to the tile, *corr gets the factor for the
+ * accumulated output. Returns the lane's weight. */
+__device__ __forceinline__ float fa_softmax_step(float s, float *m, float *l, float *corr) {
+    const float mn = fmaxf(*m, warp_max_f(s));
+    const float p = s == -INFINITY ? 0.f : expf(s - mn);
+    *corr = *m == -INFINITY ? 0.f : expf(*m - mn);
+    *l = *l * *corr + warp_sum_f(p);
+    *m = mn;
+    return p;
+}
+
 /* 16-byte global -> shared copy (cp.async, L2 only); src_bytes 0 zero-fills. */
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes) {
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -304,11 +317,8 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tile(fa_args a) {
             const int hl = 2 * w + r;
             float s = ((S.sp[0][hl][lane] + S.sp[1][hl][lane]) + S.sp[2][hl][lane]) + S.sp[3][hl][lane];
             s = (lane < nt && S.rows[lane]) ? s * a.scale : -INFINITY;
-            const float mn = fmaxf(m_run[r], warp_max_f(s));
-            const float p = s == -INFINITY ? 0.f : expf(s - mn);
-            const float corr = m_run[r] == -INFINITY ? 0.f : expf(m_run[r] - mn);
-            l_run[r] = l_run[r] * corr + warp_sum_f(p);
-            m_run[r] = mn;
+            float corr;
+            const float p = fa_softmax_step(s, &m_run[r], &l_run[r], &corr);
             S.p[lane][hl] = p;
             if (lane == 0) S.corr[hl] = corr;
         }
@@ -850,11 +860,8 @@ __global__ void __launch_bounds__(FA_THREADS, 2) k_fa_tc(fa_args a) {
             const int hl = 2 * w + r;
             float s = S.sp[0][hl][lane] + S.sp[1][hl][lane];
             s = (lane < nt && S.rows[lane]) ? s * a.scale : -INFINITY;
-            const float mn = fmaxf(m_run[r], warp_max_f(s));
-            const float p = s == -INFINITY ? 0.f : expf(s - mn);
-            const float corr = m_run[r] == -INFINITY ? 0.f : expf(m_run[r] - mn);
-            l_run[r] = l_run[r] * corr + warp_sum_f(p);
-            m_run[r] = mn;
+            float corr;
+            const float p = fa_softmax_step(s, &m_run[r], &l_run[r], &corr);
             S.ph[hl][lane] = __float2half_rn(p);
             if (lane == 0) S.corr[hl] = corr;
         }
@@ -1036,11 +1043,8 @@ __global__ void __launch_bounds__(FM_THREADS, 1) k_fa_mma(fa_args a) {
                 const int hl = 4 * w + r;
                 float s = sp[hl * LDS + lane] + sp[(FM_HB + hl) * LDS + lane];
                 s = valid ? s * a.scale : -INFINITY;
-                const float mn = fmaxf(m_run[r], warp_max_f(s));
-                const float p = s == -INFINITY ? 0.f : expf(s - mn);
-                const float corr = m_run[r] == -INFINITY ? 0.f : expf(m_run[r] - mn);
-                l_run[r] = l_run[r] * corr + warp_sum_f(p);
-                m_run[r] = mn;
+                float corr;
+                const float p = fa_softmax_step(s, &m_run[r], &l_run[r], &corr);
                 ph[hl * LDS + lane] = __float2half_rn(p);
                 if (lane == 0) s_corr[hl] = corr;
             }

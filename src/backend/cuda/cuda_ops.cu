@@ -409,6 +409,28 @@ extern "C" v4f_status v4f_cuda_hc_head_weights(v4f_cuda *c, const float *mix, co
 #define ROUTER_MAX_EXPERT 4096
 #define ROUTER_MAX_K 64
 
+/* The routing weights of one token from its chosen experts' scores s_w[0..k)
+ * (shared memory, visible to all after the caller's barrier): the first
+ * thread sums them in selection order, as the CPU; then, normalised (norm)
+ * and scaled, thread i of n writes weights i, i + n, ... CTA: the block's
+ * threads (else one warp). */
+template <bool CTA>
+__device__ __forceinline__ void router_weights(const float *s_w, float *s_sum, int k, int norm, float scale, float *wt,
+                                               int i0, int n) {
+    if (i0 == 0) {
+        float sum = 0;
+        for (int i = 0; i < k; i++) sum = __fadd_rn(sum, s_w[i]);
+        *s_sum = sum;
+    }
+    if constexpr (CTA) __syncthreads();
+    else __syncwarp();
+    for (int i = i0; i < k; i += n) {
+        float v = s_w[i];
+        if (norm) v = __fdiv_rn(v, *s_sum);
+        wt[i] = __fmul_rn(v, scale);
+    }
+}
+
 __device__ __forceinline__ float router_score(float l) {
     return sqrtf(l > 20.0f ? l : log1pf(expf(l)));
 }
@@ -476,17 +498,7 @@ __global__ void k_router(const float *__restrict__ logits, const float *__restri
         }
     }
     __syncwarp();
-    if (lane == 0) {
-        float sum = 0;
-        for (int i = 0; i < k; i++) sum = __fadd_rn(sum, s_w[i]);
-        s_sum = sum;
-    }
-    __syncwarp();
-    for (int i = lane; i < k; i += 32) {
-        float v = s_w[i];
-        if (norm) v = __fdiv_rn(v, s_sum);
-        wt[i] = __fmul_rn(v, scale);
-    }
+    router_weights<false>(s_w, &s_sum, k, norm, scale, wt, lane, 32);
 }
 
 /* Learned routing of up to RT_WARPS x 32 experts (the published 256), one
@@ -546,17 +558,7 @@ __global__ void __launch_bounds__(RT_WARPS * 32) k_router_wide(const float *__re
         }
     }
     __syncthreads();
-    if (e == 0) {
-        float sum = 0;
-        for (int i = 0; i < k; i++) sum = __fadd_rn(sum, s_w[i]);
-        s_sum = sum;
-    }
-    __syncthreads();
-    for (int i = e; i < k; i += RT_WARPS * 32) {
-        float v = s_w[i];
-        if (norm) v = __fdiv_rn(v, s_sum);
-        w[t * k + i] = __fmul_rn(v, scale);
-    }
+    router_weights<true>(s_w, &s_sum, k, norm, scale, w + t * k, e, RT_WARPS * 32);
 }
 
 extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok,
