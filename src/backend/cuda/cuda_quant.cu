@@ -1196,6 +1196,17 @@ static v4f_status check_mat(const v4f_cuda_mat *w, uint64_t *packed, v4f_err *er
     return V4F_OK;
 }
 
+/* A pair's given x planes (the _planes entry points): 16-byte aligned. */
+static v4f_status set_given_planes(mv_pair *p, const uint8_t *xq, v4f_err *err) {
+    if (!xq || (uintptr_t)xq % 16 != 0)
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL or unaligned x planes");
+    p->xq = xq;
+    return V4F_OK;
+}
+
+/* Rows of n_in whose x planes a caller can make (v4f_cuda_quant_row_bytes' slots). */
+static bool planes_n_in_ok(int64_t n_in) { return n_in % 32 == 0 && n_in <= QX_MAX_IN; }
+
 static v4f_status matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x,
                                const uint8_t *const *xq, float *const *y, v4f_err *err) {
     if (n < 1 || n > V4F_CUDA_MATVEC_MAX_BATCH)
@@ -1213,9 +1224,8 @@ static v4f_status matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, const 
         if (w[i].type != type || w[i].n_in != a.n_in)
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec batch mixes types or n_in");
         if (!x[i] || !y[i]) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL x or y");
-        if (xq && (!xq[i] || (uintptr_t)xq[i] % 16 != 0))
-            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL or unaligned x planes");
-        if (xq) a.p[i].xq = xq[i];
+        const v4f_status sp = xq ? set_given_planes(&a.p[i], xq[i], err) : V4F_OK;
+        if (sp) return sp;
         a.p[i].w = (const uint8_t *)w[i].data;
         a.p[i].x = x[i];
         a.p[i].y = y[i];
@@ -1235,7 +1245,7 @@ v4f_status v4f_cuda_matvec_batch(v4f_cuda *c, int n, const v4f_cuda_mat *w, cons
 v4f_status v4f_cuda_matvec_batch_planes(v4f_cuda *c, int n, const v4f_cuda_mat *w, const float *const *x,
                                         const uint8_t *const *xq, float *const *y, v4f_err *err) {
     if (!xq) return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL x planes");
-    if (n >= 1 && (w[0].n_in % 32 != 0 || w[0].n_in > QX_MAX_IN))
+    if (n >= 1 && !planes_n_in_ok(w[0].n_in))
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: x planes of n_in %lld", (long long)w[0].n_in);
     return matvec_batch(c, n, w, x, xq, y, err);
 }
@@ -1243,7 +1253,7 @@ v4f_status v4f_cuda_matvec_batch_planes(v4f_cuda *c, int n, const v4f_cuda_mat *
 bool v4f_cuda_takes_planes(const v4f_cuda_mat *w) {
     return w && (w->type == V4F_TYPE_Q8_0 || w->type == V4F_TYPE_Q2_K || w->type == V4F_TYPE_Q4_K ||
                  w->type == V4F_TYPE_IQ2_XXS) &&
-           w->n_in % 32 == 0 && w->n_in <= QX_MAX_IN && !(w->type == V4F_TYPE_Q8_0 && q8_f32());
+           planes_n_in_ok(w->n_in) && !(w->type == V4F_TYPE_Q8_0 && q8_f32());
 }
 
 v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err) {
@@ -1270,9 +1280,8 @@ static v4f_status matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape,
     for (int i = 0; i < n; i++) {
         if (!x[i] || !y[i] || tab_off[i] < 0 || slot[i] < 0)
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: indirect matvec pair %d: NULL x/y or bad slot", i);
-        if (xq && (!xq[i] || (uintptr_t)xq[i] % 16 != 0))
-            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: NULL or unaligned x planes");
-        if (xq) a.p[i].xq = xq[i];
+        const v4f_status sp = xq ? set_given_planes(&a.p[i], xq[i], err) : V4F_OK;
+        if (sp) return sp;
         a.p[i].x = x[i];
         a.p[i].y = y[i];
         a.p[i].n_out = shape->n_out;
@@ -1295,7 +1304,7 @@ v4f_status v4f_cuda_matvec_indirect_planes(v4f_cuda *c, int n, const v4f_cuda_ma
                                            const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
                                            const float *const *x, const uint8_t *const *xq, float *const *y,
                                            v4f_err *err) {
-    if (!xq || !shape || shape->n_in % 32 != 0 || shape->n_in > QX_MAX_IN)
+    if (!xq || !shape || !planes_n_in_ok(shape->n_in))
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: x planes missing or of n_in %lld",
                            shape ? (long long)shape->n_in : 0ll);
     return matvec_indirect(c, n, shape, tab, ids, tab_off, slot, x, xq, y, err);
