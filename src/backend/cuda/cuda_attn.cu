@@ -1236,6 +1236,22 @@ static fa_planes fa_planes_of(const v4f_cuda_out_planes *pl) {
     return r;
 }
 
+/* What the attention kernel did not do to its output: the RoPE of each
+ * head's tail (rope), then the matvecs' split of the final output (planes;
+ * any type but IQ2_XXS's order). Each NULL when done or not wanted. */
+static v4f_status attn_out_tail(v4f_cuda *c, float *out, int64_t n_q, int64_t n_head, int64_t head_dim,
+                                const v4f_cuda_out_rope *rope, const v4f_cuda_out_planes *planes, v4f_err *err) {
+    if (rope) {
+        const v4f_status st =
+            v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
+        if (st) return st;
+    }
+    if (planes)
+        return v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, out, n_q * n_head * head_dim / planes->n, planes->n, planes->n,
+                                   planes->qx, err);
+    return V4F_OK;
+}
+
 extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head,
                                               int64_t head_dim, const v4f_cuda_attn_keys *keys, const float *sinks,
                                               float scale, const v4f_cuda_out_rope *rope, float *out,
@@ -1347,15 +1363,8 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
             v4f_launch(k_attn_generic<16>, grid, ATTN_WARPS * 32, 0, c->stream, a);
         CUDA_TRY_LAUNCH();
     }
-    if (rope && !roped) { /* not fused: a launch of its own */
-        const v4f_status st =
-            v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
-        if (st) return st;
-    }
-    if (planes && !planed) /* the matvecs' split of the final output (any type but IQ2_XXS's order) */
-        return v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, out, n_q * n_head * head_dim / planes->n, planes->n, planes->n,
-                                   planes->qx, err);
-    return V4F_OK;
+    /* what the kernels did not fuse: a launch of its own each */
+    return attn_out_tail(c, out, n_q, n_head, head_dim, roped ? NULL : rope, planed ? NULL : planes, err);
 }
 
 extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64_t n_q, int64_t n_head,
@@ -1417,15 +1426,7 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope_mixed(v4f_cuda *c, float *q, int64
     else
         v4f_launch(k_fa_mma<128>, grid, FM_THREADS, bytes, c->stream, a);
     CUDA_TRY_LAUNCH();
-    if (rope) {
-        const v4f_status st =
-            v4f_cuda_rope_tail(c, out, n_q, n_head, head_dim, rope->n_rot, rope->freqs, rope->pos, 0, 0, true, err);
-        if (st) return st;
-    }
-    if (planes)
-        return v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, out, n_q * n_head * head_dim / planes->n, planes->n, planes->n,
-                                   planes->qx, err);
-    return V4F_OK;
+    return attn_out_tail(c, out, n_q, n_head, head_dim, rope, planes, err);
 }
 
 extern "C" v4f_status v4f_cuda_attn_sink(v4f_cuda *c, const float *q, int64_t n_q, int64_t n_head, int64_t head_dim,
@@ -1777,12 +1778,6 @@ extern "C" v4f_status v4f_cuda_indexer_scores_mixed(v4f_cuda *c, const float *q,
 
 /* ---- top-k -------------------------------------------------------------------------- */
 
-/* Order-preserving map float -> uint32 (larger float, larger key); -0 is +0. */
-__device__ __forceinline__ uint32_t topk_key(float f) {
-    uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 /* Exclusive prefix count of flag over the block (all NT threads call);
  * returns this thread's rank, *total the block's count. s_w: NT/32 ints. */
 template <int NT>
@@ -1882,11 +1877,11 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
     }
     uint32_t T;
     int64_t need;
-    tk_radix_select<NT>(n, kk, [&](int64_t i) { return topk_key(xr[i]); }, &T, &need);
+    tk_radix_select<NT>(n, kk, [&](int64_t i) { return dev_order_key(xr[i]); }, &T, &need);
     int64_t eq_base = 0, out_base = 0;
     for (int64_t c0 = 0; c0 < n; c0 += NT) {
         const int64_t i = c0 + threadIdx.x;
-        const uint32_t key = i < n ? topk_key(xr[i]) : 0u;
+        const uint32_t key = i < n ? dev_order_key(xr[i]) : 0u;
         const bool eq = i < n && key == T;
         int eq_tot = 0, sel_tot = 0;
         const int eq_rank = block_rank<NT>(eq, s_w, &eq_tot);
@@ -1938,7 +1933,7 @@ __device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const int i = i0 + j * NT + tid;
-            if (i < n) s_key[i] = topk_key(v[j]);
+            if (i < n) s_key[i] = dev_order_key(v[j]);
         }
     }
     for (int i = tid; i < 256 * 32; i += NT) s_hist[i] = 0;
@@ -2133,7 +2128,7 @@ __global__ void __launch_bounds__(TK_THREADS) k_tk_hist1(const float *__restrict
     for (int64_t i0 = b; i0 < e; i0 += TK_THREADS) {
         const int64_t i = i0 + threadIdx.x;
         const bool ok = i < e;
-        hist_add(h, ok ? topk_key(xr[i]) >> 20 : 0u, ok);
+        hist_add(h, ok ? dev_order_key(xr[i]) >> 20 : 0u, ok);
     }
     __syncthreads();
     for (int i = threadIdx.x; i < TK_BINS; i += TK_THREADS)
@@ -2157,7 +2152,7 @@ __global__ void __launch_bounds__(TK_THREADS) k_tk_hist2(const float *__restrict
     const float *xr = x + r * ld;
     for (int64_t i0 = b; i0 < e; i0 += TK_THREADS) {
         const int64_t i = i0 + threadIdx.x;
-        const uint32_t key = i < e ? topk_key(xr[i]) : 0u;
+        const uint32_t key = i < e ? dev_order_key(xr[i]) : 0u;
         const bool ok = i < e && (int)(key >> 20) == b1;
         hist_add(h, ok ? (key >> 8) & (TK_BINS - 1) : 0u, ok);
     }
@@ -2182,7 +2177,7 @@ __global__ void __launch_bounds__(TK_THREADS) k_tk_collect(const float *__restri
     const float *xr = x + r * ld;
     for (int64_t i0 = b; i0 < e; i0 += TK_THREADS) {
         const int64_t i = i0 + threadIdx.x;
-        const uint32_t key = i < e ? topk_key(xr[i]) : 0u;
+        const uint32_t key = i < e ? dev_order_key(xr[i]) : 0u;
         const bool def = i < e && (key >> 8) > p24;
         const bool cand = i < e && (key >> 8) == p24;
         const unsigned sd = warp_append(&g_tk_ndef[r], def);

@@ -53,6 +53,12 @@ __device__ __forceinline__ void dev_quant_x_group(float v, int lane, int at, uin
     if ((lane & 15) == 0) s16[2 * g + (lane >> 4)] = sum;
 }
 
+/* Order-preserving map float -> uint32 (larger float, larger key); -0 is
+ * +0 (top-k selection, the router's argmax). */
+__device__ __forceinline__ uint32_t dev_order_key(float f) {
+    uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

@@ -527,9 +527,7 @@ __global__ void __launch_bounds__(RT_WARPS * 32) k_router_wide(const float *__re
     uint32_t key = 0;
     if (live) {
         sc = router_score(logits[t * n_expert + e]);
-        const float v = __fadd_rn(sc, bias ? bias[e] : 0.0f);
-        const uint32_t u = __float_as_uint(v + 0.0f); /* -0 folds into +0 */
-        key = (u & 0x80000000u) ? ~u : u | 0x80000000u;
+        key = dev_order_key(__fadd_rn(sc, bias ? bias[e] : 0.0f));
     }
     int32_t *id = ids + t * k;
     for (int i = 0; i < k; i++) {
