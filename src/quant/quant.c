@@ -179,7 +179,7 @@ void v4f_quantize_act(uint32_t act_type, const float *x, void *dst, int64_t n) {
     }
 }
 
-size_t v4f_planes_bytes(int64_t n) { return v4f_planes_off_bias(n) + (size_t)n; }
+size_t v4f_planes_bytes(int64_t n) { return v4f_planes_off_bias(n) + (size_t)n / 4; }
 
 void v4f_quantize_planes(const float *x, void *dst, int64_t n) {
     V4F_ASSERT(n % V4F_QK_K == 0);

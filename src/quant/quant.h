@@ -17,7 +17,7 @@
  * x ~= d (p1 + p2 / 128 + p3 / 16384), d = max|x| / 127 (the residual is at
  * most d / 32768 ~= 2.4e-7 max|x| of the group); dot_planes multiplies the
  * weight codes with those planes in exact int32 sums (AVX-512 VNNI) and
- * combines them in f32 per group. Same scheme as the CUDA matvec
+ * scales the exact sums in f32 per group. Same scheme as the CUDA matvec
  * (src/backend/cuda/cuda_quant.cu, "int8-plane activations").
  *
  * Threading: all kernels are pure functions; the dispatch table is built on

@@ -97,20 +97,23 @@ static inline int v4f_quant_nearest_int(float v) {
 /* Layout of the planes of an n-element row (n % 256 == 0, the block size of
  * every type with a plane kernel; 8 groups of 32 per block):
  *  [0, 3n)     plane records. Block b, chunk j (0..3): 192 bytes at
- *              768 b + 192 j, planes p1, p2, p3 of 64 bytes each; bytes 0..31
- *              of a plane are group 8b + j, bytes 32..63 group 8b + j + 4
- *              (the element pairs one 64-byte load of Q2_K codes covers).
+ *              768 b + 192 j, planes p1, p2, p3 of 64 bytes each; bytes
+ *              8k..8k+7 of a plane are elements 8j..8j+7 of group 8b + k
+ *              (k = 0..7). So a vpdpbusd lane pair 2k, 2k+1 holds group k in
+ *              every chunk of a block, and a kernel can add the integer sums
+ *              of the four chunks before it scales them once per block.
  *  off_d       float d[n / 32], natural group order; NaN for a group with a
  *              non-finite x (its planes are 0).
  *  off_s16     float s16[n / 16]: sums of x over runs of 16 (the K-quant
  *              mins), each summed as the tree ((x_i + x_i+8) + (.. + x_i+4))
  *              + ..., i.e. the 16-lane halving reduction; NaN in a bad group.
- *  off_bias    int32 bias[n / 4]: per chunk (block b, chunk j at 16 (4b + j))
- *              the 16 lanes of vpdpbusd, lane l = record bytes 4l..4l+3:
- *              64 * sum over them of (16384 p1 + 128 p2 + p3), the term that
- *              a weight code biased by +64 adds to a chunk's plane chain (the
- *              IQ2_XXS kernel applies its signs to the biased grid bytes,
- *              64 +- g, instead of to the three planes). |bias| < 2^30.
+ *  off_bias    int32 bias[n / 16]: per block (at 16 b) the 16 lanes of
+ *              vpdpbusd, lane l = bytes 4l..4l+3 of the block's 4 chunks:
+ *              64 * sum over those 16 elements of (16384 p1 + 128 p2 + p3),
+ *              the term that weight codes biased by +64 add to the block's
+ *              plane sums (the IQ2_XXS kernel applies its signs to the biased
+ *              grid bytes, 64 +- g, instead of to the three planes).
+ *              |bias| <= 16 * 64 * 127 * 16513 < 2^31.
  * Plane codes are int8 in [-127, 127]: p1 = rne(x / d), r1 = fma(-d, p1, x),
  * p2 = rne(r1 / (d / 128)), r2 likewise, p3 = rne(r2 / (d / 16384)), each
  * quotient clamped to [-127, 127] first (|p2|, |p3| <= 64 in fact); r1 and
@@ -124,11 +127,11 @@ static inline size_t v4f_planes_off_s16(int64_t n) {
 static inline size_t v4f_planes_off_bias(int64_t n) {
     return v4f_planes_off_s16(n) + (((size_t)n / 16 * 4 + 63) & ~(size_t)63);
 }
-/* byte offset of plane p1 of group g; p2 and p3 follow at +64, +128 */
-static inline size_t v4f_planes_group_off(int64_t g) {
-    return (size_t)(768 * (g / 8) + 192 * (g % 4) + 32 * ((g % 8) / 4));
+/* byte offset of plane p1 of element l (0..31) of group g; p2 and p3
+ * follow at +64, +128 */
+static inline size_t v4f_planes_elem_off(int64_t g, int l) {
+    return (size_t)(768 * (g / 8) + 192 * (l / 8) + 8 * (g % 8) + l % 8);
 }
-#define V4F_PLANES_STRIDE 64
 
 typedef void (*v4f_quant_planes_fn)(const float *x, void *dst, int64_t n);
 /* The scalar reference split and plane dots (quant_ref.c): integer sums per

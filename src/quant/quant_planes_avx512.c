@@ -20,16 +20,20 @@
  * the planes, ran at parity with the f32 one in decode on the Xeon host and
  * slower on the EPYC: not kept, docs/PERF_NOTES.md.)
  *
- * One 64-byte weight chunk against the three planes of its 64 elements:
- * T = (((S1 << 7) + S2) << 7) + S3 per lane, computed as dpbusd, shift,
- * dpbusd, shift, dpbusd in one register. |T| <= 4 * 107 * 127 * 16513 <
- * 2^30 (107: the largest biased IQ2_XXS byte), so T is exact; it is
- * converted to float and multiplied by the lane's scale d_w * d_x / 16384
- * (lanes 0-7 and 8-15 belong to the two groups the chunk covers). K-quant
- * mins use the f32 sums of x (s16). A group of x with a NaN or Inf has
- * d_x = NaN, which makes the result NaN. Each chunk index
- * has its own f32 accumulator (one chain was bound by the FMA latency). The
- * weights are prefetched g_pf bytes ahead (default PLANES_PF_BYTES).
+ * A block's 4 chunks of 64 weights against the plane records of the same
+ * elements (quant_internal.h: lanes 2k, 2k + 1 hold group k in every chunk):
+ * each chunk adds one dpbusd per plane into the block's sums S1, S2, S3, and
+ * once per block T = (((S1 << 7) + S2) << 7) + S3 per lane (IQ2_XXS minus the
+ * block's bias lanes), converted to float and multiplied by the lane's scale
+ * d_w * d_x / 16384 (Q2_K: two such sums per block, chunks 0-1 and 2-3, whose
+ * 16-element scales differ). The int32 arithmetic wraps at most in the
+ * partial sums: the true T of a lane is at most 16 * 43 * 127 * 16513 < 2^31
+ * (IQ2_XXS: 16 elements of |code| <= 43; Q4_K 16 * 15, Q2_K 8 * 3 in place of
+ * 16 * 43), so the wrapped result is exact. Per block that is 2 shifts, 1 conversion and 1 FMA instead of 8, 4
+ * and 4 when each chunk was scaled on its own (Xeon host: IQ2_XXS streaming
+ * +20%, docs/PERF_NOTES.md "Session 32"). K-quant mins use the f32 sums of x
+ * (s16). A group of x with a NaN or Inf has d_x = NaN, which makes the result
+ * NaN. The weights are prefetched g_pf bytes ahead (default PLANES_PF_BYTES).
  *
  * Invariants: the integer sums equal the reference's exactly; the results
  * differ from v4f_quant_dot_planes_ref only by f32 rounding (the lane
@@ -58,31 +62,44 @@ static inline void pf_block(const uint8_t *p, int n_lines) {
     for (int i = 0; i < n_lines; i++) _mm_prefetch((const char *)p + g_pf + 64 * i, _MM_HINT_T0);
 }
 
-/* T = 16384 S1 + 128 S2 + S3 per lane; a: unsigned weight bytes, b*: the
- * signed planes */
-VNNI_FN static inline __m512i chain3(__m512i a, __m512i b1, __m512i b2, __m512i b3) {
-    __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a, b1);
-    t = _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, b2);
-    return _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, b3);
-}
-
+/* T = 16384 S1 + 128 S2 + S3 per lane; a: unsigned weight bytes, p: the
+ * three signed planes of a chunk record (the split's bias lanes) */
 VNNI_FN static inline __m512i chain3_plain(__m512i a, const uint8_t *p) {
-    return chain3(a, _mm512_loadu_si512((const void *)p), _mm512_loadu_si512((const void *)(p + 64)),
-                  _mm512_loadu_si512((const void *)(p + 128)));
+    __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a, _mm512_loadu_si512((const void *)p));
+    t = _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, _mm512_loadu_si512((const void *)(p + 64)));
+    return _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, _mm512_loadu_si512((const void *)(p + 128)));
 }
 
-/* IQ2_XXS: the exact T of the signed grid values s g (g in {8, 25, 43}) from
- * the biased codes a = 64 + s g (bytes 21..107, unsigned), which add
- * 64 (16384 P1 + 128 P2 + P3) per lane: the chunk's bias lanes of the split.
- * |T of a| <= 4 * 107 * 127 * 16513 < 2^30. */
-VNNI_FN static inline __m512i chain3_biased(__m512i a, const uint8_t *p, const uint8_t *bias) {
-    return _mm512_sub_epi32(chain3_plain(a, p), _mm512_loadu_si512((const void *)bias));
+/* The three plane sums S1, S2, S3 of a block, added over its chunks (named
+ * members, not an array: GCC keeps an indexed one on the stack) */
+typedef struct psum {
+    __m512i s1, s2, s3;
+} psum;
+
+VNNI_FN static inline psum psum_zero(void) {
+    const __m512i z = _mm512_setzero_si512();
+    return (psum){z, z, z};
 }
 
-/* lanes 0-7 = s[j], lanes 8-15 = s[j + 4] of an 8-float vector */
-VNNI_FN static inline __m512 pair_scale(__m256 s, int j) {
-    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(j), _mm256_set1_epi32(j + 4), 1);
-    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(s));
+/* t + the dpbusd of weight chunk a with the three planes of the chunk
+ * record at p */
+VNNI_FN static inline psum psum_add(psum t, __m512i a, const uint8_t *p) {
+    t.s1 = _mm512_dpbusd_epi32(t.s1, a, _mm512_loadu_si512((const void *)p));
+    t.s2 = _mm512_dpbusd_epi32(t.s2, a, _mm512_loadu_si512((const void *)(p + 64)));
+    t.s3 = _mm512_dpbusd_epi32(t.s3, a, _mm512_loadu_si512((const void *)(p + 128)));
+    return t;
+}
+
+/* T = 16384 S1 + 128 S2 + S3 per lane, mod 2^32: exact wherever the true T
+ * fits in int32, whatever the partial sums wrapped to */
+VNNI_FN static inline __m512i psum_t(psum t) {
+    return _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(_mm512_slli_epi32(t.s1, 7), t.s2), 7), t.s3);
+}
+
+/* 16 lanes from an 8-float vector: lanes 2k, 2k + 1 = s[k] (group k) */
+VNNI_FN static inline __m512 group_lanes(__m256 s) {
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(s));
 }
 
 /* ---- the split ----------------------------------------------------------------- */
@@ -103,8 +120,11 @@ VNNI_FN static inline __m512 plane_q(__m512 r, float dk) {
     return _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+/* the 16 codes of q: 8 at p, 8 at p + 192 (two chunks' records) */
 VNNI_FN static inline void store_codes(uint8_t *p, __m512 q) {
-    _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
+    const __m128i c = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q));
+    _mm_storel_epi64((__m128i *)p, c);
+    _mm_storel_epi64((__m128i *)(p + 192), _mm_unpackhi_epi64(c, c));
 }
 
 VNNI_FN void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n) {
@@ -117,8 +137,7 @@ VNNI_FN void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n) {
         const int bad = (_mm512_cmp_ps_mask(a0, fmax, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, fmax, _CMP_NLE_UQ)) != 0;
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
         const float d1 = amax / 127.0f, d2 = d1 * (1.0f / 128.0f), d3 = d2 * (1.0f / 128.0f);
-        const size_t stride = V4F_PLANES_STRIDE;
-        uint8_t *p = out + v4f_planes_group_off(g);
+        uint8_t *p = out + v4f_planes_elem_off(g, 0);
         for (int h = 0; h < 2; h++) {
             __m512 q1 = _mm512_setzero_ps(), q2 = q1, q3 = q1;
             if (!bad && amax > 0.0f) {
@@ -128,22 +147,27 @@ VNNI_FN void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n) {
                 const __m512 r2 = _mm512_fnmadd_ps(_mm512_set1_ps(d2), q2, r1);
                 q3 = plane_q(r2, d3);
             }
-            store_codes(p + 16 * h, q1);
-            store_codes(p + stride + 16 * h, q2);
-            store_codes(p + 2 * stride + 16 * h, q3);
+            store_codes(p + 384 * h, q1);
+            store_codes(p + 384 * h + 64, q2);
+            store_codes(p + 384 * h + 128, q3);
         }
         float dv = d1, s0 = sum16(v[0]), s1 = sum16(v[1]);
         if (bad) dv = s0 = s1 = NAN;
         memcpy(dg + 4 * g, &dv, 4);
         memcpy(s16 + 8 * g, &s0, 4);
         memcpy(s16 + 8 * g + 4, &s1, 4);
-        if (g % 8 == 7) /* block done: the bias lanes of its 4 chunks */
-            for (int64_t c = g / 8 * 4; c < g / 8 * 4 + 4; c++)
-                _mm512_storeu_si512((void *)(bias + 64 * c), chain3_plain(_mm512_set1_epi8(64), out + 192 * c));
+        if (g % 8 == 7) { /* block done: its bias lanes */
+            const uint8_t *r = out + 768 * (g / 8);
+            __m512i t = chain3_plain(_mm512_set1_epi8(64), r);
+            for (int j = 1; j < 4; j++) t = _mm512_add_epi32(t, chain3_plain(_mm512_set1_epi8(64), r + 192 * j));
+            _mm512_storeu_si512((void *)(bias + 64 * (g / 8)), t);
+        }
     }
 }
 
-/* ---- Q2_K: one 64-byte load of qs, shifted by 2s, is chunk s ------------------ */
+/* ---- Q2_K: chunk j, qword k = the codes of elements 8j..8j+7 of group k: qs
+ * qword 4 (k / 4) + j, shifted right by 2 (k % 4); the scale groups of 16 of
+ * lanes 2k, 2k + 1 are 2k (chunks 0, 1) and 2k + 1 (chunks 2, 3) ------------- */
 
 VNNI_FN static float dot_planes_q2_K(const void *w, const void *xp, int64_t n) {
     const uint8_t *a = w, *xq = xp;
@@ -151,13 +175,13 @@ VNNI_FN static float dot_planes_q2_K(const void *w, const void *xp, int64_t n) {
     const float *xs = (const float *)(xq + v4f_planes_off_s16(n));
     /* scale group g of a block lies in x group g >> 1 */
     const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    __m512i gperm[4]; /* lanes of chunk s: groups 2s, 2s + 1, 8 + 2s, 9 + 2s, 4 lanes each */
-    for (int s = 0; s < 4; s++)
-        gperm[s] = _mm512_setr_epi32(2 * s, 2 * s, 2 * s, 2 * s, 2 * s + 1, 2 * s + 1, 2 * s + 1, 2 * s + 1,
-                                     8 + 2 * s, 8 + 2 * s, 8 + 2 * s, 8 + 2 * s, 9 + 2 * s, 9 + 2 * s, 9 + 2 * s,
-                                     9 + 2 * s);
+    const __m512i even = _mm512_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i shift = _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6);
     const __m512i m3 = _mm512_set1_epi8(3);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512i qw[4];
+    for (int j = 0; j < 4; j++) qw[j] = _mm512_setr_epi64(j, j, j, j, 4 + j, 4 + j, 4 + j, 4 + j);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     __m512 accm = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / 256; b++, a += X86_Q2K_BYTES) {
         pf_block(a, 2);
@@ -171,27 +195,32 @@ VNNI_FN static float dot_planes_q2_K(const void *w, const void *xp, int64_t n) {
         const __m512 ml = _mm512_mul_ps(mf, _mm512_set1_ps(x86_f16(a + V4F_Q2K_DMIN)));
         accm = _mm512_fmadd_ps(ml, _mm512_loadu_ps(xs + 16 * b), accm);
         const uint8_t *p = xq + 768 * b;
-#pragma GCC unroll 4
-        for (int s = 0; s < 4; s++) {
-            const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(qs, 2 * s), m3);
-            const __m512i t = chain3_plain(codes, p + 192 * s);
-            acc[s] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_permutexvar_ps(gperm[s], sd), acc[s]);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            psum t = psum_zero();
+#pragma GCC unroll 2
+            for (int j = 2 * h; j < 2 * h + 2; j++)
+                t = psum_add(t, _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutexvar_epi64(qw[j], qs), shift), m3),
+                         p + 192 * j);
+            acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(psum_t(t)), _mm512_permutexvar_ps(h ? odd : even, sd), acc[h]);
         }
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) -
-           _mm512_reduce_add_ps(accm);
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(accm);
 }
 
-/* ---- Q4_K: chunk j = sub-blocks j and j + 4 = nibble j & 1 of qs chunks j / 2
- * and j / 2 + 2 ---------------------------------------------------------------------- */
+/* ---- Q4_K: chunk j, qword k = elements 8j..8j+7 of group (sub-block) k:
+ * nibble k & 1 of qs qword 4 (k / 2) + j ------------------------------------- */
 
 VNNI_FN static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
     const uint8_t *a = w, *xq = xp;
     const float *dx = (const float *)(xq + v4f_planes_off_d(n));
     const float *xs = (const float *)(xq + v4f_planes_off_s16(n));
     const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i shift = _mm512_setr_epi64(0, 4, 0, 4, 0, 4, 0, 4);
     const __m512i m15 = _mm512_set1_epi8(15);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512i qw[4];
+    for (int j = 0; j < 4; j++) qw[j] = _mm512_setr_epi64(j, j, 4 + j, 4 + j, 8 + j, 8 + j, 12 + j, 12 + j);
+    __m512 acc = _mm512_setzero_ps();
     __m512 accm = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / 256; b++, a += X86_Q4K_BYTES) {
         pf_block(a, 3);
@@ -204,51 +233,51 @@ VNNI_FN static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
         accm = _mm512_fmadd_ps(_mm512_permutexvar_ps(half, _mm512_castps256_ps512(ml)), _mm512_loadu_ps(xs + 16 * b),
                                accm);
         const uint8_t *q = a + V4F_Q4K_QS, *p = xq + 768 * b;
-#pragma GCC unroll 2
-        for (int c = 0; c < 2; c++) {
-            const __m256i c0 = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
-            const __m256i c2 = _mm256_loadu_si256((const __m256i *)(q + 32 * c + 64));
-            const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c2, 1);
-            const __m512i t0 = chain3_plain(_mm512_and_si512(z, m15), p + 192 * (2 * c));
-            const __m512i t1 = chain3_plain(_mm512_and_si512(_mm512_srli_epi16(z, 4), m15), p + 192 * (2 * c + 1));
-            acc[2 * c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0), pair_scale(s, 2 * c), acc[2 * c]);
-            acc[2 * c + 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1), pair_scale(s, 2 * c + 1), acc[2 * c + 1]);
-        }
+        const __m512i q0 = _mm512_loadu_si512((const void *)q), q1 = _mm512_loadu_si512((const void *)(q + 64));
+        psum t = psum_zero();
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            t = psum_add(t, _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutex2var_epi64(q0, qw[j], q1), shift), m15),
+                     p + 192 * j);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(psum_t(t)), group_lanes(s), acc);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) -
-           _mm512_reduce_add_ps(accm);
+    return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(accm);
 }
 
 /* ---- IQ2_XXS --------------------------------------------------------------------- */
 
-/* Per block, from the 64 bytes of qs in one register (qword g = group g: 4
+/* Per block, from the 64 bytes of qs in one register (qword k = group k: 4
  * grid indices, then aux = 4 x 7 sign bits + the 4-bit scale): the sign
  * bytes come from vpmultishiftqb (bits 32 + 7l of each qword, l = 0..3) and
- * vpermi2b (the 128-entry ksigns table, low 7 bits of the index); a dword
- * permute pairs groups j and j + 4 into the 64-bit mask of chunk j. The grid
- * rows (64 magnitude bytes per chunk, each + 64; the mask turns 64 + g into
- * 128 - (64 + g) = 64 - g) come from one of two lookups, chosen
- * at fill time (same bytes, so the same results):
+ * vpermi2b (the 128-entry ksigns table, low 7 bits of the index); a byte
+ * permute (k_rows) puts row j of group k at byte 8j + k, so qword j is the
+ * 64-bit mask of chunk j. Chunk j holds row j (elements 8j..8j+7) of each
+ * group, the order of the plane records. The grid rows (64 magnitude bytes
+ * per chunk, each + 64; the mask turns 64 + g into 128 - (64 + g) = 64 - g)
+ * come from one of two lookups, chosen at fill time (same bytes, so the same
+ * results):
  *  - gather: vpermb zero-extends the chunk's 8 indices to qwords, a qword
- *    gather reads the 8 rows (Intel: 2.8-3.5 GB/s per core in cache on the
- *    Sapphire Rapids host vs 2.1-3.1 for the table);
+ *    gather reads the 8 rows (Intel: faster than the table);
  *  - table: each row as 8 two-bit codes (0, 1, 2 for 0x08, 0x19, 0x2b), 16
  *    bits per row held in 8 registers (low and high bytes of 256 rows); per
  *    block 4 vpermi2b + 2 blends look up the 32 rows, per chunk a word ->
  *    qword spread, vpmultishiftqb and a 64-entry vpermb expand them to
- *    bytes (AMD: gathers are slow there, 4.6-6.2 vs 2.4-3.7 GB/s on the
- *    Zen 5 dev box). docs/PERF_NOTES.md, "CPU int8-plane decode kernels". */
+ *    bytes (AMD: gathers are slow there). docs/PERF_NOTES.md, "CPU int8-plane
+ *    decode kernels" and "Session 32".
+ * The block's 4 chunks add into one set of plane sums (lanes 2k, 2k + 1 =
+ * group k in every chunk), which its bias lanes unbias: |true T| <= 16 * 43 *
+ * 127 * 16513 < 2^31, so the wrapped int32 arithmetic gives it exactly. */
 
 /* clang-format off */
-/* byte 8i of qword i: grid index byte i of group j (i < 4) or of group j + 4 */
+/* byte 8k of qword k: grid index j of group k (chunk j's row of group k) */
 static const uint8_t k_gidx[4][64] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 33, 0, 0, 0, 0, 0, 0, 0, 34, 0, 0, 0, 0, 0, 0, 0, 35, 0, 0, 0, 0, 0, 0, 0},
-    {8, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 41, 0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 43, 0, 0, 0, 0, 0, 0, 0},
-    {16, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0, 18, 0, 0, 0, 0, 0, 0, 0, 19, 0, 0, 0, 0, 0, 0, 0, 48, 0, 0, 0, 0, 0, 0, 0, 49, 0, 0, 0, 0, 0, 0, 0, 50, 0, 0, 0, 0, 0, 0, 0, 51, 0, 0, 0, 0, 0, 0, 0},
-    {24, 0, 0, 0, 0, 0, 0, 0, 25, 0, 0, 0, 0, 0, 0, 0, 26, 0, 0, 0, 0, 0, 0, 0, 27, 0, 0, 0, 0, 0, 0, 0, 56, 0, 0, 0, 0, 0, 0, 0, 57, 0, 0, 0, 0, 0, 0, 0, 58, 0, 0, 0, 0, 0, 0, 0, 59, 0, 0, 0, 0, 0, 0, 0}};
-/* the 32 grid indices of a block in chunk order: chunk j at bytes 8j..8j+7 */
-static const uint8_t k_iord[64] = {0, 1, 2, 3, 32, 33, 34, 35, 8, 9, 10, 11, 40, 41, 42, 43,
-                                   16, 17, 18, 19, 48, 49, 50, 51, 24, 25, 26, 27, 56, 57, 58, 59};
+    {0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 48, 0, 0, 0, 0, 0, 0, 0, 56, 0, 0, 0, 0, 0, 0, 0},
+    {1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0, 25, 0, 0, 0, 0, 0, 0, 0, 33, 0, 0, 0, 0, 0, 0, 0, 41, 0, 0, 0, 0, 0, 0, 0, 49, 0, 0, 0, 0, 0, 0, 0, 57, 0, 0, 0, 0, 0, 0, 0},
+    {2, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 18, 0, 0, 0, 0, 0, 0, 0, 26, 0, 0, 0, 0, 0, 0, 0, 34, 0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 50, 0, 0, 0, 0, 0, 0, 0, 58, 0, 0, 0, 0, 0, 0, 0},
+    {3, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 19, 0, 0, 0, 0, 0, 0, 0, 27, 0, 0, 0, 0, 0, 0, 0, 35, 0, 0, 0, 0, 0, 0, 0, 43, 0, 0, 0, 0, 0, 0, 0, 51, 0, 0, 0, 0, 0, 0, 0, 59, 0, 0, 0, 0, 0, 0, 0}};
+/* byte 8j + k = byte 8k + j (row j of group k, j < 4): the grid indices or
+ * the sign bytes of a block in chunk order */
+static const uint8_t k_rows[64] = {0, 8, 16, 24, 32, 40, 48, 56, 1, 9, 17, 25, 33, 41, 49, 57, 2, 10, 18, 26, 34, 42, 50, 58, 3, 11, 19, 27, 35, 43, 51, 59, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 /* clang-format on */
 
 /* the grid rows as two-bit codes, low and high byte tables; magnitude of a
@@ -257,13 +286,12 @@ static uint8_t g_code_lo[256], g_code_hi[256], g_mag[64];
 /* the grid rows with every byte biased by +64 (the gather's table) */
 static uint64_t g_grid64[256];
 
-/* The per-block part shared by both lookups: scale lanes s (d_w d_x / 16384
- * of the 8 groups) and the sign masks of the 4 chunks. */
-VNNI_FN static inline __m256 iq2_block(const uint8_t *a, __m512i q, const float *dxb, __mmask64 mk[4]) {
+/* The per-block part shared by both lookups: the scale lanes (d_w d_x /
+ * 16384 of group k in lanes 2k, 2k + 1) and the sign masks of the 4 chunks. */
+VNNI_FN static inline __m512 iq2_block(const uint8_t *a, __m512i q, const float *dxb, __mmask64 mk[4]) {
     const __m512i ks_lo = _mm512_loadu_si512((const void *)v4f_quant_ksigns);
     const __m512i ks_hi = _mm512_loadu_si512((const void *)(v4f_quant_ksigns + 64));
     const __m512i sel = _mm512_set1_epi64(0x352e2720352e2720ll); /* bit offsets 32, 39, 46, 53 */
-    const __m512i pair = _mm512_setr_epi32(0, 8, 2, 10, 4, 12, 6, 14, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
     const __m256i aux = _mm512_castsi512_si256(_mm512_permutexvar_epi32(odd, q));
     const __m256 ls = _mm256_cvtepi32_ps(_mm256_srli_epi32(aux, 28));
@@ -275,13 +303,16 @@ VNNI_FN static inline __m256 iq2_block(const uint8_t *a, __m512i q, const float 
      * on the load ports); GCC turns a plain store and reload into vmovq /
      * vpextrq / valignq + kmovq k, r64, ~11 port-0/5 ops per block (dev box:
      * gather kernel 2.9-3.0 -> 3.1-3.2 GB/s in cache), hence the asm store. */
-    const __m256i m4 = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pair, sgn));
+    const __m256i m4 = _mm512_castsi512_si256(_mm512_permutexvar_epi8(_mm512_loadu_si512((const void *)k_rows), sgn));
     __asm__("vmovdqu64 %1, %0" : "=m"(*(__m256i *)mk) : "v"(m4));
-    return _mm256_mul_ps(_mm256_mul_ps(db, _mm256_loadu_ps(dxb)), _mm256_set1_ps(INV16384));
+    return group_lanes(_mm256_mul_ps(_mm256_mul_ps(db, _mm256_loadu_ps(dxb)), _mm256_set1_ps(INV16384)));
 }
 
-#define IQ2_SUM(acc) \
-    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps((acc)[0], (acc)[1]), _mm512_add_ps((acc)[2], (acc)[3])))
+/* the block's scaled, unbiased sum into acc */
+VNNI_FN static inline __m512 iq2_acc(__m512 acc, psum t, const uint8_t *bias, __m512 s) {
+    const __m512i v = _mm512_sub_epi32(psum_t(t), _mm512_loadu_si512((const void *)bias));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), s, acc);
+}
 
 VNNI_FN static float dot_planes_iq2_xxs_gather(const void *w, const void *xp, int64_t n) {
     const uint8_t *a = w, *xq = xp;
@@ -289,23 +320,24 @@ VNNI_FN static float dot_planes_iq2_xxs_gather(const void *w, const void *xp, in
     const uint8_t *bias = xq + v4f_planes_off_bias(n);
     const long long *grid = (const long long *)g_grid64;
     const __m512i c128 = _mm512_set1_epi8(-128);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 256) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 64) {
         pf_block(a, 2);
         const __m512i q = _mm512_loadu_si512((const void *)(a + V4F_IQ2_QS));
         __mmask64 mk[4];
-        const __m256 s = iq2_block(a, q, dx + 8 * b, mk);
+        const __m512 s = iq2_block(a, q, dx + 8 * b, mk);
         const uint8_t *p = xq + 768 * b;
+        psum t = psum_zero();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             const __m512i gi =
                 _mm512_maskz_permutexvar_epi8(0x0101010101010101ull, _mm512_loadu_si512((const void *)k_gidx[j]), q);
             const __m512i wv = _mm512_i64gather_epi64(gi, grid, 8);
-            const __m512i t = chain3_biased(_mm512_mask_sub_epi8(wv, mk[j], c128, wv), p + 192 * j, bias + 64 * j);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), pair_scale(s, j), acc[j]);
+            t = psum_add(t, _mm512_mask_sub_epi8(wv, mk[j], c128, wv), p + 192 * j);
         }
+        acc = iq2_acc(acc, t, bias, s);
     }
-    return IQ2_SUM(acc);
+    return _mm512_reduce_add_ps(acc);
 }
 
 VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int64_t n) {
@@ -319,18 +351,18 @@ VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int
     const __m512i h1 = _mm512_loadu_si512((const void *)(g_code_hi + 64));
     const __m512i h2 = _mm512_loadu_si512((const void *)(g_code_hi + 128));
     const __m512i h3 = _mm512_loadu_si512((const void *)(g_code_hi + 192));
-    const __m512i mag = _mm512_loadu_si512((const void *)g_mag), iord = _mm512_loadu_si512((const void *)k_iord);
+    const __m512i mag = _mm512_loadu_si512((const void *)g_mag), rows = _mm512_loadu_si512((const void *)k_rows);
     const __m512i sel2 = _mm512_set1_epi64(0x0e0c0a0806040200ll); /* bit offsets 0, 2, .., 14 */
     const __m512i c128 = _mm512_set1_epi8(-128);
     const uint8_t *bias = xq + v4f_planes_off_bias(n);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 256) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 64) {
         pf_block(a, 2);
         const __m512i q = _mm512_loadu_si512((const void *)(a + V4F_IQ2_QS));
         __mmask64 mk[4];
-        const __m256 s = iq2_block(a, q, dx + 8 * b, mk);
+        const __m512 s = iq2_block(a, q, dx + 8 * b, mk);
         /* codes of the 32 rows (bit 7 of an index picks rows 128..255) */
-        const __m512i idx = _mm512_permutexvar_epi8(iord, q);
+        const __m512i idx = _mm512_permutexvar_epi8(rows, q);
         const __mmask64 m7 = _mm512_movepi8_mask(idx);
         const __m512i lo =
             _mm512_mask_blend_epi8(m7, _mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(l2, idx, l3));
@@ -341,15 +373,16 @@ VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int
         const __m128i cw[4] = {_mm512_castsi512_si128(wl), _mm512_castsi512_si128(wh), _mm512_extracti32x4_epi32(wl, 1),
                                _mm512_extracti32x4_epi32(wh, 1)};
         const uint8_t *p = xq + 768 * b;
+        psum t = psum_zero();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             const __m512i wv =
                 _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(sel2, _mm512_cvtepu16_epi64(cw[j])), mag);
-            const __m512i t = chain3_biased(_mm512_mask_sub_epi8(wv, mk[j], c128, wv), p + 192 * j, bias + 64 * j);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), pair_scale(s, j), acc[j]);
+            t = psum_add(t, _mm512_mask_sub_epi8(wv, mk[j], c128, wv), p + 192 * j);
         }
+        acc = iq2_acc(acc, t, bias, s);
     }
-    return IQ2_SUM(acc);
+    return _mm512_reduce_add_ps(acc);
 }
 
 v4f_quant_dot_planes_fn v4f_quant_iq2_planes_avx512(bool gather) {

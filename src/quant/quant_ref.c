@@ -346,9 +346,8 @@ void v4f_quant_planes_ref(const float *x, void *dst, int64_t n) {
             if (a > amax) amax = a;
         }
         const float d1 = amax / 127.0f, d2 = d1 * (1.0f / 128.0f), d3 = d2 * (1.0f / 128.0f);
-        const size_t stride = V4F_PLANES_STRIDE;
-        uint8_t *p = out + v4f_planes_group_off(g);
         for (int l = 0; l < 32; l++) {
+            uint8_t *p = out + v4f_planes_elem_off(g, l);
             int q1 = 0, q2 = 0, q3 = 0;
             if (!bad && amax > 0.0f) {
                 q1 = plane_code(v[l], d1);
@@ -357,9 +356,9 @@ void v4f_quant_planes_ref(const float *x, void *dst, int64_t n) {
                 const float r2 = fmaf(-d2, (float)q2, r1);
                 q3 = plane_code(r2, d3);
             }
-            p[l] = (uint8_t)(int8_t)q1;
-            p[stride + l] = (uint8_t)(int8_t)q2;
-            p[2 * stride + l] = (uint8_t)(int8_t)q3;
+            p[0] = (uint8_t)(int8_t)q1;
+            p[64] = (uint8_t)(int8_t)q2;
+            p[128] = (uint8_t)(int8_t)q3;
         }
         float dv = d1, s0 = sum16_tree(v), s1 = sum16_tree(v + 16);
         if (bad) dv = s0 = s1 = NAN;
@@ -367,16 +366,17 @@ void v4f_quant_planes_ref(const float *x, void *dst, int64_t n) {
         memcpy(s16 + 2 * g, &s0, 4);
         memcpy(s16 + 2 * g + 1, &s1, 4);
     }
-    /* the bias of +64-biased weight codes, per chunk record and dpbusd lane */
+    /* the bias of +64-biased weight codes, per block and dpbusd lane */
     uint8_t *bias = out + v4f_planes_off_bias(n);
-    for (int64_t c = 0; c < n / 64; c++) {
-        const int8_t *p = (const int8_t *)(out + 192 * c);
+    for (int64_t b = 0; b < n / 256; b++)
         for (int l = 0; l < 16; l++) {
             int32_t v = 0;
-            for (int i = 4 * l; i < 4 * l + 4; i++) v += 64 * (16384 * p[i] + 128 * p[64 + i] + p[128 + i]);
-            memcpy(bias + 4 * (16 * c + l), &v, 4);
+            for (int j = 0; j < 4; j++) {
+                const int8_t *p = (const int8_t *)(out + 768 * b + 192 * j);
+                for (int i = 4 * l; i < 4 * l + 4; i++) v += 64 * (16384 * p[i] + 128 * p[64 + i] + p[128 + i]);
+            }
+            memcpy(bias + 4 * (16 * b + l), &v, 4);
         }
-    }
 }
 
 /* The x of one group: scale and the three planes as integers. */
@@ -387,10 +387,8 @@ typedef struct plane_grp {
 
 static void plane_group(const uint8_t *xp, int64_t n, int64_t g, plane_grp *pg) {
     pg->d = v4f_quant_rd_f32(xp + v4f_planes_off_d(n) + 4 * g);
-    const size_t stride = V4F_PLANES_STRIDE;
-    const uint8_t *p = xp + v4f_planes_group_off(g);
     for (int k = 0; k < 3; k++)
-        for (int l = 0; l < 32; l++) pg->p[k][l] = (int8_t)p[k * stride + l];
+        for (int l = 0; l < 32; l++) pg->p[k][l] = (int8_t)xp[v4f_planes_elem_off(g, l) + 64 * k];
 }
 
 static double plane_s16(const uint8_t *xp, int64_t n, int64_t i) {

@@ -111,10 +111,34 @@ TEST(forward_prefill_decode_consistency) {
     size_t sz = (size_t)n * f.vocab;
     float *a = calloc(sz, 4), *b = calloc(sz, 4), *c = calloc(sz, 4), *d = calloc(sz, 4);
     v4f_session_opts o = {.n_ctx = 256, .precision = V4F_PRECISION_REF};
-    if (run(&f, &o, NULL, n, n, 1, a) && run(&f, &o, NULL, n, 150, 1, b)) {
+    const bool have_a = run(&f, &o, NULL, n, n, 1, a);
+    /* The decode steps with the f32 dot kernels (V4F_CPU_PLANES=0, read at
+     * session start): only summation order differs from the prefill GEMM,
+     * and no FP8 KV value of this sequence lies that close to a rounding
+     * midpoint, so the logits agree to float32 noise. */
+    const char *env = getenv("V4F_CPU_PLANES");
+    char *saved = env ? strdup(env) : NULL;
+    setenv("V4F_CPU_PLANES", "0", 1);
+    const bool have_b = have_a && run(&f, &o, NULL, n, 150, 1, b);
+    if (saved) setenv("V4F_CPU_PLANES", saved, 1);
+    else unsetenv("V4F_CPU_PLANES");
+    free(saved);
+    if (have_b) {
         double r = max_rel_rms(b, a, n, f.vocab);
-        if (test_verbose()) printf("    prefill(150)+decode(50) vs prefill(200): max rel-RMS %.2e\n", r);
+        if (test_verbose()) printf("    prefill(150)+decode(50) vs prefill(200), f32 decode: max rel-RMS %.2e\n", r);
         CHECK_MSG(r < 1e-4, "prefill+decode differs from prefill: max rel RMS %g", r);
+    }
+    /* The default decode kernels (int8 planes where the CPU has them) round
+     * differently again; on this sequence that moves one FP8 KV value across
+     * a rounding midpoint (0.5 vs 0.46875), which every later position sees
+     * (docs/TOLERANCES.md): held to the Tier A rules against the prefill. */
+    if (have_a && run(&f, &o, NULL, n, 150, 1, b)) {
+        golden_stats st;
+        golden_compare(b + (size_t)150 * f.vocab, a + (size_t)150 * f.vocab, n - 150, f.vocab, &st);
+        char line[256];
+        golden_format(&st, line, sizeof line);
+        if (test_verbose()) printf("    prefill(150)+decode(50) vs prefill(200), default decode: %s\n", line);
+        CHECK_MSG(golden_tier_a(&st), "default decode vs prefill misses Tier A: %s", line);
     }
     /* chunked prefill (chunk 37) and 3-token steps (the few-token indexer path)
      * equal the one-call prefill */
