@@ -1941,7 +1941,15 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
         /* the o_groups row slices in one launch (block-diagonal) */
         TRY(v4f_cuda_matmul_blockdiag(g->c, &sub, (int)og, x->o, nq, nqr, x->low, og * orank, g->exact, err));
     }
-    TRY(mm(g, &r->out_b, x->low, og * orank, nqr, x->out, d, err));
+    /* out_b's plane split lets out_b launch before the split's own wait, so
+     * out_b requests its weights during out_a's tail (out_a is itself a
+     * bandwidth-bound grid, not a latency-bound chain kernel that a second
+     * stream of requests would slow): 152.4 -> 153.0 ss t/s on an H200
+     * (docs/PERF_NOTES.md, "Session 32") */
+    v4f_cuda_set_split_trigger_first(g->c, true);
+    const v4f_status st_outb = mm(g, &r->out_b, x->low, og * orank, nqr, x->out, d, err);
+    v4f_cuda_set_split_trigger_first(g->c, false);
+    TRY(st_outb);
     pmark(g, GP_OUT);
     if (g->fork) TRY(v4f_cuda_join(g->c, err)); /* Sinkhorn of hc_pre */
     if (q0 > 0) { /* the query rows' residual and HC_post weights to rows [0, nqr) */

@@ -140,6 +140,15 @@ v4f_status v4f_cuda_set_x_planes(v4f_cuda *c, int n, v4f_err *err);
  * queued after the call; a graph keeps what it was captured with. */
 void v4f_cuda_set_weight_evict_first(v4f_cuda *c, bool on);
 
+/* With on, the plane split that precedes a matvec lets the matvec launch
+ * before the split's own dependency wait, so the matvec requests its
+ * weights one kernel earlier (during the kernel before the split). Off by
+ * default (from open); the caller turns it on around chosen calls and off
+ * after. Worth it only where the kernel before the split is itself a
+ * bandwidth-bound grid (out_a before out_b): beside a latency-bound chain
+ * kernel the extra requests slow the chain more than they save. */
+void v4f_cuda_set_split_trigger_first(v4f_cuda *c, bool on);
+
 /* y[0..n_out) = W x[0..n_in); x and y device pointers (float32). y must
  * not overlap x or W. */
 v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, float *y, v4f_err *err);

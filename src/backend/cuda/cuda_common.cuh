@@ -58,6 +58,9 @@ struct v4f_cuda {
     /* cuda_quant.cu: the fast matvecs' weight copies ask L2 to evict their
      * lines first (v4f_cuda_set_weight_evict_first; on from open) */
     bool mv_evict_first;
+    /* cuda_quant.cu: the next matvecs' plane split lets them launch before
+     * its own wait (v4f_cuda_set_split_trigger_first) */
+    bool split_trigger_first;
 };
 
 /* ---- programmatic dependent launch (PDL) ------------------------------------

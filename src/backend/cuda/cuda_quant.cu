@@ -432,10 +432,16 @@ typedef struct qx_args {
     int64_t ldx;
     uint64_t qstride;
     int perm; /* planes in the IQ2_XXS weight order (iq2_perm_x) */
+    /* let the next kernel launch before this one's wait: only where that
+     * kernel reads nothing but weights before its own wait (the matvec
+     * that prepare_planes precedes), so it requests them one kernel
+     * earlier; "kernel N + 1 launched => N - 1 done" no longer holds for it */
+    int trigger_first;
 } qx_args;
 
 /* One warp per group of 32 elements; blockIdx.y = slot. */
 __global__ void __launch_bounds__(256) k_quant_x(const __grid_constant__ qx_args a) {
+    if (a.trigger_first) v4f_pdl_trigger();
     V4F_PDL_ENTRY();
     const int64_t n = a.n_in;
     const int64_t g = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -1024,6 +1030,8 @@ v4f_status v4f_cuda_set_x_planes(v4f_cuda *c, int n, v4f_err *err) {
 
 void v4f_cuda_set_weight_evict_first(v4f_cuda *c, bool on) { c->mv_evict_first = on; }
 
+void v4f_cuda_set_split_trigger_first(v4f_cuda *c, bool on) { c->split_trigger_first = on; }
+
 bool v4f_cuda_type_supported(uint32_t type) {
     switch (type) {
     case V4F_TYPE_F32: case V4F_TYPE_F16: case V4F_TYPE_BF16: case V4F_TYPE_Q8_0:
@@ -1052,6 +1060,7 @@ static v4f_status prepare_planes(v4f_cuda *c, mv_args *a, int n, v4f_err *err) {
     qx_args q;
     memset(&q, 0, sizeof q);
     q.n_in = a->n_in;
+    q.trigger_first = c->split_trigger_first;
     int n_uniq = 0;
     for (int i = 0; i < n; i++) {
         const int k = distinct_index(q.x, &n_uniq, a->p[i].x);
