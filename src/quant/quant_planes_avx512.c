@@ -260,9 +260,9 @@ VNNI_FN static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
  *    gather reads the 8 rows (Intel: faster than the table);
  *  - table: each row as 8 two-bit codes (0, 1, 2 for 0x08, 0x19, 0x2b), 16
  *    bits per row held in 8 registers (low and high bytes of 256 rows); per
- *    block 4 vpermi2b + 2 blends look up the 32 rows, per chunk a word ->
- *    qword spread, vpmultishiftqb and a 64-entry vpermb expand them to
- *    bytes (AMD: gathers are slow there). docs/PERF_NOTES.md, "CPU int8-plane
+ *    block 4 vpermi2b + 2 blends look up the 32 rows, per chunk a vpermi2b
+ *    puts each row's two code bytes into its qword, vpmultishiftqb and a
+ *    64-entry vpermb expand them to bytes (AMD: gathers are slow there). docs/PERF_NOTES.md, "CPU int8-plane
  *    decode kernels" and "Session 32".
  * The block's 4 chunks add into one set of plane sums (lanes 2k, 2k + 1 =
  * group k in every chunk), which its bias lanes unbias: |true T| <= 16 * 43 *
@@ -278,6 +278,13 @@ static const uint8_t k_gidx[4][64] = {
 /* byte 8j + k = byte 8k + j (row j of group k, j < 4): the grid indices or
  * the sign bytes of a block in chunk order */
 static const uint8_t k_rows[64] = {0, 8, 16, 24, 32, 40, 48, 56, 1, 9, 17, 25, 33, 41, 49, 57, 2, 10, 18, 26, 34, 42, 50, 58, 3, 11, 19, 27, 35, 43, 51, 59, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+/* qword k, bytes 0 and 1: the low and high code bytes of row 8j + k of the
+ * looked-up rows (vpermi2b of lo, hi) */
+static const uint8_t k_spread[4][64] = {
+    {0, 64, 0, 0, 0, 0, 0, 0, 1, 65, 0, 0, 0, 0, 0, 0, 2, 66, 0, 0, 0, 0, 0, 0, 3, 67, 0, 0, 0, 0, 0, 0, 4, 68, 0, 0, 0, 0, 0, 0, 5, 69, 0, 0, 0, 0, 0, 0, 6, 70, 0, 0, 0, 0, 0, 0, 7, 71, 0, 0, 0, 0, 0, 0},
+    {8, 72, 0, 0, 0, 0, 0, 0, 9, 73, 0, 0, 0, 0, 0, 0, 10, 74, 0, 0, 0, 0, 0, 0, 11, 75, 0, 0, 0, 0, 0, 0, 12, 76, 0, 0, 0, 0, 0, 0, 13, 77, 0, 0, 0, 0, 0, 0, 14, 78, 0, 0, 0, 0, 0, 0, 15, 79, 0, 0, 0, 0, 0, 0},
+    {16, 80, 0, 0, 0, 0, 0, 0, 17, 81, 0, 0, 0, 0, 0, 0, 18, 82, 0, 0, 0, 0, 0, 0, 19, 83, 0, 0, 0, 0, 0, 0, 20, 84, 0, 0, 0, 0, 0, 0, 21, 85, 0, 0, 0, 0, 0, 0, 22, 86, 0, 0, 0, 0, 0, 0, 23, 87, 0, 0, 0, 0, 0, 0},
+    {24, 88, 0, 0, 0, 0, 0, 0, 25, 89, 0, 0, 0, 0, 0, 0, 26, 90, 0, 0, 0, 0, 0, 0, 27, 91, 0, 0, 0, 0, 0, 0, 28, 92, 0, 0, 0, 0, 0, 0, 29, 93, 0, 0, 0, 0, 0, 0, 30, 94, 0, 0, 0, 0, 0, 0, 31, 95, 0, 0, 0, 0, 0, 0}};
 /* clang-format on */
 
 /* the grid rows as two-bit codes, low and high byte tables; magnitude of a
@@ -354,6 +361,8 @@ VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int
     const __m512i mag = _mm512_loadu_si512((const void *)g_mag), rows = _mm512_loadu_si512((const void *)k_rows);
     const __m512i sel2 = _mm512_set1_epi64(0x0e0c0a0806040200ll); /* bit offsets 0, 2, .., 14 */
     const __m512i c128 = _mm512_set1_epi8(-128);
+    const __m512i spread[4] = {_mm512_loadu_si512((const void *)k_spread[0]), _mm512_loadu_si512((const void *)k_spread[1]),
+                               _mm512_loadu_si512((const void *)k_spread[2]), _mm512_loadu_si512((const void *)k_spread[3])};
     const uint8_t *bias = xq + v4f_planes_off_bias(n);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 64) {
@@ -368,16 +377,14 @@ VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int
             _mm512_mask_blend_epi8(m7, _mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(l2, idx, l3));
         const __m512i hi =
             _mm512_mask_blend_epi8(m7, _mm512_permutex2var_epi8(h0, idx, h1), _mm512_permutex2var_epi8(h2, idx, h3));
-        /* 16-bit codes: chunk 0 | 2 in the low words, 1 | 3 in the high ones */
-        const __m512i wl = _mm512_unpacklo_epi8(lo, hi), wh = _mm512_unpackhi_epi8(lo, hi);
-        const __m128i cw[4] = {_mm512_castsi512_si128(wl), _mm512_castsi512_si128(wh), _mm512_extracti32x4_epi32(wl, 1),
-                               _mm512_extracti32x4_epi32(wh, 1)};
         const uint8_t *p = xq + 768 * b;
         psum t = psum_zero();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            const __m512i wv =
-                _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(sel2, _mm512_cvtepu16_epi64(cw[j])), mag);
+            /* the 16-bit code of the chunk's row k in qword k, its 8 two-bit
+             * codes to bytes (garbage above bit 1), magnitudes */
+            const __m512i cw = _mm512_permutex2var_epi8(lo, spread[j], hi);
+            const __m512i wv = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(sel2, cw), mag);
             t = psum_add(t, _mm512_mask_sub_epi8(wv, mk[j], c128, wv), p + 192 * j);
         }
         acc = iq2_acc(acc, t, bias, s);
