@@ -29,10 +29,10 @@
  * 16-element scales differ). The int32 arithmetic wraps at most in the
  * partial sums: the true T of a lane is at most 16 * 43 * 127 * 16513 < 2^31
  * (IQ2_XXS: 16 elements of |code| <= 43; Q4_K 16 * 15, Q2_K 8 * 3 in place of
- * 16 * 43), so the wrapped result is exact. Per block that is 2 shifts, 1 conversion and 1 FMA instead of 8, 4
- * and 4 when each chunk was scaled on its own (Xeon host: IQ2_XXS streaming
- * +20%, docs/PERF_NOTES.md "Session 32"). K-quant mins use the f32 sums of x
- * (s16). A group of x with a NaN or Inf has d_x = NaN, which makes the result
+ * 16 * 43), so the wrapped result is exact. Per block that is 2 shifts, 1
+ * conversion and 1 FMA instead of 8, 4 and 4 when each chunk was scaled on
+ * its own (Xeon host: IQ2_XXS streaming +8-20%, docs/PERF_NOTES.md "Session
+ * 32"). K-quant mins use the f32 sums of x (s16). A group of x with a NaN or Inf has d_x = NaN, which makes the result
  * NaN. The weights are prefetched g_pf bytes ahead (default PLANES_PF_BYTES).
  *
  * Invariants: the integer sums equal the reference's exactly; the results
@@ -361,8 +361,8 @@ VNNI_FN static float dot_planes_iq2_xxs_table(const void *w, const void *xp, int
     const __m512i mag = _mm512_loadu_si512((const void *)g_mag), rows = _mm512_loadu_si512((const void *)k_rows);
     const __m512i sel2 = _mm512_set1_epi64(0x0e0c0a0806040200ll); /* bit offsets 0, 2, .., 14 */
     const __m512i c128 = _mm512_set1_epi8(-128);
-    const __m512i spread[4] = {_mm512_loadu_si512((const void *)k_spread[0]), _mm512_loadu_si512((const void *)k_spread[1]),
-                               _mm512_loadu_si512((const void *)k_spread[2]), _mm512_loadu_si512((const void *)k_spread[3])};
+    __m512i spread[4];
+    for (int j = 0; j < 4; j++) spread[j] = _mm512_loadu_si512((const void *)k_spread[j]);
     const uint8_t *bias = xq + v4f_planes_off_bias(n);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / 256; b++, a += X86_IQ2_BYTES, bias += 64) {
