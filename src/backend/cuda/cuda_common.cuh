@@ -78,7 +78,10 @@ struct v4f_cuda {
  * keys.early: kernel N is launched once every CTA of N - 1 has passed its
  * own wait, so N - 2 and all before it are done), and may write nothing
  * global; every CTA that touches memory passes the wait, so "kernel done"
- * still implies "all kernels before it done". Without the launch attribute (sm < 90, or
+ * still implies "all kernels before it done". One exception to "N launched
+ * => N - 2 done": the matvec after a plane split made with
+ * v4f_cuda_set_split_trigger_first (k_quant_x triggers before its own wait;
+ * that matvec reads only weights before its wait). Without the launch attribute (sm < 90, or
  * V4F_PDL=0) the wait returns at once and launches are ordinary. */
 extern int v4f_cuda_pdl; /* set by v4f_cuda_open: sm_90+ code on an sm_90+ device */
 
