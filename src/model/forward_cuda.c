@@ -289,6 +289,7 @@ typedef struct gscratch {
     void *greedy_scr;   /* 16 bytes of the greedy pick's reduction (zero between launches) */
     float *no_sink;
     uint8_t *gq, *sgq; /* a one-token step's int8 planes of the SwiGLU rows (routed pairs, shared expert) */
+    uint8_t *xnq;      /* a one-token step's int8 planes of the FFN input (made beside the routing) */
     uint8_t *oq;       /* a one-token step's int8 planes of the attention output (out_a's groups) */
 } gscratch;
 
@@ -937,6 +938,7 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(sg, N * nsh, F);
     C(gq, k * v4f_cuda_quant_row_bytes(c->n_ff_exp), 1);
     C(sgq, v4f_cuda_quant_row_bytes(nsh), 1);
+    C(xnq, v4f_cuda_quant_row_bytes(d), 1);
     C(su, N * nsh, F);
     C(yd, nk * d, F);
     C(ysh, N * d, F);
@@ -2137,16 +2139,21 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         if (st) return st;
         if (se) return se;
     }
-    TRY(mm(g, &r->gate_inp, x->xn, d, n, x->rlog, E, err));
-    TRY(v4f_cuda_router(g->c, x->rlog, r->probs_b, n, E, (int)k, r->hash ? r->tid2eid : NULL, x->tok,
-                        c->expert_weights_norm, c->expert_weights_scale, x->eids, x->ew, err));
-    pmark(g, GP_ROUTE);
-    int64_t np = n * k;
-    const void *const *tabp = r->etab;
     /* a chunk of a few tokens: pair by pair, in pair order (slot p = token
      * p / k's choice p % k), like a decode step */
     const bool mvx = mvexp_now(g, r, n);
     const bool grouped = n > 1 && !mvx && (uint64_t)n > g->pair_max;
+    /* one token: the router's launch also splits xn into the routed gate/up's
+     * planes (extra CTAs beside the routing: no split launch on the chain;
+     * H200, 8K: 152.6 -> 153.0 ss t/s, docs/PERF_NOTES.md session 33) */
+    const bool xpl = n == 1 && !mvx && v4f_cuda_takes_planes(&r->exp_gate) && v4f_cuda_takes_planes(&r->exp_up);
+    TRY(mm(g, &r->gate_inp, x->xn, d, n, x->rlog, E, err));
+    TRY(v4f_cuda_router_planes(g->c, x->rlog, r->probs_b, n, E, (int)k, r->hash ? r->tid2eid : NULL, x->tok,
+                               c->expert_weights_norm, c->expert_weights_scale, x->eids, x->ew, xpl ? x->xn : NULL, d,
+                               xpl ? x->xnq : NULL, err));
+    pmark(g, GP_ROUTE);
+    int64_t np = n * k;
+    const void *const *tabp = r->etab;
     /* (the MTP layer's experts are on the device or read over the bus) */
     const bool host_chunk = n > 1 && g->e_host && r < g->L + c->n_layer;
     const bool used = host_chunk && stage_used_now(g, n);
@@ -2186,6 +2193,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         /* decode (and short chunks): pair j reads expert eids[j], selected on the device */
         int32_t off[MV_BATCH], slot[MV_BATCH];
         const float *xs[MV_BATCH];
+        const uint8_t *xq[MV_BATCH];
         float *ys[MV_BATCH];
         for (int64_t p0 = 0; p0 < np; p0 += MV_BATCH / 2) {
             int nb = (int)(np - p0 < MV_BATCH / 2 ? np - p0 : MV_BATCH / 2);
@@ -2199,11 +2207,16 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
                         off[m] = hh ? (int32_t)E : 0;
                         slot[m] = (int32_t)p;
                         xs[m] = x->xn + (p / k) * d;
+                        xq[m] = x->xnq;
                         ys[m] = (hh ? x->u : x->g) + p * nff;
                         m++;
                     }
-                TRY(v4f_cuda_matvec_indirect(g->c, m, h ? &r->exp_up : &r->exp_gate, tabp, x->eids, off, slot, xs,
-                                             ys, err));
+                if (xpl)
+                    TRY(v4f_cuda_matvec_indirect_planes(g->c, m, h ? &r->exp_up : &r->exp_gate, tabp, x->eids, off,
+                                                        slot, xs, xq, ys, err));
+                else
+                    TRY(v4f_cuda_matvec_indirect(g->c, m, h ? &r->exp_up : &r->exp_gate, tabp, x->eids, off, slot,
+                                                 xs, ys, err));
                 if (same) break;
             }
         }

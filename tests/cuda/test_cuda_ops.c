@@ -1046,10 +1046,28 @@ static void t_router(v4f_cuda *c, int64_t n_tok, int64_t ne, int k, int with_bia
         }
         for (int i = 0; i < k; i++) cmp(OP_ROUTER, w[t * k + i], rw[i], fabs((double)rw[i]) + 1e-30);
     }
+    /* the same launch with the x planes made by its extra CTAs: the same ids
+     * and weights bit for bit, and the split's planes (n_in: the published
+     * 4096, and one that leaves the last CTA's warps partly idle) */
+    const int64_t n_in = n_tok % 2 ? 4096 : 32 * 37;
+    float *xv = rnd_vec(n_tok * n_in, -4, 4);
+    xv[n_in + 5] = 0.0f;
+    for (int64_t i = 0; i < 32; i++) xv[2 * 32 + i] = 0.0f; /* a group of zeros: d = 0 */
+    float *dx = dev_from(c, xv, FB(n_tok * n_in));
+    uint8_t *dq = dev_poisoned(c, v4f_cuda_quant_row_bytes(n_in) * (size_t)n_tok);
+    int32_t *di2 = dev_poisoned(c, (size_t)(n_tok * k) * 4);
+    float *dw2 = dev_poisoned(c, FB(n_tok * k));
+    TRY(v4f_cuda_router_planes(c, dl, db, n_tok, ne, k, dtab, dtok, norm != 0, scale, di2, dw2, dx, n_in, dq, err));
+    int32_t *ids2 = host_from(c, di2, (size_t)(n_tok * k) * 4);
+    float *w2 = host_from(c, dw2, FB(n_tok * k));
+    if (memcmp(ids, ids2, (size_t)(n_tok * k) * 4) != 0 || memcmp(w, w2, FB(n_tok * k)) != 0)
+        fail(OP_ROUTER, "router with planes routed differently");
+    expect_planes(c, OP_ROUTER, dx, n_tok, n_in, dq, "router planes differ from the split");
     g_cases[OP_ROUTER]++;
     v4f_cuda_free(c, dl), v4f_cuda_free(c, db), v4f_cuda_free(c, dtab), v4f_cuda_free(c, dtok);
-    v4f_cuda_free(c, di), v4f_cuda_free(c, dw);
-    free(lg), free(bias), free(tab), free(tok), free(ids), free(w);
+    v4f_cuda_free(c, di), v4f_cuda_free(c, dw), v4f_cuda_free(c, dx), v4f_cuda_free(c, dq);
+    v4f_cuda_free(c, di2), v4f_cuda_free(c, dw2);
+    free(lg), free(bias), free(tab), free(tok), free(ids), free(w), free(xv), free(ids2), free(w2);
 }
 
 /* ---- SwiGLU ---------------------------------------------------------------------------------------- */

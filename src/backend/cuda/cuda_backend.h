@@ -432,6 +432,17 @@ v4f_status v4f_cuda_topk(v4f_cuda *c, const float *x, int64_t n_rows, int64_t ld
 v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok, int64_t n_expert,
                            int k, const int32_t *tid2eid, const int32_t *tokens, bool norm, float scale, int32_t *ids,
                            float *w, v4f_err *err);
+/* The same, and the int8 planes of the routed experts' x (n_tok rows of
+ * n_in floats, n_in % 32 == 0, n_in <= 16384): row t at xq + t
+ * v4f_cuda_quant_row_bytes(n_in) (16-byte aligned), in the natural order as
+ * v4f_cuda_quant_rows(V4F_TYPE_Q8_0) makes them, bit for bit; made by extra
+ * CTAs of the router's launch, beside the routing, for
+ * v4f_cuda_matvec_indirect_planes (one launch fewer on the decode chain).
+ * x NULL: the router alone. */
+v4f_status v4f_cuda_router_planes(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok,
+                                  int64_t n_expert, int k, const int32_t *tid2eid, const int32_t *tokens, bool norm,
+                                  float scale, int32_t *ids, float *w, const float *x, int64_t n_in, uint8_t *xq,
+                                  v4f_err *err);
 
 /* h[r][i] = weight[r] * SiLU(min(g, limit)) * clamp(u, -limit, limit) for
  * rows r < n_rows of n (limit <= 0: no clamp; weight NULL: 1). */

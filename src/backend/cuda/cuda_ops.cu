@@ -435,6 +435,29 @@ __device__ __forceinline__ float router_score(float l) {
     return sqrtf(l > 20.0f ? l : log1pf(expf(l)));
 }
 
+/* The routed experts' x split into int8 planes by extra CTAs of the router's
+ * launch (v4f_cuda_router_planes): CTAs n_tok.. of the grid take a group of
+ * 32 elements per warp, in the natural order, with the split's own device
+ * function, so the planes are k_quant_x's bits. They run beside the routing
+ * CTAs, so the routed gate/up matvec needs no split launch of its own on the
+ * decode chain. x NULL: none. */
+typedef struct router_split {
+    const float *x; /* [n_tok][n_in] */
+    uint8_t *q;     /* row t at q + t row_bytes */
+    int64_t n_in;
+    uint64_t row_bytes;
+    int64_t n_tok; /* routing CTAs: blockIdx.x < n_tok */
+} router_split;
+
+__device__ __forceinline__ void router_split_group(const router_split &s) {
+    const int64_t groups = s.n_in / 32;
+    const int64_t gid = (blockIdx.x - s.n_tok) * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (gid >= s.n_tok * groups) return; /* uniform over the warp */
+    const int64_t t = gid / groups, g = gid - t * groups;
+    const int lane = threadIdx.x & 31;
+    dev_quant_x_group(s.x[t * s.n_in + 32 * g + lane], lane, lane, s.q + t * s.row_bytes, s.n_in, g);
+}
+
 /* One warp per token: hash routing (the experts come from tid2eid; their
  * scores are read in parallel), and learned routing past RT_WARPS x 32
  * experts (k_router_wide takes the published 256): k rounds of a warp argmax
@@ -444,8 +467,9 @@ __device__ __forceinline__ float router_score(float l) {
  * them in selection order, as the CPU. */
 __global__ void k_router(const float *__restrict__ logits, const float *__restrict__ bias, int64_t n_expert, int k,
                          const int32_t *__restrict__ tid2eid, const int32_t *__restrict__ tokens, int norm,
-                         float scale, int32_t *ids, float *w) {
+                         float scale, int32_t *ids, float *w, const __grid_constant__ router_split sp) {
     V4F_PDL_ENTRY();
+    if (blockIdx.x >= sp.n_tok) return router_split_group(sp); /* uniform over the CTA */
     extern __shared__ float rs[]; /* learned: [n_expert] selection values, [n_expert] scores, [n_expert] chosen flags */
     __shared__ float s_w[ROUTER_MAX_K];
     __shared__ float s_sum;
@@ -514,8 +538,10 @@ __global__ void k_router(const float *__restrict__ logits, const float *__restri
 #define RT_WARPS 8
 __global__ void __launch_bounds__(RT_WARPS * 32) k_router_wide(const float *__restrict__ logits,
                                                               const float *__restrict__ bias, int64_t n_expert, int k,
-                                                              int norm, float scale, int32_t *ids, float *w) {
+                                                              int norm, float scale, int32_t *ids, float *w,
+                                                              const __grid_constant__ router_split sp) {
     V4F_PDL_ENTRY();
+    if (blockIdx.x >= sp.n_tok) return router_split_group(sp); /* uniform over the CTA */
     __shared__ uint32_t s_key[2][RT_WARPS];
     __shared__ uint32_t s_idx[2][RT_WARPS];
     __shared__ float s_w[ROUTER_MAX_K];
@@ -559,23 +585,40 @@ __global__ void __launch_bounds__(RT_WARPS * 32) k_router_wide(const float *__re
     router_weights<true>(s_w, &s_sum, k, norm, scale, w + t * k, e, RT_WARPS * 32);
 }
 
-extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok,
-                                      int64_t n_expert, int k, const int32_t *tid2eid, const int32_t *tokens,
-                                      bool norm, float scale, int32_t *ids, float *w, v4f_err *err) {
+extern "C" v4f_status v4f_cuda_router_planes(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok,
+                                             int64_t n_expert, int k, const int32_t *tid2eid, const int32_t *tokens,
+                                             bool norm, float scale, int32_t *ids, float *w, const float *x,
+                                             int64_t n_in, uint8_t *xq, v4f_err *err) {
     ARG_CHECK(n_tok >= 0 && n_tok <= 0x7fffffff && n_expert > 0 && n_expert <= ROUTER_MAX_EXPERT && k > 0 &&
                   k <= ROUTER_MAX_K && k <= n_expert,
               "cuda router: bad shape n_expert %lld k %d", (long long)n_expert, k);
     ARG_CHECK(!tid2eid || tokens, "cuda router: hash routing needs tokens");
+    ARG_CHECK(!x || (xq && (uintptr_t)xq % 16 == 0 && n_in > 0 && n_in % 32 == 0 && n_in <= 16384),
+              "cuda router: x planes of n_in %lld (n_in %% 32 == 0, <= 16384, 16-byte aligned planes)",
+              (long long)n_in);
     if (n_tok == 0) return V4F_OK;
     CUDA_TRY_DEVICE(c);
-    if (!tid2eid && n_expert <= RT_WARPS * 32)
-        v4f_launch(k_router_wide, (unsigned)n_tok, RT_WARPS * 32, 0, c->stream, logits, bias, n_expert, k, norm ? 1 : 0,
-                   scale, ids, w);
+    const bool wide = !tid2eid && n_expert <= RT_WARPS * 32;
+    const int threads = wide ? RT_WARPS * 32 : 32;
+    router_split sp = {x, xq, x ? n_in : 0, x ? (uint64_t)v4f_cuda_quant_row_bytes(n_in) : 0, n_tok};
+    const int64_t split_ctas = x ? (n_tok * (n_in / 32) + threads / 32 - 1) / (threads / 32) : 0;
+    ARG_CHECK(n_tok + split_ctas <= 0x7fffffff, "cuda router: %lld rows of x planes", (long long)n_tok);
+    const unsigned grid = (unsigned)(n_tok + split_ctas);
+    if (wide)
+        v4f_launch(k_router_wide, grid, threads, 0, c->stream, logits, bias, n_expert, k, norm ? 1 : 0, scale, ids, w,
+                   sp);
     else
-        v4f_launch(k_router, (unsigned)n_tok, 32, tid2eid ? 0 : (size_t)n_expert * (2 * sizeof(float) + 1), c->stream,
-                   logits, bias, n_expert, k, tid2eid, tokens, norm ? 1 : 0, scale, ids, w);
+        v4f_launch(k_router, grid, threads, tid2eid ? 0 : (size_t)n_expert * (2 * sizeof(float) + 1), c->stream,
+                   logits, bias, n_expert, k, tid2eid, tokens, norm ? 1 : 0, scale, ids, w, sp);
     CUDA_TRY_LAUNCH();
     return V4F_OK;
+}
+
+extern "C" v4f_status v4f_cuda_router(v4f_cuda *c, const float *logits, const float *bias, int64_t n_tok,
+                                      int64_t n_expert, int k, const int32_t *tid2eid, const int32_t *tokens,
+                                      bool norm, float scale, int32_t *ids, float *w, v4f_err *err) {
+    return v4f_cuda_router_planes(c, logits, bias, n_tok, n_expert, k, tid2eid, tokens, norm, scale, ids, w, NULL, 0,
+                                  NULL, err);
 }
 
 /* ---- SwiGLU ---------------------------------------------------------------------------- */
