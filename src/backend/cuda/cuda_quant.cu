@@ -518,6 +518,32 @@ __device__ __forceinline__ float dot_planes(const uint32_t *codes, const xq_unit
     return (float)(s1 * 128 + s2) * (1.0f / 128.0f) + (float)s3 * (1.0f / 16384.0f);
 }
 
+/* dp4a of unsigned bytes a with signed bytes b */
+__device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* dot_planes<4, 2> of 16 Q2_K codes left in place (code << 2s, <= 192:
+ * one AND a word instead of a shift and an AND), the sum scaled back by
+ * 4^-s: the same value as dot_planes'. The plane sums are 4^s times
+ * dot_planes' (|s1 * 128 + s2| <= 16 * 3 * 127 * 129 < 2^20 there), so S1 *
+ * 128 + S2 fits int32 and, a multiple of 4^s below 2^26, converts to float
+ * exactly; times 2^-7-2s it is dot_planes' exact product (dot_planes adds
+ * (float)0 * 2^-14 for the absent third plane, and the product is never
+ * -0). Two planes only (with three, unit_dot spilled 48 bytes). H200:
+ * routed down 11.8 -> 11.2 us (docs/PERF_NOTES.md, session 33). */
+__device__ __forceinline__ float dot_planes_q2(const uint32_t *codes, const xq_unit *x, int w0, int s) {
+    int s1 = 0, s2 = 0;
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+        s1 = dp4a_us(codes[w], x->p[0][w0 + w], s1);
+        s2 = dp4a_us(codes[w], x->p[1][w0 + w], s2);
+    }
+    return (float)(s1 * 128 + s2) * __int_as_float((120 - 2 * s) << 23);
+}
+
 /* 4 * NW bytes at a 2-aligned shared-memory offset as NW words (reads up to
  * 4 bytes past the end: the smem buffer has slack). */
 template <int NW> __device__ __forceinline__ void lds_words_at2(const uint8_t *s, uint32_t off, uint32_t *out) {
@@ -565,10 +591,10 @@ template <int NP> __device__ __forceinline__ void iq2_perm_x(xq_unit *x) {
 struct ucode {
     uint32_t c[8]; /* 32 codes, 4 per word (IQ2_XXS: in the iq2_perm_x order) */
     float a, b;    /* Q8_0, IQ2_XXS: a = block scale; Q2_K: a = d, b = dmin; Q4_K: a = d sc, b = dmin m */
-    uint32_t k;    /* Q2_K: the two 8-bit sub-block scales */
+    uint32_t k;    /* Q2_K: the two 8-bit sub-block scales (two planes: the unit's shift s in bits 16-17) */
 };
 
-template <int T> __device__ __forceinline__ void unit_codes(const uint8_t *s, int u, const uint32_t *gsel, ucode *w) {
+template <int T, int NP> __device__ __forceinline__ void unit_codes(const uint8_t *s, int u, const uint32_t *gsel, ucode *w) {
     if constexpr (T == V4F_TYPE_Q8_0) {
         w->a = f16_to_f32(*(const uint16_t *)(s + 34 * u));
         lds_words_at2<8>(s, 34u * u + 2u, w->c);
@@ -576,10 +602,14 @@ template <int T> __device__ __forceinline__ void unit_codes(const uint8_t *s, in
         const int b = u >> 3, h = (u >> 2) & 1, sft = u & 3;
         const uint8_t *blk = s + 84 * b; /* 4-byte aligned */
         const uint32_t *qp = (const uint32_t *)(blk + 16 + 32 * h);
+        /* two planes: the codes in place, code << 2s (unit_dot scales by
+         * 4^-s, dot_planes_q2); three: shifted down */
+        const uint32_t m = 0x03030303u << (2 * sft);
 #pragma unroll
-        for (int i = 0; i < 8; i++) w->c[i] = (qp[i] >> (2 * sft)) & 0x03030303u;
+        for (int i = 0; i < 8; i++) w->c[i] = NP == 2 ? qp[i] & m : (qp[i] >> (2 * sft)) & 0x03030303u;
         /* scale bytes 8h + 2s (l < 16) and 8h + 2s + 1 (l >= 16) */
         w->k = (*(const uint32_t *)(blk + 8 * h + 4 * (sft >> 1)) >> (16 * (sft & 1))) & 0xffffu;
+        if constexpr (NP == 2) w->k |= (uint32_t)sft << 16;
         const uint32_t dd = *(const uint32_t *)(blk + 80);
         w->a = f16_to_f32(dd);
         w->b = f16_to_f32(dd >> 16);
@@ -629,8 +659,14 @@ template <int T> __device__ __forceinline__ void unit_codes(const uint8_t *s, in
 
 template <int T, int NP> __device__ __forceinline__ float unit_dot(const ucode *w, const xq_unit *x) {
     if constexpr (T == V4F_TYPE_Q2_K) {
-        const float lo = dot_planes<4, NP>(w->c, x, 0), hi = dot_planes<4, NP>(w->c + 4, x, 4);
-        const uint32_t sc0 = w->k & 255, sc1 = w->k >> 8;
+        float lo, hi;
+        if constexpr (NP == 2) {
+            const int sft = (int)(w->k >> 16);
+            lo = dot_planes_q2(w->c, x, 0, sft), hi = dot_planes_q2(w->c + 4, x, 4, sft);
+        } else {
+            lo = dot_planes<4, NP>(w->c, x, 0), hi = dot_planes<4, NP>(w->c + 4, x, 4);
+        }
+        const uint32_t sc0 = w->k & 255, sc1 = (w->k >> 8) & 255; /* (bits 16-17: s) */
         const float dsum = (float)(sc0 & 15) * lo + (float)(sc1 & 15) * hi;
         const float msum = (float)(sc0 >> 4) * x->s0 + (float)(sc1 >> 4) * x->s1;
         return w->a * x->d * dsum - w->b * msum;
@@ -644,7 +680,7 @@ template <int T, int NP> __device__ __forceinline__ float unit_dot(const ucode *
 template <int T, int NP>
 __device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint32_t *gsel) {
     ucode w;
-    unit_codes<T>(s, u, gsel, &w);
+    unit_codes<T, NP>(s, u, gsel, &w);
     return unit_dot<T, NP>(&w, x);
 }
 
@@ -812,7 +848,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
                 for (int r = 0; r < R; r++) {
                     if (BULK && r == RH) mbar_wait(&mbar[1], phase);
                     ucode w;
-                    unit_codes<T>(smem + min(r, nrows - 1) * chunk_bytes, u, s_gsel, &w);
+                    unit_codes<T, NP>(smem + min(r, nrows - 1) * chunk_bytes, u, s_gsel, &w);
 #pragma unroll
                     for (int j = 0; j < 2; j++) {
                         if (j >= a.ncol) break;
@@ -970,7 +1006,7 @@ template <int T, int NP> __global__ void __launch_bounds__(MX_THREADS, 4) k_mvex
         for (int u = lane; u < U; u += 32) {
             ucode w[RW];
 #pragma unroll
-            for (int r = 0; r < RW; r++) unit_codes<T>(rows[r], u, s_gsel, &w[r]);
+            for (int r = 0; r < RW; r++) unit_codes<T, NP>(rows[r], u, s_gsel, &w[r]);
             const int64_t e0 = unit_e0<T>(u);
 #pragma unroll
             for (int j = 0; j < C; j++) {
