@@ -2207,7 +2207,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
                         off[m] = hh ? (int32_t)E : 0;
                         slot[m] = (int32_t)p;
                         xs[m] = x->xn + (p / k) * d;
-                        xq[m] = x->xnq;
+                        xq[m] = x->xnq; /* (read only when xpl: one token) */
                         ys[m] = (hh ? x->u : x->g) + p * nff;
                         m++;
                     }
