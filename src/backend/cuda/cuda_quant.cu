@@ -40,7 +40,7 @@
  * Expert by expert (k_mvexp): the routed experts of a chunk of a few dozen
  * to a few hundred tokens, each expert's rows read once and each unit of
  * them decoded once (unit_codes) for up to 4 of its tokens' int8 planes
- * (unit_dot), the pairs found through the bucketing's lists (no host
+ * (unit_acc), the pairs found through the bucketing's lists (no host
  * synchronisation).
  *
  * Slow matvec (k_matvec_slow): one warp per row reading single bytes; any
@@ -532,7 +532,7 @@ __device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
  * 128 + S2 fits int32 and, a multiple of 4^s below 2^26, converts to float
  * exactly; times 2^-7-2s it is dot_planes' exact product (dot_planes adds
  * (float)0 * 2^-14 for the absent third plane, and the product is never
- * -0). Two planes only (with three, unit_dot spilled 48 bytes). H200:
+ * -0). Two planes only (with three, unit_acc spilled 48 bytes). H200:
  * routed down 11.8 -> 11.2 us (docs/PERF_NOTES.md, session 33). */
 __device__ __forceinline__ float dot_planes_q2(const uint32_t *codes, const xq_unit *x, int w0, int s) {
     int s1 = 0, s2 = 0;
@@ -585,9 +585,8 @@ template <int NP> __device__ __forceinline__ void iq2_perm_x(xq_unit *x) {
 
 /* The decoded weights of one unit (32 codes) and the scale terms the
  * product needs, apart from x (unit_codes), so that a kernel that
- * multiplies one unit by several x decodes it once (k_mvexp); unit_dot is
- * the float combination with one x. dot_unit_q = unit_dot(unit_codes):
- * the same operations in the same order as before the split. */
+ * multiplies one unit by several x decodes it once (k_mvexp); unit_acc
+ * adds its product with one x to a sum; acc_unit_q = unit_acc(unit_codes). */
 struct ucode {
     uint32_t c[8]; /* 32 codes, 4 per word (IQ2_XXS: in the iq2_perm_x order) */
     float a, b;    /* Q8_0, IQ2_XXS: a = block scale; Q2_K: a = d, b = dmin; Q4_K: a = d sc, b = dmin m */
@@ -602,7 +601,7 @@ template <int T, int NP> __device__ __forceinline__ void unit_codes(const uint8_
         const int b = u >> 3, h = (u >> 2) & 1, sft = u & 3;
         const uint8_t *blk = s + 84 * b; /* 4-byte aligned */
         const uint32_t *qp = (const uint32_t *)(blk + 16 + 32 * h);
-        /* two planes: the codes in place, code << 2s (unit_dot scales by
+        /* two planes: the codes in place, code << 2s (unit_acc scales by
          * 4^-s, dot_planes_q2); three: shifted down */
         const uint32_t m = 0x03030303u << (2 * sft);
 #pragma unroll
@@ -640,6 +639,10 @@ template <int T, int NP> __device__ __forceinline__ void unit_codes(const uint8_
         const float d = f16_to_f32(*(const uint16_t *)(s + 66 * b));
         uint32_t A, B;
         lds_8at2(s, 66u * b + 2u + 8u * g, &A, &B);
+        /* the selector table's shared address, 1 KiB aligned (__align__ at
+         * its declarations), so an entry's address is (4 index) | base: one
+         * LOP3 after the shift instead of a mask and an add per lookup */
+        const uint32_t gbase = (uint32_t)__cvta_generic_to_shared(gsel);
 #pragma unroll
         for (int l = 0; l < 4; l++) {
             /* signs from their definition (k and its parity, checked
@@ -648,8 +651,10 @@ template <int T, int NP> __device__ __forceinline__ void unit_codes(const uint8_
             /* bit 30 of the grid selector is 0 (codes <= 2), so the add
              * sets it to the parity; its carry leaves through bit 31, which
              * only the high half sees (masked there) */
-            const uint32_t sel =
-                (gsel[(A >> (8 * l)) & 255] ^ ((k * IQ2_SIGN_SPREAD) & IQ2_SIGN_BITS)) + ((uint32_t)__popc(k) << 30);
+            const uint32_t ga = (l ? A >> (8 * l - 2) : A << 2) & 0x3fcu | gbase;
+            uint32_t gs;
+            asm volatile("ld.shared.u32 %0, [%1];" : "=r"(gs) : "r"(ga));
+            const uint32_t sel = (gs ^ ((k * IQ2_SIGN_SPREAD) & IQ2_SIGN_BITS)) + ((uint32_t)__popc(k) << 30);
             w->c[2 * l] = v4f_prmt(IQ2_VAL_LO, IQ2_VAL_HI, sel);
             w->c[2 * l + 1] = v4f_prmt(IQ2_VAL_LO, IQ2_VAL_HI, (sel >> 16) & 0x7fffu);
         }
@@ -657,7 +662,11 @@ template <int T, int NP> __device__ __forceinline__ void unit_codes(const uint8_
     }
 }
 
-template <int T, int NP> __device__ __forceinline__ float unit_dot(const ucode *w, const xq_unit *x) {
+/* acc plus the unit's product with one x. The roundings are spelled out
+ * (_rn intrinsics are never contracted or reassociated), so an edit
+ * elsewhere in a kernel cannot move an FMA and change the bits: a kernel
+ * edit that should keep the results can be checked for equal bits. */
+template <int T, int NP> __device__ __forceinline__ float unit_acc(const ucode *w, const xq_unit *x, float acc) {
     if constexpr (T == V4F_TYPE_Q2_K) {
         float lo, hi;
         if constexpr (NP == 2) {
@@ -667,21 +676,22 @@ template <int T, int NP> __device__ __forceinline__ float unit_dot(const ucode *
             lo = dot_planes<4, NP>(w->c, x, 0), hi = dot_planes<4, NP>(w->c + 4, x, 4);
         }
         const uint32_t sc0 = w->k & 255, sc1 = (w->k >> 8) & 255; /* (bits 16-17: s) */
-        const float dsum = (float)(sc0 & 15) * lo + (float)(sc1 & 15) * hi;
-        const float msum = (float)(sc0 >> 4) * x->s0 + (float)(sc1 >> 4) * x->s1;
-        return w->a * x->d * dsum - w->b * msum;
+        const float dsum = __fmaf_rn((float)(sc0 & 15), lo, __fmul_rn((float)(sc1 & 15), hi));
+        const float msum = __fmaf_rn((float)(sc0 >> 4), x->s0, __fmul_rn((float)(sc1 >> 4), x->s1));
+        return __fmaf_rn(__fmul_rn(w->a, x->d), dsum, __fmaf_rn(-w->b, msum, acc));
     } else if constexpr (T == V4F_TYPE_Q4_K) {
-        return w->a * x->d * dot_planes<8, NP>(w->c, x, 0) - w->b * (x->s0 + x->s1);
+        return __fmaf_rn(__fmul_rn(w->a, x->d), dot_planes<8, NP>(w->c, x, 0),
+                         __fmaf_rn(-w->b, __fadd_rn(x->s0, x->s1), acc));
     } else { /* Q8_0; IQ2_XXS with x in the permuted order */
-        return w->a * x->d * dot_planes<8, NP>(w->c, x, 0);
+        return __fmaf_rn(__fmul_rn(w->a, x->d), dot_planes<8, NP>(w->c, x, 0), acc);
     }
 }
 
 template <int T, int NP>
-__device__ __forceinline__ float dot_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint32_t *gsel) {
+__device__ __forceinline__ float acc_unit_q(const uint8_t *s, int u, const xq_unit *x, const uint32_t *gsel, float acc) {
     ucode w;
     unit_codes<T, NP>(s, u, gsel, &w);
-    return unit_dot<T, NP>(&w, x);
+    return unit_acc<T, NP>(&w, x, acc);
 }
 
 /* ---- kernels -------------------------------------------------------------- */
@@ -734,7 +744,11 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
  * up to MV_COLS 4 (the accumulators grow with R x C). */
 #define MV_MIN_BLOCKS(Q, C) ((Q) ? ((C) > 2 ? 4 : (C) > 1 ? 5 : 8) : 0)
 
-template <int T, bool Q, int R, int C = 1, int NP = 3>
+/* CB > 0: an instance for one shape, whose row chunks are CB bytes and
+ * whose tiles are all full (mv_fixed_chunk): the rows' shared-memory
+ * offsets are immediates, no clamp (the expert matvecs' per-row address
+ * arithmetic was ~6 of ~135 instructions per unit and row) */
+template <int T, bool Q, int R, int C = 1, int NP = 3, int CB = 0>
 __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
     /* the int8-plane path always uses units of 32 elements */
@@ -744,14 +758,14 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     /* IQ2_XXS: per-lane random grid reads; shared memory serves them with
      * fewer wavefronts than L1 (filled before the first barrier below) */
     __shared__ uint64_t s_grid[T == V4F_TYPE_IQ2_XXS && !Q ? 256 : 1];
-    __shared__ uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS && Q ? 256 : 1];
+    __shared__ alignas(T == V4F_TYPE_IQ2_XXS && Q ? 1024 : 4) uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS && Q ? 256 : 1];
 
     const mv_pair &p = a.p[blockIdx.y];
     const int64_t row0 = (int64_t)blockIdx.x * R;
     if (row0 >= p.n_out) return; /* uniform over the CTA */
-    const int nrows = (int)min((int64_t)R, p.n_out - row0);
+    const int nrows = CB ? R : (int)min((int64_t)R, p.n_out - row0);
     const int64_t n_sb = a.n_in / SBE;
-    const int chunk_bytes = chunk_sb * SBB;
+    const int chunk_bytes = CB ? CB : chunk_sb * SBB;
     /* bulk copies where they measured faster: CTAs of 8 or more rows (H200,
      * session 9: q_b 14.0 -> 12.6 us, experts gate+up 26.7 -> 24.7; with 2
      * rows out_b went 15.3 -> 16.4) */
@@ -832,8 +846,8 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
         if constexpr (Q && C == 2 && (T == V4F_TYPE_Q8_0 || T == V4F_TYPE_Q4_K)) {
             /* two columns (a 2-token eval, a speculative verify step): the x
              * of both held at once and each row's unit decoded once for
-             * them (unit_codes, then unit_dot per column: the arithmetic of
-             * dot_unit_q, so the same bits as the loop below). Q2_K and
+             * them (unit_codes, then unit_acc per column: the arithmetic of
+             * acc_unit_q, so the same bits as the loop below). Q2_K and
              * IQ2_XXS keep that loop: this form spilled 88 / 56 bytes there
              * at 96 registers (their several-column launches are rare: the
              * routed experts of a few tokens go pair by pair). */
@@ -848,11 +862,11 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
                 for (int r = 0; r < R; r++) {
                     if (BULK && r == RH) mbar_wait(&mbar[1], phase);
                     ucode w;
-                    unit_codes<T, NP>(smem + min(r, nrows - 1) * chunk_bytes, u, s_gsel, &w);
+                    unit_codes<T, NP>(smem + (CB ? r : min(r, nrows - 1)) * chunk_bytes, u, s_gsel, &w);
 #pragma unroll
                     for (int j = 0; j < 2; j++) {
                         if (j >= a.ncol) break;
-                        acc[r][j] += unit_dot<T, NP>(&w, &xu[j]);
+                        acc[r][j] = unit_acc<T, NP>(&w, &xu[j], acc[r][j]);
                     }
                 }
             }
@@ -867,7 +881,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
 #pragma unroll
                     for (int r = 0; r < R; r++) {
                         if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                        acc[r][j] += dot_unit_q<T, NP>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel);
+                        acc[r][j] = acc_unit_q<T, NP>(smem + (CB ? r : min(r, nrows - 1)) * chunk_bytes, u, &xu, s_gsel, acc[r][j]);
                     }
                 }
             }
@@ -881,7 +895,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
 #pragma unroll
                     for (int r = 0; r < R; r++) {
                         if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                        acc[r][j] += dot_unit<T>(smem + min(r, nrows - 1) * chunk_bytes, u, xr, xs, s_grid);
+                        acc[r][j] += dot_unit<T>(smem + (CB ? r : min(r, nrows - 1)) * chunk_bytes, u, xr, xs, s_grid);
                     }
                 }
             }
@@ -928,7 +942,7 @@ template <int T> __global__ void __launch_bounds__(32 * MV_SLOW_WARPS) k_matvec_
  * a 16-byte aligned stride. Warp w owns rows MX_RW w .. MX_RW w + MX_RW - 1
  * and lane l the units l, l + 32, ...: per unit the warp's rows are decoded
  * once (unit_codes) and applied to up to MX_PASS pairs' x planes
- * (unit_dot); each lane sums its units in order, then warp_sum: per (row,
+ * (unit_acc); each lane sums its units in order, then warp_sum: per (row,
  * pair) a fixed order, so results do not depend on the bucket order. x
  * planes: one row per token (gate/up: row p / xdiv, xdiv = k) or per pair
  * (down: xdiv = 1), in the weight order of the type (v4f_cuda_quant_rows).
@@ -959,7 +973,7 @@ typedef struct mx_args {
 template <int T, int NP> __global__ void __launch_bounds__(MX_THREADS, 4) k_mvexp(const __grid_constant__ mx_args a) {
     constexpr int RW = MX_RW, C = MX_PASS, R = MX_ROWS;
     extern __shared__ __align__(16) uint8_t smem[];
-    __shared__ uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
+    __shared__ alignas(T == V4F_TYPE_IQ2_XXS ? 1024 : 4) uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     V4F_PDL_ENTRY();
     if ((int)blockIdx.y >= __ldg(a.act)) return; /* uniform over the CTA */
@@ -1014,7 +1028,7 @@ template <int T, int NP> __global__ void __launch_bounds__(MX_THREADS, 4) k_mvex
                     xq_unit xu;
                     load_xq<NP>(a.xq + (uint64_t)xr[j] * a.xq_stride, a.n_in, e0, &xu);
 #pragma unroll
-                    for (int r = 0; r < RW; r++) acc[r][j] += unit_dot<T, NP>(&w[r], &xu);
+                    for (int r = 0; r < RW; r++) acc[r][j] = unit_acc<T, NP>(&w[r], &xu, acc[r][j]);
                 }
             }
         }
@@ -1141,12 +1155,27 @@ static bool q8_f32(void) {
     return e && e[0] == '1';
 }
 
+/* The row chunk (bytes) of the one-column instance k_matvec has for a
+ * fixed shape: the q2 routed experts' gate/up (IQ2_XXS, n_in 4096) and down
+ * (Q2_K, n_in 2048), each one chunk of its row; 0: none. */
+template <int T> constexpr int mv_fixed_chunk() {
+    return T == V4F_TYPE_IQ2_XXS ? 4096 / 256 * 66 : T == V4F_TYPE_Q2_K ? 2048 / 256 * 84 : 0;
+}
+
 /* The int8-plane instances of k_matvec with NP planes: two columns, up to
- * MV_COLS, or one; RS rows per CTA for short / wide rows. */
+ * MV_COLS, or one; RS rows per CTA for short / wide rows; fixed: the
+ * mv_fixed_chunk instance applies. */
 template <int T, int RS, int NP>
 static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads, size_t smem, int chunk_sb, bool two,
-                          bool shortrow) {
+                          bool shortrow, bool fixed) {
     constexpr int R = fmt<T>::R;
+    if constexpr (mv_fixed_chunk<T>() > 0) {
+        if (fixed && !two && a->ncol == 0 && !shortrow) {
+            v4f_launch(k_matvec<T, true, R, 1, NP, mv_fixed_chunk<T>()>, grid, threads, smem, c->stream, *a,
+                       chunk_sb);
+            return;
+        }
+    }
     if (two && shortrow) v4f_launch(k_matvec<T, true, RS, 2, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
     else if (two) v4f_launch(k_matvec<T, true, R, 2, NP>, grid, threads, smem, c->stream, *a, chunk_sb);
     else if (a->ncol > 0 && shortrow)
@@ -1201,11 +1230,13 @@ static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, bool 
         /* two columns (a 2-token eval, a speculative verify step) in an
          * instance with fewer accumulators and more resident CTAs */
         const bool two = a->ncol > 0 && a->ncol <= 2;
+        bool fixed = mv_fixed_chunk<T>() > 0 && chunk_sb * SBB == mv_fixed_chunk<T>();
+        for (int i = 0; i < n; i++) fixed = fixed && a->p[i].n_out % R == 0;
         if constexpr (kPlanes) {
             if (planes && c->x_planes == 2)
-                launch_planes<T, RS, 2>(c, a, grid, threads, smem, (int)chunk_sb, two, shortrow);
+                launch_planes<T, RS, 2>(c, a, grid, threads, smem, (int)chunk_sb, two, shortrow, fixed);
             else if (planes)
-                launch_planes<T, RS, 3>(c, a, grid, threads, smem, (int)chunk_sb, two, shortrow);
+                launch_planes<T, RS, 3>(c, a, grid, threads, smem, (int)chunk_sb, two, shortrow, fixed);
             else if (shortrow)
                 v4f_launch(k_matvec<T, false, RS>, grid, threads, smem, c->stream, *a, (int)chunk_sb);
             else
