@@ -2254,9 +2254,12 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
                 xq[i] = x->gq + (size_t)p * qb;
                 ys[i] = x->yd + p * d;
             }
+            /* the ids were made by the router, two launches back (gate/up,
+             * SwiGLU between): the down's first weights are requested
+             * while the SwiGLU runs */
             if (gpl)
-                TRY(v4f_cuda_matvec_indirect_planes(g->c, nb, &r->exp_down, tabp, x->eids, off, slot, xs, xq, ys,
-                                                    err));
+                TRY(v4f_cuda_matvec_indirect_planes_ready(g->c, nb, &r->exp_down, tabp, x->eids, off, slot, xs, xq,
+                                                          ys, err));
             else
                 TRY(v4f_cuda_matvec_indirect(g->c, nb, &r->exp_down, tabp, x->eids, off, slot, xs, ys, err));
         }

@@ -363,6 +363,17 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
                     v4f_type_name(type), (long long)n_in);
             g_fail++;
         }
+        /* ids written long before this launch (an upload): the _ready form
+         * requests the weights before its wait, the same bits */
+        TRY(v4f_cuda_memset(c, dy2, 0xff, yb, err));
+        TRY(v4f_cuda_matvec_indirect_planes_ready(c, IND_PAIRS, &shape, (const void *const *)pool.dtab,
+                                                  (const int32_t *)dids, tab_off, slot, xs, xqs, ys2, err));
+        TRY(v4f_cuda_download(c, y2, dy2, yb, err));
+        if (memcmp(y, y2, yb) != 0) {
+            fprintf(stderr, "FAIL %s n_in %lld: matvec_indirect_planes_ready differs from matvec_indirect\n",
+                    v4f_type_name(type), (long long)n_in);
+            g_fail++;
+        }
         free(y2);
         v4f_cuda_free(c, dy2);
         for (int k = 0; k < 3; k++) v4f_cuda_free(c, dq[k]);
@@ -630,6 +641,16 @@ static void conformance(v4f_cuda *c) {
     run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
     run_single(c, V4F_TYPE_Q4_K, 4096, 2048, 0, 0, 0);
     run_single(c, V4F_TYPE_Q4_K, 2048, 4096, 0, 0, 0);
+    /* the routed experts' shapes (k_mvfix) by id: tiles per CTA chosen, by
+     * k_matvec (0) and forced to 1 .. 4 */
+    static const char *const fix[] = {"", "0", "1", "2", "3", "4"};
+    for (int i = 0; i < (int)(sizeof fix / sizeof fix[0]); i++) {
+        setenv("V4F_MV_FIX", fix[i], 1);
+        run_indirect(c, V4F_TYPE_Q2_K, 2048, 4096, 0, 0);
+        run_indirect(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0);
+        run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
+    }
+    unsetenv("V4F_MV_FIX");
 }
 
 /* ---- benchmark ---------------------------------------------------------------- */

@@ -194,6 +194,15 @@ v4f_status v4f_cuda_matvec_indirect_planes(v4f_cuda *c, int n, const v4f_cuda_ma
                                            const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
                                            const float *const *x, const uint8_t *const *xq, float *const *y,
                                            v4f_err *err);
+/* The same, with ids already written when this launch starts: by a kernel
+ * two or more launches back on the stream, none of the launches between
+ * letting the next one start before its own wait (the routed down after the
+ * router, the gate/up and the SwiGLU). The kernel then requests the chosen
+ * matrices' first bytes before waiting for the kernel just before it. */
+v4f_status v4f_cuda_matvec_indirect_planes_ready(v4f_cuda *c, int n, const v4f_cuda_mat *shape,
+                                                 const void *const *tab, const int32_t *ids, const int32_t *tab_off,
+                                                 const int32_t *slot, const float *const *x,
+                                                 const uint8_t *const *xq, float *const *y, v4f_err *err);
 
 /* Several x per matrix (short evals: the dense projections of a few
  * tokens): for i < n_mat, t < n: y[i] + t ldy[i] = w[i] (x[i] + t ldx), each

@@ -720,6 +720,7 @@ typedef struct mv_args {
     const void *const *tab; /* NULL: direct (p[i].w) */
     const int32_t *ids;
     int evict_first; /* the weight copies ask L2 to evict their lines first */
+    int ids_ready;   /* ids written two or more launches back: read before the wait */
 } mv_args;
 
 /* The matrix of pair p: direct, or looked up on the device (routed experts). */
@@ -728,6 +729,9 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
 }
 
 #define MV_THREADS 128 /* max threads of a fast-matvec CTA */
+#ifndef V4F_MV_XHOIST
+#define V4F_MV_XHOIST 1 /* k_matvec: the first unit's x requested before the weights' wait */
+#endif
 #ifndef MV_SHORT_ROWS
 #define MV_SHORT_ROWS 8 /* Q8_0 rows per CTA when a row is one warp's worth of units (n_in <= 1024) */
 #endif
@@ -744,11 +748,7 @@ __device__ __forceinline__ const uint8_t *mv_w(const mv_args &a, const mv_pair &
  * up to MV_COLS 4 (the accumulators grow with R x C). */
 #define MV_MIN_BLOCKS(Q, C) ((Q) ? ((C) > 2 ? 4 : (C) > 1 ? 5 : 8) : 0)
 
-/* CB > 0: an instance for one shape, whose row chunks are CB bytes and
- * whose tiles are all full (mv_fixed_chunk): the rows' shared-memory
- * offsets are immediates, no clamp (the expert matvecs' per-row address
- * arithmetic was ~6 of ~135 instructions per unit and row) */
-template <int T, bool Q, int R, int C = 1, int NP = 3, int CB = 0>
+template <int T, bool Q, int R, int C = 1, int NP = 3>
 __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     k_matvec(const __grid_constant__ mv_args a, int chunk_sb) {
     /* the int8-plane path always uses units of 32 elements */
@@ -763,9 +763,9 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     const mv_pair &p = a.p[blockIdx.y];
     const int64_t row0 = (int64_t)blockIdx.x * R;
     if (row0 >= p.n_out) return; /* uniform over the CTA */
-    const int nrows = CB ? R : (int)min((int64_t)R, p.n_out - row0);
+    const int nrows = (int)min((int64_t)R, p.n_out - row0);
     const int64_t n_sb = a.n_in / SBE;
-    const int chunk_bytes = CB ? CB : chunk_sb * SBB;
+    const int chunk_bytes = chunk_sb * SBB;
     /* bulk copies where they measured faster: CTAs of 8 or more rows (H200,
      * session 9: q_b 14.0 -> 12.6 us, experts gate+up 26.7 -> 24.7; with 2
      * rows out_b went 15.3 -> 16.4) */
@@ -813,9 +813,10 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     if (BULK && threadIdx.x == 0) mbar_init(&mbar[0]), mbar_init(&mbar[1]);
     /* A direct matrix does not depend on earlier kernels: its first chunk
      * is requested before waiting for them (programmatic dependent launch,
-     * cuda_common.cuh); an indirect one is picked by an earlier kernel. */
-    const bool early = a.tab == NULL;
-    if (early) issue(p.w, 0);
+     * cuda_common.cuh); an indirect one is picked by an earlier kernel, so
+     * only where the caller says that kernel is done (ids_ready). */
+    const bool early = a.tab == NULL || a.ids_ready;
+    if (early) issue(mv_w(a, p), 0);
     V4F_PDL_ENTRY();
     const uint8_t *pw = mv_w(a, p);
 
@@ -834,13 +835,20 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     for (int64_t sb0 = 0; sb0 < n_sb; sb0 += chunk_sb) {
         const int nsb = (int)min((int64_t)chunk_sb, n_sb - sb0);
         if (!early || sb0 > 0) issue(pw, sb0);
+        const int nunits = nsb * UPS;
+        /* Q8_0, one column, two planes: the x of the thread's first unit is
+         * requested before the wait for the weights, so the two latencies
+         * overlap (the other types' instances spilled 32-164 bytes with it;
+         * the q2 experts' x is loaded early by k_mvfix) */
+        constexpr bool XH = Q && C == 1 && NP == 2 && T == V4F_TYPE_Q8_0 && V4F_MV_XHOIST;
+        xq_unit xh;
+        if (XH && threadIdx.x < nunits) load_xq<NP>(p.xq, a.n_in, sb0 * SBE + unit_e0<T>(threadIdx.x), &xh);
         if (BULK) { /* the barrier's completion makes the bytes visible to every waiter */
             mbar_wait(&mbar[0], phase);
         } else {
             cp_async_wait_all();
             __syncthreads();
         }
-        const int nunits = nsb * UPS;
         /* rows past the end recompute the last valid row (no branch, no
          * unwritten shared memory); their sums are dropped */
         if constexpr (Q && C == 2 && (T == V4F_TYPE_Q8_0 || T == V4F_TYPE_Q4_K)) {
@@ -862,7 +870,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
                 for (int r = 0; r < R; r++) {
                     if (BULK && r == RH) mbar_wait(&mbar[1], phase);
                     ucode w;
-                    unit_codes<T, NP>(smem + (CB ? r : min(r, nrows - 1)) * chunk_bytes, u, s_gsel, &w);
+                    unit_codes<T, NP>(smem + min(r, nrows - 1) * chunk_bytes, u, s_gsel, &w);
 #pragma unroll
                     for (int j = 0; j < 2; j++) {
                         if (j >= a.ncol) break;
@@ -871,18 +879,27 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
                 }
             }
         } else if constexpr (Q) {
-            for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
+            /* x of unit u (in the weight order) times its rows, column j */
+            auto unit_rows = [&](int u, int j, xq_unit &xu) {
+                if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x<NP>(&xu);
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    if (BULK && r == RH) mbar_wait(&mbar[1], phase);
+                    acc[r][j] = acc_unit_q<T, NP>(smem + min(r, nrows - 1) * chunk_bytes, u, &xu, s_gsel, acc[r][j]);
+                }
+            };
+            int u = threadIdx.x;
+            if (XH && u < nunits) { /* the first unit's x, loaded above */
+                unit_rows(u, 0, xh);
+                u += blockDim.x;
+            }
+            for (; u < nunits; u += blockDim.x) {
 #pragma unroll
                 for (int j = 0; j < C; j++) {
                     if (C > 1 && j >= a.ncol) break; /* uniform */
                     xq_unit xu;
                     load_xq<NP>(p.xq + j * a.xq_col, a.n_in, sb0 * SBE + unit_e0<T>(u), &xu);
-                    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x<NP>(&xu);
-#pragma unroll
-                    for (int r = 0; r < R; r++) {
-                        if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                        acc[r][j] = acc_unit_q<T, NP>(smem + (CB ? r : min(r, nrows - 1)) * chunk_bytes, u, &xu, s_gsel, acc[r][j]);
-                    }
+                    unit_rows(u, j, xu);
                 }
             }
         } else {
@@ -895,7 +912,7 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
 #pragma unroll
                     for (int r = 0; r < R; r++) {
                         if (BULK && r == RH) mbar_wait(&mbar[1], phase);
-                        acc[r][j] += dot_unit<T>(smem + (CB ? r : min(r, nrows - 1)) * chunk_bytes, u, xr, xs, s_grid);
+                        acc[r][j] += dot_unit<T>(smem + min(r, nrows - 1) * chunk_bytes, u, xr, xs, s_grid);
                     }
                 }
             }
@@ -918,6 +935,83 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
         float v = 0;
         for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][r * C + j];
         p.y[(C > 1 ? j * p.ldy : 0) + row0 + r] = v;
+    }
+}
+
+/* The fixed-shape instances (mv_fixed_chunk: the routed experts' gate/up
+ * and down in the q2 model; rows of one CB-byte chunk, packed, R-row tiles
+ * all full) as k_mvfix: TT tiles per CTA, so the grid is about one wave,
+ * each tile requested as the one before it is multiplied; each thread's x
+ * unit (one per thread) is loaded once for all tiles. Per row the same operations in the same order as k_matvec (one
+ * unit per thread, warp_sum_n, the warps' sums added in order), so the same
+ * bits. */
+#define MVFIX_MAX_TILES 4
+
+template <int T, int NP, int CB, int TT>
+__global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(true, 1)) k_mvfix(const __grid_constant__ mv_args a) {
+    constexpr int R = fmt<T>::R, TB = R * CB; /* bytes of a tile */
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float red[MV_THREADS / 32][R];
+    __shared__ alignas(T == V4F_TYPE_IQ2_XXS ? 1024 : 4) uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
+    __shared__ uint64_t mbar[TT];
+    const mv_pair &p = a.p[blockIdx.y];
+    const int ntiles = (int)(p.n_out / R), t0 = (int)blockIdx.x * TT;
+    if (t0 >= ntiles) return; /* uniform over the CTA */
+    const int nt = min(TT, ntiles - t0);
+    /* tile t's copy (bulk: thread 0 alone); each tile has its own buffer */
+    auto issue = [&](const uint8_t *pw, int t) {
+        const uint8_t *src = pw + (uint64_t)(t0 + t) * TB;
+#if V4F_BULK
+        if (threadIdx.x != 0) return;
+        mbar_expect(&mbar[t], (uint32_t)TB);
+        if (a.evict_first) bulk_copy_hint(smem + t * TB, src, (uint32_t)TB, &mbar[t], l2_evict_first_policy());
+        else bulk_copy(smem + t * TB, src, (uint32_t)TB, &mbar[t]);
+#else
+        for (int v = threadIdx.x; v < TB / 16; v += blockDim.x) cp_async16(smem + t * TB + 16 * v, src + 16 * v);
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+    };
+#if V4F_BULK
+    if (threadIdx.x == 0)
+        for (int t = 0; t < TT; t++) mbar_init(&mbar[t]);
+#endif
+    const bool early = a.tab == NULL || a.ids_ready;
+    if (early) issue(mv_w(a, p), 0);
+    V4F_PDL_ENTRY();
+    const uint8_t *pw = mv_w(a, p);
+    if (!early) issue(pw, 0);
+    if constexpr (T == V4F_TYPE_IQ2_XXS)
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) s_gsel[i] = g_iq2xxs_sel[i];
+    const int u = threadIdx.x; /* blockDim.x: the units of a row */
+    xq_unit xu;
+    load_xq<NP>(p.xq, a.n_in, unit_e0<T>(u), &xu);
+    if constexpr (T == V4F_TYPE_IQ2_XXS) iq2_perm_x<NP>(&xu);
+    __syncthreads(); /* the table, the barriers' init */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int t = 0; t < nt; t++) {
+        /* the next tile is requested as this one is multiplied (all at the
+         * start queued each SM's later CTAs' first tiles behind the first
+         * CTAs' last ones) */
+        if (t + 1 < nt) issue(pw, t + 1);
+#if V4F_BULK
+        mbar_wait(&mbar[t], 0);
+#else
+        if (t + 1 < nt) asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        else asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        __syncthreads();
+#endif
+        float acc[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = acc_unit_q<T, NP>(smem + t * TB + r * CB, u, &xu, s_gsel, 0.0f);
+        const float v = warp_sum_n<R>(acc, lane);
+        if ((lane & (32 / R - 1)) == 0) red[warp][lane / (32 / R)] = v;
+        __syncthreads();
+        if (threadIdx.x < R) {
+            float y = 0;
+            for (int w = 0; w < (int)(blockDim.x >> 5); w++) y += red[w][threadIdx.x];
+            p.y[(int64_t)(t0 + t) * R + threadIdx.x] = y;
+        }
+        __syncthreads(); /* red is reused */
     }
 }
 
@@ -1155,24 +1249,44 @@ static bool q8_f32(void) {
     return e && e[0] == '1';
 }
 
-/* The row chunk (bytes) of the one-column instance k_matvec has for a
- * fixed shape: the q2 routed experts' gate/up (IQ2_XXS, n_in 4096) and down
- * (Q2_K, n_in 2048), each one chunk of its row; 0: none. */
+/* Tiles per CTA of k_mvfix (H200, session 34, routed experts alone: IQ2_XXS
+ * gate/up 1: 18.7 us, 2: 17.9, 3: 18.2, 4: 17.9; Q2_K down 1: 10.3, 2: 10.5,
+ * 3 and 4: 12.3, its 64-thread CTAs losing residency to shared memory). */
+template <int T> constexpr int mvfix_tiles() { return T == V4F_TYPE_IQ2_XXS ? 2 : 1; }
+
+/* V4F_MV_FIX: 0 = the fixed shapes by k_matvec instead of k_mvfix (A/B),
+ * 1 .. MVFIX_MAX_TILES = that many tiles per CTA (tests); unset:
+ * mvfix_tiles. Read at each launch (host only: a captured graph keeps what
+ * it was built with). */
+static int mvfix_mode(void) {
+    const char *e = getenv("V4F_MV_FIX");
+    if (!e || !e[0]) return -1;
+    const int v = atoi(e);
+    return v < 0 ? -1 : v > MVFIX_MAX_TILES ? MVFIX_MAX_TILES : v;
+}
+
+/* The row bytes of the shapes k_mvfix runs: the q2 routed experts' gate/up
+ * (IQ2_XXS, n_in 4096) and down (Q2_K, n_in 2048); 0: none. */
 template <int T> constexpr int mv_fixed_chunk() {
     return T == V4F_TYPE_IQ2_XXS ? 4096 / 256 * 66 : T == V4F_TYPE_Q2_K ? 2048 / 256 * 84 : 0;
 }
 
 /* The int8-plane instances of k_matvec with NP planes: two columns, up to
- * MV_COLS, or one; RS rows per CTA for short / wide rows; fixed: the
- * mv_fixed_chunk instance applies. */
+ * MV_COLS, or one; RS rows per CTA for short / wide rows; fixed: the shape
+ * is k_mvfix's (one chunk of mv_fixed_chunk bytes, packed rows, full tiles). */
 template <int T, int RS, int NP>
 static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads, size_t smem, int chunk_sb, bool two,
                           bool shortrow, bool fixed) {
     constexpr int R = fmt<T>::R;
     if constexpr (mv_fixed_chunk<T>() > 0) {
-        if (fixed && !two && a->ncol == 0 && !shortrow) {
-            v4f_launch(k_matvec<T, true, R, 1, NP, mv_fixed_chunk<T>()>, grid, threads, smem, c->stream, *a,
-                       chunk_sb);
+        const int mode = mvfix_mode();
+        if (fixed && !two && a->ncol == 0 && !shortrow && mode != 0) {
+            constexpr int CB = mv_fixed_chunk<T>();
+            void (*kern[MVFIX_MAX_TILES + 1])(mv_args) = {NULL, k_mvfix<T, NP, CB, 1>, k_mvfix<T, NP, CB, 2>,
+                                                         k_mvfix<T, NP, CB, 3>, k_mvfix<T, NP, CB, 4>};
+            const int tt = mode > 0 ? mode : mvfix_tiles<T>();
+            const dim3 g2((unsigned)(((int64_t)grid.x + tt - 1) / tt), grid.y);
+            v4f_launch(kern[tt], g2, threads, (size_t)tt * R * CB + MV_SMEM_SLACK, c->stream, *a);
             return;
         }
     }
@@ -1230,8 +1344,9 @@ static v4f_status launch_matvec(v4f_cuda *c, mv_args *a, int n, bool fast, bool 
         /* two columns (a 2-token eval, a speculative verify step) in an
          * instance with fewer accumulators and more resident CTAs */
         const bool two = a->ncol > 0 && a->ncol <= 2;
-        bool fixed = mv_fixed_chunk<T>() > 0 && chunk_sb * SBB == mv_fixed_chunk<T>();
-        for (int i = 0; i < n; i++) fixed = fixed && a->p[i].n_out % R == 0;
+        bool fixed = mv_fixed_chunk<T>() > 0 && chunk_sb * SBB == mv_fixed_chunk<T>() && chunk_sb == n_sb;
+        for (int i = 0; i < n; i++)
+            fixed = fixed && a->p[i].n_out % R == 0 && a->p[i].row_bytes == (uint64_t)mv_fixed_chunk<T>();
         if constexpr (kPlanes) {
             if (planes && c->x_planes == 2)
                 launch_planes<T, RS, 2>(c, a, grid, threads, smem, (int)chunk_sb, two, shortrow, fixed);
@@ -1362,7 +1477,8 @@ v4f_status v4f_cuda_matvec(v4f_cuda *c, const v4f_cuda_mat *w, const float *x, f
 
 static v4f_status matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
                                   const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
-                                  const float *const *x, const uint8_t *const *xq, float *const *y, v4f_err *err) {
+                                  const float *const *x, const uint8_t *const *xq, float *const *y, bool ids_ready,
+                                  v4f_err *err) {
     if (n < 1 || n > V4F_CUDA_MATVEC_MAX_BATCH || !tab || !ids || !tab_off || !slot)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: indirect matvec of %d pairs (1..%d) or NULL table",
                            n, V4F_CUDA_MATVEC_MAX_BATCH);
@@ -1376,6 +1492,9 @@ static v4f_status matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape,
     a.n_in = shape->n_in;
     a.tab = tab;
     a.ids = ids;
+    /* with given planes no split launch comes between the caller's kernels
+     * and this one (a split may let this launch start before its own wait) */
+    a.ids_ready = ids_ready && xq != NULL;
     bool fast = a.n_in % fast_sbe(shape->type) == 0 && shape->row_bytes % 16 == 0;
     for (int i = 0; i < n; i++) {
         if (!x[i] || !y[i] || tab_off[i] < 0 || slot[i] < 0)
@@ -1397,17 +1516,31 @@ static v4f_status matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape,
 v4f_status v4f_cuda_matvec_indirect(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
                                     const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
                                     const float *const *x, float *const *y, v4f_err *err) {
-    return matvec_indirect(c, n, shape, tab, ids, tab_off, slot, x, NULL, y, err);
+    return matvec_indirect(c, n, shape, tab, ids, tab_off, slot, x, NULL, y, false, err);
+}
+
+static v4f_status indirect_planes(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
+                                  const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
+                                  const float *const *x, const uint8_t *const *xq, float *const *y, bool ids_ready,
+                                  v4f_err *err) {
+    if (!xq || !shape || !planes_n_in_ok(shape->n_in))
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: x planes missing or of n_in %lld",
+                           shape ? (long long)shape->n_in : 0ll);
+    return matvec_indirect(c, n, shape, tab, ids, tab_off, slot, x, xq, y, ids_ready, err);
 }
 
 v4f_status v4f_cuda_matvec_indirect_planes(v4f_cuda *c, int n, const v4f_cuda_mat *shape, const void *const *tab,
                                            const int32_t *ids, const int32_t *tab_off, const int32_t *slot,
                                            const float *const *x, const uint8_t *const *xq, float *const *y,
                                            v4f_err *err) {
-    if (!xq || !shape || !planes_n_in_ok(shape->n_in))
-        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: x planes missing or of n_in %lld",
-                           shape ? (long long)shape->n_in : 0ll);
-    return matvec_indirect(c, n, shape, tab, ids, tab_off, slot, x, xq, y, err);
+    return indirect_planes(c, n, shape, tab, ids, tab_off, slot, x, xq, y, false, err);
+}
+
+v4f_status v4f_cuda_matvec_indirect_planes_ready(v4f_cuda *c, int n, const v4f_cuda_mat *shape,
+                                                 const void *const *tab, const int32_t *ids, const int32_t *tab_off,
+                                                 const int32_t *slot, const float *const *x,
+                                                 const uint8_t *const *xq, float *const *y, v4f_err *err) {
+    return indirect_planes(c, n, shape, tab, ids, tab_off, slot, x, xq, y, true, err);
 }
 
 /* ---- int8-plane rows (several columns, expert by expert) ------------------ */
