@@ -639,9 +639,9 @@ template <int T, int NP> __device__ __forceinline__ void unit_codes(const uint8_
         const float d = f16_to_f32(*(const uint16_t *)(s + 66 * b));
         uint32_t A, B;
         lds_8at2(s, 66u * b + 2u + 8u * g, &A, &B);
-        /* the selector table's shared address, 1 KiB aligned (__align__ at
-         * its declarations), so an entry's address is (4 index) | base: one
-         * LOP3 after the shift instead of a mask and an add per lookup */
+        /* gsel is in shared memory, 1 KiB aligned (alignas at the kernels'
+         * s_gsel), so an entry's address is (4 index) | base: one LOP3 after
+         * the shift instead of a mask and an add per lookup */
         const uint32_t gbase = (uint32_t)__cvta_generic_to_shared(gsel);
 #pragma unroll
         for (int l = 0; l < 4; l++) {
@@ -938,13 +938,13 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(Q, C))
     }
 }
 
-/* The fixed-shape instances (mv_fixed_chunk: the routed experts' gate/up
- * and down in the q2 model; rows of one CB-byte chunk, packed, R-row tiles
- * all full) as k_mvfix: TT tiles per CTA, so the grid is about one wave,
- * each tile requested as the one before it is multiplied; each thread's x
- * unit (one per thread) is loaded once for all tiles. Per row the same operations in the same order as k_matvec (one
- * unit per thread, warp_sum_n, the warps' sums added in order), so the same
- * bits. */
+/* The fixed shapes (mv_fixed_chunk: the q2 model's routed gate/up and
+ * down; rows of one CB-byte chunk, packed, all R-row tiles full): TT tiles
+ * per CTA, each requested as the one before it is multiplied; each
+ * thread's x unit (one per thread) loaded once for all tiles, before the
+ * wait for the weights. Per row the same operations in the same order as
+ * k_matvec (one unit per thread, warp_sum_n, the warps' sums added in
+ * order), so the same bits. */
 #define MVFIX_MAX_TILES 4
 
 template <int T, int NP, int CB, int TT>
@@ -953,7 +953,9 @@ __global__ void __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS(true, 1)) k_mvfix(co
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float red[MV_THREADS / 32][R];
     __shared__ alignas(T == V4F_TYPE_IQ2_XXS ? 1024 : 4) uint32_t s_gsel[T == V4F_TYPE_IQ2_XXS ? 256 : 1];
-    __shared__ uint64_t mbar[TT];
+#if V4F_BULK
+    __shared__ uint64_t mbar[TT]; /* tile t's copy landed */
+#endif
     const mv_pair &p = a.p[blockIdx.y];
     const int ntiles = (int)(p.n_out / R), t0 = (int)blockIdx.x * TT;
     if (t0 >= ntiles) return; /* uniform over the CTA */
