@@ -32,8 +32,10 @@
  * 16 * 43), so the wrapped result is exact. Per block that is 2 shifts, 1
  * conversion and 1 FMA instead of 8, 4 and 4 when each chunk was scaled on
  * its own (Xeon host: IQ2_XXS streaming +8-20%, docs/PERF_NOTES.md "Session
- * 32"). K-quant mins use the f32 sums of x (s16). A group of x with a NaN or Inf has d_x = NaN, which makes the result
- * NaN. The weights are prefetched g_pf bytes ahead (default PLANES_PF_BYTES).
+ * 32"); the split's bias lanes are such block sums too. K-quant mins use the
+ * f32 sums of x (s16). A group of x with a NaN or Inf has d_x = NaN, which
+ * makes the result NaN. The weights are prefetched g_pf bytes ahead
+ * (default PLANES_PF_BYTES).
  *
  * Invariants: the integer sums equal the reference's exactly; the results
  * differ from v4f_quant_dot_planes_ref only by f32 rounding (the lane
@@ -60,14 +62,6 @@ static int64_t g_pf;
 static inline void pf_block(const uint8_t *p, int n_lines) {
     if (!g_pf) return;
     for (int i = 0; i < n_lines; i++) _mm_prefetch((const char *)p + g_pf + 64 * i, _MM_HINT_T0);
-}
-
-/* T = 16384 S1 + 128 S2 + S3 per lane; a: unsigned weight bytes, p: the
- * three signed planes of a chunk record (the split's bias lanes) */
-VNNI_FN static inline __m512i chain3_plain(__m512i a, const uint8_t *p) {
-    __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a, _mm512_loadu_si512((const void *)p));
-    t = _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, _mm512_loadu_si512((const void *)(p + 64)));
-    return _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), a, _mm512_loadu_si512((const void *)(p + 128)));
 }
 
 /* The three plane sums S1, S2, S3 of a block, added over its chunks (named
@@ -158,9 +152,9 @@ VNNI_FN void v4f_quant_planes_avx512(const float *x, void *dst, int64_t n) {
         memcpy(s16 + 8 * g + 4, &s1, 4);
         if (g % 8 == 7) { /* block done: its bias lanes */
             const uint8_t *r = out + 768 * (g / 8);
-            __m512i t = chain3_plain(_mm512_set1_epi8(64), r);
-            for (int j = 1; j < 4; j++) t = _mm512_add_epi32(t, chain3_plain(_mm512_set1_epi8(64), r + 192 * j));
-            _mm512_storeu_si512((void *)(bias + 64 * (g / 8)), t);
+            psum t = psum_zero();
+            for (int j = 0; j < 4; j++) t = psum_add(t, _mm512_set1_epi8(64), r + 192 * j);
+            _mm512_storeu_si512((void *)(bias + 64 * (g / 8)), psum_t(t));
         }
     }
 }
@@ -262,8 +256,8 @@ VNNI_FN static float dot_planes_q4_K(const void *w, const void *xp, int64_t n) {
  *    bits per row held in 8 registers (low and high bytes of 256 rows); per
  *    block 4 vpermi2b + 2 blends look up the 32 rows, per chunk a vpermi2b
  *    puts each row's two code bytes into its qword, vpmultishiftqb and a
- *    64-entry vpermb expand them to bytes (AMD: gathers are slow there). docs/PERF_NOTES.md, "CPU int8-plane
- *    decode kernels" and "Session 32".
+ *    64-entry vpermb expand them to bytes (AMD: gathers are slow there).
+ *    docs/PERF_NOTES.md, "CPU int8-plane decode kernels" and "Session 32".
  * The block's 4 chunks add into one set of plane sums (lanes 2k, 2k + 1 =
  * group k in every chunk), which its bias lanes unbias: |true T| <= 16 * 43 *
  * 127 * 16513 < 2^31, so the wrapped int32 arithmetic gives it exactly. */

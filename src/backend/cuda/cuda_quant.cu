@@ -1281,8 +1281,8 @@ static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads,
                           bool shortrow, bool fixed) {
     constexpr int R = fmt<T>::R;
     if constexpr (mv_fixed_chunk<T>() > 0) {
-        const int mode = mvfix_mode();
-        if (fixed && !two && a->ncol == 0 && !shortrow && mode != 0) {
+        const int mode = fixed && !two && a->ncol == 0 && !shortrow ? mvfix_mode() : 0;
+        if (mode != 0) {
             constexpr int CB = mv_fixed_chunk<T>();
             void (*kern[MVFIX_MAX_TILES + 1])(mv_args) = {NULL, k_mvfix<T, NP, CB, 1>, k_mvfix<T, NP, CB, 2>,
                                                          k_mvfix<T, NP, CB, 3>, k_mvfix<T, NP, CB, 4>};
