@@ -297,7 +297,9 @@ static void xpool_free(v4f_cuda *c, xpool *p) {
 #define IND_POOL 5
 #define IND_PAIRS 9
 _Static_assert(IND_POOL <= XPOOL_MAX, "pool size");
-static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, uint64_t pad, size_t x_off) {
+/* keep: NULL, or IND_PAIRS n_out floats that receive the outputs */
+static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, uint64_t pad, size_t x_off,
+                         float *keep) {
     static const int perm2[IND_POOL] = {3, 0, 4, 2, 1};
     xpool pool;
     xpool_make(c, &pool, IND_POOL, 2, perm2, type, n_in, n_out, pad); /* entry 2 host-mapped */
@@ -341,6 +343,7 @@ static void run_indirect(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out
         t.hx = hx[i % 3];
         check_y(&t, y + i * n_out, "matvec_indirect");
     }
+    if (keep) memcpy(keep, y, (size_t)(IND_PAIRS * n_out) * sizeof(float));
     /* x's planes made beforehand (natural order for every type) give the same bits */
     if (n_in % 32 == 0 && n_in <= 16384 && x_off % 4 == 0) {
         const size_t qb = v4f_cuda_quant_row_bytes(n_in), yb = (size_t)(IND_PAIRS * n_out) * sizeof(float);
@@ -596,10 +599,10 @@ static void conformance(v4f_cuda *c) {
         if (type == V4F_TYPE_IQ2_XXS) run_single(c, type, 18432, 37, 0, 0, 0);
         /* indirect: fast path (padded stride, decode-like and odd shapes),
          * slow path (misaligned x) */
-        run_indirect(c, type, nf, 131, 0, 0);
-        run_indirect(c, type, nf, 37, 16, 0);
-        run_indirect(c, type, be == 1 ? 1000 : 3 * be, 19, 0, 0);
-        run_indirect(c, type, nf, 37, 0, 1);
+        run_indirect(c, type, nf, 131, 0, 0, NULL);
+        run_indirect(c, type, nf, 37, 16, 0, NULL);
+        run_indirect(c, type, be == 1 ? 1000 : 3 * be, 19, 0, 0, NULL);
+        run_indirect(c, type, nf, 37, 0, 1, NULL);
         /* expert by expert: gate/up-like (x per token) and down-like (x per pair), tails of rows */
         if (plane_type(type)) {
             run_mvexp(c, type, type == V4F_TYPE_Q8_0 ? 1024 : nf, 37, 9, 3, 3);
@@ -641,14 +644,28 @@ static void conformance(v4f_cuda *c) {
     run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
     run_single(c, V4F_TYPE_Q4_K, 4096, 2048, 0, 0, 0);
     run_single(c, V4F_TYPE_Q4_K, 2048, 4096, 0, 0, 0);
-    /* the routed experts' shapes (k_mvfix) by id: tiles per CTA chosen, by
-     * k_matvec (0) and forced to 1 .. 4 */
-    static const char *const fix[] = {"", "0", "1", "2", "3", "4"};
-    for (int i = 0; i < (int)(sizeof fix / sizeof fix[0]); i++) {
-        setenv("V4F_MV_FIX", fix[i], 1);
-        run_indirect(c, V4F_TYPE_Q2_K, 2048, 4096, 0, 0);
-        run_indirect(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0);
-        run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
+    /* the routed experts' shapes (k_mvfix) by id: by k_matvec (0), tiles
+     * per CTA chosen and forced to 1 .. 4; k_mvfix's outputs bit for bit
+     * k_matvec's (the same operations per row, same inputs: same seed) */
+    static const char *const fix[] = {"0", "", "1", "2", "3", "4"};
+    static const struct { uint32_t type; int64_t n_in, n_out; } fsh[2] = {{V4F_TYPE_Q2_K, 2048, 4096},
+                                                                           {V4F_TYPE_IQ2_XXS, 4096, 2048}};
+    for (int k = 0; k < 2; k++) {
+        const size_t ny = (size_t)(IND_PAIRS * fsh[k].n_out);
+        float *ref = v4f_xmalloc(ny * sizeof(float)), *got = v4f_xmalloc(ny * sizeof(float));
+        for (int i = 0; i < (int)(sizeof fix / sizeof fix[0]); i++) {
+            setenv("V4F_MV_FIX", fix[i], 1);
+            rnd_seed(0x6d76666978ull + (uint64_t)k);
+            run_indirect(c, fsh[k].type, fsh[k].n_in, fsh[k].n_out, 0, 0, i ? got : ref);
+            if (i && memcmp(ref, got, ny * sizeof(float)) != 0) {
+                fprintf(stderr, "FAIL %s n_in %lld: V4F_MV_FIX=%s differs from k_matvec\n", v4f_type_name(fsh[k].type),
+                        (long long)fsh[k].n_in, fix[i]);
+                g_fail++;
+            }
+            if (k == 1) run_single(c, V4F_TYPE_IQ2_XXS, 4096, 2048, 0, 0, 0);
+        }
+        free(ref);
+        free(got);
     }
     unsetenv("V4F_MV_FIX");
 }
