@@ -1251,14 +1251,18 @@ static bool q8_f32(void) {
     return e && e[0] == '1';
 }
 
-/* Tiles per CTA of k_mvfix (H200, session 34, routed experts alone: IQ2_XXS
+/* Tiles per CTA of k_mvfix, both shapes (H200, session 34, routed experts alone: IQ2_XXS
  * gate/up 1: 18.7 us, 2: 17.9, 3: 18.2, 4: 17.9; Q2_K down 1: 10.3, 2: 10.5,
- * 3 and 4: 12.3, its 64-thread CTAs losing residency to shared memory). */
-template <int T> constexpr int mvfix_tiles() { return T == V4F_TYPE_IQ2_XXS ? 2 : 1; }
+ * 3 and 4: 12.3, its 64-thread CTAs losing residency to shared memory).
+ * The down takes 2: at 1 its 3,072 CTAs are all resident at once and the
+ * shared expert's down (second stream) starts only as they finish (kernel
+ * trace: ~7 us after it); at 2 (1,536) both run together: decode 160.35 ->
+ * 161.4 t/s (session 35). */
+#define MVFIX_TILES 2
 
 /* V4F_MV_FIX: 0 = the fixed shapes by k_matvec instead of k_mvfix (A/B),
  * 1 .. MVFIX_MAX_TILES = that many tiles per CTA (tests); unset:
- * mvfix_tiles. Read at each launch (host only: a captured graph keeps what
+ * MVFIX_TILES. Read at each launch (host only: a captured graph keeps what
  * it was built with). */
 static int mvfix_mode(void) {
     const char *e = getenv("V4F_MV_FIX");
@@ -1286,7 +1290,7 @@ static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads,
             constexpr int CB = mv_fixed_chunk<T>();
             void (*kern[MVFIX_MAX_TILES + 1])(mv_args) = {NULL, k_mvfix<T, NP, CB, 1>, k_mvfix<T, NP, CB, 2>,
                                                          k_mvfix<T, NP, CB, 3>, k_mvfix<T, NP, CB, 4>};
-            const int tt = mode > 0 ? mode : mvfix_tiles<T>();
+            const int tt = mode > 0 ? mode : MVFIX_TILES;
             const dim3 g2((unsigned)(((int64_t)grid.x + tt - 1) / tt), grid.y);
             v4f_launch(kern[tt], g2, threads, (size_t)tt * R * CB + MV_SMEM_SLACK, c->stream, *a);
             return;
