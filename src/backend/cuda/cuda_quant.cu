@@ -1251,13 +1251,13 @@ static bool q8_f32(void) {
     return e && e[0] == '1';
 }
 
-/* Tiles per CTA of k_mvfix, both shapes (H200, session 34, routed experts alone: IQ2_XXS
- * gate/up 1: 18.7 us, 2: 17.9, 3: 18.2, 4: 17.9; Q2_K down 1: 10.3, 2: 10.5,
- * 3 and 4: 12.3, its 64-thread CTAs losing residency to shared memory).
- * The down takes 2: at 1 its 3,072 CTAs are all resident at once and the
- * shared expert's down (second stream) starts only as they finish (kernel
- * trace: ~7 us after it); at 2 (1,536) both run together: decode 160.35 ->
- * 161.4 t/s (session 35). */
+/* Tiles per CTA of k_mvfix, both shapes. H200, routed experts alone
+ * (session 34): IQ2_XXS gate/up 1: 18.7 us, 2: 17.9, 3: 18.2, 4: 17.9; Q2_K
+ * down 1: 10.3, 2: 10.5, 3 and 4: 12.3 (its 64-thread CTAs losing residency
+ * to shared memory). The down takes 2 all the same: at 1 its 3,072 CTAs are
+ * all resident at once and the shared expert's down (second stream) starts
+ * only as they finish (kernel trace: ~7 us after it); at 2 (1,536 CTAs) both
+ * run together: decode 160.35 -> 161.4 t/s (session 35). */
 #define MVFIX_TILES 2
 
 /* V4F_MV_FIX: 0 = the fixed shapes by k_matvec instead of k_mvfix (A/B),
