@@ -15,7 +15,9 @@
  * Never fails on content: a malformed or truncated tool-call block is
  * returned as plain content (the raw text, appended to the content) with
  * V4F_DSML_MALFORMED (and V4F_DSML_TRUNCATED if it was cut off); no tool
- * calls are returned then. EOS ends the generation wherever it appears (an
+ * calls are returned then. An empty block ("<｜DSML｜tool_calls>\n</｜DSML｜
+ * tool_calls>") is well formed, as for the official parser: no calls, the
+ * content is the text before it. EOS ends the generation wherever it appears (an
  * EOS inside an unfinished block makes the block malformed). Text after EOS
  * is ignored (V4F_DSML_TRAILING).
  *

@@ -251,6 +251,15 @@ TEST(dsml_valid_forms) {
         v4f_json_buf_free(&jb);
         v4f_dsml_free(p);
     }
+    /* an empty block (the opening marker, ">\n", the closing marker) is
+     * well formed: the official parser reads ">\n" up to the closing marker
+     * and returns no calls, so the content is the text before it */
+    r = parse_once(&p, "hi\n\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>", false);
+    CHECK_EQ_INT(r.flags, 0);
+    CHECK(r.eos);
+    CHECK_EQ_INT(r.n_calls, 0);
+    CHECK_STR(r.content, "hi");
+    v4f_dsml_free(p);
     /* truncated reasoning stays reasoning, flagged */
     r = parse_once(&p, "thinking about it", true);
     CHECK(r.flags & V4F_DSML_NO_THINK_END);
