@@ -2,11 +2,12 @@
  * spec_gate.h - when speculative decoding pauses its drafts.
  *
  * A drafting step costs more than a plain decode step (a 2-token eval and
- * the MTP block: 1.34 decode steps on an H200, docs/PERF_NOTES.md session
- * 24; 1.70 where the block's experts are read over the bus, an 80 GB card,
- * session 23) and pays only when enough drafts are kept: break-even near
- * 34% kept on the H200, ~70% where the block's experts live in host
- * memory. Where the MTP block guesses badly (text unlike its training, a
+ * the MTP block: 1.50 decode steps on an H200, 1.69 where the block's
+ * experts are read over the bus, an H200 held to an 80 GB card's memory;
+ * docs/PERF_NOTES.md session 35) and pays only when enough drafts are kept:
+ * break-even at 50% kept on the H200, 69% where the block's experts live in
+ * host memory. (The plain decode step got faster since session 24, when a
+ * drafting step cost 1.34 of them, more than the 2-token eval did.) Where the MTP block guesses badly (text unlike its training, a
  * prompt it cannot follow) drafting would make decoding slower than without
  * it. The gate judges the drafting steps in windows of V4F_GATE_WINDOW; a
  * window with fewer than keep_min kept drafts (V4F_GATE_KEEP_MIN_CARD or
@@ -28,10 +29,11 @@
 #include <stdint.h>
 
 #define V4F_GATE_WINDOW 16    /* drafting steps judged together */
-#define V4F_GATE_KEEP_MIN 8   /* kept drafts a window needs (50%), the MTP block's experts in host memory */
-/* ... with the block on the card: 37.5%, above the H200's ~34% break-even
- * (windows of 6-7 kept drafts still gain 3-8% there) */
-#define V4F_GATE_KEEP_MIN_CARD 6
+/* kept drafts a window needs, the MTP block's experts in host memory: 11
+ * of 16 (69%), the break-even there */
+#define V4F_GATE_KEEP_MIN 11
+/* ... with the block on the card: 8 of 16 (50%), the H200's break-even */
+#define V4F_GATE_KEEP_MIN_CARD 8
 #define V4F_GATE_PAUSE_MIN 64 /* plain tokens after the first failed window */
 #define V4F_GATE_PAUSE_MAX 1024
 

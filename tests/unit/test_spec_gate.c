@@ -26,7 +26,8 @@ TEST(spec_gate_window_boundary) {
         steps(&g, 1, 0);
         CHECK(v4f_spec_gate_pause(&g) == V4F_GATE_PAUSE_MIN);
     }
-    /* the two bars differ: 7 kept of 16 drafts on through the card's bar only */
+    /* the two bars differ: one kept draft fewer than the host bar goes on
+     * through the card's bar only */
     CHECK(V4F_GATE_KEEP_MIN_CARD < V4F_GATE_KEEP_MIN);
     v4f_spec_gate gc, gh;
     v4f_spec_gate_init(&gc, true, V4F_GATE_KEEP_MIN_CARD);
