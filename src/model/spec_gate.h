@@ -6,10 +6,10 @@
  * experts are read over the bus, an H200 held to an 80 GB card's memory;
  * docs/PERF_NOTES.md session 35) and pays only when enough drafts are kept:
  * break-even at 50% kept on the H200, 69% where the block's experts live in
- * host memory. (The plain decode step got faster since session 24, when a
- * drafting step cost 1.34 of them, more than the 2-token eval did.) Where the MTP block guesses badly (text unlike its training, a
- * prompt it cannot follow) drafting would make decoding slower than without
- * it. The gate judges the drafting steps in windows of V4F_GATE_WINDOW; a
+ * host memory (in session 24 a drafting step cost 1.34 decode steps; the
+ * plain step got faster since, the 2-token eval less). Where the MTP block
+ * guesses badly (text unlike its training, a prompt it cannot follow)
+ * drafting would make decoding slower than without it. The gate judges the drafting steps in windows of V4F_GATE_WINDOW; a
  * window with fewer than keep_min kept drafts (V4F_GATE_KEEP_MIN_CARD or
  * V4F_GATE_KEEP_MIN, by where the block's experts are) pauses drafting for
  * a run of plain decode steps (V4F_GATE_PAUSE_MIN tokens, doubling after
