@@ -15,11 +15,11 @@
  * Never fails on content: a malformed or truncated tool-call block is
  * returned as plain content (the raw text, appended to the content) with
  * V4F_DSML_MALFORMED (and V4F_DSML_TRUNCATED if it was cut off); no tool
- * calls are returned then. An empty block ("<｜DSML｜tool_calls>\n</｜DSML｜
- * tool_calls>") is well formed, as for the official parser: no calls, the
- * content is the text before it. EOS ends the generation wherever it appears (an
- * EOS inside an unfinished block makes the block malformed). Text after EOS
- * is ignored (V4F_DSML_TRAILING).
+ * calls are returned then. An empty block (the opening marker, ">\n", the
+ * closing marker) is well formed, as for the official parser: no calls,
+ * the content is the text before it. EOS ends the generation wherever it
+ * appears (an EOS inside an unfinished block makes the block malformed).
+ * Text after EOS is ignored (V4F_DSML_TRAILING).
  *
  * Where this differs from the official parser (which raises): reasoning
  * ends only at </think> (DSML markers inside reasoning are not executable,
