@@ -147,6 +147,10 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define GPU_HEAD_ROWS 64                      /* logits rows per head pass in prefill */
 #define GPU_MAX_GROUPS 64
 #define MV_BATCH V4F_CUDA_MATVEC_MAX_BATCH
+/* Chunks of up to GPU_PLANE_TOKENS tokens (a decode step, a speculative
+ * verify step) get the routed experts' int8 x planes from the launches
+ * before them (the router's, the SwiGLU's) instead of split launches */
+#define GPU_PLANE_TOKENS 2
 #define H_IN_EXTRA 5 /* h_in after the N tokens: pos0, suppress, a verify step's two tokens and pos0 */
 /* Evals of 2..GPU_SHORT_EVAL tokens (logits of the last one at most) can
  * run as that many decode-graph replays (7.6 ms per token on the H200,
@@ -288,9 +292,9 @@ typedef struct gscratch {
     float *logits_keep; /* [2][vocab]: the decode graph's logits by position parity */
     void *greedy_scr;   /* 16 bytes of the greedy pick's reduction (zero between launches) */
     float *no_sink;
-    uint8_t *gq, *sgq; /* a one-token step's int8 planes of the SwiGLU rows (routed pairs, shared expert) */
-    uint8_t *xnq;      /* a one-token step's int8 planes of the FFN input (made beside the routing) */
-    uint8_t *oq;       /* a one-token step's int8 planes of the attention output (out_a's groups) */
+    uint8_t *gq, *sgq; /* int8 planes of the SwiGLU rows of <= GPU_PLANE_TOKENS tokens (routed pairs, shared expert) */
+    uint8_t *xnq;      /* int8 planes of <= GPU_PLANE_TOKENS tokens' FFN input (made beside the routing) */
+    uint8_t *oq;       /* the same of the attention output (out_a's groups), rows [token][group] */
 } gscratch;
 
 struct v4f_gpu {
@@ -912,7 +916,7 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(o, N * nq, F);
     C(kv, N * c->head_dim, F);
     C(low, N * (uint64_t)c->o_groups * c->o_lora_rank, F);
-    C(oq, (uint64_t)c->o_groups * v4f_cuda_quant_row_bytes(nq / c->o_groups), 1);
+    C(oq, GPU_PLANE_TOKENS * (uint64_t)c->o_groups * v4f_cuda_quant_row_bytes(nq / c->o_groups), 1);
     C(out, N * d, F);
     C(ckv, N * 2 * c->head_dim, F);
     C(cgate, N * 2 * c->head_dim, F);
@@ -936,9 +940,9 @@ static size_t layout_scratch(v4f_gpu *g, uint8_t *base, uint32_t N) {
     C(g, nk * c->n_ff_exp, F);
     C(u, nk * c->n_ff_exp, F);
     C(sg, N * nsh, F);
-    C(gq, k * v4f_cuda_quant_row_bytes(c->n_ff_exp), 1);
-    C(sgq, v4f_cuda_quant_row_bytes(nsh), 1);
-    C(xnq, v4f_cuda_quant_row_bytes(d), 1);
+    C(gq, GPU_PLANE_TOKENS * k * v4f_cuda_quant_row_bytes(c->n_ff_exp), 1);
+    C(sgq, GPU_PLANE_TOKENS * v4f_cuda_quant_row_bytes(nsh), 1);
+    C(xnq, GPU_PLANE_TOKENS * v4f_cuda_quant_row_bytes(d), 1);
     C(su, N * nsh, F);
     C(yd, nk * d, F);
     C(ysh, N * d, F);
@@ -1898,8 +1902,12 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
     int64_t og = c->o_groups, gin = nq / og, orank = c->o_lora_rank;
     gmat sub = r->out_a;
     sub.n_out = orank;
-    /* one token: the attention also writes out_a's planes (a launch fewer) */
-    const bool opl = nqr == 1 && og <= MV_BATCH && v4f_cuda_takes_planes(&sub);
+    /* several columns (a verify step): out_a's group slices in one launch */
+    const bool ocols = nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub) &&
+                       og * nqr <= v4f_cuda_matvec_cols_rows(g->c, sub.n_in);
+    /* one token or two: the attention also writes out_a's planes (a launch
+     * fewer), rows [token][group] */
+    const bool opl = (nqr == 1 || (ocols && nqr <= GPU_PLANE_TOKENS)) && og <= MV_BATCH && v4f_cuda_takes_planes(&sub);
     const v4f_cuda_out_planes opq = {x->oq, gin};
     if (g->exact)
         TRY(v4f_cuda_attn_sink_rope(g->c, x->q, nqr, nh, hd, &keys, sinks, asc, &oro, x->o, opl ? &opq : NULL, err));
@@ -1920,8 +1928,12 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
         ys[gi] = x->low + gi * orank;
         ldys[gi] = og * orank;
     }
-    if (nqr > 1 && (uint64_t)nqr <= g->cols_max && og <= MV_BATCH && v4f_cuda_matvec_cols_ok(&sub) &&
-        og * nqr <= v4f_cuda_matvec_cols_rows(g->c, sub.n_in)) {
+    const size_t oqb = v4f_cuda_quant_row_bytes(gin);
+    if (ocols && opl) {
+        const uint8_t *xq[GPU_MAX_GROUPS];
+        for (int64_t gi = 0; gi < og; gi++) xq[gi] = x->oq + gi * oqb;
+        TRY(v4f_cuda_matvec_cols_planes(g->c, (int)og, ws, xq, (int64_t)(og * oqb), (int)nqr, ys, ldys, err));
+    } else if (ocols) {
         TRY(v4f_cuda_matvec_cols(g->c, (int)og, ws, xs, nq, (int)nqr, ys, ldys, err));
     } else if (nqr == 1 || (uint64_t)nqr <= g->cols_max) { /* one token, or a few column by column (as mm) */
         for (int64_t t = 0; t < nqr; t++) {
@@ -1930,7 +1942,7 @@ static v4f_status attention(v4f_gpu *g, const glayer *r, int64_t n, int64_t q0, 
             for (int64_t gi = 0; gi < og; gi++) xt[gi] = xs[gi] + t * nq, yt[gi] = ys[gi] + t * og * orank;
             if (opl) { /* (og <= MV_BATCH) */
                 const uint8_t *xq[GPU_MAX_GROUPS];
-                for (int64_t gi = 0; gi < og; gi++) xq[gi] = x->oq + gi * v4f_cuda_quant_row_bytes(gin);
+                for (int64_t gi = 0; gi < og; gi++) xq[gi] = x->oq + gi * oqb;
                 TRY(v4f_cuda_matvec_batch_planes(g->c, (int)og, ws, xt, xq, yt, err));
                 continue;
             }
@@ -2124,13 +2136,19 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         mmjob js[2] = {{&r->gate_sh, x->xn, d, x->sg, nsh}, {&r->up_sh, x->xn, d, x->su, nsh}};
         v4f_status st = mm_multi(g, js, 2, n, err);
         /* no clamp (the official MoE builds the shared expert without swiglu_limit);
-         * one token: SwiGLU also splits its row into the down matvec's planes */
-        if (n == 1 && v4f_cuda_takes_planes(&r->down_sh)) {
+         * one token or two: SwiGLU also splits its rows into the down matvec's planes */
+        const bool two = n == 2 && cols_fit(g, &r->down_sh, n);
+        if ((n == 1 || two) && v4f_cuda_takes_planes(&r->down_sh)) {
             const float *xs = x->sg;
             const uint8_t *xq = x->sgq;
             float *ys = x->ysh;
+            const int64_t ldy = d;
             if (st == V4F_OK) st = v4f_cuda_swiglu_planes(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, x->sgq, err);
-            if (st == V4F_OK) st = v4f_cuda_matvec_batch_planes(g->c, 1, &r->down_sh, &xs, &xq, &ys, err);
+            if (st == V4F_OK && two)
+                st = v4f_cuda_matvec_cols_planes(g->c, 1, &r->down_sh, &xq, (int64_t)v4f_cuda_quant_row_bytes(nsh), 2,
+                                                 &ys, &ldy, err);
+            else if (st == V4F_OK)
+                st = v4f_cuda_matvec_batch_planes(g->c, 1, &r->down_sh, &xs, &xq, &ys, err);
         } else {
             if (st == V4F_OK) st = v4f_cuda_swiglu(g->c, x->sg, x->su, n, nsh, 0.0f, NULL, x->sg, err);
             if (st == V4F_OK) st = mm(g, &r->down_sh, x->sg, nsh, n, x->ysh, d, err);
@@ -2143,10 +2161,12 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
      * p / k's choice p % k), like a decode step */
     const bool mvx = mvexp_now(g, r, n);
     const bool grouped = n > 1 && !mvx && (uint64_t)n > g->pair_max;
-    /* one token: the router's launch also splits xn into the routed gate/up's
-     * planes (extra CTAs beside the routing: no split launch on the chain;
-     * H200, 8K: 152.6 -> 153.0 ss t/s, docs/PERF_NOTES.md session 33) */
-    const bool xpl = n == 1 && !mvx && v4f_cuda_takes_planes(&r->exp_gate) && v4f_cuda_takes_planes(&r->exp_up);
+    /* one token (or a verify step's two): the router's launch also splits xn
+     * into the routed gate/up's planes (extra CTAs beside the routing: no
+     * split launch on the chain; H200, 8K: 152.6 -> 153.0 ss t/s,
+     * docs/PERF_NOTES.md session 33) */
+    const bool xpl = n <= GPU_PLANE_TOKENS && !grouped && !mvx && v4f_cuda_takes_planes(&r->exp_gate) &&
+                     v4f_cuda_takes_planes(&r->exp_up);
     TRY(mm(g, &r->gate_inp, x->xn, d, n, x->rlog, E, err));
     TRY(v4f_cuda_router_planes(g->c, x->rlog, r->probs_b, n, E, (int)k, r->hash ? r->tid2eid : NULL, x->tok,
                                c->expert_weights_norm, c->expert_weights_scale, x->eids, x->ew, xpl ? x->xn : NULL, d,
@@ -2207,7 +2227,7 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
                         off[m] = hh ? (int32_t)E : 0;
                         slot[m] = (int32_t)p;
                         xs[m] = x->xn + (p / k) * d;
-                        xq[m] = x->xnq; /* (read only when xpl: one token) */
+                        xq[m] = x->xnq + (p / k) * v4f_cuda_quant_row_bytes(d); /* (read only when xpl) */
                         ys[m] = (hh ? x->u : x->g) + p * nff;
                         m++;
                     }
@@ -2226,8 +2246,8 @@ static v4f_status ffn(v4f_gpu *g, const glayer *r, int64_t n, const hcmix *next,
         TRY(mm_multi(g, js, 2, n, err));
     }
     pmark(g, GP_EXP_GU);
-    /* one token: SwiGLU also splits each pair's row into the down matvecs' planes */
-    const bool gpl = n == 1 && !grouped && !mvx && v4f_cuda_takes_planes(&r->exp_down) && np <= (int64_t)k;
+    /* one token or two: SwiGLU also splits each pair's row into the down matvecs' planes */
+    const bool gpl = n <= GPU_PLANE_TOKENS && !grouped && !mvx && v4f_cuda_takes_planes(&r->exp_down);
     if (gpl) TRY(v4f_cuda_swiglu_planes(g->c, x->g, x->u, np, nff, r->limit, x->ew, x->g, x->gq, err));
     else TRY(v4f_cuda_swiglu(g->c, x->g, x->u, np, nff, r->limit, grouped ? x->wrow : x->ew, x->g, err));
     /* shared expert: no clamp (the official MoE builds it without swiglu_limit) */

@@ -464,6 +464,42 @@ static void run_cols(v4f_cuda *c, uint32_t type, int64_t n_in, int64_t n_out, in
             }
         }
     }
+    /* the columns' planes made beforehand (as the decode attention writes a
+     * verify step's out_a planes), in a padded column stride: the same bits */
+    if (v4f_cuda_takes_planes(&w[0])) {
+        const int64_t xq_col = (int64_t)v4f_cuda_quant_row_bytes(n_in) + 48;
+        uint8_t *dq[3];
+        const uint8_t *xqs[3];
+        float *yq[3];
+        for (int i = 0; i < n_mat; i++) {
+            TRY(v4f_cuda_alloc(c, (size_t)(n * xq_col), (void **)&dq[i], err));
+            for (int t = 0; t < n; t++)
+                TRY(v4f_cuda_quant_rows(c, V4F_TYPE_Q8_0, xs[i] + (int64_t)t * ldx, 1, n_in, n_in,
+                                        dq[i] + t * xq_col, err));
+            xqs[i] = dq[i];
+            TRY(v4f_cuda_alloc(c, (size_t)(n * ldy[i]) * sizeof(float), (void **)&yq[i], err));
+            TRY(v4f_cuda_memset(c, yq[i], 0xff, (size_t)(n * ldy[i]) * sizeof(float), err));
+        }
+        TRY(v4f_cuda_matvec_cols_planes(c, n_mat, w, xqs, xq_col, n, yq, ldy, err));
+        float *yg = v4f_xmalloc((size_t)(n * ldy[n_mat - 1]) * sizeof(float));
+        for (int i = 0; i < n_mat; i++) {
+            TRY(v4f_cuda_download(c, y, dy[i], (size_t)(n * ldy[i]) * sizeof(float), err));
+            TRY(v4f_cuda_download(c, yg, yq[i], (size_t)(n * ldy[i]) * sizeof(float), err));
+            int diff = 0;
+            for (int t = 0; t < n; t++)
+                for (int64_t r = 0; r < m[i].n_out; r++)
+                    diff += memcmp(&y[(int64_t)t * ldy[i] + r], &yg[(int64_t)t * ldy[i] + r], 4) != 0;
+            if (diff) {
+                fprintf(stderr, "FAIL matvec_cols_planes %s %lld x %lld, %d matrices, %d columns: matrix %d: %d "
+                        "outputs differ from matvec_cols\n", v4f_type_name(type), (long long)m[i].n_out,
+                        (long long)n_in, n_mat, n, i, diff);
+                g_fail++;
+            }
+            v4f_cuda_free(c, dq[i]);
+            v4f_cuda_free(c, yq[i]);
+        }
+        free(yg);
+    }
     v4f_cuda_free(c, d1);
     free(h1);
     free(y);

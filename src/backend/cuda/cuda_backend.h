@@ -217,6 +217,12 @@ bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w);
 int64_t v4f_cuda_matvec_cols_rows(const v4f_cuda *c, int64_t n_in); /* plane rows (distinct x times n) it holds */
 v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,
                                 int n, float *const *y, const int64_t *ldy, v4f_err *err);
+/* The same with x's int8 planes already made (as v4f_cuda_matvec_batch_planes):
+ * column t of matrix i at xq[i] + t xq_col (xq_col >= v4f_cuda_quant_row_bytes(
+ * n_in), a multiple of 16); matrices that v4f_cuda_takes_planes only (a verify
+ * step's out_a, its planes written by the attention). */
+v4f_status v4f_cuda_matvec_cols_planes(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const uint8_t *const *xq,
+                                       int64_t xq_col, int n, float *const *y, const int64_t *ldy, v4f_err *err);
 
 /* Routed experts grouped by expert (evals of a few to a few hundred
  * tokens): every matrix is read once for all the pairs routed to it. For

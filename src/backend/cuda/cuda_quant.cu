@@ -1596,6 +1596,24 @@ bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w) {
            !(w->type == V4F_TYPE_Q8_0 && q8_f32()); /* the int8-plane path only */
 }
 
+/* The launches of a several-column matvec whose x (float types: a.p[i].x,
+ * a.x_col) or planes (a.p[i].xq, a.xq_col) are set: MV_COLS columns each. */
+static v4f_status cols_launch(v4f_cuda *c, uint32_t type, mv_args *a, int n_mat, int n, const int64_t *ldy,
+                              v4f_err *err) {
+    const bool fl = cols_float(type);
+    for (int c0 = 0; c0 < n; c0 += MV_COLS) {
+        a->ncol = n - c0 < MV_COLS ? n - c0 : MV_COLS;
+        const v4f_status st = launch_type(c, type, a, n_mat, true, err);
+        if (st != V4F_OK) return st;
+        for (int i = 0; i < n_mat; i++) {
+            if (fl) a->p[i].x += MV_COLS * a->x_col;
+            else a->p[i].xq += MV_COLS * a->xq_col;
+            a->p[i].y += MV_COLS * ldy[i];
+        }
+    }
+    return V4F_OK;
+}
+
 v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const float *const *x, int64_t ldx,
                                 int n, float *const *y, const int64_t *ldy, v4f_err *err) {
     if (n_mat < 1 || n_mat > V4F_CUDA_MATVEC_MAX_BATCH || n < 1 || ldx < w[0].n_in)
@@ -1654,17 +1672,34 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     }
     a.xq_col = slot;
     a.x_col = ldx;
-    for (int c0 = 0; c0 < n; c0 += MV_COLS) {
-        a.ncol = n - c0 < MV_COLS ? n - c0 : MV_COLS;
-        const v4f_status st = launch_type(c, type, &a, n_mat, true, err);
+    return cols_launch(c, type, &a, n_mat, n, ldy, err);
+}
+
+v4f_status v4f_cuda_matvec_cols_planes(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, const uint8_t *const *xq,
+                                       int64_t xq_col, int n, float *const *y, const int64_t *ldy, v4f_err *err) {
+    if (!w || n_mat < 1 || n_mat > V4F_CUDA_MATVEC_MAX_BATCH || n < 1 || !xq || xq_col % 16 != 0 ||
+        xq_col < (int64_t)qx_slot_bytes(w[0].n_in))
+        return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec of %d matrices x %d columns of given planes",
+                           n_mat, n);
+    mv_args a;
+    memset(&a, 0, sizeof a);
+    a.n_in = w[0].n_in;
+    const uint32_t type = w[0].type;
+    for (int i = 0; i < n_mat; i++) {
+        if (!v4f_cuda_matvec_cols_ok(&w[i]) || !v4f_cuda_takes_planes(&w[i]) || w[i].type != type ||
+            w[i].n_in != a.n_in || !y[i] || (n > 1 && ldy[i] < w[i].n_out))
+            return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: matrix %d unsupported or mixed", i);
+        const v4f_status st = set_given_planes(&a.p[i], xq[i], err);
         if (st != V4F_OK) return st;
-        for (int i = 0; i < n_mat; i++) {
-            if (fl) a.p[i].x += MV_COLS * ldx;
-            else a.p[i].xq += MV_COLS * slot;
-            a.p[i].y += MV_COLS * ldy[i];
-        }
+        a.p[i].w = (const uint8_t *)w[i].data;
+        a.p[i].y = y[i];
+        a.p[i].ldy = ldy[i];
+        a.p[i].n_out = w[i].n_out;
+        a.p[i].row_bytes = w[i].row_bytes;
     }
-    return V4F_OK;
+    CUDA_TRY_DEVICE(c);
+    a.xq_col = (uint64_t)xq_col;
+    return cols_launch(c, type, &a, n_mat, n, ldy, err);
 }
 
 /* ---- routed experts by expert (k_mvexp) ---------------------------------- */
