@@ -2,12 +2,13 @@
  * spec_gate.h - when speculative decoding pauses its drafts.
  *
  * A drafting step costs more than a plain decode step (a 2-token eval and
- * the MTP block: 1.50 decode steps on an H200, 1.69 where the block's
- * experts are read over the bus, an H200 held to an 80 GB card's memory;
- * docs/PERF_NOTES.md session 35) and pays only when enough drafts are kept:
- * break-even at 50% kept on the H200, 69% where the block's experts live in
- * host memory (in session 24 a drafting step cost 1.34 decode steps; the
- * plain step got faster since, the 2-token eval less). Where the MTP block
+ * the MTP block: 1.46-1.48 decode steps on an H200, 1.70-1.71 where the
+ * block's experts are read over the bus, an H200 held to an 80 GB card's
+ * memory; docs/PERF_NOTES.md session 36) and pays only when enough drafts
+ * are kept: break-even at 46-48% kept on the H200, 70-71% where the block's
+ * experts live in host memory (in session 24 a drafting step cost 1.34
+ * decode steps; the plain step got faster since, the 2-token eval less).
+ * The bars are the break-evens rounded up to whole drafts. Where the MTP block
  * guesses badly (text unlike its training, a prompt it cannot follow)
  * drafting would make decoding slower than without it. The gate judges the drafting steps in windows of V4F_GATE_WINDOW; a
  * window with fewer than keep_min kept drafts (V4F_GATE_KEEP_MIN_CARD or
@@ -29,10 +30,10 @@
 #include <stdint.h>
 
 #define V4F_GATE_WINDOW 16    /* drafting steps judged together */
-/* kept drafts a window needs, the MTP block's experts in host memory: 11
- * of 16 (69%), the break-even there */
-#define V4F_GATE_KEEP_MIN 11
-/* ... with the block on the card: 8 of 16 (50%), the H200's break-even */
+/* kept drafts a window needs, the MTP block's experts in host memory: 12
+ * of 16 (75%; the break-even there is 70-71%) */
+#define V4F_GATE_KEEP_MIN 12
+/* ... with the block on the card: 8 of 16 (50%; the H200's break-even is 46-48%) */
 #define V4F_GATE_KEEP_MIN_CARD 8
 #define V4F_GATE_PAUSE_MIN 64 /* plain tokens after the first failed window */
 #define V4F_GATE_PAUSE_MAX 1024
