@@ -148,8 +148,10 @@ void v4f_gpu_budget_parts(const v4f_gpu *g, uint64_t *fixed, uint64_t *per_exper
 #define GPU_MAX_GROUPS 64
 #define MV_BATCH V4F_CUDA_MATVEC_MAX_BATCH
 /* Chunks of up to GPU_PLANE_TOKENS tokens (a decode step, a speculative
- * verify step) get the routed experts' int8 x planes from the launches
- * before them (the router's, the SwiGLU's) instead of split launches */
+ * verify step) get the int8 x planes of the routed experts, the shared
+ * expert's down and out_a from the launches before them (the router's, the
+ * SwiGLUs', the attention's) instead of split launches (verify step, H200:
+ * 1.50 -> 1.46 decode steps, docs/PERF_NOTES.md session 36) */
 #define GPU_PLANE_TOKENS 2
 #define H_IN_EXTRA 5 /* h_in after the N tokens: pos0, suppress, a verify step's two tokens and pos0 */
 /* Evals of 2..GPU_SHORT_EVAL tokens (logits of the last one at most) can
