@@ -1259,11 +1259,19 @@ static bool q8_f32(void) {
  * only as they finish (kernel trace: ~7 us after it); at 2 (1,536 CTAs) both
  * run together: decode 160.35 -> 161.4 t/s (session 35). */
 #define MVFIX_TILES 2
+/* ... and 3 where one tile per CTA would make more than MVFIX_MANY_CTAS
+ * CTAs (a verify step's 12 pairs). H200, session 36: V4F_MV_FIX=3 for every
+ * launch made a drafting step 1.47 -> 1.44-1.45 decode steps but one-token
+ * decode 161.4 -> 160.6 t/s; by the launch's size, against 2 everywhere
+ * (same call): always-wrong drafts 110.04 / 110.59 -> 110.96 / 111.05 ss
+ * t/s, one-token decode unchanged */
+#define MVFIX_TILES_MANY 3
+#define MVFIX_MANY_CTAS 3072
 
 /* V4F_MV_FIX: 0 = the fixed shapes by k_matvec instead of k_mvfix (A/B),
  * 1 .. MVFIX_MAX_TILES = that many tiles per CTA (tests); unset:
- * MVFIX_TILES. Read at each launch (host only: a captured graph keeps what
- * it was built with). */
+ * MVFIX_TILES or MVFIX_TILES_MANY by the launch's size. Read at each launch
+ * (host only: a captured graph keeps what it was built with). */
 static int mvfix_mode(void) {
     const char *e = getenv("V4F_MV_FIX");
     if (!e || !e[0]) return -1;
@@ -1290,7 +1298,9 @@ static void launch_planes(v4f_cuda *c, const mv_args *a, dim3 grid, int threads,
             constexpr int CB = mv_fixed_chunk<T>();
             void (*kern[MVFIX_MAX_TILES + 1])(mv_args) = {NULL, k_mvfix<T, NP, CB, 1>, k_mvfix<T, NP, CB, 2>,
                                                          k_mvfix<T, NP, CB, 3>, k_mvfix<T, NP, CB, 4>};
-            const int tt = mode > 0 ? mode : MVFIX_TILES;
+            const int tt = mode > 0 ? mode
+                           : (int64_t)grid.x * grid.y > MVFIX_MANY_CTAS ? MVFIX_TILES_MANY
+                                                                          : MVFIX_TILES;
             const dim3 g2((unsigned)(((int64_t)grid.x + tt - 1) / tt), grid.y);
             v4f_launch(kern[tt], g2, threads, (size_t)tt * R * CB + MV_SMEM_SLACK, c->stream, *a);
             return;
