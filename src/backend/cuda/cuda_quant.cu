@@ -1606,6 +1606,20 @@ bool v4f_cuda_matvec_cols_ok(const v4f_cuda_mat *w) {
            !(w->type == V4F_TYPE_Q8_0 && q8_f32()); /* the int8-plane path only */
 }
 
+/* Pair p of a several-column launch of type and n_in: matrix w, column t's
+ * outputs at y + t ldy (of n columns). false: w unsupported or mixed in, or
+ * y missing or its stride short. */
+static bool cols_pair(mv_pair *p, const v4f_cuda_mat *w, uint32_t type, int64_t n_in, float *y, int64_t ldy, int n) {
+    if (!v4f_cuda_matvec_cols_ok(w) || w->type != type || w->n_in != n_in || !y || (n > 1 && ldy < w->n_out))
+        return false;
+    p->w = (const uint8_t *)w->data;
+    p->y = y;
+    p->ldy = ldy;
+    p->n_out = w->n_out;
+    p->row_bytes = w->row_bytes;
+    return true;
+}
+
 /* The launches of a several-column matvec whose x (float types: a.p[i].x,
  * a.x_col) or planes (a.p[i].xq, a.xq_col) are set: MV_COLS columns each. */
 static v4f_status cols_launch(v4f_cuda *c, uint32_t type, mv_args *a, int n_mat, int n, const int64_t *ldy,
@@ -1635,8 +1649,7 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
     const uint64_t slot = qx_slot_bytes(a.n_in);
     const int64_t max_rows = v4f_cuda_matvec_cols_rows(c, a.n_in);
     for (int i = 0; i < n_mat; i++) {
-        if (!v4f_cuda_matvec_cols_ok(&w[i]) || w[i].type != type || w[i].n_in != a.n_in || !x[i] || !y[i] ||
-            (n > 1 && ldy[i] < w[i].n_out))
+        if (!x[i] || !cols_pair(&a.p[i], &w[i], type, a.n_in, y[i], ldy[i], n))
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: matrix %d unsupported or mixed", i);
     }
     CUDA_TRY_DEVICE(c);
@@ -1651,11 +1664,6 @@ v4f_status v4f_cuda_matvec_cols(v4f_cuda *c, int n_mat, const v4f_cuda_mat *w, c
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: unaligned x %d", i);
         if (fl) a.p[i].x = x[i];
         else a.p[i].xq = c->qx + (size_t)distinct_index(ux, &nu, x[i]) * n * slot;
-        a.p[i].w = (const uint8_t *)w[i].data;
-        a.p[i].y = y[i];
-        a.p[i].ldy = ldy[i];
-        a.p[i].n_out = w[i].n_out;
-        a.p[i].row_bytes = w[i].row_bytes;
     }
     if ((int64_t)nu * n > max_rows)
         return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: %d x %d plane rows (scratch: %lld)", nu,
@@ -1696,16 +1704,10 @@ v4f_status v4f_cuda_matvec_cols_planes(v4f_cuda *c, int n_mat, const v4f_cuda_ma
     a.n_in = w[0].n_in;
     const uint32_t type = w[0].type;
     for (int i = 0; i < n_mat; i++) {
-        if (!v4f_cuda_matvec_cols_ok(&w[i]) || !v4f_cuda_takes_planes(&w[i]) || w[i].type != type ||
-            w[i].n_in != a.n_in || !y[i] || (n > 1 && ldy[i] < w[i].n_out))
+        if (!v4f_cuda_takes_planes(&w[i]) || !cols_pair(&a.p[i], &w[i], type, a.n_in, y[i], ldy[i], n))
             return v4f_err_set(err, V4F_STATUS_INVALID_ARG, "cuda: matvec columns: matrix %d unsupported or mixed", i);
         const v4f_status st = set_given_planes(&a.p[i], xq[i], err);
         if (st != V4F_OK) return st;
-        a.p[i].w = (const uint8_t *)w[i].data;
-        a.p[i].y = y[i];
-        a.p[i].ldy = ldy[i];
-        a.p[i].n_out = w[i].n_out;
-        a.p[i].row_bytes = w[i].row_bytes;
     }
     CUDA_TRY_DEVICE(c);
     a.xq_col = (uint64_t)xq_col;
