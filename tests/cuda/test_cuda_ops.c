@@ -660,6 +660,17 @@ static void t_attn_p(v4f_cuda *c, const attn_case *ac, float q_amp, int prep) {
                                           dm, NULL, err));
         outm = host_from(c, dm, FB(nq * nh * hd));
         if (!tc && memcmp(outm, out, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "fallback differs from attn_sink");
+        if (prep && nq < V4F_CUDA_ATTN_TC_MIN_Q) {
+            /* below the tensor-core size the raw heads prepared inside the
+             * attention (the decode kernel) or by v4f_cuda_q_heads first give
+             * the same bits as heads prepared beforehand */
+            float *dp = dev_poisoned(c, FB(nq * nh * hd));
+            TRY(v4f_cuda_attn_sink_rope_mixed(c, dq, nq, nh, hd, NULL, &k, dsink, scale, NULL, dp, NULL, err));
+            float *op = host_from(c, dp, FB(nq * nh * hd));
+            if (memcmp(op, outm, FB(nq * nh * hd)) != 0) fail(OP_ATTN_TC, "raw q heads prepared in the call differ");
+            v4f_cuda_free(c, dp);
+            free(op);
+        }
         if (hd >= 64) {
             v4f_cuda_out_rope ro = {dfr, dpos, nr};
             const int64_t pn = attn_plane_slot(nh, hd);
@@ -793,6 +804,7 @@ static void attn_cases(v4f_cuda *c) {
         attn_case dn = {nq, 64, 512, 128, 192, rfn, rcn, ccn, NULL, 0, 1, 128 + 192};
         t_attn(c, &dn, 2.0f);
         if (nq == 16) t_attn_alone(c, &dn);
+        if (nq == 16) t_attn_p(c, &dn, 2.0f, 1); /* raw q heads prepared by the decode kernel */
         dn.key_max = 0;
         if (nq == 16) t_attn(c, &dn, 2.0f);
     }

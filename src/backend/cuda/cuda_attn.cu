@@ -468,14 +468,22 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
  *
  * k_fa_dec: the CTAs (r, hg, t), r < CL, of a cluster along x take HG heads
  * of query t and the r-th of CL equal slices of its keys. The 8 warps are
- * HG / 4 head quads x key subsets: a warp holds its 4 heads' q and output
+ * HG / HW head sets x key subsets: a warp holds its HW heads' q and output
  * accumulators in registers (lane: dims 4 lane + 128 c + e, c, e < 4) and
- * runs an online softmax over every FD_WARPS / (HG / 4)-th key of the
- * slice, two keys per step. The keys come through shared memory in tiles
- * of FD_KT rows, FD_NBUF tiles in flight, one bulk copy per row. The
- * warps' states are merged in the CTA (in
- * key-subset order), then the CTAs' through distributed shared memory (in
- * rank order, with the sink); CTA r writes dims [r FA_HD / CL, (r + 1)
+ * runs an online softmax over every FD_WARPS / (HG / HW)-th key of the
+ * slice, KS keys per step. The keys come through shared memory in tiles
+ * of FD_KT rows, FD_NBUF tiles in flight, one bulk copy per row.
+ * Default (HW = 1, PUSH): a warp per head and one key subset, so a warp's
+ * state is the CTA's; each warp sends its (max, sum) to every rank and its
+ * outputs to the rank that owns their dims (distributed shared memory
+ * stores before one cluster barrier), and each CTA merges what it received
+ * locally (in rank order, with the sink): no CTA merge, no remote loads, no
+ * barrier before exit. H200, 8K, same call (session 37): decode 160.96 /
+ * 160.93 (HW = 4, below) -> 161.81 / 161.86 (HW = 1, merged by remote
+ * loads) -> 161.93 / 161.95 (pushed); alone 6.8 -> 4.4 us at one key, 9.4
+ * -> 7.9 at 128. V4F_FD=4 (A/B): session 27's form, 4 heads a warp, two
+ * keys a step, the warps' states merged in the CTA (key-subset order),
+ * then the CTAs' by remote loads. CTA r writes dims [r FA_HD / CL, (r + 1)
  * FA_HD / CL) of its heads (cos / sin computed once per pair of the RoPE
  * tail; whole groups of 32 for the output's planes). No partials in global memory and no
  * merge launch: k_fa_tile + k_fa_combine spent ~14 + 3 us per decode layer
@@ -511,23 +519,44 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
 #define FD_CL 8
 
 template <int HG, int CL> struct fd_smem {
-    float k[FD_NBUF][FD_KT][FA_HD]; /* key tiles; after the loop the warps' scaled outputs [warp][4][FA_HD] */
+    float k[FD_NBUF][FD_KT][FA_HD]; /* key tiles; after the loop (HW = 4) the warps' scaled outputs [warp][4][FA_HD] */
     const float *rows[FD_NBUF][FD_KT];
     uint64_t bar[FD_NBUF]; /* a tile's bulk copies land */
     float wm[FD_WARPS][4], wl[FD_WARPS][4]; /* each warp's (max, sum) per head */
     float cm[HG], cl[HG];                   /* the CTA's merged (max, sum) per head (read by the cluster) */
-    float co[HG][FA_HD];                    /* the CTA's merged output (read by the cluster) */
+    /* the CTA's merged output (read by the cluster); pushed merge: the
+     * ranks' outputs of this CTA's dims, [rank][head][FA_HD / CL] */
+    __align__(16) float co[HG][FA_HD];
+    float rm[CL][HG], rl[CL][HG]; /* pushed merge: the ranks' (max, sum) per head */
     float cs[FA_HD / 2 / CL], sn[FA_HD / 2 / CL]; /* RoPE of this CTA's output pairs */
 };
 
-template <int HG, int CL>
+/* k_fa_dec's output dim d of head h, query t, from its merged value v:
+ * the inverse RoPE of the tail's pair (d & ~1, d | 1), held by neighbouring
+ * lanes, then the output and its planes (a warp holds dims d - lane .. + 31) */
+__device__ __forceinline__ void fd_out(const fa_args &a, const v4f_cuda_out_rope &ro, const fa_planes &pl,
+                                       const float *cs, const float *sn, float v, int64_t t, int h, int d, int pp,
+                                       int lane) {
+    const float pv = __shfl_xor_sync(0xffffffffu, v, 1);
+    if (ro.freqs && d >= FA_HD - ro.n_rot) {
+        float x = d & 1 ? pv : v, y = d & 1 ? v : pv;
+        dev_rope_apply(&x, &y, cs[pp], -sn[pp]);
+        v = d & 1 ? y : x;
+    }
+    a.out[(t * a.n_head + h) * FA_HD + d] = v;
+    if (pl.qx) fa_plane_group(pl, v, lane, (t * a.n_head + h) * FA_HD + d - lane);
+}
+
+template <int HG, int CL, int HW, bool PUSH>
 __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_cuda_out_rope ro, const fa_planes pl) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    constexpr int NHQ = HG / 4, NKS = FD_WARPS / NHQ, PPC = FA_HD / 2 / CL; /* pairs per CTA */
-    static_assert(HG % 4 == 0 && FD_WARPS % NHQ == 0, "k_fa_dec: warps = head quads x key subsets");
+    /* NHQ warps' head sets of HW heads, NKS key subsets, KS keys a step */
+    constexpr int NHQ = HG / HW, NKS = FD_WARPS / NHQ, PPC = FA_HD / 2 / CL, KS = HW == 1 ? 4 : 2;
+    static_assert(HG % HW == 0 && FD_WARPS % NHQ == 0, "k_fa_dec: warps = head sets x key subsets");
     static_assert((HG * 2 * PPC) % FD_THREADS == 0 && (2 * PPC) % 32 == 0,
                   "k_fa_dec: uniform output loop, warps of 32 consecutive dims of a head");
-    static_assert(FD_WARPS * 4 <= FD_NBUF * FD_KT && FD_NBUF <= FD_WARPS, "k_fa_dec: tile ring size");
+    static_assert(FD_WARPS * HW <= FD_NBUF * FD_KT && FD_NBUF <= FD_WARPS, "k_fa_dec: tile ring size");
+    static_assert(!PUSH || NKS == 1, "k_fa_dec: the pushed merge needs one key subset");
     extern __shared__ __align__(16) unsigned char fd_raw[];
     fd_smem<HG, CL> &S = *reinterpret_cast<fd_smem<HG, CL> *>(fd_raw);
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
@@ -561,13 +590,16 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
     };
     if (tid < FD_NBUF) mbar_init(&S.bar[tid]);
     __syncthreads();
+    /* pushed merge: this CTA has started (its shared memory may be written
+     * by the cluster once every CTA has arrived here) */
+    if constexpr (PUSH) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
     if (w < FD_NBUF) issue(w); /* the first tiles, a warp each */
     if (early) V4F_PDL_ENTRY();
 
-    float q[4][16], o[4][16], m[4], l[4];
+    float q[HW][16], o[HW][16], m[HW], l[HW];
 #pragma unroll
-    for (int h = 0; h < 4; h++) {
-        const float *qh = a.q + (t * a.n_head + h0 + 4 * hq + h) * FA_HD + 4 * lane;
+    for (int h = 0; h < HW; h++) {
+        const float *qh = a.q + (t * a.n_head + h0 + HW * hq + h) * FA_HD + 4 * lane;
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const float4 v = *reinterpret_cast<const float4 *>(qh + 128 * c);
@@ -583,45 +615,64 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
         mbar_wait(&S.bar[b], (uint32_t)(i / FD_NBUF) & 1u); /* tile i landed; its rows are visible */
         __syncwarp();
         const int nt = (int)min((int64_t)FD_KT, ke - (kb + (int64_t)i * FD_KT));
-        for (int j = ks; j < nt; j += 2 * NKS) {
-            const int j1 = j + NKS;
-            const bool v0 = S.rows[b][j] != NULL, v1 = j1 < nt && S.rows[b][j1] != NULL;
-            /* a slot row without a key holds stale bytes: read as zeros */
+        for (int j = ks; j < nt; j += KS * NKS) {
+            /* keys j + x NKS, x < KS; a slot row without a key holds stale
+             * bytes: read as zeros */
+            bool v[KS];
+            float kv[KS][16];
             const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
-            float kv[2][16];
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const float4 x0 = v0 ? *reinterpret_cast<const float4 *>(&S.k[b][j][128 * c + 4 * lane]) : z4;
-                const float4 x1 = v1 ? *reinterpret_cast<const float4 *>(&S.k[b][j1][128 * c + 4 * lane]) : z4;
-                kv[0][4 * c] = x0.x, kv[0][4 * c + 1] = x0.y, kv[0][4 * c + 2] = x0.z, kv[0][4 * c + 3] = x0.w;
-                kv[1][4 * c] = x1.x, kv[1][4 * c + 1] = x1.y, kv[1][4 * c + 2] = x1.z, kv[1][4 * c + 3] = x1.w;
+            for (int x = 0; x < KS; x++) {
+                const int jx = j + x * NKS;
+                v[x] = (x == 0 || jx < nt) && S.rows[b][jx] != NULL;
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const float4 y = v[x] ? *reinterpret_cast<const float4 *>(&S.k[b][jx][128 * c + 4 * lane]) : z4;
+                    kv[x][4 * c] = y.x, kv[x][4 * c + 1] = y.y, kv[x][4 * c + 2] = y.z, kv[x][4 * c + 3] = y.w;
+                }
             }
-            float s[2][4];
+            float s[KS][HW];
 #pragma unroll
-            for (int x = 0; x < 2; x++)
+            for (int x = 0; x < KS; x++)
 #pragma unroll
-                for (int h = 0; h < 4; h++) {
-                    float v = 0.f;
+                for (int h = 0; h < HW; h++) {
+                    float acc = 0.f;
 #pragma unroll
-                    for (int e = 0; e < 16; e++) v = fmaf(q[h][e], kv[x][e], v);
-                    s[x][h] = v;
+                    for (int e = 0; e < 16; e++) acc = fmaf(q[h][e], kv[x][e], acc);
+                    s[x][h] = acc;
                 }
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1)
 #pragma unroll
-                for (int x = 0; x < 2; x++)
+                for (int x = 0; x < KS; x++)
 #pragma unroll
-                    for (int h = 0; h < 4; h++) s[x][h] += __shfl_xor_sync(0xffffffffu, s[x][h], off);
+                    for (int h = 0; h < HW; h++) s[x][h] += __shfl_xor_sync(0xffffffffu, s[x][h], off);
 #pragma unroll
-            for (int h = 0; h < 4; h++) {
-                const float a0 = v0 ? s[0][h] * a.scale : -INFINITY, a1 = v1 ? s[1][h] * a.scale : -INFINITY;
-                const float mn = fmaxf(m[h], fmaxf(a0, a1));
+            for (int h = 0; h < HW; h++) {
+                float ax[KS], p[KS];
+                float mn = m[h];
+#pragma unroll
+                for (int x = 0; x < KS; x++) ax[x] = v[x] ? s[x][h] * a.scale : -INFINITY;
+                /* max(m, max(a0, a1, ..)) in the two-key kernel's order */
+                float am = ax[0];
+#pragma unroll
+                for (int x = 1; x < KS; x++) am = fmaxf(am, ax[x]);
+                mn = fmaxf(mn, am);
                 const float corr = m[h] == -INFINITY ? 0.f : expf(m[h] - mn);
-                const float p0 = a0 == -INFINITY ? 0.f : expf(a0 - mn), p1 = a1 == -INFINITY ? 0.f : expf(a1 - mn);
-                l[h] = (l[h] * corr + p0) + p1;
+#pragma unroll
+                for (int x = 0; x < KS; x++) p[x] = ax[x] == -INFINITY ? 0.f : expf(ax[x] - mn);
+                float lh = l[h] * corr;
+#pragma unroll
+                for (int x = 0; x < KS; x++) lh += p[x];
+                l[h] = lh;
                 m[h] = mn;
 #pragma unroll
-                for (int e = 0; e < 16; e++) o[h][e] = fmaf(p1, kv[1][e], fmaf(p0, kv[0][e], o[h][e] * corr));
+                for (int e = 0; e < 16; e++) {
+                    float oe = o[h][e] * corr;
+#pragma unroll
+                    for (int x = 0; x < KS; x++) oe = fmaf(p[x], kv[x][e], oe);
+                    o[h][e] = oe;
+                }
             }
         }
         if (i + FD_NBUF < ntile) { /* refill slot b (long slices only) */
@@ -637,75 +688,106 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
         const int d = 2 * (r * PPC + tid);
         if (d >= FA_HD - ro.n_rot) dev_rope_cs(ro.freqs[(d - (FA_HD - ro.n_rot)) / 2], ro.pos[t], &S.cs[tid], &S.sn[tid]);
     }
-    /* the CTA's state: the key subsets' outputs scaled to the CTA's max per
-     * head and summed in subset order */
-    if (lane == 0)
+    if constexpr (PUSH) {
+        /* each warp sends its head's state to the rank that writes each of
+         * its dims: (max, sum) to every rank, outputs to their owner */
+        asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); /* every CTA started */
 #pragma unroll
-        for (int h = 0; h < 4; h++) S.wm[w][h] = m[h], S.wl[w][h] = l[h];
-    __syncthreads();
-    float *po = &S.k[0][0][0];
-#pragma unroll
-    for (int h = 0; h < 4; h++) {
-        float M = -INFINITY;
-        for (int s2 = 0; s2 < NKS; s2++) M = fmaxf(M, S.wm[s2 * NHQ + hq][h]);
-        const float f = m[h] == -INFINITY ? 0.f : expf(m[h] - M);
-        float *dst = po + ((int64_t)w * 4 + h) * FA_HD + 4 * lane;
-#pragma unroll
-        for (int c = 0; c < 4; c++)
-            *reinterpret_cast<float4 *>(dst + 128 * c) =
-                make_float4(o[h][4 * c] * f, o[h][4 * c + 1] * f, o[h][4 * c + 2] * f, o[h][4 * c + 3] * f);
-        if (ks == 0 && lane == 0) {
-            float L = 0.f;
-            for (int s2 = 0; s2 < NKS; s2++) {
-                const float ms = S.wm[s2 * NHQ + hq][h];
-                L += ms == -INFINITY ? 0.f : S.wl[s2 * NHQ + hq][h] * expf(ms - M);
+        for (int h = 0; h < HW; h++) {
+            const int hl = HW * hq + h;
+            if (lane < CL) {
+                *cluster.map_shared_rank(&S.rm[r][hl], lane) = m[h];
+                *cluster.map_shared_rank(&S.rl[r][hl], lane) = l[h];
             }
-            S.cm[4 * hq + h] = M, S.cl[4 * hq + h] = L;
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int d0 = 128 * c + 4 * lane, owner = d0 / (2 * PPC);
+                float *dst = cluster.map_shared_rank(&S.co[0][0], owner) + (r * HG + hl) * (2 * PPC) + d0 % (2 * PPC);
+                *reinterpret_cast<float4 *>(dst) = make_float4(o[h][4 * c], o[h][4 * c + 1], o[h][4 * c + 2], o[h][4 * c + 3]);
+            }
         }
-    }
-    __syncthreads();
-    for (int i2 = tid; i2 < HG * (FA_HD / 4); i2 += FD_THREADS) {
-        const int hl = i2 / (FA_HD / 4), c4 = i2 % (FA_HD / 4);
-        const float *src = po + (int64_t)hl * FA_HD + 4 * c4; /* warp hl / 4 = key subset 0 of head quad hl / 4 */
-        float4 v = *reinterpret_cast<const float4 *>(src);
-        for (int s2 = 1; s2 < NKS; s2++) {
-            const float4 u = *reinterpret_cast<const float4 *>(src + (int64_t)s2 * NHQ * 4 * FA_HD);
-            v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+        cluster.sync(); /* every rank's pushes landed */
+        const float *rcv = &S.co[0][0];
+        for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
+            const int hl = i2 / (2 * PPC), j = i2 % (2 * PPC), pp = j / 2, d = 2 * PPC * r + j, h = h0 + hl;
+            const float sink = a.sinks[h];
+            float M = sink;
+#pragma unroll
+            for (int c = 0; c < CL; c++) M = fmaxf(M, S.rm[c][hl]);
+            float den = expf(sink - M), acc = 0.f;
+#pragma unroll
+            for (int c = 0; c < CL; c++) {
+                const float mc = S.rm[c][hl];
+                const float f = mc == -INFINITY ? 0.f : expf(mc - M);
+                den += S.rl[c][hl] * f;
+                acc += rcv[(c * HG + hl) * (2 * PPC) + j] * f;
+            }
+            fd_out(a, ro, pl, S.cs, S.sn, acc / den, t, h, d, pp, lane);
         }
-        *reinterpret_cast<float4 *>(&S.co[hl][4 * c4]) = v;
-    }
-    V4F_KT_POINT(); /* CTA merged */
-    cluster.sync(); /* every CTA's (cm, cl, co) is visible to the cluster */
+        /* (no barrier before exit: nothing here is read by another CTA any more) */
+    } else {
+        /* the CTA's state: the key subsets' outputs scaled to the CTA's max
+         * per head and summed in subset order */
+        if (lane == 0)
+#pragma unroll
+            for (int h = 0; h < HW; h++) S.wm[w][h] = m[h], S.wl[w][h] = l[h];
+        __syncthreads();
+        float *po = &S.k[0][0][0];
+#pragma unroll
+        for (int h = 0; h < HW; h++) {
+            float M = -INFINITY;
+            for (int s2 = 0; s2 < NKS; s2++) M = fmaxf(M, S.wm[s2 * NHQ + hq][h]);
+            const float f = m[h] == -INFINITY ? 0.f : expf(m[h] - M);
+            float *dst = po + ((int64_t)w * HW + h) * FA_HD + 4 * lane;
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                *reinterpret_cast<float4 *>(dst + 128 * c) =
+                    make_float4(o[h][4 * c] * f, o[h][4 * c + 1] * f, o[h][4 * c + 2] * f, o[h][4 * c + 3] * f);
+            if (ks == 0 && lane == 0) {
+                float L = 0.f;
+                for (int s2 = 0; s2 < NKS; s2++) {
+                    const float ms = S.wm[s2 * NHQ + hq][h];
+                    L += ms == -INFINITY ? 0.f : S.wl[s2 * NHQ + hq][h] * expf(ms - M);
+                }
+                S.cm[HW * hq + h] = M, S.cl[HW * hq + h] = L;
+            }
+        }
+        __syncthreads();
+        for (int i2 = tid; i2 < HG * (FA_HD / 4); i2 += FD_THREADS) {
+            const int hl = i2 / (FA_HD / 4), c4 = i2 % (FA_HD / 4);
+            /* warp hl / HW = key subset 0 of head set hl / HW */
+            const float *src = po + (int64_t)hl * FA_HD + 4 * c4;
+            float4 v = *reinterpret_cast<const float4 *>(src);
+            for (int s2 = 1; s2 < NKS; s2++) {
+                const float4 u = *reinterpret_cast<const float4 *>(src + (int64_t)s2 * NHQ * HW * FA_HD);
+                v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+            }
+            *reinterpret_cast<float4 *>(&S.co[hl][4 * c4]) = v;
+        }
+        V4F_KT_POINT(); /* CTA merged */
+        cluster.sync(); /* every CTA's (cm, cl, co) is visible to the cluster */
 
-    for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
-        const int hl = i2 / (2 * PPC), j = i2 % (2 * PPC), pp = j / 2, d = 2 * PPC * r + j, h = h0 + hl;
-        const float sink = a.sinks[h];
-        float mc[CL], M = sink;
+        for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
+            const int hl = i2 / (2 * PPC), j = i2 % (2 * PPC), pp = j / 2, d = 2 * PPC * r + j, h = h0 + hl;
+            const float sink = a.sinks[h];
+            float mc[CL], M = sink;
 #pragma unroll
-        for (int c = 0; c < CL; c++) {
-            mc[c] = *cluster.map_shared_rank(&S.cm[hl], c);
-            M = fmaxf(M, mc[c]);
-        }
-        float den = expf(sink - M), acc = 0.f;
+            for (int c = 0; c < CL; c++) {
+                mc[c] = *cluster.map_shared_rank(&S.cm[hl], c);
+                M = fmaxf(M, mc[c]);
+            }
+            float den = expf(sink - M), acc = 0.f;
 #pragma unroll
-        for (int c = 0; c < CL; c++) {
-            const float f = mc[c] == -INFINITY ? 0.f : expf(mc[c] - M);
-            den += *cluster.map_shared_rank(&S.cl[hl], c) * f;
-            acc += *cluster.map_shared_rank(&S.co[hl][d], c) * f;
+            for (int c = 0; c < CL; c++) {
+                const float f = mc[c] == -INFINITY ? 0.f : expf(mc[c] - M);
+                den += *cluster.map_shared_rank(&S.cl[hl], c) * f;
+                acc += *cluster.map_shared_rank(&S.co[hl][d], c) * f;
+            }
+            fd_out(a, ro, pl, S.cs, S.sn, acc / den, t, h, d, pp, lane);
         }
-        float v = acc / den;
-        /* the inverse RoPE of the tail's pair (d & ~1, d | 1): neighbouring lanes */
-        const float pv = __shfl_xor_sync(0xffffffffu, v, 1);
-        if (ro.freqs && d >= FA_HD - ro.n_rot) {
-            float x = d & 1 ? pv : v, y = d & 1 ? v : pv;
-            dev_rope_apply(&x, &y, S.cs[pp], -S.sn[pp]);
-            v = d & 1 ? y : x;
-        }
-        a.out[(t * a.n_head + h) * FA_HD + d] = v;
-        if (pl.qx) fa_plane_group(pl, v, lane, (t * a.n_head + h) * FA_HD + d - lane); /* warp: dims d - lane .. + 31 */
+        V4F_KT_POINT(); /* output written */
+        cluster.sync(); /* no CTA leaves while another reads its shared memory */
     }
-    V4F_KT_POINT(); /* output written */
-    cluster.sync(); /* no CTA leaves while another reads its shared memory */
 #endif
 }
 
@@ -1183,6 +1265,18 @@ static int64_t attn_key_guess(const v4f_cuda_attn_keys *k) {
     return k->key_max > 0 && k->key_max < r + c ? k->key_max : r + c;
 }
 
+/* k_fa_dec's form: a warp per head with the pushed merge, or (V4F_FD=4,
+ * for A/B) four heads a warp with the CTA merge and remote loads */
+typedef void (*fd_kernel)(fa_args, const v4f_cuda_out_rope, const fa_planes);
+static fd_kernel fd_kern(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("V4F_FD");
+        v = e && *e ? atoi(e) : 0;
+    }
+    return v == 4 ? k_fa_dec<FD_HG, FD_CL, 4, false> : k_fa_dec<FD_HG, FD_CL, 1, true>;
+}
+
 /* k_fa_dec per device: 0 not usable (pre-sm_90 code or device, clusters
  * of FD_CL CTAs with this shared memory not resident, or V4F_FA_DEC=0),
  * 1 usable; decided at the first call on the device. */
@@ -1195,10 +1289,10 @@ static int fd_usable(v4f_cuda *c) {
     cudaFuncAttributes fa;
     const size_t bytes = sizeof(fd_smem<FD_HG, FD_CL>);
     if (v4f_env_off("V4F_FA_DEC") || cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, c->device) ||
-        cc < 9 || cudaFuncGetAttributes(&fa, k_fa_dec<FD_HG, FD_CL>) || fa.binaryVersion < 90 ||
+        cc < 9 || cudaFuncGetAttributes(&fa, fd_kern()) || fa.binaryVersion < 90 ||
         (size_t)max_smem_optin(c->device) < bytes)
         return 0;
-    if (cudaFuncSetAttribute(k_fa_dec<FD_HG, FD_CL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes)) {
+    if (cudaFuncSetAttribute(fd_kern(), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes)) {
         (void)cudaGetLastError();
         return 0;
     }
@@ -1212,7 +1306,7 @@ static int fd_usable(v4f_cuda *c) {
     cfg.attrs = &at;
     cfg.numAttrs = 1;
     int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, k_fa_dec<FD_HG, FD_CL>, &cfg) || n < 1) {
+    if (cudaOccupancyMaxActiveClusters(&n, fd_kern(), &cfg) || n < 1) {
         (void)cudaGetLastError();
         return 0;
     }
@@ -1290,7 +1384,7 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
         a.k = *keys;
         v4f_cuda_out_rope ro = {NULL, NULL, 0};
         if (rope) ro = *rope;
-        v4f_launch_cluster(k_fa_dec<FD_HG, FD_CL>, dim3(FD_CL, (unsigned)(n_head / FD_HG), (unsigned)n_q), FD_THREADS,
+        v4f_launch_cluster(fd_kern(), dim3(FD_CL, (unsigned)(n_head / FD_HG), (unsigned)n_q), FD_THREADS,
                            FD_CL, sizeof(fd_smem<FD_HG, FD_CL>), c->stream, a, ro, fa_planes_of(planes));
         CUDA_TRY_LAUNCH();
         return V4F_OK;
