@@ -557,6 +557,8 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
                   "k_fa_dec: uniform output loop, warps of 32 consecutive dims of a head");
     static_assert(FD_WARPS * HW <= FD_NBUF * FD_KT && FD_NBUF <= FD_WARPS, "k_fa_dec: tile ring size");
     static_assert(!PUSH || NKS == 1, "k_fa_dec: the pushed merge needs one key subset");
+    static_assert(!PUSH || (CL <= 32 && (2 * PPC) % 4 == 0),
+                  "k_fa_dec: pushed (max, sum) by lane = rank, 16-byte output groups within one rank's dims");
     extern __shared__ __align__(16) unsigned char fd_raw[];
     fd_smem<HG, CL> &S = *reinterpret_cast<fd_smem<HG, CL> *>(fd_raw);
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
