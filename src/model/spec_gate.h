@@ -2,10 +2,10 @@
  * spec_gate.h - when speculative decoding pauses its drafts.
  *
  * A drafting step costs more than a plain decode step (a 2-token eval and
- * the MTP block: 1.45-1.48 decode steps on an H200, 1.70-1.71 where the
+ * the MTP block: 1.44-1.48 decode steps on an H200, 1.70-1.71 where the
  * block's experts are read over the bus, an H200 held to an 80 GB card's
- * memory; docs/PERF_NOTES.md session 36) and pays only when enough drafts
- * are kept: break-even at 45-48% kept on the H200, 70-71% where the block's
+ * memory; docs/PERF_NOTES.md sessions 36-37) and pays only when enough drafts
+ * are kept: break-even at 44-48% kept on the H200, 70-71% where the block's
  * experts live in host memory (in session 24 a drafting step cost 1.34
  * decode steps; the plain step got faster since, the 2-token eval less).
  * The bars are the break-evens rounded up to whole drafts. Where the MTP block
@@ -33,7 +33,7 @@
 /* kept drafts a window needs, the MTP block's experts in host memory: 12
  * of 16 (75%; the break-even there is 70-71%) */
 #define V4F_GATE_KEEP_MIN 12
-/* ... with the block on the card: 8 of 16 (50%; the H200's break-even is 45-48%) */
+/* ... with the block on the card: 8 of 16 (50%; the H200's break-even is 44-48%) */
 #define V4F_GATE_KEEP_MIN_CARD 8
 #define V4F_GATE_PAUSE_MIN 64 /* plain tokens after the first failed window */
 #define V4F_GATE_PAUSE_MAX 1024
