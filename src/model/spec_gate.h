@@ -8,9 +8,10 @@
  * are kept: break-even at 44-48% kept on the H200, 70-71% where the block's
  * experts live in host memory (in session 24 a drafting step cost 1.34
  * decode steps; the plain step got faster since, the 2-token eval less).
- * The bars are the break-evens rounded up to whole drafts. Where the MTP block
- * guesses badly (text unlike its training, a prompt it cannot follow)
- * drafting would make decoding slower than without it. The gate judges the drafting steps in windows of V4F_GATE_WINDOW; a
+ * The bars are the break-evens rounded up to whole drafts. Where the MTP
+ * block guesses badly (text unlike its training, a prompt it cannot
+ * follow) drafting would make decoding slower than without it. The gate
+ * judges the drafting steps in windows of V4F_GATE_WINDOW; a
  * window with fewer than keep_min kept drafts (V4F_GATE_KEEP_MIN_CARD or
  * V4F_GATE_KEEP_MIN, by where the block's experts are) pauses drafting for
  * a run of plain decode steps (V4F_GATE_PAUSE_MIN tokens, doubling after

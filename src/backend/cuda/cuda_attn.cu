@@ -547,6 +547,27 @@ __device__ __forceinline__ void fd_out(const fa_args &a, const v4f_cuda_out_rope
     if (pl.qx) fa_plane_group(pl, v, lane, (t * a.n_head + h) * FA_HD + d - lane);
 }
 
+/* k_fa_dec's merge of one output value over the CL ranks' states (max m(c),
+ * sum l(c), unnormalised output o(c)) with the sink: the maximum, then the
+ * denominator and the output summed in rank order */
+template <int CL, typename GM, typename GL, typename GO>
+__device__ __forceinline__ float fd_merge(float sink, GM m, GL l, GO o) {
+    float mc[CL], M = sink;
+#pragma unroll
+    for (int c = 0; c < CL; c++) {
+        mc[c] = m(c);
+        M = fmaxf(M, mc[c]);
+    }
+    float den = expf(sink - M), acc = 0.f;
+#pragma unroll
+    for (int c = 0; c < CL; c++) {
+        const float f = mc[c] == -INFINITY ? 0.f : expf(mc[c] - M);
+        den += l(c) * f;
+        acc += o(c) * f;
+    }
+    return acc / den;
+}
+
 template <int HG, int CL, int HW, bool PUSH>
 __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_cuda_out_rope ro, const fa_planes pl) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -652,14 +673,13 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
 #pragma unroll
             for (int h = 0; h < HW; h++) {
                 float ax[KS], p[KS];
-                float mn = m[h];
 #pragma unroll
                 for (int x = 0; x < KS; x++) ax[x] = v[x] ? s[x][h] * a.scale : -INFINITY;
                 /* max(m, max(a0, a1, ..)) in the two-key kernel's order */
                 float am = ax[0];
 #pragma unroll
                 for (int x = 1; x < KS; x++) am = fmaxf(am, ax[x]);
-                mn = fmaxf(mn, am);
+                const float mn = fmaxf(m[h], am);
                 const float corr = m[h] == -INFINITY ? 0.f : expf(m[h] - mn);
 #pragma unroll
                 for (int x = 0; x < KS; x++) p[x] = ax[x] == -INFINITY ? 0.f : expf(ax[x] - mn);
@@ -705,28 +725,11 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
             for (int c = 0; c < 4; c++) {
                 const int d0 = 128 * c + 4 * lane, owner = d0 / (2 * PPC);
                 float *dst = cluster.map_shared_rank(&S.co[0][0], owner) + (r * HG + hl) * (2 * PPC) + d0 % (2 * PPC);
-                *reinterpret_cast<float4 *>(dst) = make_float4(o[h][4 * c], o[h][4 * c + 1], o[h][4 * c + 2], o[h][4 * c + 3]);
+                *reinterpret_cast<float4 *>(dst) =
+                    make_float4(o[h][4 * c], o[h][4 * c + 1], o[h][4 * c + 2], o[h][4 * c + 3]);
             }
         }
         cluster.sync(); /* every rank's pushes landed */
-        const float *rcv = &S.co[0][0];
-        for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
-            const int hl = i2 / (2 * PPC), j = i2 % (2 * PPC), pp = j / 2, d = 2 * PPC * r + j, h = h0 + hl;
-            const float sink = a.sinks[h];
-            float M = sink;
-#pragma unroll
-            for (int c = 0; c < CL; c++) M = fmaxf(M, S.rm[c][hl]);
-            float den = expf(sink - M), acc = 0.f;
-#pragma unroll
-            for (int c = 0; c < CL; c++) {
-                const float mc = S.rm[c][hl];
-                const float f = mc == -INFINITY ? 0.f : expf(mc - M);
-                den += S.rl[c][hl] * f;
-                acc += rcv[(c * HG + hl) * (2 * PPC) + j] * f;
-            }
-            fd_out(a, ro, pl, S.cs, S.sn, acc / den, t, h, d, pp, lane);
-        }
-        /* (no barrier before exit: nothing here is read by another CTA any more) */
     } else {
         /* the CTA's state: the key subsets' outputs scaled to the CTA's max
          * per head and summed in subset order */
@@ -768,28 +771,29 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
         }
         V4F_KT_POINT(); /* CTA merged */
         cluster.sync(); /* every CTA's (cm, cl, co) is visible to the cluster */
-
-        for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
-            const int hl = i2 / (2 * PPC), j = i2 % (2 * PPC), pp = j / 2, d = 2 * PPC * r + j, h = h0 + hl;
-            const float sink = a.sinks[h];
-            float mc[CL], M = sink;
-#pragma unroll
-            for (int c = 0; c < CL; c++) {
-                mc[c] = *cluster.map_shared_rank(&S.cm[hl], c);
-                M = fmaxf(M, mc[c]);
-            }
-            float den = expf(sink - M), acc = 0.f;
-#pragma unroll
-            for (int c = 0; c < CL; c++) {
-                const float f = mc[c] == -INFINITY ? 0.f : expf(mc[c] - M);
-                den += *cluster.map_shared_rank(&S.cl[hl], c) * f;
-                acc += *cluster.map_shared_rank(&S.co[hl][d], c) * f;
-            }
-            fd_out(a, ro, pl, S.cs, S.sn, acc / den, t, h, d, pp, lane);
-        }
-        V4F_KT_POINT(); /* output written */
-        cluster.sync(); /* no CTA leaves while another reads its shared memory */
     }
+
+    /* CTA r's dims of its heads: pushed, from what it received; else by
+     * remote loads of every rank's state */
+    const float *rcv = &S.co[0][0];
+    for (int i2 = tid; i2 < HG * 2 * PPC; i2 += FD_THREADS) {
+        const int hl = i2 / (2 * PPC), j = i2 % (2 * PPC), pp = j / 2, d = 2 * PPC * r + j, h = h0 + hl;
+        float v;
+        if constexpr (PUSH)
+            v = fd_merge<CL>(
+                a.sinks[h], [&](int c) { return S.rm[c][hl]; }, [&](int c) { return S.rl[c][hl]; },
+                [&](int c) { return rcv[(c * HG + hl) * (2 * PPC) + j]; });
+        else
+            v = fd_merge<CL>(
+                a.sinks[h], [&](int c) { return *cluster.map_shared_rank(&S.cm[hl], c); },
+                [&](int c) { return *cluster.map_shared_rank(&S.cl[hl], c); },
+                [&](int c) { return *cluster.map_shared_rank(&S.co[hl][d], c); });
+        fd_out(a, ro, pl, S.cs, S.sn, v, t, h, d, pp, lane);
+    }
+    V4F_KT_POINT(); /* output written */
+    /* pushed: no barrier before exit (nothing here is read by another CTA
+     * any more); else no CTA leaves while another reads its shared memory */
+    if constexpr (!PUSH) cluster.sync();
 #endif
 }
 
