@@ -472,7 +472,11 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
  * accumulators in registers (lane: dims 4 lane + 128 c + e, c, e < 4) and
  * runs an online softmax over every FD_WARPS / (HG / HW)-th key of the
  * slice, KS keys per step. The keys come through shared memory in tiles
- * of FD_KT rows, FD_NBUF tiles in flight, one bulk copy per row.
+ * of FD_KT rows, NB tiles in flight, one bulk copy per row: FD_NBUF (one
+ * CTA an SM) for one-query launches (decode steps), FD_NBUF_MQ (two CTAs
+ * an SM, so a verify step's 128 CTAs run in one wave) for several queries;
+ * the tiles' count changes no operation, so a query's bits are the same in
+ * both (fd_pick).
  * Default (HW = 1, PUSH): a warp per head and one key subset, so a warp's
  * state is the CTA's; each warp sends its (max, sum) to every rank and its
  * outputs to the rank that owns their dims (distributed shared memory
@@ -503,6 +507,7 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
 #define FD_WARPS (FD_THREADS / 32)
 #define FD_KT 16     /* keys per shared-memory tile */
 #define FD_NBUF 6    /* tiles in flight (96 keys, 192 KB) */
+#define FD_NBUF_MQ 2 /* ... in the several-query instance (2 CTAs an SM, <= 128 registers) */
 #define FD_NQ_MAX 16 /* queries per launch (decode steps, short evals) */
 /* at most this many keys per query (attn_key_guess, with the model's
  * bound: the window plus the layer's compressed-row capacity): its per-key
@@ -518,10 +523,10 @@ __global__ void __launch_bounds__(FA_CT) k_fa_combine(const float *sinks, int n_
 #define FD_HG 8
 #define FD_CL 8
 
-template <int HG, int CL> struct fd_smem {
-    float k[FD_NBUF][FD_KT][FA_HD]; /* key tiles; after the loop (HW = 4) the warps' scaled outputs [warp][4][FA_HD] */
-    const float *rows[FD_NBUF][FD_KT];
-    uint64_t bar[FD_NBUF]; /* a tile's bulk copies land */
+template <int HG, int CL, int NB = FD_NBUF> struct fd_smem {
+    float k[NB][FD_KT][FA_HD]; /* key tiles; after the loop (HW = 4) the warps' scaled outputs [warp][4][FA_HD] */
+    const float *rows[NB][FD_KT];
+    uint64_t bar[NB]; /* a tile's bulk copies land */
     float wm[FD_WARPS][4], wl[FD_WARPS][4]; /* each warp's (max, sum) per head */
     float cm[HG], cl[HG];                   /* the CTA's merged (max, sum) per head (read by the cluster) */
     /* the CTA's merged output (read by the cluster); pushed merge: the
@@ -568,20 +573,20 @@ __device__ __forceinline__ float fd_merge(float sink, GM m, GL l, GO o) {
     return acc / den;
 }
 
-template <int HG, int CL, int HW, bool PUSH>
-__global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_cuda_out_rope ro, const fa_planes pl) {
+template <int HG, int CL, int HW, bool PUSH, int NB = FD_NBUF, int MB = 1>
+__global__ void __launch_bounds__(FD_THREADS, MB) k_fa_dec(fa_args a, const v4f_cuda_out_rope ro, const fa_planes pl) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     /* NHQ warps' head sets of HW heads, NKS key subsets, KS keys a step */
     constexpr int NHQ = HG / HW, NKS = FD_WARPS / NHQ, PPC = FA_HD / 2 / CL, KS = HW == 1 ? 4 : 2;
     static_assert(HG % HW == 0 && FD_WARPS % NHQ == 0, "k_fa_dec: warps = head sets x key subsets");
     static_assert((HG * 2 * PPC) % FD_THREADS == 0 && (2 * PPC) % 32 == 0,
                   "k_fa_dec: uniform output loop, warps of 32 consecutive dims of a head");
-    static_assert(FD_WARPS * HW <= FD_NBUF * FD_KT && FD_NBUF <= FD_WARPS, "k_fa_dec: tile ring size");
+    static_assert(FD_WARPS * HW <= NB * FD_KT && NB <= FD_WARPS, "k_fa_dec: tile ring size");
     static_assert(!PUSH || NKS == 1, "k_fa_dec: the pushed merge needs one key subset");
     static_assert(!PUSH || (CL <= 32 && (2 * PPC) % 4 == 0),
                   "k_fa_dec: pushed (max, sum) by lane = rank, 16-byte output groups within one rank's dims");
     extern __shared__ __align__(16) unsigned char fd_raw[];
-    fd_smem<HG, CL> &S = *reinterpret_cast<fd_smem<HG, CL> *>(fd_raw);
+    fd_smem<HG, CL, NB> &S = *reinterpret_cast<fd_smem<HG, CL, NB> *>(fd_raw);
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
     const int r = blockIdx.x, h0 = blockIdx.y * HG; /* gridDim.x == CL: r is the rank */
     const int64_t t = blockIdx.z;
@@ -596,12 +601,12 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
     const int64_t kb = min(nk, (int64_t)r * per), ke = min(nk, kb + per);
     const int ntile = (int)((ke - kb + FD_KT - 1) / FD_KT);
     V4F_KT_POINT(); /* counts */
-    /* tile i into slot i % FD_NBUF (by one warp): lane j < FD_KT finds key j's
+    /* tile i into slot i % NB (by one warp): lane j < FD_KT finds key j's
      * row (NULL past the slice or for a -1 index) and queues its 2 KB as one
      * bulk copy; lane 0 first arms the slot's barrier with the bytes */
     auto issue = [&](int i) {
         if (i >= ntile) return;
-        const int b = i % FD_NBUF;
+        const int b = i % NB;
         const int64_t kk = kb + (int64_t)i * FD_KT + lane;
         const float *row = lane < FD_KT && kk < ke ? attn_key_row(&a.k, t, kk, n_raw, FA_HD) : NULL;
         if (lane < FD_KT) S.rows[b][lane] = row;
@@ -611,12 +616,12 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
         __syncwarp();
         if (row) bulk_copy(&S.k[b][lane][0], row, (uint32_t)(FA_HD * sizeof(float)), &S.bar[b]);
     };
-    if (tid < FD_NBUF) mbar_init(&S.bar[tid]);
+    if (tid < NB) mbar_init(&S.bar[tid]);
     __syncthreads();
     /* pushed merge: this CTA has started (its shared memory may be written
      * by the cluster once every CTA has arrived here) */
     if constexpr (PUSH) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-    if (w < FD_NBUF) issue(w); /* the first tiles, a warp each */
+    if (w < NB) issue(w); /* the first tiles, a warp each */
     if (early) V4F_PDL_ENTRY();
 
     float q[HW][16], o[HW][16], m[HW], l[HW];
@@ -634,8 +639,8 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
     }
     V4F_KT_POINT(); /* q loaded */
     for (int i = 0; i < ntile; i++) {
-        const int b = i % FD_NBUF;
-        mbar_wait(&S.bar[b], (uint32_t)(i / FD_NBUF) & 1u); /* tile i landed; its rows are visible */
+        const int b = i % NB;
+        mbar_wait(&S.bar[b], (uint32_t)(i / NB) & 1u); /* tile i landed; its rows are visible */
         __syncwarp();
         const int nt = (int)min((int64_t)FD_KT, ke - (kb + (int64_t)i * FD_KT));
         for (int j = ks; j < nt; j += KS * NKS) {
@@ -697,9 +702,9 @@ __global__ void __launch_bounds__(FD_THREADS, 1) k_fa_dec(fa_args a, const v4f_c
                 }
             }
         }
-        if (i + FD_NBUF < ntile) { /* refill slot b (long slices only) */
+        if (i + NB < ntile) { /* refill slot b (long slices only) */
             __syncthreads();
-            if (w == 0) issue(i + FD_NBUF);
+            if (w == 0) issue(i + NB);
         }
     }
     V4F_KT_POINT(); /* keys done */
@@ -1271,34 +1276,37 @@ static int64_t attn_key_guess(const v4f_cuda_attn_keys *k) {
     return k->key_max > 0 && k->key_max < r + c ? k->key_max : r + c;
 }
 
-/* k_fa_dec's form: a warp per head with the pushed merge, or (V4F_FD=4,
- * for A/B) four heads a warp with the CTA merge and remote loads */
+/* k_fa_dec's instances: one query (a decode step's 64 CTAs, one per SM,
+ * 6 key tiles in flight), several queries (a verify step's 128 CTAs: 2
+ * tiles in flight and two CTAs per SM, so every cluster runs in the first
+ * wave; the same operations on each query, so the same bits), and (V4F_FD=4,
+ * for A/B) session 27's form: four heads a warp, the CTA merge and remote
+ * loads. V4F_FD=1: the one-query instance for every launch (A/B). H200,
+ * 8K, session 38, same calls: always-wrong drafts 110.90 / 110.53 (V4F_FD=1)
+ * -> 112.55 / 112.67 ss t/s (a drafting step 1.46-1.47 -> 1.44 decode
+ * steps), one-token decode unchanged (162.3). */
 typedef void (*fd_kernel)(fa_args, const v4f_cuda_out_rope, const fa_planes);
-static fd_kernel fd_kern(void) {
+typedef struct fd_inst {
+    fd_kernel k;
+    size_t bytes;
+} fd_inst;
+static fd_inst fd_pick(bool multi) {
     static int v = -1;
     if (v < 0) {
         const char *e = getenv("V4F_FD");
         v = e && *e ? atoi(e) : 0;
     }
-    return v == 4 ? k_fa_dec<FD_HG, FD_CL, 4, false> : k_fa_dec<FD_HG, FD_CL, 1, true>;
+    if (v == 4) return {k_fa_dec<FD_HG, FD_CL, 4, false>, sizeof(fd_smem<FD_HG, FD_CL>)};
+    if (multi && v != 1)
+        return {k_fa_dec<FD_HG, FD_CL, 1, true, FD_NBUF_MQ, 2>, sizeof(fd_smem<FD_HG, FD_CL, FD_NBUF_MQ>)};
+    return {k_fa_dec<FD_HG, FD_CL, 1, true>, sizeof(fd_smem<FD_HG, FD_CL>)};
 }
 
-/* k_fa_dec per device: 0 not usable (pre-sm_90 code or device, clusters
- * of FD_CL CTAs with this shared memory not resident, or V4F_FA_DEC=0),
- * 1 usable; decided at the first call on the device. */
-static int fd_usable(v4f_cuda *c) {
-    static signed char state[64];
-    signed char *st = &state[c->device & 63];
-    if (*st) return *st > 0;
-    *st = -1;
-    int cc = 0;
-    cudaFuncAttributes fa;
-    const size_t bytes = sizeof(fd_smem<FD_HG, FD_CL>);
-    if (v4f_env_off("V4F_FA_DEC") || cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, c->device) ||
-        cc < 9 || cudaFuncGetAttributes(&fa, fd_kern()) || fa.binaryVersion < 90 ||
-        (size_t)max_smem_optin(c->device) < bytes)
-        return 0;
-    if (cudaFuncSetAttribute(fd_kern(), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes)) {
+/* Whether clusters of FD_CL CTAs of instance i are resident (with its
+ * shared memory set); 0 = no */
+static int fd_resident(v4f_cuda *c, fd_inst i) {
+    if ((size_t)max_smem_optin(c->device) < i.bytes ||
+        cudaFuncSetAttribute(i.k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)i.bytes)) {
         (void)cudaGetLastError();
         return 0;
     }
@@ -1308,17 +1316,39 @@ static int fd_usable(v4f_cuda *c) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(FD_CL, 1, 1);
     cfg.blockDim = dim3(FD_THREADS, 1, 1);
-    cfg.dynamicSmemBytes = bytes;
+    cfg.dynamicSmemBytes = i.bytes;
     cfg.attrs = &at;
     cfg.numAttrs = 1;
     int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, fd_kern(), &cfg) || n < 1) {
+    if (cudaOccupancyMaxActiveClusters(&n, i.k, &cfg) || n < 1) {
         (void)cudaGetLastError();
         return 0;
     }
-    v4f_log(V4F_LOG_DEBUG, "cuda: device %d decode attention in clusters of %d (%d resident)", c->device, FD_CL, n);
-    *st = 1;
-    return 1;
+    return n;
+}
+
+/* k_fa_dec per device: 0 not usable (pre-sm_90 code or device, clusters
+ * of FD_CL CTAs with this shared memory not resident, or V4F_FA_DEC=0),
+ * 1 usable (the one-query instance for every launch), 2 usable with the
+ * several-query instance; decided at the first call on the device. */
+static int fd_usable(v4f_cuda *c) {
+    static signed char state[64];
+    signed char *st = &state[c->device & 63];
+    if (*st) return *st > 0 ? *st : 0;
+    *st = -1;
+    int cc = 0;
+    cudaFuncAttributes fa;
+    const fd_inst one = fd_pick(false), multi = fd_pick(true);
+    if (v4f_env_off("V4F_FA_DEC") || cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, c->device) ||
+        cc < 9 || cudaFuncGetAttributes(&fa, one.k) || fa.binaryVersion < 90)
+        return 0;
+    const int n = fd_resident(c, one);
+    if (n < 1) return 0;
+    const int n2 = multi.k == one.k ? 0 : fd_resident(c, multi);
+    v4f_log(V4F_LOG_DEBUG, "cuda: device %d decode attention in clusters of %d (%d resident; several queries: %d)",
+            c->device, FD_CL, n, n2);
+    *st = n2 > 0 ? 2 : 1;
+    return *st;
 }
 
 void v4f_cuda_attn_init(v4f_cuda *c) { (void)fd_usable(c); }
@@ -1390,8 +1420,9 @@ extern "C" v4f_status v4f_cuda_attn_sink_rope(v4f_cuda *c, const float *q, int64
         a.k = *keys;
         v4f_cuda_out_rope ro = {NULL, NULL, 0};
         if (rope) ro = *rope;
-        v4f_launch_cluster(fd_kern(), dim3(FD_CL, (unsigned)(n_head / FD_HG), (unsigned)n_q), FD_THREADS,
-                           FD_CL, sizeof(fd_smem<FD_HG, FD_CL>), c->stream, a, ro, fa_planes_of(planes));
+        const fd_inst fi = fd_pick(n_q > 1 && fd_usable(c) == 2);
+        v4f_launch_cluster(fi.k, dim3(FD_CL, (unsigned)(n_head / FD_HG), (unsigned)n_q), FD_THREADS, FD_CL, fi.bytes,
+                           c->stream, a, ro, fa_planes_of(planes));
         CUDA_TRY_LAUNCH();
         return V4F_OK;
     }
