@@ -952,8 +952,16 @@ static void t_indexer_tiles(v4f_cuda *c, int64_t nk_short, int64_t nk_long) {
     free(q), free(w), free(keys), free(a), free(b);
 }
 
+static int desc_f32(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
 /* kind 0: continuous, 1: few levels (many exact ties, +-0 mixed), 2: all
- * equal, 3: values 1 + j * 2^-20 (ties and neighbours within 2^-16 relative) */
+ * equal, 3: values 1 + j * 2^-20 (ties and neighbours within 2^-16
+ * relative), 4: continuous with 8 more keys set to the k-th largest value
+ * (a small threshold bin holding a run of ties across the k-th place: the
+ * shared-memory path finishes such a bin by ranking its keys) */
 static void t_topk(v4f_cuda *c, int64_t rows, int64_t ld, const int32_t *nrow, int64_t n0, int64_t k, int kind) {
     float *x = rnd_vec(rows * ld, -10, 10);
     for (int64_t i = 0; i < rows * ld; i++) {
@@ -965,6 +973,15 @@ static void t_topk(v4f_cuda *c, int64_t rows, int64_t ld, const int32_t *nrow, i
         } else if (kind == 3) {
             x[i] = 1.0f + ldexpf((float)(rnd_u64() % 3000), -20);
         }
+    }
+    for (int64_t r = 0; kind == 4 && r < rows; r++) {
+        const int64_t n = nrow ? nrow[r] : n0;
+        if (n <= k) continue;
+        float *srt = v4f_xmalloc((size_t)n * 4);
+        memcpy(srt, x + r * ld, (size_t)n * 4);
+        qsort(srt, (size_t)n, 4, desc_f32);
+        for (int j = 0; j < 8; j++) x[r * ld + (int64_t)(rnd_u64() % (uint64_t)n)] = srt[k - 1];
+        free(srt);
     }
     float *dx = dev_from(c, x, FB(rows * ld));
     int32_t *dn = nrow ? dev_from(c, nrow, (size_t)rows * 4) : NULL;
@@ -1009,6 +1026,8 @@ static void topk_cases(v4f_cuda *c) {
     t_topk(c, 5, 20000, ne, 0, 512, 1);
     t_topk(c, 5, 20000, ne, 0, 512, 0);
     t_topk(c, 1, 2050, NULL, 2050, 2049, 0);
+    t_topk(c, 5, 20000, ne, 0, 512, 4); /* ties across the k-th place in a small bin */
+    t_topk(c, 3, 3000, NULL, 3000, 100, 4);
     /* long rows (multi-block select): continuous, near-ties sharing the
      * 24-bit prefix (kind 3), heavy ties (candidate overflow -> one-block
      * fallback), per-row counts below/above the k and the path threshold */

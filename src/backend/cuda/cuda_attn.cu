@@ -2036,76 +2036,133 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
  * __match_any_sync aggregation did not help (H200, 2,050 / 8,192 keys: 8.5
  * / 22 us before, docs/PERF_NOTES.md session 29); no pass after the one
  * whose bin is needed whole; the in-order compaction by warps over
- * contiguous runs. Same indices, same order. Dynamic shared
+ * contiguous runs. Session 38: the first pass's histogram made as the
+ * keys are stored; the threshold bin found by all warps at once (each
+ * warp's 16 bins, then the warps' totals) with the counters cleared as
+ * they are summed; a threshold bin of <= TOPK_CAND keys finished by
+ * ranking its keys instead of more passes (H200, one row alone, 2,050 /
+ * 8,194 / 16,384 keys: 5.33 / 8.94 / 13.14 -> 4.51 / 7.93 / 12.02 us). The
+ * passes are bound by the shared-memory pipe (a pass over 16K keys ~110
+ * cycles a key and thread; reading the keys 8 at a time before the
+ * atomics did not help). Same indices, same order. Dynamic shared
  * memory: the histogram (TOPK_HIST_BYTES), then the row's keys. */
 #define TOPK_SMEM_N 16384
 #define TOPK_HIST_BYTES (256 * 32 * 4)
 #define TOPK_STATIC_BYTES 8192 /* room left for k_topk's static shared memory (2.2 KB on sm_90) */
 
+#define TOPK_CAND 64 /* a threshold bin of at most this many keys is finished by ranking them */
+
 template <int NT>
 __device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_t *out, int32_t *count,
                               unsigned char *dsm) {
-    static_assert(NT == 512, "bin counts: two threads per bin");
+    static_assert(NT == 512, "bin counts: two threads per bin, 16 bins a warp");
     unsigned *s_hist = (unsigned *)dsm;                       /* [256][32] */
     uint32_t *s_key = (uint32_t *)(dsm + TOPK_HIST_BYTES); /* [n] */
-    __shared__ unsigned s_cnt[256], s_w[NT / 32];
+    __shared__ unsigned s_wt[NT / 32], s_w[NT / 32];
     __shared__ uint32_t s_prefix;
-    __shared__ int s_need, s_done;
+    __shared__ int s_need, s_done, s_cb, s_nc;
+    __shared__ int s_ci[TOPK_CAND];
     const int tid = threadIdx.x, lane = tid & 31, wl = tid >> 5;
     const int kk = min(k, n);
-    /* eight loads in flight per thread */
-    for (int i0 = 0; i0 < n; i0 += 8 * NT) {
-        float v[8];
+    /* the keys into shared memory, eight loads in flight per thread, and
+     * the first pass's histogram (top 8 bits) as they are stored */
+    float v[8];
+    auto load8 = [&](int i0) {
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const int i = i0 + j * NT + tid;
             v[j] = i < n ? xr[i] : 0.0f;
         }
+    };
+    load8(0);
+    for (int i = tid; i < 256 * 32; i += NT) s_hist[i] = 0;
+    if (tid == 0) s_nc = 0;
+    __syncthreads();
+    for (int i0 = 0; i0 < n; i0 += 8 * NT) {
+        if (i0 > 0) load8(i0);
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const int i = i0 + j * NT + tid;
-            if (i < n) s_key[i] = dev_order_key(v[j]);
+            if (i < n) {
+                const uint32_t key = dev_order_key(v[j]);
+                s_key[i] = key;
+                atomicAdd(&s_hist[(key >> 24) * 32 + lane], 1u);
+            }
         }
     }
-    for (int i = tid; i < 256 * 32; i += NT) s_hist[i] = 0;
     __syncthreads();
     uint32_t prefix = 0, mask = 0;
     int need = kk;
     for (int p = 0; p < 4; p++) {
         const int shift = 24 - 8 * p;
-        for (int i = tid; i < n; i += NT) {
-            const uint32_t v = s_key[i];
-            if ((v & mask) == prefix) atomicAdd(&s_hist[((v >> shift) & 255u) * 32 + lane], 1u);
-        }
-        __syncthreads();
-        {
-            /* bin b = tid / 2 from lanes 16 h .. 16 h + 15 (h = tid & 1), read
-             * in a rotated order so that a warp's 32 reads hit 32 banks */
-            const int b = tid >> 1, h = tid & 1;
-            unsigned sum = 0;
-#pragma unroll
-            for (int j = 0; j < 16; j++) sum += s_hist[b * 32 + 16 * h + ((j + b) & 15)];
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            if (h == 0) s_cnt[b] = sum;
-        }
-        __syncthreads();
-        if (wl == 0) {
-            int b;
-            int64_t acc;
-            unsigned cb;
-            if (warp_find_bin(s_cnt, need, &b, &acc, &cb)) {
-                s_prefix = prefix | ((uint32_t)b << shift);
-                s_need = need - (int)acc;
-                s_done = need - acc == (int64_t)cb; /* the whole bin is selected */
+        if (p > 0) {
+            for (int i = tid; i < n; i += NT) {
+                const uint32_t x = s_key[i];
+                if ((x & mask) == prefix) atomicAdd(&s_hist[((x >> shift) & 255u) * 32 + lane], 1u);
             }
-        } else {
-            for (int i = tid - 32; i < 256 * 32; i += NT - 32) s_hist[i] = 0; /* for the next pass */
+            __syncthreads();
+        }
+        /* bin b = tid / 2 (warp wl: bins 16 wl .. 16 wl + 15) from lanes 16 h
+         * .. 16 h + 15 (h = tid & 1), read in a rotated order so that a
+         * warp's 32 reads hit 32 banks, each counter cleared as it is read */
+        const int b = tid >> 1, h = tid & 1;
+        unsigned c = 0;
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            unsigned *q = &s_hist[b * 32 + 16 * h + ((j + b) & 15)];
+            c += *q;
+            *q = 0;
+        }
+        c += __shfl_xor_sync(0xffffffffu, c, 1);
+        /* the keys in the warp's bins from b up (even lanes), the warp's total */
+        unsigned incl = h == 0 ? c : 0u;
+#pragma unroll
+        for (int o = 2; o < 32; o <<= 1) {
+            const unsigned t = __shfl_down_sync(0xffffffffu, incl, o);
+            if (lane + o < 32) incl += t;
+        }
+        if (lane == 0) s_wt[wl] = incl;
+        __syncthreads();
+        /* the one bin holding the need-th largest key: keys above it < need <= with it */
+        unsigned above = incl - c;
+        for (int w = wl + 1; w < NT / 32; w++) above += s_wt[w];
+        if (h == 0 && (int)above < need && need <= (int)(above + c)) {
+            s_prefix = prefix | ((uint32_t)b << shift);
+            s_need = need - (int)above;
+            s_done = need - (int)above == (int)c; /* the whole bin is selected */
+            s_cb = (int)c;
         }
         __syncthreads();
         prefix = s_prefix;
         need = s_need;
         mask |= 255u << shift;
         if (s_done) break; /* uniform */
+        if (p < 3 && s_cb <= TOPK_CAND) {
+            /* a small bin: its keys' ranks (value desc, index asc) give the
+             * threshold T (the need-th) and how many keys equal to T are
+             * taken, as the remaining passes would */
+            const int cb = s_cb;
+            for (int i = tid; i < n; i += NT)
+                if ((s_key[i] & mask) == prefix) s_ci[atomicAdd(&s_nc, 1)] = i;
+            __syncthreads();
+            if (tid < cb) {
+                const int ci = s_ci[tid];
+                const uint32_t kv = s_key[ci];
+                int gt = 0, rank = 0;
+                for (int j = 0; j < cb; j++) {
+                    const int cj = s_ci[j];
+                    const uint32_t kj = s_key[cj];
+                    gt += kj > kv;
+                    rank += kj > kv || (kj == kv && cj < ci);
+                }
+                if (rank == need - 1) s_prefix = kv, s_need = need - gt;
+            }
+            __syncthreads();
+            prefix = s_prefix;
+            need = s_need;
+            mask = 0xffffffffu;
+            break;
+        }
     }
     /* key & mask above prefix: selected; equal: the first need of them.
      * Warp w compacts the run [w per, (w + 1) per) in index order, lanes
@@ -2113,9 +2170,9 @@ __device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_
     const int per = (n + NT / 32 - 1) / (NT / 32), w0 = min(n, wl * per), w1 = min(n, w0 + per);
     unsigned gt = 0, eq = 0;
     for (int i = w0 + lane; i < w1; i += 32) {
-        const uint32_t v = s_key[i] & mask;
-        gt += v > prefix;
-        eq += v == prefix;
+        const uint32_t x = s_key[i] & mask;
+        gt += x > prefix;
+        eq += x == prefix;
     }
     gt = __reduce_add_sync(0xffffffffu, gt);
     eq = __reduce_add_sync(0xffffffffu, eq);
@@ -2127,10 +2184,10 @@ __device__ void topk_row_smem(const float *__restrict__ xr, int n, int k, int32_
     const unsigned below = (1u << lane) - 1u;
     for (int i0 = w0; i0 < w1; i0 += 32) { /* uniform over the warp */
         const int i = i0 + lane;
-        const uint32_t v = i < w1 ? s_key[i] & mask : 0u;
-        const bool is_eq = i < w1 && v == prefix;
+        const uint32_t x = i < w1 ? s_key[i] & mask : 0u;
+        const bool is_eq = i < w1 && x == prefix;
         const unsigned em = __ballot_sync(0xffffffffu, is_eq);
-        const bool sel = (i < w1 && v > prefix) || (is_eq && eq_b + __popc(em & below) < need);
+        const bool sel = (i < w1 && x > prefix) || (is_eq && eq_b + __popc(em & below) < need);
         const unsigned sm = __ballot_sync(0xffffffffu, sel);
         if (sel) out[pos + __popc(sm & below)] = i;
         pos += __popc(sm);
