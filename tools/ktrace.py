@@ -12,7 +12,9 @@ starts interleave: read the listing, not only the sums).
 Inside a kernel, V4F_KT_POINT() (cuda_common.cuh) adds a stamp of block
 (0,0,0) at that source line; the listing shows it as file:line between the
 kernel starts, so the time from one stamp to the next is a phase of that
-block (session 7 used it to split k_fa_mma's time into its phases).
+block (session 7 used it to split k_fa_mma's time into its phases). Each
+stamp costs its thread a returning atomic (~0.3 us), so stamped phases read
+longer than they run.
 
 usage: tools/ktrace.py TRACE [STEP] [--list]
   STEP: which decode step, counted by k_step_prep starts (default -2: the

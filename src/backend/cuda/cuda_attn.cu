@@ -31,7 +31,8 @@
  *  - top-k: rows up to 16K (and prefill's many rows) run k_topk (one block
  *    per row: 8-bit radix select, then an in-order compaction; rows up to
  *    TOPK_SMEM_N keys from shared memory with per-lane histogram counters,
- *    longer ones from global memory). Long rows
+ *    a small threshold bin finished by ranking its keys; longer ones from
+ *    global memory). Long rows
  *    (few rows, k <= 2048) run a multi-CTA radix select: k_tk_hist1 (top 12
  *    key bits, all SMs), k_tk_hist2 (next 12 bits inside the threshold bin),
  *    k_tk_collect (elements above the 24-bit threshold prefix, and the
