@@ -2042,7 +2042,7 @@ __device__ void topk_row_block(const float *__restrict__ xr, int64_t n, int64_t 
  * warp's 16 bins, then the warps' totals) with the counters cleared as
  * they are summed; a threshold bin of <= TOPK_CAND keys finished by
  * ranking its keys instead of more passes (H200, one row alone, 2,050 /
- * 8,194 / 16,384 keys: 5.33 / 8.94 / 13.14 -> 4.51 / 7.93 / 12.02 us). The
+ * 8,194 / 16,384 keys: 5.33 / 8.94 / 13.14 -> 4.50 / 7.93 / 12.02 us). The
  * passes are bound by the shared-memory pipe (a pass over 16K keys ~110
  * cycles a key and thread; reading the keys 8 at a time before the
  * atomics did not help). Same indices, same order. Dynamic shared
